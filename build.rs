@@ -1,0 +1,92 @@
+//! Builds the programs `lab` carries inside itself.
+//!
+//! * `workload/` → `isolab-workload`, a **static** Linux executable (`+crt-static`) that runs as a
+//!   process, as a container's PID 1 and as a Linux guest's `/init`.
+//!
+//! It is built with a nested `cargo build` because it needs compiler flags (static linking, a fixed
+//! profile) that must not apply to `lab` itself. The nested build has its own target directory, so
+//! it never waits on the lock of the build that runs this script. Its profile is set here, in one
+//! place ([`NESTED_PROFILE`]), so every program that links the kernels compiles them the same way.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The compiler settings of every program that links `isolab-kernels`. A difference in speed
+/// between backends must be the isolation model's, never the compiler's.
+const NESTED_PROFILE: &[&str] = &[
+    "profile.release.opt-level=3",
+    "profile.release.codegen-units=1",
+    "profile.release.lto=false",
+    "profile.release.panic=\"abort\"",
+    "profile.release.debug=false",
+    "profile.release.incremental=false",
+];
+
+/// Code generation shared by the workload and the guest: a static, position-dependent executable.
+const NESTED_RUSTFLAGS: &[&str] = &["-Ctarget-feature=+crt-static", "-Crelocation-model=static"];
+
+/// The one target the toolchain ships here and on users' machines.
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn main() {
+    let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    for dir in ["kernels", "workload"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    println!("cargo:rerun-if-changed=Cargo.lock");
+
+    let nested = nested_target_dir(&root);
+    let workload = cargo_build(&root.join("workload/Cargo.toml"), &nested, NESTED_RUSTFLAGS)
+        .join("isolab-workload");
+    println!(
+        "cargo:rustc-env=ISOLAB_WORKLOAD_PATH={}",
+        workload.display()
+    );
+}
+
+/// `target/nested`, beside the outer build's own directories.
+fn nested_target_dir(root: &Path) -> PathBuf {
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("nested")
+}
+
+/// Build one package in release mode with [`NESTED_PROFILE`]; returns the directory of its
+/// binaries.
+fn cargo_build(manifest: &Path, target_dir: &Path, rustflags: &[&str]) -> PathBuf {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--target-dir")
+        .arg(target_dir);
+    for setting in NESTED_PROFILE {
+        cmd.arg("--config").arg(setting);
+    }
+    // The outer build's settings (flags, wrappers such as clippy-driver, its target directory)
+    // must not leak into the nested one: these programs are built one way only.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+        "CARGO_PROFILE_RELEASE_LTO",
+        "CARGO_PROFILE_RELEASE_OPT_LEVEL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", manifest.display()));
+    assert!(status.success(), "building {} failed", manifest.display());
+    target_dir.join(TARGET).join("release")
+}

@@ -1,0 +1,422 @@
+//! The kernels themselves.
+//!
+//! Each public kernel function is `#[inline(never)]`: it stays one function in both programs that
+//! link this crate, so the same machine code runs in a process, a container and a microVM, and a
+//! student can find it by name in a disassembly of either binary.
+
+use crate::rng::Rng;
+use crate::{Error, Kernel, Output, Shim, Spec};
+
+/// One mebibyte.
+pub const MIB: u64 = 1 << 20;
+
+/// The `io` kernel moves data in chunks of this size (its whole arena).
+pub const IO_CHUNK: usize = 64 * 1024;
+
+/// A constant folded into every checksum, so an all-zero result never looks valid.
+const CHECK_SEED: u64 = 0xC0FF_EE15_01AB_0001;
+
+/// Run the kernel named by `spec`, with `arena` as its working memory (at least
+/// [`Spec::arena_bytes`] bytes, 8-byte aligned).
+///
+/// `probe` is not run here: it needs an operating system to ask and is implemented by each
+/// program ([`Error::NeedsOs`]).
+pub fn run(spec: &Spec, shim: &mut dyn Shim, arena: &mut [u8]) -> Result<Output, Error> {
+    let needed = spec.arena_bytes();
+    if (arena.len() as u64) < needed {
+        return Err(Error::ArenaTooSmall {
+            needed,
+            available: arena.len() as u64,
+        });
+    }
+    let arena = &mut arena[..needed as usize];
+    match spec.kernel {
+        Kernel::Ready => Ok(Output {
+            checksum: CHECK_SEED,
+            ops: 0,
+            bytes: 0,
+        }),
+        Kernel::Cpu => Ok(cpu(spec.iters, spec.seed)),
+        Kernel::Mem => {
+            let words = as_words::<f64>(arena);
+            mem_init(words);
+            shim.mark_start();
+            Ok(mem_triad(words, spec.iters))
+        }
+        Kernel::Random => {
+            let words = as_words::<u64>(arena);
+            let nodes = random_init(words, spec.seed);
+            shim.mark_start();
+            Ok(random_chase(words, nodes, spec.iters))
+        }
+        Kernel::Syscall => Ok(syscall(shim, spec.iters)),
+        Kernel::Io => io(shim, arena, spec.mib * MIB, spec.seed),
+        Kernel::Sleep => {
+            shim.wait_host()?;
+            Ok(Output {
+                checksum: CHECK_SEED,
+                ops: 0,
+                bytes: 0,
+            })
+        }
+        Kernel::Probe => Err(Error::NeedsOs),
+    }
+}
+
+/// View the arena as a slice of `T` (f64 or u64), ignoring a ragged tail.
+fn as_words<T: Copy + Default>(arena: &mut [u8]) -> &mut [T] {
+    // SAFETY: f64 and u64 accept every bit pattern; `align_to_mut` only returns the correctly
+    // aligned middle part, and the arena is page-aligned in both programs so the prefix is empty.
+    let (_, words, _) = unsafe { arena.align_to_mut::<T>() };
+    words
+}
+
+/// Mixing function for checksums (the finaliser of MurmurHash3): every input bit affects every
+/// output bit, so two different results give different checksums.
+#[inline]
+fn mix(mut h: u64, v: u64) -> u64 {
+    h ^= v;
+    h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h = (h ^ (h >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// `cpu`: `iters` rounds of integer work (xorshift, rotate, multiply) interleaved with a chaotic
+/// floating-point recurrence (the logistic map). The logistic map amplifies any difference in
+/// rounding, so a checksum match also proves identical floating-point behaviour.
+#[inline(never)]
+pub fn cpu(iters: u64, seed: u64) -> Output {
+    let mut x = seed | 1;
+    let mut acc = CHECK_SEED;
+    let mut f = 0.123_456_789_f64;
+    for i in 0..iters {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        acc = acc
+            .rotate_left((i & 63) as u32)
+            .wrapping_add(x)
+            .wrapping_mul(0x0100_0000_01b3);
+        f = 3.9 * f * (1.0 - f);
+        if i & 1023 == 0 {
+            acc = mix(acc, f.to_bits());
+        }
+    }
+    Output {
+        checksum: mix(acc, f.to_bits()),
+        ops: iters,
+        bytes: 0,
+    }
+}
+
+/// Split the arena into STREAM's three arrays a, b, c.
+fn triad_arrays(words: &mut [f64]) -> (&mut [f64], &mut [f64], &mut [f64]) {
+    let n = words.len() / 3;
+    let (a, rest) = words.split_at_mut(n);
+    let (b, rest) = rest.split_at_mut(n);
+    (a, b, &mut rest[..n])
+}
+
+/// `mem` set-up: write every element, which makes the kernel (or hypervisor) back every page.
+#[inline(never)]
+pub fn mem_init(words: &mut [f64]) {
+    let (a, b, c) = triad_arrays(words);
+    for (i, ((a, b), c)) in a.iter_mut().zip(b.iter_mut()).zip(c.iter_mut()).enumerate() {
+        *a = 0.0;
+        *b = i as f64;
+        *c = (i & 0xff) as f64;
+    }
+}
+
+/// `mem`: `passes` of the STREAM triad `a[i] = b[i] + s * c[i]`, which reads two arrays and
+/// writes one: 24 bytes per element move between the core and memory.
+#[inline(never)]
+pub fn mem_triad(words: &mut [f64], passes: u64) -> Output {
+    let (a, b, c) = triad_arrays(words);
+    let n = a.len();
+    let mut acc = CHECK_SEED;
+    for pass in 0..passes {
+        // A different scalar each pass, so no pass repeats another and none can be skipped.
+        let s = 1.0 + pass as f64;
+        for ((a, b), c) in a.iter_mut().zip(b.iter()).zip(c.iter()) {
+            *a = *b + s * *c;
+        }
+        if n > 0 {
+            acc = mix(acc, a[(pass as usize * 7919) % n].to_bits());
+        }
+    }
+    Output {
+        checksum: acc,
+        ops: passes * n as u64,
+        bytes: passes * n as u64 * 24,
+    }
+}
+
+/// Words per node of the `random` kernel: one 64-byte cache line, so every hop is a fresh line.
+const NODE_WORDS: usize = 8;
+
+/// `random` set-up: link the cache lines of the arena into one random cycle (Sattolo's algorithm
+/// makes a single cycle through all nodes, so the chase visits the whole working set).
+/// Returns the number of nodes.
+#[inline(never)]
+pub fn random_init(words: &mut [u64], seed: u64) -> usize {
+    let nodes = words.len() / NODE_WORDS;
+    if nodes == 0 {
+        return 0;
+    }
+    for i in 0..nodes {
+        words[i * NODE_WORDS] = i as u64;
+    }
+    let mut rng = Rng::new(seed);
+    for i in (1..nodes).rev() {
+        let j = rng.below(i as u64) as usize;
+        words.swap(i * NODE_WORDS, j * NODE_WORDS);
+    }
+    nodes
+}
+
+/// `random`: `accesses` dependent loads along the cycle. Each load's address comes from the
+/// previous load, so the CPU cannot overlap them: the time per access is the full latency of a
+/// cache miss plus, when the working set exceeds the TLB's reach, a page-table walk — and under
+/// nested paging (a VM) that walk goes through two sets of page tables.
+#[inline(never)]
+pub fn random_chase(words: &[u64], nodes: usize, accesses: u64) -> Output {
+    let mut at = 0usize;
+    let mut acc = CHECK_SEED;
+    if nodes > 0 {
+        for _ in 0..accesses {
+            at = words[at * NODE_WORDS] as usize;
+            acc = acc.wrapping_add(at as u64);
+        }
+    }
+    Output {
+        checksum: mix(acc, at as u64),
+        ops: accesses,
+        bytes: accesses * 64,
+    }
+}
+
+/// `syscall`: `calls` round trips across the isolation boundary.
+#[inline(never)]
+pub fn syscall(shim: &mut dyn Shim, calls: u64) -> Output {
+    let mut acc = CHECK_SEED;
+    for i in 0..calls {
+        acc = acc.rotate_left(5) ^ shim.enter_kernel(i);
+    }
+    Output {
+        checksum: acc,
+        ops: calls,
+        bytes: 0,
+    }
+}
+
+/// `io`: write `total` bytes of pseudo-random data in [`IO_CHUNK`] pieces, fsync, read it all
+/// back and check it. The checksum covers the data read back.
+#[inline(never)]
+pub fn io(shim: &mut dyn Shim, buf: &mut [u8], total: u64, seed: u64) -> Result<Output, Error> {
+    let chunk = buf.len().min(IO_CHUNK);
+    if chunk == 0 {
+        return Err(Error::ArenaTooSmall {
+            needed: IO_CHUNK as u64,
+            available: 0,
+        });
+    }
+    let buf = &mut buf[..chunk];
+    let chunks = total.div_ceil(chunk as u64);
+    let fill = |buf: &mut [u8], rng: &mut Rng| {
+        for b in buf.chunks_mut(8) {
+            let v = rng.next_u64().to_le_bytes();
+            b.copy_from_slice(&v[..b.len()]);
+        }
+    };
+    let fold = |acc: u64, buf: &[u8]| {
+        buf.chunks(8).fold(acc, |h, w| {
+            let mut v = [0u8; 8];
+            v[..w.len()].copy_from_slice(w);
+            h.rotate_left(7) ^ u64::from_le_bytes(v)
+        })
+    };
+
+    let mut rng = Rng::new(seed);
+    let mut written = CHECK_SEED;
+    for i in 0..chunks {
+        fill(buf, &mut rng);
+        written = fold(written, buf);
+        shim.io_write(i * chunk as u64, buf)?;
+    }
+    shim.io_sync()?;
+    let mut read = CHECK_SEED;
+    for i in 0..chunks {
+        shim.io_read(i * chunk as u64, buf)?;
+        read = fold(read, buf);
+    }
+    if read != written {
+        return Err(Error::Corrupt);
+    }
+    Ok(Output {
+        checksum: mix(read, total),
+        ops: 2 * chunks,
+        bytes: 2 * chunks * chunk as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// A shim in memory: a Vec stands in for the scratch file.
+    #[derive(Default)]
+    struct Mem {
+        file: Vec<u8>,
+        entries: u64,
+        started: bool,
+        corrupt: bool,
+    }
+
+    impl Shim for Mem {
+        fn enter_kernel(&mut self, x: u64) -> u64 {
+            self.entries += 1;
+            x
+        }
+        fn mark_start(&mut self) {
+            self.started = true;
+        }
+        fn wait_host(&mut self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn io_write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
+            let end = offset as usize + data.len();
+            if self.file.len() < end {
+                self.file.resize(end, 0);
+            }
+            self.file[offset as usize..end].copy_from_slice(data);
+            Ok(())
+        }
+        fn io_sync(&mut self) -> Result<(), Error> {
+            if self.corrupt {
+                self.file[3] ^= 1;
+            }
+            Ok(())
+        }
+        fn io_read(&mut self, offset: u64, data: &mut [u8]) -> Result<(), Error> {
+            data.copy_from_slice(&self.file[offset as usize..offset as usize + data.len()]);
+            Ok(())
+        }
+    }
+
+    fn arena(spec: &Spec) -> Vec<u8> {
+        vec![0u8; spec.arena_bytes() as usize]
+    }
+
+    #[test]
+    fn every_kernel_is_deterministic_and_parameter_sensitive() {
+        for kernel in [
+            Kernel::Cpu,
+            Kernel::Mem,
+            Kernel::Random,
+            Kernel::Syscall,
+            Kernel::Io,
+        ] {
+            let small = Spec::new(kernel, 1, 1000);
+            let other = Spec::new(kernel, 2, 2000);
+            let once = run(&small, &mut Mem::default(), &mut arena(&small)).unwrap();
+            let again = run(&small, &mut Mem::default(), &mut arena(&small)).unwrap();
+            let diff = run(&other, &mut Mem::default(), &mut arena(&other)).unwrap();
+            assert_eq!(once, again, "{kernel}");
+            assert_ne!(once.checksum, diff.checksum, "{kernel}");
+        }
+    }
+
+    #[test]
+    fn setup_is_marked_before_the_measured_part() {
+        for kernel in [Kernel::Mem, Kernel::Random] {
+            let spec = Spec::new(kernel, 1, 10);
+            let mut shim = Mem::default();
+            run(&spec, &mut shim, &mut arena(&spec)).unwrap();
+            assert!(shim.started, "{kernel}");
+        }
+    }
+
+    #[test]
+    fn syscall_enters_the_kernel_once_per_call() {
+        let mut shim = Mem::default();
+        let out = run(&Spec::new(Kernel::Syscall, 0, 77), &mut shim, &mut []).unwrap();
+        assert_eq!((shim.entries, out.ops), (77, 77));
+    }
+
+    #[test]
+    fn random_visits_every_node_once_per_cycle() {
+        let mut words = vec![0u64; 8 * 100];
+        let nodes = random_init(&mut words, 5);
+        let mut at = 0;
+        let mut seen = vec![false; nodes];
+        for _ in 0..nodes {
+            at = words[at * NODE_WORDS] as usize;
+            assert!(
+                !seen[at],
+                "a node was visited twice before the cycle closed"
+            );
+            seen[at] = true;
+        }
+        assert_eq!(
+            at, 0,
+            "the chase returns to its start after exactly `nodes` hops"
+        );
+    }
+
+    #[test]
+    fn mem_counts_triad_bytes() {
+        let spec = Spec::new(Kernel::Mem, 1, 2);
+        let out = run(&spec, &mut Mem::default(), &mut arena(&spec)).unwrap();
+        let n = (MIB / 8 / 3) as u64;
+        assert_eq!(out.bytes, 2 * n * 24);
+    }
+
+    #[test]
+    fn io_detects_corruption() {
+        let spec = Spec::new(Kernel::Io, 1, 0);
+        let mut shim = Mem {
+            corrupt: true,
+            ..Mem::default()
+        };
+        assert_eq!(
+            run(&spec, &mut shim, &mut arena(&spec)),
+            Err(Error::Corrupt)
+        );
+    }
+
+    #[test]
+    fn a_small_arena_is_refused_not_overrun() {
+        let spec = Spec::new(Kernel::Mem, 4, 1);
+        let err = run(&spec, &mut Mem::default(), &mut [0u8; 64]).unwrap_err();
+        assert_eq!(
+            err,
+            Error::ArenaTooSmall {
+                needed: 4 * MIB,
+                available: 64
+            }
+        );
+    }
+
+    #[test]
+    fn unsupported_services_are_errors() {
+        struct Bare;
+        impl Shim for Bare {
+            fn enter_kernel(&mut self, x: u64) -> u64 {
+                x
+            }
+        }
+        let spec = Spec::new(Kernel::Io, 1, 0);
+        assert_eq!(
+            run(&spec, &mut Bare, &mut arena(&spec)),
+            Err(Error::Unsupported)
+        );
+        let sleep = Spec::new(Kernel::Sleep, 0, 0);
+        assert_eq!(run(&sleep, &mut Bare, &mut []), Err(Error::Unsupported));
+        let probe = Spec::new(Kernel::Probe, 0, 0);
+        assert_eq!(run(&probe, &mut Bare, &mut []), Err(Error::NeedsOs));
+    }
+}

@@ -1,0 +1,83 @@
+//! `ns-floor`: the least a namespace-based container can cost.
+//!
+//! One `clone` with exactly the container's namespace flags (started the same cheap way as every
+//! backend's first process, see [`super::child::spawn_shared`]), then `exec` of the same static
+//! workload from the host's file system. No cgroup, no root file system, no capability changes,
+//! no second process. Every container runtime does at least this much, so its start-up time is
+//! a floor: the distance between `container` and `ns-floor` is what isolab's runtime adds, and the
+//! distance between `ns-floor` and `process` is what the namespaces themselves cost.
+//!
+//! Having no cgroup, it has no memory figures; it exists for start-up comparisons.
+
+use super::child::{self, spawn_shared, Exec, Reporter, Stack, CONTROL_FD, REPORT_FD};
+use super::container::namespaces;
+use super::instance::{Instance, Parts, Timeline};
+use super::{Availability, Backend, BackendError, Limits, Spec};
+use crate::lab::Lab;
+use crate::workload;
+
+/// The `ns-floor` backend.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NsFloor;
+
+impl Backend for NsFloor {
+    fn name(&self) -> &str {
+        "ns-floor"
+    }
+
+    fn describe(&self) -> &str {
+        "clone with the container's namespace flags + exec, nothing else (a lower bound)"
+    }
+
+    fn availability(&self, _lab: &Lab) -> Availability {
+        if namespaces::need_userns() {
+            if let Some(why) = crate::host::userns_restriction() {
+                return Availability::Unavailable(format!("user namespaces are restricted: {why}"));
+            }
+        }
+        Availability::Available
+    }
+
+    /// A comparison point for start-up benchmarks, not a way to run workloads.
+    fn default_enabled(&self) -> bool {
+        false
+    }
+
+    fn start(&self, lab: &Lab, spec: &Spec, _limits: &Limits) -> Result<Instance, BackendError> {
+        let timeline = Timeline::start();
+        let args = workload::argv(
+            spec,
+            REPORT_FD,
+            CONTROL_FD,
+            &lab.scratch_dir().to_string_lossy(),
+        );
+        let exec = Exec::new(&lab.workload_path(), "isolab-workload", &args, &[]);
+        let (ends, fds) = child::pipes(None)?;
+        let flags = namespaces::flags(namespaces::need_userns());
+        let mut stack = Stack::new();
+        let mut body = || {
+            if let Err(e) = fds.install() {
+                fds.reporter().fail("install fds", e);
+            }
+            let report = Reporter::INSTALLED;
+            report.phase("fork");
+            let e = exec.exec();
+            report.fail("exec", e)
+        };
+        // SAFETY: the child only makes system calls on prepared data, then execs or exits.
+        let pid = unsafe { spawn_shared(flags, &mut stack, &mut body) }
+            .map_err(BackendError::sys("clone"))?;
+        drop(fds);
+        Ok(Instance::new(Parts {
+            backend: self.name().into(),
+            spec: *spec,
+            main: pid,
+            helpers: Vec::new(),
+            cgroup: None,
+            ends,
+            timeline,
+            timeout: lab.timeout,
+            cleanup: Vec::new(),
+        }))
+    }
+}

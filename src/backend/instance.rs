@@ -1,0 +1,575 @@
+//! One running instance, whatever the backend, and what it leaves behind: a [`Run`].
+//!
+//! Every backend ends in the same shape — some host processes in one cgroup, writing marker lines
+//! to a pipe — so one type handles waiting, memory sampling, reaping and teardown for all of
+//! them. A backend builds an [`Instance`] with [`Instance::new`] right after its processes exist.
+//!
+//! Teardown is the [`Drop`] of this type (and of the [`Cgroup`] inside it): whatever happens —
+//! a workload that crashes, a marker that never comes, an error in the lab, Ctrl-C — dropping the
+//! instance kills its processes, reaps them, removes its cgroup and runs the backend's own
+//! clean-up. Nothing a run creates outlives it.
+
+use crate::cgroup::Cgroup;
+use crate::measure::clock::now_ns;
+use crate::measure::memory::ProcessMemory;
+pub use crate::results::{MemorySample, Outcome, Phase, Timeline};
+use crate::workload::{Event, Output, Spec};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use super::child::ParentEnds;
+use super::BackendError;
+
+/// Everything one finished instance produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    /// Backend name.
+    pub backend: String,
+    /// What ran.
+    pub spec: Spec,
+    /// Phase edges on the host clock.
+    pub timeline: Timeline,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The kernel's result, if it finished.
+    pub output: Option<Output>,
+    /// Memory while held at `ready` (only when the spec asked to hold).
+    pub memory_at_ready: Option<MemorySample>,
+    /// Memory while held at `done` (only when the spec asked to hold).
+    pub memory_at_done: Option<MemorySample>,
+    /// The cgroup's peak charge over the whole run.
+    pub cgroup_peak_bytes: Option<u64>,
+    /// CPU time the instance used, where the cgroup reports it.
+    pub cpu_ns: Option<u64>,
+    /// Facts from the `probe` kernel, in the order reported.
+    pub probe: Vec<(String, String)>,
+    /// Facts the backend's runtime reported (guest RAM size, exit counts, ...).
+    pub info: BTreeMap<String, String>,
+}
+
+impl Run {
+    /// Start-up time in nanoseconds.
+    pub fn startup_ns(&self) -> Option<u64> {
+        self.timeline.startup_ns()
+    }
+
+    /// The results record of this run.
+    pub fn record(&self, round: u32, order: u32, warmup: bool) -> crate::results::RunRecord {
+        crate::results::RunRecord {
+            backend: self.backend.clone(),
+            round,
+            order,
+            warmup,
+            workload: (&self.spec).into(),
+            outcome: self.outcome.clone(),
+            startup_ns: self.startup_ns(),
+            work_ns: self.work_ns(),
+            phases: self.timeline.clone(),
+            output: self.output.as_ref().map(Into::into),
+            memory_at_ready: self.memory_at_ready,
+            memory_at_done: self.memory_at_done,
+            cgroup_peak_bytes: self.cgroup_peak_bytes,
+            cpu_ns: self.cpu_ns,
+            probe: self.probe.clone(),
+            info: self.info.clone(),
+        }
+    }
+
+    /// Time of the kernel's measured part: `start` (or `ready`) → `done`.
+    pub fn work_ns(&self) -> Option<u64> {
+        self.timeline.work_ns()
+    }
+}
+
+/// What a backend hands over to make an [`Instance`].
+pub struct Parts {
+    /// Backend name.
+    pub backend: String,
+    /// What is running.
+    pub spec: Spec,
+    /// The process whose end is the instance's end.
+    pub main: Pid,
+    /// Other children of the lab to reap (launch helpers).
+    pub helpers: Vec<Pid>,
+    /// The instance's cgroup.
+    pub cgroup: Option<Cgroup>,
+    /// The lab's ends of the instance's pipes.
+    pub ends: ParentEnds,
+    /// Phases the lab stamped so far (at least `spawn`).
+    pub timeline: Timeline,
+    /// How long to wait for each marker.
+    pub timeout: Duration,
+    /// Backend clean-up to run after the processes are gone (remove a bundle, delete a runtime's
+    /// state, ...).
+    pub cleanup: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+/// A running instance.
+pub struct Instance {
+    backend: String,
+    spec: Spec,
+    main: Pid,
+    helpers: Vec<Pid>,
+    cgroup: Option<Cgroup>,
+    timeline: Timeline,
+    timeout: Duration,
+    cleanup: Vec<Box<dyn FnOnce() + Send>>,
+    control: Option<File>,
+    lines: LineReader,
+    stderr: File,
+    output: Option<Output>,
+    error: Option<(String, String)>,
+    probe: Vec<(String, String)>,
+    info: BTreeMap<String, String>,
+    memory_at_ready: Option<MemorySample>,
+    memory_at_done: Option<MemorySample>,
+    ready: bool,
+    done: bool,
+    status: Option<WaitStatus>,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("backend", &self.backend)
+            .field("main", &self.main)
+            .finish()
+    }
+}
+
+impl Instance {
+    /// Take charge of a launched instance.
+    pub fn new(parts: Parts) -> Instance {
+        let Parts {
+            backend,
+            spec,
+            main,
+            helpers,
+            cgroup,
+            ends,
+            timeline,
+            timeout,
+            cleanup,
+        } = parts;
+        Instance {
+            backend,
+            spec,
+            main,
+            helpers,
+            cgroup,
+            timeline,
+            timeout,
+            cleanup,
+            control: Some(ends.control),
+            lines: LineReader::new(ends.report),
+            stderr: ends.stderr,
+            output: None,
+            error: None,
+            probe: Vec::new(),
+            info: BTreeMap::new(),
+            memory_at_ready: None,
+            memory_at_done: None,
+            ready: false,
+            done: false,
+            status: None,
+            stopped: false,
+        }
+    }
+
+    /// The backend's name.
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    /// The host PID of the instance's main process.
+    pub fn main_pid(&self) -> Pid {
+        self.main
+    }
+
+    /// The instance's cgroup.
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// The timeline so far.
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
+    /// Change the main process (a launcher learns its instance's PID after [`Instance::new`]).
+    pub fn set_main(&mut self, main: Pid) {
+        self.helpers.push(self.main);
+        self.main = main;
+    }
+
+    /// Wait until the workload reports `ready`. With `hold`, also sample memory while the
+    /// workload waits, then let it go on.
+    pub fn wait_ready(&mut self) -> Result<(), BackendError> {
+        self.wait_for("ready", |i| i.ready)?;
+        if self.spec.hold {
+            self.memory_at_ready = Some(self.sample_memory());
+            self.release()?;
+        }
+        Ok(())
+    }
+
+    /// Wait until the workload reports `done`. With `hold`, also sample memory while the
+    /// workload waits, then let it go on.
+    pub fn wait_done(&mut self) -> Result<(), BackendError> {
+        self.wait_for("done", |i| i.done)?;
+        if self.spec.hold {
+            self.memory_at_done = Some(self.sample_memory());
+            self.release()?;
+        }
+        Ok(())
+    }
+
+    /// Wait for a fact the runtime reports with an `info` line (e.g. a PID a launcher learns).
+    pub fn wait_info(&mut self, key: &'static str) -> Result<String, BackendError> {
+        self.wait_for(key, |i| i.info.contains_key(key))?;
+        Ok(self.info[key].clone())
+    }
+
+    /// Send the workload its go-ahead (it is held, or sleeping).
+    pub fn release(&mut self) -> Result<(), BackendError> {
+        if let Some(control) = self.control.as_mut() {
+            // A workload that has already exited closed its end: EPIPE is not an error here.
+            match control.write_all(b"g") {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(BackendError::io("release the instance")(e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Memory of the instance now: its cgroup's counters and its processes' PSS/USS.
+    pub fn sample_memory(&self) -> MemorySample {
+        let cgroup = self.cgroup.as_ref();
+        let pids: Vec<i32> = match cgroup {
+            Some(cg) => cg.pids().into_iter().map(Pid::as_raw).collect(),
+            None => vec![self.main.as_raw()],
+        };
+        MemorySample {
+            cgroup: cgroup.and_then(Cgroup::memory),
+            processes: ProcessMemory::of(pids),
+        }
+    }
+
+    /// Stop an instance that would otherwise run on (a `sleep` workload): let it go, then collect
+    /// it. A workload that does not end by itself within the timeout is killed.
+    pub fn stop(mut self) -> Result<Run, BackendError> {
+        self.stopped = true;
+        self.control = None;
+        self.finish()
+    }
+
+    /// Let the workload run to its end, reap every process, remove the cgroup and return the
+    /// run. `exited` is stamped once all of that is done.
+    pub fn finish(mut self) -> Result<Run, BackendError> {
+        // Closing our end of the control pipe releases a workload still waiting for the host.
+        self.control = None;
+        let deadline = Instant::now() + self.timeout;
+        while !self.lines.eof {
+            match self.next_event(deadline) {
+                Ok(()) => {}
+                Err(BackendError::Timeout { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        self.reap(deadline);
+        let cgroup = self.cgroup.take();
+        let peak = cgroup
+            .as_ref()
+            .and_then(Cgroup::memory)
+            .and_then(|m| m.peak_bytes);
+        let cpu_ns = cgroup.as_ref().and_then(Cgroup::cpu_usage_ns);
+        let oom = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+        if let Some(cg) = cgroup {
+            cg.destroy()?;
+        }
+        for cleanup in self.cleanup.drain(..) {
+            cleanup();
+        }
+        self.timeline.mark("exited");
+        let outcome = self.outcome(oom);
+        Ok(Run {
+            backend: self.backend.clone(),
+            spec: self.spec,
+            timeline: std::mem::take(&mut self.timeline),
+            outcome,
+            output: self.output,
+            memory_at_ready: self.memory_at_ready,
+            memory_at_done: self.memory_at_done,
+            cgroup_peak_bytes: peak,
+            cpu_ns,
+            probe: std::mem::take(&mut self.probe),
+            info: std::mem::take(&mut self.info),
+        })
+    }
+
+    fn outcome(&self, oom: bool) -> Outcome {
+        let status = self.status;
+        if oom {
+            return Outcome::OomKilled;
+        }
+        if let Some((step, detail)) = &self.error {
+            return Outcome::Failed {
+                reason: format!("{step}: {detail}"),
+            };
+        }
+        match status {
+            Some(WaitStatus::Exited(_, 0)) if self.done => Outcome::Completed,
+            _ if self.stopped => Outcome::Stopped,
+            Some(s) => Outcome::Failed {
+                reason: format!(
+                    "{}{}",
+                    describe_status(s),
+                    if self.done { "" } else { " before done" }
+                ),
+            },
+            None => Outcome::Failed {
+                reason: "did not exit".into(),
+            },
+        }
+    }
+
+    /// Read events until `reached` holds, the instance ends, or the timeout passes.
+    fn wait_for(
+        &mut self,
+        what: &'static str,
+        reached: impl Fn(&Instance) -> bool,
+    ) -> Result<(), BackendError> {
+        let deadline = Instant::now() + self.timeout;
+        while !reached(self) {
+            if let Some((step, detail)) = &self.error {
+                return Err(BackendError::Instance {
+                    step: step.clone(),
+                    detail: detail.clone(),
+                });
+            }
+            if self.lines.eof {
+                self.reap(Instant::now() + Duration::from_secs(5));
+                let oom = self.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+                return Err(BackendError::Exited {
+                    waiting_for: what,
+                    status: match self.status {
+                        _ if oom => "killed by the OOM killer (memory limit)".into(),
+                        Some(s) => describe_status(s),
+                        None => "unknown status".into(),
+                    },
+                    stderr: self.stderr_tail(),
+                });
+            }
+            match self.next_event(deadline) {
+                Err(BackendError::Timeout { after, .. }) => {
+                    return Err(BackendError::Timeout {
+                        waiting_for: what,
+                        after,
+                    })
+                }
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Read and apply one event (or notice the end of the stream).
+    fn next_event(&mut self, deadline: Instant) -> Result<(), BackendError> {
+        let Some(line) = self.lines.next_line(deadline, self.timeout)? else {
+            return Ok(());
+        };
+        let Some(event) = Event::parse(&line) else {
+            return Ok(());
+        };
+        let arrived = now_ns();
+        let timeline = &mut self.timeline;
+        // A line without `t=` (a console a host thread reads) is stamped on arrival.
+        match event {
+            Event::Phase { name, t_ns } => timeline.push(&name, t_ns.unwrap_or(arrived)),
+            Event::Ready { t_ns } => {
+                timeline.push("ready", t_ns.unwrap_or(arrived));
+                self.ready = true;
+            }
+            Event::Start { t_ns } => timeline.push("start", t_ns.unwrap_or(arrived)),
+            Event::Done { t_ns, output } => {
+                timeline.push("done", t_ns.unwrap_or(arrived));
+                self.output = Some(output);
+                self.done = true;
+            }
+            Event::Error { step, errno, msg } => {
+                let detail = match (errno, msg) {
+                    (Some(e), _) => format!("{} (errno {e})", Errno::from_raw(e).desc()),
+                    (None, Some(m)) => m,
+                    (None, None) => "failed".into(),
+                };
+                self.error = Some((step, detail));
+            }
+            Event::Probe { key, value } => self.probe.push((key, value)),
+            Event::Info { key, value } => {
+                self.info.insert(key, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait for the main process and the helpers; kill the main process if it does not end by
+    /// `deadline`.
+    fn reap(&mut self, deadline: Instant) {
+        if self.status.is_none() {
+            self.status = wait_until(self.main, deadline).or_else(|| {
+                let _ = kill(self.main, Signal::SIGKILL);
+                wait_until(self.main, Instant::now() + Duration::from_secs(5))
+            });
+        }
+        for pid in self.helpers.drain(..) {
+            if wait_until(pid, Instant::now() + Duration::from_secs(1)).is_none() {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+            }
+        }
+    }
+
+    /// The last few hundred bytes the instance wrote on stderr, for error messages.
+    fn stderr_tail(&mut self) -> String {
+        let _ = super::child::set_nonblocking(&self.stderr);
+        let mut buf = Vec::new();
+        let _ = (&self.stderr).take(64 * 1024).read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.trim();
+        if text.is_empty() {
+            String::new()
+        } else {
+            let start = text.len().saturating_sub(400);
+            let start = (start..text.len())
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            format!(" (stderr: {})", text[start..].replace('\n', " | "))
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // An instance that was not finished (an error, Ctrl-C): kill everything, then clean up.
+        if self.status.is_none() {
+            let _ = kill(self.main, Signal::SIGKILL);
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.kill_all(Duration::from_secs(5));
+        }
+        self.reap(Instant::now() + Duration::from_secs(5));
+        self.cgroup.take();
+        for cleanup in self.cleanup.drain(..) {
+            cleanup();
+        }
+    }
+}
+
+/// waitpid with a deadline (polling with WNOHANG: children here end within milliseconds).
+fn wait_until(pid: Pid, deadline: Instant) -> Option<WaitStatus> {
+    let mut pause = Duration::from_micros(20);
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(status) => return Some(status),
+            // Not our child (any more): nothing to wait for.
+            Err(Errno::ECHILD) => return Some(WaitStatus::Exited(pid, 0)),
+            Err(Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// "exited with status 3", "killed by SIGKILL", ...
+pub fn describe_status(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, sig, core) => {
+            format!(
+                "killed by {sig}{}",
+                if core { " (core dumped)" } else { "" }
+            )
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// Reads lines from a pipe with a deadline.
+struct LineReader {
+    file: File,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl LineReader {
+    fn new(file: File) -> LineReader {
+        LineReader {
+            file,
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// The next complete line, `None` at end of stream.
+    fn next_line(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Option<String>, BackendError> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+            }
+            if self.eof {
+                // A last line without a newline still counts.
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                let line = std::mem::take(&mut self.buf);
+                return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(BackendError::Timeout {
+                    waiting_for: "a marker",
+                    after: timeout,
+                });
+            }
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms.max(1)).unwrap_or(PollTimeout::MAX),
+            ) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(BackendError::sys("poll")(e)),
+            }
+            let mut chunk = [0u8; 4096];
+            match self.file.read(&mut chunk) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(BackendError::io("read markers")(e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Isolation backends: the ways isolab can run the workload.
+//!
+//! Each backend is one type implementing [`Backend`]. Experiments know only this trait: they ask a
+//! backend to [`Backend::start`] an [`Instance`] for a workload [`Spec`] under some [`Limits`],
+//! wait for its markers, and collect a [`Run`]. Whatever the backend does — fork and exec, clone
+//! into namespaces, create a VM — ends in the same shape: a tree of host processes in one cgroup
+//! that speaks the marker protocol on a pipe. That shared shape is [`Instance`].
+//!
+//! | name        | what runs the workload                                                   |
+//! |-------------|--------------------------------------------------------------------------|
+//! | `process`   | fork + exec of the static workload: the baseline                         |
+//! | `container` | isolab's own runtime: namespaces, pivot_root, cgroup limits, dropped caps |
+//! | `ns-floor`  | clone with the container's namespace flags + exec, nothing else (a floor) |
+//! | `oci:runc`  | an OCI bundle run by `runc run`, the runtime under Docker                 |
+
+pub mod child;
+pub mod container;
+pub mod floor;
+pub mod instance;
+pub mod process;
+
+pub use crate::cgroup::Limits;
+pub use crate::workload::Spec;
+pub use instance::{Instance, Outcome, Phase, Run, Timeline};
+
+use crate::lab::Lab;
+use std::time::Duration;
+
+/// Errors of launching and running an instance.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot run on this machine; the text says why and what would fix it.
+    #[error("{backend} is unavailable: {reason}")]
+    Unavailable {
+        /// Backend name.
+        backend: String,
+        /// Why, with a hint.
+        reason: String,
+    },
+    /// The instance's cgroup could not be made or used.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    /// A system call made by the lab itself failed.
+    #[error("{step}: {source}")]
+    Sys {
+        /// What the lab was doing.
+        step: &'static str,
+        /// The error.
+        source: nix::Error,
+    },
+    /// A step inside the instance (between fork and exec, or in the workload) failed.
+    #[error("instance failed at {step}: {detail}")]
+    Instance {
+        /// The step.
+        step: String,
+        /// errno text or message.
+        detail: String,
+    },
+    /// The instance ended before reaching a marker.
+    #[error("instance exited before {waiting_for}: {status}{stderr}")]
+    Exited {
+        /// The marker that never came.
+        waiting_for: &'static str,
+        /// How it ended.
+        status: String,
+        /// What it wrote on stderr, if anything.
+        stderr: String,
+    },
+    /// The instance did not reach a marker in time.
+    #[error("instance did not reach {waiting_for} within {after:?}")]
+    Timeout {
+        /// The marker that never came.
+        waiting_for: &'static str,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// An external program the backend drives failed.
+    #[error("{program}: {detail}")]
+    External {
+        /// The program.
+        program: String,
+        /// What happened.
+        detail: String,
+    },
+    /// Host file I/O failed.
+    #[error("{action}: {source}")]
+    Io {
+        /// What the lab was doing.
+        action: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl BackendError {
+    pub(crate) fn sys(step: &'static str) -> impl FnOnce(nix::Error) -> BackendError {
+        move |source| BackendError::Sys { step, source }
+    }
+
+    pub(crate) fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
+        let action = action.into();
+        move |source| BackendError::Io { action, source }
+    }
+}
+
+/// Whether a backend can run here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Availability {
+    /// It can.
+    Available,
+    /// It cannot; the reason says why and how to fix it.
+    Unavailable(String),
+}
+
+/// One way of running the workload.
+pub trait Backend: Send + Sync {
+    /// The name used on the command line and in results (`process`, `container`, ...).
+    fn name(&self) -> &str;
+
+    /// One line for tables and reports: what this backend is.
+    fn describe(&self) -> &str;
+
+    /// Whether this backend can run on this machine now.
+    fn availability(&self, lab: &Lab) -> Availability;
+
+    /// Whether `lab run` uses this backend when no `--backends` are given.
+    fn default_enabled(&self) -> bool {
+        true
+    }
+
+    /// Start one instance running `spec` under `limits`. Returns once the instance's processes
+    /// exist; use the [`Instance`] to wait for its markers.
+    fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError>;
+
+    /// Run one instance to completion: start, wait for `ready` and `done`, collect.
+    fn run(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Run, BackendError> {
+        let mut instance = self.start(lab, spec, limits)?;
+        instance.wait_ready()?;
+        instance.wait_done()?;
+        instance.finish()
+    }
+}
+
+/// Every backend isolab knows, in a fixed order.
+pub fn registry() -> Vec<Box<dyn Backend>> {
+    vec![
+        Box::new(process::Process),
+        Box::new(container::Container::default()),
+        Box::new(floor::NsFloor),
+    ]
+}
+
+/// The backend called `name`.
+pub fn by_name(name: &str) -> Option<Box<dyn Backend>> {
+    registry().into_iter().find(|b| b.name() == name)
+}
+
+/// The names of every backend, for error messages.
+pub fn names() -> Vec<String> {
+    registry().iter().map(|b| b.name().to_string()).collect()
+}

@@ -1,0 +1,80 @@
+//! `process`: the workload as a plain child process — the baseline every other backend is
+//! compared with.
+//!
+//! Spawn (as `posix_spawn` does), join the instance's cgroup, exec. No namespaces, no private root: the process sees the
+//! host exactly as the lab does. It still gets its own cgroup, so its memory is counted the same
+//! way as a container's or a VMM's.
+
+use super::child::{self, spawn_shared, Exec, Reporter, Stack, CONTROL_FD, REPORT_FD};
+use super::instance::{Instance, Parts, Timeline};
+use super::{Availability, Backend, BackendError, Limits, Spec};
+use crate::lab::Lab;
+use crate::workload;
+
+/// The `process` backend.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Process;
+
+impl Backend for Process {
+    fn name(&self) -> &str {
+        "process"
+    }
+
+    fn describe(&self) -> &str {
+        "plain process: fork + exec, own cgroup, no namespaces (baseline)"
+    }
+
+    fn availability(&self, lab: &Lab) -> Availability {
+        match lab.cgroup_problem() {
+            Some(why) => Availability::Unavailable(format!("no usable cgroups: {why}")),
+            None => Availability::Available,
+        }
+    }
+
+    fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
+        let mut timeline = Timeline::start();
+        let cgroup = lab.cgroups()?.create(&lab.next_instance_name(), limits)?;
+        let join = cgroup.join_fds()?;
+        timeline.mark("cgroup");
+
+        let exe = lab.workload_path();
+        let scratch = lab.scratch_dir();
+        let args = workload::argv(spec, REPORT_FD, CONTROL_FD, &scratch.to_string_lossy());
+        let exec = Exec::new(&exe, "isolab-workload", &args, &[]);
+        let (ends, fds) = child::pipes(None)?;
+
+        let mut stack = Stack::new();
+        let mut body = || {
+            if let Err(e) = child::join_cgroup(&join) {
+                fds.reporter().fail("join cgroup", e);
+            }
+            if let Err(e) = fds.install() {
+                fds.reporter().fail("install fds", e);
+            }
+            let report = Reporter::INSTALLED;
+            report.phase("fork");
+            if let Err(e) = child::die_with_parent() {
+                report.fail("prctl", e);
+            }
+            report.phase("exec");
+            let e = exec.exec();
+            report.fail("exec", e)
+        };
+        // SAFETY: the child only makes system calls on data prepared above, then execs or exits.
+        let pid = unsafe { spawn_shared(0, &mut stack, &mut body) }
+            .map_err(BackendError::sys("clone"))?;
+        drop(fds);
+        drop(join);
+        Ok(Instance::new(Parts {
+            backend: self.name().into(),
+            spec: *spec,
+            main: pid,
+            helpers: Vec::new(),
+            cgroup: Some(cgroup),
+            ends,
+            timeline,
+            timeout: lab.timeout,
+            cleanup: Vec::new(),
+        }))
+    }
+}

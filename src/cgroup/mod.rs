@@ -1,0 +1,592 @@
+//! Control groups: one per instance, created before the instance starts.
+//!
+//! A cgroup does two jobs in isolab:
+//!
+//! * **accounting** — every page an instance's processes allocate, including kernel memory such as
+//!   namespace structures, page tables and KVM's vCPU state, is charged to the cgroup of the task
+//!   that allocated it. Creating the cgroup *before* the instance's first process does anything
+//!   means the whole instance is counted, not just its workload;
+//! * **limits** — memory, number of processes and CPU time, which is what makes a container a
+//!   container rather than a process with namespaces.
+//!
+//! Linux has two cgroup interfaces. **v2** (one unified tree, `memory.max`, `memory.peak`) is what
+//! most machines run today. **v1** (one tree per controller: `/sys/fs/cgroup/memory/...`,
+//! `memory.limit_in_bytes`) survives on older and "hybrid" systems. Both sit behind the same small
+//! interface here; [`v1`] and [`v2`] hold the file names that differ.
+
+mod v1;
+mod v2;
+
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// No cgroup file system with a memory controller is mounted.
+    #[error(
+        "no usable cgroup hierarchy with a memory controller (looked in /proc/self/mountinfo)"
+    )]
+    NotMounted,
+    /// A cgroup file or directory could not be used.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// A limit needs a controller that is not available here.
+    #[error("the {0} controller is not available (see `lab doctor`)")]
+    MissingController(&'static str),
+    /// The cgroup still had processes after they were all killed.
+    #[error("cgroup {0} still busy after killing its processes")]
+    Busy(PathBuf),
+}
+
+impl CgroupError {
+    fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
+        move |source| CgroupError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// True when the failure is a missing permission (the caller should suggest running as root
+    /// or delegating a cgroup subtree).
+    pub fn is_permission(&self) -> bool {
+        matches!(self, CgroupError::Io { source, .. }
+            if matches!(source.kind(), io::ErrorKind::PermissionDenied)
+                || source.raw_os_error() == Some(libc::EROFS))
+    }
+}
+
+/// Which cgroup interface the machine offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Version {
+    /// One tree per controller.
+    V1,
+    /// The unified tree.
+    V2,
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+        })
+    }
+}
+
+/// Resource limits of one instance. `None` means unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes (v2 `memory.max`, v1 `memory.limit_in_bytes`); swap is disabled for
+    /// the instance so the limit is a hard one.
+    pub memory_bytes: Option<u64>,
+    /// Maximum number of tasks (`pids.max`), which stops a fork bomb.
+    pub pids: Option<u64>,
+    /// CPU bandwidth in cores (v2 `cpu.max`, v1 `cpu.cfs_quota_us`): 0.5 means half a core.
+    pub cpus: Option<f64>,
+}
+
+/// Memory figures of one cgroup, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryReading {
+    /// Charged now (v2 `memory.current`, v1 `memory.usage_in_bytes`).
+    pub current_bytes: u64,
+    /// Highest charge since creation (v2 `memory.peak`, v1 `memory.max_usage_in_bytes`), when the
+    /// kernel offers it.
+    pub peak_bytes: Option<u64>,
+}
+
+/// The cgroup controllers isolab uses.
+pub const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+
+/// Where instance cgroups are created, found once per lab run.
+#[derive(Clone, Debug)]
+pub struct Hierarchy {
+    version: Version,
+    /// v2: one directory. v1: one directory per controller, in [`CONTROLLERS`] order where
+    /// mounted (memory always first).
+    bases: Vec<(String, PathBuf)>,
+    /// Controllers that are usable under `bases`.
+    controllers: Vec<String>,
+    /// A human description, e.g. "v1 (hybrid)".
+    description: String,
+}
+
+impl Hierarchy {
+    /// Find the cgroup file system and the directory under which this lab creates its cgroups.
+    ///
+    /// The base is `<our own cgroup>/isolab` on v1 (so whatever limits the lab itself runs under
+    /// also bound its instances), and on v2 `/sys/fs/cgroup/isolab` when we may write there (root)
+    /// or else `<our own cgroup>/isolab` (a delegated subtree, e.g. under `systemd-run --user
+    /// --scope -p Delegate=yes`).
+    pub fn detect() -> Result<Hierarchy, CgroupError> {
+        let mountinfo = read_to_string(Path::new("/proc/self/mountinfo"))?;
+        let own = read_to_string(Path::new("/proc/self/cgroup"))?;
+        let mounts = parse_mounts(&mountinfo);
+        // Prefer v2 when the unified tree carries the memory controller; otherwise use v1 if its
+        // memory hierarchy is mounted ("hybrid" machines mount an empty v2 tree beside v1).
+        if let Some(h) = v2::detect(&mounts, &own)? {
+            return Ok(h);
+        }
+        v1::detect(&mounts, &own)
+    }
+
+    /// A v2 hierarchy rooted at `base` (which must be inside a mounted cgroup2 tree), using the
+    /// controllers its parent offers. `detect` chooses the base itself; this exists so tests can
+    /// exercise the v2 code on a machine whose memory controller is in v1.
+    pub fn v2_at(base: PathBuf) -> Hierarchy {
+        let parent = base.parent().unwrap_or(&base).to_path_buf();
+        let offered = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+        let offered: Vec<String> = offered.split_whitespace().map(str::to_string).collect();
+        v2::at(base, &offered)
+    }
+
+    /// The cgroup interface in use.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// A description for `lab doctor` and the results' environment record.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Controllers isolab can use.
+    pub fn controllers(&self) -> &[String] {
+        &self.controllers
+    }
+
+    /// The directory (per controller on v1) under which instance cgroups are created.
+    pub fn bases(&self) -> impl Iterator<Item = &Path> {
+        self.bases.iter().map(|(_, p)| p.as_path())
+    }
+
+    /// Create the cgroup `name` with `limits` applied. It is empty: the instance's first process
+    /// joins it by writing to the files of [`Cgroup::join_fds`].
+    pub fn create(&self, name: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+        let mut cg = Cgroup {
+            version: self.version,
+            dirs: Vec::new(),
+        };
+        for (controller, base) in &self.bases {
+            // On v1 each controller is one more directory to make and to join — tens of µs each,
+            // on every start. Memory is always needed (accounting); the others only when a
+            // limit asks for them.
+            let needed = |c: &str| match c {
+                "memory" => true,
+                "pids" => limits.pids.is_some(),
+                _ => limits.cpus.is_some(),
+            };
+            if self.version == Version::V1 && !controller.split(',').any(needed) {
+                continue;
+            }
+            if self.version == Version::V2 {
+                v2::prepare_base(base, &self.controllers)?;
+            } else {
+                ensure_dir(base)?;
+            }
+            let dir = base.join(name);
+            fs::create_dir(&dir).map_err(CgroupError::io("create cgroup", &dir))?;
+            cg.dirs.push((controller.clone(), dir));
+        }
+        // If a limit cannot be set, `cg` is dropped here and removes what was made.
+        match self.version {
+            Version::V1 => v1::apply(&cg, limits)?,
+            Version::V2 => v2::apply(&cg, limits)?,
+        }
+        Ok(cg)
+    }
+
+    /// Remove what a lab that died without cleaning up (SIGKILL, power loss) left behind: cgroups
+    /// named `<pid>-<n>` whose lab process no longer exists. Returns how many were removed.
+    pub fn sweep_stale(&self) -> usize {
+        let mut removed = 0;
+        for (_, base) in &self.bases {
+            let Ok(entries) = fs::read_dir(base) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(pid) = name.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+                    continue;
+                };
+                if !entry.path().is_dir() || crate::host::pid_alive(pid) {
+                    continue;
+                }
+                let stale = Cgroup {
+                    version: self.version,
+                    dirs: vec![(String::new(), entry.path())],
+                };
+                if stale.destroy().is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+}
+
+/// One instance's cgroup (one directory on v2, one per controller on v1). Dropping it kills every
+/// process left inside and removes the directories.
+#[derive(Debug)]
+pub struct Cgroup {
+    version: Version,
+    dirs: Vec<(String, PathBuf)>,
+}
+
+impl Cgroup {
+    /// The directory of `controller` (v1) or the cgroup's only directory (v2).
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        match self.version {
+            Version::V2 => self.dirs.first().map(|(_, d)| d.as_path()),
+            Version::V1 => self
+                .dirs
+                .iter()
+                .find(|(label, _)| label.split(',').any(|c| c == controller))
+                .map(|(_, d)| d.as_path()),
+        }
+    }
+
+    /// The cgroup's directories, for tests and for `lab doctor`.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.dirs.iter().map(|(_, d)| d.as_path())
+    }
+
+    /// The path of the cgroup relative to its controller's mount, as an OCI runtime wants it in
+    /// `linux.cgroupsPath`.
+    pub fn relative_path(&self) -> Option<String> {
+        let dir = self.dir("memory")?;
+        let own = read_to_string(Path::new("/proc/self/mountinfo")).ok()?;
+        parse_mounts(&own)
+            .into_iter()
+            .filter(|m| dir.starts_with(&m.mount_point))
+            .max_by_key(|m| m.mount_point.as_os_str().len())
+            .and_then(|m| {
+                let rel = dir.strip_prefix(&m.mount_point).ok()?;
+                Some(Path::new(&m.root).join(rel).to_string_lossy().into_owned())
+            })
+    }
+
+    /// Open the `cgroup.procs` file of every directory, for the instance's first process to write
+    /// `0` into ("move me here") right after it is forked and before it does anything else.
+    /// Opened by the parent so the child needs no path handling and no allocation.
+    pub fn join_fds(&self) -> Result<Vec<OwnedFd>, CgroupError> {
+        self.dirs
+            .iter()
+            .map(|(_, d)| {
+                let path = d.join("cgroup.procs");
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map(OwnedFd::from)
+                    .map_err(CgroupError::io("open", &path))
+            })
+            .collect()
+    }
+
+    /// Move process `pid` into the cgroup (for runtimes that fork their own processes).
+    pub fn add(&self, pid: Pid) -> Result<(), CgroupError> {
+        for (_, d) in &self.dirs {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Current and peak memory charge.
+    pub fn memory(&self) -> Option<MemoryReading> {
+        let dir = self.dir("memory")?;
+        match self.version {
+            Version::V1 => v1::memory(dir),
+            Version::V2 => v2::memory(dir),
+        }
+    }
+
+    /// How many times the kernel's OOM killer killed a process of this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let Some(dir) = self.dir("memory") else {
+            return 0;
+        };
+        match self.version {
+            Version::V1 => v1::oom_kills(dir),
+            Version::V2 => v2::oom_kills(dir),
+        }
+    }
+
+    /// CPU time used by the cgroup's processes, in nanoseconds, where the kernel reports it.
+    pub fn cpu_usage_ns(&self) -> Option<u64> {
+        match self.version {
+            Version::V1 => v1::cpu_usage_ns(self.dir("cpuacct")?),
+            Version::V2 => v2::cpu_usage_ns(self.dir("cpu")?),
+        }
+    }
+
+    /// The processes in the cgroup.
+    pub fn pids(&self) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self
+            .dirs
+            .iter()
+            .filter_map(|(_, d)| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|s| {
+                s.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .map(Pid::from_raw)
+            .collect();
+        pids.sort();
+        pids.dedup();
+        pids
+    }
+
+    /// SIGKILL every process in the cgroup, until it is empty or `timeout` passes.
+    ///
+    /// v2 has `cgroup.kill`, which kills the whole subtree atomically. v1 does not: there we read
+    /// `cgroup.procs` and kill what we find, again and again, because a process may fork between
+    /// the read and the kill (the `pids` limit bounds how long that can go on).
+    pub fn kill_all(&self, timeout: Duration) -> Result<(), CgroupError> {
+        if self.version == Version::V2 {
+            if let Some(dir) = self.dirs.first().map(|(_, d)| d) {
+                let _ = fs::write(dir.join("cgroup.kill"), "1");
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return Ok(());
+            }
+            for pid in pids {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            if Instant::now() > deadline {
+                return Err(CgroupError::Busy(self.dirs[0].1.clone()));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Kill what is left and remove the directories.
+    pub fn destroy(mut self) -> Result<(), CgroupError> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<(), CgroupError> {
+        if self.dirs.is_empty() {
+            return Ok(());
+        }
+        let killed = self.kill_all(Duration::from_secs(5));
+        let mut result = killed;
+        for (_, dir) in std::mem::take(&mut self.dirs) {
+            if let Err(e) = remove_dir_retrying(&dir) {
+                result = result.and(Err(e));
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = self.teardown();
+    }
+}
+
+/// rmdir a cgroup. A cgroup whose last process has just died can be briefly "busy" while the
+/// kernel finishes tearing that process down, so EBUSY is retried for a short while.
+fn remove_dir_retrying(dir: &Path) -> Result<(), CgroupError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => {
+                return Err(CgroupError::Io {
+                    action: "remove cgroup",
+                    path: dir.to_path_buf(),
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
+/// One cgroup mount from /proc/self/mountinfo.
+#[derive(Clone, Debug)]
+struct Mount {
+    /// The path inside the cgroup tree that is mounted (usually `/`).
+    root: String,
+    mount_point: PathBuf,
+    /// `cgroup` or `cgroup2`.
+    fs_type: String,
+    /// For v1, the controllers this hierarchy carries (from the super options).
+    controllers: Vec<String>,
+}
+
+/// The cgroup mounts listed in a mountinfo text.
+fn parse_mounts(mountinfo: &str) -> Vec<Mount> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            // Fields: id parent major:minor root mount_point options [optional...] - fstype source super_options
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            let fs_type = *fields.get(sep + 1)?;
+            if fs_type != "cgroup" && fs_type != "cgroup2" {
+                return None;
+            }
+            let super_opts = fields.get(sep + 3).copied().unwrap_or("");
+            Some(Mount {
+                root: unescape_mount(fields.get(3)?),
+                mount_point: PathBuf::from(unescape_mount(fields.get(4)?)),
+                fs_type: fs_type.to_string(),
+                controllers: super_opts.split(',').map(str::to_string).collect(),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
+fn unescape_mount(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Our own cgroup path in the hierarchy whose `/proc/self/cgroup` entry matches `pred`.
+/// Each line is `hierarchy-id:controllers:path`; v2's line is `0::path`.
+fn own_path(own: &str, pred: impl Fn(&str) -> bool) -> Option<String> {
+    own.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        pred(controllers).then(|| path.to_string())
+    })
+}
+
+/// The host directory of cgroup `path` in a hierarchy mounted at `mount` (whose root may itself
+/// be a sub-tree when we run inside a cgroup namespace).
+fn host_dir(mount: &Mount, path: &str) -> PathBuf {
+    let rel = Path::new(path)
+        .strip_prefix(&mount.root)
+        .unwrap_or(Path::new(path.trim_start_matches('/')));
+    mount
+        .mount_point
+        .join(rel.to_string_lossy().trim_start_matches('/'))
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(CgroupError::Io {
+            action: "create cgroup",
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+fn read_to_string(path: &Path) -> Result<String, CgroupError> {
+    fs::read_to_string(path).map_err(CgroupError::io("read", path))
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(CgroupError::io("write", path))
+}
+
+/// Read a file holding one number.
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The value of `key` in a flat-keyed file (`key value` per line), e.g. memory.events.
+fn keyed_u64(path: &Path, key: &str) -> Option<u64> {
+    fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+35 25 0:30 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+36 35 0:31 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+40 35 0:35 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 35 0:36 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+42 35 0:37 /sub /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+";
+
+    #[test]
+    fn mountinfo_yields_cgroup_mounts_with_controllers() {
+        let mounts = parse_mounts(HYBRID);
+        assert_eq!(mounts.len(), 4);
+        assert_eq!(mounts[0].fs_type, "cgroup2");
+        assert!(mounts[2].controllers.contains(&"cpuacct".to_string()));
+        assert_eq!(mounts[3].root, "/sub");
+    }
+
+    #[test]
+    fn host_dir_accounts_for_the_mount_root() {
+        let mounts = parse_mounts(HYBRID);
+        assert_eq!(
+            host_dir(&mounts[1], "/a/b"),
+            PathBuf::from("/sys/fs/cgroup/memory/a/b")
+        );
+        assert_eq!(
+            host_dir(&mounts[3], "/sub/x"),
+            PathBuf::from("/sys/fs/cgroup/pids/x")
+        );
+    }
+
+    #[test]
+    fn own_path_picks_the_matching_hierarchy() {
+        let own = "4:memory:/a/b\n2:cpu,cpuacct:/\n0::/user.slice\n";
+        assert_eq!(
+            own_path(own, |c| c.split(',').any(|c| c == "memory")).as_deref(),
+            Some("/a/b")
+        );
+        assert_eq!(
+            own_path(own, |c| c.is_empty()).as_deref(),
+            Some("/user.slice")
+        );
+    }
+
+    #[test]
+    fn mount_paths_unescape_octal() {
+        assert_eq!(unescape_mount("/a\\040b"), "/a b");
+        assert_eq!(unescape_mount("/plain"), "/plain");
+    }
+}

@@ -1,0 +1,102 @@
+//! cgroup v1: one hierarchy per controller (`/sys/fs/cgroup/memory`, `/sys/fs/cgroup/pids`, ...).
+//!
+//! An instance's cgroup is one directory per hierarchy, all with the same name. The memory
+//! hierarchy is required; `pids`, `cpu` and `cpuacct` are used where mounted.
+
+use super::{
+    host_dir, keyed_u64, own_path, read_u64, write, Cgroup, CgroupError, Hierarchy, Limits,
+    MemoryReading, Mount, Version,
+};
+use std::path::Path;
+
+/// v1 hierarchies isolab uses; `cpuacct` adds CPU-time accounting to `cpu`'s bandwidth limit.
+const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
+
+pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Hierarchy, CgroupError> {
+    let mut bases: Vec<(String, std::path::PathBuf)> = Vec::new();
+    let mut controllers = Vec::new();
+    for controller in V1_CONTROLLERS {
+        let Some(mount) = mounts
+            .iter()
+            .find(|m| m.fs_type == "cgroup" && m.controllers.iter().any(|c| c == controller))
+        else {
+            continue;
+        };
+        let has = |c: &str| c.split(',').any(|c| c == controller);
+        let Some(path) = own_path(own, has) else {
+            continue;
+        };
+        controllers.push(controller.to_string());
+        let base = host_dir(mount, &path).join("isolab");
+        // cpu and cpuacct are often mounted together ("cpu,cpuacct"): one directory serves both.
+        match bases.iter_mut().find(|(_, b)| *b == base) {
+            Some((label, _)) => {
+                label.push(',');
+                label.push_str(controller);
+            }
+            None => bases.push((controller.to_string(), base)),
+        }
+    }
+    if !controllers.iter().any(|c| c == "memory") {
+        return Err(CgroupError::NotMounted);
+    }
+    let hybrid = mounts.iter().any(|m| m.fs_type == "cgroup2");
+    Ok(Hierarchy {
+        version: Version::V1,
+        description: format!(
+            "v1{} (controllers: {})",
+            if hybrid { " hybrid" } else { "" },
+            controllers.join(", ")
+        ),
+        bases,
+        controllers,
+    })
+}
+
+pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
+    if let Some(bytes) = limits.memory_bytes {
+        let dir = required(cg, "memory")?;
+        write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+        // memory+swap limit equal to the memory limit: the instance may not swap, so going over
+        // the limit means the OOM killer, not a slow crawl. (Absent when swap accounting is off.)
+        // Only needed when the host has swap; skipping it saves a slow write on every start.
+        let memsw = dir.join("memory.memsw.limit_in_bytes");
+        if crate::host::has_swap() && memsw.exists() {
+            write(&memsw, &bytes.to_string())?;
+        }
+    }
+    if let Some(pids) = limits.pids {
+        write(&required(cg, "pids")?.join("pids.max"), &pids.to_string())?;
+    }
+    if let Some(cpus) = limits.cpus {
+        // CFS bandwidth: `quota` µs of CPU time per `period` µs of wall time.
+        let dir = required(cg, "cpu")?;
+        let period = 100_000u64;
+        write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+        write(
+            &dir.join("cpu.cfs_quota_us"),
+            &((cpus * period as f64) as u64).to_string(),
+        )?;
+    }
+    Ok(())
+}
+
+fn required<'a>(cg: &'a Cgroup, controller: &'static str) -> Result<&'a Path, CgroupError> {
+    cg.dir(controller)
+        .ok_or(CgroupError::MissingController(controller))
+}
+
+pub(super) fn memory(dir: &Path) -> Option<MemoryReading> {
+    Some(MemoryReading {
+        current_bytes: read_u64(&dir.join("memory.usage_in_bytes"))?,
+        peak_bytes: read_u64(&dir.join("memory.max_usage_in_bytes")),
+    })
+}
+
+pub(super) fn oom_kills(dir: &Path) -> u64 {
+    keyed_u64(&dir.join("memory.oom_control"), "oom_kill").unwrap_or(0)
+}
+
+pub(super) fn cpu_usage_ns(dir: &Path) -> Option<u64> {
+    read_u64(&dir.join("cpuacct.usage"))
+}

@@ -1,0 +1,132 @@
+//! cgroup v2: one unified tree; a cgroup's controllers are switched on by its parent's
+//! `cgroup.subtree_control`.
+//!
+//! v2's "no internal processes" rule shapes where isolab puts its cgroups: a cgroup that enables
+//! controllers for its children may not itself hold processes (the root is exempt). So instance
+//! cgroups live under an `isolab` directory that holds none, and when the lab is not root and
+//! must use its own (delegated) cgroup, it first moves itself into a leaf beside its instances.
+
+use super::{
+    ensure_dir, host_dir, keyed_u64, own_path, read_u64, write, Cgroup, CgroupError, Hierarchy,
+    Limits, MemoryReading, Mount, Version, CONTROLLERS,
+};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Option<Hierarchy>, CgroupError> {
+    let Some(mount) = mounts.iter().find(|m| m.fs_type == "cgroup2") else {
+        return Ok(None);
+    };
+    let available = controllers_of(&mount.mount_point);
+    if !available.iter().any(|c| c == "memory") {
+        // A "hybrid" machine: the unified tree exists but the memory controller lives in v1.
+        return Ok(None);
+    }
+    let parent = if nix::unistd::geteuid().is_root() {
+        mount.mount_point.clone()
+    } else {
+        let own = own_path(own, str::is_empty).unwrap_or_else(|| "/".into());
+        delegated_parent(&host_dir(mount, &own))?
+    };
+    Ok(Some(at(parent.join("isolab"), &controllers_of(&parent))))
+}
+
+/// A v2 hierarchy whose instance cgroups live under `base`, with `controllers` usable there.
+pub(super) fn at(base: PathBuf, controllers: &[String]) -> Hierarchy {
+    let controllers: Vec<String> = CONTROLLERS
+        .iter()
+        .filter(|c| controllers.iter().any(|a| a == *c))
+        .map(|c| c.to_string())
+        .collect();
+    Hierarchy {
+        version: Version::V2,
+        description: format!("v2 (controllers: {})", controllers.join(", ")),
+        bases: vec![("".into(), base)],
+        controllers,
+    }
+}
+
+/// Controllers a cgroup offers its children (`cgroup.controllers`).
+fn controllers_of(dir: &Path) -> Vec<String> {
+    fs::read_to_string(dir.join("cgroup.controllers"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// For a non-root lab in a delegated cgroup `own`: move the lab into `own/lab-<pid>` so that
+/// `own` holds no processes and may enable controllers for its children.
+fn delegated_parent(own: &Path) -> Result<PathBuf, CgroupError> {
+    let leaf = own.join(format!("lab-{}", std::process::id()));
+    ensure_dir(&leaf)?;
+    write(&leaf.join("cgroup.procs"), "0")?;
+    Ok(own.to_path_buf())
+}
+
+/// Make `base` exist with our controllers enabled in it and in its parent.
+pub(super) fn prepare_base(base: &Path, controllers: &[String]) -> Result<(), CgroupError> {
+    ensure_dir(base)?;
+    let enable: String = controllers.iter().map(|c| format!("+{c} ")).collect();
+    for dir in [base.parent().unwrap_or(base), base] {
+        let file = dir.join("cgroup.subtree_control");
+        let enabled = fs::read_to_string(&file).unwrap_or_default();
+        if controllers
+            .iter()
+            .all(|c| enabled.split_whitespace().any(|e| e == c))
+        {
+            continue;
+        }
+        write(&file, enable.trim_end())?;
+    }
+    Ok(())
+}
+
+pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
+    let dir = cg.dir("").expect("a v2 cgroup has one directory");
+    let has = |file: &str| dir.join(file).exists();
+    if let Some(bytes) = limits.memory_bytes {
+        require(has("memory.max"), "memory")?;
+        write(&dir.join("memory.max"), &bytes.to_string())?;
+        // No swap for the instance: over the limit means the OOM killer, not a slow crawl.
+        if crate::host::has_swap() && has("memory.swap.max") {
+            write(&dir.join("memory.swap.max"), "0")?;
+        }
+    }
+    if let Some(pids) = limits.pids {
+        require(has("pids.max"), "pids")?;
+        write(&dir.join("pids.max"), &pids.to_string())?;
+    }
+    if let Some(cpus) = limits.cpus {
+        // CFS bandwidth: "quota period" in µs of CPU time per µs of wall time.
+        require(has("cpu.max"), "cpu")?;
+        let period = 100_000u64;
+        write(
+            &dir.join("cpu.max"),
+            &format!("{} {period}", (cpus * period as f64) as u64),
+        )?;
+    }
+    Ok(())
+}
+
+fn require(present: bool, controller: &'static str) -> Result<(), CgroupError> {
+    present
+        .then_some(())
+        .ok_or(CgroupError::MissingController(controller))
+}
+
+pub(super) fn memory(dir: &Path) -> Option<MemoryReading> {
+    Some(MemoryReading {
+        current_bytes: read_u64(&dir.join("memory.current"))?,
+        // memory.peak appeared in Linux 5.19.
+        peak_bytes: read_u64(&dir.join("memory.peak")),
+    })
+}
+
+pub(super) fn oom_kills(dir: &Path) -> u64 {
+    keyed_u64(&dir.join("memory.events"), "oom_kill").unwrap_or(0)
+}
+
+pub(super) fn cpu_usage_ns(dir: &Path) -> Option<u64> {
+    keyed_u64(&dir.join("cpu.stat"), "usage_usec").map(|us| us * 1000)
+}

@@ -1,0 +1,199 @@
+//! `lab doctor`: what this machine can do, what it cannot, and the command that fixes it.
+
+use crate::backend::{self, Availability};
+use crate::host::{self, KvmKind};
+use crate::lab::Lab;
+use std::fmt;
+
+/// How a check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Works.
+    Ok,
+    /// Works, with a caveat.
+    Warn,
+    /// Does not work.
+    Fail,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        })
+    }
+}
+
+/// One line of the doctor's report.
+#[derive(Clone, Debug)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// How it came out.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// The command or step that fixes it.
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn new(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
+        Check {
+            name,
+            status,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn fix(mut self, fix: impl Into<String>) -> Check {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+/// Run every check.
+pub fn checks(lab: &Lab) -> Vec<Check> {
+    let mut out = vec![Check::new("kernel", Status::Ok, host::kernel_release())];
+    out.push(privilege());
+    out.push(cgroups(lab));
+    out.push(kvm());
+    for b in backend::registry() {
+        let check = match b.availability(lab) {
+            Availability::Available => {
+                Check::new("backend", Status::Ok, format!("{}: available", b.name()))
+            }
+            Availability::Unavailable(why) => Check::new(
+                "backend",
+                Status::Warn,
+                format!("{}: unavailable: {why}", b.name()),
+            ),
+        };
+        out.push(check);
+    }
+    out
+}
+
+fn privilege() -> Check {
+    if nix::unistd::geteuid().is_root() {
+        return Check::new(
+            "privilege",
+            Status::Ok,
+            "running as root: containers need no user namespace",
+        );
+    }
+    match host::userns_restriction() {
+        None => Check::new(
+            "privilege",
+            Status::Ok,
+            "not root; unprivileged user namespaces are allowed (containers map uid 0 to you)",
+        ),
+        Some(why) if why.contains("apparmor") => Check::new(
+            "privilege",
+            Status::Fail,
+            format!("not root and {why}: containers cannot be created"),
+        )
+        .fix("sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0   (or run lab with sudo)"),
+        Some(why) if why.contains("unprivileged_userns_clone") => Check::new(
+            "privilege",
+            Status::Fail,
+            format!("not root and {why}"),
+        )
+        .fix("sudo sysctl -w kernel.unprivileged_userns_clone=1   (or run lab with sudo)"),
+        Some(why) => Check::new("privilege", Status::Fail, format!("not root and {why}"))
+            .fix("sudo sysctl -w user.max_user_namespaces=15000   (or run lab with sudo)"),
+    }
+}
+
+fn cgroups(lab: &Lab) -> Check {
+    let h = match lab.cgroups() {
+        Ok(h) => h,
+        Err(_) => {
+            return Check::new(
+                "cgroups",
+                Status::Fail,
+                format!(
+                    "no usable cgroup hierarchy: {}",
+                    lab.cgroup_problem().unwrap_or("?")
+                ),
+            )
+            .fix("mount cgroup2 on /sys/fs/cgroup (systemd does this by default)")
+        }
+    };
+    // Try it: make and remove one cgroup with a memory limit.
+    let probe = h.create(
+        &lab.next_instance_name(),
+        &crate::cgroup::Limits {
+            memory_bytes: Some(64 << 20),
+            ..Default::default()
+        },
+    );
+    match probe {
+        Ok(cg) => {
+            let _ = cg.destroy();
+            let status = if h.controllers().iter().any(|c| c == "pids") {
+                Status::Ok
+            } else {
+                Status::Warn
+            };
+            Check::new("cgroups", status, format!("{} — instance cgroups can be created", h.description()))
+        }
+        Err(e) if e.is_permission() => Check::new(
+            "cgroups",
+            Status::Fail,
+            format!("{}: no permission to create cgroups ({e})", h.description()),
+        )
+        .fix("run lab with sudo, or in a delegated cgroup: systemd-run --user --scope -p Delegate=yes lab ..."),
+        Err(e) => Check::new("cgroups", Status::Fail, format!("{}: {e}", h.description())),
+    }
+}
+
+fn kvm() -> Check {
+    let kind = KvmKind::detect();
+    if kind == KvmKind::Absent {
+        return Check::new(
+            "kvm",
+            Status::Warn,
+            "no /dev/kvm: VM backends are unavailable",
+        )
+        .fix("enable VT-x/AMD-V in the firmware, then: sudo modprobe kvm_intel (or kvm_amd)");
+    }
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        return Check::new(
+            "kvm",
+            Status::Fail,
+            format!("/dev/kvm exists but cannot be opened: {e}"),
+        )
+        .fix("sudo usermod -aG kvm $USER   (then log out and in again)");
+    }
+    match kind {
+        KvmKind::NestedPvm => Check::new(
+            "kvm",
+            Status::Warn,
+            format!(
+                "/dev/kvm is {}: the bare microVM runs (its guest stays in ring 3), a Linux guest cannot boot",
+                kind.label()
+            ),
+        ),
+        _ => Check::new("kvm", Status::Ok, format!("/dev/kvm usable: {}", kind.label())),
+    }
+}
+
+/// The report as text, one check per line, with fixes indented below.
+pub fn render(checks: &[Check]) -> String {
+    let mut s = String::new();
+    for c in checks {
+        s.push_str(&format!("[{}] {:<10} {}\n", c.status, c.name, c.detail));
+        if let Some(fix) = &c.fix {
+            s.push_str(&format!("       {:<10} fix: {fix}\n", ""));
+        }
+    }
+    s
+}

@@ -1,0 +1,334 @@
+//! Experiments: the measurement method every experiment shares.
+//!
+//! An experiment is a list of **cases** (a backend and a workload). It runs them in **rounds**:
+//! in each round every case runs once, in an order shuffled afresh for the round, so that slow
+//! drift of the machine (a warming CPU, a growing page cache, a background job) spreads evenly
+//! over all backends instead of favouring whichever runs first. The first rounds are warm-up
+//! (caches, page tables, lazily loaded kernel modules) and are recorded but flagged and left out
+//! of the statistics.
+//!
+//! Every sample is appended to the results file as soon as it completes; an interrupted
+//! experiment (Ctrl-C) stops between samples and keeps all of them.
+
+pub mod startup;
+
+use crate::backend::{self, Availability, Backend, BackendError, Limits, Outcome};
+use crate::lab::Lab;
+use crate::results::{Header, Record, ResultsError, Skipped, Writer, SCHEMA};
+use crate::workload::Spec;
+use indicatif::{ProgressBar, ProgressStyle};
+use isolab_kernels::rng::Rng;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by the lab's SIGINT handler; experiments stop between samples when they see it.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Errors of experiments. [`ExperimentError::is_usage`] tells the user's mistakes (exit status 2)
+/// from failures of the machine.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    /// A backend name that does not exist.
+    #[error("unknown backend '{name}' (known: {known})")]
+    UnknownBackend {
+        /// The name given.
+        name: String,
+        /// The names that exist.
+        known: String,
+    },
+    /// A backend that was asked for cannot run here.
+    #[error("backend '{backend}' cannot run here: {reason}")]
+    Unavailable {
+        /// The backend.
+        backend: String,
+        /// Why, with a hint.
+        reason: String,
+    },
+    /// Nothing could run.
+    #[error("no backend can run on this machine (run `lab doctor` to see why)")]
+    NoBackends,
+    /// The results directory is unusable.
+    #[error("cannot write results under {dir}: {source} (choose another directory with --out)")]
+    Output {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: ResultsError,
+    },
+    /// Writing results failed mid-way.
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+    /// Every sample of a backend failed; the first error says why.
+    #[error("every {backend} run failed; the first failure: {first}")]
+    AllFailed {
+        /// The backend.
+        backend: String,
+        /// The first error.
+        first: String,
+    },
+}
+
+impl ExperimentError {
+    /// True for mistakes in what the user asked (bad input): exit status 2.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ExperimentError::UnknownBackend { .. }
+                | ExperimentError::Unavailable { .. }
+                | ExperimentError::NoBackends
+                | ExperimentError::Output { .. }
+        )
+    }
+}
+
+/// The backends an experiment will use, and those it could not.
+pub struct Selection {
+    /// Backends to run.
+    pub backends: Vec<Box<dyn Backend>>,
+    /// Backends left out, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Pick backends. With `names`, exactly those (an unknown or unavailable one is an error).
+/// Without, every default backend that can run here; the others are listed as skipped.
+pub fn select(lab: &Lab, names: Option<&[String]>) -> Result<Selection, ExperimentError> {
+    let mut selection = Selection {
+        backends: Vec::new(),
+        skipped: Vec::new(),
+    };
+    match names {
+        Some(names) => {
+            for name in names {
+                let backend =
+                    backend::by_name(name).ok_or_else(|| ExperimentError::UnknownBackend {
+                        name: name.clone(),
+                        known: backend::names().join(", "),
+                    })?;
+                if let Availability::Unavailable(reason) = backend.availability(lab) {
+                    return Err(ExperimentError::Unavailable {
+                        backend: name.clone(),
+                        reason,
+                    });
+                }
+                if !selection.backends.iter().any(|b| b.name() == name) {
+                    selection.backends.push(backend);
+                }
+            }
+        }
+        None => {
+            for backend in backend::registry() {
+                if !backend.default_enabled() {
+                    continue;
+                }
+                match backend.availability(lab) {
+                    Availability::Available => selection.backends.push(backend),
+                    Availability::Unavailable(reason) => selection.skipped.push(Skipped {
+                        backend: backend.name().to_string(),
+                        reason,
+                    }),
+                }
+            }
+        }
+    }
+    if selection.backends.is_empty() {
+        return Err(ExperimentError::NoBackends);
+    }
+    Ok(selection)
+}
+
+/// How many samples, and where they go.
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    /// Measured rounds.
+    pub runs: u32,
+    /// Warm-up rounds.
+    pub warmup: u32,
+    /// Seed of the round shuffles.
+    pub seed: u64,
+    /// Limits of every instance.
+    pub limits: Limits,
+    /// Directory under which the results directory is made.
+    #[serde(skip)]
+    pub out: PathBuf,
+    /// Show a progress bar.
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+/// One backend running one workload.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    /// Index into [`Selection::backends`].
+    pub backend: usize,
+    /// The workload.
+    pub spec: Spec,
+}
+
+/// What a campaign produced.
+#[derive(Debug)]
+pub struct Campaign {
+    /// The results file.
+    pub results: PathBuf,
+    /// Samples recorded (warm-up included).
+    pub samples: usize,
+    /// Failed samples: backend and error.
+    pub failures: Vec<(String, String)>,
+    /// Stopped early by Ctrl-C.
+    pub interrupted: bool,
+}
+
+/// Run `cases` in shuffled rounds, appending every sample to a new results file under
+/// `settings.out`.
+pub fn campaign(
+    lab: &Lab,
+    experiment: &str,
+    selection: &Selection,
+    cases: &[Case],
+    settings: &Settings,
+    extra_settings: serde_json::Value,
+) -> Result<Campaign, ExperimentError> {
+    let mut settings_json = serde_json::to_value(settings).expect("settings serialise");
+    if let (Some(obj), serde_json::Value::Object(extra)) =
+        (settings_json.as_object_mut(), extra_settings)
+    {
+        obj.extend(extra);
+    }
+    let header = Header {
+        schema: SCHEMA.to_string(),
+        experiment: experiment.to_string(),
+        environment: crate::results::Environment::capture(
+            lab.cgroups()
+                .map(|h| h.description())
+                .unwrap_or("unavailable"),
+        ),
+        settings: settings_json,
+        skipped: selection.skipped.clone(),
+    };
+    let mut writer =
+        Writer::create(&settings.out, &header).map_err(|source| ExperimentError::Output {
+            dir: settings.out.clone(),
+            source,
+        })?;
+
+    let rounds = settings.warmup + settings.runs;
+    let progress = progress_bar(settings.progress, rounds as u64 * cases.len() as u64);
+    let mut rng = Rng::new(settings.seed);
+    let mut order: Vec<usize> = (0..cases.len()).collect();
+    let mut outcome = Campaign {
+        results: writer.path().to_path_buf(),
+        samples: 0,
+        failures: Vec::new(),
+        interrupted: false,
+    };
+    let mut succeeded = vec![false; selection.backends.len()];
+    'rounds: for round in 0..rounds {
+        let warmup = round < settings.warmup;
+        rng.shuffle(&mut order);
+        for (position, &i) in order.iter().enumerate() {
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                outcome.interrupted = true;
+                break 'rounds;
+            }
+            let case = cases[i];
+            let backend = &selection.backends[case.backend];
+            progress.set_message(format!(
+                "{}{} {}",
+                if warmup { "warm-up " } else { "" },
+                backend.name(),
+                case.spec.kernel
+            ));
+            let result = backend.run(lab, &case.spec, &settings.limits);
+            // A sample cut short by Ctrl-C is not a sample.
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                outcome.interrupted = true;
+                break 'rounds;
+            }
+            let record = match result {
+                Ok(run) => {
+                    if run.outcome == Outcome::Completed {
+                        succeeded[case.backend] = true;
+                    } else {
+                        outcome
+                            .failures
+                            .push((backend.name().to_string(), format!("{:?}", run.outcome)));
+                    }
+                    run.record(round, position as u32, warmup)
+                }
+                Err(e) => {
+                    outcome
+                        .failures
+                        .push((backend.name().to_string(), e.to_string()));
+                    failed_record(backend.as_ref(), &case.spec, &e, round, position, warmup)
+                }
+            };
+            writer.append(&Record::Run(Box::new(record)))?;
+            outcome.samples += 1;
+            progress.inc(1);
+        }
+    }
+    progress.finish_and_clear();
+    // A backend that never once worked is an error worth stopping on, not a table of failures.
+    if !outcome.interrupted {
+        for (i, ok) in succeeded.iter().enumerate() {
+            let name = selection.backends[i].name();
+            if !ok {
+                if let Some((_, first)) = outcome.failures.iter().find(|(b, _)| b == name) {
+                    return Err(ExperimentError::AllFailed {
+                        backend: name.to_string(),
+                        first: first.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// The record of a sample whose launch failed.
+fn failed_record(
+    backend: &dyn Backend,
+    spec: &Spec,
+    error: &BackendError,
+    round: u32,
+    order: usize,
+    warmup: bool,
+) -> crate::results::RunRecord {
+    crate::results::RunRecord {
+        backend: backend.name().to_string(),
+        round,
+        order: order as u32,
+        warmup,
+        workload: spec.into(),
+        outcome: Outcome::Failed {
+            reason: error.to_string(),
+        },
+        startup_ns: None,
+        work_ns: None,
+        phases: Default::default(),
+        output: None,
+        memory_at_ready: None,
+        memory_at_done: None,
+        cgroup_peak_bytes: None,
+        cpu_ns: None,
+        probe: Vec::new(),
+        info: Default::default(),
+    }
+}
+
+fn progress_bar(show: bool, total: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .expect("a valid template"),
+    );
+    bar
+}
+
+/// The directory results go to when `--out` is not given.
+pub fn default_out() -> &'static Path {
+    Path::new("reports")
+}

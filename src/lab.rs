@@ -1,0 +1,170 @@
+//! The lab's own state on the host while it runs: a work directory and the cgroup hierarchy.
+//!
+//! Everything a lab run creates on the host lives under one of two roots, and both are removed
+//! when the [`Lab`] is dropped:
+//!
+//! * the **work directory** `$TMPDIR/isolab-<pid>-<n>/`, holding the workload executable (written
+//!   once from the copy embedded in `lab`), the empty directory on which each container mounts its
+//!   private root file system, and the scratch directory of the `io` kernel;
+//! * the **cgroups** `<base>/isolab/<pid>-<n>`, one per instance (see [`crate::cgroup`]).
+//!
+//! A lab killed with SIGKILL cannot clean up; the next [`Lab::new`] removes what dead labs left
+//! (their PID is in the names).
+
+use crate::cgroup::{CgroupError, Hierarchy};
+use crate::workload::WORKLOAD_ELF;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The work directory could not be made.
+    #[error("cannot prepare the work directory {path}: {source}")]
+    Workdir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Host-side state shared by every instance of one lab run.
+#[derive(Debug)]
+pub struct Lab {
+    workdir: PathBuf,
+    cgroups: Result<Hierarchy, String>,
+    seq: AtomicU64,
+    /// How long to wait for an instance to reach a marker before giving up on it.
+    pub timeout: Duration,
+}
+
+impl Lab {
+    /// A lab with its work directory under `$TMPDIR` (or /tmp).
+    pub fn new() -> Result<Lab, LabError> {
+        Lab::in_dir(&std::env::temp_dir())
+    }
+
+    /// A lab with its work directory under `parent`.
+    pub fn in_dir(parent: &Path) -> Result<Lab, LabError> {
+        sweep_stale_workdirs(parent);
+        let workdir = make_workdir(parent)?;
+        let cgroups = Hierarchy::detect().map_err(|e| e.to_string());
+        if let Ok(h) = &cgroups {
+            h.sweep_stale();
+        }
+        Ok(Lab {
+            workdir,
+            cgroups,
+            seq: AtomicU64::new(0),
+            timeout: Duration::from_secs(120),
+        })
+    }
+
+    /// Use `hierarchy` for instance cgroups instead of the detected one (tests use this to drive
+    /// the cgroup v2 code on a v1 machine).
+    pub fn with_cgroups(mut self, hierarchy: Hierarchy) -> Lab {
+        self.cgroups = Ok(hierarchy);
+        self
+    }
+
+    /// The work directory.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// The workload executable on the host.
+    pub fn workload_path(&self) -> PathBuf {
+        self.workdir.join("isolab-workload")
+    }
+
+    /// The directory each container mounts its private root file system on. All containers use
+    /// the same one: each mounts in its own mount namespace, so they never see each other's.
+    pub fn rootfs_mount_point(&self) -> PathBuf {
+        self.workdir.join("root")
+    }
+
+    /// Where the `io` kernel writes, in every backend (bind-mounted into containers).
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.workdir.join("scratch")
+    }
+
+    /// The cgroup hierarchy, or why there is none.
+    pub fn cgroups(&self) -> Result<&Hierarchy, CgroupError> {
+        self.cgroups.as_ref().map_err(|_| CgroupError::NotMounted)
+    }
+
+    /// Why cgroups are unusable, if they are.
+    pub fn cgroup_problem(&self) -> Option<&str> {
+        self.cgroups.as_ref().err().map(String::as_str)
+    }
+
+    /// A name unique on this host for the next instance: `<lab pid>-<n>`.
+    pub fn next_instance_name(&self) -> String {
+        format!(
+            "{}-{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.workdir);
+    }
+}
+
+fn make_workdir(parent: &Path) -> Result<PathBuf, LabError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = parent.join(format!("isolab-{}-{n}", std::process::id()));
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LabError::Workdir { path, source }
+    };
+    fs::create_dir(&dir).map_err(err(&dir))?;
+    let made = (|| {
+        // 0755 all the way: a container in a user namespace runs as the invoking user's uid and
+        // must be able to reach and execute the workload.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        let exe = dir.join("isolab-workload");
+        fs::write(&exe, WORKLOAD_ELF)?;
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755))?;
+        fs::create_dir(dir.join("root"))?;
+        fs::create_dir(dir.join("scratch"))?;
+        fs::set_permissions(dir.join("scratch"), fs::Permissions::from_mode(0o1777))?;
+        Ok(())
+    })();
+    match made {
+        Ok(()) => Ok(dir),
+        Err(source) => {
+            let _ = fs::remove_dir_all(&dir);
+            Err(LabError::Workdir { path: dir, source })
+        }
+    }
+}
+
+/// Remove `isolab-<pid>-<n>` directories of labs that are no longer running.
+fn sweep_stale_workdirs(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("isolab-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !crate::host::pid_alive(pid) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! # isolab
+//!
+//! A lab that runs **one** workload as a plain process, in a container and in a microVM, and
+//! measures what each isolation model costs: start-up time, memory, throughput, density and
+//! what the workload can see.
+//!
+//! The pieces, each in its own module:
+//!
+//! * [`workload`] — the identical workload (kernels shared with the bare guest, the static
+//!   executable `lab` carries, the marker protocol);
+//! * [`backend`] — one file per isolation mechanism, all behind the [`backend::Backend`] trait;
+//! * [`cgroup`] — per-instance cgroups on v1 and v2, for limits and memory accounting;
+//! * [`measure`] — the host clock, memory readers, statistics;
+//! * [`experiment`] — start-up (and later memory, throughput, density, isolation) experiments;
+//! * [`results`] — the versioned JSON-lines schema every experiment writes;
+//! * [`report`] — tables (and later plots and HTML) rendered from results only;
+//! * [`doctor`] — what this machine can and cannot do, and how to fix it.
+
+pub mod backend;
+pub mod cgroup;
+pub mod doctor;
+pub mod experiment;
+pub mod host;
+pub mod lab;
+pub mod measure;
+pub mod report;
+pub mod results;
+pub mod workload;

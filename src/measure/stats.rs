@@ -1,0 +1,151 @@
+//! Summary statistics for timing samples.
+//!
+//! Start-up times are skewed (a long tail of slow runs when the machine is busy), so isolab
+//! reports the **median** and the 5th/95th percentiles rather than a mean and standard deviation,
+//! and a **bootstrap** 95% confidence interval of the median: resample the runs with replacement
+//! many times, take each resample's median, and keep the middle 95% of those medians. The
+//! resampling uses a fixed seed, so the same samples always give the same interval and a report
+//! rendered twice is identical.
+
+use isolab_kernels::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Resamples drawn for a bootstrap interval.
+pub const BOOTSTRAP_RESAMPLES: usize = 2000;
+
+/// The seed of every bootstrap, for reproducible reports.
+const BOOTSTRAP_SEED: u64 = 0x15_01ab;
+
+/// The summary of one set of samples.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Number of samples.
+    pub n: usize,
+    /// Median.
+    pub median: f64,
+    /// 5th percentile.
+    pub p5: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// Lower end of the bootstrap 95% confidence interval of the median.
+    pub ci_low: f64,
+    /// Upper end of the bootstrap 95% confidence interval of the median.
+    pub ci_high: f64,
+    /// Smallest sample.
+    pub min: f64,
+    /// Largest sample.
+    pub max: f64,
+    /// Samples outside Tukey's fences (more than 1.5 inter-quartile ranges beyond a quartile).
+    pub outliers: usize,
+}
+
+impl Summary {
+    /// Summarise `samples`; `None` when there are none.
+    pub fn of(samples: &[f64]) -> Option<Summary> {
+        let mut sorted: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let (ci_low, ci_high) = bootstrap_median_ci(&sorted);
+        let (q1, q3) = (percentile(&sorted, 25.0), percentile(&sorted, 75.0));
+        let iqr = q3 - q1;
+        let (lo, hi) = (q1 - 1.5 * iqr, q3 + 1.5 * iqr);
+        Some(Summary {
+            n: sorted.len(),
+            median: percentile(&sorted, 50.0),
+            p5: percentile(&sorted, 5.0),
+            p95: percentile(&sorted, 95.0),
+            ci_low,
+            ci_high,
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+            outliers: sorted.iter().filter(|&&x| x < lo || x > hi).count(),
+        })
+    }
+}
+
+/// The `p`th percentile of sorted samples, interpolating linearly between neighbours (the
+/// definition used by NumPy's default and by most spreadsheets).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        1 => sorted[0],
+        n => {
+            let rank = (p / 100.0).clamp(0.0, 1.0) * (n - 1) as f64;
+            let (below, frac) = (rank.floor() as usize, rank.fract());
+            let above = (below + 1).min(n - 1);
+            sorted[below] + frac * (sorted[above] - sorted[below])
+        }
+    }
+}
+
+/// Bootstrap 95% confidence interval of the median (percentile method).
+fn bootstrap_median_ci(sorted: &[f64]) -> (f64, f64) {
+    let n = sorted.len();
+    if n < 2 {
+        return (sorted[0], sorted[0]);
+    }
+    let mut rng = Rng::new(BOOTSTRAP_SEED ^ n as u64);
+    let mut resample = vec![0.0; n];
+    let mut medians = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
+    for _ in 0..BOOTSTRAP_RESAMPLES {
+        for slot in resample.iter_mut() {
+            *slot = sorted[rng.below(n as u64) as usize];
+        }
+        resample.sort_by(f64::total_cmp);
+        medians.push(percentile(&resample, 50.0));
+    }
+    medians.sort_by(f64::total_cmp);
+    (percentile(&medians, 2.5), percentile(&medians, 97.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate() {
+        let s = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(percentile(&s, 50.0), 3.0);
+        assert_eq!(percentile(&s, 0.0), 1.0);
+        assert_eq!(percentile(&s, 100.0), 5.0);
+        assert_eq!(percentile(&s, 25.0), 2.0);
+        assert_eq!(percentile(&[1.0, 2.0], 50.0), 1.5);
+    }
+
+    #[test]
+    fn summary_of_a_known_sample() {
+        let samples: Vec<f64> = (1..=101).map(f64::from).collect();
+        let s = Summary::of(&samples).unwrap();
+        assert_eq!(s.n, 101);
+        assert_eq!(s.median, 51.0);
+        assert_eq!(s.p5, 6.0);
+        assert_eq!(s.p95, 96.0);
+        assert!(s.ci_low < 51.0 && s.ci_high > 51.0, "{s:?}");
+        assert!(s.ci_low > 40.0 && s.ci_high < 62.0, "{s:?}");
+        assert_eq!(s.outliers, 0);
+    }
+
+    #[test]
+    fn outliers_are_counted_and_the_median_ignores_them() {
+        let mut samples = vec![10.0; 20];
+        samples.push(1000.0);
+        let s = Summary::of(&samples).unwrap();
+        assert_eq!(s.outliers, 1);
+        assert_eq!(s.median, 10.0);
+    }
+
+    #[test]
+    fn the_bootstrap_is_reproducible() {
+        let samples = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0];
+        assert_eq!(Summary::of(&samples), Summary::of(&samples));
+    }
+
+    #[test]
+    fn empty_and_single_samples() {
+        assert_eq!(Summary::of(&[]), None);
+        let one = Summary::of(&[7.0]).unwrap();
+        assert_eq!((one.median, one.ci_low, one.ci_high), (7.0, 7.0, 7.0));
+    }
+}

@@ -1,0 +1,561 @@
+//! The results schema: what every experiment writes and every report reads.
+//!
+//! A results file is JSON lines (`results.jsonl`): one JSON object per line, appended and
+//! flushed as each sample completes, so a run that is interrupted keeps every finished sample
+//! and a file can be read while it grows. The first line describes the environment once; every
+//! other line is one sample. Each object says what it is in its `record` field.
+//!
+//! ```text
+//! {"record":"environment","schema":"isolab-results/1","experiment":"startup",...}
+//! {"record":"run","backend":"container","round":0,"startup_ns":1436000,"phases":[...],...}
+//! ```
+//!
+//! Field names carry their unit (`startup_ns`, `peak_bytes`): a number is never ambiguous.
+//! Reports use only these types, never the backends, so a report can be rendered later, on
+//! another machine, from the files alone. Version history of [`SCHEMA`]:
+//!
+//! * `isolab-results/1` — first version.
+
+use crate::cgroup::MemoryReading;
+use crate::measure::clock::now_ns;
+use crate::measure::memory::ProcessMemory;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+/// The schema identifier written in every environment record.
+pub const SCHEMA: &str = "isolab-results/1";
+
+/// A named instant on the host's monotonic clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phase {
+    /// Phase name (`spawn`, `cgroup`, `namespaces`, ..., `ready`, `done`, `exited`).
+    pub name: String,
+    /// `CLOCK_MONOTONIC` nanoseconds at the end of the phase.
+    pub t_ns: u64,
+}
+
+/// The phases of one run, in the order they happened. Serialised as a plain list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timeline {
+    /// Phase edges.
+    pub phases: Vec<Phase>,
+}
+
+impl Timeline {
+    /// A timeline whose first edge, `spawn`, is now: the moment the launch was requested.
+    pub fn start() -> Timeline {
+        let mut t = Timeline::default();
+        t.mark("spawn");
+        t
+    }
+
+    /// Record the end of phase `name` now.
+    pub fn mark(&mut self, name: &str) {
+        self.push(name, now_ns());
+    }
+
+    /// Record the end of phase `name` at `t_ns`.
+    pub fn push(&mut self, name: &str, t_ns: u64) {
+        self.phases.push(Phase {
+            name: name.to_string(),
+            t_ns,
+        });
+    }
+
+    /// When phase `name` ended.
+    pub fn at(&self, name: &str) -> Option<u64> {
+        self.phases.iter().find(|p| p.name == name).map(|p| p.t_ns)
+    }
+
+    /// Nanoseconds from `from` to `to`.
+    pub fn between(&self, from: &str, to: &str) -> Option<u64> {
+        self.at(to)?.checked_sub(self.at(from)?)
+    }
+
+    /// Start-up time: launch requested → first instruction of the workload.
+    pub fn startup_ns(&self) -> Option<u64> {
+        self.between("spawn", "ready")
+    }
+
+    /// Time of the kernel's measured part: `start` (after its set-up) or else `ready`, to `done`.
+    pub fn work_ns(&self) -> Option<u64> {
+        let from = if self.at("start").is_some() {
+            "start"
+        } else {
+            "ready"
+        };
+        self.between(from, "done")
+    }
+
+    /// Each phase's duration: from the previous edge to this one, in time order.
+    pub fn durations(&self) -> Vec<(String, u64)> {
+        let mut sorted = self.phases.clone();
+        // Edges stamped by different processes arrive out of order; time orders them.
+        sorted.sort_by_key(|p| p.t_ns);
+        sorted
+            .windows(2)
+            .map(|w| (w[1].name.clone(), w[1].t_ns - w[0].t_ns))
+            .collect()
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The workload reported `done` and exited normally.
+    Completed,
+    /// The kernel's OOM killer killed the instance: it went over its memory limit.
+    OomKilled,
+    /// The instance was stopped by the lab (density teardown, Ctrl-C).
+    Stopped,
+    /// Anything else, with the reason.
+    Failed {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Memory of an instance at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemorySample {
+    /// The cgroup's counters.
+    pub cgroup: Option<MemoryReading>,
+    /// The processes' RSS/PSS/USS.
+    pub processes: ProcessMemory,
+}
+
+/// The workload of a run, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadRecord {
+    /// Kernel name (`ready`, `cpu`, ...).
+    pub kernel: String,
+    /// Working set in MiB.
+    pub mib: u64,
+    /// Iterations.
+    pub iters: u64,
+    /// Seed of the kernel's random numbers.
+    pub seed: u64,
+}
+
+impl From<&crate::workload::Spec> for WorkloadRecord {
+    fn from(s: &crate::workload::Spec) -> Self {
+        WorkloadRecord {
+            kernel: s.kernel.name().to_string(),
+            mib: s.mib,
+            iters: s.iters,
+            seed: s.seed,
+        }
+    }
+}
+
+/// A kernel's result, as recorded. The checksum is hexadecimal text: JSON numbers lose
+/// precision above 2^53 in many readers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// The kernel's checksum, `0x` and 16 hex digits.
+    pub checksum: String,
+    /// Operations performed.
+    pub ops: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+}
+
+impl From<&crate::workload::Output> for OutputRecord {
+    fn from(o: &crate::workload::Output) -> Self {
+        OutputRecord {
+            checksum: format!("{:#018x}", o.checksum),
+            ops: o.ops,
+            bytes: o.bytes,
+        }
+    }
+}
+
+/// One sample: one instance, start to finish.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Backend name.
+    pub backend: String,
+    /// Round number (warm-up rounds are numbered separately and flagged).
+    pub round: u32,
+    /// Position of this backend within its round (rounds are shuffled).
+    pub order: u32,
+    /// A warm-up sample, excluded from statistics.
+    pub warmup: bool,
+    /// What ran.
+    pub workload: WorkloadRecord,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Launch requested → workload `ready`.
+    pub startup_ns: Option<u64>,
+    /// The kernel's measured part: `start` (or `ready`) → `done`.
+    pub work_ns: Option<u64>,
+    /// Phase edges on the host's monotonic clock.
+    pub phases: Timeline,
+    /// The kernel's result.
+    pub output: Option<OutputRecord>,
+    /// Memory while held at `ready` (memory experiment).
+    pub memory_at_ready: Option<MemorySample>,
+    /// Memory while held at `done` (memory experiment).
+    pub memory_at_done: Option<MemorySample>,
+    /// The cgroup's peak charge over the run.
+    pub cgroup_peak_bytes: Option<u64>,
+    /// CPU time used, where the cgroup reports it.
+    pub cpu_ns: Option<u64>,
+    /// Probe facts (isolation experiment), in the order reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probe: Vec<(String, String)>,
+    /// Facts from the backend's runtime.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub info: BTreeMap<String, String>,
+}
+
+/// A backend that was asked for (or would have run by default) but could not run here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Backend name.
+    pub backend: String,
+    /// Why, with a hint.
+    pub reason: String,
+}
+
+/// The machine a results file was measured on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    /// Host name.
+    pub hostname: String,
+    /// CPU model.
+    pub cpu_model: String,
+    /// Online CPUs.
+    pub cpus: usize,
+    /// Total memory.
+    pub memory_bytes: u64,
+    /// Kernel release.
+    pub kernel_release: String,
+    /// How /dev/kvm is implemented.
+    pub kvm: crate::host::KvmKind,
+    /// cgroup interface and controllers, e.g. "v1 hybrid (controllers: memory, pids)".
+    pub cgroup: String,
+    /// Effective uid of the lab.
+    pub uid: u32,
+    /// isolab version.
+    pub lab_version: String,
+    /// Git commit isolab was built from.
+    pub commit: String,
+    /// When the file was started (RFC 3339, UTC).
+    pub date: String,
+}
+
+impl Environment {
+    /// Describe this machine now.
+    pub fn capture(cgroup: &str) -> Environment {
+        Environment {
+            hostname: crate::host::hostname(),
+            cpu_model: crate::host::cpu_model(),
+            cpus: crate::host::cpu_count(),
+            memory_bytes: crate::host::meminfo().0,
+            kernel_release: crate::host::kernel_release(),
+            kvm: crate::host::KvmKind::detect(),
+            cgroup: cgroup.to_string(),
+            uid: nix::unistd::geteuid().as_raw(),
+            lab_version: env!("CARGO_PKG_VERSION").to_string(),
+            commit: crate::host::commit().to_string(),
+            date: jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string()),
+        }
+    }
+}
+
+/// The first line of a results file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Always [`SCHEMA`] for files this version writes.
+    pub schema: String,
+    /// Experiment name (`startup`, ...).
+    pub experiment: String,
+    /// The machine.
+    pub environment: Environment,
+    /// The experiment's settings (runs, warm-up, workload, limits, seed, ...).
+    pub settings: serde_json::Value,
+    /// Backends that could not run, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// One line of a results file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "kebab-case")]
+pub enum Record {
+    /// The first line.
+    Environment(Box<Header>),
+    /// One sample.
+    Run(Box<RunRecord>),
+}
+
+/// Errors of reading and writing results.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    /// A file or directory could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A line is not a valid record.
+    #[error("{path} line {line}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The file does not start with an environment record of a schema this version reads.
+    #[error(
+        "{path}: not an isolab results file (expected a first line with \"schema\":\"{SCHEMA}\")"
+    )]
+    NotResults {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ResultsError + '_ {
+    move |source| ResultsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Appends records to a results file, one flushed line each.
+#[derive(Debug)]
+pub struct Writer {
+    path: PathBuf,
+    file: File,
+}
+
+impl Writer {
+    /// Make `<out>/<UTC timestamp>-<experiment>/` and start its `results.jsonl` with `header`.
+    pub fn create(out: &Path, header: &Header) -> Result<Writer, ResultsError> {
+        let stamp = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
+        let mut dir = out.join(format!("{stamp}-{}", header.experiment));
+        // Two runs within one second get distinct directories.
+        let mut n = 1;
+        while dir.exists() {
+            n += 1;
+            dir = out.join(format!("{stamp}-{}-{n}", header.experiment));
+        }
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let path = dir.join("results.jsonl");
+        let file = File::create(&path).map_err(io_err(&path))?;
+        let mut writer = Writer { path, file };
+        writer.append(&Record::Environment(Box::new(header.clone())))?;
+        Ok(writer)
+    }
+
+    /// Append one record and flush it to the kernel, so it survives the lab being killed.
+    pub fn append(&mut self, record: &Record) -> Result<(), ResultsError> {
+        let mut line = serde_json::to_vec(record).expect("records always serialise");
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(io_err(&self.path))
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A results file, read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Results {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its first line.
+    pub header: Header,
+    /// Its samples, in file order.
+    pub runs: Vec<RunRecord>,
+}
+
+impl Results {
+    /// Read a results file. A truncated last line (a lab killed mid-write) is ignored.
+    pub fn read(path: &Path) -> Result<Results, ResultsError> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let lines: Vec<String> = BufReader::new(file)
+            .lines()
+            .collect::<Result<_, _>>()
+            .map_err(io_err(path))?;
+        let mut header = None;
+        let mut runs = Vec::new();
+        let last = lines.len();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let record: Record = match serde_json::from_str(line) {
+                Ok(r) => r,
+                Err(_) if i + 1 == last && header.is_some() => break,
+                Err(source) if i == 0 => {
+                    let _ = source;
+                    return Err(ResultsError::NotResults {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(source) => {
+                    return Err(ResultsError::Parse {
+                        path: path.to_path_buf(),
+                        line: i + 1,
+                        source,
+                    })
+                }
+            };
+            match record {
+                Record::Environment(h) if i == 0 && h.schema == SCHEMA => header = Some(*h),
+                Record::Environment(_) => {
+                    return Err(ResultsError::NotResults {
+                        path: path.to_path_buf(),
+                    })
+                }
+                Record::Run(r) => runs.push(*r),
+            }
+        }
+        let header = header.ok_or_else(|| ResultsError::NotResults {
+            path: path.to_path_buf(),
+        })?;
+        Ok(Results {
+            path: path.to_path_buf(),
+            header,
+            runs,
+        })
+    }
+
+    /// The measured (non-warm-up) samples of `backend`.
+    pub fn measured<'a>(&'a self, backend: &'a str) -> impl Iterator<Item = &'a RunRecord> + 'a {
+        self.runs
+            .iter()
+            .filter(move |r| r.backend == backend && !r.warmup)
+    }
+
+    /// Backends with samples, in order of first appearance.
+    pub fn backends(&self) -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for r in &self.runs {
+            if !seen.contains(&r.backend) {
+                seen.push(r.backend.clone());
+            }
+        }
+        seen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_measures_startup_and_orders_phases_by_time() {
+        let mut t = Timeline::default();
+        t.push("spawn", 100);
+        t.push("ready", 900);
+        t.push("namespaces", 400);
+        t.push("done", 1000);
+        assert_eq!(t.startup_ns(), Some(800));
+        assert_eq!(
+            t.durations(),
+            vec![
+                ("namespaces".to_string(), 300),
+                ("ready".to_string(), 500),
+                ("done".to_string(), 100)
+            ]
+        );
+        assert_eq!(t.between("ready", "spawn"), None);
+    }
+
+    fn header() -> Header {
+        Header {
+            schema: SCHEMA.into(),
+            experiment: "startup".into(),
+            environment: Environment::capture("v1"),
+            settings: serde_json::json!({"runs": 1}),
+            skipped: vec![],
+        }
+    }
+
+    fn run(backend: &str) -> RunRecord {
+        let mut phases = Timeline::default();
+        phases.push("spawn", 1);
+        phases.push("ready", 11);
+        RunRecord {
+            backend: backend.into(),
+            round: 0,
+            order: 0,
+            warmup: false,
+            workload: WorkloadRecord {
+                kernel: "ready".into(),
+                mib: 0,
+                iters: 0,
+                seed: 1,
+            },
+            outcome: Outcome::Completed,
+            startup_ns: Some(10),
+            work_ns: None,
+            phases,
+            output: Some(OutputRecord {
+                checksum: format!("{:#018x}", u64::MAX),
+                ops: 0,
+                bytes: 0,
+            }),
+            memory_at_ready: None,
+            memory_at_done: None,
+            cgroup_peak_bytes: Some(4096),
+            cpu_ns: None,
+            probe: vec![],
+            info: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_file_round_trips_and_a_torn_last_line_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("isolab-results-test-{}", std::process::id()));
+        let mut w = Writer::create(&dir, &header()).unwrap();
+        w.append(&Record::Run(Box::new(run("process")))).unwrap();
+        w.append(&Record::Run(Box::new(run("container")))).unwrap();
+        let path = w.path().to_path_buf();
+        drop(w);
+        // Simulate a lab killed in the middle of writing a line.
+        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"record\":\"run\",\"backe").unwrap();
+        let back = Results::read(&path).unwrap();
+        assert_eq!(back.header, header_with_date(&back.header));
+        assert_eq!(back.runs, vec![run("process"), run("container")]);
+        assert_eq!(back.backends(), vec!["process", "container"]);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("{\"record\":\"environment\""));
+        assert!(text.contains("\"startup_ns\":10"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn header_with_date(read: &Header) -> Header {
+        let mut h = header();
+        h.environment.date = read.environment.date.clone();
+        h
+    }
+
+    #[test]
+    fn a_file_that_is_not_results_is_refused() {
+        let path = std::env::temp_dir().join(format!("isolab-not-results-{}", std::process::id()));
+        fs::write(&path, "hello\n").unwrap();
+        assert!(matches!(
+            Results::read(&path),
+            Err(ResultsError::NotResults { .. })
+        ));
+        fs::remove_file(&path).unwrap();
+    }
+}

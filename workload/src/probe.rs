@@ -1,0 +1,130 @@
+//! The `probe` kernel: report what this instance can see of the machine.
+//!
+//! Each fact is one `isolab probe key=... value=...` line. The isolation experiment puts the lines
+//! from every backend side by side: a process sees the host, a container sees its namespaces, a
+//! guest sees its own kernel.
+
+use crate::shim::LinuxShim;
+use isolab_kernels::{wire, Error, Output};
+use std::fs;
+
+/// Gather the facts and report them; the checksum folds the number of facts reported.
+pub fn run(shim: &mut LinuxShim) -> Result<Output, Error> {
+    let mut facts = 0u64;
+    let mut report = |key: &str, value: &str| {
+        shim.emit(
+            wire::Line::new(wire::PROBE)
+                .text("key", key.as_bytes())
+                .text("value", value.as_bytes()),
+        );
+        facts += 1;
+    };
+
+    let uts = nix_uname();
+    report("kernel_release", &uts.0);
+    report("kernel_version", &uts.1);
+    report("hostname", &uts.2);
+    report("pid", &std::process::id().to_string());
+    report(
+        "pids_visible",
+        &count_pids().map_or("unknown".into(), |n| n.to_string()),
+    );
+    let mounts = read("/proc/self/mountinfo");
+    report("mounts", &mounts.lines().count().to_string());
+    report("root_fs", &root_fs_type(&mounts));
+    report("interfaces", &interfaces().join(","));
+    report("uid_map", &squash(&read("/proc/self/uid_map")));
+    report("cap_eff", &status_field("CapEff"));
+    report("no_new_privs", &status_field("NoNewPrivs"));
+    report("cgroup", &squash(&read("/proc/self/cgroup")));
+    report(
+        "cpus",
+        &std::thread::available_parallelism()
+            .map_or(0, |n| n.get())
+            .to_string(),
+    );
+
+    Ok(Output {
+        checksum: facts,
+        ops: facts,
+        bytes: 0,
+    })
+}
+
+fn read(path: &str) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Collapse a multi-line file into one line: lines joined by ';', runs of blanks made single.
+fn squash(s: &str) -> String {
+    s.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn nix_uname() -> (String, String, String) {
+    // SAFETY: utsname is plain bytes; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable utsname.
+    unsafe { libc::uname(&mut u) };
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    (field(&u.release), field(&u.version), field(&u.nodename))
+}
+
+/// Processes visible in this PID namespace: the numeric directories of /proc.
+fn count_pids() -> Option<usize> {
+    let dir = fs::read_dir("/proc").ok()?;
+    Some(
+        dir.filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .count(),
+    )
+}
+
+/// The file-system type mounted at `/` (field 9 of the mountinfo line whose mount point is `/`).
+fn root_fs_type(mountinfo: &str) -> String {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            (fields.get(4) == Some(&"/")).then(|| fields.get(sep + 1).unwrap_or(&"?").to_string())
+        })
+        .last()
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Network interfaces of this network namespace, from /proc/net/dev.
+fn interfaces() -> Vec<String> {
+    read("/proc/net/dev")
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+fn status_field(name: &str) -> String {
+    read("/proc/self/status")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(':')
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,209 @@
+//! The Linux side of the kernels' [`Shim`]: system calls.
+
+use isolab_kernels::{wire, Error, Output, Shim, Spec};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the host's clock, shared with the lab because isolab never
+/// creates a time namespace.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// System calls behind the kernels.
+pub struct LinuxShim {
+    report_fd: i32,
+    control_fd: i32,
+    scratch_dir: PathBuf,
+    scratch_fd: Option<i32>,
+    scratch_path: Option<CString>,
+}
+
+impl LinuxShim {
+    pub fn new(report_fd: i32, control_fd: i32, scratch_dir: PathBuf) -> LinuxShim {
+        LinuxShim {
+            report_fd,
+            control_fd,
+            scratch_dir,
+            scratch_fd: None,
+            scratch_path: None,
+        }
+    }
+
+    /// Write one marker line with a single `write(2)`: a pipe write of at most `PIPE_BUF` bytes is
+    /// atomic, so lines from several writers never interleave.
+    pub fn emit(&mut self, mut line: wire::Line) {
+        let bytes = line.finish();
+        // SAFETY: writing a valid buffer to an fd we were given; a failure (host gone) is ignored
+        // because there is nobody left to tell.
+        unsafe { libc::write(self.report_fd, bytes.as_ptr().cast(), bytes.len()) };
+    }
+
+    /// Wait for the host's go-ahead (one byte, or end of file when the host closed the pipe).
+    pub fn hold(&mut self) {
+        let _ = self.wait_host();
+    }
+
+    /// Run a kernel with an anonymous mapping as its arena.
+    pub fn run_kernel(&mut self, spec: &Spec) -> Result<Output, Error> {
+        let mut arena = Arena::new(spec.arena_bytes() as usize)?;
+        let result = isolab_kernels::run(spec, self, arena.bytes());
+        self.close_scratch();
+        result
+    }
+
+    fn open_scratch(&mut self) -> Result<i32, Error> {
+        if let Some(fd) = self.scratch_fd {
+            return Ok(fd);
+        }
+        let mut path = self.scratch_dir.clone();
+        path.push(format!("isolab-io-{}", std::process::id()));
+        let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Platform(22))?;
+        // SAFETY: `path` is a valid NUL-terminated string.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if fd < 0 {
+            return Err(errno());
+        }
+        self.scratch_fd = Some(fd);
+        self.scratch_path = Some(path);
+        Ok(fd)
+    }
+
+    fn close_scratch(&mut self) {
+        if let Some(fd) = self.scratch_fd.take() {
+            // SAFETY: `fd` is ours and closed once.
+            unsafe { libc::close(fd) };
+        }
+        if let Some(path) = self.scratch_path.take() {
+            // SAFETY: `path` is a valid NUL-terminated string.
+            unsafe { libc::unlink(path.as_ptr()) };
+        }
+    }
+}
+
+fn errno() -> Error {
+    Error::Platform(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as u32)
+}
+
+impl Shim for LinuxShim {
+    fn enter_kernel(&mut self, x: u64) -> u64 {
+        // getppid(2) is the classic "null" system call (lmbench's lat_syscall): it does almost
+        // nothing in the kernel and no C library caches it, so the loop measures the entry and
+        // exit of the kernel itself.
+        // SAFETY: getppid takes no arguments and cannot fail.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+        x
+    }
+
+    fn mark_start(&mut self) {
+        self.emit(wire::Line::new(wire::START).field("t", now_ns()));
+    }
+
+    fn wait_host(&mut self) -> Result<(), Error> {
+        let mut byte = 0u8;
+        loop {
+            // A blocking read sleeps in the kernel: an idle instance costs no CPU.
+            // SAFETY: reading one byte into a valid one-byte buffer.
+            let n = unsafe { libc::read(self.control_fd, (&mut byte as *mut u8).cast(), 1) };
+            if n >= 0 {
+                return Ok(());
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return Err(errno());
+            }
+        }
+    }
+
+    fn io_write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        let fd = self.open_scratch()?;
+        // SAFETY: `data` is a valid buffer of `data.len()` bytes.
+        let n = unsafe { libc::pwrite(fd, data.as_ptr().cast(), data.len(), offset as i64) };
+        if n as usize != data.len() {
+            return Err(errno());
+        }
+        Ok(())
+    }
+
+    fn io_sync(&mut self) -> Result<(), Error> {
+        let fd = self.open_scratch()?;
+        // SAFETY: fsync on an open fd.
+        if unsafe { libc::fsync(fd) } != 0 {
+            return Err(errno());
+        }
+        Ok(())
+    }
+
+    fn io_read(&mut self, offset: u64, data: &mut [u8]) -> Result<(), Error> {
+        let fd = self.open_scratch()?;
+        // SAFETY: `data` is a valid, writable buffer of `data.len()` bytes.
+        let n = unsafe { libc::pread(fd, data.as_mut_ptr().cast(), data.len(), offset as i64) };
+        if n as usize != data.len() {
+            return Err(errno());
+        }
+        Ok(())
+    }
+}
+
+/// The kernel's working memory: an anonymous private mapping. Pages cost nothing until the
+/// kernel touches them, exactly like the guest RAM of a microVM.
+struct Arena {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Arena {
+    fn new(len: usize) -> Result<Arena, Error> {
+        if len == 0 {
+            return Ok(Arena {
+                ptr: std::ptr::NonNull::dangling().as_ptr(),
+                len,
+            });
+        }
+        // SAFETY: an anonymous mapping with no address hint; the result is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(errno());
+        }
+        Ok(Arena {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is `len` bytes, readable and writable, page-aligned, and lives as
+        // long as `self`; only one slice is handed out, to the one kernel that runs.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmapping exactly the mapping made in `new`.
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        }
+    }
+}
