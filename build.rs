@@ -36,6 +36,8 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=Cargo.lock");
 
+    record_commit(&root);
+
     let nested = nested_target_dir(&root);
     let workload = cargo_build(&root.join("workload/Cargo.toml"), &nested, NESTED_RUSTFLAGS)
         .join("isolab-workload");
@@ -89,4 +91,26 @@ fn cargo_build(manifest: &Path, target_dir: &Path, rustflags: &[&str]) -> PathBu
         .unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", manifest.display()));
     assert!(status.success(), "building {} failed", manifest.display());
     target_dir.join(TARGET).join("release")
+}
+
+/// Put the git commit into `ISOLAB_COMMIT`, for the results' environment record. Rebuilt when
+/// the checkout moves (every commit or checkout appends to `logs/HEAD`).
+fn record_commit(root: &Path) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    if let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) {
+        println!("cargo:rustc-env=ISOLAB_COMMIT={commit}");
+    }
+    for path in ["HEAD", "logs/HEAD"] {
+        if let Some(p) = git(&["rev-parse", "--git-path", path]) {
+            println!("cargo:rerun-if-changed={}", root.join(p).display());
+        }
+    }
 }

@@ -33,6 +33,20 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+/// The error and its causes on one line, each cause once: many of isolab's errors already
+/// quote their cause in their own message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !msg.contains(&cause) {
+            msg.push_str(": ");
+            msg.push_str(&cause);
+        }
+    }
+    msg.replace('\n', " ")
+}
+
 fn usage(e: impl Into<anyhow::Error>) -> Failure {
     Failure::Usage(e.into())
 }
@@ -57,11 +71,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(Failure::Usage(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(1)
         }
     }
@@ -134,7 +148,6 @@ fn run_experiment(
     args: &RunArgs,
     go: impl FnOnce(&Lab, &Settings) -> Result<experiment::Campaign, ExperimentError>,
 ) -> Result<ExitCode, Failure> {
-    check_out_dir(&args.out)?;
     let mut lab = new_lab()?;
     lab.timeout = std::time::Duration::from_secs(args.timeout);
     let settings = Settings {
@@ -166,22 +179,6 @@ fn run_experiment(
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Refuse an unusable --out before any instance runs.
-fn check_out_dir(out: &Path) -> Result<(), Failure> {
-    let probe = (|| -> std::io::Result<()> {
-        std::fs::create_dir_all(out)?;
-        let test = out.join(format!(".isolab-write-test-{}", std::process::id()));
-        std::fs::write(&test, b"")?;
-        std::fs::remove_file(&test)
-    })();
-    probe.map_err(|e| {
-        usage(anyhow::anyhow!(
-            "cannot write results under {}: {e} (choose another directory with --out)",
-            out.display()
-        ))
-    })
 }
 
 fn read_results(path: &Path) -> Result<Results, Failure> {

@@ -371,7 +371,7 @@ mod tests {
     fn mem_counts_triad_bytes() {
         let spec = Spec::new(Kernel::Mem, 1, 2);
         let out = run(&spec, &mut Mem::default(), &mut arena(&spec)).unwrap();
-        let n = (MIB / 8 / 3) as u64;
+        let n = MIB / 8 / 3;
         assert_eq!(out.bytes, 2 * n * 24);
     }
 

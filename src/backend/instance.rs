@@ -302,7 +302,10 @@ impl Instance {
             cleanup();
         }
         self.timeline.mark("exited");
-        let outcome = self.outcome(oom);
+        let mut outcome = self.outcome(oom);
+        if let Outcome::Failed { reason } = &mut outcome {
+            reason.push_str(&self.stderr_tail());
+        }
         Ok(Run {
             backend: self.backend.clone(),
             spec: self.spec,

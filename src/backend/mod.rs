@@ -17,6 +17,7 @@ pub mod child;
 pub mod container;
 pub mod floor;
 pub mod instance;
+pub mod oci;
 pub mod process;
 
 pub use crate::cgroup::Limits;
@@ -133,11 +134,16 @@ pub trait Backend: Send + Sync {
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError>;
 
     /// Run one instance to completion: start, wait for `ready` and `done`, collect.
+    ///
+    /// An instance that ends early (killed by the OOM killer, crashed) still yields a [`Run`],
+    /// whose outcome says what happened; errors are for instances that could not be run at all
+    /// or did not answer in time.
     fn run(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Run, BackendError> {
         let mut instance = self.start(lab, spec, limits)?;
-        instance.wait_ready()?;
-        instance.wait_done()?;
-        instance.finish()
+        match instance.wait_ready().and_then(|()| instance.wait_done()) {
+            Ok(()) | Err(BackendError::Exited { .. }) => instance.finish(),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -147,12 +153,21 @@ pub fn registry() -> Vec<Box<dyn Backend>> {
         Box::new(process::Process),
         Box::new(container::Container::default()),
         Box::new(floor::NsFloor),
+        Box::new(oci::Oci::runc()),
     ]
 }
 
-/// The backend called `name`.
+/// The backend called `name`. Any OCI runtime can be named as `oci:<binary>` (e.g. `oci:crun`).
 pub fn by_name(name: &str) -> Option<Box<dyn Backend>> {
-    registry().into_iter().find(|b| b.name() == name)
+    registry()
+        .into_iter()
+        .find(|b| b.name() == name)
+        .or_else(|| match name.strip_prefix("oci:") {
+            Some(runtime) if !runtime.is_empty() && !runtime.contains('/') => {
+                Some(Box::new(oci::Oci::new(runtime)) as Box<dyn Backend>)
+            }
+            _ => None,
+        })
 }
 
 /// The names of every backend, for error messages.

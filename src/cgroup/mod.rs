@@ -283,14 +283,26 @@ impl Cgroup {
             })
     }
 
-    /// Open the `cgroup.procs` file of every directory, for the instance's first process to write
-    /// `0` into ("move me here") right after it is forked and before it does anything else.
-    /// Opened by the parent so the child needs no path handling and no allocation.
+    /// Open the file through which the instance's first process moves itself into the cgroup,
+    /// by writing `0` ("me") right after it is created and before it does anything else. Opened
+    /// by the parent so the child needs no path handling and no allocation.
+    ///
+    /// Why not simply `cgroup.procs`? Moving a whole process takes the kernel's global
+    /// `cgroup_threadgroup_rwsem` for writing, and the writer of that per-CPU semaphore waits for
+    /// an RCU grace period unless another writer came by moments ago: a stall of several
+    /// milliseconds on a quiet machine. Moving *one thread, the caller itself* needs no such
+    /// lock. The new process has a single thread, so on v1 writing `0` to `tasks` moves all of
+    /// it, without the stall. (v2 allows per-thread moves only in threaded subtrees, so there
+    /// `cgroup.procs` it is.)
     pub fn join_fds(&self) -> Result<Vec<OwnedFd>, CgroupError> {
+        let file = match self.version {
+            Version::V1 => "tasks",
+            Version::V2 => "cgroup.procs",
+        };
         self.dirs
             .iter()
             .map(|(_, d)| {
-                let path = d.join("cgroup.procs");
+                let path = d.join(file);
                 fs::OpenOptions::new()
                     .write(true)
                     .open(&path)

@@ -30,7 +30,7 @@ fn main() {
 
     let args: Vec<Vec<u8>> = std::env::args_os()
         .skip(1)
-        .map(|a| std::os::unix::ffi::OsStringExt::into_vec(a))
+        .map(std::os::unix::ffi::OsStringExt::into_vec)
         .collect();
     let (options, spec_words) = match Options::split(&args) {
         Ok(split) => split,

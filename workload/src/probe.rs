@@ -33,6 +33,7 @@ pub fn run(shim: &mut LinuxShim) -> Result<Output, Error> {
     report("mounts", &mounts.lines().count().to_string());
     report("root_fs", &root_fs_type(&mounts));
     report("interfaces", &interfaces().join(","));
+    report("root_entries", &root_entries().join(","));
     report("uid_map", &squash(&read("/proc/self/uid_map")));
     report("cap_eff", &status_field("CapEff"));
     report("no_new_privs", &status_field("NoNewPrivs"));
@@ -95,17 +96,31 @@ fn count_pids() -> Option<usize> {
     )
 }
 
-/// The file-system type mounted at `/` (field 9 of the mountinfo line whose mount point is `/`).
+/// The file-system type mounted at `/`: the last mountinfo line whose mount point is `/` (the one
+/// on top).
 fn root_fs_type(mountinfo: &str) -> String {
     mountinfo
         .lines()
-        .filter_map(|l| {
+        .rev()
+        .find_map(|l| {
             let fields: Vec<&str> = l.split(' ').collect();
             let sep = fields.iter().position(|f| *f == "-")?;
             (fields.get(4) == Some(&"/")).then(|| fields.get(sep + 1).unwrap_or(&"?").to_string())
         })
-        .last()
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// What the root directory holds, sorted: the whole file system a container starts with.
+fn root_entries() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir("/")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// Network interfaces of this network namespace, from /proc/net/dev.

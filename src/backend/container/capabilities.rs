@@ -14,27 +14,27 @@
 
 use nix::errno::Errno;
 
-/// Docker's default capabilities (moby `oci/caps/defaults.go`), by number.
-pub const DOCKER_DEFAULT: [u32; 14] = [
-    0,  // CAP_CHOWN
-    1,  // CAP_DAC_OVERRIDE
-    3,  // CAP_FOWNER
-    4,  // CAP_FSETID
-    5,  // CAP_KILL
-    6,  // CAP_SETGID
-    7,  // CAP_SETUID
-    8,  // CAP_SETPCAP
-    10, // CAP_NET_BIND_SERVICE
-    13, // CAP_NET_RAW
-    18, // CAP_SYS_CHROOT
-    27, // CAP_MKNOD
-    29, // CAP_AUDIT_WRITE
-    31, // CAP_SETFCAP
+/// Docker's default capabilities (moby `oci/caps/defaults.go`): number and name.
+pub const DOCKER_DEFAULT: [(u32, &str); 14] = [
+    (0, "CAP_CHOWN"),
+    (1, "CAP_DAC_OVERRIDE"),
+    (3, "CAP_FOWNER"),
+    (4, "CAP_FSETID"),
+    (5, "CAP_KILL"),
+    (6, "CAP_SETGID"),
+    (7, "CAP_SETUID"),
+    (8, "CAP_SETPCAP"),
+    (10, "CAP_NET_BIND_SERVICE"),
+    (13, "CAP_NET_RAW"),
+    (18, "CAP_SYS_CHROOT"),
+    (27, "CAP_MKNOD"),
+    (29, "CAP_AUDIT_WRITE"),
+    (31, "CAP_SETFCAP"),
 ];
 
-/// The kept set as a 64-bit mask.
-pub fn mask(caps: &[u32]) -> u64 {
-    caps.iter().fold(0u64, |m, &c| m | 1 << c)
+/// The capabilities `caps` as a 64-bit mask.
+pub fn mask(caps: &[(u32, &str)]) -> u64 {
+    caps.iter().fold(0u64, |m, &(c, _)| m | 1 << c)
 }
 
 /// What to keep, prepared before fork.
@@ -63,7 +63,7 @@ struct CapData {
 
 impl CapPlan {
     /// Keep `keep`; `last_cap` is the kernel's highest capability number.
-    pub fn new(keep: &[u32], last_cap: u32) -> CapPlan {
+    pub fn new(keep: &[(u32, &str)], last_cap: u32) -> CapPlan {
         CapPlan {
             keep: mask(keep),
             last_cap,

@@ -50,6 +50,10 @@ use std::path::PathBuf;
 pub struct Container {
     /// Put a static busybox at `/bin/busybox` (and `/bin/sh`) for exercises that want a shell.
     pub busybox: Option<PathBuf>,
+    /// Use a user namespace: `None` decides by privilege (only when not root), `Some(true)`
+    /// also as root — the "rootless" set-up, where the container's root is an ordinary user
+    /// outside.
+    pub userns: Option<bool>,
 }
 
 impl Backend for Container {
@@ -83,7 +87,7 @@ impl Backend for Container {
         timeline.mark("cgroup");
 
         // Everything the two child processes need, prepared while allocating is still safe.
-        let userns = namespaces::need_userns();
+        let userns = self.userns.unwrap_or_else(namespaces::need_userns);
         let scratch = lab.scratch_dir();
         let plan = RootfsPlan::new(
             &lab.rootfs_mount_point(),

@@ -1,0 +1,293 @@
+//! The `lab` binary as a user meets it: real runs, real errors, nothing left behind.
+
+mod common;
+
+use common::{serial, temp_dir, HostState};
+use isolab::results::{Outcome, Results};
+use isolab::workload::{Kernel, Spec};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const LAB: &str = env!("CARGO_BIN_EXE_lab");
+
+/// A temp dir for one test, usable by any user (some tests run lab unprivileged).
+fn world_writable(name: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
+fn lab(temp: &Path, args: &[&str]) -> Output {
+    Command::new(LAB)
+        .args(args)
+        .env("TMPDIR", temp)
+        .output()
+        .unwrap()
+}
+
+fn results_files(out: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("results.jsonl"))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn run_startup_prints_the_table_and_writes_every_run() {
+    let _serial = serial();
+    let temp = temp_dir("cli-startup");
+    let out = temp.join("reports");
+    let run = lab(
+        &temp,
+        &[
+            "run",
+            "startup",
+            "--backends",
+            "process,container",
+            "--runs",
+            "30",
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for text in [
+        "p50 ms",
+        "process",
+        "container",
+        "namespaces",
+        "rootfs",
+        "results:",
+    ] {
+        assert!(stdout.contains(text), "missing {text:?} in:\n{stdout}");
+    }
+    let files = results_files(&out);
+    assert_eq!(files.len(), 1);
+    let results = Results::read(&files[0]).unwrap();
+    assert_eq!(results.header.experiment, "startup");
+    assert_eq!(
+        results.runs.len(),
+        (3 + 30) * 2,
+        "warm-up and measured rounds, both backends"
+    );
+    assert_eq!(results.runs.iter().filter(|r| !r.warmup).count(), 60);
+    let native =
+        isolab_kernels::run(&Spec::default_for(Kernel::Ready), &mut NoShim, &mut []).unwrap();
+    for r in &results.runs {
+        assert_eq!(r.outcome, Outcome::Completed);
+        for phase in ["spawn", "cgroup", "ready", "done", "exited"] {
+            assert!(r.phases.at(phase).is_some(), "{phase} missing in {r:?}");
+        }
+        assert!(r.startup_ns.unwrap() > 0);
+        assert_eq!(
+            r.output.as_ref().unwrap().checksum,
+            format!("{:#018x}", native.checksum)
+        );
+    }
+    // Each round ran both backends.
+    for round in 0..33 {
+        let mut backends: Vec<&str> = results
+            .runs
+            .iter()
+            .filter(|r| r.round == round)
+            .map(|r| r.backend.as_str())
+            .collect();
+        backends.sort();
+        assert_eq!(backends, ["container", "process"]);
+    }
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+struct NoShim;
+impl isolab_kernels::Shim for NoShim {
+    fn enter_kernel(&mut self, x: u64) -> u64 {
+        x
+    }
+}
+
+/// Bad input gives exit status 2, one line on stderr, and leaves nothing behind.
+fn assert_refused(temp: &Path, output: &Output, expect: &str, before: &HostState) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line, not: {stderr}"
+    );
+    assert!(stderr.contains(expect), "{expect:?} not in {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(&HostState::now(temp), before);
+}
+
+#[test]
+fn bad_input_is_refused_in_one_line_with_exit_status_2() {
+    let _serial = serial();
+    let temp = temp_dir("cli-bad");
+    let out = temp.join("reports");
+    let out = out.to_str().unwrap();
+    std::fs::create_dir_all(out).unwrap();
+    let before = HostState::now(&temp);
+
+    let o = lab(
+        &temp,
+        &["run", "startup", "--backends", "process,nope", "--out", out],
+    );
+    assert_refused(&temp, &o, "unknown backend 'nope'", &before);
+    let o = lab(&temp, &["run", "startup", "--runs", "0", "--out", out]);
+    assert_refused(&temp, &o, "--runs", &before);
+    let o = lab(&temp, &["run", "startup", "--out", "/proc/isolab-results"]);
+    assert_refused(&temp, &o, "choose another directory with --out", &before);
+    let o = lab(&temp, &["exec", "--kernel", "nope"]);
+    assert_refused(&temp, &o, "unknown kernel", &before);
+    let o = lab(&temp, &["report", "/etc/hostname"]);
+    assert_refused(&temp, &o, "not an isolab results file", &before);
+    assert!(
+        results_files(Path::new(out)).is_empty(),
+        "no results directory for refused runs"
+    );
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+#[test]
+fn no_usable_cgroup_is_refused_with_a_hint() {
+    let _serial = serial();
+    let temp = temp_dir("cli-nocgroup");
+    let out = temp.join("reports");
+    let before = HostState::now(&temp);
+    // In a private mount namespace, unmount every cgroup file system: as on a machine without
+    // them. The host's mounts are untouched.
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"umount -R /sys/fs/cgroup && exec "$0" run startup --backends process --out "$1" --no-progress"#)
+        .args([LAB, out.to_str().unwrap()])
+        .env("TMPDIR", &temp)
+        .output()
+        .unwrap();
+    assert_refused(&temp, &o, "no usable cgroup", &before);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+#[test]
+fn no_privilege_for_namespaces_is_refused_with_a_hint() {
+    let _serial = serial();
+    let temp = world_writable("cli-nouserns");
+    let before = HostState::now(&temp);
+    // Run lab as an ordinary user (65534) inside a user namespace whose limit on further user
+    // namespaces is 0: a user who may not create containers. The limit is per namespace, so the
+    // host is unaffected.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        // The second `sh` is exec'd after the uid map exists: only then is it root in the new
+        // namespace, with the capabilities that come with that (an exec by an unmapped user
+        // drops them all).
+        .arg(r#"read go; exec sh -c 'echo 0 > /proc/sys/user/max_user_namespaces || exit 99; exec setpriv --reuid=65534 --regid=65534 --clear-groups "$0" run startup --backends container --out "$1/reports" --no-progress' "$0" "$1""#)
+        .args([LAB, temp.to_str().unwrap()])
+        .env("TMPDIR", &temp)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: unshare(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    // Map 64Ki ids one to one, so that 65534 exists inside (writing a map this wide is allowed
+    // to the parent namespace's root).
+    std::fs::write(format!("/proc/{pid}/uid_map"), "0 0 65536\n").unwrap();
+    std::fs::write(format!("/proc/{pid}/gid_map"), "0 0 65536\n").unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_refused(&temp, &o, "user namespaces are restricted", &before);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+#[test]
+fn ctrl_c_stops_between_samples_and_keeps_them() {
+    let _serial = serial();
+    let temp = temp_dir("cli-interrupt");
+    let out = temp.join("reports");
+    let before = HostState::now(&temp);
+    let child = Command::new(LAB)
+        .args([
+            "run",
+            "startup",
+            "--backends",
+            "process,container",
+            "--runs",
+            "100000",
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
+        .env("TMPDIR", &temp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let lines = || {
+        results_files(&out).first().map_or(0, |f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        })
+    };
+    while lines() < 20 {
+        assert!(Instant::now() < deadline, "no samples within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let results = Results::read(&results_files(&out)[0]).unwrap();
+    assert!(
+        results.runs.len() >= 19,
+        "samples kept: {}",
+        results.runs.len()
+    );
+    assert!(
+        results.runs.iter().all(|r| r.outcome == Outcome::Completed),
+        "no half sample recorded"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("p50 ms"),
+        "the table of what was kept"
+    );
+    // The results directory is the only new thing.
+    let mut after = HostState::now(&temp);
+    after.temp_entries.remove("reports");
+    assert_eq!(after, before);
+    std::fs::remove_dir_all(temp).unwrap();
+}

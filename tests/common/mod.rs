@@ -1,0 +1,98 @@
+//! Helpers shared by the integration tests: what the lab leaves behind, counted.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// Tests that count host state run one at a time: another test's instance would be counted.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("isolab-test-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Host state a lab run could leak.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostState {
+    /// Lines of our mount table.
+    pub mounts: usize,
+    /// Every directory under the cgroup hierarchies' isolab bases.
+    pub cgroups: BTreeSet<PathBuf>,
+    /// Our child processes.
+    pub children: BTreeSet<i32>,
+    /// Entries of the test's temp directory.
+    pub temp_entries: BTreeSet<String>,
+    /// Our open file descriptors.
+    pub fds: usize,
+}
+
+impl HostState {
+    pub fn now(temp: &Path) -> HostState {
+        HostState {
+            mounts: fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .lines()
+                .count(),
+            cgroups: cgroup_dirs(),
+            children: children(),
+            temp_entries: fs::read_dir(temp)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            fds: fs::read_dir("/proc/self/fd").unwrap().count(),
+        }
+    }
+}
+
+/// Cgroup directories below an `isolab...` directory, in every hierarchy.
+fn cgroup_dirs() -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                // Instance cgroups live *under* a directory named isolab...; the bases stay.
+                let under_base = dir
+                    .components()
+                    .any(|c| c.as_os_str().to_string_lossy().starts_with("isolab"));
+                if under_base {
+                    out.insert(path.clone());
+                }
+                stack.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// PIDs whose parent is this process.
+fn children() -> BTreeSet<i32> {
+    let me = std::process::id() as i32;
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let after = s.rsplit_once(')')?.1;
+                    after.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(me)
+        })
+        .collect()
+}

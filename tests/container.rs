@@ -1,0 +1,191 @@
+//! The container backend, tested from the inside: real namespaces, real cgroups, real mounts.
+
+mod common;
+
+use common::{serial, temp_dir, HostState};
+use isolab::backend::container::Container;
+use isolab::backend::{self, Backend, Limits, Outcome, Run};
+use isolab::cgroup::Hierarchy;
+use isolab::lab::Lab;
+use isolab::workload::{Kernel, Spec};
+use nix::sys::signal::{kill, Signal};
+use std::collections::BTreeMap;
+
+fn probe(backend: &dyn Backend, lab: &Lab) -> BTreeMap<String, String> {
+    let run = backend
+        .run(lab, &Spec::default_for(Kernel::Probe), &Limits::default())
+        .unwrap();
+    assert_eq!(run.outcome, Outcome::Completed, "{run:?}");
+    run.probe.into_iter().collect()
+}
+
+#[test]
+fn a_container_sees_only_its_own_world() {
+    let _serial = serial();
+    let temp = temp_dir("world");
+    let lab = Lab::in_dir(&temp).unwrap();
+    let host = probe(&backend::process::Process, &lab);
+    let inside = probe(&Container::default(), &lab);
+
+    assert_eq!(
+        inside["pid"], "1",
+        "the workload is PID 1 of its PID namespace"
+    );
+    assert_ne!(host["pid"], "1");
+    assert_eq!(inside["pids_visible"], "1", "no host process is visible");
+    assert!(host["pids_visible"].parse::<u32>().unwrap() > 1);
+    assert!(
+        inside["hostname"].starts_with("isolab-"),
+        "{}",
+        inside["hostname"]
+    );
+    assert_eq!(host["hostname"], isolab::host::hostname());
+    assert_eq!(
+        inside["interfaces"], "lo",
+        "only loopback in a new network namespace"
+    );
+    // The root is the lab's: the workload, three mount points, nothing of the host's.
+    assert_eq!(inside["root_entries"], "dev,proc,tmp,workload");
+    assert!(host["root_entries"].split(',').any(|e| e == "etc"));
+    assert_eq!(inside["root_fs"], "tmpfs");
+    // Docker's 14 capabilities, and no way to gain more.
+    assert_eq!(inside["cap_eff"], "00000000a80425fb");
+    assert_eq!(inside["no_new_privs"], "1");
+    // Same kernel: a container is not a VM.
+    assert_eq!(inside["kernel_release"], host["kernel_release"]);
+    drop(lab);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+#[test]
+fn a_rootless_container_maps_root_to_the_invoking_user() {
+    let _serial = serial();
+    let temp = temp_dir("rootless");
+    let lab = Lab::in_dir(&temp).unwrap();
+    let rootless = Container {
+        userns: Some(true),
+        ..Container::default()
+    };
+    let inside = probe(&rootless, &lab);
+    let uid = nix::unistd::getuid().as_raw();
+    assert_eq!(inside["uid_map"], format!("0 {uid} 1"));
+    assert_eq!(inside["pid"], "1");
+    assert_eq!(inside["root_entries"], "dev,proc,tmp,workload");
+    drop(lab);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+fn mem(mib: u64) -> Spec {
+    Spec::new(Kernel::Mem, mib, 1)
+}
+
+#[test]
+fn the_memory_limit_holds() {
+    let _serial = serial();
+    let temp = temp_dir("oom");
+    let lab = Lab::in_dir(&temp).unwrap();
+    let limits = Limits {
+        memory_bytes: Some(32 << 20),
+        pids: Some(16),
+        cpus: Some(1.0),
+    };
+    let container = Container::default();
+    let under: Run = container.run(&lab, &mem(8), &limits).unwrap();
+    assert_eq!(
+        under.outcome,
+        Outcome::Completed,
+        "8 MiB fits in 32 MiB: {under:?}"
+    );
+    let over: Run = container.run(&lab, &mem(64), &limits).unwrap();
+    assert_eq!(
+        over.outcome,
+        Outcome::OomKilled,
+        "64 MiB does not: {over:?}"
+    );
+    assert!(over.output.is_none());
+    drop(lab);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+#[test]
+fn nothing_is_left_behind_even_when_workloads_crash() {
+    let _serial = serial();
+    let temp = temp_dir("leaks");
+    // One warm-up run so the cgroup bases exist before counting.
+    let lab = Lab::in_dir(&temp).unwrap();
+    Container::default()
+        .run(&lab, &Spec::default_for(Kernel::Ready), &Limits::default())
+        .unwrap();
+    drop(lab);
+    let before = HostState::now(&temp);
+
+    let lab = Lab::in_dir(&temp).unwrap();
+    let limits = Limits {
+        memory_bytes: Some(32 << 20),
+        pids: Some(8),
+        cpus: None,
+    };
+    for b in [
+        backend::by_name("process").unwrap(),
+        backend::by_name("container").unwrap(),
+    ] {
+        // A normal run, an OOM kill, and a workload killed from outside while it sleeps.
+        let ok = b
+            .run(&lab, &Spec::default_for(Kernel::Cpu), &limits)
+            .unwrap();
+        assert_eq!(ok.outcome, Outcome::Completed);
+        let oom = b.run(&lab, &mem(64), &limits).unwrap();
+        assert_eq!(oom.outcome, Outcome::OomKilled, "{}", b.name());
+        let mut sleeping = b
+            .start(&lab, &Spec::default_for(Kernel::Sleep), &limits)
+            .unwrap();
+        sleeping.wait_ready().unwrap();
+        kill(sleeping.main_pid(), Signal::SIGKILL).unwrap();
+        let killed = sleeping.finish().unwrap();
+        match killed.outcome {
+            Outcome::Failed { reason } => assert!(reason.contains("SIGKILL"), "{reason}"),
+            other => panic!("a killed workload is a failure, not {other:?}"),
+        }
+        // An instance dropped without being finished (an error path in the lab).
+        let abandoned = b
+            .start(&lab, &Spec::default_for(Kernel::Sleep), &limits)
+            .unwrap();
+        drop(abandoned);
+    }
+    drop(lab);
+    assert_eq!(HostState::now(&temp), before);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+#[test]
+fn cgroup_v2_code_runs_on_the_unified_hierarchy() {
+    let _serial = serial();
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+    let base = if unified.join("cgroup.procs").exists() {
+        unified.join("isolab-v2-test")
+    } else {
+        std::path::PathBuf::from("/sys/fs/cgroup/isolab-v2-test")
+    };
+    let temp = temp_dir("v2");
+    let lab = Lab::in_dir(&temp)
+        .unwrap()
+        .with_cgroups(Hierarchy::v2_at(base.clone()));
+    let run = backend::process::Process
+        .run(&lab, &Spec::default_for(Kernel::Probe), &Limits::default())
+        .unwrap();
+    assert_eq!(run.outcome, Outcome::Completed);
+    let cgroup_line = &run.probe.iter().find(|(k, _)| k == "cgroup").unwrap().1;
+    assert!(
+        cgroup_line.contains("isolab-v2-test/"),
+        "joined the v2 cgroup: {cgroup_line}"
+    );
+    drop(lab);
+    let left: Vec<_> = std::fs::read_dir(&base)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(left.is_empty(), "instance cgroups removed: {left:?}");
+    std::fs::remove_dir(&base).unwrap();
+    std::fs::remove_dir_all(temp).unwrap();
+}
