@@ -25,6 +25,9 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+/// The name of every results file.
+pub const RESULTS_FILE: &str = "results.jsonl";
+
 /// The schema identifier written in every environment record.
 pub const SCHEMA: &str = "isolab-results/1";
 
@@ -223,6 +226,70 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// Names of the facts backends report in [`RunRecord::info`], where every reader can find them.
+pub mod info {
+    /// Bytes of the image the backend boots or starts: a container's root file system, a guest's
+    /// ELF, a Linux guest's kernel plus initramfs.
+    pub const IMAGE_BYTES: &str = "image_bytes";
+    /// What the image consists of, in words.
+    pub const IMAGE: &str = "image";
+    /// Guest RAM the VMM mapped (configured size).
+    pub const GUEST_RAM_BYTES: &str = "guest_ram_bytes";
+    /// Guest RAM actually backed by host pages (touched by the guest or the VMM).
+    pub const GUEST_TOUCHED_BYTES: &str = "guest_touched_bytes";
+    /// Unique set size of the VMM process.
+    pub const VMM_USS_BYTES: &str = "vmm_uss_bytes";
+    /// VMM USS minus the guest RAM it touched: what the hypervisor itself costs.
+    pub const VMM_OVERHEAD_BYTES: &str = "vmm_overhead_bytes";
+    /// How /dev/kvm is implemented (hardware or nested PVM).
+    pub const KVM: &str = "kvm";
+    /// Prefix of the per-cause VM exit counters, e.g. `exits_io`.
+    pub const EXITS_PREFIX: &str = "exits_";
+    /// Set when the backend's numbers come from emulation (e.g. QEMU TCG), not virtualization.
+    pub const EMULATED: &str = "emulated";
+    /// Who answered a kernel that needs an OS, when it was not the workload's own kernel (e.g.
+    /// "vmm" for the bare guest's `io` and `probe`).
+    pub const SERVED_BY: &str = "served_by";
+}
+
+/// One step of the density experiment: `n` idle instances of one backend alive at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DensityStep {
+    /// Backend name.
+    pub backend: String,
+    /// Instances alive after this step.
+    pub n: u32,
+    /// Instances started in this step.
+    pub added: u32,
+    /// Wall time to start the added instances, each until its `ready`.
+    pub launch_ns: u64,
+    /// Sum of the instances' cgroup charges (exact breakdown: anon + file + kernel).
+    pub charged_bytes: u64,
+    /// Sum of the instances' kernel memory alone.
+    pub kernel_bytes: u64,
+    /// Sum of the PSS of the instances' processes.
+    pub pss_bytes: u64,
+    /// How much the host's MemAvailable dropped since before the first instance.
+    pub mem_available_drop_bytes: i64,
+    /// CPU time all instances used together while idle, over `idle_window_ns`.
+    pub idle_cpu_ns: u64,
+    /// Length of the idle window.
+    pub idle_window_ns: u64,
+}
+
+/// The end of one backend's density ladder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DensityEnd {
+    /// Backend name.
+    pub backend: String,
+    /// Instances alive at the end.
+    pub n: u32,
+    /// Why the ladder stopped (maximum reached, memory budget, a launch failed, Ctrl-C).
+    pub reason: String,
+    /// Wall time to stop and clean up all `n` instances.
+    pub teardown_ns: u64,
+}
+
 /// The machine a results file was measured on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
@@ -294,6 +361,10 @@ pub enum Record {
     Environment(Box<Header>),
     /// One sample.
     Run(Box<RunRecord>),
+    /// One density step.
+    DensityStep(Box<DensityStep>),
+    /// The end of a density ladder.
+    DensityEnd(Box<DensityEnd>),
 }
 
 /// Errors of reading and writing results.
@@ -342,18 +413,24 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Make `<out>/<UTC timestamp>-<experiment>/` and start its `results.jsonl` with `header`.
-    pub fn create(out: &Path, header: &Header) -> Result<Writer, ResultsError> {
+    /// Make a new directory `<out>/<UTC timestamp>-<label>/` (with `-2`, `-3`, ... if two runs
+    /// start within one second).
+    pub fn new_dir(out: &Path, label: &str) -> Result<PathBuf, ResultsError> {
         let stamp = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
-        let mut dir = out.join(format!("{stamp}-{}", header.experiment));
-        // Two runs within one second get distinct directories.
+        let mut dir = out.join(format!("{stamp}-{label}"));
         let mut n = 1;
         while dir.exists() {
             n += 1;
-            dir = out.join(format!("{stamp}-{}-{n}", header.experiment));
+            dir = out.join(format!("{stamp}-{label}-{n}"));
         }
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let path = dir.join("results.jsonl");
+        Ok(dir)
+    }
+
+    /// Start `<dir>/results.jsonl` with `header`.
+    pub fn create(dir: &Path, header: &Header) -> Result<Writer, ResultsError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(RESULTS_FILE);
         let file = File::create(&path).map_err(io_err(&path))?;
         let mut writer = Writer { path, file };
         writer.append(&Record::Environment(Box::new(header.clone())))?;
@@ -382,6 +459,10 @@ pub struct Results {
     pub header: Header,
     /// Its samples, in file order.
     pub runs: Vec<RunRecord>,
+    /// Density steps, in file order.
+    pub density: Vec<DensityStep>,
+    /// Ends of density ladders.
+    pub density_ends: Vec<DensityEnd>,
 }
 
 impl Results {
@@ -394,6 +475,8 @@ impl Results {
             .map_err(io_err(path))?;
         let mut header = None;
         let mut runs = Vec::new();
+        let mut density = Vec::new();
+        let mut density_ends = Vec::new();
         let last = lines.len();
         for (i, line) in lines.iter().enumerate() {
             if line.trim().is_empty() {
@@ -424,6 +507,8 @@ impl Results {
                     })
                 }
                 Record::Run(r) => runs.push(*r),
+                Record::DensityStep(d) => density.push(*d),
+                Record::DensityEnd(d) => density_ends.push(*d),
             }
         }
         let header = header.ok_or_else(|| ResultsError::NotResults {
@@ -433,7 +518,36 @@ impl Results {
             path: path.to_path_buf(),
             header,
             runs,
+            density,
+            density_ends,
         })
+    }
+
+    /// Every results file at `path`: the file itself, or all `results.jsonl` files under a
+    /// directory (`lab run all` writes one per experiment), in name order.
+    pub fn read_all(path: &Path) -> Result<Vec<Results>, ResultsError> {
+        if !path.is_dir() {
+            return Ok(vec![Results::read(path)?]);
+        }
+        let mut files = Vec::new();
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.file_name().is_some_and(|n| n == RESULTS_FILE) {
+                    files.push(p);
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(ResultsError::NotResults {
+                path: path.to_path_buf(),
+            });
+        }
+        files.sort();
+        files.iter().map(|f| Results::read(f)).collect()
     }
 
     /// The measured (non-warm-up) samples of `backend`.
@@ -524,7 +638,7 @@ mod tests {
     #[test]
     fn a_file_round_trips_and_a_torn_last_line_is_dropped() {
         let dir = std::env::temp_dir().join(format!("isolab-results-test-{}", std::process::id()));
-        let mut w = Writer::create(&dir, &header()).unwrap();
+        let mut w = Writer::create(&Writer::new_dir(&dir, "startup").unwrap(), &header()).unwrap();
         w.append(&Record::Run(Box::new(run("process")))).unwrap();
         w.append(&Record::Run(Box::new(run("container")))).unwrap();
         let path = w.path().to_path_buf();

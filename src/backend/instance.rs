@@ -211,6 +211,11 @@ impl Instance {
         self.main = main;
     }
 
+    /// Record a fact about the instance known to the lab itself (see [`crate::results::info`]).
+    pub fn note(&mut self, key: &str, value: impl ToString) {
+        self.info.insert(key.to_string(), value.to_string());
+    }
+
     /// Wait until the workload reports `ready`. With `hold`, also sample memory while the
     /// workload waits, then let it go on.
     pub fn wait_ready(&mut self) -> Result<(), BackendError> {

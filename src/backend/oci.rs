@@ -17,7 +17,8 @@ use super::container::capabilities;
 use super::instance::{Instance, Parts, Timeline};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
-use crate::workload::{self, Kernel};
+use crate::results::info;
+use crate::workload::{self, Kernel, WORKLOAD_ELF};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
@@ -168,7 +169,7 @@ impl Backend for Oci {
             }
         };
         timeline.mark("exec");
-        Ok(Instance::new(Parts {
+        let mut instance = Instance::new(Parts {
             backend: self.name.clone(),
             spec: *spec,
             main: pid,
@@ -178,7 +179,13 @@ impl Backend for Oci {
             timeline,
             timeout: lab.timeout,
             cleanup: vec![Box::new(cleanup)],
-        }))
+        });
+        instance.note(info::IMAGE_BYTES, WORKLOAD_ELF.len());
+        instance.note(
+            info::IMAGE,
+            "OCI bundle: config.json and a root holding one static executable",
+        );
+        Ok(instance)
     }
 }
 

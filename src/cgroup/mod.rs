@@ -103,13 +103,36 @@ pub struct Limits {
 }
 
 /// Memory figures of one cgroup, in bytes.
+///
+/// `current_bytes` and `peak_bytes` are the kernel's charge counters. They are fast to update
+/// because each CPU charges pages in batches (64 pages at a time) and keeps the surplus in a
+/// per-CPU stock, so they can run up to 256 KiB per CPU ahead of what the cgroup really holds.
+/// For small instances that error is as large as what is measured, so the breakdown below — from
+/// `memory.stat`, which counts pages exactly — is what isolab's memory figures use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryReading {
-    /// Charged now (v2 `memory.current`, v1 `memory.usage_in_bytes`).
+    /// Charged now (v2 `memory.current`, v1 `memory.usage_in_bytes`), batch-rounded.
     pub current_bytes: u64,
     /// Highest charge since creation (v2 `memory.peak`, v1 `memory.max_usage_in_bytes`), when the
-    /// kernel offers it.
+    /// kernel offers it; batch-rounded like `current_bytes`.
     pub peak_bytes: Option<u64>,
+    /// Anonymous memory: heaps, stacks, and a VM's guest RAM (v2 `anon`, v1 `total_rss`).
+    pub anon_bytes: Option<u64>,
+    /// Page cache and tmpfs, e.g. a container's root file system (v2 `file`, v1 `total_cache`).
+    pub file_bytes: Option<u64>,
+    /// Kernel memory: page tables, kernel stacks, namespaces, KVM's structures (v2 `kernel`, v1
+    /// `memory.kmem.usage_in_bytes`).
+    pub kernel_bytes: Option<u64>,
+}
+
+impl MemoryReading {
+    /// anon + file + kernel when the breakdown is known, else the charge counter.
+    pub fn charged_bytes(&self) -> u64 {
+        match (self.anon_bytes, self.file_bytes, self.kernel_bytes) {
+            (Some(a), Some(f), Some(k)) => a + f + k,
+            _ => self.current_bytes,
+        }
+    }
 }
 
 /// The cgroup controllers isolab uses.

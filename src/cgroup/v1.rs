@@ -87,9 +87,13 @@ fn required<'a>(cg: &'a Cgroup, controller: &'static str) -> Result<&'a Path, Cg
 }
 
 pub(super) fn memory(dir: &Path) -> Option<MemoryReading> {
+    let stat = dir.join("memory.stat");
     Some(MemoryReading {
         current_bytes: read_u64(&dir.join("memory.usage_in_bytes"))?,
         peak_bytes: read_u64(&dir.join("memory.max_usage_in_bytes")),
+        anon_bytes: keyed_u64(&stat, "total_rss"),
+        file_bytes: keyed_u64(&stat, "total_cache"),
+        kernel_bytes: read_u64(&dir.join("memory.kmem.usage_in_bytes")),
     })
 }
 

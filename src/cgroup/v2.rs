@@ -116,10 +116,30 @@ fn require(present: bool, controller: &'static str) -> Result<(), CgroupError> {
 }
 
 pub(super) fn memory(dir: &Path) -> Option<MemoryReading> {
+    let stat = dir.join("memory.stat");
+    // memory.stat has a `kernel` total since Linux 5.18; before, add up its parts.
+    let kernel = keyed_u64(&stat, "kernel").or_else(|| {
+        let parts: Vec<u64> = [
+            "kernel_stack",
+            "pagetables",
+            "sec_pagetables",
+            "percpu",
+            "sock",
+            "vmalloc",
+            "slab",
+        ]
+        .iter()
+        .filter_map(|k| keyed_u64(&stat, k))
+        .collect();
+        (!parts.is_empty()).then(|| parts.iter().sum())
+    });
     Some(MemoryReading {
         current_bytes: read_u64(&dir.join("memory.current"))?,
         // memory.peak appeared in Linux 5.19.
         peak_bytes: read_u64(&dir.join("memory.peak")),
+        anon_bytes: keyed_u64(&stat, "anon"),
+        file_bytes: keyed_u64(&stat, "file"),
+        kernel_bytes: kernel,
     })
 }
 

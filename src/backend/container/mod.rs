@@ -35,7 +35,8 @@ use super::child::{
 use super::instance::{Instance, Parts, Timeline};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
-use crate::workload::{self, Kernel};
+use crate::results::info;
+use crate::workload::{self, Kernel, WORKLOAD_ELF};
 use capabilities::CapPlan;
 use nix::errno::Errno;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -136,7 +137,7 @@ impl Backend for Container {
         };
         drop(fds);
         drop(join);
-        let instance = Instance::new(Parts {
+        let mut instance = Instance::new(Parts {
             backend: self.name().into(),
             spec: *spec,
             main: pid,
@@ -147,6 +148,12 @@ impl Backend for Container {
             timeout: lab.timeout,
             cleanup: Vec::new(),
         });
+        // The "image": everything the container's root holds.
+        instance.note(info::IMAGE_BYTES, WORKLOAD_ELF.len());
+        instance.note(
+            info::IMAGE,
+            "tmpfs root holding one static executable (the workload)",
+        );
         // From here on, dropping `instance` on an error kills and reaps whatever was started.
         if userns {
             let mut sync = UnixStream::from(lab_sync);
