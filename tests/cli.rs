@@ -246,6 +246,19 @@ fn ctrl_c_stops_between_samples_and_keeps_them() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // If this test fails half-way, do not leave a lab running 100000 rounds behind.
+    struct KillOnPanic(u32);
+    impl Drop for KillOnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.0 as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let _guard = KillOnPanic(child.id());
     let deadline = Instant::now() + Duration::from_secs(60);
     let lines = || {
         results_files(&out).first().map_or(0, |f| {

@@ -205,8 +205,9 @@ pub fn campaign(
         settings: settings_json,
         skipped: selection.skipped.clone(),
     };
-    let mut writer =
-        Writer::create(&settings.out, &header).map_err(|source| ExperimentError::Output {
+    let mut writer = Writer::new_dir(&settings.out, experiment)
+        .and_then(|dir| Writer::create(&dir, &header))
+        .map_err(|source| ExperimentError::Output {
             dir: settings.out.clone(),
             source,
         })?;

@@ -68,7 +68,7 @@ fn cgroup_dirs() -> BTreeSet<PathBuf> {
                 let under_base = dir
                     .components()
                     .any(|c| c.as_os_str().to_string_lossy().starts_with("isolab"));
-                if under_base {
+                if under_base && ours_or_orphaned(&path) {
                     out.insert(path.clone());
                 }
                 stack.push(path);
@@ -76,6 +76,18 @@ fn cgroup_dirs() -> BTreeSet<PathBuf> {
         }
     }
     out
+}
+
+/// Instance cgroups are named `<lab pid>-<n>`. Count those of this process, and those whose
+/// lab has exited (a leak); leave alone those of other labs still running on the machine.
+fn ours_or_orphaned(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    match name.split('-').next().and_then(|p| p.parse::<i32>().ok()) {
+        Some(pid) => {
+            pid == std::process::id() as i32 || !Path::new(&format!("/proc/{pid}")).exists()
+        }
+        None => true,
+    }
 }
 
 /// PIDs whose parent is this process.
