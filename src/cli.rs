@@ -34,6 +34,18 @@ pub enum Command {
     Backends,
     /// Run one workload once on one backend and show what happened, phase by phase.
     Exec(ExecArgs),
+    /// Export results as CSV files (runs.csv, and density.csv when there are density steps).
+    Export {
+        /// Write CSV (the only format).
+        #[arg(long, required = true)]
+        csv: bool,
+        /// Directory for the CSV files (default: beside each results file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Results files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 /// The experiments.
@@ -41,6 +53,34 @@ pub enum Command {
 pub enum Experiment {
     /// Start-up time: launch requested → first instruction of the workload, with its phases.
     Startup(RunArgs),
+    /// What one instance costs in memory: its fixed cost, and what its workload touched.
+    Memory {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Working-set sizes to touch, in MiB, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64", value_parser = clap::value_parser!(u64).range(1..=4096))]
+        sizes: Vec<u64>,
+    },
+    /// Speed of the cpu, mem, random, syscall and io kernels, relative to a plain process.
+    Throughput {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Kernels to run, comma-separated (default: cpu,mem,random,syscall,io).
+        #[arg(long, value_delimiter = ',')]
+        kernels: Option<Vec<String>>,
+    },
+    /// How many idle instances fit, what each costs, how fast they start and stop.
+    Density(DensityArgs),
+    /// What the workload can see: kernel, PIDs, host name, mounts, network, users, capabilities.
+    Isolation(RunArgs),
+    /// Every experiment, into one results directory.
+    All {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The top of the density ladder.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        max: u32,
+    },
 }
 
 /// Options every experiment takes.
@@ -49,18 +89,46 @@ pub struct RunArgs {
     /// Backends to compare, comma-separated (default: every backend available here).
     #[arg(long, value_delimiter = ',')]
     pub backends: Option<Vec<String>>,
-    /// Measured rounds; each round runs every backend once, in shuffled order.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub runs: u32,
-    /// Warm-up rounds, recorded but left out of the statistics.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=10_000))]
-    pub warmup: u32,
-    /// Directory under which the results directory is created.
-    #[arg(long, default_value = "reports")]
-    pub out: PathBuf,
+    /// Measured rounds; each round runs every case once, in shuffled order
+    /// (default: startup 30, memory 10, throughput 10, isolation 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub runs: Option<u32>,
+    /// Warm-up rounds, recorded but left out of the statistics (default: 3; isolation 0).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub warmup: Option<u32>,
     /// Seed of the round shuffles (recorded in the results).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `lab run density`.
+#[derive(Debug, Args)]
+pub struct DensityArgs {
+    /// Backends to climb the ladder with, one after the other (default: every backend here).
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Option<Vec<String>>,
+    /// The top of the ladder: N = 1, 2, 4, ... up to this many live instances.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max: u32,
+    /// Stop before the host's available memory would fall below this many MiB
+    /// (default: a tenth of the host's memory, at least 1024).
+    #[arg(long = "reserve-mib")]
+    pub reserve_mib: Option<u64>,
+    /// How long to watch the idle instances' CPU use at each step, in ms.
+    #[arg(long = "idle-window-ms", default_value_t = 500)]
+    pub idle_window_ms: u64,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Options of every command that runs instances.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Directory under which the results directory is created.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// Seconds to wait for an instance to reach each marker.

@@ -20,6 +20,7 @@ pub mod backend;
 pub mod cgroup;
 pub mod doctor;
 pub mod experiment;
+pub mod export;
 pub mod host;
 pub mod lab;
 pub mod measure;

@@ -6,12 +6,12 @@ mod cli;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Command, ExecArgs, Experiment, LimitArgs, RunArgs};
+use cli::{Cli, Command, CommonArgs, ExecArgs, Experiment, LimitArgs, RunArgs};
 use isolab::backend::{self, Availability, Limits};
 use isolab::experiment::{self, ExperimentError, Settings, INTERRUPTED};
 use isolab::lab::Lab;
 use isolab::report::{summary, table};
-use isolab::results::Results;
+use isolab::results::{Results, Writer};
 use isolab::workload::{Kernel, Spec};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         }
     };
     install_sigint_handler();
+    raise_fd_limit();
     match run(cli) {
         Ok(code) => code,
         Err(Failure::Usage(e)) => {
@@ -83,15 +84,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
-        Command::Run { experiment } => match experiment {
-            Experiment::Startup(args) => run_experiment(&args, |lab, settings| {
-                experiment::startup::run(lab, args.backends.as_deref(), settings)
-            }),
-        },
+        Command::Run { experiment } => run_experiment(experiment),
         Command::Report { paths } => {
             for path in paths {
-                let results = read_results(&path)?;
-                print_tables(&results);
+                for results in read_results(&path)? {
+                    print_tables(&results);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -120,6 +118,230 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec(args) => exec(&args),
+        Command::Export { csv: _, out, paths } => {
+            for path in paths {
+                for results in read_results(&path)? {
+                    let dir = out.clone().unwrap_or_else(|| {
+                        results
+                            .path
+                            .parent()
+                            .unwrap_or(Path::new("."))
+                            .to_path_buf()
+                    });
+                    for file in isolab::export::csv(&results, &dir)? {
+                        println!("{}", file.display());
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Run one experiment (or all of them) and print what it found.
+fn run_experiment(experiment: Experiment) -> Result<ExitCode, Failure> {
+    let mut outcomes = Vec::new();
+    match &experiment {
+        Experiment::Startup(args) => {
+            let (lab, settings) = prepare(args, 30, 3)?;
+            outcomes.push(Done::from(experiment::startup::run(
+                &lab,
+                args.backends.as_deref(),
+                &settings,
+            )?));
+        }
+        Experiment::Memory { run, sizes } => {
+            let (lab, settings) = prepare(run, 10, 3)?;
+            outcomes.push(Done::from(experiment::memory::run(
+                &lab,
+                run.backends.as_deref(),
+                sizes,
+                &settings,
+            )?));
+        }
+        Experiment::Throughput { run, kernels } => {
+            let kernels = parse_kernels(kernels.as_deref())?;
+            let (lab, settings) = prepare(run, 10, 3)?;
+            outcomes.push(Done::from(experiment::throughput::run(
+                &lab,
+                run.backends.as_deref(),
+                &kernels,
+                &settings,
+            )?));
+        }
+        Experiment::Isolation(args) => {
+            let (lab, settings) = prepare(args, 1, 0)?;
+            outcomes.push(Done::from(experiment::isolation::run(
+                &lab,
+                args.backends.as_deref(),
+                &settings,
+            )?));
+        }
+        Experiment::Density(args) => {
+            let lab = lab_for(&args.common)?;
+            let settings = density_settings(
+                args.max,
+                args.reserve_mib,
+                args.idle_window_ms,
+                &args.common,
+            )?;
+            outcomes.push(Done::from(experiment::density::run(
+                &lab,
+                args.backends.as_deref(),
+                &settings,
+            )?));
+        }
+        Experiment::All { run, max } => {
+            // One directory for the whole set, one subdirectory per experiment.
+            let dir = Writer::new_dir(&run.common.out, "all").map_err(|source| {
+                ExperimentError::Output {
+                    dir: run.common.out.clone(),
+                    source,
+                }
+            })?;
+            let backends = run.backends.as_deref();
+            let in_dir = |mut s: Settings| {
+                s.out = dir.clone();
+                s
+            };
+            let (lab, settings) = prepare(run, 30, 3)?;
+            outcomes.push(Done::from(experiment::startup::run(
+                &lab,
+                backends,
+                &in_dir(settings),
+            )?));
+            let (_, settings) = prepare(run, 10, 3)?;
+            outcomes.push(Done::from(experiment::memory::run(
+                &lab,
+                backends,
+                &experiment::memory::DEFAULT_SIZES_MIB,
+                &in_dir(settings),
+            )?));
+            let (_, settings) = prepare(run, 10, 3)?;
+            outcomes.push(Done::from(experiment::throughput::run(
+                &lab,
+                backends,
+                &experiment::throughput::KERNELS,
+                &in_dir(settings),
+            )?));
+            let (_, settings) = prepare(run, 1, 0)?;
+            outcomes.push(Done::from(experiment::isolation::run(
+                &lab,
+                backends,
+                &in_dir(settings),
+            )?));
+            let mut density = density_settings(*max, None, 500, &run.common)?;
+            density.out = dir.clone();
+            outcomes.push(Done::from(experiment::density::run(
+                &lab, backends, &density,
+            )?));
+        }
+    }
+    let mut code = ExitCode::SUCCESS;
+    for done in &outcomes {
+        let results = Results::read(&done.results)?;
+        for s in &results.header.skipped {
+            println!("skipped {}: {}", s.backend, s.reason);
+        }
+        print_tables(&results);
+        println!("results: {}", done.results.display());
+        if !done.failures.is_empty() {
+            eprintln!(
+                "{} samples failed; the first: {}: {}",
+                done.failures.len(),
+                done.failures[0].0,
+                done.failures[0].1
+            );
+            code = ExitCode::from(1);
+        }
+    }
+    if outcomes.iter().any(|d| d.interrupted) {
+        eprintln!("interrupted: the samples taken so far are kept");
+        return Ok(ExitCode::from(130));
+    }
+    Ok(code)
+}
+
+/// What any experiment left behind, for printing.
+struct Done {
+    results: PathBuf,
+    failures: Vec<(String, String)>,
+    interrupted: bool,
+}
+
+impl From<experiment::Campaign> for Done {
+    fn from(c: experiment::Campaign) -> Self {
+        Done {
+            results: c.results,
+            failures: c.failures,
+            interrupted: c.interrupted,
+        }
+    }
+}
+
+impl From<experiment::density::DensityOutcome> for Done {
+    fn from(d: experiment::density::DensityOutcome) -> Self {
+        Done {
+            results: d.results,
+            failures: Vec::new(),
+            interrupted: d.interrupted,
+        }
+    }
+}
+
+/// The lab and the sampling settings of an experiment, with its own default counts.
+fn prepare(args: &RunArgs, runs: u32, warmup: u32) -> Result<(Lab, Settings), Failure> {
+    let lab = lab_for(&args.common)?;
+    let settings = Settings {
+        runs: args.runs.unwrap_or(runs),
+        warmup: args.warmup.unwrap_or(warmup),
+        seed: args.seed,
+        limits: limits(&args.common.limits)?,
+        out: args.common.out.clone(),
+        progress: !args.common.no_progress,
+    };
+    Ok((lab, settings))
+}
+
+fn lab_for(common: &CommonArgs) -> Result<Lab, Failure> {
+    let mut lab = new_lab()?;
+    lab.timeout = std::time::Duration::from_secs(common.timeout);
+    Ok(lab)
+}
+
+fn density_settings(
+    max: u32,
+    reserve_mib: Option<u64>,
+    idle_window_ms: u64,
+    common: &CommonArgs,
+) -> Result<experiment::density::DensitySettings, Failure> {
+    Ok(experiment::density::DensitySettings {
+        max,
+        reserve_bytes: reserve_mib
+            .map(|m| m << 20)
+            .unwrap_or_else(experiment::density::default_reserve_bytes),
+        idle_window: std::time::Duration::from_millis(idle_window_ms),
+        limits: limits(&common.limits)?,
+        out: common.out.clone(),
+        progress: !common.no_progress,
+    })
+}
+
+fn parse_kernels(names: Option<&[String]>) -> Result<Vec<Kernel>, Failure> {
+    match names {
+        None => Ok(experiment::throughput::KERNELS.to_vec()),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                Kernel::from_name(n.as_bytes())
+                    .filter(|k| experiment::throughput::KERNELS.contains(k))
+                    .ok_or_else(|| {
+                        usage(anyhow::anyhow!(
+                            "'{n}' is not a throughput kernel (known: cpu, mem, random, syscall, io)"
+                        ))
+                    })
+            })
+            .collect(),
     }
 }
 
@@ -144,50 +366,8 @@ fn limits(args: &LimitArgs) -> Result<Limits, Failure> {
     })
 }
 
-fn run_experiment(
-    args: &RunArgs,
-    go: impl FnOnce(&Lab, &Settings) -> Result<experiment::Campaign, ExperimentError>,
-) -> Result<ExitCode, Failure> {
-    let mut lab = new_lab()?;
-    lab.timeout = std::time::Duration::from_secs(args.timeout);
-    let settings = Settings {
-        runs: args.runs,
-        warmup: args.warmup,
-        seed: args.seed,
-        limits: limits(&args.limits)?,
-        out: args.out.clone(),
-        progress: !args.no_progress,
-    };
-    let campaign = go(&lab, &settings)?;
-    let results = Results::read(&campaign.results)?;
-    for s in &results.header.skipped {
-        println!("skipped {}: {}", s.backend, s.reason);
-    }
-    print_tables(&results);
-    println!("results: {}", campaign.results.display());
-    if campaign.interrupted {
-        eprintln!("interrupted: {} samples kept", campaign.samples);
-        return Ok(ExitCode::from(130));
-    }
-    if !campaign.failures.is_empty() {
-        eprintln!(
-            "{} samples failed; the first: {}: {}",
-            campaign.failures.len(),
-            campaign.failures[0].0,
-            campaign.failures[0].1
-        );
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn read_results(path: &Path) -> Result<Results, Failure> {
-    let file: PathBuf = if path.is_dir() {
-        path.join("results.jsonl")
-    } else {
-        path.to_path_buf()
-    };
-    Results::read(&file).map_err(usage)
+fn read_results(path: &Path) -> Result<Vec<Results>, Failure> {
+    Results::read_all(path).map_err(usage)
 }
 
 fn print_tables(results: &Results) {
@@ -200,7 +380,9 @@ fn print_tables(results: &Results) {
         results.header.environment.kvm.label(),
         results.header.environment.cgroup,
     );
-    println!("{}", table::startup(&summary::startup(results)));
+    if results.header.experiment == "startup" {
+        println!("{}", table::startup(&summary::startup(results)));
+    }
 }
 
 fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
@@ -237,6 +419,17 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
         println!("cgroup peak: {} KiB", peak / 1024);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each live instance holds three pipes in the lab, and the density experiment keeps hundreds
+/// alive: raise the soft limit on open files to the hard limit (the soft default is often 1024).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 /// Ctrl-C sets [`INTERRUPTED`]: experiments stop between samples and keep what they have. A

@@ -132,6 +132,18 @@ pub struct MemorySample {
     pub processes: ProcessMemory,
 }
 
+impl MemorySample {
+    /// What this instance holds that another instance would not share, counted exactly: the
+    /// cgroup's kernel memory (namespaces, page tables, KVM structures; a page counter) plus the
+    /// anonymous memory of its processes (heaps, stacks, guest RAM; their `Pss_Anon`). The
+    /// program's code is left out: it is page cache that every instance of the same program
+    /// shares. The cgroup's charge counters are not used because they are rounded up by per-CPU
+    /// batching (see [`MemoryReading`]).
+    pub fn instance_bytes(&self) -> u64 {
+        self.cgroup.and_then(|c| c.kernel_bytes).unwrap_or(0) + self.processes.anon_pss_bytes
+    }
+}
+
 /// The workload of a run, as recorded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadRecord {
@@ -263,7 +275,11 @@ pub struct DensityStep {
     pub added: u32,
     /// Wall time to start the added instances, each until its `ready`.
     pub launch_ns: u64,
-    /// Sum of the instances' cgroup charges (exact breakdown: anon + file + kernel).
+    /// Sum of what each instance holds unshared ([`MemorySample::instance_bytes`]: kernel memory
+    /// plus anonymous PSS).
+    #[serde(default)]
+    pub instance_bytes: u64,
+    /// Sum of the instances' cgroup charges (anon + file + kernel from `memory.stat`).
     pub charged_bytes: u64,
     /// Sum of the instances' kernel memory alone.
     pub kernel_bytes: u64,

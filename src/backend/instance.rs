@@ -271,11 +271,17 @@ impl Instance {
         }
     }
 
-    /// Stop an instance that would otherwise run on (a `sleep` workload): let it go, then collect
-    /// it. A workload that does not end by itself within the timeout is killed.
-    pub fn stop(mut self) -> Result<Run, BackendError> {
+    /// Tell an instance that would otherwise run on (a `sleep` workload) to end: close the
+    /// control pipe, which its blocking read sees as end of file. [`Instance::finish`] collects it.
+    pub fn let_go(&mut self) {
         self.stopped = true;
         self.control = None;
+    }
+
+    /// [`Instance::let_go`], then [`Instance::finish`]. A workload that does not end by itself
+    /// within the timeout is killed.
+    pub fn stop(mut self) -> Result<Run, BackendError> {
+        self.let_go();
         self.finish()
     }
 

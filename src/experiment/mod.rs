@@ -10,7 +10,11 @@
 //! Every sample is appended to the results file as soon as it completes; an interrupted
 //! experiment (Ctrl-C) stops between samples and keeps all of them.
 
+pub mod density;
+pub mod isolation;
+pub mod memory;
 pub mod startup;
+pub mod throughput;
 
 use crate::backend::{self, Availability, Backend, BackendError, Limits, Outcome};
 use crate::lab::Lab;
@@ -194,23 +198,7 @@ pub fn campaign(
     {
         obj.extend(extra);
     }
-    let header = Header {
-        schema: SCHEMA.to_string(),
-        experiment: experiment.to_string(),
-        environment: crate::results::Environment::capture(
-            lab.cgroups()
-                .map(|h| h.description())
-                .unwrap_or("unavailable"),
-        ),
-        settings: settings_json,
-        skipped: selection.skipped.clone(),
-    };
-    let mut writer = Writer::new_dir(&settings.out, experiment)
-        .and_then(|dir| Writer::create(&dir, &header))
-        .map_err(|source| ExperimentError::Output {
-            dir: settings.out.clone(),
-            source,
-        })?;
+    let mut writer = open_results(lab, experiment, selection, settings_json, &settings.out)?;
 
     let rounds = settings.warmup + settings.runs;
     let progress = progress_bar(settings.progress, rounds as u64 * cases.len() as u64);
@@ -286,6 +274,33 @@ pub fn campaign(
     Ok(outcome)
 }
 
+/// Start a new results directory under `out` with the environment record of `experiment`.
+pub fn open_results(
+    lab: &Lab,
+    experiment: &str,
+    selection: &Selection,
+    settings: serde_json::Value,
+    out: &Path,
+) -> Result<Writer, ExperimentError> {
+    let header = Header {
+        schema: SCHEMA.to_string(),
+        experiment: experiment.to_string(),
+        environment: crate::results::Environment::capture(
+            lab.cgroups()
+                .map(|h| h.description())
+                .unwrap_or("unavailable"),
+        ),
+        settings,
+        skipped: selection.skipped.clone(),
+    };
+    Writer::new_dir(out, experiment)
+        .and_then(|dir| Writer::create(&dir, &header))
+        .map_err(|source| ExperimentError::Output {
+            dir: out.to_path_buf(),
+            source,
+        })
+}
+
 /// The record of a sample whose launch failed.
 fn failed_record(
     backend: &dyn Backend,
@@ -317,7 +332,7 @@ fn failed_record(
     }
 }
 
-fn progress_bar(show: bool, total: u64) -> ProgressBar {
+pub(crate) fn progress_bar(show: bool, total: u64) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }

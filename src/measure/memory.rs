@@ -22,6 +22,13 @@ pub struct ProcessMemory {
     pub pss_bytes: u64,
     /// Unique set size (private clean + private dirty), summed.
     pub uss_bytes: u64,
+    /// The anonymous and shared-memory part of PSS (`Pss_Anon` + `Pss_Shmem`), summed: heaps,
+    /// stacks, written data, a VM's guest RAM. File pages (the program's code) are left out:
+    /// they are page cache that every instance of the same program shares. (Not "private
+    /// dirty": a freshly written executable's page-cache pages are dirty until written back,
+    /// so they would count as the process's own.)
+    #[serde(default)]
+    pub anon_pss_bytes: u64,
     /// Processes counted.
     pub processes: u32,
 }
@@ -35,6 +42,7 @@ impl ProcessMemory {
                 total.rss_bytes += one.rss_bytes;
                 total.pss_bytes += one.pss_bytes;
                 total.uss_bytes += one.uss_bytes;
+                total.anon_pss_bytes += one.anon_pss_bytes;
                 total.processes += 1;
             }
         }
@@ -66,6 +74,7 @@ fn parse_rollup(text: &str) -> ProcessMemory {
         rss_bytes: kb("Rss"),
         pss_bytes: kb("Pss"),
         uss_bytes: kb("Private_Clean") + kb("Private_Dirty"),
+        anon_pss_bytes: kb("Pss_Anon") + kb("Pss_Shmem"),
         processes: 1,
     }
 }
@@ -81,6 +90,7 @@ mod tests {
         assert_eq!(m.rss_bytes, 1000 * 1024);
         assert_eq!(m.pss_bytes, 600 * 1024);
         assert_eq!(m.uss_bytes, 500 * 1024);
+        assert_eq!(m.anon_pss_bytes, 100 * 1024);
     }
 
     #[test]

@@ -47,33 +47,35 @@ fn main() {
         shim.hold();
     }
 
-    let result = if spec.kernel == Kernel::Probe {
-        probe::run(&mut shim)
-    } else {
-        shim.run_kernel(&spec)
-    };
-    match result {
-        Ok(out) => {
-            let t = shim::now_ns();
-            shim.emit(
-                wire::Line::new(wire::DONE)
-                    .field("t", t)
-                    .hex("checksum", out.checksum)
-                    .field("ops", out.ops)
-                    .field("bytes", out.bytes),
-            );
-            if spec.hold {
-                shim.hold();
-            }
+    // The arena lives until the end of main: the host's memory reading while the workload holds
+    // at `done` must still see every page the kernel touched.
+    let result = shim::Arena::for_spec(&spec).and_then(|mut arena| {
+        let out = if spec.kernel == Kernel::Probe {
+            probe::run(&mut shim)?
+        } else {
+            shim.run_kernel(&spec, &mut arena)?
+        };
+        let t = shim::now_ns();
+        shim.emit(
+            wire::Line::new(wire::DONE)
+                .field("t", t)
+                .hex("checksum", out.checksum)
+                .field("ops", out.ops)
+                .field("bytes", out.bytes),
+        );
+        if spec.hold {
+            shim.hold();
         }
-        Err(e) => {
-            shim.emit(
-                wire::Line::new(wire::ERROR)
-                    .field("step", spec.kernel)
-                    .text("msg", format!("{e:?}").as_bytes()),
-            );
-            std::process::exit(EXIT_FAILED);
-        }
+        drop(arena);
+        Ok(())
+    });
+    if let Err(e) = result {
+        shim.emit(
+            wire::Line::new(wire::ERROR)
+                .field("step", spec.kernel)
+                .text("msg", format!("{e:?}").as_bytes()),
+        );
+        std::process::exit(EXIT_FAILED);
     }
 }
 

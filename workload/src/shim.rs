@@ -51,9 +51,8 @@ impl LinuxShim {
         let _ = self.wait_host();
     }
 
-    /// Run a kernel with an anonymous mapping as its arena.
-    pub fn run_kernel(&mut self, spec: &Spec) -> Result<Output, Error> {
-        let mut arena = Arena::new(spec.arena_bytes() as usize)?;
+    /// Run a kernel in `arena` (see [`Arena::for_spec`]).
+    pub fn run_kernel(&mut self, spec: &Spec, arena: &mut Arena) -> Result<Output, Error> {
         let result = isolab_kernels::run(spec, self, arena.bytes());
         self.close_scratch();
         result
@@ -159,12 +158,17 @@ impl Shim for LinuxShim {
 
 /// The kernel's working memory: an anonymous private mapping. Pages cost nothing until the
 /// kernel touches them, exactly like the guest RAM of a microVM.
-struct Arena {
+pub struct Arena {
     ptr: *mut u8,
     len: usize,
 }
 
 impl Arena {
+    /// The arena `spec`'s kernel needs.
+    pub fn for_spec(spec: &Spec) -> Result<Arena, Error> {
+        Arena::new(spec.arena_bytes() as usize)
+    }
+
     fn new(len: usize) -> Result<Arena, Error> {
         if len == 0 {
             return Ok(Arena {

@@ -1,0 +1,247 @@
+//! `lab run density`: how many idle instances fit on this host, and what each one costs.
+//!
+//! For each backend, in turn, the lab starts idle instances (the `sleep` kernel: the workload
+//! blocks in a read until the host lets it go, costing no CPU) and keeps them all alive, climbing
+//! a ladder N = 1, 2, 4, … up to `--max`. At each rung it records how long the new instances took
+//! to start (launch rate), what all of them cost together (the sum of their cgroups' exact
+//! charges, their processes' PSS, and how far the host's MemAvailable dropped), and how much CPU
+//! they burned while idle. The ladder stops early when the next rung would eat into a memory
+//! reserve the host keeps, or when a launch fails; then every instance is stopped and the
+//! teardown is timed. Instances are always torn down, on Ctrl-C too.
+
+use super::{open_results, progress_bar, select, ExperimentError, INTERRUPTED};
+use crate::backend::{Backend, Instance, Limits};
+use crate::host;
+use crate::lab::Lab;
+use crate::measure::clock::now_ns;
+use crate::results::{DensityEnd, DensityStep, Record, Writer};
+use crate::workload::{Kernel, Spec};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How the density experiment runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct DensitySettings {
+    /// The top of the ladder.
+    pub max: u32,
+    /// Stop before the host's MemAvailable would fall below this.
+    pub reserve_bytes: u64,
+    /// How long to watch the idle instances' CPU use at each rung.
+    #[serde(rename = "idle_window_ns", serialize_with = "as_ns")]
+    pub idle_window: Duration,
+    /// Limits of every instance.
+    pub limits: Limits,
+    /// Directory under which the results directory is made.
+    #[serde(skip)]
+    pub out: PathBuf,
+    /// Show a progress bar.
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+fn as_ns<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_nanos() as u64)
+}
+
+/// The default reserve: a tenth of the host's memory, at least 1 GiB.
+pub fn default_reserve_bytes() -> u64 {
+    (host::meminfo().0 / 10).max(1 << 30)
+}
+
+/// What a density run produced.
+#[derive(Debug)]
+pub struct DensityOutcome {
+    /// The results file.
+    pub results: PathBuf,
+    /// Per backend: how many instances were alive at the top, and why the ladder stopped.
+    pub ends: Vec<DensityEnd>,
+    /// Stopped by Ctrl-C.
+    pub interrupted: bool,
+}
+
+/// Run the ladder on each of `backends` (or every default backend here), one after the other.
+pub fn run(
+    lab: &Lab,
+    backends: Option<&[String]>,
+    settings: &DensitySettings,
+) -> Result<DensityOutcome, ExperimentError> {
+    let selection = select(lab, backends)?;
+    let json = serde_json::to_value(settings).expect("settings serialise");
+    let mut writer = open_results(lab, "density", &selection, json, &settings.out)?;
+    let mut outcome = DensityOutcome {
+        results: writer.path().to_path_buf(),
+        ends: Vec::new(),
+        interrupted: false,
+    };
+    for backend in &selection.backends {
+        let end = ladder(lab, backend.as_ref(), settings, &mut writer)?;
+        outcome.interrupted |= end.reason == INTERRUPTED_REASON;
+        writer.append(&Record::DensityEnd(Box::new(end.clone())))?;
+        outcome.ends.push(end);
+        if outcome.interrupted {
+            break;
+        }
+    }
+    Ok(outcome)
+}
+
+const INTERRUPTED_REASON: &str = "interrupted (Ctrl-C)";
+
+/// One backend's ladder, its records appended to `writer`; returns how it ended.
+fn ladder(
+    lab: &Lab,
+    backend: &dyn Backend,
+    settings: &DensitySettings,
+    writer: &mut Writer,
+) -> Result<DensityEnd, ExperimentError> {
+    let spec = Spec::default_for(Kernel::Sleep);
+    let progress = progress_bar(settings.progress, settings.max as u64);
+    progress.set_message(format!("{} instances alive", backend.name()));
+    let baseline_available = host::meminfo().1;
+    let mut live: Vec<Instance> = Vec::new();
+    let mut target = 1u32;
+    let reason = 'ladder: loop {
+        if let Some(why) = over_budget(&live, target, baseline_available, settings.reserve_bytes) {
+            break why;
+        }
+        let started = now_ns();
+        let before = live.len() as u32;
+        while (live.len() as u32) < target {
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                break 'ladder INTERRUPTED_REASON.to_string();
+            }
+            let launched = backend
+                .start(lab, &spec, &settings.limits)
+                .and_then(|mut i| {
+                    i.wait_ready()?;
+                    Ok(i)
+                });
+            match launched {
+                Ok(instance) => live.push(instance),
+                Err(e) => {
+                    break 'ladder format!("instance {} failed to start: {e}", live.len() + 1)
+                }
+            }
+            progress.set_position(live.len() as u64);
+        }
+        let launch_ns = now_ns() - started;
+        let step = measure(
+            backend.name(),
+            &live,
+            before,
+            launch_ns,
+            baseline_available,
+            settings.idle_window,
+        );
+        writer.append(&Record::DensityStep(Box::new(step)))?;
+        if target >= settings.max {
+            break format!("reached --max {}", settings.max);
+        }
+        target = target.saturating_mul(2).min(settings.max);
+    };
+    progress.finish_and_clear();
+    let n = live.len() as u32;
+    Ok(DensityEnd {
+        backend: backend.name().to_string(),
+        n,
+        reason,
+        teardown_ns: teardown(live),
+    })
+}
+
+/// `Some(reason)` when starting `target` instances would take the host's MemAvailable below the
+/// reserve, judging by what the live ones cost so far.
+fn over_budget(live: &[Instance], target: u32, baseline: u64, reserve: u64) -> Option<String> {
+    let (_, available) = host::meminfo();
+    if available < reserve {
+        return Some(format!(
+            "memory budget: MemAvailable {} MiB is below the reserve of {} MiB",
+            available >> 20,
+            reserve >> 20
+        ));
+    }
+    if live.is_empty() {
+        return None;
+    }
+    let per_instance = baseline.saturating_sub(available) / live.len() as u64;
+    let needed = per_instance * (target as u64 - live.len() as u64);
+    (available.saturating_sub(needed) < reserve).then(|| {
+        format!(
+            "memory budget: {target} instances would need ~{} MiB more, leaving less than the reserve of {} MiB",
+            needed >> 20,
+            reserve >> 20
+        )
+    })
+}
+
+/// Memory and idle CPU of all live instances.
+fn measure(
+    backend: &str,
+    live: &[Instance],
+    before: u32,
+    launch_ns: u64,
+    baseline_available: u64,
+    window: Duration,
+) -> DensityStep {
+    let samples: Vec<_> = live.iter().map(Instance::sample_memory).collect();
+    let charged = samples
+        .iter()
+        .filter_map(|s| s.cgroup)
+        .map(|c| c.charged_bytes())
+        .sum();
+    let kernel = samples
+        .iter()
+        .filter_map(|s| s.cgroup.and_then(|c| c.kernel_bytes))
+        .sum();
+    let pss = samples.iter().map(|s| s.processes.pss_bytes).sum();
+    let instance = samples.iter().map(|s| s.instance_bytes()).sum();
+    let (_, available) = host::meminfo();
+
+    let pids: Vec<i32> = live
+        .iter()
+        .flat_map(|i| i.cgroup().map(|c| c.pids()).unwrap_or_default())
+        .map(|p| p.as_raw())
+        .collect();
+    let cpu_before = cpu_time_ns(&pids);
+    let t0 = now_ns();
+    std::thread::sleep(window);
+    let idle_window_ns = now_ns() - t0;
+    let idle_cpu_ns = cpu_time_ns(&pids).saturating_sub(cpu_before);
+
+    DensityStep {
+        backend: backend.to_string(),
+        n: live.len() as u32,
+        added: live.len() as u32 - before,
+        launch_ns,
+        instance_bytes: instance,
+        charged_bytes: charged,
+        kernel_bytes: kernel,
+        pss_bytes: pss,
+        mem_available_drop_bytes: baseline_available as i64 - available as i64,
+        idle_cpu_ns,
+        idle_window_ns,
+    }
+}
+
+/// CPU time the processes have used, in ns (first field of `/proc/PID/schedstat`).
+fn cpu_time_ns(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Let every instance go at once, then collect them; returns the wall time it took.
+fn teardown(mut live: Vec<Instance>) -> u64 {
+    let started = now_ns();
+    for instance in &mut live {
+        instance.let_go();
+    }
+    for instance in live {
+        // An instance that fails to stop cleanly is still killed and removed by its Drop.
+        let _ = instance.finish();
+    }
+    now_ns() - started
+}

@@ -1,0 +1,50 @@
+//! `lab run throughput`: does isolation slow the work down?
+//!
+//! Five kernels, each stressing one thing an isolation model could tax:
+//!
+//! | kernel    | measures                        | where isolation could cost             |
+//! |-----------|---------------------------------|----------------------------------------|
+//! | `cpu`     | integer and floating-point work | nowhere: the CPU runs it natively      |
+//! | `mem`     | memory bandwidth (STREAM triad) | little: the same DRAM                  |
+//! | `random`  | dependent random reads          | TLB misses; nested paging in a VM      |
+//! | `syscall` | kernel entries                  | a VM exit instead of a system call     |
+//! | `io`      | write, fsync, read back         | the path to the disk                   |
+//!
+//! Each sample's rate is the kernel's operations (or bytes) over its measured time (`start` or
+//! `ready` → `done`, on the host clock). Each backend's rate is divided by `process`'s rate *in
+//! the same round*, and those ratios are summarised with a bootstrap confidence interval.
+
+use super::{campaign, select, Campaign, Case, ExperimentError, Settings};
+use crate::lab::Lab;
+use crate::workload::{Kernel, Spec};
+
+/// The kernels of the throughput experiment.
+pub const KERNELS: [Kernel; 5] = [
+    Kernel::Cpu,
+    Kernel::Mem,
+    Kernel::Random,
+    Kernel::Syscall,
+    Kernel::Io,
+];
+
+/// Run `kernels` (default parameters) on `backends` (or every default backend here).
+pub fn run(
+    lab: &Lab,
+    backends: Option<&[String]>,
+    kernels: &[Kernel],
+    settings: &Settings,
+) -> Result<Campaign, ExperimentError> {
+    let selection = select(lab, backends)?;
+    let specs: Vec<Spec> = kernels.iter().map(|&k| Spec::default_for(k)).collect();
+    let cases: Vec<Case> = (0..selection.backends.len())
+        .flat_map(|backend| specs.iter().map(move |&spec| Case { backend, spec }))
+        .collect();
+    campaign(
+        lab,
+        "throughput",
+        &selection,
+        &cases,
+        settings,
+        serde_json::json!({ "workloads": specs.iter().map(ToString::to_string).collect::<Vec<_>>() }),
+    )
+}

@@ -1,0 +1,285 @@
+//! `lab export --csv`: results as CSV, for spreadsheets and notebooks.
+//!
+//! One row per sample in `runs.csv`, one per density step in `density.csv`. Columns carry their
+//! unit like the JSON fields do. Phase edges become one `phase_<name>_ns` column per phase name
+//! seen in the file, holding the time from `spawn` to that edge.
+
+use crate::results::{Outcome, Results, RunRecord};
+use std::path::{Path, PathBuf};
+
+/// Errors of exporting.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A CSV file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: csv::Error,
+    },
+}
+
+/// The fixed columns of `runs.csv`.
+const RUN_COLUMNS: [&str; 24] = [
+    "experiment",
+    "host",
+    "backend",
+    "round",
+    "order",
+    "warmup",
+    "kernel",
+    "mib",
+    "iters",
+    "outcome",
+    "startup_ns",
+    "work_ns",
+    "checksum",
+    "ops",
+    "bytes",
+    "cgroup_peak_bytes",
+    "ready_charged_bytes",
+    "ready_kernel_bytes",
+    "ready_pss_bytes",
+    "ready_uss_bytes",
+    "done_charged_bytes",
+    "done_kernel_bytes",
+    "done_pss_bytes",
+    "done_uss_bytes",
+];
+
+/// Write `runs.csv` (and `density.csv` when there are density steps) into `dir`; returns the
+/// files written.
+pub fn csv(results: &Results, dir: &Path) -> Result<Vec<PathBuf>, ExportError> {
+    let mut written = Vec::new();
+    let path = dir.join("runs.csv");
+    write_runs(results, &path).map_err(|source| ExportError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    written.push(path);
+    if !results.density.is_empty() {
+        let path = dir.join("density.csv");
+        write_density(results, &path).map_err(|source| ExportError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn phase_names(runs: &[RunRecord]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for r in runs {
+        for p in &r.phases.phases {
+            if !names.contains(&p.name) {
+                names.push(p.name.clone());
+            }
+        }
+    }
+    names
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(String::new, |v| v.to_string())
+}
+
+fn write_runs(results: &Results, path: &Path) -> Result<(), csv::Error> {
+    let phases = phase_names(&results.runs);
+    let mut w = csv::Writer::from_path(path)?;
+    let header: Vec<String> = RUN_COLUMNS
+        .iter()
+        .map(|c| c.to_string())
+        .chain(phases.iter().map(|p| format!("phase_{p}_ns")))
+        .collect();
+    w.write_record(&header)?;
+    for r in &results.runs {
+        let ready = r.memory_at_ready.as_ref();
+        let done = r.memory_at_done.as_ref();
+        let charged = |m: Option<&crate::results::MemorySample>| {
+            opt(m.and_then(|m| m.cgroup).map(|c| c.charged_bytes()))
+        };
+        let kernel = |m: Option<&crate::results::MemorySample>| {
+            opt(m.and_then(|m| m.cgroup).and_then(|c| c.kernel_bytes))
+        };
+        let outcome = match &r.outcome {
+            Outcome::Completed => "completed".to_string(),
+            Outcome::OomKilled => "oom-killed".to_string(),
+            Outcome::Stopped => "stopped".to_string(),
+            Outcome::Failed { reason } => format!("failed: {reason}"),
+        };
+        let spawn = r.phases.at("spawn");
+        let mut row = vec![
+            results.header.experiment.clone(),
+            results.header.environment.hostname.clone(),
+            r.backend.clone(),
+            r.round.to_string(),
+            r.order.to_string(),
+            r.warmup.to_string(),
+            r.workload.kernel.clone(),
+            r.workload.mib.to_string(),
+            r.workload.iters.to_string(),
+            outcome,
+            opt(r.startup_ns),
+            opt(r.work_ns),
+            opt(r.output.as_ref().map(|o| o.checksum.clone())),
+            opt(r.output.as_ref().map(|o| o.ops)),
+            opt(r.output.as_ref().map(|o| o.bytes)),
+            opt(r.cgroup_peak_bytes),
+            charged(ready),
+            kernel(ready),
+            opt(ready.map(|m| m.processes.pss_bytes)),
+            opt(ready.map(|m| m.processes.uss_bytes)),
+            charged(done),
+            kernel(done),
+            opt(done.map(|m| m.processes.pss_bytes)),
+            opt(done.map(|m| m.processes.uss_bytes)),
+        ];
+        row.extend(
+            phases
+                .iter()
+                .map(|p| opt(r.phases.at(p).zip(spawn).map(|(t, s)| t.saturating_sub(s)))),
+        );
+        w.write_record(&row)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn write_density(results: &Results, path: &Path) -> Result<(), csv::Error> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record([
+        "host",
+        "backend",
+        "n",
+        "added",
+        "launch_ns",
+        "instance_bytes",
+        "charged_bytes",
+        "kernel_bytes",
+        "pss_bytes",
+        "mem_available_drop_bytes",
+        "idle_cpu_ns",
+        "idle_window_ns",
+    ])?;
+    for d in &results.density {
+        w.write_record([
+            results.header.environment.hostname.clone(),
+            d.backend.clone(),
+            d.n.to_string(),
+            d.added.to_string(),
+            d.launch_ns.to_string(),
+            d.instance_bytes.to_string(),
+            d.charged_bytes.to_string(),
+            d.kernel_bytes.to_string(),
+            d.pss_bytes.to_string(),
+            d.mem_available_drop_bytes.to_string(),
+            d.idle_cpu_ns.to_string(),
+            d.idle_window_ns.to_string(),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{Header, OutputRecord, Timeline, WorkloadRecord, SCHEMA};
+
+    fn results() -> Results {
+        let mut phases = Timeline::default();
+        phases.push("spawn", 100);
+        phases.push("namespaces", 400);
+        phases.push("ready", 1100);
+        Results {
+            path: PathBuf::from("results.jsonl"),
+            header: Header {
+                schema: SCHEMA.into(),
+                experiment: "startup".into(),
+                environment: crate::results::Environment::capture("v1"),
+                settings: serde_json::json!({}),
+                skipped: vec![],
+            },
+            runs: vec![RunRecord {
+                backend: "container".into(),
+                round: 3,
+                order: 1,
+                warmup: false,
+                workload: WorkloadRecord {
+                    kernel: "ready".into(),
+                    mib: 0,
+                    iters: 0,
+                    seed: 1,
+                },
+                outcome: Outcome::Failed {
+                    reason: "exited with status 1, \"quoted\"".into(),
+                },
+                startup_ns: Some(1000),
+                work_ns: None,
+                phases,
+                output: Some(OutputRecord {
+                    checksum: "0x00000000000000ff".into(),
+                    ops: 0,
+                    bytes: 0,
+                }),
+                memory_at_ready: None,
+                memory_at_done: None,
+                cgroup_peak_bytes: Some(8192),
+                cpu_ns: None,
+                probe: vec![],
+                info: Default::default(),
+            }],
+            density: vec![],
+            density_ends: vec![],
+        }
+    }
+
+    #[test]
+    fn runs_become_rows_with_one_column_per_phase() {
+        let dir = std::env::temp_dir().join(format!("isolab-export-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = csv(&results(), &dir).unwrap();
+        assert_eq!(
+            files,
+            vec![dir.join("runs.csv")],
+            "no density.csv without density steps"
+        );
+        let mut reader = ::csv::Reader::from_path(&files[0]).unwrap();
+        let header: Vec<String> = reader
+            .headers()
+            .unwrap()
+            .iter()
+            .map(str::to_string)
+            .collect();
+        assert!(header.ends_with(&[
+            "phase_spawn_ns".to_string(),
+            "phase_namespaces_ns".to_string(),
+            "phase_ready_ns".to_string()
+        ]));
+        let row: Vec<String> = reader
+            .records()
+            .next()
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let col = |name: &str| row[header.iter().position(|h| h == name).unwrap()].clone();
+        assert_eq!(col("backend"), "container");
+        assert_eq!(col("startup_ns"), "1000");
+        assert_eq!(
+            col("phase_namespaces_ns"),
+            "300",
+            "time from spawn to the edge"
+        );
+        assert_eq!(
+            col("outcome"),
+            "failed: exited with status 1, \"quoted\"",
+            "commas and quotes survive"
+        );
+        assert_eq!(col("work_ns"), "", "absent values are empty cells");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

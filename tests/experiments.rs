@@ -1,0 +1,216 @@
+//! The experiments on real backends: what each one records must make physical sense.
+
+mod common;
+
+use common::{serial, temp_dir, HostState};
+use isolab::backend::{self, Availability, Limits};
+use isolab::experiment::{self, density, Settings};
+use isolab::lab::Lab;
+use isolab::results::{Outcome, Results};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Every default backend that can run here (process, container, and any VM backend present).
+fn backends(lab: &Lab) -> Vec<String> {
+    backend::registry()
+        .into_iter()
+        .filter(|b| b.default_enabled() && b.availability(lab) == Availability::Available)
+        .map(|b| b.name().to_string())
+        .collect()
+}
+
+fn settings(out: &Path, runs: u32) -> Settings {
+    Settings {
+        runs,
+        warmup: 0,
+        seed: 7,
+        limits: Limits::default(),
+        out: out.to_path_buf(),
+        progress: false,
+    }
+}
+
+#[test]
+fn memory_grows_with_what_the_workload_touches_on_every_backend() {
+    let _serial = serial();
+    let temp = temp_dir("exp-memory");
+    let lab = Lab::in_dir(&temp).unwrap();
+    let names = backends(&lab);
+    assert!(
+        names.len() >= 2,
+        "at least process and container: {names:?}"
+    );
+    let campaign = experiment::memory::run(
+        &lab,
+        Some(&names),
+        &[1, 64],
+        &settings(&temp.join("out"), 2),
+    )
+    .unwrap();
+    assert!(campaign.failures.is_empty(), "{:?}", campaign.failures);
+    let results = Results::read(&campaign.results).unwrap();
+    for name in &names {
+        // Median over rounds of what the workload added between ready and done.
+        let touched = |mib: u64| {
+            let mut v: Vec<u64> = results
+                .measured(name)
+                .filter(|r| r.workload.mib == mib)
+                .map(|r| {
+                    let (ready, done) = (r.memory_at_ready.unwrap(), r.memory_at_done.unwrap());
+                    done.instance_bytes().saturating_sub(ready.instance_bytes())
+                })
+                .collect();
+            v.sort();
+            v[v.len() / 2]
+        };
+        let (small, large) = (touched(1), touched(64));
+        assert!(
+            large > small,
+            "{name}: 64 MiB touched {large} B, 1 MiB touched {small} B"
+        );
+        assert!(
+            large >= 60 << 20,
+            "{name}: 64 MiB workload added only {large} B"
+        );
+        assert!(small < 8 << 20, "{name}: 1 MiB workload added {small} B");
+    }
+    drop(lab);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+#[test]
+fn throughput_checksums_agree_across_backends() {
+    let _serial = serial();
+    let temp = temp_dir("exp-throughput");
+    let lab = Lab::in_dir(&temp).unwrap();
+    let names = backends(&lab);
+    let campaign = experiment::throughput::run(
+        &lab,
+        Some(&names),
+        &experiment::throughput::KERNELS,
+        &settings(&temp.join("out"), 1),
+    )
+    .unwrap();
+    assert!(campaign.failures.is_empty(), "{:?}", campaign.failures);
+    let results = Results::read(&campaign.results).unwrap();
+    let mut by_kernel: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for r in &results.runs {
+        assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
+        assert!(r.work_ns.unwrap() > 0);
+        by_kernel
+            .entry(r.workload.kernel.clone())
+            .or_default()
+            .insert(
+                r.backend.clone(),
+                r.output.as_ref().unwrap().checksum.clone(),
+            );
+    }
+    assert_eq!(by_kernel.len(), 5);
+    for (kernel, sums) in &by_kernel {
+        assert_eq!(sums.len(), names.len(), "{kernel}: every backend ran");
+        let first = sums.values().next().unwrap();
+        assert!(
+            sums.values().all(|s| s == first),
+            "{kernel}: checksums differ: {sums:?}"
+        );
+    }
+    drop(lab);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+#[test]
+fn isolation_shows_what_each_backend_can_see() {
+    let _serial = serial();
+    let temp = temp_dir("exp-isolation");
+    let lab = Lab::in_dir(&temp).unwrap();
+    let names = backends(&lab);
+    let campaign =
+        experiment::isolation::run(&lab, Some(&names), &settings(&temp.join("out"), 1)).unwrap();
+    let results = Results::read(&campaign.results).unwrap();
+    let facts = |backend: &str| -> BTreeMap<String, String> {
+        results
+            .measured(backend)
+            .next()
+            .unwrap()
+            .probe
+            .iter()
+            .cloned()
+            .collect()
+    };
+    let (process, container) = (facts("process"), facts("container"));
+    let host_release = isolab::host::kernel_release();
+    assert_eq!(process["kernel_release"], host_release);
+    assert_eq!(
+        container["kernel_release"], host_release,
+        "a container shares the host's kernel"
+    );
+    assert_eq!(container["pid"], "1");
+    assert_ne!(process["pid"], "1");
+    assert_ne!(
+        container["hostname"],
+        isolab::host::hostname(),
+        "a private host name"
+    );
+    assert_eq!(process["hostname"], isolab::host::hostname());
+    drop(lab);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+#[test]
+fn density_of_16_on_every_backend_leaves_nothing_behind() {
+    let _serial = serial();
+    let temp = temp_dir("exp-density");
+    let out = temp.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let before = HostState::now(&temp);
+    let lab = Lab::in_dir(&temp).unwrap();
+    let names = backends(&lab);
+    let outcome = density::run(
+        &lab,
+        Some(&names),
+        &density::DensitySettings {
+            max: 16,
+            reserve_bytes: 1 << 30,
+            idle_window: Duration::from_millis(100),
+            limits: Limits::default(),
+            out: out.clone(),
+            progress: false,
+        },
+    )
+    .unwrap();
+    let results = Results::read(&outcome.results).unwrap();
+    for name in &names {
+        let steps: Vec<_> = results
+            .density
+            .iter()
+            .filter(|d| &d.backend == name)
+            .collect();
+        assert_eq!(
+            steps.iter().map(|d| d.n).collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16],
+            "{name}: the whole ladder"
+        );
+        let top = steps.last().unwrap();
+        assert!(
+            top.instance_bytes > 16 * 4096,
+            "{name}: 16 instances cost something"
+        );
+        let end = results
+            .density_ends
+            .iter()
+            .find(|e| &e.backend == name)
+            .unwrap();
+        assert_eq!((end.n, end.reason.as_str()), (16, "reached --max 16"));
+    }
+    drop(lab);
+    let mut after = HostState::now(&temp);
+    after.temp_entries.clear();
+    let mut before = before;
+    before.temp_entries.clear();
+    assert_eq!(
+        after, before,
+        "every instance, cgroup, mount and fd is gone"
+    );
+    std::fs::remove_dir_all(temp).unwrap();
+}
