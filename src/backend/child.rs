@@ -5,13 +5,13 @@
 //! `malloc`, say) stays locked forever. So the child code of every backend follows one rule: **no
 //! allocation, no locks** — only system calls on data the parent prepared before forking. This
 //! module holds that prepared data ([`Exec`], [`ChildFds`]) and the few child-side helpers
-//! ([`Reporter`], [`clone_fork`], [`exit_now`]).
+//! ([`Reporter`], [`exit_now`]); [`super::spawn`] creates the child processes.
 
 use crate::measure::clock::now_ns;
 use isolab_kernels::wire::{self, Line};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::unistd::{pipe2, Pid};
+use nix::unistd::pipe2;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -207,125 +207,6 @@ impl Exec {
             )
         };
         Errno::last()
-    }
-}
-
-/// `clone(2)` without `CLONE_VM`: a fork that can also create namespaces (`CLONE_NEW*`) or make
-/// the new process a sibling rather than a child (`CLONE_PARENT`). Returns `None` in the child.
-///
-/// # Safety
-/// Same as `fork`: in the child, only async-signal-safe work until `exec` or `_exit`.
-pub unsafe fn clone_fork(flags: libc::c_int) -> Result<Option<Pid>, Errno> {
-    // With a NULL stack the child continues on a copy of the parent's stack, exactly like fork.
-    // The exit signal (low byte of flags) is SIGCHLD so the parent can wait for it normally.
-    // SAFETY: the caller upholds fork's rules; the arguments are flags and null pointers.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_int>(),
-            std::ptr::null_mut::<libc::c_int>(),
-            0 as libc::c_ulong,
-        )
-    };
-    match ret {
-        -1 => Err(Errno::last()),
-        0 => Ok(None),
-        pid => Ok(Some(Pid::from_raw(pid as i32))),
-    }
-}
-
-/// The stack of a child that shares the lab's memory (see [`spawn_shared`]).
-pub struct Stack(Vec<u8>);
-
-impl Stack {
-    /// Enough for the deepest child code here (path buffers of 1 KiB on the stack, a few frames).
-    const SIZE: usize = 256 * 1024;
-
-    /// A fresh stack. Its pages are only touched (and paid for) as far as the child goes.
-    pub fn new() -> Stack {
-        Stack(vec![0; Stack::SIZE])
-    }
-}
-
-impl Default for Stack {
-    fn default() -> Self {
-        Stack::new()
-    }
-}
-
-impl std::fmt::Debug for Stack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Stack({} KiB)", self.0.len() / 1024)
-    }
-}
-
-/// What the trampoline needs: the child's code and the signal mask to restore.
-struct Trampoline<'a> {
-    body: &'a mut dyn FnMut() -> libc::c_int,
-    mask: libc::sigset_t,
-}
-
-extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the `Trampoline` that `spawn_shared` keeps alive until we exec or exit
-    // (CLONE_VFORK suspends it until then).
-    let t = unsafe { &mut *(arg as *mut Trampoline) };
-    // SAFETY: restoring a signal mask saved by the parent.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &t.mask, std::ptr::null_mut()) };
-    (t.body)()
-}
-
-/// Start a child the way `posix_spawn` does: `clone(CLONE_VM | CLONE_VFORK)`. The child runs on
-/// `stack` in the parent's address space, so nothing is copied — no page tables, no copy-on-write
-/// faults — and the calling thread sleeps until the child calls `execve` or exits. `flags` may
-/// add namespaces or `CLONE_PARENT`.
-///
-/// That makes this the cheapest way to start a process, and the reason a shell or `posix_spawn`
-/// starts programs faster than `fork` + `exec` from a large process. It is also why the child's
-/// code must be so careful: every write it makes lands in the parent's memory.
-///
-/// Signals are blocked around the clone so that no signal handler of the lab runs on the child's
-/// stack before the child has restored the normal mask.
-///
-/// # Safety
-/// `body` must only make async-signal-safe system calls on data prepared before the call, and
-/// must end in `execve` or `_exit`; it must not unwind.
-pub unsafe fn spawn_shared(
-    flags: libc::c_int,
-    stack: &mut Stack,
-    body: &mut dyn FnMut() -> libc::c_int,
-) -> Result<Pid, Errno> {
-    // SAFETY: sigset operations on local, initialised sets.
-    let (all, mut old) = unsafe {
-        let mut all = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigfillset(&mut all);
-        (all, std::mem::zeroed::<libc::sigset_t>())
-    };
-    // SAFETY: blocking signals on this thread; restored below.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) };
-    let mut t = Trampoline { body, mask: old };
-    let len = stack.0.len();
-    // The stack grows down: hand clone the top, aligned to 16 bytes as the x86-64 ABI requires.
-    let top = stack.0.as_mut_ptr().wrapping_add(len);
-    let top = top.wrapping_sub(top as usize % 16);
-    // SAFETY: `top` is the aligned end of a live buffer; `t` outlives the child's use of it
-    // because CLONE_VFORK suspends us until the child execs or exits.
-    let ret = unsafe {
-        libc::clone(
-            trampoline,
-            top.cast(),
-            flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&mut t as *mut Trampoline).cast(),
-        )
-    };
-    let err = Errno::last();
-    // SAFETY: restoring our own mask.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    if ret == -1 {
-        Err(err)
-    } else {
-        Ok(Pid::from_raw(ret))
     }
 }
 

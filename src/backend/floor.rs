@@ -1,7 +1,7 @@
 //! `ns-floor`: the least a namespace-based container can cost.
 //!
 //! One `clone` with exactly the container's namespace flags (started the same cheap way as every
-//! backend's first process, see [`super::child::spawn_shared`]), then `exec` of the same static
+//! backend's first process, see [`super::spawn::spawn_shared`]), then `exec` of the same static
 //! workload from the host's file system. No cgroup, no root file system, no capability changes,
 //! no second process. Every container runtime does at least this much, so its start-up time is
 //! a floor: the distance between `container` and `ns-floor` is what isolab's runtime adds, and the
@@ -9,9 +9,10 @@
 //!
 //! Having no cgroup, it has no memory figures; it exists for start-up comparisons.
 
-use super::child::{self, spawn_shared, Exec, Reporter, Stack, CONTROL_FD, REPORT_FD};
+use super::child::{self, Exec, Reporter, CONTROL_FD, REPORT_FD};
 use super::container::namespaces;
 use super::instance::{Instance, Parts, Timeline};
+use super::spawn::{spawn_shared, Placement, Stack};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::workload;
@@ -65,8 +66,16 @@ impl Backend for NsFloor {
             report.fail("exec", e)
         };
         // SAFETY: the child only makes system calls on prepared data, then execs or exits.
-        let pid = unsafe { spawn_shared(flags, &mut stack, &mut body) }
-            .map_err(BackendError::sys("clone"))?;
+        let pid = unsafe {
+            spawn_shared(
+                flags,
+                &mut stack,
+                &Placement::none(),
+                fds.reporter(),
+                &mut body,
+            )
+        }
+        .map_err(BackendError::sys("clone"))?;
         drop(fds);
         Ok(Instance::new(Parts {
             backend: self.name().into(),

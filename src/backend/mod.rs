@@ -19,6 +19,7 @@ pub mod floor;
 pub mod instance;
 pub mod oci;
 pub mod process;
+pub mod spawn;
 
 pub use crate::cgroup::Limits;
 pub use crate::workload::Spec;

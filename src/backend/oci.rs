@@ -12,9 +12,10 @@
 //! `runc run` stays in the foreground as the container's parent until it exits, so it lives in
 //! the instance's cgroup and its memory counts as part of the instance.
 
-use super::child::{self, spawn_shared, Exec, Reporter, Stack, CONTROL_FD, REPORT_FD};
+use super::child::{self, Exec, Reporter, CONTROL_FD, REPORT_FD};
 use super::container::capabilities;
 use super::instance::{Instance, Parts, Timeline};
+use super::spawn::{spawn_shared, Stack};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::results::info;
@@ -90,7 +91,7 @@ impl Backend for Oci {
         let mut timeline = Timeline::start();
         let name = lab.next_instance_name();
         let cgroup = lab.cgroups()?.create(&name, limits)?;
-        let join = cgroup.join_fds()?;
+        let placement = cgroup.placement()?;
         timeline.mark("cgroup");
 
         let bundle = lab.workdir().join(format!("oci-{name}"));
@@ -140,9 +141,6 @@ impl Backend for Oci {
         let (ends, fds) = child::pipes(None)?;
         let mut stack = Stack::new();
         let mut body = || {
-            if let Err(e) = child::join_cgroup(&join) {
-                fds.reporter().fail("join cgroup", e);
-            }
             if let Err(e) = fds.install() {
                 fds.reporter().fail("install fds", e);
             }
@@ -155,9 +153,9 @@ impl Backend for Oci {
             report.fail("exec runtime", e)
         };
         // SAFETY: the child only makes system calls on prepared data, then execs or exits.
-        let spawned = unsafe { spawn_shared(0, &mut stack, &mut body) };
+        let spawned = unsafe { spawn_shared(0, &mut stack, &placement, fds.reporter(), &mut body) };
         drop(fds);
-        drop(join);
+        drop(placement);
         let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {

@@ -5,8 +5,9 @@
 //! host exactly as the lab does. It still gets its own cgroup, so its memory is counted the same
 //! way as a container's or a VMM's.
 
-use super::child::{self, spawn_shared, Exec, Reporter, Stack, CONTROL_FD, REPORT_FD};
+use super::child::{self, Exec, Reporter, CONTROL_FD, REPORT_FD};
 use super::instance::{Instance, Parts, Timeline};
+use super::spawn::{spawn_shared, Stack};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::workload;
@@ -34,7 +35,7 @@ impl Backend for Process {
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
         let cgroup = lab.cgroups()?.create(&lab.next_instance_name(), limits)?;
-        let join = cgroup.join_fds()?;
+        let placement = cgroup.placement()?;
         timeline.mark("cgroup");
 
         let exe = lab.workload_path();
@@ -45,9 +46,6 @@ impl Backend for Process {
 
         let mut stack = Stack::new();
         let mut body = || {
-            if let Err(e) = child::join_cgroup(&join) {
-                fds.reporter().fail("join cgroup", e);
-            }
             if let Err(e) = fds.install() {
                 fds.reporter().fail("install fds", e);
             }
@@ -61,10 +59,10 @@ impl Backend for Process {
             report.fail("exec", e)
         };
         // SAFETY: the child only makes system calls on data prepared above, then execs or exits.
-        let pid = unsafe { spawn_shared(0, &mut stack, &mut body) }
+        let pid = unsafe { spawn_shared(0, &mut stack, &placement, fds.reporter(), &mut body) }
             .map_err(BackendError::sys("clone"))?;
         drop(fds);
-        drop(join);
+        drop(placement);
         Ok(Instance::new(Parts {
             backend: self.name().into(),
             spec: *spec,

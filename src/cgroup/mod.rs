@@ -335,6 +335,25 @@ impl Cgroup {
             .collect()
     }
 
+    /// How a new process gets into this cgroup from birth (see [`crate::backend::spawn`]): on v2
+    /// the cgroup's directory, for `clone3(CLONE_INTO_CGROUP)`, which creates the process inside
+    /// it with no migration at all; and the [`Cgroup::join_fds`] as the fallback for kernels
+    /// without it, and for v1.
+    pub fn placement(&self) -> Result<crate::backend::spawn::Placement, CgroupError> {
+        let into = match (self.version, self.dirs.first()) {
+            (Version::V2, Some((_, dir))) => Some(
+                fs::File::open(dir)
+                    .map(OwnedFd::from)
+                    .map_err(CgroupError::io("open", dir))?,
+            ),
+            _ => None,
+        };
+        Ok(crate::backend::spawn::Placement {
+            into,
+            join: self.join_fds()?,
+        })
+    }
+
     /// Move process `pid` into the cgroup (for runtimes that fork their own processes).
     pub fn add(&self, pid: Pid) -> Result<(), CgroupError> {
         for (_, d) in &self.dirs {

@@ -29,10 +29,9 @@ pub mod capabilities;
 pub mod namespaces;
 pub mod rootfs;
 
-use super::child::{
-    self, clone_fork, spawn_shared, Exec, Reporter, Stack, CONTROL_FD, REPORT_FD, SYNC_FD,
-};
+use super::child::{self, Exec, Reporter, CONTROL_FD, REPORT_FD, SYNC_FD};
 use super::instance::{Instance, Parts, Timeline};
+use super::spawn::{clone_fork, spawn_shared, Stack};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::results::info;
@@ -84,7 +83,7 @@ impl Backend for Container {
         let mut timeline = Timeline::start();
         let name = lab.next_instance_name();
         let cgroup = lab.cgroups()?.create(&name, limits)?;
-        let join = cgroup.join_fds()?;
+        let placement = cgroup.placement()?;
         timeline.mark("cgroup");
 
         // Everything the two child processes need, prepared while allocating is still safe.
@@ -111,9 +110,6 @@ impl Backend for Container {
         let (ends, fds) = child::pipes(userns.then_some(child_sync))?;
 
         let mut body = || -> libc::c_int {
-            if let Err(e) = child::join_cgroup(&join) {
-                fds.reporter().fail("join cgroup", e);
-            }
             if let Err(e) = fds.install() {
                 fds.reporter().fail("install fds", e);
             }
@@ -125,18 +121,28 @@ impl Backend for Container {
         // uid/gid maps, so init is an ordinary copy-on-write fork.
         let pid = if userns {
             // SAFETY: init only makes system calls on prepared data, then execs or exits.
-            match unsafe { clone_fork(clone_flags) }.map_err(BackendError::sys("clone"))? {
+            match unsafe { clone_fork(clone_flags, &placement, fds.reporter()) }
+                .map_err(BackendError::sys("clone"))?
+            {
                 None => child::exit_now(body()),
                 Some(pid) => pid,
             }
         } else {
             let mut stack = Stack::new();
             // SAFETY: as above.
-            unsafe { spawn_shared(clone_flags, &mut stack, &mut body) }
-                .map_err(BackendError::sys("clone"))?
+            unsafe {
+                spawn_shared(
+                    clone_flags,
+                    &mut stack,
+                    &placement,
+                    fds.reporter(),
+                    &mut body,
+                )
+            }
+            .map_err(BackendError::sys("clone"))?
         };
         drop(fds);
-        drop(join);
+        drop(placement);
         let mut instance = Instance::new(Parts {
             backend: self.name().into(),
             spec: *spec,

@@ -1,0 +1,413 @@
+//! Creating an instance's first process, and putting it in its cgroup from birth.
+//!
+//! Two ways to make a process here, both built on `clone`:
+//!
+//! * [`spawn_shared`] — like `posix_spawn`: `CLONE_VM | CLONE_VFORK`. The child runs on a stack
+//!   of its own inside the lab's address space until it calls `execve`, so nothing is copied: no
+//!   page tables, no copy-on-write faults. The cheapest start there is, used whenever the lab
+//!   can wait for the child to exec.
+//! * [`clone_fork`] — like `fork`: the child gets a copy-on-write copy of the lab. Used when the
+//!   lab must stay awake while the child sets up (writing a rootless container's uid map).
+//!
+//! Both take a [`Placement`]: the cgroup the child must be in before it does anything. On cgroup
+//! v2 (Linux 5.7+) `clone3(CLONE_INTO_CGROUP)` creates the child *inside* the cgroup. Otherwise
+//! the child moves itself right after it starts, by writing `0` to a file the parent opened —
+//! on v1 the `tasks` file, which moves just the calling thread and so avoids the global lock
+//! whose writer waits for an RCU grace period (see [`crate::cgroup::Cgroup::placement`]).
+
+use super::child::Reporter;
+use nix::errno::Errno;
+use nix::unistd::Pid;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Where a new process must live: its cgroup.
+#[derive(Debug, Default)]
+pub struct Placement {
+    /// A v2 cgroup directory for `clone3(CLONE_INTO_CGROUP)`.
+    pub into: Option<OwnedFd>,
+    /// Files to write `0` into ("move me here"), opened by the parent: v1's `tasks` of each
+    /// hierarchy, or v2's `cgroup.procs` when `clone3` is not available.
+    pub join: Vec<OwnedFd>,
+}
+
+impl Placement {
+    /// No cgroup: the child stays in the lab's.
+    pub fn none() -> Placement {
+        Placement::default()
+    }
+
+    /// **Child side.** Write `0` to each join file.
+    fn join(&self) -> Result<(), Errno> {
+        for fd in &self.join {
+            // SAFETY: writing a 1-byte buffer to an fd we own.
+            Errno::result(unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) })?;
+        }
+        Ok(())
+    }
+}
+
+/// The stack of a child that shares the lab's memory (see [`spawn_shared`]).
+pub struct Stack(Vec<u8>);
+
+impl Stack {
+    /// Enough for the deepest child code here (path buffers of 1 KiB on the stack, a few frames).
+    const SIZE: usize = 256 * 1024;
+
+    /// A fresh stack. Its pages are only touched (and paid for) as far as the child goes.
+    pub fn new() -> Stack {
+        Stack(vec![0; Stack::SIZE])
+    }
+
+    /// The 16-byte-aligned region to hand to the kernel: (lowest address, length).
+    fn region(&mut self) -> (*mut u8, usize) {
+        let base = self.0.as_mut_ptr();
+        let start = base.wrapping_add(base.align_offset(16));
+        let len = (self.0.len() - (start as usize - base as usize)) & !15;
+        (start, len)
+    }
+}
+
+impl Default for Stack {
+    fn default() -> Self {
+        Stack::new()
+    }
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stack({} KiB)", self.0.len() / 1024)
+    }
+}
+
+// `CLONE_INTO_CGROUP` does not fit the 32-bit flags of clone(2): it exists only for clone3(2).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The kernel's `struct clone_args` (version 2, with `cgroup`), for clone3(2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Errors that mean "this kernel's clone3 cannot do that": fall back to clone + join.
+fn clone3_unsupported(e: Errno) -> bool {
+    // ENOSYS: no clone3 (< 5.3). E2BIG: no `cgroup` field (< 5.7). EINVAL: unknown flag.
+    matches!(e, Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL)
+}
+
+/// What the trampoline needs: the child's code, the signal mask to restore, and whether the
+/// child must still move itself into its cgroup.
+struct Trampoline<'a> {
+    body: &'a mut dyn FnMut() -> libc::c_int,
+    mask: libc::sigset_t,
+    placement: &'a Placement,
+    must_join: bool,
+    report: Reporter,
+}
+
+extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Trampoline` that `spawn_shared` keeps alive until we exec or exit
+    // (CLONE_VFORK suspends it until then).
+    let t = unsafe { &mut *(arg as *mut Trampoline) };
+    if t.must_join {
+        if let Err(e) = t.placement.join() {
+            t.report.fail("join cgroup", e);
+        }
+    }
+    // SAFETY: restoring a signal mask saved by the parent.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &t.mask, std::ptr::null_mut()) };
+    (t.body)()
+}
+
+/// Start a child the way `posix_spawn` does: `clone(CLONE_VM | CLONE_VFORK)`, placed in its
+/// cgroup (see the module documentation). The child runs `body` on `stack` in the parent's
+/// address space; the calling thread sleeps until the child calls `execve` or exits. `flags` may
+/// add namespaces or `CLONE_PARENT`. `report` is where the child reports a failure to join.
+///
+/// Signals are blocked around the clone so that no signal handler of the lab runs on the child's
+/// stack before the child has restored the normal mask.
+///
+/// # Safety
+/// `body` must only make async-signal-safe system calls on data prepared before the call, and
+/// must end in `execve` or `_exit`; it must not unwind. Every write it makes lands in the
+/// parent's memory.
+pub unsafe fn spawn_shared(
+    flags: libc::c_int,
+    stack: &mut Stack,
+    placement: &Placement,
+    report: Reporter,
+    body: &mut dyn FnMut() -> libc::c_int,
+) -> Result<Pid, Errno> {
+    // SAFETY: sigset operations on local, initialised sets.
+    let (all, mut old) = unsafe {
+        let mut all = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigfillset(&mut all);
+        (all, std::mem::zeroed::<libc::sigset_t>())
+    };
+    // SAFETY: blocking signals on this thread; restored below.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) };
+    let (stack_lo, stack_len) = stack.region();
+    let mut t = Trampoline {
+        body,
+        mask: old,
+        placement,
+        must_join: true,
+        report,
+    };
+    let shared = libc::CLONE_VM | libc::CLONE_VFORK;
+    let mut result = Err(Errno::ENOSYS);
+    if let Some(dir) = &placement.into {
+        t.must_join = false;
+        let args = CloneArgs {
+            flags: (flags | shared) as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: stack_lo as u64,
+            stack_size: stack_len as u64,
+            cgroup: dir.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: a valid clone_args with a live, aligned stack; `t` outlives the child's use of
+        // it because CLONE_VFORK suspends us until the child execs or exits.
+        result = unsafe { clone3_on_stack(&args, trampoline, (&mut t as *mut Trampoline).cast()) };
+    }
+    if matches!(result, Err(e) if clone3_unsupported(e)) {
+        t.must_join = true;
+        let top = stack_lo.wrapping_add(stack_len);
+        // SAFETY: as above, with the classic clone(2), whose stack argument is the top.
+        let ret = unsafe {
+            libc::clone(
+                trampoline,
+                top.cast(),
+                flags | shared | libc::SIGCHLD,
+                (&mut t as *mut Trampoline).cast(),
+            )
+        };
+        result = if ret == -1 {
+            Err(Errno::last())
+        } else {
+            Ok(Pid::from_raw(ret))
+        };
+    }
+    // SAFETY: restoring our own mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    result
+}
+
+/// clone3(2) whose child starts on a new stack and calls `entry(arg)`.
+///
+/// Rust code cannot go on running after a `clone3` that switched stacks — the compiled code of the
+/// calling function addresses its locals relative to the stack pointer, which now points
+/// elsewhere — so the child's first instructions are written by hand: call `entry` on the new
+/// stack, then exit with its return value. The parent just gets the syscall's result.
+///
+/// # Safety
+/// `args` must describe a valid stack; `entry` must not return into anything (it ends in exec or
+/// exit, or its value becomes the exit status).
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_on_stack(
+    args: &CloneArgs,
+    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> Result<Pid, Errno> {
+    let ret: i64;
+    // SAFETY: the syscall instruction with clone3's arguments. In the parent only rax (result),
+    // rcx and r11 (clobbered by `syscall`) change. The child runs on its own stack (rsp =
+    // stack + stack_size, 16-byte aligned, so `call` leaves it as the ABI expects), keeps r12 and
+    // r13 (preserved across syscalls), calls `entry(arg)` and exits; it never reaches the Rust
+    // code after this block.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "mov edi, eax",
+            "mov eax, {sys_exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            sys_exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") arg,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if ret < 0 {
+        Err(Errno::from_raw(-ret as i32))
+    } else {
+        Ok(Pid::from_raw(ret as i32))
+    }
+}
+
+/// `clone` without `CLONE_VM`: a fork that can also create namespaces (`CLONE_NEW*`), placed in
+/// its cgroup. Returns `None` in the child, which is already in its cgroup.
+///
+/// # Safety
+/// Same as `fork`: in the child, only async-signal-safe work until `exec` or `_exit`.
+pub unsafe fn clone_fork(
+    flags: libc::c_int,
+    placement: &Placement,
+    report: Reporter,
+) -> Result<Option<Pid>, Errno> {
+    if let Some(dir) = &placement.into {
+        // With no stack, the child continues on a copy of the parent's stack, exactly like fork.
+        let args = CloneArgs {
+            flags: flags as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: dir.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: a valid clone_args; without CLONE_VM the child has its own copy of memory.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match ret {
+            0 => return Ok(None),
+            -1 if clone3_unsupported(Errno::last()) => {}
+            -1 => return Err(Errno::last()),
+            pid => return Ok(Some(Pid::from_raw(pid as i32))),
+        }
+    }
+    // The exit signal (low byte of flags) is SIGCHLD so the parent can wait for it normally.
+    // SAFETY: the caller upholds fork's rules; the arguments are flags and null pointers.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => {
+            if let Err(e) = placement.join() {
+                report.fail("join cgroup", e);
+            }
+            Ok(None)
+        }
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::child::Exec;
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::wait::waitpid;
+    use std::path::{Path, PathBuf};
+
+    /// A fresh cgroup in the machine's cgroup v2 tree (on a hybrid machine, the controller-less
+    /// one at /sys/fs/cgroup/unified): clone3 can place processes in any v2 cgroup.
+    fn v2_cgroup(name: &str) -> PathBuf {
+        let unified = Path::new("/sys/fs/cgroup/unified");
+        let root = if unified.join("cgroup.procs").exists() {
+            unified
+        } else {
+            Path::new("/sys/fs/cgroup")
+        };
+        let dir = root.join(format!("isolab-spawn-{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    /// The last PID in /proc/PID/status's NSpid: the process's PID in its own namespace.
+    fn pid_inside(pid: Pid) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+        line.split_whitespace().last().unwrap().to_string()
+    }
+
+    fn in_cgroup(pid: Pid, dir: &Path) -> bool {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&name))
+    }
+
+    fn finish(pid: Pid, dir: &Path) {
+        kill(pid, Signal::SIGKILL).unwrap();
+        waitpid(pid, None).unwrap();
+        std::fs::remove_dir(dir).unwrap();
+    }
+
+    #[test]
+    fn clone3_places_a_shared_child_in_its_cgroup_and_namespace_from_birth() {
+        let dir = v2_cgroup("shared");
+        // No join files: if the child is in the cgroup, clone3 put it there.
+        let placement = Placement {
+            into: Some(std::fs::File::open(&dir).unwrap().into()),
+            join: Vec::new(),
+        };
+        let exec = Exec::new(Path::new("/bin/sleep"), "sleep", &["10".into()], &[]);
+        let mut stack = Stack::new();
+        let mut body = || {
+            exec.exec();
+            1
+        };
+        // SAFETY: the child only execs or exits.
+        let pid = unsafe {
+            spawn_shared(
+                libc::CLONE_NEWPID,
+                &mut stack,
+                &placement,
+                Reporter::INSTALLED,
+                &mut body,
+            )
+        }
+        .unwrap();
+        assert!(in_cgroup(pid, &dir), "the child was born in the cgroup");
+        assert_eq!(
+            pid_inside(pid),
+            "1",
+            "and is PID 1 of its new PID namespace"
+        );
+        finish(pid, &dir);
+    }
+
+    #[test]
+    fn clone3_places_a_forked_child_in_its_cgroup() {
+        let dir = v2_cgroup("fork");
+        let placement = Placement {
+            into: Some(std::fs::File::open(&dir).unwrap().into()),
+            join: Vec::new(),
+        };
+        let exec = Exec::new(Path::new("/bin/sleep"), "sleep", &["10".into()], &[]);
+        // SAFETY: the child only execs or exits.
+        let pid = match unsafe { clone_fork(0, &placement, Reporter::INSTALLED) }.unwrap() {
+            None => {
+                exec.exec();
+                crate::backend::child::exit_now(1)
+            }
+            Some(pid) => pid,
+        };
+        // The child is in the cgroup as soon as clone3 returns; exec comes later, which is fine.
+        assert!(in_cgroup(pid, &dir));
+        finish(pid, &dir);
+    }
+}
