@@ -100,19 +100,7 @@ pub fn hostname() -> String {
 /// Total memory in bytes (MemTotal) and memory available to new work (MemAvailable).
 pub fn meminfo() -> (u64, u64) {
     let text = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| {
-                let rest = l.strip_prefix(name)?.strip_prefix(':')?;
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0)
-            * 1024
-    };
+    let field = |name: &str| crate::measure::memory::kb_field(&text, name);
     (field("MemTotal"), field("MemAvailable"))
 }
 

@@ -1,7 +1,7 @@
 //! `ns-floor`: the least a namespace-based container can cost.
 //!
 //! One `clone` with exactly the container's namespace flags (started the same cheap way as every
-//! backend's first process, see [`super::spawn::spawn_shared`]), then `exec` of the same static
+//! backend's first process, see [`super::spawn::spawn_exec`]), then `exec` of the same static
 //! workload from the host's file system. No cgroup, no root file system, no capability changes,
 //! no second process. Every container runtime does at least this much, so its start-up time is
 //! a floor: the distance between `container` and `ns-floor` is what isolab's runtime adds, and the
@@ -9,10 +9,10 @@
 //!
 //! Having no cgroup, it has no memory figures; it exists for start-up comparisons.
 
-use super::child::{self, Exec, Reporter, CONTROL_FD, REPORT_FD};
+use super::child::{self, Exec, CONTROL_FD, REPORT_FD};
 use super::container::namespaces;
 use super::instance::{Instance, Parts, Timeline};
-use super::spawn::{spawn_shared, Placement, Stack};
+use super::spawn::{spawn_exec, Placement};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::workload;
@@ -55,28 +55,8 @@ impl Backend for NsFloor {
         let exec = Exec::new(&lab.workload_path(), "isolab-workload", &args, &[]);
         let (ends, fds) = child::pipes(None)?;
         let flags = namespaces::flags(namespaces::need_userns());
-        let mut stack = Stack::new();
-        let mut body = || {
-            if let Err(e) = fds.install() {
-                fds.reporter().fail("install fds", e);
-            }
-            let report = Reporter::INSTALLED;
-            report.phase("fork");
-            let e = exec.exec();
-            report.fail("exec", e)
-        };
-        // SAFETY: the child only makes system calls on prepared data, then execs or exits.
-        let pid = unsafe {
-            spawn_shared(
-                flags,
-                &mut stack,
-                &Placement::none(),
-                fds.reporter(),
-                &mut body,
-            )
-        }
-        .map_err(BackendError::sys("clone"))?;
-        drop(fds);
+        let pid = spawn_exec(flags, &Placement::none(), fds, &exec)
+            .map_err(BackendError::sys("clone"))?;
         Ok(Instance::new(Parts {
             backend: self.name().into(),
             spec: *spec,

@@ -114,6 +114,16 @@ pub enum Availability {
     Unavailable(String),
 }
 
+impl Availability {
+    /// Available when the lab can make cgroups (every backend that measures memory needs them).
+    pub fn of_cgroups(lab: &Lab) -> Availability {
+        match lab.cgroup_problem() {
+            Some(why) => Availability::Unavailable(format!("no usable cgroups: {why}")),
+            None => Availability::Available,
+        }
+    }
+}
+
 /// One way of running the workload.
 pub trait Backend: Send + Sync {
     /// The name used on the command line and in results (`process`, `container`, ...).

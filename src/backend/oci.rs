@@ -12,10 +12,10 @@
 //! `runc run` stays in the foreground as the container's parent until it exits, so it lives in
 //! the instance's cgroup and its memory counts as part of the instance.
 
-use super::child::{self, Exec, Reporter, CONTROL_FD, REPORT_FD};
+use super::child::{self, Exec, CONTROL_FD, REPORT_FD};
 use super::container::capabilities;
 use super::instance::{Instance, Parts, Timeline};
-use super::spawn::{spawn_shared, Stack};
+use super::spawn::spawn_exec;
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::results::info;
@@ -81,10 +81,7 @@ impl Backend for Oci {
                 self.runtime
             ));
         }
-        match lab.cgroup_problem() {
-            Some(why) => Availability::Unavailable(format!("no usable cgroups: {why}")),
-            None => Availability::Available,
-        }
+        Availability::of_cgroups(lab)
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
@@ -139,22 +136,7 @@ impl Backend for Oci {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
         let exec = Exec::new(&runtime, &self.runtime, &args, &[("PATH", &path)]);
         let (ends, fds) = child::pipes(None)?;
-        let mut stack = Stack::new();
-        let mut body = || {
-            if let Err(e) = fds.install() {
-                fds.reporter().fail("install fds", e);
-            }
-            let report = Reporter::INSTALLED;
-            report.phase("fork");
-            if let Err(e) = child::die_with_parent() {
-                report.fail("prctl", e);
-            }
-            let e = exec.exec();
-            report.fail("exec runtime", e)
-        };
-        // SAFETY: the child only makes system calls on prepared data, then execs or exits.
-        let spawned = unsafe { spawn_shared(0, &mut stack, &placement, fds.reporter(), &mut body) };
-        drop(fds);
+        let spawned = spawn_exec(0, &placement, fds, &exec);
         drop(placement);
         let pid = match spawned {
             Ok(pid) => pid,
@@ -166,7 +148,6 @@ impl Backend for Oci {
                 });
             }
         };
-        timeline.mark("exec");
         let mut instance = Instance::new(Parts {
             backend: self.name.clone(),
             spec: *spec,

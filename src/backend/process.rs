@@ -5,9 +5,9 @@
 //! host exactly as the lab does. It still gets its own cgroup, so its memory is counted the same
 //! way as a container's or a VMM's.
 
-use super::child::{self, Exec, Reporter, CONTROL_FD, REPORT_FD};
+use super::child::{self, Exec, CONTROL_FD, REPORT_FD};
 use super::instance::{Instance, Parts, Timeline};
-use super::spawn::{spawn_shared, Stack};
+use super::spawn::spawn_exec;
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::workload;
@@ -26,10 +26,7 @@ impl Backend for Process {
     }
 
     fn availability(&self, lab: &Lab) -> Availability {
-        match lab.cgroup_problem() {
-            Some(why) => Availability::Unavailable(format!("no usable cgroups: {why}")),
-            None => Availability::Available,
-        }
+        Availability::of_cgroups(lab)
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
@@ -44,24 +41,7 @@ impl Backend for Process {
         let exec = Exec::new(&exe, "isolab-workload", &args, &[]);
         let (ends, fds) = child::pipes(None)?;
 
-        let mut stack = Stack::new();
-        let mut body = || {
-            if let Err(e) = fds.install() {
-                fds.reporter().fail("install fds", e);
-            }
-            let report = Reporter::INSTALLED;
-            report.phase("fork");
-            if let Err(e) = child::die_with_parent() {
-                report.fail("prctl", e);
-            }
-            report.phase("exec");
-            let e = exec.exec();
-            report.fail("exec", e)
-        };
-        // SAFETY: the child only makes system calls on data prepared above, then execs or exits.
-        let pid = unsafe { spawn_shared(0, &mut stack, &placement, fds.reporter(), &mut body) }
-            .map_err(BackendError::sys("clone"))?;
-        drop(fds);
+        let pid = spawn_exec(0, &placement, fds, &exec).map_err(BackendError::sys("clone"))?;
         drop(placement);
         Ok(Instance::new(Parts {
             backend: self.name().into(),

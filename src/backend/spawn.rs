@@ -15,7 +15,7 @@
 //! on v1 the `tasks` file, which moves just the calling thread and so avoids the global lock
 //! whose writer waits for an RCU grace period (see [`crate::cgroup::Cgroup::placement`]).
 
-use super::child::Reporter;
+use super::child::{die_with_parent, ChildFds, Exec, Reporter};
 use nix::errno::Errno;
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -201,6 +201,33 @@ pub unsafe fn spawn_shared(
     // SAFETY: restoring our own mask.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     result
+}
+
+/// The usual first process of an instance: spawned with [`spawn_shared`], it puts its pipes at
+/// their fixed numbers, stamps `fork`, arranges to die with the lab, stamps `exec` and execs.
+pub fn spawn_exec(
+    flags: libc::c_int,
+    placement: &Placement,
+    fds: ChildFds,
+    exec: &Exec,
+) -> Result<Pid, Errno> {
+    let mut stack = Stack::new();
+    let mut body = || {
+        if let Err(e) = fds.install() {
+            fds.reporter().fail("install fds", e);
+        }
+        let report = Reporter::INSTALLED;
+        report.phase("fork");
+        if let Err(e) = die_with_parent() {
+            report.fail("prctl", e);
+        }
+        report.phase("exec");
+        let e = exec.exec();
+        report.fail("exec", e)
+    };
+    // SAFETY: the child only makes system calls on data prepared before this call (the fds, the
+    // exec's strings), then execs or exits.
+    unsafe { spawn_shared(flags, &mut stack, placement, fds.reporter(), &mut body) }
 }
 
 /// clone3(2) whose child starts on a new stack and calls `entry(arg)`.

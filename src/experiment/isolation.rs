@@ -5,7 +5,7 @@
 //! side by side. A process sees the host; a container sees its namespaces but the host's kernel;
 //! a guest sees its own kernel, or, in the bare microVM, none at all.
 
-use super::{campaign, select, Campaign, Case, ExperimentError, Settings};
+use super::{every_backend, Campaign, ExperimentError, Settings};
 use crate::lab::Lab;
 use crate::workload::{Kernel, Spec};
 
@@ -15,16 +15,12 @@ pub fn run(
     backends: Option<&[String]>,
     settings: &Settings,
 ) -> Result<Campaign, ExperimentError> {
-    let selection = select(lab, backends)?;
     let spec = Spec::default_for(Kernel::Probe);
-    let cases: Vec<Case> = (0..selection.backends.len())
-        .map(|backend| Case { backend, spec })
-        .collect();
-    campaign(
+    every_backend(
         lab,
+        backends,
         "isolation",
-        &selection,
-        &cases,
+        &[spec],
         settings,
         serde_json::json!({}),
     )

@@ -8,7 +8,7 @@
 //! added by `done` is what the workload itself touched. Running 1, 16 and 64 MiB shows that the
 //! second part grows with the workload and the first does not.
 
-use super::{campaign, select, Campaign, Case, ExperimentError, Settings};
+use super::{every_backend, Campaign, ExperimentError, Settings};
 use crate::lab::Lab;
 use crate::workload::{Kernel, Spec};
 
@@ -30,21 +30,7 @@ pub fn run(
     sizes: &[u64],
     settings: &Settings,
 ) -> Result<Campaign, ExperimentError> {
-    let selection = select(lab, backends)?;
-    let cases: Vec<Case> = (0..selection.backends.len())
-        .flat_map(|backend| {
-            sizes.iter().map(move |&mib| Case {
-                backend,
-                spec: spec(mib),
-            })
-        })
-        .collect();
-    campaign(
-        lab,
-        "memory",
-        &selection,
-        &cases,
-        settings,
-        serde_json::json!({ "sizes_mib": sizes }),
-    )
+    let specs: Vec<Spec> = sizes.iter().map(|&mib| spec(mib)).collect();
+    let extra = serde_json::json!({ "sizes_mib": sizes });
+    every_backend(lab, backends, "memory", &specs, settings, extra)
 }

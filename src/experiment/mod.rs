@@ -274,6 +274,29 @@ pub fn campaign(
     Ok(outcome)
 }
 
+/// Run every workload of `specs` on every selected backend (see [`select`]), in shuffled rounds.
+pub fn every_backend(
+    lab: &Lab,
+    backends: Option<&[String]>,
+    experiment: &str,
+    specs: &[Spec],
+    settings: &Settings,
+    extra_settings: serde_json::Value,
+) -> Result<Campaign, ExperimentError> {
+    let selection = select(lab, backends)?;
+    let cases: Vec<Case> = (0..selection.backends.len())
+        .flat_map(|backend| specs.iter().map(move |&spec| Case { backend, spec }))
+        .collect();
+    campaign(
+        lab,
+        experiment,
+        &selection,
+        &cases,
+        settings,
+        extra_settings,
+    )
+}
+
 /// Start a new results directory under `out` with the environment record of `experiment`.
 pub fn open_results(
     lab: &Lab,

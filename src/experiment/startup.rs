@@ -4,7 +4,7 @@
 //! start-up. Each backend's own phases (`cgroup`, `namespaces`, `rootfs`, ...) are stamped on the
 //! same host clock, so the report can show not only *how long* but *where the time goes*.
 
-use super::{campaign, select, Campaign, Case, ExperimentError, Settings};
+use super::{every_backend, Campaign, ExperimentError, Settings};
 use crate::lab::Lab;
 use crate::workload::{Kernel, Spec};
 
@@ -14,17 +14,7 @@ pub fn run(
     backends: Option<&[String]>,
     settings: &Settings,
 ) -> Result<Campaign, ExperimentError> {
-    let selection = select(lab, backends)?;
     let spec = Spec::default_for(Kernel::Ready);
-    let cases: Vec<Case> = (0..selection.backends.len())
-        .map(|backend| Case { backend, spec })
-        .collect();
-    campaign(
-        lab,
-        "startup",
-        &selection,
-        &cases,
-        settings,
-        serde_json::json!({ "workload": spec.to_string() }),
-    )
+    let extra = serde_json::json!({ "workload": spec.to_string() });
+    every_backend(lab, backends, "startup", &[spec], settings, extra)
 }

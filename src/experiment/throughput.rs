@@ -14,7 +14,7 @@
 //! `ready` → `done`, on the host clock). Each backend's rate is divided by `process`'s rate *in
 //! the same round*, and those ratios are summarised with a bootstrap confidence interval.
 
-use super::{campaign, select, Campaign, Case, ExperimentError, Settings};
+use super::{every_backend, Campaign, ExperimentError, Settings};
 use crate::lab::Lab;
 use crate::workload::{Kernel, Spec};
 
@@ -34,17 +34,9 @@ pub fn run(
     kernels: &[Kernel],
     settings: &Settings,
 ) -> Result<Campaign, ExperimentError> {
-    let selection = select(lab, backends)?;
     let specs: Vec<Spec> = kernels.iter().map(|&k| Spec::default_for(k)).collect();
-    let cases: Vec<Case> = (0..selection.backends.len())
-        .flat_map(|backend| specs.iter().map(move |&spec| Case { backend, spec }))
-        .collect();
-    campaign(
-        lab,
-        "throughput",
-        &selection,
-        &cases,
-        settings,
-        serde_json::json!({ "workloads": specs.iter().map(ToString::to_string).collect::<Vec<_>>() }),
-    )
+    let extra = serde_json::json!({
+        "workloads": specs.iter().map(ToString::to_string).collect::<Vec<_>>()
+    });
+    every_backend(lab, backends, "throughput", &specs, settings, extra)
 }

@@ -55,21 +55,25 @@ fn read_rollup(pid: i32) -> Option<ProcessMemory> {
     Some(parse_rollup(&text))
 }
 
-/// Parse the `Key:   123 kB` lines of smaps_rollup.
+/// The value in bytes of a `Key:   123 kB` line, the format of /proc's memory files
+/// (smaps_rollup, meminfo, status); 0 when the key is absent.
+pub fn kb_field(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Parse smaps_rollup.
 fn parse_rollup(text: &str) -> ProcessMemory {
-    let kb = |key: &str| -> u64 {
-        text.lines()
-            .find_map(|l| {
-                let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0)
-            * 1024
-    };
+    let kb = |key: &str| kb_field(text, key);
     ProcessMemory {
         rss_bytes: kb("Rss"),
         pss_bytes: kb("Pss"),

@@ -66,8 +66,8 @@ impl Backend for Container {
     }
 
     fn availability(&self, lab: &Lab) -> Availability {
-        if let Some(why) = lab.cgroup_problem() {
-            return Availability::Unavailable(format!("no usable cgroups: {why}"));
+        if let Availability::Unavailable(why) = Availability::of_cgroups(lab) {
+            return Availability::Unavailable(why);
         }
         if namespaces::need_userns() {
             if let Some(why) = crate::host::userns_restriction() {
