@@ -19,9 +19,10 @@ pub fn call<const N: usize>(call: Call, args: [u64; N]) -> Result<u64, u64> {
         // address (the ABI); volatile, because the VMM reads it behind the compiler's back.
         unsafe { word(mailbox::arg(i)).write_volatile(arg) };
     }
-    // `out` from ring 3 is allowed because the VMM set RFLAGS.IOPL = 3; KVM stops the vCPU on
-    // it and KVM_RUN returns to the VMM with the port and the value of EAX. When the VMM runs the
-    // vCPU again, execution continues with the next instruction, the call answered.
+    // `out` from ring 3 is allowed for this one port by the I/O-permission bitmap in the VMM's
+    // TSS; KVM stops the vCPU on it and KVM_RUN returns to the VMM with the port and the value of
+    // EAX. When the VMM runs the vCPU again, execution continues with the next instruction, the
+    // call answered.
     //
     // The asm block is deliberately *not* `nomem`: to the compiler it may read and write any
     // memory, so every store before it (arguments, an `io` buffer) is done before the exit, and

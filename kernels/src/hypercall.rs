@@ -7,10 +7,12 @@
 //!
 //! # The instruction: `out dx, eax`
 //!
-//! The guest runs in ring 3 with `RFLAGS.IOPL = 3`, which lets ring-3 code execute port I/O. The
-//! CPU (VT-x, AMD-V, or PVM's emulation of them) is told by KVM to stop the guest on every port
-//! access, and `KVM_RUN` returns to the VMM with `KVM_EXIT_IO`, the port number and the bytes
-//! written — all in the shared `kvm_run` page, so reading them costs no further system call.
+//! The guest runs in ring 3, where port I/O is privileged; the VMM's task-state segment carries an
+//! I/O-permission bitmap that allows ring 3 exactly this one port (see the VMM's `cpu` module for
+//! why a bitmap and not RFLAGS.IOPL). KVM stops the guest on every port access — on VT-x and AMD-V
+//! the CPU exits, on PVM the `out` traps and is emulated — and `KVM_RUN` returns to the VMM with
+//! `KVM_EXIT_IO`, the port number and the bytes written, all in the shared `kvm_run` page, so
+//! reading them costs no further system call.
 //!
 //! ```text
 //!   mov  dx,  PORT          ; 0x3f0
@@ -94,6 +96,8 @@ pub mod mailbox {
 pub mod status {
     /// Success.
     pub const OK: u64 = 0;
+    /// The host's I/O failed without a more precise errno (e.g. a read past the end of file).
+    pub const EIO: u64 = 5;
     /// An address or length the guest passed lies outside its RAM.
     pub const EFAULT: u64 = 14;
     /// An argument is out of range (e.g. a transfer longer than [`super::MAX_TRANSFER`]).
@@ -131,7 +135,8 @@ pub enum Call {
     Probe = 10,
     /// The guest is finished; the VMM ends the run. No arguments.
     Exit = 11,
-    /// The guest panicked. Args: guest address and length of the source file name, line.
+    /// The guest panicked; the VMM reports it and ends the run. Args: guest address and length
+    /// of the panic message (UTF-8).
     Panic = 12,
 }
 

@@ -12,12 +12,14 @@
 //! | `container` | isolab's own runtime: namespaces, pivot_root, cgroup limits, dropped caps |
 //! | `ns-floor`  | clone with the container's namespace flags + exec, nothing else (a floor) |
 //! | `oci:runc`  | an OCI bundle run by `runc run`, the runtime under Docker                 |
+//! | `vm`        | isolab's own KVM VMM running the bare guest (the kernels, no OS)         |
 
 pub mod child;
 pub mod container;
 pub mod floor;
 pub mod instance;
 pub mod process;
+pub mod vm;
 
 pub use crate::cgroup::Limits;
 pub use crate::workload::Spec;
@@ -147,6 +149,7 @@ pub fn registry() -> Vec<Box<dyn Backend>> {
         Box::new(process::Process),
         Box::new(container::Container::default()),
         Box::new(floor::NsFloor),
+        Box::new(vm::Vm::default()),
     ]
 }
 
