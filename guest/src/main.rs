@@ -10,8 +10,8 @@
 //! There is no loader, no C runtime, no `main` in the usual sense. The VMM puts the program's
 //! segments into guest RAM at the addresses they were linked for (`link.ld`), builds page tables
 //! and a GDT, sets the vCPU's registers — long mode, **ring 3**, RSP at the top of the stack,
-//! RIP at [`_start`] — and runs it. The first instruction that reaches the VMM is the `ready`
-//! hypercall, which the VMM stamps with the host clock.
+//! RIP at [`_start`] — and runs it. The guest's first instructions are the `ready` hypercall,
+//! which the VMM stamps with the host clock.
 //!
 //! The guest stays in ring 3 all its life. It needs nothing from ring 0: no interrupts (RFLAGS.IF
 //! is clear, and there is no interrupt controller), no system calls, no exception handlers (the
@@ -35,34 +35,40 @@ mod mem;
 mod shim;
 
 use core::fmt::Write;
-use isolab_kernels::hypercall::{encode_error, BootInfo, Call, BOOT_ADDR};
+use isolab_kernels::hypercall::{encode_error, BootInfo, Call, BOOT_ADDR, PORT};
 use isolab_kernels::{Error, Kernel, Output, Shim};
 use shim::BareShim;
 
 /// The entry point: the VMM sets RIP here and RSP to the top of the guest's stack.
 ///
 /// Naked, because no Rust function can be the first code to run: it would assume a caller had
-/// left a return address on an aligned stack. This one makes the stack look like the System V
-/// ABI expects at a call (RSP aligned to 16 before the `call`), clears RBP so that a debugger's
-/// stack walk ends here, and calls [`guest_main`], which never returns.
+/// left a return address on an aligned stack. Its first three instructions are the `ready`
+/// hypercall, so `ready` is stamped at the guest's very first instructions, before it has touched
+/// its stack. Then it makes the stack look like the System V ABI expects at a call (RSP aligned
+/// to 16 before the `call`), clears RBP so that a debugger's stack walk ends here, and calls
+/// [`guest_main`], which never returns.
 #[unsafe(naked)]
 #[no_mangle]
 #[link_section = ".text._start"]
 pub extern "C" fn _start() -> ! {
     core::arch::naked_asm!(
+        "mov dx, {port}",
+        "mov eax, {ready}",
+        "out dx, eax",
         "and rsp, -16",
         "xor ebp, ebp",
         "call {main}",
         "ud2",
+        port = const PORT,
+        ready = const Call::Ready.code(),
         main = sym guest_main,
     )
 }
 
+/// The workload, after `_start` has reported `ready`: everything before that marker (creating
+/// the VM, loading this program, entering the guest) was start-up; everything after it is the
+/// workload.
 extern "C" fn guest_main() -> ! {
-    // The very first thing: the `ready` marker. Everything before it (creating the VM, loading
-    // this program, entering the guest) is start-up; everything after it is the workload.
-    hypercall::marker(Call::Ready, []);
-
     let boot = match read_boot_info() {
         Ok(boot) => boot,
         Err(e) => panic!("the boot page holds no valid boot info: {e:?}"),

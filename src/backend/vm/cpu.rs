@@ -34,8 +34,8 @@
 
 use super::memory::{GDT_ADDR, STACK_TOP, TSS_ADDR};
 use isolab_kernels::hypercall;
-use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuFd};
+use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs, CpuId};
+use kvm_ioctls::VcpuFd;
 
 /// CR0.PE: protected mode.
 pub const CR0_PE: u64 = 1 << 0;
@@ -299,12 +299,11 @@ pub fn first_regs(entry: u64) -> kvm_regs {
 ///
 /// CPUID first: KVM checks CR4 bits against the CPUID the guest has (CR4.OSXSAVE, say, needs
 /// XSAVE in CPUID), and a vCPU with no CPUID set reports no features at all. The VMM passes on
-/// what KVM can virtualise on this host (`KVM_GET_SUPPORTED_CPUID`) — the honest answer for a
-/// guest that, like the Linux workload, should see the same CPU as a process would.
-pub fn configure(kvm: &Kvm, vcpu: &VcpuFd, cr3: u64, entry: u64) -> Result<(), CpuError> {
-    let mut cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+/// `supported`, what KVM can virtualise on this host (`KVM_GET_SUPPORTED_CPUID`, see
+/// [`super::kvm::supported_cpuid`]) — the honest answer for a guest that, like the Linux
+/// workload, should see the same CPU as a process would.
+pub fn configure(vcpu: &VcpuFd, supported: &CpuId, cr3: u64, entry: u64) -> Result<(), CpuError> {
+    let mut cpuid = supported.clone();
     for leaf in cpuid.as_mut_slice() {
         // Leaf 1, EBX bits 24..31: the initial APIC ID. KVM leaves it for the VMM to fill; this
         // is vCPU 0.

@@ -207,11 +207,12 @@ mod tests {
             "_start comes first (guest/link.ld)"
         );
         assert!(loaded.end > IMAGE_BASE && loaded.end <= IMAGE_END);
-        // The first instruction of _start, `and rsp, -16`, is in guest RAM at the entry point.
+        // The first instruction of _start, `mov dx, 0x3f0` (the ready hypercall), is in guest RAM
+        // at the entry point.
         let mut code = [0u8; 4];
         mem.read_slice(&mut code, GuestAddress(loaded.entry))
             .unwrap();
-        assert_eq!(code, [0x48, 0x83, 0xe4, 0xf0]);
+        assert_eq!(code, [0x66, 0xba, 0xf0, 0x03]);
     }
 
     #[test]

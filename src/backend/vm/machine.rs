@@ -115,7 +115,7 @@ impl Machine {
                 arena_len: config.ram_bytes - ARENA_BASE,
             },
         )?;
-        cpu::configure(&kvm, &vcpu, cr3, loaded.entry)?;
+        cpu::configure(&vcpu, kvm::supported_cpuid(&kvm)?, cr3, loaded.entry)?;
         host.phase("guest_loaded");
 
         Ok(Machine {

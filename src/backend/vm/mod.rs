@@ -211,14 +211,19 @@ impl Backend for Vm {
         if let Some(why) = lab.cgroup_problem() {
             return Availability::Unavailable(format!("no usable cgroups: {why}"));
         }
-        match kvm::open() {
-            Ok(_) => Availability::Available,
+        match kvm::cache_supported_cpuid() {
+            Ok(()) => Availability::Available,
             Err(e) => Availability::Unavailable(e.to_string()),
         }
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
+        // Once per lab, here in the parent: every VMM forked from now on inherits the answer.
+        kvm::cache_supported_cpuid().map_err(|e| BackendError::Unavailable {
+            backend: self.name().into(),
+            reason: e.to_string(),
+        })?;
         let config = self.config(lab, spec);
         // Refuse an impossible machine here, in the lab, rather than in a child.
         memory::check_size(config.ram_bytes).map_err(|e| BackendError::Instance {
