@@ -326,7 +326,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_values_verified_on_pvm_are_the_ones_set() {
+    fn long_mode_ring3_is_the_state_verified_on_pvm() {
         // GUIDE §6: CS 0x1b (DPL 3, L=1, type 0xb), SS/DS 0x23 (DPL 3, type 3), CR0 0x80050033,
         // EFER 0x500. RFLAGS is 0x2, not GUIDE's 0x3002: IOPL 3 does not survive PVM's first exit
         // (see the module documentation); the TSS bitmap grants the hypercall port instead.

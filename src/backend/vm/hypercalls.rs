@@ -21,6 +21,7 @@ use isolab_kernels::{Kernel, Spec};
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use vm_memory::{
     Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap, VolatileSlice,
 };
@@ -142,10 +143,14 @@ impl<'fd> Host<'fd> {
     /// The scratch file, created on first use and unlinked at once: it has no name to leave
     /// behind, even if the VMM is killed; the open descriptor keeps it alive until then.
     fn scratch(&mut self) -> std::io::Result<&File> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         if self.scratch.is_none() {
-            let path = self
-                .scratch_dir
-                .join(format!("isolab-io-vm-{}", std::process::id()));
+            // Unique per machine, not only per process: tests run machines in parallel threads.
+            let path = self.scratch_dir.join(format!(
+                "isolab-io-vm-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
             let file = File::options()
                 .read(true)
                 .write(true)

@@ -367,6 +367,29 @@ mod tests {
     }
 
     #[test]
+    fn the_time_limit_holds_even_on_a_thread_that_blocked_the_kick_signal() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // SAFETY: a sigset_t on the stack, initialised by sigemptyset; blocks one signal on
+            // this thread only.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, super::super::vcpu::kick_signal());
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            let _ = tx.send(run(&fixtures::SPIN, Duration::from_millis(200)).0);
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the spinning guest was never stopped");
+        assert!(
+            matches!(result, Err(VmError::GuestTimeout { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
     fn bad_guest_buffers_are_refused_not_followed() {
         let (result, events) = run(&fixtures::BAD_BUFFERS, Duration::from_secs(10));
         result.unwrap();

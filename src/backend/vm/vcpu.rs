@@ -108,6 +108,19 @@ impl Watchdog {
     /// Make a disarmed watchdog for `vcpu`, which this thread will run.
     pub fn new(vcpu: &mut VcpuFd, limit: Duration) -> Result<Watchdog, WatchdogError> {
         install_handler()?;
+        // A thread inherits its signal mask; one that blocked the kick would never be kicked.
+        // SAFETY: a sigset_t on the stack, initialised by sigemptyset before use.
+        let rc = unsafe {
+            let mut kick: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut kick);
+            libc::sigaddset(&mut kick, kick_signal());
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &kick, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(WatchdogError::Handler(std::io::Error::from_raw_os_error(
+                rc,
+            )));
+        }
         // SAFETY: a zeroed sigevent is valid to fill in.
         let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
         // SIGEV_THREAD_ID: deliver the signal to this thread, the one inside KVM_RUN, not to any
