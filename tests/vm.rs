@@ -154,6 +154,9 @@ fn a_run_has_every_phase_in_order_and_reports_its_cost() {
         number("vmm_overhead_bytes"),
         number("vmm_uss_bytes") - touched
     );
+    // A forked VMM shares most of its pages with the lab: RSS ≥ PSS ≥ USS, strictly here.
+    assert!(number("vmm_rss_bytes") > number("vmm_pss_bytes"));
+    assert!(number("vmm_pss_bytes") > number("vmm_uss_bytes"));
     assert_eq!(
         number("exits_total"),
         3,

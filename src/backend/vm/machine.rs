@@ -226,17 +226,21 @@ impl Machine {
     }
 
     /// Report what this instance cost as `info` lines: guest RAM configured and touched, the
-    /// VMM's unique memory and its overhead over the guest's, KVM's kind, exits by cause.
+    /// VMM's memory and its overhead over the guest's, KVM's kind, exits by cause.
     ///
     /// The VMM's USS (unique set size, from `/proc/self/smaps_rollup`) contains the guest RAM
-    /// it touched — guest RAM *is* VMM memory — so the VMM's own overhead is USS minus that.
+    /// it touched — guest RAM *is* VMM memory — so the VMM's own overhead is USS minus that. Its
+    /// RSS is much larger: the VMM is a copy-on-write fork of the lab and shares every page it
+    /// has not written with it; those pages cost nothing more per instance, which PSS shows.
     pub fn report(&self, host: &Host) {
         host.info("guest_ram_bytes", self.config.ram_bytes);
         let touched = self.ram_touched_bytes().unwrap_or(0);
-        let uss = ProcessMemory::of([std::process::id() as i32]).uss_bytes;
+        let vmm = ProcessMemory::of([std::process::id() as i32]);
         host.info("guest_ram_touched_bytes", touched);
-        host.info("vmm_uss_bytes", uss);
-        host.info("vmm_overhead_bytes", uss.saturating_sub(touched));
+        host.info("vmm_rss_bytes", vmm.rss_bytes);
+        host.info("vmm_pss_bytes", vmm.pss_bytes);
+        host.info("vmm_uss_bytes", vmm.uss_bytes);
+        host.info("vmm_overhead_bytes", vmm.uss_bytes.saturating_sub(touched));
         host.info("kvm_kind", KvmKind::detect().label());
         host.info("exits_total", self.exits.total());
         for (cause, n) in self.exits.iter() {
