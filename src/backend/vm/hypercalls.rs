@@ -251,6 +251,11 @@ pub fn guest_buffer(
         .map_err(|_| status::EFAULT)
 }
 
+/// An I/O error as the status the guest gets: its errno, or EIO.
+fn errno(e: &std::io::Error) -> u64 {
+    e.raw_os_error().map_or(status::EIO, |n| n as u64)
+}
+
 /// `pwrite` (or, with `read`, `pread`) the whole of `buf` at `offset`; an errno value on failure.
 fn transfer(file: &File, buf: &VolatileSlice<'_, ()>, offset: u64, read: bool) -> Result<(), u64> {
     let len = buf.len();
@@ -282,7 +287,7 @@ fn transfer(file: &File, buf: &VolatileSlice<'_, ()>, offset: u64, read: bool) -
             _ => {
                 let e = std::io::Error::last_os_error();
                 if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e.raw_os_error().unwrap_or(status::EIO as i32) as u64);
+                    return Err(errno(&e));
                 }
             }
         }
@@ -295,12 +300,10 @@ fn io(call: Call, mem: &GuestMemoryMmap, host: &mut Host, args: [u64; 3]) -> u64
     let [offset, addr, len] = args;
     let file = match host.scratch() {
         Ok(f) => f,
-        Err(e) => return e.raw_os_error().unwrap_or(status::EIO as i32) as u64,
+        Err(e) => return errno(&e),
     };
     let result = match call {
-        Call::IoSync => file
-            .sync_all()
-            .map_err(|e| e.raw_os_error().unwrap_or(status::EIO as i32) as u64),
+        Call::IoSync => file.sync_all().map_err(|e| errno(&e)),
         Call::IoWrite | Call::IoRead => guest_buffer(mem, addr, len)
             .and_then(|buf| transfer(file, &buf, offset, call == Call::IoRead)),
         _ => Err(status::EINVAL),
@@ -365,7 +368,7 @@ pub fn serve(
         Call::WaitHost => {
             let status = match host.wait_for_go() {
                 Ok(()) => status::OK,
-                Err(e) => e.raw_os_error().unwrap_or(status::EIO as i32) as u64,
+                Err(e) => errno(&e),
             };
             (0, status)
         }

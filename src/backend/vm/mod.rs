@@ -87,7 +87,7 @@ pub enum VmError {
     #[error("KVM_RUN: {0}")]
     Run(kvm_ioctls::Error),
     /// The guest crashed.
-    #[error("guest fault: {fault}{detail} at {}", show(.regs))]
+    #[error("{fault}{detail} at {}", show(.regs))]
     GuestFault {
         /// What happened.
         fault: exits::Fault,
