@@ -219,10 +219,14 @@ impl Backend for Vm {
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
-        // Once per lab, here in the parent: every VMM forked from now on inherits the answer.
+        // Once per lab, here in the parent: every VMM forked from now on inherits both.
         kvm::cache_supported_cpuid().map_err(|e| BackendError::Unavailable {
             backend: self.name().into(),
             reason: e.to_string(),
+        })?;
+        vcpu::install_handler().map_err(|e| BackendError::Instance {
+            step: "time limit".into(),
+            detail: e.to_string(),
         })?;
         let config = self.config(lab, spec);
         // Refuse an impossible machine here, in the lab, rather than in a child.

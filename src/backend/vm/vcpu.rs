@@ -74,7 +74,10 @@ pub enum WatchdogError {
 /// Install [`on_kick`] for [`kick_signal`] once per process. `SA_RESTART`, so that a kick landing
 /// in an ordinary system call of the VMM (a pipe write) restarts it; `KVM_RUN` returns `EINTR`
 /// regardless — that is KVM's contract, not the C library's.
-fn install_handler() -> Result<(), WatchdogError> {
+///
+/// The lab calls it before it forks a VMM: the child then inherits the handler and a finished
+/// once-cell, and can never find the cell half-initialised by a thread that does not exist in it.
+pub fn install_handler() -> Result<(), WatchdogError> {
     static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
     let result = INSTALLED.get_or_init(|| {
         // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value to fill in.
