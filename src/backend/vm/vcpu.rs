@@ -71,7 +71,7 @@ pub enum WatchdogError {
     },
 }
 
-/// Install [`on_kick`] for [`kick_signal`] once per process. `SA_RESTART`, so that a kick landing
+/// Install the kick handler for [`kick_signal`] once per process. `SA_RESTART`, so that a kick landing
 /// in an ordinary system call of the VMM (a pipe write) restarts it; `KVM_RUN` returns `EINTR`
 /// regardless — that is KVM's contract, not the C library's.
 ///
