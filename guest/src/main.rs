@@ -150,7 +150,7 @@ impl Write for Message {
 ///
 /// The prebuilt `core` library was compiled for programs that unwind, so its unwind tables name
 /// `rust_eh_personality`, and the linker wants the symbol to exist. This program never unwinds
-/// (`panic = "abort"`: a panic goes straight to [`panic`] below), so no one calls it; if anything
+/// (`panic = "abort"`: a panic goes straight to [`panic()`] below), so no one calls it; if anything
 /// ever did, `ud2` would end the run with a fault the VMM reports.
 #[no_mangle]
 extern "C" fn rust_eh_personality() -> ! {
