@@ -2,8 +2,9 @@
 //!
 //! * `workload/` → `isolab-workload`, a **static** Linux executable (`+crt-static`) that runs as a
 //!   process, as a container's PID 1 and as a Linux guest's `/init`.
+//! * `guest/` → `isolab-guest`, the freestanding bare microVM guest: the same kernels, no OS.
 //!
-//! It is built with a nested `cargo build` because it needs compiler flags (static linking, a fixed
+//! Each is built with a nested `cargo build` because it needs compiler flags (static linking, a fixed
 //! profile) that must not apply to `lab` itself. The nested build has its own target directory, so
 //! it never waits on the lock of the build that runs this script. Its profile is set here, in one
 //! place ([`NESTED_PROFILE`]), so every program that links the kernels compiles them the same way.
@@ -26,6 +27,18 @@ const NESTED_PROFILE: &[&str] = &[
 /// Code generation shared by the workload and the guest: a static, position-dependent executable.
 const NESTED_RUSTFLAGS: &[&str] = &["-Ctarget-feature=+crt-static", "-Crelocation-model=static"];
 
+/// What the freestanding guest adds to [`NESTED_RUSTFLAGS`]: arguments for the linker only, so
+/// the compiler generates the kernels' code exactly as it does for the workload.
+const GUEST_LINK_ARGS: &[&str] = &[
+    // No C runtime start files (crt1.o, crti.o): the guest's `_start` is its own.
+    "-Clink-arg=-nostartfiles",
+    // No C library and no libgcc: there is no OS under the guest. It brings its own memcpy & co.
+    "-Clink-arg=-nostdlib",
+    // One self-contained, position-dependent image: loaded at the addresses it was linked for.
+    "-Clink-arg=-static",
+    "-Clink-arg=-no-pie",
+];
+
 /// The one target the toolchain ships here and on users' machines.
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 
@@ -33,6 +46,10 @@ fn main() {
     let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     for dir in ["kernels", "workload"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    // Not all of guest/: a guest/target left by a manual `cargo clippy` there must not retrigger.
+    for path in ["guest/src", "guest/Cargo.toml", "guest/link.ld"] {
+        println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     println!("cargo:rerun-if-changed=Cargo.lock");
 
@@ -45,6 +62,18 @@ fn main() {
         "cargo:rustc-env=ISOLAB_WORKLOAD_PATH={}",
         workload.display()
     );
+
+    // The linker script says where the guest lives in guest memory (see guest/link.ld).
+    let script = format!("-Clink-arg=-T{}", root.join("guest/link.ld").display());
+    let guest_flags: Vec<&str> = NESTED_RUSTFLAGS
+        .iter()
+        .chain(GUEST_LINK_ARGS)
+        .copied()
+        .chain([script.as_str()])
+        .collect();
+    let guest =
+        cargo_build(&root.join("guest/Cargo.toml"), &nested, &guest_flags).join("isolab-guest");
+    println!("cargo:rustc-env=ISOLAB_GUEST_PATH={}", guest.display());
 }
 
 /// `target/nested`, beside the outer build's own directories.

@@ -35,6 +35,7 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
+pub mod hypercall;
 pub mod kernels;
 pub mod rng;
 pub mod spec;

@@ -12,6 +12,7 @@
 //! | `container` | isolab's own runtime: namespaces, pivot_root, cgroup limits, dropped caps |
 //! | `ns-floor`  | clone with the container's namespace flags + exec, nothing else (a floor) |
 //! | `oci:runc`  | an OCI bundle run by `runc run`, the runtime under Docker                 |
+//! | `vm`        | isolab's own KVM VMM running the bare guest (the kernels, no OS)         |
 
 pub mod child;
 pub mod container;
@@ -20,6 +21,7 @@ pub mod instance;
 pub mod oci;
 pub mod process;
 pub mod spawn;
+pub mod vm;
 
 pub use crate::cgroup::Limits;
 pub use crate::workload::Spec;
@@ -163,8 +165,9 @@ pub fn registry() -> Vec<Box<dyn Backend>> {
     vec![
         Box::new(process::Process),
         Box::new(container::Container::default()),
-        Box::new(floor::NsFloor),
+        Box::new(vm::Vm::default()),
         Box::new(oci::Oci::runc()),
+        Box::new(floor::NsFloor),
     ]
 }
 
