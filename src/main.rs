@@ -10,7 +10,7 @@ use cli::{Cli, Command, ExecArgs, Experiment, LimitArgs, RunArgs};
 use isolab::backend::{self, Availability, Limits};
 use isolab::experiment::{self, ExperimentError, Settings, INTERRUPTED};
 use isolab::lab::Lab;
-use isolab::report::{summary, table};
+use isolab::report;
 use isolab::results::Results;
 use isolab::workload::{Kernel, Spec};
 use std::path::{Path, PathBuf};
@@ -88,13 +88,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 experiment::startup::run(lab, args.backends.as_deref(), settings)
             }),
         },
-        Command::Report { paths } => {
-            for path in paths {
-                let results = read_results(&path)?;
-                print_tables(&results);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Report { paths, out, open } => report(paths, out, open),
         Command::Doctor => {
             let lab = new_lab()?;
             let checks = isolab::doctor::checks(&lab);
@@ -181,26 +175,53 @@ fn run_experiment(
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_results(path: &Path) -> Result<Results, Failure> {
-    let file: PathBuf = if path.is_dir() {
-        path.join("results.jsonl")
+/// `lab report`: the terminal tables of every file, then one HTML report of them all.
+fn report(paths: Vec<PathBuf>, out: Option<PathBuf>, open: bool) -> Result<ExitCode, Failure> {
+    let paths = if paths.is_empty() {
+        let latest = report::latest_results(Path::new("reports")).ok_or_else(|| {
+            usage(anyhow::anyhow!(
+                "no results under reports/ (run an experiment, or name results files)"
+            ))
+        })?;
+        vec![latest]
     } else {
-        path.to_path_buf()
+        paths
     };
-    Results::read(&file).map_err(usage)
+    let mut files = Vec::new();
+    for path in &paths {
+        files.extend(Results::read_all(path).map_err(usage)?);
+    }
+    for results in &files {
+        print_tables(results);
+    }
+    let out = match out {
+        Some(out) => out,
+        None => report::default_out_dir(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())
+            .map_err(usage)?,
+    };
+    let index = report::render(&files, &out).map_err(|e| {
+        if e.is_usage() {
+            usage(e)
+        } else {
+            Failure::Runtime(e.into())
+        }
+    })?;
+    println!("report: {}", index.display());
+    if open {
+        // xdg-open hands the file to the desktop's browser and returns.
+        match std::process::Command::new("xdg-open").arg(&index).status() {
+            Ok(s) if s.success() => {}
+            _ => println!(
+                "no browser could be started: open {} yourself",
+                index.display()
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_tables(results: &Results) {
-    println!(
-        "{} on {} ({}, kernel {}, KVM: {}, cgroup {})",
-        results.header.experiment,
-        results.header.environment.hostname,
-        results.header.environment.cpu_model,
-        results.header.environment.kernel_release,
-        results.header.environment.kvm.label(),
-        results.header.environment.cgroup,
-    );
-    println!("{}", table::startup(&summary::startup(results)));
+    print!("{}", report::terminal(results));
 }
 
 fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
