@@ -365,9 +365,10 @@ pub const NESTED_PVM_SHORT: &str = "VMs ran on nested PVM (no VT-x/AMD-V: the gu
     is emulated), so VM timings here are slower than on hardware virtualization.";
 
 /// The plain-words caveat of nested PVM, for the summary and environment sections.
-pub const NESTED_PVM: &str = "The VMs ran on nested PVM: this machine has no VT-x/AMD-V, so KVM \
-    emulates the guest's kernel mode in software. VM start-up and anything that enters the \
-    guest kernel is much slower here than on a machine with hardware virtualization.";
+pub const NESTED_PVM: &str = "This machine has no VT-x/AMD-V: its KVM is nested PVM, which runs \
+    a guest's user mode natively but emulates the guest's kernel mode in software. VM start-up and \
+    anything that enters a guest kernel are much slower here than on a laptop or server with \
+    hardware virtualization.";
 
 /// One container-VM comparison: which pair, the ratio, and which side of 1 it fell.
 struct Pair {

@@ -92,6 +92,7 @@ struct Page {
     machines: Vec<Machine>,
     files: Table,
     nested_pvm: Option<&'static str>,
+    nested_pvm_vms: bool,
     raw: Vec<RawLink>,
     style: &'static str,
 }
@@ -770,6 +771,14 @@ pub(super) fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, Repor
             .iter()
             .any(|r| r.header.environment.kvm == KvmKind::NestedPvm)
             .then_some(claims::NESTED_PVM),
+        // In the summary only when a VM was measured on such a machine.
+        nested_pvm_vms: files.iter().any(|r| {
+            r.header.environment.kvm == KvmKind::NestedPvm
+                && r.backends()
+                    .iter()
+                    .chain(r.density.iter().map(|d| &d.backend))
+                    .any(|b| backends::family(b) == backends::Family::Vm)
+        }),
         raw,
         hosts,
         multi_host,

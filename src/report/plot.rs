@@ -167,8 +167,8 @@ enum Axis {
 impl Axis {
     /// A numeric axis for `values`: logarithmic when they span more than [`LOG_SPREAD`]× (and
     /// `allow_log`), otherwise linear from 0 (bars must start at zero or their lengths lie).
-    /// `headroom` widens the top end for labels drawn past the largest value: a factor for a
-    /// log axis, a fraction of the range for a linear one.
+    /// `headroom` widens the top end, as a fraction of the axis's length, for labels drawn past
+    /// the largest value.
     fn numeric(values: &[f64], allow_log: bool, headroom: f64) -> Axis {
         let positive: Vec<f64> = values.iter().copied().filter(|v| *v > 0.0).collect();
         let min = positive.iter().copied().fold(f64::INFINITY, f64::min);
@@ -182,9 +182,11 @@ impl Axis {
                 .map(|m| m * decade)
                 .find(|v| *v <= below)
                 .unwrap_or(decade);
+            let hi = max * 1.3;
+            let decades = hi.log10() - lo.log10();
             Axis::Log {
                 lo,
-                hi: max * 1.3 * headroom.max(1.0),
+                hi: 10f64.powf(hi.log10() + decades * headroom.max(0.0)),
             }
         } else {
             Axis::Linear {
@@ -241,7 +243,7 @@ impl Axis {
             }
             Axis::Log { lo, hi } => {
                 let decades = (hi.log10() - lo.log10()).ceil() as i32;
-                let mantissas: &[f64] = if decades <= 3 {
+                let mantissas: &[f64] = if decades <= 4 {
                     &[1.0, 2.0, 5.0]
                 } else {
                     &[1.0]
@@ -497,7 +499,7 @@ pub fn startup_distribution(
         .flat_map(|r| r.samples_ns.iter().map(|ns| ns / 1e6))
         .collect();
     // Room at the right of the slowest for its median's label.
-    let x = Axis::numeric(&all, true, 0.22);
+    let x = Axis::numeric(&all, true, 0.15);
     let y = Axis::Categories {
         names: rows.iter().map(|r| r.label.clone()).collect(),
         top_first: true,
@@ -580,6 +582,29 @@ pub fn startup_distribution(
     Ok(Some(out))
 }
 
+/// Phase names in the order they happen, merged over backends: a phase one backend has and
+/// the others lack goes just before the first phase that follows it there (runc's `bundle`
+/// before `fork`), so the legend reads like a timeline and each phase keeps one colour.
+fn phase_order(rows: &[&StartupRow]) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    for r in rows {
+        let seq: Vec<&String> = r.phases.iter().map(|(p, _)| p).collect();
+        for (i, p) in seq.iter().enumerate() {
+            if order.contains(p) {
+                continue;
+            }
+            let next_known = seq[i + 1..]
+                .iter()
+                .find_map(|q| order.iter().position(|o| o == *q));
+            match next_known {
+                Some(at) => order.insert(at, (*p).clone()),
+                None => order.push((*p).clone()),
+            }
+        }
+    }
+    order
+}
+
 /// The start-up waterfall: one bar per backend, split into its phases (the median duration of
 /// each), with the total at the end of the bar. The lab's lesson at a glance: where the time of
 /// starting a process, a container or a VM goes.
@@ -593,6 +618,8 @@ pub fn startup_waterfall(
     const PLOT: &str = "start-up waterfall";
     let total = |r: &StartupRow| r.phases.iter().map(|p| p.1).sum::<f64>();
     let mut rows: Vec<&StartupRow> = rows.iter().filter(|r| !r.phases.is_empty()).collect();
+    // Phase colours from every backend, so the zoomed plot colours each phase as the full one.
+    let phases = phase_order(&rows);
     let slowest = rows.iter().map(|r| total(r)).fold(0.0, f64::max);
     if fast_only {
         rows.retain(|r| total(r) < slowest / 10.0);
@@ -603,23 +630,14 @@ pub fn startup_waterfall(
     if rows.is_empty() {
         return Ok(None);
     }
-    // One colour per phase name, in the order phases first appear.
-    let mut phases: Vec<String> = Vec::new();
-    for r in &rows {
-        for (p, _) in &r.phases {
-            if !phases.contains(p) {
-                phases.push(p.clone());
-            }
-        }
-    }
     let color = |p: &str| {
         PHASE_COLORS[phases.iter().position(|x| x == p).unwrap_or(0) % PHASE_COLORS.len()]
     };
     let max_ms = rows.iter().map(|r| total(r) / 1e6).fold(0.0, f64::max);
-    // Room at the right for the total's label.
+    // Room at the right for the median's label.
     let x = Axis::Linear {
         lo: 0.0,
-        hi: max_ms * 1.18,
+        hi: max_ms * 1.3,
     };
     let y = Axis::Categories {
         names: rows.iter().map(|r| r.label.clone()).collect(),
@@ -627,6 +645,7 @@ pub fn startup_waterfall(
     };
     let items: Vec<(String, RGBColor)> = phases
         .iter()
+        .filter(|p| rows.iter().any(|r| r.phases.iter().any(|(q, _)| q == *p)))
         .map(|p| (format!("→ {p}"), color(p)))
         .collect();
     let lh = legend_height(&items);
@@ -671,11 +690,14 @@ pub fn startup_waterfall(
                 }
                 t0 = t1;
             }
+            // The label is the median start-up, the figure every table shows; the bar is the
+            // sum of the phase medians, which is close to it but not the same thing.
+            let median = r.startup.map_or(total(r), |s| s.median);
             let (px, py) = c.backend_coord(&(t0, cy));
             draw!(
                 PLOT,
                 top.draw(&Text::new(
-                    format::duration(total(r)),
+                    format!("median {}", format::duration(median)),
                     (px + 6, py),
                     text_style(LABEL_SIZE, BLACK, HPos::Left),
                 ))
@@ -1010,6 +1032,34 @@ mod tests {
         let l = Axis::numeric(&[0.6, 3.0], true, 0.0);
         assert!(!l.is_log());
         assert_eq!(l.ticks().first(), Some(&0.0));
+    }
+
+    #[test]
+    fn phases_merge_into_one_timeline() {
+        let row = |phases: &[&str]| StartupRow {
+            backend: "b".into(),
+            label: "b".into(),
+            samples_ns: vec![],
+            startup: None,
+            vs_process: None,
+            phases: phases.iter().map(|p| (p.to_string(), 1.0)).collect(),
+            failed: 0,
+        };
+        let process = row(&["cgroup", "fork", "exec", "ready"]);
+        let container = row(&["cgroup", "fork", "namespaces", "rootfs", "exec", "ready"]);
+        let runc = row(&["cgroup", "bundle", "fork", "exec", "ready"]);
+        assert_eq!(
+            phase_order(&[&process, &container, &runc]),
+            [
+                "cgroup",
+                "bundle",
+                "fork",
+                "namespaces",
+                "rootfs",
+                "exec",
+                "ready"
+            ]
+        );
     }
 
     #[test]
