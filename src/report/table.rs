@@ -198,40 +198,34 @@ pub fn memory(rows: &[MemoryRow]) -> Table {
             "backend",
             "working set MiB",
             "n",
-            "fixed MiB (at ready)",
-            "95% CI",
+            "fixed MiB at ready (95% CI)",
             "touched MiB (done − ready)",
             "kernel MiB",
-            "PSS MiB",
-            "USS MiB",
+            "PSS / USS MiB",
             "guest RAM / touched MiB",
             "VMM overhead MiB",
         ],
-        &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        &[1, 2, 3, 4, 5, 6, 7, 8],
     );
     let mib = |s: &Summary| format::mib(s.median);
+    let pair = |a: Option<&Summary>, b: Option<&Summary>| match (a, b) {
+        (None, None) => NONE.to_string(),
+        (a, b) => format!(
+            "{} / {}",
+            a.map_or(NONE.into(), mib),
+            b.map_or(NONE.into(), mib)
+        ),
+    };
     for r in rows {
-        let guest = match (r.guest_ram.as_ref(), r.guest_touched.as_ref()) {
-            (None, None) => NONE.to_string(),
-            (g, t) => format!(
-                "{} / {}",
-                g.map_or(NONE.into(), mib),
-                t.map_or(NONE.into(), mib)
-            ),
-        };
         t.push(vec![
             r.label.as_str().into(),
             r.mib.to_string().into(),
             count(r.n, r.failed),
-            or_none(r.fixed.as_ref(), mib),
-            or_none(r.fixed.as_ref(), |s| {
-                format!("{}–{}", format::mib(s.ci_low), format::mib(s.ci_high))
-            }),
+            or_none(r.fixed.as_ref(), |s| format::with_ci(s, format::mib)),
             or_none(r.touched.as_ref(), mib),
             or_none(r.kernel_at_ready.as_ref(), mib),
-            or_none(r.pss_at_ready.as_ref(), mib),
-            or_none(r.uss_at_ready.as_ref(), mib),
-            guest.into(),
+            pair(r.pss_at_ready.as_ref(), r.uss_at_ready.as_ref()).into(),
+            pair(r.guest_ram.as_ref(), r.guest_touched.as_ref()).into(),
             or_none(r.vmm_overhead.as_ref(), mib),
         ]);
     }

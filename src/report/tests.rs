@@ -316,7 +316,7 @@ fn the_terminal_shows_each_experiment_s_table() {
     let s = text("startup");
     assert!(s.contains("p50 ms") && s.contains("qemu (emulated)"), "{s}");
     assert!(s.contains("not supported"), "{s}");
-    assert!(text("memory").contains("fixed MiB (at ready)"));
+    assert!(text("memory").contains("fixed MiB at ready (95% CI)"));
     assert!(text("throughput").contains("× process (95% CI)"));
     assert!(text("density").contains("MiB per instance"));
     let iso = text("isolation");
