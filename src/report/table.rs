@@ -378,13 +378,13 @@ pub fn isolation(iso: &Isolation, with_explanations: bool, max_chars: Option<usi
         );
         t.push(cells);
     }
-    t.notes
-        .push(if iso.backends.iter().any(|b| b == "process") {
-            "* = the same as the host's own view (what the process backend saw).".into()
-        } else {
-            "* = the same as the host's (kernel release and host name from the environment record)."
-                .into()
-        });
+    let note = if iso.backends.iter().any(|b| b == "process") {
+        "Marked cells (* in text) equal the host's own view: what the process backend saw."
+    } else {
+        "Marked cells (* in text) equal the host's kernel release or host name (from the \
+         environment record: no process backend ran the probe)."
+    };
+    t.notes.push(note.into());
     t
 }
 
