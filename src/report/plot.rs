@@ -6,7 +6,7 @@
 //! is why label areas below are sized from the longest label.
 //!
 //! Every plot is a pure function of figures ([`super::summary`]) and a [`Palette`], so drawing
-//! the same results twice gives the same bytes. Axes are drawn through [`Axis`], which decides
+//! the same results twice gives the same bytes. Axes are drawn through `Axis`, which decides
 //! between a linear and a logarithmic scale: when the values span more than [`LOG_SPREAD`]× (a
 //! process starts in 0.6 ms, runc in 30 ms, QEMU in seconds) a linear axis would squash all but
 //! the slowest into one pixel.
