@@ -22,11 +22,17 @@ pub enum Command {
         #[command(subcommand)]
         experiment: Experiment,
     },
-    /// Print the tables of one or more results files (results.jsonl or their directories).
+    /// Print the tables of results files and render their HTML report (plots, tables, claims
+    /// ledger); files from several machines are compared host by host.
     Report {
-        /// Results files or directories.
-        #[arg(required = true)]
+        /// Results files or directories (default: the newest results directory under reports/).
         paths: Vec<PathBuf>,
+        /// Directory to write the report into (default: report/ next to the results).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Open the report in a browser (xdg-open); without one, print where it is.
+        #[arg(long)]
+        open: bool,
     },
     /// Check what this machine can do, with the command that fixes each problem.
     Doctor,

@@ -10,7 +10,7 @@ use cli::{Cli, Command, CommonArgs, ExecArgs, Experiment, LimitArgs, RunArgs};
 use isolab::backend::{self, Availability, Limits};
 use isolab::experiment::{self, ExperimentError, Settings, INTERRUPTED};
 use isolab::lab::Lab;
-use isolab::report::{summary, table};
+use isolab::report;
 use isolab::results::{Results, Writer};
 use isolab::workload::{Kernel, Spec};
 use std::path::{Path, PathBuf};
@@ -85,14 +85,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Run { experiment } => run_experiment(experiment),
-        Command::Report { paths } => {
-            for path in paths {
-                for results in read_results(&path)? {
-                    print_tables(&results);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Report { paths, out, open } => report(paths, out, open),
         Command::Doctor => {
             let lab = new_lab()?;
             let checks = isolab::doctor::checks(&lab);
@@ -141,6 +134,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
 /// Run one experiment (or all of them) and print what it found.
 fn run_experiment(experiment: Experiment) -> Result<ExitCode, Failure> {
     let mut outcomes = Vec::new();
+    let mut all_dir = None;
     match &experiment {
         Experiment::Startup(args) => {
             let (lab, settings) = prepare(args, 30, 3)?;
@@ -199,6 +193,7 @@ fn run_experiment(experiment: Experiment) -> Result<ExitCode, Failure> {
                     source,
                 }
             })?;
+            all_dir = Some(dir.clone());
             let backends = run.backends.as_deref();
             let in_dir = |mut s: Settings| {
                 s.out = dir.clone();
@@ -255,6 +250,19 @@ fn run_experiment(experiment: Experiment) -> Result<ExitCode, Failure> {
             code = ExitCode::from(1);
         }
     }
+    // One HTML report for the run: the experiment's directory, or the directory of `all`.
+    let run_dir = match (&all_dir, outcomes.first()) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(done)) => done
+            .results
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+        (None, None) => return Ok(code),
+    };
+    let files = Results::read_all(&run_dir)?;
+    let index = report::render(&files, &report::default_out_dir(&[run_dir.as_path()])?)?;
+    println!("report: {}", index.display());
     if outcomes.iter().any(|d| d.interrupted) {
         eprintln!("interrupted: the samples taken so far are kept");
         return Ok(ExitCode::from(130));
@@ -370,19 +378,53 @@ fn read_results(path: &Path) -> Result<Vec<Results>, Failure> {
     Results::read_all(path).map_err(usage)
 }
 
-fn print_tables(results: &Results) {
-    println!(
-        "{} on {} ({}, kernel {}, KVM: {}, cgroup {})",
-        results.header.experiment,
-        results.header.environment.hostname,
-        results.header.environment.cpu_model,
-        results.header.environment.kernel_release,
-        results.header.environment.kvm.label(),
-        results.header.environment.cgroup,
-    );
-    if results.header.experiment == "startup" {
-        println!("{}", table::startup(&summary::startup(results)));
+/// `lab report`: the terminal tables of every file, then one HTML report of them all.
+fn report(paths: Vec<PathBuf>, out: Option<PathBuf>, open: bool) -> Result<ExitCode, Failure> {
+    let paths = if paths.is_empty() {
+        let latest = report::latest_results(Path::new("reports")).ok_or_else(|| {
+            usage(anyhow::anyhow!(
+                "no results under reports/ (run an experiment, or name results files)"
+            ))
+        })?;
+        vec![latest]
+    } else {
+        paths
+    };
+    let mut files = Vec::new();
+    for path in &paths {
+        files.extend(Results::read_all(path).map_err(usage)?);
     }
+    for results in &files {
+        print_tables(results);
+    }
+    let out = match out {
+        Some(out) => out,
+        None => report::default_out_dir(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())
+            .map_err(usage)?,
+    };
+    let index = report::render(&files, &out).map_err(|e| {
+        if e.is_usage() {
+            usage(e)
+        } else {
+            Failure::Runtime(e.into())
+        }
+    })?;
+    println!("report: {}", index.display());
+    if open {
+        // xdg-open hands the file to the desktop's browser and returns.
+        match std::process::Command::new("xdg-open").arg(&index).status() {
+            Ok(s) if s.success() => {}
+            _ => println!(
+                "no browser could be started: open {} yourself",
+                index.display()
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_tables(results: &Results) {
+    print!("{}", report::terminal(results));
 }
 
 fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {

@@ -1,8 +1,220 @@
-//! Reports: figures, tables (and later plots and HTML) rendered from results files only.
+//! Reports: tables, plots, a claims ledger and one HTML page, rendered from results files only.
 //!
 //! Nothing here runs an instance or looks at a backend: a report is a pure function of results
-//! files, so it can be rendered again, later, elsewhere, and gives the same output for the same
-//! files.
+//! files, so it can be rendered again, later, on another machine, and gives the same bytes for
+//! the same files (no time of rendering is written, orders are stable, the bootstrap is seeded).
+//!
+//! ```no_run
+//! use isolab::report;
+//! use isolab::results::Results;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let files = Results::read_all("reports/20261123-091953-startup".as_ref())?;
+//! print!("{}", report::terminal(&files[0]));            // what `lab run` prints
+//! let out = report::default_out_dir(&["reports/20261123-091953-startup".as_ref()])?;
+//! let index = report::render(&files, &out)?;              // report/index.html, SVGs, tables.md
+//! println!("report: {}", index.display());
+//! # Ok(()) }
+//! ```
+//!
+//! The pieces:
+//!
+//! * [`summary`] — figures from one results file (medians, CIs, paired ratios);
+//! * [`claims`] — the claims ledger: each claim of Docker introductions, judged by written rules;
+//! * [`table`] — the figures as tables, for the terminal, Markdown and HTML;
+//! * [`plot`] — the figures as SVG plots;
+//! * [`html`] — the page that holds them all;
+//! * [`backends`] — which backend names are containers, VMs, the baseline.
 
+pub mod backends;
+pub mod claims;
+pub mod format;
+pub mod html;
+pub mod plot;
 pub mod summary;
 pub mod table;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+use crate::results::{Results, ResultsError};
+use std::path::{Path, PathBuf};
+
+/// Errors of rendering a report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A results file could not be read.
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+    /// Nothing to report on.
+    #[error("no results files given")]
+    NoResults,
+    /// The report directory could not be chosen.
+    #[error("the results are in unrelated places ({0}); choose where the report goes with --out")]
+    NoCommonDir(String),
+    /// A file of the report could not be written.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A plot could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] plot::PlotError),
+    /// The HTML template failed.
+    #[error(transparent)]
+    Html(#[from] html::HtmlError),
+}
+
+impl ReportError {
+    /// True for mistakes in what the user asked (exit status 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ReportError::Results(ResultsError::NotResults { .. } | ResultsError::Parse { .. })
+                | ReportError::NoResults
+                | ReportError::NoCommonDir(_)
+        )
+    }
+}
+
+/// Render the report of `files` into `out_dir` (created if needed): `index.html`, one SVG per
+/// plot and `tables.md`. Returns the path of `index.html`.
+///
+/// Files from several machines are grouped by host and every figure says which host it is from;
+/// figures of different hosts are never combined.
+pub fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, ReportError> {
+    if files.is_empty() {
+        return Err(ReportError::NoResults);
+    }
+    html::render(files, out_dir)
+}
+
+/// The terminal tables of one results file, whatever its experiment, with loud warnings (failed
+/// samples, checksum mismatches) and the claims this file alone can judge. What `lab run` prints
+/// at its end and `lab report` prints for each file.
+pub fn terminal(results: &Results) -> String {
+    let env = &results.header.environment;
+    let mut out = format!(
+        "{} on {} ({}, kernel {}, KVM: {}, cgroup {})\n",
+        results.header.experiment,
+        env.hostname,
+        env.cpu_model,
+        env.kernel_release,
+        env.kvm.label(),
+        env.cgroup,
+    );
+    let mut tables: Vec<table::Table> = Vec::new();
+    let memory = summary::memory(results);
+    let throughput = summary::throughput(results);
+    let mismatches = summary::checksum_mismatches(results);
+    let density = summary::density(results);
+    let isolation = summary::isolation(results);
+    if !memory.is_empty() {
+        tables.push(table::memory(&memory));
+    }
+    if !throughput.is_empty() {
+        tables.push(table::throughput(&throughput, &mismatches));
+    }
+    if !density.is_empty() {
+        tables.push(table::density(&density));
+    }
+    if let Some(iso) = &isolation {
+        tables.push(table::isolation(iso, false, Some(28)));
+    }
+    // Every experiment launches instances, so every file has start-up times; they are the
+    // point of the startup experiment only, or of a file that has nothing else.
+    if results.header.experiment == "startup" || tables.is_empty() {
+        tables.insert(0, table::startup(&summary::startup(results)));
+    }
+    for t in &tables {
+        out.push_str(&t.terminal());
+        out.push('\n');
+    }
+    if throughput.is_empty() {
+        for line in table::mismatch_lines(&mismatches) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    let judged: Vec<(String, claims::Assessment)> = claims::ledger(&[results])
+        .into_iter()
+        .filter(|a| a.verdict != claims::Verdict::NoData)
+        .map(|a| (env.hostname.clone(), a))
+        .collect();
+    if !judged.is_empty() {
+        out.push_str("claims this file can judge:\n");
+        for (_, a) in &judged {
+            out.push_str(&format!(
+                "  {:<13} {} {}\n",
+                a.verdict.label(),
+                a.claim.statement,
+                a.why
+            ));
+        }
+    }
+    out
+}
+
+/// Where a report of the results at `paths` goes by default: a `report/` directory next to
+/// them — in the results directory for one, in the closest directory they share for several.
+pub fn default_out_dir(paths: &[&Path]) -> Result<PathBuf, ReportError> {
+    let dirs: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| {
+            let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            if p.is_dir() {
+                p
+            } else {
+                p.parent().map_or(p.clone(), Path::to_path_buf)
+            }
+        })
+        .collect();
+    let Some(first) = dirs.first() else {
+        return Err(ReportError::NoResults);
+    };
+    let mut common = first.clone();
+    for d in &dirs[1..] {
+        while !d.starts_with(&common) {
+            if !common.pop() {
+                break;
+            }
+        }
+    }
+    if common.parent().is_none() {
+        let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        return Err(ReportError::NoCommonDir(list.join(", ")));
+    }
+    Ok(common.join("report"))
+}
+
+/// The newest results directory under `dir` (`lab run` names them `<UTC time>-<experiment>`,
+/// so the greatest name is the newest), for `lab report` without arguments.
+pub fn latest_results(dir: &Path) -> Option<PathBuf> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+                && Results::read_all(p).is_ok()
+        })
+        .collect();
+    names.sort();
+    names.pop()
+}
+
+/// Write `contents` to `path`.
+fn write(path: &Path, contents: &str) -> Result<(), ReportError> {
+    std::fs::write(path, contents).map_err(|source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;

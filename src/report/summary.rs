@@ -1,17 +1,88 @@
-//! Figures computed from results: what the tables and plots show.
+//! Figures computed from results: what the tables, plots and claims ledger show.
+//!
+//! Every function here is a pure function of one results file ([`Results`]). Two rules hold
+//! throughout:
+//!
+//! * **warm-up samples are left out** ([`Results::measured`]) and so are samples that did not
+//!   complete (they are counted as `failed` instead);
+//! * **ratios are paired**: a sample of backend A is divided by the sample of backend B that ran
+//!   in the *same round* with the *same workload*. Both ran within moments of each other, so
+//!   slow drift of the machine (a warming CPU, another user's job) cancels out; the ratios are
+//!   then summarised like any sample (median, bootstrap 95% CI).
 
+use super::backends::{self, Family};
 use crate::measure::stats::Summary;
-use crate::results::{Outcome, Results, RunRecord};
+use crate::results::{info, DensityEnd, DensityStep, Outcome, Results, RunRecord, WorkloadRecord};
 use std::collections::BTreeMap;
 
 /// Phases after `ready` are not part of start-up.
 const AFTER_READY: [&str; 3] = ["start", "done", "exited"];
+
+/// Runs of different backends that are compared with each other: same round, same workload.
+type PairKey = (u32, String, u64, u64, u64);
+
+fn pair_key(r: &RunRecord) -> PairKey {
+    (
+        r.round,
+        r.workload.kernel.clone(),
+        r.workload.mib,
+        r.workload.iters,
+        r.workload.seed,
+    )
+}
+
+/// The measured samples of `backend` that completed.
+pub fn completed<'a>(results: &'a Results, backend: &str) -> impl Iterator<Item = &'a RunRecord> {
+    let backend = backend.to_string();
+    results
+        .runs
+        .iter()
+        .filter(move |r| r.backend == backend && !r.warmup && r.outcome == Outcome::Completed)
+}
+
+/// Measured samples of `backend` that did not complete.
+fn failed(results: &Results, backend: &str, keep: impl Fn(&RunRecord) -> bool) -> usize {
+    results
+        .measured(backend)
+        .filter(|r| r.outcome != Outcome::Completed && keep(r))
+        .count()
+}
+
+/// `metric(a) / metric(b)` for every pair of completed samples of `a` and `b` from the same
+/// round and workload, restricted to runs `keep` accepts.
+pub fn paired_ratios(
+    results: &Results,
+    a: &str,
+    b: &str,
+    keep: impl Fn(&RunRecord) -> bool,
+    metric: impl Fn(&RunRecord) -> Option<f64>,
+) -> Vec<f64> {
+    let base: BTreeMap<PairKey, f64> = completed(results, b)
+        .filter(|r| keep(r))
+        .filter_map(|r| Some((pair_key(r), metric(r)?)))
+        .collect();
+    completed(results, a)
+        .filter(|r| keep(r))
+        .filter_map(|r| {
+            let x = metric(r)?;
+            let y = base.get(&pair_key(r))?;
+            (*y > 0.0).then(|| x / y)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up
 
 /// Start-up figures of one backend.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StartupRow {
     /// Backend name.
     pub backend: String,
+    /// Name to print (says "emulated" where that applies).
+    pub label: String,
+    /// Every measured start-up time, in nanoseconds, in file order (for distribution plots).
+    pub samples_ns: Vec<f64>,
     /// Start-up time summary, in nanoseconds.
     pub startup: Option<Summary>,
     /// Ratio to `process` in the same round, summarised over rounds (when `process` ran).
@@ -24,50 +95,34 @@ pub struct StartupRow {
 
 /// Start-up figures of every backend in `results`, in the order backends first appear.
 pub fn startup(results: &Results) -> Vec<StartupRow> {
-    let baseline: BTreeMap<u32, f64> = completed(results, "process")
-        .filter_map(|r| Some((r.round, r.startup_ns? as f64)))
-        .collect();
+    let startup_ns = |r: &RunRecord| r.startup_ns.map(|n| n as f64);
     results
         .backends()
         .into_iter()
         .map(|backend| {
             let runs: Vec<&RunRecord> = completed(results, &backend).collect();
-            let startups: Vec<f64> = runs
-                .iter()
-                .filter_map(|r| r.startup_ns)
-                .map(|n| n as f64)
-                .collect();
-            // Ratios pair each sample with the baseline sample of the same round: both ran within
-            // moments of each other, so slow drift of the machine cancels out.
-            let ratios: Vec<f64> = runs
-                .iter()
-                .filter_map(|r| Some(r.startup_ns? as f64 / baseline.get(&r.round)?))
-                .collect();
+            let samples_ns: Vec<f64> = runs.iter().filter_map(|r| startup_ns(r)).collect();
             StartupRow {
+                label: backends::label(results, &backend),
                 phases: median_phases(&runs),
-                startup: Summary::of(&startups),
+                startup: Summary::of(&samples_ns),
+                samples_ns,
                 vs_process: if backend == "process" {
                     None
                 } else {
-                    Summary::of(&ratios)
+                    Summary::of(&paired_ratios(
+                        results,
+                        &backend,
+                        "process",
+                        |_| true,
+                        startup_ns,
+                    ))
                 },
-                failed: results
-                    .measured(&backend)
-                    .filter(|r| r.outcome != Outcome::Completed)
-                    .count(),
+                failed: failed(results, &backend, |_| true),
                 backend,
             }
         })
         .collect()
-}
-
-fn completed<'a>(
-    results: &'a Results,
-    backend: &'a str,
-) -> impl Iterator<Item = &'a RunRecord> + 'a {
-    results
-        .measured(backend)
-        .filter(|r| r.outcome == Outcome::Completed)
 }
 
 /// The median duration of each phase up to `ready`, ordered by when the phase typically ends.
@@ -88,4 +143,668 @@ fn median_phases(runs: &[&RunRecord]) -> Vec<(String, f64)> {
         .into_iter()
         .filter_map(|(name, v)| Some((name, Summary::of(&v)?.median)))
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory
+
+/// What one instance of a backend costs in memory, for one working-set size.
+///
+/// The **fixed cost** is what the instance holds while it is held at `ready`, before the
+/// workload has touched its working set: the runtime, the namespaces or the guest, page tables,
+/// kernel structures. The **workload-touched** part is what that grew by between `ready` and
+/// `done`: the working set itself, which every backend should pay alike. Both are
+/// [`crate::results::MemorySample::instance_bytes`] — the cgroup's kernel memory plus the
+/// processes' anonymous PSS, counted exactly — not the cgroup's batch-rounded charge counter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryRow {
+    /// Backend name.
+    pub backend: String,
+    /// Name to print.
+    pub label: String,
+    /// Working set the workload touched, in MiB.
+    pub mib: u64,
+    /// Completed samples.
+    pub n: usize,
+    /// Samples that did not complete.
+    pub failed: usize,
+    /// Instance memory at `ready`, bytes.
+    pub fixed: Option<Summary>,
+    /// Instance memory at `done` minus at `ready`, bytes.
+    pub touched: Option<Summary>,
+    /// Kernel memory (of the cgroup) at `ready`, bytes.
+    pub kernel_at_ready: Option<Summary>,
+    /// PSS of the instance's processes at `ready`, bytes.
+    pub pss_at_ready: Option<Summary>,
+    /// USS of the instance's processes at `ready`, bytes.
+    pub uss_at_ready: Option<Summary>,
+    /// Guest RAM the VMM mapped, bytes (VMs).
+    pub guest_ram: Option<Summary>,
+    /// Guest RAM backed by host pages, bytes (VMs).
+    pub guest_touched: Option<Summary>,
+    /// VMM USS minus the guest RAM it touched, bytes (VMs).
+    pub vmm_overhead: Option<Summary>,
+}
+
+fn info_f64(r: &RunRecord, key: &str) -> Option<f64> {
+    r.info.get(key)?.trim().parse::<f64>().ok()
+}
+
+/// The instance's memory at `ready`, bytes.
+pub fn fixed_bytes(r: &RunRecord) -> Option<f64> {
+    Some(r.memory_at_ready?.instance_bytes() as f64)
+}
+
+/// The growth of the instance's memory from `ready` to `done`, bytes (may be negative: freed
+/// start-up memory).
+pub fn touched_bytes(r: &RunRecord) -> Option<f64> {
+    let done = r.memory_at_done?.instance_bytes() as f64;
+    Some(done - fixed_bytes(r)?)
+}
+
+/// Memory figures of every (working-set size, backend) with memory samples, ordered by size,
+/// then by the order backends first appear.
+pub fn memory(results: &Results) -> Vec<MemoryRow> {
+    let mut sizes: Vec<u64> = results
+        .runs
+        .iter()
+        .filter(|r| r.memory_at_ready.is_some())
+        .map(|r| r.workload.mib)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut rows = Vec::new();
+    for mib in sizes {
+        for backend in results.backends() {
+            let sized = |r: &RunRecord| r.workload.mib == mib && r.memory_at_ready.is_some();
+            let runs: Vec<&RunRecord> = completed(results, &backend).filter(|r| sized(r)).collect();
+            let failed = results
+                .measured(&backend)
+                .filter(|r| r.workload.mib == mib && r.outcome != Outcome::Completed)
+                .count();
+            if runs.is_empty() && failed == 0 {
+                continue;
+            }
+            let of = |f: &dyn Fn(&RunRecord) -> Option<f64>| {
+                Summary::of(&runs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+            };
+            rows.push(MemoryRow {
+                label: backends::label(results, &backend),
+                mib,
+                n: runs.len(),
+                failed,
+                fixed: of(&fixed_bytes),
+                touched: of(&touched_bytes),
+                kernel_at_ready: of(&|r| r.memory_at_ready?.cgroup?.kernel_bytes.map(|b| b as f64)),
+                pss_at_ready: of(&|r| Some(r.memory_at_ready?.processes.pss_bytes as f64)),
+                uss_at_ready: of(&|r| Some(r.memory_at_ready?.processes.uss_bytes as f64)),
+                guest_ram: of(&|r| info_f64(r, info::GUEST_RAM_BYTES)),
+                guest_touched: of(&|r| info_f64(r, info::GUEST_TOUCHED_BYTES)),
+                vmm_overhead: of(&|r| info_f64(r, info::VMM_OVERHEAD_BYTES)),
+                backend,
+            });
+        }
+    }
+    rows
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput
+
+/// What a kernel's rate counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateUnit {
+    /// Operations per second (`output.ops`).
+    Ops,
+    /// Bytes per second (`output.bytes`), for kernels that count no operations.
+    Bytes,
+}
+
+impl RateUnit {
+    /// The unit, for table headers.
+    pub fn per_second(self) -> &'static str {
+        match self {
+            RateUnit::Ops => "ops/s",
+            RateUnit::Bytes => "B/s",
+        }
+    }
+}
+
+/// A run's rate: what its kernel did divided by how long its measured part took. Operations if
+/// the kernel counts them, else bytes.
+pub fn rate(r: &RunRecord) -> Option<(f64, RateUnit)> {
+    let out = r.output.as_ref()?;
+    let secs = r.work_ns? as f64 / 1e9;
+    if secs <= 0.0 {
+        return None;
+    }
+    if out.ops > 0 {
+        Some((out.ops as f64 / secs, RateUnit::Ops))
+    } else if out.bytes > 0 {
+        Some((out.bytes as f64 / secs, RateUnit::Bytes))
+    } else {
+        None
+    }
+}
+
+/// Kernels whose rate says something about the isolation's cost.
+const RATE_KERNELS: [&str; 5] = ["cpu", "mem", "random", "syscall", "io"];
+
+/// Throughput of one backend on one workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThroughputRow {
+    /// Backend name.
+    pub backend: String,
+    /// Name to print.
+    pub label: String,
+    /// The workload.
+    pub workload: WorkloadRecord,
+    /// What the rate counts.
+    pub unit: RateUnit,
+    /// Rate summary, per second.
+    pub rate: Option<Summary>,
+    /// This backend's rate over `process`'s in the same round: above 1 is faster than a plain
+    /// process.
+    pub vs_process: Option<Summary>,
+    /// Samples that did not complete.
+    pub failed: usize,
+}
+
+/// A short name for a workload: `mem 64 MiB ×8`.
+pub fn workload_name(w: &WorkloadRecord) -> String {
+    let mut s = w.kernel.clone();
+    if w.mib > 0 {
+        s.push_str(&format!(" {} MiB", w.mib));
+    }
+    if w.iters > 0 {
+        s.push_str(&format!(" ×{}", w.iters));
+    }
+    s
+}
+
+fn workloads(results: &Results, keep: impl Fn(&WorkloadRecord) -> bool) -> Vec<WorkloadRecord> {
+    let mut seen: Vec<WorkloadRecord> = Vec::new();
+    for r in &results.runs {
+        if keep(&r.workload) && !seen.contains(&r.workload) {
+            seen.push(r.workload.clone());
+        }
+    }
+    seen
+}
+
+/// Throughput figures of every (workload, backend), in the order workloads and backends first
+/// appear.
+pub fn throughput(results: &Results) -> Vec<ThroughputRow> {
+    let mut rows = Vec::new();
+    for w in workloads(results, |w| RATE_KERNELS.contains(&w.kernel.as_str())) {
+        let same = |r: &RunRecord| r.workload == w;
+        for backend in results.backends() {
+            let runs: Vec<&RunRecord> = completed(results, &backend).filter(|r| same(r)).collect();
+            let failed = failed(results, &backend, same);
+            if runs.is_empty() && failed == 0 {
+                continue;
+            }
+            let rates: Vec<(f64, RateUnit)> = runs.iter().filter_map(|r| rate(r)).collect();
+            let unit = rates.first().map_or(RateUnit::Ops, |r| r.1);
+            let values: Vec<f64> = rates.iter().map(|r| r.0).collect();
+            rows.push(ThroughputRow {
+                label: backends::label(results, &backend),
+                workload: w.clone(),
+                unit,
+                rate: Summary::of(&values),
+                vs_process: if backend == "process" {
+                    None
+                } else {
+                    Summary::of(&paired_ratios(results, &backend, "process", same, |r| {
+                        rate(r).map(|x| x.0)
+                    }))
+                },
+                failed,
+                backend,
+            });
+        }
+    }
+    rows
+}
+
+/// Backends that computed different checksums for the same workload: a wrong or skipped
+/// computation, which makes every figure of that workload suspect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChecksumMismatch {
+    /// The workload, named.
+    pub workload: String,
+    /// Each backend (label) and the distinct checksums it reported.
+    pub checksums: Vec<(String, Vec<String>)>,
+}
+
+/// Every workload whose completed runs (warm-up included: a wrong result is wrong whenever it
+/// happens) disagree on the checksum. `probe` is left out: its "checksum" counts the facts
+/// reported, which legitimately differs between an OS and a VMM answering for a bare guest.
+pub fn checksum_mismatches(results: &Results) -> Vec<ChecksumMismatch> {
+    let mut out = Vec::new();
+    for w in workloads(results, |w| w.kernel != "probe") {
+        let mut by_backend: Vec<(String, Vec<String>)> = Vec::new();
+        for backend in results.backends() {
+            let mut sums: Vec<String> = results
+                .runs
+                .iter()
+                .filter(|r| r.backend == backend && r.workload == w)
+                .filter(|r| r.outcome == Outcome::Completed)
+                .filter_map(|r| Some(r.output.as_ref()?.checksum.clone()))
+                .collect();
+            sums.sort();
+            sums.dedup();
+            if !sums.is_empty() {
+                by_backend.push((backends::label(results, &backend), sums));
+            }
+        }
+        let mut all: Vec<&String> = by_backend.iter().flat_map(|(_, s)| s).collect();
+        all.sort();
+        all.dedup();
+        if all.len() > 1 {
+            out.push(ChecksumMismatch {
+                workload: workload_name(&w),
+                checksums: by_backend,
+            });
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Density
+
+/// One backend's density ladder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DensitySeries {
+    /// Backend name.
+    pub backend: String,
+    /// Name to print.
+    pub label: String,
+    /// Its steps, by number of instances.
+    pub steps: Vec<DensityStep>,
+    /// What each additional instance added to the instances' cgroup charges, bytes: one value
+    /// per step, `Δinstance_bytes / Δn`, summarised.
+    pub per_instance: Option<Summary>,
+    /// What each additional instance took from the host's MemAvailable, bytes, the same way.
+    pub per_instance_host: Option<Summary>,
+    /// Instances started per second in each step, summarised.
+    pub launch_rate: Option<Summary>,
+    /// How the ladder ended.
+    pub end: Option<DensityEnd>,
+}
+
+impl DensitySeries {
+    /// How many instances of this backend would fit in `memory_bytes`, at the median
+    /// per-instance charge (a projection, not a measurement: the ladder may have stopped early).
+    pub fn projected_fit(&self, memory_bytes: u64) -> Option<f64> {
+        let per = self.per_instance?.median;
+        (per > 0.0).then(|| memory_bytes as f64 / per)
+    }
+
+    /// The largest number of instances that were alive at once.
+    pub fn max_n(&self) -> u32 {
+        self.steps.iter().map(|s| s.n).max().unwrap_or(0)
+    }
+}
+
+/// Density figures of every backend with density steps, in the order they first appear.
+pub fn density(results: &Results) -> Vec<DensitySeries> {
+    let mut names: Vec<String> = Vec::new();
+    for s in &results.density {
+        if !names.contains(&s.backend) {
+            names.push(s.backend.clone());
+        }
+    }
+    names
+        .into_iter()
+        .map(|backend| {
+            let mut steps: Vec<DensityStep> = results
+                .density
+                .iter()
+                .filter(|s| s.backend == backend)
+                .cloned()
+                .collect();
+            steps.sort_by_key(|s| s.n);
+            // Marginal cost: each step against the one before it (the first against nothing
+            // alive), so a fixed cost shared by all instances shows only once.
+            let (mut per, mut per_host, mut launch) = (Vec::new(), Vec::new(), Vec::new());
+            let mut prev: (u32, f64, f64) = (0, 0.0, 0.0);
+            for s in &steps {
+                let dn = s.n.saturating_sub(prev.0);
+                if dn > 0 {
+                    per.push((s.instance_bytes as f64 - prev.1) / dn as f64);
+                    per_host.push((s.mem_available_drop_bytes as f64 - prev.2) / dn as f64);
+                }
+                if s.added > 0 && s.launch_ns > 0 {
+                    launch.push(s.added as f64 / (s.launch_ns as f64 / 1e9));
+                }
+                prev = (
+                    s.n,
+                    s.instance_bytes as f64,
+                    s.mem_available_drop_bytes as f64,
+                );
+            }
+            DensitySeries {
+                label: backends::label(results, &backend),
+                per_instance: Summary::of(&per),
+                per_instance_host: Summary::of(&per_host),
+                launch_rate: Summary::of(&launch),
+                end: results
+                    .density_ends
+                    .iter()
+                    .find(|e| e.backend == backend)
+                    .cloned(),
+                steps,
+                backend,
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Isolation
+
+/// The probe's facts, in the order to show them, each with one line that says what it tells.
+pub const PROBE_FACTS: [(&str, &str); 14] = [
+    ("kernel_release", "Release of the kernel that answers the workload's system calls."),
+    ("kernel_version", "That kernel's build string: tells two builds of one release apart."),
+    ("hostname", "The UTS name: a container or a guest gets a name of its own."),
+    ("pid", "The workload's PID: 1 when it is the first process of a new PID namespace or guest."),
+    ("pids_visible", "Processes listed in /proc: the whole machine's, or only its own."),
+    ("mounts", "Mount points it sees: the host's table, or a private one."),
+    ("root_fs", "File-system type at /: the host's disk, a private tmpfs, or the guest's root."),
+    ("interfaces", "Network interfaces: the host's, or only the loopback of a fresh namespace."),
+    ("root_entries", "What / holds: the host's whole tree, or just what the instance needs."),
+    ("uid_map", "How its user IDs map onto the host's: \"0 0 4294967295\" means its root is the host's root."),
+    ("cap_eff", "Effective capabilities (hex bitmask): which privileged operations it may try."),
+    ("no_new_privs", "1: no exec can ever gain privileges (set-uid programs stay powerless)."),
+    ("cgroup", "Its cgroup paths: \"/\" where a cgroup namespace hides the host's tree."),
+    ("cpus", "CPUs it may run on: the host's, or the guest's virtual CPUs."),
+];
+
+/// One fact, side by side for every backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IsolationRow {
+    /// Probe key.
+    pub key: String,
+    /// What the fact tells, in one line.
+    pub explanation: String,
+    /// Each backend's value (in [`Isolation::backends`] order).
+    pub values: Vec<Option<String>>,
+    /// Whether each value equals the host's (the `process` backend's view, or the environment
+    /// record's for kernel release and host name).
+    pub same_as_host: Vec<bool>,
+}
+
+/// What each backend's workload could see.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Isolation {
+    /// Backend names, in the order they first appear.
+    pub backends: Vec<String>,
+    /// Names to print.
+    pub labels: Vec<String>,
+    /// Who answered the probe when it was not the workload's own kernel (info `served_by`).
+    pub served_by: Vec<Option<String>>,
+    /// One row per fact.
+    pub rows: Vec<IsolationRow>,
+}
+
+impl Isolation {
+    /// The value of `key` for `backend`.
+    pub fn value(&self, backend: &str, key: &str) -> Option<&str> {
+        let i = self.backends.iter().position(|b| b == backend)?;
+        self.rows.iter().find(|r| r.key == key)?.values[i].as_deref()
+    }
+
+    /// How many facts of `backend` equal the host's.
+    pub fn shared_with_host(&self, backend: &str) -> Option<usize> {
+        let i = self.backends.iter().position(|b| b == backend)?;
+        Some(self.rows.iter().filter(|r| r.same_as_host[i]).count())
+    }
+}
+
+/// The probe facts of every backend that ran `probe`; `None` when none did.
+pub fn isolation(results: &Results) -> Option<Isolation> {
+    let mut backends: Vec<String> = Vec::new();
+    let mut facts: Vec<&RunRecord> = Vec::new();
+    for backend in results.backends() {
+        // The first measured sample with facts; a warm-up sample if that is all there is.
+        let run = completed(results, &backend)
+            .find(|r| !r.probe.is_empty())
+            .or_else(|| {
+                results
+                    .runs
+                    .iter()
+                    .find(|r| r.backend == backend && !r.probe.is_empty())
+            });
+        if let Some(run) = run {
+            backends.push(backend);
+            facts.push(run);
+        }
+    }
+    if backends.is_empty() {
+        return None;
+    }
+    let mut keys: Vec<String> = PROBE_FACTS.iter().map(|(k, _)| k.to_string()).collect();
+    for run in &facts {
+        for (k, _) in &run.probe {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+    }
+    let env = &results.header.environment;
+    let host_view = backends.iter().position(|b| b == "process");
+    let rows = keys
+        .into_iter()
+        .filter_map(|key| {
+            let values: Vec<Option<String>> = facts
+                .iter()
+                .map(|r| {
+                    r.probe
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map(|(_, v)| v.clone())
+                })
+                .collect();
+            if values.iter().all(Option::is_none) {
+                return None;
+            }
+            let host: Option<String> = match host_view {
+                Some(i) => values[i].clone(),
+                None => match key.as_str() {
+                    "kernel_release" => Some(env.kernel_release.clone()),
+                    "hostname" => Some(env.hostname.clone()),
+                    _ => None,
+                },
+            };
+            let same_as_host = values
+                .iter()
+                .zip(&backends)
+                .map(|(v, b)| b != "process" && v.is_some() && *v == host)
+                .collect();
+            let explanation = PROBE_FACTS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or("Reported by the probe.", |(_, e)| e)
+                .to_string();
+            Some(IsolationRow {
+                key,
+                explanation,
+                values,
+                same_as_host,
+            })
+        })
+        .collect();
+    Some(Isolation {
+        labels: backends
+            .iter()
+            .map(|b| backends::label(results, b))
+            .collect(),
+        served_by: facts
+            .iter()
+            .map(|r| r.info.get(info::SERVED_BY).cloned())
+            .collect(),
+        backends,
+        rows,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images
+
+/// The image a backend starts from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageRow {
+    /// Backend name.
+    pub backend: String,
+    /// Name to print.
+    pub label: String,
+    /// Its family.
+    pub family: Family,
+    /// Size in bytes (info `image_bytes`).
+    pub bytes: u64,
+    /// What it consists of (info `image`).
+    pub what: Option<String>,
+}
+
+/// The image of every backend that reported one, over all `files`, each backend once (the
+/// first report wins), in the order backends first appear.
+pub fn images(files: &[&Results]) -> Vec<ImageRow> {
+    let mut rows: Vec<ImageRow> = Vec::new();
+    for results in files {
+        for r in &results.runs {
+            if rows.iter().any(|x| x.backend == r.backend) {
+                continue;
+            }
+            let Some(bytes) = r.info.get(info::IMAGE_BYTES).and_then(|b| b.parse().ok()) else {
+                continue;
+            };
+            rows.push(ImageRow {
+                backend: r.backend.clone(),
+                label: backends::label(results, &r.backend),
+                family: backends::family(&r.backend),
+                bytes,
+                what: r.info.get(info::IMAGE).cloned(),
+            });
+        }
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures::{self, Fixture};
+
+    #[test]
+    fn ratios_pair_samples_of_the_same_round() {
+        // process: 1 ms in round 0, 2 ms in round 1; container: 3 ms, 4 ms.
+        let mut f = Fixture::new("startup");
+        f.startup("process", 0, 1_000_000);
+        f.startup("process", 1, 2_000_000);
+        f.startup("container", 0, 3_000_000);
+        f.startup("container", 1, 4_000_000);
+        let r = f.results();
+        let mut ratios = paired_ratios(
+            &r,
+            "container",
+            "process",
+            |_| true,
+            |r| r.startup_ns.map(|n| n as f64),
+        );
+        ratios.sort_by(f64::total_cmp);
+        assert_eq!(ratios, vec![2.0, 3.0]);
+    }
+
+    #[test]
+    fn startup_rows_leave_out_warmup_and_failures() {
+        let mut f = Fixture::new("startup");
+        f.startup("process", 0, 1_000_000);
+        f.push(fixtures::warmup(fixtures::startup_run(
+            "process", 0, 50_000_000,
+        )));
+        let mut bad = fixtures::startup_run("process", 1, 9_000_000);
+        bad.outcome = Outcome::Failed {
+            reason: "test".into(),
+        };
+        f.push(bad);
+        let rows = startup(&f.results());
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].samples_ns, vec![1_000_000.0]);
+        assert_eq!(rows[0].failed, 1);
+        assert_eq!(
+            rows[0]
+                .phases
+                .iter()
+                .map(|p| p.0.as_str())
+                .collect::<Vec<_>>(),
+            ["cgroup", "fork", "ready"]
+        );
+    }
+
+    #[test]
+    fn memory_splits_fixed_cost_from_what_the_workload_touched() {
+        let mut f = Fixture::new("memory");
+        f.memory("container", 0, 16, 1 << 20, 17 << 20);
+        f.memory("container", 1, 16, 1 << 20, 17 << 20);
+        let rows = memory(&f.results());
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].fixed.unwrap().median, (1 << 20) as f64);
+        assert_eq!(rows[0].touched.unwrap().median, (16 << 20) as f64);
+    }
+
+    #[test]
+    fn throughput_is_relative_to_the_process_of_the_same_round() {
+        let mut f = Fixture::new("throughput");
+        for round in 0..4 {
+            f.work("process", round, "cpu", 1000, 1_000_000, "0x01");
+            f.work("container", round, "cpu", 1000, 2_000_000, "0x01");
+        }
+        let r = f.results();
+        let rows = throughput(&r);
+        let c = rows.iter().find(|x| x.backend == "container").unwrap();
+        assert_eq!(c.vs_process.unwrap().median, 0.5);
+        assert_eq!(c.rate.unwrap().median, 500_000.0);
+        assert!(checksum_mismatches(&r).is_empty());
+        f.work("vm", 0, "cpu", 1000, 1_000_000, "0x02");
+        let m = checksum_mismatches(&f.results());
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].workload, "cpu ×1000");
+    }
+
+    #[test]
+    fn density_counts_the_marginal_cost_of_each_instance() {
+        let mut f = Fixture::new("density");
+        // 1 MiB shared once, then 2 MiB per instance.
+        f.density_step("container", 1, 1, 3 << 20);
+        f.density_step("container", 5, 4, 11 << 20);
+        f.density_step("container", 9, 4, 19 << 20);
+        let d = density(&f.results());
+        assert_eq!(d[0].per_instance.unwrap().median, (2 << 20) as f64);
+        assert_eq!(d[0].max_n(), 9);
+        assert_eq!(d[0].projected_fit(1 << 30), Some(512.0));
+    }
+
+    #[test]
+    fn isolation_marks_facts_shared_with_the_host() {
+        let mut f = Fixture::new("isolation");
+        f.probe(
+            "process",
+            &[("kernel_release", "6.1"), ("hostname", "host")],
+        );
+        f.probe(
+            "container",
+            &[("kernel_release", "6.1"), ("hostname", "box")],
+        );
+        f.probe(
+            "vm-linux",
+            &[("kernel_release", "6.6"), ("hostname", "guest")],
+        );
+        let iso = isolation(&f.results()).unwrap();
+        assert_eq!(iso.shared_with_host("container"), Some(1));
+        assert_eq!(iso.shared_with_host("vm-linux"), Some(0));
+        assert_eq!(iso.value("vm-linux", "hostname"), Some("guest"));
+    }
 }

@@ -1,59 +1,484 @@
-//! Terminal tables.
+//! Tables: built once from figures, rendered three ways — for the terminal (tabled, box
+//! drawing), as Markdown (for a student's coursework) and as HTML (by the report's template,
+//! from the same [`Table`] serialised).
 
-use super::summary::StartupRow;
+use super::claims::Assessment;
+use super::format::{self, NONE};
+use super::summary::{
+    ChecksumMismatch, DensitySeries, ImageRow, Isolation, MemoryRow, StartupRow, ThroughputRow,
+};
+use crate::measure::stats::Summary;
+use serde::Serialize;
 use tabled::builder::Builder;
 use tabled::settings::object::Columns;
 use tabled::settings::{Alignment, Modify, Style};
 
-/// Milliseconds with three significant decimals.
-pub fn ms(ns: f64) -> String {
-    format!("{:.3}", ns / 1e6)
+/// One cell: its text and, for the HTML report, a class that colours it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cell {
+    /// What it says.
+    pub text: String,
+    /// CSS class: `host` (same as the host's view), `warn`, or a verdict.
+    pub class: Option<&'static str>,
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Cell {
+        Cell { text, class: None }
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(text: &str) -> Cell {
+        Cell::from(text.to_string())
+    }
+}
+
+/// A table of figures.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Table {
+    /// Column headers.
+    pub columns: Vec<String>,
+    /// Which columns hold numbers (aligned right).
+    pub numeric: Vec<bool>,
+    /// The rows.
+    pub rows: Vec<Vec<Cell>>,
+    /// Lines printed under the table.
+    pub notes: Vec<String>,
+}
+
+impl Table {
+    fn new(columns: &[&str], numeric: &[usize]) -> Table {
+        Table {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            numeric: (0..columns.len()).map(|i| numeric.contains(&i)).collect(),
+            rows: vec![],
+            notes: vec![],
+        }
+    }
+
+    fn push(&mut self, row: Vec<Cell>) {
+        self.rows.push(row);
+    }
+
+    /// True when the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Cell text for text renderings: a cell that matches the host's view is starred.
+    fn plain(cell: &Cell) -> String {
+        if cell.class == Some("host") {
+            format!("{} *", cell.text)
+        } else {
+            cell.text.clone()
+        }
+    }
+
+    /// The table with box-drawing borders, numbers aligned right, notes under it.
+    pub fn terminal(&self) -> String {
+        let mut b = Builder::default();
+        b.push_record(self.columns.clone());
+        for row in &self.rows {
+            b.push_record(row.iter().map(Table::plain));
+        }
+        let mut t = b.build();
+        t.with(Style::sharp());
+        for (i, numeric) in self.numeric.iter().enumerate() {
+            if *numeric {
+                t.with(Modify::new(Columns::one(i)).with(Alignment::right()));
+            }
+        }
+        let mut out = t.to_string();
+        for n in &self.notes {
+            out.push('\n');
+            out.push_str(n);
+        }
+        out
+    }
+
+    /// The table in GitHub-flavoured Markdown (pipes in cells escaped).
+    pub fn markdown(&self) -> String {
+        let esc = |s: &str| s.replace('|', "\\|").replace('\n', "<br>");
+        let mut out = String::new();
+        let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+        out.push_str(&line(self.columns.iter().map(|c| esc(c)).collect()));
+        out.push_str(&line(
+            self.numeric
+                .iter()
+                .map(|n| if *n { "---:" } else { "---" }.to_string())
+                .collect(),
+        ));
+        for row in &self.rows {
+            out.push_str(&line(row.iter().map(|c| esc(&Table::plain(c))).collect()));
+        }
+        for n in &self.notes {
+            out.push('\n');
+            out.push_str(&esc(n));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn or_none(s: Option<&Summary>, f: impl Fn(&Summary) -> String) -> Cell {
+    Cell::from(s.map_or(NONE.to_string(), f))
+}
+
+fn count(n: usize, failed: usize) -> Cell {
+    let text = match failed {
+        0 => n.to_string(),
+        f => format!("{n} ({f} failed)"),
+    };
+    Cell {
+        text,
+        class: (failed > 0).then_some("warn"),
+    }
 }
 
 /// The start-up table: one row per backend.
-pub fn startup(rows: &[StartupRow]) -> String {
-    let mut b = Builder::default();
-    b.push_record([
-        "backend",
-        "n",
-        "p50 ms",
-        "p5 ms",
-        "p95 ms",
-        "95% CI of p50",
-        "× process",
-        "phases to ready (median ms)",
-    ]);
+pub fn startup(rows: &[StartupRow]) -> Table {
+    let mut t = Table::new(
+        &[
+            "backend",
+            "n",
+            "p50 ms",
+            "p5 ms",
+            "p95 ms",
+            "95% CI of p50",
+            "× process",
+            "phases to ready (median ms)",
+        ],
+        &[1, 2, 3, 4, 5, 6],
+    );
     for row in rows {
         let s = row.startup.as_ref();
-        let cell =
-            |f: fn(&crate::measure::stats::Summary) -> f64| s.map_or("–".into(), |s| ms(f(s)));
         let phases = row
             .phases
             .iter()
-            .map(|(name, ns)| format!("{name} {}", ms(*ns)))
+            .map(|(name, ns)| format!("{name} {}", format::ms(*ns)))
             .collect::<Vec<_>>()
             .join(" · ");
-        b.push_record([
-            row.backend.clone(),
-            match (s.map_or(0, |s| s.n), row.failed) {
-                (n, 0) => n.to_string(),
-                (n, f) => format!("{n} ({f} failed)"),
-            },
-            cell(|s| s.median),
-            cell(|s| s.p5),
-            cell(|s| s.p95),
-            s.map_or("–".into(), |s| {
-                format!("{}–{}", ms(s.ci_low), ms(s.ci_high))
+        t.push(vec![
+            row.label.as_str().into(),
+            count(s.map_or(0, |s| s.n), row.failed),
+            or_none(s, |s| format::ms(s.median)),
+            or_none(s, |s| format::ms(s.p5)),
+            or_none(s, |s| format::ms(s.p95)),
+            or_none(s, |s| {
+                format!("{}–{}", format::ms(s.ci_low), format::ms(s.ci_high))
             }),
-            row.vs_process.as_ref().map_or("–".into(), |r| {
-                format!("{:.2}× ({:.2}–{:.2})", r.median, r.ci_low, r.ci_high)
-            }),
-            phases,
+            or_none(row.vs_process.as_ref(), format::ratio),
+            phases.into(),
         ]);
     }
-    let mut table = b.build();
-    table
-        .with(Style::sharp())
-        .with(Modify::new(Columns::new(1..7)).with(Alignment::right()));
-    table.to_string()
+    if rows
+        .iter()
+        .any(|r| r.startup.is_some_and(|s| s.outliers > 0))
+    {
+        let o: Vec<String> = rows
+            .iter()
+            .filter_map(|r| {
+                let s = r.startup?;
+                (s.outliers > 0).then(|| format!("{} {}", r.label, s.outliers))
+            })
+            .collect();
+        t.notes.push(format!(
+            "Outliers (beyond 1.5 IQR, kept in every figure): {}.",
+            o.join(", ")
+        ));
+    }
+    t
+}
+
+/// The memory table: one row per backend and working-set size.
+pub fn memory(rows: &[MemoryRow]) -> Table {
+    let mut t = Table::new(
+        &[
+            "backend",
+            "working set MiB",
+            "n",
+            "fixed MiB at ready (95% CI)",
+            "touched MiB (done − ready)",
+            "kernel MiB",
+            "PSS / USS MiB",
+            "guest RAM / touched MiB",
+            "VMM overhead MiB",
+        ],
+        &[1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    let mib = |s: &Summary| format::mib(s.median);
+    let pair = |a: Option<&Summary>, b: Option<&Summary>| match (a, b) {
+        (None, None) => NONE.to_string(),
+        (a, b) => format!(
+            "{} / {}",
+            a.map_or(NONE.into(), mib),
+            b.map_or(NONE.into(), mib)
+        ),
+    };
+    for r in rows {
+        t.push(vec![
+            r.label.as_str().into(),
+            r.mib.to_string().into(),
+            count(r.n, r.failed),
+            or_none(r.fixed.as_ref(), |s| format::with_ci(s, format::mib)),
+            or_none(r.touched.as_ref(), mib),
+            or_none(r.kernel_at_ready.as_ref(), mib),
+            pair(r.pss_at_ready.as_ref(), r.uss_at_ready.as_ref()).into(),
+            pair(r.guest_ram.as_ref(), r.guest_touched.as_ref()).into(),
+            or_none(r.vmm_overhead.as_ref(), mib),
+        ]);
+    }
+    t
+}
+
+/// The throughput table: one row per workload and backend.
+pub fn throughput(rows: &[ThroughputRow], mismatches: &[ChecksumMismatch]) -> Table {
+    let mut t = Table::new(
+        &[
+            "workload",
+            "backend",
+            "n",
+            "rate p50",
+            "95% CI",
+            "× process (95% CI)",
+        ],
+        &[2, 3, 4, 5],
+    );
+    for r in rows {
+        let unit = r.unit.per_second();
+        let name = super::summary::workload_name(&r.workload);
+        let bad = mismatches.iter().any(|m| m.workload == name);
+        t.push(vec![
+            Cell {
+                text: if bad {
+                    format!("{name} (CHECKSUM MISMATCH)")
+                } else {
+                    name
+                },
+                class: bad.then_some("warn"),
+            },
+            r.label.as_str().into(),
+            count(r.rate.map_or(0, |s| s.n), r.failed),
+            or_none(r.rate.as_ref(), |s| {
+                format!("{}{unit}", format::rate(s.median))
+            }),
+            or_none(r.rate.as_ref(), |s| {
+                format!("{}–{}", format::rate(s.ci_low), format::rate(s.ci_high))
+            }),
+            or_none(r.vs_process.as_ref(), format::ratio),
+        ]);
+    }
+    t.notes.extend(mismatch_lines(mismatches));
+    t
+}
+
+/// One loud line per workload whose checksums disagree.
+pub fn mismatch_lines(mismatches: &[ChecksumMismatch]) -> Vec<String> {
+    mismatches
+        .iter()
+        .map(|m| {
+            let each: Vec<String> = m
+                .checksums
+                .iter()
+                .map(|(b, s)| format!("{b} {}", s.join("/")))
+                .collect();
+            format!(
+                "CHECKSUM MISMATCH on {}: {} — some backend computed something else; its figures \
+                 for this workload are not comparable.",
+                m.workload,
+                each.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// The density table: one row per backend.
+pub fn density(series: &[DensitySeries]) -> Table {
+    let mut t = Table::new(
+        &[
+            "backend",
+            "max alive",
+            "MiB per instance (95% CI)",
+            "MemAvailable drop MiB per instance",
+            "launches/s p50",
+            "idle CPU at max (% of a core)",
+            "teardown",
+            "stopped because",
+        ],
+        &[1, 2, 3, 4, 5, 6],
+    );
+    for d in series {
+        let last = d.steps.last();
+        let idle = last
+            .filter(|s| s.idle_window_ns > 0)
+            .map_or(NONE.to_string(), |s| {
+                format!(
+                    "{:.2}",
+                    s.idle_cpu_ns as f64 / s.idle_window_ns as f64 * 100.0
+                )
+            });
+        t.push(vec![
+            d.label.as_str().into(),
+            d.max_n().to_string().into(),
+            or_none(d.per_instance.as_ref(), |s| format::with_ci(s, format::mib)),
+            or_none(d.per_instance_host.as_ref(), |s| format::mib(s.median)),
+            or_none(d.launch_rate.as_ref(), |s| format::sig3(s.median)),
+            idle.into(),
+            d.end
+                .as_ref()
+                .map_or(NONE.to_string(), |e| format::duration(e.teardown_ns as f64))
+                .into(),
+            d.end
+                .as_ref()
+                .map_or("(no end record)".to_string(), |e| e.reason.clone())
+                .into(),
+        ]);
+    }
+    t
+}
+
+/// The isolation table: one row per probe fact, one column per backend. `with_explanations`
+/// adds the one-line explanation of each fact (HTML, Markdown); terminals are too narrow.
+pub fn isolation(iso: &Isolation, with_explanations: bool, max_chars: Option<usize>) -> Table {
+    let mut columns = vec!["fact"];
+    if with_explanations {
+        columns.push("what it tells");
+    }
+    columns.extend(iso.labels.iter().map(String::as_str));
+    let mut t = Table::new(&columns, &[]);
+    let cut = |v: &str| match max_chars {
+        Some(n) if v.chars().count() > n => {
+            format!("{}…", v.chars().take(n - 1).collect::<String>())
+        }
+        _ => v.to_string(),
+    };
+    for row in &iso.rows {
+        let mut cells: Vec<Cell> = vec![row.key.as_str().into()];
+        if with_explanations {
+            cells.push(row.explanation.as_str().into());
+        }
+        for (v, same) in row.values.iter().zip(&row.same_as_host) {
+            cells.push(Cell {
+                text: v.as_deref().map_or(NONE.to_string(), cut),
+                class: same.then_some("host"),
+            });
+        }
+        t.push(cells);
+    }
+    if iso.served_by.iter().any(Option::is_some) {
+        let mut cells: Vec<Cell> = vec!["served by".into()];
+        if with_explanations {
+            cells.push("Who answered, when it was not the workload's own kernel.".into());
+        }
+        cells.extend(
+            iso.served_by
+                .iter()
+                .map(|s| Cell::from(s.clone().unwrap_or_else(|| "its kernel".into()))),
+        );
+        t.push(cells);
+    }
+    let note = if iso.backends.iter().any(|b| b == "process") {
+        "Marked cells (* in text) equal the host's own view: what the process backend saw."
+    } else {
+        "Marked cells (* in text) equal the host's kernel release or host name (from the \
+         environment record: no process backend ran the probe)."
+    };
+    t.notes.push(note.into());
+    t
+}
+
+/// The image table.
+pub fn images(rows: &[ImageRow]) -> Table {
+    let mut t = Table::new(&["backend", "image", "what it holds"], &[1]);
+    for r in rows {
+        t.push(vec![
+            r.label.as_str().into(),
+            format::bytes(r.bytes as f64).into(),
+            r.what.clone().unwrap_or_default().into(),
+        ]);
+    }
+    t
+}
+
+/// The claims ledger as a table (`host` column when several hosts are compared).
+pub fn claims(ledger: &[(String, Assessment)], with_host: bool, with_figures: bool) -> Table {
+    let mut columns = vec!["claim"];
+    if with_host {
+        columns.push("host");
+    }
+    columns.push("verdict");
+    if with_figures {
+        columns.push("figures");
+    }
+    columns.push("why");
+    let mut t = Table::new(&columns, &[]);
+    for (host, a) in ledger {
+        let mut cells: Vec<Cell> = vec![a.claim.statement.into()];
+        if with_host {
+            cells.push(host.as_str().into());
+        }
+        cells.push(Cell {
+            text: a.verdict.label().into(),
+            class: Some(match a.verdict {
+                super::claims::Verdict::Supported => "supported",
+                super::claims::Verdict::NotSupported => "not-supported",
+                super::claims::Verdict::Depends => "depends",
+                super::claims::Verdict::NoData => "no-data",
+            }),
+        });
+        if with_figures {
+            cells.push(a.figures.join("\n").into());
+        }
+        let mut why = a.why.clone();
+        for c in &a.caveats {
+            why.push_str(&format!(" Caveat: {c}"));
+        }
+        cells.push(why.into());
+        t.push(cells);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures::Fixture;
+    use crate::report::summary;
+
+    #[test]
+    fn one_table_three_renderings() {
+        let mut f = Fixture::new("startup");
+        for round in 0..3 {
+            f.startup("process", round, 700_000);
+            f.startup("container", round, 1_400_000);
+        }
+        let t = startup(&summary::startup(&f.results()));
+        let term = t.terminal();
+        assert!(
+            term.contains("p50 ms") && term.contains("2.00× (2.00–2.00)"),
+            "{term}"
+        );
+        assert!(
+            term.contains("cgroup 0.140 · fork 0.280 · ready 0.980"),
+            "{term}"
+        );
+        let md = t.markdown();
+        assert!(md.starts_with("| backend | n | p50 ms |"), "{md}");
+        assert!(md.contains("| --- | ---: |"), "{md}");
+        assert!(md.contains("| container | 3 | 1.400 |"), "{md}");
+    }
+
+    #[test]
+    fn markdown_escapes_pipes_and_stars_host_matches() {
+        let mut t = Table::new(&["a", "b"], &[]);
+        t.push(vec![
+            "x|y".into(),
+            Cell {
+                text: "6.1".into(),
+                class: Some("host"),
+            },
+        ]);
+        assert!(t.markdown().contains("| x\\|y | 6.1 * |"));
+    }
 }

@@ -1,0 +1,254 @@
+//! Results built by hand for the report's tests: every figure in them is chosen, so a test can
+//! say what the report must conclude.
+
+use crate::cgroup::MemoryReading;
+use crate::host::KvmKind;
+use crate::measure::memory::ProcessMemory;
+use crate::results::{
+    DensityEnd, DensityStep, Environment, Header, MemorySample, Outcome, OutputRecord, Record,
+    Results, RunRecord, Timeline, WorkloadRecord, Writer, SCHEMA,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A results file under construction.
+pub struct Fixture {
+    header: Header,
+    runs: Vec<RunRecord>,
+    density: Vec<DensityStep>,
+    ends: Vec<DensityEnd>,
+}
+
+/// A fixed environment: a host with hardware KVM unless a test says otherwise.
+pub fn environment(hostname: &str) -> Environment {
+    Environment {
+        hostname: hostname.into(),
+        cpu_model: "Test CPU".into(),
+        cpus: 4,
+        memory_bytes: 16 << 30,
+        kernel_release: "6.1.0-test".into(),
+        kvm: KvmKind::HardwareVtx,
+        cgroup: "v2 (controllers: memory, pids, cpu)".into(),
+        uid: 0,
+        lab_version: "0.1.0".into(),
+        commit: "0123456789ab".into(),
+        date: "2026-01-02T03:04:05Z".into(),
+    }
+}
+
+fn workload(kernel: &str, mib: u64, iters: u64) -> WorkloadRecord {
+    WorkloadRecord {
+        kernel: kernel.into(),
+        mib,
+        iters,
+        seed: 1,
+    }
+}
+
+/// A completed `ready` run whose start-up took `ns`, split into cgroup (10%), fork (20%) and the
+/// rest until ready.
+pub fn startup_run(backend: &str, round: u32, ns: u64) -> RunRecord {
+    let mut phases = Timeline::default();
+    let t0 = 1_000_000_000 + u64::from(round) * 1_000_000_000;
+    phases.push("spawn", t0);
+    phases.push("cgroup", t0 + ns / 10);
+    phases.push("fork", t0 + ns * 3 / 10);
+    phases.push("ready", t0 + ns);
+    phases.push("done", t0 + ns + 1000);
+    phases.push("exited", t0 + ns + 2000);
+    RunRecord {
+        backend: backend.into(),
+        round,
+        order: 0,
+        warmup: false,
+        workload: workload("ready", 0, 0),
+        outcome: Outcome::Completed,
+        startup_ns: Some(ns),
+        work_ns: Some(1000),
+        phases,
+        output: Some(OutputRecord {
+            checksum: "0xc0ffee1501ab0001".into(),
+            ops: 0,
+            bytes: 0,
+        }),
+        memory_at_ready: None,
+        memory_at_done: None,
+        cgroup_peak_bytes: None,
+        cpu_ns: None,
+        probe: vec![],
+        info: BTreeMap::new(),
+    }
+}
+
+/// The same run, flagged warm-up.
+pub fn warmup(mut run: RunRecord) -> RunRecord {
+    run.warmup = true;
+    run
+}
+
+fn sample(charged: u64) -> MemorySample {
+    // Split the charge exactly as memory.stat would: mostly anonymous, some kernel.
+    let kernel = charged / 8;
+    MemorySample {
+        cgroup: Some(MemoryReading {
+            current_bytes: charged.next_multiple_of(256 << 10),
+            peak_bytes: None,
+            anon_bytes: Some(charged - kernel),
+            file_bytes: Some(0),
+            kernel_bytes: Some(kernel),
+        }),
+        processes: ProcessMemory {
+            rss_bytes: charged,
+            pss_bytes: charged - kernel,
+            uss_bytes: charged - kernel,
+            anon_pss_bytes: charged - kernel,
+            processes: 1,
+        },
+    }
+}
+
+impl Fixture {
+    /// An empty results file of `experiment` on host `testhost`.
+    pub fn new(experiment: &str) -> Fixture {
+        Fixture {
+            header: Header {
+                schema: SCHEMA.into(),
+                experiment: experiment.into(),
+                environment: environment("testhost"),
+                settings: serde_json::json!({"runs": 5, "warmup": 1, "seed": 1}),
+                skipped: vec![],
+            },
+            runs: vec![],
+            density: vec![],
+            ends: vec![],
+        }
+    }
+
+    /// Change the environment.
+    pub fn env(&mut self, f: impl FnOnce(&mut Environment)) -> &mut Self {
+        f(&mut self.header.environment);
+        self
+    }
+
+    /// Add a run as it is.
+    pub fn push(&mut self, run: RunRecord) -> &mut Self {
+        self.runs.push(run);
+        self
+    }
+
+    /// A start-up sample.
+    pub fn startup(&mut self, backend: &str, round: u32, ns: u64) -> &mut Self {
+        self.push(startup_run(backend, round, ns))
+    }
+
+    /// A memory sample: the cgroup charged `ready_bytes` at ready and `done_bytes` at done.
+    pub fn memory(
+        &mut self,
+        backend: &str,
+        round: u32,
+        mib: u64,
+        ready_bytes: u64,
+        done_bytes: u64,
+    ) -> &mut Self {
+        let mut run = startup_run(backend, round, 1_000_000);
+        run.workload = workload("mem", mib, 1);
+        run.memory_at_ready = Some(sample(ready_bytes));
+        run.memory_at_done = Some(sample(done_bytes));
+        self.push(run)
+    }
+
+    /// A throughput sample: `ops` operations in `work_ns`, with `checksum`.
+    pub fn work(
+        &mut self,
+        backend: &str,
+        round: u32,
+        kernel: &str,
+        ops: u64,
+        work_ns: u64,
+        checksum: &str,
+    ) -> &mut Self {
+        let mut run = startup_run(backend, round, 1_000_000);
+        run.workload = workload(kernel, 0, ops);
+        run.work_ns = Some(work_ns);
+        run.output = Some(OutputRecord {
+            checksum: checksum.into(),
+            ops,
+            bytes: 0,
+        });
+        self.push(run)
+    }
+
+    /// A density step: `n` alive after adding `added`, charging `charged` bytes in all.
+    pub fn density_step(&mut self, backend: &str, n: u32, added: u32, charged: u64) -> &mut Self {
+        self.density.push(DensityStep {
+            backend: backend.into(),
+            n,
+            added,
+            launch_ns: u64::from(added) * 2_000_000,
+            instance_bytes: charged,
+            charged_bytes: charged,
+            kernel_bytes: charged / 8,
+            pss_bytes: charged - charged / 8,
+            mem_available_drop_bytes: (charged + charged / 10) as i64,
+            idle_cpu_ns: u64::from(n) * 1000,
+            idle_window_ns: 1_000_000_000,
+        });
+        self
+    }
+
+    /// The end of a density ladder.
+    pub fn density_end(&mut self, backend: &str, n: u32, reason: &str) -> &mut Self {
+        self.ends.push(DensityEnd {
+            backend: backend.into(),
+            n,
+            reason: reason.into(),
+            teardown_ns: u64::from(n) * 500_000,
+        });
+        self
+    }
+
+    /// A probe sample reporting `facts`.
+    pub fn probe(&mut self, backend: &str, facts: &[(&str, &str)]) -> &mut Self {
+        let mut run = startup_run(backend, 0, 1_000_000);
+        run.workload = workload("probe", 0, 0);
+        run.probe = facts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.push(run)
+    }
+
+    /// Add an info fact to every run of `backend` so far.
+    pub fn info(&mut self, backend: &str, key: &str, value: &str) -> &mut Self {
+        for r in self.runs.iter_mut().filter(|r| r.backend == backend) {
+            r.info.insert(key.into(), value.into());
+        }
+        self
+    }
+
+    /// The results, as if read from `/fixture/<experiment>/results.jsonl`.
+    pub fn results(&self) -> Results {
+        Results {
+            path: PathBuf::from(format!("/fixture/{}/results.jsonl", self.header.experiment)),
+            header: self.header.clone(),
+            runs: self.runs.clone(),
+            density: self.density.clone(),
+            density_ends: self.ends.clone(),
+        }
+    }
+
+    /// Write the file into `dir` and read it back.
+    pub fn write(&self, dir: &Path) -> Results {
+        let mut w = Writer::create(dir, &self.header).unwrap();
+        for r in &self.runs {
+            w.append(&Record::Run(Box::new(r.clone()))).unwrap();
+        }
+        for d in &self.density {
+            w.append(&Record::DensityStep(Box::new(d.clone()))).unwrap();
+        }
+        for e in &self.ends {
+            w.append(&Record::DensityEnd(Box::new(e.clone()))).unwrap();
+        }
+        Results::read(w.path()).unwrap()
+    }
+}

@@ -1,0 +1,352 @@
+//! Whole reports rendered from hand-made results: what a reader must find in them.
+
+use super::fixtures::Fixture;
+use super::*;
+use crate::host::KvmKind;
+use crate::results::info;
+use std::fs;
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("isolab-report-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A `lab run all` directory where the container starts *slower* than the VM, with every
+/// experiment present and an emulated QEMU.
+fn campaign(root: &Path) -> Vec<Results> {
+    let mut s = Fixture::new("startup");
+    s.env(|e| e.kvm = KvmKind::NestedPvm);
+    for round in 0..10u32 {
+        let w = u64::from(round % 4) * 10_000;
+        s.startup("process", round, 600_000 + w);
+        s.startup("container", round, 30_000_000 + w);
+        s.startup("vm", round, 5_000_000 + w);
+        s.startup("qemu", round, 900_000_000 + w);
+    }
+    s.info("container", info::IMAGE_BYTES, "1445224")
+        .info(
+            "container",
+            info::IMAGE,
+            "tmpfs root holding one static executable",
+        )
+        .info("vm", info::IMAGE_BYTES, "40960")
+        .info("qemu", info::IMAGE_BYTES, "9000000")
+        .info("qemu", info::EMULATED, "tcg");
+
+    let mut m = Fixture::new("memory");
+    m.env(|e| e.kvm = KvmKind::NestedPvm);
+    for round in 0..6 {
+        for mib in [1u64, 16] {
+            m.memory("process", round, mib, 300 << 10, (300 << 10) + (mib << 20));
+            m.memory(
+                "container",
+                round,
+                mib,
+                700 << 10,
+                (700 << 10) + (mib << 20),
+            );
+            m.memory("vm", round, mib, 6 << 20, (6 << 20) + (mib << 20));
+        }
+    }
+    m.info("vm", info::GUEST_RAM_BYTES, "67108864")
+        .info("vm", info::GUEST_TOUCHED_BYTES, "2097152")
+        .info("vm", info::VMM_OVERHEAD_BYTES, "3145728");
+
+    let mut t = Fixture::new("throughput");
+    t.env(|e| e.kvm = KvmKind::NestedPvm);
+    for round in 0..6 {
+        let n = u64::from(round);
+        for (b, cpu, sys) in [
+            ("process", 1_000_000, 1_000_000),
+            ("container", 1_000_000, 1_020_000),
+            ("vm", 1_010_000, 40_000_000),
+        ] {
+            t.work(b, round, "cpu", 5000, cpu + n, "0x00000000000000aa");
+            t.work(b, round, "syscall", 20000, sys + n, "0x00000000000000bb");
+        }
+    }
+
+    let mut d = Fixture::new("density");
+    d.env(|e| e.kvm = KvmKind::NestedPvm);
+    for (i, n) in [1u32, 4, 8, 16].iter().enumerate() {
+        let w = i as u64 * 4096;
+        d.density_step("container", *n, 4, u64::from(*n) * (700 << 10) + w);
+        d.density_step("vm", *n, 4, u64::from(*n) * (6 << 20) + w);
+    }
+    d.density_end("container", 16, "maximum reached")
+        .density_end("vm", 16, "maximum reached");
+
+    let mut i = Fixture::new("isolation");
+    i.env(|e| e.kvm = KvmKind::NestedPvm);
+    i.probe(
+        "process",
+        &[
+            ("kernel_release", "6.1.0-test"),
+            ("hostname", "testhost"),
+            ("pids_visible", "90"),
+            ("interfaces", "lo,eth0"),
+        ],
+    )
+    .probe(
+        "container",
+        &[
+            ("kernel_release", "6.1.0-test"),
+            ("hostname", "isolab-1"),
+            ("pids_visible", "1"),
+            ("interfaces", "lo"),
+        ],
+    )
+    .probe(
+        "vm",
+        &[
+            ("kernel_release", "none: bare guest, no kernel"),
+            ("hostname", "none: bare guest"),
+            ("pids_visible", "none: bare guest"),
+            ("interfaces", "none: bare guest"),
+        ],
+    )
+    .info("vm", info::SERVED_BY, "vmm");
+
+    [
+        ("startup", s),
+        ("memory", m),
+        ("throughput", t),
+        ("density", d),
+        ("isolation", i),
+    ]
+    .iter()
+    .map(|(name, f)| f.write(&root.join(name)))
+    .collect()
+}
+
+/// Every `src="…"` and `href="…"` value of `html`.
+fn links(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for attr in ["src=\"", "href=\""] {
+        for (i, _) in html.match_indices(attr) {
+            let rest = &html[i + attr.len()..];
+            out.push(rest[..rest.find('"').unwrap()].to_string());
+        }
+    }
+    out
+}
+
+fn ledger_row<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html.find(&format!("<tr id=\"claim-{id}\"")).unwrap();
+    let end = start + html[start..].find("</tr>").unwrap();
+    &html[start..end]
+}
+
+#[test]
+fn a_campaign_renders_one_self_contained_page() {
+    let root = temp("campaign");
+    let files = campaign(&root);
+    let out = default_out_dir(&[root.as_path()]).unwrap();
+    assert_eq!(out, root.join("report"));
+    let index = render(&files, &out).unwrap();
+    let html = fs::read_to_string(&index).unwrap();
+
+    // Nothing from the network, no script: links are anchors or relative paths to the results.
+    assert!(!html.contains("<script"));
+    for link in links(&html) {
+        assert!(
+            link.starts_with('#') || (!link.contains("://") && !link.starts_with("//")),
+            "external link {link}"
+        );
+    }
+    assert!(
+        html.contains("href=\"../startup/results.jsonl\""),
+        "raw data links"
+    );
+
+    // Every plot, inline, with its axis titles; and the same SVG saved beside the page.
+    for (file, axis) in [
+        ("startup-waterfall.svg", "time since launch requested (ms)"),
+        ("startup-distribution.svg", "(ms, log scale)"),
+        ("memory.svg", "MiB held by the instance"),
+        ("throughput.svg", "rate ÷ process"),
+        ("density-memory.svg", "instances alive at once"),
+        ("density-launch.svg", "instances started per second"),
+    ] {
+        let svg = fs::read_to_string(out.join(file)).unwrap_or_else(|_| panic!("{file}"));
+        assert!(svg.contains(axis), "{file} lacks its axis title {axis:?}");
+        assert!(html.contains(&svg), "{file} is not inline in the page");
+    }
+    // process, container and vm start in under a tenth of qemu's time: a zoomed waterfall.
+    assert!(out.join("startup-waterfall-fast.svg").exists());
+
+    // The verdicts these figures imply.
+    let verdict = |id| ledger_row(&html, id).to_string();
+    assert!(
+        verdict("startup").contains("not supported"),
+        "{}",
+        verdict("startup")
+    );
+    assert!(
+        verdict("memory").contains(">supported<"),
+        "{}",
+        verdict("memory")
+    );
+    assert!(
+        verdict("performance").contains(">depends<"),
+        "{}",
+        verdict("performance")
+    );
+    assert!(
+        verdict("density").contains(">supported<"),
+        "{}",
+        verdict("density")
+    );
+    assert!(
+        verdict("kernel").contains(">supported<"),
+        "{}",
+        verdict("kernel")
+    );
+    assert!(
+        verdict("isolation").contains(">supported<"),
+        "{}",
+        verdict("isolation")
+    );
+    assert!(
+        verdict("images").contains(">depends<"),
+        "{}",
+        verdict("images")
+    );
+    assert!(
+        verdict("native").contains(">supported<"),
+        "{}",
+        verdict("native")
+    );
+    // Nested PVM is explained, and the emulated backend labelled as such wherever it appears.
+    assert!(html.contains("no VT-x/AMD-V"));
+    assert!(html.contains("qemu (emulated)"));
+    let dist = fs::read_to_string(out.join("startup-distribution.svg")).unwrap();
+    assert!(dist.contains("qemu (emulated)"));
+
+    // The Markdown tables a student can paste.
+    let md = fs::read_to_string(out.join("tables.md")).unwrap();
+    assert!(md.contains("| backend | n | p50 ms |"));
+    assert!(md.contains("## Claims ledger"));
+    fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn rendering_twice_gives_the_same_bytes() {
+    let root = temp("twice");
+    let files = campaign(&root);
+    let out = root.join("report");
+    let first = fs::read(render(&files, &out).unwrap()).unwrap();
+    let svg = fs::read(out.join("startup-waterfall.svg")).unwrap();
+    let md = fs::read(out.join("tables.md")).unwrap();
+    // Read the files again, as a later `lab report` would.
+    let again = Results::read_all(&root).unwrap();
+    assert_eq!(again.len(), 5);
+    let second = fs::read(render(&again, &out).unwrap()).unwrap();
+    assert!(first == second, "index.html differs between two renderings");
+    assert_eq!(svg, fs::read(out.join("startup-waterfall.svg")).unwrap());
+    assert_eq!(md, fs::read(out.join("tables.md")).unwrap());
+    fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn sections_without_data_say_so() {
+    let root = temp("partial");
+    let mut s = Fixture::new("startup");
+    s.env(|e| e.kvm = KvmKind::NestedPvm);
+    for round in 0..3 {
+        s.startup("process", round, 600_000);
+        s.startup("container", round, 1_800_000);
+    }
+    let files = vec![s.write(&root.join("startup"))];
+    let html = fs::read_to_string(render(&files, &root.join("report")).unwrap()).unwrap();
+    for section in ["memory", "throughput", "density", "isolation"] {
+        assert!(
+            html.contains(&format!("No {section} results in this report")),
+            "{section}"
+        );
+    }
+    assert!(ledger_row(&html, "startup").contains("no data"));
+    assert!(ledger_row(&html, "startup").contains("No VM has start-up samples here."));
+    // A nested-PVM machine: said in the environment, but not in the summary, as no VM ran.
+    assert!(!html.contains("Nested virtualization"));
+    assert!(html.contains("Read the VM figures with care"));
+    fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn hosts_are_labelled_and_never_mixed() {
+    let root = temp("hosts");
+    let file = |host: &str, container_ns: u64| {
+        let mut s = Fixture::new("startup");
+        s.env(|e| e.hostname = host.into());
+        for round in 0..6 {
+            s.startup("container", round, container_ns + u64::from(round));
+            s.startup("vm", round, 10_000_000 + u64::from(round));
+        }
+        s
+    };
+    let files = vec![
+        file("laptop", 2_000_000).write(&root.join("laptop/startup")),
+        file("server", 40_000_000).write(&root.join("server/startup")),
+    ];
+    let out = default_out_dir(&[&root.join("laptop"), &root.join("server")]).unwrap();
+    assert_eq!(out, root.join("report"));
+    let html = fs::read_to_string(render(&files, &out).unwrap()).unwrap();
+    assert!(html.contains("<h3>on laptop</h3>") && html.contains("<h3>on server</h3>"));
+    // One verdict per host, each from its own data.
+    let rows: Vec<&str> = html
+        .match_indices("<tr id=\"claim-startup-")
+        .map(|(i, _)| &html[i..i + html[i..].find("</tr>").unwrap()])
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0].contains("<td>laptop</td>") && rows[0].contains(">supported<"));
+    assert!(rows[1].contains("<td>server</td>") && rows[1].contains("not supported"));
+    assert!(out.join("startup-waterfall-laptop.svg").exists());
+    assert!(out.join("startup-waterfall-server.svg").exists());
+    fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn the_terminal_shows_each_experiment_s_table() {
+    let root = temp("terminal");
+    let files = campaign(&root);
+    let text = |exp: &str| terminal(files.iter().find(|f| f.header.experiment == exp).unwrap());
+    let s = text("startup");
+    assert!(s.contains("p50 ms") && s.contains("qemu (emulated)"), "{s}");
+    assert!(s.contains("not supported"), "{s}");
+    assert!(text("memory").contains("fixed MiB at ready (95% CI)"));
+    assert!(text("throughput").contains("× process (95% CI)"));
+    assert!(text("density").contains("MiB per instance"));
+    let iso = text("isolation");
+    assert!(iso.contains("6.1.0-test *"), "{iso}");
+    assert!(iso.contains("served by"), "{iso}");
+    fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn a_checksum_mismatch_is_loud() {
+    let mut t = Fixture::new("throughput");
+    for round in 0..3 {
+        t.work("process", round, "cpu", 10, 1000, "0x01");
+        t.work("container", round, "cpu", 10, 1000, "0x02");
+    }
+    let r = t.results();
+    assert!(terminal(&r).contains("CHECKSUM MISMATCH on cpu ×10: process 0x01, container 0x02"));
+}
+
+#[test]
+fn no_files_or_unrelated_places_are_refused() {
+    assert!(matches!(
+        render(&[], Path::new("/nonexistent")),
+        Err(ReportError::NoResults)
+    ));
+    assert!(matches!(
+        default_out_dir(&[
+            Path::new("/tmp/a/results.jsonl"),
+            Path::new("/var/b/results.jsonl")
+        ]),
+        Err(ReportError::NoCommonDir(_))
+    ));
+}
