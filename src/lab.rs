@@ -38,7 +38,6 @@ pub enum LabError {
 pub struct Lab {
     workdir: PathBuf,
     cgroups: Result<Hierarchy, String>,
-    seq: AtomicU64,
     /// How long to wait for an instance to reach a marker before giving up on it.
     pub timeout: Duration,
 }
@@ -60,7 +59,6 @@ impl Lab {
         Ok(Lab {
             workdir,
             cgroups,
-            seq: AtomicU64::new(0),
             timeout: Duration::from_secs(120),
         })
     }
@@ -103,12 +101,15 @@ impl Lab {
         self.cgroups.as_ref().err().map(String::as_str)
     }
 
-    /// A name unique on this host for the next instance: `<lab pid>-<n>`.
+    /// A name unique on this host for the next instance: `<lab pid>-<n>`. The counter is one
+    /// per process, not per `Lab`, so two labs alive in one process (tests do that) never
+    /// produce the same cgroup name.
     pub fn next_instance_name(&self) -> String {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
         format!(
             "{}-{}",
             std::process::id(),
-            self.seq.fetch_add(1, Ordering::Relaxed)
+            SEQ.fetch_add(1, Ordering::Relaxed)
         )
     }
 }

@@ -8,10 +8,11 @@
 //!
 //! * [`workload`] — the identical workload (kernels shared with the bare guest, the static
 //!   executable `lab` carries, the marker protocol);
-//! * [`backend`] — one file per isolation mechanism, all behind the [`backend::Backend`] trait;
+//! * [`backend`] — one file (or directory) per isolation mechanism, all behind the
+//!   [`backend::Backend`] trait: process, container, the bare microVM (`vm`), OCI runtimes;
 //! * [`cgroup`] — per-instance cgroups on v1 and v2, for limits and memory accounting;
 //! * [`measure`] — the host clock, memory readers, statistics;
-//! * [`experiment`] — start-up (and later memory, throughput, density, isolation) experiments;
+//! * [`experiment`] — start-up, memory, throughput, density and isolation experiments;
 //! * [`results`] — the versioned JSON-lines schema every experiment writes;
 //! * [`report`] — tables (and later plots and HTML) rendered from results only;
 //! * [`doctor`] — what this machine can and cannot do, and how to fix it.

@@ -460,6 +460,9 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
     if let Some(peak) = run.cgroup_peak_bytes {
         println!("cgroup peak: {} KiB", peak / 1024);
     }
+    for (k, v) in &run.info {
+        println!("  {k:<24} {v}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -251,6 +251,10 @@ pub mod info {
     pub const GUEST_TOUCHED_BYTES: &str = "guest_touched_bytes";
     /// Unique set size of the VMM process.
     pub const VMM_USS_BYTES: &str = "vmm_uss_bytes";
+    /// Resident set size of the VMM process (mostly pages shared copy-on-write with the lab).
+    pub const VMM_RSS_BYTES: &str = "vmm_rss_bytes";
+    /// Proportional set size of the VMM process.
+    pub const VMM_PSS_BYTES: &str = "vmm_pss_bytes";
     /// VMM USS minus the guest RAM it touched: what the hypervisor itself costs.
     pub const VMM_OVERHEAD_BYTES: &str = "vmm_overhead_bytes";
     /// How /dev/kvm is implemented (hardware or nested PVM).

@@ -24,6 +24,7 @@ use super::vcpu::Watchdog;
 use super::{cpu, kvm, VmError};
 use crate::host::KvmKind;
 use crate::measure::memory::ProcessMemory;
+use crate::results::info;
 use isolab_kernels::hypercall::{BootInfo, Call};
 use isolab_kernels::Spec;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -233,18 +234,21 @@ impl Machine {
     /// RSS is much larger: the VMM is a copy-on-write fork of the lab and shares every page it
     /// has not written with it; those pages cost nothing more per instance, which PSS shows.
     pub fn report(&self, host: &Host) {
-        host.info("guest_ram_bytes", self.config.ram_bytes);
+        host.info(info::GUEST_RAM_BYTES, self.config.ram_bytes);
         let touched = self.ram_touched_bytes().unwrap_or(0);
         let vmm = ProcessMemory::of([std::process::id() as i32]);
-        host.info("guest_ram_touched_bytes", touched);
-        host.info("vmm_rss_bytes", vmm.rss_bytes);
-        host.info("vmm_pss_bytes", vmm.pss_bytes);
-        host.info("vmm_uss_bytes", vmm.uss_bytes);
-        host.info("vmm_overhead_bytes", vmm.uss_bytes.saturating_sub(touched));
-        host.info("kvm_kind", KvmKind::detect().label());
-        host.info("exits_total", self.exits.total());
+        host.info(info::GUEST_TOUCHED_BYTES, touched);
+        host.info(info::VMM_RSS_BYTES, vmm.rss_bytes);
+        host.info(info::VMM_PSS_BYTES, vmm.pss_bytes);
+        host.info(info::VMM_USS_BYTES, vmm.uss_bytes);
+        host.info(
+            info::VMM_OVERHEAD_BYTES,
+            vmm.uss_bytes.saturating_sub(touched),
+        );
+        host.info(info::KVM, KvmKind::detect().label());
+        host.info(&format!("{}total", info::EXITS_PREFIX), self.exits.total());
         for (cause, n) in self.exits.iter() {
-            host.info(&format!("exits_{cause}"), n);
+            host.info(&format!("{}{cause}", info::EXITS_PREFIX), n);
         }
     }
 }
@@ -322,8 +326,8 @@ mod tests {
         assert_eq!(info(&events, "exits_ready"), Some("1"));
         assert_eq!(info(&events, "exits_exit"), Some("1"));
         assert_eq!(info(&events, "exits_total"), Some("2"));
-        assert_eq!(info(&events, "guest_ram_bytes"), Some("2097152"));
-        let touched: u64 = info(&events, "guest_ram_touched_bytes")
+        assert_eq!(info(&events, info::GUEST_RAM_BYTES), Some("2097152"));
+        let touched: u64 = info(&events, info::GUEST_TOUCHED_BYTES)
             .unwrap()
             .parse()
             .unwrap();

@@ -53,6 +53,8 @@ use super::child::{self, ChildFds, Reporter, CONTROL_FD, REPORT_FD};
 use super::instance::{Instance, Parts, Timeline};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
+use crate::results::info;
+use crate::workload::Kernel;
 use hypercalls::Host;
 use nix::unistd::{fork, ForkResult};
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -250,7 +252,7 @@ impl Backend for Vm {
             ForkResult::Parent { child } => {
                 drop(fds);
                 drop(join);
-                Ok(Instance::new(Parts {
+                let mut instance = Instance::new(Parts {
                     backend: self.name().into(),
                     spec: *spec,
                     main: child,
@@ -260,7 +262,19 @@ impl Backend for Vm {
                     timeline,
                     timeout: lab.timeout,
                     cleanup: Vec::new(),
-                }))
+                });
+                if let Guest::Elf(elf) = &self.guest {
+                    instance.note(info::IMAGE_BYTES, elf.len());
+                    instance.note(
+                        info::IMAGE,
+                        "bare guest ELF: the kernels and a hypercall shim, no OS",
+                    );
+                }
+                // A bare guest has no OS: its file I/O and its view of the system are the VMM's.
+                if matches!(spec.kernel, Kernel::Io | Kernel::Probe) {
+                    instance.note(info::SERVED_BY, "vmm");
+                }
+                Ok(instance)
             }
         }
     }
