@@ -13,6 +13,7 @@
 //! | `ns-floor`  | clone with the container's namespace flags + exec, nothing else (a floor) |
 //! | `oci:runc`  | an OCI bundle run by `runc run`, the runtime under Docker                 |
 //! | `vm`        | isolab's own KVM VMM running the bare guest (the kernels, no OS)         |
+//! | `qemu`      | the Linux guest under QEMU microvm (KVM, or TCG emulation: "emulated")    |
 
 pub mod child;
 pub mod container;
@@ -20,6 +21,7 @@ pub mod floor;
 pub mod instance;
 pub mod oci;
 pub mod process;
+pub mod qemu;
 pub mod spawn;
 pub mod vm;
 
@@ -168,6 +170,7 @@ pub fn registry() -> Vec<Box<dyn Backend>> {
         Box::new(vm::Vm::default()),
         Box::new(oci::Oci::runc()),
         Box::new(floor::NsFloor),
+        Box::new(qemu::Qemu::default()),
     ]
 }
 

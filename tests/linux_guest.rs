@@ -1,0 +1,135 @@
+//! Linux guests end to end: the `qemu` backend boots the host's kernel with the lab's initramfs
+//! and runs the workload as `/init`; the checksum must equal the native one.
+//!
+//! On this lab's CI machines there is no hardware virtualization, so QEMU emulates (TCG): slow
+//! (seconds per boot) but complete. The kernel is the one `lab kernel show` finds (CI installs
+//! Debian's linux-image-amd64); `ISOLAB_TEST_KERNEL` overrides it.
+
+mod common;
+
+use common::{serial, temp_dir, HostState};
+use isolab::backend::qemu::{Accel, Qemu};
+use isolab::backend::{Backend, Limits};
+use isolab::lab::Lab;
+use isolab::linux_guest::kernel;
+use isolab::results::{info, Outcome};
+use isolab::workload::{Kernel, Output, Spec};
+use isolab_kernels::Shim;
+use std::path::PathBuf;
+
+/// The kernels' checksum computed right here, in the test process.
+fn native(spec: &Spec) -> Output {
+    struct Native;
+    impl Shim for Native {
+        fn enter_kernel(&mut self, x: u64) -> u64 {
+            x
+        }
+    }
+    let mut arena = vec![0u8; spec.arena_bytes() as usize];
+    isolab_kernels::run(spec, &mut Native, &mut arena).unwrap()
+}
+
+/// A lab in `temp` whose guests boot the test kernel; `None` (with the reason printed) where
+/// this machine cannot boot Linux guests under QEMU.
+fn guest_lab(temp: &std::path::Path) -> Option<Lab> {
+    let mut lab = Lab::in_dir(temp).unwrap();
+    lab.guest_kernel = std::env::var_os("ISOLAB_TEST_KERNEL").map(PathBuf::from);
+    if let Err(e) = kernel::find(lab.guest_kernel.as_deref()) {
+        eprintln!("skipped: {e}");
+        return None;
+    }
+    if isolab::backend::qemu::qemu_path().is_none() {
+        eprintln!("skipped: qemu-system-x86_64 is not installed");
+        return None;
+    }
+    Some(lab)
+}
+
+#[test]
+fn qemu_boots_the_workload_to_ready_and_done_with_the_native_checksum() {
+    let _serial = serial();
+    let temp = temp_dir("qemu-boot");
+    let before = HostState::now(&temp);
+    let Some(lab) = guest_lab(&temp) else {
+        return;
+    };
+    let console = temp.join("console.log");
+    let qemu = Qemu::default().with_console_log(console.clone());
+    // hold=1: the lab samples memory at ready and done and releases the guest each time,
+    // through QEMU's serial input, which must reach /init's read of its console.
+    let mut spec = Spec::new(Kernel::Mem, 4, 2);
+    spec.hold = true;
+    let run = qemu.run(&lab, &spec, &Limits::default()).unwrap();
+
+    assert_eq!(run.outcome, Outcome::Completed, "{run:#?}");
+    assert_eq!(
+        run.output,
+        Some(native(&spec)),
+        "the guest computed what the host computes"
+    );
+    // The phases of a Linux guest, in this order on the host clock.
+    let t = |name: &str| {
+        run.timeline
+            .at(name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", run.timeline))
+    };
+    let order = [
+        "spawn", "cgroup", "exec", "init", "ready", "start", "done", "exited",
+    ];
+    for pair in order.windows(2) {
+        assert!(t(pair[0]) <= t(pair[1]), "{} after {}", pair[0], pair[1]);
+    }
+    assert!(run.memory_at_ready.is_some() && run.memory_at_done.is_some());
+    let peak = run
+        .cgroup_peak_bytes
+        .expect("QEMU ran in the instance's cgroup");
+    assert!(
+        peak > 16 << 20,
+        "QEMU and its guest RAM are charged: {peak}"
+    );
+    // The run says what it booted and whether it was emulated.
+    assert!(run.info[info::GUEST_CMDLINE].contains(" -- kernel=mem mib=4 iters=2 hold=1"));
+    assert!(run.info.contains_key(info::GUEST_KERNEL));
+    let emulated = run.info.contains_key(info::EMULATED);
+    assert_eq!(emulated, Accel::for_host() == Accel::Tcg);
+    // The console log holds the markers, as the guest printed them.
+    let log = std::fs::read_to_string(&console).unwrap();
+    assert!(log.contains("isolab phase name=init"), "{log}");
+    assert!(log.contains("isolab done checksum="), "{log}");
+
+    drop(lab);
+    std::fs::remove_file(&console).unwrap();
+    assert_eq!(
+        HostState::now(&temp),
+        before,
+        "the run left something behind"
+    );
+    std::fs::remove_dir_all(&temp).unwrap();
+}
+
+#[test]
+fn a_sleeping_guest_ends_when_the_lab_lets_go() {
+    let _serial = serial();
+    let temp = temp_dir("qemu-sleep");
+    let Some(lab) = guest_lab(&temp) else {
+        return;
+    };
+    let spec = Spec::default_for(Kernel::Sleep);
+    let mut instance = Qemu::default()
+        .start(&lab, &spec, &Limits::default())
+        .unwrap();
+    instance.wait_ready().unwrap();
+    // Closing the control pipe must reach the guest (the relay sends a last byte), so the
+    // guest finishes by itself instead of waiting for the lab's timeout.
+    let started = std::time::Instant::now();
+    let run = instance.stop().unwrap();
+    assert!(
+        run.timeline.at("done").is_some(),
+        "the guest saw the end and reported done: {run:#?}"
+    );
+    assert!(
+        started.elapsed() < lab.timeout / 2,
+        "stopped by the guest, not by the timeout"
+    );
+    std::fs::remove_dir_all(&temp).unwrap();
+}
