@@ -133,3 +133,136 @@ fn a_sleeping_guest_ends_when_the_lab_lets_go() {
     );
     std::fs::remove_dir_all(&temp).unwrap();
 }
+
+/// On nested PVM (this lab's CI), the lab's own VMM boots the kernel until the ring-0 emulator
+/// gives up; by then the console must show the banner, the exact command line the lab passed
+/// and the e820 map the lab built, and the run must end as an explained error, in time.
+#[test]
+fn vm_linux_under_nested_pvm_shows_banner_cmdline_and_e820_then_stops_cleanly() {
+    use isolab::backend::vm::linux::boot::e820_map;
+    use isolab::backend::vm::linux::VmLinux;
+    use isolab::backend::BackendError;
+    use isolab::host::KvmKind;
+    if KvmKind::detect() != KvmKind::NestedPvm {
+        eprintln!("skipped: /dev/kvm is not nested PVM (on hardware the next test boots fully)");
+        return;
+    }
+    let _serial = serial();
+    let temp = temp_dir("vm-linux-pvm");
+    let before = HostState::now(&temp);
+    let Some(lab) = guest_lab(&temp) else {
+        return;
+    };
+    let console = temp.join("console.log");
+    let backend = VmLinux::default().with_console_log(console.clone());
+    let spec = Spec::default_for(Kernel::Ready);
+    let started = std::time::Instant::now();
+    let err = backend
+        .run(&lab, &spec, &Limits::default())
+        .expect_err("a Linux guest cannot finish booting on nested PVM");
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(120), "took {took:?}");
+    match &err {
+        BackendError::Instance { step, detail } => {
+            assert!(
+                step == "guest stopped" || step == "guest timeout",
+                "{step}: {detail}"
+            );
+            assert!(detail.contains("nested PVM"), "{detail}");
+            assert!(detail.contains("rip="), "where the guest stopped: {detail}");
+        }
+        other => panic!("expected the VMM's explained stop, got {other}"),
+    }
+    let log = std::fs::read_to_string(&console).unwrap();
+    assert!(log.contains("Linux version "), "no banner in:\n{log}");
+    let cmdline = backend.cmdline(&spec);
+    assert!(
+        log.contains(&format!("Command line: {cmdline}")),
+        "the command line the lab passed ({cmdline}) is not in:\n{log}"
+    );
+    for entry in e820_map(isolab::linux_guest::ram_bytes(&spec)) {
+        assert!(
+            log.contains(&entry.linux_line()),
+            "{} not in:\n{log}",
+            entry.linux_line()
+        );
+    }
+    eprintln!("vm-linux under nested PVM: stopped after {took:?}: {err}");
+    drop(lab);
+    std::fs::remove_file(&console).unwrap();
+    assert_eq!(
+        HostState::now(&temp),
+        before,
+        "the run left something behind"
+    );
+    std::fs::remove_dir_all(&temp).unwrap();
+}
+
+/// With hardware virtualization, the lab's VMM boots the kernel all the way and the workload's
+/// checksum equals the native one. (Not on this lab's CI, which has nested PVM.)
+#[test]
+fn vm_linux_on_hardware_runs_the_workload_with_the_native_checksum() {
+    use isolab::backend::vm::linux::VmLinux;
+    use isolab::host::KvmKind;
+    if !KvmKind::detect().is_hardware() {
+        eprintln!(
+            "skipped: needs VT-x or AMD-V (this host: {})",
+            KvmKind::detect().label()
+        );
+        return;
+    }
+    let _serial = serial();
+    let temp = temp_dir("vm-linux-hw");
+    let Some(lab) = guest_lab(&temp) else {
+        return;
+    };
+    let mut spec = Spec::new(Kernel::Mem, 4, 2);
+    spec.hold = true;
+    let run = VmLinux::default()
+        .run(&lab, &spec, &Limits::default())
+        .unwrap();
+    assert_eq!(run.outcome, Outcome::Completed, "{run:#?}");
+    assert_eq!(run.output, Some(native(&spec)));
+    for phase in ["kernel_entry", "init", "ready", "start", "done", "reboot"] {
+        assert!(run.timeline.at(phase).is_some(), "no {phase}: {run:#?}");
+    }
+    assert!(!run.info.contains_key(info::EMULATED));
+    drop(lab);
+    std::fs::remove_dir_all(&temp).unwrap();
+}
+
+/// `lab run --backends vm-linux` on nested PVM refuses with the reason (exit status 2).
+#[test]
+fn lab_run_refuses_vm_linux_on_nested_pvm_with_the_reason() {
+    use isolab::host::KvmKind;
+    if KvmKind::detect() != KvmKind::NestedPvm {
+        eprintln!("skipped: /dev/kvm is not nested PVM");
+        return;
+    }
+    let temp = temp_dir("vm-linux-refuse");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lab"))
+        .args([
+            "run",
+            "startup",
+            "--backends",
+            "vm-linux",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(temp.join("reports"))
+        .env("TMPDIR", &temp)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("vm-linux") && stderr.contains("nested PVM"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--force"),
+        "the way to try anyway: {stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    std::fs::remove_dir_all(&temp).unwrap();
+}

@@ -206,6 +206,12 @@ impl Backend for Qemu {
         "the Linux guest under QEMU microvm: KVM with hardware virtualization, else TCG emulation (labelled emulated)"
     }
 
+    /// Only with hardware virtualization: under TCG one boot takes seconds, and its times are an
+    /// emulator's, so `lab run` uses it only when asked (`--backends qemu`).
+    fn default_enabled(&self) -> bool {
+        self.accel() == Accel::Kvm
+    }
+
     fn availability(&self, lab: &Lab) -> Availability {
         if let Availability::Unavailable(why) = Availability::of_cgroups(lab) {
             return Availability::Unavailable(why);

@@ -34,6 +34,8 @@ pub struct Console {
     pending: BTreeMap<&'static str, u64>,
     lines: u64,
     bytes: u64,
+    saw_done: bool,
+    saw_error: bool,
 }
 
 impl Console {
@@ -46,6 +48,8 @@ impl Console {
             pending: BTreeMap::new(),
             lines: 0,
             bytes: 0,
+            saw_done: false,
+            saw_error: false,
         }
     }
 
@@ -102,6 +106,16 @@ impl Console {
             .find(|l| !l.is_empty() && Event::parse(l).is_none())
     }
 
+    /// True once the workload's `done` line arrived.
+    pub fn saw_done(&self) -> bool {
+        self.saw_done
+    }
+
+    /// True once an error line went out (the guest's own, or a kernel panic).
+    pub fn saw_error(&self) -> bool {
+        self.saw_error
+    }
+
     /// Lines and bytes received so far.
     pub fn received(&self) -> (u64, u64) {
         (self.lines, self.bytes)
@@ -113,6 +127,7 @@ impl Console {
         if let Some(marker) = self.marker_line(&text, now_ns) {
             out.push(marker);
         } else if let Some(reason) = text.split(PANIC).nth(1) {
+            self.saw_error = true;
             let mut line = wire::Line::new(wire::ERROR)
                 .field("step", "guest_kernel")
                 .text("msg", format!("kernel panic: {}", reason.trim()).as_bytes());
@@ -128,6 +143,8 @@ impl Console {
     /// `t=` added unless it has one.
     fn marker_line(&mut self, text: &str, now_ns: u64) -> Option<Vec<u8>> {
         let event = Event::parse(text)?;
+        self.saw_done |= matches!(event, Event::Done { .. });
+        self.saw_error |= matches!(event, Event::Error { .. });
         let start = text.find(wire::PREFIX)?;
         let mut line = text[start..].trim_end().to_string();
         let phase = match &event {
