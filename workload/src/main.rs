@@ -35,9 +35,15 @@ fn main() {
 
     let mut args = std::env::args_os().map(std::os::unix::ffi::OsStringExt::into_vec);
     let argv0 = args.next().unwrap_or_default();
-    let args: Vec<Vec<u8>> = args.collect();
+    let mut args: Vec<Vec<u8>> = args.collect();
     // PID 1 of a Linux guest (see `init`): markers on the console, stamped by the host.
     let guest = init::is_guest_init(&argv0);
+    if guest {
+        // The kernel hands init every command-line word it did not recognise and that has no
+        // `=` (e.g. `nomodule` on a kernel without modules), ahead of the words after `--`.
+        // Every word of ours is key=value: the others are the kernel's leftovers.
+        args.retain(|a| a.contains(&b'='));
+    }
     let (options, spec_words) = match Options::split(&args) {
         Ok(split) => split,
         Err(msg) => usage(guest, msg),
