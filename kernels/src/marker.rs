@@ -110,5 +110,13 @@ mod tests {
         }
         assert_eq!(Marker::from_code(0), None);
         assert_eq!(Marker::from_code(123), None, "Firecracker's boot magic");
+        for call in crate::hypercall::Call::ALL {
+            assert!(Marker::from_code(call.code() as u8).is_none());
+        }
+    }
+
+    #[test]
+    fn one_port_for_isolabs_vmm() {
+        assert_eq!(PORT, crate::hypercall::PORT);
     }
 }
