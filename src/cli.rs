@@ -40,6 +40,12 @@ pub enum Command {
     Backends,
     /// Run one workload once on one backend and show what happened, phase by phase.
     Exec(ExecArgs),
+    /// Linux guest kernels: which one the lab boots, and building a minimal one.
+    Kernel {
+        /// What to do.
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
     /// Export results as CSV files (runs.csv, and density.csv when there are density steps).
     Export {
         /// Write CSV (the only format).
@@ -51,6 +57,29 @@ pub enum Command {
         /// Results files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+}
+
+/// `lab kernel ...`.
+#[derive(Debug, Subcommand)]
+pub enum KernelCommand {
+    /// Say which kernel Linux guests boot, and why.
+    Show {
+        /// A kernel file to inspect instead of the one the lab would find.
+        path: Option<PathBuf>,
+    },
+    /// Build a minimal microVM kernel (allnoconfig + the lab's microvm.config) into the cache
+    /// ($XDG_CACHE_HOME/isolab or ~/.cache/isolab); Linux guests boot it from then on.
+    Build {
+        /// A kernel source tree or tarball (default: the newest /usr/src/linux-source-*).
+        #[arg(long)]
+        source: Option<PathBuf>,
+        /// Parallel compile jobs (default: the number of CPUs).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        jobs: Option<u32>,
+        /// Keep the extracted source and object tree under the cache's kernel-build/.
+        #[arg(long)]
+        keep_tree: bool,
     },
 }
 
@@ -143,6 +172,21 @@ pub struct CommonArgs {
     /// Do not draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+/// Options of Linux guests and of backends that cannot run here.
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    /// The Linux kernel guests boot: a bzImage or a vmlinux (default: see `lab kernel show`).
+    /// Not `--kernel`, which names the workload's kernel (cpu, mem, ...).
+    #[arg(long, value_name = "PATH")]
+    pub guest_kernel: Option<PathBuf>,
+    /// Run the named backends even where they cannot run here (e.g. vm-linux on nested PVM), to
+    /// see how far they get.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Resource limits of every instance. Like `docker run`, isolab sets none unless asked: every
@@ -177,4 +221,6 @@ pub struct ExecArgs {
     pub iters: Option<u64>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub guest: GuestArgs,
 }

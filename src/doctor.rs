@@ -61,6 +61,7 @@ pub fn checks(lab: &Lab) -> Vec<Check> {
     out.push(privilege());
     out.push(cgroups(lab));
     out.push(kvm());
+    out.extend(linux_guests(lab));
     for b in backend::registry() {
         let check = match b.availability(lab) {
             Availability::Available => {
@@ -74,6 +75,48 @@ pub fn checks(lab: &Lab) -> Vec<Check> {
         };
         out.push(check);
     }
+    out
+}
+
+/// Which Linux-guest backends will work here, and with which kernel.
+fn linux_guests(lab: &Lab) -> Vec<Check> {
+    use crate::backend::qemu::{qemu_path, Accel};
+    use crate::backend::vm::linux::kvm_problem;
+    let mut out = Vec::new();
+    match crate::linux_guest::kernel::find(lab.guest_kernel.as_deref()) {
+        Ok(image) => out.push(Check::new("guest kern", Status::Ok, image.describe())),
+        Err(e) => out.push(
+            Check::new("guest kern", Status::Warn, e.to_string())
+                .fix("sudo apt install linux-image-amd64   (or: lab kernel build)"),
+        ),
+    }
+    let kind = KvmKind::detect();
+    out.push(match kvm_problem(kind) {
+        None => Check::new(
+            "vm-linux",
+            Status::Ok,
+            format!(
+                "Linux guests boot natively in isolab's VMM ({})",
+                kind.label()
+            ),
+        ),
+        Some(_) if kind == KvmKind::NestedPvm => Check::new(
+            "vm-linux",
+            Status::Warn,
+            "Linux guests stop early on nested PVM (--force shows how far); needs VT-x/AMD-V",
+        ),
+        Some(why) => Check::new("vm-linux", Status::Warn, format!("will not boot: {why}")),
+    });
+    out.push(match (qemu_path(), Accel::for_host()) {
+        (None, _) => Check::new("qemu", Status::Warn, "qemu-system-x86_64 is not installed")
+            .fix("sudo apt install qemu-system-x86"),
+        (Some(_), Accel::Kvm) => Check::new("qemu", Status::Ok, "QEMU microvm on KVM"),
+        (Some(_), Accel::Tcg) => Check::new(
+            "qemu",
+            Status::Warn,
+            "QEMU microvm with TCG: boots, but emulated (labelled so; use --backends qemu)",
+        ),
+    });
     out
 }
 

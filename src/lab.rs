@@ -40,6 +40,12 @@ pub struct Lab {
     cgroups: Result<Hierarchy, String>,
     /// How long to wait for an instance to reach a marker before giving up on it.
     pub timeout: Duration,
+    /// The kernel Linux guests boot (`--kernel`); `None`: find one (see
+    /// [`crate::linux_guest::kernel::find`]).
+    pub guest_kernel: Option<PathBuf>,
+    /// Run backends named on the command line even where they are unavailable (`--force`), to
+    /// see how far they get.
+    pub force: bool,
 }
 
 impl Lab {
@@ -60,6 +66,8 @@ impl Lab {
             workdir,
             cgroups,
             timeout: Duration::from_secs(120),
+            guest_kernel: None,
+            force: false,
         })
     }
 

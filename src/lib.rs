@@ -9,7 +9,9 @@
 //! * [`workload`] — the identical workload (kernels shared with the bare guest, the static
 //!   executable `lab` carries, the marker protocol);
 //! * [`backend`] — one file (or directory) per isolation mechanism, all behind the
-//!   [`backend::Backend`] trait: process, container, the bare microVM (`vm`), OCI runtimes;
+//!   [`backend::Backend`] trait: process, container, the bare microVM (`vm`), Linux microVMs
+//!   (`vm-linux`, `qemu`), OCI runtimes;
+//! * [`linux_guest`] — what a Linux guest needs: kernel, initramfs, command line, console;
 //! * [`cgroup`] — per-instance cgroups on v1 and v2, for limits and memory accounting;
 //! * [`measure`] — the host clock, memory readers, statistics;
 //! * [`experiment`] — start-up, memory, throughput, density and isolation experiments;
@@ -24,6 +26,7 @@ pub mod experiment;
 pub mod export;
 pub mod host;
 pub mod lab;
+pub mod linux_guest;
 pub mod measure;
 pub mod report;
 pub mod results;

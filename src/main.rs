@@ -6,7 +6,9 @@ mod cli;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Command, CommonArgs, ExecArgs, Experiment, LimitArgs, RunArgs};
+use cli::{
+    Cli, Command, CommonArgs, ExecArgs, Experiment, GuestArgs, KernelCommand, LimitArgs, RunArgs,
+};
 use isolab::backend::{self, Availability, Limits};
 use isolab::experiment::{self, ExperimentError, Settings, INTERRUPTED};
 use isolab::lab::Lab;
@@ -111,6 +113,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec(args) => exec(&args),
+        Command::Kernel { command } => kernel(command),
         Command::Export { csv: _, out, paths } => {
             for path in paths {
                 for results in read_results(&path)? {
@@ -314,7 +317,56 @@ fn prepare(args: &RunArgs, runs: u32, warmup: u32) -> Result<(Lab, Settings), Fa
 fn lab_for(common: &CommonArgs) -> Result<Lab, Failure> {
     let mut lab = new_lab()?;
     lab.timeout = std::time::Duration::from_secs(common.timeout);
+    apply_guest_args(&mut lab, &common.guest);
     Ok(lab)
+}
+
+fn apply_guest_args(lab: &mut Lab, guest: &GuestArgs) {
+    lab.guest_kernel = guest.guest_kernel.clone();
+    lab.force = guest.force;
+}
+
+/// `lab kernel show|build`.
+fn kernel(command: KernelCommand) -> Result<ExitCode, Failure> {
+    use isolab::linux_guest::{build, kernel};
+    match command {
+        KernelCommand::Show { path } => {
+            let image = kernel::find(path.as_deref()).map_err(usage)?;
+            println!("{}", image.describe());
+            if let Some(v) = &image.version {
+                println!("version: {v}");
+            }
+            if let Some(b) = build::last_build() {
+                println!("last `lab kernel build`:\n{b}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KernelCommand::Build {
+            source,
+            jobs,
+            keep_tree,
+        } => {
+            let opts = build::BuildOptions {
+                source,
+                jobs: jobs.map(|j| j as usize),
+                keep_tree,
+            };
+            let built = build::build(&opts, &mut |msg| println!("{msg}")).map_err(|e| match e {
+                build::BuildError::NoSource
+                | build::BuildError::BadSource(_)
+                | build::BuildError::MissingTool { .. } => usage(e),
+                other => Failure::Runtime(other.into()),
+            })?;
+            print!("{}", build::describe(&built));
+            println!(
+                "built {} in {:.0} s into {}",
+                built.release,
+                built.total().as_secs_f64(),
+                built.dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn density_settings(
@@ -434,7 +486,8 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
             args.kernel
         ))
     })?;
-    let lab = new_lab()?;
+    let mut lab = new_lab()?;
+    apply_guest_args(&mut lab, &args.guest);
     let selection = experiment::select(&lab, Some(std::slice::from_ref(&args.backend)))?;
     let mut spec = Spec::default_for(kernel);
     spec.mib = args.mib.unwrap_or(spec.mib);

@@ -261,6 +261,10 @@ pub mod info {
     pub const KVM: &str = "kvm";
     /// Prefix of the per-cause VM exit counters, e.g. `exits_io`.
     pub const EXITS_PREFIX: &str = "exits_";
+    /// The Linux kernel a guest booted: its file, its shape and why the lab chose it.
+    pub const GUEST_KERNEL: &str = "guest_kernel";
+    /// The command line a Linux guest's kernel was given.
+    pub const GUEST_CMDLINE: &str = "guest_cmdline";
     /// Set when the backend's numbers come from emulation (e.g. QEMU TCG), not virtualization.
     pub const EMULATED: &str = "emulated";
     /// Who answered a kernel that needs an OS, when it was not the workload's own kernel (e.g.

@@ -37,6 +37,7 @@
 
 pub mod hypercall;
 pub mod kernels;
+pub mod marker;
 pub mod rng;
 pub mod spec;
 pub mod wire;

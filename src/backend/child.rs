@@ -127,6 +127,11 @@ impl Reporter {
     /// The reporter once [`ChildFds::install`] has put the pipe at [`REPORT_FD`].
     pub const INSTALLED: Reporter = Reporter(REPORT_FD);
 
+    /// A reporter on the report pipe's write end at `fd` (a backend with its own fd layout).
+    pub const fn at(fd: RawFd) -> Reporter {
+        Reporter(fd)
+    }
+
     /// Stamp the end of a phase with the host clock.
     pub fn phase(&self, name: &str) {
         self.emit(

@@ -13,6 +13,8 @@
 //! | `ns-floor`  | clone with the container's namespace flags + exec, nothing else (a floor) |
 //! | `oci:runc`  | an OCI bundle run by `runc run`, the runtime under Docker                 |
 //! | `vm`        | isolab's own KVM VMM running the bare guest (the kernels, no OS)         |
+//! | `vm-linux`  | isolab's own KVM VMM booting a Linux kernel, the workload as `/init`     |
+//! | `qemu`      | the Linux guest under QEMU microvm (KVM, or TCG emulation: "emulated")    |
 
 pub mod child;
 pub mod container;
@@ -20,6 +22,7 @@ pub mod floor;
 pub mod instance;
 pub mod oci;
 pub mod process;
+pub mod qemu;
 pub mod spawn;
 pub mod vm;
 
@@ -166,8 +169,10 @@ pub fn registry() -> Vec<Box<dyn Backend>> {
         Box::new(process::Process),
         Box::new(container::Container::default()),
         Box::new(vm::Vm::default()),
+        Box::new(vm::linux::VmLinux::default()),
         Box::new(oci::Oci::runc()),
         Box::new(floor::NsFloor),
+        Box::new(qemu::Qemu::default()),
     ]
 }
 

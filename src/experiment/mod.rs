@@ -109,11 +109,16 @@ pub fn select(lab: &Lab, names: Option<&[String]>) -> Result<Selection, Experime
                         name: name.clone(),
                         known: backend::names().join(", "),
                     })?;
-                if let Availability::Unavailable(reason) = backend.availability(lab) {
-                    return Err(ExperimentError::Unavailable {
-                        backend: name.clone(),
-                        reason,
-                    });
+                match backend.availability(lab) {
+                    // --force: run it anyway; the run reports where it stops.
+                    Availability::Unavailable(_) if lab.force => {}
+                    Availability::Unavailable(reason) => {
+                        return Err(ExperimentError::Unavailable {
+                            backend: name.clone(),
+                            reason,
+                        })
+                    }
+                    Availability::Available => {}
                 }
                 if !selection.backends.iter().any(|b| b.name() == name) {
                     selection.backends.push(backend);

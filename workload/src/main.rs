@@ -5,17 +5,22 @@
 //! holds only this file, and as `/init` of a Linux guest's initramfs.
 //!
 //! ```text
-//! isolab-workload kernel=cpu iters=1000000 [report=FD] [control=FD] [scratch=DIR] [hold=1]
+//! isolab-workload kernel=cpu iters=1000000 [report=FD] [control=FD] [scratch=DIR] [hold=1] [port=N]
 //! ```
 //!
 //! It writes marker lines (see `isolab_kernels::wire`) to the `report` fd (default: stdout) and,
 //! when asked to wait for the host, reads one byte from the `control` fd (default: stdin).
+//!
+//! Started by a Linux kernel as PID 1 under the name `/init`, it is a guest's init (see
+//! [`init`]): it mounts what it needs, reports on the console, and stops the guest at the end.
 
+mod init;
 mod probe;
 mod shim;
 
+use isolab_kernels::marker::{Marker, INIT_PHASE};
 use isolab_kernels::{wire, Kernel, Spec};
-use shim::LinuxShim;
+use shim::{Clock, LinuxShim};
 use std::os::unix::ffi::OsStrExt;
 
 /// Exit status when the command line is wrong.
@@ -28,21 +33,55 @@ fn main() {
     // namespaces, the C runtime's start-up) is start-up cost; everything after is the workload.
     let ready_ns = shim::now_ns();
 
-    let args: Vec<Vec<u8>> = std::env::args_os()
-        .skip(1)
-        .map(std::os::unix::ffi::OsStringExt::into_vec)
-        .collect();
+    let mut args = std::env::args_os().map(std::os::unix::ffi::OsStringExt::into_vec);
+    let argv0 = args.next().unwrap_or_default();
+    let mut args: Vec<Vec<u8>> = args.collect();
+    // PID 1 of a Linux guest (see `init`): markers on the console, stamped by the host.
+    let guest = init::is_guest_init(&argv0);
+    if guest {
+        // The kernel hands init every command-line word it did not recognise and that has no
+        // `=` (e.g. `nomodule` on a kernel without modules), ahead of the words after `--`.
+        // Every word of ours is key=value: the others are the kernel's leftovers.
+        args.retain(|a| a.contains(&b'='));
+    }
     let (options, spec_words) = match Options::split(&args) {
         Ok(split) => split,
-        Err(msg) => usage(msg),
+        Err(msg) => usage(guest, msg),
     };
+    let clock = if guest {
+        // A port the kernel will not open for us only costs the precise stamps: the console
+        // lines still arrive.
+        Clock::Guest(options.port.and_then(|p| init::MarkerPort::open(p).ok()))
+    } else {
+        Clock::Host
+    };
+    let mut shim = LinuxShim::new(
+        clock,
+        options.report_fd,
+        options.control_fd,
+        options.scratch,
+    );
+    if guest {
+        shim.mark(
+            Marker::Init,
+            wire::Line::new(wire::PHASE).field("name", INIT_PHASE),
+            ready_ns,
+        );
+        if let Err(e) = init::prepare() {
+            fail(
+                &mut shim,
+                guest,
+                wire::Line::new(wire::ERROR)
+                    .field("step", e.step)
+                    .field("errno", e.errno),
+            );
+        }
+    }
     let spec = match Spec::parse(spec_words.iter().map(|w| w.as_slice())) {
         Ok(spec) => spec,
-        Err(e) => usage(&e.to_string()),
+        Err(e) => usage(guest, &e.to_string()),
     };
-
-    let mut shim = LinuxShim::new(options.report_fd, options.control_fd, options.scratch);
-    shim.emit(wire::Line::new(wire::READY).field("t", ready_ns));
+    shim.mark(Marker::Ready, wire::Line::new(wire::READY), ready_ns);
     if spec.hold {
         shim.hold();
     }
@@ -56,12 +95,13 @@ fn main() {
             shim.run_kernel(&spec, &mut arena)?
         };
         let t = shim::now_ns();
-        shim.emit(
+        shim.mark(
+            Marker::Done,
             wire::Line::new(wire::DONE)
-                .field("t", t)
                 .hex("checksum", out.checksum)
                 .field("ops", out.ops)
                 .field("bytes", out.bytes),
+            t,
         );
         if spec.hold {
             shim.hold();
@@ -70,17 +110,32 @@ fn main() {
         Ok(())
     });
     if let Err(e) = result {
-        shim.emit(
+        fail(
+            &mut shim,
+            guest,
             wire::Line::new(wire::ERROR)
                 .field("step", spec.kernel)
                 .text("msg", format!("{e:?}").as_bytes()),
         );
-        std::process::exit(EXIT_FAILED);
     }
+    if guest {
+        init::stop();
+    }
+}
+
+/// Report a failure and end: exit, or as a guest's PID 1 (which must not exit), stop the guest.
+fn fail(shim: &mut LinuxShim, guest: bool, line: wire::Line) -> ! {
+    shim.mark(Marker::Failed, line, shim::now_ns());
+    if guest {
+        init::stop();
+    }
+    std::process::exit(EXIT_FAILED);
 }
 
 /// The words that are about the program rather than the kernel.
 struct Options {
+    /// `port=N`: also mark phase edges by writing to I/O port N (a guest of the lab's VMM).
+    port: Option<u16>,
     report_fd: i32,
     control_fd: i32,
     scratch: std::path::PathBuf,
@@ -89,6 +144,7 @@ struct Options {
 impl Options {
     fn split(args: &[Vec<u8>]) -> Result<(Options, Vec<&Vec<u8>>), &'static str> {
         let mut options = Options {
+            port: None,
             report_fd: 1,
             control_fd: 0,
             scratch: std::path::PathBuf::from("/tmp"),
@@ -109,6 +165,14 @@ impl Options {
             match key_value {
                 Some((b"report", v)) => options.report_fd = fd(v)?,
                 Some((b"control", v)) => options.control_fd = fd(v)?,
+                Some((b"port", v)) => {
+                    options.port = Some(
+                        std::str::from_utf8(v)
+                            .ok()
+                            .and_then(|s| s.parse::<u16>().ok())
+                            .ok_or("port number expected")?,
+                    );
+                }
                 Some((b"scratch", v)) => {
                     options.scratch = std::ffi::OsStr::from_bytes(v).into();
                 }
@@ -119,8 +183,18 @@ impl Options {
     }
 }
 
-fn usage(msg: &str) -> ! {
+fn usage(guest: bool, msg: &str) -> ! {
     eprintln!("isolab-workload: {msg}");
-    eprintln!("usage: isolab-workload kernel=NAME [mib=N] [iters=N] [hold=0|1] [seed=N] [report=FD] [control=FD] [scratch=DIR]");
+    eprintln!("usage: isolab-workload kernel=NAME [mib=N] [iters=N] [hold=0|1] [seed=N] [report=FD] [control=FD] [scratch=DIR] [port=N]");
+    if guest {
+        // On a guest's console, also as a marker line, so the host can say what went wrong.
+        let mut line = wire::Line::new(wire::ERROR)
+            .field("step", "usage")
+            .text("msg", msg.as_bytes());
+        let bytes = line.finish();
+        // SAFETY: writing a valid buffer to stdout, the console.
+        unsafe { libc::write(1, bytes.as_ptr().cast(), bytes.len()) };
+        init::stop();
+    }
     std::process::exit(EXIT_USAGE);
 }

@@ -1,5 +1,7 @@
 //! The Linux side of the kernels' [`Shim`]: system calls.
 
+use crate::init::MarkerPort;
+use isolab_kernels::marker::Marker;
 use isolab_kernels::{wire, Error, Output, Shim, Spec};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -17,8 +19,19 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Who puts the time on marker lines.
+#[derive(Clone, Copy, Debug)]
+pub enum Clock {
+    /// The workload itself, with `t=`: a process or container reads the host's own clock.
+    Host,
+    /// The host, when a line arrives (a Linux guest's clock is not the host's). With a marker
+    /// port, each edge is also one port write, which the lab's VMM stamps at once.
+    Guest(Option<MarkerPort>),
+}
+
 /// System calls behind the kernels.
 pub struct LinuxShim {
+    clock: Clock,
     report_fd: i32,
     control_fd: i32,
     scratch_dir: PathBuf,
@@ -27,8 +40,9 @@ pub struct LinuxShim {
 }
 
 impl LinuxShim {
-    pub fn new(report_fd: i32, control_fd: i32, scratch_dir: PathBuf) -> LinuxShim {
+    pub fn new(clock: Clock, report_fd: i32, control_fd: i32, scratch_dir: PathBuf) -> LinuxShim {
         LinuxShim {
+            clock,
             report_fd,
             control_fd,
             scratch_dir,
@@ -44,6 +58,20 @@ impl LinuxShim {
         // SAFETY: writing a valid buffer to an fd we were given; a failure (host gone) is ignored
         // because there is nobody left to tell.
         unsafe { libc::write(self.report_fd, bytes.as_ptr().cast(), bytes.len()) };
+    }
+
+    /// Write the marker line of a phase edge that happened at `t_ns` (on this side's clock):
+    /// with `t=` when that clock is the host's, else after one write to the marker port, if any.
+    pub fn mark(&mut self, marker: Marker, line: wire::Line, t_ns: u64) {
+        match self.clock {
+            Clock::Host => self.emit(line.field("t", t_ns)),
+            Clock::Guest(port) => {
+                if let Some(port) = port {
+                    port.write(marker);
+                }
+                self.emit(line);
+            }
+        }
     }
 
     /// Wait for the host's go-ahead (one byte, or end of file when the host closed the pipe).
@@ -108,7 +136,7 @@ impl Shim for LinuxShim {
     }
 
     fn mark_start(&mut self) {
-        self.emit(wire::Line::new(wire::START).field("t", now_ns()));
+        self.mark(Marker::Start, wire::Line::new(wire::START), now_ns());
     }
 
     fn wait_host(&mut self) -> Result<(), Error> {

@@ -41,6 +41,7 @@ pub mod exits;
 pub mod fixtures;
 pub mod hypercalls;
 pub mod kvm;
+pub mod linux;
 pub mod loader;
 pub mod machine;
 pub mod memory;

@@ -1,0 +1,467 @@
+//! `qemu`: the Linux guest under QEMU's `microvm` machine — an outside reference for `vm-linux`.
+//!
+//! The same kernel, the same initramfs and the same command line as the lab's own VMM boots, run
+//! by the most widely used VMM there is. QEMU's `microvm` machine is its answer to Firecracker:
+//! no PCI, no firmware tables beyond what Linux needs, a 16550 UART, and the kernel loaded
+//! directly (`-kernel`, `-initrd`, `-append`).
+//!
+//! * With hardware virtualization (`host::KvmKind::is_hardware`) QEMU runs the guest on KVM
+//!   (`-accel kvm -cpu host`): a fair comparison with `vm-linux`.
+//! * Without it — nested PVM here, where a Linux guest kernel cannot run on KVM — QEMU
+//!   **emulates** the CPU with TCG, its dynamic binary translator (`-accel tcg`): every guest
+//!   instruction is translated to host code. The guest boots and the workload's checksum is
+//!   right, but every time is an emulator's time, not a virtual machine's. Such runs carry
+//!   `info.emulated`, and every table and plot labels them *emulated*.
+//!
+//! # The console is the only channel
+//!
+//! QEMU's serial port is connected to its standard input and output (`-serial stdio`), which are
+//! pipes to the lab. A **relay thread** in the lab sits between them and the instance:
+//!
+//! ```text
+//!  guest /init ─ UART ─► QEMU stdout ─► relay: Console (log, stamp on arrival) ─► report pipe ─► Instance
+//!  Instance ─ control pipe (go-ahead) ─► relay ─► QEMU stdin ─► UART ─► /init's read(0)
+//! ```
+//!
+//! So [`Instance`] sees exactly what it sees from every backend: marker lines with `t=` on the
+//! host clock, and a go-ahead byte it writes for `hold` and `sleep`. When the lab closes the
+//! control pipe (the end of a `sleep`), the relay sends the guest one last byte, so the guest
+//! ends as a process would at end of file.
+//!
+//! The guest stops with `reboot=t` (a triple fault), which `-no-reboot` turns into QEMU's exit.
+//! QEMU is the instance's only process and lives in the instance's cgroup, so its memory —
+//! guest RAM it touched, TCG's translation cache, QEMU itself — is the instance's memory.
+
+use super::child::{close_from, die_with_parent, Exec, ParentEnds, Reporter};
+use super::instance::{Instance, Parts, Timeline};
+use super::spawn::{spawn_shared, Stack};
+use super::{Availability, Backend, BackendError, Limits, Spec};
+use crate::host::KvmKind;
+use crate::lab::Lab;
+use crate::linux_guest::cmdline::{self, CmdlineOptions, Reboot};
+use crate::linux_guest::console::Console;
+use crate::linux_guest::kernel::{self, KernelImage};
+use crate::linux_guest::{initramfs_path, ram_bytes};
+use crate::measure::clock::now_ns;
+use crate::results::info;
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The QEMU program for x86-64 guests.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// How QEMU runs the guest's CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization through KVM.
+    Kvm,
+    /// Emulation by QEMU's Tiny Code Generator.
+    Tcg,
+}
+
+impl Accel {
+    /// KVM where the host has VT-x/AMD-V, else TCG.
+    pub fn for_host() -> Accel {
+        if KvmKind::detect().is_hardware() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }
+    }
+}
+
+/// The `qemu` backend.
+#[derive(Clone, Debug, Default)]
+pub struct Qemu {
+    accel: Option<Accel>,
+    verbose: bool,
+    console_log: Option<PathBuf>,
+}
+
+impl Qemu {
+    /// Force an accelerator instead of choosing by the host.
+    pub fn with_accel(mut self, accel: Accel) -> Qemu {
+        self.accel = Some(accel);
+        self
+    }
+
+    /// Boot with every kernel message on the console (slower), instead of `quiet`.
+    pub fn verbose(mut self, verbose: bool) -> Qemu {
+        self.verbose = verbose;
+        self
+    }
+
+    /// Keep the guest's console in this file (default: a file in the lab's work directory,
+    /// removed with it).
+    pub fn with_console_log(mut self, path: PathBuf) -> Qemu {
+        self.console_log = Some(path);
+        self
+    }
+
+    fn accel(&self) -> Accel {
+        self.accel.unwrap_or_else(Accel::for_host)
+    }
+
+    /// The guest command line for `spec`.
+    pub fn cmdline(&self, spec: &Spec) -> String {
+        cmdline::render(spec, &self.cmdline_options())
+    }
+
+    fn cmdline_options(&self) -> CmdlineOptions {
+        let mut extra = Vec::new();
+        if self.accel() == Accel::Tcg {
+            // Under TCG the guest's TSC *is* the host's (QEMU reads the host's cycle counter
+            // for the guest's rdtsc), but the kernel does not know its frequency and measures
+            // it against the emulated PIT over a few milliseconds. On a busy host the emulator
+            // misses that window, calibration fails, and the kernel then waits forever for a
+            // timer it cannot calibrate. Telling it the frequency skips the measurement.
+            if let Some(khz) = host_tsc_khz() {
+                extra.push(format!("tsc_early_khz={khz}"));
+            }
+        }
+        CmdlineOptions {
+            reboot: Reboot::TripleFault,
+            verbose: self.verbose,
+            marker_port: None,
+            extra,
+        }
+    }
+
+    /// QEMU's arguments for one guest.
+    pub fn args(&self, kernel: &Path, initrd: &Path, spec: &Spec) -> Vec<String> {
+        let mut args: Vec<String> = vec!["-M".into(), "microvm".into()];
+        match self.accel() {
+            Accel::Kvm => args.extend(["-accel", "kvm", "-cpu", "host"].map(String::from)),
+            Accel::Tcg => args.extend(["-accel", "tcg"].map(String::from)),
+        }
+        args.extend(
+            [
+                "-smp",
+                "1",
+                "-m",
+                &format!("{}M", ram_bytes(spec) >> 20),
+                // Only the devices asked for; no config files, no window, no monitor.
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                // A guest reset (our reboot) ends QEMU instead of booting again.
+                "-no-reboot",
+                "-kernel",
+                &kernel.to_string_lossy(),
+                "-initrd",
+                &initrd.to_string_lossy(),
+                "-append",
+                &self.cmdline(spec),
+            ]
+            .map(String::from),
+        );
+        args
+    }
+}
+
+/// The QEMU program on PATH.
+pub fn qemu_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(QEMU))
+        .find(|p| p.is_file())
+}
+
+/// The host's TSC frequency in kHz, measured once: TSC ticks over 20 ms of `CLOCK_MONOTONIC`.
+/// `None` on a CPU without a constant-rate TSC, whose frequency means nothing.
+pub fn host_tsc_khz() -> Option<u64> {
+    static KHZ: OnceLock<Option<u64>> = OnceLock::new();
+    *KHZ.get_or_init(|| {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let flags = cpuinfo.lines().find(|l| l.starts_with("flags"))?;
+        if !flags.split_whitespace().any(|f| f == "constant_tsc") {
+            return None;
+        }
+        // SAFETY: rdtsc reads a counter; it has no memory effects (CR4.TSD is clear for user
+        // mode on Linux, or the flag above would not be reported usable).
+        let tsc = || unsafe { std::arch::x86_64::_rdtsc() };
+        let (t0, c0) = (now_ns(), tsc());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (t1, c1) = (now_ns(), tsc());
+        let ns = t1.checked_sub(t0).filter(|&ns| ns > 0)?;
+        Some((c1.wrapping_sub(c0) as u128 * 1_000_000 / ns as u128) as u64)
+    })
+}
+
+impl Backend for Qemu {
+    fn name(&self) -> &str {
+        "qemu"
+    }
+
+    fn describe(&self) -> &str {
+        "the Linux guest under QEMU microvm: KVM with hardware virtualization, else TCG emulation (labelled emulated)"
+    }
+
+    /// Only with hardware virtualization: under TCG one boot takes seconds, and its times are an
+    /// emulator's, so `lab run` uses it only when asked (`--backends qemu`).
+    fn default_enabled(&self) -> bool {
+        self.accel() == Accel::Kvm
+    }
+
+    fn availability(&self, lab: &Lab) -> Availability {
+        if let Availability::Unavailable(why) = Availability::of_cgroups(lab) {
+            return Availability::Unavailable(why);
+        }
+        if qemu_path().is_none() {
+            return Availability::Unavailable(format!(
+                "{QEMU} is not installed (Debian/Ubuntu: sudo apt install qemu-system-x86)"
+            ));
+        }
+        match kernel::find(lab.guest_kernel.as_deref()) {
+            Ok(_) => Availability::Available,
+            Err(e) => Availability::Unavailable(e.to_string()),
+        }
+    }
+
+    fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
+        let mut timeline = Timeline::start();
+        let unavailable = |reason: String| BackendError::Unavailable {
+            backend: "qemu".into(),
+            reason,
+        };
+        let qemu = qemu_path().ok_or_else(|| unavailable(format!("{QEMU} not found in PATH")))?;
+        let image =
+            kernel::find(lab.guest_kernel.as_deref()).map_err(|e| unavailable(e.to_string()))?;
+        let initrd = initramfs_path(lab).map_err(|e| BackendError::Instance {
+            step: "initramfs".into(),
+            detail: e.to_string(),
+        })?;
+        // The initramfs is written once per lab: this edge is long only for a lab's first guest.
+        timeline.mark("image");
+        let name = lab.next_instance_name();
+        let cgroup = lab.cgroups()?.create(&name, limits)?;
+        let placement = cgroup.placement()?;
+        timeline.mark("cgroup");
+
+        let args = self.args(&image.path, &initrd, spec);
+        let exec = Exec::new(&qemu, QEMU, &args, &[]);
+        let pipes = QemuPipes::new()?;
+        let log_path = self
+            .console_log
+            .clone()
+            .unwrap_or_else(|| lab.workdir().join(format!("console-{name}.log")));
+        let log = File::create(&log_path)
+            .map_err(BackendError::io(format!("create {}", log_path.display())))?;
+
+        let child = &pipes.child;
+        let mut stack = Stack::new();
+        let mut body = || {
+            if let Err(e) = install(child) {
+                Reporter::INSTALLED.fail("install fds", e);
+            }
+            let report = Reporter::INSTALLED;
+            report.phase("fork");
+            if let Err(e) = die_with_parent() {
+                report.fail("prctl", e);
+            }
+            report.phase("exec");
+            let e = exec.exec();
+            report.fail("exec qemu", e)
+        };
+        // SAFETY: the child only makes system calls on data prepared above (fds, exec strings),
+        // then execs or exits.
+        let pid = unsafe { spawn_shared(0, &mut stack, &placement, child.report(), &mut body) }
+            .map_err(BackendError::sys("clone"))?;
+        drop(placement);
+        let QemuPipes {
+            child,
+            parent,
+            relay,
+        } = pipes;
+        drop(child);
+        let relay = std::thread::Builder::new()
+            .name("qemu-console".into())
+            .spawn(move || relay.run(Console::new(Some(log))))
+            .map_err(BackendError::io("start the console relay"))?;
+
+        let mut instance = Instance::new(Parts {
+            backend: self.name().into(),
+            spec: *spec,
+            main: pid,
+            helpers: Vec::new(),
+            cgroup: Some(cgroup),
+            ends: parent,
+            timeline,
+            timeout: lab.timeout,
+            // QEMU is gone by the time clean-up runs, so the relay has seen the end of its
+            // output and is finishing: wait for it, so no thread outlives the instance.
+            cleanup: vec![Box::new(move || {
+                let _ = relay.join();
+            })],
+        });
+        note_guest(&mut instance, &image, &initrd, spec, self);
+        Ok(instance)
+    }
+}
+
+/// The facts every `qemu` run records.
+fn note_guest(instance: &mut Instance, image: &KernelImage, initrd: &Path, spec: &Spec, q: &Qemu) {
+    let initrd_bytes = std::fs::metadata(initrd).map_or(0, |m| m.len());
+    instance.note(info::IMAGE_BYTES, image.size() + initrd_bytes);
+    instance.note(
+        info::IMAGE,
+        format!(
+            "Linux kernel {}{} + initramfs ({initrd_bytes} bytes, the static workload as /init)",
+            image.path.display(),
+            image
+                .version
+                .as_deref()
+                .map(|v| format!(" ({})", v.split(' ').next().unwrap_or(v)))
+                .unwrap_or_default(),
+        ),
+    );
+    instance.note(info::GUEST_KERNEL, image.describe());
+    instance.note(info::GUEST_CMDLINE, q.cmdline(spec));
+    instance.note(info::GUEST_RAM_BYTES, ram_bytes(spec));
+    instance.note(info::KVM, KvmKind::detect().label());
+    match q.accel() {
+        Accel::Tcg => instance.note(
+            info::EMULATED,
+            "QEMU TCG: the guest CPU is emulated by binary translation",
+        ),
+        Accel::Kvm => instance.note("accel", "kvm"),
+    }
+}
+
+/// One end of a pipe, numbered 10 or higher and close-on-exec (so that installing the child's
+/// fds at 0..=3 never overwrites one not yet moved, and nothing leaks into other children).
+fn high(fd: OwnedFd) -> Result<OwnedFd, BackendError> {
+    let raw = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(BackendError::sys("fcntl"))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), BackendError> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(BackendError::sys("pipe2"))?;
+    Ok((high(r)?, high(w)?))
+}
+
+/// QEMU's fds: stdin = the guest's input, stdout = the serial output, stderr, and fd 3 = the
+/// report pipe, for the child's own `fork`/`exec` stamps (close-on-exec: QEMU never sees it).
+struct ChildEnds([OwnedFd; 4]);
+
+impl ChildEnds {
+    fn report(&self) -> Reporter {
+        Reporter::at(self.0[3].as_raw_fd())
+    }
+}
+
+/// The relay thread's ends.
+struct Relay {
+    serial: File,
+    guest_input: File,
+    control: File,
+    report: File,
+    stderr: File,
+}
+
+/// Every pipe of one QEMU instance.
+struct QemuPipes {
+    child: ChildEnds,
+    parent: ParentEnds,
+    relay: Relay,
+}
+
+impl QemuPipes {
+    fn new() -> Result<QemuPipes, BackendError> {
+        let (serial_r, serial_w) = pipe()?;
+        let (input_r, input_w) = pipe()?;
+        let (stderr_r, stderr_w) = pipe()?;
+        let (report_r, report_w) = pipe()?;
+        let (control_r, control_w) = pipe()?;
+        let dup = |fd: &OwnedFd| high(fd.try_clone().map_err(BackendError::io("dup"))?);
+        Ok(QemuPipes {
+            child: ChildEnds([input_r, serial_w, dup(&stderr_w)?, dup(&report_w)?]),
+            parent: ParentEnds {
+                report: File::from(report_r),
+                control: File::from(control_w),
+                stderr: File::from(stderr_r),
+            },
+            relay: Relay {
+                serial: File::from(serial_r),
+                guest_input: File::from(input_w),
+                control: File::from(control_r),
+                report: File::from(report_w),
+                stderr: File::from(stderr_w),
+            },
+        })
+    }
+}
+
+/// **Child side.** Put the ends at 0..=3, keep 3 close-on-exec, close everything else.
+fn install(child: &ChildEnds) -> Result<(), Errno> {
+    for (target, fd) in child.0.iter().enumerate() {
+        // SAFETY: dup2 of an fd we own onto a small fixed number.
+        Errno::result(unsafe { libc::dup2(fd.as_raw_fd(), target as RawFd) })?;
+    }
+    // SAFETY: fcntl on fd 3, just installed.
+    Errno::result(unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    close_from(4);
+    Ok(())
+}
+
+impl Relay {
+    /// Move bytes until QEMU's serial output ends (QEMU exited).
+    fn run(mut self, mut console: Console) {
+        let mut control_open = true;
+        let mut buf = [0u8; 4096];
+        loop {
+            let mut fds = vec![PollFd::new(self.serial.as_fd(), PollFlags::POLLIN)];
+            if control_open {
+                fds.push(PollFd::new(self.control.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+            let serial_ready = fds[0].any().unwrap_or(false);
+            let control_ready = control_open && fds[1].any().unwrap_or(false);
+            drop(fds);
+            if control_ready {
+                match self.control.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        // The lab let go of the instance: one last byte releases a guest that
+                        // waits for the host, as end of file releases a process.
+                        let _ = self.guest_input.write_all(b"\n");
+                        control_open = false;
+                    }
+                    Ok(n) => {
+                        let _ = self.guest_input.write_all(&buf[..n]);
+                    }
+                }
+            }
+            if serial_ready {
+                match self.serial.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        for line in console.feed(&buf[..n], now_ns()) {
+                            let _ = self.report.write_all(&line);
+                        }
+                    }
+                }
+            }
+        }
+        for line in console.finish(now_ns()) {
+            let _ = self.report.write_all(&line);
+        }
+        // Where the guest's own story stopped, for the error message of a run that failed.
+        if let Some(last) = console.last_kernel_line() {
+            let _ = writeln!(self.stderr, "guest console, last line: {last}");
+        }
+    }
+}

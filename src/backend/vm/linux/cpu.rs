@@ -1,0 +1,349 @@
+//! The vCPU at a Linux kernel's first instruction: the state each boot protocol promises.
+//!
+//! Unlike the bare guest, a Linux kernel runs in **ring 0** and sets up its own descriptor
+//! tables, page tables and interrupt handlers within its first few hundred instructions. The VMM
+//! only has to deliver the CPU in the state the protocol names:
+//!
+//! | | PVH (vmlinux) | Linux boot protocol, 64-bit (bzImage) |
+//! |---|---|---|
+//! | mode | 32-bit protected, paging off | 64-bit long mode, paging on |
+//! | CS | flat 32-bit code, base 0, limit 4 GiB | flat 64-bit code, selector 0x10 (`__BOOT_CS`) |
+//! | DS/ES/SS | flat 32-bit data | flat data, selector 0x18 (`__BOOT_DS`) |
+//! | page tables | none | identity map covering the kernel, zero page and command line |
+//! | pointer to the boot info | EBX = `hvm_start_info` | RSI = `boot_params` |
+//! | interrupts | off | off |
+//!
+//! The segments come from the bare VMM's [`Descriptor`] type: one value yields both the GDT
+//! entry and the hidden segment cache `KVM_SET_SREGS` loads, so they cannot disagree.
+//!
+//! # CPUID, and the nested-PVM workaround
+//!
+//! The guest sees what KVM can virtualise (`KVM_GET_SUPPORTED_CPUID`). On nested PVM, guest
+//! ring 0 is *emulated*, and the emulator cannot execute XSAVE: a kernel that sees XSAVE in CPUID
+//! uses it in its very first FPU set-up and the vCPU stops with an internal error. Hiding XSAVE
+//! (and OSXSAVE, and AVX which needs it, and leaf 0xD which describes it) makes the kernel fall
+//! back to FXSAVE and go on booting — further, at least. On hardware the guest keeps everything.
+
+use super::super::cpu::{Descriptor, CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
+use super::super::memory::{pte, PAGE};
+use super::boot::{layout, Entry};
+use kvm_bindings::{kvm_dtable, kvm_fpu, kvm_regs, kvm_sregs, CpuId};
+use kvm_ioctls::VcpuFd;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// The boot protocol's 64-bit code segment (`__BOOT_CS`, 0x10).
+pub const CODE64: Descriptor = Descriptor {
+    index: 2,
+    kind: 0xb,
+    code_or_data: true,
+    dpl: 0,
+    long: true,
+    base: 0,
+    limit: 0xf_ffff,
+};
+/// PVH's flat 32-bit code segment (same slot: one GDT serves both protocols).
+pub const CODE32: Descriptor = Descriptor {
+    long: false,
+    ..CODE64
+};
+/// Flat data (`__BOOT_DS`, 0x18).
+pub const DATA: Descriptor = Descriptor {
+    index: 3,
+    kind: 0x3,
+    code_or_data: true,
+    dpl: 0,
+    long: false,
+    base: 0,
+    limit: 0xf_ffff,
+};
+/// A minimal busy TSS: Intel's VM entry refuses a vCPU whose TR is unusable.
+pub const TSS: Descriptor = Descriptor {
+    index: 4,
+    kind: 0xb,
+    code_or_data: false,
+    dpl: 0,
+    long: false,
+    base: 0,
+    limit: 0x67,
+};
+
+/// CPUID leaf 1, ECX: XSAVE, OSXSAVE and AVX (which is saved by XSAVE).
+const LEAF1_ECX_XSAVE: u32 = 1 << 26 | 1 << 27 | 1 << 28;
+/// CPUID leaf 7, EBX: AVX2 and the AVX-512 family, all XSAVE-managed state.
+const LEAF7_EBX_AVX: u32 =
+    1 << 5 | 1 << 16 | 1 << 17 | 1 << 21 | 1 << 26 | 1 << 27 | 1 << 28 | 1 << 30 | 1 << 31;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    /// An ioctl failed.
+    #[error("{op}: {source}")]
+    Ioctl {
+        /// Which.
+        op: &'static str,
+        /// Why.
+        source: kvm_ioctls::Error,
+    },
+    /// Writing the GDT or page tables failed.
+    #[error("writing the {what} into guest memory: {detail}")]
+    Write {
+        /// Which.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+}
+
+fn ioctl(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> CpuError {
+    move |source| CpuError::Ioctl { op, source }
+}
+
+/// The guest's CPUID: `supported`, the APIC ID of vCPU 0, and without XSAVE when `hide_xsave`.
+pub fn guest_cpuid(supported: &CpuId, hide_xsave: bool) -> CpuId {
+    let entries: Vec<_> = supported
+        .as_slice()
+        .iter()
+        .copied()
+        .filter(|leaf| !(hide_xsave && leaf.function == 0xd))
+        .map(|mut leaf| {
+            if leaf.function == 1 {
+                // EBX bits 24..31: the initial APIC ID, which KVM leaves to the VMM.
+                leaf.ebx &= 0x00ff_ffff;
+                if hide_xsave {
+                    leaf.ecx &= !LEAF1_ECX_XSAVE;
+                }
+            }
+            if leaf.function == 7 && leaf.index == 0 && hide_xsave {
+                leaf.ebx &= !LEAF7_EBX_AVX;
+            }
+            leaf
+        })
+        .collect();
+    CpuId::from_entries(&entries).expect("fewer entries than KVM gave")
+}
+
+/// The GDT: null, null, code (0x10), data (0x18), TSS (0x20, two slots).
+pub fn gdt(code: Descriptor) -> [u64; 6] {
+    [0, 0, code.encode(), DATA.encode(), TSS.encode(), 0]
+}
+
+/// An identity map of the first GiB with 2 MiB pages, for the 64-bit entry: the kernel's
+/// `startup_64` runs from its load address with paging already on, and reads the zero page and
+/// the command line through these mappings until it builds its own tables.
+pub fn write_identity_map(mem: &GuestMemoryMmap) -> Result<u64, CpuError> {
+    let write = |value: u64, at: u64| {
+        mem.write_obj(value, GuestAddress(at))
+            .map_err(|e| CpuError::Write {
+                what: "page tables",
+                detail: e.to_string(),
+            })
+    };
+    let table = pte::PRESENT | pte::WRITABLE;
+    write(layout::PDPT | table, layout::PML4)?;
+    write(layout::PD | table, layout::PDPT)?;
+    for i in 0..512u64 {
+        write(i << 21 | table | pte::HUGE, layout::PD + i * 8)?;
+    }
+    debug_assert_eq!(layout::PD - layout::PML4, 2 * PAGE);
+    Ok(layout::PML4)
+}
+
+/// Special registers for `entry` (see the module documentation's table).
+pub fn boot_sregs(sregs: &mut kvm_sregs, entry: Entry) {
+    let code = match entry {
+        Entry::Pvh { .. } => CODE32,
+        Entry::Linux64 { .. } => CODE64,
+    };
+    sregs.cs = code.segment();
+    let data = DATA.segment();
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+    sregs.tr = TSS.segment();
+    sregs.gdt = kvm_dtable {
+        base: layout::GDT,
+        limit: (gdt(code).len() * 8 - 1) as u16,
+        padding: [0; 3],
+    };
+    // No IDT yet: the kernel installs its own before it enables interrupts.
+    sregs.idt = kvm_dtable::default();
+    match entry {
+        Entry::Pvh { .. } => {
+            sregs.cr0 = CR0_PE | CR0_ET;
+            sregs.cr3 = 0;
+            sregs.cr4 = 0;
+            sregs.efer = 0;
+        }
+        Entry::Linux64 { .. } => {
+            sregs.cr0 = CR0_PE | CR0_ET | CR0_PG;
+            sregs.cr3 = layout::PML4;
+            sregs.cr4 = CR4_PAE;
+            sregs.efer = EFER_LME | EFER_LMA;
+        }
+    }
+}
+
+/// General registers for `entry`.
+pub fn boot_regs(entry: Entry) -> kvm_regs {
+    let mut regs = kvm_regs {
+        // Bit 1 is reserved and always 1; IF = 0: interrupts stay off until the kernel is ready.
+        rflags: 0x2,
+        rsp: layout::STACK_TOP,
+        rbp: layout::STACK_TOP,
+        ..Default::default()
+    };
+    match entry {
+        Entry::Pvh { rip } => {
+            regs.rip = rip;
+            regs.rbx = layout::PVH_START_INFO;
+        }
+        Entry::Linux64 { rip } => {
+            regs.rip = rip;
+            regs.rsi = layout::ZERO_PAGE;
+        }
+    }
+    regs
+}
+
+/// Put the vCPU at the kernel's entry: CPUID, GDT (and page tables), FPU, special and general
+/// registers, and the local APIC's two interrupt pins.
+pub fn configure(
+    vcpu: &VcpuFd,
+    mem: &GuestMemoryMmap,
+    cpuid: &CpuId,
+    entry: Entry,
+) -> Result<(), CpuError> {
+    vcpu.set_cpuid2(cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+    let code = match entry {
+        Entry::Pvh { .. } => CODE32,
+        Entry::Linux64 { .. } => {
+            write_identity_map(mem)?;
+            CODE64
+        }
+    };
+    mem.write_obj(gdt(code), GuestAddress(layout::GDT))
+        .map_err(|e| CpuError::Write {
+            what: "GDT",
+            detail: e.to_string(),
+        })?;
+    // The x87 control word and SSE's MXCSR at their reset values: all exceptions masked.
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
+    vcpu.set_fpu(&fpu).map_err(ioctl("KVM_SET_FPU"))?;
+    let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+    boot_sregs(&mut sregs, entry);
+    vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+    vcpu.set_regs(&boot_regs(entry))
+        .map_err(ioctl("KVM_SET_REGS"))?;
+    set_lint(vcpu)
+}
+
+/// Wire the local APIC's LINT0 to the 8259 PIC (ExtINT) and LINT1 to NMI, as a PC's firmware
+/// does. Without an MP table or ACPI, Linux keeps the PIC ("virtual wire" mode), and the PIC's
+/// interrupts — the PIT's timer on IRQ 0, the UART on IRQ 4 — reach the CPU through LINT0.
+fn set_lint(vcpu: &VcpuFd) -> Result<(), CpuError> {
+    const LVT0: usize = 0x350;
+    const LVT1: usize = 0x360;
+    const DELIVERY_MASK: u32 = 0x700;
+    const EXTINT: u32 = 0x700;
+    const NMI: u32 = 0x400;
+    let mut lapic = vcpu.get_lapic().map_err(ioctl("KVM_GET_LAPIC"))?;
+    let mut set = |offset: usize, mode: u32| {
+        let bytes: [u8; 4] = std::array::from_fn(|i| lapic.regs[offset + i] as u8);
+        let value = (u32::from_le_bytes(bytes) & !DELIVERY_MASK) | mode;
+        for (i, b) in value.to_le_bytes().into_iter().enumerate() {
+            lapic.regs[offset + i] = b as _;
+        }
+    };
+    set(LVT0, EXTINT);
+    set(LVT1, NMI);
+    vcpu.set_lapic(&lapic).map_err(ioctl("KVM_SET_LAPIC"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_bindings::kvm_cpuid_entry2;
+
+    #[test]
+    fn each_protocol_gets_its_promised_state() {
+        let mut s = kvm_sregs::default();
+        boot_sregs(&mut s, Entry::Pvh { rip: 0x100_0000 });
+        assert_eq!((s.cs.selector, s.cs.l, s.cs.db, s.cs.dpl), (0x10, 0, 1, 0));
+        assert_eq!((s.cr0 & CR0_PG, s.efer, s.cr4), (0, 0, 0), "paging off");
+        assert_eq!(s.cr0 & CR0_PE, CR0_PE);
+        assert_eq!(s.ds.selector, 0x18);
+        let r = boot_regs(Entry::Pvh { rip: 0x100_0000 });
+        assert_eq!((r.rip, r.rbx), (0x100_0000, layout::PVH_START_INFO));
+
+        let mut s = kvm_sregs::default();
+        boot_sregs(&mut s, Entry::Linux64 { rip: 0x10_0200 });
+        assert_eq!(
+            (s.cs.selector, s.cs.l, s.cs.db),
+            (0x10, 1, 0),
+            "__BOOT_CS, 64-bit"
+        );
+        assert_eq!(s.efer, EFER_LME | EFER_LMA);
+        assert_eq!((s.cr3, s.cr4), (layout::PML4, CR4_PAE));
+        let r = boot_regs(Entry::Linux64 { rip: 0x10_0200 });
+        assert_eq!((r.rip, r.rsi, r.rflags), (0x10_0200, layout::ZERO_PAGE, 2));
+    }
+
+    #[test]
+    fn the_identity_map_maps_the_first_gib_to_itself() {
+        let mem: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let cr3 = write_identity_map(&mem).unwrap();
+        // Walk it: PML4[0] → PDPT[0] → PD[i] is a 2 MiB page at i × 2 MiB.
+        let read = |at: u64| mem.read_obj::<u64>(GuestAddress(at)).unwrap();
+        let pdpt = read(cr3) & pte::ADDRESS;
+        let pd = read(pdpt) & pte::ADDRESS;
+        for i in [0u64, 1, 8, 511] {
+            let e = read(pd + i * 8);
+            assert_eq!(e & pte::ADDRESS, i << 21);
+            assert_eq!(e & (pte::PRESENT | pte::HUGE), pte::PRESENT | pte::HUGE);
+            assert_eq!(e & pte::USER, 0, "ring 0 only");
+        }
+    }
+
+    #[test]
+    fn hiding_xsave_removes_it_and_what_depends_on_it() {
+        let leaf = |function, index, ebx, ecx| kvm_cpuid_entry2 {
+            function,
+            index,
+            ebx,
+            ecx,
+            ..Default::default()
+        };
+        let supported = CpuId::from_entries(&[
+            leaf(1, 0, 0x0a00_0800, LEAF1_ECX_XSAVE | 1),
+            leaf(7, 0, 1 << 5 | 1 << 3, 0),
+            leaf(0xd, 0, 0x240, 0),
+        ])
+        .unwrap();
+        let kept = guest_cpuid(&supported, false);
+        assert_eq!(kept.as_slice().len(), 3);
+        assert_eq!(kept.as_slice()[0].ebx, 0x0000_0800, "APIC ID 0");
+        assert_eq!(kept.as_slice()[0].ecx, LEAF1_ECX_XSAVE | 1);
+        let hidden = guest_cpuid(&supported, true);
+        let l = hidden.as_slice();
+        assert_eq!(l.len(), 2, "leaf 0xD is gone");
+        assert_eq!(l[0].ecx, 1, "XSAVE, OSXSAVE, AVX cleared, the rest kept");
+        assert_eq!(l[1].ebx, 1 << 3, "AVX2 cleared, BMI1 kept");
+    }
+
+    #[test]
+    fn one_gdt_serves_both_protocols() {
+        let g = gdt(CODE32);
+        assert_eq!(g[2], CODE32.encode());
+        assert_eq!(g[3], 0x00cf_9300_0000_ffff, "flat ring-0 data");
+        assert_eq!(
+            gdt(CODE64)[2],
+            0x00af_9b00_0000_ffff,
+            "flat 64-bit ring-0 code"
+        );
+        assert_eq!(CODE64.selector(), 0x10);
+        assert_eq!(DATA.selector(), 0x18);
+    }
+}

@@ -1,0 +1,161 @@
+//! The guest kernel's command line: how the lab configures a kernel it did not build, and how it
+//! hands the workload its arguments.
+//!
+//! The command line is a string in guest memory (the boot parameters' `cmd_line_ptr`, or PVH's
+//! `cmdline_paddr`). The kernel takes the words it knows (`console=`, `reboot=`, module
+//! parameters such as `8250.nr_uarts=`), and everything after a lone `--` it passes untouched
+//! to `/init` as its arguments. So one string both tunes the kernel for a microVM and says which
+//! workload kernel to run:
+//!
+//! ```text
+//!  console=ttyS0 reboot=k panic=-1 pci=off ... quiet -- kernel=cpu mib=0 iters=20000000 hold=0 seed=… port=1008
+//!  └──────────── for the guest kernel ────────────┘    └──────────────── argv of /init ───────────────────┘
+//! ```
+//!
+//! Each word of the kernel's part, and why a microVM wants it:
+//!
+//! | word | why |
+//! |---|---|
+//! | `console=ttyS0` | kernel messages and `/dev/console` on the first 16550 UART (I/O port 0x3f8, IRQ 4): the only device the VMM emulates for output |
+//! | `reboot=k` / `reboot=t` | how `reboot(2)` resets the machine: through the i8042 keyboard controller (port 0x64, command 0xfe), which the lab's VMM emulates; or with a triple fault, which QEMU with `-no-reboot` turns into an exit |
+//! | `panic=-1` | reboot at once on a kernel panic instead of hanging: a dead guest ends the run |
+//! | `pci=off` | there is no PCI bus: don't probe its configuration ports (0xcf8/0xcfc) |
+//! | `nomodule` | nothing to load modules from: don't try |
+//! | `8250.nr_uarts=1` | probe one UART, not four |
+//! | `i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd` | the i8042 is only a reset line: no mouse port, no multiplexer, no PnP lookup, no keyboard handshake |
+//! | `quiet` | print only warnings: every console byte is an `out` to the UART, i.e. a VM exit |
+//! | `earlyprintk=serial,ttyS0,115200 loglevel=8` | (verbose) print everything from the first moments of `setup_arch`, by polling the UART |
+
+use crate::workload::Spec;
+
+/// How `reboot(2)` resets the guest machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reboot {
+    /// Pulse the reset line of the i8042 keyboard controller (`reboot=k`).
+    Keyboard,
+    /// Load an empty IDT and raise an exception: a triple fault (`reboot=t`).
+    TripleFault,
+}
+
+/// What the guest's command line should say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CmdlineOptions {
+    /// How the guest stops.
+    pub reboot: Reboot,
+    /// Print every kernel message, from the earliest moment (slow; for seeing how far a boot
+    /// gets), instead of `quiet`.
+    pub verbose: bool,
+    /// Ask `/init` to also write its markers to this I/O port (the lab's VMM stamps them).
+    pub marker_port: Option<u16>,
+    /// More words for the kernel, before `--`.
+    pub extra: Vec<String>,
+}
+
+impl Default for CmdlineOptions {
+    fn default() -> Self {
+        CmdlineOptions {
+            reboot: Reboot::Keyboard,
+            verbose: false,
+            marker_port: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// The words for the guest kernel, before `--`.
+pub fn kernel_words(opts: &CmdlineOptions) -> Vec<String> {
+    let mut words: Vec<String> = [
+        "console=ttyS0",
+        match opts.reboot {
+            Reboot::Keyboard => "reboot=k",
+            Reboot::TripleFault => "reboot=t",
+        },
+        "panic=-1",
+        "pci=off",
+        "nomodule",
+        "8250.nr_uarts=1",
+        "i8042.noaux",
+        "i8042.nomux",
+        "i8042.nopnp",
+        "i8042.dumbkbd",
+    ]
+    .iter()
+    .map(|w| w.to_string())
+    .collect();
+    if opts.verbose {
+        words.push("earlyprintk=serial,ttyS0,115200".into());
+        words.push("loglevel=8".into());
+    } else {
+        words.push("quiet".into());
+    }
+    words.extend(opts.extra.iter().cloned());
+    words
+}
+
+/// The words for `/init`, after `--`: the spec, and the marker port if any.
+pub fn init_words(spec: &Spec, opts: &CmdlineOptions) -> Vec<String> {
+    let mut words: Vec<String> = spec.to_string().split(' ').map(str::to_string).collect();
+    if let Some(port) = opts.marker_port {
+        words.push(format!("port={port}"));
+    }
+    words
+}
+
+/// The whole command line.
+pub fn render(spec: &Spec, opts: &CmdlineOptions) -> String {
+    let mut words = kernel_words(opts);
+    words.push("--".into());
+    words.extend(init_words(spec, opts));
+    words.join(" ")
+}
+
+/// The longest command line an x86 kernel accepts (`COMMAND_LINE_SIZE`), NUL included.
+pub const MAX_LEN: usize = 2048;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Kernel;
+
+    #[test]
+    fn the_spec_travels_after_the_double_dash() {
+        let spec = Spec::new(Kernel::Cpu, 0, 1234);
+        let opts = CmdlineOptions {
+            marker_port: Some(0x3f0),
+            ..Default::default()
+        };
+        let line = render(&spec, &opts);
+        let (kernel, init) = line.split_once(" -- ").unwrap();
+        assert!(kernel.starts_with("console=ttyS0 reboot=k panic=-1"));
+        assert!(kernel.ends_with(" quiet"));
+        assert!(
+            !kernel.contains("kernel="),
+            "nothing of the spec reaches the kernel"
+        );
+        // What /init gets parses back to the same spec, once its own option is taken out.
+        let words: Vec<&str> = init.split(' ').collect();
+        assert_eq!(words.last(), Some(&"port=1008"));
+        let parsed = Spec::parse(words[..words.len() - 1].iter().map(|w| w.as_bytes())).unwrap();
+        assert_eq!(parsed, spec);
+        assert!(line.len() < MAX_LEN);
+    }
+
+    #[test]
+    fn verbose_and_triple_fault_change_only_their_words() {
+        let spec = Spec::default_for(Kernel::Ready);
+        let quiet = render(&spec, &CmdlineOptions::default());
+        let loud = render(
+            &spec,
+            &CmdlineOptions {
+                verbose: true,
+                reboot: Reboot::TripleFault,
+                extra: vec!["foo=bar".into()],
+                ..Default::default()
+            },
+        );
+        assert!(quiet.contains(" quiet ") && !quiet.contains("earlyprintk"));
+        assert!(loud.contains("earlyprintk=serial,ttyS0,115200 loglevel=8 foo=bar -- "));
+        assert!(loud.contains("reboot=t") && !loud.contains("reboot=k"));
+        assert!(!loud.contains("port="), "no marker port unless asked");
+    }
+}

@@ -1,0 +1,79 @@
+//! Linux guests: what every backend that boots a Linux kernel needs, whoever runs it.
+//!
+//! A Linux guest of the lab is three things: a **kernel** (the host's, or one `lab kernel build`
+//! made), an **initramfs** holding the static workload as `/init`, and a **command line** that
+//! tunes the kernel for a microVM and names the workload kernel to run. The guest reports on its
+//! serial **console**. Two backends boot it:
+//!
+//! * `vm-linux` — the lab's own KVM VMM, loading the kernel with linux-loader;
+//! * `qemu` — QEMU's `microvm` machine, as an outside reference (emulated with TCG where there is
+//!   no hardware virtualization).
+//!
+//! The modules:
+//!
+//! * [`kernel`] — finding a kernel, telling a bzImage from a vmlinux;
+//! * [`extract`] — the vmlinux inside a bzImage (XZ + BCJ), for booting through PVH;
+//! * [`initramfs`] — the cpio newc writer and the lab's initramfs;
+//! * [`cmdline`] — the guest command line;
+//! * [`console`] — the console as the host reads it: log, marker lines, stamps;
+//! * [`build`] — `lab kernel build`: a minimal microVM kernel from a source tree.
+
+pub mod build;
+pub mod cmdline;
+pub mod console;
+pub mod extract;
+pub mod initramfs;
+pub mod kernel;
+
+use crate::lab::Lab;
+use crate::workload::{Spec, WORKLOAD_ELF};
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+/// Guest RAM for the kernel and its page cache, before the workload's arena: enough for a
+/// distribution kernel (Debian's needs about 60 MiB to boot into an initramfs).
+pub const BASE_RAM_BYTES: u64 = 256 << 20;
+
+/// Guest RAM for `spec`: [`BASE_RAM_BYTES`] plus the arena the kernel needs, rounded up to
+/// 2 MiB.
+pub fn ram_bytes(spec: &Spec) -> u64 {
+    let two_mib = 2 << 20;
+    (BASE_RAM_BYTES + spec.arena_bytes()).div_ceil(two_mib) * two_mib
+}
+
+/// The lab's initramfs on the host, written once per lab into its work directory (the spec
+/// travels on the command line, so every run of the lab boots the same archive).
+pub fn initramfs_path(lab: &Lab) -> Result<PathBuf, initramfs::InitramfsError> {
+    let path = lab.workdir().join("initramfs.cpio.gz");
+    if path.is_file() {
+        return Ok(path);
+    }
+    let archive = initramfs::build(WORKLOAD_ELF)?;
+    // Write aside, then rename: two instances starting at once never see half an archive.
+    let partial = lab.workdir().join(format!(
+        ".initramfs.{:?}.partial",
+        std::thread::current().id()
+    ));
+    fs::write(&partial, &archive)
+        .and_then(|()| fs::rename(&partial, &path))
+        .map_err(|e: io::Error| {
+            let _ = fs::remove_file(&partial);
+            initramfs::InitramfsError::Io(e)
+        })?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Kernel;
+
+    #[test]
+    fn ram_grows_with_the_arena_in_2_mib_steps() {
+        assert_eq!(ram_bytes(&Spec::default_for(Kernel::Ready)), BASE_RAM_BYTES);
+        let mut mem = Spec::default_for(Kernel::Mem);
+        mem.mib = 3;
+        assert_eq!(ram_bytes(&mem), BASE_RAM_BYTES + (4 << 20));
+    }
+}
