@@ -265,6 +265,8 @@ pub mod info {
     pub const GUEST_KERNEL: &str = "guest_kernel";
     /// The command line a Linux guest's kernel was given.
     pub const GUEST_CMDLINE: &str = "guest_cmdline";
+    /// The operating system inside a VM: `none` (the bare guest) or `linux`.
+    pub const GUEST_OS: &str = "guest_os";
     /// Set when the backend's numbers come from emulation (e.g. QEMU TCG), not virtualization.
     pub const EMULATED: &str = "emulated";
     /// Who answered a kernel that needs an OS, when it was not the workload's own kernel (e.g.

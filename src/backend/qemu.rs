@@ -311,6 +311,7 @@ impl Backend for Qemu {
 /// The facts every `qemu` run records.
 fn note_guest(instance: &mut Instance, image: &KernelImage, initrd: &Path, spec: &Spec, q: &Qemu) {
     let initrd_bytes = std::fs::metadata(initrd).map_or(0, |m| m.len());
+    instance.note(info::GUEST_OS, "linux");
     instance.note(info::IMAGE_BYTES, image.size() + initrd_bytes);
     instance.note(
         info::IMAGE,

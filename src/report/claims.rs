@@ -27,7 +27,7 @@ use super::format;
 use super::summary::{self, DensitySeries};
 use crate::host::KvmKind;
 use crate::measure::stats::Summary;
-use crate::results::{Results, RunRecord};
+use crate::results::{info, Results, RunRecord};
 use serde::Serialize;
 
 /// A difference smaller than this (5%) counts as "the same".
@@ -89,10 +89,13 @@ pub const CLAIMS: [Claim; 8] = [
         statement:
             "A container needs less memory than a VM, because it carries no guest operating system.",
         experiment: "memory",
-        rule: "Fixed cost = the instance's exact cgroup charge while it waits at ready. For every \
-               container and every (non-emulated) VM, the container's fixed cost over the VM's, \
-               paired by round and working-set size. Supported if every pair is below 1 (CI \
-               excludes 1, beyond 5%); not supported if none is; depends otherwise.",
+        rule: "Fixed cost = the instance's kernel memory plus its processes' anonymous memory \
+               while it waits at ready. For every container and every (non-emulated) VM, the \
+               container's fixed cost over the VM's, paired by round and working-set size. \
+               Supported if every pair is below 1 (CI excludes 1, beyond 5%) and a VM with a \
+               guest OS was among them; depends if the pairs are mixed, or if they all favour the \
+               container but no VM ran a guest OS (the reason the claim gives cannot be tested); \
+               not supported if no pair is below 1.",
     },
     Claim {
         id: "performance",
@@ -346,6 +349,15 @@ fn missing(s: &Sides, what: &str) -> Option<String> {
 }
 
 /// The caveats every VM comparison on this file carries.
+/// The guest OS a VM backend reported (`info::GUEST_OS`), if any run says.
+fn guest_os<'a>(results: &'a Results, backend: &str) -> Option<&'a str> {
+    results
+        .runs
+        .iter()
+        .filter(|r| r.backend == backend)
+        .find_map(|r| r.info.get(info::GUEST_OS).map(String::as_str))
+}
+
 fn vm_caveats(results: &Results, s: &Sides) -> Vec<String> {
     let mut c = Vec::new();
     if results.header.environment.kvm == KvmKind::NestedPvm {
@@ -512,10 +524,25 @@ fn memory(claim: Claim, results: &Results) -> Assessment {
         return Assessment::no_data(claim, "No round measured both a container and a VM.");
     }
     figures.extend(pairs.iter().map(|p| p.text.clone()));
-    let verdict = verdict_of(&pairs, Side::Below);
+    let mut verdict = verdict_of(&pairs, Side::Below);
+    // The claim gives a reason: the guest OS. If no VM here ran one, the data can show that
+    // containers cost less, but not that a guest OS is why.
+    let all_bare = s.vms.iter().all(|b| guest_os(results, b) == Some("none"));
+    if verdict == Verdict::Supported && all_bare {
+        verdict = Verdict::Depends;
+        figures.push(format!(
+            "guest OS of the VMs measured: none ({})",
+            s.vms.join(", ")
+        ));
+    }
     let why = match verdict {
         Verdict::Supported => "Every container's fixed cost is clearly below every VM's: a VM \
                                pays for guest memory and a VMM besides the workload."
+            .into(),
+        Verdict::Depends if all_bare => "Containers cost less here, but not because of a \
+             guest OS: the VMs measured run none. What the VM pays more is the hypervisor's own \
+             cost (KVM's structures for the VM and its vCPU, the VMM process). Run vm-linux or \
+             qemu to measure what a guest OS adds."
             .into(),
         Verdict::NotSupported => format!(
             "No container costs clearly less than a VM ({}): a minimal guest can be as small \
@@ -1051,6 +1078,22 @@ mod tests {
             f.memory("container", round, 16, 600 << 10, (600 << 10) + (16 << 20));
             f.memory("vm", round, 16, 9 << 20, (9 << 20) + (16 << 20));
         }
+        assert_eq!(judge("memory", &[&f.results()]).verdict, Verdict::Supported);
+        // The same figures, but the VM says it runs no guest OS: the reason cannot be tested.
+        let mut f = Fixture::new("memory");
+        for round in 0..6 {
+            f.memory("container", round, 16, 600 << 10, (600 << 10) + (16 << 20));
+            f.memory("vm", round, 16, 9 << 20, (9 << 20) + (16 << 20));
+        }
+        f.note("vm", info::GUEST_OS, "none");
+        let bare = judge("memory", &[&f.results()]);
+        assert_eq!(bare.verdict, Verdict::Depends);
+        assert!(
+            bare.why.contains("not because of a guest OS"),
+            "{}",
+            bare.why
+        );
+        f.note("vm", info::GUEST_OS, "linux");
         assert_eq!(judge("memory", &[&f.results()]).verdict, Verdict::Supported);
         let mut f = Fixture::new("memory");
         for round in 0..6 {

@@ -130,6 +130,14 @@ impl Fixture {
         self
     }
 
+    /// Set `info[key] = value` on every run of `backend` so far.
+    pub fn note(&mut self, backend: &str, key: &str, value: &str) -> &mut Self {
+        for r in self.runs.iter_mut().filter(|r| r.backend == backend) {
+            r.info.insert(key.into(), value.into());
+        }
+        self
+    }
+
     /// Add a run as it is.
     pub fn push(&mut self, run: RunRecord) -> &mut Self {
         self.runs.push(run);

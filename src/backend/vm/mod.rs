@@ -264,6 +264,7 @@ impl Backend for Vm {
                     timeout: lab.timeout,
                     cleanup: Vec::new(),
                 });
+                instance.note(info::GUEST_OS, "none");
                 if let Guest::Elf(elf) = &self.guest {
                     instance.note(info::IMAGE_BYTES, elf.len());
                     instance.note(

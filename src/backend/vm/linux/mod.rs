@@ -321,6 +321,7 @@ impl Backend for VmLinux {
                     cleanup: Vec::new(),
                 });
                 let size = |p: &PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+                instance.note(info::GUEST_OS, "linux");
                 instance.note(info::IMAGE_BYTES, size(&kernel_file) + size(&initrd));
                 instance.note(
                     info::IMAGE,
