@@ -274,6 +274,21 @@ pub mod info {
     pub const SERVED_BY: &str = "served_by";
 }
 
+/// Where a backend stands in tables: `process` (the baseline), containers (`container`,
+/// `oci:*`), virtual machines (`vm*`, `qemu`), then anything else (`ns-floor`). Backend names
+/// follow this convention, so results files need no separate list of kinds.
+pub fn backend_rank(backend: &str) -> u8 {
+    if backend == "process" {
+        0
+    } else if backend == "container" || backend.starts_with("oci:") {
+        1
+    } else if backend.starts_with("vm") || backend == "qemu" {
+        2
+    } else {
+        3
+    }
+}
+
 /// One step of the density experiment: `n` idle instances of one backend alive at once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DensityStep {
@@ -314,6 +329,9 @@ pub struct DensityEnd {
     pub reason: String,
     /// Wall time to stop and clean up all `n` instances.
     pub teardown_ns: u64,
+    /// Facts the backend's runtime reported for its instances (see [`info`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub info: BTreeMap<String, String>,
 }
 
 /// The machine a results file was measured on.
@@ -584,14 +602,40 @@ impl Results {
     }
 
     /// Backends with samples, in order of first appearance.
+    ///
+    /// Ordered as the lab presents them — the baseline, containers, virtual machines, the rest
+    /// ([`backend_rank`]) — and by first appearance within each group, so tables read the same
+    /// way whatever order the shuffled rounds happened to run in.
     pub fn backends(&self) -> Vec<String> {
+        let names = self
+            .runs
+            .iter()
+            .map(|r| &r.backend)
+            .chain(self.density.iter().map(|d| &d.backend));
         let mut seen: Vec<String> = Vec::new();
-        for r in &self.runs {
-            if !seen.contains(&r.backend) {
-                seen.push(r.backend.clone());
+        for name in names {
+            if !seen.contains(name) {
+                seen.push(name.clone());
             }
         }
+        seen.sort_by_key(|b| backend_rank(b));
         seen
+    }
+
+    /// The facts any record of `backend` carries under `key` (run records first, then the ends
+    /// of density ladders, which have no runs).
+    pub fn info(&self, backend: &str, key: &str) -> Option<&str> {
+        self.runs
+            .iter()
+            .filter(|r| r.backend == backend)
+            .map(|r| &r.info)
+            .chain(
+                self.density_ends
+                    .iter()
+                    .filter(|d| d.backend == backend)
+                    .map(|d| &d.info),
+            )
+            .find_map(|info| info.get(key).map(String::as_str))
     }
 }
 

@@ -17,6 +17,7 @@ use crate::measure::clock::now_ns;
 use crate::results::{DensityEnd, DensityStep, Record, Writer};
 use crate::workload::{Kernel, Spec};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -143,11 +144,13 @@ fn ladder(
     };
     progress.finish_and_clear();
     let n = live.len() as u32;
+    let (teardown_ns, info) = teardown(live);
     Ok(DensityEnd {
         backend: backend.name().to_string(),
         n,
         reason,
-        teardown_ns: teardown(live),
+        teardown_ns,
+        info,
     })
 }
 
@@ -233,15 +236,21 @@ fn cpu_time_ns(pids: &[i32]) -> u64 {
         .sum()
 }
 
-/// Let every instance go at once, then collect them; returns the wall time it took.
-fn teardown(mut live: Vec<Instance>) -> u64 {
+/// Let every instance go at once, then collect them. Returns the wall time it took and the facts
+/// the backend's runtime reported for its instances (whether it was emulated, its guest OS, ...).
+fn teardown(mut live: Vec<Instance>) -> (u64, BTreeMap<String, String>) {
     let started = now_ns();
     for instance in &mut live {
         instance.let_go();
     }
+    let mut facts = BTreeMap::new();
     for instance in live {
         // An instance that fails to stop cleanly is still killed and removed by its Drop.
-        let _ = instance.finish();
+        if let Ok(run) = instance.finish() {
+            if facts.is_empty() {
+                facts = run.info;
+            }
+        }
     }
-    now_ns() - started
+    (now_ns() - started, facts)
 }

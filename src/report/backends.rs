@@ -25,26 +25,20 @@ pub enum Family {
     Other,
 }
 
-/// The family of a backend name.
+/// The family of a backend name (the convention of [`crate::results::backend_rank`]).
 pub fn family(backend: &str) -> Family {
-    if backend == "process" {
-        Family::Process
-    } else if backend == "container" || backend.starts_with("oci:") {
-        Family::Container
-    } else if backend.starts_with("vm") || backend == "qemu" {
-        Family::Vm
-    } else {
-        Family::Other
+    match crate::results::backend_rank(backend) {
+        0 => Family::Process,
+        1 => Family::Container,
+        2 => Family::Vm,
+        _ => Family::Other,
     }
 }
 
 /// True when any run of `backend` in `results` says its numbers come from emulation (QEMU's
 /// TCG translates every guest instruction in software: it measures an emulator, not a VM).
 pub fn is_emulated(results: &Results, backend: &str) -> bool {
-    results
-        .runs
-        .iter()
-        .any(|r| r.backend == backend && r.info.contains_key(info::EMULATED))
+    results.info(backend, info::EMULATED).is_some()
 }
 
 /// The name to print for `backend`: emulated backends say so everywhere they appear, so no

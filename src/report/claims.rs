@@ -349,13 +349,9 @@ fn missing(s: &Sides, what: &str) -> Option<String> {
 }
 
 /// The caveats every VM comparison on this file carries.
-/// The guest OS a VM backend reported (`info::GUEST_OS`), if any run says.
+/// The guest OS a VM backend reported (`info::GUEST_OS`), if any record says.
 fn guest_os<'a>(results: &'a Results, backend: &str) -> Option<&'a str> {
-    results
-        .runs
-        .iter()
-        .filter(|r| r.backend == backend)
-        .find_map(|r| r.info.get(info::GUEST_OS).map(String::as_str))
+    results.info(backend, info::GUEST_OS)
 }
 
 fn vm_caveats(results: &Results, s: &Sides) -> Vec<String> {
@@ -1138,6 +1134,23 @@ mod tests {
         let a = judge("density", &[&f.results()]);
         assert_eq!(a.verdict, Verdict::Supported, "{a:?}");
         assert!(a.figures.iter().any(|l| l.contains("would fit")), "{a:?}");
+    }
+
+    #[test]
+    fn an_emulated_vm_in_a_density_file_takes_no_side() {
+        // A density file has no run records: that the VM was emulated comes from its ladder's end.
+        let mut f = Fixture::new("density");
+        for n in [1u32, 5, 9, 13] {
+            f.density_step("container", n, 4, u64::from(n) * (20 << 20));
+            f.density_step("qemu", n, 4, u64::from(n) * (1 << 20));
+        }
+        f.density_end("container", 13, "reached --max 13");
+        f.density_end("qemu", 13, "reached --max 13");
+        f.note("qemu", info::EMULATED, "tcg");
+        let results = f.results();
+        assert_eq!(backends::label(&results, "qemu"), "qemu (emulated)");
+        assert_eq!(results.backends(), ["container", "qemu"]);
+        assert_eq!(judge("density", &[&results]).verdict, Verdict::NoData);
     }
 
     fn probe_file(vm_release: &str) -> Results {

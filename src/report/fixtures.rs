@@ -130,10 +130,13 @@ impl Fixture {
         self
     }
 
-    /// Set `info[key] = value` on every run of `backend` so far.
+    /// Set `info[key] = value` on every run and density end of `backend` so far.
     pub fn note(&mut self, backend: &str, key: &str, value: &str) -> &mut Self {
         for r in self.runs.iter_mut().filter(|r| r.backend == backend) {
             r.info.insert(key.into(), value.into());
+        }
+        for e in self.ends.iter_mut().filter(|e| e.backend == backend) {
+            e.info.insert(key.into(), value.into());
         }
         self
     }
@@ -211,6 +214,7 @@ impl Fixture {
             n,
             reason: reason.into(),
             teardown_ns: u64::from(n) * 500_000,
+            info: Default::default(),
         });
         self
     }
@@ -230,6 +234,9 @@ impl Fixture {
     pub fn info(&mut self, backend: &str, key: &str, value: &str) -> &mut Self {
         for r in self.runs.iter_mut().filter(|r| r.backend == backend) {
             r.info.insert(key.into(), value.into());
+        }
+        for e in self.ends.iter_mut().filter(|e| e.backend == backend) {
+            e.info.insert(key.into(), value.into());
         }
         self
     }
