@@ -274,18 +274,19 @@ pub mod info {
     pub const SERVED_BY: &str = "served_by";
 }
 
-/// Where a backend stands in tables: `process` (the baseline), containers (`container`,
-/// `oci:*`), virtual machines (`vm*`, `qemu`), then anything else (`ns-floor`). Backend names
-/// follow this convention, so results files need no separate list of kinds.
+/// Where a backend stands in tables: `process` (the baseline, 0), containers (`container` 1,
+/// `oci:*` 2), virtual machines (`vm` 3, other `vm-*` 4, `qemu` 5), then anything else
+/// (`ns-floor`, 6). Backend names follow this convention, so results files need no separate list
+/// of kinds.
 pub fn backend_rank(backend: &str) -> u8 {
-    if backend == "process" {
-        0
-    } else if backend == "container" || backend.starts_with("oci:") {
-        1
-    } else if backend.starts_with("vm") || backend == "qemu" {
-        2
-    } else {
-        3
+    match backend {
+        "process" => 0,
+        "container" => 1,
+        b if b.starts_with("oci:") => 2,
+        "vm" => 3,
+        b if b.starts_with("vm") => 4,
+        "qemu" => 5,
+        _ => 6,
     }
 }
 

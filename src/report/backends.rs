@@ -29,8 +29,8 @@ pub enum Family {
 pub fn family(backend: &str) -> Family {
     match crate::results::backend_rank(backend) {
         0 => Family::Process,
-        1 => Family::Container,
-        2 => Family::Vm,
+        1 | 2 => Family::Container,
+        3..=5 => Family::Vm,
         _ => Family::Other,
     }
 }

@@ -111,8 +111,8 @@ pub const CLAIMS: [Claim; 8] = [
         id: "density",
         statement: "More containers than VMs fit on one host.",
         experiment: "density",
-        rule: "Per-instance cost = what each added instance adds to the instances' cgroup \
-               charges, step by step up the density ladder. Supported if every container's \
+        rule: "Per-instance cost = what each added instance adds to the memory the instances \
+               hold (kernel memory + anonymous PSS), step by step up the density ladder. Supported if every container's \
                per-instance cost is below every (non-emulated) VM's, with 95% CIs that do not \
                overlap and medians more than 5% apart; not supported if no container's is; \
                depends otherwise.",

@@ -275,8 +275,8 @@ impl Builder<'_> {
                 "startup-waterfall-fast",
                 d,
                 svg,
-                "The same, for the backends that start in under a tenth of the slowest's time, on \
-                 their own scale."
+                "The same, for the backends that start within 10× of the fastest, on their own \
+                 scale: where the time of a process, a container and a microVM goes."
                     .into(),
             )?);
         }

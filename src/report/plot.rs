@@ -90,7 +90,7 @@ const OTHER_COLORS: [RGBColor; 3] = [
     RGBColor(0xB1, 0x59, 0x28),
 ];
 /// Phases of the start-up waterfall (Tableau 10: distinct neighbours).
-const PHASE_COLORS: [RGBColor; 10] = [
+const PHASE_COLORS: [RGBColor; 20] = [
     RGBColor(0x4E, 0x79, 0xA7),
     RGBColor(0xF2, 0x8E, 0x2B),
     RGBColor(0xE1, 0x57, 0x59),
@@ -101,6 +101,16 @@ const PHASE_COLORS: [RGBColor; 10] = [
     RGBColor(0xFF, 0x9D, 0xA7),
     RGBColor(0x9C, 0x75, 0x5F),
     RGBColor(0xBA, 0xB0, 0xAC),
+    RGBColor(0xA0, 0xCB, 0xE8),
+    RGBColor(0xFF, 0xBE, 0x7D),
+    RGBColor(0x8C, 0xD1, 0x7D),
+    RGBColor(0xB6, 0x99, 0x2D),
+    RGBColor(0x49, 0x98, 0x94),
+    RGBColor(0xD3, 0x72, 0x95),
+    RGBColor(0x79, 0x70, 0x6E),
+    RGBColor(0xD4, 0xA6, 0xC8),
+    RGBColor(0xD7, 0xB5, 0xA6),
+    RGBColor(0xFA, 0xBF, 0xD2),
 ];
 
 impl Palette {
@@ -609,8 +619,9 @@ fn phase_order(rows: &[&StartupRow]) -> Vec<String> {
 /// each), with the total at the end of the bar. The lab's lesson at a glance: where the time of
 /// starting a process, a container or a VM goes.
 ///
-/// `fast_only` keeps only the backends whose total is under a tenth of the slowest's, so their
-/// phases are not squashed by it (drawn as a second, zoomed plot).
+/// `fast_only` keeps only the backends within 10× of the fastest, so their phases are not
+/// squashed by a much slower one (drawn as a second, zoomed plot; none when that would keep one
+/// bar, or all of them).
 pub fn startup_waterfall(
     rows: &[StartupRow],
     fast_only: bool,
@@ -620,10 +631,13 @@ pub fn startup_waterfall(
     let mut rows: Vec<&StartupRow> = rows.iter().filter(|r| !r.phases.is_empty()).collect();
     // Phase colours from every backend, so the zoomed plot colours each phase as the full one.
     let phases = phase_order(&rows);
-    let slowest = rows.iter().map(|r| total(r)).fold(0.0, f64::max);
+    // The zoom keeps the backends within 10× of the fastest: on one scale with a runtime or an
+    // emulator 20–1000× slower, their phases would be slivers.
+    let fastest = rows.iter().map(|r| total(r)).fold(f64::INFINITY, f64::min);
     if fast_only {
-        rows.retain(|r| total(r) < slowest / 10.0);
-        if rows.len() < 2 {
+        let all = rows.len();
+        rows.retain(|r| total(r) <= fastest * 10.0);
+        if rows.len() < 2 || rows.len() == all {
             return Ok(None);
         }
     }
@@ -1102,8 +1116,7 @@ mod tests {
         ] {
             assert!(w.contains(text), "{text} missing");
         }
-        // process is under a tenth of runc: it gets its own zoomed plot, but a zoom on one bar
-        // only is pointless.
+        // Only process is within 10× of the fastest: a zoom on one bar only is pointless.
         assert_eq!(startup_waterfall(&rows, true).unwrap(), None);
         assert_eq!(startup_waterfall(&[], false).unwrap(), None);
     }

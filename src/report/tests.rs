@@ -174,7 +174,7 @@ fn a_campaign_renders_one_self_contained_page() {
         assert!(svg.contains(axis), "{file} lacks its axis title {axis:?}");
         assert!(html.contains(&svg), "{file} is not inline in the page");
     }
-    // process, container and vm start in under a tenth of qemu's time: a zoomed waterfall.
+    // process and vm start within 10× of the fastest, container and qemu do not: a zoom.
     assert!(out.join("startup-waterfall-fast.svg").exists());
 
     // The verdicts these figures imply.
