@@ -22,7 +22,7 @@ impl Backend for Process {
     }
 
     fn describe(&self) -> &str {
-        "plain process: fork + exec, own cgroup, no namespaces (baseline)"
+        "plain process: spawn + exec, own cgroup, no namespaces (baseline)"
     }
 
     fn availability(&self, lab: &Lab) -> Availability {

@@ -202,18 +202,7 @@ impl Machine {
         if *fault != Fault::InternalError {
             return String::new();
         }
-        let run = self.vcpu.get_kvm_run();
-        // SAFETY: the exit reason was KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member
-        // KVM filled in.
-        let internal = unsafe { run.__bindgen_anon_1.internal };
-        let what = match internal.suberror {
-            1 => "emulation failure",
-            2 => "exception while delivering an exception",
-            3 => "event delivery failed",
-            4 => "unexpected exit reason",
-            _ => "unknown",
-        };
-        format!(" (suberror {}: {what})", internal.suberror)
+        format!(" ({})", kvm::internal_error(&mut self.vcpu))
     }
 
     /// Exits so far, by cause.

@@ -351,18 +351,7 @@ fn count(exits: &mut BTreeMap<&'static str, u64>, cause: &'static str) {
 
 /// KVM's sub-error of an internal error, in words.
 fn internal_detail(vcpu: &mut VcpuFd) -> String {
-    let run = vcpu.get_kvm_run();
-    // SAFETY: the exit reason was KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member
-    // KVM filled in.
-    let internal = unsafe { run.__bindgen_anon_1.internal };
-    let what = match internal.suberror {
-        1 => "emulation failure",
-        2 => "exception while delivering an exception",
-        3 => "event delivery failed",
-        4 => "unexpected exit reason",
-        _ => "unknown",
-    };
-    format!(", suberror {}: {what}", internal.suberror)
+    format!(", {}", super::super::kvm::internal_error(vcpu))
 }
 
 /// Where the guest was.
