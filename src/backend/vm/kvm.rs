@@ -108,6 +108,23 @@ pub fn cache_supported_cpuid() -> Result<(), KvmError> {
     supported_cpuid(&open()?).map(drop)
 }
 
+/// What KVM says about a `KVM_EXIT_INTERNAL_ERROR` — typically, on nested PVM, that it could
+/// not emulate a guest instruction — as "suberror N: what".
+pub fn internal_error(vcpu: &mut kvm_ioctls::VcpuFd) -> String {
+    let run = vcpu.get_kvm_run();
+    // SAFETY: called after an exit whose reason was KVM_EXIT_INTERNAL_ERROR, so `internal` is the
+    // union member KVM filled in.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let what = match internal.suberror {
+        1 => "emulation failure",
+        2 => "exception while delivering an exception",
+        3 => "event delivery failed",
+        4 => "unexpected exit reason",
+        _ => "unknown",
+    };
+    format!("suberror {}: {what}", internal.suberror)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,21 +148,4 @@ mod tests {
             Err(e) => panic!("{e}"),
         }
     }
-}
-
-/// What KVM says about a `KVM_EXIT_INTERNAL_ERROR` — typically, on nested PVM, that it could
-/// not emulate a guest instruction — as "suberror N: what".
-pub fn internal_error(vcpu: &mut kvm_ioctls::VcpuFd) -> String {
-    let run = vcpu.get_kvm_run();
-    // SAFETY: called after an exit whose reason was KVM_EXIT_INTERNAL_ERROR, so `internal` is the
-    // union member KVM filled in.
-    let internal = unsafe { run.__bindgen_anon_1.internal };
-    let what = match internal.suberror {
-        1 => "emulation failure",
-        2 => "exception while delivering an exception",
-        3 => "event delivery failed",
-        4 => "unexpected exit reason",
-        _ => "unknown",
-    };
-    format!("suberror {}: {what}", internal.suberror)
 }
