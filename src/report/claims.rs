@@ -506,7 +506,7 @@ fn memory(claim: Claim, results: &Results) -> Assessment {
         );
         if let (Some(g), Some(o)) = (r.guest_touched, r.vmm_overhead) {
             line.push_str(&format!(
-                ", of which guest RAM touched {} and VMM overhead {}",
+                "; by the end of the run, guest RAM touched {} and VMM overhead {}",
                 format::bytes(g.median),
                 format::bytes(o.median)
             ));
