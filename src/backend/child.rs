@@ -46,14 +46,35 @@ pub struct ChildFds {
     sync: Option<OwnedFd>,
 }
 
+/// A copy of `fd` numbered 10 or higher and close-on-exec, so that installing a child's fds at
+/// small fixed numbers never overwrites one not yet moved, and nothing leaks into other children.
+pub fn high(fd: OwnedFd) -> Result<OwnedFd, BackendError> {
+    let raw = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(BackendError::sys("fcntl"))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+}
+
+/// The child's side of its pipes, as [`crate::backend::spawn::spawn_exec`] uses them: installed
+/// at fixed numbers before `exec`, and a reporter that works before that.
+pub trait ChildSide {
+    /// **Child side.** Put the fds at their fixed numbers and close the others.
+    fn install(&self) -> Result<(), Errno>;
+    /// A reporter on the report pipe where it is before [`ChildSide::install`].
+    fn reporter(&self) -> Reporter;
+}
+
+impl ChildSide for ChildFds {
+    fn install(&self) -> Result<(), Errno> {
+        ChildFds::install(self)
+    }
+    fn reporter(&self) -> Reporter {
+        ChildFds::reporter(self)
+    }
+}
+
 /// Make the pipes between the lab and one child. Every fd is close-on-exec and numbered 10 or
 /// higher, so that installing them at 0..=5 in the child never overwrites one not yet moved.
 pub fn pipes(sync: Option<OwnedFd>) -> Result<(ParentEnds, ChildFds), BackendError> {
-    let high = |fd: OwnedFd| -> Result<OwnedFd, BackendError> {
-        let raw = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(BackendError::sys("fcntl"))?;
-        // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
-        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
-    };
     let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(BackendError::sys("pipe2"));
     let (report_r, report_w) = pipe()?;
     let (control_r, control_w) = pipe()?;

@@ -55,7 +55,7 @@ impl Backend for NsFloor {
         let exec = Exec::new(&lab.workload_path(), "isolab-workload", &args, &[]);
         let (ends, fds) = child::pipes(None)?;
         let flags = namespaces::flags(namespaces::need_userns());
-        let pid = spawn_exec(flags, &Placement::none(), fds, &exec)
+        let pid = spawn_exec(flags, &Placement::none(), &fds, &exec)
             .map_err(BackendError::sys("clone"))?;
         Ok(Instance::new(Parts {
             backend: self.name().into(),

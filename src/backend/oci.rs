@@ -136,7 +136,7 @@ impl Backend for Oci {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
         let exec = Exec::new(&runtime, &self.runtime, &args, &[("PATH", &path)]);
         let (ends, fds) = child::pipes(None)?;
-        let spawned = spawn_exec(0, &placement, fds, &exec);
+        let spawned = spawn_exec(0, &placement, &fds, &exec);
         drop(placement);
         let pid = match spawned {
             Ok(pid) => pid,

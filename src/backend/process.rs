@@ -41,7 +41,7 @@ impl Backend for Process {
         let exec = Exec::new(&exe, "isolab-workload", &args, &[]);
         let (ends, fds) = child::pipes(None)?;
 
-        let pid = spawn_exec(0, &placement, fds, &exec).map_err(BackendError::sys("clone"))?;
+        let pid = spawn_exec(0, &placement, &fds, &exec).map_err(BackendError::sys("clone"))?;
         drop(placement);
         Ok(Instance::new(Parts {
             backend: self.name().into(),

@@ -32,9 +32,9 @@
 //! QEMU is the instance's only process and lives in the instance's cgroup, so its memory —
 //! guest RAM it touched, TCG's translation cache, QEMU itself — is the instance's memory.
 
-use super::child::{close_from, die_with_parent, Exec, ParentEnds, Reporter};
+use super::child::{close_from, high, ChildSide, Exec, ParentEnds, Reporter};
 use super::instance::{Instance, Parts, Timeline};
-use super::spawn::{spawn_shared, Stack};
+use super::spawn::spawn_exec;
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::host::KvmKind;
 use crate::lab::Lab;
@@ -45,11 +45,11 @@ use crate::linux_guest::{initramfs_path, ram_bytes};
 use crate::measure::clock::now_ns;
 use crate::results::info;
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -257,25 +257,8 @@ impl Backend for Qemu {
         let log = File::create(&log_path)
             .map_err(BackendError::io(format!("create {}", log_path.display())))?;
 
-        let child = &pipes.child;
-        let mut stack = Stack::new();
-        let mut body = || {
-            if let Err(e) = install(child) {
-                Reporter::INSTALLED.fail("install fds", e);
-            }
-            let report = Reporter::INSTALLED;
-            report.phase("fork");
-            if let Err(e) = die_with_parent() {
-                report.fail("prctl", e);
-            }
-            report.phase("exec");
-            let e = exec.exec();
-            report.fail("exec qemu", e)
-        };
-        // SAFETY: the child only makes system calls on data prepared above (fds, exec strings),
-        // then execs or exits.
-        let pid = unsafe { spawn_shared(0, &mut stack, &placement, child.report(), &mut body) }
-            .map_err(BackendError::sys("clone"))?;
+        let pid =
+            spawn_exec(0, &placement, &pipes.child, &exec).map_err(BackendError::sys("clone"))?;
         drop(placement);
         let QemuPipes {
             child,
@@ -338,14 +321,6 @@ fn note_guest(instance: &mut Instance, image: &KernelImage, initrd: &Path, spec:
     }
 }
 
-/// One end of a pipe, numbered 10 or higher and close-on-exec (so that installing the child's
-/// fds at 0..=3 never overwrites one not yet moved, and nothing leaks into other children).
-fn high(fd: OwnedFd) -> Result<OwnedFd, BackendError> {
-    let raw = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(BackendError::sys("fcntl"))?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-}
-
 fn pipe() -> Result<(OwnedFd, OwnedFd), BackendError> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(BackendError::sys("pipe2"))?;
     Ok((high(r)?, high(w)?))
@@ -355,8 +330,11 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), BackendError> {
 /// report pipe, for the child's own `fork`/`exec` stamps (close-on-exec: QEMU never sees it).
 struct ChildEnds([OwnedFd; 4]);
 
-impl ChildEnds {
-    fn report(&self) -> Reporter {
+impl ChildSide for ChildEnds {
+    fn install(&self) -> Result<(), Errno> {
+        install(self)
+    }
+    fn reporter(&self) -> Reporter {
         Reporter::at(self.0[3].as_raw_fd())
     }
 }

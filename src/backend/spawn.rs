@@ -15,7 +15,7 @@
 //! on v1 the `tasks` file, which moves just the calling thread and so avoids the global lock
 //! whose writer waits for an RCU grace period (see [`crate::cgroup::Cgroup::placement`]).
 
-use super::child::{die_with_parent, ChildFds, Exec, Reporter};
+use super::child::{die_with_parent, ChildSide, Exec, Reporter};
 use nix::errno::Errno;
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -208,7 +208,7 @@ pub unsafe fn spawn_shared(
 pub fn spawn_exec(
     flags: libc::c_int,
     placement: &Placement,
-    fds: ChildFds,
+    fds: &dyn ChildSide,
     exec: &Exec,
 ) -> Result<Pid, Errno> {
     let mut stack = Stack::new();
