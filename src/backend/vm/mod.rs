@@ -292,19 +292,7 @@ fn vmm_process(
     spec: &Spec,
     scratch: &Path,
 ) -> ! {
-    if let Err(e) = child::join_cgroup(join) {
-        fds.reporter().fail("join cgroup", e);
-    }
-    if let Err(e) = fds.install() {
-        fds.reporter().fail("install fds", e);
-    }
-    let report = Reporter::INSTALLED;
-    report.phase("fork");
-    if let Err(e) = child::die_with_parent() {
-        report.fail("prctl", e);
-    }
-    // A panic must not unwind into the lab's code that called fork: catch it and _exit.
-    let code = std::panic::catch_unwind(|| {
+    vmm_child(join, fds, || {
         // SAFETY: `install` put the report and control pipes at these numbers; they stay open
         // until this process exits.
         let (report, control) = unsafe {
@@ -323,6 +311,27 @@ fn vmm_process(
             }
         }
     })
-    .unwrap_or(101);
+}
+
+/// **Child side**, in a VMM process just forked from the lab: join the instance's cgroup first
+/// (so everything the VMM allocates, KVM's kernel memory included, is charged to the instance),
+/// take fds 0..=4, stamp `fork`, arrange to die with the lab, run `vmm` and `_exit` with its
+/// status. A panic must not unwind into the lab's code that called fork: it is caught and
+/// becomes status 101.
+pub(crate) fn vmm_child(join: &[OwnedFd], fds: &ChildFds, vmm: impl FnOnce() -> i32) -> ! {
+    if let Err(e) = child::join_cgroup(join) {
+        fds.reporter().fail("join cgroup", e);
+    }
+    if let Err(e) = fds.install() {
+        fds.reporter().fail("install fds", e);
+    }
+    let report = Reporter::INSTALLED;
+    report.phase("fork");
+    if let Err(e) = child::die_with_parent() {
+        report.fail("prctl", e);
+    }
+    // AssertUnwindSafe: after a panic the process exits at once, so no half-updated state is
+    // ever observed.
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(vmm)).unwrap_or(101);
     child::exit_now(code)
 }

@@ -35,11 +35,12 @@ pub mod cpu;
 pub mod devices;
 pub mod machine;
 
-use super::super::child::{self, ChildFds, Reporter, CONTROL_FD, REPORT_FD};
+use super::super::child::{self, ChildFds, CONTROL_FD, REPORT_FD};
 use super::super::instance::{Instance, Parts, Timeline};
 use super::super::{Availability, Backend, BackendError, Limits, Spec};
 use super::hypercalls::Host;
 use super::machine::Registers;
+use super::vmm_child;
 use super::{kvm, memory, vcpu};
 use crate::host::KvmKind;
 use crate::lab::Lab;
@@ -341,18 +342,7 @@ impl Backend for VmLinux {
 
 /// **Child side.** Join the cgroup, take fds 0..=4, run the VMM, `_exit`.
 fn vmm_process(join: &[OwnedFd], fds: &ChildFds, config: &LinuxConfig) -> ! {
-    if let Err(e) = child::join_cgroup(join) {
-        fds.reporter().fail("join cgroup", e);
-    }
-    if let Err(e) = fds.install() {
-        fds.reporter().fail("install fds", e);
-    }
-    let report = Reporter::INSTALLED;
-    report.phase("fork");
-    if let Err(e) = child::die_with_parent() {
-        report.fail("prctl", e);
-    }
-    let code = std::panic::catch_unwind(|| {
+    vmm_child(join, fds, || {
         // SAFETY: `install` put the report pipe at REPORT_FD; it stays open until _exit.
         let report = unsafe { BorrowedFd::borrow_raw(REPORT_FD) };
         // SAFETY: likewise the control pipe at CONTROL_FD; the input thread takes it over.
@@ -369,8 +359,6 @@ fn vmm_process(join: &[OwnedFd], fds: &ChildFds, config: &LinuxConfig) -> ! {
             }
         }
     })
-    .unwrap_or(101);
-    child::exit_now(code)
 }
 
 #[cfg(test)]
