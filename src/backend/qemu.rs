@@ -41,7 +41,7 @@ use crate::lab::Lab;
 use crate::linux_guest::cmdline::{self, CmdlineOptions, Reboot};
 use crate::linux_guest::console::Console;
 use crate::linux_guest::kernel::{self, KernelImage};
-use crate::linux_guest::{initramfs_path, ram_bytes};
+use crate::linux_guest::{self, initramfs_path, ram_bytes};
 use crate::measure::clock::now_ns;
 use crate::results::info;
 use nix::errno::Errno;
@@ -293,25 +293,8 @@ impl Backend for Qemu {
 
 /// The facts every `qemu` run records.
 fn note_guest(instance: &mut Instance, image: &KernelImage, initrd: &Path, spec: &Spec, q: &Qemu) {
-    let initrd_bytes = std::fs::metadata(initrd).map_or(0, |m| m.len());
-    instance.note(info::GUEST_OS, "linux");
-    instance.note(info::IMAGE_BYTES, image.size() + initrd_bytes);
-    instance.note(
-        info::IMAGE,
-        format!(
-            "Linux kernel {}{} + initramfs ({initrd_bytes} bytes, the static workload as /init)",
-            image.path.display(),
-            image
-                .version
-                .as_deref()
-                .map(|v| format!(" ({})", v.split(' ').next().unwrap_or(v)))
-                .unwrap_or_default(),
-        ),
-    );
-    instance.note(info::GUEST_KERNEL, image.describe());
-    instance.note(info::GUEST_CMDLINE, q.cmdline(spec));
+    linux_guest::note_guest(instance, image, &image.path, initrd, &q.cmdline(spec));
     instance.note(info::GUEST_RAM_BYTES, ram_bytes(spec));
-    instance.note(info::KVM, KvmKind::detect().label());
     match q.accel() {
         Accel::Tcg => instance.note(
             info::EMULATED,

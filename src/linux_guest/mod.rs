@@ -25,11 +25,14 @@ pub mod extract;
 pub mod initramfs;
 pub mod kernel;
 
+use crate::backend::Instance;
+use crate::host::KvmKind;
 use crate::lab::Lab;
+use crate::results::info;
 use crate::workload::{Spec, WORKLOAD_ELF};
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Guest RAM for the kernel and its page cache, before the workload's arena: enough for a
 /// distribution kernel (Debian's needs about 60 MiB to boot into an initramfs).
@@ -62,6 +65,37 @@ pub fn initramfs_path(lab: &Lab) -> Result<PathBuf, initramfs::InitramfsError> {
             initramfs::InitramfsError::Io(e)
         })?;
     Ok(path)
+}
+
+/// Record the facts every Linux-guest run shares: that it runs Linux, what it boots (the kernel
+/// file plus the initramfs, and their size, for the images claim), where the kernel came from,
+/// the exact command line and KVM's kind.
+pub fn note_guest(
+    instance: &mut Instance,
+    image: &kernel::KernelImage,
+    kernel_file: &Path,
+    initrd: &Path,
+    cmdline: &str,
+) {
+    let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
+    let initrd_bytes = size(initrd);
+    instance.note(info::GUEST_OS, "linux");
+    instance.note(info::IMAGE_BYTES, size(kernel_file) + initrd_bytes);
+    instance.note(
+        info::IMAGE,
+        format!(
+            "Linux kernel {}{} + initramfs ({initrd_bytes} bytes, the static workload as /init)",
+            kernel_file.display(),
+            image
+                .version
+                .as_deref()
+                .map(|v| format!(" ({})", v.split(' ').next().unwrap_or(v)))
+                .unwrap_or_default(),
+        ),
+    );
+    instance.note(info::GUEST_KERNEL, image.describe());
+    instance.note(info::GUEST_CMDLINE, cmdline);
+    instance.note(info::KVM, KvmKind::detect().label());
 }
 
 #[cfg(test)]

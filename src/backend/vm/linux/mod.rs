@@ -46,8 +46,7 @@ use crate::host::KvmKind;
 use crate::lab::Lab;
 use crate::linux_guest::cmdline::{self, CmdlineOptions, Reboot};
 use crate::linux_guest::kernel::{self, ImageKind, KernelImage};
-use crate::linux_guest::{extract, initramfs_path, ram_bytes};
-use crate::results::info;
+use crate::linux_guest::{self, extract, initramfs_path, ram_bytes};
 use isolab_kernels::marker;
 use machine::LinuxConfig;
 use nix::unistd::{fork, ForkResult};
@@ -321,19 +320,13 @@ impl Backend for VmLinux {
                     timeout: lab.timeout,
                     cleanup: Vec::new(),
                 });
-                let size = |p: &PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
-                instance.note(info::GUEST_OS, "linux");
-                instance.note(info::IMAGE_BYTES, size(&kernel_file) + size(&initrd));
-                instance.note(
-                    info::IMAGE,
-                    format!(
-                        "Linux kernel {} + initramfs (the static workload as /init)",
-                        kernel_file.display()
-                    ),
+                linux_guest::note_guest(
+                    &mut instance,
+                    &image,
+                    &kernel_file,
+                    &initrd,
+                    &config.cmdline,
                 );
-                instance.note(info::GUEST_KERNEL, image.describe());
-                instance.note(info::GUEST_CMDLINE, &config.cmdline);
-                instance.note(info::KVM, KvmKind::detect().label());
                 Ok(instance)
             }
         }
