@@ -1,7 +1,7 @@
 //! `lab export --csv`: results as CSV, for spreadsheets and notebooks.
 //!
-//! One row per sample in `runs.csv`, one per density step in `density.csv`. Columns carry their
-//! unit like the JSON fields do. Phase edges become one `phase_<name>_ns` column per phase name
+//! One row per sample in `runs.csv`, one per density step in `density.csv`, each with its
+//! backend's isolation family. Columns carry their unit like the JSON fields do. Phase edges become one `phase_<name>_ns` column per phase name
 //! seen in the file, holding the time from `spawn` to that edge.
 
 use crate::results::{Outcome, Results, RunRecord};
@@ -21,10 +21,11 @@ pub enum ExportError {
 }
 
 /// The fixed columns of `runs.csv`.
-const RUN_COLUMNS: [&str; 24] = [
+const RUN_COLUMNS: [&str; 25] = [
     "experiment",
     "host",
     "backend",
+    "family",
     "round",
     "order",
     "warmup",
@@ -114,6 +115,7 @@ fn write_runs(results: &Results, path: &Path) -> Result<(), csv::Error> {
             results.header.experiment.clone(),
             results.header.environment.hostname.clone(),
             r.backend.clone(),
+            r.family.id().to_string(),
             r.round.to_string(),
             r.order.to_string(),
             r.warmup.to_string(),
@@ -152,6 +154,7 @@ fn write_density(results: &Results, path: &Path) -> Result<(), csv::Error> {
     w.write_record([
         "host",
         "backend",
+        "family",
         "n",
         "added",
         "launch_ns",
@@ -167,6 +170,7 @@ fn write_density(results: &Results, path: &Path) -> Result<(), csv::Error> {
         w.write_record([
             results.header.environment.hostname.clone(),
             d.backend.clone(),
+            d.family.id().to_string(),
             d.n.to_string(),
             d.added.to_string(),
             d.launch_ns.to_string(),
@@ -204,6 +208,7 @@ mod tests {
             },
             runs: vec![RunRecord {
                 backend: "container".into(),
+                family: crate::results::Family::Container,
                 round: 3,
                 order: 1,
                 warmup: false,
@@ -229,7 +234,7 @@ mod tests {
                 cgroup_peak_bytes: Some(8192),
                 cpu_ns: None,
                 probe: vec![],
-                info: Default::default(),
+                facts: Default::default(),
             }],
             density: vec![],
             density_ends: vec![],
@@ -268,6 +273,7 @@ mod tests {
             .collect();
         let col = |name: &str| row[header.iter().position(|h| h == name).unwrap()].clone();
         assert_eq!(col("backend"), "container");
+        assert_eq!(col("family"), "container");
         assert_eq!(col("startup_ns"), "1000");
         assert_eq!(
             col("phase_namespaces_ns"),

@@ -108,7 +108,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     Availability::Available => "available".to_string(),
                     Availability::Unavailable(why) => format!("unavailable: {why}"),
                 };
-                println!("{:<10} {}\n           {state}", b.name(), b.describe());
+                println!(
+                    "{:<10} {} ({})\n           {state}",
+                    b.name(),
+                    b.describe(),
+                    b.family().short()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -6,21 +6,32 @@
 //! other line is one sample. Each object says what it is in its `record` field.
 //!
 //! ```text
-//! {"record":"environment","schema":"isolab-results/1","experiment":"startup",...}
-//! {"record":"run","backend":"container","round":0,"startup_ns":1436000,"phases":[...],...}
+//! {"record":"environment","schema":"isolab-results/2","experiment":"startup",...}
+//! {"record":"run","backend":"container","family":"container","round":0,"startup_ns":1436000,...}
 //! ```
 //!
 //! Field names carry their unit (`startup_ns`, `peak_bytes`): a number is never ambiguous.
 //! Reports use only these types, never the backends, so a report can be rendered later, on
-//! another machine, from the files alone. Version history of [`SCHEMA`]:
+//! another machine, from the files alone. Every record says which isolation [`Family`] its run
+//! belongs to, and what the run reported about itself is typed ([`Facts`]), so a report never
+//! interprets a backend's name nor looks facts up by strings. Version history of [`SCHEMA`]:
 //!
-//! * `isolab-results/1` — first version.
+//! * `isolab-results/1` — first version. Still read: see [`v1`] for how its records are
+//!   converted (its string map of facts, and the families of the names it wrote).
+//! * `isolab-results/2` — every run, density step and density end records its `family`; a
+//!   run's facts are typed (`facts`, was the string map `info`).
+
+pub mod facts;
+pub mod family;
+pub mod v1;
+
+pub use facts::{Facts, GuestOs};
+pub use family::{Family, VmKind};
 
 use crate::cgroup::MemoryReading;
 use crate::measure::clock::now_ns;
 use crate::measure::memory::ProcessMemory;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -29,7 +40,10 @@ use std::path::{Path, PathBuf};
 pub const RESULTS_FILE: &str = "results.jsonl";
 
 /// The schema identifier written in every environment record.
-pub const SCHEMA: &str = "isolab-results/1";
+pub const SCHEMA: &str = "isolab-results/2";
+
+/// Every schema this version reads, oldest first.
+pub const READABLE: [&str; 2] = [v1::SCHEMA, SCHEMA];
 
 /// A named instant on the host's monotonic clock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +209,8 @@ impl From<&crate::workload::Output> for OutputRecord {
 pub struct RunRecord {
     /// Backend name.
     pub backend: String,
+    /// The run's isolation family ([`Family::of_run`]).
+    pub family: Family,
     /// Round number (warm-up rounds are numbered separately and flagged).
     pub round: u32,
     /// Position of this backend within its round (rounds are shuffled).
@@ -224,9 +240,9 @@ pub struct RunRecord {
     /// Probe facts (isolation experiment), in the order reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<(String, String)>,
-    /// Facts from the backend's runtime.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub info: BTreeMap<String, String>,
+    /// What the run reported about itself.
+    #[serde(default, skip_serializing_if = "Facts::is_empty")]
+    pub facts: Facts,
 }
 
 /// A backend that was asked for (or would have run by default) but could not run here.
@@ -238,7 +254,8 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// Names of the facts backends report in [`RunRecord::info`], where every reader can find them.
+/// The wire names of the facts backends report ([`crate::backend::Instance::note`], `info`
+/// marker lines), read into [`Facts`] when a run becomes a record.
 pub mod info {
     /// Bytes of the image the backend boots or starts: a container's root file system, a guest's
     /// ELF, a Linux guest's kernel plus initramfs.
@@ -274,27 +291,14 @@ pub mod info {
     pub const SERVED_BY: &str = "served_by";
 }
 
-/// Where a backend stands in tables: `process` (the baseline, 0), containers (`container` 1,
-/// `oci:*` 2), virtual machines (`vm` 3, other `vm-*` 4, `qemu` 5), then anything else
-/// (`ns-floor`, 6). Backend names follow this convention, so results files need no separate list
-/// of kinds.
-pub fn backend_rank(backend: &str) -> u8 {
-    match backend {
-        "process" => 0,
-        "container" => 1,
-        b if b.starts_with("oci:") => 2,
-        "vm" => 3,
-        b if b.starts_with("vm") => 4,
-        "qemu" => 5,
-        _ => 6,
-    }
-}
-
 /// One step of the density experiment: `n` idle instances of one backend alive at once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DensityStep {
     /// Backend name.
     pub backend: String,
+    /// The instances' isolation family (recorded at every step, so a ladder cut short still
+    /// says what it measured).
+    pub family: Family,
     /// Instances alive after this step.
     pub n: u32,
     /// Instances started in this step.
@@ -324,15 +328,17 @@ pub struct DensityStep {
 pub struct DensityEnd {
     /// Backend name.
     pub backend: String,
+    /// The instances' isolation family.
+    pub family: Family,
     /// Instances alive at the end.
     pub n: u32,
     /// Why the ladder stopped (maximum reached, memory budget, a launch failed, Ctrl-C).
     pub reason: String,
     /// Wall time to stop and clean up all `n` instances.
     pub teardown_ns: u64,
-    /// Facts the backend's runtime reported for its instances (see [`info`]).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub info: BTreeMap<String, String>,
+    /// Facts the backend's runtime reported for its instances.
+    #[serde(default, skip_serializing_if = "Facts::is_empty")]
+    pub facts: Facts,
 }
 
 /// The machine a results file was measured on.
@@ -435,7 +441,8 @@ pub enum ResultsError {
     },
     /// The file does not start with an environment record of a schema this version reads.
     #[error(
-        "{path}: not an isolab results file (expected a first line with \"schema\":\"{SCHEMA}\")"
+        "{path}: not an isolab results file (expected a first line with \"schema\":\"{SCHEMA}\" or \"{}\")",
+        v1::SCHEMA
     )]
     NotResults {
         /// The file.
@@ -495,6 +502,16 @@ impl Writer {
     }
 }
 
+/// One line of a file of version 2, or of version 1 converted to version 2's shape.
+fn parse_line(line: &str, version_1: bool) -> Result<Record, serde_json::Error> {
+    if !version_1 {
+        return serde_json::from_str(line);
+    }
+    let mut value: serde_json::Value = serde_json::from_str(line)?;
+    v1::upgrade(&mut value);
+    serde_json::from_value(value)
+}
+
 /// A results file, read back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Results {
@@ -523,11 +540,13 @@ impl Results {
         let mut density = Vec::new();
         let mut density_ends = Vec::new();
         let last = lines.len();
+        // The environment record is the same in every version; the others follow its schema.
+        let mut version_1 = false;
         for (i, line) in lines.iter().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let record: Record = match serde_json::from_str(line) {
+            let record: Record = match parse_line(line, version_1) {
                 Ok(r) => r,
                 Err(_) if i + 1 == last && header.is_some() => break,
                 Err(source) if i == 0 => {
@@ -545,7 +564,10 @@ impl Results {
                 }
             };
             match record {
-                Record::Environment(h) if i == 0 && h.schema == SCHEMA => header = Some(*h),
+                Record::Environment(h) if i == 0 && READABLE.contains(&h.schema.as_str()) => {
+                    version_1 = h.schema == v1::SCHEMA;
+                    header = Some(*h);
+                }
                 Record::Environment(_) => {
                     return Err(ResultsError::NotResults {
                         path: path.to_path_buf(),
@@ -559,6 +581,9 @@ impl Results {
         let header = header.ok_or_else(|| ResultsError::NotResults {
             path: path.to_path_buf(),
         })?;
+        if version_1 {
+            v1::assign_families(&mut runs, &mut density, &mut density_ends);
+        }
         Ok(Results {
             path: path.to_path_buf(),
             header,
@@ -602,11 +627,9 @@ impl Results {
             .filter(move |r| r.backend == backend && !r.warmup)
     }
 
-    /// Backends with samples, in order of first appearance.
-    ///
-    /// Ordered as the lab presents them — the baseline, containers, virtual machines, the rest
-    /// ([`backend_rank`]) — and by first appearance within each group, so tables read the same
-    /// way whatever order the shuffled rounds happened to run in.
+    /// Backends with samples, grouped by family in table order (process, containers,
+    /// sandboxes, VMs, emulated machines, the rest: [`Family`]) and by name within a family, so
+    /// tables read the same way whatever order the shuffled rounds ran in.
     pub fn backends(&self) -> Vec<String> {
         let names = self
             .runs
@@ -619,24 +642,54 @@ impl Results {
                 seen.push(name.clone());
             }
         }
-        seen.sort_by_key(|b| backend_rank(b));
+        seen.sort_by_key(|b| (self.family(b), b.clone()));
         seen
     }
 
-    /// The facts any record of `backend` carries under `key` (run records first, then the ends
-    /// of density ladders, which have no runs).
-    pub fn info(&self, backend: &str, key: &str) -> Option<&str> {
+    /// The isolation family of `backend`: what its first record says (run records, then
+    /// density steps, then ends), or [`Family::Unknown`] if it has none.
+    pub fn family(&self, backend: &str) -> Family {
         self.runs
             .iter()
             .filter(|r| r.backend == backend)
-            .map(|r| &r.info)
+            .map(|r| r.family)
+            .chain(
+                self.density
+                    .iter()
+                    .filter(|d| d.backend == backend)
+                    .map(|d| d.family),
+            )
             .chain(
                 self.density_ends
                     .iter()
                     .filter(|d| d.backend == backend)
-                    .map(|d| &d.info),
+                    .map(|d| d.family),
             )
-            .find_map(|info| info.get(key).map(String::as_str))
+            .next()
+            .unwrap_or(Family::Unknown)
+    }
+
+    /// The first fact `get` finds in any record of `backend` (run records first, then the ends
+    /// of density ladders, which have no runs).
+    pub fn fact<T>(&self, backend: &str, get: impl Fn(&Facts) -> Option<T>) -> Option<T> {
+        self.runs
+            .iter()
+            .filter(|r| r.backend == backend)
+            .map(|r| &r.facts)
+            .chain(
+                self.density_ends
+                    .iter()
+                    .filter(|d| d.backend == backend)
+                    .map(|d| &d.facts),
+            )
+            .find_map(get)
+    }
+
+    /// The baseline: the first backend of the [`Family::Process`] family, if one ran.
+    pub fn baseline(&self) -> Option<String> {
+        self.backends()
+            .into_iter()
+            .find(|b| self.family(b) == Family::Process)
     }
 }
 
@@ -673,12 +726,13 @@ mod tests {
         }
     }
 
-    fn run(backend: &str) -> RunRecord {
+    fn run(backend: &str, family: Family) -> RunRecord {
         let mut phases = Timeline::default();
         phases.push("spawn", 1);
         phases.push("ready", 11);
         RunRecord {
             backend: backend.into(),
+            family,
             round: 0,
             order: 0,
             warmup: false,
@@ -702,7 +756,7 @@ mod tests {
             cgroup_peak_bytes: Some(4096),
             cpu_ns: None,
             probe: vec![],
-            info: BTreeMap::new(),
+            facts: Facts::default(),
         }
     }
 
@@ -710,8 +764,10 @@ mod tests {
     fn a_file_round_trips_and_a_torn_last_line_is_dropped() {
         let dir = std::env::temp_dir().join(format!("isolab-results-test-{}", std::process::id()));
         let mut w = Writer::create(&Writer::new_dir(&dir, "startup").unwrap(), &header()).unwrap();
-        w.append(&Record::Run(Box::new(run("process")))).unwrap();
-        w.append(&Record::Run(Box::new(run("container")))).unwrap();
+        w.append(&Record::Run(Box::new(run("container", Family::Container))))
+            .unwrap();
+        w.append(&Record::Run(Box::new(run("process", Family::Process))))
+            .unwrap();
         let path = w.path().to_path_buf();
         drop(w);
         // Simulate a lab killed in the middle of writing a line.
@@ -719,10 +775,20 @@ mod tests {
         f.write_all(b"{\"record\":\"run\",\"backe").unwrap();
         let back = Results::read(&path).unwrap();
         assert_eq!(back.header, header_with_date(&back.header));
-        assert_eq!(back.runs, vec![run("process"), run("container")]);
+        assert_eq!(
+            back.runs,
+            vec![
+                run("container", Family::Container),
+                run("process", Family::Process)
+            ]
+        );
+        // Tables list the baseline first, whatever order the round ran in.
         assert_eq!(back.backends(), vec!["process", "container"]);
+        assert_eq!(back.baseline().as_deref(), Some("process"));
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("{\"record\":\"environment\""));
+        assert!(text.contains("\"schema\":\"isolab-results/2\""));
+        assert!(text.contains("\"family\":\"container\""));
         assert!(text.contains("\"startup_ns\":10"));
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -742,5 +808,34 @@ mod tests {
             Err(ResultsError::NotResults { .. })
         ));
         fs::remove_file(&path).unwrap();
+    }
+
+    /// Two lines as isolab 1 wrote them: a bare `vm` with its facts as strings, and a `vm`
+    /// from before runs recorded their guest OS.
+    const VERSION_1: &str = r#"{"record":"environment","schema":"isolab-results/1","experiment":"startup","environment":{"hostname":"h","cpu_model":"c","cpus":2,"memory_bytes":1,"kernel_release":"6.1","kvm":"nested-pvm","cgroup":"v2","uid":0,"lab_version":"0.1.0","commit":"x","date":"2026-01-01T00:00:00Z"},"settings":{},"skipped":[]}
+{"record":"run","backend":"vm","round":0,"order":0,"warmup":false,"workload":{"kernel":"ready","mib":0,"iters":0,"seed":1},"outcome":{"kind":"completed"},"startup_ns":10,"work_ns":1,"phases":[],"output":null,"memory_at_ready":null,"memory_at_done":null,"cgroup_peak_bytes":null,"cpu_ns":null,"info":{"guest_os":"none","image_bytes":"26624","exits_total":"3"}}
+{"record":"run","backend":"vm-old","round":0,"order":1,"warmup":false,"workload":{"kernel":"ready","mib":0,"iters":0,"seed":1},"outcome":{"kind":"completed"},"startup_ns":10,"work_ns":1,"phases":[],"output":null,"memory_at_ready":null,"memory_at_done":null,"cgroup_peak_bytes":null,"cpu_ns":null}
+{"record":"density-step","backend":"qemu","n":1,"added":1,"launch_ns":1,"charged_bytes":1,"kernel_bytes":1,"pss_bytes":1,"mem_available_drop_bytes":1,"idle_cpu_ns":0,"idle_window_ns":1}
+"#;
+
+    #[test]
+    fn a_version_1_file_is_read_with_typed_facts_and_families() {
+        let dir = std::env::temp_dir().join(format!("isolab-results-v1-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(RESULTS_FILE);
+        fs::write(&path, VERSION_1).unwrap();
+        let r = Results::read(&path).unwrap();
+        assert_eq!(r.header.schema, v1::SCHEMA);
+        assert_eq!(r.runs[0].family, Family::VmNoOs);
+        assert_eq!(r.runs[0].facts.guest_os, Some(GuestOs::None));
+        assert_eq!(r.runs[0].facts.image_bytes, Some(26624));
+        assert_eq!(r.runs[0].facts.exits["total"], 3);
+        // Unknown stays unknown: no guest OS recorded is not "linux".
+        assert_eq!(r.runs[1].family, Family::Vm);
+        assert_eq!(r.runs[1].facts.guest_os, None);
+        // A ladder cut short before its end record: nothing says whether qemu was emulated.
+        assert_eq!(r.density[0].family, Family::Unknown);
+        assert_eq!(r.family("qemu"), Family::Unknown);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -30,6 +30,10 @@ impl Backend for NsFloor {
         "clone with the container's namespace flags + exec, nothing else (a lower bound)"
     }
 
+    fn family(&self) -> crate::results::Family {
+        crate::results::Family::Floor
+    }
+
     fn availability(&self, _lab: &Lab) -> Availability {
         if namespaces::need_userns() {
             if let Some(why) = crate::host::userns_restriction() {

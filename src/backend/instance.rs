@@ -12,6 +12,7 @@
 use crate::cgroup::Cgroup;
 use crate::measure::clock::now_ns;
 use crate::measure::memory::ProcessMemory;
+use crate::results::{Facts, Family};
 pub use crate::results::{MemorySample, Outcome, Phase, Timeline};
 use crate::workload::{Event, Output, Spec};
 use nix::errno::Errno;
@@ -61,10 +62,20 @@ impl Run {
         self.timeline.startup_ns()
     }
 
-    /// The results record of this run.
-    pub fn record(&self, round: u32, order: u32, warmup: bool) -> crate::results::RunRecord {
+    /// The results record of this run, by a backend of the `declared` family: the facts
+    /// reported as text become typed [`Facts`], and the run's family follows from both
+    /// ([`Family::of_run`]).
+    pub fn record(
+        &self,
+        declared: Family,
+        round: u32,
+        order: u32,
+        warmup: bool,
+    ) -> crate::results::RunRecord {
+        let facts = Facts::from_wire(&self.info);
         crate::results::RunRecord {
             backend: self.backend.clone(),
+            family: Family::of_run(declared, &facts),
             round,
             order,
             warmup,
@@ -79,7 +90,7 @@ impl Run {
             cgroup_peak_bytes: self.cgroup_peak_bytes,
             cpu_ns: self.cpu_ns,
             probe: self.probe.clone(),
-            info: self.info.clone(),
+            facts,
         }
     }
 
@@ -214,6 +225,11 @@ impl Instance {
     /// Record a fact about the instance known to the lab itself (see [`crate::results::info`]).
     pub fn note(&mut self, key: &str, value: impl ToString) {
         self.info.insert(key.to_string(), value.to_string());
+    }
+
+    /// The facts reported so far, as text (noted by the lab, or sent by the instance).
+    pub fn info(&self) -> &BTreeMap<String, String> {
+        &self.info
     }
 
     /// Wait until the workload reports `ready`. With `hold`, also sample memory while the

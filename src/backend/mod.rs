@@ -15,6 +15,10 @@
 //! | `vm`        | isolab's own KVM VMM running the bare guest (the kernels, no OS)         |
 //! | `vm-linux`  | isolab's own KVM VMM booting a Linux kernel, the workload as `/init`     |
 //! | `qemu`      | the Linux guest under QEMU microvm (KVM, or TCG emulation: "emulated")    |
+//!
+//! Each backend declares its isolation [`Family`] (process, container, sandbox, VM without or
+//! with a guest OS, ...). Adding a backend is one file implementing [`Backend`] and one line
+//! in [`registry`]: reports place it by the family its records carry.
 
 pub mod child;
 pub mod container;
@@ -27,6 +31,7 @@ pub mod spawn;
 pub mod vm;
 
 pub use crate::cgroup::Limits;
+pub use crate::results::Family;
 pub use crate::workload::Spec;
 pub use instance::{Instance, Outcome, Phase, Run, Timeline};
 
@@ -136,6 +141,12 @@ pub trait Backend: Send + Sync {
 
     /// One line for tables and reports: what this backend is.
     fn describe(&self) -> &str;
+
+    /// The isolation model of this backend's runs, recorded with every sample: reports group,
+    /// colour and judge backends by it, never by their names. A run that reports it was
+    /// emulated is recorded as [`Family::Emulated`] whatever is declared here
+    /// ([`Family::of_run`]).
+    fn family(&self) -> Family;
 
     /// Whether this backend can run on this machine now.
     fn availability(&self, lab: &Lab) -> Availability;

@@ -68,6 +68,17 @@ impl Backend for Oci {
         "an equivalent OCI bundle run by an OCI runtime (runc: what Docker uses underneath)"
     }
 
+    fn family(&self) -> crate::results::Family {
+        // gVisor's runsc runs the workload on a kernel of its own in user space (the Sentry),
+        // which takes every system call: a sandbox. Other runtimes set up namespaces and cgroups
+        // on the host's kernel, as Docker's runc does.
+        if self.runtime == "runsc" {
+            crate::results::Family::Sandbox
+        } else {
+            crate::results::Family::Container
+        }
+    }
+
     fn availability(&self, lab: &Lab) -> Availability {
         if self.runtime_path().is_none() {
             return Availability::Unavailable(format!(

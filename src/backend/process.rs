@@ -25,6 +25,10 @@ impl Backend for Process {
         "plain process: spawn + exec, own cgroup, no namespaces (baseline)"
     }
 
+    fn family(&self) -> crate::results::Family {
+        crate::results::Family::Process
+    }
+
     fn availability(&self, lab: &Lab) -> Availability {
         Availability::of_cgroups(lab)
     }

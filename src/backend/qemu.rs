@@ -206,6 +206,11 @@ impl Backend for Qemu {
         "the Linux guest under QEMU microvm: KVM with hardware virtualization, else TCG emulation (labelled emulated)"
     }
 
+    fn family(&self) -> crate::results::Family {
+        // Under TCG its runs report `emulated` and are recorded as emulated (Family::of_run).
+        crate::results::Family::VmGuestOs
+    }
+
     /// Only with hardware virtualization: under TCG one boot takes seconds, and its times are an
     /// emulator's, so `lab run` uses it only when asked (`--backends qemu`).
     fn default_enabled(&self) -> bool {

@@ -14,7 +14,7 @@ use crate::backend::{Backend, Instance, Limits};
 use crate::host;
 use crate::lab::Lab;
 use crate::measure::clock::now_ns;
-use crate::results::{DensityEnd, DensityStep, Record, Writer};
+use crate::results::{DensityEnd, DensityStep, Facts, Family, Record, Writer};
 use crate::workload::{Kernel, Spec};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -129,7 +129,7 @@ fn ladder(
         }
         let launch_ns = now_ns() - started;
         let step = measure(
-            backend.name(),
+            backend,
             &live,
             before,
             launch_ns,
@@ -144,13 +144,21 @@ fn ladder(
     };
     progress.finish_and_clear();
     let n = live.len() as u32;
-    let (teardown_ns, info) = teardown(live);
+    // What the instances reported at start (e.g. that they are emulated), in case none of them
+    // reports anything more while it stops.
+    let started_facts = live.first().map(|i| i.info().clone()).unwrap_or_default();
+    let (teardown_ns, mut info) = teardown(live);
+    if info.is_empty() {
+        info = started_facts;
+    }
+    let facts = Facts::from_wire(&info);
     Ok(DensityEnd {
         backend: backend.name().to_string(),
+        family: Family::of_run(backend.family(), &facts),
         n,
         reason,
         teardown_ns,
-        info,
+        facts,
     })
 }
 
@@ -179,9 +187,9 @@ fn over_budget(live: &[Instance], target: u32, baseline: u64, reserve: u64) -> O
     })
 }
 
-/// Memory and idle CPU of all live instances.
+/// Memory and idle CPU of all live instances, and the family they belong to.
 fn measure(
-    backend: &str,
+    backend: &dyn Backend,
     live: &[Instance],
     before: u32,
     launch_ns: u64,
@@ -213,8 +221,14 @@ fn measure(
     let idle_window_ns = now_ns() - t0;
     let idle_cpu_ns = cpu_time_ns(&pids).saturating_sub(cpu_before);
 
+    // Every step says what it measured, so a ladder cut short (a killed lab) still tells an
+    // emulated machine from a VM: the instances noted their facts when they started.
+    let facts = live
+        .first()
+        .map_or_else(Facts::default, |i| Facts::from_wire(i.info()));
     DensityStep {
-        backend: backend.to_string(),
+        backend: backend.name().to_string(),
+        family: Family::of_run(backend.family(), &facts),
         n: live.len() as u32,
         added: live.len() as u32 - before,
         launch_ns,

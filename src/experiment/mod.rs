@@ -247,7 +247,7 @@ pub fn campaign(
                             .failures
                             .push((backend.name().to_string(), format!("{:?}", run.outcome)));
                     }
-                    run.record(round, position as u32, warmup)
+                    run.record(backend.family(), round, position as u32, warmup)
                 }
                 Err(e) => {
                     outcome
@@ -340,6 +340,7 @@ fn failed_record(
 ) -> crate::results::RunRecord {
     crate::results::RunRecord {
         backend: backend.name().to_string(),
+        family: backend.family(),
         round,
         order: order as u32,
         warmup,
@@ -356,7 +357,7 @@ fn failed_record(
         cgroup_peak_bytes: None,
         cpu_ns: None,
         probe: Vec::new(),
-        info: Default::default(),
+        facts: Default::default(),
     }
 }
 

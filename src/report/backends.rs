@@ -1,70 +1,52 @@
-//! What kind of isolation each backend name stands for, and how to label it.
+//! How a report names backends: by the isolation family their records carry.
 //!
-//! Reports know backends only by the names in results files. The claims ledger needs to know
-//! which of them are containers and which are virtual machines, so the mapping lives here, in
-//! one place, from the naming convention every backend follows:
-//!
-//! * `process` — the baseline: no isolation at all;
-//! * `container`, `oci:<runtime>` — containers (namespaces + cgroups on the host's kernel);
-//! * `vm…` (`vm`, `vm-linux`, ...) and `qemu` — virtual machines;
-//! * anything else (e.g. `ns-floor`, the cheapest possible namespace set-up) is shown in tables
-//!   and plots but takes no side in the claims.
+//! Reports know backends only through results files. Every record says which
+//! [`Family`] its run belongs to (process, container, sandbox, VM without or with a guest OS,
+//! emulated, ...), so a report never interprets a backend's name: a backend added later lands in
+//! the right rows, colours and claims by declaring its family. Files of version 1, which carry
+//! no family, get theirs when they are read ([`crate::results::v1`]).
 
-use crate::results::{info, Results};
+pub use crate::results::Family;
+use crate::results::Results;
 
-/// The isolation model a backend belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Family {
-    /// `process`: the baseline every ratio is taken against.
-    Process,
-    /// `container` and `oci:*`.
-    Container,
-    /// `vm*` and `qemu`.
-    Vm,
-    /// Anything else.
-    Other,
-}
-
-/// The family of a backend name (the convention of [`crate::results::backend_rank`]).
-pub fn family(backend: &str) -> Family {
-    match crate::results::backend_rank(backend) {
-        0 => Family::Process,
-        1 | 2 => Family::Container,
-        3..=5 => Family::Vm,
-        _ => Family::Other,
-    }
-}
-
-/// True when any run of `backend` in `results` says its numbers come from emulation (QEMU's
-/// TCG translates every guest instruction in software: it measures an emulator, not a VM).
+/// True when `backend`'s numbers in `results` come from emulation (QEMU's TCG translates every
+/// guest instruction in software: it measures an emulator, not a VM).
 pub fn is_emulated(results: &Results, backend: &str) -> bool {
-    results.info(backend, info::EMULATED).is_some()
+    results.family(backend) == Family::Emulated
 }
 
-/// The name to print for `backend`: emulated backends say so everywhere they appear, so no
-/// reader mistakes an emulator's figures for a virtual machine's.
+/// The name to print for `backend`: a VM, a sandbox or an emulated machine says what it is
+/// wherever it appears — "vm (VM, no OS)", "qemu (emulated)" — so no reader takes a VM that runs
+/// no OS for one that boots Linux, nor an emulator's figures for a virtual machine's. A process
+/// and a container are known by their names.
 pub fn label(results: &Results, backend: &str) -> String {
-    if is_emulated(results, backend) {
-        format!("{backend} (emulated)")
-    } else {
-        backend.to_string()
+    match results.family(backend) {
+        Family::Process | Family::Container => backend.to_string(),
+        family => format!("{backend} ({})", family.short()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::fixtures::Fixture;
+    use crate::results::info;
 
     #[test]
-    fn names_map_to_families() {
-        assert_eq!(family("process"), Family::Process);
-        assert_eq!(family("container"), Family::Container);
-        assert_eq!(family("oci:runc"), Family::Container);
-        assert_eq!(family("oci:crun"), Family::Container);
-        assert_eq!(family("vm"), Family::Vm);
-        assert_eq!(family("vm-linux"), Family::Vm);
-        assert_eq!(family("qemu"), Family::Vm);
-        assert_eq!(family("ns-floor"), Family::Other);
-        assert_eq!(family("processes"), Family::Other);
+    fn labels_say_what_kind_of_vm_whatever_the_name() {
+        let mut f = Fixture::new("startup");
+        f.startup("process", 0, 1)
+            .startup("vm", 0, 1)
+            .startup("qemu", 0, 1)
+            .startup("firecracker", 0, 1)
+            .family("firecracker", Family::VmGuestOs)
+            .note("qemu", info::EMULATED, "tcg");
+        let r = f.results();
+        assert_eq!(label(&r, "process"), "process");
+        assert_eq!(label(&r, "vm"), "vm (VM, no OS)");
+        assert_eq!(label(&r, "firecracker"), "firecracker (VM + guest OS)");
+        assert_eq!(label(&r, "qemu"), "qemu (emulated)");
+        assert!(is_emulated(&r, "qemu") && !is_emulated(&r, "vm"));
+        assert_eq!(r.backends(), ["process", "vm", "firecracker", "qemu"]);
     }
 }

@@ -8,30 +8,51 @@
 //! * *supported* — the data show what the claim says, for every container and every VM
 //!   compared;
 //! * *not supported* — the data show no such difference, or the opposite;
-//! * *depends* — true for some pairs of container and VM and not for others (or several files of
-//!   the same host disagree): the answer depends on which runtime and which VM;
+//! * *depends* — true for some pairs of container and VM and not for others: the answer depends
+//!   on which runtime and which VM — or the data favour the container but cannot test the
+//!   reason the claim gives (see below);
 //! * *no data* — this report has no measurement that bears on the claim. The ledger never
 //!   guesses.
 //!
-//! Differences must be both **statistically clear** (the 95% confidence interval of the ratio
-//! excludes 1) and **large enough to matter** (the median differs from 1 by more than
-//! [`MARGIN`]): with many rounds, a 1% difference can be "significant" without meaning that one
-//! is faster in any sense a student would care about.
+//! Four rules hold for every claim:
 //!
-//! VMs whose numbers come from emulation (QEMU TCG, info `emulated`) are left out of the
-//! start-up, memory, performance and density claims: an emulator translating every instruction
-//! is not how virtual machines run, and including it would flatter the container.
+//! 1. **A difference is called only when it is clear and large enough.** The 95% confidence
+//!    interval of the ratio excludes 1, its median differs from 1 by more than [`MARGIN`], and
+//!    it rests on at least [`MIN_PAIRS`] paired rounds (or density steps). With many rounds a 1%
+//!    difference can be "significant" without meaning anything a student would care about; with
+//!    a handful, a bootstrap interval is too narrow to trust.
+//! 2. **Data that fail their own check never decide.** Every kernel returns a checksum; when
+//!    the backends of a file disagree on a workload's checksum, something computed the wrong
+//!    thing, and that workload's samples are left out of every verdict (the row says so).
+//! 3. **Families, not names.** Who is a container and who is a VM comes from the isolation
+//!    [`Family`] every record carries. Emulated machines are left out of the timing, memory and
+//!    density claims (an emulator is not how VMs run); sandboxes (a container runtime with a
+//!    kernel of its own in user space, like gVisor) are placed between containers and VMs, not
+//!    counted as either; backends whose kind is not recorded take no side.
+//! 4. **Say which VM.** Start-up, memory, density and images claims give a guest operating
+//!    system as their reason. Their verdict rests on VMs *with* a guest OS when one ran; VMs
+//!    without an OS (or whose files do not say) are shown, named as such, and decide only when
+//!    no VM with a guest OS ran — then a result that favours the container is *depends* (the
+//!    data cannot show the guest OS is why), and every sentence says which kind of VM it is
+//!    about.
+//!
+//! Files of one host are judged together: a container and a VM are paired only within a file
+//! (by round), and the pairs of all the host's files decide the verdict.
 
-use super::backends::{self, Family};
 use super::format;
 use super::summary::{self, DensitySeries};
 use crate::host::KvmKind;
 use crate::measure::stats::Summary;
-use crate::results::{info, Results, RunRecord};
+use crate::results::{Family, Results, RunRecord, VmKind};
 use serde::Serialize;
 
 /// A difference smaller than this (5%) counts as "the same".
 pub const MARGIN: f64 = 0.05;
+
+/// Fewer paired rounds (or density steps) than this, and a difference is not called. Six is the
+/// least for which even a sign test — all six pairs on one side — is significant at 5% (two
+/// sides: 2 × 0.5⁶ ≈ 0.031; with five, 0.0625 is not).
+pub const MIN_PAIRS: usize = 6;
 
 /// What the data say about a claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -78,11 +99,12 @@ pub const CLAIMS: [Claim; 8] = [
         id: "startup",
         statement: "A container starts faster than a virtual machine.",
         experiment: "startup",
-        rule:
-            "Start-up = launch requested → the workload's first instruction. For every container \
-               and every (non-emulated) VM, the container's start-up over the VM's, paired by \
-               round. Supported if every pair's ratio is below 1 (CI excludes 1, median more than \
-               5% below); not supported if no pair is; depends otherwise.",
+        rule: "Start-up = launch requested → the workload's first instruction. For every \
+               container and every VM (not emulated), the container's start-up over the VM's, \
+               paired by round. The claim's reason is that a VM boots an OS, so the VMs with a \
+               guest OS decide when one ran. Supported if every pair's ratio is below 1; not \
+               supported if no pair's is; depends otherwise — or if they all are but no VM with \
+               a guest OS ran.",
     },
     Claim {
         id: "memory",
@@ -90,32 +112,31 @@ pub const CLAIMS: [Claim; 8] = [
             "A container needs less memory than a VM, because it carries no guest operating system.",
         experiment: "memory",
         rule: "Fixed cost = the instance's kernel memory plus its processes' anonymous memory \
-               while it waits at ready. For every container and every (non-emulated) VM, the \
-               container's fixed cost over the VM's, paired by round and working-set size. \
-               Supported if every pair is below 1 (CI excludes 1, beyond 5%) and a VM with a \
-               guest OS was among them; depends if the pairs are mixed, or if they all favour the \
-               container but no VM ran a guest OS (the reason the claim gives cannot be tested); \
-               not supported if no pair is below 1.",
+               while it waits at ready. For every container and every VM (not emulated), the \
+               container's fixed cost over the VM's, paired by round and working-set size; the \
+               VMs with a guest OS decide when one ran. Supported if every pair is below 1; not \
+               supported if none is; depends if the pairs are mixed, or if they all favour the \
+               container but no VM ran a guest OS (the reason the claim gives cannot be tested).",
     },
     Claim {
         id: "performance",
         statement: "Programs run faster in a container than in a VM.",
         experiment: "throughput",
         rule: "Rate = work done / time of the measured part, per kernel (cpu, mem, random, \
-               syscall, io). For every container, (non-emulated) VM and kernel, the container's \
+               syscall, io). For every container, VM (not emulated) and kernel, the container's \
                rate over the VM's, paired by round. Supported if the container is faster (ratio \
-               above 1, CI excludes 1, beyond 5%) in every case; not supported if in none; depends \
-               otherwise.",
+               above 1) in every case; not supported if in none; depends otherwise.",
     },
     Claim {
         id: "density",
         statement: "More containers than VMs fit on one host.",
         experiment: "density",
         rule: "Per-instance cost = what each added instance adds to the memory the instances \
-               hold (kernel memory + anonymous PSS), step by step up the density ladder. Supported if every container's \
-               per-instance cost is below every (non-emulated) VM's, with 95% CIs that do not \
-               overlap and medians more than 5% apart; not supported if no container's is; \
-               depends otherwise.",
+               hold (kernel memory + anonymous PSS), step by step up the density ladder (at \
+               least 6 steps). The VMs with a guest OS decide when one ran. Supported if every \
+               container's per-instance cost is below every VM's (not emulated), with 95% CIs \
+               that do not overlap and medians more than 5% apart; not supported if no \
+               container's is; depends otherwise — or if it is but no VM with a guest OS ran.",
     },
     Claim {
         id: "kernel",
@@ -124,7 +145,8 @@ pub const CLAIMS: [Claim; 8] = [
         rule: "The probe's kernel_release against the host's. Supported if every container \
                reports the host's release and every VM reports another (or none: a guest with no \
                kernel at all); not supported if no container shares it or no VM differs; depends \
-               otherwise.",
+               otherwise. A sandbox answers with its own user-space kernel: shown, not counted \
+               as a container.",
     },
     Claim {
         id: "isolation",
@@ -132,29 +154,34 @@ pub const CLAIMS: [Claim; 8] = [
         experiment: "isolation",
         rule: "Count the probe facts (kernel, host name, processes, mounts, interfaces, root, \
                user map, capabilities, cgroup, CPUs) that equal the host's own view (the process \
-               backend's). Supported if every VM shares fewer facts with the host than every \
+               baseline's). Supported if every VM shares fewer facts with the host than every \
                container and no VM answers with the host's kernel; not supported if no VM shares \
-               fewer than any container; depends otherwise.",
+               fewer than any container; depends otherwise. A sandbox is placed between them.",
     },
     Claim {
         id: "images",
         statement: "Container images are small; VM images are large.",
         experiment: "any",
-        rule: "Image = the bytes a backend boots or starts (info image_bytes): a container's root \
-               file system, a guest's ELF, a Linux guest's kernel plus initramfs. Supported if \
-               every container image is smaller than every VM image; not supported if none is; \
-               depends otherwise.",
+        rule: "Image = the bytes a backend boots or starts (fact image_bytes): a container's \
+               root file system, a guest's ELF, a Linux guest's kernel plus initramfs. The VMs \
+               with a guest OS decide when one ran. Supported if every container image is \
+               smaller than every VM image; not supported if none is; depends otherwise — or if \
+               every one is but no VM with a guest OS ran.",
     },
     Claim {
         id: "native",
         statement: "Inside a container, a program runs as fast as a plain process.",
         experiment: "throughput",
-        rule: "For every container and kernel, its rate over the process's, paired by round. \
-               Supported if no container is slower on any kernel (ratio below 1 with CI excluding \
-               1 and more than 5% off); not supported if every container is slower on every \
-               kernel; depends otherwise.",
+        rule: "For every container and kernel, its rate over the process baseline's, paired by \
+               round. Supported if no container is clearly slower on any kernel; not supported \
+               if every container is clearly slower on every kernel; depends otherwise.",
     },
 ];
+
+/// The rule every verdict shares, printed once under the claims.
+pub const COMMON_RULE: &str = "A difference counts only if its 95% confidence interval \
+    excludes \"equal\", its median differs by more than 5%, and it rests on at least 6 paired \
+    rounds. Samples of a workload whose checksums disagree between backends decide nothing.";
 
 /// One claim judged on one host's data.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -167,7 +194,8 @@ pub struct Assessment {
     pub figures: Vec<String>,
     /// Why, in one sentence.
     pub why: String,
-    /// What limits the verdict on this machine (nested virtualization, left-out emulators).
+    /// What limits the verdict on this machine (nested virtualization, left-out backends, data
+    /// that failed their check).
     pub caveats: Vec<String>,
 }
 
@@ -181,146 +209,162 @@ impl Assessment {
             caveats: vec![],
         }
     }
+
+    /// The same, with `caveats` (what was left out, so a reader sees why there is no data).
+    fn with(mut self, caveats: Vec<String>) -> Assessment {
+        self.caveats = caveats;
+        self
+    }
 }
 
 /// Judge every claim on the files of one host (never mix hosts: a ratio of a fast machine's
 /// container to a slow machine's VM means nothing).
 pub fn ledger(files: &[&Results]) -> Vec<Assessment> {
-    CLAIMS
-        .iter()
-        .map(|claim| match claim.id {
-            "images" => images(*claim, files),
-            _ => per_file(*claim, files),
-        })
-        .collect()
+    CLAIMS.iter().map(|claim| judge(*claim, files)).collect()
 }
 
-/// Judge a claim on each file of its experiment and combine the verdicts.
-fn per_file(claim: Claim, files: &[&Results]) -> Assessment {
-    let judge = |r: &Results| match claim.id {
-        "startup" => startup(claim, r),
-        "memory" => memory(claim, r),
-        "performance" => performance(claim, r),
-        "density" => density(claim, r),
-        "kernel" => kernel(claim, r),
-        "isolation" => isolation(claim, r),
-        "native" => native(claim, r),
+fn judge(claim: Claim, files: &[&Results]) -> Assessment {
+    let mine: Vec<&Results> = files
+        .iter()
+        .copied()
+        .filter(|r| claim.experiment == "any" || r.header.experiment == claim.experiment)
+        .collect();
+    if mine.is_empty() {
+        return Assessment::no_data(
+            claim,
+            format!("This report has no {} results.", claim.experiment),
+        );
+    }
+    let files = Files { files: mine };
+    let mut a = match claim.id {
+        "startup" => startup(claim, &files),
+        "memory" => memory(claim, &files),
+        "performance" => performance(claim, &files),
+        "density" => density(claim, &files),
+        "kernel" => kernel(claim, &files),
+        "isolation" => isolation(claim, &files),
+        "images" => images(claim, &files),
+        "native" => native(claim, &files),
         other => unreachable!("claim {other} has no judge"),
     };
-    let relevant: Vec<&&Results> = files
-        .iter()
-        .filter(|r| r.header.experiment == claim.experiment)
-        .collect();
-    let judged: Vec<(String, Assessment)> = relevant
-        .iter()
-        .map(|r| (file_label(r), judge(r)))
-        .filter(|(_, a)| a.verdict != Verdict::NoData)
-        .collect();
-    match judged.len() {
-        0 => relevant.first().map_or_else(
-            || {
-                Assessment::no_data(
-                    claim,
-                    format!("This report has no {} results.", claim.experiment),
-                )
-            },
-            |r| judge(r),
-        ),
-        1 => judged.into_iter().next().unwrap().1,
-        _ => combine(claim, judged),
-    }
-}
-
-/// The directory a results file is in: what tells two files of one host apart.
-fn file_label(r: &Results) -> String {
-    r.path.parent().and_then(|p| p.file_name()).map_or_else(
-        || r.path.display().to_string(),
-        |n| n.to_string_lossy().into(),
-    )
-}
-
-/// Several files of one host speak to the same claim: agree, or "depends".
-fn combine(claim: Claim, judged: Vec<(String, Assessment)>) -> Assessment {
-    let first = judged[0].1.verdict;
-    let agree = judged.iter().all(|(_, a)| a.verdict == first);
-    let mut figures = Vec::new();
-    let mut caveats: Vec<String> = Vec::new();
-    for (file, a) in &judged {
-        figures.extend(a.figures.iter().map(|f| format!("{file}: {f}")));
-        for c in &a.caveats {
-            if !caveats.contains(c) {
-                caveats.push(c.clone());
-            }
-        }
-    }
-    let why = if agree {
-        format!(
-            "All {} files agree: {}",
-            judged.len(),
-            judged[0].1.why.clone()
-        )
-    } else {
-        let each: Vec<String> = judged
-            .iter()
-            .map(|(f, a)| format!("{f} says {}", a.verdict.label()))
-            .collect();
-        format!("The files of this host disagree ({}).", each.join(", "))
-    };
-    Assessment {
-        claim,
-        verdict: if agree { first } else { Verdict::Depends },
-        figures,
-        why,
-        caveats,
-    }
+    let mut seen = Vec::new();
+    a.caveats.retain(|c| {
+        let new = !seen.contains(c);
+        seen.push(c.clone());
+        new
+    });
+    a
 }
 
 // ---------------------------------------------------------------------------------------------
-// The pieces every comparison shares.
+// The files of one host, and who is who in them.
 
-/// How a ratio compares with 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    /// Clearly below 1.
-    Below,
-    /// Clearly above 1.
-    Above,
-    /// Not clearly different.
-    Same,
+/// The files of one host that bear on a claim.
+struct Files<'a> {
+    files: Vec<&'a Results>,
 }
 
-fn side(r: &Summary) -> Side {
-    if r.ci_high < 1.0 && r.median < 1.0 - MARGIN {
-        Side::Below
-    } else if r.ci_low > 1.0 && r.median > 1.0 + MARGIN {
-        Side::Above
-    } else {
-        Side::Same
+impl Files<'_> {
+    /// "dir: " before a figure when the claim reads several files, so each figure says where it
+    /// comes from.
+    fn prefix(&self, file: usize) -> String {
+        if self.files.len() < 2 {
+            return String::new();
+        }
+        let r = self.files[file];
+        let dir = r.path.parent().and_then(|p| p.file_name()).map_or_else(
+            || r.path.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
+        format!("{dir}: ")
+    }
+
+    /// Workloads of `file` whose checksums disagree between backends, and the caveat for each.
+    fn failed_checks(&self, file: usize) -> Vec<(String, String)> {
+        summary::checksum_mismatches(self.files[file])
+            .into_iter()
+            .map(|m| {
+                let each: Vec<String> = m
+                    .checksums
+                    .iter()
+                    .map(|(b, s)| format!("{b} {}", s.join("/")))
+                    .collect();
+                let caveat = format!(
+                    "Left out: {}{} — its checksums disagree ({}), so something computed the \
+                     wrong thing and none of its samples decides this verdict.",
+                    self.prefix(file),
+                    m.workload,
+                    each.join(", ")
+                );
+                (m.workload, caveat)
+            })
+            .collect()
+    }
+
+    /// The caveats of every workload left out for a failed check.
+    fn check_caveats(&self) -> Vec<String> {
+        (0..self.files.len())
+            .flat_map(|i| self.failed_checks(i).into_iter().map(|(_, c)| c))
+            .collect()
+    }
+
+    /// True when a run's workload passed its check in its file.
+    fn passed(&self, file: usize) -> impl Fn(&RunRecord) -> bool {
+        let bad: Vec<String> = self
+            .failed_checks(file)
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect();
+        move |r| !bad.contains(&summary::workload_name(&r.workload))
     }
 }
 
-/// The containers and VMs of a file that have data, and the emulated VMs left out.
-struct Sides {
-    containers: Vec<String>,
-    vms: Vec<String>,
-    emulated: Vec<String>,
+/// One backend of one file, as a claim sees it.
+#[derive(Clone, Debug)]
+struct Entrant {
+    file: usize,
+    name: String,
+    label: String,
+    family: Family,
+    /// For VMs and emulated machines: what kind of VM.
+    kind: Option<VmKind>,
 }
 
-fn sides(results: &Results, has_data: impl Fn(&str) -> bool) -> Sides {
-    let mut s = Sides {
-        containers: vec![],
-        vms: vec![],
-        emulated: vec![],
-    };
-    for b in results.backends() {
-        if !has_data(&b) {
-            continue;
-        }
-        match backends::family(&b) {
-            Family::Container => s.containers.push(b),
-            Family::Vm if backends::is_emulated(results, &b) => s.emulated.push(b),
-            Family::Vm => s.vms.push(b),
-            _ => {}
+/// The backends of a host's files that have data for a claim, by the part they play.
+#[derive(Default)]
+struct Sides {
+    containers: Vec<Entrant>,
+    sandboxes: Vec<Entrant>,
+    /// VMs on KVM, any kind.
+    vms: Vec<Entrant>,
+    emulated: Vec<Entrant>,
+    /// Backends whose results do not say what they are.
+    unplaced: Vec<Entrant>,
+}
+
+fn sides(files: &Files, has_data: impl Fn(&Results, &str) -> bool) -> Sides {
+    let mut s = Sides::default();
+    for (file, r) in files.files.iter().enumerate() {
+        for name in r.backends() {
+            if !has_data(r, &name) {
+                continue;
+            }
+            let family = r.family(&name);
+            let e = Entrant {
+                file,
+                label: super::backends::label(r, &name),
+                kind: family.vm_kind(r.fact(&name, |f| f.guest_os)),
+                name,
+                family,
+            };
+            match family {
+                Family::Container => s.containers.push(e),
+                Family::Sandbox => s.sandboxes.push(e),
+                f if f.is_vm() => s.vms.push(e),
+                Family::Emulated => s.emulated.push(e),
+                Family::Unknown => s.unplaced.push(e),
+                _ => {}
+            }
         }
     }
     s
@@ -338,8 +382,9 @@ fn missing(s: &Sides, what: &str) -> Option<String> {
         Some(format!("No container has {what} here."))
     } else if s.vms.is_empty() && !s.emulated.is_empty() {
         Some(format!(
-            "Only an emulated VM ({}) has {what} here, and emulation says nothing about how VMs run.",
-            s.emulated.join(", ")
+            "Only an emulated machine ({}) has {what} here, and emulation says nothing about \
+             how VMs run.",
+            names(&s.emulated)
         ))
     } else if s.vms.is_empty() {
         Some(format!("No VM has {what} here."))
@@ -348,293 +393,686 @@ fn missing(s: &Sides, what: &str) -> Option<String> {
     }
 }
 
-/// The caveats every VM comparison on this file carries.
-/// The guest OS a VM backend reported (`info::GUEST_OS`), if any record says.
-fn guest_os<'a>(results: &'a Results, backend: &str) -> Option<&'a str> {
-    results.info(backend, info::GUEST_OS)
+fn names(entrants: &[Entrant]) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for e in entrants {
+        if !out.contains(&e.name.as_str()) {
+            out.push(&e.name);
+        }
+    }
+    out.join(", ")
 }
 
-fn vm_caveats(results: &Results, s: &Sides) -> Vec<String> {
+/// The caveat of nested PVM in the ledger: short, as it repeats on every VM timing claim. It
+/// says which VMs it slows, so no reader concludes that a VM without an OS would start faster
+/// elsewhere.
+pub const NESTED_PVM_SHORT: &str = "KVM here is nested PVM (no VT-x/AMD-V): a guest's kernel \
+    mode is emulated in software, so whatever runs a guest kernel is far slower here than on \
+    hardware virtualization; a VM without an OS runs only in user mode and is barely affected.";
+
+/// The plain-words caveat of nested PVM, for the summary and environment sections.
+pub const NESTED_PVM: &str = "This machine has no VT-x/AMD-V: its KVM is nested PVM, which runs \
+    a guest's user mode natively but emulates the guest's kernel mode in software. A guest kernel's \
+    boot, and anything that enters a guest kernel, are much slower here than on a laptop or server \
+    with hardware virtualization; a VM without an OS, which runs only in user mode, is barely \
+    affected.";
+
+/// Caveats of a comparison with VMs: what was left out, and (for timings) nested PVM.
+fn vm_caveats(files: &Files, s: &Sides, timing: bool) -> Vec<String> {
     let mut c = Vec::new();
-    if results.header.environment.kvm == KvmKind::NestedPvm {
+    if timing
+        && !s.vms.is_empty()
+        && files
+            .files
+            .iter()
+            .any(|r| r.header.environment.kvm == KvmKind::NestedPvm)
+    {
         c.push(NESTED_PVM_SHORT.to_string());
     }
     if !s.emulated.is_empty() {
         c.push(format!(
             "Left out: {} (emulated; TCG translates every guest instruction in software).",
-            s.emulated.join(", ")
+            names(&s.emulated)
         ));
     }
+    if !s.unplaced.is_empty() {
+        c.push(format!(
+            "Left out: {} (its results do not say what kind of backend it is, e.g. whether it \
+             was emulated).",
+            names(&s.unplaced)
+        ));
+    }
+    c.extend(files.check_caveats());
     c
 }
 
-/// The caveat of nested PVM in the ledger: short, as it repeats on every VM timing claim.
-pub const NESTED_PVM_SHORT: &str = "VMs ran on nested PVM (no VT-x/AMD-V: the guest's kernel mode \
-    is emulated), so VM timings here are slower than on hardware virtualization.";
+// ---------------------------------------------------------------------------------------------
+// Comparisons.
 
-/// The plain-words caveat of nested PVM, for the summary and environment sections.
-pub const NESTED_PVM: &str = "This machine has no VT-x/AMD-V: its KVM is nested PVM, which runs \
-    a guest's user mode natively but emulates the guest's kernel mode in software. VM start-up and \
-    anything that enters a guest kernel are much slower here than on a laptop or server with \
-    hardware virtualization.";
-
-/// One container-VM comparison: which pair, the ratio, and which side of 1 it fell.
-struct Pair {
-    text: String,
-    side: Side,
+/// How a ratio compares with 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// Clearly below 1.
+    Below,
+    /// Clearly above 1.
+    Above,
+    /// Not clearly different.
+    Same,
+    /// Too few samples to call.
+    TooFew,
 }
 
-/// Verdict from pairs where the claim wants `want`: all → supported, none → not supported.
-fn verdict_of(pairs: &[Pair], want: Side) -> Verdict {
-    let hits = pairs.iter().filter(|p| p.side == want).count();
-    if hits == pairs.len() {
-        Verdict::Supported
-    } else if hits == 0 {
-        Verdict::NotSupported
-    } else {
-        Verdict::Depends
+impl Side {
+    fn opposite(self) -> Side {
+        match self {
+            Side::Below => Side::Above,
+            Side::Above => Side::Below,
+            other => other,
+        }
     }
 }
 
-fn list(pairs: &[Pair], keep: impl Fn(Side) -> bool) -> String {
-    pairs
-        .iter()
-        .filter(|p| keep(p.side))
-        .map(|p| p.text.clone())
-        .collect::<Vec<_>>()
-        .join("; ")
+/// Where a paired ratio falls (rule 1 of the module docs).
+fn side(r: &Summary) -> Side {
+    if r.n < MIN_PAIRS {
+        Side::TooFew
+    } else if r.ci_high < 1.0 && r.median < 1.0 - MARGIN {
+        Side::Below
+    } else if r.ci_low > 1.0 && r.median > 1.0 + MARGIN {
+        Side::Above
+    } else {
+        Side::Same
+    }
 }
 
-/// Container/VM ratios of a run metric, paired by round and workload.
-fn paired(
-    results: &Results,
-    s: &Sides,
+/// One comparison: a container (or sandbox) against a VM (or the baseline).
+#[derive(Clone, Debug)]
+struct Pair {
+    /// Who is compared with whom, on what (to find the same pair in two files).
+    key: String,
+    file: usize,
+    /// The VM's kind, when the other side is a VM.
+    kind: Option<VmKind>,
+    /// The VM (or baseline) compared against.
+    other: String,
+    side: Side,
+    /// For the figures: backends labelled with their kind.
+    text: String,
+    /// For sentences, which name the kind already: backends by name.
+    brief: String,
+}
+
+fn too_few(n: usize) -> String {
+    format!(
+        " — {n} paired round{}, fewer than {MIN_PAIRS}: not called",
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// `a ÷ b` of a run metric, paired by round (and by workload when `per_workload`), within the
+/// file both are in, on the samples that passed their check.
+fn ratio_pairs(
+    files: &Files,
+    a: &Entrant,
+    b: &Entrant,
+    per_workload: bool,
     keep: impl Fn(&RunRecord) -> bool + Copy,
     metric: impl Fn(&RunRecord) -> Option<f64> + Copy,
-    name: impl Fn(&str, &str) -> String,
 ) -> Vec<Pair> {
-    let mut pairs = Vec::new();
-    for c in &s.containers {
-        for v in &s.vms {
-            if let Some(r) = Summary::of(&summary::paired_ratios(results, c, v, keep, metric)) {
-                pairs.push(Pair {
-                    text: format!("{}: {}", name(c, v), format::ratio(&r)),
-                    side: side(&r),
-                });
-            }
-        }
+    if a.file != b.file {
+        return vec![];
     }
-    pairs
-}
-
-// ---------------------------------------------------------------------------------------------
-// The claims.
-
-fn startup(claim: Claim, results: &Results) -> Assessment {
-    let metric = |r: &RunRecord| r.startup_ns.map(|n| n as f64);
-    let s = sides(results, |b| {
-        has_runs(results, b, |r| r.startup_ns.is_some())
-    });
-    if let Some(why) = missing(&s, "start-up samples") {
-        return Assessment::no_data(claim, why);
-    }
-    let rows = summary::startup(results);
-    let mut figures: Vec<String> = rows
-        .iter()
-        .filter(|r| s.containers.contains(&r.backend) || s.vms.contains(&r.backend))
-        .filter_map(|r| {
-            let st = r.startup.as_ref()?;
-            Some(format!(
-                "{}: median {}",
-                r.label,
-                format::with_ci(st, format::duration)
-            ))
-        })
-        .collect();
-    let pairs = paired(results, &s, |_| true, metric, |c, v| format!("{c} ÷ {v}"));
-    if pairs.is_empty() {
-        return Assessment::no_data(claim, "No round ran both a container and a VM.");
-    }
-    figures.extend(pairs.iter().map(|p| p.text.clone()));
-    let verdict = verdict_of(&pairs, Side::Below);
-    let why = match verdict {
-        Verdict::Supported => {
-            "Every container reached its first instruction clearly sooner than every VM.".into()
-        }
-        Verdict::NotSupported => format!(
-            "No container started clearly sooner than a VM ({}).",
-            list(&pairs, |_| true)
-        ),
-        _ => format!(
-            "Some containers start sooner ({}), others do not ({}): it depends on the runtime and \
-             the VM, not on the isolation model.",
-            list(&pairs, |x| x == Side::Below),
-            list(&pairs, |x| x != Side::Below)
-        ),
+    let r = files.files[a.file];
+    let passed = files.passed(a.file);
+    let groups: Vec<Option<crate::results::WorkloadRecord>> = if per_workload {
+        summary::throughput(r)
+            .into_iter()
+            .filter(|row| row.backend == a.name)
+            .map(|row| Some(row.workload))
+            .collect()
+    } else {
+        vec![None]
     };
-    Assessment {
-        claim,
-        verdict,
-        figures,
-        why,
-        caveats: vm_caveats(results, &s),
-    }
-}
-
-fn memory(claim: Claim, results: &Results) -> Assessment {
-    let keep = |r: &RunRecord| r.memory_at_ready.is_some();
-    let s = sides(results, |b| {
-        has_runs(results, b, |r| summary::fixed_bytes(r).is_some())
-    });
-    if let Some(why) = missing(&s, "memory samples") {
-        return Assessment::no_data(claim, why);
-    }
-    let rows = summary::memory(results);
-    let mut figures: Vec<String> = Vec::new();
-    for r in &rows {
-        if !(s.containers.contains(&r.backend) || s.vms.contains(&r.backend)) {
-            continue;
-        }
-        let Some(fixed) = r.fixed.as_ref() else {
+    let mut out = Vec::new();
+    for w in groups {
+        let in_group = |x: &RunRecord| w.as_ref().is_none_or(|w| x.workload == *w);
+        let ratios = summary::paired_ratios(
+            r,
+            &a.name,
+            &b.name,
+            |x| keep(x) && in_group(x) && passed(x),
+            metric,
+        );
+        let Some(s) = Summary::of(&ratios) else {
             continue;
         };
-        let mut line = format!(
-            "{} ({} MiB): fixed cost {}",
-            r.label,
-            r.mib,
-            format::with_ci(fixed, format::bytes)
-        );
-        if let (Some(g), Some(o)) = (r.guest_touched, r.vmm_overhead) {
-            line.push_str(&format!(
-                "; by the end of the run, guest RAM touched {} and VMM overhead {}",
-                format::bytes(g.median),
-                format::bytes(o.median)
-            ));
+        let on = w.as_ref().map_or(String::new(), |w| {
+            format!(" on {}", summary::workload_name(w))
+        });
+        let side = side(&s);
+        let prefix = files.prefix(a.file);
+        let ratio = format::ratio(&s);
+        let mut text = format!("{prefix}{} ÷ {}{on}: {ratio}", a.label, b.label);
+        let mut brief = format!("{prefix}{} ÷ {}{on} {ratio}", a.name, b.name);
+        if side == Side::TooFew {
+            text.push_str(&too_few(s.n));
+            brief.push_str(&too_few(s.n));
         }
-        figures.push(line);
+        out.push(Pair {
+            key: format!("{} ÷ {}{on}", a.name, b.name),
+            file: a.file,
+            kind: b.kind,
+            other: b.name.clone(),
+            side,
+            text,
+            brief,
+        });
     }
-    let pairs = paired(results, &s, keep, summary::fixed_bytes, |c, v| {
-        format!("{c} ÷ {v}")
-    });
-    if pairs.is_empty() {
-        return Assessment::no_data(claim, "No round measured both a container and a VM.");
-    }
-    figures.extend(pairs.iter().map(|p| p.text.clone()));
-    let mut verdict = verdict_of(&pairs, Side::Below);
-    // The claim gives a reason: the guest OS. If no VM here ran one, the data can show that
-    // containers cost less, but not that a guest OS is why.
-    let all_bare = s.vms.iter().all(|b| guest_os(results, b) == Some("none"));
-    if verdict == Verdict::Supported && all_bare {
-        verdict = Verdict::Depends;
-        figures.push(format!(
-            "guest OS of the VMs measured: none ({})",
-            s.vms.join(", ")
-        ));
-    }
-    let why = match verdict {
-        Verdict::Supported => "Every container's fixed cost is clearly below every VM's: a VM \
-                               pays for guest memory and a VMM besides the workload."
-            .into(),
-        Verdict::Depends if all_bare => "Containers cost less here, but not because of a \
-             guest OS: the VMs measured run none. What the VM pays more is the hypervisor's own \
-             cost (KVM's structures for the VM and its vCPU, the VMM process). Run vm-linux or \
-             qemu to measure what a guest OS adds."
-            .into(),
-        Verdict::NotSupported => format!(
-            "No container costs clearly less than a VM ({}): a minimal guest can be as small \
-             as a container runtime.",
-            list(&pairs, |_| true)
-        ),
-        _ => format!(
-            "Some containers cost less ({}), others do not ({}).",
-            list(&pairs, |x| x == Side::Below),
-            list(&pairs, |x| x != Side::Below)
-        ),
-    };
-    let mut caveats = vm_caveats(results, &s);
-    // Memory does not depend on how fast the guest's kernel mode runs.
-    caveats.retain(|c| c != NESTED_PVM_SHORT);
-    Assessment {
-        claim,
-        verdict,
-        figures,
-        why,
-        caveats,
-    }
+    out
 }
 
-/// Throughput comparisons of `a` against `b`, one per rate kernel.
-fn rate_pairs(results: &Results, a: &str, b: &str) -> Vec<Pair> {
+/// Every pair of `subjects` with `others` that `pair` can compare.
+fn pairs_with(
+    subjects: &[Entrant],
+    others: &[Entrant],
+    pair: impl Fn(&Entrant, &Entrant) -> Vec<Pair>,
+) -> Vec<Pair> {
     let mut out = Vec::new();
-    for row in summary::throughput(results) {
-        if row.backend != a {
-            continue;
-        }
-        let w = row.workload.clone();
-        let ratios = summary::paired_ratios(
-            results,
-            a,
-            b,
-            |r| r.workload == w,
-            |r| summary::rate(r).map(|x| x.0),
-        );
-        if let Some(r) = Summary::of(&ratios) {
-            out.push(Pair {
-                text: format!(
-                    "{} ÷ {} on {}: {}",
-                    a,
-                    b,
-                    summary::workload_name(&w),
-                    format::ratio(&r)
-                ),
-                side: side(&r),
-            });
+    for a in subjects {
+        for b in others {
+            out.extend(pair(a, b));
         }
     }
     out
 }
 
-fn performance(claim: Claim, results: &Results) -> Assessment {
-    let s = sides(results, |b| {
-        has_runs(results, b, |r| summary::rate(r).is_some())
-    });
-    if let Some(why) = missing(&s, "throughput samples") {
-        return Assessment::no_data(claim, why);
+/// What the VMs that decide a claim are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Basis {
+    /// VMs with a guest OS (or, for claims that do not give the guest OS as their reason, any
+    /// VMs, listed by kind).
+    GuestOs,
+    /// Only VMs without an OS.
+    NoOs,
+    /// Only VMs whose results do not say.
+    Unknown,
+    /// VMs without an OS and VMs whose results do not say.
+    NotKnownToRunOs,
+    /// Every kind (claims whose reason is not the guest OS).
+    Any,
+}
+
+/// How a set of comparisons decides a claim.
+struct Decision {
+    verdict: Verdict,
+    /// The pairs that decided (called, of the basis VMs).
+    basis: Vec<Pair>,
+    kind: Basis,
+    /// True when the pairs all favour the container but no VM with a guest OS was among them.
+    untested: bool,
+    /// Pairs of the basis that had too few rounds.
+    too_few: Vec<Pair>,
+    /// Pairs with VMs outside the basis (e.g. without an OS, when one with a guest OS ran).
+    aside: Vec<Pair>,
+}
+
+/// Decide from `pairs` where the claim wants `want` (rules 1 and 4 of the module docs).
+/// `guest_os_reason`: the claim's reason is the guest OS. `None` when no pair can be called.
+fn decide(pairs: Vec<Pair>, want: Side, guest_os_reason: bool) -> Result<Decision, Vec<Pair>> {
+    let with_os = |p: &Pair| p.kind == Some(VmKind::GuestOs);
+    let (basis, aside): (Vec<Pair>, Vec<Pair>) = if guest_os_reason && pairs.iter().any(with_os) {
+        pairs.into_iter().partition(with_os)
+    } else {
+        (pairs, vec![])
+    };
+    let kinds: Vec<Option<VmKind>> = basis.iter().map(|p| p.kind).collect();
+    let kind = if !guest_os_reason {
+        Basis::Any
+    } else if kinds.contains(&Some(VmKind::GuestOs)) {
+        Basis::GuestOs
+    } else if kinds.iter().all(|k| *k == Some(VmKind::NoOs)) {
+        Basis::NoOs
+    } else if kinds.iter().all(|k| *k == Some(VmKind::Unknown)) {
+        Basis::Unknown
+    } else {
+        Basis::NotKnownToRunOs
+    };
+    let (too_few, called): (Vec<Pair>, Vec<Pair>) =
+        basis.into_iter().partition(|p| p.side == Side::TooFew);
+    if called.is_empty() {
+        return Err(too_few);
     }
-    let mut pairs = Vec::new();
-    for c in &s.containers {
-        for v in &s.vms {
-            pairs.extend(rate_pairs(results, c, v));
+    let hits = called.iter().filter(|p| p.side == want).count();
+    let mut verdict = if hits == called.len() {
+        Verdict::Supported
+    } else if hits == 0 {
+        Verdict::NotSupported
+    } else {
+        Verdict::Depends
+    };
+    let untested = guest_os_reason && kind != Basis::GuestOs && verdict == Verdict::Supported;
+    if untested {
+        verdict = Verdict::Depends;
+    }
+    Ok(Decision {
+        verdict,
+        basis: called,
+        kind,
+        untested,
+        too_few,
+        aside,
+    })
+}
+
+impl Decision {
+    /// The VMs that decided, in words: "the VM without an OS (vm)", "every VM with a guest OS
+    /// (qemu, vm-linux)". `any` writes "any" instead of "every" for a plural.
+    fn vms(&self, any: bool) -> String {
+        let mut vms: Vec<(&str, Option<VmKind>)> = Vec::new();
+        for p in &self.basis {
+            if !vms.iter().any(|(n, _)| *n == p.other) {
+                vms.push((&p.other, p.kind));
+            }
+        }
+        let list = vms.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+        let every = if any { "any" } else { "every" };
+        let one_kind = vms.iter().all(|(_, k)| *k == vms[0].1);
+        match (vms[0].1, vms.len()) {
+            (Some(k), 1) => format!("the {} ({list})", k.noun()),
+            (Some(k), _) if one_kind => format!("{every} {} ({list})", k.plural()),
+            _ if self.kind == Basis::NotKnownToRunOs => {
+                format!("{every} VM measured ({list}), none of them known to run a guest OS")
+            }
+            _ => format!(
+                "{every} VM measured ({})",
+                vms.iter()
+                    .map(|(n, k)| format!("{n}: {}", k.map_or("VM", VmKind::noun)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
         }
     }
-    if pairs.is_empty() {
-        return Assessment::no_data(
-            claim,
-            "No round ran one workload in both a container and a VM.",
-        );
+
+    fn list(&self, keep: impl Fn(Side) -> bool) -> String {
+        briefs(self.basis.iter().filter(|p| keep(p.side)))
     }
-    let verdict = verdict_of(&pairs, Side::Above);
-    let why = match verdict {
-        Verdict::Supported => "Every kernel ran clearly faster in every container than in every VM.".into(),
-        Verdict::NotSupported => "On no kernel did a container clearly outrun a VM: work that stays in user mode runs at the same speed under both.".into(),
-        _ => format!(
-            "Containers are clearly faster only on some kernels ({}); elsewhere there is no clear difference or the VM wins.",
-            list(&pairs, |x| x == Side::Above)
-        ),
-    };
-    Assessment {
-        claim,
-        verdict,
-        figures: pairs.iter().map(|p| p.text.clone()).collect(),
-        why,
-        caveats: vm_caveats(results, &s),
+
+    /// What a reader must know besides the verdict: no VM with a guest OS ran; VMs left aside;
+    /// pairs too short to call; the same pair disagreeing between files.
+    fn addenda(&self) -> String {
+        let mut out = String::new();
+        if matches!(
+            self.kind,
+            Basis::NoOs | Basis::Unknown | Basis::NotKnownToRunOs
+        ) && !self.untested
+        {
+            out.push_str(match self.kind {
+                Basis::NoOs => {
+                    " No VM with a guest OS ran: this says nothing about VMs that boot an \
+                     operating system."
+                }
+                _ => {
+                    " No VM known to run a guest OS ran: this says nothing about VMs that boot \
+                     an operating system."
+                }
+            });
+        }
+        if !self.aside.is_empty() {
+            let kinds: Vec<&str> = {
+                let mut k: Vec<&str> = Vec::new();
+                for p in &self.aside {
+                    let noun = p.kind.map_or("VM", VmKind::plural);
+                    if !k.contains(&noun) {
+                        k.push(noun);
+                    }
+                }
+                k
+            };
+            out.push_str(&format!(
+                " {} do not decide a claim whose reason is the guest OS; for comparison: {}.",
+                capitalise(&kinds.join(" and ")),
+                briefs(&self.aside)
+            ));
+        }
+        if !self.too_few.is_empty() {
+            out.push_str(&format!(
+                " Not called, too few rounds: {}.",
+                briefs(&self.too_few)
+            ));
+        }
+        for (i, p) in self.basis.iter().enumerate() {
+            if let Some(q) = self.basis[i + 1..]
+                .iter()
+                .find(|q| q.key == p.key && q.file != p.file && q.side != p.side)
+            {
+                out.push_str(&format!(
+                    " The files of this host disagree on {}: {} and {}.",
+                    p.key, p.brief, q.brief
+                ));
+            }
+        }
+        out
     }
 }
 
-fn per_instance_line(d: &DensitySeries, memory_bytes: u64) -> Option<String> {
+/// Comparisons for a sentence, `; `-separated.
+fn briefs<'a>(pairs: impl IntoIterator<Item = &'a Pair>) -> String {
+    pairs
+        .into_iter()
+        .map(|p| p.brief.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map_or(String::new(), |f| f.to_uppercase().chain(c).collect())
+}
+
+/// When no pair could be called: the claim has no data, and says why.
+fn not_called(claim: Claim, too_few: Vec<Pair>) -> Assessment {
+    let mut a = Assessment::no_data(
+        claim,
+        format!(
+            "Too few paired rounds to call any difference (at least {MIN_PAIRS} are needed; run \
+             with --runs {MIN_PAIRS} or more)."
+        ),
+    );
+    a.figures = too_few.into_iter().map(|p| p.text).collect();
+    a
+}
+
+/// Where each sandbox stands between the containers and the VMs, in one sentence:
+/// `better`/`worse` are the claim's words for the container's side and the VM's side.
+fn sandboxes_stand(
+    s: &Sides,
+    want: Side,
+    words: (&str, &str),
+    pair: impl Fn(&Entrant, &Entrant) -> Vec<Pair>,
+    figures: &mut Vec<String>,
+) -> String {
+    let mut out = String::new();
+    for sb in &s.sandboxes {
+        let vs_c = pairs_with(std::slice::from_ref(sb), &s.containers, &pair);
+        let vs_v = pairs_with(std::slice::from_ref(sb), &s.vms, &pair);
+        if vs_c.is_empty() && vs_v.is_empty() {
+            continue;
+        }
+        let stand = |pairs: &[Pair], against: &str| {
+            let called: Vec<&Pair> = pairs.iter().filter(|p| p.side != Side::TooFew).collect();
+            if called.is_empty() {
+                return format!("not compared with {against}");
+            }
+            let all = |side: Side| called.iter().all(|p| p.side == side);
+            if all(want) {
+                format!("clearly {} than {against}", words.0)
+            } else if all(want.opposite()) {
+                format!("clearly {} than {against}", words.1)
+            } else if all(Side::Same) {
+                format!("not clearly different from {against}")
+            } else {
+                format!("mixed against {against}")
+            }
+        };
+        out.push_str(&format!(
+            " {} is a sandbox (a kernel of its own, in user space), counted as neither: {} and \
+             {}.",
+            sb.label,
+            stand(&vs_c, "the containers"),
+            stand(&vs_v, "the VMs")
+        ));
+        figures.extend(vs_c.iter().chain(&vs_v).map(|p| p.text.clone()));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The claims.
+
+fn startup(claim: Claim, files: &Files) -> Assessment {
+    let metric = |r: &RunRecord| r.startup_ns.map(|n| n as f64);
+    let s = sides(files, |r, b| has_runs(r, b, |x| x.startup_ns.is_some()));
+    if let Some(why) = missing(&s, "start-up samples") {
+        return Assessment::no_data(claim, why).with(vm_caveats(files, &s, false));
+    }
+    let mut figures: Vec<String> = Vec::new();
+    for (i, r) in files.files.iter().enumerate() {
+        for row in summary::startup(r) {
+            let shown = s
+                .containers
+                .iter()
+                .chain(&s.sandboxes)
+                .chain(&s.vms)
+                .any(|e| e.file == i && e.name == row.backend);
+            if let (true, Some(st)) = (shown, row.startup.as_ref()) {
+                figures.push(format!(
+                    "{}{}: median {}",
+                    files.prefix(i),
+                    row.label,
+                    format::with_ci(st, format::duration)
+                ));
+            }
+        }
+    }
+    let pair = |a: &Entrant, b: &Entrant| ratio_pairs(files, a, b, false, |_| true, metric);
+    let pairs = pairs_with(&s.containers, &s.vms, pair);
+    if pairs.is_empty() {
+        return Assessment::no_data(claim, "No round ran both a container and a VM.");
+    }
+    figures.extend(pairs.iter().map(|p| p.text.clone()));
+    let d = match decide(pairs, Side::Below, true) {
+        Ok(d) => d,
+        Err(few) => return not_called(claim, few),
+    };
+    let mut why = match d.verdict {
+        Verdict::Supported => format!(
+            "Every container reached its first instruction clearly sooner than {}: {}.",
+            d.vms(false),
+            d.list(|_| true)
+        ),
+        _ if d.untested => format!(
+            "Every container started clearly sooner than {}, but no VM with a guest OS ran, so \
+             the data cannot show that booting an OS is why.",
+            d.vms(false)
+        ),
+        Verdict::NotSupported => format!(
+            "No container started clearly sooner than {}: {}.",
+            d.vms(true),
+            d.list(|_| true)
+        ),
+        _ => format!(
+            "Some containers start clearly sooner than {}: {}; others do not: {}. It depends on \
+             the runtime and the VM, not on the isolation model alone.",
+            d.vms(false),
+            d.list(|x| x == Side::Below),
+            d.list(|x| x != Side::Below)
+        ),
+    };
+    why.push_str(&d.addenda());
+    why.push_str(&sandboxes_stand(
+        &s,
+        Side::Below,
+        ("sooner", "later"),
+        pair,
+        &mut figures,
+    ));
+    Assessment {
+        claim,
+        verdict: d.verdict,
+        figures,
+        why,
+        caveats: vm_caveats(files, &s, true),
+    }
+}
+
+fn memory(claim: Claim, files: &Files) -> Assessment {
+    let keep = |r: &RunRecord| r.memory_at_ready.is_some();
+    let s = sides(files, |r, b| {
+        has_runs(r, b, |x| summary::fixed_bytes(x).is_some())
+    });
+    if let Some(why) = missing(&s, "memory samples") {
+        return Assessment::no_data(claim, why).with(vm_caveats(files, &s, false));
+    }
+    let mut figures: Vec<String> = Vec::new();
+    for (i, r) in files.files.iter().enumerate() {
+        for row in summary::memory(r) {
+            let shown = s
+                .containers
+                .iter()
+                .chain(&s.sandboxes)
+                .chain(&s.vms)
+                .any(|e| e.file == i && e.name == row.backend);
+            let Some(fixed) = row.fixed.as_ref().filter(|_| shown) else {
+                continue;
+            };
+            let mut line = format!(
+                "{}{}, {} MiB working set: fixed cost {}",
+                files.prefix(i),
+                row.label,
+                row.mib,
+                format::with_ci(fixed, format::bytes)
+            );
+            if let (Some(g), Some(o)) = (row.guest_touched, row.vmm_overhead) {
+                line.push_str(&format!(
+                    "; by the end of the run, guest RAM touched {} and VMM overhead {}",
+                    format::bytes(g.median),
+                    format::bytes(o.median)
+                ));
+            }
+            figures.push(line);
+        }
+    }
+    let pair = |a: &Entrant, b: &Entrant| {
+        // Paired by round and working-set size: the pair key includes the workload.
+        ratio_pairs(files, a, b, false, keep, summary::fixed_bytes)
+    };
+    let pairs = pairs_with(&s.containers, &s.vms, pair);
+    if pairs.is_empty() {
+        return Assessment::no_data(claim, "No round measured both a container and a VM.");
+    }
+    figures.extend(pairs.iter().map(|p| p.text.clone()));
+    let d = match decide(pairs, Side::Below, true) {
+        Ok(d) => d,
+        Err(few) => return not_called(claim, few),
+    };
+    let mut why = match d.verdict {
+        Verdict::Supported => format!(
+            "Every container's fixed cost is clearly below that of {}: {}. Such a VM pays for \
+             its guest kernel's memory and a VMM besides the workload.",
+            d.vms(false),
+            d.list(|_| true)
+        ),
+        _ if d.untested && d.kind == Basis::NoOs => format!(
+            "Containers cost less here than {}, but not because of a guest OS: it runs none. \
+             What the VM pays more is the hypervisor's own cost (KVM's structures for the VM and \
+             its vCPU, the VMM process). A VM with a guest OS (e.g. vm-linux, qemu) would \
+             measure what a guest OS adds.",
+            d.vms(false)
+        ),
+        _ if d.untested => format!(
+            "Containers cost less here than {}, but the results do not show that a guest OS is \
+             why: no VM known to run one was measured.",
+            d.vms(false)
+        ),
+        Verdict::NotSupported => {
+            let mut w = format!(
+                "No container costs clearly less than {}: {}.",
+                d.vms(true),
+                d.list(|_| true)
+            );
+            if d.kind == Basis::NoOs {
+                w.push_str(" A minimal guest can be as small as a container runtime.");
+            }
+            w
+        }
+        _ => format!(
+            "Some containers cost clearly less than {}: {}; others do not: {}. It depends on the \
+             runtime.",
+            d.vms(false),
+            d.list(|x| x == Side::Below),
+            d.list(|x| x != Side::Below)
+        ),
+    };
+    why.push_str(&d.addenda());
+    why.push_str(&sandboxes_stand(
+        &s,
+        Side::Below,
+        ("smaller", "larger"),
+        pair,
+        &mut figures,
+    ));
+    Assessment {
+        claim,
+        verdict: d.verdict,
+        figures,
+        why,
+        // Memory does not depend on how fast the guest's kernel mode runs.
+        caveats: vm_caveats(files, &s, false),
+    }
+}
+
+fn rate(r: &RunRecord) -> Option<f64> {
+    summary::rate(r).map(|x| x.0)
+}
+
+fn performance(claim: Claim, files: &Files) -> Assessment {
+    let s = sides(files, |r, b| has_runs(r, b, |x| summary::rate(x).is_some()));
+    if let Some(why) = missing(&s, "throughput samples") {
+        return Assessment::no_data(claim, why).with(vm_caveats(files, &s, false));
+    }
+    let pair = |a: &Entrant, b: &Entrant| ratio_pairs(files, a, b, true, |_| true, rate);
+    let pairs = pairs_with(&s.containers, &s.vms, pair);
+    if pairs.is_empty() {
+        return Assessment::no_data(
+            claim,
+            "No round ran one workload in both a container and a VM (or every such workload \
+             failed its checksum check).",
+        );
+    }
+    let mut figures: Vec<String> = pairs.iter().map(|p| p.text.clone()).collect();
+    let d = match decide(pairs, Side::Above, false) {
+        Ok(d) => d,
+        Err(few) => return not_called(claim, few),
+    };
+    let mut why = match d.verdict {
+        Verdict::Supported => format!(
+            "Every kernel ran clearly faster in every container than in {}.",
+            d.vms(false)
+        ),
+        Verdict::NotSupported => format!(
+            "On no kernel did a container clearly outrun {}: work that stays in user mode runs \
+             at the same speed under both.",
+            d.vms(true)
+        ),
+        _ => format!(
+            "Containers are clearly faster than {} only on some kernels: {}. Elsewhere there is \
+             no clear difference, or the VM wins.",
+            d.vms(false),
+            d.list(|x| x == Side::Above)
+        ),
+    };
+    why.push_str(&d.addenda());
+    why.push_str(&sandboxes_stand(
+        &s,
+        Side::Above,
+        ("faster", "slower"),
+        pair,
+        &mut figures,
+    ));
+    Assessment {
+        claim,
+        verdict: d.verdict,
+        figures,
+        why,
+        caveats: vm_caveats(files, &s, true),
+    }
+}
+
+fn per_instance_line(prefix: &str, d: &DensitySeries, memory_bytes: u64) -> Option<String> {
     let per = d.per_instance.as_ref()?;
     let mut line = format!(
-        "{}: {} per instance",
+        "{prefix}{}: {} per instance",
         d.label,
         format::with_ci(per, format::bytes)
     );
@@ -653,143 +1091,228 @@ fn per_instance_line(d: &DensitySeries, memory_bytes: u64) -> Option<String> {
     Some(line)
 }
 
-fn density(claim: Claim, results: &Results) -> Assessment {
-    let series = summary::density(results);
-    let find = |b: &str| series.iter().find(|d| d.backend == b);
-    let s = sides_of_density(results, &series);
+/// Density compares independent samples (each backend's ladder ran alone): a container's and a
+/// VM's per-instance costs are compared across the files of a host, and the two 95% intervals
+/// must not overlap.
+fn density_pair(
+    files: &Files,
+    series: &[Vec<DensitySeries>],
+    a: &Entrant,
+    b: &Entrant,
+) -> Vec<Pair> {
+    let find = |e: &Entrant| {
+        series[e.file]
+            .iter()
+            .find(|d| d.backend == e.name)
+            .and_then(|d| d.per_instance)
+    };
+    let (Some(x), Some(y)) = (find(a), find(b)) else {
+        return vec![];
+    };
+    let n = x.n.min(y.n);
+    let side = if n < MIN_PAIRS {
+        Side::TooFew
+    } else if x.ci_high < y.ci_low && x.median < y.median * (1.0 - MARGIN) {
+        Side::Below
+    } else if x.ci_low > y.ci_high && x.median > y.median * (1.0 + MARGIN) {
+        Side::Above
+    } else {
+        Side::Same
+    };
+    let line = |a_name: &str, b_name: &str| {
+        let mut t = format!(
+            "{}{a_name} {} vs {}{b_name} {} per instance",
+            files.prefix(a.file),
+            format::bytes(x.median),
+            files.prefix(b.file),
+            format::bytes(y.median)
+        );
+        if side == Side::TooFew {
+            t.push_str(&format!(
+                " — {n} ladder steps, fewer than {MIN_PAIRS}: not called (a higher --max gives \
+                 more)"
+            ));
+        }
+        t
+    };
+    vec![Pair {
+        key: format!("{} vs {}", a.name, b.name),
+        file: a.file,
+        kind: b.kind,
+        other: b.name.clone(),
+        side,
+        text: line(&a.label, &b.label),
+        brief: line(&a.name, &b.name),
+    }]
+}
+
+fn density(claim: Claim, files: &Files) -> Assessment {
+    let series: Vec<Vec<DensitySeries>> = files.files.iter().map(|r| summary::density(r)).collect();
+    let s = sides(files, |r, b| r.density.iter().any(|d| d.backend == b));
     if let Some(why) = missing(&s, "density steps") {
-        return Assessment::no_data(claim, why);
+        return Assessment::no_data(claim, why).with(vm_caveats(files, &s, false));
     }
-    let memory_bytes = results.header.environment.memory_bytes;
-    let figures: Vec<String> = s
-        .containers
-        .iter()
-        .chain(&s.vms)
-        .filter_map(|b| per_instance_line(find(b)?, memory_bytes))
-        .collect();
-    let mut pairs = Vec::new();
-    for c in &s.containers {
-        for v in &s.vms {
-            let (Some(cs), Some(vs)) = (
-                find(c).and_then(|d| d.per_instance),
-                find(v).and_then(|d| d.per_instance),
-            ) else {
-                continue;
-            };
-            // Independent samples: the two intervals must not overlap.
-            let side = if cs.ci_high < vs.ci_low && cs.median < vs.median * (1.0 - MARGIN) {
-                Side::Below
-            } else if cs.ci_low > vs.ci_high && cs.median > vs.median * (1.0 + MARGIN) {
-                Side::Above
-            } else {
-                Side::Same
-            };
-            pairs.push(Pair {
-                text: format!(
-                    "{c} {} vs {v} {} per instance",
-                    format::bytes(cs.median),
-                    format::bytes(vs.median)
-                ),
-                side,
-            });
+    let mut figures: Vec<String> = Vec::new();
+    for e in s.containers.iter().chain(&s.sandboxes).chain(&s.vms) {
+        let r = files.files[e.file];
+        if let Some(d) = series[e.file].iter().find(|d| d.backend == e.name) {
+            figures.extend(per_instance_line(
+                &files.prefix(e.file),
+                d,
+                r.header.environment.memory_bytes,
+            ));
         }
     }
+    // Every container with every VM of the host, whichever file each ladder is in.
+    let pairs = pairs_with(&s.containers, &s.vms, |a, b| {
+        density_pair(files, &series, a, b)
+    });
     if pairs.is_empty() {
         return Assessment::no_data(claim, "No per-instance cost could be computed.");
     }
-    let verdict = verdict_of(&pairs, Side::Below);
-    let why = match verdict {
-        Verdict::Supported => "Each container adds clearly less memory than each VM, so more of them fit in the same memory.".into(),
-        Verdict::NotSupported => format!("No container is clearly cheaper per instance than a VM ({}).", list(&pairs, |_| true)),
+    let d = match decide(pairs, Side::Below, true) {
+        Ok(d) => d,
+        Err(few) => return not_called(claim, few),
+    };
+    let mut why = match d.verdict {
+        Verdict::Supported => format!(
+            "Each container adds clearly less memory than {}, so more of them fit in the same \
+             memory: {}.",
+            d.vms(false),
+            d.list(|_| true)
+        ),
+        _ if d.untested => format!(
+            "Each container adds clearly less memory than {}, but no VM with a guest OS ran, so \
+             the data cannot show that a guest OS is why.",
+            d.vms(false)
+        ),
+        Verdict::NotSupported => format!(
+            "No container is clearly cheaper per instance than {}: {}.",
+            d.vms(true),
+            d.list(|_| true)
+        ),
         _ => format!(
-            "Some containers are cheaper per instance ({}), others are not ({}).",
-            list(&pairs, |x| x == Side::Below),
-            list(&pairs, |x| x != Side::Below)
+            "Some containers are clearly cheaper per instance than {}: {}; others are not: {}.",
+            d.vms(false),
+            d.list(|x| x == Side::Below),
+            d.list(|x| x != Side::Below)
         ),
     };
-    let mut caveats = vm_caveats(results, &s);
-    caveats.retain(|c| c != NESTED_PVM_SHORT);
+    why.push_str(&d.addenda());
+    why.push_str(&sandboxes_stand(
+        &s,
+        Side::Below,
+        ("cheaper", "costlier"),
+        |a, b| density_pair(files, &series, a, b),
+        &mut figures,
+    ));
+    let mut caveats = vm_caveats(files, &s, false);
     caveats.push(
         "Fit is projected from memory alone; CPU, PIDs and the launch rate limit density too."
             .into(),
     );
     Assessment {
         claim,
-        verdict,
+        verdict: d.verdict,
         figures,
         why,
         caveats,
     }
 }
 
-fn sides_of_density(results: &Results, series: &[DensitySeries]) -> Sides {
-    let mut s = Sides {
-        containers: vec![],
-        vms: vec![],
-        emulated: vec![],
-    };
-    for d in series {
-        let emulated = backends::is_emulated(results, &d.backend);
-        match backends::family(&d.backend) {
-            Family::Container => s.containers.push(d.backend.clone()),
-            Family::Vm if emulated => s.emulated.push(d.backend.clone()),
-            Family::Vm => s.vms.push(d.backend.clone()),
-            _ => {}
+/// The probe's view of every backend that ran it, file by file.
+struct Probed<'a> {
+    entrant: Entrant,
+    iso: std::rc::Rc<summary::Isolation>,
+    host_release: &'a str,
+}
+
+fn probed<'a>(files: &Files<'a>) -> (Vec<Probed<'a>>, Sides) {
+    let mut out = Vec::new();
+    let mut s = Sides::default();
+    for (file, r) in files.files.iter().enumerate() {
+        let Some(iso) = summary::isolation(r) else {
+            continue;
+        };
+        let iso = std::rc::Rc::new(iso);
+        for name in &iso.backends {
+            let family = r.family(name);
+            let e = Entrant {
+                file,
+                name: name.clone(),
+                label: super::backends::label(r, name),
+                family,
+                kind: family.vm_kind(r.fact(name, |f| f.guest_os)),
+            };
+            match family {
+                Family::Container => s.containers.push(e.clone()),
+                Family::Sandbox => s.sandboxes.push(e.clone()),
+                // What a guest can see does not depend on how fast its instructions run:
+                // emulated machines count as VMs here.
+                f if f.is_vm() || f == Family::Emulated => s.vms.push(e.clone()),
+                Family::Unknown => s.unplaced.push(e.clone()),
+                _ => continue,
+            }
+            out.push(Probed {
+                entrant: e,
+                iso: iso.clone(),
+                host_release: &r.header.environment.kernel_release,
+            });
         }
     }
-    s
+    (out, s)
 }
 
-/// Containers and VMs that ran the probe; for isolation, emulated VMs count too (what a guest
-/// can see does not depend on how fast its instructions run).
-fn probe_sides(iso: &summary::Isolation) -> (Vec<&str>, Vec<&str>) {
-    let of = |f: Family| {
-        iso.backends
-            .iter()
-            .filter(|b| backends::family(b) == f)
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-    };
-    (of(Family::Container), of(Family::Vm))
+impl Probed<'_> {
+    fn release(&self) -> Option<&str> {
+        self.iso.value(&self.entrant.name, "kernel_release")
+    }
+    fn shares_host_kernel(&self) -> bool {
+        self.release() == Some(self.host_release)
+    }
+    fn shared(&self) -> usize {
+        self.iso.shared_with_host(&self.entrant.name).unwrap_or(0)
+    }
+    fn family(&self) -> Family {
+        self.entrant.family
+    }
+    fn in_side(&self, side: &[Entrant]) -> bool {
+        side.iter()
+            .any(|e| e.file == self.entrant.file && e.name == self.entrant.name)
+    }
 }
 
-fn kernel(claim: Claim, results: &Results) -> Assessment {
-    let Some(iso) = summary::isolation(results) else {
+fn kernel(claim: Claim, files: &Files) -> Assessment {
+    let (all, s) = probed(files);
+    if all.is_empty() {
         return Assessment::no_data(claim, "No backend ran the probe here.");
-    };
-    let host = results.header.environment.kernel_release.as_str();
-    let (containers, vms) = probe_sides(&iso);
-    let release = |b: &str| iso.value(b, "kernel_release");
-    let containers: Vec<&str> = containers
-        .into_iter()
-        .filter(|b| release(b).is_some())
+    }
+    let with_release: Vec<&Probed> = all.iter().filter(|p| p.release().is_some()).collect();
+    let containers: Vec<&&Probed> = with_release
+        .iter()
+        .filter(|p| p.in_side(&s.containers))
         .collect();
-    let vms: Vec<&str> = vms.into_iter().filter(|b| release(b).is_some()).collect();
+    let vms: Vec<&&Probed> = with_release.iter().filter(|p| p.in_side(&s.vms)).collect();
     if containers.is_empty() || vms.is_empty() {
         return Assessment::no_data(
             claim,
             "The probe needs at least one container and one VM to compare.",
         );
     }
-    let mut figures = vec![format!("host: {host}")];
-    figures.extend(
-        containers
-            .iter()
-            .chain(&vms)
-            .map(|b| format!("{b}: {}", release(b).unwrap_or(format::NONE))),
-    );
-    let sharing = containers
-        .iter()
-        .filter(|b| release(b) == Some(host))
-        .count();
-    let own: Vec<&&str> = vms.iter().filter(|b| release(b) != Some(host)).collect();
-    let none: Vec<&&str> = vms
-        .iter()
-        .filter(|b| release(b).is_some_and(|r| r.starts_with("none")))
-        .collect();
-    let verdict = if sharing == containers.len() && own.len() == vms.len() {
+    let mut figures = vec![format!("host: {}", all[0].host_release)];
+    figures.extend(with_release.iter().map(|p| {
+        format!(
+            "{}{}: {}",
+            files.prefix(p.entrant.file),
+            p.entrant.label,
+            p.release().unwrap_or(format::NONE)
+        )
+    }));
+    let sharing = containers.iter().filter(|p| p.shares_host_kernel()).count();
+    let own = vms.iter().filter(|p| !p.shares_host_kernel()).count();
+    let verdict = if sharing == containers.len() && own == vms.len() {
         Verdict::Supported
-    } else if sharing == 0 || own.is_empty() {
+    } else if sharing == 0 || own == 0 {
         Verdict::NotSupported
     } else {
         Verdict::Depends
@@ -800,13 +1323,39 @@ fn kernel(claim: Claim, results: &Results) -> Assessment {
         Verdict::NotSupported => "Every VM reported the host's kernel release: the guest booted the same release (the probe cannot tell a copy from the host's own).".into(),
         _ => "Some containers or VMs break the pattern: the kernel boundary belongs to the runtime, not to the word \"container\".".into(),
     };
+    let none: Vec<&str> = vms
+        .iter()
+        .filter(|p| p.release().is_some_and(|r| r.starts_with("none")))
+        .map(|p| p.entrant.name.as_str())
+        .collect();
     if !none.is_empty() {
         why.push_str(&format!(
             " {} runs no kernel at all: its VMM answers for it, so a VM needs no guest OS.",
-            none.iter()
-                .map(|b| b.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            none.join(", ")
+        ));
+    }
+    for p in with_release
+        .iter()
+        .filter(|p| p.family() == Family::Sandbox)
+    {
+        why.push_str(&format!(
+            " {} is a sandbox, not counted as a container: its workload's system calls go to a \
+             kernel of its own running in user space, which answered {}{} — the sandbox shares \
+             the host's kernel only for its own processes.",
+            p.entrant.name,
+            p.release().unwrap_or(format::NONE),
+            if p.shares_host_kernel() {
+                " (the host's release: that kernel reports the host's version)"
+            } else {
+                ", not the host's release"
+            }
+        ));
+    }
+    let mut caveats = Vec::new();
+    if !s.unplaced.is_empty() {
+        caveats.push(format!(
+            "Left out: {} (its results do not say what kind of backend it is).",
+            names(&s.unplaced)
         ));
     }
     Assessment {
@@ -814,36 +1363,44 @@ fn kernel(claim: Claim, results: &Results) -> Assessment {
         verdict,
         figures,
         why,
-        caveats: vec![],
+        caveats,
     }
 }
 
-fn isolation(claim: Claim, results: &Results) -> Assessment {
-    let Some(iso) = summary::isolation(results) else {
+fn isolation(claim: Claim, files: &Files) -> Assessment {
+    let (all, s) = probed(files);
+    if all.is_empty() {
         return Assessment::no_data(claim, "No backend ran the probe here.");
-    };
-    let (containers, vms) = probe_sides(&iso);
+    }
+    let containers: Vec<&Probed> = all.iter().filter(|p| p.in_side(&s.containers)).collect();
+    let vms: Vec<&Probed> = all.iter().filter(|p| p.in_side(&s.vms)).collect();
     if containers.is_empty() || vms.is_empty() {
         return Assessment::no_data(
             claim,
             "The probe needs at least one container and one VM to compare.",
         );
     }
-    let shared = |b: &str| iso.shared_with_host(b).unwrap_or(0);
-    let total = iso.rows.len();
-    let figures: Vec<String> = containers
+    let placed: Vec<&Probed> = all
         .iter()
-        .chain(&vms)
-        .map(|b| format!("{b}: {} of {total} facts equal the host's", shared(b)))
+        .filter(|p| p.in_side(&s.containers) || p.in_side(&s.sandboxes) || p.in_side(&s.vms))
         .collect();
-    let host_release = results.header.environment.kernel_release.as_str();
-    let vm_on_host_kernel = vms
+    let figures: Vec<String> = placed
         .iter()
-        .any(|b| iso.value(b, "kernel_release") == Some(host_release));
-    let min_c = containers.iter().map(|b| shared(b)).min().unwrap_or(0);
-    let max_c = containers.iter().map(|b| shared(b)).max().unwrap_or(0);
-    let max_v = vms.iter().map(|b| shared(b)).max().unwrap_or(0);
-    let min_v = vms.iter().map(|b| shared(b)).min().unwrap_or(0);
+        .map(|p| {
+            format!(
+                "{}{}: {} of {} facts equal the host's",
+                files.prefix(p.entrant.file),
+                p.entrant.label,
+                p.shared(),
+                p.iso.rows.len()
+            )
+        })
+        .collect();
+    let vm_on_host_kernel = vms.iter().any(|p| p.shares_host_kernel());
+    let min_c = containers.iter().map(|p| p.shared()).min().unwrap_or(0);
+    let max_c = containers.iter().map(|p| p.shared()).max().unwrap_or(0);
+    let max_v = vms.iter().map(|p| p.shared()).max().unwrap_or(0);
+    let min_v = vms.iter().map(|p| p.shared()).min().unwrap_or(0);
     let verdict = if max_v < min_c && !vm_on_host_kernel {
         Verdict::Supported
     } else if min_v >= max_c {
@@ -851,86 +1408,181 @@ fn isolation(claim: Claim, results: &Results) -> Assessment {
     } else {
         Verdict::Depends
     };
-    let why = match verdict {
+    let mut why = match verdict {
         Verdict::Supported => "Every VM's workload sees less of the host than every container's, and none of them talks to the host's kernel.",
         Verdict::NotSupported => "The VMs see as much of the host as the containers do.",
         _ => "Some containers see as little of the host as some VMs: how much is hidden depends on the configuration, not only on the model.",
-    };
+    }
+    .to_string();
+    for p in all.iter().filter(|p| p.in_side(&s.sandboxes)) {
+        let n = p.shared();
+        let place = if n < min_v {
+            "fewer than every VM"
+        } else if n >= max_c && n > max_v {
+            "as many as the containers"
+        } else if n < min_c && n > max_v {
+            "between the containers and the VMs"
+        } else {
+            "within the range of the containers and VMs"
+        };
+        why.push_str(&format!(
+            " {} is a sandbox (a kernel of its own, in user space), counted as neither: it \
+             shares {n} facts with the host, {place}.",
+            p.entrant.name
+        ));
+    }
+    let mut caveats = vec![
+        "What an instance can see is a proxy: the boundary an attacker must cross is the host \
+         kernel's system-call interface for a container, the VMM's exits for a VM."
+            .to_string(),
+    ];
+    if !s.unplaced.is_empty() {
+        caveats.push(format!(
+            "Left out: {} (its results do not say what kind of backend it is).",
+            names(&s.unplaced)
+        ));
+    }
     Assessment {
         claim,
         verdict,
         figures,
-        why: why.into(),
-        caveats: vec![
-            "What an instance can see is a proxy: the boundary an attacker must cross is the host \
-             kernel's system-call interface for a container, the VMM's exits for a VM."
-                .into(),
-        ],
+        why,
+        caveats,
     }
 }
 
-fn images(claim: Claim, files: &[&Results]) -> Assessment {
-    let rows = summary::images(files);
-    let of = |f: Family| rows.iter().filter(|r| r.family == f).collect::<Vec<_>>();
-    let (containers, vms) = (of(Family::Container), of(Family::Vm));
+fn images(claim: Claim, files: &Files) -> Assessment {
+    let rows = summary::images(&files.files);
+    let image_line = |r: &summary::ImageRow| {
+        let what = r
+            .what
+            .as_deref()
+            .map_or(String::new(), |w| format!(" ({w})"));
+        format!("{}: {}{what}", r.label, format::bytes(r.bytes as f64))
+    };
+    let containers: Vec<&summary::ImageRow> = rows
+        .iter()
+        .filter(|r| r.family == Family::Container)
+        .collect();
+    // An image's size does not depend on how the machine runs it: emulated machines count,
+    // with the OS they booted.
+    let kind = |r: &summary::ImageRow| r.family.vm_kind(r.guest_os);
+    let vms: Vec<&summary::ImageRow> = rows.iter().filter(|r| kind(r).is_some()).collect();
     if containers.is_empty() || vms.is_empty() {
         return Assessment::no_data(
             claim,
-            "Image sizes of at least one container and one VM are needed (info image_bytes).",
+            "Image sizes of at least one container and one VM are needed (fact image_bytes).",
         );
     }
-    let figures = containers
+    let figures: Vec<String> = rows
         .iter()
-        .chain(&vms)
-        .map(|r| {
-            let what = r
-                .what
-                .as_deref()
-                .map_or(String::new(), |w| format!(" ({w})"));
-            format!("{}: {}{what}", r.label, format::bytes(r.bytes as f64))
+        .filter(|r| {
+            r.family == Family::Container || r.family == Family::Sandbox || kind(r).is_some()
+        })
+        .map(image_line)
+        .collect();
+    // Every container image against every VM image; the VMs with a guest OS decide if any.
+    let pairs: Vec<Pair> = containers
+        .iter()
+        .flat_map(|c| {
+            vms.iter().map(move |v| Pair {
+                key: format!("{} vs {}", c.backend, v.backend),
+                file: 0,
+                kind: kind(v),
+                other: v.backend.clone(),
+                side: match c.bytes.cmp(&v.bytes) {
+                    std::cmp::Ordering::Less => Side::Below,
+                    std::cmp::Ordering::Greater => Side::Above,
+                    std::cmp::Ordering::Equal => Side::Same,
+                },
+                text: format!(
+                    "{} {} vs {} {}",
+                    c.label,
+                    format::bytes(c.bytes as f64),
+                    v.label,
+                    format::bytes(v.bytes as f64)
+                ),
+                brief: format!(
+                    "{} {} vs {} {}",
+                    c.backend,
+                    format::bytes(c.bytes as f64),
+                    v.backend,
+                    format::bytes(v.bytes as f64)
+                ),
+            })
         })
         .collect();
-    let max_c = containers.iter().max_by_key(|r| r.bytes).unwrap();
-    let min_v = vms.iter().min_by_key(|r| r.bytes).unwrap();
-    let min_c = containers.iter().min_by_key(|r| r.bytes).unwrap();
-    let max_v = vms.iter().max_by_key(|r| r.bytes).unwrap();
-    let (verdict, why) = if max_c.bytes < min_v.bytes {
-        (
-            Verdict::Supported,
-            "Every container image is smaller than every VM image.".to_string(),
-        )
-    } else if min_c.bytes >= max_v.bytes {
-        (
-            Verdict::NotSupported,
-            "No container image is smaller than any VM image here.".to_string(),
-        )
-    } else {
-        (
-            Verdict::Depends,
-            format!(
-                "{} ({}) is smaller than {} ({}): an image's size follows what is packed in it, \
-                 not the isolation model.",
-                min_v.label,
-                format::bytes(min_v.bytes as f64),
-                max_c.label,
-                format::bytes(max_c.bytes as f64)
-            ),
-        )
+    let d = match decide(pairs, Side::Below, true) {
+        Ok(d) => d,
+        Err(_) => unreachable!("image sizes are never too few"),
     };
+    let mut why = match d.verdict {
+        Verdict::Supported => format!(
+            "Every container image is smaller than the image of {}.",
+            d.vms(false)
+        ),
+        _ if d.untested => format!(
+            "Every container image is smaller than the image of {}, but no VM with a guest OS \
+             ran, so the data cannot show that a guest OS is what makes VM images large.",
+            d.vms(false)
+        ),
+        Verdict::NotSupported => {
+            let mut w = format!(
+                "No container image is smaller than the image of {}: {}.",
+                d.vms(true),
+                d.list(|_| true)
+            );
+            if d.kind == Basis::NoOs {
+                w.push_str(
+                    " A VM without an OS boots only what its workload needs: an image's size \
+                     follows what is packed in it.",
+                );
+            }
+            w
+        }
+        _ => format!(
+            "Not every container image is smaller than the image of {}: {}. An image's size \
+             follows what is packed in it, not the isolation model alone.",
+            d.vms(false),
+            d.list(|x| x != Side::Below)
+        ),
+    };
+    why.push_str(&d.addenda());
+    for sb in rows.iter().filter(|r| r.family == Family::Sandbox) {
+        why.push_str(&format!(
+            " {} is a sandbox, counted as neither: its image is {}.",
+            sb.label,
+            format::bytes(sb.bytes as f64)
+        ));
+    }
     Assessment {
         claim,
-        verdict,
+        verdict: d.verdict,
         figures,
         why,
         caveats: vec![],
     }
 }
 
-fn native(claim: Claim, results: &Results) -> Assessment {
-    let s = sides(results, |b| {
-        has_runs(results, b, |r| summary::rate(r).is_some())
-    });
-    if !has_runs(results, "process", |r| summary::rate(r).is_some()) {
+fn native(claim: Claim, files: &Files) -> Assessment {
+    let s = sides(files, |r, b| has_runs(r, b, |x| summary::rate(x).is_some()));
+    // The baseline of each file, as an entrant to pair with.
+    let baselines: Vec<Entrant> = files
+        .files
+        .iter()
+        .enumerate()
+        .filter_map(|(file, r)| {
+            let name = r.baseline()?;
+            has_runs(r, &name, |x| summary::rate(x).is_some()).then(|| Entrant {
+                file,
+                label: super::backends::label(r, &name),
+                name,
+                family: Family::Process,
+                kind: None,
+            })
+        })
+        .collect();
+    if baselines.is_empty() {
         return Assessment::no_data(
             claim,
             "The process baseline has no throughput samples here.",
@@ -939,26 +1591,30 @@ fn native(claim: Claim, results: &Results) -> Assessment {
     if s.containers.is_empty() {
         return Assessment::no_data(claim, "No container has throughput samples here.");
     }
-    let pairs: Vec<Pair> = s
-        .containers
-        .iter()
-        .flat_map(|c| rate_pairs(results, c, "process"))
-        .collect();
+    let pair = |a: &Entrant, b: &Entrant| ratio_pairs(files, a, b, true, |_| true, rate);
+    let pairs = pairs_with(&s.containers, &baselines, pair);
     if pairs.is_empty() {
         return Assessment::no_data(
             claim,
-            "No round ran one workload as both a container and a process.",
+            "No round ran one workload as both a container and a process (or every such \
+             workload failed its checksum check).",
         );
     }
-    let slower = pairs.iter().filter(|p| p.side == Side::Below).count();
-    let (verdict, why) = if slower == 0 {
+    let mut figures: Vec<String> = pairs.iter().map(|p| p.text.clone()).collect();
+    let (too_few, called): (Vec<Pair>, Vec<Pair>) =
+        pairs.into_iter().partition(|p| p.side == Side::TooFew);
+    if called.is_empty() {
+        return not_called(claim, too_few);
+    }
+    let slower = called.iter().filter(|p| p.side == Side::Below).count();
+    let (verdict, mut why) = if slower == 0 {
         (
             Verdict::Supported,
             "No kernel ran clearly slower in a container than as a plain process: a container is \
              a process, its system calls go to the same kernel."
                 .to_string(),
         )
-    } else if slower == pairs.len() {
+    } else if slower == called.len() {
         (
             Verdict::NotSupported,
             "Every kernel ran clearly slower in every container.".to_string(),
@@ -968,263 +1624,45 @@ fn native(claim: Claim, results: &Results) -> Assessment {
             Verdict::Depends,
             format!(
                 "Clearly slower in a container on: {}.",
-                list(&pairs, |x| x == Side::Below)
+                briefs(called.iter().filter(|p| p.side == Side::Below))
             ),
         )
     };
+    if !too_few.is_empty() {
+        why.push_str(&format!(
+            " Not called, too few rounds: {}.",
+            briefs(&too_few)
+        ));
+    }
+    for sb in &s.sandboxes {
+        let sp = pairs_with(std::slice::from_ref(sb), &baselines, pair);
+        if sp.is_empty() {
+            continue;
+        }
+        let slow = sp.iter().filter(|p| p.side == Side::Below).count();
+        why.push_str(&format!(
+            " {} is a sandbox (its system calls go to a kernel in user space), counted as \
+             neither: clearly slower than a process on {slow} of {} kernels.",
+            sb.label,
+            sp.len()
+        ));
+        figures.extend(sp.into_iter().map(|p| p.text));
+    }
+    let mut caveats = files.check_caveats();
+    if !s.unplaced.is_empty() {
+        caveats.push(format!(
+            "Left out: {} (its results do not say what kind of backend it is).",
+            names(&s.unplaced)
+        ));
+    }
     Assessment {
         claim,
         verdict,
-        figures: pairs.iter().map(|p| p.text.clone()).collect(),
+        figures,
         why,
-        caveats: vec![],
+        caveats,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::report::fixtures::Fixture;
-    use crate::results::info;
-
-    fn judge(id: &str, files: &[&Results]) -> Assessment {
-        ledger(files)
-            .into_iter()
-            .find(|a| a.claim.id == id)
-            .unwrap()
-    }
-
-    /// Start-up: `container_ms` and `vm_ms` over 8 rounds, with a little noise.
-    fn startup_file(container_ms: f64, vm_ms: f64) -> Results {
-        let mut f = Fixture::new("startup");
-        for round in 0..8u32 {
-            let noise = 1.0 + f64::from(round % 3) * 0.01;
-            f.startup("process", round, (0.6e6 * noise) as u64);
-            f.startup("container", round, (container_ms * 1e6 * noise) as u64);
-            f.startup("vm", round, (vm_ms * 1e6 * noise) as u64);
-        }
-        f.results()
-    }
-
-    #[test]
-    fn a_container_that_starts_sooner_supports_the_claim() {
-        let r = startup_file(2.0, 20.0);
-        let a = judge("startup", &[&r]);
-        assert_eq!(a.verdict, Verdict::Supported, "{a:?}");
-        assert!(
-            a.figures
-                .iter()
-                .any(|f| f.contains("container ÷ vm: 0.100×")),
-            "{a:?}"
-        );
-    }
-
-    #[test]
-    fn a_container_that_starts_slower_does_not() {
-        let r = startup_file(30.0, 5.0);
-        assert_eq!(judge("startup", &[&r]).verdict, Verdict::NotSupported);
-        // Within the 5% margin is "the same", which does not support "faster" either.
-        let r = startup_file(10.0, 10.2);
-        assert_eq!(judge("startup", &[&r]).verdict, Verdict::NotSupported);
-    }
-
-    #[test]
-    fn mixed_runtimes_give_depends() {
-        let mut f = Fixture::new("startup");
-        for round in 0..6 {
-            f.startup("container", round, 2_000_000 + u64::from(round));
-            f.startup("oci:runc", round, 30_000_000 + u64::from(round));
-            f.startup("vm", round, 10_000_000 + u64::from(round));
-        }
-        assert_eq!(judge("startup", &[&f.results()]).verdict, Verdict::Depends);
-    }
-
-    #[test]
-    fn without_a_vm_there_is_no_data_and_emulators_do_not_count() {
-        let mut f = Fixture::new("startup");
-        for round in 0..4 {
-            f.startup("container", round, 2_000_000);
-            f.startup("qemu", round, 900_000_000);
-        }
-        f.info("qemu", info::EMULATED, "tcg");
-        let a = judge("startup", &[&f.results()]);
-        assert_eq!(a.verdict, Verdict::NoData);
-        assert!(a.why.contains("emulated"), "{a:?}");
-        let empty = Fixture::new("memory").results();
-        assert_eq!(judge("startup", &[&empty]).verdict, Verdict::NoData);
-        assert_eq!(judge("density", &[&empty]).verdict, Verdict::NoData);
-    }
-
-    #[test]
-    fn nested_pvm_adds_its_caveat() {
-        let mut f = Fixture::new("startup");
-        f.env(|e| e.kvm = KvmKind::NestedPvm);
-        for round in 0..4 {
-            f.startup("container", round, 2_000_000);
-            f.startup("vm", round, 20_000_000);
-        }
-        let a = judge("startup", &[&f.results()]);
-        assert!(a.caveats.iter().any(|c| c.contains("nested PVM")), "{a:?}");
-    }
-
-    #[test]
-    fn memory_compares_the_fixed_cost() {
-        let mut f = Fixture::new("memory");
-        for round in 0..6 {
-            f.memory("container", round, 16, 600 << 10, (600 << 10) + (16 << 20));
-            f.memory("vm", round, 16, 9 << 20, (9 << 20) + (16 << 20));
-        }
-        assert_eq!(judge("memory", &[&f.results()]).verdict, Verdict::Supported);
-        // The same figures, but the VM says it runs no guest OS: the reason cannot be tested.
-        let mut f = Fixture::new("memory");
-        for round in 0..6 {
-            f.memory("container", round, 16, 600 << 10, (600 << 10) + (16 << 20));
-            f.memory("vm", round, 16, 9 << 20, (9 << 20) + (16 << 20));
-        }
-        f.note("vm", info::GUEST_OS, "none");
-        let bare = judge("memory", &[&f.results()]);
-        assert_eq!(bare.verdict, Verdict::Depends);
-        assert!(
-            bare.why.contains("not because of a guest OS"),
-            "{}",
-            bare.why
-        );
-        f.note("vm", info::GUEST_OS, "linux");
-        assert_eq!(judge("memory", &[&f.results()]).verdict, Verdict::Supported);
-        let mut f = Fixture::new("memory");
-        for round in 0..6 {
-            f.memory("container", round, 16, 9 << 20, 25 << 20);
-            f.memory("vm", round, 16, 600 << 10, 17 << 20);
-        }
-        assert_eq!(
-            judge("memory", &[&f.results()]).verdict,
-            Verdict::NotSupported
-        );
-    }
-
-    #[test]
-    fn performance_depends_when_only_some_kernels_differ() {
-        let mut f = Fixture::new("throughput");
-        for round in 0..6 {
-            let n = u64::from(round);
-            f.work("process", round, "cpu", 1000, 1_000_000 + n, "0x1");
-            f.work("container", round, "cpu", 1000, 1_000_000 + n, "0x1");
-            f.work("vm", round, "cpu", 1000, 1_001_000 + n, "0x1");
-            f.work("process", round, "syscall", 1000, 1_000_000 + n, "0x2");
-            f.work("container", round, "syscall", 1000, 1_100_000 + n, "0x2");
-            f.work("vm", round, "syscall", 1000, 50_000_000 + n, "0x2");
-        }
-        let r = f.results();
-        let a = judge("performance", &[&r]);
-        assert_eq!(a.verdict, Verdict::Depends, "{a:?}");
-        assert!(a.why.contains("syscall"), "{a:?}");
-        // 10% slower on syscall than a process: near-native does not hold everywhere.
-        let n = judge("native", &[&r]);
-        assert_eq!(n.verdict, Verdict::Depends, "{n:?}");
-    }
-
-    #[test]
-    fn density_needs_intervals_apart() {
-        let mut f = Fixture::new("density");
-        for (i, n) in [1u32, 5, 9, 13].iter().enumerate() {
-            let wobble = (i as u64) * 1000;
-            f.density_step("container", *n, 4, u64::from(*n) * (1 << 20) + wobble);
-            f.density_step("vm", *n, 4, u64::from(*n) * (20 << 20) + wobble);
-        }
-        let a = judge("density", &[&f.results()]);
-        assert_eq!(a.verdict, Verdict::Supported, "{a:?}");
-        assert!(a.figures.iter().any(|l| l.contains("would fit")), "{a:?}");
-    }
-
-    #[test]
-    fn an_emulated_vm_in_a_density_file_takes_no_side() {
-        // A density file has no run records: that the VM was emulated comes from its ladder's end.
-        let mut f = Fixture::new("density");
-        for n in [1u32, 5, 9, 13] {
-            f.density_step("container", n, 4, u64::from(n) * (20 << 20));
-            f.density_step("qemu", n, 4, u64::from(n) * (1 << 20));
-        }
-        f.density_end("container", 13, "reached --max 13");
-        f.density_end("qemu", 13, "reached --max 13");
-        f.note("qemu", info::EMULATED, "tcg");
-        let results = f.results();
-        assert_eq!(backends::label(&results, "qemu"), "qemu (emulated)");
-        assert_eq!(results.backends(), ["container", "qemu"]);
-        assert_eq!(judge("density", &[&results]).verdict, Verdict::NoData);
-    }
-
-    fn probe_file(vm_release: &str) -> Results {
-        let mut f = Fixture::new("isolation");
-        f.probe(
-            "process",
-            &[
-                ("kernel_release", "6.1.0-test"),
-                ("hostname", "testhost"),
-                ("pids_visible", "90"),
-                ("cpus", "4"),
-            ],
-        );
-        f.probe(
-            "container",
-            &[
-                ("kernel_release", "6.1.0-test"),
-                ("hostname", "box"),
-                ("pids_visible", "1"),
-                ("cpus", "4"),
-            ],
-        );
-        f.probe(
-            "vm",
-            &[
-                ("kernel_release", vm_release),
-                ("hostname", "guest"),
-                ("pids_visible", "1"),
-                ("cpus", "1"),
-            ],
-        );
-        f.results()
-    }
-
-    #[test]
-    fn the_probe_decides_the_kernel_and_isolation_claims() {
-        let r = probe_file("none: bare guest, answered by the VMM");
-        let k = judge("kernel", &[&r]);
-        assert_eq!(k.verdict, Verdict::Supported, "{k:?}");
-        assert!(k.why.contains("no kernel at all"), "{k:?}");
-        assert_eq!(judge("isolation", &[&r]).verdict, Verdict::Supported);
-        // A guest that reports the host's release, and otherwise sees as much as the container.
-        let r = probe_file("6.1.0-test");
-        assert_eq!(judge("kernel", &[&r]).verdict, Verdict::NotSupported);
-        assert_ne!(judge("isolation", &[&r]).verdict, Verdict::Supported);
-    }
-
-    #[test]
-    fn images_compare_sizes_across_files() {
-        let mut s = Fixture::new("startup");
-        s.startup("container", 0, 1)
-            .info("container", info::IMAGE_BYTES, "1445224");
-        s.startup("vm", 0, 1).info("vm", info::IMAGE_BYTES, "40960");
-        let mut t = Fixture::new("throughput");
-        t.work("vm-linux", 0, "cpu", 1, 1, "0x1")
-            .info("vm-linux", info::IMAGE_BYTES, "12000000");
-        let (s, t) = (s.results(), t.results());
-        let a = judge("images", &[&s, &t]);
-        assert_eq!(a.verdict, Verdict::Depends, "{a:?}");
-        assert!(
-            a.why.starts_with("vm (40.0 KiB) is smaller than container"),
-            "{a:?}"
-        );
-        assert_eq!(judge("images", &[&t]).verdict, Verdict::NoData);
-    }
-
-    #[test]
-    fn files_that_disagree_give_depends() {
-        let (a, b) = (startup_file(2.0, 20.0), startup_file(30.0, 5.0));
-        let mut b = b;
-        b.path = "/fixture/other/results.jsonl".into();
-        let v = judge("startup", &[&a, &b]);
-        assert_eq!(v.verdict, Verdict::Depends, "{v:?}");
-        assert!(v.why.contains("disagree"), "{v:?}");
-        assert!(v.figures.iter().any(|f| f.starts_with("other: ")), "{v:?}");
-    }
-}
+mod tests;

@@ -1,12 +1,17 @@
 //! Results built by hand for the report's tests: every figure in them is chosen, so a test can
 //! say what the report must conclude.
+//!
+//! A backend's family is what the lab's registry declares for that name
+//! ([`crate::backend::by_name`]); a backend the registry does not know is
+//! [`Family::Unknown`] until a test declares it with [`Fixture::family`] — the way a new
+//! backend would declare its own.
 
 use crate::cgroup::MemoryReading;
 use crate::host::KvmKind;
 use crate::measure::memory::ProcessMemory;
 use crate::results::{
-    DensityEnd, DensityStep, Environment, Header, MemorySample, Outcome, OutputRecord, Record,
-    Results, RunRecord, Timeline, WorkloadRecord, Writer, SCHEMA,
+    DensityEnd, DensityStep, Environment, Facts, Family, Header, MemorySample, Outcome,
+    OutputRecord, Record, Results, RunRecord, Timeline, WorkloadRecord, Writer, SCHEMA,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +22,15 @@ pub struct Fixture {
     runs: Vec<RunRecord>,
     density: Vec<DensityStep>,
     ends: Vec<DensityEnd>,
+    /// Families declared by tests for backends the registry does not know.
+    declared: BTreeMap<String, Family>,
+    /// Where the file pretends to be.
+    path: Option<PathBuf>,
+}
+
+/// The family the lab's registry declares for `backend`, or unknown.
+pub fn declared(backend: &str) -> Family {
+    crate::backend::by_name(backend).map_or(Family::Unknown, |b| b.family())
 }
 
 /// A fixed environment: a host with hardware KVM unless a test says otherwise.
@@ -58,6 +72,7 @@ pub fn startup_run(backend: &str, round: u32, ns: u64) -> RunRecord {
     phases.push("exited", t0 + ns + 2000);
     RunRecord {
         backend: backend.into(),
+        family: declared(backend),
         round,
         order: 0,
         warmup: false,
@@ -76,7 +91,7 @@ pub fn startup_run(backend: &str, round: u32, ns: u64) -> RunRecord {
         cgroup_peak_bytes: None,
         cpu_ns: None,
         probe: vec![],
-        info: BTreeMap::new(),
+        facts: Facts::default(),
     }
 }
 
@@ -121,7 +136,56 @@ impl Fixture {
             runs: vec![],
             density: vec![],
             ends: vec![],
+            declared: BTreeMap::new(),
+            path: None,
         }
+    }
+
+    /// Pretend the file is at `path` (several files of one host need different directories).
+    pub fn at(&mut self, path: &str) -> &mut Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Declare `backend`'s family, as its backend would.
+    pub fn family(&mut self, backend: &str, family: Family) -> &mut Self {
+        self.declared.insert(backend.into(), family);
+        self.refresh(backend)
+    }
+
+    fn declared_family(&self, backend: &str) -> Family {
+        self.declared
+            .get(backend)
+            .copied()
+            .unwrap_or_else(|| declared(backend))
+    }
+
+    /// Give every record of `backend` the family its declaration and facts make.
+    fn refresh(&mut self, backend: &str) -> &mut Self {
+        let declared = self.declared_family(backend);
+        let facts = self
+            .runs
+            .iter()
+            .filter(|r| r.backend == backend)
+            .map(|r| r.facts.clone())
+            .chain(
+                self.ends
+                    .iter()
+                    .filter(|e| e.backend == backend)
+                    .map(|e| e.facts.clone()),
+            )
+            .next()
+            .unwrap_or_default();
+        for r in self.runs.iter_mut().filter(|r| r.backend == backend) {
+            r.family = Family::of_run(declared, &r.facts);
+        }
+        for d in self.density.iter_mut().filter(|d| d.backend == backend) {
+            d.family = Family::of_run(declared, &facts);
+        }
+        for e in self.ends.iter_mut().filter(|e| e.backend == backend) {
+            e.family = Family::of_run(declared, &e.facts);
+        }
+        self
     }
 
     /// Change the environment.
@@ -130,19 +194,21 @@ impl Fixture {
         self
     }
 
-    /// Set `info[key] = value` on every run and density end of `backend` so far.
+    /// Report the fact `key = value` (as the wire would) on every run and density end of
+    /// `backend` so far; its family follows (an emulated VM is emulated).
     pub fn note(&mut self, backend: &str, key: &str, value: &str) -> &mut Self {
         for r in self.runs.iter_mut().filter(|r| r.backend == backend) {
-            r.info.insert(key.into(), value.into());
+            r.facts.set(key, value);
         }
         for e in self.ends.iter_mut().filter(|e| e.backend == backend) {
-            e.info.insert(key.into(), value.into());
+            e.facts.set(key, value);
         }
-        self
+        self.refresh(backend)
     }
 
-    /// Add a run as it is.
-    pub fn push(&mut self, run: RunRecord) -> &mut Self {
+    /// Add a run, with the family its backend declares.
+    pub fn push(&mut self, mut run: RunRecord) -> &mut Self {
+        run.family = Family::of_run(self.declared_family(&run.backend), &run.facts);
         self.runs.push(run);
         self
     }
@@ -193,6 +259,7 @@ impl Fixture {
     pub fn density_step(&mut self, backend: &str, n: u32, added: u32, charged: u64) -> &mut Self {
         self.density.push(DensityStep {
             backend: backend.into(),
+            family: self.declared_family(backend),
             n,
             added,
             launch_ns: u64::from(added) * 2_000_000,
@@ -211,12 +278,13 @@ impl Fixture {
     pub fn density_end(&mut self, backend: &str, n: u32, reason: &str) -> &mut Self {
         self.ends.push(DensityEnd {
             backend: backend.into(),
+            family: self.declared_family(backend),
             n,
             reason: reason.into(),
             teardown_ns: u64::from(n) * 500_000,
-            info: Default::default(),
+            facts: Facts::default(),
         });
-        self
+        self.refresh(backend)
     }
 
     /// A probe sample reporting `facts`.
@@ -230,21 +298,13 @@ impl Fixture {
         self.push(run)
     }
 
-    /// Add an info fact to every run of `backend` so far.
-    pub fn info(&mut self, backend: &str, key: &str, value: &str) -> &mut Self {
-        for r in self.runs.iter_mut().filter(|r| r.backend == backend) {
-            r.info.insert(key.into(), value.into());
-        }
-        for e in self.ends.iter_mut().filter(|e| e.backend == backend) {
-            e.info.insert(key.into(), value.into());
-        }
-        self
-    }
-
-    /// The results, as if read from `/fixture/<experiment>/results.jsonl`.
+    /// The results, as if read from `/fixture/<experiment>/results.jsonl` (or where
+    /// [`Fixture::at`] says).
     pub fn results(&self) -> Results {
         Results {
-            path: PathBuf::from(format!("/fixture/{}/results.jsonl", self.header.experiment)),
+            path: self.path.clone().unwrap_or_else(|| {
+                PathBuf::from(format!("/fixture/{}/results.jsonl", self.header.experiment))
+            }),
             header: self.header.clone(),
             runs: self.runs.clone(),
             density: self.density.clone(),

@@ -10,7 +10,7 @@ use super::plot::{self, Palette};
 use super::table::{self, Table};
 use super::{backends, format, summary, write, ReportError};
 use crate::host::KvmKind;
-use crate::results::Results;
+use crate::results::{Family, Results};
 use serde::Serialize;
 use std::path::{Component, Path, PathBuf};
 
@@ -652,22 +652,19 @@ pub(super) fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, Repor
     });
     let (sets, hosts) = datasets(&files);
     let multi_host = hosts.len() > 1;
-    // Colours: containers and VMs in the order they first appear anywhere in the report.
-    let mut names: Vec<String> = Vec::new();
+    // Colours: by family, in the order backends first appear anywhere in the report.
+    let mut names: Vec<(String, Family)> = Vec::new();
     for r in &files {
-        for b in r
-            .backends()
-            .into_iter()
-            .chain(r.density.iter().map(|d| d.backend.clone()))
-        {
-            if !names.contains(&b) {
-                names.push(b);
+        for b in r.backends() {
+            if !names.iter().any(|(n, _)| *n == b) {
+                let family = r.family(&b);
+                names.push((b, family));
             }
         }
     }
     let mut b = Builder {
         out_dir,
-        palette: Palette::new(names.iter().map(String::as_str)),
+        palette: Palette::new(names.iter().map(|(n, f)| (n.as_str(), *f))),
         multi_host,
         files_written: vec![],
     };
@@ -776,10 +773,7 @@ pub(super) fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, Repor
         // In the summary only when a VM was measured on such a machine.
         nested_pvm_vms: files.iter().any(|r| {
             r.header.environment.kvm == KvmKind::NestedPvm
-                && r.backends()
-                    .iter()
-                    .chain(r.density.iter().map(|d| &d.backend))
-                    .any(|b| backends::family(b) == backends::Family::Vm)
+                && r.backends().iter().any(|b| r.family(b).is_vm())
         }),
         raw,
         hosts,

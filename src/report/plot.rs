@@ -11,8 +11,9 @@
 //! process starts in 0.6 ms, runc in 30 ms, QEMU in seconds) a linear axis would squash all but
 //! the slowest into one pixel.
 
+use super::format;
 use super::summary::{DensitySeries, MemoryRow, StartupRow, ThroughputRow};
-use super::{backends, format};
+use crate::results::Family;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
@@ -114,19 +115,22 @@ const PHASE_COLORS: [RGBColor; 20] = [
 ];
 
 impl Palette {
-    /// Colours for `names`, given in the order they first appear in the report.
-    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Palette {
+    /// Colours for backends and their families, given in the order they first appear in the
+    /// report.
+    pub fn new<'a>(names: impl IntoIterator<Item = (&'a str, Family)>) -> Palette {
         let mut colors: Vec<(String, RGBColor)> = Vec::new();
         let mut used = [0usize; 4];
-        for name in names {
+        for (name, family) in names {
             if colors.iter().any(|(n, _)| n == name) {
                 continue;
             }
-            let (set, i): (&[RGBColor], usize) = match backends::family(name) {
-                backends::Family::Process => (&[RGBColor(0x55, 0x55, 0x55)], 0),
-                backends::Family::Container => (&CONTAINER_COLORS, 1),
-                backends::Family::Vm => (&VM_COLORS, 2),
-                backends::Family::Other => (&OTHER_COLORS, 3),
+            let (set, i): (&[RGBColor], usize) = match family {
+                Family::Process => (&[RGBColor(0x55, 0x55, 0x55)], 0),
+                Family::Container | Family::Sandbox => (&CONTAINER_COLORS, 1),
+                Family::VmNoOs | Family::Vm | Family::VmGuestOs | Family::Emulated => {
+                    (&VM_COLORS, 2)
+                }
+                Family::Floor | Family::Unknown => (&OTHER_COLORS, 3),
             };
             colors.push((name.to_string(), set[used[i] % set.len()]));
             used[i] += 1;
@@ -1095,7 +1099,10 @@ mod tests {
             f.startup("oci:runc", round, 30_000_000 + u64::from(round) * 1000);
         }
         let rows = summary::startup(&f.results());
-        let palette = Palette::new(["process", "oci:runc"]);
+        let palette = Palette::new([
+            ("process", Family::Process),
+            ("oci:runc", Family::Container),
+        ]);
         let svg = startup_distribution(&rows, &palette).unwrap().unwrap();
         assert!(svg.starts_with("<svg"));
         for text in [

@@ -10,9 +10,11 @@
 //!   slow drift of the machine (a warming CPU, another user's job) cancels out; the ratios are
 //!   then summarised like any sample (median, bootstrap 95% CI).
 
-use super::backends::{self, Family};
+use super::backends;
 use crate::measure::stats::Summary;
-use crate::results::{info, DensityEnd, DensityStep, Outcome, Results, RunRecord, WorkloadRecord};
+use crate::results::{
+    DensityEnd, DensityStep, Family, GuestOs, Outcome, Results, RunRecord, WorkloadRecord,
+};
 use std::collections::BTreeMap;
 
 /// Phases after `ready` are not part of start-up.
@@ -85,7 +87,8 @@ pub struct StartupRow {
     pub samples_ns: Vec<f64>,
     /// Start-up time summary, in nanoseconds.
     pub startup: Option<Summary>,
-    /// Ratio to `process` in the same round, summarised over rounds (when `process` ran).
+    /// Ratio to the baseline (the process backend) in the same round, summarised over rounds
+    /// (when a baseline ran).
     pub vs_process: Option<Summary>,
     /// Median duration of each start-up phase, in the order the phases happen, in nanoseconds.
     pub phases: Vec<(String, f64)>,
@@ -96,6 +99,7 @@ pub struct StartupRow {
 /// Start-up figures of every backend in `results`, in the order backends first appear.
 pub fn startup(results: &Results) -> Vec<StartupRow> {
     let startup_ns = |r: &RunRecord| r.startup_ns.map(|n| n as f64);
+    let baseline = results.baseline();
     results
         .backends()
         .into_iter()
@@ -107,17 +111,9 @@ pub fn startup(results: &Results) -> Vec<StartupRow> {
                 phases: median_phases(&runs),
                 startup: Summary::of(&samples_ns),
                 samples_ns,
-                vs_process: if backend == "process" {
-                    None
-                } else {
-                    Summary::of(&paired_ratios(
-                        results,
-                        &backend,
-                        "process",
-                        |_| true,
-                        startup_ns,
-                    ))
-                },
+                vs_process: baseline.as_deref().filter(|b| *b != backend).and_then(|b| {
+                    Summary::of(&paired_ratios(results, &backend, b, |_| true, startup_ns))
+                }),
                 failed: failed(results, &backend, |_| true),
                 backend,
             }
@@ -186,10 +182,6 @@ pub struct MemoryRow {
     pub vmm_overhead: Option<Summary>,
 }
 
-fn info_f64(r: &RunRecord, key: &str) -> Option<f64> {
-    r.info.get(key)?.trim().parse::<f64>().ok()
-}
-
 /// The instance's memory at `ready`, bytes.
 pub fn fixed_bytes(r: &RunRecord) -> Option<f64> {
     Some(r.memory_at_ready?.instance_bytes() as f64)
@@ -238,9 +230,9 @@ pub fn memory(results: &Results) -> Vec<MemoryRow> {
                 kernel_at_ready: of(&|r| r.memory_at_ready?.cgroup?.kernel_bytes.map(|b| b as f64)),
                 pss_at_ready: of(&|r| Some(r.memory_at_ready?.processes.pss_bytes as f64)),
                 uss_at_ready: of(&|r| Some(r.memory_at_ready?.processes.uss_bytes as f64)),
-                guest_ram: of(&|r| info_f64(r, info::GUEST_RAM_BYTES)),
-                guest_touched: of(&|r| info_f64(r, info::GUEST_TOUCHED_BYTES)),
-                vmm_overhead: of(&|r| info_f64(r, info::VMM_OVERHEAD_BYTES)),
+                guest_ram: of(&|r| Some(r.facts.guest_ram_bytes? as f64)),
+                guest_touched: of(&|r| Some(r.facts.guest_ram_touched_bytes? as f64)),
+                vmm_overhead: of(&|r| Some(r.facts.vmm_overhead_bytes? as f64)),
                 backend,
             });
         }
@@ -303,8 +295,8 @@ pub struct ThroughputRow {
     pub unit: RateUnit,
     /// Rate summary, per second.
     pub rate: Option<Summary>,
-    /// This backend's rate over `process`'s in the same round: above 1 is faster than a plain
-    /// process.
+    /// This backend's rate over the baseline's (the process backend's) in the same round: above
+    /// 1 is faster than a plain process.
     pub vs_process: Option<Summary>,
     /// Samples that did not complete.
     pub failed: usize,
@@ -335,6 +327,7 @@ fn workloads(results: &Results, keep: impl Fn(&WorkloadRecord) -> bool) -> Vec<W
 /// Throughput figures of every (workload, backend), in the order workloads and backends first
 /// appear.
 pub fn throughput(results: &Results) -> Vec<ThroughputRow> {
+    let baseline = results.baseline();
     let mut rows = Vec::new();
     for w in workloads(results, |w| RATE_KERNELS.contains(&w.kernel.as_str())) {
         let same = |r: &RunRecord| r.workload == w;
@@ -352,13 +345,11 @@ pub fn throughput(results: &Results) -> Vec<ThroughputRow> {
                 workload: w.clone(),
                 unit,
                 rate: Summary::of(&values),
-                vs_process: if backend == "process" {
-                    None
-                } else {
-                    Summary::of(&paired_ratios(results, &backend, "process", same, |r| {
+                vs_process: baseline.as_deref().filter(|b| *b != backend).and_then(|b| {
+                    Summary::of(&paired_ratios(results, &backend, b, same, |r| {
                         rate(r).map(|x| x.0)
                     }))
-                },
+                }),
                 failed,
                 backend,
             });
@@ -448,16 +439,12 @@ impl DensitySeries {
     }
 }
 
-/// Density figures of every backend with density steps, in the order they first appear.
+/// Density figures of every backend with density steps, in table order (by family).
 pub fn density(results: &Results) -> Vec<DensitySeries> {
-    let mut names: Vec<String> = Vec::new();
-    for s in &results.density {
-        if !names.contains(&s.backend) {
-            names.push(s.backend.clone());
-        }
-    }
-    names
+    results
+        .backends()
         .into_iter()
+        .filter(|b| results.density.iter().any(|s| s.backend == *b))
         .map(|backend| {
             let mut steps: Vec<DensityStep> = results
                 .density
@@ -532,8 +519,8 @@ pub struct IsolationRow {
     pub explanation: String,
     /// Each backend's value (in [`Isolation::backends`] order).
     pub values: Vec<Option<String>>,
-    /// Whether each value equals the host's (the `process` backend's view, or the environment
-    /// record's for kernel release and host name).
+    /// Whether each value equals the host's (the baseline's view, or the environment record's
+    /// for kernel release and host name).
     pub same_as_host: Vec<bool>,
 }
 
@@ -544,8 +531,10 @@ pub struct Isolation {
     pub backends: Vec<String>,
     /// Names to print.
     pub labels: Vec<String>,
-    /// Who answered the probe when it was not the workload's own kernel (info `served_by`).
+    /// Who answered the probe when it was not the workload's own kernel (fact `served_by`).
     pub served_by: Vec<Option<String>>,
+    /// Which backend's values are the host's own view (the baseline's), if it ran the probe.
+    pub host_view: Option<usize>,
     /// One row per fact.
     pub rows: Vec<IsolationRow>,
 }
@@ -595,7 +584,9 @@ pub fn isolation(results: &Results) -> Option<Isolation> {
         }
     }
     let env = &results.header.environment;
-    let host_view = backends.iter().position(|b| b == "process");
+    let host_view = results
+        .baseline()
+        .and_then(|p| backends.iter().position(|b| *b == p));
     let rows = keys
         .into_iter()
         .filter_map(|key| {
@@ -621,8 +612,8 @@ pub fn isolation(results: &Results) -> Option<Isolation> {
             };
             let same_as_host = values
                 .iter()
-                .zip(&backends)
-                .map(|(v, b)| b != "process" && v.is_some() && *v == host)
+                .enumerate()
+                .map(|(i, v)| Some(i) != host_view && v.is_some() && *v == host)
                 .collect();
             let explanation = PROBE_FACTS
                 .iter()
@@ -642,10 +633,8 @@ pub fn isolation(results: &Results) -> Option<Isolation> {
             .iter()
             .map(|b| backends::label(results, b))
             .collect(),
-        served_by: facts
-            .iter()
-            .map(|r| r.info.get(info::SERVED_BY).cloned())
-            .collect(),
+        served_by: facts.iter().map(|r| r.facts.served_by.clone()).collect(),
+        host_view,
         backends,
         rows,
     })
@@ -663,14 +652,16 @@ pub struct ImageRow {
     pub label: String,
     /// Its family.
     pub family: Family,
-    /// Size in bytes (info `image_bytes`).
+    /// The OS it boots, if it said (what an emulated machine is, for the images claim).
+    pub guest_os: Option<GuestOs>,
+    /// Size in bytes (fact `image_bytes`).
     pub bytes: u64,
-    /// What it consists of (info `image`).
+    /// What it consists of (fact `image`).
     pub what: Option<String>,
 }
 
 /// The image of every backend that reported one, over all `files`, each backend once (the
-/// first report wins), in the order backends first appear.
+/// first report wins), in table order (by family, then name).
 pub fn images(files: &[&Results]) -> Vec<ImageRow> {
     let mut rows: Vec<ImageRow> = Vec::new();
     for results in files {
@@ -678,18 +669,20 @@ pub fn images(files: &[&Results]) -> Vec<ImageRow> {
             if rows.iter().any(|x| x.backend == r.backend) {
                 continue;
             }
-            let Some(bytes) = r.info.get(info::IMAGE_BYTES).and_then(|b| b.parse().ok()) else {
+            let Some(bytes) = r.facts.image_bytes else {
                 continue;
             };
             rows.push(ImageRow {
                 backend: r.backend.clone(),
                 label: backends::label(results, &r.backend),
-                family: backends::family(&r.backend),
+                family: r.family,
+                guest_os: r.facts.guest_os,
                 bytes,
-                what: r.info.get(info::IMAGE).cloned(),
+                what: r.facts.image.clone(),
             });
         }
     }
+    rows.sort_by(|a, b| (a.family, &a.backend).cmp(&(b.family, &b.backend)));
     rows
 }
 

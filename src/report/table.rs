@@ -378,7 +378,7 @@ pub fn isolation(iso: &Isolation, with_explanations: bool, max_chars: Option<usi
         );
         t.push(cells);
     }
-    let note = if iso.backends.iter().any(|b| b == "process") {
+    let note = if iso.host_view.is_some() {
         "Marked cells (* in text) equal the host's own view: what the process backend saw."
     } else {
         "Marked cells (* in text) equal the host's kernel release or host name (from the \

@@ -65,6 +65,10 @@ impl Backend for Container {
         "isolab's runtime: user/pid/mount/uts/ipc/net/cgroup namespaces, pivot_root, cgroup limits"
     }
 
+    fn family(&self) -> crate::results::Family {
+        crate::results::Family::Container
+    }
+
     fn availability(&self, lab: &Lab) -> Availability {
         if let Availability::Unavailable(why) = Availability::of_cgroups(lab) {
             return Availability::Unavailable(why);

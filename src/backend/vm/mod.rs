@@ -210,6 +210,10 @@ impl Backend for Vm {
         "bare microVM: isolab's KVM VMM (rust-vmm crates), a ring-3 guest running the shared kernels over hypercalls"
     }
 
+    fn family(&self) -> crate::results::Family {
+        crate::results::Family::VmNoOs
+    }
+
     fn availability(&self, lab: &Lab) -> Availability {
         if let Some(why) = lab.cgroup_problem() {
             return Availability::Unavailable(format!("no usable cgroups: {why}"));

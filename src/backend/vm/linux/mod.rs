@@ -249,6 +249,10 @@ impl Backend for VmLinux {
         "Linux microVM: isolab's KVM VMM boots a Linux kernel (linux-loader, PVH) with the workload as /init"
     }
 
+    fn family(&self) -> crate::results::Family {
+        crate::results::Family::VmGuestOs
+    }
+
     fn availability(&self, lab: &Lab) -> Availability {
         if let Availability::Unavailable(why) = Availability::of_cgroups(lab) {
             return Availability::Unavailable(why);
