@@ -98,6 +98,56 @@ pub fn with_ci(s: &Summary, f: impl Fn(f64) -> String) -> String {
 /// "–" for a missing figure.
 pub const NONE: &str = "–";
 
+/// Text from a results file, safe to print on a terminal. A results file is data, possibly
+/// from another machine: a host name or a failure reason holding an escape sequence (`ESC [`
+/// ...) would otherwise move the cursor, recolour or retitle the reader's terminal, and a
+/// carriage return or a right-to-left override could make a line read as something else.
+/// Every control character but the line feed, and every bidirectional-text control, is written
+/// as a visible escape (`\u{1b}`).
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\n') || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Text from a results file, safe to put in Markdown (`tables.md`): it reads as the same text
+/// once rendered. HTML's special characters become entities (a host name of `<script>` stays
+/// text), Markdown's punctuation is escaped with a backslash (no stray emphasis, code, links or
+/// table cells), a line break becomes `<br>`, and a leading list or heading marker is escaped.
+pub fn markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in printable(text).chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\n' => out.push_str("<br>"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    // A paragraph that starts like a heading, a list item or a numbered item ("# ", "- ",
+    // "+ ", "12. ", "3) ").
+    let marker = |rest: &str| rest.is_empty() || rest.starts_with(' ');
+    let digits = out.chars().take_while(char::is_ascii_digit).count();
+    if out.starts_with(['#', '-', '+']) && marker(&out[1..]) {
+        out.insert(0, '\\');
+    } else if digits > 0 && out[digits..].starts_with(['.', ')']) && marker(&out[digits + 1..]) {
+        out.insert(digits, '\\');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +169,32 @@ mod tests {
         (s.ci_low, s.ci_high) = (0.9e6, 1.3e6);
         assert_eq!(with_ci(&s, duration), "1.20 ms (CI 900 µs–1.30 ms)");
         assert_eq!(with_ci(&s, mib), "1.14 (CI 0.86–1.24)");
+    }
+
+    #[test]
+    fn results_text_cannot_drive_a_terminal_or_inject_markdown() {
+        assert_eq!(
+            printable("host\u{1b}[2J\r\tx\n"),
+            "host\\u{1b}[2J\\u{d}\\u{9}x\n"
+        );
+        assert_eq!(printable("abc\u{202e}cba"), "abc\\u{202e}cba");
+        assert_eq!(
+            printable("vm (VM, no OS) 1.35 ms ×"),
+            "vm (VM, no OS) 1.35 ms ×"
+        );
+        assert_eq!(
+            markdown("<script>alert(1)</script>"),
+            "&lt;script&gt;alert(1)&lt;/script&gt;"
+        );
+        assert_eq!(
+            markdown("a|b *c* [x](y) `z`"),
+            "a\\|b \\*c\\* \\[x\\](y) \\`z\\`"
+        );
+        assert_eq!(markdown("# h"), "\\# h");
+        assert_eq!(markdown("- x"), "\\- x");
+        assert_eq!(markdown("-0.46"), "-0.46");
+        assert_eq!(markdown("12. x"), "12\\. x");
+        assert_eq!(markdown("one\ntwo"), "one<br>two");
+        assert_eq!(markdown("6.1.0 (host)"), "6.1.0 (host)");
     }
 }

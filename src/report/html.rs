@@ -811,9 +811,10 @@ fn render_page(page: &Page) -> Result<String, HtmlError> {
     Ok(html)
 }
 
-/// Every table of the report as Markdown, under the section it belongs to.
+/// Every table of the report as Markdown, under the section it belongs to. Every text from the
+/// results files is escaped ([`format::markdown`]).
 fn markdown(page: &Page, ledger: &[(String, Assessment)]) -> String {
-    let mut out = format!("# {}\n\n", page.title);
+    let mut out = format!("# {}\n\n", format::markdown(&page.title));
     out.push_str("Tables of the report, to paste into coursework. Figures: medians with bootstrap 95% confidence intervals; ratios paired within a round; warm-up excluded.\n\n");
     out.push_str("## Claims ledger\n\n");
     out.push_str(&table::claims(ledger, page.multi_host, true).markdown());
@@ -832,17 +833,17 @@ fn markdown(page: &Page, ledger: &[(String, Assessment)]) -> String {
         }
         for b in blocks {
             if let Some(h) = &b.heading {
-                out.push_str(&format!("### {h}\n\n"));
+                out.push_str(&format!("### {}\n\n", format::markdown(h)));
             }
             for w in &b.warnings {
-                out.push_str(&format!("**{w}**\n\n"));
+                out.push_str(&format!("**{}**\n\n", format::markdown(w)));
             }
             for t in &b.tables {
                 out.push_str(&t.markdown());
                 out.push('\n');
             }
             for n in &b.notes {
-                out.push_str(&format!("{n}\n\n"));
+                out.push_str(&format!("{}\n\n", format::markdown(n)));
             }
         }
     }

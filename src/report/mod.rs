@@ -92,11 +92,13 @@ pub fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, ReportError>
 }
 
 /// The terminal tables of one results file, whatever its experiment, with loud warnings (failed
-/// samples, checksum mismatches) and the claims this file alone can judge. What `lab run` prints
-/// at its end and `lab report` prints for each file.
+/// samples, checksum mismatches) and the claims this file alone can judge, each with the caveats
+/// the HTML report gives it. What `lab run` prints at its end and `lab report` prints for each
+/// file. Text from the file is made [`format::printable`]: a results file cannot drive the
+/// reader's terminal.
 pub fn terminal(results: &Results) -> String {
     let env = &results.header.environment;
-    let mut out = format!(
+    let mut out = format::printable(&format!(
         "{} on {} ({}, kernel {}, KVM: {}, cgroup {})\n",
         results.header.experiment,
         env.hostname,
@@ -104,7 +106,7 @@ pub fn terminal(results: &Results) -> String {
         env.kernel_release,
         env.kvm.label(),
         env.cgroup,
-    );
+    ));
     let mut tables: Vec<table::Table> = Vec::new();
     let memory = summary::memory(results);
     let throughput = summary::throughput(results);
@@ -134,25 +136,57 @@ pub fn terminal(results: &Results) -> String {
     }
     if throughput.is_empty() {
         for line in table::mismatch_lines(&mismatches) {
-            out.push_str(&line);
+            out.push_str(&format::printable(&line));
             out.push('\n');
         }
     }
-    let judged: Vec<(String, claims::Assessment)> = claims::ledger(&[results])
+    let judged: Vec<claims::Assessment> = claims::ledger(&[results])
         .into_iter()
         .filter(|a| a.verdict != claims::Verdict::NoData)
-        .map(|a| (env.hostname.clone(), a))
         .collect();
     if !judged.is_empty() {
         out.push_str("claims this file can judge:\n");
-        for (_, a) in &judged {
+        for a in &judged {
             out.push_str(&format!(
-                "  {:<13} {} {}\n",
+                "  {:<13} {}\n",
                 a.verdict.label(),
-                a.claim.statement,
-                a.why
+                a.claim.statement
             ));
+            let mut text = wrap(&a.why, CLAIM_INDENT);
+            for c in &a.caveats {
+                text.push_str(&wrap(&format!("caveat: {c}"), CLAIM_INDENT));
+            }
+            out.push_str(&format::printable(&text));
         }
+    }
+    out
+}
+
+/// Where a claim's explanation starts on a terminal line, under its statement.
+const CLAIM_INDENT: usize = 16;
+/// How wide a claim's explanation may get: a sentence a student can read, not one line.
+const CLAIM_WIDTH: usize = 100;
+
+/// `text` broken into lines of at most [`CLAIM_WIDTH`] characters (a longer word gets a line of
+/// its own), each indented by `indent`.
+fn wrap(text: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty()
+            && line.chars().count() + 1 + word.chars().count() > CLAIM_WIDTH - indent
+        {
+            out.push_str(&format!("{pad}{line}\n"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(&format!("{pad}{line}\n"));
     }
     out
 }

@@ -75,12 +75,13 @@ impl Table {
         }
     }
 
-    /// The table with box-drawing borders, numbers aligned right, notes under it.
+    /// The table with box-drawing borders, numbers aligned right, notes under it. Text from
+    /// results files is made [`format::printable`] first.
     pub fn terminal(&self) -> String {
         let mut b = Builder::default();
-        b.push_record(self.columns.clone());
+        b.push_record(self.columns.iter().map(|c| format::printable(c)));
         for row in &self.rows {
-            b.push_record(row.iter().map(Table::plain));
+            b.push_record(row.iter().map(|c| format::printable(&Table::plain(c))));
         }
         let mut t = b.build();
         t.with(Style::sharp());
@@ -92,14 +93,14 @@ impl Table {
         let mut out = t.to_string();
         for n in &self.notes {
             out.push('\n');
-            out.push_str(n);
+            out.push_str(&format::printable(n));
         }
         out
     }
 
-    /// The table in GitHub-flavoured Markdown (pipes in cells escaped).
+    /// The table in GitHub-flavoured Markdown, every cell escaped ([`format::markdown`]).
     pub fn markdown(&self) -> String {
-        let esc = |s: &str| s.replace('|', "\\|").replace('\n', "<br>");
+        let esc = format::markdown;
         let mut out = String::new();
         let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
         out.push_str(&line(self.columns.iter().map(|c| esc(c)).collect()));
@@ -470,15 +471,22 @@ mod tests {
     }
 
     #[test]
-    fn markdown_escapes_pipes_and_stars_host_matches() {
+    fn markdown_escapes_cells_and_stars_host_matches() {
         let mut t = Table::new(&["a", "b"], &[]);
         t.push(vec![
-            "x|y".into(),
+            "x|y<script>".into(),
             Cell {
                 text: "6.1".into(),
                 class: Some("host"),
             },
         ]);
-        assert!(t.markdown().contains("| x\\|y | 6.1 * |"));
+        assert!(
+            t.markdown().contains("| x\\|y&lt;script&gt; | 6.1 \\* |"),
+            "{}",
+            t.markdown()
+        );
+        t.push(vec!["\u{1b}[31mred".into(), "".into()]);
+        assert!(t.terminal().contains("\\u{1b}[31mred"), "{}", t.terminal());
+        assert!(!t.terminal().contains('\u{1b}'));
     }
 }

@@ -415,3 +415,53 @@ fn version_1_files_keep_their_right_verdicts_and_say_which_vm() {
         }
     }
 }
+
+#[test]
+fn the_terminal_carries_each_claim_s_caveats() {
+    let files = sample();
+    let startup = files
+        .iter()
+        .find(|f| f.header.experiment == "startup")
+        .unwrap();
+    let text = terminal(startup);
+    let claims = &text[text.find("claims this file can judge:").unwrap()..];
+    assert!(
+        claims.contains("caveat: KVM here is nested PVM"),
+        "{claims}"
+    );
+    assert!(
+        claims.contains("caveat: Left out: qemu (emulated"),
+        "{claims}"
+    );
+    // No line of the claims is wider than a reader's window.
+    assert!(claims.lines().all(|l| l.chars().count() <= 100), "{claims}");
+}
+
+#[test]
+fn text_from_results_cannot_inject_markdown_nor_drive_a_terminal() {
+    let root = temp("escape");
+    let mut s = Fixture::new("startup");
+    s.env(|e| e.hostname = "<script>alert(1)</script>\u{1b}]0;owned\u{7}".into());
+    for round in 0..6 {
+        s.startup("process", round, 600_000);
+        s.startup("container", round, 1_800_000);
+    }
+    s.note("container", info::IMAGE, "| *bold* [link](x) \u{1b}[2J")
+        .note("container", info::IMAGE_BYTES, "4096");
+    let files = vec![s.write(&root.join("startup"))];
+    render(&files, &root.join("report")).unwrap();
+    let md = fs::read_to_string(root.join("report/tables.md")).unwrap();
+    assert!(
+        !md.contains("<script>") && md.contains("&lt;script&gt;"),
+        "{md}"
+    );
+    assert!(md.contains("\\| \\*bold\\* \\[link\\](x)"), "{md}");
+    assert!(!md.contains('\u{1b}') && !md.contains('\u{7}'), "{md}");
+    let text = terminal(&files[0]);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text}"
+    );
+    assert!(text.contains("\\u{1b}]0;owned\\u{7}"), "{text}");
+    fs::remove_dir_all(root).unwrap();
+}
