@@ -66,6 +66,7 @@ struct LedgerRow {
 #[derive(Debug, Serialize)]
 struct RawLink {
     href: String,
+    schema: String,
     experiment: String,
     host: String,
     runs: usize,
@@ -82,7 +83,9 @@ struct Page {
     warnings: Vec<String>,
     ledger: Vec<LedgerRow>,
     claims: Vec<claims::Claim>,
-    margin_percent: String,
+    common_rule: &'static str,
+    min_pairs: usize,
+    families: Vec<FamilyRow>,
     startup: Vec<Block>,
     memory: Vec<Block>,
     throughput: Vec<Block>,
@@ -95,6 +98,14 @@ struct Page {
     nested_pvm_vms: bool,
     raw: Vec<RawLink>,
     style: &'static str,
+}
+
+/// An isolation family and the backends of the report that belong to it.
+#[derive(Debug, Serialize)]
+struct FamilyRow {
+    name: &'static str,
+    describe: &'static str,
+    backends: String,
 }
 
 /// One machine's facts.
@@ -501,7 +512,7 @@ fn summary_lines(
             String::new()
         };
         lines.push(format!(
-            "Claims ledger{on}: {} supported, {} not supported, {} depend on the backend, {} without data in this report.",
+            "Claims ledger{on}: {} supported, {} not supported, {} depending on the backend or on what the data cannot test, {} without data in this report.",
             n(Verdict::Supported),
             n(Verdict::NotSupported),
             n(Verdict::Depends),
@@ -744,6 +755,7 @@ pub(super) fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, Repor
         .iter()
         .map(|d| RawLink {
             href: href(&relative(out_dir, &d.results.path)),
+            schema: d.results.header.schema.clone(),
             experiment: d.results.header.experiment.clone(),
             host: d.host.clone(),
             runs: d.results.runs.len(),
@@ -757,7 +769,23 @@ pub(super) fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, Repor
         warnings: warnings(&sets),
         ledger: rows,
         claims: claims::CLAIMS.to_vec(),
-        margin_percent: format!("{}", claims::MARGIN * 100.0),
+        common_rule: claims::COMMON_RULE,
+        min_pairs: claims::MIN_PAIRS,
+        families: Family::ALL
+            .iter()
+            .filter_map(|f| {
+                let mine: Vec<&str> = names
+                    .iter()
+                    .filter(|(_, g)| g == f)
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                (!mine.is_empty()).then(|| FamilyRow {
+                    name: f.short(),
+                    describe: f.describe(),
+                    backends: mine.join(", "),
+                })
+            })
+            .collect(),
         startup,
         memory,
         throughput,

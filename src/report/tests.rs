@@ -222,6 +222,13 @@ fn a_campaign_renders_one_self_contained_page() {
         "{}",
         verdict("native")
     );
+    // Who counts as what: the families of this report's backends, from their records.
+    assert!(
+        html.contains("<tr><td>VM, no OS</td><td>a virtual machine without an operating system"),
+        "families table"
+    );
+    assert!(html.contains("<td>emulated</td><td>a machine whose CPU is emulated"));
+    assert!(html.contains("(schema isolab-results/2)"));
     // Nested PVM is explained, and the emulated backend labelled as such wherever it appears.
     assert!(html.contains("no VT-x/AMD-V"));
     assert!(html.contains("qemu (emulated)"));
