@@ -284,17 +284,12 @@ impl Files<'_> {
         summary::checksum_mismatches(self.files[file])
             .into_iter()
             .map(|m| {
-                let each: Vec<String> = m
-                    .checksums
-                    .iter()
-                    .map(|(b, s)| format!("{b} {}", s.join("/")))
-                    .collect();
                 let caveat = format!(
                     "Left out: {}{} — its checksums disagree ({}), so something computed the \
                      wrong thing and none of its samples decides this verdict.",
                     self.prefix(file),
                     m.workload,
-                    each.join(", ")
+                    m.each()
                 );
                 (m.workload, caveat)
             })
@@ -368,6 +363,18 @@ fn sides(files: &Files, has_data: impl Fn(&Results, &str) -> bool) -> Sides {
         }
     }
     s
+}
+
+impl Sides {
+    /// True when `name` of `file` takes part (as a container, sandbox or VM): its figures are
+    /// shown with the claim.
+    fn shows(&self, file: usize, name: &str) -> bool {
+        self.containers
+            .iter()
+            .chain(&self.sandboxes)
+            .chain(&self.vms)
+            .any(|e| e.file == file && e.name == name)
+    }
 }
 
 fn has_runs(results: &Results, backend: &str, keep: impl Fn(&RunRecord) -> bool) -> bool {
@@ -770,6 +777,25 @@ fn capitalise(s: &str) -> String {
         .map_or(String::new(), |f| f.to_uppercase().chain(c).collect())
 }
 
+/// A paired claim's assessment: its sentence, what a reader must also know about the decision
+/// ([`Decision::addenda`]), and where the sandboxes stand.
+fn assess(
+    claim: Claim,
+    d: &Decision,
+    why: String,
+    sandboxes: &str,
+    figures: Vec<String>,
+    caveats: Vec<String>,
+) -> Assessment {
+    Assessment {
+        claim,
+        verdict: d.verdict,
+        figures,
+        why: format!("{why}{}{sandboxes}", d.addenda()),
+        caveats,
+    }
+}
+
 /// When no pair could be called: the claim has no data, and says why.
 fn not_called(claim: Claim, too_few: Vec<Pair>) -> Assessment {
     let mut a = Assessment::no_data(
@@ -839,12 +865,7 @@ fn startup(claim: Claim, files: &Files) -> Assessment {
     let mut figures: Vec<String> = Vec::new();
     for (i, r) in files.files.iter().enumerate() {
         for row in summary::startup(r) {
-            let shown = s
-                .containers
-                .iter()
-                .chain(&s.sandboxes)
-                .chain(&s.vms)
-                .any(|e| e.file == i && e.name == row.backend);
+            let shown = s.shows(i, &row.backend);
             if let (true, Some(st)) = (shown, row.startup.as_ref()) {
                 figures.push(format!(
                     "{}{}: median {}",
@@ -865,7 +886,7 @@ fn startup(claim: Claim, files: &Files) -> Assessment {
         Ok(d) => d,
         Err(few) => return not_called(claim, few),
     };
-    let mut why = match d.verdict {
+    let why = match d.verdict {
         Verdict::Supported => format!(
             "Every container reached its first instruction clearly sooner than {}: {}.",
             d.vms(false),
@@ -889,21 +910,15 @@ fn startup(claim: Claim, files: &Files) -> Assessment {
             d.list(|x| x != Side::Below)
         ),
     };
-    why.push_str(&d.addenda());
-    why.push_str(&sandboxes_stand(
-        &s,
-        Side::Below,
-        ("sooner", "later"),
-        pair,
-        &mut figures,
-    ));
-    Assessment {
+    let sandboxes = sandboxes_stand(&s, Side::Below, ("sooner", "later"), pair, &mut figures);
+    assess(
         claim,
-        verdict: d.verdict,
-        figures,
+        &d,
         why,
-        caveats: vm_caveats(files, &s, true),
-    }
+        &sandboxes,
+        figures,
+        vm_caveats(files, &s, true),
+    )
 }
 
 fn memory(claim: Claim, files: &Files) -> Assessment {
@@ -917,12 +932,7 @@ fn memory(claim: Claim, files: &Files) -> Assessment {
     let mut figures: Vec<String> = Vec::new();
     for (i, r) in files.files.iter().enumerate() {
         for row in summary::memory(r) {
-            let shown = s
-                .containers
-                .iter()
-                .chain(&s.sandboxes)
-                .chain(&s.vms)
-                .any(|e| e.file == i && e.name == row.backend);
+            let shown = s.shows(i, &row.backend);
             let Some(fixed) = row.fixed.as_ref().filter(|_| shown) else {
                 continue;
             };
@@ -956,7 +966,7 @@ fn memory(claim: Claim, files: &Files) -> Assessment {
         Ok(d) => d,
         Err(few) => return not_called(claim, few),
     };
-    let mut why = match d.verdict {
+    let why = match d.verdict {
         Verdict::Supported => format!(
             "Every container's fixed cost is clearly below that of {}: {}. Such a VM pays for \
              its guest kernel's memory and a VMM besides the workload.",
@@ -994,22 +1004,16 @@ fn memory(claim: Claim, files: &Files) -> Assessment {
             d.list(|x| x != Side::Below)
         ),
     };
-    why.push_str(&d.addenda());
-    why.push_str(&sandboxes_stand(
-        &s,
-        Side::Below,
-        ("smaller", "larger"),
-        pair,
-        &mut figures,
-    ));
-    Assessment {
+    let sandboxes = sandboxes_stand(&s, Side::Below, ("smaller", "larger"), pair, &mut figures);
+    // Memory does not depend on how fast the guest's kernel mode runs.
+    assess(
         claim,
-        verdict: d.verdict,
-        figures,
+        &d,
         why,
-        // Memory does not depend on how fast the guest's kernel mode runs.
-        caveats: vm_caveats(files, &s, false),
-    }
+        &sandboxes,
+        figures,
+        vm_caveats(files, &s, false),
+    )
 }
 
 fn rate(r: &RunRecord) -> Option<f64> {
@@ -1035,7 +1039,7 @@ fn performance(claim: Claim, files: &Files) -> Assessment {
         Ok(d) => d,
         Err(few) => return not_called(claim, few),
     };
-    let mut why = match d.verdict {
+    let why = match d.verdict {
         Verdict::Supported => format!(
             "Every kernel ran clearly faster in every container than in {}.",
             d.vms(false)
@@ -1052,21 +1056,15 @@ fn performance(claim: Claim, files: &Files) -> Assessment {
             d.list(|x| x == Side::Above)
         ),
     };
-    why.push_str(&d.addenda());
-    why.push_str(&sandboxes_stand(
-        &s,
-        Side::Above,
-        ("faster", "slower"),
-        pair,
-        &mut figures,
-    ));
-    Assessment {
+    let sandboxes = sandboxes_stand(&s, Side::Above, ("faster", "slower"), pair, &mut figures);
+    assess(
         claim,
-        verdict: d.verdict,
-        figures,
+        &d,
         why,
-        caveats: vm_caveats(files, &s, true),
-    }
+        &sandboxes,
+        figures,
+        vm_caveats(files, &s, true),
+    )
 }
 
 fn per_instance_line(prefix: &str, d: &DensitySeries, memory_bytes: u64) -> Option<String> {
@@ -1174,7 +1172,7 @@ fn density(claim: Claim, files: &Files) -> Assessment {
         Ok(d) => d,
         Err(few) => return not_called(claim, few),
     };
-    let mut why = match d.verdict {
+    let why = match d.verdict {
         Verdict::Supported => format!(
             "Each container adds clearly less memory than {}, so more of them fit in the same \
              memory: {}.",
@@ -1198,26 +1196,19 @@ fn density(claim: Claim, files: &Files) -> Assessment {
             d.list(|x| x != Side::Below)
         ),
     };
-    why.push_str(&d.addenda());
-    why.push_str(&sandboxes_stand(
+    let sandboxes = sandboxes_stand(
         &s,
         Side::Below,
         ("cheaper", "costlier"),
         |a, b| density_pair(files, &series, a, b),
         &mut figures,
-    ));
+    );
     let mut caveats = vm_caveats(files, &s, false);
     caveats.push(
         "Fit is projected from memory alone; CPU, PIDs and the launch rate limit density too."
             .into(),
     );
-    Assessment {
-        claim,
-        verdict: d.verdict,
-        figures,
-        why,
-        caveats,
-    }
+    assess(claim, &d, why, &sandboxes, figures, caveats)
 }
 
 /// The probe's view of every backend that ran it, file by file.

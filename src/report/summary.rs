@@ -368,6 +368,17 @@ pub struct ChecksumMismatch {
     pub checksums: Vec<(String, Vec<String>)>,
 }
 
+impl ChecksumMismatch {
+    /// What each backend computed: `process 0x01, container 0x02`.
+    pub fn each(&self) -> String {
+        self.checksums
+            .iter()
+            .map(|(b, s)| format!("{b} {}", s.join("/")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Every workload whose completed runs (warm-up included: a wrong result is wrong whenever it
 /// happens) disagree on the checksum. `probe` is left out: its "checksum" counts the facts
 /// reported, which legitimately differs between an OS and a VMM answering for a bare guest.

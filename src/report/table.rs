@@ -279,16 +279,11 @@ pub fn mismatch_lines(mismatches: &[ChecksumMismatch]) -> Vec<String> {
     mismatches
         .iter()
         .map(|m| {
-            let each: Vec<String> = m
-                .checksums
-                .iter()
-                .map(|(b, s)| format!("{b} {}", s.join("/")))
-                .collect();
             format!(
                 "CHECKSUM MISMATCH on {}: {} — some backend computed something else; its figures \
                  for this workload are not comparable.",
                 m.workload,
-                each.join(", ")
+                m.each()
             )
         })
         .collect()
