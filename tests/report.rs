@@ -118,7 +118,7 @@ fn a_results_directory_becomes_tables_and_a_report_beside_it() {
     assert!(out.contains("p50 ms") && out.contains("container"), "{out}");
     assert!(
         out.contains("  supported     A container starts faster than a virtual machine.")
-            && out.contains("the VM with a guest OS (vm-linux)"),
+            && out.contains("guest OS (vm-linux): container ÷ vm-linux 0.100×"),
         "the claims this file judges: {out}"
     );
     let index = root.join("run/report/index.html");
