@@ -2,7 +2,7 @@
 //!
 //! Version 1 kept a run's facts as a map of strings (`"info": {"guest_os": "none", ...}`) and
 //! recorded no isolation family. Reading such a file converts each line to version 2's shape
-//! ([`upgrade`]) and then gives each backend its family from [`family`]: the one place in isolab
+//! (`upgrade`) and then gives each backend its family from [`family`]: the one place in isolab
 //! where a backend's *name* is interpreted, documented here because version 1 wrote nothing
 //! else to go by.
 //!
