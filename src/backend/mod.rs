@@ -15,6 +15,7 @@
 //! | `vm`        | isolab's own KVM VMM running the bare guest (the kernels, no OS)         |
 //! | `vm-linux`  | isolab's own KVM VMM booting a Linux kernel, the workload as `/init`     |
 //! | `qemu`      | the Linux guest under QEMU microvm (KVM, or TCG emulation: "emulated")    |
+//! | `student:…` | the container runtime or VMM a student built in `labs/` (on request)     |
 //!
 //! Each backend declares its isolation [`Family`] (process, container, sandbox, VM without or
 //! with a guest OS, ...). Adding a backend is one file implementing [`Backend`] and one line
@@ -28,6 +29,7 @@ pub mod oci;
 pub mod process;
 pub mod qemu;
 pub mod spawn;
+pub mod student;
 pub mod vm;
 
 pub use crate::cgroup::Limits;
@@ -184,6 +186,8 @@ pub fn registry() -> Vec<Box<dyn Backend>> {
         Box::new(oci::Oci::runc()),
         Box::new(floor::NsFloor),
         Box::new(qemu::Qemu::default()),
+        Box::new(student::Student::installed(student::Kind::Container)),
+        Box::new(student::Student::installed(student::Kind::Vmm)),
     ]
 }
 

@@ -286,6 +286,12 @@ impl Cgroup {
         }
     }
 
+    /// The directory of the memory controller (v1) or the cgroup's only directory (v2): where
+    /// a container runtime writes the memory limit.
+    pub fn memory_dir(&self) -> Option<&Path> {
+        self.dir("memory")
+    }
+
     /// The cgroup's directories, for tests and for `lab doctor`.
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         self.dirs.iter().map(|(_, d)| d.as_path())
