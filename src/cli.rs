@@ -46,6 +46,9 @@ pub enum Command {
         #[command(subcommand)]
         command: KernelCommand,
     },
+    /// Check an exercise of labs/ on this machine: one line per test, a score, exit status 0
+    /// only when all pass. Without an exercise: the progress table of all of them.
+    Check(CheckArgs),
     /// Export results as CSV files (runs.csv, and density.csv when there are density steps).
     Export {
         /// Write CSV (the only format).
@@ -223,4 +226,27 @@ pub struct ExecArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub guest: GuestArgs,
+}
+
+/// `lab check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The exercise: startup, memory, isolation, boundary, density, container-1 … container-7,
+    /// container-compare, vmm-1 … vmm-5, vmm-compare.
+    pub exercise: Option<String>,
+    /// Also write the results as an Exercism-style JSON file (for instructors).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// The exercises' directory.
+    #[arg(long, default_value = "labs")]
+    pub labs: PathBuf,
+    /// Check this crate instead of the step's own (e.g. a student's copy).
+    #[arg(long = "crate", value_name = "DIR")]
+    pub crate_dir: Option<PathBuf>,
+    /// Read these answers instead of labs/answers/EXERCISE.toml.
+    #[arg(long, value_name = "FILE")]
+    pub answers: Option<PathBuf>,
+    /// Seconds to wait for an instance to reach each marker.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
 }

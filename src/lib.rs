@@ -17,7 +17,8 @@
 //! * [`experiment`] — start-up, memory, throughput, density and isolation experiments;
 //! * [`results`] — the versioned JSON-lines schema every experiment writes;
 //! * [`report`] — tables (and later plots and HTML) rendered from results only;
-//! * [`doctor`] — what this machine can and cannot do, and how to fix it.
+//! * [`doctor`] — what this machine can and cannot do, and how to fix it;
+//! * [`labs`] — `lab check`: the guided exercises of `labs/`, checked on this machine.
 
 pub mod backend;
 pub mod cgroup;
@@ -26,6 +27,7 @@ pub mod experiment;
 pub mod export;
 pub mod host;
 pub mod lab;
+pub mod labs;
 pub mod linux_guest;
 pub mod measure;
 pub mod report;

@@ -119,6 +119,33 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Exec(args) => exec(&args),
         Command::Kernel { command } => kernel(command),
+        Command::Check(a) => {
+            let options = isolab::labs::Options {
+                labs: a.labs,
+                crate_dir: a.crate_dir,
+                answers: a.answers,
+                timeout: std::time::Duration::from_secs(a.timeout),
+            };
+            let done = isolab::labs::command(
+                a.exercise.as_deref(),
+                &options,
+                a.json.as_deref(),
+                &mut |m| eprintln!("{m}"),
+            )
+            .map_err(|e| {
+                if e.is_usage() {
+                    usage(e)
+                } else {
+                    Failure::Runtime(e.into())
+                }
+            })?;
+            print!("{}", done.text);
+            Ok(if done.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Export { csv: _, out, paths } => {
             for path in paths {
                 for results in read_results(&path)? {

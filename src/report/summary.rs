@@ -122,7 +122,7 @@ pub fn startup(results: &Results) -> Vec<StartupRow> {
 }
 
 /// The median duration of each phase up to `ready`, ordered by when the phase typically ends.
-fn median_phases(runs: &[&RunRecord]) -> Vec<(String, f64)> {
+pub fn median_phases(runs: &[&RunRecord]) -> Vec<(String, f64)> {
     let mut durations: Vec<(String, Vec<f64>)> = Vec::new();
     for run in runs {
         for (name, ns) in run.phases.durations() {
