@@ -1,0 +1,198 @@
+//! # A container runtime, in seven steps
+//!
+//! A container is not something the kernel knows about. It is an ordinary process that its
+//! runtime started with private **namespaces** (what it can see), its own **root file system**,
+//! a **cgroup** (what it may use) and fewer **capabilities** (what it may do). This program is
+//! such a runtime, written one step at a time in `labs/container/1-run` … `7-caps`:
+//!
+//! ```text
+//!  runtime (in the cgroup lab made)          container
+//!  ── 6 write the memory limit
+//!  ── 3 unshare(CLONE_NEWPID)
+//!  ── 1 fork ────────────────────────────────► child (PID 1 of the new PID namespace)
+//!  ── 1 waitpid                                ── 2,4,5 unshare(mount, UTS, network)
+//!     exit with the child's status             ── 2 pivot_root into --rootfs
+//!                                              ── 4 host name, fresh /proc
+//!                                              ── 7 drop capabilities, no_new_privs
+//!                                              ── 1 exec /workload
+//! ```
+//!
+//! `lab` starts it with the command line in `labkit::container` (see `labs/abi.md`), and file
+//! descriptors 3 and 4 open for the workload: the runtime leaves them alone, the workload
+//! inherits them through `fork` and `exec`, and `lab` reads the workload's marker lines on fd 3.
+//! The runtime adds its own phase edges there ([`Report::phase`]: `started`, `limits`, `child`,
+//! `namespaces`, `rootfs`, `caps`), so `lab` can show where the time of *your* runtime goes
+//! beside its own. (The lab itself stamps `cgroup`, `bundle`, and `fork` and `exec` for starting
+//! your runtime; the workload stamps `ready`.)
+//!
+//! The comments `// STEP n BEGIN` … `// STEP n END` mark what each step adds; the lines starting
+//! with `//~` are what the step's skeleton has in their place. `lab check` does not read them:
+//! it checks what the running container sees.
+
+// The skeleton imports what the finished runtime uses.
+#![allow(unused_imports, unused_mut)]
+
+use labkit::container::Request;
+use labkit::Report;
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{chdir, execv, fork, pivot_root, sethostname, ForkResult};
+use std::ffi::CString;
+use std::path::PathBuf;
+
+fn main() {
+    let report = Report;
+    // The first phase edge of your own: everything since lab's `exec` of this program was the
+    // kernel and the Rust runtime loading it.
+    report.phase("started");
+    let request = Request::from_args();
+    limit_memory(&request, report);
+    pid_namespace(report);
+    // fork: the child is a copy of this process. This program has one thread, so the copy is
+    // complete (in a multi-threaded program only the forking thread would survive in the child).
+    // SAFETY: single-threaded here; the child only runs `container`, which ends in exec or exit.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => container(&request, report),
+        Ok(ForkResult::Parent { child }) => {
+            // A runtime waits for its container and hands on how it ended, so that whoever
+            // started the runtime (here: lab, for Docker: containerd) learns the exit status.
+            let code = match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => code,
+                Ok(WaitStatus::Signaled(_, signal, _)) => 128 + signal as i32,
+                Ok(_) | Err(_) => 1,
+            };
+            std::process::exit(code);
+        }
+        Err(e) => fail(report, "fork", e),
+    }
+}
+
+/// **In the child.** Make the container around this process, then become the workload.
+fn container(request: &Request, report: Report) -> ! {
+    report.phase("child");
+    if let Err(e) = unshare(child_namespaces()) {
+        fail(report, "unshare", e);
+    }
+    report.phase("namespaces");
+    let program = enter_root(request, report);
+    hostname_and_proc(request, report);
+    network(report);
+    report.phase("rootfs");
+    drop_capabilities(request, report);
+    report.phase("caps");
+    exec(&program, &request.command, report)
+}
+
+/// The namespaces the child makes for itself with `unshare`. It stays the same process and
+/// simply gets private copies of these parts of the kernel's state.
+fn child_namespaces() -> CloneFlags {
+    let mut flags = CloneFlags::empty();
+    // A mount table of its own: mounts made from now on are invisible to the host.
+    flags |= CloneFlags::CLONE_NEWNS;
+    // TODO(step 4): a UTS namespace (host name).
+    // TODO(step 5): a network namespace.
+    flags
+}
+
+/// Step 1: replace this process with the workload. `exec` keeps the PID, the namespaces, the
+/// root, the cgroup and the open file descriptors (3 and 4, which the workload needs); it
+/// returns only on failure.
+fn exec(program: &std::path::Path, command: &[String], report: Report) -> ! {
+    let path = CString::new(program.as_os_str().as_encoded_bytes()).expect("no NUL in a path");
+    let args: Vec<CString> = command
+        .iter()
+        .map(|a| CString::new(a.as_str()).expect("no NUL in an argument"))
+        .collect();
+    let e = execv(&path, &args).unwrap_err();
+    fail(report, "exec", e)
+}
+
+/// Step 2: give the container its own root file system, `request.rootfs`, and make the
+/// host's unreachable. Returns the path to exec.
+///
+/// `chroot` is not enough: it only changes where *this process* starts resolving `/`, while the
+/// host's root stays mounted in its mount namespace. A process with `CAP_SYS_CHROOT` (a
+/// container's root keeps it) escapes with a second `chroot` into a subdirectory followed by
+/// enough `chdir("..")`. `pivot_root` makes the new root *the namespace's* root, and unmounting
+/// the old one removes the host's file system from the namespace altogether.
+fn enter_root(request: &Request, report: Report) -> PathBuf {
+    let step = |name: &'static str| move |e: Errno| fail(report, name, e);
+    // systemd makes `/` a *shared* mount: a mount made under it would propagate back to the
+    // host's mount namespace. Make every mount of our new namespace private first.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .unwrap_or_else(step("make mounts private"));
+    // pivot_root wants the new root to be a mount point: bind-mount the directory onto itself.
+    mount(
+        Some(&request.rootfs),
+        &request.rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .unwrap_or_else(step("bind the root"));
+    chdir(&request.rootfs).unwrap_or_else(step("chdir to the root"));
+    // pivot_root(".", "."): the new root becomes `/`, and the old root is stacked on top of it;
+    // detaching "." then unmounts the old root, and with it every host mount.
+    pivot_root(".", ".").unwrap_or_else(step("pivot_root"));
+    umount2(".", MntFlags::MNT_DETACH).unwrap_or_else(step("unmount the old root"));
+    chdir("/").unwrap_or_else(step("chdir /"));
+    PathBuf::from(&request.command[0])
+}
+
+/// Step 3: a new PID namespace for the children of this process. `unshare(CLONE_NEWPID)` does
+/// not move the caller (its PID cannot change); the *next* child it forks is PID 1 of the new
+/// namespace, and when that PID 1 exits the kernel kills everything else in it.
+fn pid_namespace(report: Report) {
+    // TODO(step 3): unshare a PID namespace, so the workload is PID 1.
+    report.todo(3, "a PID namespace");
+}
+
+/// Step 4: the container's host name, and a `/proc` of its own PID namespace. A `/proc` mounted
+/// by a process of the new namespace lists only that namespace's processes.
+fn hostname_and_proc(request: &Request, report: Report) {
+    let _ = request;
+    // TODO(step 4): set the host name in a UTS namespace of its own, mount a fresh /proc.
+    report.todo(4, "host name and /proc");
+}
+
+/// Step 5: the network namespace is created with the others (see [`child_namespaces`]); there is
+/// nothing more to do here, because a new network namespace already holds only `lo`. A real
+/// runtime would now create a veth pair and move one end in.
+fn network(report: Report) {
+    // TODO(step 5): a network namespace of its own (add it in child_namespaces).
+    report.todo(5, "a network namespace");
+}
+
+/// Step 6: limit the memory of everything in our cgroup. `lab` created the cgroup and started
+/// this runtime in it; the container's processes inherit it. A limit is one file to write.
+fn limit_memory(request: &Request, report: Report) {
+    let _ = request;
+    // TODO(step 6): write request.memory_limit into the cgroup request.cgroup.
+    report.todo(6, "a memory limit");
+}
+
+/// Step 7: keep only `request.caps` of root's capabilities, and forbid gaining new privileges.
+///
+/// Order matters: dropping from the bounding set needs `CAP_SETPCAP`, which the last step may
+/// remove. The bounding set is what limits root after `exec`: an exec'd program run as root
+/// gets every capability of the bounding set back unless `no_new_privs` is set.
+fn drop_capabilities(request: &Request, report: Report) {
+    let _ = request;
+    // TODO(step 7): keep only request.caps (bounding, effective, permitted sets) and set
+    // no_new_privs.
+    report.todo(7, "drop capabilities");
+}
+
+/// Tell `lab` which step failed and why, and end this process.
+fn fail(report: Report, step: &str, e: Errno) -> ! {
+    report.error(step, e.desc());
+    std::process::exit(127)
+}
