@@ -68,7 +68,14 @@ pub fn build(dir: &Path, say: &mut dyn FnMut(&str)) -> Result<PathBuf, BuildErro
                 .as_str()
                 .is_some_and(|p| same_file(Path::new(p), &manifest))
         })
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .find_map(|m| {
+            // The file in deps/ has a hash of the crate's path in its name; the copy cargo
+            // makes without it is shared by every crate of that name, e.g. a copy of the step
+            // built in another checkout at the same moment.
+            m["executable"].as_str()?;
+            let built = m["filenames"].as_array()?.first()?.as_str()?;
+            Some(PathBuf::from(built))
+        })
         .ok_or_else(|| BuildError::NoProgram(dir.to_path_buf()))
 }
 

@@ -215,7 +215,7 @@ impl Checker<'_> {
     fn step2(&self) -> Vec<Test> {
         let mut tests = Vec::new();
         let name = "2 · / holds the container's root and nothing else";
-        let mut want = vec![
+        let mut want = [
             "dev",
             "proc",
             "tmp",

@@ -771,7 +771,7 @@ fn boundary_questions(a: &mut Asker, r: &Results) {
     a.push(
         "syscall.calls_per_exit",
         "how many system calls cost one VM exit (±10 %)",
-        "1 divided by the vm's syscall ratio",
+        "the process's `rate p50` divided by the vm's, on syscall",
         vs("syscall", "vm")
             .filter(|s| s.median > 0.0)
             .map(|s| Expected::Figure {
@@ -815,6 +815,22 @@ fn density_questions(a: &mut Asker, r: &Results) {
             per(backend),
             MIB,
             Precision::Decimals(2),
+        );
+    }
+    for backend in ["container", "vm"] {
+        a.push(
+            &format!("{backend}.launches_per_s"),
+            &format!("how many {backend} instances start per second (median)"),
+            "the density table: `launches/s p50`",
+            series
+                .iter()
+                .find(|s| s.backend == backend)
+                .and_then(|s| s.launch_rate)
+                .map(|s| Expected::Figure {
+                    value: s.median,
+                    precision: Precision::Sig3,
+                })
+                .ok_or_else(|| format!("no {backend} launch rate")),
         );
     }
     a.push(

@@ -199,11 +199,11 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// `--key value` pairs, in order.
+type Options = Vec<(String, String)>;
+
 /// Split `args` into `--key value` options and the words after `--`.
-fn split_options(
-    args: &[String],
-    known: &[&str],
-) -> Result<(Vec<(String, String)>, Vec<String>), UsageError> {
+fn split_options(args: &[String], known: &[&str]) -> Result<(Options, Vec<String>), UsageError> {
     let mut options = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {

@@ -132,7 +132,7 @@ impl Ram {
     }
 
     /// Its size in bytes.
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.len as u64
     }
 }

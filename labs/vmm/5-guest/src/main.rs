@@ -132,7 +132,7 @@ impl Ram {
     }
 
     /// Its size in bytes.
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.len as u64
     }
 }
@@ -160,7 +160,7 @@ impl Machine {
         let region = kvm_userspace_memory_region {
             slot: 0,
             guest_phys_addr: 0,
-            memory_size: ram.len(),
+            memory_size: ram.size(),
             userspace_addr: ram.base as u64,
             flags: 0,
         };

@@ -46,7 +46,7 @@ const TSS_SIZE: usize = TSS_HEADER + 0x400 / 8 + 1;
 /// (virtual address = physical address).
 pub fn enter_long_mode(kvm: &Kvm, machine: &mut Machine, entry: u64, report: Report) {
     // STEP 4 BEGIN
-    let ram = machine.ram.len();
+    let ram = machine.ram.size();
     if ram > 1 << 30 {
         fail(report, "page tables", "this VMM maps at most 1 GiB");
     }

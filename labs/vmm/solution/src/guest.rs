@@ -28,7 +28,7 @@ pub fn run(kvm: &Kvm, machine: &mut Machine, elf: &[u8], request: &Request, repo
     let boot = BootInfo {
         spec,
         arena_addr: ARENA,
-        arena_len: machine.ram.len().saturating_sub(ARENA),
+        arena_len: machine.ram.size().saturating_sub(ARENA),
     };
     for (i, word) in boot.to_words().into_iter().enumerate() {
         machine.ram.write_u64(BOOT_ADDR + 8 * i as u64, word);
