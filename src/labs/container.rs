@@ -109,7 +109,7 @@ struct Outside {
 
 impl Checker<'_> {
     fn backend(&self) -> Student {
-        let mut b = Student::new(Kind::Container, self.program.clone());
+        let mut b = Student::new(Kind::Container, self.program.clone(), false);
         b.options.hostname = Some(self.choices.hostname.clone());
         b.options.caps = Some(self.choices.caps.clone());
         b.options.root_marker = self.choices.marker.clone();

@@ -667,10 +667,13 @@ fn install(options: &Options, exercise: &Exercise, program: &Path) -> Result<(),
         std::fs::create_dir_all(dir).map_err(LabsError::io(dir))?;
     }
     // Copy to a temporary name and rename: a `lab run` using the old program never sees half a
-    // file.
+    // file. Beside it, the step it passed: only the last step's program counts as a whole
+    // container or VMM in a report's claims.
     let part = dest.with_extension("part");
     std::fs::copy(program, &part).map_err(LabsError::io(&part))?;
-    std::fs::rename(&part, &dest).map_err(LabsError::io(&dest))
+    std::fs::rename(&part, &dest).map_err(LabsError::io(&dest))?;
+    let step = dest.with_extension("step");
+    std::fs::write(&step, format!("{}\n", exercise.step)).map_err(LabsError::io(&step))
 }
 
 /// The last result of each exercise, kept in `<labs>/.lab/progress.json`.
@@ -830,8 +833,11 @@ fn todo_or_fail(
 /// what a student's program took, phase by phase, computed as the report computes it.
 fn startup_line(label: &str, runs: &[crate::backend::Run]) -> Option<String> {
     use crate::report::format::ms;
-    let records: Vec<crate::results::RunRecord> =
-        runs.iter().map(|r| r.record(0, 0, false)).collect();
+    use crate::results::Family;
+    let records: Vec<crate::results::RunRecord> = runs
+        .iter()
+        .map(|r| r.record(Family::Floor, 0, 0, false))
+        .collect();
     let records: Vec<&crate::results::RunRecord> = records.iter().collect();
     let startup: Vec<f64> = records
         .iter()
@@ -884,6 +890,13 @@ mod tests {
             .filter(|e| e.track == Track::Measure)
             .all(|e| e.answers.is_some() && e.dir.is_none()));
         assert!(EXERCISES.len() >= 11);
+        for (track, kind) in [
+            (Track::Container, crate::backend::student::Kind::Container),
+            (Track::Vmm, crate::backend::student::Kind::Vmm),
+        ] {
+            let last = EXERCISES.iter().filter(|e| e.track == track).count() as u32;
+            assert_eq!(kind.last_step(), last, "{kind:?}");
+        }
     }
 
     #[test]

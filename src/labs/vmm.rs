@@ -107,7 +107,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn backend(&self, guest: VmmGuest, ram_mib: u64) -> Student {
-        let mut b = Student::new(Kind::Vmm, self.program.clone());
+        let mut b = Student::new(Kind::Vmm, self.program.clone(), false);
         b.options.guest = guest;
         b.options.ram_bytes = Some(ram_mib << 20);
         b
