@@ -865,22 +865,39 @@ fn density_questions(a: &mut Asker, r: &Results) {
     );
 }
 
-fn container_compare_questions(a: &mut Asker, r: &Results) {
-    let rows = summary::startup(r);
-    let row = startup_row(&rows, "student:container");
+/// The start-up of the student's program (`backend`): its median and interval under `keys`,
+/// and its longest phase under `phase_key`.
+fn student_startup(
+    a: &mut Asker,
+    row: Option<&summary::StartupRow>,
+    keys: (&str, &str),
+    phase_key: &str,
+    what: &str,
+) {
     a.median_and_ci(
-        ("student.startup_ms", "student.ci_ms"),
-        "your runtime's start-up (ms)",
+        keys,
+        &format!("{what}'s start-up (ms)"),
         STARTUP_TABLE,
         row.and_then(|x| x.startup),
         1e6,
         Precision::Decimals(3),
     );
     a.push(
-        "student.longest_phase",
-        "your runtime's longest phase",
+        phase_key,
+        &format!("{what}'s longest phase"),
         "`phases to ready`",
         longest_phase(row),
+    );
+}
+
+fn container_compare_questions(a: &mut Asker, r: &Results) {
+    let rows = summary::startup(r);
+    student_startup(
+        a,
+        startup_row(&rows, "student:container"),
+        ("student.startup_ms", "student.ci_ms"),
+        "student.longest_phase",
+        "your runtime",
     );
     let s = |b: &str| startup_row(&rows, b).and_then(|x| x.startup);
     for (key, other) in [("vs_container", "container"), ("vs_runc", "oci:runc")] {
@@ -899,20 +916,12 @@ fn container_compare_questions(a: &mut Asker, r: &Results) {
 
 fn vmm_compare_questions(a: &mut Asker, r: &Results) {
     let rows = summary::startup(r);
-    let row = startup_row(&rows, "student:vmm");
-    a.median_and_ci(
+    student_startup(
+        a,
+        startup_row(&rows, "student:vmm"),
         ("startup.student_ms", "startup.student_ci_ms"),
-        "your VMM's start-up (ms)",
-        STARTUP_TABLE,
-        row.and_then(|x| x.startup),
-        1e6,
-        Precision::Decimals(3),
-    );
-    a.push(
         "startup.longest_phase",
-        "your VMM's longest phase",
-        "`phases to ready`",
-        longest_phase(row),
+        "your VMM",
     );
     let s = |b: &str| startup_row(&rows, b).and_then(|x| x.startup);
     a.push(

@@ -19,7 +19,7 @@
 //!
 //! File descriptors 3 and 4 belong to the workload: leave them open for it.
 
-use crate::{from_env, number, split_options, UsageError};
+use crate::{from_env, last, number, split_options, UsageError};
 use std::path::PathBuf;
 
 /// One container to run.
@@ -49,13 +49,7 @@ impl Request {
     pub fn parse(args: &[String]) -> Result<Request, UsageError> {
         let known = ["rootfs", "hostname", "cgroup", "memory-limit", "caps"];
         let (options, command) = split_options(args, &known)?;
-        let get = |key: &str| {
-            options
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |key: &str| last(&options, key);
         let required =
             |key: &str| get(key).ok_or_else(|| UsageError(format!("--{key} is required")));
         let caps = match get("caps") {

@@ -222,6 +222,15 @@ fn split_options(args: &[String], known: &[&str]) -> Result<(Options, Vec<String
     Ok((options, Vec::new()))
 }
 
+/// The last value given for `--key`, if any.
+fn last<'a>(options: &'a Options, key: &str) -> Option<&'a str> {
+    options
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
 fn number(key: &str, value: &str) -> Result<u64, UsageError> {
     value
         .parse()

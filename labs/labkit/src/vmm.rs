@@ -19,7 +19,7 @@
 //! Without `--guest` there is nothing to run yet: build what you can, report `ready`, and wait
 //! for the go-ahead ([`crate::wait_for_go`]) so `lab` can look at your VMM from outside.
 
-use crate::{from_env, number, split_options, UsageError};
+use crate::{from_env, last, number, split_options, UsageError};
 pub use isolab_kernels::Spec;
 use std::path::PathBuf;
 
@@ -64,13 +64,7 @@ impl Request {
     /// Parse the arguments after the program name (and read the guest file).
     pub fn parse(args: &[String]) -> Result<Request, UsageError> {
         let (options, words) = split_options(args, &["ram-mib", "guest", "scratch"])?;
-        let get = |key: &str| {
-            options
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |key: &str| last(&options, key);
         let guest = match get("guest") {
             None => Guest::None,
             Some(g) => {
