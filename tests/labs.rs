@@ -20,13 +20,16 @@ fn labs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("labs")
 }
 
-/// Every file of `dir`, relative to it.
+/// Every file of `dir`, relative to it, leaving out build output and lab state.
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();
+            if e.file_name() == "target" || e.file_name() == ".lab" {
+                continue;
+            }
             if p.is_dir() {
                 stack.push(p);
             } else {
@@ -474,8 +477,26 @@ fn walkthrough() -> &'static Walk {
                 started.elapsed().as_secs_f64()
             ));
         }
-        for cmd in commands(&read("instructors.md")) {
-            run(&walk, &cmd, Some(0), &mut log);
+        for doc in ["abi.md", "instructors.md"] {
+            for cmd in commands(&read(doc)) {
+                run(&walk, &cmd, Some(0), &mut log);
+            }
+        }
+        // No text was left out: every Markdown file of labs/ is one of those above.
+        let walked: Vec<PathBuf> = ["README.md", "abi.md", "instructors.md"]
+            .into_iter()
+            .chain(EXERCISES.iter().map(|e| e.doc))
+            .map(|d| labs().join(d))
+            .collect();
+        for file in files(&labs()) {
+            let path = labs().join(&file);
+            if path.extension().is_some_and(|x| x == "md") {
+                assert!(
+                    walked.contains(&path),
+                    "{} is walked by no test",
+                    file.display()
+                );
+            }
         }
         println!("walkthrough:\n{}", log.join("\n"));
         walk
