@@ -1,6 +1,8 @@
 //! The command line, one enum variant per command.
 
 use clap::{Args, Parser, Subcommand};
+use isolab::experiment::plan::{self, DensityOptions, Which};
+use isolab::experiment::{throughput, ExperimentError};
 use std::path::PathBuf;
 
 /// isolab: run one workload as a process, in a container and in a microVM, and measure what
@@ -249,4 +251,103 @@ pub struct CheckArgs {
     /// Seconds to wait for an instance to reach each marker.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+}
+
+impl Experiment {
+    /// What the library is asked to run, and the options of the lab that runs it.
+    pub fn request(self) -> Result<(plan::Request, CommonArgs), ExperimentError> {
+        let (which, run) = match self {
+            Experiment::Startup(run) => (Which::Startup, run),
+            Experiment::Memory { run, sizes } => (Which::Memory { sizes }, run),
+            Experiment::Throughput { run, kernels } => {
+                let kernels = match kernels {
+                    Some(names) => throughput::kernels_named(&names)?,
+                    None => throughput::KERNELS.to_vec(),
+                };
+                (Which::Throughput { kernels }, run)
+            }
+            Experiment::Isolation(run) => (Which::Isolation, run),
+            Experiment::All { run, max } => (Which::All { max }, run),
+            Experiment::Density(d) => {
+                let which = Which::Density(DensityOptions {
+                    max: d.max,
+                    reserve_bytes: d.reserve_mib.map(|m| m << 20),
+                    idle_window: std::time::Duration::from_millis(d.idle_window_ms),
+                });
+                let run = RunArgs {
+                    backends: d.backends,
+                    runs: None,
+                    warmup: None,
+                    seed: 1,
+                    common: d.common,
+                };
+                (which, run)
+            }
+        };
+        let request = plan::Request {
+            which,
+            backends: run.backends,
+            runs: run.runs,
+            warmup: run.warmup,
+            seed: run.seed,
+            limits: run.common.limits.checked()?,
+            out: run.common.out.clone(),
+            progress: !run.common.no_progress,
+        };
+        Ok((request, run.common))
+    }
+}
+
+impl CheckArgs {
+    /// Where the exercises are and how to check them.
+    pub fn options(&self) -> isolab::labs::Options {
+        isolab::labs::Options {
+            crate_dir: self.crate_dir.clone(),
+            answers: self.answers.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout),
+            ..isolab::labs::Options::new(self.labs.clone())
+        }
+    }
+}
+
+impl LimitArgs {
+    /// The limits, checked.
+    pub fn checked(&self) -> Result<isolab::backend::Limits, ExperimentError> {
+        plan::limits(self.memory_mib, self.pids, self.cpus)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use isolab::experiment::{isolation, memory, startup, throughput};
+
+    #[test]
+    fn the_help_states_each_experiments_own_defaults() {
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("run")
+            .and_then(|r| r.find_subcommand_mut("startup"))
+            .expect("lab run startup")
+            .render_long_help()
+            .to_string()
+            .replace('\n', " ");
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (name, s) in [
+            ("startup", startup::SAMPLING),
+            ("memory", memory::SAMPLING),
+            ("throughput", throughput::SAMPLING),
+            ("isolation", isolation::SAMPLING),
+        ] {
+            assert!(
+                help.contains(&format!("{name} {}", s.runs)),
+                "{name}: {help}"
+            );
+        }
+        for s in [startup::SAMPLING, memory::SAMPLING, throughput::SAMPLING] {
+            assert!(help.contains(&format!("default: {};", s.warmup)), "{help}");
+        }
+        assert!(help.contains(&format!("isolation {})", isolation::SAMPLING.warmup)));
+    }
 }

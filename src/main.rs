@@ -6,15 +6,12 @@ mod cli;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{
-    Cli, Command, CommonArgs, ExecArgs, Experiment, GuestArgs, KernelCommand, LimitArgs, RunArgs,
-};
-use isolab::backend::{self, Availability, Limits};
-use isolab::experiment::{self, ExperimentError, Settings, INTERRUPTED};
+use cli::{Cli, Command, CommonArgs, ExecArgs, Experiment, GuestArgs, KernelCommand};
+use isolab::backend::{self, Availability};
+use isolab::experiment::{self, ExperimentError, INTERRUPTED};
 use isolab::lab::Lab;
 use isolab::report;
-use isolab::results::{Results, Writer};
-use isolab::workload::{Kernel, Spec};
+use isolab::results::Results;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -28,9 +25,15 @@ enum Failure {
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
         let e = e.into();
-        match e.downcast_ref::<ExperimentError>() {
-            Some(x) if x.is_usage() => Failure::Usage(e),
-            _ => Failure::Runtime(e),
+        let is_usage = e
+            .downcast_ref::<ExperimentError>()
+            .is_some_and(ExperimentError::is_usage)
+            || e.downcast_ref::<isolab::labs::LabsError>()
+                .is_some_and(isolab::labs::LabsError::is_usage);
+        if is_usage {
+            Failure::Usage(e)
+        } else {
+            Failure::Runtime(e)
         }
     }
 }
@@ -119,33 +122,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Exec(args) => exec(&args),
         Command::Kernel { command } => kernel(command),
-        Command::Check(a) => {
-            let options = isolab::labs::Options {
-                labs: a.labs,
-                crate_dir: a.crate_dir,
-                answers: a.answers,
-                timeout: std::time::Duration::from_secs(a.timeout),
-            };
-            let done = isolab::labs::command(
-                a.exercise.as_deref(),
-                &options,
-                a.json.as_deref(),
-                &mut |m| eprintln!("{m}"),
-            )
-            .map_err(|e| {
-                if e.is_usage() {
-                    usage(e)
-                } else {
-                    Failure::Runtime(e.into())
-                }
-            })?;
-            print!("{}", done.text);
-            Ok(if done.passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Command::Check(args) => check(&args),
         Command::Export { csv: _, out, paths } => {
             for path in paths {
                 for results in read_results(&path)? {
@@ -166,184 +143,55 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     }
 }
 
+/// `lab check`: one exercise's tests and score, or the progress table.
+fn check(args: &cli::CheckArgs) -> Result<ExitCode, Failure> {
+    let done = isolab::labs::command(
+        args.exercise.as_deref(),
+        &args.options(),
+        args.json.as_deref(),
+        &mut |m| eprintln!("{m}"),
+    )?;
+    print!("{}", done.text);
+    Ok(if done.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 /// Run one experiment (or all of them) and print what it found.
 fn run_experiment(experiment: Experiment) -> Result<ExitCode, Failure> {
-    let mut outcomes = Vec::new();
-    let mut all_dir = None;
-    match &experiment {
-        Experiment::Startup(args) => {
-            let (lab, settings) = prepare(args, 30, 3)?;
-            outcomes.push(Done::from(experiment::startup::run(
-                &lab,
-                args.backends.as_deref(),
-                &settings,
-            )?));
-        }
-        Experiment::Memory { run, sizes } => {
-            let (lab, settings) = prepare(run, 10, 3)?;
-            outcomes.push(Done::from(experiment::memory::run(
-                &lab,
-                run.backends.as_deref(),
-                sizes,
-                &settings,
-            )?));
-        }
-        Experiment::Throughput { run, kernels } => {
-            let kernels = parse_kernels(kernels.as_deref())?;
-            let (lab, settings) = prepare(run, 10, 3)?;
-            outcomes.push(Done::from(experiment::throughput::run(
-                &lab,
-                run.backends.as_deref(),
-                &kernels,
-                &settings,
-            )?));
-        }
-        Experiment::Isolation(args) => {
-            let (lab, settings) = prepare(args, 1, 0)?;
-            outcomes.push(Done::from(experiment::isolation::run(
-                &lab,
-                args.backends.as_deref(),
-                &settings,
-            )?));
-        }
-        Experiment::Density(args) => {
-            let lab = lab_for(&args.common)?;
-            let settings = density_settings(
-                args.max,
-                args.reserve_mib,
-                args.idle_window_ms,
-                &args.common,
-            )?;
-            outcomes.push(Done::from(experiment::density::run(
-                &lab,
-                args.backends.as_deref(),
-                &settings,
-            )?));
-        }
-        Experiment::All { run, max } => {
-            // One directory for the whole set, one subdirectory per experiment.
-            let dir = Writer::new_dir(&run.common.out, "all").map_err(|source| {
-                ExperimentError::Output {
-                    dir: run.common.out.clone(),
-                    source,
-                }
-            })?;
-            all_dir = Some(dir.clone());
-            let backends = run.backends.as_deref();
-            let in_dir = |mut s: Settings| {
-                s.out = dir.clone();
-                s
-            };
-            let (lab, settings) = prepare(run, 30, 3)?;
-            outcomes.push(Done::from(experiment::startup::run(
-                &lab,
-                backends,
-                &in_dir(settings),
-            )?));
-            let (_, settings) = prepare(run, 10, 3)?;
-            outcomes.push(Done::from(experiment::memory::run(
-                &lab,
-                backends,
-                &experiment::memory::DEFAULT_SIZES_MIB,
-                &in_dir(settings),
-            )?));
-            let (_, settings) = prepare(run, 10, 3)?;
-            outcomes.push(Done::from(experiment::throughput::run(
-                &lab,
-                backends,
-                &experiment::throughput::KERNELS,
-                &in_dir(settings),
-            )?));
-            let (_, settings) = prepare(run, 1, 0)?;
-            outcomes.push(Done::from(experiment::isolation::run(
-                &lab,
-                backends,
-                &in_dir(settings),
-            )?));
-            let mut density = density_settings(*max, None, 500, &run.common)?;
-            density.out = dir.clone();
-            outcomes.push(Done::from(experiment::density::run(
-                &lab, backends, &density,
-            )?));
-        }
-    }
+    let (request, common) = experiment.request()?;
+    let lab = lab_for(&common)?;
+    let ran = experiment::plan::run(&lab, &request)?;
     let mut code = ExitCode::SUCCESS;
-    for done in &outcomes {
+    for done in &ran.finished {
         let results = Results::read(&done.results)?;
         for s in &results.header.skipped {
             println!("skipped {}: {}", s.backend, s.reason);
         }
         print_tables(&results);
         println!("results: {}", done.results.display());
-        if !done.failures.is_empty() {
+        if let Some((backend, error)) = done.failures.first() {
             eprintln!(
-                "{} samples failed; the first: {}: {}",
-                done.failures.len(),
-                done.failures[0].0,
-                done.failures[0].1
+                "{} samples failed; the first: {backend}: {error}",
+                done.failures.len()
             );
             code = ExitCode::from(1);
         }
     }
     // One HTML report for the run: the experiment's directory, or the directory of `all`.
-    let run_dir = match (&all_dir, outcomes.first()) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(done)) => done
-            .results
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_path_buf(),
-        (None, None) => return Ok(code),
+    let Some(run_dir) = ran.dir else {
+        return Ok(code);
     };
     let files = Results::read_all(&run_dir)?;
     let index = report::render(&files, &report::default_out_dir(&[run_dir.as_path()])?)?;
     println!("report: {}", index.display());
-    if outcomes.iter().any(|d| d.interrupted) {
+    if ran.finished.iter().any(|d| d.interrupted) {
         eprintln!("interrupted: the samples taken so far are kept");
         return Ok(ExitCode::from(130));
     }
     Ok(code)
-}
-
-/// What any experiment left behind, for printing.
-struct Done {
-    results: PathBuf,
-    failures: Vec<(String, String)>,
-    interrupted: bool,
-}
-
-impl From<experiment::Campaign> for Done {
-    fn from(c: experiment::Campaign) -> Self {
-        Done {
-            results: c.results,
-            failures: c.failures,
-            interrupted: c.interrupted,
-        }
-    }
-}
-
-impl From<experiment::density::DensityOutcome> for Done {
-    fn from(d: experiment::density::DensityOutcome) -> Self {
-        Done {
-            results: d.results,
-            failures: Vec::new(),
-            interrupted: d.interrupted,
-        }
-    }
-}
-
-/// The lab and the sampling settings of an experiment, with its own default counts.
-fn prepare(args: &RunArgs, runs: u32, warmup: u32) -> Result<(Lab, Settings), Failure> {
-    let lab = lab_for(&args.common)?;
-    let settings = Settings {
-        runs: args.runs.unwrap_or(runs),
-        warmup: args.warmup.unwrap_or(warmup),
-        seed: args.seed,
-        limits: limits(&args.common.limits)?,
-        out: args.common.out.clone(),
-        progress: !args.common.no_progress,
-    };
-    Ok((lab, settings))
 }
 
 fn lab_for(common: &CommonArgs) -> Result<Lab, Failure> {
@@ -401,61 +249,10 @@ fn kernel(command: KernelCommand) -> Result<ExitCode, Failure> {
     }
 }
 
-fn density_settings(
-    max: u32,
-    reserve_mib: Option<u64>,
-    idle_window_ms: u64,
-    common: &CommonArgs,
-) -> Result<experiment::density::DensitySettings, Failure> {
-    Ok(experiment::density::DensitySettings {
-        max,
-        reserve_bytes: reserve_mib
-            .map(|m| m << 20)
-            .unwrap_or_else(experiment::density::default_reserve_bytes),
-        idle_window: std::time::Duration::from_millis(idle_window_ms),
-        limits: limits(&common.limits)?,
-        out: common.out.clone(),
-        progress: !common.no_progress,
-    })
-}
-
-fn parse_kernels(names: Option<&[String]>) -> Result<Vec<Kernel>, Failure> {
-    match names {
-        None => Ok(experiment::throughput::KERNELS.to_vec()),
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                Kernel::from_name(n.as_bytes())
-                    .filter(|k| experiment::throughput::KERNELS.contains(k))
-                    .ok_or_else(|| {
-                        usage(anyhow::anyhow!(
-                            "'{n}' is not a throughput kernel (known: cpu, mem, random, syscall, io)"
-                        ))
-                    })
-            })
-            .collect(),
-    }
-}
-
 fn new_lab() -> Result<Lab, Failure> {
     Lab::new()
         .context("cannot prepare the lab's work directory (set TMPDIR to a writable directory)")
         .map_err(Failure::Usage)
-}
-
-fn limits(args: &LimitArgs) -> Result<Limits, Failure> {
-    if let Some(c) = args.cpus {
-        if !(c > 0.0 && c.is_finite()) {
-            return Err(usage(anyhow::anyhow!(
-                "--cpu-limit must be a positive number of cores"
-            )));
-        }
-    }
-    Ok(Limits {
-        memory_bytes: args.memory_mib.map(|m| m << 20),
-        pids: args.pids,
-        cpus: args.cpus,
-    })
 }
 
 fn read_results(path: &Path) -> Result<Vec<Results>, Failure> {
@@ -512,22 +309,18 @@ fn print_tables(results: &Results) {
 }
 
 fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
-    let kernel = Kernel::from_name(args.kernel.as_bytes()).ok_or_else(|| {
-        usage(anyhow::anyhow!(
-            "unknown kernel '{}' (known: ready, cpu, mem, random, syscall, io, sleep, probe)",
-            args.kernel
-        ))
-    })?;
     let mut lab = new_lab()?;
     apply_guest_args(&mut lab, &args.guest);
-    let selection = experiment::select(&lab, Some(std::slice::from_ref(&args.backend)))?;
-    let mut spec = Spec::default_for(kernel);
-    spec.mib = args.mib.unwrap_or(spec.mib);
-    spec.iters = args.iters.unwrap_or(spec.iters);
-    let run = selection.backends[0]
-        .run(&lab, &spec, &limits(&args.limits)?)
-        .map_err(|e| Failure::Runtime(e.into()))?;
-    println!("{} running {spec}", run.backend);
+    let limits = args.limits.checked()?;
+    let run = experiment::plan::once(
+        &lab,
+        &args.backend,
+        &args.kernel,
+        args.mib,
+        args.iters,
+        &limits,
+    )?;
+    println!("{} running {}", run.backend, run.spec);
     let spawn = run.timeline.at("spawn").unwrap_or(0);
     for p in &run.timeline.phases {
         println!("  {:>10.3} ms  {}", (p.t_ns - spawn) as f64 / 1e6, p.name);

@@ -46,6 +46,9 @@ fn as_ns<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_nanos() as u64)
 }
 
+/// How long each step watches its idle instances' CPU use, unless told otherwise.
+pub const DEFAULT_IDLE_WINDOW: Duration = Duration::from_millis(500);
+
 /// The default reserve: a tenth of the host's memory, at least 1 GiB.
 pub fn default_reserve_bytes() -> u64 {
     (host::meminfo().0 / 10).max(1 << 30)

@@ -5,9 +5,12 @@
 //! side by side. A process sees the host; a container sees its namespaces but the host's kernel;
 //! a guest sees its own kernel, or, in the bare microVM, none at all.
 
-use super::{every_backend, Campaign, ExperimentError, Settings};
+use super::{every_backend, Campaign, ExperimentError, Sampling, Settings};
 use crate::lab::Lab;
 use crate::workload::{Kernel, Spec};
+
+/// One round, no warm-up: what a workload can see does not change from one run to the next.
+pub const SAMPLING: Sampling = Sampling { runs: 1, warmup: 0 };
 
 /// Probe every backend (or the ones named).
 pub fn run(

@@ -8,9 +8,16 @@
 //! added by `done` is what the workload itself touched. Running 1, 16 and 64 MiB shows that the
 //! second part grows with the workload and the first does not.
 
-use super::{every_backend, Campaign, ExperimentError, Settings};
+use super::{every_backend, Campaign, ExperimentError, Sampling, Settings};
 use crate::lab::Lab;
 use crate::workload::{Kernel, Spec};
+
+/// 10 rounds after 3 warm-up ones: memory figures barely vary, and each sample holds its
+/// instance twice while the lab reads it.
+pub const SAMPLING: Sampling = Sampling {
+    runs: 10,
+    warmup: 3,
+};
 
 /// Working-set sizes measured by default, in MiB.
 pub const DEFAULT_SIZES_MIB: [u64; 3] = [1, 16, 64];

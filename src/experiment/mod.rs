@@ -13,6 +13,7 @@
 pub mod density;
 pub mod isolation;
 pub mod memory;
+pub mod plan;
 pub mod startup;
 pub mod throughput;
 
@@ -63,6 +64,20 @@ pub enum ExperimentError {
     /// Writing results failed mid-way.
     #[error(transparent)]
     Results(#[from] ResultsError),
+    /// A kernel name that the experiment does not run.
+    #[error("unknown kernel '{name}' (known: {known})")]
+    UnknownKernel {
+        /// The name given.
+        name: String,
+        /// The names it runs.
+        known: String,
+    },
+    /// A limit that cannot be.
+    #[error("{0}")]
+    BadLimit(&'static str),
+    /// An instance could not be run (`lab exec`).
+    #[error(transparent)]
+    Instance(#[from] BackendError),
     /// Every sample of a backend failed; the first error says why.
     #[error("every {backend} run failed; the first failure: {first}")]
     AllFailed {
@@ -79,6 +94,8 @@ impl ExperimentError {
         matches!(
             self,
             ExperimentError::UnknownBackend { .. }
+                | ExperimentError::UnknownKernel { .. }
+                | ExperimentError::BadLimit(_)
                 | ExperimentError::Unavailable { .. }
                 | ExperimentError::NoBackends
                 | ExperimentError::Output { .. }
@@ -145,6 +162,8 @@ pub fn select(lab: &Lab, names: Option<&[String]>) -> Result<Selection, Experime
     }
     Ok(selection)
 }
+
+pub use plan::Sampling;
 
 /// How many samples, and where they go.
 #[derive(Clone, Debug, Serialize)]

@@ -4,9 +4,16 @@
 //! start-up. Each backend's own phases (`cgroup`, `namespaces`, `rootfs`, ...) are stamped on the
 //! same host clock, so the report can show not only *how long* but *where the time goes*.
 
-use super::{every_backend, Campaign, ExperimentError, Settings};
+use super::{every_backend, Campaign, ExperimentError, Sampling, Settings};
 use crate::lab::Lab;
 use crate::workload::{Kernel, Spec};
+
+/// 30 rounds after 3 warm-up ones: start-up times are noisy (a busy machine adds a long tail)
+/// and one sample costs milliseconds.
+pub const SAMPLING: Sampling = Sampling {
+    runs: 30,
+    warmup: 3,
+};
 
 /// Run the start-up experiment on `backends` (or every default backend available).
 pub fn run(

@@ -14,7 +14,7 @@
 //! `ready` → `done`, on the host clock). Each backend's rate is divided by `process`'s rate *in
 //! the same round*, and those ratios are summarised with a bootstrap confidence interval.
 
-use super::{every_backend, Campaign, ExperimentError, Settings};
+use super::{every_backend, Campaign, ExperimentError, Sampling, Settings};
 use crate::lab::Lab;
 use crate::workload::{Kernel, Spec};
 
@@ -26,6 +26,32 @@ pub const KERNELS: [Kernel; 5] = [
     Kernel::Syscall,
     Kernel::Io,
 ];
+
+/// 10 rounds after 3 warm-up ones: each sample takes a fraction of a second, and the paired
+/// ratios to `process` cancel the machine's drift.
+pub const SAMPLING: Sampling = Sampling {
+    runs: 10,
+    warmup: 3,
+};
+
+/// The kernels called `names`, each one of [`KERNELS`].
+pub fn kernels_named(names: &[String]) -> Result<Vec<Kernel>, ExperimentError> {
+    names
+        .iter()
+        .map(|n| {
+            Kernel::from_name(n.as_bytes())
+                .filter(|k| KERNELS.contains(k))
+                .ok_or_else(|| ExperimentError::UnknownKernel {
+                    name: n.clone(),
+                    known: KERNELS
+                        .iter()
+                        .map(|k| k.name())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+        })
+        .collect()
+}
 
 /// Run `kernels` (default parameters) on `backends` (or every default backend here).
 pub fn run(

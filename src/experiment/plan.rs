@@ -1,0 +1,276 @@
+//! `lab run …` as one request: which experiments, and the options they share.
+//!
+//! Each experiment owns its sampling defaults ([`Sampling`]: `startup::SAMPLING`,
+//! `memory::SAMPLING`, …), because what each measures needs that many rounds: start-up times
+//! are noisy and cheap, so 30 rounds after 3 warm-up ones; what a workload sees does not vary,
+//! so one round. `lab run all` is the same experiments, one after the other, into one
+//! directory. The command line only fills a [`Request`]; [`run`] does the rest.
+
+use super::density::{self, DensitySettings};
+use super::{ExperimentError, Settings, INTERRUPTED};
+use crate::backend::{Limits, Run};
+use crate::lab::Lab;
+use crate::results::Writer;
+use crate::workload::{Kernel, Spec};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How many rounds an experiment runs, after how many warm-up rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sampling {
+    /// Measured rounds.
+    pub runs: u32,
+    /// Warm-up rounds, recorded and left out of the statistics.
+    pub warmup: u32,
+}
+
+/// The density experiment's own options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DensityOptions {
+    /// The top of the ladder.
+    pub max: u32,
+    /// Memory to leave the host, in bytes (default: [`density::default_reserve_bytes`]).
+    pub reserve_bytes: Option<u64>,
+    /// How long to watch the idle instances' CPU use at each step.
+    pub idle_window: Duration,
+}
+
+impl DensityOptions {
+    /// The options `lab run all` climbs the ladder with.
+    pub fn up_to(max: u32) -> DensityOptions {
+        DensityOptions {
+            max,
+            reserve_bytes: None,
+            idle_window: density::DEFAULT_IDLE_WINDOW,
+        }
+    }
+}
+
+/// Which experiment(s) to run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Which {
+    /// Start-up time.
+    Startup,
+    /// Memory per instance, for these working-set sizes (MiB).
+    Memory {
+        /// Sizes in MiB.
+        sizes: Vec<u64>,
+    },
+    /// Throughput of these kernels.
+    Throughput {
+        /// The kernels.
+        kernels: Vec<Kernel>,
+    },
+    /// What the workload can see.
+    Isolation,
+    /// How many idle instances fit.
+    Density(DensityOptions),
+    /// Every experiment, into one directory; the density ladder up to `max`.
+    All {
+        /// The top of the density ladder.
+        max: u32,
+    },
+}
+
+/// One `lab run`.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// What to run.
+    pub which: Which,
+    /// Backends to compare (`None`: every default backend available here).
+    pub backends: Option<Vec<String>>,
+    /// Measured rounds, when not each experiment's own.
+    pub runs: Option<u32>,
+    /// Warm-up rounds, when not each experiment's own.
+    pub warmup: Option<u32>,
+    /// Seed of the round shuffles.
+    pub seed: u64,
+    /// Limits of every instance.
+    pub limits: Limits,
+    /// Directory under which results directories are made.
+    pub out: PathBuf,
+    /// Draw a progress bar.
+    pub progress: bool,
+}
+
+/// What one experiment left: its results file, its failed samples, whether Ctrl-C cut it short.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    /// The results file.
+    pub results: PathBuf,
+    /// Samples that failed: backend and error.
+    pub failures: Vec<(String, String)>,
+    /// Stopped early by Ctrl-C.
+    pub interrupted: bool,
+}
+
+impl From<super::Campaign> for Finished {
+    fn from(c: super::Campaign) -> Self {
+        Finished {
+            results: c.results,
+            failures: c.failures,
+            interrupted: c.interrupted,
+        }
+    }
+}
+
+impl From<density::DensityOutcome> for Finished {
+    fn from(d: density::DensityOutcome) -> Self {
+        Finished {
+            results: d.results,
+            failures: Vec::new(),
+            interrupted: d.interrupted,
+        }
+    }
+}
+
+/// What a `lab run` left: each experiment's results, and the directory to render one report of.
+#[derive(Clone, Debug)]
+pub struct Ran {
+    /// Each experiment, in the order it ran.
+    pub finished: Vec<Finished>,
+    /// The run's directory: the experiment's, or the one `all` made for all of them.
+    pub dir: Option<PathBuf>,
+}
+
+impl Request {
+    /// The sampling settings of an experiment whose own defaults are `own`.
+    fn settings(&self, own: Sampling, out: &Path) -> Settings {
+        Settings {
+            runs: self.runs.unwrap_or(own.runs),
+            warmup: self.warmup.unwrap_or(own.warmup),
+            seed: self.seed,
+            limits: self.limits,
+            out: out.to_path_buf(),
+            progress: self.progress,
+        }
+    }
+
+    fn density(&self, options: &DensityOptions, out: &Path) -> DensitySettings {
+        DensitySettings {
+            max: options.max,
+            reserve_bytes: options
+                .reserve_bytes
+                .unwrap_or_else(density::default_reserve_bytes),
+            idle_window: options.idle_window,
+            limits: self.limits,
+            out: out.to_path_buf(),
+            progress: self.progress,
+        }
+    }
+}
+
+/// Limits from the command line's figures (`--memory-limit` MiB, `--pids-limit`,
+/// `--cpu-limit` cores), checked.
+pub fn limits(
+    memory_mib: Option<u64>,
+    pids: Option<u64>,
+    cpus: Option<f64>,
+) -> Result<Limits, ExperimentError> {
+    if cpus.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+        return Err(ExperimentError::BadLimit(
+            "--cpu-limit must be a positive number of cores",
+        ));
+    }
+    Ok(Limits {
+        memory_bytes: memory_mib.map(|m| m << 20),
+        pids,
+        cpus,
+    })
+}
+
+/// `lab exec`: one instance of `kernel` (with `mib` and `iters` where given) on `backend`.
+pub fn once(
+    lab: &Lab,
+    backend: &str,
+    kernel: &str,
+    mib: Option<u64>,
+    iters: Option<u64>,
+    limits: &Limits,
+) -> Result<Run, ExperimentError> {
+    let kernel =
+        Kernel::from_name(kernel.as_bytes()).ok_or_else(|| ExperimentError::UnknownKernel {
+            name: kernel.to_string(),
+            known: Kernel::ALL.map(Kernel::name).join(", "),
+        })?;
+    let selection = super::select(lab, Some(&[backend.to_string()]))?;
+    let mut spec = Spec::default_for(kernel);
+    spec.mib = mib.unwrap_or(spec.mib);
+    spec.iters = iters.unwrap_or(spec.iters);
+    Ok(selection.backends[0].run(lab, &spec, limits)?)
+}
+
+/// Run what `request` asks, on `lab`.
+pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
+    let backends = request.backends.as_deref();
+    let one = |which: &Which, out: &Path| -> Result<Finished, ExperimentError> {
+        Ok(match which {
+            Which::Startup => super::startup::run(
+                lab,
+                backends,
+                &request.settings(super::startup::SAMPLING, out),
+            )?
+            .into(),
+            Which::Memory { sizes } => super::memory::run(
+                lab,
+                backends,
+                sizes,
+                &request.settings(super::memory::SAMPLING, out),
+            )?
+            .into(),
+            Which::Throughput { kernels } => super::throughput::run(
+                lab,
+                backends,
+                kernels,
+                &request.settings(super::throughput::SAMPLING, out),
+            )?
+            .into(),
+            Which::Isolation => super::isolation::run(
+                lab,
+                backends,
+                &request.settings(super::isolation::SAMPLING, out),
+            )?
+            .into(),
+            Which::Density(options) => {
+                density::run(lab, backends, &request.density(options, out))?.into()
+            }
+            Which::All { .. } => unreachable!("`all` is a list of the others"),
+        })
+    };
+    let Which::All { max } = request.which else {
+        let finished = one(&request.which, &request.out)?;
+        let dir = finished.results.parent().map(Path::to_path_buf);
+        return Ok(Ran {
+            finished: vec![finished],
+            dir,
+        });
+    };
+    // One directory for the whole set, one subdirectory per experiment.
+    let dir = Writer::new_dir(&request.out, "all").map_err(|source| ExperimentError::Output {
+        dir: request.out.clone(),
+        source,
+    })?;
+    let mut finished = Vec::new();
+    for which in [
+        Which::Startup,
+        Which::Memory {
+            sizes: super::memory::DEFAULT_SIZES_MIB.to_vec(),
+        },
+        Which::Throughput {
+            kernels: super::throughput::KERNELS.to_vec(),
+        },
+        Which::Isolation,
+        Which::Density(DensityOptions::up_to(max)),
+    ] {
+        // After Ctrl-C, no further experiment starts.
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            break;
+        }
+        finished.push(one(&which, &dir)?);
+    }
+    Ok(Ran {
+        finished,
+        dir: Some(dir),
+    })
+}
