@@ -289,6 +289,9 @@ pub mod info {
     /// Who answered a kernel that needs an OS, when it was not the workload's own kernel (e.g.
     /// "vmm" for the bare guest's `io` and `probe`).
     pub const SERVED_BY: &str = "served_by";
+    /// How a container was configured beyond its namespaces: `minimal` or `docker` (masks,
+    /// seccomp).
+    pub const PROFILE: &str = "profile";
 }
 
 /// One step of the density experiment: `n` idle instances of one backend alive at once.

@@ -181,6 +181,8 @@ facts! {
     guest_kernel: String = info::GUEST_KERNEL,
     /// The command line a Linux guest's kernel was given.
     guest_cmdline: String = info::GUEST_CMDLINE,
+    /// How a container was configured beyond its namespaces (`minimal`, `docker`).
+    profile: String = info::PROFILE,
 }
 
 impl Facts {
