@@ -292,6 +292,16 @@ pub mod info {
     /// How a container was configured beyond its namespaces: `minimal` or `docker` (masks,
     /// seccomp).
     pub const PROFILE: &str = "profile";
+    /// The external runtime's own version (`runc --version`, `docker version`, ...).
+    pub const RUNTIME_VERSION: &str = "runtime_version";
+    /// Proportional set size of the per-container helper a runtime keeps outside the container
+    /// (Docker's `containerd-shim`).
+    pub const SHIM_PSS_BYTES: &str = "shim_pss_bytes";
+    /// Proportional set size of the daemons every container of the runtime shares (`dockerd`
+    /// and `containerd`).
+    pub const DAEMON_PSS_BYTES: &str = "daemon_pss_bytes";
+    /// Why a backend's memory figures are missing or partial, in words.
+    pub const MEMORY_NOTE: &str = "memory_note";
 }
 
 /// One step of the density experiment: `n` idle instances of one backend alive at once.

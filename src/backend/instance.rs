@@ -136,6 +136,7 @@ pub struct Instance {
     control: Option<File>,
     lines: LineReader,
     stderr: File,
+    stderr_seen: Vec<u8>,
     output: Option<Output>,
     error: Option<(String, String)>,
     probe: Vec<(String, String)>,
@@ -183,6 +184,7 @@ impl Instance {
             control: Some(ends.control),
             lines: LineReader::new(ends.report),
             stderr: ends.stderr,
+            stderr_seen: Vec::new(),
             output: None,
             error: None,
             probe: Vec::new(),
@@ -220,6 +222,12 @@ impl Instance {
     pub fn set_main(&mut self, main: Pid) {
         self.helpers.push(self.main);
         self.main = main;
+    }
+
+    /// Record a phase edge the lab learned afterwards (e.g. from a daemon's event log), at
+    /// `t_ns` on the host's monotonic clock.
+    pub fn push_phase(&mut self, name: &str, t_ns: u64) {
+        self.timeline.push(name, t_ns);
     }
 
     /// Record a fact about the instance known to the lab itself (see [`crate::results::info`]).
@@ -322,11 +330,13 @@ impl Instance {
             .and_then(|m| m.peak_bytes);
         let cpu_ns = cgroup.as_ref().and_then(Cgroup::cpu_usage_ns);
         let oom = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
-        if let Some(cg) = cgroup {
-            cg.destroy()?;
-        }
+        // The backend's clean-up first: a runtime removes its container (and the cgroups it
+        // made, below the instance's) through its own interface; then the cgroup goes.
         for cleanup in self.cleanup.drain(..) {
             cleanup();
+        }
+        if let Some(cg) = cgroup {
+            cg.destroy()?;
         }
         self.timeline.mark("exited");
         let mut outcome = self.outcome(oom);
@@ -470,12 +480,17 @@ impl Instance {
         }
     }
 
-    /// The last few hundred bytes the instance wrote on stderr, for error messages.
+    /// The last few hundred bytes the instance wrote on stderr, for error messages: for an
+    /// external runtime (runc, crun, runsc, docker, qemu), its own reason. What was read is
+    /// kept, so the error of a failed wait and the failed record of the run both carry it.
     fn stderr_tail(&mut self) -> String {
         let _ = super::child::set_nonblocking(&self.stderr);
         let mut buf = Vec::new();
         let _ = (&self.stderr).take(64 * 1024).read_to_end(&mut buf);
-        let text = String::from_utf8_lossy(&buf);
+        self.stderr_seen.extend_from_slice(&buf);
+        let keep = self.stderr_seen.len().saturating_sub(4096);
+        self.stderr_seen.drain(..keep);
+        let text = String::from_utf8_lossy(&self.stderr_seen);
         let text = text.trim();
         if text.is_empty() {
             String::new()
@@ -484,7 +499,12 @@ impl Instance {
             let start = (start..text.len())
                 .find(|&i| text.is_char_boundary(i))
                 .unwrap_or(0);
-            format!(" (stderr: {})", text[start..].replace('\n', " | "))
+            let lines: Vec<&str> = text[start..]
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            format!(" (stderr: {})", lines.join(" | "))
         }
     }
 }

@@ -183,6 +183,16 @@ facts! {
     guest_cmdline: String = info::GUEST_CMDLINE,
     /// How a container was configured beyond its namespaces (`minimal`, `docker`).
     profile: String = info::PROFILE,
+    /// The external runtime's version, as it reports it (runc, crun, runsc, docker).
+    runtime_version: String = info::RUNTIME_VERSION,
+    /// Proportional set size of the per-container helper the runtime keeps outside the
+    /// container (Docker's containerd-shim), at `ready`.
+    shim_pss_bytes: u64 = info::SHIM_PSS_BYTES,
+    /// Proportional set size of the daemons all the runtime's containers share (dockerd and
+    /// containerd), at `ready`.
+    daemon_pss_bytes: u64 = info::DAEMON_PSS_BYTES,
+    /// Why the memory figures are missing or partial, in words.
+    memory_note: String = info::MEMORY_NOTE,
 }
 
 impl Facts {
