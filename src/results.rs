@@ -300,6 +300,8 @@ pub mod info {
     /// Proportional set size of the daemons every container of the runtime shares (`dockerd`
     /// and `containerd`).
     pub const DAEMON_PSS_BYTES: &str = "daemon_pss_bytes";
+    /// How gVisor's runsc intercepts the workload's system calls: `ptrace` or `kvm`.
+    pub const SANDBOX_PLATFORM: &str = "sandbox_platform";
     /// Why a backend's memory figures are missing or partial, in words.
     pub const MEMORY_NOTE: &str = "memory_note";
 }

@@ -39,9 +39,9 @@
 //! containers live in the user's systemd cgroups, so their memory is not measured. Podman takes
 //! the same flags (`podman run --rm --network none`); `lab doctor` says which of them answers.
 
-use super::child::{self, ChildFds, Exec, Reporter};
+use super::child::{self, Exec};
 use super::instance::{Instance, Parts, Run, Timeline};
-use super::spawn::{spawn_shared, Placement, Stack};
+use super::spawn::{spawn_exec_with, Placement, Streams};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::measure::clock::now_ns;
@@ -335,7 +335,8 @@ impl Docker {
         let exec = Exec::new(&prepared.cli, "docker", &args, &env_refs);
         let (ends, fds) = child::pipes(None)?;
         // The CLI stays in the lab's cgroup: it is the client, not the container.
-        let pid = spawn_cli(&fds, &exec).map_err(BackendError::sys("clone"))?;
+        let pid = spawn_exec_with(0, &Placement::none(), &fds, &exec, Streams::Standard, None)
+            .map_err(BackendError::sys("clone"))?;
         drop(fds);
         let cleanup = {
             let cli = prepared.cli.clone();
@@ -379,35 +380,6 @@ impl Docker {
         }
         Ok((instance, container))
     }
-}
-
-/// **Child side.** The CLI with the report pipe as its standard output and the control pipe as
-/// its standard input: what the attached container writes and reads.
-fn spawn_cli(fds: &ChildFds, exec: &Exec) -> Result<nix::unistd::Pid, nix::errno::Errno> {
-    let mut stack = Stack::new();
-    let mut body = || {
-        if let Err(e) = fds.install() {
-            fds.reporter().fail("install fds", e);
-        }
-        let report = Reporter::INSTALLED;
-        report.phase("fork");
-        if let Err(e) = child::die_with_parent() {
-            report.fail("prctl", e);
-        }
-        report.phase("exec");
-        // SAFETY: dup2 and close of fds installed above.
-        unsafe {
-            libc::dup2(child::REPORT_FD, 1);
-            libc::dup2(child::CONTROL_FD, 0);
-            libc::close(child::REPORT_FD);
-            libc::close(child::CONTROL_FD);
-        }
-        let e = exec.exec();
-        // fd 1 is the report pipe now.
-        Reporter::at(1).fail("exec docker", e)
-    };
-    // SAFETY: the child only makes system calls on data prepared before this call, then execs.
-    unsafe { spawn_shared(0, &mut stack, &Placement::none(), fds.reporter(), &mut body) }
 }
 
 /// Note the memory of the processes Docker keeps outside the container: this container's

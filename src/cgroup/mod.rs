@@ -466,6 +466,20 @@ impl Drop for Cgroup {
     }
 }
 
+/// On a hybrid machine — controllers in v1 hierarchies, and a cgroup2 tree mounted beside them
+/// (systemd's `/sys/fs/cgroup/unified`) — where that cgroup2 tree is mounted.
+pub fn unified_beside_v1() -> Option<PathBuf> {
+    let mounts = parse_mounts(&fs::read_to_string("/proc/self/mountinfo").ok()?);
+    let v1 = mounts.iter().any(|m| m.fs_type == "cgroup");
+    v1.then(|| {
+        mounts
+            .iter()
+            .find(|m| m.fs_type == "cgroup2")
+            .map(|m| m.mount_point.clone())
+    })
+    .flatten()
+}
+
 /// Remove the cgroup `relative` (a path from a hierarchy's root, as runtimes take it) and what
 /// is below it, in **every** mounted hierarchy, children first; directories that still hold
 /// processes stay. A runtime given a cgroup parent makes its directories in every controller

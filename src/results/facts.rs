@@ -193,6 +193,8 @@ facts! {
     daemon_pss_bytes: u64 = info::DAEMON_PSS_BYTES,
     /// Why the memory figures are missing or partial, in words.
     memory_note: String = info::MEMORY_NOTE,
+    /// How a sandbox intercepts the workload's system calls (gVisor: `ptrace`, `kvm`).
+    sandbox_platform: String = info::SANDBOX_PLATFORM,
 }
 
 impl Facts {
