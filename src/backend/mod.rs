@@ -186,6 +186,8 @@ pub fn registry() -> Vec<Box<dyn Backend>> {
         Box::new(vm::Vm::default()),
         Box::new(vm::linux::VmLinux::default()),
         Box::new(oci::Oci::runc()),
+        Box::new(oci::Oci::new("crun")),
+        Box::new(oci::Oci::new("runsc")),
         Box::new(docker::Docker::default()),
         Box::new(floor::NsFloor),
         Box::new(qemu::Qemu::default()),

@@ -264,7 +264,7 @@ impl Backend for Oci {
                     .stderr(std::process::Stdio::null())
                     .status();
                 if let Some(rel) = relative {
-                    crate::cgroup::remove_everywhere(Path::new(&rel).join("ctr").as_path());
+                    crate::cgroup::remove_everywhere(Path::new(&rel));
                 }
                 let _ = fs::remove_dir_all(&bundle);
             }

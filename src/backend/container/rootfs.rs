@@ -9,7 +9,7 @@
 //! 2. mount a small tmpfs on the lab's (empty) root directory: the container's `/`;
 //! 3. fill it ([`RootfsPlan::populate`]): the workload executable (a read-only bind mount of the
 //!    lab's copy — the container cannot modify it), a private `/dev` with the usual few device
-//!    nodes, empty `/proc` and `/tmp`;
+//!    nodes, empty `/proc`, `/tmp` and `/scratch` (where the `io` kernel's directory goes);
 //! 4. `pivot_root` into it and detach the old root ([`RootfsPlan::pivot`]): the host's file
 //!    system is now unreachable;
 //! 5. what belongs to one container only: a fresh `/proc` for its PID namespace, its host name
@@ -145,8 +145,9 @@ impl RootfsPlan {
             bind_file(busybox, "bin/busybox", true).map_err(step("bind busybox"))?;
             symlinkat("busybox", AT_FDCWD, "bin/sh").map_err(step("link /bin/sh"))?;
         }
+        // Where the `io` kernel's scratch directory is mounted, empty in every other container.
+        dir("scratch", 0o1777).map_err(step("mkdir /scratch"))?;
         if let Some(scratch) = &self.scratch {
-            dir("scratch", 0o1777).map_err(step("mkdir /scratch"))?;
             mount(
                 Some(scratch.as_c_str()),
                 "scratch",
