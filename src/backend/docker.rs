@@ -21,7 +21,10 @@
 //! with nanosecond wall-clock times, when the daemon had `create`d the container, `attach`ed the
 //! CLI's streams and `start`ed it (containerd, the shim and runc have made the process). The lab
 //! converts those times to its monotonic clock and adds them as phases `daemon_created`,
-//! `attached` and `runtime_started`; the workload stamps `ready` itself, as everywhere.
+//! `attached` and `runtime_started`; the workload stamps `ready` itself, as everywhere. The
+//! daemon logs `start` only once the runtime has returned, usually after the workload is
+//! running: such an edge is left out, and the last phase, `attached` → `ready`, is the daemon's
+//! start request — containerd starting a shim, the shim running runc, runc making the container.
 //!
 //! **Streams.** A container does not inherit the CLI's file descriptors: the workload's marker
 //! lines reach the lab through the attached standard output (`-i`), and the go-ahead through
@@ -473,9 +476,12 @@ fn add_daemon_phases(instance: &mut Instance, cli: &Path, container: &str) {
             "start" => "runtime_started",
             _ => continue,
         };
+        // The daemon logs `start` once the runtime has returned, when the workload is often
+        // running already: only edges before `ready` are phases of the start-up.
+        let ready = instance.timeline().at("ready").unwrap_or(u64::MAX) as i128;
         if let Ok(t) = t.parse::<i128>() {
             let mono = t - offset;
-            if mono > 0 {
+            if mono > 0 && mono < ready {
                 instance.push_phase(phase, mono as u64);
             }
         }

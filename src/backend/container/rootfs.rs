@@ -275,38 +275,45 @@ pub const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-/// Docker's masked and read-only paths, prepared before fork ([`MASKED_PATHS`],
+/// Docker's masked and read-only paths, prepared once per lab ([`MASKED_PATHS`],
 /// [`READONLY_PATHS`]).
+///
+/// Which of them this kernel's procfs has, and whether each is a file or a directory, is the
+/// same in every container (procfs shows one kernel), so the lab looks once, in its own
+/// `/proc`, and a container mounts without looking: a `stat` per path saved, and never a bind
+/// mount that fails (a failed bind has already cloned its source, and freeing that clone waits
+/// for an RCU grace period, ~60 µs here).
 #[derive(Clone, Debug)]
 pub struct Masks {
-    masked: Vec<CString>,
+    /// Existing masked paths, and whether each is a directory.
+    masked: Vec<(CString, bool)>,
+    /// Existing read-only paths.
     readonly: Vec<CString>,
 }
 
 impl Default for Masks {
     fn default() -> Self {
-        let c = |p: &&str| CString::new(*p).expect("no NUL");
+        let c = |p: &str| CString::new(p).expect("no NUL");
+        let kind = |p: &str| std::fs::metadata(p).ok().map(|m| m.is_dir());
         Masks {
-            masked: MASKED_PATHS.iter().map(c).collect(),
-            readonly: READONLY_PATHS.iter().map(c).collect(),
+            masked: MASKED_PATHS
+                .iter()
+                .filter_map(|p| Some((c(p), kind(p)?)))
+                .collect(),
+            readonly: READONLY_PATHS
+                .iter()
+                .filter(|p| kind(p).is_some())
+                .map(|p| c(p))
+                .collect(),
         }
     }
 }
 
 impl Masks {
-    /// **Child side**, after [`RootfsPlan::finish`]: apply the masks. Paths this kernel does not
-    /// have are skipped (a failed mount onto a missing path costs only the lookup).
+    /// **Child side**, in the container's fresh `/proc`: apply the masks.
     pub fn apply(&self) -> Result<(), (&'static str, Errno)> {
-        for path in &self.masked {
-            // Look first, rather than try a bind and see it fail: a failed bind mount has
-            // already cloned its source, and freeing that clone waits for an RCU grace period
-            // (~60 µs here). A stat costs a lookup.
-            let is_dir = match nix::sys::stat::stat(path.as_c_str()) {
-                Ok(st) => st.st_mode & libc::S_IFMT == libc::S_IFDIR,
-                Err(Errno::ENOENT) => continue,
-                Err(e) => return Err(("look at a masked path", e)),
-            };
-            if is_dir {
+        for (path, is_dir) in &self.masked {
+            if *is_dir {
                 // A directory: cover it with an empty, read-only tmpfs.
                 mount(
                     Some("tmpfs"),
@@ -330,24 +337,22 @@ impl Masks {
         }
         for path in &self.readonly {
             // A read-only bind takes two calls: the kernel ignores MS_RDONLY on the first.
-            match mount(
+            mount(
                 Some(path.as_c_str()),
                 path.as_c_str(),
                 None::<&str>,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None::<&str>,
-            ) {
-                Ok(()) => mount(
-                    None::<&str>,
-                    path.as_c_str(),
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                    None::<&str>,
-                )
-                .map_err(|e| ("make a /proc path read-only", e))?,
-                Err(Errno::ENOENT) => {}
-                Err(e) => return Err(("bind a /proc path", e)),
-            }
+            )
+            .map_err(|e| ("bind a /proc path", e))?;
+            mount(
+                None::<&str>,
+                path.as_c_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(|e| ("make a /proc path read-only", e))?;
         }
         Ok(())
     }
