@@ -2,14 +2,13 @@
 
 mod common;
 
-use common::{serial, temp_dir, HostState};
+use common::{ladder_of_16, serial, temp_dir, HostState};
 use isolab::backend::{self, Availability, Limits};
-use isolab::experiment::{self, density, Settings};
+use isolab::experiment::{self, Settings};
 use isolab::lab::Lab;
 use isolab::results::{Outcome, Results};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 /// Every default backend of the lab's own that can run here (process, container, and any VM
 /// backend present). The external runtimes (runc, crun, runsc, Docker) have tests of their own,
@@ -169,43 +168,7 @@ fn density_of_16_on_every_backend_leaves_nothing_behind() {
     let before = HostState::now(&temp);
     let lab = Lab::in_dir(&temp).unwrap();
     let names = backends(&lab);
-    let outcome = density::run(
-        &lab,
-        Some(&names),
-        &density::DensitySettings {
-            max: 16,
-            reserve_bytes: 1 << 30,
-            idle_window: Duration::from_millis(100),
-            limits: Limits::default(),
-            out: out.clone(),
-            progress: false,
-        },
-    )
-    .unwrap();
-    let results = Results::read(&outcome.results).unwrap();
-    for name in &names {
-        let steps: Vec<_> = results
-            .density
-            .iter()
-            .filter(|d| &d.backend == name)
-            .collect();
-        assert_eq!(
-            steps.iter().map(|d| d.n).collect::<Vec<_>>(),
-            [1, 2, 4, 8, 16],
-            "{name}: the whole ladder"
-        );
-        let top = steps.last().unwrap();
-        assert!(
-            top.instance_bytes > 16 * 4096,
-            "{name}: 16 instances cost something"
-        );
-        let end = results
-            .density_ends
-            .iter()
-            .find(|e| &e.backend == name)
-            .unwrap();
-        assert_eq!((end.n, end.reason.as_str()), (16, "reached --max 16"));
-    }
+    ladder_of_16(&lab, &names, &out);
     drop(lab);
     let mut after = HostState::now(&temp);
     after.temp_entries.clear();

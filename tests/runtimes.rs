@@ -7,15 +7,14 @@
 
 mod common;
 
-use common::{serial, temp_dir, HostState};
+use common::{ladder_of_16, serial, temp_dir, HostState};
 use isolab::backend::{self, Availability, Limits};
-use isolab::experiment::{self, density, Settings};
+use isolab::experiment::{self, Settings};
 use isolab::lab::Lab;
 use isolab::results::{Family, Outcome, Results};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 const LAB: &str = env!("CARGO_BIN_EXE_lab");
 
@@ -254,39 +253,7 @@ fn a_density_ladder_of_16_on_every_runtime_leaves_nothing_behind() {
         .into_iter()
         .filter(|n| RUNTIMES.contains(&n.as_str()))
         .collect();
-    let outcome = density::run(
-        &lab,
-        Some(&names),
-        &density::DensitySettings {
-            max: 16,
-            reserve_bytes: 1 << 30,
-            idle_window: Duration::from_millis(100),
-            limits: Limits::default(),
-            out: out.clone(),
-            progress: false,
-        },
-    )
-    .unwrap();
-    let results = Results::read(&outcome.results).unwrap();
-    for name in &names {
-        let steps: Vec<u32> = results
-            .density
-            .iter()
-            .filter(|d| &d.backend == name)
-            .map(|d| d.n)
-            .collect();
-        assert_eq!(steps, [1, 2, 4, 8, 16], "{name}: the whole ladder");
-        let end = results
-            .density_ends
-            .iter()
-            .find(|e| &e.backend == name)
-            .unwrap();
-        assert_eq!(
-            (end.n, end.reason.as_str()),
-            (16, "reached --max 16"),
-            "{name}"
-        );
-    }
+    ladder_of_16(&lab, &names, &out);
     drop(lab);
     let mut after = (HostState::now(&temp), runtime_leftovers());
     after.0.temp_entries.clear();

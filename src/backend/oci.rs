@@ -33,7 +33,9 @@
 
 use super::child::{self, Exec, CONTROL_FD, REPORT_FD};
 use super::container::capabilities;
-use super::container::rootfs::{MASKED_PATHS, MASKED_SYS_PATHS, READONLY_PATHS};
+use super::container::rootfs::{
+    make_mounts_private, MASKED_PATHS, MASKED_SYS_PATHS, READONLY_PATHS,
+};
 use super::instance::{Instance, Parts, Timeline};
 use super::spawn::{spawn_exec_with, BeforeExec, Streams};
 use super::{Availability, Backend, BackendError, Limits, Spec};
@@ -41,7 +43,7 @@ use crate::lab::Lab;
 use crate::results::info;
 use crate::workload::{self, Kernel, WORKLOAD_ELF};
 use nix::errno::Errno;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
     MountBuilder, ProcessBuilder, RootBuilder, Spec as OciSpec,
@@ -161,14 +163,7 @@ fn hide_cgroup2(unified: &CString) -> Result<(), (&'static str, Errno)> {
         return Err(("unshare a mount namespace for crun", Errno::last()));
     }
     // Private first, so the unmount does not propagate back to the host's namespace.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| ("make mounts private for crun", e))?;
+    make_mounts_private().map_err(|e| ("make mounts private for crun", e))?;
     umount2(unified.as_c_str(), MntFlags::MNT_DETACH).map_err(|e| ("hide cgroup2 from crun", e))
 }
 

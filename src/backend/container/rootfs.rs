@@ -116,14 +116,7 @@ impl RootfsPlan {
         let step = |name: &'static str| move |e: Errno| (name, e);
         // Modes below are meant literally; the lab's umask must not change them.
         umask(Mode::empty());
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .map_err(step("make mounts private"))?;
+        make_mounts_private().map_err(step("make mounts private"))?;
         mount(
             Some("tmpfs"),
             self.root.as_c_str(),
@@ -356,6 +349,19 @@ impl Masks {
         }
         Ok(())
     }
+}
+
+/// **Child side**, in a new mount namespace: make every mount private (`MS_REC | MS_PRIVATE`),
+/// so that what is mounted or unmounted here never propagates to the host's namespace through
+/// shared peers (systemd makes `/` shared by default).
+pub fn make_mounts_private() -> Result<(), Errno> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
 }
 
 /// A fresh procfs at `at`: it shows only the processes of the caller's PID namespace.
