@@ -512,7 +512,10 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
     let failed = match &run.outcome {
         isolab::results::Outcome::Completed => None,
         isolab::results::Outcome::Failed { reason } => Some(reason.clone()),
-        other => Some(format!("{other:?}")),
+        isolab::results::Outcome::OomKilled => {
+            Some("killed by the OOM killer (over its memory limit)".into())
+        }
+        isolab::results::Outcome::Stopped => Some("stopped before it was done".into()),
     };
     if let Some(o) = run.output {
         println!(
