@@ -27,12 +27,13 @@
 
 use super::rootfs::RootfsPlan;
 use super::seccomp::Filter;
+use crate::backend::spawn::Stack;
 use nix::errno::Errno;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
-/// Work for the launcher thread.
-type Job = Box<dyn FnOnce() + Send>;
+/// Work for the launcher thread; it lends the job the stack its children start on.
+type Job = Box<dyn FnOnce(&mut Stack) + Send>;
 
 /// A running launcher thread with its template.
 pub struct Launcher {
@@ -98,11 +99,15 @@ impl Launcher {
         self.plan.same_root(plan)
     }
 
-    /// Run `job` on the launcher thread and wait for its result.
-    pub fn run<R: Send + 'static>(&self, job: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    /// Run `job` on the launcher thread and wait for its result. The job gets the thread's
+    /// one child stack (see [`serve`]).
+    pub fn run<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Stack) -> R + Send + 'static,
+    ) -> Option<R> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move || {
-            let _ = tx.send(job());
+        let job: Job = Box::new(move |stack| {
+            let _ = tx.send(job(stack));
         });
         self.jobs.as_ref()?.send(job).ok()?;
         rx.recv().ok()
@@ -137,8 +142,13 @@ fn prepare(plan: &RootfsPlan, outer: Option<&Filter>) -> Result<(), (&'static st
 }
 
 /// **Launcher thread.** Run jobs until the lab drops its launcher.
+///
+/// One stack serves every container: a child runs on it only until it execs, and the thread
+/// sleeps meanwhile (`CLONE_VFORK`), so the next clone finds it free. Allocating 256 KiB per
+/// start would map fresh memory and unmap it again — and unmapping makes every CPU flush its TLB.
 fn serve(queue: Receiver<Job>) {
+    let mut stack = Stack::new();
     for job in queue {
-        job();
+        job(&mut stack);
     }
 }

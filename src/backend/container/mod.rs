@@ -137,7 +137,7 @@ impl Backend for Container {
         timeline.mark("cgroup");
 
         // Everything the child process needs, prepared while allocating is still safe.
-        let caps = CapPlan::new(&capabilities::DOCKER_DEFAULT, crate::host::cap_last_cap());
+        let caps = security.caps;
         let args = workload::argv(spec, REPORT_FD, CONTROL_FD, "/scratch");
         let exec = Exec::new(rootfs::WORKLOAD_PATH.as_ref(), "workload", &args, &[]);
         let (pid, ends, sync) = match launcher {
@@ -154,7 +154,7 @@ impl Backend for Container {
                     exec: SendExec(exec),
                 };
                 let pid = launcher
-                    .run(move || job.spawn())
+                    .run(move |stack| job.spawn(stack))
                     .ok_or_else(|| BackendError::Instance {
                         step: "the launcher thread".into(),
                         detail: "it has stopped".into(),
@@ -255,7 +255,7 @@ struct Job {
 impl Job {
     /// **Launcher thread.** Clone init; it shares the lab's memory until it execs, and this
     /// thread sleeps meanwhile (see [`spawn_shared`]).
-    fn spawn(self) -> Result<Pid, Errno> {
+    fn spawn(self, stack: &mut Stack) -> Result<Pid, Errno> {
         let Job {
             fds,
             placement,
@@ -296,12 +296,11 @@ impl Job {
             report.phase("rootfs");
             harden(&security, &caps, filter, &exec.0)
         };
-        let mut stack = Stack::new();
         // SAFETY: init only makes system calls on prepared data, then execs or exits.
         unsafe {
             spawn_shared(
                 libc::CLONE_NEWPID,
-                &mut stack,
+                stack,
                 &placement,
                 fds.reporter(),
                 &mut body,

@@ -15,7 +15,7 @@
 //! A lab compiles its seccomp profile once ([`Security::prepare`]) and keeps it, with the
 //! launcher thread containers start from ([`super::launcher`]), in a [`Security`].
 
-use super::capabilities::DOCKER_DEFAULT;
+use super::capabilities::{CapPlan, DOCKER_DEFAULT};
 use super::launcher::Launcher;
 use super::rootfs::{Masks, RootfsPlan};
 use super::seccomp::{self, Filter, SeccompError};
@@ -81,6 +81,8 @@ pub struct Security {
     pub inner: Option<Filter>,
     /// Docker's masked and read-only paths (applied with [`Profile::Docker`]).
     pub masks: Masks,
+    /// Docker's capabilities, against this kernel's highest capability number (read once).
+    pub caps: CapPlan,
     /// Nanoseconds libseccomp took to compile the profile.
     pub compile_ns: u64,
     launcher: Mutex<Option<Arc<Launcher>>>,
@@ -108,6 +110,7 @@ impl Security {
             outer: None,
             inner: None,
             masks: Masks::default(),
+            caps: CapPlan::new(&DOCKER_DEFAULT, crate::host::cap_last_cap()),
             compile_ns: 0,
             launcher: Mutex::new(None),
         };
