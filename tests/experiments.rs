@@ -2,12 +2,11 @@
 
 mod common;
 
-use common::{ladder_of_16, serial, temp_dir, HostState};
+use common::{checksums_agree, ladder_of_16, probe_facts, serial, temp_dir, HostState};
 use isolab::backend::{self, Availability, Limits};
 use isolab::experiment::{self, Settings};
 use isolab::lab::Lab;
-use isolab::results::{Outcome, Results};
-use std::collections::BTreeMap;
+use isolab::results::Results;
 use std::path::Path;
 
 /// Every default backend of the lab's own that can run here (process, container, and any VM
@@ -96,27 +95,7 @@ fn throughput_checksums_agree_across_backends() {
     .unwrap();
     assert!(campaign.failures.is_empty(), "{:?}", campaign.failures);
     let results = Results::read(&campaign.results).unwrap();
-    let mut by_kernel: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for r in &results.runs {
-        assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
-        assert!(r.work_ns.unwrap() > 0);
-        by_kernel
-            .entry(r.workload.kernel.clone())
-            .or_default()
-            .insert(
-                r.backend.clone(),
-                r.output.as_ref().unwrap().checksum.clone(),
-            );
-    }
-    assert_eq!(by_kernel.len(), 5);
-    for (kernel, sums) in &by_kernel {
-        assert_eq!(sums.len(), names.len(), "{kernel}: every backend ran");
-        let first = sums.values().next().unwrap();
-        assert!(
-            sums.values().all(|s| s == first),
-            "{kernel}: checksums differ: {sums:?}"
-        );
-    }
+    checksums_agree(&results, &names, 5);
     drop(lab);
     std::fs::remove_dir_all(temp).unwrap();
 }
@@ -130,16 +109,7 @@ fn isolation_shows_what_each_backend_can_see() {
     let campaign =
         experiment::isolation::run(&lab, Some(&names), &settings(&temp.join("out"), 1)).unwrap();
     let results = Results::read(&campaign.results).unwrap();
-    let facts = |backend: &str| -> BTreeMap<String, String> {
-        results
-            .measured(backend)
-            .next()
-            .unwrap()
-            .probe
-            .iter()
-            .cloned()
-            .collect()
-    };
+    let facts = |backend: &str| probe_facts(&results, backend);
     let (process, container) = (facts("process"), facts("container"));
     let host_release = isolab::host::kernel_release();
     assert_eq!(process["kernel_release"], host_release);

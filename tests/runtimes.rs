@@ -7,12 +7,12 @@
 
 mod common;
 
-use common::{ladder_of_16, serial, temp_dir, HostState};
+use common::{checksums_agree, ladder_of_16, probe_facts, serial, temp_dir, HostState};
 use isolab::backend::{self, Availability, Limits};
 use isolab::experiment::{self, Settings};
 use isolab::lab::Lab;
 use isolab::results::{Family, Outcome, Results};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -147,22 +147,7 @@ fn every_runtime_runs_every_experiment_with_the_same_checksums() {
     .unwrap();
     assert!(throughput.failures.is_empty(), "{:?}", throughput.failures);
     let results = Results::read(&throughput.results).unwrap();
-    let mut sums: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for r in &results.runs {
-        assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
-        sums.entry(r.workload.kernel.clone()).or_default().insert(
-            r.backend.clone(),
-            r.output.as_ref().unwrap().checksum.clone(),
-        );
-    }
-    for (kernel, by_backend) in &sums {
-        assert_eq!(by_backend.len(), names.len(), "{kernel}: every backend ran");
-        let first = by_backend.values().next().unwrap();
-        assert!(
-            by_backend.values().all(|s| s == first),
-            "{kernel}: checksums differ: {by_backend:?}"
-        );
-    }
+    checksums_agree(&results, &names, experiment::throughput::KERNELS.len());
 
     // Memory: the runtimes' instances are measured; gVisor's Sentry and Gofer are counted.
     let memory = experiment::memory::run(&lab, Some(&names), &[1], &settings(&out, 1)).unwrap();
@@ -202,16 +187,7 @@ fn every_runtime_runs_every_experiment_with_the_same_checksums() {
     let isolation = experiment::isolation::run(&lab, Some(&names), &settings(&out, 1)).unwrap();
     assert!(isolation.failures.is_empty(), "{:?}", isolation.failures);
     let results = Results::read(&isolation.results).unwrap();
-    let probe = |name: &str| -> BTreeMap<String, String> {
-        results
-            .measured(name)
-            .next()
-            .unwrap()
-            .probe
-            .iter()
-            .cloned()
-            .collect()
-    };
+    let probe = |name: &str| probe_facts(&results, name);
     let host = isolab::host::kernel_release();
     for name in ["container", "oci:runc", "oci:crun", "docker"] {
         let p = probe(name);

@@ -160,3 +160,44 @@ pub fn ladder_of_16(
     }
     results
 }
+
+/// The probe's facts of `backend`'s first measured run.
+pub fn probe_facts(
+    results: &isolab::results::Results,
+    backend: &str,
+) -> std::collections::BTreeMap<String, String> {
+    results
+        .measured(backend)
+        .next()
+        .unwrap_or_else(|| panic!("{backend} ran no probe"))
+        .probe
+        .iter()
+        .cloned()
+        .collect()
+}
+
+/// Every run completed, and every kernel computed the same checksum on each of `names`.
+pub fn checksums_agree(results: &isolab::results::Results, names: &[String], kernels: usize) {
+    use std::collections::BTreeMap;
+    let mut by_kernel: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for r in &results.runs {
+        assert_eq!(r.outcome, isolab::results::Outcome::Completed, "{r:?}");
+        assert!(r.work_ns.unwrap() > 0);
+        by_kernel
+            .entry(r.workload.kernel.clone())
+            .or_default()
+            .insert(
+                r.backend.clone(),
+                r.output.as_ref().unwrap().checksum.clone(),
+            );
+    }
+    assert_eq!(by_kernel.len(), kernels);
+    for (kernel, sums) in &by_kernel {
+        assert_eq!(sums.len(), names.len(), "{kernel}: every backend ran");
+        let first = sums.values().next().unwrap();
+        assert!(
+            sums.values().all(|s| s == first),
+            "{kernel}: checksums differ: {sums:?}"
+        );
+    }
+}
