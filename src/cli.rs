@@ -184,6 +184,11 @@ pub struct CommonArgs {
 /// Options of Linux guests and of backends that cannot run here.
 #[derive(Debug, Args)]
 pub struct GuestArgs {
+    /// How containers are configured beyond their namespaces: `docker` adds Docker's masked and
+    /// read-only /proc paths and its seccomp profile to `minimal` (namespaces, a private root,
+    /// Docker's capabilities, no_new_privs). Applies to `container` and the OCI bundles.
+    #[arg(long, default_value = "docker", value_parser = ["minimal", "docker"])]
+    pub profile: String,
     /// The Linux kernel guests boot: a bzImage or a vmlinux (default: see `lab kernel show`).
     /// Not `--kernel`, which names the workload's kernel (cpu, mem, ...).
     #[arg(long, value_name = "PATH")]

@@ -62,6 +62,8 @@ pub fn checks(lab: &Lab) -> Vec<Check> {
     out.push(cgroups(lab));
     out.push(kvm());
     out.extend(linux_guests(lab));
+    out.push(seccomp(lab));
+    out.extend(docker_and_podman());
     for b in backend::registry() {
         let check = match b.availability(lab) {
             Availability::Available => {
@@ -227,6 +229,98 @@ fn kvm() -> Check {
         ),
         _ => Check::new("kvm", Status::Ok, format!("/dev/kvm usable: {}", kind.label())),
     }
+}
+
+/// The seccomp profile of `--profile docker`, compiled.
+fn seccomp(lab: &Lab) -> Check {
+    match lab.security() {
+        Ok(s) => match (&s.seccomp, &s.full) {
+            (Some(p), Some(full)) => Check::new(
+                "seccomp",
+                Status::Ok,
+                format!(
+                    "{}: {} rules for Docker's capabilities, {} BPF instructions{} (libseccomp \
+                     compiled it in {:.1} ms)",
+                    p.path.display(),
+                    p.rules.len(),
+                    full.len(),
+                    s.inner
+                        .as_ref()
+                        .map(|i| format!("; each container adds {}", i.len()))
+                        .unwrap_or_default(),
+                    s.compile_ns as f64 / 1e6
+                ),
+            ),
+            _ => Check::new("seccomp", Status::Ok, "--profile minimal: no filter"),
+        },
+        Err(why) => Check::new("seccomp", Status::Fail, why).fix(
+            "sudo apt install golang-github-containers-common (or run with --profile minimal)",
+        ),
+    }
+}
+
+/// Which container engine answers, and what works with it.
+fn docker_and_podman() -> Vec<Check> {
+    let run = |prog: &str, args: &[&str]| -> Option<String> {
+        let o = std::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let mut out = vec![match backend::docker::daemon_problem() {
+        Some(why) => Check::new("docker", Status::Warn, why)
+            .fix("sudo systemctl start docker (or: sudo dockerd --iptables=false --bridge=none &)"),
+        None => {
+            let info = run(
+                "docker",
+                &[
+                    "info",
+                    "--format",
+                    "{{.ServerVersion}} {{.CgroupDriver}} {{.SecurityOptions}}",
+                ],
+            )
+            .unwrap_or_default();
+            let where_ =
+                std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the default socket".into());
+            let mut detail = format!(
+                "a daemon answers at {where_} (dockerd {})",
+                info.split_whitespace().next().unwrap_or("?")
+            );
+            if info.contains("rootless") || info.contains(" systemd ") {
+                detail.push_str(
+                    ": start-up, throughput and isolation work; memory is not measured (the \
+                     container's cgroup is a systemd unit outside the lab's)",
+                );
+                Check::new("docker", Status::Warn, detail).fix(
+                    "for memory figures: a rootful dockerd with the cgroupfs driver \
+                     (--exec-opt native.cgroupdriver=cgroupfs)",
+                )
+            } else {
+                detail.push_str(
+                    ": every experiment works (cgroupfs driver: the container's cgroup goes \
+                     below the instance's)",
+                );
+                Check::new("docker", Status::Ok, detail)
+            }
+        }
+    }];
+    if let Some(v) = run("podman", &["--version"]) {
+        out.push(Check::new(
+            "podman",
+            Status::Warn,
+            format!(
+                "{v}: takes the same flags (podman run --rm --network none), but the lab drives \
+                 `docker`; with podman-docker's `docker` the docker backend runs through Podman \
+                 (untested; memory is not measured)"
+            ),
+        ));
+    }
+    out
 }
 
 /// The report as text, one check per line, with fixes indented below.

@@ -57,6 +57,14 @@ impl KvmKind {
     }
 }
 
+/// The program `name` in `PATH` (or the usual system directories when `PATH` is unset).
+pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
 /// True if a process with this PID exists (signal 0 probes without sending anything).
 pub fn pid_alive(pid: i32) -> bool {
     pid > 0

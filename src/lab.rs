@@ -11,6 +11,8 @@
 //! A lab killed with SIGKILL cannot clean up; the next [`Lab::new`] removes what dead labs left
 //! (their PID is in the names).
 
+use crate::backend::container::profile::{Profile, Security};
+use crate::backend::container::seccomp::SeccompError;
 use crate::cgroup::{CgroupError, Hierarchy};
 use crate::workload::WORKLOAD_ELF;
 use std::fs;
@@ -18,6 +20,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Errors of this module.
@@ -46,6 +49,14 @@ pub struct Lab {
     /// Run backends named on the command line even where they are unavailable (`--force`), to
     /// see how far they get.
     pub force: bool,
+    /// How containers (isolab's, and the OCI bundles it writes) are configured beyond their
+    /// namespaces (`--profile`).
+    pub profile: Profile,
+    /// The seccomp profile Docker's configuration loads (Podman's copy of Docker's default).
+    pub seccomp_profile: PathBuf,
+    /// The profile compiled, and the containers' launcher: made on first use, kept for the
+    /// lab's life (see [`Lab::security`]).
+    security: OnceLock<Result<Arc<Security>, String>>,
 }
 
 impl Lab {
@@ -68,6 +79,9 @@ impl Lab {
             timeout: Duration::from_secs(120),
             guest_kernel: None,
             force: false,
+            profile: Profile::default(),
+            seccomp_profile: PathBuf::from(crate::backend::container::seccomp::DEFAULT_PROFILE),
+            security: OnceLock::new(),
         })
     }
 
@@ -107,6 +121,25 @@ impl Lab {
     /// Why cgroups are unusable, if they are.
     pub fn cgroup_problem(&self) -> Option<&str> {
         self.cgroups.as_ref().err().map(String::as_str)
+    }
+
+    /// The containers' configuration of [`Lab::profile`], compiled on first use (libseccomp
+    /// takes milliseconds: once per lab, never per instance). Set the profile before the first
+    /// container starts; later changes are not seen.
+    /// The error says why the profile cannot be used, and how to fix it.
+    pub fn security(&self) -> Result<Arc<Security>, String> {
+        self.security
+            .get_or_init(|| {
+                Security::prepare(self.profile, &self.seccomp_profile)
+                    .map(Arc::new)
+                    .map_err(|e: SeccompError| e.to_string())
+            })
+            .clone()
+    }
+
+    /// True once [`Lab::security`] has been prepared (successfully or not).
+    pub fn security_ready(&self) -> bool {
+        self.security.get().is_some()
     }
 
     /// A name unique on this host for the next instance: `<lab pid>-<n>`. The counter is one

@@ -204,6 +204,9 @@ fn lab_for(common: &CommonArgs) -> Result<Lab, Failure> {
 fn apply_guest_args(lab: &mut Lab, guest: &GuestArgs) {
     lab.guest_kernel = guest.guest_kernel.clone();
     lab.force = guest.force;
+    // clap accepts only the names of profiles.
+    lab.profile =
+        backend::container::profile::Profile::from_name(&guest.profile).unwrap_or_default();
 }
 
 /// `lab kernel show|build`.
@@ -326,6 +329,14 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
         println!("  {:>10.3} ms  {}", (p.t_ns - spawn) as f64 / 1e6, p.name);
     }
     println!("outcome: {:?}", run.outcome);
+    let failed = match &run.outcome {
+        isolab::results::Outcome::Completed => None,
+        isolab::results::Outcome::Failed { reason } => Some(reason.clone()),
+        isolab::results::Outcome::OomKilled => {
+            Some("killed by the OOM killer (over its memory limit)".into())
+        }
+        isolab::results::Outcome::Stopped => Some("stopped before it was done".into()),
+    };
     if let Some(o) = run.output {
         println!(
             "checksum {:#018x}, ops {}, bytes {}",
@@ -340,6 +351,10 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
     }
     for (k, v) in &run.info {
         println!("  {k:<24} {v}");
+    }
+    if let Some(reason) = failed {
+        eprintln!("error: {}: {reason}", run.backend);
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -289,6 +289,21 @@ pub mod info {
     /// Who answered a kernel that needs an OS, when it was not the workload's own kernel (e.g.
     /// "vmm" for the bare guest's `io` and `probe`).
     pub const SERVED_BY: &str = "served_by";
+    /// How a container was configured beyond its namespaces: `minimal` or `docker` (masks,
+    /// seccomp).
+    pub const PROFILE: &str = "profile";
+    /// The external runtime's own version (`runc --version`, `docker version`, ...).
+    pub const RUNTIME_VERSION: &str = "runtime_version";
+    /// Proportional set size of the per-container helper a runtime keeps outside the container
+    /// (Docker's `containerd-shim`).
+    pub const SHIM_PSS_BYTES: &str = "shim_pss_bytes";
+    /// Proportional set size of the daemons every container of the runtime shares (`dockerd`
+    /// and `containerd`).
+    pub const DAEMON_PSS_BYTES: &str = "daemon_pss_bytes";
+    /// How gVisor's runsc intercepts the workload's system calls: `ptrace` or `kvm`.
+    pub const SANDBOX_PLATFORM: &str = "sandbox_platform";
+    /// Why a backend's memory figures are missing or partial, in words.
+    pub const MEMORY_NOTE: &str = "memory_note";
 }
 
 /// One step of the density experiment: `n` idle instances of one backend alive at once.

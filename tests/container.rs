@@ -44,8 +44,8 @@ fn a_container_sees_only_its_own_world() {
         inside["interfaces"], "lo",
         "only loopback in a new network namespace"
     );
-    // The root is the lab's: the workload, three mount points, nothing of the host's.
-    assert_eq!(inside["root_entries"], "dev,proc,tmp,workload");
+    // The root is the lab's: the workload, four mount points, nothing of the host's.
+    assert_eq!(inside["root_entries"], "dev,proc,scratch,tmp,workload");
     assert!(host["root_entries"].split(',').any(|e| e == "etc"));
     assert_eq!(inside["root_fs"], "tmpfs");
     // Docker's 14 capabilities, and no way to gain more.
@@ -70,7 +70,7 @@ fn a_rootless_container_maps_root_to_the_invoking_user() {
     let uid = nix::unistd::getuid().as_raw();
     assert_eq!(inside["uid_map"], format!("0 {uid} 1"));
     assert_eq!(inside["pid"], "1");
-    assert_eq!(inside["root_entries"], "dev,proc,tmp,workload");
+    assert_eq!(inside["root_entries"], "dev,proc,scratch,tmp,workload");
     drop(lab);
     std::fs::remove_dir_all(temp).unwrap();
 }

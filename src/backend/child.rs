@@ -166,7 +166,8 @@ impl Reporter {
     pub fn fail(&self, step: &str, errno: Errno) -> ! {
         self.emit(
             Line::new(wire::ERROR)
-                .field("step", step)
+                // Escaped: a step's name has spaces ("mount /proc"), which end a plain field.
+                .text("step", step.as_bytes())
                 .field("errno", errno as i32),
         );
         exit_now(127)

@@ -136,6 +136,7 @@ pub struct Instance {
     control: Option<File>,
     lines: LineReader,
     stderr: File,
+    stderr_seen: Vec<u8>,
     output: Option<Output>,
     error: Option<(String, String)>,
     probe: Vec<(String, String)>,
@@ -146,6 +147,7 @@ pub struct Instance {
     done: bool,
     status: Option<WaitStatus>,
     stopped: bool,
+    own_clock: bool,
 }
 
 impl std::fmt::Debug for Instance {
@@ -183,6 +185,7 @@ impl Instance {
             control: Some(ends.control),
             lines: LineReader::new(ends.report),
             stderr: ends.stderr,
+            stderr_seen: Vec::new(),
             output: None,
             error: None,
             probe: Vec::new(),
@@ -193,6 +196,7 @@ impl Instance {
             done: false,
             status: None,
             stopped: false,
+            own_clock: false,
         }
     }
 
@@ -220,6 +224,19 @@ impl Instance {
     pub fn set_main(&mut self, main: Pid) {
         self.helpers.push(self.main);
         self.main = main;
+    }
+
+    /// The workload's clock is not the host's: stamp its markers when they arrive instead of
+    /// trusting the times they carry. gVisor keeps time for its sandbox itself (the Sentry's
+    /// `CLOCK_MONOTONIC` starts near zero), so a workload there cannot read the host's clock.
+    pub fn stamp_on_arrival(&mut self) {
+        self.own_clock = true;
+    }
+
+    /// Record a phase edge the lab learned afterwards (e.g. from a daemon's event log), at
+    /// `t_ns` on the host's monotonic clock.
+    pub fn push_phase(&mut self, name: &str, t_ns: u64) {
+        self.timeline.push(name, t_ns);
     }
 
     /// Record a fact about the instance known to the lab itself (see [`crate::results::info`]).
@@ -322,11 +339,13 @@ impl Instance {
             .and_then(|m| m.peak_bytes);
         let cpu_ns = cgroup.as_ref().and_then(Cgroup::cpu_usage_ns);
         let oom = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
-        if let Some(cg) = cgroup {
-            cg.destroy()?;
-        }
+        // The backend's clean-up first: a runtime removes its container (and the cgroups it
+        // made, below the instance's) through its own interface; then the cgroup goes.
         for cleanup in self.cleanup.drain(..) {
             cleanup();
+        }
+        if let Some(cg) = cgroup {
+            cg.destroy()?;
         }
         self.timeline.mark("exited");
         let mut outcome = self.outcome(oom);
@@ -424,6 +443,15 @@ impl Instance {
         };
         let arrived = now_ns();
         let timeline = &mut self.timeline;
+        let own_clock = self.own_clock;
+        let event = match event {
+            _ if !own_clock => event,
+            Event::Phase { name, .. } => Event::Phase { name, t_ns: None },
+            Event::Ready { .. } => Event::Ready { t_ns: None },
+            Event::Start { .. } => Event::Start { t_ns: None },
+            Event::Done { output, .. } => Event::Done { t_ns: None, output },
+            other => other,
+        };
         // A line without `t=` (a console a host thread reads) is stamped on arrival.
         match event {
             Event::Phase { name, t_ns } => timeline.push(&name, t_ns.unwrap_or(arrived)),
@@ -470,12 +498,17 @@ impl Instance {
         }
     }
 
-    /// The last few hundred bytes the instance wrote on stderr, for error messages.
+    /// The last few hundred bytes the instance wrote on stderr, for error messages: for an
+    /// external runtime (runc, crun, runsc, docker, qemu), its own reason. What was read is
+    /// kept, so the error of a failed wait and the failed record of the run both carry it.
     fn stderr_tail(&mut self) -> String {
         let _ = super::child::set_nonblocking(&self.stderr);
         let mut buf = Vec::new();
         let _ = (&self.stderr).take(64 * 1024).read_to_end(&mut buf);
-        let text = String::from_utf8_lossy(&buf);
+        self.stderr_seen.extend_from_slice(&buf);
+        let keep = self.stderr_seen.len().saturating_sub(4096);
+        self.stderr_seen.drain(..keep);
+        let text = String::from_utf8_lossy(&self.stderr_seen);
         let text = text.trim();
         if text.is_empty() {
             String::new()
@@ -484,7 +517,12 @@ impl Instance {
             let start = (start..text.len())
                 .find(|&i| text.is_char_boundary(i))
                 .unwrap_or(0);
-            format!(" (stderr: {})", text[start..].replace('\n', " | "))
+            let lines: Vec<&str> = text[start..]
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            format!(" (stderr: {})", lines.join(" | "))
         }
     }
 }

@@ -12,6 +12,9 @@
 //! | `container` | isolab's own runtime: namespaces, pivot_root, cgroup limits, dropped caps |
 //! | `ns-floor`  | clone with the container's namespace flags + exec, nothing else (a floor) |
 //! | `oci:runc`  | an OCI bundle run by `runc run`, the runtime under Docker                 |
+//! | `oci:crun`  | the same bundle run by crun, a runtime written in C                       |
+//! | `oci:runsc` | the same bundle run by gVisor's runsc: a kernel of its own, in user space |
+//! | `docker`    | `docker run` on an image of the lab's root: CLI, dockerd, containerd, runc |
 //! | `vm`        | isolab's own KVM VMM running the bare guest (the kernels, no OS)         |
 //! | `vm-linux`  | isolab's own KVM VMM booting a Linux kernel, the workload as `/init`     |
 //! | `qemu`      | the Linux guest under QEMU microvm (KVM, or TCG emulation: "emulated")    |
@@ -23,6 +26,7 @@
 
 pub mod child;
 pub mod container;
+pub mod docker;
 pub mod floor;
 pub mod instance;
 pub mod oci;
@@ -184,6 +188,9 @@ pub fn registry() -> Vec<Box<dyn Backend>> {
         Box::new(vm::Vm::default()),
         Box::new(vm::linux::VmLinux::default()),
         Box::new(oci::Oci::runc()),
+        Box::new(oci::Oci::new("crun")),
+        Box::new(oci::Oci::new("runsc")),
+        Box::new(docker::Docker::default()),
         Box::new(floor::NsFloor),
         Box::new(qemu::Qemu::default()),
         Box::new(student::Student::installed(student::Kind::Container)),

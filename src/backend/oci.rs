@@ -1,39 +1,77 @@
-//! `oci:<runtime>`: the same workload in an OCI bundle, run by an OCI runtime such as `runc` —
-//! the runtime Docker and containerd use underneath.
+//! `oci:<runtime>`: the same workload in an OCI bundle, run by an OCI runtime — `runc` (what
+//! Docker and containerd use underneath), `crun` (the same job in C), or gVisor's `runsc`.
 //!
 //! The Open Container Initiative runtime specification describes a container as a **bundle**: a
 //! directory with the root file system (`rootfs/`) and a `config.json` saying which namespaces,
 //! mounts, capabilities and limits to apply. isolab writes a bundle equivalent to its own
-//! container (same namespaces plus cgroup, Docker's 14 capabilities, no_new_privs, the same
-//! limits, a read-only root holding only the workload) and runs `<runtime> run` on it. The
+//! container (same namespaces plus cgroup, Docker's 14 capabilities, no_new_privs, a read-only
+//! root holding only the workload; with `--profile docker` also Docker's masked and read-only
+//! paths and the same seccomp profile, already resolved) and runs `<runtime> run` on it. The
 //! difference in start-up between `container` and `oci:runc` is then the runtime's own work:
 //! runc re-executes itself to set the container up, in Go, with many more safety steps.
 //!
-//! `runc run` stays in the foreground as the container's parent until it exits, so it lives in
-//! the instance's cgroup and its memory counts as part of the instance.
+//! The runtime stays in the foreground as the container's parent until it exits, so it lives in
+//! the instance's cgroup and its memory counts as part of the instance. Its container goes into
+//! a child cgroup (`<instance>/ctr`), which the runtime makes and removes; the instance's cgroup
+//! keeps the limits and the figures (they count what is below them), so nothing is lost when the
+//! runtime tidies up after itself. What each runtime needs here:
+//!
+//! * **runc**: extra fds reach the workload with `--preserve-fds 2` (the report and control
+//!   pipes at 3 and 4).
+//! * **crun** refuses a "hybrid" machine — v1 controllers plus a cgroup2 tree that holds a
+//!   controller of its own (here `hugetlb`) — because it cannot tell which one to use. Started in
+//!   a private mount namespace where that cgroup2 mount is detached, it sees a pure v1 machine;
+//!   the step is its own phase (`cgroup2_hidden`). On a pure v2 machine nothing is hidden.
+//! * **runsc** (gVisor) does not pass extra fds, only the standard streams: the workload reports
+//!   on its standard output and is released through its standard input. Its sandbox — the
+//!   Sentry, a kernel written in Go serving the workload's system calls, and the Gofer, which
+//!   opens files for it — are processes of its own; with `--ignore-cgroups` runsc leaves them in
+//!   the instance's cgroup, where the lab's limits hold and its memory counts them. It
+//!   intercepts the workload's system calls with `ptrace` here, or with KVM where the CPU has
+//!   hardware virtualization (the `sandbox_platform` fact says which). It keeps its state under
+//!   the lab's work directory.
 
 use super::child::{self, Exec, CONTROL_FD, REPORT_FD};
 use super::container::capabilities;
+use super::container::rootfs::{
+    make_mounts_private, MASKED_PATHS, MASKED_SYS_PATHS, READONLY_PATHS,
+};
 use super::instance::{Instance, Parts, Timeline};
-use super::spawn::spawn_exec;
+use super::spawn::{spawn_exec_with, BeforeExec, Streams};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::results::info;
 use crate::workload::{self, Kernel, WORKLOAD_ELF};
+use nix::errno::Errno;
+use nix::mount::{umount2, MntFlags};
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
     MountBuilder, ProcessBuilder, RootBuilder, Spec as OciSpec,
 };
 use std::collections::HashSet;
+use std::ffi::CString;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// An OCI runtime backend.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Oci {
     runtime: String,
     name: String,
+    version: OnceLock<Option<String>>,
+}
+
+/// What a runtime needs to be run here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// runc, and any runtime that takes runc's flags.
+    Runc,
+    /// crun.
+    Crun,
+    /// gVisor's runsc.
+    Runsc,
 }
 
 impl Oci {
@@ -42,6 +80,7 @@ impl Oci {
         Oci {
             runtime: runtime.to_string(),
             name: format!("oci:{runtime}"),
+            version: OnceLock::new(),
         }
     }
 
@@ -50,13 +89,82 @@ impl Oci {
         Oci::new("runc")
     }
 
-    fn runtime_path(&self) -> Option<PathBuf> {
-        let path =
-            std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(&self.runtime))
-            .find(|p| p.is_file())
+    fn kind(&self) -> Kind {
+        match self.runtime.as_str() {
+            "crun" => Kind::Crun,
+            "runsc" => Kind::Runsc,
+            _ => Kind::Runc,
+        }
     }
+
+    fn runtime_path(&self) -> Option<PathBuf> {
+        crate::host::find_program(&self.runtime)
+    }
+
+    /// The first line of `<runtime> --version`, once.
+    fn version(&self, path: &Path) -> Option<String> {
+        self.version
+            .get_or_init(|| {
+                let out = std::process::Command::new(path)
+                    .arg("--version")
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .ok()?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                text.lines().next().map(|l| l.trim().to_string())
+            })
+            .clone()
+    }
+
+    /// The flags before the command: runsc's state directory, network and platform, and
+    /// whether its Sentry applies the bundle's seccomp profile (it ignores it by default).
+    fn global_args(&self, lab: &Lab) -> Vec<String> {
+        match self.kind() {
+            Kind::Runsc => {
+                let mut args = vec![
+                    format!("--root={}", lab.workdir().join("runsc").display()),
+                    "--network=none".into(),
+                    "--ignore-cgroups".into(),
+                    format!("--platform={}", runsc_platform()),
+                ];
+                if lab.profile.hardened() {
+                    args.push("--oci-seccomp".into());
+                }
+                args
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The platform runsc intercepts the workload's system calls with: KVM where the CPU has
+/// hardware virtualization (the Sentry then runs as a guest kernel, in ring 0 of a VM of its
+/// own), else `ptrace` (every system call of the workload stops it and wakes the Sentry: slow,
+/// but it works anywhere). Nested PVM emulates a guest's ring 0, so it counts as none.
+fn runsc_platform() -> &'static str {
+    if crate::host::KvmKind::detect().is_hardware()
+        && fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok()
+    {
+        "kvm"
+    } else {
+        "ptrace"
+    }
+}
+
+/// **Child side**, crun on a hybrid machine: a private mount namespace without the cgroup2
+/// tree, so crun sees only the v1 hierarchies (see the module docs).
+fn hide_cgroup2(unified: &CString) -> Result<(), (&'static str, Errno)> {
+    // SAFETY: unshare with a flag; the child has its own file-system context (no CLONE_FS).
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(("unshare a mount namespace for crun", Errno::last()));
+    }
+    // Private first, so the unmount does not propagate back to the host's namespace.
+    make_mounts_private().map_err(|e| ("make mounts private for crun", e))?;
+    umount2(unified.as_c_str(), MntFlags::MNT_DETACH).map_err(|e| ("hide cgroup2 from crun", e))
 }
 
 impl Backend for Oci {
@@ -65,14 +173,20 @@ impl Backend for Oci {
     }
 
     fn describe(&self) -> &str {
-        "an equivalent OCI bundle run by an OCI runtime (runc: what Docker uses underneath)"
+        match self.kind() {
+            Kind::Runc => "an equivalent OCI bundle run by runc (what Docker uses underneath)",
+            Kind::Crun => "the same OCI bundle run by crun, a runtime written in C",
+            Kind::Runsc => {
+                "the same OCI bundle run by gVisor's runsc: the workload's system calls go to a kernel in user space (the Sentry)"
+            }
+        }
     }
 
     fn family(&self) -> crate::results::Family {
         // gVisor's runsc runs the workload on a kernel of its own in user space (the Sentry),
         // which takes every system call: a sandbox. Other runtimes set up namespaces and cgroups
         // on the host's kernel, as Docker's runc does.
-        if self.runtime == "runsc" {
+        if self.kind() == Kind::Runsc {
             crate::results::Family::Sandbox
         } else {
             crate::results::Family::Container
@@ -81,9 +195,13 @@ impl Backend for Oci {
 
     fn availability(&self, lab: &Lab) -> Availability {
         if self.runtime_path().is_none() {
+            let package = match self.kind() {
+                Kind::Runsc => "runsc",
+                _ => &self.runtime,
+            };
             return Availability::Unavailable(format!(
-                "{} is not installed (Debian/Ubuntu: sudo apt install {})",
-                self.runtime, self.runtime
+                "{} is not installed (Debian/Ubuntu: sudo apt install {package})",
+                self.runtime
             ));
         }
         if !nix::unistd::geteuid().is_root() {
@@ -92,16 +210,24 @@ impl Backend for Oci {
                 self.runtime
             ));
         }
+        if let Err(why) = lab.security() {
+            return Availability::Unavailable(why);
+        }
         Availability::of_cgroups(lab)
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
+        let security = lab.security().map_err(|reason| BackendError::Unavailable {
+            backend: self.name.clone(),
+            reason,
+        })?;
         let name = lab.next_instance_name();
         let cgroup = lab.cgroups()?.create(&name, limits)?;
         let placement = cgroup.placement()?;
         timeline.mark("cgroup");
 
+        let kind = self.kind();
         let bundle = lab.workdir().join(format!("oci-{name}"));
         let id = format!("isolab-{name}");
         let runtime = self
@@ -110,44 +236,72 @@ impl Backend for Oci {
                 backend: self.name.clone(),
                 reason: format!("{} not found in PATH", self.runtime),
             })?;
-        // Clean-up runs after the runtime has exited, whatever happened: forget the container
-        // (`run --keep` left its state so its cgroup could be read) and remove the bundle.
+        let global = self.global_args(lab);
+        // The container's own cgroup, below the instance's (runsc leaves its sandbox in the
+        // instance's, see the module docs).
+        let relative = cgroup.relative_path();
+        let container_cgroup = match kind {
+            Kind::Runsc => None,
+            _ => relative.as_ref().map(|r| format!("{r}/ctr")),
+        };
+        // Clean-up runs once the runtime has exited, whatever happened: forget the container
+        // (deleting its state under the runtime's root), remove the directories the runtime made
+        // in hierarchies the lab does not use, and the bundle.
         let cleanup = {
-            let (runtime, id, bundle) = (runtime.clone(), id.clone(), bundle.clone());
+            let (runtime, id, bundle, global) =
+                (runtime.clone(), id.clone(), bundle.clone(), global.clone());
+            let relative = relative.clone();
             move || {
                 let _ = std::process::Command::new(&runtime)
+                    .args(&global)
                     .args(["delete", "--force", &id])
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
                     .status();
+                if let Some(rel) = relative {
+                    crate::cgroup::remove_everywhere(Path::new(&rel));
+                }
                 let _ = fs::remove_dir_all(&bundle);
             }
         };
-        let written = write_bundle(lab, &bundle, &id, spec, limits, cgroup.relative_path());
+        let streams = match kind {
+            Kind::Runsc => Streams::Standard,
+            _ => Streams::Fixed,
+        };
+        let written = write_bundle(
+            lab,
+            &bundle,
+            &id,
+            spec,
+            &security,
+            container_cgroup,
+            streams,
+        );
         if let Err(e) = written {
             cleanup();
             return Err(e);
         }
         timeline.mark("bundle");
 
-        // `--keep`: do not delete the container when it exits, so its cgroup can still be read;
-        // `--preserve-fds 2`: hand fds 3 and 4 (report, control) through to the workload.
-        let args: Vec<String> = [
-            "run",
-            "--keep",
-            "--preserve-fds",
-            "2",
-            "--bundle",
-            &bundle.to_string_lossy(),
-            &id,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = global;
+        args.push("run".into());
+        if streams == Streams::Fixed {
+            // Hand fds 3 and 4 (report, control) through to the workload.
+            args.extend(["--preserve-fds".into(), "2".into()]);
+        }
+        args.extend(["--bundle".into(), bundle.to_string_lossy().into_owned(), id]);
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
         let exec = Exec::new(&runtime, &self.runtime, &args, &[("PATH", &path)]);
+        let unified = match kind {
+            Kind::Crun => crate::cgroup::unified_beside_v1()
+                .and_then(|p| CString::new(p.as_os_str().as_bytes()).ok()),
+            _ => None,
+        };
+        let hide = unified.as_ref().map(|u| move || hide_cgroup2(u));
+        let before: Option<(&'static str, BeforeExec)> =
+            hide.as_ref().map(|h| ("cgroup2_hidden", h as BeforeExec));
         let (ends, fds) = child::pipes(None)?;
-        let spawned = spawn_exec(0, &placement, &fds, &exec);
+        let spawned = spawn_exec_with(0, &placement, &fds, &exec, streams, before);
         drop(placement);
         let pid = match spawned {
             Ok(pid) => pid,
@@ -175,6 +329,15 @@ impl Backend for Oci {
             info::IMAGE,
             "OCI bundle: config.json and a root holding one static executable",
         );
+        instance.note(info::PROFILE, security.profile.name());
+        if let Some(v) = self.version(&runtime) {
+            instance.note(info::RUNTIME_VERSION, v);
+        }
+        if kind == Kind::Runsc {
+            instance.note(info::SANDBOX_PLATFORM, runsc_platform());
+            // The workload's clock is the Sentry's, not the host's.
+            instance.stamp_on_arrival();
+        }
         Ok(instance)
     }
 }
@@ -185,8 +348,9 @@ fn write_bundle(
     bundle: &Path,
     id: &str,
     spec: &Spec,
-    limits: &Limits,
+    security: &super::container::profile::Security,
     cgroup_path: Option<String>,
+    streams: Streams,
 ) -> Result<(), BackendError> {
     let rootfs = bundle.join("rootfs");
     fs::create_dir_all(&rootfs).map_err(BackendError::io("create OCI bundle"))?;
@@ -197,28 +361,24 @@ fn write_bundle(
         fs::copy(lab.workload_path(), &exe)
             .map_err(BackendError::io("copy workload into bundle"))?;
     }
-    let config =
-        config(lab, id, spec, limits, cgroup_path).map_err(|e| BackendError::External {
-            program: "oci-spec".into(),
-            detail: e.to_string(),
-        })?;
-    config
-        .save(bundle.join("config.json"))
-        .map_err(|e| BackendError::External {
-            program: "oci-spec".into(),
-            detail: e.to_string(),
-        })
+    let oci = |e: oci_spec::OciSpecError| BackendError::External {
+        program: "oci-spec".into(),
+        detail: e.to_string(),
+    };
+    let config = config(lab, id, spec, security, cgroup_path, streams).map_err(oci)?;
+    config.save(bundle.join("config.json")).map_err(oci)
 }
 
 /// The runtime configuration: oci-spec's defaults (those of `runc spec`: mounts for /proc, /dev,
-/// /dev/pts, /dev/shm, /dev/mqueue, /sys, masked and read-only paths) made equivalent to isolab's
-/// container.
+/// /dev/pts, /dev/shm, /dev/mqueue, /sys) made equivalent to isolab's container, with the lab's
+/// profile: Docker's masked and read-only paths and its seccomp profile, or none of them.
 fn config(
     lab: &Lab,
     id: &str,
     spec: &Spec,
-    limits: &Limits,
+    security: &super::container::profile::Security,
     cgroup_path: Option<String>,
+    streams: Streams,
 ) -> Result<OciSpec, oci_spec::OciSpecError> {
     let mut config = OciSpec::default();
     let caps: HashSet<Capability> = capabilities::DOCKER_DEFAULT
@@ -230,12 +390,16 @@ fn config(
         .effective(caps.clone())
         .permitted(caps)
         .build()?;
+    let (report, control) = match streams {
+        Streams::Fixed => (REPORT_FD, CONTROL_FD),
+        Streams::Standard => (1, 0),
+    };
     let process = ProcessBuilder::default()
         .terminal(false)
         .cwd("/")
         .args(
             std::iter::once("/workload".to_string())
-                .chain(workload::argv(spec, REPORT_FD, CONTROL_FD, "/scratch"))
+                .chain(workload::argv(spec, report, control, "/scratch"))
                 .collect::<Vec<_>>(),
         )
         .env(vec!["PATH=/".to_string()])
@@ -280,24 +444,25 @@ fn config(
         );
     }
     linux.set_namespaces(Some(namespaces));
+    // The limits are the instance cgroup's (the lab set them), above this one: no resources
+    // here, so an OOM kill is counted where the lab reads it.
     linux.set_cgroups_path(cgroup_path.map(PathBuf::from));
-    let mut resources = LinuxResourcesBuilder::default();
-    if let Some(bytes) = limits.memory_bytes {
-        resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes as i64).build()?);
+    linux.set_resources(None);
+    let paths = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    if security.profile.hardened() {
+        let mut masked = paths(&MASKED_PATHS);
+        masked.extend(paths(&MASKED_SYS_PATHS));
+        linux.set_masked_paths(Some(masked));
+        linux.set_readonly_paths(Some(paths(&READONLY_PATHS)));
+        if let Some(profile) = &security.seccomp {
+            let seccomp = serde_json::from_value(profile.to_oci())
+                .map_err(|e| oci_spec::OciSpecError::Other(e.to_string()))?;
+            linux.set_seccomp(Some(seccomp));
+        }
+    } else {
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
     }
-    if let Some(pids) = limits.pids {
-        resources = resources.pids(LinuxPidsBuilder::default().limit(pids as i64).build()?);
-    }
-    if let Some(cpus) = limits.cpus {
-        let period = 100_000u64;
-        resources = resources.cpu(
-            LinuxCpuBuilder::default()
-                .period(period)
-                .quota((cpus * period as f64) as i64)
-                .build()?,
-        );
-    }
-    linux.set_resources(Some(resources.build()?));
     config.set_linux(Some(linux));
     Ok(config)
 }

@@ -211,22 +211,66 @@ pub fn spawn_exec(
     fds: &dyn ChildSide,
     exec: &Exec,
 ) -> Result<Pid, Errno> {
+    spawn_exec_with(flags, placement, fds, exec, Streams::Fixed, None)
+}
+
+/// Where the first process finds its pipes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Streams {
+    /// Report on fd 3, control on fd 4 (see [`super::child`]): a process, or a runtime that
+    /// passes extra fds to its container (`runc run --preserve-fds 2`).
+    Fixed,
+    /// Report on standard output, control on standard input: a runtime that hands its
+    /// container only its standard streams (`docker run -i`, gVisor's `runsc run`).
+    Standard,
+}
+
+/// Work a first process does between `fork` and `exec`, in the child: system calls on data
+/// prepared before the fork only. Returns the failing step.
+pub type BeforeExec<'a> = &'a (dyn Fn() -> Result<(), (&'static str, Errno)> + Sync);
+
+/// [`spawn_exec`], with the pipes where `streams` says, and `before_exec` (stamped as its own
+/// phase `before_exec`) run just before the exec.
+pub fn spawn_exec_with(
+    flags: libc::c_int,
+    placement: &Placement,
+    fds: &dyn ChildSide,
+    exec: &Exec,
+    streams: Streams,
+    before_exec: Option<(&'static str, BeforeExec)>,
+) -> Result<Pid, Errno> {
     let mut stack = Stack::new();
     let mut body = || {
         if let Err(e) = fds.install() {
             fds.reporter().fail("install fds", e);
         }
-        let report = Reporter::INSTALLED;
+        let mut report = Reporter::INSTALLED;
         report.phase("fork");
         if let Err(e) = die_with_parent() {
             report.fail("prctl", e);
         }
+        if let Some((phase, work)) = before_exec {
+            if let Err((step, e)) = work() {
+                report.fail(step, e);
+            }
+            report.phase(phase);
+        }
         report.phase("exec");
+        if streams == Streams::Standard {
+            // SAFETY: dup2 and close of the fds installed above.
+            unsafe {
+                libc::dup2(super::child::REPORT_FD, 1);
+                libc::dup2(super::child::CONTROL_FD, 0);
+                libc::close(super::child::REPORT_FD);
+                libc::close(super::child::CONTROL_FD);
+            }
+            report = Reporter::at(1);
+        }
         let e = exec.exec();
         report.fail("exec", e)
     };
     // SAFETY: the child only makes system calls on data prepared before this call (the fds, the
-    // exec's strings), then execs or exits.
+    // exec's strings, what `before_exec` captured), then execs or exits.
     unsafe { spawn_shared(flags, &mut stack, placement, fds.reporter(), &mut body) }
 }
 

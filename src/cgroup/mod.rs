@@ -396,12 +396,14 @@ impl Cgroup {
         }
     }
 
-    /// The processes in the cgroup.
+    /// The processes in the cgroup and in the cgroups below it (a runtime such as Docker may
+    /// put its container in a child cgroup of the instance's: `--cgroup-parent`).
     pub fn pids(&self) -> Vec<Pid> {
         let mut pids: Vec<Pid> = self
             .dirs
             .iter()
-            .filter_map(|(_, d)| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|(_, d)| subtree(d))
+            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
             .flat_map(|s| {
                 s.lines()
                     .filter_map(|l| l.trim().parse().ok())
@@ -453,8 +455,11 @@ impl Cgroup {
         let killed = self.kill_all(Duration::from_secs(5));
         let mut result = killed;
         for (_, dir) in std::mem::take(&mut self.dirs) {
-            if let Err(e) = remove_dir_retrying(&dir) {
-                result = result.and(Err(e));
+            // Children first: a cgroup with a child cgroup cannot be removed.
+            for d in subtree(&dir).into_iter().rev() {
+                if let Err(e) = remove_dir_retrying(&d) {
+                    result = result.and(Err(e));
+                }
             }
         }
         result
@@ -465,6 +470,57 @@ impl Drop for Cgroup {
     fn drop(&mut self) {
         let _ = self.teardown();
     }
+}
+
+/// On a hybrid machine — controllers in v1 hierarchies, and a cgroup2 tree mounted beside them
+/// (systemd's `/sys/fs/cgroup/unified`) — where that cgroup2 tree is mounted.
+pub fn unified_beside_v1() -> Option<PathBuf> {
+    let mounts = parse_mounts(&fs::read_to_string("/proc/self/mountinfo").ok()?);
+    let v1 = mounts.iter().any(|m| m.fs_type == "cgroup");
+    v1.then(|| {
+        mounts
+            .iter()
+            .find(|m| m.fs_type == "cgroup2")
+            .map(|m| m.mount_point.clone())
+    })
+    .flatten()
+}
+
+/// Remove the cgroup `relative` (a path from a hierarchy's root, as runtimes take it) and what
+/// is below it, in **every** mounted hierarchy, children first; directories that still hold
+/// processes stay. A runtime given a cgroup parent makes its directories in every controller
+/// it knows (`blkio`, `devices`, `freezer`, ... on v1), not only in those the lab uses.
+pub fn remove_everywhere(relative: &Path) {
+    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let rel = relative.to_string_lossy();
+    for mount in parse_mounts(&mountinfo) {
+        let dir = host_dir(&mount, &rel);
+        if dir.starts_with(&mount.mount_point) && dir != mount.mount_point {
+            for d in subtree(&dir).into_iter().rev() {
+                let _ = fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+/// `dir` and every cgroup directory below it, parents before children.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(entries) = fs::read_dir(&out[i]) {
+            out.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+        i += 1;
+    }
+    out
 }
 
 /// rmdir a cgroup. A cgroup whose last process has just died can be briefly "busy" while the

@@ -262,9 +262,12 @@ pub fn campaign(
                     if run.outcome == Outcome::Completed {
                         succeeded[case.backend] = true;
                     } else {
-                        outcome
-                            .failures
-                            .push((backend.name().to_string(), format!("{:?}", run.outcome)));
+                        let why = match &run.outcome {
+                            Outcome::Failed { reason } => reason.clone(),
+                            Outcome::OomKilled => "killed by the OOM killer".into(),
+                            other => format!("{other:?}"),
+                        };
+                        outcome.failures.push((backend.name().to_string(), why));
                     }
                     run.record(backend.family(), round, position as u32, warmup)
                 }

@@ -181,6 +181,20 @@ facts! {
     guest_kernel: String = info::GUEST_KERNEL,
     /// The command line a Linux guest's kernel was given.
     guest_cmdline: String = info::GUEST_CMDLINE,
+    /// How a container was configured beyond its namespaces (`minimal`, `docker`).
+    profile: String = info::PROFILE,
+    /// The external runtime's version, as it reports it (runc, crun, runsc, docker).
+    runtime_version: String = info::RUNTIME_VERSION,
+    /// Proportional set size of the per-container helper the runtime keeps outside the
+    /// container (Docker's containerd-shim), at `ready`.
+    shim_pss_bytes: u64 = info::SHIM_PSS_BYTES,
+    /// Proportional set size of the daemons all the runtime's containers share (dockerd and
+    /// containerd), at `ready`.
+    daemon_pss_bytes: u64 = info::DAEMON_PSS_BYTES,
+    /// Why the memory figures are missing or partial, in words.
+    memory_note: String = info::MEMORY_NOTE,
+    /// How a sandbox intercepts the workload's system calls (gVisor: `ptrace`, `kvm`).
+    sandbox_platform: String = info::SANDBOX_PLATFORM,
 }
 
 impl Facts {

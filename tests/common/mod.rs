@@ -108,3 +108,96 @@ fn children() -> BTreeSet<i32> {
         })
         .collect()
 }
+
+/// Climb a density ladder to 16 instances with each of `names`, and check that each climbed it
+/// whole: every rung, instances that cost something, and the top reached.
+pub fn ladder_of_16(
+    lab: &isolab::lab::Lab,
+    names: &[String],
+    out: &Path,
+) -> isolab::results::Results {
+    use isolab::experiment::density;
+    let outcome = density::run(
+        lab,
+        Some(names),
+        &density::DensitySettings {
+            max: 16,
+            reserve_bytes: 1 << 30,
+            idle_window: std::time::Duration::from_millis(100),
+            limits: isolab::backend::Limits::default(),
+            out: out.to_path_buf(),
+            progress: false,
+        },
+    )
+    .unwrap();
+    let results = isolab::results::Results::read(&outcome.results).unwrap();
+    for name in names {
+        let steps: Vec<_> = results
+            .density
+            .iter()
+            .filter(|d| &d.backend == name)
+            .collect();
+        assert_eq!(
+            steps.iter().map(|d| d.n).collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16],
+            "{name}: the whole ladder"
+        );
+        let top = steps.last().unwrap();
+        assert!(
+            top.instance_bytes > 16 * 4096,
+            "{name}: 16 instances cost something"
+        );
+        let end = results
+            .density_ends
+            .iter()
+            .find(|e| &e.backend == name)
+            .unwrap();
+        assert_eq!(
+            (end.n, end.reason.as_str()),
+            (16, "reached --max 16"),
+            "{name}"
+        );
+    }
+    results
+}
+
+/// The probe's facts of `backend`'s first measured run.
+pub fn probe_facts(
+    results: &isolab::results::Results,
+    backend: &str,
+) -> std::collections::BTreeMap<String, String> {
+    results
+        .measured(backend)
+        .next()
+        .unwrap_or_else(|| panic!("{backend} ran no probe"))
+        .probe
+        .iter()
+        .cloned()
+        .collect()
+}
+
+/// Every run completed, and every kernel computed the same checksum on each of `names`.
+pub fn checksums_agree(results: &isolab::results::Results, names: &[String], kernels: usize) {
+    use std::collections::BTreeMap;
+    let mut by_kernel: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for r in &results.runs {
+        assert_eq!(r.outcome, isolab::results::Outcome::Completed, "{r:?}");
+        assert!(r.work_ns.unwrap() > 0);
+        by_kernel
+            .entry(r.workload.kernel.clone())
+            .or_default()
+            .insert(
+                r.backend.clone(),
+                r.output.as_ref().unwrap().checksum.clone(),
+            );
+    }
+    assert_eq!(by_kernel.len(), kernels);
+    for (kernel, sums) in &by_kernel {
+        assert_eq!(sums.len(), names.len(), "{kernel}: every backend ran");
+        let first = sums.values().next().unwrap();
+        assert!(
+            sums.values().all(|s| s == first),
+            "{kernel}: checksums differ: {sums:?}"
+        );
+    }
+}

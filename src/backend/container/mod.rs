@@ -2,18 +2,28 @@
 //!
 //! A container is not a thing the kernel knows about. It is an ordinary process that was given
 //! private namespaces ([`namespaces`]), a private root file system ([`rootfs`]), fewer privileges
-//! ([`capabilities`]) and resource limits (a cgroup, [`crate::cgroup`]). This module puts those
-//! together in the order they must happen, in one child process:
+//! ([`capabilities`]), a filter on its system calls ([`seccomp`]) and resource limits (a
+//! cgroup, [`crate::cgroup`]). This module puts those together in the order they must happen,
+//! in one child process, each step stamped as its own start-up phase:
 //!
 //! ```text
-//!  lab ── clone(CLONE_NEWPID [| CLONE_NEWUSER]) ──► init, PID 1 of a new PID namespace
-//!                                                    │ join the instance's cgroup
-//!   (not root: write init's uid/gid maps) ◄──────────┤ [wait for the maps]
-//!                                                    │ unshare(mount, uts, ipc, net, cgroup)
-//!                                                    │ build the root file system, pivot_root
-//!                                                    │ host name, drop capabilities, no_new_privs
-//!                                                    └ exec /workload
+//!  launcher ── clone(CLONE_NEWPID) ──► init, PID 1 of a new PID namespace   fork
+//!   (see launcher.rs)                   │ join the instance's cgroup
+//!                                       │ unshare(mount, uts, ipc, net, cgroup) namespaces
+//!                                       │ /proc, /tmp, host name (root: a     rootfs
+//!                                       │   copy of the lab's template)
+//!                                       │ Docker's masked, read-only paths    masked_paths
+//!                                       │ drop capabilities, no_new_privs     capabilities
+//!                                       │ seccomp filter                      seccomp
+//!                                       └ exec /workload                      ready
 //! ```
+//!
+//! As root, containers are cloned by the lab's **launcher thread**, which did once what is the
+//! same for all of them — their root file system, and loading Docker's seccomp profile — see
+//! [`launcher`]. Without root the lab clones init itself, with `CLONE_NEWUSER` too, writes its
+//! uid/gid maps while init waits, and init builds its own root (`pivot_root`) and loads the
+//! whole filter: a rootless container cannot use a template owned by the real root.
+//! [`profile`] says which of the layers a lab applies (`--profile minimal|docker`).
 //!
 //! Why is only the PID namespace created by `clone`, and the rest by `unshare` afterwards?
 //! Kernel memory is charged to the cgroup of the task that allocates it. The lab allocates
@@ -26,12 +36,15 @@
 //! same as for the `process` backend's child.
 
 pub mod capabilities;
+pub mod launcher;
 pub mod namespaces;
+pub mod profile;
 pub mod rootfs;
+pub mod seccomp;
 
-use super::child::{self, Exec, Reporter, CONTROL_FD, REPORT_FD, SYNC_FD};
+use super::child::{self, ChildFds, Exec, ParentEnds, Reporter, CONTROL_FD, REPORT_FD, SYNC_FD};
 use super::instance::{Instance, Parts, Timeline};
-use super::spawn::{clone_fork, spawn_shared, Stack};
+use super::spawn::{clone_fork, spawn_shared, Placement, Stack};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::results::info;
@@ -39,11 +52,14 @@ use crate::workload::{self, Kernel, WORKLOAD_ELF};
 use capabilities::CapPlan;
 use nix::errno::Errno;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use nix::unistd::{getgid, getuid};
+use nix::unistd::{getgid, getuid, Pid};
+use profile::Security;
 use rootfs::RootfsPlan;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The `container` backend.
 #[derive(Clone, Debug, Default)]
@@ -62,7 +78,7 @@ impl Backend for Container {
     }
 
     fn describe(&self) -> &str {
-        "isolab's runtime: user/pid/mount/uts/ipc/net/cgroup namespaces, pivot_root, cgroup limits"
+        "isolab's runtime: namespaces, pivot_root, cgroup limits, Docker's masks, capabilities and seccomp profile"
     }
 
     fn family(&self) -> crate::results::Family {
@@ -80,73 +96,84 @@ impl Backend for Container {
                 ));
             }
         }
-        Availability::Available
+        match lab.security() {
+            Ok(_) => Availability::Available,
+            Err(why) => Availability::Unavailable(why),
+        }
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
+        let fresh = !lab.security_ready();
+        let security = lab.security().map_err(|reason| BackendError::Unavailable {
+            backend: self.name().into(),
+            reason,
+        })?;
         let name = lab.next_instance_name();
+        let userns = self.userns.unwrap_or_else(namespaces::need_userns);
+        let hostname = format!("isolab-{name}");
+        let io = spec.kernel == Kernel::Io;
+        let scratch = lab.scratch_dir();
+        // As root, a container starts from the lab's launcher thread and its template root,
+        // which holds no scratch directory of the host's (an `io` container attaches one).
+        let template = RootfsPlan::new(
+            &lab.rootfs_mount_point(),
+            &lab.workload_path(),
+            self.busybox.as_deref(),
+            None,
+            &hostname,
+            false,
+        );
+        let (launcher, started) = match userns {
+            true => (None, false),
+            false => security.launcher(&template)?,
+        };
+        if fresh || started {
+            // Once per lab: compiling the seccomp profile, building the template root.
+            timeline.mark("lab_setup");
+        }
         let cgroup = lab.cgroups()?.create(&name, limits)?;
         let placement = cgroup.placement()?;
         timeline.mark("cgroup");
 
-        // Everything the two child processes need, prepared while allocating is still safe.
-        let userns = self.userns.unwrap_or_else(namespaces::need_userns);
-        let scratch = lab.scratch_dir();
-        let plan = RootfsPlan::new(
-            &lab.rootfs_mount_point(),
-            &lab.workload_path(),
-            self.busybox.as_deref(),
-            (spec.kernel == Kernel::Io).then_some(scratch.as_path()),
-            &format!("isolab-{name}"),
-            userns,
-        );
-        let caps = CapPlan::new(&capabilities::DOCKER_DEFAULT, crate::host::cap_last_cap());
+        // Everything the child process needs, prepared while allocating is still safe.
+        let caps = security.caps;
         let args = workload::argv(spec, REPORT_FD, CONTROL_FD, "/scratch");
         let exec = Exec::new(rootfs::WORKLOAD_PATH.as_ref(), "workload", &args, &[]);
-        let (lab_sync, child_sync) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(BackendError::sys("socketpair"))?;
-        let (ends, fds) = child::pipes(userns.then_some(child_sync))?;
-
-        let mut body = || -> libc::c_int {
-            if let Err(e) = fds.install() {
-                fds.reporter().fail("install fds", e);
+        let (pid, ends, sync) = match launcher {
+            Some(launcher) => {
+                let scratch = io.then(|| detached_tree(&scratch)).transpose()?;
+                let (ends, fds) = child::pipes(None)?;
+                let job = Job {
+                    fds,
+                    placement,
+                    plan: template,
+                    scratch,
+                    security: security.clone(),
+                    caps,
+                    exec: SendExec(exec),
+                };
+                let pid = launcher
+                    .run(move |stack| job.spawn(stack))
+                    .ok_or_else(|| BackendError::Instance {
+                        step: "the launcher thread".into(),
+                        detail: "it has stopped".into(),
+                    })?
+                    .map_err(BackendError::sys("clone"))?;
+                (pid, ends, None)
             }
-            init(userns, &plan, &caps, &exec)
+            None => {
+                let plan = RootfsPlan::new(
+                    &lab.rootfs_mount_point(),
+                    &lab.workload_path(),
+                    self.busybox.as_deref(),
+                    io.then_some(scratch.as_path()),
+                    &hostname,
+                    userns,
+                );
+                spawn_alone(userns, placement, &plan, &security, &caps, &exec)?
+            }
         };
-        let clone_flags = libc::CLONE_NEWPID | if userns { libc::CLONE_NEWUSER } else { 0 };
-        // As root, init shares the lab's memory until it execs and the lab sleeps meanwhile (see
-        // `spawn_shared`): the cheapest start. Without root the lab must stay awake to write init's
-        // uid/gid maps, so init is an ordinary copy-on-write fork.
-        let pid = if userns {
-            // SAFETY: init only makes system calls on prepared data, then execs or exits.
-            match unsafe { clone_fork(clone_flags, &placement, fds.reporter()) }
-                .map_err(BackendError::sys("clone"))?
-            {
-                None => child::exit_now(body()),
-                Some(pid) => pid,
-            }
-        } else {
-            let mut stack = Stack::new();
-            // SAFETY: as above.
-            unsafe {
-                spawn_shared(
-                    clone_flags,
-                    &mut stack,
-                    &placement,
-                    fds.reporter(),
-                    &mut body,
-                )
-            }
-            .map_err(BackendError::sys("clone"))?
-        };
-        drop(fds);
-        drop(placement);
         let mut instance = Instance::new(Parts {
             backend: self.name().into(),
             spec: *spec,
@@ -164,8 +191,9 @@ impl Backend for Container {
             info::IMAGE,
             "tmpfs root holding one static executable (the workload)",
         );
+        instance.note(info::PROFILE, security.profile.name());
         // From here on, dropping `instance` on an error kills and reaps whatever was started.
-        if userns {
+        if let Some(lab_sync) = sync {
             let mut sync = UnixStream::from(lab_sync);
             sync.set_read_timeout(Some(lab.timeout))
                 .map_err(BackendError::io("sync"))?;
@@ -181,14 +209,221 @@ impl Backend for Container {
     }
 }
 
+/// `open_tree(OPEN_TREE_CLONE)` (Linux 5.2): a copy of the mount at `path` that is attached to
+/// no namespace yet. The container attaches it in its own with `move_mount`.
+fn detached_tree(path: &Path) -> Result<OwnedFd, BackendError> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| BackendError::io("open_tree")(std::io::ErrorKind::InvalidInput.into()))?;
+    // SAFETY: open_tree with a NUL-terminated path; the result is checked.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(BackendError::sys("open_tree the scratch directory")(
+            Errno::last(),
+        ));
+    }
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// An [`Exec`] handed to the launcher thread. Its pointers point into its own heap strings,
+/// which move with it, so another thread may use it.
+struct SendExec(Exec);
+
+// SAFETY: the raw pointers in `Exec` point into CStrings it owns (see above); nothing else
+// refers to them.
+unsafe impl Send for SendExec {}
+
+/// One container start, handed to the launcher thread.
+struct Job {
+    fds: ChildFds,
+    placement: Placement,
+    plan: RootfsPlan,
+    scratch: Option<OwnedFd>,
+    security: Arc<Security>,
+    caps: CapPlan,
+    exec: SendExec,
+}
+
+impl Job {
+    /// **Launcher thread.** Clone init; it shares the lab's memory until it execs, and this
+    /// thread sleeps meanwhile (see [`spawn_shared`]).
+    fn spawn(self, stack: &mut Stack) -> Result<Pid, Errno> {
+        let Job {
+            fds,
+            placement,
+            plan,
+            scratch,
+            security,
+            caps,
+            exec,
+        } = self;
+        let filter = security.filter(true);
+        let scratch = scratch.as_ref().map(|fd| fd.as_raw_fd());
+        let mut body = || -> libc::c_int {
+            let report = fds.reporter();
+            report.phase("fork");
+            // Our parent is the launcher thread: when it ends (the lab ends), so does init.
+            if let Err(e) = child::die_with_parent() {
+                report.fail("prctl", e);
+            }
+            // SAFETY: unshare with flags only.
+            if unsafe { libc::unshare(namespaces::UNSHARED) } != 0 {
+                report.fail("unshare namespaces", Errno::last());
+            }
+            report.phase("namespaces");
+            // Now in a copy of the template namespace of its own: attach the scratch directory
+            // there, while its fd is still open (installing the pipes closes every other fd).
+            if let Some(fd) = scratch {
+                if let Err(e) = attach(fd, c"/scratch") {
+                    report.fail("attach /scratch", e);
+                }
+            }
+            if let Err(e) = fds.install() {
+                report.fail("install fds", e);
+            }
+            let report = Reporter::INSTALLED;
+            if let Err(failure) = plan.finish() {
+                report.fail(failure.0, failure.1);
+            }
+            report.phase("rootfs");
+            harden(&security, &caps, filter, &exec.0)
+        };
+        // SAFETY: init only makes system calls on prepared data, then execs or exits.
+        unsafe {
+            spawn_shared(
+                libc::CLONE_NEWPID,
+                stack,
+                &placement,
+                fds.reporter(),
+                &mut body,
+            )
+        }
+    }
+}
+
+/// **Child side.** `move_mount` (Linux 5.2) of the detached tree `fd` onto `target`.
+fn attach(fd: libc::c_int, target: &std::ffi::CStr) -> Result<(), Errno> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    // SAFETY: move_mount with an fd, an empty path and a NUL-terminated target.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
+/// **Child side**, root in place: masks, capabilities and no_new_privs, the filter; then exec.
+/// Each layer is its own phase. Never returns.
+fn harden(security: &Security, caps: &CapPlan, filter: Option<&seccomp::Filter>, exec: &Exec) -> ! {
+    let report = Reporter::INSTALLED;
+    if security.profile.hardened() {
+        if let Err(failure) = security.masks.apply() {
+            report.fail(failure.0, failure.1);
+        }
+        report.phase("masked_paths");
+    }
+    if let Err(failure) = caps.apply() {
+        report.fail(failure.0, failure.1);
+    }
+    report.phase("capabilities");
+    if let Some(filter) = filter {
+        // Last, because the filter refuses the calls that built the container; no_new_privs is
+        // set (capabilities), so the kernel accepts a filter from a process without
+        // CAP_SYS_ADMIN.
+        if let Err(e) = filter.load() {
+            report.fail("load the seccomp filter", e);
+        }
+        report.phase("seccomp");
+    }
+    let e = exec.exec();
+    report.fail("exec /workload", e)
+}
+
+/// Start init from the lab's own thread: a rootless container (`userns`), or one whose root
+/// is not the launcher's template. Returns its PID, the lab's pipe ends and, rootless, the
+/// lab's end of the uid/gid map handshake.
+fn spawn_alone(
+    userns: bool,
+    placement: Placement,
+    plan: &RootfsPlan,
+    security: &Security,
+    caps: &CapPlan,
+    exec: &Exec,
+) -> Result<(Pid, ParentEnds, Option<OwnedFd>), BackendError> {
+    let (lab_sync, child_sync) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(BackendError::sys("socketpair"))?;
+    let (ends, fds) = child::pipes(userns.then_some(child_sync))?;
+    let filter = security.filter(false);
+    let mut body = || -> libc::c_int {
+        if let Err(e) = fds.install() {
+            fds.reporter().fail("install fds", e);
+        }
+        init(userns, plan, security, caps, filter, exec)
+    };
+    let clone_flags = libc::CLONE_NEWPID | if userns { libc::CLONE_NEWUSER } else { 0 };
+    // As root, init shares the lab's memory until it execs and the lab sleeps meanwhile (see
+    // `spawn_shared`): the cheapest start. Without root the lab must stay awake to write init's
+    // uid/gid maps, so init is an ordinary copy-on-write fork.
+    let pid = if userns {
+        // SAFETY: init only makes system calls on prepared data, then execs or exits.
+        match unsafe { clone_fork(clone_flags, &placement, fds.reporter()) }
+            .map_err(BackendError::sys("clone"))?
+        {
+            None => child::exit_now(body()),
+            Some(pid) => pid,
+        }
+    } else {
+        let mut stack = Stack::new();
+        // SAFETY: as above.
+        unsafe {
+            spawn_shared(
+                clone_flags,
+                &mut stack,
+                &placement,
+                fds.reporter(),
+                &mut body,
+            )
+        }
+        .map_err(BackendError::sys("clone"))?
+    };
+    Ok((pid, ends, userns.then_some(lab_sync)))
+}
+
 fn read_byte(stream: &mut UnixStream) -> Option<u8> {
     let mut b = [0u8; 1];
     stream.read_exact(&mut b).ok().map(|_| b[0])
 }
 
-/// **Init (child side)**, PID 1 of the new PID namespace, already in the container's cgroup:
-/// the remaining namespaces, the root, the host name, capabilities, exec. Never returns.
-fn init(userns: bool, plan: &RootfsPlan, caps: &CapPlan, exec: &Exec) -> ! {
+/// **Init (child side)** started by [`spawn_alone`], PID 1 of the new PID namespace, already in
+/// the container's cgroup: the remaining namespaces, its own root, then [`harden`] and exec.
+/// Never returns.
+fn init(
+    userns: bool,
+    plan: &RootfsPlan,
+    security: &Security,
+    caps: &CapPlan,
+    filter: Option<&seccomp::Filter>,
+    exec: &Exec,
+) -> ! {
     let report = Reporter::INSTALLED;
     report.phase("fork");
     // Our parent is the lab: if the lab dies, so does the container, and with PID 1 gone the
@@ -214,12 +449,7 @@ fn init(userns: bool, plan: &RootfsPlan, caps: &CapPlan, exec: &Exec) -> ! {
         report.fail(failure.0, failure.1);
     }
     report.phase("rootfs");
-    if let Err(failure) = caps.apply() {
-        report.fail(failure.0, failure.1);
-    }
-    report.phase("exec");
-    let e = exec.exec();
-    report.fail("exec /workload", e)
+    harden(security, caps, filter, exec)
 }
 
 fn sync_write(bytes: &[u8]) -> Result<(), Errno> {

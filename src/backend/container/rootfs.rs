@@ -1,16 +1,27 @@
-//! The container's root file system, built fresh for every instance.
+//! The container's root file system.
 //!
-//! Everything happens inside the container's own mount namespace, so **no mount is ever visible
-//! on the host** and none can leak: when the container's last process exits, the kernel drops
-//! the namespace and every mount in it. The steps:
+//! Everything happens inside a private mount namespace, so **no mount is ever visible on the
+//! host** and none can leak: when the namespace's last user is gone, the kernel drops it and
+//! every mount in it. The steps:
 //!
 //! 1. make every mount private (`MS_REC | MS_PRIVATE`), so nothing we mount propagates back to
 //!    the host through shared mount peers (systemd makes `/` shared by default);
 //! 2. mount a small tmpfs on the lab's (empty) root directory: the container's `/`;
-//! 3. fill it: the workload executable (a read-only bind mount of the lab's copy — the container
-//!    cannot modify it), `/proc`, a private `/dev` with the usual few device nodes, `/tmp`;
-//! 4. `pivot_root` into it and detach the old root: the host's file system is now unreachable;
-//! 5. set the container's host name (in its UTS namespace).
+//! 3. fill it ([`RootfsPlan::populate`]): the workload executable (a read-only bind mount of the
+//!    lab's copy — the container cannot modify it), a private `/dev` with the usual few device
+//!    nodes, empty `/proc`, `/tmp` and `/scratch` (where the `io` kernel's directory goes);
+//! 4. `pivot_root` into it and detach the old root ([`RootfsPlan::pivot`]): the host's file
+//!    system is now unreachable;
+//! 5. what belongs to one container only: a fresh `/proc` for its PID namespace, its host name
+//!    (in its UTS namespace);
+//! 6. with Docker's profile, hide what `/proc` says about the host ([`Masks`]).
+//!
+//! Steps 1–4 are the same for every container of a lab, and step 4 is the slow one: detaching
+//! the old root waits for an RCU grace period (every CPU must pass a quiescent point before the
+//! kernel may free what it unmounted), ~0.1 ms here. So a lab root does them **once**, in a
+//! template mount namespace ([`super::launcher`]), and each container copies that namespace —
+//! a handful of mounts — and does only steps 5 and 6. A rootless container (whose copy of a
+//! root-owned namespace would be locked) still does all six.
 
 use nix::errno::Errno;
 use nix::fcntl::AT_FDCWD;
@@ -39,14 +50,18 @@ const DEV_LINKS: [(&str, &str); 4] = [
     ("/proc/self/fd/2", "dev/stderr"),
 ];
 
-/// Size limit of the root tmpfs. Its pages are charged to the container's memory cgroup.
+/// Size limit of the root tmpfs. Its pages are charged to the memory cgroup of whoever writes
+/// them: the container, or the lab for a template.
 const ROOTFS_TMPFS_OPTIONS: &str = "mode=0755,size=64m";
+
+/// A container's writable `/tmp` over a read-only template root.
+const TMP_TMPFS_OPTIONS: &str = "mode=1777,size=64m";
 
 /// Path of the workload inside the container.
 pub const WORKLOAD_PATH: &str = "/workload";
 
 /// Everything the container's first process needs to build its root, prepared before fork.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RootfsPlan {
     root: CString,
     workload: CString,
@@ -83,20 +98,25 @@ impl RootfsPlan {
         }
     }
 
-    /// **Child side**, in the new mount namespace: build the root and pivot into it. On error
-    /// returns the step that failed.
+    /// **Child side**, in a new mount namespace: build the root, pivot into it, and give it
+    /// what belongs to this container (steps 1–5). On error returns the step that failed.
     pub fn enter(&self) -> Result<(), (&'static str, Errno)> {
+        self.populate()?;
+        // procfs before the pivot: in a user namespace the kernel mounts a new procfs only
+        // where a full one is already visible (the host's, until the old root is detached),
+        // so that a fresh mount cannot reveal what an over-mount was hiding.
+        mount_proc("proc").map_err(|e| ("mount /proc", e))?;
+        self.pivot()?;
+        sethostname(&self.hostname).map_err(|e| ("sethostname", e))
+    }
+
+    /// **Child side** (or the launcher thread, for a template): steps 1–3. Leaves the current
+    /// directory in the new root.
+    pub fn populate(&self) -> Result<(), (&'static str, Errno)> {
         let step = |name: &'static str| move |e: Errno| (name, e);
         // Modes below are meant literally; the lab's umask must not change them.
         umask(Mode::empty());
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .map_err(step("make mounts private"))?;
+        make_mounts_private().map_err(step("make mounts private"))?;
         mount(
             Some("tmpfs"),
             self.root.as_c_str(),
@@ -118,8 +138,9 @@ impl RootfsPlan {
             bind_file(busybox, "bin/busybox", true).map_err(step("bind busybox"))?;
             symlinkat("busybox", AT_FDCWD, "bin/sh").map_err(step("link /bin/sh"))?;
         }
+        // Where the `io` kernel's scratch directory is mounted, empty in every other container.
+        dir("scratch", 0o1777).map_err(step("mkdir /scratch"))?;
         if let Some(scratch) = &self.scratch {
-            dir("scratch", 0o1777).map_err(step("mkdir /scratch"))?;
             mount(
                 Some(scratch.as_c_str()),
                 "scratch",
@@ -129,26 +150,65 @@ impl RootfsPlan {
             )
             .map_err(step("bind /scratch"))?;
         }
-        self.make_devices().map_err(step("populate /dev"))?;
+        self.make_devices().map_err(step("populate /dev"))
+    }
 
-        // A fresh procfs shows only the processes of the container's PID namespace.
-        mount(
-            Some("proc"),
-            "proc",
-            Some("proc"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None::<&str>,
-        )
-        .map_err(step("mount /proc"))?;
-
-        // pivot_root(".", "."): the new root becomes "/", and the old root is stacked on top of it
-        // at the same place; unmounting "." then removes the old root (and with it every host
-        // mount) from this namespace. This avoids needing a directory to park the old root in.
+    /// **Child side**, from inside the new root (step 4). pivot_root(".", "."): the new root
+    /// becomes "/", and the old root is stacked on top of it at the same place; unmounting "."
+    /// then removes the old root (and with it every host mount) from this namespace. This avoids
+    /// needing a directory to park the old root in.
+    pub fn pivot(&self) -> Result<(), (&'static str, Errno)> {
+        let step = |name: &'static str| move |e: Errno| (name, e);
         pivot_root(".", ".").map_err(step("pivot_root"))?;
         umount2(".", MntFlags::MNT_DETACH).map_err(step("detach old root"))?;
-        chdir("/").map_err(step("chdir /"))?;
-        sethostname(&self.hostname).map_err(step("sethostname"))?;
-        Ok(())
+        chdir("/").map_err(step("chdir /"))
+    }
+
+    /// **Launcher thread.** Make the pivoted root read-only: every container of the lab gets a
+    /// copy of this mount, and the copies share one tmpfs, so none of them may write to it.
+    pub fn seal() -> Result<(), (&'static str, Errno)> {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| ("make the template root read-only", e))
+    }
+
+    /// **Child side**, in the container's own mount and UTS namespaces, its root copied from the
+    /// launcher's template (step 5): a fresh procfs, which shows only the processes of the
+    /// container's PID namespace; a writable `/tmp` over the read-only template; the host name.
+    pub fn finish(&self) -> Result<(), (&'static str, Errno)> {
+        let step = |name: &'static str| move |e: Errno| (name, e);
+        mount_proc("/proc").map_err(step("mount /proc"))?;
+        mount(
+            Some("tmpfs"),
+            "/tmp",
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(TMP_TMPFS_OPTIONS),
+        )
+        .map_err(step("mount /tmp"))?;
+        sethostname(&self.hostname).map_err(step("sethostname"))
+    }
+
+    /// True when a template built from `other` would serve this plan (same files, same devices).
+    pub fn same_root(&self, other: &RootfsPlan) -> bool {
+        self.root == other.root
+            && self.workload == other.workload
+            && self.busybox == other.busybox
+            && self.scratch == other.scratch
+            && self.bind_devices == other.bind_devices
+    }
+
+    /// This plan for another container: the same root, another host name.
+    pub fn with_hostname(&self, hostname: &str) -> RootfsPlan {
+        RootfsPlan {
+            hostname: hostname.to_string(),
+            ..self.clone()
+        }
     }
 
     fn make_devices(&self) -> Result<(), Errno> {
@@ -172,6 +232,147 @@ impl RootfsPlan {
         }
         Ok(())
     }
+}
+
+/// Files under `/proc` Docker hides from containers by mounting `/dev/null` over them (moby's
+/// default `maskedPaths`): the host's physical memory (`kcore`), the kernel keys of every user
+/// (`keys`), timer and scheduler internals that leak what other processes do (`timer_list`,
+/// `sched_debug`, ...). Directories of the list (`acpi`, `asound`, `scsi`) get an empty
+/// read-only tmpfs instead. A path this kernel does not have is skipped. Docker's list also
+/// names `/sys/firmware` and `/sys/devices/virtual/powercap`; isolab's container mounts no
+/// `/sys` at all, so those are hidden already.
+pub const MASKED_PATHS: [&str; 9] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+];
+
+/// Docker's `maskedPaths` under `/sys`, for the OCI bundles whose runtimes mount a `/sys`.
+pub const MASKED_SYS_PATHS: [&str; 2] = ["/sys/firmware", "/sys/devices/virtual/powercap"];
+
+/// Paths under `/proc` Docker makes read-only (moby's default `readonlyPaths`): kernel tunables
+/// (`sys`: writing `/proc/sys/kernel/...` would change the host's kernel, which the container
+/// shares), the magic SysRq trigger (`sysrq-trigger`: reboot the host), and what drivers expose
+/// (`bus`, `fs`, `irq`). Each is bound onto itself and the bind made read-only.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Docker's masked and read-only paths, prepared once per lab ([`MASKED_PATHS`],
+/// [`READONLY_PATHS`]).
+///
+/// Which of them this kernel's procfs has, and whether each is a file or a directory, is the
+/// same in every container (procfs shows one kernel), so the lab looks once, in its own
+/// `/proc`, and a container mounts without looking: a `stat` per path saved, and never a bind
+/// mount that fails (a failed bind has already cloned its source, and freeing that clone waits
+/// for an RCU grace period, ~60 µs here).
+#[derive(Clone, Debug)]
+pub struct Masks {
+    /// Existing masked paths, and whether each is a directory.
+    masked: Vec<(CString, bool)>,
+    /// Existing read-only paths.
+    readonly: Vec<CString>,
+}
+
+impl Default for Masks {
+    fn default() -> Self {
+        let c = |p: &str| CString::new(p).expect("no NUL");
+        let kind = |p: &str| std::fs::metadata(p).ok().map(|m| m.is_dir());
+        Masks {
+            masked: MASKED_PATHS
+                .iter()
+                .filter_map(|p| Some((c(p), kind(p)?)))
+                .collect(),
+            readonly: READONLY_PATHS
+                .iter()
+                .filter(|p| kind(p).is_some())
+                .map(|p| c(p))
+                .collect(),
+        }
+    }
+}
+
+impl Masks {
+    /// **Child side**, in the container's fresh `/proc`: apply the masks.
+    pub fn apply(&self) -> Result<(), (&'static str, Errno)> {
+        for (path, is_dir) in &self.masked {
+            if *is_dir {
+                // A directory: cover it with an empty, read-only tmpfs.
+                mount(
+                    Some("tmpfs"),
+                    path.as_c_str(),
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some("size=0"),
+                )
+                .map_err(|e| ("mask a /proc directory", e))?;
+            } else {
+                // /dev/null over a file: it reads as empty and cannot be written.
+                mount(
+                    Some("/dev/null"),
+                    path.as_c_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|e| ("mask a /proc file", e))?;
+            }
+        }
+        for path in &self.readonly {
+            // A read-only bind takes two calls: the kernel ignores MS_RDONLY on the first.
+            mount(
+                Some(path.as_c_str()),
+                path.as_c_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| ("bind a /proc path", e))?;
+            mount(
+                None::<&str>,
+                path.as_c_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(|e| ("make a /proc path read-only", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// **Child side**, in a new mount namespace: make every mount private (`MS_REC | MS_PRIVATE`),
+/// so that what is mounted or unmounted here never propagates to the host's namespace through
+/// shared peers (systemd makes `/` shared by default).
+pub fn make_mounts_private() -> Result<(), Errno> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+}
+
+/// A fresh procfs at `at`: it shows only the processes of the caller's PID namespace.
+fn mount_proc(at: &str) -> Result<(), Errno> {
+    mount(
+        Some("proc"),
+        at,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
 }
 
 /// Create an empty file to mount on.
