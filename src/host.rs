@@ -65,6 +65,132 @@ pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// What the machine running `/dev/kvm` itself runs on, from its own CPUID.
+///
+/// A CPU that is virtual says so: CPUID leaf 1 sets ECX bit 31, the *hypervisor* bit, which no
+/// physical CPU sets, and leaf 0x4000_0000 — a range Intel and AMD reserve for software — holds a
+/// 12-byte signature naming who answers. QEMU's emulator (TCG) says `TCGTCGTCGTCG`, KVM
+/// `KVMKVMKVM`, Hyper-V `Microsoft Hv`. So a lab can tell a laptop's VT-x from KVM that is
+/// itself a guest (nested virtualization), or one whose "hardware" virtualization is an
+/// emulator's — whose timings say nothing about a laptop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Underneath {
+    /// No hypervisor bit: bare metal (or a hypervisor that hides itself).
+    BareMetal,
+    /// A hypervisor runs this machine: KVM here is nested virtualization.
+    Hypervisor {
+        /// Who, by signature.
+        name: &'static str,
+        /// The CPUID signature, as read.
+        signature: String,
+        /// The CPU model the machine reports.
+        cpu: String,
+    },
+    /// An emulator runs this machine: every instruction, VT-x/AMD-V included, is software.
+    Emulator {
+        /// Who, by signature.
+        name: &'static str,
+        /// The CPUID signature, as read.
+        signature: String,
+        /// The CPU model the machine reports.
+        cpu: String,
+    },
+}
+
+impl Underneath {
+    /// Read this machine's CPUID (once per process).
+    pub fn detect() -> Underneath {
+        static UNDER: std::sync::OnceLock<Underneath> = std::sync::OnceLock::new();
+        UNDER
+            .get_or_init(|| {
+                let leaf1 = std::arch::x86_64::__cpuid(1);
+                if leaf1.ecx & 1 << 31 == 0 {
+                    return Underneath::BareMetal;
+                }
+                let leaf = std::arch::x86_64::__cpuid(0x4000_0000);
+                let bytes: Vec<u8> = [leaf.ebx, leaf.ecx, leaf.edx]
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .collect();
+                Underneath::classify(&bytes, &cpu_model())
+            })
+            .clone()
+    }
+
+    /// Name the hypervisor behind a hypervisor bit from its signature (the 12 bytes of EBX, ECX,
+    /// EDX of leaf 0x4000_0000) and the CPU model.
+    pub fn classify(signature: &[u8], cpu: &str) -> Underneath {
+        let text: String = String::from_utf8_lossy(signature)
+            .trim_end_matches('\0')
+            .to_string();
+        let cpu = cpu.to_string();
+        let name = match text.as_str() {
+            "TCGTCGTCGTCG" => {
+                return Underneath::Emulator {
+                    name: "QEMU's TCG emulator",
+                    signature: text,
+                    cpu,
+                }
+            }
+            "KVMKVMKVM" => "KVM",
+            "Linux KVM Hv" => "KVM (with Hyper-V enlightenments)",
+            "Microsoft Hv" => "Hyper-V",
+            "VMwareVMware" => "VMware",
+            "XenVMMXenVMM" => "Xen",
+            "VBoxVBoxVBox" => "VirtualBox",
+            "bhyve bhyve" => "bhyve",
+            " lrpepyh  vr" => "Parallels",
+            "ACRNACRNACRN" => "ACRN",
+            _ => "a hypervisor",
+        };
+        Underneath::Hypervisor {
+            name,
+            signature: text,
+            cpu,
+        }
+    }
+
+    /// The caveat in words, `None` on bare metal.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Underneath::BareMetal => None,
+            Underneath::Hypervisor {
+                name,
+                signature,
+                cpu,
+            } => Some(format!(
+                "this machine is itself a {name} virtual machine (CPU \"{cpu}\", hypervisor \
+                 CPUID leaf \"{signature}\"): KVM here is nested virtualization"
+            )),
+            Underneath::Emulator {
+                name,
+                signature,
+                cpu,
+            } => Some(format!(
+                "this machine is emulated by {name} (CPU \"{cpu}\", hypervisor CPUID leaf \
+                 \"{signature}\"): its hardware virtualization is software, and VM timings \
+                 here are an emulator's, not a laptop's"
+            )),
+        }
+    }
+
+    /// True when the CPU itself is emulated.
+    pub fn is_emulator(&self) -> bool {
+        matches!(self, Underneath::Emulator { .. })
+    }
+}
+
+/// KVM's kind and, where KVM itself runs under a hypervisor or an emulator, which one: the words
+/// every VM run records (`info::KVM`) and `lab doctor` prints.
+pub fn kvm_description() -> String {
+    let kind = KvmKind::detect().label();
+    match Underneath::detect() {
+        Underneath::BareMetal => kind.to_string(),
+        Underneath::Hypervisor { name, .. } => format!("{kind}, inside a {name} virtual machine"),
+        Underneath::Emulator { name, .. } => format!("{kind}, emulated by {name}"),
+    }
+}
+
 /// True if a process with this PID exists (signal 0 probes without sending anything).
 pub fn pid_alive(pid: i32) -> bool {
     pid > 0
@@ -159,6 +285,25 @@ mod tests {
         assert!(pid_alive(std::process::id() as i32));
         assert!(!pid_alive(i32::MAX));
         assert!(!pid_alive(0));
+    }
+
+    #[test]
+    fn hypervisor_signatures_are_named() {
+        let cpu = "QEMU Virtual CPU version 2.5+";
+        assert!(Underneath::classify(b"TCGTCGTCGTCG", cpu).is_emulator());
+        match Underneath::classify(b"KVMKVMKVM\0\0\0", "Intel(R) Xeon(R) Processor") {
+            Underneath::Hypervisor {
+                name, signature, ..
+            } => assert_eq!((name, signature.as_str()), ("KVM", "KVMKVMKVM")),
+            other => panic!("{other:?}"),
+        }
+        let said = Underneath::classify(b"TCGTCGTCGTCG", cpu)
+            .describe()
+            .unwrap();
+        assert!(said.contains("emulated") && said.contains(cpu), "{said}");
+        assert_eq!(Underneath::BareMetal.describe(), None);
+        // Whatever this machine is, the description names KVM's kind first.
+        assert!(kvm_description().starts_with(KvmKind::detect().label()));
     }
 
     #[test]

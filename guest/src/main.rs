@@ -14,10 +14,11 @@
 //! which the VMM stamps with the host clock.
 //!
 //! The guest stays in ring 3 all its life. It needs nothing from ring 0: no interrupts (RFLAGS.IF
-//! is clear, and there is no interrupt controller), no system calls, no exception handlers (the
-//! first exception is fatal by design: it becomes a triple fault, and the VMM reports the
-//! registers). On nested PVM that matters, because PVM emulates guest ring 0 instruction by
-//! instruction; on real VT-x/AMD-V it costs nothing and keeps one code path.
+//! is clear, and there is no interrupt controller), no system calls. Its first exception is fatal
+//! by design: the CPU enters the VMM's own tiny ring-0 handler for it, which does one hypercall
+//! to report the fault and never returns, and the VMM reports where the guest was. On nested PVM
+//! that matters, because PVM emulates guest ring 0 instruction by instruction; on real
+//! VT-x/AMD-V it costs nothing and keeps one code path.
 //!
 //! # What it does
 //!

@@ -14,6 +14,14 @@
 //! `KVM_EXIT_IO`, the port number and the bytes written, all in the shared `kvm_run` page, so
 //! reading them costs no further system call.
 //!
+//! Port I/O is the cheapest exit there is (the CPU names the port and the value; KVM decodes
+//! nothing), and one port serves both of isolab's guests: a Linux guest's `/init` writes its
+//! markers to it too (`crate::marker`). The other way to leave a ring-3 guest without a system
+//! call — a store to a page with no RAM behind it, an MMIO exit — needs no I/O bitmap, but makes
+//! KVM decode every call's instruction. The bitmap has one catch, which the VMM's `cpu` module
+//! handles: the task-state segment's *type* that each vendor's CPU accepts differs (VT-x insists
+//! on a busy TSS; the AMD-V of QEMU's emulator reads the bitmap only of an available one).
+//!
 //! ```text
 //!   mov  dx,  PORT          ; 0x3f0
 //!   mov  eax, call code     ; a [`Call`] as u32

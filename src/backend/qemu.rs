@@ -298,7 +298,9 @@ impl Backend for Qemu {
 
 /// The facts every `qemu` run records.
 fn note_guest(instance: &mut Instance, image: &KernelImage, initrd: &Path, spec: &Spec, q: &Qemu) {
-    linux_guest::note_guest(instance, image, &image.path, initrd, &q.cmdline(spec));
+    for (key, value) in linux_guest::guest_facts(image, &image.path, initrd, &q.cmdline(spec)) {
+        instance.note(key, value);
+    }
     instance.note(info::GUEST_RAM_BYTES, ram_bytes(spec));
     match q.accel() {
         Accel::Tcg => instance.note(

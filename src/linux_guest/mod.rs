@@ -16,7 +16,11 @@
 //! * [`initramfs`] — the cpio newc writer and the lab's initramfs;
 //! * [`cmdline`] — the guest command line;
 //! * [`console`] — the console as the host reads it: log, marker lines, stamps;
+//! * [`symbols`] — naming the kernel function a stopped guest was in;
 //! * [`build`] — `lab kernel build`: a minimal microVM kernel from a source tree.
+//!
+//! This module knows nothing of backends: it gives them files, strings and facts
+//! ([`guest_facts`]), which each backend records on its own instances.
 
 pub mod build;
 pub mod cmdline;
@@ -24,9 +28,8 @@ pub mod console;
 pub mod extract;
 pub mod initramfs;
 pub mod kernel;
+pub mod symbols;
 
-use crate::backend::Instance;
-use crate::host::KvmKind;
 use crate::lab::Lab;
 use crate::results::info;
 use crate::workload::{Spec, WORKLOAD_ELF};
@@ -67,35 +70,39 @@ pub fn initramfs_path(lab: &Lab) -> Result<PathBuf, initramfs::InitramfsError> {
     Ok(path)
 }
 
-/// Record the facts every Linux-guest run shares: that it runs Linux, what it boots (the kernel
-/// file plus the initramfs, and their size, for the images claim), where the kernel came from,
-/// the exact command line and KVM's kind.
-pub fn note_guest(
-    instance: &mut Instance,
+/// The facts every Linux-guest run shares, as `(info key, value)`: that it runs Linux, what it
+/// boots (the kernel file plus the initramfs, and their size, for the images claim), where the
+/// kernel came from, the exact command line, and KVM's kind (and what KVM itself runs on).
+pub fn guest_facts(
     image: &kernel::KernelImage,
     kernel_file: &Path,
     initrd: &Path,
     cmdline: &str,
-) {
+) -> Vec<(&'static str, String)> {
     let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
     let initrd_bytes = size(initrd);
-    instance.note(info::GUEST_OS, "linux");
-    instance.note(info::IMAGE_BYTES, size(kernel_file) + initrd_bytes);
-    instance.note(
-        info::IMAGE,
-        format!(
-            "Linux kernel {}{} + initramfs ({initrd_bytes} bytes, the static workload as /init)",
-            kernel_file.display(),
-            image
-                .version
-                .as_deref()
-                .map(|v| format!(" ({})", v.split(' ').next().unwrap_or(v)))
-                .unwrap_or_default(),
+    vec![
+        (info::GUEST_OS, "linux".into()),
+        (
+            info::IMAGE_BYTES,
+            (size(kernel_file) + initrd_bytes).to_string(),
         ),
-    );
-    instance.note(info::GUEST_KERNEL, image.describe());
-    instance.note(info::GUEST_CMDLINE, cmdline);
-    instance.note(info::KVM, KvmKind::detect().label());
+        (
+            info::IMAGE,
+            format!(
+                "Linux kernel {}{} + initramfs ({initrd_bytes} bytes, the static workload as /init)",
+                kernel_file.display(),
+                image
+                    .version
+                    .as_deref()
+                    .map(|v| format!(" ({})", v.split(' ').next().unwrap_or(v)))
+                    .unwrap_or_default(),
+            ),
+        ),
+        (info::GUEST_KERNEL, image.describe()),
+        (info::GUEST_CMDLINE, cmdline.into()),
+        (info::KVM, crate::host::kvm_description()),
+    ]
 }
 
 #[cfg(test)]

@@ -12,13 +12,14 @@
 //! process. On hosts with VT-x or AMD-V it would make no difference; on this lab's machines
 //! `/dev/kvm` is **PVM**, which runs guest ring 3 natively but *emulates* guest ring 0 (about a
 //! thousand times slower, and it cannot emulate SSE, x87 or XSAVE there). A bare guest needs
-//! nothing from ring 0 — no interrupts, no system calls, no exception handlers — so ring 3 keeps
-//! one code path that is fast everywhere. The price is small and explicit:
+//! nothing from ring 0 — no interrupts, no system calls — so ring 3 keeps one code path that is
+//! fast everywhere. The price is small and explicit:
 //!
 //! * **U/S bit** at every page-table level (see [`super::memory`]);
-//! * **no IDT**: an exception cannot be delivered, becomes a double and then a triple fault, and
-//!   KVM reports `KVM_EXIT_SHUTDOWN` — a crash the VMM reports with the registers;
-//! * **port I/O from ring 3**, because the hypercall instruction is `out`. See below.
+//! * **port I/O from ring 3**, because the hypercall instruction is `out`. See below;
+//! * **an IDT** pointing at the VMM's own ring-0 handlers ([`super::idt`]), which report an
+//!   exception and never return — so a crash is reported with where it happened, on every vendor;
+//!   the CPU finds the ring-0 stack for them in the TSS (`RSP0`).
 //!
 //! # Letting ring 3 use one I/O port: the TSS I/O-permission bitmap
 //!
@@ -31,8 +32,37 @@
 //! first page fault. The bitmap is read from guest memory instead, by the CPU on VT-x/AMD-V and by
 //! the emulator on PVM, so it works on both. This VMM's TSS grants exactly the four ports a 4-byte
 //! `out` to the hypercall port touches, and nothing else.
+//!
+//! # One TSS, two types: what each vendor accepts
+//!
+//! A TSS descriptor's type says whether the task is *busy* (11: `ltr` marks it so when it loads
+//! TR) or *available* (9). The two vendors' virtualization disagree about which a VMM may put in
+//! TR ([`Vendor::tss_type`]):
+//!
+//! * **VT-x** checks the guest state at every VM entry and requires TR to hold a *busy* 64-bit
+//!   TSS in long mode; with 9 the entry fails (`KVM_EXIT_FAIL_ENTRY`, invalid guest state);
+//! * **AMD-V** checks no segment types at `VMRUN`, and a real AMD CPU finds the bitmap through
+//!   TR's base and limit whatever its type. But QEMU's model of AMD-V — the emulated AMD
+//!   machine the lab's CI tests on — honours the bitmap only for an *available* TSS, as its model
+//!   of `ltr` leaves one, and raises #GP on the guest's first `out` with a busy one.
+//!
+//! So the TSS is busy on Intel and available on AMD; each passes the vendor's rules, which
+//! [`super::checks`] writes down, and the tests show the AMD state breaking exactly one VT-x rule.
+//! (A hypercall by a store to an unbacked page would need no bitmap, hence no TSS type at all;
+//! `isolab_kernels::hypercall` says why the lab keeps port I/O.)
+//!
+//! # The state as data
+//!
+//! [`bare_guest`] returns the whole register state the VMM gives the vCPU — every control
+//! register, every segment's hidden cache, the descriptor tables, RIP, RSP, RFLAGS — as one
+//! value, built from nothing (not from what `KVM_GET_SREGS` happens to return), and
+//! [`GuestState::apply`] hands it to KVM. Being data, it can be checked without a CPU: the
+//! [`super::checks`] module holds the rules VT-x's VM entry and AMD-V's VMRUN apply to it, and its
+//! tests run both rule sets on every state this VMM (and the Linux VMM) sets. That is how the lab
+//! knows the bare guest would enter on an Intel machine, which cannot be emulated here.
 
-use super::memory::{GDT_ADDR, STACK_TOP, TSS_ADDR};
+use super::idt;
+use super::memory::{GDT_ADDR, IDT_ADDR, RING0_STACK_TOP, STACK_TOP, TSS_ADDR};
 use isolab_kernels::hypercall;
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs, CpuId};
 use kvm_ioctls::VcpuFd;
@@ -74,12 +104,15 @@ pub const CR0: u64 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_P
 pub const CR4: u64 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
 /// The guest's EFER.
 pub const EFER: u64 = EFER_LME | EFER_LMA;
-/// The guest's first RFLAGS: IOPL 0 (port I/O is granted port by port, by the TSS), interrupts
-/// off (there is no interrupt controller), DF = 0.
+/// The guest's first RFLAGS: IOPL 0 (ring 3 may use no I/O port), interrupts off (there is no
+/// interrupt controller), DF = 0.
 pub const RFLAGS: u64 = RFLAGS_RESERVED;
 
-/// Bytes of a 64-bit TSS before the I/O-permission bitmap.
+/// Bytes of a 64-bit TSS before the I/O-permission bitmap: RSP0..2, IST1..7 and the I/O map base
+/// (Intel SDM vol. 3, §8.7).
 const TSS_HEADER: usize = 0x68;
+/// Offset of RSP0: the stack pointer the CPU loads when an exception takes it to ring 0.
+const TSS_RSP0: usize = 0x04;
 /// The TSS field (offset 0x66) that gives the bitmap's offset from the TSS base.
 const TSS_IOMAP_BASE: usize = 0x66;
 /// Ports the bitmap describes: 0..0x400, enough to reach the hypercall port. Ports past the end
@@ -88,6 +121,40 @@ const IO_PORTS: usize = 0x400;
 /// The TSS: header, one bit per port, and the all-ones byte the CPU requires after the bitmap
 /// (it reads two bytes for every check).
 pub const TSS_SIZE: usize = TSS_HEADER + IO_PORTS / 8 + 1;
+
+/// Whose hardware virtualization runs the guest: the rules of its state differ (see the module
+/// documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vendor {
+    /// Intel's VT-x (and VIA/Zhaoxin's, which is VT-x): `kvm_intel`, and PVM on Intel hosts.
+    Intel,
+    /// AMD-V (and Hygon's, which is AMD-V): `kvm_amd`.
+    Amd,
+}
+
+impl Vendor {
+    /// The vendor of this host's CPU, from CPUID leaf 0 — the vendor KVM's guests get too.
+    pub fn of_host() -> Vendor {
+        let leaf = std::arch::x86_64::__cpuid(0);
+        let id: Vec<u8> = [leaf.ebx, leaf.edx, leaf.ecx]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        match &id[..] {
+            b"AuthenticAMD" | b"HygonGenuine" => Vendor::Amd,
+            _ => Vendor::Intel,
+        }
+    }
+
+    /// The TSS type this vendor's virtualization accepts in TR: busy (11) for VT-x, available
+    /// (9) for AMD-V.
+    pub const fn tss_type(self) -> u8 {
+        match self {
+            Vendor::Intel => 0xb,
+            Vendor::Amd => 0x9,
+        }
+    }
+}
 
 /// A segment descriptor, written once here and used twice: encoded into the GDT in guest memory
 /// ([`Descriptor::encode`]) and loaded into a segment register's hidden cache through
@@ -98,7 +165,7 @@ pub struct Descriptor {
     /// Index in the GDT.
     pub index: u16,
     /// Type: for code/data `0xb` = execute/read, accessed; `0x3` = read/write, accessed. For a
-    /// system segment `0xb` = busy 64-bit TSS.
+    /// system segment `0xb` = busy 64-bit TSS, `0x9` = available 64-bit TSS, `0x2` = LDT.
     pub kind: u8,
     /// S: 1 for code/data, 0 for system segments (TSS).
     pub code_or_data: bool,
@@ -112,7 +179,7 @@ pub struct Descriptor {
     pub limit: u32,
 }
 
-/// Ring-0 code (selector 0x08): unused today, there for a ring-0 handler added later.
+/// Ring-0 code (selector 0x08): the code segment of the exception handlers.
 pub const KERNEL_CODE: Descriptor = Descriptor {
     index: 1,
     kind: 0xb,
@@ -122,7 +189,7 @@ pub const KERNEL_CODE: Descriptor = Descriptor {
     base: 0,
     limit: 0xf_ffff,
 };
-/// Ring-0 data (selector 0x10): likewise.
+/// Ring-0 data (selector 0x10): unused (in 64-bit mode the handlers need no data segment).
 pub const KERNEL_DATA: Descriptor = Descriptor {
     index: 2,
     kind: 0x3,
@@ -153,8 +220,8 @@ pub const USER_DATA: Descriptor = Descriptor {
     limit: 0xf_ffff,
 };
 /// The task-state segment (selector 0x28, two GDT slots). A 64-bit CPU reads it for two things:
-/// the ring-0 stack when an interrupt leaves ring 3 (never, here) and the I/O-permission bitmap
-/// (every hypercall). VM entry on Intel also requires TR to hold a usable busy TSS.
+/// the ring-0 stack when an exception leaves ring 3, and the I/O-permission bitmap (every
+/// hypercall). Its type is the vendor's ([`Vendor::tss_type`]); this is Intel's.
 pub const TSS: Descriptor = Descriptor {
     index: 5,
     kind: 0xb,
@@ -165,10 +232,20 @@ pub const TSS: Descriptor = Descriptor {
     limit: TSS_SIZE as u32 - 1,
 };
 
-/// The TSS's bytes: no ring-0 or interrupt stacks (zero), and an I/O-permission bitmap in which
-/// every port is denied except the four bytes of the hypercall port.
+/// The TSS descriptor for `vendor`.
+pub const fn tss_for(vendor: Vendor) -> Descriptor {
+    Descriptor {
+        kind: vendor.tss_type(),
+        ..TSS
+    }
+}
+
+/// The TSS's bytes: RSP0 at the top of the ring-0 stack, no interrupt stacks, and an
+/// I/O-permission bitmap in which every port is denied except the four bytes of the hypercall
+/// port.
 pub fn tss() -> [u8; TSS_SIZE] {
     let mut tss = [0u8; TSS_SIZE];
+    tss[TSS_RSP0..TSS_RSP0 + 8].copy_from_slice(&RING0_STACK_TOP.to_le_bytes());
     tss[TSS_IOMAP_BASE..TSS_IOMAP_BASE + 2].copy_from_slice(&(TSS_HEADER as u16).to_le_bytes());
     let bitmap = &mut tss[TSS_HEADER..];
     bitmap.fill(0xff);
@@ -178,6 +255,29 @@ pub fn tss() -> [u8; TSS_SIZE] {
     }
     tss
 }
+
+/// The LDT register of a guest that has no LDT: KVM's reset value (selector 0, a present,
+/// empty-based LDT descriptor of limit 0xffff). Long mode never consults it unless a selector
+/// names the LDT, and none does; VT-x checks only that it is well-formed.
+pub const LDTR: kvm_segment = kvm_segment {
+    base: 0,
+    limit: 0xffff,
+    selector: 0,
+    type_: 0x2,
+    present: 1,
+    dpl: 0,
+    db: 0,
+    s: 0,
+    l: 0,
+    g: 0,
+    avl: 0,
+    unusable: 0,
+    padding: 0,
+};
+
+/// The local APIC's base MSR at reset: the APIC at its standard address 0xfee0_0000, enabled
+/// (bit 11), on the bootstrap processor (bit 8). The state every x86 CPU powers on with.
+pub const APIC_BASE_RESET: u64 = 0xfee0_0000 | 1 << 11 | 1 << 8;
 
 impl Descriptor {
     /// The selector that names this descriptor, with RPL = DPL.
@@ -231,78 +331,114 @@ impl Descriptor {
     }
 }
 
-/// The GDT in guest memory: null, ring-0 code and data, ring-3 code and data, and the TSS
-/// (a system descriptor is 16 bytes in long mode: the upper half holds base bits 32..63).
-pub fn gdt() -> [u64; 7] {
+/// The GDT in guest memory for `vendor`: null, ring-0 code and data, ring-3 code and data, and
+/// the TSS (a system descriptor is 16 bytes in long mode: the upper half holds base bits 32..63).
+pub fn gdt(vendor: Vendor) -> [u64; 7] {
+    let tss = tss_for(vendor);
     [
         0,
         KERNEL_CODE.encode(),
         KERNEL_DATA.encode(),
         USER_CODE.encode(),
         USER_DATA.encode(),
-        TSS.encode(),
-        TSS.base >> 32,
+        tss.encode(),
+        tss.base >> 32,
     ]
 }
 
-/// Errors of this module.
+/// Errors of setting up a vCPU (both VMMs).
 #[derive(Debug, thiserror::Error)]
-#[error("{op}: {source}")]
-pub struct CpuError {
-    /// The ioctl that failed.
-    pub op: &'static str,
-    /// The error.
-    pub source: kvm_ioctls::Error,
+pub enum CpuError {
+    /// An ioctl failed.
+    #[error("{op}: {source}")]
+    Ioctl {
+        /// Which.
+        op: &'static str,
+        /// Why.
+        source: kvm_ioctls::Error,
+    },
+    /// Writing a table (GDT, page tables) into guest memory failed.
+    #[error("writing the {what} into guest memory: {detail}")]
+    Write {
+        /// Which.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
 }
 
-fn ioctl(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> CpuError {
-    move |source| CpuError { op, source }
+/// The error of the ioctl `op`.
+pub fn ioctl(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> CpuError {
+    move |source| CpuError::Ioctl { op, source }
 }
 
-/// Put long mode, ring 3 and the page tables at `cr3` into `sregs`, leaving the rest (APIC base,
-/// LDT) as KVM's reset state has it.
-pub fn long_mode_ring3(sregs: &mut kvm_sregs, cr3: u64) {
-    sregs.cs = USER_CODE.segment();
+/// The whole register state of a vCPU at its first instruction: what `KVM_SET_SREGS` and
+/// `KVM_SET_REGS` receive. The general registers a VMM does not name are zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GuestState {
+    /// Control registers, segments, descriptor tables, EFER, the APIC base.
+    pub sregs: kvm_sregs,
+    /// RIP, RSP, RFLAGS and the general registers.
+    pub regs: kvm_regs,
+}
+
+impl GuestState {
+    /// Give the state to the vCPU: two ioctls, nothing read back.
+    pub fn apply(&self, vcpu: &VcpuFd) -> Result<(), CpuError> {
+        vcpu.set_sregs(&self.sregs)
+            .map_err(ioctl("KVM_SET_SREGS"))?;
+        vcpu.set_regs(&self.regs).map_err(ioctl("KVM_SET_REGS"))
+    }
+}
+
+/// The bare guest's first state on `vendor`'s CPU: long mode with the page tables at `cr3`, ring
+/// 3, RIP at `entry`, RSP at the top of the stack, interrupts off, the GDT, IDT and TSS of
+/// [`super::memory`].
+pub fn bare_guest(cr3: u64, entry: u64, vendor: Vendor) -> GuestState {
     let data = USER_DATA.segment();
-    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.tr = TSS.segment();
-    sregs.gdt = kvm_dtable {
-        base: GDT_ADDR,
-        limit: (gdt().len() * 8 - 1) as u16,
-        padding: [0; 3],
+    let sregs = kvm_sregs {
+        cs: USER_CODE.segment(),
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: tss_for(vendor).segment(),
+        ldt: LDTR,
+        gdt: kvm_dtable {
+            base: GDT_ADDR,
+            limit: (gdt(vendor).len() * 8 - 1) as u16,
+            padding: [0; 3],
+        },
+        idt: kvm_dtable {
+            base: IDT_ADDR,
+            limit: (idt::VECTORS * idt::GATE_BYTES - 1) as u16,
+            padding: [0; 3],
+        },
+        cr0: CR0,
+        cr2: 0,
+        cr3,
+        cr4: CR4,
+        cr8: 0,
+        efer: EFER,
+        apic_base: APIC_BASE_RESET,
+        interrupt_bitmap: [0; 4],
     };
-    // An empty IDT: no exception can be delivered, so the first one ends the run as a triple
-    // fault. A bare guest has no business surviving one.
-    sregs.idt = kvm_dtable {
-        base: 0,
-        limit: 0,
-        padding: [0; 3],
-    };
-    sregs.cr0 = CR0;
-    sregs.cr3 = cr3;
-    sregs.cr4 = CR4;
-    sregs.efer = EFER;
-}
-
-/// The general registers at the first instruction: RIP at the entry point, RSP at the top of
-/// the stack, RFLAGS with interrupts off. Everything else zero.
-pub fn first_regs(entry: u64) -> kvm_regs {
-    kvm_regs {
+    let regs = kvm_regs {
         rip: entry,
         rsp: STACK_TOP,
         rflags: RFLAGS,
         ..Default::default()
-    }
+    };
+    GuestState { sregs, regs }
 }
 
-/// Give the vCPU its CPUID, special registers and general registers.
+/// The guest's CPUID: `supported`, with the initial APIC ID of vCPU 0.
 ///
-/// CPUID first: KVM checks CR4 bits against the CPUID the guest has (CR4.OSXSAVE, say, needs
-/// XSAVE in CPUID), and a vCPU with no CPUID set reports no features at all. The VMM passes on
-/// `supported`, what KVM can virtualise on this host (`KVM_GET_SUPPORTED_CPUID`, see
-/// [`super::kvm::supported_cpuid`]) — the honest answer for a guest that, like the Linux
-/// workload, should see the same CPU as a process would.
-pub fn configure(vcpu: &VcpuFd, supported: &CpuId, cr3: u64, entry: u64) -> Result<(), CpuError> {
+/// The VMM passes on `supported`, what KVM can virtualise on this host
+/// (`KVM_GET_SUPPORTED_CPUID`, see [`super::kvm::supported_cpuid`]) — the honest answer for a
+/// guest that, like the Linux workload, should see the same CPU as a process would.
+pub fn guest_cpuid(supported: &CpuId) -> CpuId {
     let mut cpuid = supported.clone();
     for leaf in cpuid.as_mut_slice() {
         // Leaf 1, EBX bits 24..31: the initial APIC ID. KVM leaves it for the VMM to fill; this
@@ -311,14 +447,16 @@ pub fn configure(vcpu: &VcpuFd, supported: &CpuId, cr3: u64, entry: u64) -> Resu
             leaf.ebx &= 0x00ff_ffff;
         }
     }
-    vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+    cpuid
+}
 
-    let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-    long_mode_ring3(&mut sregs, cr3);
-    vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
-    vcpu.set_regs(&first_regs(entry))
-        .map_err(ioctl("KVM_SET_REGS"))?;
-    Ok(())
+/// Give the vCPU its CPUID, then its state.
+///
+/// CPUID first: KVM checks CR4 bits against the CPUID the guest has (CR4.OSXSAVE, say, needs
+/// XSAVE in CPUID), and a vCPU with no CPUID set reports no features at all.
+pub fn configure(vcpu: &VcpuFd, cpuid: &CpuId, state: &GuestState) -> Result<(), CpuError> {
+    vcpu.set_cpuid2(cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+    state.apply(vcpu)
 }
 
 #[cfg(test)]
@@ -326,12 +464,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn long_mode_ring3_is_the_state_verified_on_pvm() {
+    fn the_bare_guest_starts_in_the_state_verified_on_pvm() {
         // GUIDE §6: CS 0x1b (DPL 3, L=1, type 0xb), SS/DS 0x23 (DPL 3, type 3), CR0 0x80050033,
         // EFER 0x500. RFLAGS is 0x2, not GUIDE's 0x3002: IOPL 3 does not survive PVM's first exit
         // (see the module documentation); the TSS bitmap grants the hypercall port instead.
-        let mut sregs = kvm_sregs::default();
-        long_mode_ring3(&mut sregs, 0x1_0000);
+        let GuestState { sregs, regs } = bare_guest(0x1_0000, 0x10_0000, Vendor::Intel);
         assert_eq!(
             (sregs.cs.selector, sregs.cs.dpl, sregs.cs.l, sregs.cs.type_),
             (0x1b, 3, 1, 0xb)
@@ -342,16 +479,26 @@ mod tests {
         assert_eq!(sregs.cr0, 0x8005_0033);
         assert_eq!(sregs.cr4, 0x620);
         assert_eq!(sregs.efer, 0x500);
-        assert_eq!(first_regs(0x10_0000).rflags, 0x2);
         assert_eq!(
-            (sregs.tr.selector, sregs.tr.type_, sregs.tr.s),
-            (0x28, 0xb, 0)
+            (regs.rip, regs.rsp, regs.rflags),
+            (0x10_0000, STACK_TOP, 0x2)
         );
+        assert_eq!(
+            (sregs.tr.selector, sregs.tr.type_, sregs.tr.s, sregs.tr.base),
+            (0x28, 0xb, 0, TSS_ADDR)
+        );
+        assert_eq!((sregs.idt.base, sregs.idt.limit), (IDT_ADDR, 32 * 16 - 1));
+        // On AMD the same, but an available TSS.
+        let amd = bare_guest(0x1_0000, 0x10_0000, Vendor::Amd).sregs;
+        assert_eq!((amd.tr.type_, amd.tr.base), (0x9, TSS_ADDR));
+        assert_eq!(amd.cs, sregs.cs);
     }
 
     #[test]
-    fn the_tss_grants_exactly_the_hypercall_port() {
+    fn the_tss_grants_exactly_the_hypercall_port_and_holds_the_ring_0_stack() {
         let tss = tss();
+        let rsp0 = u64::from_le_bytes(tss[4..12].try_into().unwrap());
+        assert_eq!(rsp0, RING0_STACK_TOP);
         let base = u16::from_le_bytes([tss[0x66], tss[0x67]]) as usize;
         // The CPU's check: for each port the instruction touches, the bit at base + port/8 must be
         // clear, and the bytes must lie within the TSS limit.
@@ -372,7 +519,7 @@ mod tests {
     #[test]
     fn gdt_entries_decode_to_the_cached_segments() {
         // Decode each GDT entry the way the CPU does and compare with what KVM_SET_SREGS loads.
-        let table = gdt();
+        let table = gdt(Vendor::Intel);
         for d in [KERNEL_CODE, KERNEL_DATA, USER_CODE, USER_DATA, TSS] {
             let e = table[d.index as usize];
             let s = d.segment();

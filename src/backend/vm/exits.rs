@@ -1,10 +1,12 @@
 //! What a VM exit means: a **pure** function from the exit KVM reported to what the VMM must do.
 //!
 //! `KVM_RUN` runs the guest until something needs the VMM, then returns with an exit reason in
-//! the shared `kvm_run` page. For this VMM there are three kinds of exit:
+//! the shared `kvm_run` page. For this VMM there are four kinds of exit:
 //!
 //! * a **hypercall**: `out` to [`hypercall::PORT`] with a 4-byte call code — the guest wants
 //!   something done;
+//! * an **exception report**: the same `out`, made by the VMM's own ring-0 exception handler
+//!   ([`super::idt`]) with a code that names the exception — the guest faulted;
 //! * an **interruption**: a signal arrived for the vCPU thread (`EINTR`) — the time limit's kick,
 //!   or any other signal; the VMM decides whether to go on;
 //! * a **fault**: anything else. A bare guest has no devices, so port I/O elsewhere, an access to
@@ -16,6 +18,7 @@
 //! keeps no state, so a test can feed it synthetic exits. Doing what it decided is the job of
 //! [`super::machine`] and [`super::hypercalls`].
 
+use super::idt;
 use isolab_kernels::hypercall::{self, Call};
 use kvm_ioctls::VcpuExit;
 use std::collections::BTreeMap;
@@ -26,6 +29,8 @@ use std::fmt;
 pub enum Outcome {
     /// Serve this hypercall, then resume the guest.
     Hypercall(Call),
+    /// The VMM's exception handler reports exception `vector`: read the guest's exception frame.
+    Exception(u8),
     /// A signal interrupted `KVM_RUN`; nothing happened in the guest.
     Interrupted,
     /// The guest cannot go on.
@@ -48,6 +53,8 @@ pub enum Fault {
     },
     /// `out` to the hypercall port with a code that is no [`Call`].
     UnknownCall(u32),
+    /// The guest raised a CPU exception, reported by the VMM's handler (see [`super::idt`]).
+    Exception(idt::Exception),
     /// Port I/O the VMM has no device for (or a hypercall of the wrong width).
     StrayIo {
         /// The port.
@@ -78,6 +85,7 @@ impl Fault {
             Fault::InternalError => "internal_error",
             Fault::FailEntry { .. } => "fail_entry",
             Fault::UnknownCall(_) => "unknown_hypercall",
+            Fault::Exception(_) => "exception",
             Fault::StrayIo { .. } => "stray_io",
             Fault::Mmio { .. } => "mmio",
             Fault::Halt => "hlt",
@@ -100,6 +108,7 @@ impl fmt::Display for Fault {
                 "VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x}): invalid vCPU state"
             ),
             Fault::UnknownCall(code) => write!(f, "unknown hypercall code {code}"),
+            Fault::Exception(e) => write!(f, "{e}"),
             Fault::StrayIo { port, write, size } => write!(
                 f,
                 "port I/O with no device: {} {size} bytes at port {port:#x}",
@@ -121,11 +130,7 @@ pub fn handle_exit(exit: &VcpuExit<'_>) -> Outcome {
     match exit {
         VcpuExit::IoOut(port, data) if *port == hypercall::PORT => {
             match <[u8; 4]>::try_from(*data) {
-                Ok(code) => {
-                    let code = u32::from_le_bytes(code);
-                    Call::from_code(code)
-                        .map_or(Outcome::Fault(Fault::UnknownCall(code)), Outcome::Hypercall)
-                }
+                Ok(code) => call_or_exception(u32::from_le_bytes(code)),
                 Err(_) => Outcome::Fault(Fault::StrayIo {
                     port: *port,
                     write: true,
@@ -160,11 +165,23 @@ pub fn handle_exit(exit: &VcpuExit<'_>) -> Outcome {
     }
 }
 
+/// A code written to the hypercall port: a call, an exception report, or nonsense.
+fn call_or_exception(code: u32) -> Outcome {
+    if let Some(call) = Call::from_code(code) {
+        return Outcome::Hypercall(call);
+    }
+    match idt::vector_of_code(code) {
+        Some(vector) => Outcome::Exception(vector),
+        None => Outcome::Fault(Fault::UnknownCall(code)),
+    }
+}
+
 impl Outcome {
     /// The exit's cause, for [`ExitCounts`].
     pub fn cause(&self) -> &'static str {
         match self {
             Outcome::Hypercall(call) => call.name(),
+            Outcome::Exception(_) => "exception",
             Outcome::Interrupted => "interrupted",
             Outcome::Fault(fault) => fault.name(),
         }
@@ -182,12 +199,17 @@ pub struct ExitCounts {
 }
 
 impl ExitCounts {
-    /// Count one exit.
+    /// Count one exit of the bare guest.
     pub fn count(&mut self, outcome: &Outcome) {
         match outcome {
             Outcome::Hypercall(call) => self.hypercalls[call.code() as usize - 1] += 1,
-            other => *self.other.entry(other.cause()).or_default() += 1,
+            other => self.count_cause(other.cause()),
         }
+    }
+
+    /// Count one exit by the name of its cause (a Linux guest's devices name theirs).
+    pub fn count_cause(&mut self, cause: &'static str) {
+        *self.other.entry(cause).or_default() += 1;
     }
 
     /// Every cause seen, with its count.
@@ -219,6 +241,16 @@ mod tests {
             assert_eq!(
                 out(hypercall::PORT, &call.code().to_le_bytes()),
                 Outcome::Hypercall(call)
+            );
+        }
+    }
+
+    #[test]
+    fn the_handlers_codes_are_exception_reports() {
+        for vector in [0u8, 13, 14, 31] {
+            assert_eq!(
+                out(hypercall::PORT, &idt::code_of_vector(vector).to_le_bytes()),
+                Outcome::Exception(vector)
             );
         }
     }

@@ -18,7 +18,7 @@ pub static READY_EXIT: [u8; 17] = [
     0xf4, //                          10: hlt                  ; never reached
 ];
 
-/// `ready`, then a read through a null pointer: #PF, no handler, triple fault.
+/// `ready`, then a read through a null pointer: #PF, reported by the VMM's exception handler.
 pub static NULL_READ: [u8; 18] = [
     0x66, 0xba, 0xf0, 0x03, //         0: mov  dx, 0x3f0
     0xb8, 0x01, 0x00, 0x00, 0x00, //   4: mov  eax, 1          ; ready
@@ -39,6 +39,17 @@ pub static SPIN: [u8; 12] = [
 
 /// Where [`SPIN`] spins.
 pub const SPIN_RIP: u64 = IMAGE_BASE + 0xa;
+
+/// `ready`, then `ud2`: #UD, an exception without an error code.
+pub static UD2: [u8; 12] = [
+    0x66, 0xba, 0xf0, 0x03, //         0: mov  dx, 0x3f0
+    0xb8, 0x01, 0x00, 0x00, 0x00, //   4: mov  eax, 1          ; ready
+    0xef, //                           9: out  dx, eax
+    0x0f, 0x0b, //                     a: ud2
+];
+
+/// Where [`UD2`] faults.
+pub const UD2_RIP: u64 = IMAGE_BASE + 0xa;
 
 /// `ready`, then three `io_write` calls with buffers the VMM must refuse, then `done` with the
 /// three statuses as checksum, ops and bytes, then `exit`. In a 2 MiB guest:

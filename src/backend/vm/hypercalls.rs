@@ -95,13 +95,28 @@ impl<'fd> Host<'fd> {
         unsafe { libc::write(self.report.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
     }
 
+    /// Forward lines that are already whole marker lines (a Linux guest's console), each with
+    /// one `write(2)`.
+    pub fn lines(&self, lines: Vec<Vec<u8>>) {
+        for line in lines {
+            // SAFETY: writing a valid buffer to a file descriptor we borrow.
+            unsafe { libc::write(self.report.as_raw_fd(), line.as_ptr().cast(), line.len()) };
+        }
+    }
+
+    /// The pipe the host's go-ahead arrives on.
+    pub fn control(&self) -> BorrowedFd<'fd> {
+        self.control
+    }
+
     /// Stamp the end of a VMM phase with the host clock.
     pub fn phase(&self, name: &str) {
-        self.emit(
-            Line::new(wire::PHASE)
-                .field("name", name)
-                .field("t", now_ns()),
-        );
+        self.phase_at(name, now_ns());
+    }
+
+    /// Report the end of a phase that the VMM saw at host time `t_ns`.
+    pub fn phase_at(&self, name: &str, t_ns: u64) {
+        self.emit(Line::new(wire::PHASE).field("name", name).field("t", t_ns));
     }
 
     /// Report a fact about the instance (it lands in `Run::info`).

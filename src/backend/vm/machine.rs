@@ -6,7 +6,7 @@
 //!    KVM_CREATE_VM                                          vm_created
 //!    mmap guest RAM (MAP_NORESERVE), KVM_SET_USER_MEMORY_REGION   memory_mapped
 //!    KVM_CREATE_VCPU, mmap its kvm_run page                 vcpu_created
-//!    load the ELF, write page tables, GDT, boot page;
+//!    load the ELF, write page tables, GDT, TSS, IDT, boot page;
 //!    KVM_SET_CPUID2, KVM_SET_SREGS, KVM_SET_REGS            guest_loaded
 //!  Machine::run
 //!    loop { KVM_RUN; handle_exit; serve the hypercall }     first_entry, then the guest's
@@ -18,19 +18,17 @@
 
 use super::exits::{handle_exit, ExitCounts, Fault, Outcome};
 use super::hypercalls::{self, Flow, Host};
+use super::idt::Exception;
 use super::loader::{self, Guest};
 use super::memory::{self, ARENA_BASE};
-use super::vcpu::Watchdog;
-use super::{cpu, kvm, VmError};
-use crate::host::KvmKind;
-use crate::measure::memory::ProcessMemory;
-use crate::results::info;
+use super::vcpu::TimedVcpu;
+use super::vmm::{self, Place, Registers, VmmError};
+use super::{cpu, kvm};
 use isolab_kernels::hypercall::{BootInfo, Call};
 use isolab_kernels::Spec;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use std::fmt;
 use std::time::Duration;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// How to build a machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,29 +37,6 @@ pub struct MachineConfig {
     pub ram_bytes: u64,
     /// How long the guest may run (time it spends waiting for the host not counted).
     pub time_limit: Duration,
-}
-
-/// The registers the VMM reports when a guest dies: where it was and what it was touching.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Registers {
-    /// The instruction pointer. For a fault, the faulting instruction.
-    pub rip: u64,
-    /// The stack pointer.
-    pub rsp: u64,
-    /// The flags.
-    pub rflags: u64,
-    /// The address of the last page fault.
-    pub cr2: u64,
-}
-
-impl fmt::Display for Registers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "rip={:#x} rsp={:#x} rflags={:#x} cr2={:#x}",
-            self.rip, self.rsp, self.rflags, self.cr2
-        )
-    }
 }
 
 /// A built microVM with one vCPU.
@@ -85,7 +60,7 @@ impl Machine {
         guest: &Guest,
         spec: &Spec,
         host: &Host,
-    ) -> Result<Machine, VmError> {
+    ) -> Result<Machine, VmmError> {
         let kvm = kvm::open()?;
         host.phase("kvm_open");
 
@@ -107,7 +82,8 @@ impl Machine {
 
         let loaded = loader::load(&mem, guest)?;
         let cr3 = memory::write_page_tables(&mem, config.ram_bytes)?;
-        memory::write_descriptor_tables(&mem)?;
+        let vendor = cpu::Vendor::of_host();
+        memory::write_descriptor_tables(&mem, vendor)?;
         hypercalls::write_boot_info(
             &mem,
             &BootInfo {
@@ -116,7 +92,8 @@ impl Machine {
                 arena_len: config.ram_bytes - ARENA_BASE,
             },
         )?;
-        cpu::configure(&vcpu, kvm::supported_cpuid(&kvm)?, cr3, loaded.entry)?;
+        let cpuid = cpu::guest_cpuid(kvm::supported_cpuid(&kvm)?);
+        cpu::configure(&vcpu, &cpuid, &cpu::bare_guest(cr3, loaded.entry, vendor))?;
         host.phase("guest_loaded");
 
         Ok(Machine {
@@ -131,78 +108,18 @@ impl Machine {
     }
 
     /// Run the guest until it exits ([`Call::Exit`]), fails, faults or runs out of time.
-    pub fn run(&mut self, host: &mut Host) -> Result<(), VmError> {
-        let mut watchdog = Watchdog::new(&mut self.vcpu, self.config.time_limit)?;
+    pub fn run(&mut self, host: &mut Host) -> Result<(), VmmError> {
+        let mut vcpu = TimedVcpu::new(&mut self.vcpu, self.config.time_limit)?;
         host.phase("first_entry");
-        watchdog.start()?;
-        loop {
-            let outcome = match self.vcpu.run() {
-                Ok(exit) => handle_exit(&exit),
-                Err(e) if e.errno() == libc::EINTR => Outcome::Interrupted,
-                Err(e) => return Err(VmError::Run(e)),
-            };
-            self.exits.count(&outcome);
-            match outcome {
-                Outcome::Hypercall(call) => {
-                    // Waiting for the host is not the guest's time.
-                    let waits = call == Call::WaitHost;
-                    if waits {
-                        watchdog.pause()?;
-                    }
-                    let flow = hypercalls::serve(
-                        call,
-                        &self.mem,
-                        host,
-                        &self.spec,
-                        self.config.ram_bytes,
-                    )?;
-                    if waits {
-                        watchdog.resume()?;
-                    }
-                    if flow == Flow::Exit {
-                        return Ok(());
-                    }
-                }
-                Outcome::Interrupted => {
-                    if watchdog.expired() {
-                        return Err(VmError::GuestTimeout {
-                            limit: watchdog.limit(),
-                            regs: self.registers(),
-                        });
-                    }
-                    // Some other signal (or a kick that raced with a pause): carry on.
-                    self.vcpu.set_kvm_immediate_exit(0);
-                }
-                Outcome::Fault(fault) => {
-                    let detail = self.fault_detail(&fault);
-                    return Err(VmError::GuestFault {
-                        fault,
-                        detail,
-                        regs: self.registers(),
-                    });
-                }
-            }
-        }
-    }
-
-    /// The guest's registers now, if KVM will say.
-    pub fn registers(&self) -> Option<Registers> {
-        let regs = self.vcpu.get_regs().ok()?;
-        let sregs = self.vcpu.get_sregs().ok()?;
-        Some(Registers {
-            rip: regs.rip,
-            rsp: regs.rsp,
-            rflags: regs.rflags,
-            cr2: sregs.cr2,
-        })
-    }
-
-    /// What KVM adds about a fault, where it says more than the exit reason.
-    fn fault_detail(&mut self, fault: &Fault) -> String {
-        if *fault != Fault::InternalError {
-            return String::new();
-        }
-        format!(" ({})", kvm::internal_error(&mut self.vcpu))
+        vcpu.start()?;
+        serve(
+            &mut vcpu,
+            &self.mem,
+            host,
+            &self.spec,
+            self.config.ram_bytes,
+            &mut self.exits,
+        )
     }
 
     /// Exits so far, by cause.
@@ -210,35 +127,94 @@ impl Machine {
         &self.exits
     }
 
-    /// Guest RAM backed by host memory now.
-    pub fn ram_touched_bytes(&self) -> Result<u64, VmError> {
-        Ok(memory::resident_bytes(&self.mem)?)
-    }
-
-    /// Report what this instance cost as `info` lines: guest RAM configured and touched, the
-    /// VMM's memory and its overhead over the guest's, KVM's kind, exits by cause.
-    ///
-    /// The VMM's USS (unique set size, from `/proc/self/smaps_rollup`) contains the guest RAM
-    /// it touched — guest RAM *is* VMM memory — so the VMM's own overhead is USS minus that. Its
-    /// RSS is much larger: the VMM is a copy-on-write fork of the lab and shares every page it
-    /// has not written with it; those pages cost nothing more per instance, which PSS shows.
+    /// Report what this instance cost (see [`vmm::report_cost`]).
     pub fn report(&self, host: &Host) {
-        host.info(info::GUEST_RAM_BYTES, self.config.ram_bytes);
-        let touched = self.ram_touched_bytes().unwrap_or(0);
-        let vmm = ProcessMemory::of([std::process::id() as i32]);
-        host.info(info::GUEST_TOUCHED_BYTES, touched);
-        host.info(info::VMM_RSS_BYTES, vmm.rss_bytes);
-        host.info(info::VMM_PSS_BYTES, vmm.pss_bytes);
-        host.info(info::VMM_USS_BYTES, vmm.uss_bytes);
-        host.info(
-            info::VMM_OVERHEAD_BYTES,
-            vmm.uss_bytes.saturating_sub(touched),
-        );
-        host.info(info::KVM, KvmKind::detect().label());
-        host.info(&format!("{}total", info::EXITS_PREFIX), self.exits.total());
-        for (cause, n) in self.exits.iter() {
-            host.info(&format!("{}{cause}", info::EXITS_PREFIX), n);
+        vmm::report_cost(host, &self.mem, self.config.ram_bytes, &self.exits);
+    }
+}
+
+/// The run loop: enter the guest, decide what its exit means, do it; until it exits or fails.
+fn serve(
+    vcpu: &mut TimedVcpu<'_>,
+    mem: &GuestMemoryMmap,
+    host: &mut Host,
+    spec: &Spec,
+    ram_bytes: u64,
+    exits: &mut ExitCounts,
+) -> Result<(), VmmError> {
+    loop {
+        let outcome = handle_exit(&vcpu.run().map_err(VmmError::Run)?);
+        exits.count(&outcome);
+        match outcome {
+            Outcome::Hypercall(call) => {
+                // Waiting for the host is not the guest's time.
+                let waits = call == Call::WaitHost;
+                if waits {
+                    vcpu.pause()?;
+                }
+                let flow = hypercalls::serve(call, mem, host, spec, ram_bytes)?;
+                if waits {
+                    vcpu.resume()?;
+                }
+                if flow == Flow::Exit {
+                    return Ok(());
+                }
+            }
+            // A kick: out of time, or (a stray signal) enter again.
+            Outcome::Interrupted => {
+                if vcpu.time_up() {
+                    return Err(VmmError::timeout(vcpu));
+                }
+            }
+            Outcome::Exception(vector) => return Err(exception(vcpu.fd(), mem, vector)),
+            Outcome::Fault(fault) => {
+                let detail = match fault {
+                    Fault::InternalError => format!(" ({})", vcpu.internal_error()),
+                    _ => String::new(),
+                };
+                let place = Place::after(vcpu.fd(), Some(&fault));
+                return Err(VmmError::fault(fault, detail, place));
+            }
         }
+    }
+}
+
+/// The guest raised exception `vector`, and the VMM's handler reported it (see [`super::idt`]):
+/// read the frame the CPU pushed on the ring-0 stack. A store of an exception code made in ring
+/// 3 is the guest's own doing, not the handler's: an unknown call.
+fn exception(vcpu: &VcpuFd, mem: &GuestMemoryMmap, vector: u8) -> VmmError {
+    let unknown = || {
+        VmmError::fault(
+            Fault::UnknownCall(super::idt::code_of_vector(vector)),
+            String::new(),
+            Place::after(vcpu, None),
+        )
+    };
+    let (Ok(regs), Ok(sregs)) = (vcpu.get_regs(), vcpu.get_sregs()) else {
+        return unknown();
+    };
+    if sregs.cs.dpl != 0 {
+        return unknown();
+    }
+    let words = Exception::frame_words(vector);
+    let frame: Option<Vec<u64>> = (0..words as u64)
+        .map(|i| mem.read_obj::<u64>(GuestAddress(regs.rsp + i * 8)).ok())
+        .collect();
+    match frame.and_then(|f| Exception::from_frame(vector, &f, sregs.cr2)) {
+        Some(e) => VmmError::fault(
+            Fault::Exception(e),
+            String::new(),
+            Place::At {
+                regs: Registers {
+                    rip: e.rip,
+                    rsp: e.rsp,
+                    rflags: e.rflags,
+                    cr2: e.cr2,
+                },
+                symbol: None,
+            },
+        ),
+        None => unknown(),
     }
 }
 
@@ -248,6 +224,7 @@ mod tests {
 
     use super::*;
     use crate::backend::vm::{fixtures, run_machine};
+    use crate::results::info;
     use crate::workload::Event;
     use isolab_kernels::hypercall::status;
     use isolab_kernels::Kernel;
@@ -257,7 +234,7 @@ mod tests {
     use std::time::Instant;
 
     /// Run `code` with 2 MiB of RAM; returns the result and the parsed marker lines.
-    fn run(code: &'static [u8], limit: Duration) -> (Result<(), VmError>, Vec<Event>) {
+    fn run(code: &'static [u8], limit: Duration) -> (Result<(), VmmError>, Vec<Event>) {
         let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
         let (control_r, control_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
         let config = MachineConfig {
@@ -324,18 +301,47 @@ mod tests {
     }
 
     #[test]
-    fn a_faulting_guest_is_reported_with_its_registers() {
-        let (result, _) = run(&fixtures::NULL_READ, Duration::from_secs(10));
-        match result {
-            Err(VmError::GuestFault {
-                fault: Fault::TripleFault,
-                regs: Some(regs),
+    fn a_faulting_guest_is_reported_with_where_it_faulted() {
+        let (result, events) = run(&fixtures::NULL_READ, Duration::from_secs(10));
+        let fault = match result {
+            Err(VmmError::GuestFault(f)) => *f,
+            other => panic!("expected a page fault, got {other:?}"),
+        };
+        match fault {
+            vmm::GuestFault {
+                fault: Fault::Exception(e),
+                place: Place::At { regs, .. },
                 ..
-            }) => {
+            } => {
+                // The VMM's handler reported it; the CPU's frame says where, on every vendor.
+                assert_eq!(e.vector, 14, "#PF: {e}");
+                assert_eq!(
+                    e.error_code,
+                    Some(4),
+                    "a user-mode read of an unmapped page"
+                );
+                assert_eq!(e.cs & 3, 3, "in ring 3");
                 assert_eq!(regs.rip, fixtures::NULL_READ_RIP, "{regs}");
                 assert_eq!(regs.cr2, 0, "the faulting address: null");
+                assert_eq!(regs.rsp, memory::STACK_TOP, "the guest's own stack pointer");
             }
-            other => panic!("expected a triple fault, got {other:?}"),
+            other => panic!("expected a page fault, got {other:?}"),
+        }
+        assert_eq!(info(&events, "exits_exception"), Some("1"));
+    }
+
+    #[test]
+    fn ud2_is_an_invalid_opcode_at_its_address() {
+        let (result, _) = run(&fixtures::UD2, Duration::from_secs(10));
+        match result {
+            Err(VmmError::GuestFault(f)) => match f.fault {
+                Fault::Exception(e) => {
+                    assert_eq!((e.vector, e.error_code), (6, None), "#UD: {e}");
+                    assert_eq!(e.rip, fixtures::UD2_RIP);
+                }
+                other => panic!("expected #UD, got {other}"),
+            },
+            other => panic!("expected #UD, got {other:?}"),
         }
     }
 
@@ -346,9 +352,10 @@ mod tests {
         let (result, events) = run(&fixtures::SPIN, limit);
         let took = started.elapsed();
         match result {
-            Err(VmError::GuestTimeout {
+            Err(VmmError::GuestTimeout {
                 limit: l,
-                regs: Some(regs),
+                place: Place::At { regs, .. },
+                ..
             }) => {
                 assert_eq!(l, limit);
                 assert_eq!(regs.rip, fixtures::SPIN_RIP, "{regs}");
@@ -381,7 +388,7 @@ mod tests {
             .recv_timeout(Duration::from_secs(20))
             .expect("the spinning guest was never stopped");
         assert!(
-            matches!(result, Err(VmError::GuestTimeout { .. })),
+            matches!(result, Err(VmmError::GuestTimeout { .. })),
             "{result:?}"
         );
     }
@@ -405,13 +412,7 @@ mod tests {
     fn an_unknown_hypercall_is_a_guest_fault() {
         let (result, _) = run(&fixtures::UNKNOWN_CALL, Duration::from_secs(10));
         assert!(
-            matches!(
-                result,
-                Err(VmError::GuestFault {
-                    fault: Fault::UnknownCall(99),
-                    ..
-                })
-            ),
+            matches!(&result, Err(VmmError::GuestFault(f)) if f.fault == Fault::UnknownCall(99)),
             "{result:?}"
         );
     }

@@ -66,6 +66,14 @@ pub const MAILBOX_ADDR: u64 = hypercall::MAILBOX_ADDR;
 pub const GDT_ADDR: u64 = 0x3000;
 /// The task-state segment ([`cpu`] explains why a ring-3 guest needs one).
 pub const TSS_ADDR: u64 = 0x4000;
+/// The interrupt descriptor table ([`super::idt`]).
+pub const IDT_ADDR: u64 = 0x5000;
+/// The VMM's exception handlers ([`super::idt::handlers`]).
+pub const HANDLERS_ADDR: u64 = 0x6000;
+/// The ring-0 stack the CPU switches to for an exception (one page).
+pub const RING0_STACK: u64 = 0x7000;
+/// Its top: the TSS's RSP0.
+pub const RING0_STACK_TOP: u64 = RING0_STACK + PAGE;
 /// The first page-table page (the PML4); the others follow it.
 pub const PAGE_TABLES: u64 = 0x1_0000;
 /// The end of the room reserved for page tables.
@@ -152,7 +160,7 @@ pub struct Region {
 
 /// The map of the first 2 MiB, as the module documentation draws it. Pages that no region
 /// covers are not mapped.
-pub const LOW_MEMORY: [Region; 8] = [
+pub const LOW_MEMORY: [Region; 11] = [
     Region {
         name: "boot page",
         start: BOOT_ADDR,
@@ -175,6 +183,24 @@ pub const LOW_MEMORY: [Region; 8] = [
         name: "TSS",
         start: TSS_ADDR,
         end: TSS_ADDR + PAGE,
+        access: Access::Supervisor,
+    },
+    Region {
+        name: "IDT",
+        start: IDT_ADDR,
+        end: IDT_ADDR + PAGE,
+        access: Access::Supervisor,
+    },
+    Region {
+        name: "exception handlers",
+        start: HANDLERS_ADDR,
+        end: HANDLERS_ADDR + PAGE,
+        access: Access::Supervisor,
+    },
+    Region {
+        name: "ring-0 stack",
+        start: RING0_STACK,
+        end: RING0_STACK_TOP,
         access: Access::Supervisor,
     },
     Region {
@@ -349,31 +375,40 @@ pub fn write_page_tables(mem: &GuestMemoryMmap, ram_bytes: u64) -> Result<u64, M
         }
     }
     // Everything above: 2 MiB pages straight from the page directories.
+    let large = pte::PRESENT | pte::WRITABLE | pte::USER | pte::HUGE;
     let mut addr = LARGE_PAGE;
     while addr < ram_bytes {
-        let entry = PD_FIRST + (addr / LARGE_PAGE) * 8;
-        write(
-            addr | pte::PRESENT | pte::WRITABLE | pte::USER | pte::HUGE,
-            entry,
-        )?;
+        write(addr | large, PD_FIRST + (addr / LARGE_PAGE) * 8)?;
         addr += LARGE_PAGE;
     }
     Ok(PML4)
 }
 
-/// Write the GDT and the TSS the segment registers refer to (see [`cpu`]).
-pub fn write_descriptor_tables(mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
-    let gdt: Vec<u8> = cpu::gdt().iter().flat_map(|e| e.to_le_bytes()).collect();
-    mem.write_slice(&gdt, GuestAddress(GDT_ADDR))
-        .map_err(|source| MemoryError::Write {
-            what: "GDT",
-            source,
-        })?;
-    mem.write_slice(&cpu::tss(), GuestAddress(TSS_ADDR))
-        .map_err(|source| MemoryError::Write {
-            what: "TSS",
-            source,
-        })
+/// Write the GDT (for `vendor`) and the TSS the segment registers refer to (see [`cpu`]), the
+/// IDT and the exception handlers it points at (see [`super::idt`]).
+pub fn write_descriptor_tables(
+    mem: &GuestMemoryMmap,
+    vendor: cpu::Vendor,
+) -> Result<(), MemoryError> {
+    let gdt: Vec<u8> = cpu::gdt(vendor)
+        .iter()
+        .flat_map(|e| e.to_le_bytes())
+        .collect();
+    let idt = super::idt::idt(HANDLERS_ADDR, cpu::KERNEL_CODE.selector());
+    for (what, bytes, at) in [
+        ("GDT", &gdt[..], GDT_ADDR),
+        ("TSS", &cpu::tss()[..], TSS_ADDR),
+        ("IDT", &idt[..], IDT_ADDR),
+        (
+            "exception handlers",
+            &super::idt::handlers()[..],
+            HANDLERS_ADDR,
+        ),
+    ] {
+        mem.write_slice(bytes, GuestAddress(at))
+            .map_err(|source| MemoryError::Write { what, source })?;
+    }
+    Ok(())
 }
 
 /// Bytes of guest RAM that are backed by host memory now: the pages the guest or the VMM have
@@ -481,7 +516,7 @@ mod tests {
         assert_eq!(t(0), None);
         assert_eq!(t(0x8), None);
         assert_eq!(t(STACK_GUARD + 100), None);
-        assert_eq!(t(0x5000), None);
+        assert_eq!(t(0x9000), None);
         assert_eq!(t(STACK_TOP), None);
         assert_eq!(t(MIN_RAM + 2 * GIB + 4 * MIB), None);
         // The boot page is readable, not writable; the mailbox both.
@@ -493,7 +528,15 @@ mod tests {
         let mailbox = t(MAILBOX_ADDR).unwrap();
         assert!(mailbox.user && mailbox.writable);
         // The VMM's structures are invisible to ring 3.
-        for addr in [GDT_ADDR, TSS_ADDR, PAGE_TABLES, PAGE_TABLES_END - 1] {
+        for addr in [
+            GDT_ADDR,
+            TSS_ADDR,
+            IDT_ADDR,
+            HANDLERS_ADDR,
+            RING0_STACK_TOP - 8,
+            PAGE_TABLES,
+            PAGE_TABLES_END - 1,
+        ] {
             assert!(!t(addr).unwrap().user, "{addr:#x}");
         }
         // Stack top page, program, arena: user read-write, identity-mapped.

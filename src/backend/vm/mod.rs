@@ -8,11 +8,16 @@
 //!
 //! * [`kvm`] — `/dev/kvm`, its API version and capabilities;
 //! * [`memory`] — guest RAM, the layout, identity-mapping page tables;
-//! * [`cpu`] — long mode in ring 3, set directly through `KVM_SET_SREGS`; the GDT; CPUID;
+//! * [`cpu`] — long mode in ring 3, set directly through `KVM_SET_SREGS`, as data; the GDT, TSS;
+//!   CPUID;
+//! * [`checks`] — the rules VT-x's VM entry and AMD-V's VMRUN apply to that state;
+//! * [`idt`] — exceptions: the IDT and the VMM's ring-0 handlers that report them;
 //! * [`loader`] — the guest ELF into guest RAM, every header checked;
 //! * [`exits`] — a pure function from a VM exit to what it means;
 //! * [`hypercalls`] — what the VMM does for each hypercall, guest addresses checked;
-//! * [`vcpu`] — the guest's time limit: a timer, a signal and `immediate_exit`;
+//! * [`vcpu`] — `KVM_RUN` under the guest's time limit: a timer, a signal and `immediate_exit`;
+//! * [`vmm`] — what this VMM and the Linux one share: launch, errors, where a guest stopped,
+//!   the cost report;
 //! * [`machine`] — all of it put together.
 //!
 //! The guest is `guest/`: the same `isolab-kernels` crate as the Linux workload, compiled with
@@ -32,109 +37,36 @@
 //!
 //! Like a container's init, the VMM is a child process in its own cgroup, so its memory —
 //! guest RAM, KVM's structures, the VMM's own pages — is measured exactly as a container's, and a
-//! VMM that crashes takes nothing down with it. It is a real copy-on-write `fork`, not the
-//! lab's cheap `spawn_shared`: the VMM is not a program to `exec` but code of `lab` itself that
-//! allocates and runs for the whole life of the instance.
+//! VMM that crashes takes nothing down with it ([`vmm::launch`]).
 
+pub mod checks;
 pub mod cpu;
 pub mod exits;
 pub mod fixtures;
 pub mod hypercalls;
+pub mod idt;
 pub mod kvm;
 pub mod linux;
 pub mod loader;
 pub mod machine;
 pub mod memory;
 pub mod vcpu;
+pub mod vmm;
 
 pub use loader::Guest;
-pub use machine::{Machine, MachineConfig, Registers};
+pub use machine::{Machine, MachineConfig};
+pub use vmm::{Place, Registers, VmmError};
 
-use super::child::{self, ChildFds, Reporter, CONTROL_FD, REPORT_FD};
-use super::instance::{Instance, Parts, Timeline};
+use super::instance::{Instance, Timeline};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::results::info;
 use crate::workload::Kernel;
 use hypercalls::Host;
-use nix::unistd::{fork, ForkResult};
-use std::os::fd::{BorrowedFd, OwnedFd};
-use std::path::Path;
 use std::time::Duration;
 
 /// The bare guest (`guest/`, built by build.rs): a static x86-64 ELF linked at 1 MiB.
 pub static GUEST_ELF: &[u8] = include_bytes!(env!("ISOLAB_GUEST_PATH"));
-
-/// Errors of the VMM.
-#[derive(Debug, thiserror::Error)]
-pub enum VmError {
-    /// KVM is missing, unusable or refused an ioctl.
-    #[error(transparent)]
-    Kvm(#[from] kvm::KvmError),
-    /// Guest RAM could not be made or written.
-    #[error(transparent)]
-    Memory(#[from] memory::MemoryError),
-    /// The vCPU's state could not be set.
-    #[error(transparent)]
-    Cpu(#[from] cpu::CpuError),
-    /// The guest program could not be loaded.
-    #[error(transparent)]
-    Load(#[from] loader::LoadError),
-    /// The time limit could not be set up.
-    #[error(transparent)]
-    Watchdog(#[from] vcpu::WatchdogError),
-    /// A hypercall ended the run (the kernel failed, the guest panicked).
-    #[error(transparent)]
-    Hypercall(#[from] hypercalls::HypercallError),
-    /// `KVM_RUN` itself failed.
-    #[error("KVM_RUN: {0}")]
-    Run(kvm_ioctls::Error),
-    /// The guest crashed.
-    #[error("{fault}{detail} at {}", show(.regs))]
-    GuestFault {
-        /// What happened.
-        fault: exits::Fault,
-        /// What KVM added.
-        detail: String,
-        /// Where the guest was.
-        regs: Option<Registers>,
-    },
-    /// The guest ran past its time limit.
-    #[error("the guest ran for {limit:?} without finishing and was stopped at {}", show(.regs))]
-    GuestTimeout {
-        /// The limit.
-        limit: Duration,
-        /// Where the guest was.
-        regs: Option<Registers>,
-    },
-}
-
-fn show(regs: &Option<Registers>) -> String {
-    regs.map_or_else(|| "(registers unreadable)".into(), |r| r.to_string())
-}
-
-impl VmError {
-    /// The `step=` and `msg=` of the error line. A kernel's own failure reads exactly as the
-    /// Linux workload reports it (`step=<kernel> msg=<error>`).
-    pub fn step_and_message(&self) -> (String, String) {
-        let step = match self {
-            VmError::Kvm(_) => "kvm",
-            VmError::Memory(_) => "guest memory",
-            VmError::Cpu(_) => "vcpu setup",
-            VmError::Load(_) => "load guest",
-            VmError::Watchdog(_) => "time limit",
-            VmError::Run(_) => "KVM_RUN",
-            VmError::GuestFault { .. } => "guest fault",
-            VmError::GuestTimeout { .. } => "guest timeout",
-            VmError::Hypercall(hypercalls::HypercallError::KernelFailed { kernel, error }) => {
-                return (kernel.to_string(), format!("{error:?}"))
-            }
-            VmError::Hypercall(hypercalls::HypercallError::Panic(_)) => "guest panic",
-            VmError::Hypercall(_) => "hypercall",
-        };
-        (step.to_string(), self.to_string())
-    }
-}
 
 /// Build a machine, run it to the end, report what it cost. The body of the VMM process, and of
 /// in-process tests.
@@ -143,7 +75,7 @@ pub fn run_machine(
     guest: &Guest,
     spec: &Spec,
     host: &mut Host,
-) -> Result<(), VmError> {
+) -> Result<(), VmmError> {
     let mut machine = Machine::boot(config, guest, spec, host)?;
     let result = machine.run(host);
     // Whether the guest finished or not, its cost and its exits are worth knowing.
@@ -225,117 +157,36 @@ impl Backend for Vm {
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
-        let mut timeline = Timeline::start();
-        // Once per lab, here in the parent: every VMM forked from now on inherits both.
-        kvm::cache_supported_cpuid().map_err(|e| BackendError::Unavailable {
-            backend: self.name().into(),
-            reason: e.to_string(),
-        })?;
-        vcpu::install_handler().map_err(|e| BackendError::Instance {
-            step: "time limit".into(),
-            detail: e.to_string(),
-        })?;
+        let timeline = Timeline::start();
+        vmm::prepare(self.name())?;
         let config = self.config(lab, spec);
         // Refuse an impossible machine here, in the lab, rather than in a child.
         memory::check_size(config.ram_bytes).map_err(|e| BackendError::Instance {
             step: "guest memory".into(),
             detail: e.to_string(),
         })?;
-        let cgroup = lab.cgroups()?.create(&lab.next_instance_name(), limits)?;
-        let join = cgroup.join_fds()?;
-        timeline.mark("cgroup");
-
-        let scratch = lab.scratch_dir();
-        let (ends, fds) = child::pipes(None)?;
-        // SAFETY: fork in a process that may have other threads: the child has only this one,
-        // and a lock another thread held at the fork stays locked in the child. glibc's fork
-        // re-initialises malloc's locks in the child, so the VMM may allocate; it takes no other
-        // lock of the lab's (no stdout, no environment), and it ends in `_exit`, never returning
-        // into the lab's code.
-        match unsafe { fork() }.map_err(BackendError::sys("fork"))? {
-            ForkResult::Child => vmm_process(&join, &fds, &config, &self.guest, spec, &scratch),
-            ForkResult::Parent { child } => {
-                drop(fds);
-                drop(join);
-                let mut instance = Instance::new(Parts {
-                    backend: self.name().into(),
-                    spec: *spec,
-                    main: child,
-                    helpers: Vec::new(),
-                    cgroup: Some(cgroup),
-                    ends,
-                    timeline,
-                    timeout: lab.timeout,
-                    cleanup: Vec::new(),
-                });
-                instance.note(info::GUEST_OS, "none");
-                if let Guest::Elf(elf) = &self.guest {
-                    instance.note(info::IMAGE_BYTES, elf.len());
-                    instance.note(
-                        info::IMAGE,
-                        "bare guest ELF: the kernels and a hypercall shim, no OS",
-                    );
-                }
-                // A bare guest has no OS: its file I/O and its view of the system are the VMM's.
-                if matches!(spec.kernel, Kernel::Io | Kernel::Probe) {
-                    instance.note(info::SERVED_BY, "vmm");
-                }
-                Ok(instance)
-            }
+        let guest = self.guest;
+        let mut instance = vmm::launch(
+            lab,
+            self.name(),
+            &lab.next_instance_name(),
+            spec,
+            limits,
+            timeline,
+            |host| run_machine(&config, &guest, spec, host),
+        )?;
+        instance.note(info::GUEST_OS, "none");
+        if let Guest::Elf(elf) = &self.guest {
+            instance.note(info::IMAGE_BYTES, elf.len());
+            instance.note(
+                info::IMAGE,
+                "bare guest ELF: the kernels and a hypercall shim, no OS",
+            );
         }
-    }
-}
-
-/// **Child side.** Join the cgroup first (so everything the VMM allocates, KVM's kernel memory
-/// included, is charged to the instance), take fds 0..=4, run the VMM, `_exit`.
-fn vmm_process(
-    join: &[OwnedFd],
-    fds: &ChildFds,
-    config: &MachineConfig,
-    guest: &Guest,
-    spec: &Spec,
-    scratch: &Path,
-) -> ! {
-    vmm_child(join, fds, || {
-        // SAFETY: `install` put the report and control pipes at these numbers; they stay open
-        // until this process exits.
-        let (report, control) = unsafe {
-            (
-                BorrowedFd::borrow_raw(REPORT_FD),
-                BorrowedFd::borrow_raw(CONTROL_FD),
-            )
-        };
-        let mut host = Host::new(report, control, scratch.to_path_buf());
-        match run_machine(config, guest, spec, &mut host) {
-            Ok(()) => 0,
-            Err(e) => {
-                let (step, msg) = e.step_and_message();
-                host.error(&step, &msg);
-                1
-            }
+        // A bare guest has no OS: its file I/O and its view of the system are the VMM's.
+        if matches!(spec.kernel, Kernel::Io | Kernel::Probe) {
+            instance.note(info::SERVED_BY, "vmm");
         }
-    })
-}
-
-/// **Child side**, in a VMM process just forked from the lab: join the instance's cgroup first
-/// (so everything the VMM allocates, KVM's kernel memory included, is charged to the instance),
-/// take fds 0..=4, stamp `fork`, arrange to die with the lab, run `vmm` and `_exit` with its
-/// status. A panic must not unwind into the lab's code that called fork: it is caught and
-/// becomes status 101.
-pub(crate) fn vmm_child(join: &[OwnedFd], fds: &ChildFds, vmm: impl FnOnce() -> i32) -> ! {
-    if let Err(e) = child::join_cgroup(join) {
-        fds.reporter().fail("join cgroup", e);
+        Ok(instance)
     }
-    if let Err(e) = fds.install() {
-        fds.reporter().fail("install fds", e);
-    }
-    let report = Reporter::INSTALLED;
-    report.phase("fork");
-    if let Err(e) = child::die_with_parent() {
-        report.fail("prctl", e);
-    }
-    // AssertUnwindSafe: after a panic the process exits at once, so no half-updated state is
-    // ever observed.
-    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(vmm)).unwrap_or(101);
-    child::exit_now(code)
 }

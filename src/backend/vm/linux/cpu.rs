@@ -16,18 +16,34 @@
 //! The segments come from the bare VMM's [`Descriptor`] type: one value yields both the GDT
 //! entry and the hidden segment cache `KVM_SET_SREGS` loads, so they cannot disagree.
 //!
-//! # CPUID, and the nested-PVM workaround
+//! # CPUID: "you are a KVM guest"
 //!
-//! The guest sees what KVM can virtualise (`KVM_GET_SUPPORTED_CPUID`). On nested PVM, guest
-//! ring 0 is *emulated*, and the emulator cannot execute XSAVE: a kernel that sees XSAVE in CPUID
-//! uses it in its very first FPU set-up and the vCPU stops with an internal error. Hiding XSAVE
-//! (and OSXSAVE, and AVX which needs it, and leaf 0xD which describes it) makes the kernel fall
-//! back to FXSAVE and go on booting — further, at least. On hardware the guest keeps everything.
+//! The guest sees what KVM can virtualise (`KVM_GET_SUPPORTED_CPUID`), plus one thing KVM leaves
+//! to the VMM: the **hypervisor bit** (leaf 1, ECX bit 31). A kernel that finds it set looks at
+//! leaf 0x4000_0000 for a hypervisor's signature — KVM's is `KVMKVMKVM` — and at 0x4000_0001
+//! for the paravirtual features KVM offers. The one that matters most for a boot is
+//! **kvm-clock**: a page of guest memory where KVM publishes the TSC's frequency and offset, so
+//! the guest reads the time without calibrating anything. Without the bit, the kernel believes
+//! it runs on bare metal and measures its TSC and its delay loop against the emulated PIT, tick
+//! by tick — tens of thousands of exits, and, where the host is slow or busy, a calibration that
+//! fails and a boot that waits forever for a timer it cannot trust. Every serious VMM sets the bit
+//! (Firecracker, QEMU, cloud-hypervisor); `lab`'s Linux guests print "Hypervisor detected: KVM".
+//!
+//! # The nested-PVM workaround
+//!
+//! On nested PVM, guest ring 0 is *emulated*, and the emulator cannot execute XSAVE: a kernel
+//! that sees XSAVE in CPUID uses it in its very first FPU set-up and the vCPU stops with an
+//! internal error. Hiding XSAVE (and OSXSAVE, and AVX which needs it, and leaf 0xD which
+//! describes it) makes the kernel fall back to FXSAVE and go on booting — further, at least. On
+//! hardware the guest keeps everything.
 
-use super::super::cpu::{Descriptor, CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
+use super::super::cpu::{
+    ioctl, CpuError, Descriptor, GuestState, APIC_BASE_RESET, CR0_ET, CR0_PE, CR0_PG, CR4_PAE,
+    EFER_LMA, EFER_LME, LDTR, RFLAGS_RESERVED,
+};
 use super::super::memory::{pte, PAGE};
 use super::boot::{layout, Entry};
-use kvm_bindings::{kvm_dtable, kvm_fpu, kvm_regs, kvm_sregs, CpuId};
+use kvm_bindings::{kvm_cpuid_entry2, kvm_dtable, kvm_fpu, kvm_regs, kvm_sregs, CpuId};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -72,35 +88,23 @@ const LEAF1_ECX_XSAVE: u32 = 1 << 26 | 1 << 27 | 1 << 28;
 /// CPUID leaf 7, EBX: AVX2 and the AVX-512 family, all XSAVE-managed state.
 const LEAF7_EBX_AVX: u32 =
     1 << 5 | 1 << 16 | 1 << 17 | 1 << 21 | 1 << 26 | 1 << 27 | 1 << 28 | 1 << 30 | 1 << 31;
+/// CPUID leaf 1, ECX bit 31: "a hypervisor is present". No physical CPU sets it.
+pub const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// The first hypervisor leaf: EAX = the highest hypervisor leaf, EBX ECX EDX = the signature.
+pub const KVM_SIGNATURE_LEAF: u32 = 0x4000_0000;
+/// KVM's paravirtual features: EAX = one bit per feature (`KVM_FEATURE_*`).
+pub const KVM_FEATURES_LEAF: u32 = 0x4000_0001;
+/// `KVMKVMKVM\0\0\0` as EBX, ECX, EDX.
+const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
+/// KVM_FEATURE_CLOCKSOURCE2 (bit 3): kvm-clock at the new MSRs (0x4b564d00/01), which every
+/// kernel since 2.6.35 uses; and KVM_FEATURE_CLOCKSOURCE_STABLE_BIT (bit 24): the clock never
+/// goes backwards across vCPUs. What the guest needs to skip calibration, should KVM not list it.
+const KVM_CLOCK_FEATURES: u32 = 1 << 3 | 1 << 24;
 
-/// Errors of this module.
-#[derive(Debug, thiserror::Error)]
-pub enum CpuError {
-    /// An ioctl failed.
-    #[error("{op}: {source}")]
-    Ioctl {
-        /// Which.
-        op: &'static str,
-        /// Why.
-        source: kvm_ioctls::Error,
-    },
-    /// Writing the GDT or page tables failed.
-    #[error("writing the {what} into guest memory: {detail}")]
-    Write {
-        /// Which.
-        what: &'static str,
-        /// Why.
-        detail: String,
-    },
-}
-
-fn ioctl(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> CpuError {
-    move |source| CpuError::Ioctl { op, source }
-}
-
-/// The guest's CPUID: `supported`, the APIC ID of vCPU 0, and without XSAVE when `hide_xsave`.
+/// The guest's CPUID: `supported`, the APIC ID of vCPU 0, the hypervisor bit and KVM's leaves,
+/// and without XSAVE when `hide_xsave`.
 pub fn guest_cpuid(supported: &CpuId, hide_xsave: bool) -> CpuId {
-    let entries: Vec<_> = supported
+    let mut entries: Vec<kvm_cpuid_entry2> = supported
         .as_slice()
         .iter()
         .copied()
@@ -109,6 +113,7 @@ pub fn guest_cpuid(supported: &CpuId, hide_xsave: bool) -> CpuId {
             if leaf.function == 1 {
                 // EBX bits 24..31: the initial APIC ID, which KVM leaves to the VMM.
                 leaf.ebx &= 0x00ff_ffff;
+                leaf.ecx |= LEAF1_ECX_HYPERVISOR;
                 if hide_xsave {
                     leaf.ecx &= !LEAF1_ECX_XSAVE;
                 }
@@ -119,7 +124,26 @@ pub fn guest_cpuid(supported: &CpuId, hide_xsave: bool) -> CpuId {
             leaf
         })
         .collect();
-    CpuId::from_entries(&entries).expect("fewer entries than KVM gave")
+    // KVM lists both of its leaves in its supported CPUID; should a KVM not, the guest would
+    // find the bit but no hypervisor. Supply them: the signature, and kvm-clock.
+    if !entries.iter().any(|l| l.function == KVM_SIGNATURE_LEAF) {
+        entries.push(kvm_cpuid_entry2 {
+            function: KVM_SIGNATURE_LEAF,
+            eax: KVM_FEATURES_LEAF,
+            ebx: KVM_SIGNATURE[0],
+            ecx: KVM_SIGNATURE[1],
+            edx: KVM_SIGNATURE[2],
+            ..Default::default()
+        });
+    }
+    if !entries.iter().any(|l| l.function == KVM_FEATURES_LEAF) {
+        entries.push(kvm_cpuid_entry2 {
+            function: KVM_FEATURES_LEAF,
+            eax: KVM_CLOCK_FEATURES,
+            ..Default::default()
+        });
+    }
+    CpuId::from_entries(&entries).expect("at most two entries more than KVM gave")
 }
 
 /// The GDT: null, null, code (0x10), data (0x18), TSS (0x20, two slots).
@@ -148,44 +172,50 @@ pub fn write_identity_map(mem: &GuestMemoryMmap) -> Result<u64, CpuError> {
     Ok(layout::PML4)
 }
 
-/// Special registers for `entry` (see the module documentation's table).
-pub fn boot_sregs(sregs: &mut kvm_sregs, entry: Entry) {
+/// The vCPU's whole state at `entry` (see the module documentation's table), as data.
+pub fn boot_state(entry: Entry) -> GuestState {
     let code = match entry {
         Entry::Pvh { .. } => CODE32,
         Entry::Linux64 { .. } => CODE64,
     };
-    sregs.cs = code.segment();
     let data = DATA.segment();
-    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.tr = TSS.segment();
-    sregs.gdt = kvm_dtable {
-        base: layout::GDT,
-        limit: (gdt(code).len() * 8 - 1) as u16,
-        padding: [0; 3],
+    let (cr0, cr3, cr4, efer) = match entry {
+        Entry::Pvh { .. } => (CR0_PE | CR0_ET, 0, 0, 0),
+        Entry::Linux64 { .. } => (
+            CR0_PE | CR0_ET | CR0_PG,
+            layout::PML4,
+            CR4_PAE,
+            EFER_LME | EFER_LMA,
+        ),
     };
-    // No IDT yet: the kernel installs its own before it enables interrupts.
-    sregs.idt = kvm_dtable::default();
-    match entry {
-        Entry::Pvh { .. } => {
-            sregs.cr0 = CR0_PE | CR0_ET;
-            sregs.cr3 = 0;
-            sregs.cr4 = 0;
-            sregs.efer = 0;
-        }
-        Entry::Linux64 { .. } => {
-            sregs.cr0 = CR0_PE | CR0_ET | CR0_PG;
-            sregs.cr3 = layout::PML4;
-            sregs.cr4 = CR4_PAE;
-            sregs.efer = EFER_LME | EFER_LMA;
-        }
-    }
-}
-
-/// General registers for `entry`.
-pub fn boot_regs(entry: Entry) -> kvm_regs {
+    let sregs = kvm_sregs {
+        cs: code.segment(),
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: TSS.segment(),
+        ldt: LDTR,
+        gdt: kvm_dtable {
+            base: layout::GDT,
+            limit: (gdt(code).len() * 8 - 1) as u16,
+            padding: [0; 3],
+        },
+        // No IDT yet: the kernel installs its own before it enables interrupts.
+        idt: kvm_dtable::default(),
+        cr0,
+        cr2: 0,
+        cr3,
+        cr4,
+        cr8: 0,
+        efer,
+        apic_base: APIC_BASE_RESET,
+        interrupt_bitmap: [0; 4],
+    };
     let mut regs = kvm_regs {
         // Bit 1 is reserved and always 1; IF = 0: interrupts stay off until the kernel is ready.
-        rflags: 0x2,
+        rflags: RFLAGS_RESERVED,
         rsp: layout::STACK_TOP,
         rbp: layout::STACK_TOP,
         ..Default::default()
@@ -200,7 +230,7 @@ pub fn boot_regs(entry: Entry) -> kvm_regs {
             regs.rsi = layout::ZERO_PAGE;
         }
     }
-    regs
+    GuestState { sregs, regs }
 }
 
 /// Put the vCPU at the kernel's entry: CPUID, GDT (and page tables), FPU, special and general
@@ -231,11 +261,7 @@ pub fn configure(
         ..Default::default()
     };
     vcpu.set_fpu(&fpu).map_err(ioctl("KVM_SET_FPU"))?;
-    let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-    boot_sregs(&mut sregs, entry);
-    vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
-    vcpu.set_regs(&boot_regs(entry))
-        .map_err(ioctl("KVM_SET_REGS"))?;
+    boot_state(entry).apply(vcpu)?;
     set_lint(vcpu)
 }
 
@@ -268,17 +294,14 @@ mod tests {
 
     #[test]
     fn each_protocol_gets_its_promised_state() {
-        let mut s = kvm_sregs::default();
-        boot_sregs(&mut s, Entry::Pvh { rip: 0x100_0000 });
+        let GuestState { sregs: s, regs: r } = boot_state(Entry::Pvh { rip: 0x100_0000 });
         assert_eq!((s.cs.selector, s.cs.l, s.cs.db, s.cs.dpl), (0x10, 0, 1, 0));
         assert_eq!((s.cr0 & CR0_PG, s.efer, s.cr4), (0, 0, 0), "paging off");
         assert_eq!(s.cr0 & CR0_PE, CR0_PE);
         assert_eq!(s.ds.selector, 0x18);
-        let r = boot_regs(Entry::Pvh { rip: 0x100_0000 });
         assert_eq!((r.rip, r.rbx), (0x100_0000, layout::PVH_START_INFO));
 
-        let mut s = kvm_sregs::default();
-        boot_sregs(&mut s, Entry::Linux64 { rip: 0x10_0200 });
+        let GuestState { sregs: s, regs: r } = boot_state(Entry::Linux64 { rip: 0x10_0200 });
         assert_eq!(
             (s.cs.selector, s.cs.l, s.cs.db),
             (0x10, 1, 0),
@@ -286,7 +309,6 @@ mod tests {
         );
         assert_eq!(s.efer, EFER_LME | EFER_LMA);
         assert_eq!((s.cr3, s.cr4), (layout::PML4, CR4_PAE));
-        let r = boot_regs(Entry::Linux64 { rip: 0x10_0200 });
         assert_eq!((r.rip, r.rsi, r.rflags), (0x10_0200, layout::ZERO_PAGE, 2));
     }
 
@@ -323,14 +345,72 @@ mod tests {
         ])
         .unwrap();
         let kept = guest_cpuid(&supported, false);
-        assert_eq!(kept.as_slice().len(), 3);
+        assert_eq!(kept.as_slice().len(), 5, "and KVM's two leaves");
         assert_eq!(kept.as_slice()[0].ebx, 0x0000_0800, "APIC ID 0");
-        assert_eq!(kept.as_slice()[0].ecx, LEAF1_ECX_XSAVE | 1);
+        assert_eq!(
+            kept.as_slice()[0].ecx,
+            LEAF1_ECX_XSAVE | 1 | LEAF1_ECX_HYPERVISOR
+        );
         let hidden = guest_cpuid(&supported, true);
         let l = hidden.as_slice();
-        assert_eq!(l.len(), 2, "leaf 0xD is gone");
-        assert_eq!(l[0].ecx, 1, "XSAVE, OSXSAVE, AVX cleared, the rest kept");
+        assert_eq!(l.len(), 4, "leaf 0xD is gone");
+        assert_eq!(
+            l[0].ecx,
+            1 | LEAF1_ECX_HYPERVISOR,
+            "XSAVE, OSXSAVE, AVX cleared, the rest kept"
+        );
         assert_eq!(l[1].ebx, 1 << 3, "AVX2 cleared, BMI1 kept");
+    }
+
+    #[test]
+    fn the_guest_is_told_it_runs_on_kvm_with_kvm_clock() {
+        // What KVM's own supported CPUID lists, as on every KVM: the guest keeps it.
+        let supported = CpuId::from_entries(&[
+            kvm_cpuid_entry2 {
+                function: 1,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: KVM_SIGNATURE_LEAF,
+                eax: KVM_FEATURES_LEAF,
+                ebx: KVM_SIGNATURE[0],
+                ecx: KVM_SIGNATURE[1],
+                edx: KVM_SIGNATURE[2],
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: KVM_FEATURES_LEAF,
+                eax: 0x0100_7efb,
+                ..Default::default()
+            },
+        ])
+        .unwrap();
+        let cpuid = guest_cpuid(&supported, false);
+        let leaf = |f| cpuid.as_slice().iter().find(|l| l.function == f).unwrap();
+        assert_ne!(leaf(1).ecx & LEAF1_ECX_HYPERVISOR, 0);
+        let sig: Vec<u8> = [
+            leaf(0x4000_0000).ebx,
+            leaf(0x4000_0000).ecx,
+            leaf(0x4000_0000).edx,
+        ]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+        assert_eq!(&sig, b"KVMKVMKVM\0\0\0");
+        assert_eq!(
+            leaf(KVM_FEATURES_LEAF).eax,
+            0x0100_7efb,
+            "KVM's own list kept"
+        );
+        // A KVM whose supported CPUID lacks the leaves: the VMM supplies them.
+        let bare = CpuId::from_entries(&[supported.as_slice()[0]]).unwrap();
+        let cpuid = guest_cpuid(&bare, false);
+        let features = cpuid
+            .as_slice()
+            .iter()
+            .find(|l| l.function == KVM_FEATURES_LEAF)
+            .unwrap();
+        assert_eq!(features.eax & KVM_CLOCK_FEATURES, KVM_CLOCK_FEATURES);
     }
 
     #[test]

@@ -15,28 +15,29 @@
 //!    the guest resets (i8042 or triple fault)                  reboot
 //! ```
 //!
-//! Everything before `kernel_entry` is the VMM's set-up; from `kernel_entry` to `init` the guest
-//! kernel boots; `init` → `ready` is `/init` mounting and setting up; `ready` → `done` the work;
+//! Everything before `kernel_entry` is the VMM's set-up. From `kernel_entry` the guest kernel
+//! boots: `console` marks the first byte it prints (the first UART exit), `init` the first
+//! instruction of `/init`; a kernel that prints nothing before `/init` has no `console` edge.
+//! `init` → `ready` is `/init` mounting and setting up; `ready` → `done` the work;
 //! `done` → `reboot` → `exited` the stop.
 
+use super::super::exits::{ExitCounts, Fault};
 use super::super::hypercalls::Host;
-use super::super::machine::Registers;
-use super::super::vcpu::Watchdog;
+use super::super::vcpu::TimedVcpu;
+use super::super::vmm::{self, Place, VmmError};
 use super::super::{kvm, memory};
 use super::boot;
 use super::cpu;
 use super::devices::{Devices, PortWrite, COM1_IRQ};
-use super::LinuxVmError;
 use crate::host::KvmKind;
 use crate::linux_guest::console::Console;
+use crate::linux_guest::symbols::Symbols;
 use crate::measure::clock::now_ns;
-use crate::measure::memory::ProcessMemory;
 use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{VcpuExit, VcpuFd};
-use std::collections::BTreeMap;
+use kvm_ioctls::VcpuExit;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 use vmm_sys_util::eventfd::EventFd;
@@ -63,6 +64,8 @@ pub struct LinuxConfig {
     pub hide_xsave: bool,
     /// Where to keep the console log.
     pub console_log: PathBuf,
+    /// Where to look up the kernel's symbols, should the guest stop where it should not.
+    pub symbols: Option<Symbols>,
 }
 
 /// How the guest stopped by itself.
@@ -86,34 +89,15 @@ impl Stop {
     }
 }
 
-/// Writes raw lines to the report pipe.
-struct Report<'fd>(BorrowedFd<'fd>);
-
-impl Report<'_> {
-    fn lines(&self, lines: Vec<Vec<u8>>) {
-        for line in lines {
-            // SAFETY: writing a valid buffer to a borrowed fd; one write per line (atomic pipe
-            // writes under PIPE_BUF), a failure means the lab is gone.
-            unsafe { libc::write(self.0.as_raw_fd(), line.as_ptr().cast(), line.len()) };
-        }
-    }
-}
-
-fn ioctl(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> LinuxVmError {
-    move |source| LinuxVmError::Ioctl { op, source }
+fn ioctl(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |source| VmmError::Ioctl { op, source }
 }
 
 /// Build the machine, boot, serve it until the guest stops; report what it cost.
 ///
-/// `report` takes the console's marker lines, `control` gives the lab's go-ahead bytes, which
-/// go to the guest's console input.
-pub fn run(
-    config: &LinuxConfig,
-    host: &Host,
-    report: BorrowedFd<'_>,
-    control: OwnedFd,
-) -> Result<Stop, LinuxVmError> {
-    let report = Report(report);
+/// Marker lines and the cost go to `host`; the lab's go-ahead bytes, read from `host`'s control
+/// pipe by a thread of their own, go to the guest's console input.
+pub fn run(config: &LinuxConfig, host: &Host) -> Result<Stop, VmmError> {
     let kvm = kvm::open()?;
     host.phase("kvm_open");
     let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
@@ -130,7 +114,7 @@ pub fn run(
         ..Default::default()
     })
     .map_err(ioctl("KVM_CREATE_PIT2"))?;
-    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| LinuxVmError::Io {
+    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmmError::Io {
         what: "eventfd",
         source,
     })?;
@@ -144,7 +128,7 @@ pub fn run(
     let mut vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
     host.phase("vcpu_created");
 
-    let initrd = std::fs::read(&config.initrd).map_err(|source| LinuxVmError::Io {
+    let initrd = std::fs::read(&config.initrd).map_err(|source| VmmError::Io {
         what: "read the initramfs",
         source,
     })?;
@@ -159,37 +143,24 @@ pub fn run(
     cpu::configure(&vcpu, &mem, &cpuid, loaded.entry)?;
     host.phase("kernel_loaded");
 
-    let log = File::create(&config.console_log).map_err(|source| LinuxVmError::Io {
+    let log = File::create(&config.console_log).map_err(|source| VmmError::Io {
         what: "create the console log",
         source,
     })?;
     let mut console = Console::new(Some(log));
     let mut devices = Devices::new(irq);
-    start_input(control, &devices)?;
+    start_input(host, &devices)?;
 
-    let mut exits: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut watchdog = Watchdog::new(&mut vcpu, config.time_limit)?;
+    let mut exits = ExitCounts::default();
+    let mut timed = TimedVcpu::new(&mut vcpu, config.time_limit)?;
     host.phase("kernel_entry");
-    watchdog.start()?;
-    let outcome = serve(
-        &mut vcpu,
-        &mut devices,
-        &mut console,
-        &report,
-        &mut exits,
-        &watchdog,
-    );
-    drop(watchdog);
-    report.lines(console.finish(now_ns()));
+    timed.start()?;
+    let outcome = serve(&mut timed, &mut devices, &mut console, host, &mut exits);
+    drop(timed);
+    host.lines(console.finish(now_ns()));
 
     // What this instance cost, whatever happened.
-    host.info("guest_ram_bytes", config.ram_bytes);
-    let touched = memory::resident_bytes(&mem).unwrap_or(0);
-    let vmm = ProcessMemory::of([std::process::id() as i32]);
-    host.info("guest_ram_touched_bytes", touched);
-    host.info("vmm_uss_bytes", vmm.uss_bytes);
-    host.info("vmm_overhead_bytes", vmm.uss_bytes.saturating_sub(touched));
-    host.info("kvm_kind", KvmKind::detect().label());
+    vmm::report_cost(host, &mem, config.ram_bytes, &exits);
     host.info(
         "boot_protocol",
         match loaded.entry {
@@ -200,12 +171,8 @@ pub fn run(
     let (lines, bytes) = console.received();
     host.info("console_lines", lines);
     host.info("console_bytes", bytes);
-    host.info("exits_total", exits.values().sum::<u64>());
-    for (cause, n) in &exits {
-        host.info(&format!("exits_{cause}"), n);
-    }
 
-    let context = |console: &Console| match console.last_kernel_line() {
+    let last_words = match console.last_kernel_line() {
         Some(line) => format!(
             "last console line: {:?}",
             line.chars().take(100).collect::<String>()
@@ -218,27 +185,26 @@ pub fn run(
             if console.saw_done() || console.saw_error() {
                 Ok(stop)
             } else {
-                Err(LinuxVmError::Stopped {
+                Err(VmmError::Stopped {
                     what: format!(
                         "the guest stopped by {} before the workload reported done",
                         stop.describe()
                     ),
-                    regs: None,
-                    context: context(&console),
+                    context: last_words,
                 })
             }
         }
-        Err(Failure::Fault { what }) => Err(LinuxVmError::Stopped {
-            what,
-            regs: registers(&vcpu),
-            context: format!("{}{}", pvm_note(), context(&console)),
-        }),
-        Err(Failure::Timeout(limit)) => Err(LinuxVmError::Timeout {
-            limit,
-            regs: registers(&vcpu),
-            context: format!("{}{}", pvm_note(), context(&console)),
-        }),
-        Err(Failure::Run(e)) => Err(LinuxVmError::Run(e)),
+        Err(mut e) => {
+            if let Some(context) = e.context_mut() {
+                *context = format!("{}{last_words}", pvm_note());
+            }
+            if let (Some(Place::At { regs, symbol }), Some(symbols)) =
+                (e.place_mut(), &config.symbols)
+            {
+                *symbol = symbols.name(regs.rip);
+            }
+            Err(e)
+        }
     }
 }
 
@@ -251,127 +217,98 @@ fn pvm_note() -> &'static str {
     }
 }
 
-/// Why the run loop ended without the guest stopping by itself.
-enum Failure {
-    Fault { what: String },
-    Timeout(Duration),
-    Run(kvm_ioctls::Error),
-}
-
 /// The run loop: enter the guest, serve its exit, repeat until it stops.
 fn serve(
-    vcpu: &mut VcpuFd,
+    vcpu: &mut TimedVcpu<'_>,
     devices: &mut Devices,
     console: &mut Console,
-    report: &Report<'_>,
-    exits: &mut BTreeMap<&'static str, u64>,
-    watchdog: &Watchdog,
-) -> Result<Stop, Failure> {
+    host: &Host,
+    exits: &mut ExitCounts,
+) -> Result<Stop, VmmError> {
+    // The kernel's first console byte ends the phase "kernel entry → first output", unless
+    // /init (whose first act is a marker) speaks first.
+    let mut quiet_so_far = true;
     loop {
-        let exit = vcpu.run();
+        let exit = vcpu.run().map_err(VmmError::Run)?;
         // The stamp of a marker is the moment its exit reached the VMM: take it first.
         let now = now_ns();
-        let cause: &'static str = match exit {
-            Ok(VcpuExit::IoOut(port, data)) => {
+        let (cause, fault): (&'static str, Option<Fault>) = match exit {
+            VcpuExit::IoOut(port, data) => {
                 let what = devices.write(port, data);
                 match what {
                     PortWrite::Uart => {
                         let bytes = devices.take_output();
-                        report.lines(console.feed(&bytes, now));
+                        if quiet_so_far && !bytes.is_empty() {
+                            quiet_so_far = false;
+                            host.phase_at("console", now);
+                        }
+                        host.lines(console.feed(&bytes, now));
                     }
-                    PortWrite::Marker(m) => console.stamp(m, now),
+                    PortWrite::Marker(m) => {
+                        quiet_so_far = false;
+                        console.stamp(m, now);
+                    }
                     PortWrite::Reset => {
-                        count(exits, what.cause());
+                        exits.count_cause(what.cause());
                         return Ok(Stop::KeyboardReset);
                     }
                     _ => {}
                 }
-                what.cause()
+                (what.cause(), None)
             }
-            Ok(VcpuExit::IoIn(port, data)) => devices.read(port, data),
+            VcpuExit::IoIn(port, data) => (devices.read(port, data), None),
             // No memory-mapped devices: reads see all ones, writes vanish.
-            Ok(VcpuExit::MmioRead(_, data)) => {
+            VcpuExit::MmioRead(_, data) => {
                 data.fill(0xff);
-                "mmio_unclaimed"
+                ("mmio_unclaimed", None)
             }
-            Ok(VcpuExit::MmioWrite(..)) => "mmio_unclaimed",
-            Ok(VcpuExit::Shutdown) => {
-                count(exits, "shutdown");
+            VcpuExit::MmioWrite(..) => ("mmio_unclaimed", None),
+            // A kick: out of time, or (a stray signal) enter again.
+            VcpuExit::Intr => {
+                if vcpu.time_up() {
+                    exits.count_cause("interrupted");
+                    return Err(VmmError::timeout(vcpu));
+                }
+                ("interrupted", None)
+            }
+            VcpuExit::Shutdown => {
+                exits.count_cause("shutdown");
                 return Ok(Stop::TripleFault);
             }
-            Ok(VcpuExit::SystemEvent(kind, _)) => {
-                count(exits, "system_event");
+            VcpuExit::SystemEvent(kind, _) => {
+                exits.count_cause("system_event");
                 return Ok(Stop::SystemEvent(kind));
             }
-            Ok(VcpuExit::InternalError) => {
-                count(exits, "internal_error");
-                return Err(Failure::Fault {
-                    what: format!(
-                        "KVM could not run the guest (KVM_EXIT_INTERNAL_ERROR{})",
-                        internal_detail(vcpu)
-                    ),
-                });
-            }
-            Ok(VcpuExit::FailEntry(reason, _)) => {
-                count(exits, "fail_entry");
-                return Err(Failure::Fault {
-                    what: format!(
-                        "VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x})"
-                    ),
-                });
-            }
-            Ok(VcpuExit::Hlt) => {
-                count(exits, "hlt");
-                return Err(Failure::Fault {
-                    what: "the guest halted with no interrupt controller to wake it (KVM_EXIT_HLT)"
-                        .into(),
-                });
-            }
-            Ok(other) => {
-                return Err(Failure::Fault {
-                    what: format!("an exit this VMM does not handle: {other:?}"),
-                })
-            }
-            Err(e) if e.errno() == libc::EINTR => {
-                if watchdog.expired() {
-                    return Err(Failure::Timeout(watchdog.limit()));
-                }
-                vcpu.set_kvm_immediate_exit(0);
-                "interrupted"
-            }
-            Err(e) => return Err(Failure::Run(e)),
+            VcpuExit::InternalError => ("internal_error", Some(Fault::InternalError)),
+            VcpuExit::FailEntry(reason, _) => ("fail_entry", Some(Fault::FailEntry { reason })),
+            // With KVM's in-kernel interrupt controller a halted vCPU sleeps in KVM; this exit
+            // would mean the guest halted for good.
+            VcpuExit::Hlt => ("hlt", Some(Fault::Halt)),
+            other => ("unexpected", Some(Fault::Unexpected(format!("{other:?}")))),
         };
-        count(exits, cause);
+        exits.count_cause(cause);
+        if let Some(fault) = fault {
+            let detail = match fault {
+                Fault::InternalError => format!(" ({})", vcpu.internal_error()),
+                _ => String::new(),
+            };
+            let place = Place::after(vcpu.fd(), Some(&fault));
+            return Err(VmmError::fault(fault, detail, place));
+        }
     }
-}
-
-fn count(exits: &mut BTreeMap<&'static str, u64>, cause: &'static str) {
-    *exits.entry(cause).or_default() += 1;
-}
-
-/// KVM's sub-error of an internal error, in words.
-fn internal_detail(vcpu: &mut VcpuFd) -> String {
-    format!(", {}", super::super::kvm::internal_error(vcpu))
-}
-
-/// Where the guest was.
-fn registers(vcpu: &VcpuFd) -> Option<Registers> {
-    let regs = vcpu.get_regs().ok()?;
-    let sregs = vcpu.get_sregs().ok()?;
-    Some(Registers {
-        rip: regs.rip,
-        rsp: regs.rsp,
-        rflags: regs.rflags,
-        cr2: sregs.cr2,
-    })
 }
 
 /// A thread that types the lab's go-ahead bytes into the guest's console: what the lab writes
 /// on the control pipe goes into the UART's receive FIFO, whose interrupt wakes the guest's
 /// `read(0)`. When the lab closes the pipe, one last byte goes in, so a guest waiting for the
 /// host ends as a process does at end of file.
-fn start_input(control: OwnedFd, devices: &Devices) -> Result<(), LinuxVmError> {
+fn start_input(host: &Host, devices: &Devices) -> Result<(), VmmError> {
     let uart = std::sync::Arc::clone(&devices.uart);
+    let io = |what| move |source| VmmError::Io { what, source };
+    let control: OwnedFd = host
+        .control()
+        .try_clone_to_owned()
+        .map_err(io("take the control pipe"))?;
     let mut control = File::from(control);
     std::thread::Builder::new()
         .name("guest-input".into())
@@ -392,8 +329,5 @@ fn start_input(control: OwnedFd, devices: &Devices) -> Result<(), LinuxVmError> 
             }
         })
         .map(drop)
-        .map_err(|source| LinuxVmError::Io {
-            what: "start the console input thread",
-            source,
-        })
+        .map_err(io("start the console input thread"))
 }

@@ -11,9 +11,11 @@
 //!   reset line ends the run, the marker port; PIC, I/O APIC and PIT live in KVM;
 //! * [`machine`] — all of it put together, and the run loop.
 //!
-//! It reuses the bare VMM's core: `/dev/kvm` and its capability checks, guest memory, the segment
-//! descriptors, the guest time limit, the host end of the report pipe, and the process model —
-//! one forked VMM child per instance, in the instance's cgroup.
+//! It reuses the bare VMM's skeleton ([`super::vmm`]): `/dev/kvm` and its capability checks, guest
+//! memory, the segment descriptors and the guest state as data, the run loop under the time limit,
+//! exit counting, the error type and the report of where a guest stopped, the cost report, and
+//! the process model — one forked VMM child per instance, in the instance's cgroup. What is here
+//! is only what a Linux kernel adds.
 //!
 //! # Which kernel, which protocol
 //!
@@ -35,104 +37,19 @@ pub mod cpu;
 pub mod devices;
 pub mod machine;
 
-use super::super::child::{self, ChildFds, CONTROL_FD, REPORT_FD};
-use super::super::instance::{Instance, Parts, Timeline};
+use super::super::instance::{Instance, Timeline};
 use super::super::{Availability, Backend, BackendError, Limits, Spec};
-use super::hypercalls::Host;
-use super::machine::Registers;
-use super::vmm_child;
-use super::{kvm, memory, vcpu};
+use super::{kvm, vmm};
 use crate::host::KvmKind;
 use crate::lab::Lab;
 use crate::linux_guest::cmdline::{self, CmdlineOptions, Reboot};
 use crate::linux_guest::kernel::{self, ImageKind, KernelImage};
+use crate::linux_guest::symbols::Symbols;
 use crate::linux_guest::{self, extract, initramfs_path, ram_bytes};
 use isolab_kernels::marker;
 use machine::LinuxConfig;
-use nix::unistd::{fork, ForkResult};
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Errors of the Linux VMM.
-#[derive(Debug, thiserror::Error)]
-pub enum LinuxVmError {
-    /// KVM is missing or unusable.
-    #[error(transparent)]
-    Kvm(#[from] kvm::KvmError),
-    /// Guest RAM could not be made.
-    #[error(transparent)]
-    Memory(#[from] memory::MemoryError),
-    /// The vCPU could not be set up.
-    #[error(transparent)]
-    Cpu(#[from] cpu::CpuError),
-    /// The kernel could not be loaded.
-    #[error(transparent)]
-    Boot(#[from] boot::BootError),
-    /// The time limit could not be set up.
-    #[error(transparent)]
-    Watchdog(#[from] vcpu::WatchdogError),
-    /// A VM ioctl failed.
-    #[error("{op}: {source}")]
-    Ioctl {
-        /// The ioctl.
-        op: &'static str,
-        /// Why.
-        source: kvm_ioctls::Error,
-    },
-    /// Host I/O failed.
-    #[error("{what}: {source}")]
-    Io {
-        /// What the VMM was doing.
-        what: &'static str,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// `KVM_RUN` failed.
-    #[error("KVM_RUN: {0}")]
-    Run(kvm_ioctls::Error),
-    /// The guest stopped where it cannot go on.
-    #[error("{what}{}; {context}", at(.regs))]
-    Stopped {
-        /// What happened.
-        what: String,
-        /// Where the guest was.
-        regs: Option<Registers>,
-        /// How far the guest got, and why it could not go further.
-        context: String,
-    },
-    /// The guest ran past its time limit.
-    #[error("the guest was still booting after {limit:?} and was stopped{}; {context}", at(.regs))]
-    Timeout {
-        /// The limit.
-        limit: Duration,
-        /// Where it was.
-        regs: Option<Registers>,
-        /// How far the guest got.
-        context: String,
-    },
-}
-
-fn at(regs: &Option<Registers>) -> String {
-    regs.map_or_else(String::new, |r| format!(" at {r}"))
-}
-
-impl LinuxVmError {
-    /// The `step=` of the error line.
-    pub fn step(&self) -> &'static str {
-        match self {
-            LinuxVmError::Kvm(_) | LinuxVmError::Ioctl { .. } => "kvm",
-            LinuxVmError::Memory(_) => "guest memory",
-            LinuxVmError::Cpu(_) => "vcpu setup",
-            LinuxVmError::Boot(_) => "load kernel",
-            LinuxVmError::Watchdog(_) => "time limit",
-            LinuxVmError::Io { .. } => "vmm",
-            LinuxVmError::Run(_) => "KVM_RUN",
-            LinuxVmError::Stopped { .. } => "guest stopped",
-            LinuxVmError::Timeout { .. } => "guest timeout",
-        }
-    }
-}
 
 /// The boot protocol the VMM uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,12 +192,7 @@ impl Backend for VmLinux {
             backend: "vm-linux".into(),
             reason,
         };
-        // Once per lab, in the parent: every VMM forked from now on inherits both.
-        kvm::cache_supported_cpuid().map_err(|e| unavailable(e.to_string()))?;
-        vcpu::install_handler().map_err(|e| BackendError::Instance {
-            step: "time limit".into(),
-            detail: e.to_string(),
-        })?;
+        vmm::prepare(self.name())?;
         let image =
             kernel::find(lab.guest_kernel.as_deref()).map_err(|e| unavailable(e.to_string()))?;
         let kernel_file = self.kernel_file(&image)?;
@@ -301,61 +213,21 @@ impl Backend for VmLinux {
                 .console_log
                 .clone()
                 .unwrap_or_else(|| lab.workdir().join(format!("console-{name}.log"))),
+            // Symbols name where a guest stopped; only a PVH boot runs the kernel at the
+            // addresses it was linked for (the bzImage's decompressor may move it: KASLR).
+            symbols: (self.protocol == Protocol::Pvh)
+                .then(|| Symbols::locate(&image, &kernel_file))
+                .flatten(),
         };
-        let cgroup = lab.cgroups()?.create(&name, limits)?;
-        let join = cgroup.join_fds()?;
-        timeline.mark("cgroup");
-        let (ends, fds) = child::pipes(None)?;
-        // SAFETY: as for the `vm` backend: the child has only this thread; glibc's fork makes
-        // malloc usable in it; it takes no lock of the lab's and ends in `_exit`.
-        match unsafe { fork() }.map_err(BackendError::sys("fork"))? {
-            ForkResult::Child => vmm_process(&join, &fds, &config),
-            ForkResult::Parent { child } => {
-                drop(fds);
-                drop(join);
-                let mut instance = Instance::new(Parts {
-                    backend: self.name().into(),
-                    spec: *spec,
-                    main: child,
-                    helpers: Vec::new(),
-                    cgroup: Some(cgroup),
-                    ends,
-                    timeline,
-                    timeout: lab.timeout,
-                    cleanup: Vec::new(),
-                });
-                linux_guest::note_guest(
-                    &mut instance,
-                    &image,
-                    &kernel_file,
-                    &initrd,
-                    &config.cmdline,
-                );
-                Ok(instance)
-            }
+        let mut instance = vmm::launch(lab, self.name(), &name, spec, limits, timeline, |host| {
+            machine::run(&config, host).map(drop)
+        })?;
+        for (key, value) in linux_guest::guest_facts(&image, &kernel_file, &initrd, &config.cmdline)
+        {
+            instance.note(key, value);
         }
+        Ok(instance)
     }
-}
-
-/// **Child side.** Join the cgroup, take fds 0..=4, run the VMM, `_exit`.
-fn vmm_process(join: &[OwnedFd], fds: &ChildFds, config: &LinuxConfig) -> ! {
-    vmm_child(join, fds, || {
-        // SAFETY: `install` put the report pipe at REPORT_FD; it stays open until _exit.
-        let report = unsafe { BorrowedFd::borrow_raw(REPORT_FD) };
-        // SAFETY: likewise the control pipe at CONTROL_FD; the input thread takes it over.
-        let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
-        // Host's own control end is never read: the input thread owns the pipe.
-        // SAFETY: fd 0 is /dev/null (installed above); borrowed only as a placeholder.
-        let placeholder = unsafe { BorrowedFd::borrow_raw(0) };
-        let host = Host::new(report, placeholder, std::env::temp_dir());
-        match machine::run(config, &host, report, control) {
-            Ok(_) => 0,
-            Err(e) => {
-                host.error(e.step(), &e.to_string());
-                1
-            }
-        }
-    })
 }
 
 #[cfg(test)]
