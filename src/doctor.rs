@@ -1,7 +1,7 @@
 //! `lab doctor`: what this machine can do, what it cannot, and the command that fixes it.
 
 use crate::backend::{self, Availability};
-use crate::host::{self, KvmKind};
+use crate::host::{self, KvmKind, Underneath};
 use crate::lab::Lab;
 use std::fmt;
 
@@ -61,6 +61,7 @@ pub fn checks(lab: &Lab) -> Vec<Check> {
     out.push(privilege());
     out.push(cgroups(lab));
     out.push(kvm());
+    out.extend(kvm_host());
     out.extend(linux_guests(lab));
     out.push(seccomp(lab));
     out.extend(docker_and_podman());
@@ -321,6 +322,14 @@ fn docker_and_podman() -> Vec<Check> {
         ));
     }
     out
+}
+
+/// What KVM itself runs on, when this machine is a VM or an emulated one: the figures a lab
+/// measures here are then not a laptop's, and reports say so too.
+fn kvm_host() -> Option<Check> {
+    let under = Underneath::detect();
+    let said = under.describe()?;
+    Some(Check::new("kvm host", Status::Warn, said))
 }
 
 /// The report as text, one check per line, with fixes indented below.

@@ -73,14 +73,16 @@ pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
 /// `KVMKVMKVM`, Hyper-V `Microsoft Hv`. So a lab can tell a laptop's VT-x from KVM that is
 /// itself a guest (nested virtualization), or one whose "hardware" virtualization is an
 /// emulator's — whose timings say nothing about a laptop.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Underneath {
     /// No hypervisor bit: bare metal (or a hypervisor that hides itself).
+    #[default]
     BareMetal,
     /// A hypervisor runs this machine: KVM here is nested virtualization.
     Hypervisor {
         /// Who, by signature.
-        name: &'static str,
+        name: String,
         /// The CPUID signature, as read.
         signature: String,
         /// The CPU model the machine reports.
@@ -89,7 +91,7 @@ pub enum Underneath {
     /// An emulator runs this machine: every instruction, VT-x/AMD-V included, is software.
     Emulator {
         /// Who, by signature.
-        name: &'static str,
+        name: String,
         /// The CPUID signature, as read.
         signature: String,
         /// The CPU model the machine reports.
@@ -127,7 +129,7 @@ impl Underneath {
         let name = match text.as_str() {
             "TCGTCGTCGTCG" => {
                 return Underneath::Emulator {
-                    name: "QEMU's TCG emulator",
+                    name: "QEMU's TCG emulator".into(),
                     signature: text,
                     cpu,
                 }
@@ -144,9 +146,23 @@ impl Underneath {
             _ => "a hypervisor",
         };
         Underneath::Hypervisor {
-            name,
+            name: name.into(),
             signature: text,
             cpu,
+        }
+    }
+
+    /// True on bare metal: nothing to say.
+    pub fn is_bare_metal(&self) -> bool {
+        *self == Underneath::BareMetal
+    }
+
+    /// Where KVM runs, in a few words for a table's KVM column: `None` on bare metal.
+    pub fn short(&self) -> Option<String> {
+        match self {
+            Underneath::BareMetal => None,
+            Underneath::Hypervisor { name, .. } => Some(format!("inside a {name} virtual machine")),
+            Underneath::Emulator { name, .. } => Some(format!("emulated by {name}")),
         }
     }
 
@@ -184,10 +200,9 @@ impl Underneath {
 /// every VM run records (`info::KVM`) and `lab doctor` prints.
 pub fn kvm_description() -> String {
     let kind = KvmKind::detect().label();
-    match Underneath::detect() {
-        Underneath::BareMetal => kind.to_string(),
-        Underneath::Hypervisor { name, .. } => format!("{kind}, inside a {name} virtual machine"),
-        Underneath::Emulator { name, .. } => format!("{kind}, emulated by {name}"),
+    match Underneath::detect().short() {
+        None => kind.to_string(),
+        Some(under) => format!("{kind}, {under}"),
     }
 }
 
@@ -294,7 +309,7 @@ mod tests {
         match Underneath::classify(b"KVMKVMKVM\0\0\0", "Intel(R) Xeon(R) Processor") {
             Underneath::Hypervisor {
                 name, signature, ..
-            } => assert_eq!((name, signature.as_str()), ("KVM", "KVMKVMKVM")),
+            } => assert_eq!((name.as_str(), signature.as_str()), ("KVM", "KVMKVMKVM")),
             other => panic!("{other:?}"),
         }
         let said = Underneath::classify(b"TCGTCGTCGTCG", cpu)

@@ -274,7 +274,8 @@ pub mod info {
     pub const VMM_PSS_BYTES: &str = "vmm_pss_bytes";
     /// VMM USS minus the guest RAM it touched: what the hypervisor itself costs.
     pub const VMM_OVERHEAD_BYTES: &str = "vmm_overhead_bytes";
-    /// How /dev/kvm is implemented (hardware or nested PVM).
+    /// How /dev/kvm is implemented (hardware or nested PVM), and what KVM itself runs on when
+    /// that is a hypervisor or an emulator (see `host::kvm_description`).
     pub const KVM: &str = "kvm";
     /// Prefix of the per-cause VM exit counters, e.g. `exits_io`.
     pub const EXITS_PREFIX: &str = "exits_";
@@ -371,6 +372,13 @@ pub struct Environment {
     pub kernel_release: String,
     /// How /dev/kvm is implemented.
     pub kvm: crate::host::KvmKind,
+    /// What this machine itself runs on, when it is a virtual machine or an emulated one: then
+    /// its KVM is nested, or its hardware virtualization software (absent on bare metal).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::host::Underneath::is_bare_metal"
+    )]
+    pub underneath: crate::host::Underneath,
     /// cgroup interface and controllers, e.g. "v1 hybrid (controllers: memory, pids)".
     pub cgroup: String,
     /// Effective uid of the lab.
@@ -393,6 +401,7 @@ impl Environment {
             memory_bytes: crate::host::meminfo().0,
             kernel_release: crate::host::kernel_release(),
             kvm: crate::host::KvmKind::detect(),
+            underneath: crate::host::Underneath::detect(),
             cgroup: cgroup.to_string(),
             uid: nix::unistd::geteuid().as_raw(),
             lab_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -31,6 +31,7 @@ fn header(experiment: &str) -> Header {
             memory_bytes: 8 << 30,
             kernel_release: "6.1.0-test".into(),
             kvm: KvmKind::HardwareVtx,
+            underneath: Default::default(),
             cgroup: "v2".into(),
             uid: 0,
             lab_version: "0.1.0".into(),

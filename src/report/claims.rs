@@ -417,6 +417,11 @@ pub const NESTED_PVM_SHORT: &str = "KVM here is nested PVM (no VT-x/AMD-V): a gu
     mode is emulated in software, so whatever runs a guest kernel is far slower here than on \
     hardware virtualization; a VM without an OS runs only in user mode and is barely affected.";
 
+/// The caveat of a machine that is itself emulated (QEMU TCG with emulated VT-x/AMD-V): its VMs
+/// run on real KVM code, but on a CPU that is software.
+pub const EMULATED_HOST_SHORT: &str = "VMs ran on KVM inside an emulated machine (its VT-x/AMD-V \
+    is software), so VM timings here are an emulator's, not a laptop's; compare ratios, not times.";
+
 /// The plain-words caveat of nested PVM, for the summary and environment sections.
 pub const NESTED_PVM: &str = "This machine has no VT-x/AMD-V: its KVM is nested PVM, which runs \
     a guest's user mode natively but emulates the guest's kernel mode in software. A guest kernel's \
@@ -435,6 +440,14 @@ fn vm_caveats(files: &Files, s: &Sides, timing: bool) -> Vec<String> {
             .any(|r| r.header.environment.kvm == KvmKind::NestedPvm)
     {
         c.push(NESTED_PVM_SHORT.to_string());
+    } else if timing
+        && !s.vms.is_empty()
+        && files
+            .files
+            .iter()
+            .any(|r| r.header.environment.underneath.is_emulator())
+    {
+        c.push(EMULATED_HOST_SHORT.to_string());
     }
     if !s.emulated.is_empty() {
         c.push(format!(

@@ -42,6 +42,7 @@ pub fn environment(hostname: &str) -> Environment {
         memory_bytes: 16 << 30,
         kernel_release: "6.1.0-test".into(),
         kvm: KvmKind::HardwareVtx,
+        underneath: Default::default(),
         cgroup: "v2 (controllers: memory, pids, cpu)".into(),
         uid: 0,
         lab_version: "0.1.0".into(),

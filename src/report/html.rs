@@ -561,6 +561,9 @@ fn machines(sets: &[Dataset], hosts: &[String]) -> Vec<Machine> {
             let d = sets.iter().find(|d| d.host == *h)?;
             let e = &d.results.header.environment;
             let mut kvm = e.kvm.label().to_string();
+            if let Some(under) = e.underneath.describe() {
+                kvm.push_str(&format!("; {under}"));
+            }
             if e.kvm == KvmKind::NestedPvm {
                 kvm.push_str(" — see the caveat above");
             }

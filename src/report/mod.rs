@@ -104,7 +104,10 @@ pub fn terminal(results: &Results) -> String {
         env.hostname,
         env.cpu_model,
         env.kernel_release,
-        env.kvm.label(),
+        env.underneath.short().map_or_else(
+            || env.kvm.label().to_string(),
+            |under| format!("{}, {under}", env.kvm.label())
+        ),
         env.cgroup,
     ));
     let mut tables: Vec<table::Table> = Vec::new();

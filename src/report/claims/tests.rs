@@ -224,6 +224,20 @@ fn cases() -> Vec<Case> {
             ])
             .not(&["faster on hardware", "slower than on hardware virtualization."])
             .caveat(&["a VM without an OS runs only in user mode and is barely affected"]),
+        case("startup: VMs measured on an emulated machine carry its caveat", "startup",
+            || {
+                let mut f = startup(8, &[("container", 2.0), ("vm-linux", 20.0)]);
+                f.env(|e| {
+                    e.kvm = KvmKind::HardwareAmdV;
+                    e.underneath = crate::host::Underneath::classify(
+                        b"TCGTCGTCGTCG",
+                        "QEMU Virtual CPU version 2.5+",
+                    );
+                });
+                one(&f)
+            },
+            Supported, &["sooner than the VM with a guest OS (vm-linux)"])
+            .caveat(&["inside an emulated machine"]),
         case("startup (1): only a VM without an OS, slower than a container", "startup",
             || one(&startup(8, &[("container", 2.0), ("vm", 20.0)])),
             Depends, &["than the VM without an OS (vm), but no VM with a guest OS ran"]),
