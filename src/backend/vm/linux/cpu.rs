@@ -29,6 +29,13 @@
 //! fails and a boot that waits forever for a timer it cannot trust. Every serious VMM sets the bit
 //! (Firecracker, QEMU, cloud-hypervisor); `lab`'s Linux guests print "Hypervisor detected: KVM".
 //!
+//! One more bit KVM leaves to the VMM: **TSC-deadline** mode of the local APIC timer (leaf 1,
+//! ECX bit 24), which KVM emulates but does not list (`KVM_CAP_TSC_DEADLINE_TIMER` says it can).
+//! With it the kernel programs its timer as "interrupt me when the TSC reaches N"; without it, it
+//! must first measure the APIC timer's frequency against the PIT over a tenth of a second — a
+//! measurement that, on a slow or emulated host, can come out wrong and leave the guest waiting
+//! far longer than it asked for.
+//!
 //! # The nested-PVM workaround
 //!
 //! On nested PVM, guest ring 0 is *emulated*, and the emulator cannot execute XSAVE: a kernel
@@ -90,6 +97,8 @@ const LEAF7_EBX_AVX: u32 =
     1 << 5 | 1 << 16 | 1 << 17 | 1 << 21 | 1 << 26 | 1 << 27 | 1 << 28 | 1 << 30 | 1 << 31;
 /// CPUID leaf 1, ECX bit 31: "a hypervisor is present". No physical CPU sets it.
 pub const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// CPUID leaf 1, ECX bit 24: the local APIC timer has TSC-deadline mode.
+pub const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// The first hypervisor leaf: EAX = the highest hypervisor leaf, EBX ECX EDX = the signature.
 pub const KVM_SIGNATURE_LEAF: u32 = 0x4000_0000;
 /// KVM's paravirtual features: EAX = one bit per feature (`KVM_FEATURE_*`).
@@ -101,9 +110,19 @@ const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
 /// goes backwards across vCPUs. What the guest needs to skip calibration, should KVM not list it.
 const KVM_CLOCK_FEATURES: u32 = 1 << 3 | 1 << 24;
 
+/// What the VMM changes in the CPUID KVM supports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuidOptions {
+    /// Hide XSAVE and what depends on it (nested PVM).
+    pub hide_xsave: bool,
+    /// Offer TSC-deadline mode (KVM emulates it: `KVM_CAP_TSC_DEADLINE_TIMER`).
+    pub tsc_deadline: bool,
+}
+
 /// The guest's CPUID: `supported`, the APIC ID of vCPU 0, the hypervisor bit and KVM's leaves,
-/// and without XSAVE when `hide_xsave`.
-pub fn guest_cpuid(supported: &CpuId, hide_xsave: bool) -> CpuId {
+/// TSC-deadline mode where KVM has it, and without XSAVE when asked.
+pub fn guest_cpuid(supported: &CpuId, options: CpuidOptions) -> CpuId {
+    let hide_xsave = options.hide_xsave;
     let mut entries: Vec<kvm_cpuid_entry2> = supported
         .as_slice()
         .iter()
@@ -114,6 +133,9 @@ pub fn guest_cpuid(supported: &CpuId, hide_xsave: bool) -> CpuId {
                 // EBX bits 24..31: the initial APIC ID, which KVM leaves to the VMM.
                 leaf.ebx &= 0x00ff_ffff;
                 leaf.ecx |= LEAF1_ECX_HYPERVISOR;
+                if options.tsc_deadline {
+                    leaf.ecx |= LEAF1_ECX_TSC_DEADLINE;
+                }
                 if hide_xsave {
                     leaf.ecx &= !LEAF1_ECX_XSAVE;
                 }
@@ -344,14 +366,20 @@ mod tests {
             leaf(0xd, 0, 0x240, 0),
         ])
         .unwrap();
-        let kept = guest_cpuid(&supported, false);
+        let kept = guest_cpuid(&supported, CpuidOptions::default());
         assert_eq!(kept.as_slice().len(), 5, "and KVM's two leaves");
         assert_eq!(kept.as_slice()[0].ebx, 0x0000_0800, "APIC ID 0");
         assert_eq!(
             kept.as_slice()[0].ecx,
             LEAF1_ECX_XSAVE | 1 | LEAF1_ECX_HYPERVISOR
         );
-        let hidden = guest_cpuid(&supported, true);
+        let hidden = guest_cpuid(
+            &supported,
+            CpuidOptions {
+                hide_xsave: true,
+                tsc_deadline: false,
+            },
+        );
         let l = hidden.as_slice();
         assert_eq!(l.len(), 4, "leaf 0xD is gone");
         assert_eq!(
@@ -385,9 +413,16 @@ mod tests {
             },
         ])
         .unwrap();
-        let cpuid = guest_cpuid(&supported, false);
+        let cpuid = guest_cpuid(
+            &supported,
+            CpuidOptions {
+                hide_xsave: false,
+                tsc_deadline: true,
+            },
+        );
         let leaf = |f| cpuid.as_slice().iter().find(|l| l.function == f).unwrap();
         assert_ne!(leaf(1).ecx & LEAF1_ECX_HYPERVISOR, 0);
+        assert_ne!(leaf(1).ecx & LEAF1_ECX_TSC_DEADLINE, 0);
         let sig: Vec<u8> = [
             leaf(0x4000_0000).ebx,
             leaf(0x4000_0000).ecx,
@@ -404,7 +439,7 @@ mod tests {
         );
         // A KVM whose supported CPUID lacks the leaves: the VMM supplies them.
         let bare = CpuId::from_entries(&[supported.as_slice()[0]]).unwrap();
-        let cpuid = guest_cpuid(&bare, false);
+        let cpuid = guest_cpuid(&bare, CpuidOptions::default());
         let features = cpuid
             .as_slice()
             .iter()

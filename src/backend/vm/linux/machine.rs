@@ -8,7 +8,7 @@
 //!    KVM_IRQFD (UART → IRQ 4)                                  irqchip
 //!    mmap guest RAM, KVM_SET_USER_MEMORY_REGION                memory_mapped
 //!    KVM_CREATE_VCPU                                           vcpu_created
-//!    kernel, initramfs, command line, boot structures;
+//!    kernel, initramfs, command line, boot structures, MP table;
 //!    CPUID, GDT, registers, LAPIC pins                         kernel_loaded
 //!    loop { KVM_RUN; serve the port/MMIO exit }                kernel_entry (the first KVM_RUN)
 //!      guest /init's marker-port writes, stamped at the exit: init, ready, start, done
@@ -33,8 +33,8 @@ use crate::host::KvmKind;
 use crate::linux_guest::console::Console;
 use crate::linux_guest::symbols::Symbols;
 use crate::measure::clock::now_ns;
-use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::VcpuExit;
+use kvm_bindings::{kvm_irqchip, kvm_msr_entry, kvm_pit_config, Msrs, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -139,7 +139,20 @@ pub fn run(config: &LinuxConfig, host: &Host) -> Result<Stop, VmmError> {
         &initrd,
         &config.cmdline,
     )?;
-    let cpuid = cpu::guest_cpuid(kvm::supported_cpuid(&kvm)?, config.hide_xsave);
+    let options = cpu::CpuidOptions {
+        hide_xsave: config.hide_xsave,
+        tsc_deadline: kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
+    };
+    let cpuid = cpu::guest_cpuid(kvm::supported_cpuid(&kvm)?, options);
+    let leaf1 = cpuid.as_slice().iter().find(|l| l.function == 1);
+    super::mptable::write(&mem, leaf1.map_or(0, |l| l.eax), leaf1.map_or(0, |l| l.edx)).map_err(
+        |e| {
+            VmmError::from(super::super::cpu::CpuError::Write {
+                what: "MP table",
+                detail: e.to_string(),
+            })
+        },
+    )?;
     cpu::configure(&vcpu, &mem, &cpuid, loaded.entry)?;
     host.phase("kernel_loaded");
 
@@ -157,6 +170,12 @@ pub fn run(config: &LinuxConfig, host: &Host) -> Result<Stop, VmmError> {
     timed.start()?;
     let outcome = serve(&mut timed, &mut devices, &mut console, host, &mut exits);
     drop(timed);
+    // A guest that ran out of time is usually idle, waiting for an interrupt: say which ones
+    // the interrupt controllers hold and when its timer would fire.
+    let waiting = match outcome {
+        Err(VmmError::GuestTimeout { .. }) => format!("{}; ", waiting_for(&vm, &vcpu)),
+        _ => String::new(),
+    };
     host.lines(console.finish(now_ns()));
 
     // What this instance cost, whatever happened.
@@ -196,7 +215,7 @@ pub fn run(config: &LinuxConfig, host: &Host) -> Result<Stop, VmmError> {
         }
         Err(mut e) => {
             if let Some(context) = e.context_mut() {
-                *context = format!("{}{last_words}", pvm_note());
+                *context = format!("{}{waiting}{last_words}", pvm_note());
             }
             if let (Some(Place::At { regs, symbol }), Some(symbols)) =
                 (e.place_mut(), &config.symbols)
@@ -205,6 +224,81 @@ pub fn run(config: &LinuxConfig, host: &Host) -> Result<Stop, VmmError> {
             }
             Err(e)
         }
+    }
+}
+
+/// The interrupts a stopped guest could be waiting for, in one short line: the master PIC's
+/// requested, in-service and masked lines (IRQ 0 = PIT, 4 = UART), the local APIC's requested and
+/// in-service vectors, and its timer — in TSC-deadline mode, how far in the guest's future the
+/// deadline lies. A guest halted with nothing armed and nothing pending sleeps forever; one with
+/// an interrupt pending that never arrives points at its delivery.
+fn waiting_for(vm: &VmFd, vcpu: &VcpuFd) -> String {
+    let mut parts = Vec::new();
+    if let Ok(regs) = vcpu.get_regs() {
+        parts.push(format!("IF={}", regs.rflags >> 9 & 1));
+    }
+    let mut pic = kvm_irqchip {
+        chip_id: kvm_bindings::KVM_IRQCHIP_PIC_MASTER,
+        ..Default::default()
+    };
+    if vm.get_irqchip(&mut pic).is_ok() {
+        // SAFETY: chip_id PIC_MASTER: KVM filled in the `pic` member of the union.
+        let p = unsafe { pic.chip.pic };
+        parts.push(format!(
+            "PIC irr {:#04x} isr {:#04x} imr {:#04x}",
+            p.irr, p.isr, p.imr
+        ));
+    }
+    if let Ok(lapic) = vcpu.get_lapic() {
+        let reg = |at: usize| u32::from_le_bytes(std::array::from_fn(|i| lapic.regs[at + i] as u8));
+        let vectors = |base: usize| -> Vec<String> {
+            (0..256)
+                .filter(|v| reg(base + v / 32 * 0x10) >> (v % 32) & 1 == 1)
+                .map(|v| format!("{v:#x}"))
+                .collect()
+        };
+        parts.push(format!(
+            "APIC irr [{}] isr [{}]",
+            vectors(0x200).join(" "),
+            vectors(0x100).join(" ")
+        ));
+        let lvtt = reg(0x320);
+        let timer = match (lvtt >> 16 & 1, lvtt >> 17 & 3) {
+            (1, _) => "masked".to_string(),
+            (_, 2) => tsc_deadline(vcpu),
+            (_, mode) => format!(
+                "{} count {} of {}",
+                if mode == 1 { "periodic" } else { "one-shot" },
+                reg(0x390),
+                reg(0x380)
+            ),
+        };
+        parts.push(format!("APIC timer {timer}"));
+    }
+    parts.join(", ")
+}
+
+/// The TSC-deadline timer: armed for how long from now (guest TSC ticks at KVM's rate).
+fn tsc_deadline(vcpu: &VcpuFd) -> String {
+    const IA32_TSC: u32 = 0x10;
+    const IA32_TSC_DEADLINE: u32 = 0x6e0;
+    let entry = |index| kvm_msr_entry {
+        index,
+        ..Default::default()
+    };
+    let Ok(mut msrs) = Msrs::from_entries(&[entry(IA32_TSC), entry(IA32_TSC_DEADLINE)]) else {
+        return "tsc-deadline".into();
+    };
+    if vcpu.get_msrs(&mut msrs) != Ok(2) {
+        return "tsc-deadline".into();
+    }
+    let (now, deadline) = (msrs.as_slice()[0].data, msrs.as_slice()[1].data);
+    let khz = vcpu.get_tsc_khz().unwrap_or(0) as u64;
+    match deadline {
+        0 => "tsc-deadline, not armed".into(),
+        d if d <= now => "tsc-deadline, expired (interrupt due)".into(),
+        d if khz > 0 => format!("tsc-deadline in {} ms", (d - now) / khz),
+        _ => "tsc-deadline, armed".into(),
     }
 }
 

@@ -8,7 +8,8 @@
 //!   of the PVH or Linux boot protocol (linux-loader), with the e820 memory map;
 //! * [`cpu`] — the vCPU as each protocol promises it, and the guest's CPUID;
 //! * [`devices`] — a 16550 UART (vm-superio) whose output is the captured console, an i8042 whose
-//!   reset line ends the run, the marker port; PIC, I/O APIC and PIT live in KVM;
+//!   reset line ends the run, a CMOS clock, the marker port; PIC, I/O APIC and PIT live in KVM;
+//! * [`mptable`] — the MP table that tells the kernel about the I/O APIC;
 //! * [`machine`] — all of it put together, and the run loop.
 //!
 //! It reuses the bare VMM's skeleton ([`super::vmm`]): `/dev/kvm` and its capability checks, guest
@@ -36,6 +37,7 @@ pub mod boot;
 pub mod cpu;
 pub mod devices;
 pub mod machine;
+pub mod mptable;
 
 use super::super::instance::{Instance, Timeline};
 use super::super::{Availability, Backend, BackendError, Limits, Spec};
