@@ -6,6 +6,8 @@
 //! * keeps the whole log (to a file, if given) and its last lines (for error messages);
 //! * forwards each marker line, **stamped with the host's clock**: with the time of the matching
 //!   marker-port write if the VMM saw one ([`Console::stamp`]), else the line's arrival time;
+//! * marks the phase edge `console` when the kernel's first line begins to arrive — the end of
+//!   "kernel entry → first console output" — unless `/init` speaks first (a quiet kernel);
 //! * turns a kernel panic into an `isolab error` line, so the run fails with the kernel's reason.
 //!
 //! It is pure bookkeeping with no I/O of its own besides the log file: the QEMU backend feeds
@@ -22,6 +24,9 @@ use std::io::Write;
 /// Lines of the log kept in memory for error messages.
 const TAIL_LINES: usize = 24;
 
+/// The phase that ends when the guest kernel's first console output arrives.
+pub const CONSOLE_PHASE: &str = "console";
+
 /// What the kernel prints when it panics.
 const PANIC: &str = "Kernel panic - not syncing: ";
 
@@ -36,6 +41,8 @@ pub struct Console {
     bytes: u64,
     saw_done: bool,
     saw_error: bool,
+    /// When the first byte of the line being received arrived, while no line has yet.
+    first_byte_ns: Option<u64>,
 }
 
 impl Console {
@@ -50,6 +57,7 @@ impl Console {
             bytes: 0,
             saw_done: false,
             saw_error: false,
+            first_byte_ns: None,
         }
     }
 
@@ -65,6 +73,9 @@ impl Console {
         if let Some(log) = &mut self.log {
             // The log is for people; losing it must not stop the guest.
             let _ = log.write_all(bytes);
+        }
+        if self.lines == 0 && self.first_byte_ns.is_none() && !bytes.is_empty() {
+            self.first_byte_ns = Some(now_ns);
         }
         self.bytes += bytes.len() as u64;
         let mut out = Vec::new();
@@ -124,6 +135,16 @@ impl Console {
     fn line(&mut self, raw: &[u8], now_ns: u64, out: &mut Vec<Vec<u8>>) {
         let text = String::from_utf8_lossy(raw).into_owned();
         self.lines += 1;
+        // The first line, if the kernel's own and not /init's marker: its first byte is the end
+        // of "kernel entry → first console output".
+        if let Some(t) = self.first_byte_ns.take() {
+            if Event::parse(&text).is_none() {
+                let mut phase = wire::Line::new(wire::PHASE)
+                    .field("name", CONSOLE_PHASE)
+                    .field("t", t);
+                out.push(phase.finish().to_vec());
+            }
+        }
         if let Some(marker) = self.marker_line(&text, now_ns) {
             out.push(marker);
         } else if let Some(reason) = text.split(PANIC).nth(1) {
@@ -184,12 +205,32 @@ mod tests {
             b"[    0.1] Linux version 6.1\r\nisolab phase name=init\r\nisol",
             100,
         ));
-        assert_eq!(out, ["isolab phase name=init t=100\n"]);
+        // The kernel's line came first: `console` at its arrival, then the marker.
+        assert_eq!(
+            out,
+            [
+                "isolab phase name=console t=100\n",
+                "isolab phase name=init t=100\n"
+            ]
+        );
         // A line split across two reads is one line, stamped when its end arrives.
         let out = text(c.feed(b"ab ready\r\n", 250));
         assert_eq!(out, ["isolab ready t=250\n"]);
         assert_eq!(c.last_kernel_line(), Some("[    0.1] Linux version 6.1"));
         assert_eq!(c.received().0, 3);
+    }
+
+    #[test]
+    fn the_kernels_first_line_marks_the_console_phase_and_init_first_does_not() {
+        let mut c = Console::new(None);
+        // The line's first byte arrives at 10, its end at 20: the phase is at 10.
+        assert!(c.feed(b"[    0.5] Unable to", 10).is_empty());
+        let out = text(c.feed(b" read the RTC\r\n[ 0.6] more\r\n", 20));
+        assert_eq!(out, ["isolab phase name=console t=10\n"]);
+        // A quiet kernel: /init's marker is the first line, and no console phase is made up.
+        let mut quiet = Console::new(None);
+        let out = text(quiet.feed(b"isolab phase name=init\n", 30));
+        assert_eq!(out, ["isolab phase name=init t=30\n"]);
     }
 
     #[test]
@@ -219,8 +260,8 @@ mod tests {
             b"[ 1.0] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n",
             1,
         ));
-        assert_eq!(out.len(), 1);
-        match Event::parse(&out[0]) {
+        assert_eq!(out.len(), 2, "the console phase, then the error: {out:?}");
+        match Event::parse(&out[1]) {
             Some(Event::Error { step, msg, .. }) => {
                 assert_eq!(step, "guest_kernel");
                 assert_eq!(

@@ -111,12 +111,11 @@ impl<'fd> Host<'fd> {
 
     /// Stamp the end of a VMM phase with the host clock.
     pub fn phase(&self, name: &str) {
-        self.phase_at(name, now_ns());
-    }
-
-    /// Report the end of a phase that the VMM saw at host time `t_ns`.
-    pub fn phase_at(&self, name: &str, t_ns: u64) {
-        self.emit(Line::new(wire::PHASE).field("name", name).field("t", t_ns));
+        self.emit(
+            Line::new(wire::PHASE)
+                .field("name", name)
+                .field("t", now_ns()),
+        );
     }
 
     /// Report a fact about the instance (it lands in `Run::info`).

@@ -16,8 +16,9 @@
 //! ```
 //!
 //! Everything before `kernel_entry` is the VMM's set-up. From `kernel_entry` the guest kernel
-//! boots: `console` marks the first byte it prints (the first UART exit), `init` the first
-//! instruction of `/init`; a kernel that prints nothing before `/init` has no `console` edge.
+//! boots: `console` marks the first byte it prints (the first UART exit, see
+//! [`Console`]), `init` the first instruction of `/init`; a kernel that prints nothing before
+//! `/init` has no `console` edge.
 //! `init` → `ready` is `/init` mounting and setting up; `ready` → `done` the work;
 //! `done` → `reboot` → `exited` the stop.
 
@@ -319,9 +320,6 @@ fn serve(
     host: &Host,
     exits: &mut ExitCounts,
 ) -> Result<Stop, VmmError> {
-    // The kernel's first console byte ends the phase "kernel entry → first output", unless
-    // /init (whose first act is a marker) speaks first.
-    let mut quiet_so_far = true;
     loop {
         let exit = vcpu.run().map_err(VmmError::Run)?;
         // The stamp of a marker is the moment its exit reached the VMM: take it first.
@@ -330,18 +328,9 @@ fn serve(
             VcpuExit::IoOut(port, data) => {
                 let what = devices.write(port, data);
                 match what {
-                    PortWrite::Uart => {
-                        let bytes = devices.take_output();
-                        if quiet_so_far && !bytes.is_empty() {
-                            quiet_so_far = false;
-                            host.phase_at("console", now);
-                        }
-                        host.lines(console.feed(&bytes, now));
-                    }
-                    PortWrite::Marker(m) => {
-                        quiet_so_far = false;
-                        console.stamp(m, now);
-                    }
+                    // The console marks `console`, the kernel's first output, itself.
+                    PortWrite::Uart => host.lines(console.feed(&devices.take_output(), now)),
+                    PortWrite::Marker(m) => console.stamp(m, now),
                     PortWrite::Reset => {
                         exits.count_cause(what.cause());
                         return Ok(Stop::KeyboardReset);

@@ -1,0 +1,298 @@
+//! The lab on a student's machine: AMD-V and cgroup v2, emulated here (see `tests/hosts/`).
+//!
+//! Every VM figure the lab's own CI can measure comes from nested PVM. This test boots an
+//! emulated machine with AMD-V (QEMU TCG, `-cpu qemu64,+svm,+npt`, Debian's kernel with
+//! `kvm-amd`) and runs the lab inside it as a student would: `lab doctor`; the bare `vm` with the
+//! `cpu` and `syscall` kernels, checked against the checksums computed right here; a Linux guest
+//! in the lab's own VMM (`vm-linux`) and under QEMU with KVM (`qemu`); `lab run startup` and
+//! `lab run memory` over every backend; and finally, that nothing is left behind.
+//!
+//! It takes several minutes (everything is emulated), so it is ignored by a plain `cargo test`;
+//! `.ci/run` runs it, built for release as students run the lab:
+//!
+//! ```text
+//! cargo test --release --test emulated_host -- --include-ignored --nocapture
+//! ```
+//!
+//! Its figures are printed (and kept in `$TMPDIR/isolab-emulated-host-*/summary.txt`, with the
+//! whole console): absolute times under emulation mean little, ratios between backends something.
+
+mod hosts;
+
+use hosts::{Check, CheckResult, EmulatedHost, Report};
+use isolab::results::{Outcome, Results, RunRecord};
+use isolab::workload::{Kernel, Output, Spec};
+use isolab_kernels::Shim;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Backends of the start-up and memory runs: one of each kind.
+const BACKENDS: &str = "process,container,vm,vm-linux,qemu";
+/// Rounds of `lab run startup`, after one warm-up round.
+const STARTUP_RUNS: usize = 10;
+/// Rounds of `lab run memory` (one working-set size, no warm-up).
+const MEMORY_RUNS: usize = 3;
+/// Lines of a results file are printed with this prefix, to be parsed here.
+const RESULT_LINE: &str = "results-line ";
+
+/// The kernels' result computed natively, in this process: what every backend must reproduce.
+fn native(spec: &Spec) -> Output {
+    struct Native;
+    impl Shim for Native {
+        fn enter_kernel(&mut self, x: u64) -> u64 {
+            x
+        }
+    }
+    let mut arena = vec![0u8; spec.arena_bytes() as usize];
+    isolab_kernels::run(spec, &mut Native, &mut arena).unwrap()
+}
+
+/// A check that runs `command` and prints each line of the results files it wrote under `dir`.
+fn run_and_print_results(name: &str, timeout_s: u32, command: &str, dir: &str) -> Check {
+    Check::new(
+        name,
+        timeout_s,
+        &format!(
+            "{command}\nstatus=$?\nfor f in {dir}/*/results.jsonl; do sed 's/^/{RESULT_LINE}/' \"$f\"; done\nexit $status\n"
+        ),
+    )
+}
+
+fn checks() -> Vec<Check> {
+    vec![
+        Check::new("doctor", 120, "lab doctor"),
+        Check::new("vm-cpu", 120, "lab exec --backend vm --kernel cpu"),
+        Check::new("vm-syscall", 120, "lab exec --backend vm --kernel syscall"),
+        Check::new(
+            "vm-linux-probe",
+            240,
+            "lab exec --backend vm-linux --kernel probe",
+        ),
+        Check::new("qemu-cpu", 240, "lab exec --backend qemu --kernel cpu"),
+        run_and_print_results(
+            "startup",
+            1500,
+            &format!(
+                "lab run startup --runs {STARTUP_RUNS} --warmup 1 --backends {BACKENDS} \
+                 --no-progress --out /tmp/startup"
+            ),
+            "/tmp/startup",
+        ),
+        run_and_print_results(
+            "memory",
+            900,
+            &format!(
+                "lab run memory --sizes 16 --runs {MEMORY_RUNS} --warmup 0 --backends {BACKENDS} \
+                 --no-progress --out /tmp/memory"
+            ),
+            "/tmp/memory",
+        ),
+        // Nothing of the lab outlives its runs: no process, no instance cgroup, no mount, no
+        // work directory. Each line printed is something left behind.
+        Check::new(
+            "left-behind",
+            60,
+            r#"ps -o pid,comm | grep -E 'lab|qemu|isolab' | grep -v grep
+find /sys/fs/cgroup -mindepth 2 -type d -path '*isolab*'
+grep -E 'isolab|/tmp/' /proc/mounts
+ls -d /tmp/isolab* /tmp/.isolab* 2>/dev/null
+true"#,
+        ),
+    ]
+}
+
+#[test]
+#[ignore = "boots an emulated AMD-V machine (QEMU TCG) for about ten minutes; .ci/run runs it"]
+fn the_lab_on_an_emulated_amd_v_machine() {
+    let work = std::env::temp_dir().join(format!("isolab-emulated-host-{}", std::process::id()));
+    let host = EmulatedHost::new(Path::new(env!("CARGO_BIN_EXE_lab")), &work)
+        .unwrap_or_else(|e| panic!("this test needs an emulated host: {e}"));
+    let report = host
+        .run(&checks())
+        .unwrap_or_else(|e| panic!("the emulated host did not run: {e}"));
+    let summary = summarise(&report, &work);
+    eprintln!("{summary}");
+    std::fs::write(work.join("summary.txt"), &summary).unwrap();
+
+    let ok = |c: &CheckResult| assert!(c.passed(), "{}", c.explain());
+
+    // lab doctor: hardware virtualization (emulated, and said so), cgroup v2.
+    let doctor = report.check("doctor");
+    ok(doctor);
+    let said = doctor.text();
+    assert!(said.contains("hardware (AMD-V)"), "{}", doctor.explain());
+    let line = |words: &[&str]| said.lines().any(|l| words.iter().all(|w| l.contains(w)));
+    assert!(line(&["cgroups", " v2 ("]), "{}", doctor.explain());
+    assert!(
+        said.contains("kvm host") && said.contains("emulated by QEMU"),
+        "doctor must say KVM runs on an emulated machine: {}",
+        doctor.explain()
+    );
+
+    // The bare guest on AMD-V, with the native checksums.
+    for (check, kernel) in [("vm-cpu", Kernel::Cpu), ("vm-syscall", Kernel::Syscall)] {
+        let c = report.check(check);
+        ok(c);
+        let expected = format!(
+            "checksum {:#018x}",
+            native(&Spec::default_for(kernel)).checksum
+        );
+        assert!(c.text().contains(&expected), "{expected}: {}", c.explain());
+    }
+
+    // A Linux guest in the lab's own VMM boots to done; under QEMU, on KVM, too.
+    let linux = report.check("vm-linux-probe");
+    ok(linux);
+    assert!(
+        linux.text().contains("outcome: Completed") && linux.text().contains("ms  done"),
+        "{}",
+        linux.explain()
+    );
+    let qemu = report.check("qemu-cpu");
+    ok(qemu);
+    let expected = format!(
+        "checksum {:#018x}",
+        native(&Spec::default_for(Kernel::Cpu)).checksum
+    );
+    assert!(qemu.text().contains(&expected), "{}", qemu.explain());
+    assert!(
+        qemu.output
+            .iter()
+            .any(|l| l.split_whitespace().eq(["accel", "kvm"])),
+        "QEMU used KVM: {}",
+        qemu.explain()
+    );
+
+    // Start-up and memory over every backend: every sample completed.
+    for (check, runs) in [("startup", 1 + STARTUP_RUNS), ("memory", MEMORY_RUNS)] {
+        let c = report.check(check);
+        ok(c);
+        let results = results_of(c, &work);
+        for backend in BACKENDS.split(',') {
+            let samples: Vec<&RunRecord> = results
+                .runs
+                .iter()
+                .filter(|r| r.backend == backend)
+                .collect();
+            assert_eq!(samples.len(), runs, "{check}: {backend} samples");
+            for r in samples {
+                assert_eq!(r.outcome, Outcome::Completed, "{check}: {backend}: {r:?}");
+            }
+        }
+    }
+
+    // Nothing left behind.
+    let left = report.check("left-behind");
+    ok(left);
+    assert!(
+        left.output.iter().all(|l| l.trim().is_empty()),
+        "left behind: {}",
+        left.explain()
+    );
+    assert!(report.powered_off, "the emulated host powered itself off");
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+/// The results file a check printed, parsed by the lab's own reader.
+fn results_of(check: &CheckResult, work: &Path) -> Results {
+    let lines: Vec<&str> = check
+        .output
+        .iter()
+        .filter_map(|l| l.strip_prefix(RESULT_LINE))
+        .collect();
+    assert!(!lines.is_empty(), "no results printed: {}", check.explain());
+    let path: PathBuf = work.join(format!("{}.jsonl", check.name));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    Results::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Median of `values` (empty: NaN).
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// The figures of the run, for the log: boots and retries, each check's time, and from the
+/// start-up results the medians and the paired ratios of start-up (spawn → ready) and the exits
+/// of a Linux boot; the claims the lab printed.
+fn summarise(report: &Report, work: &Path) -> String {
+    let mut s = format!(
+        "emulated host: {} boot(s), {} retried; up in {:.0} s; whole run {:.0} s\n",
+        report.boots, report.retries, report.boot_s, report.total_s
+    );
+    for c in &report.checks {
+        s.push_str(&format!(
+            "  {:<16} status {:?} in {:.0?}\n",
+            c.name, c.status, c.took
+        ));
+    }
+    let Some(startup) = report.checks.iter().find(|c| c.name == "startup") else {
+        return s;
+    };
+    if startup.output.iter().any(|l| l.starts_with(RESULT_LINE)) {
+        let results = results_of(startup, work);
+        // startup_ns by (round, backend), measured rounds only.
+        let mut by_round: BTreeMap<u32, BTreeMap<&str, f64>> = BTreeMap::new();
+        for r in results.runs.iter().filter(|r| !r.warmup) {
+            if let Some(ns) = r.startup_ns {
+                by_round
+                    .entry(r.round)
+                    .or_default()
+                    .insert(r.backend.as_str(), ns as f64 / 1e6);
+            }
+        }
+        for backend in BACKENDS.split(',') {
+            let ms: Vec<f64> = by_round
+                .values()
+                .filter_map(|m| m.get(backend).copied())
+                .collect();
+            s.push_str(&format!(
+                "  start-up {backend:<10} median {:>9.1} ms over {}\n",
+                median(ms.clone()),
+                ms.len()
+            ));
+        }
+        let ratio = |a: &str, b: &str| {
+            median(
+                by_round
+                    .values()
+                    .filter_map(|m| Some(m.get(a)? / m.get(b)?))
+                    .collect(),
+            )
+        };
+        s.push_str(&format!(
+            "  paired ratios of start-up: vm-linux/qemu {:.2}, container/vm-linux {:.4}, vm/container {:.2}\n",
+            ratio("vm-linux", "qemu"),
+            ratio("container", "vm-linux"),
+            ratio("vm", "container")
+        ));
+        let exits: Vec<f64> = results
+            .runs
+            .iter()
+            .filter(|r| r.backend == "vm-linux")
+            .filter_map(|r| r.facts.exits.get("total").map(|&n| n as f64))
+            .collect();
+        s.push_str(&format!(
+            "  vm-linux exits per boot: median {:.0}\n",
+            median(exits)
+        ));
+    }
+    for c in report
+        .checks
+        .iter()
+        .filter(|c| c.name == "startup" || c.name == "memory")
+    {
+        for line in c.output.iter().filter(|l| !l.starts_with(RESULT_LINE)) {
+            s.push_str(&format!("  {}| {line}\n", c.name));
+        }
+    }
+    s
+}
