@@ -8,10 +8,10 @@
 //! `lab run memory` over every backend; and finally, that nothing is left behind.
 //!
 //! It takes several minutes (everything is emulated), so it is ignored by a plain `cargo test`;
-//! `.ci/run` runs it, built for release as students run the lab:
+//! `.ci/run` runs it. Built for release, its lab is the one students run:
 //!
 //! ```text
-//! cargo test --release --test emulated_host -- --include-ignored --nocapture
+//! cargo test [--release] --test emulated_host -- --include-ignored --nocapture
 //! ```
 //!
 //! Its figures are printed (and kept in `$TMPDIR/isolab-emulated-host-*/summary.txt`, with the
