@@ -228,7 +228,11 @@ fn kvm() -> Check {
                 kind.label()
             ),
         ),
-        _ => Check::new("kvm", Status::Ok, format!("/dev/kvm usable: {}", kind.label())),
+        _ => Check::new(
+            "kvm",
+            Status::Ok,
+            format!("/dev/kvm usable: {}", host::kvm_description()),
+        ),
     }
 }
 

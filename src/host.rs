@@ -196,8 +196,21 @@ impl Underneath {
     }
 }
 
-/// KVM's kind and, where KVM itself runs under a hypervisor or an emulator, which one: the words
-/// every VM run records (`info::KVM`) and `lab doctor` prints.
+/// The facts every VM run records about its KVM (`info::KVM`, and `info::KVM_HOST` where KVM
+/// itself runs under a hypervisor or an emulator), as (key, value).
+pub fn kvm_facts() -> Vec<(&'static str, String)> {
+    let mut facts = vec![(
+        crate::results::info::KVM,
+        KvmKind::detect().label().to_string(),
+    )];
+    if let Some(under) = Underneath::detect().describe() {
+        facts.push((crate::results::info::KVM_HOST, under));
+    }
+    facts
+}
+
+/// KVM's kind and, where KVM itself runs under a hypervisor or an emulator, which one, in a few
+/// words.
 pub fn kvm_description() -> String {
     let kind = KvmKind::detect().label();
     match Underneath::detect().short() {

@@ -274,9 +274,11 @@ pub mod info {
     pub const VMM_PSS_BYTES: &str = "vmm_pss_bytes";
     /// VMM USS minus the guest RAM it touched: what the hypervisor itself costs.
     pub const VMM_OVERHEAD_BYTES: &str = "vmm_overhead_bytes";
-    /// How /dev/kvm is implemented (hardware or nested PVM), and what KVM itself runs on when
-    /// that is a hypervisor or an emulator (see `host::kvm_description`).
+    /// How /dev/kvm is implemented (hardware or nested PVM): `host::KvmKind`'s label.
     pub const KVM: &str = "kvm";
+    /// What KVM itself runs on, when that is a hypervisor (nested virtualization) or an
+    /// emulator (QEMU TCG): `host::Underneath`'s words. Absent on bare metal.
+    pub const KVM_HOST: &str = "kvm_host";
     /// Prefix of the per-cause VM exit counters, e.g. `exits_io`.
     pub const EXITS_PREFIX: &str = "exits_";
     /// The Linux kernel a guest booted: its file, its shape and why the lab chose it.

@@ -17,12 +17,13 @@
 //! Its figures are printed (and kept in `$TMPDIR/isolab-emulated-host-*/summary.txt`, with the
 //! whole console): absolute times under emulation mean little, ratios between backends something.
 
+mod common;
 mod hosts;
 
+use common::native;
 use hosts::{Check, CheckResult, EmulatedHost, Report};
 use isolab::results::{Outcome, Results, RunRecord};
-use isolab::workload::{Kernel, Output, Spec};
-use isolab_kernels::Shim;
+use isolab::workload::{Kernel, Spec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -34,18 +35,6 @@ const STARTUP_RUNS: usize = 10;
 const MEMORY_RUNS: usize = 3;
 /// Lines of a results file are printed with this prefix, to be parsed here.
 const RESULT_LINE: &str = "results-line ";
-
-/// The kernels' result computed natively, in this process: what every backend must reproduce.
-fn native(spec: &Spec) -> Output {
-    struct Native;
-    impl Shim for Native {
-        fn enter_kernel(&mut self, x: u64) -> u64 {
-            x
-        }
-    }
-    let mut arena = vec![0u8; spec.arena_bytes() as usize];
-    isolab_kernels::run(spec, &mut Native, &mut arena).unwrap()
-}
 
 /// A check that runs `command` and prints each line of the results files it wrote under `dir`.
 fn run_and_print_results(name: &str, timeout_s: u32, command: &str, dir: &str) -> Check {

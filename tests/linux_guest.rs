@@ -11,27 +11,14 @@
 
 mod common;
 
-use common::{serial, temp_dir, HostState};
+use common::{native, serial, temp_dir, HostState};
 use isolab::backend::qemu::{Accel, Qemu};
 use isolab::backend::{Backend, Limits};
 use isolab::lab::Lab;
 use isolab::linux_guest::kernel;
 use isolab::results::{info, Outcome};
-use isolab::workload::{Kernel, Output, Spec};
-use isolab_kernels::Shim;
+use isolab::workload::{Kernel, Spec};
 use std::path::PathBuf;
-
-/// The kernels' checksum computed right here, in the test process.
-fn native(spec: &Spec) -> Output {
-    struct Native;
-    impl Shim for Native {
-        fn enter_kernel(&mut self, x: u64) -> u64 {
-            x
-        }
-    }
-    let mut arena = vec![0u8; spec.arena_bytes() as usize];
-    isolab_kernels::run(spec, &mut Native, &mut arena).unwrap()
-}
 
 /// A lab in `temp` whose guests boot the test kernel; fails with the reason where this machine
 /// has no kernel to boot or no QEMU (CI installs both).

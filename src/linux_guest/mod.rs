@@ -101,8 +101,10 @@ pub fn guest_facts(
         ),
         (info::GUEST_KERNEL, image.describe()),
         (info::GUEST_CMDLINE, cmdline.into()),
-        (info::KVM, crate::host::kvm_description()),
     ]
+    .into_iter()
+    .chain(crate::host::kvm_facts())
+    .collect()
 }
 
 #[cfg(test)]

@@ -159,6 +159,9 @@ facts! {
     emulated: String = info::EMULATED,
     /// How `/dev/kvm` was implemented for this run.
     kvm: KvmKind = info::KVM,
+    /// What KVM itself ran on, when a hypervisor or an emulator: then VM timings are not a
+    /// laptop's.
+    kvm_host: String = info::KVM_HOST,
     /// Guest RAM the VMM mapped (configured size).
     guest_ram_bytes: u64 = info::GUEST_RAM_BYTES,
     /// Guest RAM backed by host pages by the end of the run (touched by the guest or the VMM).

@@ -6,6 +6,19 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+/// The kernels' result for `spec` computed natively, in the test process (kernels that need no
+/// I/O): what every backend must reproduce bit for bit.
+pub fn native(spec: &isolab::workload::Spec) -> isolab::workload::Output {
+    struct Native;
+    impl isolab_kernels::Shim for Native {
+        fn enter_kernel(&mut self, x: u64) -> u64 {
+            x
+        }
+    }
+    let mut arena = vec![0u8; spec.arena_bytes() as usize];
+    isolab_kernels::run(spec, &mut Native, &mut arena).unwrap()
+}
+
 /// Tests that count host state run one at a time: another test's instance would be counted.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());

@@ -391,39 +391,79 @@ impl GuestState {
     }
 }
 
-/// The bare guest's first state on `vendor`'s CPU: long mode with the page tables at `cr3`, ring
-/// 3, RIP at `entry`, RSP at the top of the stack, interrupts off, the GDT, IDT and TSS of
-/// [`super::memory`].
-pub fn bare_guest(cr3: u64, entry: u64, vendor: Vendor) -> GuestState {
-    let data = USER_DATA.segment();
-    let sregs = kvm_sregs {
-        cs: USER_CODE.segment(),
+/// The mode a vCPU starts in: its control registers and EFER.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode {
+    /// CR0.
+    pub cr0: u64,
+    /// CR3: the page tables (0 without paging).
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+}
+
+/// A descriptor table register: `entries` entries of `entry_bytes` at `base`.
+pub fn table(base: u64, entries: usize, entry_bytes: usize) -> kvm_dtable {
+    kvm_dtable {
+        base,
+        limit: (entries * entry_bytes).saturating_sub(1) as u16,
+        padding: [0; 3],
+    }
+}
+
+/// Special registers as a VMM sets them for flat segments — `code` in CS, `data` in every data
+/// segment, `tss` in TR, no LDT — with the GDT and IDT registers `gdt` and `idt`, the mode
+/// `mode`, and the APIC at its reset state. Both of the lab's VMMs build their vCPU's state so.
+pub fn flat_sregs(
+    code: Descriptor,
+    data: Descriptor,
+    tss: Descriptor,
+    gdt: kvm_dtable,
+    idt: kvm_dtable,
+    mode: Mode,
+) -> kvm_sregs {
+    let data = data.segment();
+    kvm_sregs {
+        cs: code.segment(),
         ds: data,
         es: data,
         fs: data,
         gs: data,
         ss: data,
-        tr: tss_for(vendor).segment(),
+        tr: tss.segment(),
         ldt: LDTR,
-        gdt: kvm_dtable {
-            base: GDT_ADDR,
-            limit: (gdt(vendor).len() * 8 - 1) as u16,
-            padding: [0; 3],
-        },
-        idt: kvm_dtable {
-            base: IDT_ADDR,
-            limit: (idt::VECTORS * idt::GATE_BYTES - 1) as u16,
-            padding: [0; 3],
-        },
-        cr0: CR0,
+        gdt,
+        idt,
+        cr0: mode.cr0,
         cr2: 0,
-        cr3,
-        cr4: CR4,
+        cr3: mode.cr3,
+        cr4: mode.cr4,
         cr8: 0,
-        efer: EFER,
+        efer: mode.efer,
         apic_base: APIC_BASE_RESET,
         interrupt_bitmap: [0; 4],
-    };
+    }
+}
+
+/// The bare guest's first state on `vendor`'s CPU: long mode with the page tables at `cr3`, ring
+/// 3, RIP at `entry`, RSP at the top of the stack, interrupts off, the GDT, IDT and TSS of
+/// [`super::memory`].
+pub fn bare_guest(cr3: u64, entry: u64, vendor: Vendor) -> GuestState {
+    let sregs = flat_sregs(
+        USER_CODE,
+        USER_DATA,
+        tss_for(vendor),
+        table(GDT_ADDR, gdt(vendor).len(), 8),
+        table(IDT_ADDR, idt::VECTORS, idt::GATE_BYTES),
+        Mode {
+            cr0: CR0,
+            cr3,
+            cr4: CR4,
+            efer: EFER,
+        },
+    );
     let regs = kvm_regs {
         rip: entry,
         rsp: STACK_TOP,

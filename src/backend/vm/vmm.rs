@@ -398,7 +398,9 @@ pub fn report_cost(host: &Host, mem: &GuestMemoryMmap, ram_bytes: u64, exits: &E
         info::VMM_OVERHEAD_BYTES,
         vmm.uss_bytes.saturating_sub(touched),
     );
-    host.info(info::KVM, crate::host::kvm_description());
+    for (key, value) in crate::host::kvm_facts() {
+        host.info(key, value);
+    }
     host.info(&format!("{}total", info::EXITS_PREFIX), exits.total());
     for (cause, n) in exits.iter() {
         host.info(&format!("{}{cause}", info::EXITS_PREFIX), n);

@@ -45,12 +45,12 @@
 //! hardware the guest keeps everything.
 
 use super::super::cpu::{
-    ioctl, CpuError, Descriptor, GuestState, APIC_BASE_RESET, CR0_ET, CR0_PE, CR0_PG, CR4_PAE,
-    EFER_LMA, EFER_LME, LDTR, RFLAGS_RESERVED,
+    flat_sregs, ioctl, table, CpuError, Descriptor, GuestState, Mode, CR0_ET, CR0_PE, CR0_PG,
+    CR4_PAE, EFER_LMA, EFER_LME, RFLAGS_RESERVED,
 };
 use super::super::memory::{pte, PAGE};
 use super::boot::{layout, Entry};
-use kvm_bindings::{kvm_cpuid_entry2, kvm_dtable, kvm_fpu, kvm_regs, kvm_sregs, CpuId};
+use kvm_bindings::{kvm_cpuid_entry2, kvm_dtable, kvm_fpu, kvm_regs, CpuId};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -200,41 +200,29 @@ pub fn boot_state(entry: Entry) -> GuestState {
         Entry::Pvh { .. } => CODE32,
         Entry::Linux64 { .. } => CODE64,
     };
-    let data = DATA.segment();
-    let (cr0, cr3, cr4, efer) = match entry {
-        Entry::Pvh { .. } => (CR0_PE | CR0_ET, 0, 0, 0),
-        Entry::Linux64 { .. } => (
-            CR0_PE | CR0_ET | CR0_PG,
-            layout::PML4,
-            CR4_PAE,
-            EFER_LME | EFER_LMA,
-        ),
-    };
-    let sregs = kvm_sregs {
-        cs: code.segment(),
-        ds: data,
-        es: data,
-        fs: data,
-        gs: data,
-        ss: data,
-        tr: TSS.segment(),
-        ldt: LDTR,
-        gdt: kvm_dtable {
-            base: layout::GDT,
-            limit: (gdt(code).len() * 8 - 1) as u16,
-            padding: [0; 3],
+    let mode = match entry {
+        Entry::Pvh { .. } => Mode {
+            cr0: CR0_PE | CR0_ET,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
         },
-        // No IDT yet: the kernel installs its own before it enables interrupts.
-        idt: kvm_dtable::default(),
-        cr0,
-        cr2: 0,
-        cr3,
-        cr4,
-        cr8: 0,
-        efer,
-        apic_base: APIC_BASE_RESET,
-        interrupt_bitmap: [0; 4],
+        Entry::Linux64 { .. } => Mode {
+            cr0: CR0_PE | CR0_ET | CR0_PG,
+            cr3: layout::PML4,
+            cr4: CR4_PAE,
+            efer: EFER_LME | EFER_LMA,
+        },
     };
+    // No IDT yet: the kernel installs its own before it enables interrupts.
+    let sregs = flat_sregs(
+        code,
+        DATA,
+        TSS,
+        table(layout::GDT, gdt(code).len(), 8),
+        kvm_dtable::default(),
+        mode,
+    );
     let mut regs = kvm_regs {
         // Bit 1 is reserved and always 1; IF = 0: interrupts stay off until the kernel is ready.
         rflags: RFLAGS_RESERVED,
