@@ -31,8 +31,9 @@ use std::path::{Path, PathBuf};
 const BACKENDS: &str = "process,container,vm,vm-linux,qemu";
 /// Rounds of `lab run startup`, after one warm-up round.
 const STARTUP_RUNS: usize = 10;
-/// Rounds of `lab run memory` (one working-set size, no warm-up).
-const MEMORY_RUNS: usize = 3;
+/// Rounds of `lab run memory` (one working-set size, no warm-up): the fewest on which the claims
+/// ledger calls a verdict (`report::claims::MIN_PAIRS`).
+const MEMORY_RUNS: usize = isolab::report::claims::MIN_PAIRS;
 /// Lines of a results file are printed with this prefix, to be parsed here.
 const RESULT_LINE: &str = "results-line ";
 
