@@ -370,6 +370,47 @@ mod tests {
         assert_eq!(info(&events, "exits_interrupted"), Some("1"));
     }
 
+    /// The race the order "take the kick back, then look at the clock" closes: a kick that
+    /// lands after KVM_RUN returned is never lost. Kicks are raised by hand here, at exactly the
+    /// moments the race needs; a kick that did reach KVM shows as an exit that entered no guest
+    /// code (the guest's first act would be the `ready` hypercall, a port I/O exit).
+    #[test]
+    fn a_kick_that_lands_between_two_runs_is_not_lost() {
+        let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let (control_r, _control_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let host = Host::new(report_w.as_fd(), control_r.as_fd(), std::env::temp_dir());
+        let config = MachineConfig {
+            ram_bytes: memory::MIN_RAM,
+            time_limit: Duration::from_secs(600),
+        };
+        let spec = Spec::default_for(Kernel::Ready);
+        let mut machine =
+            Machine::boot(&config, &Guest::Raw(&fixtures::READY_EXIT), &spec, &host).unwrap();
+        let mut vcpu = TimedVcpu::new(&mut machine.vcpu, config.time_limit).unwrap();
+        vcpu.start().unwrap();
+        let kick = || {
+            // SAFETY: raise delivers the kick signal to this thread, whose handler only stores
+            // one byte into the kvm_run page the TimedVcpu borrows.
+            assert_eq!(unsafe { libc::raise(super::super::vcpu::kick_signal()) }, 0);
+        };
+        // A kick before KVM_RUN: KVM_RUN returns at once.
+        kick();
+        assert!(matches!(vcpu.run(), Ok(kvm_ioctls::VcpuExit::Intr)));
+        // A kick after KVM_RUN returned, before the VMM looked at the clock: still honoured.
+        kick();
+        assert!(!vcpu.time_up());
+        assert!(matches!(vcpu.run(), Ok(kvm_ioctls::VcpuExit::Intr)));
+        // No kick pending: the guest runs, and its first exit is its `ready` hypercall.
+        assert!(matches!(
+            vcpu.run(),
+            Ok(kvm_ioctls::VcpuExit::IoOut(
+                isolab_kernels::hypercall::PORT,
+                _
+            ))
+        ));
+        drop((vcpu, report_r));
+    }
+
     #[test]
     fn the_time_limit_holds_even_on_a_thread_that_blocked_the_kick_signal() {
         let (tx, rx) = std::sync::mpsc::channel();
