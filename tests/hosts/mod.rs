@@ -250,6 +250,13 @@ impl EmulatedHost {
             return err(format!("no lab binary at {}", lab.display()));
         }
         fs::create_dir_all(work).map_err(|e| HostError(format!("{}: {e}", work.display())))?;
+        // The container backend's default profile is Docker's, read from this file (package
+        // golang-github-containers-common), as on a student's machine.
+        let profile = isolab::backend::container::seccomp::DEFAULT_PROFILE;
+        let mut files = Vec::new();
+        if Path::new(profile).is_file() {
+            files.push((PathBuf::from(profile), profile.to_string()));
+        }
         Ok(EmulatedHost {
             kernel,
             release,
@@ -257,7 +264,7 @@ impl EmulatedHost {
             qemu,
             lab: lab.to_path_buf(),
             binaries: Vec::new(),
-            files: Vec::new(),
+            files,
             users: Vec::new(),
             setup: Vec::new(),
             cpus: 1,
@@ -390,7 +397,7 @@ impl EmulatedHost {
             cpio.file(&format!("lib/modules/isolab/{name}"), 0o644, &read(module)?)?;
         }
         for (from, to) in &self.files {
-            cpio.file(to.trim_start_matches('/'), 0o755, &read(from)?)?;
+            cpio.file(to.trim_start_matches('/'), 0o644, &read(from)?)?;
         }
         let (passwd, group) = self.accounts();
         cpio.file("etc/passwd", 0o644, passwd.as_bytes())?;
