@@ -1,6 +1,6 @@
 //! `lab`, the command-line front of isolab. Thin: parse, call the library, print, and map
 //! failures to exit statuses — 2 for a mistake in what was asked, 1 for a failure of the
-//! machine, 130 after Ctrl-C.
+//! machine, 130 after Ctrl-C, 141 when the reader of standard output went away.
 
 mod cli;
 
@@ -12,14 +12,39 @@ use isolab::experiment::{self, ExperimentError, INTERRUPTED};
 use isolab::lab::Lab;
 use isolab::report;
 use isolab::results::Results;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
-/// A failure, and whether it was the user's input (exit 2) or the machine (exit 1).
+/// A failure, and whether it was the user's input (exit 2), the machine (exit 1), or standard
+/// output that can no longer be written.
 enum Failure {
     Usage(anyhow::Error),
     Runtime(anyhow::Error),
+    Output(std::io::Error),
+}
+
+/// `println!` that does not panic: a write error on standard output ends the command through
+/// [`Failure::Output`] (`println!` panics on a closed pipe or a full disk).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).map_err(Failure::Output)
+    };
+}
+
+/// `print!` that does not panic, as [`say!`].
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        write!(std::io::stdout(), $($arg)*).map_err(Failure::Output)
+    };
+}
+
+/// `eprintln!` that does not panic: with standard error gone there is nobody to tell.
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
@@ -68,20 +93,34 @@ fn main() -> ExitCode {
             // One line, not clap's three: the first line of its message and a pointer to help.
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see lab --help)");
+            tell!("{first} (see lab --help)");
             return ExitCode::from(2);
         }
     };
     install_sigint_handler();
     raise_fd_limit();
-    match run(cli) {
+    // What is still buffered must reach the reader too, or the command did not work.
+    let result = run(cli).and_then(|code| {
+        std::io::stdout().flush().map_err(Failure::Output)?;
+        Ok(code)
+    });
+    match result {
         Ok(code) => code,
         Err(Failure::Usage(e)) => {
-            eprintln!("error: {}", one_line(&e));
+            tell!("error: {}", one_line(&e));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("error: {}", one_line(&e));
+            tell!("error: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+        // The reader went away (`lab backends | head -1`): what a program killed by SIGPIPE
+        // would report, 128 + 13, without a word — the reader asked for no more.
+        Err(Failure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::from(141)
+        }
+        Err(Failure::Output(e)) => {
+            tell!("error: cannot write to standard output: {e}");
             ExitCode::from(1)
         }
     }
@@ -94,7 +133,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Doctor => {
             let lab = new_lab()?;
             let checks = isolab::doctor::checks(&lab);
-            print!("{}", isolab::doctor::render(&checks));
+            say_raw!("{}", isolab::doctor::render(&checks))?;
             let failed = checks
                 .iter()
                 .any(|c| c.status == isolab::doctor::Status::Fail);
@@ -111,12 +150,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     Availability::Available => "available".to_string(),
                     Availability::Unavailable(why) => format!("unavailable: {why}"),
                 };
-                println!(
+                say!(
                     "{:<10} {} ({})\n           {state}",
                     b.name(),
                     b.describe(),
                     b.family().short()
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -134,7 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                             .to_path_buf()
                     });
                     for file in isolab::export::csv(&results, &dir)? {
-                        println!("{}", file.display());
+                        say!("{}", file.display())?;
                     }
                 }
             }
@@ -149,9 +188,9 @@ fn check(args: &cli::CheckArgs) -> Result<ExitCode, Failure> {
         args.exercise.as_deref(),
         &args.options(),
         args.json.as_deref(),
-        &mut |m| eprintln!("{m}"),
+        &mut |m| tell!("{m}"),
     )?;
-    print!("{}", done.text);
+    say_raw!("{}", done.text)?;
     Ok(if done.passed {
         ExitCode::SUCCESS
     } else {
@@ -168,12 +207,12 @@ fn run_experiment(experiment: Experiment) -> Result<ExitCode, Failure> {
     for done in &ran.finished {
         let results = Results::read(&done.results)?;
         for s in &results.header.skipped {
-            println!("skipped {}: {}", s.backend, s.reason);
+            say!("skipped {}: {}", s.backend, s.reason)?;
         }
-        print_tables(&results);
-        println!("results: {}", done.results.display());
+        print_tables(&results)?;
+        say!("results: {}", done.results.display())?;
         if let Some((backend, error)) = done.failures.first() {
-            eprintln!(
+            tell!(
                 "{} samples failed; the first: {backend}: {error}",
                 done.failures.len()
             );
@@ -186,9 +225,9 @@ fn run_experiment(experiment: Experiment) -> Result<ExitCode, Failure> {
     };
     let files = Results::read_all(&run_dir)?;
     let index = report::render(&files, &report::default_out_dir(&[run_dir.as_path()])?)?;
-    println!("report: {}", index.display());
+    say!("report: {}", index.display())?;
     if ran.finished.iter().any(|d| d.interrupted) {
-        eprintln!("interrupted: the samples taken so far are kept");
+        tell!("interrupted: the samples taken so far are kept");
         return Ok(ExitCode::from(130));
     }
     Ok(code)
@@ -215,12 +254,12 @@ fn kernel(command: KernelCommand) -> Result<ExitCode, Failure> {
     match command {
         KernelCommand::Show { path } => {
             let image = kernel::find(path.as_deref()).map_err(usage)?;
-            println!("{}", image.describe());
+            say!("{}", image.describe())?;
             if let Some(v) = &image.version {
-                println!("version: {v}");
+                say!("version: {v}")?;
             }
             if let Some(b) = build::last_build() {
-                println!("last `lab kernel build`:\n{b}");
+                say!("last `lab kernel build`:\n{b}")?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -234,19 +273,22 @@ fn kernel(command: KernelCommand) -> Result<ExitCode, Failure> {
                 jobs: jobs.map(|j| j as usize),
                 keep_tree,
             };
-            let built = build::build(&opts, &mut |msg| println!("{msg}")).map_err(|e| match e {
+            let built = build::build(&opts, &mut |msg| {
+                let _ = writeln!(std::io::stdout(), "{msg}");
+            })
+            .map_err(|e| match e {
                 build::BuildError::NoSource
                 | build::BuildError::BadSource(_)
                 | build::BuildError::MissingTool { .. } => usage(e),
                 other => Failure::Runtime(other.into()),
             })?;
-            print!("{}", build::describe(&built));
-            println!(
+            say_raw!("{}", build::describe(&built))?;
+            say!(
                 "built {} in {:.0} s into {}",
                 built.release,
                 built.total().as_secs_f64(),
                 built.dir.display()
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -279,7 +321,7 @@ fn report(paths: Vec<PathBuf>, out: Option<PathBuf>, open: bool) -> Result<ExitC
         files.extend(Results::read_all(path).map_err(usage)?);
     }
     for results in &files {
-        print_tables(results);
+        print_tables(results)?;
     }
     let out = match out {
         Some(out) => out,
@@ -293,22 +335,22 @@ fn report(paths: Vec<PathBuf>, out: Option<PathBuf>, open: bool) -> Result<ExitC
             Failure::Runtime(e.into())
         }
     })?;
-    println!("report: {}", index.display());
+    say!("report: {}", index.display())?;
     if open {
         // xdg-open hands the file to the desktop's browser and returns.
         match std::process::Command::new("xdg-open").arg(&index).status() {
             Ok(s) if s.success() => {}
-            _ => println!(
+            _ => say!(
                 "no browser could be started: open {} yourself",
                 index.display()
-            ),
+            )?,
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_tables(results: &Results) {
-    print!("{}", report::terminal(results));
+fn print_tables(results: &Results) -> Result<(), Failure> {
+    say_raw!("{}", report::terminal(results))
 }
 
 fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
@@ -323,12 +365,12 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
         args.iters,
         &limits,
     )?;
-    println!("{} running {}", run.backend, run.spec);
+    say!("{} running {}", run.backend, run.spec)?;
     let spawn = run.timeline.at("spawn").unwrap_or(0);
     for p in &run.timeline.phases {
-        println!("  {:>10.3} ms  {}", (p.t_ns - spawn) as f64 / 1e6, p.name);
+        say!("  {:>10.3} ms  {}", (p.t_ns - spawn) as f64 / 1e6, p.name)?;
     }
-    println!("outcome: {:?}", run.outcome);
+    say!("outcome: {:?}", run.outcome)?;
     let failed = match &run.outcome {
         isolab::results::Outcome::Completed => None,
         isolab::results::Outcome::Failed { reason } => Some(reason.clone()),
@@ -338,22 +380,24 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
         isolab::results::Outcome::Stopped => Some("stopped before it was done".into()),
     };
     if let Some(o) = run.output {
-        println!(
+        say!(
             "checksum {:#018x}, ops {}, bytes {}",
-            o.checksum, o.ops, o.bytes
-        );
+            o.checksum,
+            o.ops,
+            o.bytes
+        )?;
     }
     for (k, v) in &run.probe {
-        println!("  {k:<16} {v}");
+        say!("  {k:<16} {v}")?;
     }
     if let Some(peak) = run.cgroup_peak_bytes {
-        println!("cgroup peak: {} KiB", peak / 1024);
+        say!("cgroup peak: {} KiB", peak / 1024)?;
     }
     for (k, v) in &run.info {
-        println!("  {k:<24} {v}");
+        say!("  {k:<24} {v}")?;
     }
     if let Some(reason) = failed {
-        eprintln!("error: {}: {reason}", run.backend);
+        tell!("error: {}: {reason}", run.backend);
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)

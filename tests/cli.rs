@@ -3,6 +3,7 @@
 mod common;
 
 use common::{serial, temp_dir, HostState};
+use isolab::backend::Backend;
 use isolab::results::{Outcome, Results};
 use isolab::workload::{Kernel, Spec};
 use std::io::Write;
@@ -302,5 +303,94 @@ fn ctrl_c_stops_between_samples_and_keeps_them() {
     let mut after = HostState::now(&temp);
     after.temp_entries.remove("reports");
     assert_eq!(after, before);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// Numbers at the edge of their type are refused like any bad input, not a panic (exit 101).
+#[test]
+fn huge_numbers_are_refused_not_a_panic() {
+    let _serial = serial();
+    let temp = temp_dir("cli-huge");
+    let out = temp.join("reports");
+    let out = out.to_str().unwrap();
+    let before = HostState::now(&temp);
+    let max = u64::MAX.to_string();
+    for (args, expect) in [
+        (
+            vec!["run", "startup", "--timeout", &max, "--out", out],
+            "--timeout",
+        ),
+        (
+            vec!["run", "density", "--reserve-mib", &max, "--out", out],
+            "--reserve-mib",
+        ),
+        (
+            vec!["run", "startup", "--memory-limit", &max, "--out", out],
+            "--memory-limit",
+        ),
+        (vec!["exec", "--mib", &max], "--mib"),
+        (
+            vec!["run", "density", "--idle-window-ms", &max, "--out", out],
+            "--idle-window-ms",
+        ),
+    ] {
+        let o = lab(&temp, &args);
+        assert_refused(&temp, &o, expect, &before);
+    }
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// A library user may ask for any timeout: a deadline past the clock's range is "never".
+#[test]
+fn a_timeout_of_u64_max_seconds_runs() {
+    let _serial = serial();
+    let temp = temp_dir("lib-huge-timeout");
+    let mut lab = isolab::lab::Lab::in_dir(&temp).unwrap();
+    lab.timeout = Duration::MAX;
+    let run = isolab::backend::process::Process
+        .run(&lab, &Spec::default_for(Kernel::Ready), &Default::default())
+        .unwrap();
+    assert_eq!(run.outcome, Outcome::Completed);
+    drop(lab);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// `lab backends | head -1`: the reader goes away; the lab stops quietly with the status of a
+/// program ended by SIGPIPE (141), and a full disk is one line and status 1 — never a panic.
+#[test]
+fn a_closed_pipe_or_a_full_disk_on_stdout_is_not_a_panic() {
+    let _serial = serial();
+    let temp = temp_dir("cli-epipe");
+    let mut child = Command::new(LAB)
+        .arg("backends")
+        .env("TMPDIR", &temp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before the lab writes anything.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(141), "stderr: {stderr}");
+    assert!(stderr.is_empty(), "quietly: {stderr}");
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = Command::new(LAB)
+        .arg("backends")
+        .env("TMPDIR", &temp)
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot write to standard output") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(temp).unwrap();
 }

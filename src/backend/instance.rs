@@ -323,7 +323,7 @@ impl Instance {
     pub fn finish(mut self) -> Result<Run, BackendError> {
         // Closing our end of the control pipe releases a workload still waiting for the host.
         self.control = None;
-        let deadline = Instant::now() + self.timeout;
+        let deadline = crate::measure::clock::deadline(self.timeout);
         while !self.lines.eof {
             match self.next_event(deadline) {
                 Ok(()) => {}
@@ -399,7 +399,7 @@ impl Instance {
         what: &'static str,
         reached: impl Fn(&Instance) -> bool,
     ) -> Result<(), BackendError> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = crate::measure::clock::deadline(self.timeout);
         while !reached(self) {
             if let Some((step, detail)) = &self.error {
                 return Err(BackendError::Instance {
