@@ -48,6 +48,9 @@ pub enum Command {
     Doctor,
     /// List the backends and whether each can run here.
     Backends,
+    /// Remove what labs that were killed left behind (every lab also does this as it starts),
+    /// say what was removed, and leave running labs alone.
+    Clean,
     /// Run one workload once on one backend and show what happened, phase by phase.
     Exec(ExecArgs),
     /// Linux guest kernels: which one the lab boots, and building a minimal one.

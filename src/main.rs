@@ -127,7 +127,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    // Whatever the command, first remove what dead labs left (`lab clean` does it itself, to
+    // say what it removed).
+    if !matches!(cli.command, Command::Clean) {
+        isolab::ownership::reap(&isolab::ownership::registry_dir());
+    }
     match cli.command {
+        Command::Clean => clean(),
         Command::Run { experiment } => run_experiment(experiment),
         Command::Report { paths, out, open } => report(paths, out, open),
         Command::Doctor => {
@@ -195,6 +201,41 @@ fn check(args: &cli::CheckArgs) -> Result<ExitCode, Failure> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// `lab clean`: reap every dead lab and say what was removed.
+fn clean() -> Result<ExitCode, Failure> {
+    let registry = isolab::ownership::registry_dir();
+    let sweep = isolab::ownership::reap(&registry);
+    let pid = |p: Option<u32>| p.map_or(String::new(), |p| format!(" (pid {p} in its namespace)"));
+    let mut failed = false;
+    for lab in &sweep.reaped {
+        say!("lab {}{} had ended:", lab.lab, pid(lab.pid))?;
+        if lab.removed.is_empty() && lab.failed.is_empty() {
+            say!("  nothing of it was left")?;
+        }
+        for what in &lab.removed {
+            say!("  {what}")?;
+        }
+        for what in &lab.failed {
+            say!("  could not remove: {what}")?;
+            failed = true;
+        }
+    }
+    for lab in &sweep.live {
+        say!("lab {}{} is running: left alone", lab.id, pid(lab.pid))?;
+    }
+    if sweep.reaped.is_empty() && sweep.live.is_empty() {
+        say!(
+            "nothing to clean: no lab has left anything in {}",
+            registry.display()
+        )?;
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 

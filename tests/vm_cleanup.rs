@@ -29,9 +29,9 @@ fn children() -> Vec<i32> {
         .collect()
 }
 
-/// This lab's instance cgroups: directories named `<our pid>-<n>` under each cgroup base.
+/// This lab's instance cgroups: directories named `<lab id>-<n>` under each cgroup base.
 fn cgroup_dirs(lab: &Lab) -> Vec<String> {
-    let prefix = format!("{}-", std::process::id());
+    let prefix = format!("{}-", lab.id());
     lab.cgroups()
         .unwrap()
         .bases()

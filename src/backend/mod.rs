@@ -100,6 +100,9 @@ pub enum BackendError {
         /// What happened.
         detail: String,
     },
+    /// The lab could not write down what it is about to make.
+    #[error(transparent)]
+    Ownership(#[from] crate::ownership::OwnershipError),
     /// Host file I/O failed.
     #[error("{action}: {source}")]
     Io {

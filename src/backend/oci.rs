@@ -30,6 +30,14 @@
 //!   intercepts the workload's system calls with `ptrace` here, or with KVM where the CPU has
 //!   hardware virtualization (the `sandbox_platform` fact says which). It keeps its state under
 //!   the lab's work directory.
+//!
+//! A runtime keeps state of its own that outlives its `run`: a state directory (`/run/runc/<id>`,
+//! runsc's under the work directory) and cgroups in every hierarchy it knows. If the lab — or
+//! the runtime — is killed, the workload, which is the runtime's child, not the lab's, would run
+//! on. So the container is written into the lab's ledger before the runtime hears of it
+//! ([`crate::ownership::Resource::OciContainer`]), and removed through the runtime's own
+//! interface, `delete --force` (which kills what still runs), by the instance's teardown or,
+//! after a crash, by the lab's guardian or the next lab.
 
 use super::child::{self, Exec, CONTROL_FD, REPORT_FD};
 use super::container::capabilities;
@@ -40,6 +48,7 @@ use super::instance::{Instance, Parts, Timeline};
 use super::spawn::{spawn_exec_with, BeforeExec, Streams};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
+use crate::ownership::Resource;
 use crate::results::info;
 use crate::workload::{self, Kernel, WORKLOAD_ELF};
 use nix::errno::Errno;
@@ -244,22 +253,23 @@ impl Backend for Oci {
             Kind::Runsc => None,
             _ => relative.as_ref().map(|r| format!("{r}/ctr")),
         };
+        // Written down before the runtime hears of it: whatever happens to the lab from here
+        // on, the container is removed through the runtime.
+        let container = lab.ledger().claim(Resource::OciContainer {
+            runtime: runtime.clone(),
+            global: global.clone(),
+            id: id.clone(),
+        })?;
         // Clean-up runs once the runtime has exited, whatever happened: forget the container
         // (deleting its state under the runtime's root), remove the directories the runtime made
         // in hierarchies the lab does not use, and the bundle.
         let cleanup = {
-            let (runtime, id, bundle, global) =
-                (runtime.clone(), id.clone(), bundle.clone(), global.clone());
+            let bundle = bundle.clone();
             let relative = relative.clone();
             move || {
-                let _ = std::process::Command::new(&runtime)
-                    .args(&global)
-                    .args(["delete", "--force", &id])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status();
+                drop(container);
                 if let Some(rel) = relative {
-                    crate::cgroup::remove_everywhere(Path::new(&rel));
+                    let _ = crate::cgroup::remove_everywhere(Path::new(&rel));
                 }
                 let _ = fs::remove_dir_all(&bundle);
             }
@@ -340,6 +350,44 @@ impl Backend for Oci {
         }
         Ok(instance)
     }
+}
+
+/// Remove container `id` through its runtime (with the runtime's `global` options, such as
+/// `--root`): `delete --force` kills whatever of it still runs and removes its state directory
+/// and its cgroups. Returns what was removed (nothing when the runtime does not know the
+/// container).
+pub fn remove_container(
+    runtime: &Path,
+    global: &[String],
+    id: &str,
+) -> Result<Vec<String>, String> {
+    let run = |args: &[&str]| {
+        std::process::Command::new(runtime)
+            .args(global)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .output()
+    };
+    let what = format!("{} container {id}", runtime.display());
+    for attempt in 0..2 {
+        let out = run(&["delete", "--force", id]).map_err(|e| format!("{what}: {e}"))?;
+        if out.status.success() {
+            return Ok(vec![format!("deleted {what}")]);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("does not exist") || stderr.contains("not found") {
+            return Ok(Vec::new());
+        }
+        if attempt == 0 {
+            // A container delete cannot stop (paused, say): kill it through the runtime first.
+            let _ = run(&["kill", id, "KILL"]);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        } else {
+            return Err(format!("{what}: delete --force failed: {}", stderr.trim()));
+        }
+    }
+    unreachable!("the second attempt returns")
 }
 
 /// Write `bundle/rootfs/workload` and `bundle/config.json`.

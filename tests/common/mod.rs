@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: what the lab leaves behind, counted.
 #![allow(dead_code)]
 
+use isolab::ownership;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -25,8 +26,13 @@ pub fn temp_dir(name: &str) -> PathBuf {
 pub struct HostState {
     /// Lines of our mount table.
     pub mounts: usize,
-    /// Every directory under the cgroup hierarchies' isolab bases.
+    /// Every directory under the cgroup hierarchies' isolab bases that belongs to this process's
+    /// labs or to a lab that is no longer running.
     pub cgroups: BTreeSet<PathBuf>,
+    /// OCI runtime state directories (`/run/<runtime>/isolab-*`) of such labs.
+    pub runtime_state: BTreeSet<PathBuf>,
+    /// Labs in the registry that are no longer running (a lab that ended cleanly leaves none).
+    pub dead_labs: BTreeSet<String>,
     /// Our child processes.
     pub children: BTreeSet<i32>,
     /// Entries of the test's temp directory.
@@ -37,12 +43,19 @@ pub struct HostState {
 
 impl HostState {
     pub fn now(temp: &Path) -> HostState {
+        let labs = ownership::census(&ownership::registry_dir());
         HostState {
             mounts: fs::read_to_string("/proc/self/mountinfo")
                 .unwrap()
                 .lines()
                 .count(),
-            cgroups: cgroup_dirs(),
+            cgroups: cgroup_dirs(&labs),
+            runtime_state: runtime_state(&labs),
+            dead_labs: labs
+                .iter()
+                .filter(|l| !l.alive)
+                .map(|l| l.id.clone())
+                .collect(),
             children: children(),
             temp_entries: fs::read_dir(temp)
                 .unwrap()
@@ -53,8 +66,23 @@ impl HostState {
     }
 }
 
-/// Cgroup directories below an `isolab...` directory, in every hierarchy.
-fn cgroup_dirs() -> BTreeSet<PathBuf> {
+/// A lab id: 12 lowercase hex digits.
+pub fn is_lab_id(s: &str) -> bool {
+    s.len() == 12
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// Whether lab `id` is one to count: ours (its ledger names this process) or not running.
+fn counted(labs: &[ownership::LabStatus], id: &str) -> bool {
+    match labs.iter().find(|l| l.id == id) {
+        Some(l) if l.alive => l.pid == Some(std::process::id()),
+        _ => true,
+    }
+}
+
+/// Cgroup directories `…/isolab/<lab id>[/…]`, in every hierarchy, of labs to count.
+fn cgroup_dirs(labs: &[ownership::LabStatus]) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
     let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
     while let Some(dir) = stack.pop() {
@@ -62,36 +90,56 @@ fn cgroup_dirs() -> BTreeSet<PathBuf> {
             continue;
         };
         for e in entries.flatten() {
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
             let path = e.path();
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                // Instance cgroups live *under* a directory named isolab...; the bases stay.
-                let under_base = dir
-                    .components()
-                    .any(|c| c.as_os_str().to_string_lossy().starts_with("isolab"));
-                if under_base && ours_or_orphaned(&path) {
+            let under_isolab = dir.file_name().is_some_and(|n| n == "isolab");
+            let name = e.file_name().to_string_lossy().into_owned();
+            if under_isolab && is_lab_id(&name) {
+                if counted(labs, &name) {
                     out.insert(path.clone());
+                    // Everything below it too.
+                    let mut below = vec![path.clone()];
+                    while let Some(d) = below.pop() {
+                        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                                out.insert(e.path());
+                                below.push(e.path());
+                            }
+                        }
+                    }
                 }
-                stack.push(path);
+                continue;
+            }
+            stack.push(path);
+        }
+    }
+    out
+}
+
+/// `/run/<runtime>/isolab-<lab id>-<n>` of labs to count.
+fn runtime_state(labs: &[ownership::LabStatus]) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for root in ["/run/runc", "/run/crun", "/run/runsc"] {
+        for e in fs::read_dir(root).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_prefix("isolab-")
+                .and_then(|rest| rest.split('-').next())
+            else {
+                continue;
+            };
+            if is_lab_id(id) && counted(labs, id) {
+                out.insert(e.path());
             }
         }
     }
     out
 }
 
-/// Instance cgroups are named `<lab pid>-<n>`. Count those of this process, and those whose
-/// lab has exited (a leak); leave alone those of other labs still running on the machine.
-fn ours_or_orphaned(path: &Path) -> bool {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    match name.split('-').next().and_then(|p| p.parse::<i32>().ok()) {
-        Some(pid) => {
-            pid == std::process::id() as i32 || !Path::new(&format!("/proc/{pid}")).exists()
-        }
-        None => true,
-    }
-}
-
 /// PIDs whose parent is this process.
-fn children() -> BTreeSet<i32> {
+pub fn children() -> BTreeSet<i32> {
     let me = std::process::id() as i32;
     fs::read_dir("/proc")
         .unwrap()
