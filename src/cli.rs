@@ -240,6 +240,13 @@ pub struct ExecArgs {
     /// Iterations (cpu, mem, random, syscall).
     #[arg(long)]
     pub iters: Option<u64>,
+    /// Keep a `sleep` workload alive this many seconds, then let it go (without it: until
+    /// Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_S))]
+    pub hold: Option<u64>,
+    /// Seconds to wait for the instance to reach each marker (at most a day).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_S))]
+    pub timeout: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]

@@ -28,6 +28,7 @@ pub mod doctor;
 pub mod experiment;
 pub mod export;
 pub mod host;
+pub mod interrupt;
 pub mod lab;
 pub mod labs;
 pub mod linux_guest;

@@ -1,6 +1,7 @@
 //! `lab`, the command-line front of isolab. Thin: parse, call the library, print, and map
 //! failures to exit statuses — 2 for a mistake in what was asked, 1 for a failure of the
-//! machine, 130 after Ctrl-C, 141 when the reader of standard output went away.
+//! machine (or an instance that did not complete), 128 + the signal's number after SIGINT (130),
+//! SIGTERM (143) or SIGHUP (129), 141 when the reader of standard output went away.
 
 mod cli;
 
@@ -8,14 +9,15 @@ use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, CommonArgs, ExecArgs, Experiment, GuestArgs, KernelCommand};
 use isolab::backend::{self, Availability};
-use isolab::experiment::{self, ExperimentError, INTERRUPTED};
+use isolab::experiment::{self, ExperimentError};
+use isolab::interrupt;
 use isolab::lab::Lab;
 use isolab::report;
 use isolab::results::Results;
+use isolab::workload::Kernel;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
 /// A failure, and whether it was the user's input (exit 2), the machine (exit 1), or standard
 /// output that can no longer be written.
@@ -97,13 +99,41 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    install_sigint_handler();
+    if let Err(e) = interrupt::install() {
+        tell!("warning: cannot catch Ctrl-C ({e}): an interrupted run leaves its clean-up to the next lab");
+    }
     raise_fd_limit();
     // What is still buffered must reach the reader too, or the command did not work.
     let result = run(cli).and_then(|code| {
         std::io::stdout().flush().map_err(Failure::Output)?;
         Ok(code)
     });
+    // A stop signal decides the status: whatever else happened, the run ended because it was
+    // asked to, and everything it made is gone by now.
+    if let Some(sig) = interrupt::requested() {
+        if let Err(Failure::Usage(e) | Failure::Runtime(e)) = &result {
+            // "Interrupted" is what the line below says; any other error is worth its own.
+            let interrupted = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref(),
+                    Some(backend::BackendError::Interrupted { .. })
+                ) || matches!(
+                    c.downcast_ref(),
+                    Some(ExperimentError::Instance(
+                        backend::BackendError::Interrupted { .. }
+                    ))
+                )
+            });
+            if !interrupted {
+                tell!("error: {}", one_line(e));
+            }
+        }
+        tell!(
+            "stopped by {}: every completed sample is kept, everything the run made is removed",
+            interrupt::name(sig)
+        );
+        return ExitCode::from(interrupt::exit_status(sig));
+    }
     match result {
         Ok(code) => code,
         Err(Failure::Usage(e)) => {
@@ -178,7 +208,17 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                             .unwrap_or(Path::new("."))
                             .to_path_buf()
                     });
-                    for file in isolab::export::csv(&results, &dir)? {
+                    output_dir(&dir, "the CSV files")?;
+                    let written = isolab::export::csv(&results, &dir).map_err(|e| {
+                        let isolab::export::ExportError::Write { source, .. } = &e;
+                        match source.kind() {
+                            csv::ErrorKind::Io(io) if !is_path_problem(io) => {
+                                Failure::Runtime(e.into())
+                            }
+                            _ => usage(anyhow::Error::from(e).context("choose another --out")),
+                        }
+                    })?;
+                    for file in written {
                         say!("{}", file.display())?;
                     }
                 }
@@ -202,6 +242,39 @@ fn check(args: &cli::CheckArgs) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Make `dir` for output (`--out`, or a default beside the results). A path that cannot be a
+/// directory — an existing file, a missing parent, no permission — is the user's to change
+/// (exit 2); a full disk or an I/O error is the machine's (exit 1).
+fn output_dir(dir: &Path, what: &str) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        let msg = anyhow::anyhow!(
+            "cannot make {} the directory for {what}: {e} (choose another with --out)",
+            dir.display()
+        );
+        if is_path_problem(&e) {
+            usage(msg)
+        } else {
+            Failure::Runtime(msg)
+        }
+    })
+}
+
+/// True for I/O errors that say the path is wrong rather than the machine.
+fn is_path_problem(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        NotFound
+            | PermissionDenied
+            | AlreadyExists
+            | NotADirectory
+            | IsADirectory
+            | ReadOnlyFilesystem
+            | InvalidInput
+            | InvalidFilename
+    )
 }
 
 /// `lab clean`: reap every dead lab and say what was removed.
@@ -267,10 +340,6 @@ fn run_experiment(experiment: Experiment) -> Result<ExitCode, Failure> {
     let files = Results::read_all(&run_dir)?;
     let index = report::render(&files, &report::default_out_dir(&[run_dir.as_path()])?)?;
     say!("report: {}", index.display())?;
-    if ran.finished.iter().any(|d| d.interrupted) {
-        tell!("interrupted: the samples taken so far are kept");
-        return Ok(ExitCode::from(130));
-    }
     Ok(code)
 }
 
@@ -369,6 +438,7 @@ fn report(paths: Vec<PathBuf>, out: Option<PathBuf>, open: bool) -> Result<ExitC
         None => report::default_out_dir(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())
             .map_err(usage)?,
     };
+    output_dir(&out, "the report")?;
     let index = report::render(&files, &out).map_err(|e| {
         if e.is_usage() {
             usage(e)
@@ -396,8 +466,19 @@ fn print_tables(results: &Results) -> Result<(), Failure> {
 
 fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
     let mut lab = new_lab()?;
+    lab.timeout = std::time::Duration::from_secs(args.timeout);
     apply_guest_args(&mut lab, &args.guest);
     let limits = args.limits.checked()?;
+    let hold = args.hold.map(std::time::Duration::from_secs);
+    if args.kernel == Kernel::Sleep.name() {
+        match args.hold {
+            Some(s) => tell!("{} sleeps for {s} s (Ctrl-C ends it sooner)", args.backend),
+            None => tell!(
+                "{} sleeps until Ctrl-C or SIGTERM (--hold SECONDS ends it by itself)",
+                args.backend
+            ),
+        }
+    }
     let run = experiment::plan::once(
         &lab,
         &args.backend,
@@ -405,11 +486,16 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
         args.mib,
         args.iters,
         &limits,
+        hold,
     )?;
     say!("{} running {}", run.backend, run.spec)?;
     let spawn = run.timeline.at("spawn").unwrap_or(0);
     for p in &run.timeline.phases {
-        say!("  {:>10.3} ms  {}", (p.t_ns - spawn) as f64 / 1e6, p.name)?;
+        say!(
+            "  {:>10.3} ms  {}",
+            p.t_ns.saturating_sub(spawn) as f64 / 1e6,
+            p.name
+        )?;
     }
     say!("outcome: {:?}", run.outcome)?;
     let failed = match &run.outcome {
@@ -418,6 +504,8 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
         isolab::results::Outcome::OomKilled => {
             Some("killed by the OOM killer (over its memory limit)".into())
         }
+        // A `sleep` the lab let go (after --hold, or on a stop signal) ended as asked.
+        isolab::results::Outcome::Stopped if run.spec.kernel == Kernel::Sleep => None,
         isolab::results::Outcome::Stopped => Some("stopped before it was done".into()),
     };
     if let Some(o) = run.output {
@@ -453,22 +541,4 @@ fn raise_fd_limit() {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
-}
-
-/// Ctrl-C sets [`INTERRUPTED`]: experiments stop between samples and keep what they have. A
-/// second Ctrl-C ends the lab at once.
-fn install_sigint_handler() {
-    extern "C" fn on_sigint(_: libc::c_int) {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            // SAFETY: _exit is async-signal-safe.
-            unsafe { libc::_exit(130) };
-        }
-    }
-    let action = nix::sys::signal::SigAction::new(
-        nix::sys::signal::SigHandler::Handler(on_sigint),
-        nix::sys::signal::SaFlags::SA_RESTART,
-        nix::sys::signal::SigSet::empty(),
-    );
-    // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
-    let _ = unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGINT, &action) };
 }

@@ -6,8 +6,10 @@ mod common;
 
 use common::{serial, temp_dir, HostState};
 use isolab::results::{Outcome, Results};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const LAB: &str = env!("CARGO_BIN_EXE_lab");
@@ -132,5 +134,250 @@ fn labs_in_different_pid_namespaces_never_touch_each_other() {
         after.temp_entries.remove(name);
     }
     assert_eq!(after, before);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// Processes whose command line mentions `needle` (a test's temporary directory).
+fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(needle).then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// Wait until `done` holds, for at most `limit`.
+fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+/// The ids of the labs whose work directories are in `temp`.
+fn lab_ids(temp: &Path) -> Vec<String> {
+    std::fs::read_dir(temp)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("isolab-").map(str::to_string)
+        })
+        .filter(|id| common::is_lab_id(id))
+        .collect()
+}
+
+/// Processes inside the instance cgroups of labs `ids`.
+fn instances_of(ids: &[String]) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| ids.iter().any(|id| c.contains(&format!("/isolab/{id}/"))))
+        })
+        .collect()
+}
+
+/// The instance of `backend` that `child` (`lab exec`, whose work directory will be in `temp`)
+/// started is running. Labs already there (`others`) do not count.
+fn wait_until_running(temp: &Path, backend: &str, child: &mut Child, others: &[String]) {
+    let ok = eventually(Duration::from_secs(60), || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "lab exec --backend {backend} ended early"
+        );
+        let new: Vec<String> = lab_ids(temp)
+            .into_iter()
+            .filter(|id| !others.contains(id))
+            .collect();
+        !instances_of(&new).is_empty()
+    });
+    assert!(ok, "{backend}: the workload never ran");
+    // Let the runtime finish setting up (runc writes its state as it starts the container).
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Processes of instances whose lab's work directory was in `temp`, by cgroup or by command line
+/// (once their cgroups are gone).
+fn leftovers(temp: &Path) -> Vec<(i32, String)> {
+    let mut found = processes_mentioning(&temp.to_string_lossy());
+    found.retain(|(_, cmd)| !cmd.starts_with(LAB) || cmd.contains("isolab-guard"));
+    found.extend(
+        instances_of(&lab_ids(temp))
+            .into_iter()
+            .map(|p| (p, String::new())),
+    );
+    found
+}
+
+fn cpu_forever(temp: &Path, backend: &str) -> Child {
+    Command::new(LAB)
+        .args([
+            "exec",
+            "--backend",
+            backend,
+            "--kernel",
+            "cpu",
+            "--iters",
+            "100000000000",
+        ])
+        .env("TMPDIR", temp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The workload under `oci:runc` is runc's child, not the lab's: when the lab was killed it used
+/// to run on at 100% CPU, with runc's state and cgroups (one per controller) left behind. Now
+/// the lab's guardian removes the container through runc the moment the lab is gone.
+#[test]
+fn a_killed_lab_leaves_no_workload_runtime_state_or_cgroup() {
+    let _serial = serial();
+    let temp = temp_dir("killed");
+    let before = HostState::now(&temp);
+    for backend in ["oci:runc", "container", "process", "vm"] {
+        let mut lab = Reap(vec![cpu_forever(&temp, backend)]);
+        let child = &mut lab.0[0];
+        wait_until_running(&temp, backend, child, &[]);
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+        let _ = child.wait();
+        let gone = eventually(Duration::from_secs(10), || {
+            HostState::now(&temp) == before && leftovers(&temp).is_empty()
+        });
+        assert!(
+            gone,
+            "{backend}: left behind {:?}, processes {:?}",
+            HostState::now(&temp),
+            leftovers(&temp)
+        );
+    }
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// The guardian processes of labs whose environment names `temp` (a fork of the lab keeps its
+/// environment).
+fn guardians(temp: &Path) -> Vec<i32> {
+    let needle = format!("TMPDIR={}", temp.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "isolab-guard")
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|e| e.split(|&b| b == 0).any(|v| v == needle.as_bytes()))
+        })
+        .collect()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A lab and its guardian both killed (as by a power cut of the process tree): the next `lab`
+/// command removes what is left — through runc for runc's container — and `lab clean` says so,
+/// while it leaves a running lab alone.
+#[test]
+fn the_next_lab_removes_what_a_dead_one_left_and_clean_says_what() {
+    let _serial = serial();
+    let temp = temp_dir("clean");
+    let before = HostState::now(&temp);
+    // A lab that keeps running throughout.
+    let mut live = Reap(vec![Command::new(LAB)
+        .args([
+            "exec",
+            "--backend",
+            "process",
+            "--kernel",
+            "sleep",
+            "--hold",
+            "600",
+        ])
+        .env("TMPDIR", &temp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()]);
+    let live_ids = {
+        let child = &mut live.0[0];
+        wait_until_running(&temp, "process", child, &[]);
+        lab_ids(&temp)
+    };
+    live.0.push(cpu_forever(&temp, "oci:runc"));
+    let victim = &mut live.0[1];
+    wait_until_running(&temp, "oci:runc", victim, &live_ids);
+    let victim_ids: Vec<String> = lab_ids(&temp)
+        .into_iter()
+        .filter(|id| !live_ids.contains(id))
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || guardians(&temp)
+        .len()
+        == 2));
+    let victim_guardian: Vec<i32> = guardians(&temp);
+    // Kill both guardians' labs' guardians first, then the victim: the live lab's guardian is
+    // killed too, which harms nothing while its lab runs (the next lab would reap it instead).
+    for g in &victim_guardian {
+        kill(Pid::from_raw(*g), Signal::SIGKILL).unwrap();
+    }
+    kill(Pid::from_raw(victim.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = victim.wait();
+    std::thread::sleep(Duration::from_millis(200));
+    let left = HostState::now(&temp);
+    assert!(
+        !left.cgroups.is_empty() && !left.runtime_state.is_empty() && !left.dead_labs.is_empty(),
+        "the killed lab left something to clean: {left:?}"
+    );
+    let o = Command::new(LAB)
+        .arg("clean")
+        .env("TMPDIR", &temp)
+        .output()
+        .unwrap();
+    let text = stdout(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("had ended"), "{text}");
+    assert!(
+        text.contains("deleted /") && text.contains("container isolab-"),
+        "{text}"
+    );
+    assert!(text.contains("removed cgroup"), "{text}");
+    assert!(text.contains("removed /"), "the work directory: {text}");
+    assert!(text.contains("is running: left alone"), "{text}");
+    // (A killed process is briefly a zombie that still names its cgroup.)
+    assert!(
+        eventually(Duration::from_secs(5), || instances_of(&victim_ids)
+            .is_empty()),
+        "the victim's workload is gone"
+    );
+    assert!(!temp.join(format!("isolab-{}", victim_ids[0])).exists());
+    // The live lab is untouched: its work directory is there, and it still ends well.
+    let live_child = &mut live.0[0];
+    assert!(
+        live_child.try_wait().unwrap().is_none(),
+        "the live lab runs on"
+    );
+    kill(Pid::from_raw(live_child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = live_child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "ended by SIGTERM, cleanly");
+    live.0.clear();
+    // Its guardian was killed above, so its registry entry is for the next lab to remove.
+    Command::new(LAB)
+        .arg("clean")
+        .env("TMPDIR", &temp)
+        .output()
+        .unwrap();
+    assert_eq!(HostState::now(&temp), before);
     std::fs::remove_dir_all(temp).unwrap();
 }

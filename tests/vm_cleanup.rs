@@ -91,7 +91,11 @@ fn no_vmm_process_cgroup_or_fd_outlives_a_run() {
         before.1.len() + 1,
         "its cgroup exists"
     );
-    assert_eq!(fds(), before.2 + 3, "report, control and stderr pipes");
+    assert_eq!(
+        fds(),
+        before.2 + 4,
+        "report, control and stderr pipes, and a pidfd of the VMM"
+    );
     drop(hung);
     // Abandoned while its guest sleeps in a hypercall.
     let mut sleeping = Vm::default()

@@ -92,6 +92,12 @@ pub enum BackendError {
         /// How long we waited.
         after: Duration,
     },
+    /// The lab was asked to stop (SIGINT, SIGTERM, SIGHUP) while waiting for the instance.
+    #[error("interrupted by {signal}")]
+    Interrupted {
+        /// The signal's name.
+        signal: String,
+    },
     /// An external program the backend drives failed.
     #[error("{program}: {detail}")]
     External {
