@@ -89,7 +89,6 @@ impl Lab {
         let registry = ownership::registry_dir();
         ownership::reap(&registry);
         let ledger = Ledger::open_in(&registry)?;
-        let lifeline = ownership::guard(&ledger);
         let mut lab = Lab {
             workdir: parent.join(format!("isolab-{}", ledger.id())),
             ledger,
@@ -102,7 +101,7 @@ impl Lab {
             profile: Profile::default(),
             seccomp_profile: PathBuf::from(crate::backend::container::seccomp::DEFAULT_PROFILE),
             security: OnceLock::new(),
-            _lifeline: lifeline,
+            _lifeline: None,
         };
         let claim = lab.ledger.claim(Resource::Dir {
             path: lab.workdir.clone(),
@@ -113,6 +112,10 @@ impl Lab {
             Ok(h) => lab.adopt(h).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
+        // Only now: a rootless lab has moved into its own cgroup leaf, and the guardian, a copy
+        // of the lab, starts there too (a process left in the delegated cgroup above would
+        // forbid it to give controllers to the lab's instances).
+        lab._lifeline = ownership::guard(&lab.ledger);
         Ok(lab)
     }
 

@@ -521,6 +521,7 @@ fn run_measured(temp: &Path, args: &[&str]) -> (Option<i32>, String, u64, Durati
 /// to 3.3 GB in 6 s (a line was read whole); a FIFO given as a file blocked until a writer came.
 #[test]
 fn files_the_lab_did_not_write_are_read_with_bounds() {
+    let _serial = serial();
     let temp = temp_dir("cli-bounds");
     let fifo = temp.join("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();

@@ -185,6 +185,14 @@ impl Hierarchy {
         v2::at(base, &offered)
     }
 
+    /// A v2 hierarchy as a lab that is not root uses it: in the delegated cgroup `own` (e.g. a
+    /// `systemd-run --user --scope -p Delegate=yes` scope), the lab moves itself into a leaf of
+    /// its own and its instances go under `own/isolab`. `detect` does this for a non-root lab on a
+    /// v2 machine; tests use it to exercise that path as root.
+    pub fn v2_delegated(own: PathBuf) -> Hierarchy {
+        v2::delegated(own)
+    }
+
     /// The cgroup interface in use.
     pub fn version(&self) -> Version {
         self.version

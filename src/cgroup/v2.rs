@@ -30,10 +30,14 @@ pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Option<Hierarchy>, C
         return Ok(Some(at(root.join("isolab"), &controllers_of(&root))));
     }
     let own = own_path(own, str::is_empty).unwrap_or_else(|| "/".into());
-    let own = host_dir(mount, &own);
+    Ok(Some(delegated(host_dir(mount, &own))))
+}
+
+/// The hierarchy of a non-root lab in the delegated cgroup `own`.
+pub(super) fn delegated(own: PathBuf) -> Hierarchy {
     let mut h = at(own.join("isolab"), &controllers_of(&own));
     h.delegated = Some(own);
-    Ok(Some(h))
+    h
 }
 
 /// A v2 hierarchy whose instance cgroups live under `base`, with `controllers` usable there.

@@ -298,3 +298,63 @@ fn teardown(mut live: Vec<Instance>) -> (u64, BTreeMap<String, String>) {
     }
     (now_ns() - started, facts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process whose main thread sleeps while another thread burns CPU, as a VMM's does: the
+    /// instance's CPU time must count that thread (the main thread's schedstat alone says ~0).
+    #[test]
+    fn idle_cpu_counts_every_thread_of_an_instance() {
+        let temp = std::env::temp_dir().join(format!("isolab-density-cpu-{}", std::process::id()));
+        std::fs::create_dir_all(&temp).unwrap();
+        let lab = Lab::in_dir(&temp).unwrap();
+        let cg = lab
+            .cgroups()
+            .unwrap()
+            .create(&lab.next_instance_name(), &Limits::default())
+            .unwrap();
+        let join = cg.join_fds().unwrap();
+        // SAFETY: the child joins the cgroup, spins a thread and _exits.
+        let child = match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let _ = crate::backend::child::join_cgroup(&join);
+                let spin = std::thread::spawn(|| {
+                    let until = std::time::Instant::now() + Duration::from_secs(3);
+                    let mut x = 0u64;
+                    while std::time::Instant::now() < until {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                });
+                let _ = spin.join();
+                crate::backend::child::exit_now(0)
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        drop(join);
+        std::thread::sleep(Duration::from_millis(200));
+        let before = cpu_time_ns(&[&cg]);
+        std::thread::sleep(Duration::from_millis(500));
+        let used = cpu_time_ns(&[&cg]) - before;
+        let main_only = std::fs::read_to_string(format!("/proc/{child}/schedstat"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+        nix::sys::wait::waitpid(child, None).unwrap();
+        assert!(
+            used > 100_000_000,
+            "the spinning thread used most of 500 ms: {used} ns"
+        );
+        assert!(
+            main_only < 50_000_000,
+            "the main thread slept: {main_only} ns"
+        );
+        drop(cg);
+        drop(lab);
+        std::fs::remove_dir_all(&temp).unwrap();
+    }
+}
