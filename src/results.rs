@@ -972,3 +972,178 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// Property tests of the reader: whatever the lab wrote reads back as written, and a file cut
+/// anywhere keeps every sample whose line is whole.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        // Any Unicode, including newlines, quotes and backslashes, which JSON must escape.
+        proptest::string::string_regex("(.|\n|\"|\\\\){0,24}").unwrap()
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            Just(Outcome::Completed),
+            Just(Outcome::OomKilled),
+            Just(Outcome::Stopped),
+            text().prop_map(|reason| Outcome::Failed { reason }),
+        ]
+    }
+
+    prop_compose! {
+        fn run_record()(
+            backend in text(),
+            round in any::<u32>(),
+            order in any::<u32>(),
+            warmup in any::<bool>(),
+            kernel in text(),
+            mib in any::<u64>(),
+            iters in any::<u64>(),
+            seed in any::<u64>(),
+            outcome in outcome(),
+            startup_ns in any::<Option<u64>>(),
+            work_ns in any::<Option<u64>>(),
+            phases in proptest::collection::vec((text(), any::<u64>()), 0..6),
+            checksum in any::<Option<u64>>(),
+            peak in any::<Option<u64>>(),
+            cpu_ns in any::<Option<u64>>(),
+            probe in proptest::collection::vec((text(), text()), 0..4),
+            info in proptest::collection::btree_map(text(), text(), 0..4),
+        ) -> RunRecord {
+            RunRecord {
+                backend,
+                round,
+                order,
+                warmup,
+                workload: WorkloadRecord { kernel, mib, iters, seed },
+                outcome,
+                startup_ns,
+                work_ns,
+                phases: Timeline {
+                    phases: phases
+                        .into_iter()
+                        .map(|(name, t_ns)| Phase { name, t_ns })
+                        .collect(),
+                },
+                output: checksum.map(|c| OutputRecord {
+                    checksum: format!("{c:#018x}"),
+                    ops: c / 3,
+                    bytes: c / 5,
+                }),
+                memory_at_ready: None,
+                memory_at_done: None,
+                cgroup_peak_bytes: peak,
+                cpu_ns,
+                probe,
+                info,
+            }
+        }
+    }
+
+    fn header() -> Header {
+        Header {
+            schema: SCHEMA.into(),
+            experiment: "startup".into(),
+            environment: Environment::capture("v2"),
+            settings: serde_json::json!({"runs": 1}),
+            skipped: vec![],
+        }
+    }
+
+    /// A fresh results file holding `runs`; returns its path and the byte offset where each
+    /// line ends.
+    fn write(dir: &Path, runs: &[RunRecord]) -> (PathBuf, Vec<usize>) {
+        let _ = fs::remove_dir_all(dir);
+        let mut w = Writer::create(dir, &header()).unwrap();
+        for r in runs {
+            w.append(&Record::Run(Box::new(r.clone()))).unwrap();
+        }
+        let path = w.path().to_path_buf();
+        let bytes = fs::read(&path).unwrap();
+        let ends = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .map(|(i, _)| i + 1)
+            .collect();
+        (path, ends)
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("isolab-prop-{name}-{}", std::process::id()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(64)
+        })]
+
+        #[test]
+        fn what_is_written_reads_back(runs in proptest::collection::vec(run_record(), 0..6)) {
+            let dir = scratch("roundtrip");
+            let (path, _) = write(&dir, &runs);
+            let back = Results::read(&path).unwrap();
+            prop_assert_eq!(back.runs, runs);
+            fs::remove_dir_all(&dir).unwrap();
+        }
+
+        /// A lab killed at any byte of a write: every sample whose line is whole is kept, the
+        /// cut one is not, and nothing is an error once the first line is whole.
+        #[test]
+        fn a_file_cut_anywhere_keeps_every_whole_line(
+            runs in proptest::collection::vec(run_record(), 1..5),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let dir = scratch("cut");
+            let (path, ends) = write(&dir, &runs);
+            let bytes = fs::read(&path).unwrap();
+            let at = cut.index(bytes.len() + 1);
+            fs::write(&path, &bytes[..at]).unwrap();
+            match Results::read(&path) {
+                Ok(back) => {
+                    // Lines 2.. are runs; the one cut short may still parse if only its
+                    // newline is missing.
+                    let whole = ends.iter().skip(1).filter(|&&e| e <= at).count();
+                    prop_assert!(at >= ends[0] - 1, "no header, but read: {at}");
+                    prop_assert!(back.runs.len() == whole || back.runs.len() == whole + 1);
+                    prop_assert_eq!(&back.runs[..], &runs[..back.runs.len()]);
+                }
+                Err(e) => prop_assert!(at < ends[0], "cut at {at} after the header: {e}"),
+            }
+            fs::remove_dir_all(&dir).unwrap();
+        }
+
+        /// Anything at all after a valid file: an error or more records, never a panic, and a
+        /// complete line that is not a record is always an error.
+        #[test]
+        fn garbage_after_a_valid_file_is_never_a_panic(
+            runs in proptest::collection::vec(run_record(), 0..3),
+            tail in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let dir = scratch("garbage");
+            let (path, _) = write(&dir, &runs);
+            let mut bytes = fs::read(&path).unwrap();
+            bytes.extend_from_slice(&tail);
+            fs::write(&path, &bytes).unwrap();
+            if let Ok(back) = Results::read(&path) {
+                prop_assert_eq!(&back.runs[..runs.len()], &runs[..]);
+                let lines = tail.split(|&b| b == b'\n').count() - 1;
+                if lines > 0 {
+                    // Every complete garbage line that read fine must have been a record.
+                    let complete = &tail[..tail.iter().rposition(|&b| b == b'\n').unwrap() + 1];
+                    for line in complete.split(|&b| b == b'\n') {
+                        if !line.iter().all(u8::is_ascii_whitespace) {
+                            prop_assert!(serde_json::from_slice::<Record>(line).is_ok());
+                        }
+                    }
+                }
+            }
+            fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}

@@ -514,3 +514,120 @@ fn config(
     config.set_linux(Some(linux));
     Ok(config)
 }
+
+/// Property tests of the OCI configuration writer: whatever the workload, the profile and the
+/// streams, the bundle's `config.json` is valid, survives a round trip, and says what isolab's
+/// own container does.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::backend::container::profile::{Profile, Security};
+    use proptest::prelude::*;
+
+    prop_compose! {
+        fn spec()(
+            kernel in proptest::sample::select(Kernel::ALL.to_vec()),
+            mib in any::<u64>(),
+            iters in any::<u64>(),
+            hold in any::<bool>(),
+            seed in any::<u64>(),
+        ) -> Spec {
+            let mut s = Spec::new(kernel, mib, iters);
+            s.hold = hold;
+            s.seed = seed;
+            s
+        }
+    }
+
+    #[test]
+    fn the_config_is_valid_and_equivalent_to_the_container() {
+        let dir = std::env::temp_dir().join(format!("isolab-prop-oci-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lab = Lab::in_dir(&dir).unwrap();
+        let profiles: Vec<Security> = Profile::ALL
+            .iter()
+            .map(|p| Security::prepare(*p, &lab.seccomp_profile).unwrap())
+            .collect();
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(128)
+        });
+        let cases = (
+            spec(),
+            0..profiles.len(),
+            any::<bool>(),
+            proptest::option::of("(/[a-z0-9_.-]{1,12}){1,4}"),
+            any::<u32>(),
+        );
+        let result = runner.run(&cases, |(spec, profile, standard, cgroup, n)| {
+            let id = format!("isolab-{}-{n}", lab.id());
+            let security = &profiles[profile];
+            let streams = if standard {
+                Streams::Standard
+            } else {
+                Streams::Fixed
+            };
+            let config = config(&lab, &id, &spec, security, cgroup.clone(), streams).unwrap();
+            // What the runtime reads is JSON: it must come back the same.
+            let json = serde_json::to_string(&config).unwrap();
+            let back: OciSpec = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(&back, &config);
+
+            let process = config.process().as_ref().unwrap();
+            let args = process.args().as_ref().unwrap();
+            prop_assert_eq!(args[0].as_str(), "/workload");
+            let kernel_word = format!("kernel={}", spec.kernel.name());
+            prop_assert!(args.iter().any(|a| a == &kernel_word));
+            let report = if standard { "report=1" } else { "report=3" };
+            prop_assert!(args.iter().any(|a| a == report), "{:?}", args);
+            prop_assert_eq!(process.no_new_privileges(), Some(true));
+            let caps = process.capabilities().as_ref().unwrap();
+            for set in [caps.bounding(), caps.effective(), caps.permitted()] {
+                prop_assert_eq!(
+                    set.as_ref().unwrap().len(),
+                    capabilities::DOCKER_DEFAULT.len()
+                );
+            }
+            prop_assert_eq!(config.root().as_ref().unwrap().readonly(), Some(true));
+            prop_assert_eq!(config.hostname().as_deref(), Some(id.as_str()));
+
+            let linux = config.linux().as_ref().unwrap();
+            let namespaces = linux.namespaces().as_ref().unwrap();
+            for ns in [
+                LinuxNamespaceType::Pid,
+                LinuxNamespaceType::Mount,
+                LinuxNamespaceType::Ipc,
+                LinuxNamespaceType::Uts,
+                LinuxNamespaceType::Network,
+                LinuxNamespaceType::Cgroup,
+            ] {
+                prop_assert_eq!(namespaces.iter().filter(|n| n.typ() == ns).count(), 1);
+            }
+            prop_assert_eq!(linux.cgroups_path().clone(), cgroup.map(PathBuf::from));
+            // The limits are the instance cgroup's, above the container's: none here.
+            prop_assert!(linux.resources().is_none());
+            let hardened = security.profile.hardened();
+            prop_assert_eq!(linux.masked_paths().is_some(), hardened);
+            prop_assert_eq!(linux.readonly_paths().is_some(), hardened);
+            prop_assert_eq!(
+                linux.seccomp().is_some(),
+                hardened && security.seccomp.is_some()
+            );
+
+            let scratch = config
+                .mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|m| m.destination() == Path::new("/scratch"))
+                .count();
+            prop_assert_eq!(scratch, usize::from(spec.kernel == Kernel::Io));
+            Ok(())
+        });
+        drop(lab);
+        std::fs::remove_dir_all(&dir).unwrap();
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+}
