@@ -551,3 +551,57 @@ fn files_the_lab_did_not_write_are_read_with_bounds() {
     }
     std::fs::remove_dir_all(temp).unwrap();
 }
+
+/// A guest kernel that is a truncated bzImage cannot boot: `lab exec` says so with a non-zero
+/// status (it used to print the failure and exit 0). A FIFO given as the kernel is refused at
+/// once instead of waiting for a writer.
+#[test]
+#[ignore = "needs qemu-system-x86 and a /boot kernel (CI runs it)"]
+fn a_guest_kernel_that_cannot_boot_is_a_failure() {
+    common::needs_qemu();
+    let _serial = serial();
+    let temp = temp_dir("cli-kernel");
+    let image = isolab::linux_guest::kernel::find(None).unwrap();
+    let bytes = std::fs::read(&image.path).unwrap();
+    let truncated = temp.join("truncated-bzImage");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let o = lab(
+        &temp,
+        &[
+            "exec",
+            "--backend",
+            "qemu",
+            "--kernel",
+            "ready",
+            "--timeout",
+            "60",
+            "--guest-kernel",
+            truncated.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let fifo = temp.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (code, stderr, _, took) = run_measured(
+        &temp,
+        &[
+            "run",
+            "startup",
+            "--backends",
+            "qemu",
+            "--guest-kernel",
+            fifo.to_str().unwrap(),
+            "--out",
+            temp.join("reports").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(took < Duration::from_secs(10));
+    std::fs::remove_dir_all(temp).unwrap();
+}

@@ -239,15 +239,13 @@ fn cpu_forever(temp: &Path, backend: &str) -> Child {
         .unwrap()
 }
 
-/// The workload under `oci:runc` is runc's child, not the lab's: when the lab was killed it used
-/// to run on at 100% CPU, with runc's state and cgroups (one per controller) left behind. Now
-/// the lab's guardian removes the container through runc the moment the lab is gone.
-#[test]
-fn a_killed_lab_leaves_no_workload_runtime_state_or_cgroup() {
+/// `lab exec` of an endless `cpu` kernel on each of `backends`, killed with SIGKILL: nothing of
+/// it may be left once its guardian is done.
+fn killed_labs_leave_nothing(name: &str, backends: &[&str]) {
     let _serial = serial();
-    let temp = temp_dir("killed");
+    let temp = temp_dir(name);
     let before = HostState::now(&temp);
-    for backend in ["oci:runc", "container", "process", "vm"] {
+    for &backend in backends {
         let mut lab = Reap(vec![cpu_forever(&temp, backend)]);
         let child = &mut lab.0[0];
         wait_until_running(&temp, backend, child, &[]);
@@ -264,6 +262,22 @@ fn a_killed_lab_leaves_no_workload_runtime_state_or_cgroup() {
         );
     }
     std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// The workload under `oci:runc` is runc's child, not the lab's: when the lab was killed it used
+/// to run on at 100% CPU, with runc's state and cgroups (one per controller) left behind. Now
+/// the lab's guardian removes the container through runc the moment the lab is gone.
+#[test]
+fn a_killed_lab_leaves_no_workload_runtime_state_or_cgroup() {
+    killed_labs_leave_nothing("killed", &["oci:runc", "container", "process"]);
+}
+
+/// The same for a microVM: the VMM, a fork of the lab, dies with it; its cgroup goes too.
+#[test]
+#[ignore = "needs /dev/kvm (CI runs it)"]
+fn a_killed_lab_leaves_no_vmm_or_cgroup() {
+    common::needs_kvm();
+    killed_labs_leave_nothing("killed-vm", &["vm"]);
 }
 
 /// The guardian processes of labs whose environment names `temp` (a fork of the lab keeps its

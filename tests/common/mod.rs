@@ -249,3 +249,26 @@ pub fn checksums_agree(results: &isolab::results::Results, names: &[String], ker
         );
     }
 }
+
+/// For tests marked `#[ignore = "needs /dev/kvm ..."]`, which CI runs: fail, saying what is
+/// missing, on a machine that cannot run the lab's microVMs — never pass without running.
+pub fn needs_kvm() {
+    if let Err(e) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        panic!("this test needs /dev/kvm (hardware virtualization, or nested KVM): {e}");
+    }
+}
+
+/// For tests marked `#[ignore = "needs qemu-system-x86 ..."]`: fail, saying what is missing,
+/// without QEMU or a Linux kernel to boot.
+pub fn needs_qemu() {
+    if isolab::backend::qemu::qemu_path().is_none() {
+        panic!("this test needs qemu-system-x86_64 (apt install qemu-system-x86)");
+    }
+    if let Err(e) = isolab::linux_guest::kernel::find(None) {
+        panic!("this test needs a Linux kernel to boot (apt install linux-image-amd64): {e}");
+    }
+}
