@@ -406,7 +406,13 @@ impl Instance {
         }
         match status {
             Some(WaitStatus::Exited(_, 0)) if self.done => Outcome::Completed,
-            _ if self.stopped => Outcome::Stopped,
+            // Let go by the lab and ended quietly, or killed by the lab for not ending: stopped.
+            // A crash after the lab let go (a SIGSEGV, a runtime's status 139) is still a crash.
+            Some(WaitStatus::Exited(_, 0) | WaitStatus::Signaled(_, Signal::SIGKILL, _)) | None
+                if self.stopped =>
+            {
+                Outcome::Stopped
+            }
             Some(s) => Outcome::Failed {
                 reason: format!(
                     "{}{}",
