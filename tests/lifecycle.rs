@@ -395,3 +395,49 @@ fn the_next_lab_removes_what_a_dead_one_left_and_clean_says_what() {
     assert_eq!(HostState::now(&temp), before);
     std::fs::remove_dir_all(temp).unwrap();
 }
+
+/// `oci:runc` over its memory limit, and `oci:runc` with runc itself killed under a running
+/// container: no cgroup is left in any hierarchy (runc makes one per controller), and the lab
+/// notices the dead runtime at once — it used to wait for its 120 s timeout, because the
+/// orphaned container still held the marker pipe open.
+#[test]
+fn an_oci_instance_killed_by_oom_or_by_losing_its_runtime_leaves_no_cgroup() {
+    use isolab::backend::{self, Backend, Limits};
+    use isolab::lab::Lab;
+    use isolab::workload::{Kernel, Spec};
+    let _serial = serial();
+    let temp = temp_dir("oci-faults");
+    let before = HostState::now(&temp);
+    let lab = Lab::in_dir(&temp).unwrap();
+    let oci = backend::by_name("oci:runc").unwrap();
+    let limits = Limits {
+        memory_bytes: Some(16 << 20),
+        ..Limits::default()
+    };
+    for _ in 0..3 {
+        let run = oci
+            .run(&lab, &Spec::new(Kernel::Mem, 64, 1), &limits)
+            .unwrap();
+        assert_eq!(run.outcome, Outcome::OomKilled);
+    }
+    let mut instance = oci
+        .start(&lab, &Spec::default_for(Kernel::Sleep), &Limits::default())
+        .unwrap();
+    instance.wait_ready().unwrap();
+    kill(instance.main_pid(), Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    let run = instance.finish().unwrap();
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "noticed after {:?}",
+        killed.elapsed()
+    );
+    assert!(
+        matches!(run.outcome, Outcome::Failed { ref reason } if reason.contains("SIGKILL")),
+        "{:?}",
+        run.outcome
+    );
+    drop(lab);
+    assert_eq!(HostState::now(&temp), before);
+    std::fs::remove_dir_all(temp).unwrap();
+}
