@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{serial, temp_dir, HostState};
+use common::{
+    eventually, instances_of, lab_ids, processes_mentioning, serial, temp_dir, HostState,
+};
 use isolab::results::{Outcome, Results};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -137,58 +139,6 @@ fn labs_in_different_pid_namespaces_never_touch_each_other() {
     std::fs::remove_dir_all(temp).unwrap();
 }
 
-/// Processes whose command line mentions `needle` (a test's temporary directory).
-fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            cmd.contains(needle).then_some((pid, cmd))
-        })
-        .collect()
-}
-
-/// Wait until `done` holds, for at most `limit`.
-fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    done()
-}
-
-/// The ids of the labs whose work directories are in `temp`.
-fn lab_ids(temp: &Path) -> Vec<String> {
-    std::fs::read_dir(temp)
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("isolab-").map(str::to_string)
-        })
-        .filter(|id| common::is_lab_id(id))
-        .collect()
-}
-
-/// Processes inside the instance cgroups of labs `ids`.
-fn instances_of(ids: &[String]) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .is_ok_and(|c| ids.iter().any(|id| c.contains(&format!("/isolab/{id}/"))))
-        })
-        .collect()
-}
-
 /// The instance of `backend` that `child` (`lab exec`, whose work directory will be in `temp`)
 /// started is running. Labs already there (`others`) do not count.
 fn wait_until_running(temp: &Path, backend: &str, child: &mut Child, others: &[String]) {
@@ -211,7 +161,7 @@ fn wait_until_running(temp: &Path, backend: &str, child: &mut Child, others: &[S
 /// Processes of instances whose lab's work directory was in `temp`, by cgroup or by command line
 /// (once their cgroups are gone).
 fn leftovers(temp: &Path) -> Vec<(i32, String)> {
-    let mut found = processes_mentioning(&temp.to_string_lossy());
+    let mut found = processes_mentioning(&temp.to_string_lossy(), false);
     found.retain(|(_, cmd)| !cmd.starts_with(LAB) || cmd.contains("isolab-guard"));
     found.extend(
         instances_of(&lab_ids(temp))
@@ -402,7 +352,7 @@ fn the_next_lab_removes_what_a_dead_one_left_and_clean_says_what() {
 /// orphaned container still held the marker pipe open.
 #[test]
 fn an_oci_instance_killed_by_oom_or_by_losing_its_runtime_leaves_no_cgroup() {
-    use isolab::backend::{self, Backend, Limits};
+    use isolab::backend::{self, Limits};
     use isolab::lab::Lab;
     use isolab::workload::{Kernel, Spec};
     let _serial = serial();

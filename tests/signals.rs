@@ -63,29 +63,16 @@ impl Drop for Lab {
 }
 
 /// Wait until `done` holds (at most a minute).
-fn until(mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "not within a minute");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn until(done: impl FnMut() -> bool) {
+    assert!(
+        common::eventually(Duration::from_secs(60), done),
+        "not within a minute"
+    );
 }
 
 /// Some process of a lab whose work directory is in `temp` is in an instance cgroup.
 fn instance_running(temp: &Path) -> bool {
-    let ids: Vec<String> = std::fs::read_dir(temp)
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("isolab-").map(str::to_string)
-        })
-        .collect();
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        let pid = e.file_name().to_string_lossy().into_owned();
-        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .is_ok_and(|c| ids.iter().any(|id| c.contains(&format!("/isolab/{id}/"))))
-    })
+    !common::instances_of(&common::lab_ids(temp)).is_empty()
 }
 
 /// `lab exec` of a kernel that would run for hours on each `(backend, signal)`: each signal

@@ -354,23 +354,6 @@ fn killed_lab(temp: &Path, n: u64, rng: &mut Rng, tally: &mut Tally) {
     }
 }
 
-/// Processes anywhere whose command line or environment mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            let env = String::from_utf8_lossy(&env);
-            (cmd.contains(needle) || env.contains(needle)).then_some((pid, cmd))
-        })
-        .filter(|(pid, _)| *pid != std::process::id() as i32)
-        .collect()
-}
-
 /// Zombies whose parent is this process or init, left by the lab's processes.
 fn zombies() -> Vec<(i32, String)> {
     let me = std::process::id() as i32;
@@ -536,14 +519,14 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
         after = HostState::now(&temp);
         after.temp_entries.retain(|e| !e.starts_with("results-"));
         let settled = after == before
-            && processes_mentioning(&temp.to_string_lossy()).is_empty()
+            && common::processes_mentioning(&temp.to_string_lossy(), true).is_empty()
             && zombies().is_empty();
         if settled || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let leaked_processes = processes_mentioning(&temp.to_string_lossy());
+    let leaked_processes = common::processes_mentioning(&temp.to_string_lossy(), true);
     let leaked_zombies = zombies();
     let leaked_mounts = mounts_below(&temp).len() - mounts_before;
     let leaked_kvm = kvm_fds().saturating_sub(kvm_before);

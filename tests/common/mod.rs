@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Tests that count host state run one at a time: another test's instance would be counted.
 pub fn serial() -> MutexGuard<'static, ()> {
@@ -271,4 +272,64 @@ pub fn needs_qemu() {
     if let Err(e) = isolab::linux_guest::kernel::find(None) {
         panic!("this test needs a Linux kernel to boot (apt install linux-image-amd64): {e}");
     }
+}
+
+/// Wait until `done` holds, for at most `limit`; whether it did.
+pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+/// Processes other than this one whose command line — or, with `environ`, environment (a lab's
+/// forks keep its `TMPDIR`) — mentions `needle`.
+pub fn processes_mentioning(needle: &str, environ: bool) -> Vec<(i32, String)> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != std::process::id() as i32)
+        .filter_map(|pid| {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let env = if environ {
+                fs::read(format!("/proc/{pid}/environ")).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            (cmd.contains(needle) || String::from_utf8_lossy(&env).contains(needle))
+                .then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// The ids of the labs whose work directories are in `temp`.
+pub fn lab_ids(temp: &Path) -> Vec<String> {
+    fs::read_dir(temp)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("isolab-").map(str::to_string)
+        })
+        .filter(|id| is_lab_id(id))
+        .collect()
+}
+
+/// Processes inside the instance cgroups of labs `ids`.
+pub fn instances_of(ids: &[String]) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| ids.iter().any(|id| c.contains(&format!("/isolab/{id}/"))))
+        })
+        .collect()
 }
