@@ -883,7 +883,8 @@ mod tests {
     fn a_complete_invalid_last_line_is_an_error_and_an_overlong_one_too() {
         let dir = std::env::temp_dir().join(format!("isolab-results-bad-{}", std::process::id()));
         let mut w = Writer::create(&Writer::new_dir(&dir, "startup").unwrap(), &header()).unwrap();
-        w.append(&Record::Run(Box::new(run("process")))).unwrap();
+        w.append(&Record::Run(Box::new(run("process", Family::Process))))
+            .unwrap();
         let path = w.path().to_path_buf();
         drop(w);
         let good = fs::read(&path).unwrap();
@@ -1012,10 +1013,26 @@ mod properties {
             peak in any::<Option<u64>>(),
             cpu_ns in any::<Option<u64>>(),
             probe in proptest::collection::vec((text(), text()), 0..4),
-            info in proptest::collection::btree_map(text(), text(), 0..4),
+            facts in proptest::collection::vec((text(), text()), 0..4),
+            family in proptest::sample::select(vec![
+                Family::Process,
+                Family::Container,
+                Family::Sandbox,
+                Family::VmNoOs,
+                Family::Vm,
+                Family::VmGuestOs,
+                Family::Emulated,
+            ]),
         ) -> RunRecord {
+            // Facts as a backend reports them on the wire: known keys become typed fields,
+            // the rest stay text.
+            let mut typed = Facts::default();
+            for (key, value) in &facts {
+                typed.set(key, value);
+            }
             RunRecord {
                 backend,
+                family,
                 round,
                 order,
                 warmup,
@@ -1039,7 +1056,7 @@ mod properties {
                 cgroup_peak_bytes: peak,
                 cpu_ns,
                 probe,
-                info,
+                facts: typed,
             }
         }
     }
