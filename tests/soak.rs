@@ -299,7 +299,7 @@ fn killed_lab(temp: &Path, n: u64, rng: &mut Rng, tally: &mut Tally) {
         .spawn()
         .unwrap();
     // A random moment: somewhere from its start-up to well into its run.
-    std::thread::sleep(Duration::from_millis(30 + rng.below(500)));
+    std::thread::sleep(Duration::from_millis(30 + rng.below(350)));
     kill(Pid::from_raw(child.id() as i32), sig).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {
@@ -394,17 +394,6 @@ fn kvm_fds() -> usize {
         .count()
 }
 
-/// Mount points anywhere (the host's mount namespace) below `dir`.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/1/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(dir))
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 #[ignore = "needs /dev/kvm, qemu-system-x86, a /boot kernel and ~5 minutes (CI runs it)"]
 fn a_thousand_launches_with_faults_leave_nothing_behind() {
@@ -424,7 +413,8 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0).unwrap();
     let temp = temp_dir("soak");
     let before = HostState::now(&temp);
-    let (mounts_before, kvm_before) = (mounts_below(&temp).len(), kvm_fds());
+    // The host's mount table as init sees it, besides this process's own.
+    let (mounts_before, kvm_before) = (common::lab_mounts("/proc/1/mountinfo"), kvm_fds());
     let started = Instant::now();
     let mut rng = Rng::new(seed);
     let mut tally = Tally::default();
@@ -478,7 +468,7 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
             started.elapsed() < Duration::from_secs(600),
             "the soak is overdue"
         );
-        if rng.below(2) == 0 {
+        if rng.below(3) == 0 {
             // A lab in its own process, stopped at a random moment; the next lab (the next
             // iteration's, whichever kind) starts at once.
             killed_lab(&temp, labs, &mut rng, &mut tally);
@@ -528,7 +518,11 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
     }
     let leaked_processes = common::processes_mentioning(&temp.to_string_lossy(), true);
     let leaked_zombies = zombies();
-    let leaked_mounts = mounts_below(&temp).len() - mounts_before;
+    let leaked_mounts: Vec<String> = common::lab_mounts("/proc/1/mountinfo")
+        .difference(&mounts_before)
+        .cloned()
+        .chain(after.mounts.symmetric_difference(&before.mounts).cloned())
+        .collect();
     let leaked_kvm = kvm_fds().saturating_sub(kvm_before);
     let leaks = [
         ("cgroups (all hierarchies)", after.cgroups.len()),
@@ -545,10 +539,7 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
         ("child processes", after.children.len()),
         ("processes", leaked_processes.len()),
         ("zombies", leaked_zombies.len()),
-        (
-            "mounts",
-            leaked_mounts + after.mounts.abs_diff(before.mounts),
-        ),
+        ("mounts", leaked_mounts.len()),
         ("KVM fds", leaked_kvm),
         ("other fds", after.fds.abs_diff(before.fds)),
     ];
@@ -584,7 +575,7 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
     );
     assert_eq!(
         total_leaks, 0,
-        "{after:?} processes {leaked_processes:?} zombies {leaked_zombies:?}"
+        "{after:?} processes {leaked_processes:?} zombies {leaked_zombies:?} mounts {leaked_mounts:?}"
     );
     std::fs::remove_dir_all(&temp).unwrap();
 }

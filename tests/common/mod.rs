@@ -25,8 +25,8 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// Host state a lab run could leak.
 #[derive(Debug, PartialEq, Eq)]
 pub struct HostState {
-    /// Lines of our mount table.
-    pub mounts: usize,
+    /// Mount points of our mount table that belong to a lab (their path names one).
+    pub mounts: BTreeSet<String>,
     /// Every directory under the cgroup hierarchies' isolab bases that belongs to this process's
     /// labs or to a lab that is no longer running.
     pub cgroups: BTreeSet<PathBuf>,
@@ -46,10 +46,7 @@ impl HostState {
     pub fn now(temp: &Path) -> HostState {
         let labs = ownership::census(&ownership::registry_dir());
         HostState {
-            mounts: fs::read_to_string("/proc/self/mountinfo")
-                .unwrap()
-                .lines()
-                .count(),
+            mounts: lab_mounts("/proc/self/mountinfo"),
             cgroups: cgroup_dirs(&labs),
             runtime_state: runtime_state(&labs),
             dead_labs: labs
@@ -65,6 +62,18 @@ impl HostState {
             fds: fs::read_dir("/proc/self/fd").unwrap().count(),
         }
     }
+}
+
+/// Mount points in mount table `mountinfo` under a lab's directories (`isolab…` anywhere in the
+/// path). Counting every line would count the mounts of everything else on a shared machine.
+pub fn lab_mounts(mountinfo: &str) -> BTreeSet<String> {
+    fs::read_to_string(mountinfo)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.contains("/isolab"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// A lab id: 12 lowercase hex digits.
