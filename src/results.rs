@@ -1014,15 +1014,7 @@ mod properties {
             cpu_ns in any::<Option<u64>>(),
             probe in proptest::collection::vec((text(), text()), 0..4),
             facts in proptest::collection::vec((text(), text()), 0..4),
-            family in proptest::sample::select(vec![
-                Family::Process,
-                Family::Container,
-                Family::Sandbox,
-                Family::VmNoOs,
-                Family::Vm,
-                Family::VmGuestOs,
-                Family::Emulated,
-            ]),
+            family in proptest::sample::select(Family::ALL.to_vec()),
         ) -> RunRecord {
             // Facts as a backend reports them on the wire: known keys become typed fields,
             // the rest stay text.

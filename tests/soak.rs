@@ -395,7 +395,7 @@ fn kvm_fds() -> usize {
 }
 
 #[test]
-#[ignore = "needs /dev/kvm, qemu-system-x86, a /boot kernel and ~5 minutes (CI runs it)"]
+#[ignore = "needs /dev/kvm, qemu-system-x86, a /boot kernel and ~2 minutes (CI runs it)"]
 fn a_thousand_launches_with_faults_leave_nothing_behind() {
     common::needs_kvm();
     common::needs_qemu();
