@@ -199,10 +199,13 @@ fn killed_labs_leave_nothing(name: &str, backends: &[&str]) {
         let mut lab = Reap(vec![cpu_forever(&temp, backend)]);
         let child = &mut lab.0[0];
         wait_until_running(&temp, backend, child, &[]);
+        let ids = lab_ids(&temp);
         kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
         let _ = child.wait();
-        let gone = eventually(Duration::from_secs(10), || {
-            HostState::now(&temp) == before && leftovers(&temp).is_empty()
+        let gone = eventually(Duration::from_secs(20), || {
+            HostState::now(&temp) == before
+                && leftovers(&temp).is_empty()
+                && (backend != "docker" || docker_containers(&ids).is_empty())
         });
         assert!(
             gone,
@@ -220,6 +223,40 @@ fn killed_labs_leave_nothing(name: &str, backends: &[&str]) {
 #[test]
 fn a_killed_lab_leaves_no_workload_runtime_state_or_cgroup() {
     killed_labs_leave_nothing("killed", &["oci:runc", "container", "process"]);
+}
+
+/// The Docker containers named for labs `ids`, running or not: the daemon keeps them, not the
+/// lab.
+fn docker_containers(ids: &[String]) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "--all", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|n| ids.iter().any(|id| n.starts_with(&format!("isolab-{id}-"))))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The same for the other runtimes: crun's container and gVisor's sandbox, whose state is
+/// under the lab's work directory, and a container Docker's daemon keeps — which no death
+/// signal of the lab can reach: the guardian removes it with `docker rm --force`.
+#[test]
+#[ignore = "needs crun, runsc, docker.io and a running dockerd (CI runs it)"]
+fn a_killed_lab_leaves_no_container_of_crun_runsc_or_docker() {
+    for program in ["crun", "runsc"] {
+        assert!(
+            isolab::host::find_program(program).is_some(),
+            "this test needs {program} (apt install {program})"
+        );
+    }
+    let daemon = Command::new("docker").arg("version").output();
+    assert!(
+        daemon.is_ok_and(|o| o.status.success()),
+        "this test needs docker.io and a running dockerd"
+    );
+    killed_labs_leave_nothing("killed-runtimes", &["oci:crun", "oci:runsc", "docker"]);
 }
 
 /// The same for a microVM: the VMM, a fork of the lab, dies with it; its cgroup goes too.

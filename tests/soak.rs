@@ -2,7 +2,7 @@
 //! random — workloads that segfault, guests that triple-fault or hang, instances over their
 //! memory limit, runtimes and VMMs killed under their instance, labs sent SIGINT, SIGTERM,
 //! SIGHUP or SIGKILL at random moments and the next lab started at once — and afterwards nothing
-//! left: no cgroup in any hierarchy, mount, process, zombie, runtime state, work directory or
+//! left: no cgroup in any hierarchy, mount, process, zombie, runtime state, Docker container, work directory or
 //! KVM descriptor, and every results file readable with every completed sample.
 //!
 //! The randomness is seeded and the seed printed: `ISOLAB_SOAK_SEED=<seed>` repeats a run,
@@ -152,6 +152,15 @@ fn launch(lab: &mut Lab, name: &str, fault: &'static str, rng: &mut Rng) {
             };
             let run = plain.run(lab, &Spec::new(Kernel::Mem, 64, 1), &limits);
             match run {
+                // An OCI runtime's or Docker's container sits in a cgroup below the instance's,
+                // which the runtime removes when the container ends; on cgroup v1 the kernel
+                // counts the OOM kill only there, so the lab may see just the runtime's report
+                // of the SIGKILL, 128 + 9.
+                Ok(run) if name.starts_with("oci:") || name == "docker" => assert!(
+                    run.outcome == Outcome::OomKilled || reason(&run).contains("status 137"),
+                    "{name}: {}",
+                    reason(&run)
+                ),
                 Ok(run) => assert_eq!(run.outcome, Outcome::OomKilled, "{name}"),
                 // A VMM killed before its guest reached `ready`.
                 Err(BackendError::Exited { status, .. }) => {
@@ -173,8 +182,12 @@ fn launch(lab: &mut Lab, name: &str, fault: &'static str, rng: &mut Rng) {
             } else {
                 // A workload that never reaches `done` (nobody lets it go): the lab's timeout.
                 let saved = lab.timeout;
-                // runc alone may take longer than that to start on a busy machine.
-                lab.timeout = Duration::from_millis(if name == "oci:runc" { 1500 } else { 400 });
+                // A runtime alone may take longer than that to start on a busy machine.
+                lab.timeout = Duration::from_millis(match name {
+                    "oci:runsc" | "docker" => 3000,
+                    "oci:runc" | "oci:crun" => 1500,
+                    _ => 400,
+                });
                 let e = plain.run(lab, &sleep_spec(), &limits);
                 lab.timeout = saved;
                 assert!(
@@ -219,6 +232,17 @@ fn faults_of(backend: &str) -> &'static [&'static str] {
         ],
         // No cgroup, so no memory limit.
         "ns-floor" => &["none", "none", "segfault", "hang", "abandoned"],
+        "oci:crun" | "docker" => &[
+            "none",
+            "segfault",
+            "oom",
+            "hang",
+            "runtime-killed",
+            "abandoned",
+        ],
+        // The workload runs on gVisor's Sentry, not as a host process of its own: no segfault
+        // from outside.
+        "oci:runsc" => &["none", "oom", "hang", "runtime-killed", "abandoned"],
         "vm" => &[
             "none",
             "none",
@@ -382,6 +406,28 @@ fn zombies() -> Vec<(i32, String)> {
         .collect()
 }
 
+/// Docker containers named for a lab that is not running: the daemon keeps them, not the lab.
+fn orphan_docker_containers() -> Vec<String> {
+    let live: Vec<String> = isolab::ownership::census(&isolab::ownership::registry_dir())
+        .into_iter()
+        .filter(|l| l.alive)
+        .map(|l| l.id)
+        .collect();
+    let out = Command::new("docker")
+        .args(["ps", "--all", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|n| {
+            n.strip_prefix("isolab-")
+                .and_then(|rest| rest.split('-').next())
+                .is_some_and(|id| common::is_lab_id(id) && !live.iter().any(|l| l == id))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// KVM descriptors (VMs, vCPUs) this process holds.
 fn kvm_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -395,10 +441,23 @@ fn kvm_fds() -> usize {
 }
 
 #[test]
-#[ignore = "needs /dev/kvm, qemu-system-x86, a /boot kernel and ~2 minutes (CI runs it)"]
+#[ignore = "needs /dev/kvm, qemu-system-x86, a /boot kernel, crun, runsc, a running dockerd and ~3 minutes (CI runs it)"]
 fn a_thousand_launches_with_faults_leave_nothing_behind() {
     common::needs_kvm();
     common::needs_qemu();
+    for program in ["crun", "runsc"] {
+        assert!(
+            isolab::host::find_program(program).is_some(),
+            "the soak needs {program} (apt install {program})"
+        );
+    }
+    assert!(
+        Command::new("docker")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "the soak needs docker.io and a running dockerd"
+    );
     let _serial = common::serial();
     let seed = std::env::var("ISOLAB_SOAK_SEED")
         .ok()
@@ -461,7 +520,16 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
         }
     }
 
-    let in_process = ["process", "container", "ns-floor", "oci:runc", "vm"];
+    let in_process = [
+        "process",
+        "container",
+        "ns-floor",
+        "oci:runc",
+        "vm",
+        "oci:crun",
+        "oci:runsc",
+        "docker",
+    ];
     let mut labs = 0u64;
     while tally.total() < target {
         assert!(
@@ -480,11 +548,12 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
         lab.timeout = Duration::from_secs(30);
         for _ in 0..(5 + rng.below(20)) {
             let name = *pick(&mut rng, &in_process);
-            // runc is slow: fewer of them.
-            let name = if name == "oci:runc" && rng.below(2) != 0 {
-                "process"
-            } else {
-                name
+            // External runtimes are slow (Docker most: a CLI, a daemon, containerd, a shim and
+            // runc): fewer of them.
+            let name = match name {
+                "oci:runc" | "oci:crun" if rng.below(2) != 0 => "process",
+                "oci:runsc" | "docker" if rng.below(8) != 0 => "container",
+                other => other,
             };
             let fault = *pick(&mut rng, faults_of(name));
             launch(&mut lab, name, fault, &mut rng);
@@ -518,6 +587,7 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
     }
     let leaked_processes = common::processes_mentioning(&temp.to_string_lossy(), true);
     let leaked_zombies = zombies();
+    let leaked_docker = orphan_docker_containers();
     let leaked_mounts: Vec<String> = common::lab_mounts("/proc/1/mountinfo")
         .difference(&mounts_before)
         .cloned()
@@ -527,6 +597,7 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
     let leaks = [
         ("cgroups (all hierarchies)", after.cgroups.len()),
         ("runtime state dirs", after.runtime_state.len()),
+        ("docker containers", leaked_docker.len()),
         ("dead labs in the registry", after.dead_labs.len()),
         (
             "work dirs",
@@ -575,7 +646,7 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
     );
     assert_eq!(
         total_leaks, 0,
-        "{after:?} processes {leaked_processes:?} zombies {leaked_zombies:?} mounts {leaked_mounts:?}"
+        "{after:?} processes {leaked_processes:?} zombies {leaked_zombies:?} mounts {leaked_mounts:?} docker {leaked_docker:?}"
     );
     std::fs::remove_dir_all(&temp).unwrap();
 }

@@ -398,13 +398,16 @@ impl Cgroup {
         }
     }
 
-    /// How many times the kernel's OOM killer killed a process of this cgroup.
+    /// How many times the kernel's OOM killer killed a process of this cgroup or of one below
+    /// it (a runtime's container cgroup, `<instance>/ctr`). v2's `memory.events` already counts
+    /// the whole subtree; v1 counts a kill only in the cgroup of the process killed, so there the
+    /// subtree is added up.
     pub fn oom_kills(&self) -> u64 {
         let Some(dir) = self.dir("memory") else {
             return 0;
         };
         match self.version {
-            Version::V1 => v1::oom_kills(dir),
+            Version::V1 => subtree(dir).iter().map(|d| v1::oom_kills(d)).sum(),
             Version::V2 => v2::oom_kills(dir),
         }
     }
