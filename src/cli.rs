@@ -5,6 +5,14 @@ use isolab::experiment::plan::{self, DensityOptions, Which};
 use isolab::experiment::{throughput, ExperimentError};
 use std::path::PathBuf;
 
+/// The largest size in MiB any option takes (1 TiB): sizes are turned into bytes, and a number
+/// of MiB near 2^64 would not fit.
+const MAX_MIB: u64 = 1 << 20;
+
+/// The longest `--timeout`, in seconds (a day): a deadline is the current time plus the timeout,
+/// and a deadline beyond the clock's range cannot be represented.
+const MAX_TIMEOUT_S: u64 = 86_400;
+
 /// isolab: run one workload as a process, in a container and in a microVM, and measure what
 /// each isolation model costs.
 #[derive(Debug, Parser)]
@@ -40,6 +48,9 @@ pub enum Command {
     Doctor,
     /// List the backends and whether each can run here.
     Backends,
+    /// Remove what labs that were killed left behind (every lab also does this as it starts),
+    /// say what was removed, and leave running labs alone.
+    Clean,
     /// Run one workload once on one backend and show what happened, phase by phase.
     Exec(ExecArgs),
     /// Linux guest kernels: which one the lab boots, and building a minimal one.
@@ -154,10 +165,10 @@ pub struct DensityArgs {
     pub max: u32,
     /// Stop before the host's available memory would fall below this many MiB
     /// (default: a tenth of the host's memory, at least 1024).
-    #[arg(long = "reserve-mib")]
+    #[arg(long = "reserve-mib", value_parser = clap::value_parser!(u64).range(0..=MAX_MIB))]
     pub reserve_mib: Option<u64>,
     /// How long to watch the idle instances' CPU use at each step, in ms.
-    #[arg(long = "idle-window-ms", default_value_t = 500)]
+    #[arg(long = "idle-window-ms", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub idle_window_ms: u64,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -171,8 +182,8 @@ pub struct CommonArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub limits: LimitArgs,
-    /// Seconds to wait for an instance to reach each marker.
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds to wait for an instance to reach each marker (at most a day).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_S))]
     pub timeout: u64,
     /// Do not draw a progress bar.
     #[arg(long)]
@@ -204,7 +215,7 @@ pub struct GuestArgs {
 #[derive(Debug, Args)]
 pub struct LimitArgs {
     /// Memory limit per instance, in MiB.
-    #[arg(long = "memory-limit", value_parser = clap::value_parser!(u64).range(4..))]
+    #[arg(long = "memory-limit", value_parser = clap::value_parser!(u64).range(4..=MAX_MIB))]
     pub memory_mib: Option<u64>,
     /// Maximum processes per instance.
     #[arg(long = "pids-limit", value_parser = clap::value_parser!(u64).range(1..))]
@@ -224,11 +235,18 @@ pub struct ExecArgs {
     #[arg(long, default_value = "probe")]
     pub kernel: String,
     /// Working set in MiB (mem, random, io).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=MAX_MIB))]
     pub mib: Option<u64>,
     /// Iterations (cpu, mem, random, syscall).
     #[arg(long)]
     pub iters: Option<u64>,
+    /// Keep a `sleep` workload alive this many seconds, then let it go (without it: until
+    /// Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_S))]
+    pub hold: Option<u64>,
+    /// Seconds to wait for the instance to reach each marker (at most a day).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_S))]
+    pub timeout: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]

@@ -219,15 +219,6 @@ pub fn kvm_description() -> String {
     }
 }
 
-/// True if a process with this PID exists (signal 0 probes without sending anything).
-pub fn pid_alive(pid: i32) -> bool {
-    pid > 0
-        && match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-            Ok(()) => true,
-            Err(e) => e == nix::errno::Errno::EPERM,
-        }
-}
-
 /// The CPU model name from /proc/cpuinfo.
 pub fn cpu_model() -> String {
     fs::read_to_string("/proc/cpuinfo")
@@ -307,13 +298,6 @@ pub fn commit() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn our_own_pid_is_alive_and_an_impossible_one_is_not() {
-        assert!(pid_alive(std::process::id() as i32));
-        assert!(!pid_alive(i32::MAX));
-        assert!(!pid_alive(0));
-    }
 
     #[test]
     fn hypervisor_signatures_are_named() {

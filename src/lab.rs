@@ -1,19 +1,24 @@
-//! The lab's own state on the host while it runs: a work directory and the cgroup hierarchy.
+//! The lab's own state on the host while it runs: its id, a work directory and its cgroups.
 //!
-//! Everything a lab run creates on the host lives under one of two roots, and both are removed
-//! when the [`Lab`] is dropped:
+//! Everything a lab run creates on the host carries the lab's **id** (random, unique across PID
+//! namespaces; see [`crate::ownership`]) in its name, is written into the lab's ledger before it
+//! is made, and is removed when the [`Lab`] is dropped:
 //!
-//! * the **work directory** `$TMPDIR/isolab-<pid>-<n>/`, holding the workload executable (written
+//! * the **work directory** `$TMPDIR/isolab-<id>/`, holding the workload executable (written
 //!   once from the copy embedded in `lab`), the empty directory on which each container mounts its
 //!   private root file system, and the scratch directory of the `io` kernel;
-//! * the **cgroups** `<base>/isolab/<pid>-<n>`, one per instance (see [`crate::cgroup`]).
+//! * the **cgroups** `<base>/isolab/<id>/<id>-<n>`, one per instance (see [`crate::cgroup`]), in
+//!   each hierarchy the lab uses — and in every other hierarchy too when an OCI runtime given
+//!   the instance's cgroup path made it there.
 //!
-//! A lab killed with SIGKILL cannot clean up; the next [`Lab::new`] removes what dead labs left
-//! (their PID is in the names).
+//! A lab killed with SIGKILL cannot clean up; the next [`Lab::new`] (any `lab` command) removes
+//! what dead labs left, and never touches what a live lab owns, whichever PID namespace either
+//! runs in.
 
 use crate::backend::container::profile::{Profile, Security};
 use crate::backend::container::seccomp::SeccompError;
 use crate::cgroup::{CgroupError, Hierarchy};
+use crate::ownership::{self, Ledger, Owned, OwnershipError, Resource};
 use crate::workload::WORKLOAD_ELF;
 use std::fs;
 use std::io;
@@ -34,13 +39,24 @@ pub enum LabError {
         /// Why.
         source: io::Error,
     },
+    /// The ledger of what the lab owns could not be kept.
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
+    /// The lab could not take its place in the cgroup hierarchy.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
 }
 
 /// Host-side state shared by every instance of one lab run.
 #[derive(Debug)]
 pub struct Lab {
+    ledger: Arc<Ledger>,
     workdir: PathBuf,
     cgroups: Result<Hierarchy, String>,
+    /// What the lab owns, removed in reverse order when it is dropped: the work directory, then
+    /// its cgroup subtrees.
+    owned: Vec<Owned>,
+    next_instance: AtomicU64,
     /// How long to wait for an instance to reach a marker before giving up on it.
     pub timeout: Duration,
     /// The kernel Linux guests boot (`--kernel`); `None`: find one (see
@@ -57,6 +73,8 @@ pub struct Lab {
     /// The profile compiled, and the containers' launcher: made on first use, kept for the
     /// lab's life (see [`Lab::security`]).
     security: OnceLock<Result<Arc<Security>, String>>,
+    /// The write end of the guardian's lifeline ([`ownership::guard`]); closed last.
+    _lifeline: Option<std::os::fd::OwnedFd>,
 }
 
 impl Lab {
@@ -65,31 +83,75 @@ impl Lab {
         Lab::in_dir(&std::env::temp_dir())
     }
 
-    /// A lab with its work directory under `parent`.
+    /// A lab with its work directory under `parent`. First removes what dead labs left (see
+    /// [`crate::ownership::reap`]).
     pub fn in_dir(parent: &Path) -> Result<Lab, LabError> {
-        sweep_stale_workdirs(parent);
-        let workdir = make_workdir(parent)?;
-        let cgroups = Hierarchy::detect().map_err(|e| e.to_string());
-        if let Ok(h) = &cgroups {
-            h.sweep_stale();
-        }
-        Ok(Lab {
-            workdir,
-            cgroups,
+        let registry = ownership::registry_dir();
+        ownership::reap(&registry);
+        let ledger = Ledger::open_in(&registry)?;
+        let mut lab = Lab {
+            workdir: parent.join(format!("isolab-{}", ledger.id())),
+            ledger,
+            cgroups: Err("not yet detected".into()),
+            owned: Vec::new(),
+            next_instance: AtomicU64::new(0),
             timeout: Duration::from_secs(120),
             guest_kernel: None,
             force: false,
             profile: Profile::default(),
             seccomp_profile: PathBuf::from(crate::backend::container::seccomp::DEFAULT_PROFILE),
             security: OnceLock::new(),
-        })
+            _lifeline: None,
+        };
+        let claim = lab.ledger.claim(Resource::Dir {
+            path: lab.workdir.clone(),
+        })?;
+        lab.owned.push(claim);
+        make_workdir(&lab.workdir)?;
+        lab.cgroups = match Hierarchy::detect() {
+            Ok(h) => lab.adopt(h).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        // Only now: a rootless lab has moved into its own cgroup leaf, and the guardian, a copy
+        // of the lab, starts there too (a process left in the delegated cgroup above would
+        // forbid it to give controllers to the lab's instances).
+        lab._lifeline = ownership::guard(&lab.ledger);
+        Ok(lab)
     }
 
     /// Use `hierarchy` for instance cgroups instead of the detected one (tests use this to drive
     /// the cgroup v2 code on a v1 machine).
     pub fn with_cgroups(mut self, hierarchy: Hierarchy) -> Lab {
-        self.cgroups = Ok(hierarchy);
+        self.cgroups = self.adopt(hierarchy).map_err(|e| e.to_string());
         self
+    }
+
+    /// Make `hierarchy` this lab's: its instances under `<base>/<id>/`, claimed before use.
+    fn adopt(&mut self, hierarchy: Hierarchy) -> Result<Hierarchy, LabError> {
+        let h = hierarchy.for_lab(self.ledger.id());
+        for path in h.lab_dirs() {
+            self.owned
+                .push(self.ledger.claim(Resource::Cgroup { path })?);
+        }
+        // An OCI runtime makes the instance's cgroup path in every hierarchy it knows.
+        if let Some(relative) = h.lab_relative_path() {
+            self.owned
+                .push(self.ledger.claim(Resource::CgroupEverywhere { relative })?);
+        }
+        h.enter()?;
+        Ok(h)
+    }
+
+    /// The lab's id: random, unique across PID namespaces, part of the name of everything the
+    /// lab makes.
+    pub fn id(&self) -> &str {
+        self.ledger.id()
+    }
+
+    /// The lab's ledger, for backends that make more than an instance's processes and cgroup
+    /// (an OCI runtime's container): claim it there before making it.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// The work directory.
@@ -142,38 +204,39 @@ impl Lab {
         self.security.get().is_some()
     }
 
-    /// A name unique on this host for the next instance: `<lab pid>-<n>`. The counter is one
-    /// per process, not per `Lab`, so two labs alive in one process (tests do that) never
-    /// produce the same cgroup name.
+    /// A name unique on this host for the next instance: `<lab id>-<n>`. It names the instance's
+    /// cgroup, its container's host name, an OCI runtime's container id: whoever sees it, in
+    /// `ps` or `/proc/PID/cgroup`, can tell which lab it belongs to.
     pub fn next_instance_name(&self) -> String {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
         format!(
             "{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
+            self.id(),
+            self.next_instance.fetch_add(1, Ordering::Relaxed)
         )
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.workdir);
+        // Newest first: the cgroups, then the work directory. Each `Owned` removes its resource
+        // and strikes it from the ledger; the ledger then leaves the registry.
+        while let Some(owned) = self.owned.pop() {
+            drop(owned);
+        }
     }
 }
 
-fn make_workdir(parent: &Path) -> Result<PathBuf, LabError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = parent.join(format!("isolab-{}-{n}", std::process::id()));
+/// Make the work directory (already claimed) and fill it.
+fn make_workdir(dir: &Path) -> Result<(), LabError> {
     let err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| LabError::Workdir { path, source }
     };
-    fs::create_dir(&dir).map_err(err(&dir))?;
+    fs::create_dir(dir).map_err(err(dir))?;
     let made = (|| {
         // 0755 all the way: a container in a user namespace runs as the invoking user's uid and
         // must be able to reach and execute the workload.
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
         let exe = dir.join("isolab-workload");
         fs::write(&exe, WORKLOAD_ELF)?;
         fs::set_permissions(&exe, fs::Permissions::from_mode(0o755))?;
@@ -182,31 +245,5 @@ fn make_workdir(parent: &Path) -> Result<PathBuf, LabError> {
         fs::set_permissions(dir.join("scratch"), fs::Permissions::from_mode(0o1777))?;
         Ok(())
     })();
-    match made {
-        Ok(()) => Ok(dir),
-        Err(source) => {
-            let _ = fs::remove_dir_all(&dir);
-            Err(LabError::Workdir { path: dir, source })
-        }
-    }
-}
-
-/// Remove `isolab-<pid>-<n>` directories of labs that are no longer running.
-fn sweep_stale_workdirs(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("isolab-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if !crate::host::pid_alive(pid) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
+    made.map_err(err(dir))
 }

@@ -13,6 +13,8 @@
 //!   (`vm-linux`, `qemu`), OCI runtimes;
 //! * [`linux_guest`] — what a Linux guest needs: kernel, initramfs, command line, console;
 //! * [`cgroup`] — per-instance cgroups on v1 and v2, for limits and memory accounting;
+//! * [`lab`], [`ownership`] — what a lab owns on the host, written down before it is made, so
+//!   nothing outlives the lab (a crashed lab's leftovers are removed by the next one);
 //! * [`measure`] — the host clock, memory readers, statistics;
 //! * [`experiment`] — start-up, memory, throughput, density and isolation experiments;
 //! * [`results`] — the versioned JSON-lines schema every experiment writes;
@@ -26,10 +28,12 @@ pub mod doctor;
 pub mod experiment;
 pub mod export;
 pub mod host;
+pub mod interrupt;
 pub mod lab;
 pub mod labs;
 pub mod linux_guest;
 pub mod measure;
+pub mod ownership;
 pub mod report;
 pub mod results;
 pub mod workload;

@@ -1,6 +1,7 @@
 //! `lab`, the command-line front of isolab. Thin: parse, call the library, print, and map
 //! failures to exit statuses — 2 for a mistake in what was asked, 1 for a failure of the
-//! machine, 130 after Ctrl-C.
+//! machine (or an instance that did not complete), 128 + the signal's number after SIGINT (130),
+//! SIGTERM (143) or SIGHUP (129), 141 when the reader of standard output went away.
 
 mod cli;
 
@@ -8,18 +9,44 @@ use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, CommonArgs, ExecArgs, Experiment, GuestArgs, KernelCommand};
 use isolab::backend::{self, Availability};
-use isolab::experiment::{self, ExperimentError, INTERRUPTED};
+use isolab::experiment::{self, ExperimentError};
+use isolab::interrupt;
 use isolab::lab::Lab;
 use isolab::report;
 use isolab::results::Results;
+use isolab::workload::Kernel;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
-/// A failure, and whether it was the user's input (exit 2) or the machine (exit 1).
+/// A failure, and whether it was the user's input (exit 2), the machine (exit 1), or standard
+/// output that can no longer be written.
 enum Failure {
     Usage(anyhow::Error),
     Runtime(anyhow::Error),
+    Output(std::io::Error),
+}
+
+/// `println!` that does not panic: a write error on standard output ends the command through
+/// [`Failure::Output`] (`println!` panics on a closed pipe or a full disk).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).map_err(Failure::Output)
+    };
+}
+
+/// `print!` that does not panic, as [`say!`].
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        write!(std::io::stdout(), $($arg)*).map_err(Failure::Output)
+    };
+}
+
+/// `eprintln!` that does not panic: with standard error gone there is nobody to tell.
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
@@ -68,33 +95,81 @@ fn main() -> ExitCode {
             // One line, not clap's three: the first line of its message and a pointer to help.
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see lab --help)");
+            tell!("{first} (see lab --help)");
             return ExitCode::from(2);
         }
     };
-    install_sigint_handler();
+    if let Err(e) = interrupt::install() {
+        tell!("warning: cannot catch Ctrl-C ({e}): an interrupted run leaves its clean-up to the next lab");
+    }
     raise_fd_limit();
-    match run(cli) {
+    // What is still buffered must reach the reader too, or the command did not work.
+    let result = run(cli).and_then(|code| {
+        std::io::stdout().flush().map_err(Failure::Output)?;
+        Ok(code)
+    });
+    // A stop signal decides the status: whatever else happened, the run ended because it was
+    // asked to, and everything it made is gone by now.
+    if let Some(sig) = interrupt::requested() {
+        if let Err(Failure::Usage(e) | Failure::Runtime(e)) = &result {
+            // "Interrupted" is what the line below says; any other error is worth its own.
+            let interrupted = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref(),
+                    Some(backend::BackendError::Interrupted { .. })
+                ) || matches!(
+                    c.downcast_ref(),
+                    Some(ExperimentError::Instance(
+                        backend::BackendError::Interrupted { .. }
+                    ))
+                )
+            });
+            if !interrupted {
+                tell!("error: {}", one_line(e));
+            }
+        }
+        tell!(
+            "stopped by {}: every completed sample is kept, everything the run made is removed",
+            interrupt::name(sig)
+        );
+        return ExitCode::from(interrupt::exit_status(sig));
+    }
+    match result {
         Ok(code) => code,
         Err(Failure::Usage(e)) => {
-            eprintln!("error: {}", one_line(&e));
+            tell!("error: {}", one_line(&e));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("error: {}", one_line(&e));
+            tell!("error: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+        // The reader went away (`lab backends | head -1`): what a program killed by SIGPIPE
+        // would report, 128 + 13, without a word — the reader asked for no more.
+        Err(Failure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::from(141)
+        }
+        Err(Failure::Output(e)) => {
+            tell!("error: cannot write to standard output: {e}");
             ExitCode::from(1)
         }
     }
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    // Whatever the command, first remove what dead labs left (`lab clean` does it itself, to
+    // say what it removed).
+    if !matches!(cli.command, Command::Clean) {
+        isolab::ownership::reap(&isolab::ownership::registry_dir());
+    }
     match cli.command {
+        Command::Clean => clean(),
         Command::Run { experiment } => run_experiment(experiment),
         Command::Report { paths, out, open } => report(paths, out, open),
         Command::Doctor => {
             let lab = new_lab()?;
             let checks = isolab::doctor::checks(&lab);
-            print!("{}", isolab::doctor::render(&checks));
+            say_raw!("{}", isolab::doctor::render(&checks))?;
             let failed = checks
                 .iter()
                 .any(|c| c.status == isolab::doctor::Status::Fail);
@@ -111,12 +186,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     Availability::Available => "available".to_string(),
                     Availability::Unavailable(why) => format!("unavailable: {why}"),
                 };
-                println!(
+                say!(
                     "{:<10} {} ({})\n           {state}",
                     b.name(),
                     b.describe(),
                     b.family().short()
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -133,8 +208,18 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                             .unwrap_or(Path::new("."))
                             .to_path_buf()
                     });
-                    for file in isolab::export::csv(&results, &dir)? {
-                        println!("{}", file.display());
+                    output_dir(&dir, "the CSV files")?;
+                    let written = isolab::export::csv(&results, &dir).map_err(|e| {
+                        let isolab::export::ExportError::Write { source, .. } = &e;
+                        match source.kind() {
+                            csv::ErrorKind::Io(io) if !is_path_problem(io) => {
+                                Failure::Runtime(e.into())
+                            }
+                            _ => usage(anyhow::Error::from(e).context("choose another --out")),
+                        }
+                    })?;
+                    for file in written {
+                        say!("{}", file.display())?;
                     }
                 }
             }
@@ -149,13 +234,81 @@ fn check(args: &cli::CheckArgs) -> Result<ExitCode, Failure> {
         args.exercise.as_deref(),
         &args.options(),
         args.json.as_deref(),
-        &mut |m| eprintln!("{m}"),
+        &mut |m| tell!("{m}"),
     )?;
-    print!("{}", done.text);
+    say_raw!("{}", done.text)?;
     Ok(if done.passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// Make `dir` for output (`--out`, or a default beside the results). A path that cannot be a
+/// directory — an existing file, a missing parent, no permission — is the user's to change
+/// (exit 2); a full disk or an I/O error is the machine's (exit 1).
+fn output_dir(dir: &Path, what: &str) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        let msg = anyhow::anyhow!(
+            "cannot make {} the directory for {what}: {e} (choose another with --out)",
+            dir.display()
+        );
+        if is_path_problem(&e) {
+            usage(msg)
+        } else {
+            Failure::Runtime(msg)
+        }
+    })
+}
+
+/// True for I/O errors that say the path is wrong rather than the machine.
+fn is_path_problem(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        NotFound
+            | PermissionDenied
+            | AlreadyExists
+            | NotADirectory
+            | IsADirectory
+            | ReadOnlyFilesystem
+            | InvalidInput
+            | InvalidFilename
+    )
+}
+
+/// `lab clean`: reap every dead lab and say what was removed.
+fn clean() -> Result<ExitCode, Failure> {
+    let registry = isolab::ownership::registry_dir();
+    let sweep = isolab::ownership::reap(&registry);
+    let pid = |p: Option<u32>| p.map_or(String::new(), |p| format!(" (pid {p} in its namespace)"));
+    let mut failed = false;
+    for lab in &sweep.reaped {
+        say!("lab {}{} had ended:", lab.lab, pid(lab.pid))?;
+        if lab.removed.is_empty() && lab.failed.is_empty() {
+            say!("  nothing of it was left")?;
+        }
+        for what in &lab.removed {
+            say!("  {what}")?;
+        }
+        for what in &lab.failed {
+            say!("  could not remove: {what}")?;
+            failed = true;
+        }
+    }
+    for lab in &sweep.live {
+        say!("lab {}{} is running: left alone", lab.id, pid(lab.pid))?;
+    }
+    if sweep.reaped.is_empty() && sweep.live.is_empty() {
+        say!(
+            "nothing to clean: no lab has left anything in {}",
+            registry.display()
+        )?;
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
@@ -168,12 +321,12 @@ fn run_experiment(experiment: Experiment) -> Result<ExitCode, Failure> {
     for done in &ran.finished {
         let results = Results::read(&done.results)?;
         for s in &results.header.skipped {
-            println!("skipped {}: {}", s.backend, s.reason);
+            say!("skipped {}: {}", s.backend, s.reason)?;
         }
-        print_tables(&results);
-        println!("results: {}", done.results.display());
+        print_tables(&results)?;
+        say!("results: {}", done.results.display())?;
         if let Some((backend, error)) = done.failures.first() {
-            eprintln!(
+            tell!(
                 "{} samples failed; the first: {backend}: {error}",
                 done.failures.len()
             );
@@ -186,11 +339,7 @@ fn run_experiment(experiment: Experiment) -> Result<ExitCode, Failure> {
     };
     let files = Results::read_all(&run_dir)?;
     let index = report::render(&files, &report::default_out_dir(&[run_dir.as_path()])?)?;
-    println!("report: {}", index.display());
-    if ran.finished.iter().any(|d| d.interrupted) {
-        eprintln!("interrupted: the samples taken so far are kept");
-        return Ok(ExitCode::from(130));
-    }
+    say!("report: {}", index.display())?;
     Ok(code)
 }
 
@@ -215,12 +364,12 @@ fn kernel(command: KernelCommand) -> Result<ExitCode, Failure> {
     match command {
         KernelCommand::Show { path } => {
             let image = kernel::find(path.as_deref()).map_err(usage)?;
-            println!("{}", image.describe());
+            say!("{}", image.describe())?;
             if let Some(v) = &image.version {
-                println!("version: {v}");
+                say!("version: {v}")?;
             }
             if let Some(b) = build::last_build() {
-                println!("last `lab kernel build`:\n{b}");
+                say!("last `lab kernel build`:\n{b}")?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -234,19 +383,22 @@ fn kernel(command: KernelCommand) -> Result<ExitCode, Failure> {
                 jobs: jobs.map(|j| j as usize),
                 keep_tree,
             };
-            let built = build::build(&opts, &mut |msg| println!("{msg}")).map_err(|e| match e {
+            let built = build::build(&opts, &mut |msg| {
+                let _ = writeln!(std::io::stdout(), "{msg}");
+            })
+            .map_err(|e| match e {
                 build::BuildError::NoSource
                 | build::BuildError::BadSource(_)
                 | build::BuildError::MissingTool { .. } => usage(e),
                 other => Failure::Runtime(other.into()),
             })?;
-            print!("{}", build::describe(&built));
-            println!(
+            say_raw!("{}", build::describe(&built))?;
+            say!(
                 "built {} in {:.0} s into {}",
                 built.release,
                 built.total().as_secs_f64(),
                 built.dir.display()
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -279,13 +431,14 @@ fn report(paths: Vec<PathBuf>, out: Option<PathBuf>, open: bool) -> Result<ExitC
         files.extend(Results::read_all(path).map_err(usage)?);
     }
     for results in &files {
-        print_tables(results);
+        print_tables(results)?;
     }
     let out = match out {
         Some(out) => out,
         None => report::default_out_dir(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())
             .map_err(usage)?,
     };
+    output_dir(&out, "the report")?;
     let index = report::render(&files, &out).map_err(|e| {
         if e.is_usage() {
             usage(e)
@@ -293,28 +446,39 @@ fn report(paths: Vec<PathBuf>, out: Option<PathBuf>, open: bool) -> Result<ExitC
             Failure::Runtime(e.into())
         }
     })?;
-    println!("report: {}", index.display());
+    say!("report: {}", index.display())?;
     if open {
         // xdg-open hands the file to the desktop's browser and returns.
         match std::process::Command::new("xdg-open").arg(&index).status() {
             Ok(s) if s.success() => {}
-            _ => println!(
+            _ => say!(
                 "no browser could be started: open {} yourself",
                 index.display()
-            ),
+            )?,
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_tables(results: &Results) {
-    print!("{}", report::terminal(results));
+fn print_tables(results: &Results) -> Result<(), Failure> {
+    say_raw!("{}", report::terminal(results))
 }
 
 fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
     let mut lab = new_lab()?;
+    lab.timeout = std::time::Duration::from_secs(args.timeout);
     apply_guest_args(&mut lab, &args.guest);
     let limits = args.limits.checked()?;
+    let hold = args.hold.map(std::time::Duration::from_secs);
+    if args.kernel == Kernel::Sleep.name() {
+        match args.hold {
+            Some(s) => tell!("{} sleeps for {s} s (Ctrl-C ends it sooner)", args.backend),
+            None => tell!(
+                "{} sleeps until Ctrl-C or SIGTERM (--hold SECONDS ends it by itself)",
+                args.backend
+            ),
+        }
+    }
     let run = experiment::plan::once(
         &lab,
         &args.backend,
@@ -322,38 +486,47 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
         args.mib,
         args.iters,
         &limits,
+        hold,
     )?;
-    println!("{} running {}", run.backend, run.spec);
+    say!("{} running {}", run.backend, run.spec)?;
     let spawn = run.timeline.at("spawn").unwrap_or(0);
     for p in &run.timeline.phases {
-        println!("  {:>10.3} ms  {}", (p.t_ns - spawn) as f64 / 1e6, p.name);
+        say!(
+            "  {:>10.3} ms  {}",
+            p.t_ns.saturating_sub(spawn) as f64 / 1e6,
+            p.name
+        )?;
     }
-    println!("outcome: {:?}", run.outcome);
+    say!("outcome: {:?}", run.outcome)?;
     let failed = match &run.outcome {
         isolab::results::Outcome::Completed => None,
         isolab::results::Outcome::Failed { reason } => Some(reason.clone()),
         isolab::results::Outcome::OomKilled => {
             Some("killed by the OOM killer (over its memory limit)".into())
         }
+        // A `sleep` the lab let go (after --hold, or on a stop signal) ended as asked.
+        isolab::results::Outcome::Stopped if run.spec.kernel == Kernel::Sleep => None,
         isolab::results::Outcome::Stopped => Some("stopped before it was done".into()),
     };
     if let Some(o) = run.output {
-        println!(
+        say!(
             "checksum {:#018x}, ops {}, bytes {}",
-            o.checksum, o.ops, o.bytes
-        );
+            o.checksum,
+            o.ops,
+            o.bytes
+        )?;
     }
     for (k, v) in &run.probe {
-        println!("  {k:<16} {v}");
+        say!("  {k:<16} {v}")?;
     }
     if let Some(peak) = run.cgroup_peak_bytes {
-        println!("cgroup peak: {} KiB", peak / 1024);
+        say!("cgroup peak: {} KiB", peak / 1024)?;
     }
     for (k, v) in &run.info {
-        println!("  {k:<24} {v}");
+        say!("  {k:<24} {v}")?;
     }
     if let Some(reason) = failed {
-        eprintln!("error: {}: {reason}", run.backend);
+        tell!("error: {}: {reason}", run.backend);
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
@@ -368,22 +541,4 @@ fn raise_fd_limit() {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
-}
-
-/// Ctrl-C sets [`INTERRUPTED`]: experiments stop between samples and keep what they have. A
-/// second Ctrl-C ends the lab at once.
-fn install_sigint_handler() {
-    extern "C" fn on_sigint(_: libc::c_int) {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            // SAFETY: _exit is async-signal-safe.
-            unsafe { libc::_exit(130) };
-        }
-    }
-    let action = nix::sys::signal::SigAction::new(
-        nix::sys::signal::SigHandler::Handler(on_sigint),
-        nix::sys::signal::SaFlags::SA_RESTART,
-        nix::sys::signal::SigSet::empty(),
-    );
-    // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
-    let _ = unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGINT, &action) };
 }

@@ -33,7 +33,8 @@ use crate::measure::clock::now_ns;
 use crate::measure::memory::ProcessMemory;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The name of every results file.
@@ -44,6 +45,10 @@ pub const SCHEMA: &str = "isolab-results/2";
 
 /// Every schema this version reads, oldest first.
 pub const READABLE: [&str; 2] = [v1::SCHEMA, SCHEMA];
+
+/// The longest line a results file may have. Records are a few KiB (a probe's facts, a Linux
+/// guest's facts); a longer line is not one the lab wrote.
+pub const MAX_LINE: usize = 1 << 20;
 
 /// A named instant on the host's monotonic clock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -465,6 +470,19 @@ pub enum ResultsError {
         /// Why.
         source: serde_json::Error,
     },
+    /// A line longer than any record (a file that is not results, or garbage without newlines).
+    #[error("{path} line {line}: longer than {max} bytes: not an isolab results file")]
+    LineTooLong {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not a regular file (a directory without results, a FIFO, a device such as /dev/zero).
+    #[error("{0}: not a regular file, so not an isolab results file")]
+    NotAFile(PathBuf),
     /// The file does not start with an environment record of a schema this version reads.
     #[error(
         "{path}: not an isolab results file (expected a first line with \"schema\":\"{SCHEMA}\" or \"{}\")",
@@ -493,16 +511,26 @@ pub struct Writer {
 impl Writer {
     /// Make a new directory `<out>/<UTC timestamp>-<label>/` (with `-2`, `-3`, ... if two runs
     /// start within one second).
+    ///
+    /// The directory is claimed by `mkdir(2)` itself, which fails with EEXIST when the name is
+    /// taken: asking "does it exist?" first and creating it after would let two labs starting in
+    /// the same second both see it free and both write into it.
     pub fn new_dir(out: &Path, label: &str) -> Result<PathBuf, ResultsError> {
+        fs::create_dir_all(out).map_err(io_err(out))?;
         let stamp = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
-        let mut dir = out.join(format!("{stamp}-{label}"));
-        let mut n = 1;
-        while dir.exists() {
-            n += 1;
-            dir = out.join(format!("{stamp}-{label}-{n}"));
+        let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+        for n in 1..=10_000 {
+            let dir = match n {
+                1 => out.join(format!("{stamp}-{label}")),
+                n => out.join(format!("{stamp}-{label}-{n}")),
+            };
+            match fs::create_dir(&dir) {
+                Ok(()) => return Ok(dir),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
+                Err(e) => return Err(io_err(&dir)(e)),
+            }
         }
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        Ok(dir)
+        Err(io_err(out)(last))
     }
 
     /// Start `<dir>/results.jsonl` with `header`.
@@ -529,11 +557,11 @@ impl Writer {
 }
 
 /// One line of a file of version 2, or of version 1 converted to version 2's shape.
-fn parse_line(line: &str, version_1: bool) -> Result<Record, serde_json::Error> {
+fn parse_line(line: &[u8], version_1: bool) -> Result<Record, serde_json::Error> {
     if !version_1 {
-        return serde_json::from_str(line);
+        return serde_json::from_slice(line);
     }
-    let mut value: serde_json::Value = serde_json::from_str(line)?;
+    let mut value: serde_json::Value = serde_json::from_slice(line)?;
     v1::upgrade(&mut value);
     serde_json::from_value(value)
 }
@@ -554,29 +582,58 @@ pub struct Results {
 }
 
 impl Results {
-    /// Read a results file. A truncated last line (a lab killed mid-write) is ignored.
+    /// Read a results file.
+    ///
+    /// Every line must be a valid record, with one exception: a last line without its newline,
+    /// which a lab killed in the middle of writing it leaves, is ignored (its sample was never
+    /// complete). A complete line — newline and all — that is not a record is an error, last or
+    /// not: something other than the lab wrote it.
+    ///
+    /// The file is not the lab's own, so it is read with bounds: only a regular file (a FIFO
+    /// would block, `/dev/zero` never ends), and no line longer than [`MAX_LINE`] bytes.
     pub fn read(path: &Path) -> Result<Results, ResultsError> {
-        let file = File::open(path).map_err(io_err(path))?;
-        let lines: Vec<String> = BufReader::new(file)
-            .lines()
-            .collect::<Result<_, _>>()
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
             .map_err(io_err(path))?;
+        if !file.metadata().map_err(io_err(path))?.is_file() {
+            return Err(ResultsError::NotAFile(path.to_path_buf()));
+        }
+        let mut reader = BufReader::new(file);
         let mut header = None;
         let mut runs = Vec::new();
         let mut density = Vec::new();
         let mut density_ends = Vec::new();
-        let last = lines.len();
+        let mut line = Vec::new();
         // The environment record is the same in every version; the others follow its schema.
         let mut version_1 = false;
-        for (i, line) in lines.iter().enumerate() {
-            if line.trim().is_empty() {
+        for number in 1.. {
+            line.clear();
+            let n = (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(io_err(path))?;
+            if n == 0 {
+                break;
+            }
+            let complete = line.last() == Some(&b'\n');
+            if !complete && line.len() > MAX_LINE {
+                return Err(ResultsError::LineTooLong {
+                    path: path.to_path_buf(),
+                    line: number,
+                    max: MAX_LINE,
+                });
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let record: Record = match parse_line(line, version_1) {
+            let record: Record = match parse_line(&line, version_1) {
                 Ok(r) => r,
-                Err(_) if i + 1 == last && header.is_some() => break,
-                Err(source) if i == 0 => {
-                    let _ = source;
+                // Torn: the last line, cut short by a lab that was killed while writing it.
+                Err(_) if !complete && header.is_some() => break,
+                Err(_) if number == 1 => {
                     return Err(ResultsError::NotResults {
                         path: path.to_path_buf(),
                     });
@@ -584,13 +641,13 @@ impl Results {
                 Err(source) => {
                     return Err(ResultsError::Parse {
                         path: path.to_path_buf(),
-                        line: i + 1,
+                        line: number,
                         source,
                     })
                 }
             };
             match record {
-                Record::Environment(h) if i == 0 && READABLE.contains(&h.schema.as_str()) => {
+                Record::Environment(h) if number == 1 && READABLE.contains(&h.schema.as_str()) => {
                     version_1 = h.schema == v1::SCHEMA;
                     header = Some(*h);
                 }
@@ -602,6 +659,11 @@ impl Results {
                 Record::Run(r) => runs.push(*r),
                 Record::DensityStep(d) => density.push(*d),
                 Record::DensityEnd(d) => density_ends.push(*d),
+            }
+            if header.is_none() {
+                return Err(ResultsError::NotResults {
+                    path: path.to_path_buf(),
+                });
             }
         }
         let header = header.ok_or_else(|| ResultsError::NotResults {
@@ -626,12 +688,15 @@ impl Results {
             return Ok(vec![Results::read(path)?]);
         }
         let mut files = Vec::new();
-        let mut stack = vec![path.to_path_buf()];
-        while let Some(dir) = stack.pop() {
+        // Directories are followed only as directories, never through symbolic links (a link
+        // to `..` would make the walk endless), and only so deep.
+        let mut stack = vec![(path.to_path_buf(), 0)];
+        while let Some((dir, depth)) = stack.pop() {
             for entry in fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
                 let p = entry.path();
-                if p.is_dir() {
-                    stack.push(p);
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir && depth < 8 {
+                    stack.push((p, depth + 1));
                 } else if p.file_name().is_some_and(|n| n == RESULTS_FILE) {
                     files.push(p);
                 }
@@ -826,6 +891,60 @@ mod tests {
     }
 
     #[test]
+    fn a_complete_invalid_last_line_is_an_error_and_an_overlong_one_too() {
+        let dir = std::env::temp_dir().join(format!("isolab-results-bad-{}", std::process::id()));
+        let mut w = Writer::create(&Writer::new_dir(&dir, "startup").unwrap(), &header()).unwrap();
+        w.append(&Record::Run(Box::new(run("process", Family::Process))))
+            .unwrap();
+        let path = w.path().to_path_buf();
+        drop(w);
+        let good = fs::read(&path).unwrap();
+        // Complete (it ends in a newline) but not a record: someone else wrote it.
+        let mut bad = good.clone();
+        bad.extend_from_slice(b"{\"record\":\"run\"}\n");
+        fs::write(&path, &bad).unwrap();
+        assert!(matches!(
+            Results::read(&path),
+            Err(ResultsError::Parse { line: 3, .. })
+        ));
+        // A line longer than any record, without a newline in sight.
+        let mut long = good.clone();
+        long.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        fs::write(&path, &long).unwrap();
+        assert!(matches!(
+            Results::read(&path),
+            Err(ResultsError::LineTooLong { line: 3, .. })
+        ));
+        // A torn last line is still only a sample never completed.
+        let mut torn = good;
+        torn.extend_from_slice(b"{\"record\":\"ru");
+        fs::write(&path, &torn).unwrap();
+        assert_eq!(Results::read(&path).unwrap().runs.len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn labs_starting_in_the_same_second_get_different_directories() {
+        let out = std::env::temp_dir().join(format!("isolab-results-race-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&out);
+        let barrier = std::sync::Barrier::new(16);
+        let dirs: Vec<PathBuf> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        Writer::new_dir(&out, "startup").unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let unique: std::collections::BTreeSet<_> = dirs.iter().collect();
+        assert_eq!(unique.len(), dirs.len(), "each claimed its own: {dirs:?}");
+        fs::remove_dir_all(&out).unwrap();
+    }
+
+    #[test]
     fn a_file_that_is_not_results_is_refused() {
         let path = std::env::temp_dir().join(format!("isolab-not-results-{}", std::process::id()));
         fs::write(&path, "hello\n").unwrap();
@@ -863,5 +982,188 @@ mod tests {
         assert_eq!(r.density[0].family, Family::Unknown);
         assert_eq!(r.family("qemu"), Family::Unknown);
         fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Property tests of the reader: whatever the lab wrote reads back as written, and a file cut
+/// anywhere keeps every sample whose line is whole.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        // Any Unicode, including newlines, quotes and backslashes, which JSON must escape.
+        proptest::string::string_regex("(.|\n|\"|\\\\){0,24}").unwrap()
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            Just(Outcome::Completed),
+            Just(Outcome::OomKilled),
+            Just(Outcome::Stopped),
+            text().prop_map(|reason| Outcome::Failed { reason }),
+        ]
+    }
+
+    prop_compose! {
+        fn run_record()(
+            backend in text(),
+            round in any::<u32>(),
+            order in any::<u32>(),
+            warmup in any::<bool>(),
+            kernel in text(),
+            mib in any::<u64>(),
+            iters in any::<u64>(),
+            seed in any::<u64>(),
+            outcome in outcome(),
+            startup_ns in any::<Option<u64>>(),
+            work_ns in any::<Option<u64>>(),
+            phases in proptest::collection::vec((text(), any::<u64>()), 0..6),
+            checksum in any::<Option<u64>>(),
+            peak in any::<Option<u64>>(),
+            cpu_ns in any::<Option<u64>>(),
+            probe in proptest::collection::vec((text(), text()), 0..4),
+            facts in proptest::collection::vec((text(), text()), 0..4),
+            family in proptest::sample::select(Family::ALL.to_vec()),
+        ) -> RunRecord {
+            // Facts as a backend reports them on the wire: known keys become typed fields,
+            // the rest stay text.
+            let mut typed = Facts::default();
+            for (key, value) in &facts {
+                typed.set(key, value);
+            }
+            RunRecord {
+                backend,
+                family,
+                round,
+                order,
+                warmup,
+                workload: WorkloadRecord { kernel, mib, iters, seed },
+                outcome,
+                startup_ns,
+                work_ns,
+                phases: Timeline {
+                    phases: phases
+                        .into_iter()
+                        .map(|(name, t_ns)| Phase { name, t_ns })
+                        .collect(),
+                },
+                output: checksum.map(|c| OutputRecord {
+                    checksum: format!("{c:#018x}"),
+                    ops: c / 3,
+                    bytes: c / 5,
+                }),
+                memory_at_ready: None,
+                memory_at_done: None,
+                cgroup_peak_bytes: peak,
+                cpu_ns,
+                probe,
+                facts: typed,
+            }
+        }
+    }
+
+    fn header() -> Header {
+        Header {
+            schema: SCHEMA.into(),
+            experiment: "startup".into(),
+            environment: Environment::capture("v2"),
+            settings: serde_json::json!({"runs": 1}),
+            skipped: vec![],
+        }
+    }
+
+    /// A fresh results file holding `runs`; returns its path and the byte offset where each
+    /// line ends.
+    fn write(dir: &Path, runs: &[RunRecord]) -> (PathBuf, Vec<usize>) {
+        let _ = fs::remove_dir_all(dir);
+        let mut w = Writer::create(dir, &header()).unwrap();
+        for r in runs {
+            w.append(&Record::Run(Box::new(r.clone()))).unwrap();
+        }
+        let path = w.path().to_path_buf();
+        let bytes = fs::read(&path).unwrap();
+        let ends = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .map(|(i, _)| i + 1)
+            .collect();
+        (path, ends)
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("isolab-prop-{name}-{}", std::process::id()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(64)
+        })]
+
+        #[test]
+        fn what_is_written_reads_back(runs in proptest::collection::vec(run_record(), 0..6)) {
+            let dir = scratch("roundtrip");
+            let (path, _) = write(&dir, &runs);
+            let back = Results::read(&path).unwrap();
+            prop_assert_eq!(back.runs, runs);
+            fs::remove_dir_all(&dir).unwrap();
+        }
+
+        /// A lab killed at any byte of a write: every sample whose line is whole is kept, the
+        /// cut one is not, and nothing is an error once the first line is whole.
+        #[test]
+        fn a_file_cut_anywhere_keeps_every_whole_line(
+            runs in proptest::collection::vec(run_record(), 1..5),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let dir = scratch("cut");
+            let (path, ends) = write(&dir, &runs);
+            let bytes = fs::read(&path).unwrap();
+            let at = cut.index(bytes.len() + 1);
+            fs::write(&path, &bytes[..at]).unwrap();
+            match Results::read(&path) {
+                Ok(back) => {
+                    // Lines 2.. are runs; the one cut short may still parse if only its
+                    // newline is missing.
+                    let whole = ends.iter().skip(1).filter(|&&e| e <= at).count();
+                    prop_assert!(at >= ends[0] - 1, "no header, but read: {at}");
+                    prop_assert!(back.runs.len() == whole || back.runs.len() == whole + 1);
+                    prop_assert_eq!(&back.runs[..], &runs[..back.runs.len()]);
+                }
+                Err(e) => prop_assert!(at < ends[0], "cut at {at} after the header: {e}"),
+            }
+            fs::remove_dir_all(&dir).unwrap();
+        }
+
+        /// Anything at all after a valid file: an error or more records, never a panic, and a
+        /// complete line that is not a record is always an error.
+        #[test]
+        fn garbage_after_a_valid_file_is_never_a_panic(
+            runs in proptest::collection::vec(run_record(), 0..3),
+            tail in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let dir = scratch("garbage");
+            let (path, _) = write(&dir, &runs);
+            let mut bytes = fs::read(&path).unwrap();
+            bytes.extend_from_slice(&tail);
+            fs::write(&path, &bytes).unwrap();
+            if let Ok(back) = Results::read(&path) {
+                prop_assert_eq!(&back.runs[..runs.len()], &runs[..]);
+                let lines = tail.split(|&b| b == b'\n').count() - 1;
+                if lines > 0 {
+                    // Every complete garbage line that read fine must have been a record.
+                    let complete = &tail[..tail.iter().rposition(|&b| b == b'\n').unwrap() + 1];
+                    for line in complete.split(|&b| b == b'\n') {
+                        if !line.iter().all(u8::is_ascii_whitespace) {
+                            prop_assert!(serde_json::from_slice::<Record>(line).is_ok());
+                        }
+                    }
+                }
+            }
+            fs::remove_dir_all(&dir).unwrap();
+        }
     }
 }

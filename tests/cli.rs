@@ -3,6 +3,7 @@
 mod common;
 
 use common::{serial, temp_dir, HostState};
+use isolab::backend::Backend;
 use isolab::results::{Outcome, Results};
 use isolab::workload::{Kernel, Spec};
 use std::io::Write;
@@ -302,5 +303,305 @@ fn ctrl_c_stops_between_samples_and_keeps_them() {
     let mut after = HostState::now(&temp);
     after.temp_entries.remove("reports");
     assert_eq!(after, before);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// Numbers at the edge of their type are refused like any bad input, not a panic (exit 101).
+#[test]
+fn huge_numbers_are_refused_not_a_panic() {
+    let _serial = serial();
+    let temp = temp_dir("cli-huge");
+    let out = temp.join("reports");
+    let out = out.to_str().unwrap();
+    let before = HostState::now(&temp);
+    let max = u64::MAX.to_string();
+    for (args, expect) in [
+        (
+            vec!["run", "startup", "--timeout", &max, "--out", out],
+            "--timeout",
+        ),
+        (
+            vec!["run", "density", "--reserve-mib", &max, "--out", out],
+            "--reserve-mib",
+        ),
+        (
+            vec!["run", "startup", "--memory-limit", &max, "--out", out],
+            "--memory-limit",
+        ),
+        (vec!["exec", "--mib", &max], "--mib"),
+        (
+            vec!["run", "density", "--idle-window-ms", &max, "--out", out],
+            "--idle-window-ms",
+        ),
+    ] {
+        let o = lab(&temp, &args);
+        assert_refused(&temp, &o, expect, &before);
+    }
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// A library user may ask for any timeout: a deadline past the clock's range is "never".
+#[test]
+fn a_timeout_of_u64_max_seconds_runs() {
+    let _serial = serial();
+    let temp = temp_dir("lib-huge-timeout");
+    let mut lab = isolab::lab::Lab::in_dir(&temp).unwrap();
+    lab.timeout = Duration::MAX;
+    let run = isolab::backend::process::Process
+        .run(&lab, &Spec::default_for(Kernel::Ready), &Default::default())
+        .unwrap();
+    assert_eq!(run.outcome, Outcome::Completed);
+    drop(lab);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// `lab backends | head -1`: the reader goes away; the lab stops quietly with the status of a
+/// program ended by SIGPIPE (141), and a full disk is one line and status 1 — never a panic.
+#[test]
+fn a_closed_pipe_or_a_full_disk_on_stdout_is_not_a_panic() {
+    let _serial = serial();
+    let temp = temp_dir("cli-epipe");
+    let mut child = Command::new(LAB)
+        .arg("backends")
+        .env("TMPDIR", &temp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before the lab writes anything.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(141), "stderr: {stderr}");
+    assert!(stderr.is_empty(), "quietly: {stderr}");
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = Command::new(LAB)
+        .arg("backends")
+        .env("TMPDIR", &temp)
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot write to standard output") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// `lab exec` says 0 only when the workload completed; the user's output paths that cannot be
+/// used are the user's to fix (2, one line); a complete results line that is not a record is an
+/// error, not silently dropped.
+#[test]
+fn exit_statuses_tell_the_truth() {
+    let _serial = serial();
+    let temp = temp_dir("cli-status");
+    let before = HostState::now(&temp);
+    let oom = lab(
+        &temp,
+        &[
+            "exec",
+            "--backend",
+            "process",
+            "--kernel",
+            "mem",
+            "--mib",
+            "64",
+            "--memory-limit",
+            "16",
+        ],
+    );
+    assert_eq!(oom.status.code(), Some(1), "OOM-killed is not success");
+    assert!(String::from_utf8_lossy(&oom.stdout).contains("OomKilled"));
+    let hung = lab(
+        &temp,
+        &[
+            "exec",
+            "--backend",
+            "container",
+            "--kernel",
+            "cpu",
+            "--iters",
+            "100000000000",
+            "--timeout",
+            "1",
+        ],
+    );
+    assert_eq!(hung.status.code(), Some(1), "a timeout is a failure");
+    let ok = lab(
+        &temp,
+        &["exec", "--backend", "process", "--kernel", "ready"],
+    );
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(HostState::now(&temp), before);
+
+    // A results file: two good records, then a complete but invalid last line.
+    let out = temp.join("reports");
+    let run = lab(
+        &temp,
+        &[
+            "run",
+            "startup",
+            "--backends",
+            "process",
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--no-progress",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(run.status.success());
+    let file = &results_files(&out)[0];
+    let file_s = file.to_str().unwrap();
+    let a_file = temp.join("a-file");
+    std::fs::write(&a_file, "").unwrap();
+    for args in [
+        vec!["report", file_s, "--out", a_file.to_str().unwrap()],
+        vec!["export", "--csv", "--out", a_file.to_str().unwrap(), file_s],
+    ] {
+        let o = lab(&temp, &args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("a-file") && stderr.contains("choose another"),
+            "{stderr}"
+        );
+    }
+    let mut f = std::fs::OpenOptions::new().append(true).open(file).unwrap();
+    f.write_all(b"{\"record\":\"run\",\"backend\":\"process\"}\n")
+        .unwrap();
+    drop(f);
+    let o = lab(&temp, &["report", file_s]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 4"), "{stderr}");
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// Peak resident memory of a finished child, from wait4(2).
+fn run_measured(temp: &Path, args: &[&str]) -> (Option<i32>, String, u64, Duration) {
+    let started = Instant::now();
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below, for its rusage
+    let child = Command::new(LAB)
+        .args(args)
+        .env("TMPDIR", temp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child, into valid out-parameters.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.unwrap(), &mut stderr).unwrap();
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (
+        code,
+        stderr,
+        usage.ru_maxrss as u64 * 1024,
+        started.elapsed(),
+    )
+}
+
+/// What the lab reads and did not write, it reads with bounds: `lab report /dev/zero` once grew
+/// to 3.3 GB in 6 s (a line was read whole); a FIFO given as a file blocked until a writer came.
+#[test]
+fn files_the_lab_did_not_write_are_read_with_bounds() {
+    let _serial = serial();
+    let temp = temp_dir("cli-bounds");
+    let fifo = temp.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let long = temp.join("long.jsonl");
+    std::fs::write(&long, vec![b'x'; 8 << 20]).unwrap();
+    let looped = temp.join("looped");
+    std::fs::create_dir(&looped).unwrap();
+    std::os::unix::fs::symlink("..", looped.join("up")).unwrap();
+    for (args, expect) in [
+        (vec!["report", "/dev/zero"], "not a regular file"),
+        (vec!["report", fifo.to_str().unwrap()], "not a regular file"),
+        (vec!["report", long.to_str().unwrap()], "longer than"),
+        (
+            vec!["report", looped.to_str().unwrap()],
+            "not an isolab results",
+        ),
+        (
+            vec!["kernel", "show", fifo.to_str().unwrap()],
+            "not a regular file",
+        ),
+    ] {
+        let (code, stderr, peak, took) = run_measured(&temp, &args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+        assert!(peak < 64 << 20, "{args:?}: {} MiB", peak >> 20);
+        assert!(took < Duration::from_secs(10), "{args:?} took {took:?}");
+    }
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// A guest kernel that is a truncated bzImage cannot boot: `lab exec` says so with a non-zero
+/// status (it used to print the failure and exit 0). A FIFO given as the kernel is refused at
+/// once instead of waiting for a writer.
+#[test]
+#[ignore = "needs qemu-system-x86 and a /boot kernel (CI runs it)"]
+fn a_guest_kernel_that_cannot_boot_is_a_failure() {
+    common::needs_qemu();
+    let _serial = serial();
+    let temp = temp_dir("cli-kernel");
+    let image = isolab::linux_guest::kernel::find(None).unwrap();
+    let bytes = std::fs::read(&image.path).unwrap();
+    let truncated = temp.join("truncated-bzImage");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let o = lab(
+        &temp,
+        &[
+            "exec",
+            "--backend",
+            "qemu",
+            "--kernel",
+            "ready",
+            "--timeout",
+            "60",
+            "--guest-kernel",
+            truncated.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let fifo = temp.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (code, stderr, _, took) = run_measured(
+        &temp,
+        &[
+            "run",
+            "startup",
+            "--backends",
+            "qemu",
+            "--guest-kernel",
+            fifo.to_str().unwrap(),
+            "--out",
+            temp.join("reports").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(took < Duration::from_secs(10));
     std::fs::remove_dir_all(temp).unwrap();
 }

@@ -189,3 +189,82 @@ fn cgroup_v2_code_runs_on_the_unified_hierarchy() {
     std::fs::remove_dir(&base).unwrap();
     std::fs::remove_dir_all(temp).unwrap();
 }
+
+/// A lab that is not root, in a delegated cgroup v2 subtree, moves itself into a leaf of its own
+/// beside its instances (v2 lets a cgroup either hold processes or give controllers to
+/// children, not both). A process cannot remove the cgroup it is in, so the leaf, `lab-<id>`,
+/// is claimed in the lab's ledger and removed once the lab has gone; it used to stay forever as
+/// `lab-<pid>`, and two labs in different PID namespaces could collide on it.
+#[test]
+fn a_rootless_labs_own_cgroup_leaf_is_removed_after_it() {
+    let _serial = serial();
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+    let root = if unified.join("cgroup.procs").exists() {
+        unified.to_path_buf()
+    } else {
+        std::path::PathBuf::from("/sys/fs/cgroup")
+    };
+    let own = root.join(format!("isolab-delegated-test-{}", std::process::id()));
+    std::fs::create_dir(&own).unwrap();
+    let temp = temp_dir("leaf");
+    // The lab runs in a child process: it moves itself into its leaf, which would take the
+    // whole test binary with it.
+    // SAFETY: the child runs a lab and ends with _exit, never returning into the test harness.
+    let child = match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let code = std::panic::catch_unwind(|| {
+                let lab = Lab::in_dir(&temp)
+                    .unwrap()
+                    .with_cgroups(Hierarchy::v2_delegated(own.clone()));
+                let leaf = own.join(format!("lab-{}", lab.id()));
+                let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+                let in_leaf = mine
+                    .lines()
+                    .any(|l| l.starts_with("0::") && l.ends_with(&format!("/lab-{}", lab.id())));
+                let run = backend::process::Process
+                    .run(&lab, &Spec::default_for(Kernel::Ready), &Limits::default())
+                    .unwrap();
+                let ok = in_leaf && leaf.is_dir() && run.outcome == Outcome::Completed;
+                drop(lab);
+                // Still in the leaf, so it is still there: the lab cannot remove it itself.
+                ok && leaf.is_dir()
+            });
+            let code = if code.unwrap_or(false) { 0 } else { 1 };
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    let status = nix::sys::wait::waitpid(child, None).unwrap();
+    assert_eq!(
+        status,
+        nix::sys::wait::WaitStatus::Exited(child, 0),
+        "the lab ran in its leaf"
+    );
+    let subdirs = || -> Vec<_> {
+        std::fs::read_dir(&own)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.file_name())
+            .filter(|n| n != "isolab")
+            .collect()
+    };
+    // The dead lab's guardian removes it, or else what the next lab does first: reap.
+    let gone = common::eventually(std::time::Duration::from_secs(10), || {
+        isolab::ownership::reap(&isolab::ownership::registry_dir());
+        subdirs().is_empty()
+    });
+    assert!(gone, "the leaf is gone: {:?}", subdirs());
+    let left: Vec<_> = std::fs::read_dir(own.join("isolab"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        left.iter().all(|e| !e.file_type().unwrap().is_dir()),
+        "{left:?}"
+    );
+    std::fs::remove_dir(own.join("isolab")).unwrap();
+    std::fs::remove_dir(&own).unwrap();
+    std::fs::remove_dir_all(temp).unwrap();
+}

@@ -29,9 +29,9 @@ fn children() -> Vec<i32> {
         .collect()
 }
 
-/// This lab's instance cgroups: directories named `<our pid>-<n>` under each cgroup base.
+/// This lab's instance cgroups: directories named `<lab id>-<n>` under each cgroup base.
 fn cgroup_dirs(lab: &Lab) -> Vec<String> {
-    let prefix = format!("{}-", std::process::id());
+    let prefix = format!("{}-", lab.id());
     lab.cgroups()
         .unwrap()
         .bases()
@@ -90,7 +90,11 @@ fn no_vmm_process_cgroup_or_fd_outlives_a_run() {
         before.1.len() + 1,
         "its cgroup exists"
     );
-    assert_eq!(fds(), before.2 + 3, "report, control and stderr pipes");
+    assert_eq!(
+        fds(),
+        before.2 + 4,
+        "report, control and stderr pipes, and a pidfd of the VMM"
+    );
     drop(hung);
     // Abandoned while its guest sleeps in a hypercall.
     let mut sleeping = Vm::default()

@@ -49,6 +49,7 @@ use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::measure::clock::now_ns;
 use crate::measure::memory::ProcessMemory;
+use crate::ownership::Resource;
 use crate::results::info;
 use crate::workload::{self, Kernel, WORKLOAD_ELF};
 use std::fs;
@@ -98,6 +99,31 @@ fn docker(cli: &Path, args: &[&str]) -> Result<String, String> {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
         Err(last_lines(&String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// Remove container `name` through the Docker CLI `cli` (with `env`, the `DOCKER_*` variables
+/// that chose its daemon): `docker rm --force` stops it and removes it. Returns what was removed
+/// (nothing when the daemon does not know it: `--rm` removed it at its end).
+pub fn remove_container(
+    cli: &Path,
+    env: &[(String, String)],
+    name: &str,
+) -> Result<Vec<String>, String> {
+    let out = Command::new(cli)
+        .args(["rm", "--force", name])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", cli.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        Ok(vec![format!("removed docker container {name}")])
+    } else if stderr.contains("No such container") {
+        Ok(Vec::new())
+    } else {
+        Err(format!("docker rm --force {name}: {}", last_lines(&stderr)))
     }
 }
 
@@ -337,20 +363,28 @@ impl Docker {
             env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let exec = Exec::new(&prepared.cli, "docker", &args, &env_refs);
         let (ends, fds) = child::pipes(None)?;
+        // The container lives in the daemon, not in the lab: written down before the daemon
+        // hears of it, so that a lab killed from here on still has it removed (by its guardian
+        // or the next lab), with the daemon's address this lab used.
+        let owned = lab.ledger().claim(Resource::DockerContainer {
+            cli: prepared.cli.clone(),
+            env: env
+                .iter()
+                .filter(|(k, _)| k.starts_with("DOCKER_"))
+                .cloned()
+                .collect(),
+            name: container.clone(),
+        })?;
         // The CLI stays in the lab's cgroup: it is the client, not the container.
         let pid = spawn_exec_with(0, &Placement::none(), &fds, &exec, Streams::Standard, None)
             .map_err(BackendError::sys("clone"))?;
         drop(fds);
-        let cleanup = {
-            let cli = prepared.cli.clone();
-            let container = container.clone();
-            move || {
-                // Gone already after a normal end (--rm); otherwise stop and remove it. Then the
-                // directories Docker made for it in the hierarchies the lab does not use.
-                let _ = docker(&cli, &["rm", "--force", &container]);
-                if let Some(rel) = relative {
-                    crate::cgroup::remove_everywhere(Path::new(&rel));
-                }
+        let cleanup = move || {
+            // Gone already after a normal end (--rm); otherwise stop and remove it. Then the
+            // directories Docker made for it in the hierarchies the lab does not use.
+            drop(owned);
+            if let Some(rel) = relative {
+                let _ = crate::cgroup::remove_everywhere(Path::new(&rel));
             }
         };
         let mut instance = Instance::new(Parts {

@@ -8,6 +8,13 @@
 //! a workload that crashes, a marker that never comes, an error in the lab, Ctrl-C — dropping the
 //! instance kills its processes, reaps them, removes its cgroup and runs the backend's own
 //! clean-up. Nothing a run creates outlives it.
+//!
+//! While waiting, an instance watches three things at once with `poll(2)`: its marker pipe, a
+//! *pidfd* of its main process (Linux 5.3; readable the moment that process ends) and the lab's
+//! stop request ([`crate::interrupt`]). The pidfd is what notices a runtime that died — an OCI
+//! runtime killed by the OOM killer or by hand — at once: its container's processes, which still
+//! hold the marker pipe open, are then killed with the instance's cgroup, instead of the lab
+//! waiting out its timeout for an end of file that would never come.
 
 use crate::cgroup::Cgroup;
 use crate::measure::clock::now_ns;
@@ -23,8 +30,13 @@ use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+/// How long the processes left in an instance's cgroup may keep its marker pipe open after the
+/// instance's main process has ended (a console relay finishing its last lines), before they are
+/// killed.
+const AFTER_MAIN: Duration = Duration::from_secs(1);
 
 use super::child::ParentEnds;
 use super::BackendError;
@@ -148,6 +160,10 @@ pub struct Instance {
     status: Option<WaitStatus>,
     stopped: bool,
     own_clock: bool,
+    /// A pidfd of `main`, while it runs.
+    pidfd: Option<OwnedFd>,
+    /// When `main` ended and the pipe was still open: the moment to kill what is left.
+    orphans_deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -197,6 +213,8 @@ impl Instance {
             status: None,
             stopped: false,
             own_clock: false,
+            pidfd: pidfd_open(main),
+            orphans_deadline: None,
         }
     }
 
@@ -224,6 +242,7 @@ impl Instance {
     pub fn set_main(&mut self, main: Pid) {
         self.helpers.push(self.main);
         self.main = main;
+        self.pidfd = pidfd_open(main);
     }
 
     /// The workload's clock is not the host's: stamp its markers when they arrive instead of
@@ -320,13 +339,21 @@ impl Instance {
 
     /// Let the workload run to its end, reap every process, remove the cgroup and return the
     /// run. `exited` is stamped once all of that is done.
+    ///
+    /// When the lab is asked to stop meanwhile, the workload gets a moment to end by itself
+    /// (a released `sleep` does), then it is killed: the run is collected either way.
     pub fn finish(mut self) -> Result<Run, BackendError> {
         // Closing our end of the control pipe releases a workload still waiting for the host.
         self.control = None;
-        let deadline = Instant::now() + self.timeout;
+        let mut deadline = crate::measure::clock::deadline(self.timeout);
+        let mut watch_interrupt = true;
         while !self.lines.eof {
-            match self.next_event(deadline) {
+            match self.next_event(deadline, watch_interrupt) {
                 Ok(()) => {}
+                Err(BackendError::Interrupted { .. }) => {
+                    watch_interrupt = false;
+                    deadline = deadline.min(Instant::now() + AFTER_MAIN);
+                }
                 Err(BackendError::Timeout { .. }) => break,
                 Err(e) => return Err(e),
             }
@@ -379,7 +406,13 @@ impl Instance {
         }
         match status {
             Some(WaitStatus::Exited(_, 0)) if self.done => Outcome::Completed,
-            _ if self.stopped => Outcome::Stopped,
+            // Let go by the lab and ended quietly, or killed by the lab for not ending: stopped.
+            // A crash after the lab let go (a SIGSEGV, a runtime's status 139) is still a crash.
+            Some(WaitStatus::Exited(_, 0) | WaitStatus::Signaled(_, Signal::SIGKILL, _)) | None
+                if self.stopped =>
+            {
+                Outcome::Stopped
+            }
             Some(s) => Outcome::Failed {
                 reason: format!(
                     "{}{}",
@@ -393,13 +426,14 @@ impl Instance {
         }
     }
 
-    /// Read events until `reached` holds, the instance ends, or the timeout passes.
+    /// Read events until `reached` holds, the instance ends, the timeout passes or the lab is
+    /// asked to stop.
     fn wait_for(
         &mut self,
         what: &'static str,
         reached: impl Fn(&Instance) -> bool,
     ) -> Result<(), BackendError> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = crate::measure::clock::deadline(self.timeout);
         while !reached(self) {
             if let Some((step, detail)) = &self.error {
                 return Err(BackendError::Instance {
@@ -420,7 +454,7 @@ impl Instance {
                     stderr: self.stderr_tail(),
                 });
             }
-            match self.next_event(deadline) {
+            match self.next_event(deadline, true) {
                 Err(BackendError::Timeout { after, .. }) => {
                     return Err(BackendError::Timeout {
                         waiting_for: what,
@@ -433,10 +467,45 @@ impl Instance {
         Ok(())
     }
 
-    /// Read and apply one event (or notice the end of the stream).
-    fn next_event(&mut self, deadline: Instant) -> Result<(), BackendError> {
-        let Some(line) = self.lines.next_line(deadline, self.timeout)? else {
-            return Ok(());
+    /// Read and apply one event, or notice the end of the stream, the end of the main process
+    /// or a stop request (an error, [`BackendError::Interrupted`], when `watch_interrupt`).
+    fn next_event(&mut self, deadline: Instant, watch_interrupt: bool) -> Result<(), BackendError> {
+        let wake = match self.orphans_deadline {
+            Some(orphans) => deadline.min(orphans),
+            None => deadline,
+        };
+        let interrupt = if watch_interrupt {
+            crate::interrupt::fd()
+        } else {
+            None
+        };
+        let main = self.pidfd.as_ref().map(|fd| fd.as_fd());
+        let line = match self.lines.next(wake, self.timeout, main, interrupt) {
+            Ok(Next::Line(line)) => line,
+            Ok(Next::Eof) => return Ok(()),
+            Ok(Next::Interrupted) => {
+                let sig = crate::interrupt::requested().unwrap_or(libc::SIGINT);
+                return Err(BackendError::Interrupted {
+                    signal: crate::interrupt::name(sig),
+                });
+            }
+            Ok(Next::MainExited) => {
+                self.main_exited();
+                return Ok(());
+            }
+            Err(BackendError::Timeout { .. })
+                if self.orphans_deadline.is_some_and(|t| Instant::now() >= t) =>
+            {
+                // The main process is gone but something still holds the marker pipe: the
+                // container of a runtime that was killed, say. Nothing of the instance may live
+                // on without it.
+                self.orphans_deadline = None;
+                if let Some(cg) = &self.cgroup {
+                    let _ = cg.kill_all(Duration::from_secs(5));
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         };
         let Some(event) = Event::parse(&line) else {
             return Ok(());
@@ -479,6 +548,18 @@ impl Instance {
             }
         }
         Ok(())
+    }
+
+    /// The main process has ended (its pidfd became readable): collect its status, and give
+    /// whatever else holds the marker pipe a moment before it is killed.
+    fn main_exited(&mut self) {
+        self.pidfd = None;
+        if self.status.is_none() {
+            self.status = wait_until(self.main, Instant::now() + Duration::from_secs(1));
+        }
+        if !self.lines.eof {
+            self.orphans_deadline = Some(Instant::now() + AFTER_MAIN);
+        }
     }
 
     /// Wait for the main process and the helpers; kill the main process if it does not end by
@@ -548,12 +629,7 @@ impl Drop for Instance {
 /// exits, so the lab wakes up exactly then instead of polling; without one, poll with
 /// `WNOHANG` and growing pauses.
 fn wait_until(pid: Pid, deadline: Instant) -> Option<WaitStatus> {
-    // SAFETY: pidfd_open with a pid and no flags; the result is checked.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    let pidfd = (raw >= 0).then(|| {
-        // SAFETY: a new fd that nothing else owns.
-        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) }
-    });
+    let pidfd = pidfd_open(pid);
     let mut pause = Duration::from_micros(20);
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
@@ -599,6 +675,27 @@ pub fn describe_status(status: WaitStatus) -> String {
     }
 }
 
+/// A pidfd of `pid` (Linux 5.3): a descriptor that becomes readable when the process ends.
+/// `None` on older kernels, where the lab falls back to its timeouts.
+fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open with a pid and no flags; the result is checked.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    // SAFETY: a new fd that nothing else owns.
+    (raw >= 0).then(|| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) })
+}
+
+/// What [`LineReader::next`] woke up for.
+enum Next {
+    /// A complete line (or the last, unterminated one).
+    Line(String),
+    /// End of the stream: every writer has closed the pipe.
+    Eof,
+    /// The main process ended.
+    MainExited,
+    /// The lab was asked to stop.
+    Interrupted,
+}
+
 /// Reads lines from a pipe with a deadline.
 struct LineReader {
     file: File,
@@ -615,24 +712,27 @@ impl LineReader {
         }
     }
 
-    /// The next complete line, `None` at end of stream.
-    fn next_line(
+    /// The next complete line, the end of the stream, or whichever of `main` (a pidfd) and
+    /// `interrupt` becomes readable first.
+    fn next(
         &mut self,
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<Option<String>, BackendError> {
+        main: Option<BorrowedFd>,
+        interrupt: Option<BorrowedFd>,
+    ) -> Result<Next, BackendError> {
         loop {
             if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=nl).collect();
-                return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+                return Ok(Next::Line(String::from_utf8_lossy(&line).into_owned()));
             }
             if self.eof {
                 // A last line without a newline still counts.
                 if self.buf.is_empty() {
-                    return Ok(None);
+                    return Ok(Next::Eof);
                 }
                 let line = std::mem::take(&mut self.buf);
-                return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+                return Ok(Next::Line(String::from_utf8_lossy(&line).into_owned()));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -642,7 +742,13 @@ impl LineReader {
                 });
             }
             let ms = left.as_millis().min(i32::MAX as u128) as i32;
-            let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
+            let mut fds = vec![PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
+            if let Some(fd) = interrupt {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            if let Some(fd) = main {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
             match poll(
                 &mut fds,
                 PollTimeout::try_from(ms.max(1)).unwrap_or(PollTimeout::MAX),
@@ -651,6 +757,21 @@ impl LineReader {
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(BackendError::sys("poll")(e)),
+            }
+            let ready = |i: usize| fds.get(i).and_then(|f| f.any()).unwrap_or(false);
+            let (pipe_ready, interrupted) = (ready(0), interrupt.is_some() && ready(1));
+            let main_ended = main.is_some() && ready(if interrupt.is_some() { 2 } else { 1 });
+            drop(fds);
+            // A stop request first; then the instance's own words, to the last line, before
+            // concluding from its main process's end.
+            if interrupted {
+                return Ok(Next::Interrupted);
+            }
+            if !pipe_ready {
+                if main_ended {
+                    return Ok(Next::MainExited);
+                }
+                continue;
             }
             let mut chunk = [0u8; 4096];
             match self.file.read(&mut chunk) {

@@ -92,6 +92,12 @@ pub enum BackendError {
         /// How long we waited.
         after: Duration,
     },
+    /// The lab was asked to stop (SIGINT, SIGTERM, SIGHUP) while waiting for the instance.
+    #[error("interrupted by {signal}")]
+    Interrupted {
+        /// The signal's name.
+        signal: String,
+    },
     /// An external program the backend drives failed.
     #[error("{program}: {detail}")]
     External {
@@ -100,6 +106,9 @@ pub enum BackendError {
         /// What happened.
         detail: String,
     },
+    /// The lab could not write down what it is about to make.
+    #[error(transparent)]
+    Ownership(#[from] crate::ownership::OwnershipError),
     /// Host file I/O failed.
     #[error("{action}: {source}")]
     Io {

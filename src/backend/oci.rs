@@ -30,6 +30,14 @@
 //!   intercepts the workload's system calls with `ptrace` here, or with KVM where the CPU has
 //!   hardware virtualization (the `sandbox_platform` fact says which). It keeps its state under
 //!   the lab's work directory.
+//!
+//! A runtime keeps state of its own that outlives its `run`: a state directory (`/run/runc/<id>`,
+//! runsc's under the work directory) and cgroups in every hierarchy it knows. If the lab — or
+//! the runtime — is killed, the workload, which is the runtime's child, not the lab's, would run
+//! on. So the container is written into the lab's ledger before the runtime hears of it
+//! ([`crate::ownership::Resource::OciContainer`]), and removed through the runtime's own
+//! interface, `delete --force` (which kills what still runs), by the instance's teardown or,
+//! after a crash, by the lab's guardian or the next lab.
 
 use super::child::{self, Exec, CONTROL_FD, REPORT_FD};
 use super::container::capabilities;
@@ -40,6 +48,7 @@ use super::instance::{Instance, Parts, Timeline};
 use super::spawn::{spawn_exec_with, BeforeExec, Streams};
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
+use crate::ownership::Resource;
 use crate::results::info;
 use crate::workload::{self, Kernel, WORKLOAD_ELF};
 use nix::errno::Errno;
@@ -244,22 +253,23 @@ impl Backend for Oci {
             Kind::Runsc => None,
             _ => relative.as_ref().map(|r| format!("{r}/ctr")),
         };
+        // Written down before the runtime hears of it: whatever happens to the lab from here
+        // on, the container is removed through the runtime.
+        let container = lab.ledger().claim(Resource::OciContainer {
+            runtime: runtime.clone(),
+            global: global.clone(),
+            id: id.clone(),
+        })?;
         // Clean-up runs once the runtime has exited, whatever happened: forget the container
         // (deleting its state under the runtime's root), remove the directories the runtime made
         // in hierarchies the lab does not use, and the bundle.
         let cleanup = {
-            let (runtime, id, bundle, global) =
-                (runtime.clone(), id.clone(), bundle.clone(), global.clone());
+            let bundle = bundle.clone();
             let relative = relative.clone();
             move || {
-                let _ = std::process::Command::new(&runtime)
-                    .args(&global)
-                    .args(["delete", "--force", &id])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status();
+                drop(container);
                 if let Some(rel) = relative {
-                    crate::cgroup::remove_everywhere(Path::new(&rel));
+                    let _ = crate::cgroup::remove_everywhere(Path::new(&rel));
                 }
                 let _ = fs::remove_dir_all(&bundle);
             }
@@ -340,6 +350,44 @@ impl Backend for Oci {
         }
         Ok(instance)
     }
+}
+
+/// Remove container `id` through its runtime (with the runtime's `global` options, such as
+/// `--root`): `delete --force` kills whatever of it still runs and removes its state directory
+/// and its cgroups. Returns what was removed (nothing when the runtime does not know the
+/// container).
+pub fn remove_container(
+    runtime: &Path,
+    global: &[String],
+    id: &str,
+) -> Result<Vec<String>, String> {
+    let run = |args: &[&str]| {
+        std::process::Command::new(runtime)
+            .args(global)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .output()
+    };
+    let what = format!("{} container {id}", runtime.display());
+    for attempt in 0..2 {
+        let out = run(&["delete", "--force", id]).map_err(|e| format!("{what}: {e}"))?;
+        if out.status.success() {
+            return Ok(vec![format!("deleted {what}")]);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("does not exist") || stderr.contains("not found") {
+            return Ok(Vec::new());
+        }
+        if attempt == 0 {
+            // A container delete cannot stop (paused, say): kill it through the runtime first.
+            let _ = run(&["kill", id, "KILL"]);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        } else {
+            return Err(format!("{what}: delete --force failed: {}", stderr.trim()));
+        }
+    }
+    unreachable!("the second attempt returns")
 }
 
 /// Write `bundle/rootfs/workload` and `bundle/config.json`.
@@ -465,4 +513,121 @@ fn config(
     }
     config.set_linux(Some(linux));
     Ok(config)
+}
+
+/// Property tests of the OCI configuration writer: whatever the workload, the profile and the
+/// streams, the bundle's `config.json` is valid, survives a round trip, and says what isolab's
+/// own container does.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::backend::container::profile::{Profile, Security};
+    use proptest::prelude::*;
+
+    prop_compose! {
+        fn spec()(
+            kernel in proptest::sample::select(Kernel::ALL.to_vec()),
+            mib in any::<u64>(),
+            iters in any::<u64>(),
+            hold in any::<bool>(),
+            seed in any::<u64>(),
+        ) -> Spec {
+            let mut s = Spec::new(kernel, mib, iters);
+            s.hold = hold;
+            s.seed = seed;
+            s
+        }
+    }
+
+    #[test]
+    fn the_config_is_valid_and_equivalent_to_the_container() {
+        let dir = std::env::temp_dir().join(format!("isolab-prop-oci-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lab = Lab::in_dir(&dir).unwrap();
+        let profiles: Vec<Security> = Profile::ALL
+            .iter()
+            .map(|p| Security::prepare(*p, &lab.seccomp_profile).unwrap())
+            .collect();
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(128)
+        });
+        let cases = (
+            spec(),
+            0..profiles.len(),
+            any::<bool>(),
+            proptest::option::of("(/[a-z0-9_.-]{1,12}){1,4}"),
+            any::<u32>(),
+        );
+        let result = runner.run(&cases, |(spec, profile, standard, cgroup, n)| {
+            let id = format!("isolab-{}-{n}", lab.id());
+            let security = &profiles[profile];
+            let streams = if standard {
+                Streams::Standard
+            } else {
+                Streams::Fixed
+            };
+            let config = config(&lab, &id, &spec, security, cgroup.clone(), streams).unwrap();
+            // What the runtime reads is JSON: it must come back the same.
+            let json = serde_json::to_string(&config).unwrap();
+            let back: OciSpec = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(&back, &config);
+
+            let process = config.process().as_ref().unwrap();
+            let args = process.args().as_ref().unwrap();
+            prop_assert_eq!(args[0].as_str(), "/workload");
+            let kernel_word = format!("kernel={}", spec.kernel.name());
+            prop_assert!(args.iter().any(|a| a == &kernel_word));
+            let report = if standard { "report=1" } else { "report=3" };
+            prop_assert!(args.iter().any(|a| a == report), "{:?}", args);
+            prop_assert_eq!(process.no_new_privileges(), Some(true));
+            let caps = process.capabilities().as_ref().unwrap();
+            for set in [caps.bounding(), caps.effective(), caps.permitted()] {
+                prop_assert_eq!(
+                    set.as_ref().unwrap().len(),
+                    capabilities::DOCKER_DEFAULT.len()
+                );
+            }
+            prop_assert_eq!(config.root().as_ref().unwrap().readonly(), Some(true));
+            prop_assert_eq!(config.hostname().as_deref(), Some(id.as_str()));
+
+            let linux = config.linux().as_ref().unwrap();
+            let namespaces = linux.namespaces().as_ref().unwrap();
+            for ns in [
+                LinuxNamespaceType::Pid,
+                LinuxNamespaceType::Mount,
+                LinuxNamespaceType::Ipc,
+                LinuxNamespaceType::Uts,
+                LinuxNamespaceType::Network,
+                LinuxNamespaceType::Cgroup,
+            ] {
+                prop_assert_eq!(namespaces.iter().filter(|n| n.typ() == ns).count(), 1);
+            }
+            prop_assert_eq!(linux.cgroups_path().clone(), cgroup.map(PathBuf::from));
+            // The limits are the instance cgroup's, above the container's: none here.
+            prop_assert!(linux.resources().is_none());
+            let hardened = security.profile.hardened();
+            prop_assert_eq!(linux.masked_paths().is_some(), hardened);
+            prop_assert_eq!(linux.readonly_paths().is_some(), hardened);
+            prop_assert_eq!(
+                linux.seccomp().is_some(),
+                hardened && security.seccomp.is_some()
+            );
+
+            let scratch = config
+                .mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|m| m.destination() == Path::new("/scratch"))
+                .count();
+            prop_assert_eq!(scratch, usize::from(spec.kernel == Kernel::Io));
+            Ok(())
+        });
+        drop(lab);
+        std::fs::remove_dir_all(&dir).unwrap();
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
 }

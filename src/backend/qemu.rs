@@ -233,6 +233,11 @@ impl Backend for Qemu {
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
+        // Under TCG the command line carries the host's TSC frequency, measured once per lab
+        // over 20 ms: measure it before the clock of the first start begins.
+        if self.accel() == Accel::Tcg {
+            host_tsc_khz();
+        }
         let mut timeline = Timeline::start();
         let unavailable = |reason: String| BackendError::Unavailable {
             backend: "qemu".into(),

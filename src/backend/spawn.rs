@@ -47,35 +47,76 @@ impl Placement {
 }
 
 /// The stack of a child that shares the lab's memory (see [`spawn_shared`]).
-pub struct Stack(Vec<u8>);
+///
+/// A mapping of its own with a **guard page** below it: the stack grows down, and a child that
+/// runs past its end touches the guard, which has no access rights, and dies of SIGSEGV. A stack
+/// cut out of the heap (a `Vec`) has no such edge: an overflow would silently overwrite whatever
+/// the lab's allocator put below it — in the lab's own memory, since the child shares it.
+pub struct Stack {
+    /// The start of the mapping: the guard page, then the usable stack.
+    map: *mut libc::c_void,
+    guard: usize,
+    len: usize,
+}
 
 impl Stack {
     /// Enough for the deepest child code here (path buffers of 1 KiB on the stack, a few frames).
     const SIZE: usize = 256 * 1024;
 
     /// A fresh stack. Its pages are only touched (and paid for) as far as the child goes.
-    pub fn new() -> Stack {
-        Stack(vec![0; Stack::SIZE])
+    pub fn new() -> Result<Stack, Errno> {
+        // SAFETY: sysconf with a constant.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = Stack::SIZE + page;
+        // SAFETY: a fresh anonymous private mapping; the result is checked.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        let stack = Stack {
+            map,
+            guard: page,
+            len,
+        };
+        // SAFETY: the lowest page of the mapping just made becomes inaccessible.
+        Errno::result(unsafe { libc::mprotect(map, page, libc::PROT_NONE) })?;
+        Ok(stack)
     }
 
-    /// The 16-byte-aligned region to hand to the kernel: (lowest address, length).
+    /// The region to hand to the kernel, above the guard: (lowest address, length). mmap
+    /// returns page-aligned memory, so both ends are 16-byte aligned as the ABI wants.
     fn region(&mut self) -> (*mut u8, usize) {
-        let base = self.0.as_mut_ptr();
-        let start = base.wrapping_add(base.align_offset(16));
-        let len = (self.0.len() - (start as usize - base as usize)) & !15;
-        (start, len)
+        (
+            self.map.cast::<u8>().wrapping_add(self.guard),
+            self.len - self.guard,
+        )
     }
 }
 
-impl Default for Stack {
-    fn default() -> Self {
-        Stack::new()
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping `new` made; no child runs on it any more
+        // (spawn_shared returns only after the child has exec'd or exited).
+        unsafe { libc::munmap(self.map, self.len) };
     }
 }
 
 impl std::fmt::Debug for Stack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Stack({} KiB)", self.0.len() / 1024)
+        write!(
+            f,
+            "Stack({} KiB + a guard page)",
+            (self.len - self.guard) / 1024
+        )
     }
 }
 
@@ -99,10 +140,20 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-/// Errors that mean "this kernel's clone3 cannot do that": fall back to clone + join.
+/// Errors that mean "this kernel has no `clone3(CLONE_INTO_CGROUP)`": fall back to `clone` and
+/// let the child join its cgroup itself. Only these two:
+///
+/// * ENOSYS — no clone3 at all (Linux < 5.3);
+/// * E2BIG — clone3 without the `cgroup` field (Linux 5.3–5.6): the kernel refuses a
+///   `struct clone_args` larger than the one it knows when the extra bytes are not zero, which
+///   is how it says "I do not know CLONE_INTO_CGROUP".
+///
+/// EINVAL is *not* among them. A kernel that knows the `cgroup` field knows the flag too, so
+/// EINVAL means the request itself is wrong — flags that do not go together, a bad exit
+/// signal — and `clone` would refuse it as well, or worse, accept a different request. Falling
+/// back on it would hide a bug of the lab's behind a slower path.
 fn clone3_unsupported(e: Errno) -> bool {
-    // ENOSYS: no clone3 (< 5.3). E2BIG: no `cgroup` field (< 5.7). EINVAL: unknown flag.
-    matches!(e, Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL)
+    matches!(e, Errno::ENOSYS | Errno::E2BIG)
 }
 
 /// What the trampoline needs: the child's code, the signal mask to restore, and whether the
@@ -239,7 +290,7 @@ pub fn spawn_exec_with(
     streams: Streams,
     before_exec: Option<(&'static str, BeforeExec)>,
 ) -> Result<Pid, Errno> {
-    let mut stack = Stack::new();
+    let mut stack = Stack::new()?;
     let mut body = || {
         if let Err(e) = fds.install() {
             fds.reporter().fail("install fds", e);
@@ -436,7 +487,7 @@ mod tests {
             join: Vec::new(),
         };
         let exec = Exec::new(Path::new("/bin/sleep"), "sleep", &["10".into()], &[]);
-        let mut stack = Stack::new();
+        let mut stack = Stack::new().unwrap();
         let mut body = || {
             exec.exec();
             1
@@ -459,6 +510,77 @@ mod tests {
             "and is PID 1 of its new PID namespace"
         );
         finish(pid, &dir);
+    }
+
+    #[test]
+    fn a_shared_childs_stack_has_a_guard_page_below_it() {
+        let mut stack = Stack::new().unwrap();
+        let (lo, _) = stack.region();
+        let lo = lo as usize;
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let guard = maps.lines().find(|l| {
+            let range = l.split_whitespace().next().unwrap();
+            let (_, end) = range.split_once('-').unwrap();
+            usize::from_str_radix(end, 16).unwrap() == lo
+        });
+        let guard = guard.expect("a mapping ends where the stack begins");
+        assert!(
+            guard.split_whitespace().nth(1).unwrap().starts_with("---"),
+            "and has no access rights: {guard}"
+        );
+    }
+
+    /// Uses `depth` × 16 KiB of stack.
+    #[inline(never)]
+    fn deep(depth: u32) -> u8 {
+        let mut frame = [0u8; 16 * 1024];
+        frame[0] = depth as u8;
+        let frame = std::hint::black_box(frame);
+        if depth == 0 {
+            frame[1]
+        } else {
+            deep(depth - 1).wrapping_add(frame[0])
+        }
+    }
+
+    #[test]
+    fn a_child_that_overflows_its_stack_dies_instead_of_writing_over_the_lab() {
+        let canary = vec![0x5au8; 1 << 20];
+        let mut stack = Stack::new().unwrap();
+        // 1 MiB of frames on a 256 KiB stack.
+        let mut body = || deep(64) as libc::c_int;
+        // SAFETY: the child only recurses, then exits; its writes are on its own stack.
+        let pid = unsafe {
+            spawn_shared(
+                0,
+                &mut stack,
+                &Placement::none(),
+                Reporter::INSTALLED,
+                &mut body,
+            )
+        }
+        .unwrap();
+        let status = waitpid(pid, None).unwrap();
+        assert!(
+            matches!(
+                status,
+                nix::sys::wait::WaitStatus::Signaled(_, Signal::SIGSEGV, _)
+            ),
+            "{status:?}"
+        );
+        assert!(
+            canary.iter().all(|&b| b == 0x5a),
+            "the lab's memory is intact"
+        );
+    }
+
+    #[test]
+    fn only_a_missing_feature_makes_clone3_fall_back() {
+        assert!(clone3_unsupported(Errno::ENOSYS));
+        assert!(clone3_unsupported(Errno::E2BIG));
+        // A wrong request stays an error: clone would get it wrong too, or differently.
+        assert!(!clone3_unsupported(Errno::EINVAL));
+        assert!(!clone3_unsupported(Errno::EBADF));
     }
 
     #[test]

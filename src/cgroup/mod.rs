@@ -149,6 +149,11 @@ pub struct Hierarchy {
     controllers: Vec<String>,
     /// A human description, e.g. "v1 (hybrid)".
     description: String,
+    /// Rootless cgroup v2: the delegated cgroup the lab runs in. The lab must move itself into
+    /// a leaf below it before it may give its instances controllers (see [`v2`]).
+    delegated: Option<PathBuf>,
+    /// The lab whose instances these bases hold ([`Hierarchy::for_lab`]).
+    lab: Option<String>,
 }
 
 impl Hierarchy {
@@ -180,6 +185,14 @@ impl Hierarchy {
         v2::at(base, &offered)
     }
 
+    /// A v2 hierarchy as a lab that is not root uses it: in the delegated cgroup `own` (e.g. a
+    /// `systemd-run --user --scope -p Delegate=yes` scope), the lab moves itself into a leaf of
+    /// its own and its instances go under `own/isolab`. `detect` does this for a non-root lab on a
+    /// v2 machine; tests use it to exercise that path as root.
+    pub fn v2_delegated(own: PathBuf) -> Hierarchy {
+        v2::delegated(own)
+    }
+
     /// The cgroup interface in use.
     pub fn version(&self) -> Version {
         self.version
@@ -198,6 +211,51 @@ impl Hierarchy {
     /// The directory (per controller on v1) under which instance cgroups are created.
     pub fn bases(&self) -> impl Iterator<Item = &Path> {
         self.bases.iter().map(|(_, p)| p.as_path())
+    }
+
+    /// The hierarchy of one lab: its instances' cgroups go into a directory of the lab's own,
+    /// `<base>/<lab id>/`, so that everything a lab made in a hierarchy is one subtree, named
+    /// for the lab — removed as one when the lab ends, or by the next lab when it was killed.
+    pub fn for_lab(&self, lab: &str) -> Hierarchy {
+        let mut h = self.clone();
+        if let Some(old) = &h.lab {
+            for (_, base) in &mut h.bases {
+                if base.ends_with(old) {
+                    base.pop();
+                }
+            }
+        }
+        for (_, base) in &mut h.bases {
+            base.push(lab);
+        }
+        h.lab = Some(lab.to_string());
+        h
+    }
+
+    /// The directories a lab makes in this hierarchy, which it must claim first (see
+    /// [`crate::ownership`]): its bases and, rootless on v2, the leaf it moves itself into.
+    pub fn lab_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.bases().map(Path::to_path_buf).collect();
+        if let (Some(own), Some(lab)) = (&self.delegated, &self.lab) {
+            dirs.push(v2::leaf(own, lab));
+        }
+        dirs
+    }
+
+    /// The path of the lab's base in the memory hierarchy relative to that hierarchy's root: the
+    /// path an OCI runtime given the instances' `cgroupsPath` uses in *every* hierarchy.
+    pub fn lab_relative_path(&self) -> Option<PathBuf> {
+        let base = self.bases.first().map(|(_, b)| b)?;
+        relative_to_mount(base).map(PathBuf::from)
+    }
+
+    /// Rootless v2: move the lab into its leaf (claim [`Hierarchy::lab_dirs`] first). Elsewhere
+    /// nothing to do.
+    pub fn enter(&self) -> Result<(), CgroupError> {
+        match (&self.delegated, &self.lab) {
+            (Some(own), Some(lab)) => v2::enter_leaf(own, lab),
+            _ => Ok(()),
+        }
     }
 
     /// Create the cgroup `name` with `limits` applied. It is empty: the instance's first process
@@ -222,7 +280,7 @@ impl Hierarchy {
             if self.version == Version::V2 {
                 v2::prepare_base(base, &self.controllers)?;
             } else {
-                ensure_dir(base)?;
+                ensure_dir_all(base)?;
             }
             let dir = base.join(name);
             fs::create_dir(&dir).map_err(CgroupError::io("create cgroup", &dir))?;
@@ -234,34 +292,6 @@ impl Hierarchy {
             Version::V2 => v2::apply(&cg, limits)?,
         }
         Ok(cg)
-    }
-
-    /// Remove what a lab that died without cleaning up (SIGKILL, power loss) left behind: cgroups
-    /// named `<pid>-<n>` whose lab process no longer exists. Returns how many were removed.
-    pub fn sweep_stale(&self) -> usize {
-        let mut removed = 0;
-        for (_, base) in &self.bases {
-            let Ok(entries) = fs::read_dir(base) else {
-                continue;
-            };
-            for entry in entries.filter_map(Result::ok) {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(pid) = name.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-                    continue;
-                };
-                if !entry.path().is_dir() || crate::host::pid_alive(pid) {
-                    continue;
-                }
-                let stale = Cgroup {
-                    version: self.version,
-                    dirs: vec![(String::new(), entry.path())],
-                };
-                if stale.destroy().is_ok() {
-                    removed += 1;
-                }
-            }
-        }
-        removed
     }
 }
 
@@ -300,16 +330,7 @@ impl Cgroup {
     /// The path of the cgroup relative to its controller's mount, as an OCI runtime wants it in
     /// `linux.cgroupsPath`.
     pub fn relative_path(&self) -> Option<String> {
-        let dir = self.dir("memory")?;
-        let own = read_to_string(Path::new("/proc/self/mountinfo")).ok()?;
-        parse_mounts(&own)
-            .into_iter()
-            .filter(|m| dir.starts_with(&m.mount_point))
-            .max_by_key(|m| m.mount_point.as_os_str().len())
-            .and_then(|m| {
-                let rel = dir.strip_prefix(&m.mount_point).ok()?;
-                Some(Path::new(&m.root).join(rel).to_string_lossy().into_owned())
-            })
+        relative_to_mount(self.dir("memory")?)
     }
 
     /// Open the file through which the instance's first process moves itself into the cgroup,
@@ -377,13 +398,16 @@ impl Cgroup {
         }
     }
 
-    /// How many times the kernel's OOM killer killed a process of this cgroup.
+    /// How many times the kernel's OOM killer killed a process of this cgroup or of one below
+    /// it (a runtime's container cgroup, `<instance>/ctr`). v2's `memory.events` already counts
+    /// the whole subtree; v1 counts a kill only in the cgroup of the process killed, so there the
+    /// subtree is added up.
     pub fn oom_kills(&self) -> u64 {
         let Some(dir) = self.dir("memory") else {
             return 0;
         };
         match self.version {
-            Version::V1 => v1::oom_kills(dir),
+            Version::V1 => subtree(dir).iter().map(|d| v1::oom_kills(d)).sum(),
             Version::V2 => v2::oom_kills(dir),
         }
     }
@@ -399,21 +423,8 @@ impl Cgroup {
     /// The processes in the cgroup and in the cgroups below it (a runtime such as Docker may
     /// put its container in a child cgroup of the instance's: `--cgroup-parent`).
     pub fn pids(&self) -> Vec<Pid> {
-        let mut pids: Vec<Pid> = self
-            .dirs
-            .iter()
-            .flat_map(|(_, d)| subtree(d))
-            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
-            .flat_map(|s| {
-                s.lines()
-                    .filter_map(|l| l.trim().parse().ok())
-                    .collect::<Vec<i32>>()
-            })
-            .map(Pid::from_raw)
-            .collect();
-        pids.sort();
-        pids.dedup();
-        pids
+        let dirs: Vec<PathBuf> = self.dirs.iter().flat_map(|(_, d)| subtree(d)).collect();
+        procs_below(&dirs)
     }
 
     /// SIGKILL every process in the cgroup, until it is empty or `timeout` passes.
@@ -427,20 +438,9 @@ impl Cgroup {
                 let _ = fs::write(dir.join("cgroup.kill"), "1");
             }
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let pids = self.pids();
-            if pids.is_empty() {
-                return Ok(());
-            }
-            for pid in pids {
-                let _ = kill(pid, Signal::SIGKILL);
-            }
-            if Instant::now() > deadline {
-                return Err(CgroupError::Busy(self.dirs[0].1.clone()));
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        kill_until_empty(|| self.pids(), timeout)
+            .map(drop)
+            .map_err(|()| CgroupError::Busy(self.dirs[0].1.clone()))
     }
 
     /// Kill what is left and remove the directories.
@@ -486,41 +486,174 @@ pub fn unified_beside_v1() -> Option<PathBuf> {
     .flatten()
 }
 
-/// Remove the cgroup `relative` (a path from a hierarchy's root, as runtimes take it) and what
-/// is below it, in **every** mounted hierarchy, children first; directories that still hold
-/// processes stay. A runtime given a cgroup parent makes its directories in every controller
-/// it knows (`blkio`, `devices`, `freezer`, ... on v1), not only in those the lab uses.
-pub fn remove_everywhere(relative: &Path) {
-    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let rel = relative.to_string_lossy();
-    for mount in parse_mounts(&mountinfo) {
-        let dir = host_dir(&mount, &rel);
-        if dir.starts_with(&mount.mount_point) && dir != mount.mount_point {
-            for d in subtree(&dir).into_iter().rev() {
-                let _ = fs::remove_dir(d);
+/// SIGKILL what `pids` lists until it lists nothing, or `timeout` passes. Returns how many
+/// processes were signalled. A process may fork between the read and the kill, hence the loop
+/// (the `pids` limit bounds how long that can go on).
+fn kill_until_empty(pids: impl Fn() -> Vec<Pid>, timeout: Duration) -> Result<usize, ()> {
+    let deadline = crate::measure::clock::deadline(timeout);
+    let mut killed = 0;
+    loop {
+        let now = pids();
+        if now.is_empty() {
+            return Ok(killed);
+        }
+        for pid in now {
+            if kill(pid, Signal::SIGKILL).is_ok() {
+                killed += 1;
             }
         }
+        if Instant::now() > deadline {
+            return Err(());
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
-/// `dir` and every cgroup directory below it, parents before children.
+/// The processes of the cgroups `dirs` (not of those below them).
+fn procs_below(dirs: &[PathBuf]) -> Vec<Pid> {
+    let mut pids: Vec<Pid> = dirs
+        .iter()
+        .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .map(Pid::from_raw)
+        .collect();
+    pids.sort();
+    pids.dedup();
+    pids
+}
+
+/// `dir` and every directory below it, deepest first (the order they can be removed in).
 fn subtree(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        if let Ok(entries) = fs::read_dir(&out[i]) {
-            out.extend(
-                entries
-                    .flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(entries) = fs::read_dir(&d) {
+            for e in entries.flatten() {
+                // file_type does not follow symbolic links (cgroupfs has none anyway).
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
         }
-        i += 1;
+        out.push(d);
     }
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     out
+}
+
+/// Kill every process in the cgroup `dir` and below, then remove the directories, deepest first.
+/// Returns what was removed, in words; an error says what could not be.
+///
+/// How the processes are killed depends on what the hierarchy offers:
+/// * v2 has `cgroup.kill`, which kills the whole subtree at once, forks included;
+/// * a v1 hierarchy with the freezer controller is **frozen** first: a frozen process cannot
+///   fork, so one pass of SIGKILL reaches every process, which die when thawed;
+/// * elsewhere (v1 memory, pids, ...) the processes are killed until none is left.
+pub fn remove_tree(dir: &Path) -> Result<Vec<String>, String> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let dirs = subtree(dir);
+    // A rootless lab lives in a cgroup it made (see [`v2`]): it must not kill itself there.
+    let me = Pid::this();
+    if procs_below(&dirs).contains(&me) {
+        return Err(format!(
+            "cgroup {} holds this lab itself; the next lab removes it",
+            dir.display()
+        ));
+    }
+    let freezer = dir.join("freezer.state");
+    let mut killed = 0;
+    if dir.join("cgroup.kill").exists() {
+        let _ = fs::write(dir.join("cgroup.kill"), "1");
+    } else if freezer.exists() && fs::write(&freezer, "FROZEN").is_ok() {
+        // Freezing takes a moment; FREEZING means some task has not stopped yet.
+        let deadline = crate::measure::clock::deadline(Duration::from_secs(1));
+        while fs::read_to_string(&freezer).is_ok_and(|s| s.trim() != "FROZEN")
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for pid in procs_below(&dirs) {
+            if kill(pid, Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+        let _ = fs::write(&freezer, "THAWED");
+    }
+    killed += kill_until_empty(|| procs_below(&dirs), Duration::from_secs(5))
+        .map_err(|()| format!("cgroup {} still has processes after SIGKILL", dir.display()))?;
+    for d in &dirs {
+        remove_dir_retrying(d).map_err(|e| e.to_string())?;
+    }
+    Ok(vec![if killed > 0 {
+        format!(
+            "removed cgroup {} (killed {killed} processes)",
+            dir.display()
+        )
+    } else {
+        format!("removed cgroup {}", dir.display())
+    }])
+}
+
+/// Remove the cgroup `relative` (a path from a hierarchy's root, as runtimes take it) and what
+/// is below it, in **every** mounted hierarchy, killing what still runs there (see
+/// [`remove_tree`]). A runtime given a cgroup path or parent makes its directories in every
+/// controller it knows (`blkio`, `devices`, `freezer`, ... on v1), not only in those the lab
+/// uses. Returns what was removed; an error says what could not be.
+pub fn remove_everywhere(relative: &Path) -> Result<Vec<String>, String> {
+    let mut removed = Vec::new();
+    let mut failed = Vec::new();
+    for dir in in_every_hierarchy(relative) {
+        match remove_tree(&dir) {
+            Ok(r) => removed.extend(r),
+            Err(e) => failed.push(e),
+        }
+    }
+    if failed.is_empty() {
+        Ok(removed)
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// `relative` (a path from a hierarchy's root) in every cgroup hierarchy mounted here where it
+/// exists.
+pub fn in_every_hierarchy(relative: &Path) -> Vec<PathBuf> {
+    let rel = relative.to_string_lossy();
+    parse_mounts(&read_mountinfo())
+        .iter()
+        .map(|m| host_dir(m, &rel))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// True when `path` lies inside (not at) a cgroup file system mounted here.
+pub fn is_cgroup_dir(path: &Path) -> bool {
+    parse_mounts(&read_mountinfo())
+        .iter()
+        .any(|m| path.starts_with(&m.mount_point) && path != m.mount_point)
+}
+
+/// `dir` (inside a cgroup mount) as a path from its hierarchy's root.
+fn relative_to_mount(dir: &Path) -> Option<String> {
+    parse_mounts(&read_mountinfo())
+        .into_iter()
+        .filter(|m| dir.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.as_os_str().len())
+        .and_then(|m| {
+            let rel = dir.strip_prefix(&m.mount_point).ok()?;
+            Some(Path::new(&m.root).join(rel).to_string_lossy().into_owned())
+        })
+}
+
+/// This mount namespace's mount table (empty if /proc is not mounted).
+pub(crate) fn read_mountinfo() -> String {
+    fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
 }
 
 /// rmdir a cgroup. A cgroup whose last process has just died can be briefly "busy" while the
@@ -581,7 +714,7 @@ fn parse_mounts(mountinfo: &str) -> Vec<Mount> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
-fn unescape_mount(s: &str) -> String {
+pub(crate) fn unescape_mount(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -618,6 +751,19 @@ fn host_dir(mount: &Mount, path: &str) -> PathBuf {
     mount
         .mount_point
         .join(rel.to_string_lossy().trim_start_matches('/'))
+}
+
+/// [`ensure_dir`], making missing parents too.
+fn ensure_dir_all(dir: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                ensure_dir_all(parent)?;
+            }
+            ensure_dir(dir)
+        }
+        _ => ensure_dir(dir),
+    }
 }
 
 fn ensure_dir(dir: &Path) -> Result<(), CgroupError> {

@@ -50,6 +50,8 @@ pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Hierarchy, CgroupErr
         ),
         bases,
         controllers,
+        delegated: None,
+        lab: None,
     })
 }
 

@@ -3,8 +3,11 @@
 //!
 //! v2's "no internal processes" rule shapes where isolab puts its cgroups: a cgroup that enables
 //! controllers for its children may not itself hold processes (the root is exempt). So instance
-//! cgroups live under an `isolab` directory that holds none, and when the lab is not root and
-//! must use its own (delegated) cgroup, it first moves itself into a leaf beside its instances.
+//! cgroups live under `isolab/<lab id>/`, which hold none, and when the lab is not root and
+//! must use its own (delegated) cgroup, it first moves itself into a leaf beside them,
+//! `lab-<lab id>`. A process cannot remove the cgroup it is in, so that leaf outlives the lab that
+//! made it by a moment: the lab claims it in its ledger ([`crate::ownership`]) and the next lab
+//! removes it.
 
 use super::{
     ensure_dir, host_dir, keyed_u64, own_path, read_u64, write, Cgroup, CgroupError, Hierarchy,
@@ -22,13 +25,19 @@ pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Option<Hierarchy>, C
         // A "hybrid" machine: the unified tree exists but the memory controller lives in v1.
         return Ok(None);
     }
-    let parent = if nix::unistd::geteuid().is_root() {
-        mount.mount_point.clone()
-    } else {
-        let own = own_path(own, str::is_empty).unwrap_or_else(|| "/".into());
-        delegated_parent(&host_dir(mount, &own))?
-    };
-    Ok(Some(at(parent.join("isolab"), &controllers_of(&parent))))
+    if nix::unistd::geteuid().is_root() {
+        let root = mount.mount_point.clone();
+        return Ok(Some(at(root.join("isolab"), &controllers_of(&root))));
+    }
+    let own = own_path(own, str::is_empty).unwrap_or_else(|| "/".into());
+    Ok(Some(delegated(host_dir(mount, &own))))
+}
+
+/// The hierarchy of a non-root lab in the delegated cgroup `own`.
+pub(super) fn delegated(own: PathBuf) -> Hierarchy {
+    let mut h = at(own.join("isolab"), &controllers_of(&own));
+    h.delegated = Some(own);
+    h
 }
 
 /// A v2 hierarchy whose instance cgroups live under `base`, with `controllers` usable there.
@@ -43,6 +52,8 @@ pub(super) fn at(base: PathBuf, controllers: &[String]) -> Hierarchy {
         description: format!("v2 (controllers: {})", controllers.join(", ")),
         bases: vec![("".into(), base)],
         controllers,
+        delegated: None,
+        lab: None,
     }
 }
 
@@ -55,20 +66,27 @@ fn controllers_of(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// For a non-root lab in a delegated cgroup `own`: move the lab into `own/lab-<pid>` so that
-/// `own` holds no processes and may enable controllers for its children.
-fn delegated_parent(own: &Path) -> Result<PathBuf, CgroupError> {
-    let leaf = own.join(format!("lab-{}", std::process::id()));
-    ensure_dir(&leaf)?;
-    write(&leaf.join("cgroup.procs"), "0")?;
-    Ok(own.to_path_buf())
+/// The leaf a non-root lab moves itself into, in its delegated cgroup `own`.
+pub(super) fn leaf(own: &Path, lab: &str) -> PathBuf {
+    own.join(format!("lab-{lab}"))
 }
 
-/// Make `base` exist with our controllers enabled in it and in its parent.
+/// For a non-root lab in a delegated cgroup `own`: move the lab into `own/lab-<lab id>` so that
+/// `own` holds no processes and may enable controllers for its children.
+pub(super) fn enter_leaf(own: &Path, lab: &str) -> Result<(), CgroupError> {
+    let leaf = leaf(own, lab);
+    ensure_dir(&leaf)?;
+    write(&leaf.join("cgroup.procs"), "0")
+}
+
+/// Make `base` (`…/isolab/<lab id>`) exist with our controllers enabled in it and in the two
+/// cgroups above it: each level offers its children only what its own parent enabled.
 pub(super) fn prepare_base(base: &Path, controllers: &[String]) -> Result<(), CgroupError> {
+    let parent = base.parent().unwrap_or(base);
+    ensure_dir(parent)?;
     ensure_dir(base)?;
     let enable: String = controllers.iter().map(|c| format!("+{c} ")).collect();
-    for dir in [base.parent().unwrap_or(base), base] {
+    for dir in [parent.parent().unwrap_or(parent), parent, base] {
         let file = dir.join("cgroup.subtree_control");
         let enabled = fs::read_to_string(&file).unwrap_or_default();
         if controllers

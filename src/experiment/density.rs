@@ -7,10 +7,12 @@
 //! charges, their processes' PSS, and how far the host's MemAvailable dropped), and how much CPU
 //! they burned while idle. The ladder stops early when the next rung would eat into a memory
 //! reserve the host keeps, or when a launch fails; then every instance is stopped and the
-//! teardown is timed. Instances are always torn down, on Ctrl-C too.
+//! teardown is timed. Instances are always torn down, on Ctrl-C too: a stop signal ends a launch
+//! or the idle window at once.
 
-use super::{open_results, progress_bar, select, ExperimentError, INTERRUPTED};
+use super::{interrupted, open_results, progress_bar, select, ExperimentError};
 use crate::backend::{Backend, Instance, Limits};
+use crate::cgroup::Cgroup;
 use crate::host;
 use crate::lab::Lab;
 use crate::measure::clock::now_ns;
@@ -19,7 +21,6 @@ use crate::workload::{Kernel, Spec};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// How the density experiment runs.
@@ -91,7 +92,7 @@ pub fn run(
     Ok(outcome)
 }
 
-const INTERRUPTED_REASON: &str = "interrupted (Ctrl-C)";
+const INTERRUPTED_REASON: &str = "interrupted (a stop signal)";
 
 /// One backend's ladder, its records appended to `writer`; returns how it ended.
 fn ladder(
@@ -113,7 +114,7 @@ fn ladder(
         let started = now_ns();
         let before = live.len() as u32;
         while (live.len() as u32) < target {
-            if INTERRUPTED.load(Ordering::Relaxed) {
+            if interrupted() {
                 break 'ladder INTERRUPTED_REASON.to_string();
             }
             let launched = backend
@@ -124,6 +125,7 @@ fn ladder(
                 });
             match launched {
                 Ok(instance) => live.push(instance),
+                Err(_) if interrupted() => break 'ladder INTERRUPTED_REASON.to_string(),
                 Err(e) => {
                     break 'ladder format!("instance {} failed to start: {e}", live.len() + 1)
                 }
@@ -131,14 +133,16 @@ fn ladder(
             progress.set_position(live.len() as u64);
         }
         let launch_ns = now_ns() - started;
-        let step = measure(
+        let Some(step) = measure(
             backend,
             &live,
             before,
             launch_ns,
             baseline_available,
             settings.idle_window,
-        );
+        ) else {
+            break INTERRUPTED_REASON.to_string();
+        };
         writer.append(&Record::DensityStep(Box::new(step)))?;
         if target >= settings.max {
             break format!("reached --max {}", settings.max);
@@ -190,7 +194,9 @@ fn over_budget(live: &[Instance], target: u32, baseline: u64, reserve: u64) -> O
     })
 }
 
-/// Memory and idle CPU of all live instances, and the family they belong to.
+/// Memory and idle CPU of all live instances, and the family they belong to; `None` when a
+/// stop signal cut the idle window short (a step measured over part of its window would not be
+/// comparable).
 fn measure(
     backend: &dyn Backend,
     live: &[Instance],
@@ -198,7 +204,7 @@ fn measure(
     launch_ns: u64,
     baseline_available: u64,
     window: Duration,
-) -> DensityStep {
+) -> Option<DensityStep> {
     let samples: Vec<_> = live.iter().map(Instance::sample_memory).collect();
     let charged = samples
         .iter()
@@ -213,23 +219,21 @@ fn measure(
     let instance = samples.iter().map(|s| s.instance_bytes()).sum();
     let (_, available) = host::meminfo();
 
-    let pids: Vec<i32> = live
-        .iter()
-        .flat_map(|i| i.cgroup().map(|c| c.pids()).unwrap_or_default())
-        .map(|p| p.as_raw())
-        .collect();
-    let cpu_before = cpu_time_ns(&pids);
+    let cgroups: Vec<&Cgroup> = live.iter().filter_map(Instance::cgroup).collect();
+    let cpu_before = cpu_time_ns(&cgroups);
     let t0 = now_ns();
-    std::thread::sleep(window);
+    if !crate::interrupt::sleep(window) {
+        return None;
+    }
     let idle_window_ns = now_ns() - t0;
-    let idle_cpu_ns = cpu_time_ns(&pids).saturating_sub(cpu_before);
+    let idle_cpu_ns = cpu_time_ns(&cgroups).saturating_sub(cpu_before);
 
     // Every step says what it measured, so a ladder cut short (a killed lab) still tells an
     // emulated machine from a VM: the instances noted their facts when they started.
     let facts = live
         .first()
         .map_or_else(Facts::default, |i| Facts::from_wire(i.info()));
-    DensityStep {
+    Some(DensityStep {
         backend: backend.name().to_string(),
         family: Family::of_run(backend.family(), &facts),
         n: live.len() as u32,
@@ -242,13 +246,36 @@ fn measure(
         mem_available_drop_bytes: baseline_available as i64 - available as i64,
         idle_cpu_ns,
         idle_window_ns,
-    }
+    })
 }
 
-/// CPU time the processes have used, in ns (first field of `/proc/PID/schedstat`).
-fn cpu_time_ns(pids: &[i32]) -> u64 {
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok())
+/// CPU time the instances have used, in ns: their cgroups' own counters (v2 `cpu.stat`'s
+/// `usage_usec`, v1 `cpuacct.usage`). These count every thread of every process the cgroup has
+/// held — a VMM's vCPU threads, QEMU's TCG threads — where `/proc/PID/schedstat` counts only one
+/// thread, the one whose ID is the PID. A v1 instance without a `cpuacct` cgroup (the lab makes
+/// one only with a CPU limit: every directory costs start-up time there) is counted thread by
+/// thread instead, from `/proc/PID/task/TID/schedstat`.
+pub fn cpu_time_ns(cgroups: &[&Cgroup]) -> u64 {
+    cgroups
+        .iter()
+        .map(|c| {
+            c.cpu_usage_ns().unwrap_or_else(|| {
+                c.pids()
+                    .iter()
+                    .map(|pid| threads_cpu_ns(pid.as_raw()))
+                    .sum()
+            })
+        })
+        .sum()
+}
+
+/// CPU time of every thread of process `pid`, in ns (first field of each thread's schedstat).
+fn threads_cpu_ns(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
 }
@@ -270,4 +297,64 @@ fn teardown(mut live: Vec<Instance>) -> (u64, BTreeMap<String, String>) {
         }
     }
     (now_ns() - started, facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process whose main thread sleeps while another thread burns CPU, as a VMM's does: the
+    /// instance's CPU time must count that thread (the main thread's schedstat alone says ~0).
+    #[test]
+    fn idle_cpu_counts_every_thread_of_an_instance() {
+        let temp = std::env::temp_dir().join(format!("isolab-density-cpu-{}", std::process::id()));
+        std::fs::create_dir_all(&temp).unwrap();
+        let lab = Lab::in_dir(&temp).unwrap();
+        let cg = lab
+            .cgroups()
+            .unwrap()
+            .create(&lab.next_instance_name(), &Limits::default())
+            .unwrap();
+        let join = cg.join_fds().unwrap();
+        // SAFETY: the child joins the cgroup, spins a thread and _exits.
+        let child = match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let _ = crate::backend::child::join_cgroup(&join);
+                let spin = std::thread::spawn(|| {
+                    let until = std::time::Instant::now() + Duration::from_secs(3);
+                    let mut x = 0u64;
+                    while std::time::Instant::now() < until {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                });
+                let _ = spin.join();
+                crate::backend::child::exit_now(0)
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        drop(join);
+        std::thread::sleep(Duration::from_millis(200));
+        let before = cpu_time_ns(&[&cg]);
+        std::thread::sleep(Duration::from_millis(500));
+        let used = cpu_time_ns(&[&cg]) - before;
+        let main_only = std::fs::read_to_string(format!("/proc/{child}/schedstat"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+        nix::sys::wait::waitpid(child, None).unwrap();
+        assert!(
+            used > 100_000_000,
+            "the spinning thread used most of 500 ms: {used} ns"
+        );
+        assert!(
+            main_only < 50_000_000,
+            "the main thread slept: {main_only} ns"
+        );
+        drop(cg);
+        drop(lab);
+        std::fs::remove_dir_all(&temp).unwrap();
+    }
 }

@@ -8,7 +8,8 @@
 //! of the statistics.
 //!
 //! Every sample is appended to the results file as soon as it completes; an interrupted
-//! experiment (Ctrl-C) stops between samples and keeps all of them.
+//! experiment (Ctrl-C, SIGTERM, SIGHUP: see [`crate::interrupt`]) stops at once, tears down the
+//! instance it was waiting for and keeps every completed sample.
 
 pub mod density;
 pub mod isolation;
@@ -25,10 +26,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use isolab_kernels::rng::Rng;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Set by the lab's SIGINT handler; experiments stop between samples when they see it.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// True once the lab was asked to stop (see [`crate::interrupt`]).
+pub fn interrupted() -> bool {
+    crate::interrupt::requested().is_some()
+}
 
 /// Errors of experiments. [`ExperimentError::is_usage`] tells the user's mistakes (exit status 2)
 /// from failures of the machine.
@@ -75,6 +77,9 @@ pub enum ExperimentError {
     /// A limit that cannot be.
     #[error("{0}")]
     BadLimit(&'static str),
+    /// `--hold` with a kernel that ends by itself.
+    #[error("--hold keeps a `sleep` workload alive; the other kernels end by themselves")]
+    HoldNeedsSleep,
     /// An instance could not be run (`lab exec`).
     #[error(transparent)]
     Instance(#[from] BackendError),
@@ -96,6 +101,7 @@ impl ExperimentError {
             ExperimentError::UnknownBackend { .. }
                 | ExperimentError::UnknownKernel { .. }
                 | ExperimentError::BadLimit(_)
+                | ExperimentError::HoldNeedsSleep
                 | ExperimentError::Unavailable { .. }
                 | ExperimentError::NoBackends
                 | ExperimentError::Output { .. }
@@ -202,7 +208,7 @@ pub struct Campaign {
     pub samples: usize,
     /// Failed samples: backend and error.
     pub failures: Vec<(String, String)>,
-    /// Stopped early by Ctrl-C.
+    /// Stopped early by a signal.
     pub interrupted: bool,
 }
 
@@ -239,7 +245,7 @@ pub fn campaign(
         let warmup = round < settings.warmup;
         rng.shuffle(&mut order);
         for (position, &i) in order.iter().enumerate() {
-            if INTERRUPTED.load(Ordering::Relaxed) {
+            if interrupted() {
                 outcome.interrupted = true;
                 break 'rounds;
             }
@@ -253,7 +259,7 @@ pub fn campaign(
             ));
             let result = backend.run(lab, &case.spec, &settings.limits);
             // A sample cut short by Ctrl-C is not a sample.
-            if INTERRUPTED.load(Ordering::Relaxed) {
+            if interrupted() {
                 outcome.interrupted = true;
                 break 'rounds;
             }

@@ -7,13 +7,12 @@
 //! directory. The command line only fills a [`Request`]; [`run`] does the rest.
 
 use super::density::{self, DensitySettings};
-use super::{ExperimentError, Settings, INTERRUPTED};
+use super::{interrupted, ExperimentError, Settings};
 use crate::backend::{Limits, Run};
 use crate::lab::Lab;
 use crate::results::Writer;
 use crate::workload::{Kernel, Spec};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// How many rounds an experiment runs, after how many warm-up rounds.
@@ -181,6 +180,9 @@ pub fn limits(
 }
 
 /// `lab exec`: one instance of `kernel` (with `mib` and `iters` where given) on `backend`.
+///
+/// The `sleep` kernel idles until the host lets it go: after `hold`, or — without one — when
+/// the lab is asked to stop (Ctrl-C, SIGTERM; see [`crate::interrupt`]).
 pub fn once(
     lab: &Lab,
     backend: &str,
@@ -188,17 +190,35 @@ pub fn once(
     mib: Option<u64>,
     iters: Option<u64>,
     limits: &Limits,
+    hold: Option<Duration>,
 ) -> Result<Run, ExperimentError> {
     let kernel =
         Kernel::from_name(kernel.as_bytes()).ok_or_else(|| ExperimentError::UnknownKernel {
             name: kernel.to_string(),
             known: Kernel::ALL.map(Kernel::name).join(", "),
         })?;
+    if hold.is_some() && kernel != Kernel::Sleep {
+        return Err(ExperimentError::HoldNeedsSleep);
+    }
     let selection = super::select(lab, Some(&[backend.to_string()]))?;
+    let backend = &selection.backends[0];
     let mut spec = Spec::default_for(kernel);
     spec.mib = mib.unwrap_or(spec.mib);
     spec.iters = iters.unwrap_or(spec.iters);
-    Ok(selection.backends[0].run(lab, &spec, limits)?)
+    if kernel != Kernel::Sleep {
+        return Ok(backend.run(lab, &spec, limits)?);
+    }
+    let mut instance = backend.start(lab, &spec, limits)?;
+    instance.wait_ready()?;
+    match hold {
+        Some(d) => {
+            crate::interrupt::sleep(d);
+        }
+        None => {
+            crate::interrupt::wait();
+        }
+    }
+    Ok(instance.stop()?)
 }
 
 /// Run what `request` asks, on `lab`.
@@ -263,8 +283,8 @@ pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
         Which::Isolation,
         Which::Density(DensityOptions::up_to(max)),
     ] {
-        // After Ctrl-C, no further experiment starts.
-        if INTERRUPTED.load(Ordering::Relaxed) {
+        // After a stop signal, no further experiment starts.
+        if interrupted() {
             break;
         }
         finished.push(one(&which, &dir)?);

@@ -20,6 +20,7 @@
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Errors of this module.
@@ -108,7 +109,18 @@ impl KernelImage {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = File::open(path).map_err(err)?;
+        // O_NONBLOCK: opening a FIFO given as a kernel must not wait for a writer (nor a
+        // Ctrl-C); whatever is not a regular file is refused before anything is read.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(err)?;
+        if !file.metadata().map_err(err)?.is_file() {
+            return Err(err(io::Error::other(
+                "not a regular file (a FIFO or a device is not a kernel image)",
+            )));
+        }
         let mut head = vec![0u8; 0x300];
         let n = read_up_to(&mut file, &mut head).map_err(err)?;
         head.truncate(n);

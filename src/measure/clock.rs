@@ -19,6 +19,16 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The instant `after` from now, for waiting with a deadline. `Instant + Duration` panics when
+/// the sum is beyond what the clock can represent (a timeout of `u64::MAX` seconds, say); such a
+/// deadline is as good as never, so it becomes a century from now.
+pub fn deadline(after: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -26,5 +36,12 @@ mod tests {
         let a = super::now_ns();
         let b = super::now_ns();
         assert!(b >= a && a > 0);
+    }
+
+    #[test]
+    fn a_deadline_never_overflows() {
+        let now = std::time::Instant::now();
+        assert!(super::deadline(std::time::Duration::MAX) > now);
+        assert!(super::deadline(std::time::Duration::from_secs(1)) > now);
     }
 }

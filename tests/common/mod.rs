@@ -1,10 +1,12 @@
 //! Helpers shared by the integration tests: what the lab leaves behind, counted.
 #![allow(dead_code)]
 
+use isolab::ownership;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// The kernels' result for `spec` computed natively, in the test process (kernels that need no
 /// I/O): what every backend must reproduce bit for bit.
@@ -36,10 +38,15 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// Host state a lab run could leak.
 #[derive(Debug, PartialEq, Eq)]
 pub struct HostState {
-    /// Lines of our mount table.
-    pub mounts: usize,
-    /// Every directory under the cgroup hierarchies' isolab bases.
+    /// Mount points of our mount table that belong to a lab (their path names one).
+    pub mounts: BTreeSet<String>,
+    /// Every directory under the cgroup hierarchies' isolab bases that belongs to this process's
+    /// labs or to a lab that is no longer running.
     pub cgroups: BTreeSet<PathBuf>,
+    /// OCI runtime state directories (`/run/<runtime>/isolab-*`) of such labs.
+    pub runtime_state: BTreeSet<PathBuf>,
+    /// Labs in the registry that are no longer running (a lab that ended cleanly leaves none).
+    pub dead_labs: BTreeSet<String>,
     /// Our child processes.
     pub children: BTreeSet<i32>,
     /// Entries of the test's temp directory.
@@ -50,12 +57,16 @@ pub struct HostState {
 
 impl HostState {
     pub fn now(temp: &Path) -> HostState {
+        let labs = ownership::census(&ownership::registry_dir());
         HostState {
-            mounts: fs::read_to_string("/proc/self/mountinfo")
-                .unwrap()
-                .lines()
-                .count(),
-            cgroups: cgroup_dirs(),
+            mounts: lab_mounts("/proc/self/mountinfo"),
+            cgroups: cgroup_dirs(&labs),
+            runtime_state: runtime_state(&labs),
+            dead_labs: labs
+                .iter()
+                .filter(|l| !l.alive)
+                .map(|l| l.id.clone())
+                .collect(),
             children: children(),
             temp_entries: fs::read_dir(temp)
                 .unwrap()
@@ -66,8 +77,35 @@ impl HostState {
     }
 }
 
-/// Cgroup directories below an `isolab...` directory, in every hierarchy.
-fn cgroup_dirs() -> BTreeSet<PathBuf> {
+/// Mount points in mount table `mountinfo` under a lab's directories (`isolab…` anywhere in the
+/// path). Counting every line would count the mounts of everything else on a shared machine.
+pub fn lab_mounts(mountinfo: &str) -> BTreeSet<String> {
+    fs::read_to_string(mountinfo)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.contains("/isolab"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A lab id: 12 lowercase hex digits.
+pub fn is_lab_id(s: &str) -> bool {
+    s.len() == 12
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// Whether lab `id` is one to count: ours (its ledger names this process) or not running.
+fn counted(labs: &[ownership::LabStatus], id: &str) -> bool {
+    match labs.iter().find(|l| l.id == id) {
+        Some(l) if l.alive => l.pid == Some(std::process::id()),
+        _ => true,
+    }
+}
+
+/// Cgroup directories `…/isolab/<lab id>[/…]`, in every hierarchy, of labs to count.
+fn cgroup_dirs(labs: &[ownership::LabStatus]) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
     let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
     while let Some(dir) = stack.pop() {
@@ -75,36 +113,56 @@ fn cgroup_dirs() -> BTreeSet<PathBuf> {
             continue;
         };
         for e in entries.flatten() {
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
             let path = e.path();
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                // Instance cgroups live *under* a directory named isolab...; the bases stay.
-                let under_base = dir
-                    .components()
-                    .any(|c| c.as_os_str().to_string_lossy().starts_with("isolab"));
-                if under_base && ours_or_orphaned(&path) {
+            let under_isolab = dir.file_name().is_some_and(|n| n == "isolab");
+            let name = e.file_name().to_string_lossy().into_owned();
+            if under_isolab && is_lab_id(&name) {
+                if counted(labs, &name) {
                     out.insert(path.clone());
+                    // Everything below it too.
+                    let mut below = vec![path.clone()];
+                    while let Some(d) = below.pop() {
+                        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                                out.insert(e.path());
+                                below.push(e.path());
+                            }
+                        }
+                    }
                 }
-                stack.push(path);
+                continue;
+            }
+            stack.push(path);
+        }
+    }
+    out
+}
+
+/// `/run/<runtime>/isolab-<lab id>-<n>` of labs to count.
+fn runtime_state(labs: &[ownership::LabStatus]) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for root in ["/run/runc", "/run/crun", "/run/runsc"] {
+        for e in fs::read_dir(root).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_prefix("isolab-")
+                .and_then(|rest| rest.split('-').next())
+            else {
+                continue;
+            };
+            if is_lab_id(id) && counted(labs, id) {
+                out.insert(e.path());
             }
         }
     }
     out
 }
 
-/// Instance cgroups are named `<lab pid>-<n>`. Count those of this process, and those whose
-/// lab has exited (a leak); leave alone those of other labs still running on the machine.
-fn ours_or_orphaned(path: &Path) -> bool {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    match name.split('-').next().and_then(|p| p.parse::<i32>().ok()) {
-        Some(pid) => {
-            pid == std::process::id() as i32 || !Path::new(&format!("/proc/{pid}")).exists()
-        }
-        None => true,
-    }
-}
-
 /// PIDs whose parent is this process.
-fn children() -> BTreeSet<i32> {
+pub fn children() -> BTreeSet<i32> {
     let me = std::process::id() as i32;
     fs::read_dir("/proc")
         .unwrap()
@@ -213,4 +271,87 @@ pub fn checksums_agree(results: &isolab::results::Results, names: &[String], ker
             "{kernel}: checksums differ: {sums:?}"
         );
     }
+}
+
+/// For tests marked `#[ignore = "needs /dev/kvm ..."]`, which CI runs: fail, saying what is
+/// missing, on a machine that cannot run the lab's microVMs — never pass without running.
+pub fn needs_kvm() {
+    if let Err(e) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        panic!("this test needs /dev/kvm (hardware virtualization, or nested KVM): {e}");
+    }
+}
+
+/// For tests marked `#[ignore = "needs qemu-system-x86 ..."]`: fail, saying what is missing,
+/// without QEMU or a Linux kernel to boot.
+pub fn needs_qemu() {
+    if isolab::backend::qemu::qemu_path().is_none() {
+        panic!("this test needs qemu-system-x86_64 (apt install qemu-system-x86)");
+    }
+    if let Err(e) = isolab::linux_guest::kernel::find(None) {
+        panic!("this test needs a Linux kernel to boot (apt install linux-image-amd64): {e}");
+    }
+}
+
+/// Wait until `done` holds, for at most `limit`; whether it did.
+pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+/// Processes other than this one whose command line — or, with `environ`, environment (a lab's
+/// forks keep its `TMPDIR`) — mentions `needle`.
+pub fn processes_mentioning(needle: &str, environ: bool) -> Vec<(i32, String)> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != std::process::id() as i32)
+        .filter_map(|pid| {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let env = if environ {
+                fs::read(format!("/proc/{pid}/environ")).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            (cmd.contains(needle) || String::from_utf8_lossy(&env).contains(needle))
+                .then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// The ids of the labs whose work directories are in `temp`.
+pub fn lab_ids(temp: &Path) -> Vec<String> {
+    fs::read_dir(temp)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("isolab-").map(str::to_string)
+        })
+        .filter(|id| is_lab_id(id))
+        .collect()
+}
+
+/// Processes inside the instance cgroups of labs `ids`.
+pub fn instances_of(ids: &[String]) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| ids.iter().any(|id| c.contains(&format!("/isolab/{id}/"))))
+        })
+        .collect()
 }

@@ -147,7 +147,10 @@ fn prepare(plan: &RootfsPlan, outer: Option<&Filter>) -> Result<(), (&'static st
 /// sleeps meanwhile (`CLONE_VFORK`), so the next clone finds it free. Allocating 256 KiB per
 /// start would map fresh memory and unmap it again — and unmapping makes every CPU flush its TLB.
 fn serve(queue: Receiver<Job>) {
-    let mut stack = Stack::new();
+    // Without a stack there is no launcher: the queue closes, and starts say the thread stopped.
+    let Ok(mut stack) = Stack::new() else {
+        return;
+    };
     for job in queue {
         job(&mut stack);
     }

@@ -392,7 +392,7 @@ fn spawn_alone(
             Some(pid) => pid,
         }
     } else {
-        let mut stack = Stack::new();
+        let mut stack = Stack::new().map_err(BackendError::sys("mmap"))?;
         // SAFETY: as above.
         unsafe {
             spawn_shared(

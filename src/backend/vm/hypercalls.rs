@@ -468,3 +468,220 @@ mod tests {
         assert_eq!(keys[0], "answered_by");
     }
 }
+
+/// Property tests of the hypercall handler: whatever call and arguments a guest writes, the VMM
+/// answers with a status or ends the run with an error, never panics, and never touches memory
+/// outside guest RAM.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::backend::vm::memory;
+    use crate::workload::Event;
+    use proptest::prelude::*;
+    use std::io::Read;
+    use std::os::fd::{AsFd, OwnedFd};
+
+    /// Guest RAM, the lab's ends of the pipes, a scratch directory.
+    struct Rig {
+        mem: GuestMemoryMmap,
+        ram: u64,
+        report: File,
+        report_w: OwnedFd,
+        /// Its write end is closed: a guest that waits for the host is let go at once.
+        control_r: OwnedFd,
+        scratch: PathBuf,
+    }
+
+    impl Rig {
+        fn new(name: &str) -> Rig {
+            let ram = memory::MIN_RAM;
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+            let (control_r, _) = nix::unistd::pipe().unwrap();
+            let scratch = std::env::temp_dir()
+                .join(format!("isolab-prop-hyper-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&scratch).unwrap();
+            Rig {
+                mem: memory::create(ram).unwrap(),
+                ram,
+                report: File::from(r),
+                report_w: w,
+                control_r,
+                scratch,
+            }
+        }
+
+        fn call(&self, call: Call, args: [u64; 4]) -> (Result<Flow, HypercallError>, u64, u64) {
+            for (i, a) in args.iter().enumerate() {
+                self.mem
+                    .write_obj(*a, GuestAddress(MAILBOX_ADDR + mailbox::arg(i)))
+                    .unwrap();
+            }
+            reply(&self.mem, 0xdead, 0xdead).unwrap();
+            let mut host = Host::new(
+                self.report_w.as_fd(),
+                self.control_r.as_fd(),
+                self.scratch.clone(),
+            );
+            let spec = Spec::default_for(Kernel::Io);
+            let result = serve(call, &self.mem, &mut host, &spec, self.ram);
+            let at = |off| GuestAddress(MAILBOX_ADDR + off);
+            let ret: u64 = self.mem.read_obj(at(mailbox::RET)).unwrap();
+            let status: u64 = self.mem.read_obj(at(mailbox::STATUS)).unwrap();
+            (result, ret, status)
+        }
+
+        /// The marker lines the call wrote.
+        fn lines(&self) -> Vec<Event> {
+            let mut text = Vec::new();
+            let _ = (&self.report).read_to_end(&mut text);
+            String::from_utf8_lossy(&text)
+                .lines()
+                .filter_map(Event::parse)
+                .collect()
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.scratch);
+        }
+    }
+
+    /// `n` cases; failures are reported, not saved to a file beside the source.
+    fn cases(n: u32) -> ProptestConfig {
+        ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(n)
+        }
+    }
+
+    /// Addresses and lengths near the edges that matter (0, the mailbox, the end of RAM, 2^64)
+    /// as well as anywhere at all.
+    fn word() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            any::<u64>(),
+            0u64..64,
+            (memory::MIN_RAM - 8192)..(memory::MIN_RAM + 8192),
+            (u64::MAX - 8192)..=u64::MAX,
+            (hypercall::MAX_TRANSFER - 4)..(hypercall::MAX_TRANSFER + 4),
+            0u64..memory::MIN_RAM,
+        ]
+    }
+
+    #[test]
+    fn any_call_with_any_arguments_is_answered_or_ends_the_run() {
+        let rig = Rig::new("any");
+        let mut runner = proptest::test_runner::TestRunner::new(cases(512));
+        let cases = (
+            proptest::sample::select(Call::ALL.to_vec()),
+            [word(), word(), word(), word()],
+        );
+        let result = runner.run(&cases, |(call, args)| {
+            let (result, ret, status) = rig.call(call, args);
+            let events = rig.lines();
+            match call {
+                Call::Exit => prop_assert!(matches!(result, Ok(Flow::Exit)), "{:?}", result),
+                Call::Fail => {
+                    let ended = matches!(
+                        result,
+                        Err(HypercallError::KernelFailed { .. } | HypercallError::Undecodable(_))
+                    );
+                    prop_assert!(ended, "{:?}", result)
+                }
+                Call::Panic => match result {
+                    // Lossy UTF-8 makes at most 3 bytes of one; the message is bounded.
+                    Err(HypercallError::Panic(text)) => {
+                        prop_assert!(text.len() <= 3 * MAX_MESSAGE as usize + 64)
+                    }
+                    other => prop_assert!(false, "{other:?}"),
+                },
+                _ => {
+                    prop_assert!(matches!(result, Ok(Flow::Resume)), "{result:?}");
+                    prop_assert!(status < 4096, "an errno value, not {status:#x}");
+                }
+            }
+            let [a, b, c, _] = args;
+            match call {
+                Call::EnterKernel => prop_assert_eq!((ret, status), (a, status::OK)),
+                Call::Done => prop_assert_eq!(
+                    &events[..],
+                    &[Event::Done {
+                        t_ns: events.first().and_then(|e| match e {
+                            Event::Done { t_ns, .. } => *t_ns,
+                            _ => None,
+                        }),
+                        output: isolab_kernels::Output {
+                            checksum: a,
+                            ops: b,
+                            bytes: c,
+                        },
+                    }][..]
+                ),
+                Call::IoWrite | Call::IoRead => {
+                    let (addr, len) = (b, c);
+                    let in_ram = addr.checked_add(len).is_some_and(|end| end <= rig.ram);
+                    let expected = if len > hypercall::MAX_TRANSFER {
+                        status::EINVAL
+                    } else if !in_ram {
+                        status::EFAULT
+                    } else {
+                        status
+                    };
+                    prop_assert_eq!(status, expected, "{:?} at {:#x}+{:#x}", call, addr, len);
+                    if call == Call::IoWrite
+                        && in_ram
+                        && len <= hypercall::MAX_TRANSFER
+                        && a < 1 << 30
+                    {
+                        // A buffer in RAM, at an offset any file system can hold: written.
+                        prop_assert_eq!(status, status::OK);
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn what_a_guest_writes_to_the_scratch_file_it_reads_back() {
+        let rig = Rig::new("roundtrip");
+        let mut runner = proptest::test_runner::TestRunner::new(cases(64));
+        let cases = (
+            proptest::collection::vec(any::<u8>(), 1..8192),
+            0u64..(1 << 20),
+            0x10_0000u64..(memory::MIN_RAM - 8192),
+        );
+        let result = runner.run(&cases, |(data, offset, addr)| {
+            let len = data.len() as u64;
+            // One Host, one scratch file, for the write and the read.
+            let mut host = Host::new(
+                rig.report_w.as_fd(),
+                rig.control_r.as_fd(),
+                rig.scratch.clone(),
+            );
+            rig.mem.write_slice(&data, GuestAddress(addr)).unwrap();
+            prop_assert_eq!(
+                io(Call::IoWrite, &rig.mem, &mut host, [offset, addr, len]),
+                status::OK
+            );
+            rig.mem
+                .write_slice(&vec![0; data.len()], GuestAddress(addr))
+                .unwrap();
+            prop_assert_eq!(
+                io(Call::IoRead, &rig.mem, &mut host, [offset, addr, len]),
+                status::OK
+            );
+            let mut back = vec![0; data.len()];
+            rig.mem.read_slice(&mut back, GuestAddress(addr)).unwrap();
+            prop_assert_eq!(back, data);
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+}

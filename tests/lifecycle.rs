@@ -1,0 +1,430 @@
+//! What a lab owns lives exactly as long as the lab: not shorter (another lab, in whatever PID
+//! namespace, never touches it) and not longer (a killed lab's processes, cgroups, runtime state
+//! and work directory go with it).
+
+mod common;
+
+use common::{
+    eventually, instances_of, lab_ids, processes_mentioning, serial, temp_dir, HostState,
+};
+use isolab::results::{Outcome, Results};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const LAB: &str = env!("CARGO_BIN_EXE_lab");
+
+/// `lab ARGS` in a new PID namespace with its own /proc, where it is PID 1 — as in a container.
+fn in_pid_namespace(temp: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", LAB])
+        .args(args)
+        .env("TMPDIR", temp);
+    cmd
+}
+
+fn results_in(dir: &Path) -> Results {
+    let mut files = Results::read_all(dir).unwrap();
+    assert_eq!(files.len(), 1);
+    files.remove(0)
+}
+
+/// Kills a child lab if the test fails half-way.
+struct Reap(Vec<Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Two labs, each PID 1 of its own PID namespace, run beside a lab on the host while a fourth,
+/// in yet another namespace, starts again and again and cleans up. With PIDs as names the
+/// namespaced labs would both be lab "1", and a lab that cannot see another's PID would take it
+/// for dead and delete its work directory: with ids and locks, every lab completes every sample
+/// and nobody removes anything of anybody's.
+#[test]
+fn labs_in_different_pid_namespaces_never_touch_each_other() {
+    let _serial = serial();
+    let temp = temp_dir("pidns");
+    let before = HostState::now(&temp);
+    let run = |out: &Path| -> Vec<String> {
+        [
+            "run",
+            "startup",
+            "--backends",
+            "process,container",
+            "--runs",
+            "250",
+            "--warmup",
+            "0",
+            "--no-progress",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let outs: Vec<PathBuf> = ["host", "ns-a", "ns-b"].map(|n| temp.join(n)).to_vec();
+    let args: Vec<Vec<String>> = outs.iter().map(|o| run(o)).collect();
+    fn refs(a: &[String]) -> Vec<&str> {
+        a.iter().map(String::as_str).collect()
+    }
+    let quiet = |mut c: Command| {
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let mut host = Command::new(LAB);
+    host.args(&args[0]).env("TMPDIR", &temp);
+    let mut labs = Reap(vec![
+        quiet(host),
+        quiet(in_pid_namespace(&temp, &refs(&args[1]))),
+        quiet(in_pid_namespace(&temp, &refs(&args[2]))),
+    ]);
+
+    // Meanwhile: labs in fresh PID namespaces (PID 1 each, like the two above), each reaping as
+    // it starts; `lab clean` says what it would remove.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut others = 0;
+    while labs.0.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
+        assert!(Instant::now() < deadline, "the labs did not finish");
+        let clean = in_pid_namespace(&temp, &["clean"]).output().unwrap();
+        let text = String::from_utf8_lossy(&clean.stdout);
+        assert!(clean.status.success(), "{text}");
+        assert!(
+            !text.contains("removed"),
+            "a live lab's resources were removed: {text}"
+        );
+        let exec = in_pid_namespace(
+            &temp,
+            &["exec", "--backend", "process", "--kernel", "ready"],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            exec.status.success(),
+            "{}",
+            String::from_utf8_lossy(&exec.stderr)
+        );
+        others += 2;
+    }
+    assert!(others >= 2, "the other labs ran while the three did");
+    for (child, out) in std::mem::take(&mut labs.0).into_iter().zip(&outs) {
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            out.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let results = results_in(out);
+        assert_eq!(results.runs.len(), 500, "{}", out.display());
+        let failed: Vec<_> = results
+            .runs
+            .iter()
+            .filter(|r| r.outcome != Outcome::Completed)
+            .collect();
+        assert!(failed.is_empty(), "{}: {failed:?}", out.display());
+    }
+    let mut after = HostState::now(&temp);
+    for name in ["host", "ns-a", "ns-b"] {
+        after.temp_entries.remove(name);
+    }
+    assert_eq!(after, before);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// The instance of `backend` that `child` (`lab exec`, whose work directory will be in `temp`)
+/// started is running. Labs already there (`others`) do not count.
+fn wait_until_running(temp: &Path, backend: &str, child: &mut Child, others: &[String]) {
+    let ok = eventually(Duration::from_secs(60), || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "lab exec --backend {backend} ended early"
+        );
+        let new: Vec<String> = lab_ids(temp)
+            .into_iter()
+            .filter(|id| !others.contains(id))
+            .collect();
+        !instances_of(&new).is_empty()
+    });
+    assert!(ok, "{backend}: the workload never ran");
+    // Let the runtime finish setting up (runc writes its state as it starts the container).
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Processes of instances whose lab's work directory was in `temp`, by cgroup or by command line
+/// (once their cgroups are gone).
+fn leftovers(temp: &Path) -> Vec<(i32, String)> {
+    let mut found = processes_mentioning(&temp.to_string_lossy(), false);
+    found.retain(|(_, cmd)| !cmd.starts_with(LAB) || cmd.contains("isolab-guard"));
+    found.extend(
+        instances_of(&lab_ids(temp))
+            .into_iter()
+            .map(|p| (p, String::new())),
+    );
+    found
+}
+
+fn cpu_forever(temp: &Path, backend: &str) -> Child {
+    Command::new(LAB)
+        .args([
+            "exec",
+            "--backend",
+            backend,
+            "--kernel",
+            "cpu",
+            "--iters",
+            "100000000000",
+        ])
+        .env("TMPDIR", temp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `lab exec` of an endless `cpu` kernel on each of `backends`, killed with SIGKILL: nothing of
+/// it may be left once its guardian is done.
+fn killed_labs_leave_nothing(name: &str, backends: &[&str]) {
+    let _serial = serial();
+    let temp = temp_dir(name);
+    let before = HostState::now(&temp);
+    for &backend in backends {
+        let mut lab = Reap(vec![cpu_forever(&temp, backend)]);
+        let child = &mut lab.0[0];
+        wait_until_running(&temp, backend, child, &[]);
+        let ids = lab_ids(&temp);
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+        let _ = child.wait();
+        let gone = eventually(Duration::from_secs(20), || {
+            HostState::now(&temp) == before
+                && leftovers(&temp).is_empty()
+                && (backend != "docker" || docker_containers(&ids).is_empty())
+        });
+        assert!(
+            gone,
+            "{backend}: left behind {:?}, processes {:?}",
+            HostState::now(&temp),
+            leftovers(&temp)
+        );
+    }
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// The workload under `oci:runc` is runc's child, not the lab's: when the lab was killed it used
+/// to run on at 100% CPU, with runc's state and cgroups (one per controller) left behind. Now
+/// the lab's guardian removes the container through runc the moment the lab is gone.
+#[test]
+fn a_killed_lab_leaves_no_workload_runtime_state_or_cgroup() {
+    killed_labs_leave_nothing("killed", &["oci:runc", "container", "process"]);
+}
+
+/// The Docker containers named for labs `ids`, running or not: the daemon keeps them, not the
+/// lab.
+fn docker_containers(ids: &[String]) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "--all", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|n| ids.iter().any(|id| n.starts_with(&format!("isolab-{id}-"))))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The same for the other runtimes: crun's container and gVisor's sandbox, whose state is
+/// under the lab's work directory, and a container Docker's daemon keeps — which no death
+/// signal of the lab can reach: the guardian removes it with `docker rm --force`.
+#[test]
+#[ignore = "needs crun, runsc, docker.io and a running dockerd (CI runs it)"]
+fn a_killed_lab_leaves_no_container_of_crun_runsc_or_docker() {
+    for program in ["crun", "runsc"] {
+        assert!(
+            isolab::host::find_program(program).is_some(),
+            "this test needs {program} (apt install {program})"
+        );
+    }
+    let daemon = Command::new("docker").arg("version").output();
+    assert!(
+        daemon.is_ok_and(|o| o.status.success()),
+        "this test needs docker.io and a running dockerd"
+    );
+    killed_labs_leave_nothing("killed-runtimes", &["oci:crun", "oci:runsc", "docker"]);
+}
+
+/// The same for a microVM: the VMM, a fork of the lab, dies with it; its cgroup goes too.
+#[test]
+#[ignore = "needs /dev/kvm (CI runs it)"]
+fn a_killed_lab_leaves_no_vmm_or_cgroup() {
+    common::needs_kvm();
+    killed_labs_leave_nothing("killed-vm", &["vm"]);
+}
+
+/// The guardian processes of labs whose environment names `temp` (a fork of the lab keeps its
+/// environment).
+fn guardians(temp: &Path) -> Vec<i32> {
+    let needle = format!("TMPDIR={}", temp.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "isolab-guard")
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|e| e.split(|&b| b == 0).any(|v| v == needle.as_bytes()))
+        })
+        .collect()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A lab and its guardian both killed (as by a power cut of the process tree): the next `lab`
+/// command removes what is left — through runc for runc's container — and `lab clean` says so,
+/// while it leaves a running lab alone.
+#[test]
+fn the_next_lab_removes_what_a_dead_one_left_and_clean_says_what() {
+    let _serial = serial();
+    let temp = temp_dir("clean");
+    let before = HostState::now(&temp);
+    // A lab that keeps running throughout.
+    let mut live = Reap(vec![Command::new(LAB)
+        .args([
+            "exec",
+            "--backend",
+            "process",
+            "--kernel",
+            "sleep",
+            "--hold",
+            "600",
+        ])
+        .env("TMPDIR", &temp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()]);
+    let live_ids = {
+        let child = &mut live.0[0];
+        wait_until_running(&temp, "process", child, &[]);
+        lab_ids(&temp)
+    };
+    live.0.push(cpu_forever(&temp, "oci:runc"));
+    let victim = &mut live.0[1];
+    wait_until_running(&temp, "oci:runc", victim, &live_ids);
+    let victim_ids: Vec<String> = lab_ids(&temp)
+        .into_iter()
+        .filter(|id| !live_ids.contains(id))
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || guardians(&temp)
+        .len()
+        == 2));
+    let victim_guardian: Vec<i32> = guardians(&temp);
+    // Kill both guardians' labs' guardians first, then the victim: the live lab's guardian is
+    // killed too, which harms nothing while its lab runs (the next lab would reap it instead).
+    for g in &victim_guardian {
+        kill(Pid::from_raw(*g), Signal::SIGKILL).unwrap();
+    }
+    kill(Pid::from_raw(victim.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = victim.wait();
+    std::thread::sleep(Duration::from_millis(200));
+    let left = HostState::now(&temp);
+    assert!(
+        !left.cgroups.is_empty() && !left.runtime_state.is_empty() && !left.dead_labs.is_empty(),
+        "the killed lab left something to clean: {left:?}"
+    );
+    let o = Command::new(LAB)
+        .arg("clean")
+        .env("TMPDIR", &temp)
+        .output()
+        .unwrap();
+    let text = stdout(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("had ended"), "{text}");
+    assert!(
+        text.contains("deleted /") && text.contains("container isolab-"),
+        "{text}"
+    );
+    assert!(text.contains("removed cgroup"), "{text}");
+    assert!(text.contains("removed /"), "the work directory: {text}");
+    assert!(text.contains("is running: left alone"), "{text}");
+    // (A killed process is briefly a zombie that still names its cgroup.)
+    assert!(
+        eventually(Duration::from_secs(5), || instances_of(&victim_ids)
+            .is_empty()),
+        "the victim's workload is gone"
+    );
+    assert!(!temp.join(format!("isolab-{}", victim_ids[0])).exists());
+    // The live lab is untouched: its work directory is there, and it still ends well.
+    let live_child = &mut live.0[0];
+    assert!(
+        live_child.try_wait().unwrap().is_none(),
+        "the live lab runs on"
+    );
+    kill(Pid::from_raw(live_child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = live_child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "ended by SIGTERM, cleanly");
+    live.0.clear();
+    // Its guardian was killed above, so its registry entry is for the next lab to remove.
+    Command::new(LAB)
+        .arg("clean")
+        .env("TMPDIR", &temp)
+        .output()
+        .unwrap();
+    assert_eq!(HostState::now(&temp), before);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// `oci:runc` over its memory limit, and `oci:runc` with runc itself killed under a running
+/// container: no cgroup is left in any hierarchy (runc makes one per controller), and the lab
+/// notices the dead runtime at once — it used to wait for its 120 s timeout, because the
+/// orphaned container still held the marker pipe open.
+#[test]
+fn an_oci_instance_killed_by_oom_or_by_losing_its_runtime_leaves_no_cgroup() {
+    use isolab::backend::{self, Limits};
+    use isolab::lab::Lab;
+    use isolab::workload::{Kernel, Spec};
+    let _serial = serial();
+    let temp = temp_dir("oci-faults");
+    let before = HostState::now(&temp);
+    let lab = Lab::in_dir(&temp).unwrap();
+    let oci = backend::by_name("oci:runc").unwrap();
+    let limits = Limits {
+        memory_bytes: Some(16 << 20),
+        ..Limits::default()
+    };
+    for _ in 0..3 {
+        let run = oci
+            .run(&lab, &Spec::new(Kernel::Mem, 64, 1), &limits)
+            .unwrap();
+        assert_eq!(run.outcome, Outcome::OomKilled);
+    }
+    let mut instance = oci
+        .start(&lab, &Spec::default_for(Kernel::Sleep), &Limits::default())
+        .unwrap();
+    instance.wait_ready().unwrap();
+    kill(instance.main_pid(), Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    let run = instance.finish().unwrap();
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "noticed after {:?}",
+        killed.elapsed()
+    );
+    assert!(
+        matches!(run.outcome, Outcome::Failed { ref reason } if reason.contains("SIGKILL")),
+        "{:?}",
+        run.outcome
+    );
+    drop(lab);
+    assert_eq!(HostState::now(&temp), before);
+    std::fs::remove_dir_all(temp).unwrap();
+}
