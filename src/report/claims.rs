@@ -699,7 +699,7 @@ impl Decision {
         let one_kind = vms.iter().all(|(_, k)| *k == vms[0].1);
         match (vms[0].1, vms.len()) {
             (Some(k), 1) => format!("the {} ({list})", k.noun()),
-            (Some(k), _) if one_kind => format!("{every} {} ({list})", k.plural()),
+            (Some(k), _) if one_kind => format!("{every} {} ({list})", k.noun()),
             _ if self.kind == Basis::NotKnownToRunOs => {
                 format!("{every} VM measured ({list}), none of them known to run a guest OS")
             }
@@ -741,7 +741,7 @@ impl Decision {
             let kinds: Vec<&str> = {
                 let mut k: Vec<&str> = Vec::new();
                 for p in &self.aside {
-                    let noun = p.kind.map_or("VM", VmKind::plural);
+                    let noun = p.kind.map_or("VMs", VmKind::plural);
                     if !k.contains(&noun) {
                         k.push(noun);
                     }

@@ -248,6 +248,10 @@ fn cases() -> Vec<Case> {
                 "VMs without an OS do not decide",
                 "container ÷ vm 0.990×",
             ]),
+        case("startup (1): two VMs with a guest OS are named in one singular phrase", "startup",
+            || one(&startup(8, &[("container", 2.0), ("vm-linux", 20.0), ("qemu", 40.0)])),
+            Supported, &["sooner than every VM with a guest OS ("])
+            .not(&["VMs with a guest OS ("]),
         // Case 4: a VM that does not say whether it runs a guest OS.
         case("startup (4): a VM of unrecorded kind is not a VM with a guest OS", "startup",
             || {
