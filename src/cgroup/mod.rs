@@ -264,6 +264,7 @@ impl Hierarchy {
         let mut cg = Cgroup {
             version: self.version,
             dirs: Vec::new(),
+            oom_notice: None,
         };
         for (controller, base) in &self.bases {
             // On v1 each controller is one more directory to make and to join — tens of µs each,
@@ -291,6 +292,11 @@ impl Hierarchy {
             Version::V1 => v1::apply(&cg, limits)?,
             Version::V2 => v2::apply(&cg, limits)?,
         }
+        if self.version == Version::V1 && limits.memory_bytes.is_some() {
+            if let Some(dir) = cg.dir("memory") {
+                cg.oom_notice = Some(v1::OomNotice::register(dir)?);
+            }
+        }
         Ok(cg)
     }
 }
@@ -301,6 +307,9 @@ impl Hierarchy {
 pub struct Cgroup {
     version: Version,
     dirs: Vec<(String, PathBuf)>,
+    /// v1 with a memory limit: the kernel's notice of each time the limit ran out
+    /// ([`v1::OomNotice`] says why counting kills is not enough there).
+    oom_notice: Option<v1::OomNotice>,
 }
 
 impl Cgroup {
@@ -401,13 +410,17 @@ impl Cgroup {
     /// How many times the kernel's OOM killer killed a process of this cgroup or of one below
     /// it (a runtime's container cgroup, `<instance>/ctr`). v2's `memory.events` already counts
     /// the whole subtree; v1 counts a kill only in the cgroup of the process killed, so there the
-    /// subtree is added up.
+    /// subtree is added up — and, as a runtime may already have removed its cgroup, the times
+    /// the instance's limit ran out are counted too.
     pub fn oom_kills(&self) -> u64 {
         let Some(dir) = self.dir("memory") else {
             return 0;
         };
         match self.version {
-            Version::V1 => subtree(dir).iter().map(|d| v1::oom_kills(d)).sum(),
+            Version::V1 => {
+                let kills: u64 = subtree(dir).iter().map(|d| v1::oom_kills(d)).sum();
+                kills.max(self.oom_notice.as_ref().map_or(0, v1::OomNotice::count))
+            }
             Version::V2 => v2::oom_kills(dir),
         }
     }

@@ -7,7 +7,10 @@ use super::{
     host_dir, keyed_u64, own_path, read_u64, write, Cgroup, CgroupError, Hierarchy, Limits,
     MemoryReading, Mount, Version,
 };
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// v1 hierarchies isolab uses; `cpuacct` adds CPU-time accounting to `cpu`'s bandwidth limit.
 const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
@@ -97,6 +100,56 @@ pub(super) fn memory(dir: &Path) -> Option<MemoryReading> {
         file_bytes: keyed_u64(&stat, "total_cache"),
         kernel_bytes: read_u64(&dir.join("memory.kmem.usage_in_bytes")),
     })
+}
+
+/// v1's notice of an out-of-memory event: an eventfd the kernel signals each time the cgroup it
+/// is registered on runs out of memory under its limit and calls the OOM killer.
+///
+/// v1 counts an OOM kill (`oom_kill` in `memory.oom_control`) only in the cgroup of the process
+/// it killed. A runtime such as runc puts its container in a cgroup of its own below the
+/// instance's and removes that cgroup the moment the container exits — with the count, before
+/// the lab can read it. The limit, though, is the instance cgroup's, and it is that cgroup that
+/// runs out: a notice registered there (through `cgroup.event_control`, v1's interface for
+/// memory events; see the kernel's `Documentation/admin-guide/cgroup-v1/memory.rst`, "OOM
+/// Control") is signalled whoever in its subtree was killed. v2 needs none of this: its
+/// `memory.events` counts the whole subtree.
+#[derive(Debug)]
+pub(super) struct OomNotice {
+    eventfd: EventFd,
+    /// Signals seen so far (reading an eventfd resets it).
+    seen: AtomicU64,
+}
+
+impl OomNotice {
+    /// Listen for out-of-memory events of the memory cgroup `dir`.
+    pub(super) fn register(dir: &Path) -> Result<OomNotice, CgroupError> {
+        let eventfd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| CgroupError::io("create an eventfd for", dir)(e.into()))?;
+        let control = dir.join("memory.oom_control");
+        let file = std::fs::File::open(&control).map_err(CgroupError::io("open", &control))?;
+        // "<eventfd> <fd of the file to watch>": the kernel looks both up in this process's
+        // table while handling the write, then holds the eventfd; the watched file may close.
+        write(
+            &dir.join("cgroup.event_control"),
+            &format!(
+                "{} {}",
+                eventfd.as_fd().as_raw_fd(),
+                file.as_fd().as_raw_fd()
+            ),
+        )?;
+        Ok(OomNotice {
+            eventfd,
+            seen: AtomicU64::new(0),
+        })
+    }
+
+    /// How many times the cgroup has run out of memory since the notice was registered. Read
+    /// it before the cgroup is removed: removing it signals the eventfd once more.
+    pub(super) fn count(&self) -> u64 {
+        // EAGAIN: nothing new (the eventfd is non-blocking).
+        let new = self.eventfd.read().unwrap_or(0);
+        self.seen.fetch_add(new, Ordering::Relaxed) + new
+    }
 }
 
 pub(super) fn oom_kills(dir: &Path) -> u64 {
