@@ -22,6 +22,7 @@ use crate::ownership::{self, Ledger, Owned, OwnershipError, Resource};
 use crate::workload::WORKLOAD_ELF;
 use std::fs;
 use std::io;
+use std::os::fd::IntoRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -222,6 +223,16 @@ impl Drop for Lab {
         // and strikes it from the ledger; the ledger then leaves the registry.
         while let Some(owned) = self.owned.pop() {
             drop(owned);
+        }
+        // Something could not be removed while this process lives: on rootless cgroup v2, the
+        // leaf the lab itself runs in. Its guardian must not reap it before the process has
+        // exited — it would kill the lab in its leaf, between here and its exit, and the lab's
+        // exit status would be a SIGKILL's. So the lifeline stays open until the kernel closes
+        // it at exit; only then does the guardian read its end of file.
+        if self.ledger.has_open_claims() {
+            if let Some(lifeline) = self._lifeline.take() {
+                let _ = lifeline.into_raw_fd();
+            }
         }
     }
 }

@@ -397,6 +397,18 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// True while some claim is neither released nor removed: something the lab could not
+    /// remove while it lives (the cgroup leaf a rootless lab runs in) or failed to remove.
+    pub fn has_open_claims(&self) -> bool {
+        !self
+            .open_claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+}
+
 impl Drop for Ledger {
     /// Everything released: the lab leaves no trace in the registry. Otherwise the files stay,
     /// and once this lab's lock is gone (the lab has exited) the next lab removes what is left.

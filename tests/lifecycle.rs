@@ -216,7 +216,7 @@ fn killed_labs_leave_nothing(name: &str, backends: &[&str]) {
         });
         assert!(
             gone,
-            "{backend}: left behind {:?}, processes {:?}",
+            "{backend}: left behind {:?} (before: {before:?}), processes {:?}",
             state(&temp),
             leftovers(&temp)
         );
