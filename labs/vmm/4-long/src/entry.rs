@@ -16,6 +16,28 @@
 //! nothing from ring 0 — no interrupts, no system calls, no exception handlers — runs fast
 //! everywhere in ring 3. The price: `out` is privileged, so the TSS must grant the one I/O port
 //! the guest talks to the VMM through.
+//!
+//! # Busy or available: the one field where Intel and AMD disagree
+//!
+//! A TSS descriptor's type says whether its task is *available* (9) or *busy* (11; `ltr` marks
+//! a TSS busy when it loads it into TR). Since this VMM writes TR's hidden cache itself, it picks
+//! the type, and the two vendors' hardware virtualization want different ones:
+//!
+//! * **Intel VT-x** checks the whole guest state at every VM entry and, in long mode, wants TR
+//!   to hold a *busy* 64-bit TSS. With 9, `KVM_RUN` fails before the first instruction
+//!   (`KVM_EXIT_FAIL_ENTRY`, "invalid guest state"). Nested PVM on an Intel host is happy with 11
+//!   too.
+//! * **AMD-V** checks no segment types when it enters the guest, and a real AMD CPU finds the
+//!   I/O bitmap through TR's base and limit whatever the type. But QEMU's emulated AMD CPU —
+//!   the machine the lab tests AMD-V on — reads the bitmap only for an *available* TSS (the
+//!   state its `ltr` would leave), and raises #GP at the guest's first `out` with a busy one.
+//!   Type 9 satisfies both.
+//!
+//! So the type depends on the CPU vendor, and the vendor is in CPUID leaf 0: the twelve bytes
+//! of EBX, EDX, ECX spell `GenuineIntel` or `AuthenticAMD` (`HygonGenuine` is AMD's design).
+//! KVM's supported CPUID, which this VMM hands the guest anyway, carries the host's leaf 0, so
+//! the vendor is read from there. The lab's own VMM makes the same choice
+//! (`src/backend/vm/cpu.rs`, `Vendor::tss_type`).
 
 use super::{fail, Machine, Report};
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment};
@@ -37,6 +59,10 @@ const WRITABLE: u64 = 1 << 1;
 const USER: u64 = 1 << 2;
 const HUGE: u64 = 1 << 7;
 
+/// TSS types for TR (see the module comment): available on AMD, busy on Intel.
+const TSS_AVAILABLE: u8 = 0x9;
+const TSS_BUSY: u8 = 0xb;
+
 /// A 64-bit TSS: 0x68 bytes, then the I/O-permission bitmap (one bit per port, 0 = allowed) for
 /// ports 0..0x400, then the 0xff byte the CPU requires after the bitmap.
 const TSS_HEADER: usize = 0x68;
@@ -50,4 +76,13 @@ pub fn enter_long_mode(kvm: &Kvm, machine: &mut Machine, entry: u64, report: Rep
     // through KVM_SET_SREGS and the entry point through KVM_SET_REGS.
     report.todo(4, "long mode, ring 3");
     std::process::exit(0);
+}
+
+/// Is this an AMD CPU (or Hygon's, which is AMD's design)? CPUID leaf 0 spells the vendor in
+/// EBX, EDX, ECX, four ASCII bytes each, lowest byte first.
+fn is_amd(cpuid: &kvm_bindings::CpuId) -> bool {
+    // TODO(step 4): find leaf 0 (function 0) in `cpuid` and compare EBX, EDX, ECX with
+    // "AuthenticAMD" and "HygonGenuine".
+    let _ = cpuid;
+    false
 }
