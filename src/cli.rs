@@ -268,6 +268,10 @@ pub struct CheckArgs {
     /// Check this crate instead of the step's own (e.g. a student's copy).
     #[arg(long = "crate", value_name = "DIR")]
     pub crate_dir: Option<PathBuf>,
+    /// Check this program, already built (e.g. on a machine with cargo, for one without),
+    /// instead of building the step's crate. Needs no labs directory; records no progress.
+    #[arg(long, value_name = "FILE", conflicts_with = "crate_dir")]
+    pub program: Option<PathBuf>,
     /// Read these answers instead of labs/answers/EXERCISE.toml.
     #[arg(long, value_name = "FILE")]
     pub answers: Option<PathBuf>,
@@ -326,6 +330,7 @@ impl CheckArgs {
     pub fn options(&self) -> isolab::labs::Options {
         isolab::labs::Options {
             crate_dir: self.crate_dir.clone(),
+            program: self.program.clone(),
             answers: self.answers.clone(),
             timeout: std::time::Duration::from_secs(self.timeout),
             ..isolab::labs::Options::new(self.labs.clone())
