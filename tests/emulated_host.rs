@@ -7,8 +7,13 @@
 //! in the lab's own VMM (`vm-linux`) and under QEMU with KVM (`qemu`); `lab run startup` and
 //! `lab run memory` over every backend; and finally, that nothing is left behind.
 //!
-//! It takes several minutes (everything is emulated), so it is ignored by a plain `cargo test`;
-//! `.ci/run` runs it. Built for release, its lab is the one students run:
+//! A second boot checks the exercises there: the solutions of the VMM track and of the
+//! container track (built here: the emulated machine has no cargo) pass every step's
+//! `lab check` (`--program`) — long mode in ring 3 the AMD way, the bare guest's checksums, the
+//! memory limit's OOM kill on cgroup v2 — and run as `student:vmm` and `student:container`.
+//!
+//! Each takes several minutes (everything is emulated), so they are ignored by a plain
+//! `cargo test`; `.ci/run` runs them. Built for release, its lab is the one students run:
 //!
 //! ```text
 //! cargo test [--release] --test emulated_host -- --include-ignored --nocapture
@@ -77,18 +82,22 @@ fn checks() -> Vec<Check> {
             ),
             "/tmp/memory",
         ),
-        // Nothing of the lab outlives its runs: no process, no instance cgroup, no mount, no
-        // work directory. Each line printed is something left behind.
-        Check::new(
-            "left-behind",
-            60,
-            r#"ps -o pid,comm | grep -E 'lab|qemu|isolab' | grep -v grep
+        left_behind(),
+    ]
+}
+
+/// Nothing of the lab outlives its runs: no process, no instance cgroup, no mount, no work
+/// directory. Each line printed is something left behind.
+fn left_behind() -> Check {
+    Check::new(
+        "left-behind",
+        60,
+        r#"ps -o pid,comm | grep -E 'lab|qemu|isolab|solution' | grep -v grep
 find /sys/fs/cgroup -mindepth 2 -type d -path '*isolab*'
 grep -E 'isolab|/tmp/' /proc/mounts
 ls -d /tmp/isolab* /tmp/.isolab* 2>/dev/null
 true"#,
-        ),
-    ]
+    )
 }
 
 #[test]
@@ -285,4 +294,174 @@ fn summarise(report: &Report, work: &Path) -> String {
         }
     }
     s
+}
+
+/// Where the exercises' solutions are put inside the emulated machine (it has no cargo: they
+/// are built here).
+const STUDENT_VMM: &str = "/usr/local/bin/vmm-solution";
+const STUDENT_CONTAINER: &str = "/usr/local/bin/container-solution";
+/// Seconds `lab check` waits for each marker: everything inside is emulated.
+const CHECK_MARKER_TIMEOUT_S: u32 = 120;
+
+/// The exercises' checks, on the solutions built on this machine: `lab check --program` for the
+/// last step of each track (which runs every earlier step's checks too), then the solutions as
+/// `student:vmm` and `student:container` backends, as `lab run` uses them.
+fn exercise_checks() -> Vec<Check> {
+    vec![
+        // Pure cgroup v2: one hierarchy, no v1 controller mounted, and which controllers the
+        // root offers its children.
+        Check::new(
+            "cgroups",
+            30,
+            "grep cgroup /proc/mounts\necho \"controllers: $(cat /sys/fs/cgroup/cgroup.controllers)\"",
+        ),
+        Check::new(
+            "check-vmm",
+            1200,
+            &format!(
+                "lab check vmm-5 --program {STUDENT_VMM} --timeout {CHECK_MARKER_TIMEOUT_S}"
+            ),
+        ),
+        Check::new(
+            "student-vmm-cpu",
+            120,
+            &format!("ISOLAB_STUDENT_VMM={STUDENT_VMM} lab exec --backend student:vmm --kernel cpu"),
+        ),
+        Check::new(
+            "check-container",
+            1200,
+            &format!(
+                "lab check container-7 --program {STUDENT_CONTAINER} --timeout {CHECK_MARKER_TIMEOUT_S}"
+            ),
+        ),
+        Check::new(
+            "student-container-probe",
+            120,
+            &format!(
+                "ISOLAB_STUDENT_CONTAINER={STUDENT_CONTAINER} lab exec --backend student:container --kernel probe"
+            ),
+        ),
+        left_behind(),
+    ]
+}
+
+#[test]
+#[ignore = "boots an emulated AMD-V machine (QEMU TCG) for several minutes; .ci/run runs it"]
+fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
+    let labs = Path::new(env!("CARGO_MANIFEST_DIR")).join("labs");
+    let mut built = |track: &str| {
+        let dir = labs.join(track).join("solution");
+        isolab::labs::cargo::build(&dir, &mut |m| eprintln!("{m}"))
+            .unwrap_or_else(|e| panic!("the {track} solution does not build: {e}"))
+    };
+    let (vmm, container) = (built("vmm"), built("container"));
+    let work = std::env::temp_dir().join(format!("isolab-emulated-labs-{}", std::process::id()));
+    let host = EmulatedHost::new(Path::new(env!("CARGO_BIN_EXE_lab")), &work)
+        .unwrap_or_else(|e| panic!("this test needs an emulated host: {e}"))
+        .with_program(&vmm, STUDENT_VMM)
+        .with_program(&container, STUDENT_CONTAINER);
+    let report = host
+        .run(&exercise_checks())
+        .unwrap_or_else(|e| panic!("the emulated host did not run: {e}"));
+    let mut summary = format!(
+        "emulated host (exercises): {} boot(s), {} retried; up in {:.0} s; whole run {:.0} s\n",
+        report.boots, report.retries, report.boot_s, report.total_s
+    );
+    for c in &report.checks {
+        summary.push_str(&format!(
+            "  {:<24} status {:?} in {:.0?}\n",
+            c.name, c.status, c.took
+        ));
+        for line in c.output.iter().filter(|l| {
+            l.starts_with("score:") || l.contains("measured:") || l.starts_with("checksum")
+        }) {
+            summary.push_str(&format!("  {}| {}\n", c.name, line.trim()));
+        }
+    }
+    eprintln!("{summary}");
+    std::fs::write(work.join("summary.txt"), &summary).unwrap();
+
+    let ok = |c: &CheckResult| assert!(c.passed(), "{}", c.explain());
+    let says = |c: &CheckResult, words: &str| {
+        assert!(c.text().contains(words), "{words}: {}", c.explain());
+    };
+
+    // A student's machine: cgroup v2 only, with the memory controller.
+    let cgroups = report.check("cgroups");
+    ok(cgroups);
+    assert!(
+        cgroups
+            .output
+            .iter()
+            .filter(|l| l.contains("/sys/fs/cgroup"))
+            .all(|l| l.split_whitespace().nth(2) == Some("cgroup2")),
+        "only cgroup2 is mounted: {}",
+        cgroups.explain()
+    );
+    says(cgroups, "memory");
+
+    // The VMM track on AMD-V: every step's checks (long mode in ring 3, whose `out` needs the
+    // TSS the AMD way; the bare guest's kernels with their native checksums), all passing.
+    let vmm = report.check("check-vmm");
+    ok(vmm);
+    let steps = isolab::backend::student::Kind::Vmm.last_step();
+    for step in 1..=steps {
+        says(vmm, &format!("pass     {step} · "));
+    }
+    says(vmm, "pass     4 · the guest runs 64-bit code");
+    says(
+        vmm,
+        "pass     5 · the cpu kernel computes the native checksum in your VMM",
+    );
+    says(vmm, "— done");
+    let exec = report.check("student-vmm-cpu");
+    ok(exec);
+    says(
+        exec,
+        &format!(
+            "checksum {:#018x}",
+            native(&Spec::default_for(Kernel::Cpu)).checksum
+        ),
+    );
+
+    // The container track on cgroup v2: every step, the memory limit's OOM kill included, and
+    // what the probe sees from inside the student's container.
+    let container = report.check("check-container");
+    ok(container);
+    let steps = isolab::backend::student::Kind::Container.last_step();
+    for step in 1..=steps {
+        says(container, &format!("pass     {step} · "));
+    }
+    says(
+        container,
+        "pass     6 · a workload that touches more than the limit is killed by the OOM killer",
+    );
+    says(container, "— done");
+    let probe = report.check("student-container-probe");
+    ok(probe);
+    let fact = |key: &str| {
+        probe
+            .output
+            .iter()
+            .find_map(|l| {
+                let mut words = l.split_whitespace();
+                (words.next() == Some(key)).then(|| words.collect::<Vec<_>>().join(" "))
+            })
+            .unwrap_or_else(|| panic!("the probe reports no {key}: {}", probe.explain()))
+    };
+    assert_eq!(fact("pid"), "1", "{}", probe.explain());
+    assert_eq!(fact("interfaces"), "lo", "{}", probe.explain());
+    assert_eq!(fact("no_new_privs"), "1", "{}", probe.explain());
+    assert!(fact("cgroup").starts_with("0::/"), "{}", probe.explain());
+    says(probe, "outcome: Completed");
+
+    let left = report.check("left-behind");
+    ok(left);
+    assert!(
+        left.output.iter().all(|l| l.trim().is_empty()),
+        "left behind: {}",
+        left.explain()
+    );
+    assert!(report.powered_off, "the emulated host powered itself off");
+    std::fs::remove_dir_all(&work).unwrap();
 }

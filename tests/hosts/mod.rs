@@ -219,6 +219,7 @@ pub struct EmulatedHost {
     lab: PathBuf,
     binaries: Vec<PathBuf>,
     files: Vec<(PathBuf, String)>,
+    programs: Vec<(PathBuf, String)>,
     users: Vec<User>,
     setup: Vec<String>,
     cpus: u32,
@@ -265,6 +266,7 @@ impl EmulatedHost {
             lab: lab.to_path_buf(),
             binaries: Vec::new(),
             files,
+            programs: Vec::new(),
             users: Vec::new(),
             setup: Vec::new(),
             cpus: 1,
@@ -289,6 +291,13 @@ impl EmulatedHost {
     /// Also put the host file `from` at `to` inside.
     pub fn with_file(mut self, from: &Path, to: &str) -> EmulatedHost {
         self.files.push((from.to_path_buf(), to.to_string()));
+        self
+    }
+
+    /// Also put the host program `from` (dynamically linked: its libraries come too) at `to`
+    /// inside, executable.
+    pub fn with_program(mut self, from: &Path, to: &str) -> EmulatedHost {
+        self.programs.push((from.to_path_buf(), to.to_string()));
         self
     }
 
@@ -369,6 +378,7 @@ impl EmulatedHost {
         cpio.file("usr/local/bin/lab", 0o755, &self.stripped_lab()?)?;
         let mut programs = vec![self.lab.clone(), self.qemu.clone()];
         programs.extend(self.binaries.iter().cloned());
+        programs.extend(self.programs.iter().map(|(from, _)| from.clone()));
         let mut libraries = BTreeSet::new();
         for program in &programs {
             libraries.extend(shared_libraries(program)?);
@@ -376,9 +386,12 @@ impl EmulatedHost {
         for lib in &libraries {
             cpio.file(lib.trim_start_matches('/'), 0o755, &read(Path::new(lib))?)?;
         }
-        for program in &programs[1..] {
+        for program in &programs[1..=self.binaries.len()] {
             let inside = program.to_string_lossy();
             cpio.file(inside.trim_start_matches('/'), 0o755, &read(program)?)?;
+        }
+        for (from, to) in &self.programs {
+            cpio.file(to.trim_start_matches('/'), 0o755, &read(from)?)?;
         }
         let datadir = Path::new("/usr/share/qemu");
         for name in QEMU_FIRMWARE {
