@@ -158,6 +158,10 @@ fn bad_input_is_refused_in_one_line_with_exit_status_2() {
     assert_refused(&temp, &o, "unknown kernel", &before);
     let o = lab(&temp, &["report", "/etc/hostname"]);
     assert_refused(&temp, &o, "not an isolab results file", &before);
+    let o = lab(&temp, &["check", "startup", "--program", "/bin/true"]);
+    assert_refused(&temp, &o, "--program is for the building steps", &before);
+    let o = lab(&temp, &["check", "vmm-1", "--program", "/nonexistent/vmm"]);
+    assert_refused(&temp, &o, "no such program", &before);
     assert!(
         results_files(Path::new(out)).is_empty(),
         "no results directory for refused runs"

@@ -349,7 +349,7 @@ fn exercise_checks() -> Vec<Check> {
 #[ignore = "boots an emulated AMD-V machine (QEMU TCG) for several minutes; .ci/run runs it"]
 fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
     let labs = Path::new(env!("CARGO_MANIFEST_DIR")).join("labs");
-    let mut built = |track: &str| {
+    let built = |track: &str| {
         let dir = labs.join(track).join("solution");
         isolab::labs::cargo::build(&dir, &mut |m| eprintln!("{m}"))
             .unwrap_or_else(|e| panic!("the {track} solution does not build: {e}"))

@@ -299,7 +299,11 @@ impl Checker<'_> {
                     4,
                     &run,
                     || {
-                        format!("the guest wrote {outs:x?}, not [{lo:#x}, {hi:#x}, …]: is the vCPU in long mode (EFER.LME|LMA, CR0.PG, CS.L)?")
+                        let mut hint = format!("the guest wrote {outs:x?}, not [{lo:#x}, {hi:#x}, …]: is the vCPU in long mode (EFER.LME|LMA, CR0.PG, CS.L)?");
+                        if outs.is_empty() {
+                            hint.push_str(&first_out_hint());
+                        }
+                        hint
                     },
                 )
             },
@@ -380,6 +384,23 @@ impl Checker<'_> {
             super::startup_line("your VMM", &runs).into_iter().collect(),
         )
     }
+}
+
+/// Why a long-mode guest in ring 3 may stop at its first `out`: the port must be open in the
+/// TSS's I/O bitmap, and TR's type must be the one this CPU's vendor accepts
+/// (`backend::vm::cpu`, "One TSS, two types").
+fn first_out_hint() -> String {
+    use crate::backend::vm::cpu::Vendor;
+    let vendor = Vendor::of_host();
+    let (name, state) = match vendor {
+        Vendor::Intel => ("Intel", "busy"),
+        Vendor::Amd => ("AMD", "available"),
+    };
+    format!(
+        " Nothing came out: if its first `out` faulted, the TSS's I/O bitmap must open the port, \
+         and TR must hold a {state} TSS (type {}) on this {name} machine",
+        vendor.tss_type()
+    )
 }
 
 /// The values the guest wrote, as the VMM reported them (`out1`, `out2`, …).
