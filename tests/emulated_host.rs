@@ -308,12 +308,15 @@ const CHECK_MARKER_TIMEOUT_S: u32 = 120;
 /// `student:vmm` and `student:container` backends, as `lab run` uses them.
 fn exercise_checks() -> Vec<Check> {
     vec![
-        // Pure cgroup v2: one hierarchy, no v1 controller mounted, and which controllers the
-        // root offers its children.
+        // A student's machine: an AMD CPU whose KVM is kvm_amd (AMD-V), and pure cgroup v2 —
+        // one hierarchy, no v1 controller mounted — with the controllers its root offers.
         Check::new(
-            "cgroups",
+            "machine",
             30,
-            "grep cgroup /proc/mounts\necho \"controllers: $(cat /sys/fs/cgroup/cgroup.controllers)\"",
+            r#"grep -m1 vendor_id /proc/cpuinfo
+ls -d /sys/module/kvm_amd
+grep cgroup /proc/mounts
+echo "controllers: $(cat /sys/fs/cgroup/cgroup.controllers)""#,
         ),
         Check::new(
             "check-vmm",
@@ -341,9 +344,24 @@ fn exercise_checks() -> Vec<Check> {
                 "ISOLAB_STUDENT_CONTAINER={STUDENT_CONTAINER} lab exec --backend student:container --kernel probe"
             ),
         ),
+        // The last exercise of each track: yours against the lab's, in one `lab run`.
+        run_and_print_results(
+            "compare",
+            600,
+            &format!(
+                "ISOLAB_STUDENT_VMM={STUDENT_VMM} ISOLAB_STUDENT_CONTAINER={STUDENT_CONTAINER} \
+                 lab run startup --runs {COMPARE_RUNS} --warmup 1 --backends {COMPARE_BACKENDS} \
+                 --no-progress --out /tmp/compare"
+            ),
+            "/tmp/compare",
+        ),
         left_behind(),
     ]
 }
+
+/// The backends of the comparison run, and its rounds after one warm-up round.
+const COMPARE_BACKENDS: &str = "vm,student:vmm,container,student:container";
+const COMPARE_RUNS: usize = 5;
 
 #[test]
 #[ignore = "boots an emulated AMD-V machine (QEMU TCG) for several minutes; .ci/run runs it"]
@@ -378,6 +396,25 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
             summary.push_str(&format!("  {}| {}\n", c.name, line.trim()));
         }
     }
+    let compare = report.check("compare");
+    let results = compare
+        .output
+        .iter()
+        .any(|l| l.starts_with(RESULT_LINE))
+        .then(|| results_of(compare, &work));
+    for backend in COMPARE_BACKENDS.split(',') {
+        let ms: Vec<f64> = results
+            .iter()
+            .flat_map(|r| &r.runs)
+            .filter(|r| r.backend == backend && !r.warmup)
+            .filter_map(|r| r.startup_ns.map(|ns| ns as f64 / 1e6))
+            .collect();
+        summary.push_str(&format!(
+            "  start-up {backend:<18} median {:>8.1} ms over {}\n",
+            median(ms.clone()),
+            ms.len()
+        ));
+    }
     eprintln!("{summary}");
     std::fs::write(work.join("summary.txt"), &summary).unwrap();
 
@@ -386,19 +423,20 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
         assert!(c.text().contains(words), "{words}: {}", c.explain());
     };
 
-    // A student's machine: cgroup v2 only, with the memory controller.
-    let cgroups = report.check("cgroups");
-    ok(cgroups);
+    // A student's machine: AMD-V, cgroup v2 only, with the memory controller.
+    let machine = report.check("machine");
+    ok(machine);
+    says(machine, "AuthenticAMD");
     assert!(
-        cgroups
+        machine
             .output
             .iter()
             .filter(|l| l.contains("/sys/fs/cgroup"))
             .all(|l| l.split_whitespace().nth(2) == Some("cgroup2")),
         "only cgroup2 is mounted: {}",
-        cgroups.explain()
+        machine.explain()
     );
-    says(cgroups, "memory");
+    says(machine, "memory");
 
     // The VMM track on AMD-V: every step's checks (long mode in ring 3, whose `out` needs the
     // TSS the AMD way; the bare guest's kernels with their native checksums), all passing.
@@ -454,6 +492,21 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
     assert_eq!(fact("no_new_privs"), "1", "{}", probe.explain());
     assert!(fact("cgroup").starts_with("0::/"), "{}", probe.explain());
     says(probe, "outcome: Completed");
+
+    // The students' programs as backends of `lab run`: every sample completed.
+    ok(compare);
+    let results = results.expect("the comparison printed its results");
+    for backend in COMPARE_BACKENDS.split(',') {
+        let samples: Vec<&RunRecord> = results
+            .runs
+            .iter()
+            .filter(|r| r.backend == backend)
+            .collect();
+        assert_eq!(samples.len(), 1 + COMPARE_RUNS, "{backend} samples");
+        for r in samples {
+            assert_eq!(r.outcome, Outcome::Completed, "{backend}: {r:?}");
+        }
+    }
 
     let left = report.check("left-behind");
     ok(left);
