@@ -166,30 +166,38 @@ fn the_lab_on_an_emulated_amd_v_machine() {
     for (check, runs) in [("startup", 1 + STARTUP_RUNS), ("memory", MEMORY_RUNS)] {
         let c = report.check(check);
         ok(c);
-        let results = results_of(c, &work);
-        for backend in BACKENDS.split(',') {
-            let samples: Vec<&RunRecord> = results
-                .runs
-                .iter()
-                .filter(|r| r.backend == backend)
-                .collect();
-            assert_eq!(samples.len(), runs, "{check}: {backend} samples");
-            for r in samples {
-                assert_eq!(r.outcome, Outcome::Completed, "{check}: {backend}: {r:?}");
-            }
-        }
+        all_completed(&results_of(c, &work), BACKENDS, runs, check);
     }
 
-    // Nothing left behind.
+    nothing_left_behind(&report);
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+/// Every backend of `backends` has `runs` samples in `results`, each completed.
+fn all_completed(results: &Results, backends: &str, runs: usize, check: &str) {
+    for backend in backends.split(',') {
+        let samples: Vec<&RunRecord> = results
+            .runs
+            .iter()
+            .filter(|r| r.backend == backend)
+            .collect();
+        assert_eq!(samples.len(), runs, "{check}: {backend} samples");
+        for r in samples {
+            assert_eq!(r.outcome, Outcome::Completed, "{check}: {backend}: {r:?}");
+        }
+    }
+}
+
+/// The `left-behind` check printed nothing, and the machine powered itself off.
+fn nothing_left_behind(report: &Report) {
     let left = report.check("left-behind");
-    ok(left);
+    assert!(left.passed(), "{}", left.explain());
     assert!(
         left.output.iter().all(|l| l.trim().is_empty()),
         "left behind: {}",
         left.explain()
     );
     assert!(report.powered_off, "the emulated host powered itself off");
-    std::fs::remove_dir_all(&work).unwrap();
 }
 
 /// The results file a check printed, parsed by the lab's own reader.
@@ -219,20 +227,29 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// The figures of the run, for the log: boots and retries, each check's time, and from the
-/// start-up results the medians and the paired ratios of start-up (spawn → ready) and the exits
-/// of a Linux boot; the claims the lab printed.
-fn summarise(report: &Report, work: &Path) -> String {
+/// The boots and each check's status and time, with the lines of its output that `keep` picks.
+fn boots_and_checks(report: &Report, title: &str, keep: impl Fn(&str) -> bool) -> String {
     let mut s = format!(
-        "emulated host: {} boot(s), {} retried; up in {:.0} s; whole run {:.0} s\n",
+        "{title}: {} boot(s), {} retried; up in {:.0} s; whole run {:.0} s\n",
         report.boots, report.retries, report.boot_s, report.total_s
     );
     for c in &report.checks {
         s.push_str(&format!(
-            "  {:<16} status {:?} in {:.0?}\n",
+            "  {:<24} status {:?} in {:.0?}\n",
             c.name, c.status, c.took
         ));
+        for line in c.output.iter().filter(|l| keep(l)) {
+            s.push_str(&format!("  {}| {}\n", c.name, line.trim()));
+        }
     }
+    s
+}
+
+/// The figures of the run, for the log: boots and retries, each check's time, and from the
+/// start-up results the medians and the paired ratios of start-up (spawn → ready) and the exits
+/// of a Linux boot; the claims the lab printed.
+fn summarise(report: &Report, work: &Path) -> String {
+    let mut s = boots_and_checks(report, "emulated host", |_| false);
     let Some(startup) = report.checks.iter().find(|c| c.name == "startup") else {
         return s;
     };
@@ -381,21 +398,9 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
     let report = host
         .run(&exercise_checks())
         .unwrap_or_else(|e| panic!("the emulated host did not run: {e}"));
-    let mut summary = format!(
-        "emulated host (exercises): {} boot(s), {} retried; up in {:.0} s; whole run {:.0} s\n",
-        report.boots, report.retries, report.boot_s, report.total_s
-    );
-    for c in &report.checks {
-        summary.push_str(&format!(
-            "  {:<24} status {:?} in {:.0?}\n",
-            c.name, c.status, c.took
-        ));
-        for line in c.output.iter().filter(|l| {
-            l.starts_with("score:") || l.contains("measured:") || l.starts_with("checksum")
-        }) {
-            summary.push_str(&format!("  {}| {}\n", c.name, line.trim()));
-        }
-    }
+    let mut summary = boots_and_checks(&report, "emulated host (exercises)", |l| {
+        l.starts_with("score:") || l.contains("measured:") || l.starts_with("checksum")
+    });
     let compare = report.check("compare");
     let results = compare
         .output
@@ -496,25 +501,8 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
     // The students' programs as backends of `lab run`: every sample completed.
     ok(compare);
     let results = results.expect("the comparison printed its results");
-    for backend in COMPARE_BACKENDS.split(',') {
-        let samples: Vec<&RunRecord> = results
-            .runs
-            .iter()
-            .filter(|r| r.backend == backend)
-            .collect();
-        assert_eq!(samples.len(), 1 + COMPARE_RUNS, "{backend} samples");
-        for r in samples {
-            assert_eq!(r.outcome, Outcome::Completed, "{backend}: {r:?}");
-        }
-    }
+    all_completed(&results, COMPARE_BACKENDS, 1 + COMPARE_RUNS, "compare");
 
-    let left = report.check("left-behind");
-    ok(left);
-    assert!(
-        left.output.iter().all(|l| l.trim().is_empty()),
-        "left behind: {}",
-        left.explain()
-    );
-    assert!(report.powered_off, "the emulated host powered itself off");
+    nothing_left_behind(&report);
     std::fs::remove_dir_all(&work).unwrap();
 }
