@@ -386,7 +386,8 @@ impl EmulatedHost {
         for lib in &libraries {
             cpio.file(lib.trim_start_matches('/'), 0o755, &read(Path::new(lib))?)?;
         }
-        for program in &programs[1..=self.binaries.len()] {
+        // QEMU and the other binaries at their own paths (the lab is at usr/local/bin/lab).
+        for program in std::iter::once(&self.qemu).chain(&self.binaries) {
             let inside = program.to_string_lossy();
             cpio.file(inside.trim_start_matches('/'), 0o755, &read(program)?)?;
         }
