@@ -194,11 +194,14 @@ fn cpu_forever(temp: &Path, backend: &str) -> Child {
 fn killed_labs_leave_nothing(name: &str, backends: &[&str]) {
     let _serial = serial();
     let temp = temp_dir(name);
-    // The labs here are child processes: this process's own descriptors belong to the test
-    // harness (and to threads other tests of this binary left, such as a runtime's stderr
-    // reader waiting for its end of file), not to the labs, so they are not compared.
+    // The labs here are child processes, reaped below, and what a killed lab leaves is never
+    // this process's: its own descriptors and children belong to the test harness (and to
+    // other tests of this binary, such as a runtime's stderr reader waiting for its end of
+    // file, or a short-lived helper program), so they are not compared. `leftovers` finds the
+    // labs' processes wherever they were re-parented.
     let state = |temp: &Path| HostState {
         fds: 0,
+        children: Default::default(),
         ..HostState::now(temp)
     };
     let before = state(&temp);
