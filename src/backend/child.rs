@@ -292,16 +292,6 @@ impl Exec {
     }
 }
 
-/// **Child side.** Move this process into its cgroup by writing "0" ("me") to each
-/// `cgroup.procs` fd the parent opened.
-pub fn join_cgroup(fds: &[OwnedFd]) -> Result<(), Errno> {
-    for fd in fds {
-        // SAFETY: writing a 1-byte buffer to an fd we own.
-        Errno::result(unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) })?;
-    }
-    Ok(())
-}
-
 /// **Child side.** Ask the kernel to SIGKILL this process when the lab dies, so a crashed lab
 /// leaves no running instances behind.
 pub fn die_with_parent() -> Result<(), Errno> {

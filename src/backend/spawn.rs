@@ -9,42 +9,15 @@
 //! * [`clone_fork`] — like `fork`: the child gets a copy-on-write copy of the lab. Used when the
 //!   lab must stay awake while the child sets up (writing a rootless container's uid map).
 //!
-//! Both take a [`Placement`]: the cgroup the child must be in before it does anything. On cgroup
-//! v2 (Linux 5.7+) `clone3(CLONE_INTO_CGROUP)` creates the child *inside* the cgroup. Otherwise
-//! the child moves itself right after it starts, by writing `0` to a file the parent opened —
-//! on v1 the `tasks` file, which moves just the calling thread and so avoids the global lock
-//! whose writer waits for an RCU grace period (see [`crate::cgroup::Cgroup::placement`]).
+//! Both take a [`Placement`], which the cgroup module decides ([`crate::cgroup::placement`]):
+//! the cgroup the child must be in before it does anything. On cgroup v2 (Linux 5.7+)
+//! `clone3(CLONE_INTO_CGROUP)` creates the child *inside* the cgroup. Otherwise the child moves
+//! itself right after it starts, by writing `0` to a file the parent opened.
 
 use super::child::{die_with_parent, ChildSide, Exec, Reporter};
+pub use crate::cgroup::Placement;
 use nix::errno::Errno;
 use nix::unistd::Pid;
-use std::os::fd::{AsRawFd, OwnedFd};
-
-/// Where a new process must live: its cgroup.
-#[derive(Debug, Default)]
-pub struct Placement {
-    /// A v2 cgroup directory for `clone3(CLONE_INTO_CGROUP)`.
-    pub into: Option<OwnedFd>,
-    /// Files to write `0` into ("move me here"), opened by the parent: v1's `tasks` of each
-    /// hierarchy, or v2's `cgroup.procs` when `clone3` is not available.
-    pub join: Vec<OwnedFd>,
-}
-
-impl Placement {
-    /// No cgroup: the child stays in the lab's.
-    pub fn none() -> Placement {
-        Placement::default()
-    }
-
-    /// **Child side.** Write `0` to each join file.
-    fn join(&self) -> Result<(), Errno> {
-        for fd in &self.join {
-            // SAFETY: writing a 1-byte buffer to an fd we own.
-            Errno::result(unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) })?;
-        }
-        Ok(())
-    }
-}
 
 /// The stack of a child that shares the lab's memory (see [`spawn_shared`]).
 ///
@@ -217,14 +190,14 @@ pub unsafe fn spawn_shared(
     };
     let shared = libc::CLONE_VM | libc::CLONE_VFORK;
     let mut result = Err(Errno::ENOSYS);
-    if let Some(dir) = &placement.into {
+    if let Some(dir) = placement.birth_dir() {
         t.must_join = false;
         let args = CloneArgs {
             flags: (flags | shared) as u64 | CLONE_INTO_CGROUP,
             exit_signal: libc::SIGCHLD as u64,
             stack: stack_lo as u64,
             stack_size: stack_len as u64,
-            cgroup: dir.as_raw_fd() as u64,
+            cgroup: dir as u64,
             ..CloneArgs::default()
         };
         // SAFETY: a valid clone_args with a live, aligned stack; `t` outlives the child's use of
@@ -388,12 +361,12 @@ pub unsafe fn clone_fork(
     placement: &Placement,
     report: Reporter,
 ) -> Result<Option<Pid>, Errno> {
-    if let Some(dir) = &placement.into {
+    if let Some(dir) = placement.birth_dir() {
         // With no stack, the child continues on a copy of the parent's stack, exactly like fork.
         let args = CloneArgs {
             flags: flags as u64 | CLONE_INTO_CGROUP,
             exit_signal: libc::SIGCHLD as u64,
-            cgroup: dir.as_raw_fd() as u64,
+            cgroup: dir as u64,
             ..CloneArgs::default()
         };
         // SAFETY: a valid clone_args; without CLONE_VM the child has its own copy of memory.

@@ -14,8 +14,11 @@
 //! `memory.limit_in_bytes`) survives on older and "hybrid" systems. Both sit behind the same small
 //! interface here; [`v1`] and [`v2`] hold the file names that differ.
 
+pub mod placement;
 mod v1;
 mod v2;
+
+pub use placement::Placement;
 
 use std::fs;
 use std::io;
@@ -371,11 +374,11 @@ impl Cgroup {
             .collect()
     }
 
-    /// How a new process gets into this cgroup from birth (see [`crate::backend::spawn`]): on v2
+    /// How a new process gets into this cgroup from birth (see [`placement`]): on v2
     /// the cgroup's directory, for `clone3(CLONE_INTO_CGROUP)`, which creates the process inside
     /// it with no migration at all; and the [`Cgroup::join_fds`] as the fallback for kernels
     /// without it, and for v1.
-    pub fn placement(&self) -> Result<crate::backend::spawn::Placement, CgroupError> {
+    pub fn placement(&self) -> Result<Placement, CgroupError> {
         let into = match (self.version, self.dirs.first()) {
             (Version::V2, Some((_, dir))) => Some(
                 fs::File::open(dir)
@@ -384,7 +387,7 @@ impl Cgroup {
             ),
             _ => None,
         };
-        Ok(crate::backend::spawn::Placement {
+        Ok(Placement {
             into,
             join: self.join_fds()?,
         })

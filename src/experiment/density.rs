@@ -315,11 +315,11 @@ mod tests {
             .unwrap()
             .create(&lab.next_instance_name(), &Limits::default())
             .unwrap();
-        let join = cg.join_fds().unwrap();
+        let join = crate::cgroup::Placement::joining(Some(&cg)).unwrap();
         // SAFETY: the child joins the cgroup, spins a thread and _exits.
         let child = match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                let _ = crate::backend::child::join_cgroup(&join);
+                let _ = join.join();
                 let spin = std::thread::spawn(|| {
                     let until = std::time::Instant::now() + Duration::from_secs(3);
                     let mut x = 0u64;

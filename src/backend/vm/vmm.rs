@@ -20,6 +20,7 @@ use super::{cpu, hypercalls, kvm, linux, loader, memory, vcpu};
 use crate::backend::child::{self, ChildFds, Reporter, CONTROL_FD, REPORT_FD};
 use crate::backend::instance::{Instance, Parts, Timeline};
 use crate::backend::{BackendError, Limits, Spec};
+use crate::cgroup::Placement;
 use crate::host::KvmKind;
 use crate::lab::Lab;
 use crate::measure::memory::ProcessMemory;
@@ -27,7 +28,7 @@ use crate::results::info;
 use kvm_ioctls::VcpuFd;
 use nix::unistd::{fork, ForkResult};
 use std::fmt;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 use vm_memory::GuestMemoryMmap;
 
@@ -309,7 +310,7 @@ pub fn launch(
     vmm: impl FnOnce(&mut Host) -> Result<(), VmmError>,
 ) -> Result<Instance, BackendError> {
     let cgroup = lab.cgroups()?.create(name, limits)?;
-    let join = cgroup.join_fds()?;
+    let join = Placement::joining(Some(&cgroup))?;
     timeline.mark("cgroup");
     let scratch = lab.scratch_dir();
     let (ends, fds) = child::pipes(None)?;
@@ -361,8 +362,8 @@ pub fn launch(
 /// take fds 0..=4, stamp `fork`, arrange to die with the lab, run `vmm` and `_exit` with its
 /// status. A panic must not unwind into the lab's code that called fork: it is caught and
 /// becomes status 101.
-fn vmm_child(join: &[OwnedFd], fds: &ChildFds, vmm: impl FnOnce() -> i32) -> ! {
-    if let Err(e) = child::join_cgroup(join) {
+fn vmm_child(join: &Placement, fds: &ChildFds, vmm: impl FnOnce() -> i32) -> ! {
+    if let Err(e) = join.join() {
         fds.reporter().fail("join cgroup", e);
     }
     if let Err(e) = fds.install() {
