@@ -2,12 +2,13 @@
 
 use clap::{Args, Parser, Subcommand};
 use isolab::experiment::plan::{self, DensityOptions, Which};
+use isolab::cgroup;
 use isolab::experiment::{throughput, ExperimentError};
 use std::path::PathBuf;
 
 /// The largest size in MiB any option takes (1 TiB): sizes are turned into bytes, and a number
 /// of MiB near 2^64 would not fit.
-const MAX_MIB: u64 = 1 << 20;
+const MAX_MIB: u64 = cgroup::MAX_MEMORY_MIB;
 
 /// The longest `--timeout`, in seconds (a day): a deadline is the current time plus the timeout,
 /// and a deadline beyond the clock's range cannot be represented.
@@ -214,14 +215,18 @@ pub struct GuestArgs {
 /// instance still gets a cgroup, for accounting.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
-    /// Memory limit per instance, in MiB.
-    #[arg(long = "memory-limit", value_parser = clap::value_parser!(u64).range(4..=MAX_MIB))]
+    /// Memory limit per instance, in MiB (4 to 1048576).
+    #[arg(long = "memory-limit", value_parser = |s: &str| number(s).and_then(cgroup::check_memory_mib))]
     pub memory_mib: Option<u64>,
-    /// Maximum processes per instance.
-    #[arg(long = "pids-limit", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Maximum processes per instance (1 to 4194304).
+    #[arg(long = "pids-limit", value_parser = |s: &str| number(s).and_then(cgroup::check_pids))]
     pub pids: Option<u64>,
-    /// CPU bandwidth per instance, in cores (e.g. 0.5).
-    #[arg(long = "cpu-limit")]
+    /// CPU bandwidth per instance, in cores (e.g. 0.5; 0.01 to the number of CPUs).
+    #[arg(long = "cpu-limit", value_parser = |s: &str| {
+        s.parse::<f64>()
+            .map_err(|e| format!("{e}"))
+            .and_then(|c| cgroup::check_cpus(c, isolab::host::cpu_count()))
+    })]
     pub cpus: Option<f64>,
 }
 
@@ -278,6 +283,11 @@ pub struct CheckArgs {
     /// Seconds to wait for an instance to reach each marker.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+}
+
+/// A whole number, or clap's kind of message (the range is the caller's to say).
+fn number(s: &str) -> Result<u64, String> {
+    s.parse::<u64>().map_err(|e| format!("{e}"))
 }
 
 impl Experiment {

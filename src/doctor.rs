@@ -157,16 +157,25 @@ fn privilege() -> Check {
 fn cgroups(lab: &Lab) -> Check {
     let h = match lab.cgroups() {
         Ok(h) => h,
+        // The lab runs without them: start-up, throughput and isolation need none.
         Err(_) => {
-            return Check::new(
+            let why = lab.cgroup_problem().unwrap_or("?");
+            let fix = why
+                .rsplit_once("(fix: ")
+                .map(|(_, fix)| fix.trim_end_matches(')').to_string());
+            let check = Check::new(
                 "cgroups",
-                Status::Fail,
+                Status::Warn,
                 format!(
-                    "no usable cgroup hierarchy: {}",
-                    lab.cgroup_problem().unwrap_or("?")
+                    "{}; start-up, throughput and isolation run without cgroups, `lab run \
+                     memory`/`density` and limits are refused",
+                    why.rsplit_once(" (fix: ").map_or(why, |(w, _)| w)
                 ),
-            )
-            .fix("mount cgroup2 on /sys/fs/cgroup (systemd does this by default)")
+            );
+            return match fix {
+                Some(fix) => check.fix(fix),
+                None => check,
+            };
         }
     };
     // Try it: make and remove one cgroup with a memory limit.
@@ -185,15 +194,18 @@ fn cgroups(lab: &Lab) -> Check {
             } else {
                 Status::Warn
             };
-            Check::new("cgroups", status, format!("{} — instance cgroups can be created", h.description()))
+            let delegated = if h.is_delegated() {
+                " (the lab found it runs in a delegated subtree and uses it)"
+            } else {
+                ""
+            };
+            Check::new(
+                "cgroups",
+                status,
+                format!("{} — instance cgroups can be created{delegated}", h.description()),
+            )
         }
-        Err(e) if e.is_permission() => Check::new(
-            "cgroups",
-            Status::Fail,
-            format!("{}: no permission to create cgroups ({e})", h.description()),
-        )
-        .fix("run lab with sudo, or in a delegated cgroup: systemd-run --user --scope -p Delegate=yes lab ..."),
-        Err(e) => Check::new("cgroups", Status::Fail, format!("{}: {e}", h.description())),
+        Err(e) => Check::new("cgroups", Status::Fail, h.unusable(&e)),
     }
 }
 

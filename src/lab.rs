@@ -110,8 +110,11 @@ impl Lab {
         lab.owned.push(claim);
         make_workdir(&lab.workdir)?;
         lab.cgroups = match Hierarchy::detect() {
-            Ok(h) => lab.adopt(h).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(h) => lab.adopt(h),
+            Err(e) => Err(format!(
+                "{e}; memory figures and limits are unavailable (fix: mount cgroup2 on \
+                 /sys/fs/cgroup, as systemd does by default)"
+            )),
         };
         // Only now: a rootless lab has moved into its own cgroup leaf, and the guardian, a copy
         // of the lab, starts there too (a process left in the delegated cgroup above would
@@ -123,13 +126,23 @@ impl Lab {
     /// Use `hierarchy` for instance cgroups instead of the detected one (tests use this to drive
     /// the cgroup v2 code on a v1 machine).
     pub fn with_cgroups(mut self, hierarchy: Hierarchy) -> Lab {
-        self.cgroups = self.adopt(hierarchy).map_err(|e| e.to_string());
+        self.cgroups = self.adopt(hierarchy);
         self
     }
 
-    /// Make `hierarchy` this lab's: its instances under `<base>/<id>/`, claimed before use.
-    fn adopt(&mut self, hierarchy: Hierarchy) -> Result<Hierarchy, LabError> {
+    /// Make `hierarchy` this lab's: its instances under `<base>/<id>/`, claimed before use, and
+    /// made now — a lab that may not make them (not root, and no delegated subtree) learns it
+    /// here, runs without cgroups, and says why. The error is that reason.
+    fn adopt(&mut self, hierarchy: Hierarchy) -> Result<Hierarchy, String> {
         let h = hierarchy.for_lab(self.ledger.id());
+        match self.claim_and_enter(&h) {
+            Ok(()) => Ok(h),
+            Err(LabError::Cgroup(e)) => Err(h.unusable(&e)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn claim_and_enter(&mut self, h: &Hierarchy) -> Result<(), LabError> {
         for path in h.lab_dirs() {
             self.owned
                 .push(self.ledger.claim(Resource::Cgroup { path })?);
@@ -140,7 +153,8 @@ impl Lab {
                 .push(self.ledger.claim(Resource::CgroupEverywhere { relative })?);
         }
         h.enter()?;
-        Ok(h)
+        h.prepare()?;
+        Ok(())
     }
 
     /// The lab's id: random, unique across PID namespaces, part of the name of everything the
@@ -178,7 +192,26 @@ impl Lab {
 
     /// The cgroup hierarchy, or why there is none.
     pub fn cgroups(&self) -> Result<&Hierarchy, CgroupError> {
-        self.cgroups.as_ref().map_err(|_| CgroupError::NotMounted)
+        self.cgroups
+            .as_ref()
+            .map_err(|why| CgroupError::Unusable(why.clone()))
+    }
+
+    /// The cgroup of a new instance called `name`, with `limits` applied; `None` when the lab
+    /// has no cgroups and no limits are asked for: the instance then runs in the lab's own
+    /// cgroup, and its memory figures are not measured. Limits without cgroups are an error
+    /// (the experiments refuse them before anything starts, see
+    /// [`crate::experiment::require_cgroups`]).
+    pub fn instance_cgroup(
+        &self,
+        name: &str,
+        limits: &crate::cgroup::Limits,
+    ) -> Result<Option<crate::cgroup::Cgroup>, CgroupError> {
+        match &self.cgroups {
+            Ok(h) => h.create(name, limits).map(Some),
+            Err(_) if !limits.any() => Ok(None),
+            Err(why) => Err(CgroupError::Unusable(why.clone())),
+        }
     }
 
     /// Why cgroups are unusable, if they are.

@@ -519,8 +519,10 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
     for (k, v) in &run.probe {
         say!("  {k:<16} {v}")?;
     }
-    if let Some(peak) = run.cgroup_peak_bytes {
-        say!("cgroup peak: {} KiB", peak / 1024)?;
+    match (run.cgroup_peak_bytes, lab.cgroup_problem()) {
+        (Some(peak), _) => say!("cgroup peak: {} KiB", peak / 1024)?,
+        (None, Some(why)) => say!("memory: not measured, no usable cgroups ({why})")?,
+        (None, None) => {}
     }
     for (k, v) in &run.info {
         say!("  {k:<24} {v}")?;

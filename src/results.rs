@@ -163,6 +163,10 @@ impl MemorySample {
     }
 }
 
+/// How [`Environment::cgroup`] begins when the lab had no usable cgroups: then no run of the
+/// file has memory figures (its reason follows).
+pub const CGROUP_UNAVAILABLE: &str = "unavailable: ";
+
 /// The workload of a run, as recorded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadRecord {
@@ -386,7 +390,8 @@ pub struct Environment {
         skip_serializing_if = "crate::host::Underneath::is_bare_metal"
     )]
     pub underneath: crate::host::Underneath,
-    /// cgroup interface and controllers, e.g. "v1 hybrid (controllers: memory, pids)".
+    /// cgroup interface and controllers, e.g. "v1 hybrid (controllers: memory, pids)", or
+    /// [`CGROUP_UNAVAILABLE`] and why.
     pub cgroup: String,
     /// Effective uid of the lab.
     pub uid: u32,
@@ -399,6 +404,11 @@ pub struct Environment {
 }
 
 impl Environment {
+    /// Why the runs of this file have no memory figures, when the lab had no cgroups.
+    pub fn memory_unavailable(&self) -> Option<&str> {
+        self.cgroup.strip_prefix(CGROUP_UNAVAILABLE)
+    }
+
     /// Describe this machine now.
     pub fn capture(cgroup: &str) -> Environment {
         Environment {

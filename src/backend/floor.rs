@@ -43,6 +43,11 @@ impl Backend for NsFloor {
         Availability::Available
     }
 
+    /// No cgroup, so no limits: the floor is namespaces and exec, nothing else.
+    fn applies_limits(&self) -> bool {
+        false
+    }
+
     /// A comparison point for start-up benchmarks, not a way to run workloads.
     fn default_enabled(&self) -> bool {
         false

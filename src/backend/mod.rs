@@ -166,6 +166,12 @@ pub trait Backend: Send + Sync {
     /// Whether this backend can run on this machine now.
     fn availability(&self, lab: &Lab) -> Availability;
 
+    /// Whether this backend applies [`Limits`]. One that cannot (it makes no cgroup) must say so,
+    /// and the lab refuses limits for it rather than run it silently unlimited.
+    fn applies_limits(&self) -> bool {
+        true
+    }
+
     /// Whether `lab run` uses this backend when no `--backends` are given.
     fn default_enabled(&self) -> bool {
         true

@@ -9,6 +9,7 @@ use super::child::{self, Exec, CONTROL_FD, REPORT_FD};
 use super::instance::{Instance, Parts, Timeline};
 use super::spawn::spawn_exec;
 use super::{Availability, Backend, BackendError, Limits, Spec};
+use crate::cgroup::Placement;
 use crate::lab::Lab;
 use crate::workload;
 
@@ -29,15 +30,18 @@ impl Backend for Process {
         crate::results::Family::Process
     }
 
-    fn availability(&self, lab: &Lab) -> Availability {
-        Availability::of_cgroups(lab)
+    /// A process needs nothing but `clone` and `exec`; without cgroups it runs unmeasured.
+    fn availability(&self, _lab: &Lab) -> Availability {
+        Availability::Available
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
-        let cgroup = lab.cgroups()?.create(&lab.next_instance_name(), limits)?;
-        let placement = cgroup.placement()?;
-        timeline.mark("cgroup");
+        let cgroup = lab.instance_cgroup(&lab.next_instance_name(), limits)?;
+        let placement = Placement::of(cgroup.as_ref())?;
+        if cgroup.is_some() {
+            timeline.mark("cgroup");
+        }
 
         let exe = lab.workload_path();
         let scratch = lab.scratch_dir();
@@ -52,7 +56,7 @@ impl Backend for Process {
             spec: *spec,
             main: pid,
             helpers: Vec::new(),
-            cgroup: Some(cgroup),
+            cgroup,
             ends,
             timeline,
             timeout: lab.timeout,

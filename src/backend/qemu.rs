@@ -218,9 +218,6 @@ impl Backend for Qemu {
     }
 
     fn availability(&self, lab: &Lab) -> Availability {
-        if let Availability::Unavailable(why) = Availability::of_cgroups(lab) {
-            return Availability::Unavailable(why);
-        }
         if qemu_path().is_none() {
             return Availability::Unavailable(format!(
                 "{QEMU} is not installed (Debian/Ubuntu: sudo apt install qemu-system-x86)"
@@ -253,9 +250,11 @@ impl Backend for Qemu {
         // The initramfs is written once per lab: this edge is long only for a lab's first guest.
         timeline.mark("image");
         let name = lab.next_instance_name();
-        let cgroup = lab.cgroups()?.create(&name, limits)?;
-        let placement = cgroup.placement()?;
-        timeline.mark("cgroup");
+        let cgroup = lab.instance_cgroup(&name, limits)?;
+        let placement = crate::cgroup::Placement::of(cgroup.as_ref())?;
+        if cgroup.is_some() {
+            timeline.mark("cgroup");
+        }
 
         let args = self.args(&image.path, &initrd, spec);
         let exec = Exec::new(&qemu, QEMU, &args, &[]);
@@ -286,7 +285,7 @@ impl Backend for Qemu {
             spec: *spec,
             main: pid,
             helpers: Vec::new(),
-            cgroup: Some(cgroup),
+            cgroup,
             ends: parent,
             timeline,
             timeout: lab.timeout,

@@ -48,6 +48,9 @@ pub enum CgroupError {
         /// Why it failed.
         source: io::Error,
     },
+    /// The lab cannot use cgroups here; the text says why and the command that fixes it.
+    #[error("no usable cgroups: {0}")]
+    Unusable(String),
     /// A limit needs a controller that is not available here.
     #[error("the {0} controller is not available (see `lab doctor`)")]
     MissingController(&'static str),
@@ -103,6 +106,101 @@ pub struct Limits {
     pub pids: Option<u64>,
     /// CPU bandwidth in cores (v2 `cpu.max`, v1 `cpu.cfs_quota_us`): 0.5 means half a core.
     pub cpus: Option<f64>,
+}
+
+/// The most tasks `pids.max` accepts: the kernel's `PID_MAX_LIMIT` on 64-bit machines (4 Mi).
+/// A larger number is refused with EINVAL; a machine cannot have more PIDs anyway.
+pub const MAX_PIDS: u64 = 4 * 1024 * 1024;
+
+/// The CFS bandwidth period isolab writes, in µs: a limit of 0.5 cores is a quota of 50 ms of CPU
+/// time in every 100 ms of wall time.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The smallest CPU limit, in cores. The scheduler refuses a quota below 1 ms per period
+/// (`min_cfs_quota_period`): shorter slices would cost more in throttling than they limit.
+pub const MIN_CPUS: f64 = 1_000.0 / CPU_PERIOD_US as f64;
+
+/// The largest memory limit, in MiB (1 TiB): limits are written in bytes, and a number of MiB
+/// near 2^44 would overflow 64 bits once multiplied by 2^20.
+pub const MAX_MEMORY_MIB: u64 = 1 << 20;
+
+/// The smallest memory limit, in MiB: below this not even the workload's own start-up fits, and
+/// the instance would die of an OOM kill before its first marker.
+pub const MIN_MEMORY_MIB: u64 = 4;
+
+impl Limits {
+    /// True when any limit is set.
+    pub fn any(&self) -> bool {
+        self.memory_bytes.is_some() || self.pids.is_some() || self.cpus.is_some()
+    }
+
+    /// Limits from the command line's figures (`--memory-limit` MiB, `--pids-limit`,
+    /// `--cpu-limit` cores), each checked against the range the kernel accepts on a machine with
+    /// `cpus` CPUs, so that a bad one is refused before anything starts, with the range, rather
+    /// than by cgroupfs halfway through a run as a bare "Invalid argument".
+    pub fn checked(
+        memory_mib: Option<u64>,
+        pids: Option<u64>,
+        cpus: Option<f64>,
+        host_cpus: usize,
+    ) -> Result<Limits, String> {
+        let flag = |name: &'static str| move |e: String| format!("--{name} {e}");
+        if let Some(m) = memory_mib {
+            check_memory_mib(m).map_err(flag("memory-limit"))?;
+        }
+        if let Some(p) = pids {
+            check_pids(p).map_err(flag("pids-limit"))?;
+        }
+        if let Some(c) = cpus {
+            check_cpus(c, host_cpus).map_err(flag("cpu-limit"))?;
+        }
+        Ok(Limits {
+            memory_bytes: memory_mib.map(|m| m << 20),
+            pids,
+            cpus,
+        })
+    }
+}
+
+/// `--memory-limit`, in MiB: within [MIN_MEMORY_MIB, MAX_MEMORY_MIB].
+pub fn check_memory_mib(mib: u64) -> Result<u64, String> {
+    if (MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&mib) {
+        Ok(mib)
+    } else {
+        Err(format!(
+            "{mib} MiB is out of range: {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB} MiB"
+        ))
+    }
+}
+
+/// `--pids-limit`: within [1, MAX_PIDS].
+pub fn check_pids(pids: u64) -> Result<u64, String> {
+    if (1..=MAX_PIDS).contains(&pids) {
+        Ok(pids)
+    } else {
+        Err(format!(
+            "{pids} is out of range: 1 to {MAX_PIDS} (the kernel's PID_MAX_LIMIT)"
+        ))
+    }
+}
+
+/// `--cpu-limit`, in cores: within [MIN_CPUS, `host_cpus`]. More cores than the machine has
+/// would limit nothing.
+pub fn check_cpus(cpus: f64, host_cpus: usize) -> Result<f64, String> {
+    if cpus.is_finite() && cpus >= MIN_CPUS && cpus <= host_cpus as f64 {
+        Ok(cpus)
+    } else {
+        Err(format!(
+            "{cpus} is out of range: {MIN_CPUS} to {host_cpus} cores (at least 1 ms \
+             of CPU time per {} ms period; at most this machine's CPUs)",
+            CPU_PERIOD_US / 1000
+        ))
+    }
+}
+
+/// The CFS quota of `cpus` cores per [`CPU_PERIOD_US`], in µs.
+fn cpu_quota_us(cpus: f64) -> u64 {
+    (cpus * CPU_PERIOD_US as f64).round() as u64
 }
 
 /// Memory figures of one cgroup, in bytes.
@@ -250,6 +348,40 @@ impl Hierarchy {
     pub fn lab_relative_path(&self) -> Option<PathBuf> {
         let base = self.bases.first().map(|(_, b)| b)?;
         relative_to_mount(base).map(PathBuf::from)
+    }
+
+    /// Make the lab's base directories, with the controllers enabled on v2: the first thing a
+    /// lab does with its cgroups, so that a lab that may not create them learns it at once,
+    /// not at its first instance. Claim [`Hierarchy::lab_dirs`] first.
+    pub fn prepare(&self) -> Result<(), CgroupError> {
+        match self.version {
+            Version::V2 => self
+                .bases()
+                .try_for_each(|base| v2::prepare_base(base, &self.controllers)),
+            // The memory hierarchy is the one every instance uses.
+            Version::V1 => self.bases().take(1).try_for_each(ensure_dir_all),
+        }
+    }
+
+    /// True when the lab runs in a delegated cgroup v2 subtree of its own (not root).
+    pub fn is_delegated(&self) -> bool {
+        self.delegated.is_some()
+    }
+
+    /// Why this hierarchy cannot be used after `error`, with the command that fixes it.
+    pub fn unusable(&self, error: &CgroupError) -> String {
+        let fix = match (self.version, error.is_permission()) {
+            (Version::V2, true) => {
+                "run lab in a delegated cgroup (systemd-run --user --scope -p Delegate=yes lab ...) \
+                 or with sudo"
+            }
+            (Version::V1, true) => "cgroup v1 cannot be delegated to an ordinary user: run lab with sudo",
+            _ => "see `lab doctor`",
+        };
+        format!(
+            "{}: {error}; memory figures and limits are unavailable (fix: {fix})",
+            self.description
+        )
     }
 
     /// Rootless v2: move the lab into its leaf (claim [`Hierarchy::lab_dirs`] first). Elsewhere

@@ -5,7 +5,7 @@
 
 use super::{
     host_dir, keyed_u64, own_path, read_u64, write, Cgroup, CgroupError, Hierarchy, Limits,
-    MemoryReading, Mount, Version,
+    MemoryReading, Mount, Version, CPU_PERIOD_US, cpu_quota_us,
 };
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::os::fd::{AsFd, AsRawFd};
@@ -76,12 +76,8 @@ pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
     if let Some(cpus) = limits.cpus {
         // CFS bandwidth: `quota` µs of CPU time per `period` µs of wall time.
         let dir = required(cg, "cpu")?;
-        let period = 100_000u64;
-        write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
-        write(
-            &dir.join("cpu.cfs_quota_us"),
-            &((cpus * period as f64) as u64).to_string(),
-        )?;
+        write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        write(&dir.join("cpu.cfs_quota_us"), &cpu_quota_us(cpus).to_string())?;
     }
     Ok(())
 }

@@ -11,7 +11,8 @@
 
 use super::{
     ensure_dir, host_dir, keyed_u64, own_path, read_u64, write, Cgroup, CgroupError, Hierarchy,
-    Limits, MemoryReading, Mount, Version, CONTROLLERS,
+    Limits, MemoryReading, Mount, Version, CONTROLLERS, CPU_PERIOD_US,
+    cpu_quota_us,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -30,7 +31,13 @@ pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Option<Hierarchy>, C
         return Ok(Some(at(root.join("isolab"), &controllers_of(&root))));
     }
     let own = own_path(own, str::is_empty).unwrap_or_else(|| "/".into());
-    Ok(Some(delegated(host_dir(mount, &own))))
+    let mut h = delegated(host_dir(mount, &own));
+    h.description = format!(
+        "v2 delegated to this user at {} (controllers: {})",
+        own,
+        h.controllers.join(", ")
+    );
+    Ok(Some(h))
 }
 
 /// The hierarchy of a non-root lab in the delegated cgroup `own`.
@@ -118,10 +125,9 @@ pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
     if let Some(cpus) = limits.cpus {
         // CFS bandwidth: "quota period" in µs of CPU time per µs of wall time.
         require(has("cpu.max"), "cpu")?;
-        let period = 100_000u64;
         write(
             &dir.join("cpu.max"),
-            &format!("{} {period}", (cpus * period as f64) as u64),
+            &format!("{} {CPU_PERIOD_US}", cpu_quota_us(cpus)),
         )?;
     }
     Ok(())

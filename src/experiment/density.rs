@@ -72,7 +72,7 @@ pub fn run(
     backends: Option<&[String]>,
     settings: &DensitySettings,
 ) -> Result<DensityOutcome, ExperimentError> {
-    let selection = select(lab, backends)?;
+    let selection = select(lab, backends, &settings.limits)?;
     let json = serde_json::to_value(settings).expect("settings serialise");
     let mut writer = open_results(lab, "density", &selection, json, &settings.out)?;
     let mut outcome = DensityOutcome {

@@ -76,7 +76,24 @@ pub enum ExperimentError {
     },
     /// A limit that cannot be.
     #[error("{0}")]
-    BadLimit(&'static str),
+    BadLimit(String),
+    /// Limits asked of a backend that applies none.
+    #[error(
+        "{backend} applies no limits (it makes no cgroup: it is a floor for start-up times); \
+         drop --memory-limit/--pids-limit/--cpu-limit or choose another backend"
+    )]
+    LimitsIgnored {
+        /// The backend.
+        backend: String,
+    },
+    /// Something that needs cgroups, asked of a lab that cannot use them.
+    #[error("{what} needs cgroups, which this lab cannot use: {why}")]
+    NeedsCgroups {
+        /// What was asked.
+        what: String,
+        /// Why the lab has no cgroups, and the command that fixes it.
+        why: String,
+    },
     /// `--hold` with a kernel that ends by itself.
     #[error("--hold keeps a `sleep` workload alive; the other kernels end by themselves")]
     HoldNeedsSleep,
@@ -101,6 +118,8 @@ impl ExperimentError {
             ExperimentError::UnknownBackend { .. }
                 | ExperimentError::UnknownKernel { .. }
                 | ExperimentError::BadLimit(_)
+                | ExperimentError::LimitsIgnored { .. }
+                | ExperimentError::NeedsCgroups { .. }
                 | ExperimentError::HoldNeedsSleep
                 | ExperimentError::Unavailable { .. }
                 | ExperimentError::NoBackends
@@ -117,9 +136,30 @@ pub struct Selection {
     pub skipped: Vec<Skipped>,
 }
 
-/// Pick backends. With `names`, exactly those (an unknown or unavailable one is an error).
-/// Without, every default backend that can run here; the others are listed as skipped.
-pub fn select(lab: &Lab, names: Option<&[String]>) -> Result<Selection, ExperimentError> {
+/// Refuse `what` when the lab has no usable cgroups (see [`Lab::cgroup_problem`]): memory
+/// figures and limits come from cgroups, and a run without them would show zeros or run
+/// unlimited. The error says why there are none and the command that fixes it.
+pub fn require_cgroups(lab: &Lab, what: &str) -> Result<(), ExperimentError> {
+    match lab.cgroup_problem() {
+        Some(why) => Err(ExperimentError::NeedsCgroups {
+            what: what.to_string(),
+            why: why.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Pick backends for instances under `limits`. With `names`, exactly those (an unknown or
+/// unavailable one is an error, and so is one that cannot apply the limits). Without, every
+/// default backend that can run here; the others are listed as skipped.
+pub fn select(
+    lab: &Lab,
+    names: Option<&[String]>,
+    limits: &Limits,
+) -> Result<Selection, ExperimentError> {
+    if limits.any() {
+        require_cgroups(lab, "--memory-limit/--pids-limit/--cpu-limit")?;
+    }
     let mut selection = Selection {
         backends: Vec::new(),
         skipped: Vec::new(),
@@ -132,6 +172,11 @@ pub fn select(lab: &Lab, names: Option<&[String]>) -> Result<Selection, Experime
                         name: name.clone(),
                         known: backend::names().join(", "),
                     })?;
+                if limits.any() && !backend.applies_limits() {
+                    return Err(ExperimentError::LimitsIgnored {
+                        backend: name.clone(),
+                    });
+                }
                 match backend.availability(lab) {
                     // --force: run it anyway; the run reports where it stops.
                     Availability::Unavailable(_) if lab.force => {}
@@ -151,6 +196,13 @@ pub fn select(lab: &Lab, names: Option<&[String]>) -> Result<Selection, Experime
         None => {
             for backend in backend::registry() {
                 if !backend.default_enabled() {
+                    continue;
+                }
+                if limits.any() && !backend.applies_limits() {
+                    selection.skipped.push(Skipped {
+                        backend: backend.name().to_string(),
+                        reason: "applies no limits".into(),
+                    });
                     continue;
                 }
                 match backend.availability(lab) {
@@ -316,7 +368,7 @@ pub fn every_backend(
     settings: &Settings,
     extra_settings: serde_json::Value,
 ) -> Result<Campaign, ExperimentError> {
-    let selection = select(lab, backends)?;
+    let selection = select(lab, backends, &settings.limits)?;
     let cases: Vec<Case> = (0..selection.backends.len())
         .flat_map(|backend| specs.iter().map(move |&spec| Case { backend, spec }))
         .collect();
@@ -341,11 +393,10 @@ pub fn open_results(
     let header = Header {
         schema: SCHEMA.to_string(),
         experiment: experiment.to_string(),
-        environment: crate::results::Environment::capture(
-            lab.cgroups()
-                .map(|h| h.description())
-                .unwrap_or("unavailable"),
-        ),
+        environment: crate::results::Environment::capture(&match lab.cgroup_problem() {
+            None => lab.cgroups().map_or("?", |h| h.description()).to_string(),
+            Some(why) => format!("{}{why}", crate::results::CGROUP_UNAVAILABLE),
+        }),
         settings,
         skipped: selection.skipped.clone(),
     };

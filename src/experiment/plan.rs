@@ -161,22 +161,15 @@ impl Request {
 }
 
 /// Limits from the command line's figures (`--memory-limit` MiB, `--pids-limit`,
-/// `--cpu-limit` cores), checked.
+/// `--cpu-limit` cores), checked against the kernel's ranges on this machine (see
+/// [`Limits::checked`]).
 pub fn limits(
     memory_mib: Option<u64>,
     pids: Option<u64>,
     cpus: Option<f64>,
 ) -> Result<Limits, ExperimentError> {
-    if cpus.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
-        return Err(ExperimentError::BadLimit(
-            "--cpu-limit must be a positive number of cores",
-        ));
-    }
-    Ok(Limits {
-        memory_bytes: memory_mib.map(|m| m << 20),
-        pids,
-        cpus,
-    })
+    Limits::checked(memory_mib, pids, cpus, crate::host::cpu_count())
+        .map_err(ExperimentError::BadLimit)
 }
 
 /// `lab exec`: one instance of `kernel` (with `mib` and `iters` where given) on `backend`.
@@ -200,7 +193,7 @@ pub fn once(
     if hold.is_some() && kernel != Kernel::Sleep {
         return Err(ExperimentError::HoldNeedsSleep);
     }
-    let selection = super::select(lab, Some(&[backend.to_string()]))?;
+    let selection = super::select(lab, Some(&[backend.to_string()]), limits)?;
     let backend = &selection.backends[0];
     let mut spec = Spec::default_for(kernel);
     spec.mib = mib.unwrap_or(spec.mib);
@@ -223,6 +216,14 @@ pub fn once(
 
 /// Run what `request` asks, on `lab`.
 pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
+    // Memory figures come from the instances' cgroups: without them these experiments would
+    // have nothing to show but zeros. Refused before anything starts.
+    match &request.which {
+        Which::Memory { .. } => super::require_cgroups(lab, "lab run memory")?,
+        Which::Density(_) => super::require_cgroups(lab, "lab run density")?,
+        Which::All { .. } => super::require_cgroups(lab, "lab run all (memory, density)")?,
+        _ => {}
+    }
     let backends = request.backends.as_deref();
     let one = |which: &Which, out: &Path| -> Result<Finished, ExperimentError> {
         Ok(match which {

@@ -108,8 +108,17 @@ pub fn terminal(results: &Results) -> String {
             || env.kvm.label().to_string(),
             |under| format!("{}, {under}", env.kvm.label())
         ),
-        env.cgroup,
+        if env.memory_unavailable().is_some() {
+            "none"
+        } else {
+            &env.cgroup
+        },
     ));
+    if let Some(why) = env.memory_unavailable() {
+        out.push_str(&format::printable(&format!(
+            "memory figures: not measured — the lab had no usable cgroups ({why})\n"
+        )));
+    }
     let mut tables: Vec<table::Table> = Vec::new();
     let memory = summary::memory(results);
     let throughput = summary::throughput(results);

@@ -86,9 +86,6 @@ impl Backend for Container {
     }
 
     fn availability(&self, lab: &Lab) -> Availability {
-        if let Availability::Unavailable(why) = Availability::of_cgroups(lab) {
-            return Availability::Unavailable(why);
-        }
         if namespaces::need_userns() {
             if let Some(why) = crate::host::userns_restriction() {
                 return Availability::Unavailable(format!(
@@ -132,9 +129,11 @@ impl Backend for Container {
             // Once per lab: compiling the seccomp profile, building the template root.
             timeline.mark("lab_setup");
         }
-        let cgroup = lab.cgroups()?.create(&name, limits)?;
-        let placement = cgroup.placement()?;
-        timeline.mark("cgroup");
+        let cgroup = lab.instance_cgroup(&name, limits)?;
+        let placement = Placement::of(cgroup.as_ref())?;
+        if cgroup.is_some() {
+            timeline.mark("cgroup");
+        }
 
         // Everything the child process needs, prepared while allocating is still safe.
         let caps = security.caps;
@@ -179,7 +178,7 @@ impl Backend for Container {
             spec: *spec,
             main: pid,
             helpers: Vec::new(),
-            cgroup: Some(cgroup),
+            cgroup,
             ends,
             timeline,
             timeout: lab.timeout,

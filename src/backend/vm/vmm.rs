@@ -309,9 +309,11 @@ pub fn launch(
     mut timeline: Timeline,
     vmm: impl FnOnce(&mut Host) -> Result<(), VmmError>,
 ) -> Result<Instance, BackendError> {
-    let cgroup = lab.cgroups()?.create(name, limits)?;
-    let join = Placement::joining(Some(&cgroup))?;
-    timeline.mark("cgroup");
+    let cgroup = lab.instance_cgroup(name, limits)?;
+    let join = Placement::joining(cgroup.as_ref())?;
+    if cgroup.is_some() {
+        timeline.mark("cgroup");
+    }
     let scratch = lab.scratch_dir();
     let (ends, fds) = child::pipes(None)?;
     // SAFETY: fork in a process that may have other threads: the child has only this one,
@@ -347,7 +349,7 @@ pub fn launch(
                 spec: *spec,
                 main: child,
                 helpers: Vec::new(),
-                cgroup: Some(cgroup),
+                cgroup,
                 ends,
                 timeline,
                 timeout: lab.timeout,

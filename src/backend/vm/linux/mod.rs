@@ -173,9 +173,6 @@ impl Backend for VmLinux {
     }
 
     fn availability(&self, lab: &Lab) -> Availability {
-        if let Availability::Unavailable(why) = Availability::of_cgroups(lab) {
-            return Availability::Unavailable(why);
-        }
         if let Some(why) = kvm_problem(KvmKind::detect()) {
             return Availability::Unavailable(why);
         }
