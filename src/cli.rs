@@ -1,8 +1,8 @@
 //! The command line, one enum variant per command.
 
 use clap::{Args, Parser, Subcommand};
-use isolab::experiment::plan::{self, DensityOptions, Which};
 use isolab::cgroup;
+use isolab::experiment::plan::{self, DensityOptions, Which};
 use isolab::experiment::{throughput, ExperimentError};
 use std::path::PathBuf;
 

@@ -131,26 +131,23 @@ fn privilege() -> Check {
             "running as root: containers need no user namespace",
         );
     }
-    match host::userns_restriction() {
+    userns_check(host::userns_restriction())
+}
+
+/// The privilege line of a lab that is not root, given what restricts user namespaces.
+fn userns_check(restriction: Option<String>) -> Check {
+    match restriction {
         None => Check::new(
             "privilege",
             Status::Ok,
             "not root; unprivileged user namespaces are allowed (containers map uid 0 to you)",
         ),
-        Some(why) if why.contains("apparmor") => Check::new(
+        Some(why) => Check::new(
             "privilege",
             Status::Fail,
             format!("not root and {why}: containers cannot be created"),
         )
-        .fix("sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0   (or run lab with sudo)"),
-        Some(why) if why.contains("unprivileged_userns_clone") => Check::new(
-            "privilege",
-            Status::Fail,
-            format!("not root and {why}"),
-        )
-        .fix("sudo sysctl -w kernel.unprivileged_userns_clone=1   (or run lab with sudo)"),
-        Some(why) => Check::new("privilege", Status::Fail, format!("not root and {why}"))
-            .fix("sudo sysctl -w user.max_user_namespaces=15000   (or run lab with sudo)"),
+        .fix(host::userns_fix(&why)),
     }
 }
 
@@ -202,7 +199,10 @@ fn cgroups(lab: &Lab) -> Check {
             Check::new(
                 "cgroups",
                 status,
-                format!("{} — instance cgroups can be created{delegated}", h.description()),
+                format!(
+                    "{} — instance cgroups can be created{delegated}",
+                    h.description()
+                ),
             )
         }
         Err(e) => Check::new("cgroups", Status::Fail, h.unusable(&e)),
@@ -346,6 +346,38 @@ fn kvm_host() -> Option<Check> {
     let under = Underneath::detect();
     let said = under.describe()?;
     Some(Check::new("kvm host", Status::Warn, said))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ubuntu's AppArmor switch, as its sysctl file would read there: named, with its fix.
+    #[test]
+    fn the_apparmor_userns_restriction_is_named_with_its_fix() {
+        let dir = std::env::temp_dir().join(format!("isolab-apparmor-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("kernel")).unwrap();
+        std::fs::create_dir_all(dir.join("user")).unwrap();
+        std::fs::write(dir.join("user/max_user_namespaces"), "63000\n").unwrap();
+        let sysctl = dir.join("kernel/apparmor_restrict_unprivileged_userns");
+        std::fs::write(&sysctl, "0\n").unwrap();
+        assert_eq!(host::userns_restriction_in(&dir), None, "0: no restriction");
+        std::fs::write(&sysctl, "1\n").unwrap();
+        let check = userns_check(host::userns_restriction_in(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(check.status, Status::Fail);
+        assert!(
+            check
+                .detail
+                .contains("kernel.apparmor_restrict_unprivileged_userns is 1"),
+            "{}",
+            check.detail
+        );
+        assert_eq!(
+            check.fix.as_deref(),
+            Some("sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0   (or run lab with sudo)")
+        );
+    }
 }
 
 /// The report as text, one check per line, with fixes indented below.

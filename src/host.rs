@@ -269,17 +269,47 @@ pub fn has_swap() -> bool {
 
 /// Whether unprivileged processes may create user namespaces, and if not, why.
 pub fn userns_restriction() -> Option<String> {
-    let read = |p: &str| fs::read_to_string(p).ok().map(|s| s.trim().to_string());
-    if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+    userns_restriction_in(Path::new("/proc/sys"))
+}
+
+/// [`userns_restriction`], reading the sysctls under `proc_sys` (tests give a directory of their
+/// own: this machine has no AppArmor to switch on).
+///
+/// Ubuntu's AppArmor restriction (`kernel.apparmor_restrict_unprivileged_userns`, 23.10+) does
+/// not refuse `clone(CLONE_NEWUSER)` itself: the new namespace is confined by an AppArmor
+/// profile that denies every capability in it, so the container fails a step later — writing its
+/// uid map, or its first mount — with EPERM or EACCES.
+pub fn userns_restriction_in(proc_sys: &Path) -> Option<String> {
+    let read = |p: &str| {
+        fs::read_to_string(proc_sys.join(p))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    if read("user/max_user_namespaces").as_deref() == Some("0") {
         return Some("user.max_user_namespaces is 0".into());
     }
-    if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+    if read("kernel/unprivileged_userns_clone").as_deref() == Some("0") {
         return Some("kernel.unprivileged_userns_clone is 0 (Debian)".into());
     }
-    if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
-        return Some("kernel.apparmor_restrict_unprivileged_userns is 1 (Ubuntu 23.10+)".into());
+    if read("kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
+        return Some(
+            "kernel.apparmor_restrict_unprivileged_userns is 1 (Ubuntu 23.10+: AppArmor denies \
+             capabilities in new user namespaces)"
+                .into(),
+        );
     }
     None
+}
+
+/// The command that lifts the restriction [`userns_restriction`] found.
+pub fn userns_fix(why: &str) -> &'static str {
+    if why.contains("apparmor") {
+        "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0   (or run lab with sudo)"
+    } else if why.contains("unprivileged_userns_clone") {
+        "sudo sysctl -w kernel.unprivileged_userns_clone=1   (or run lab with sudo)"
+    } else {
+        "sudo sysctl -w user.max_user_namespaces=15000   (or run lab with sudo)"
+    }
 }
 
 /// The highest capability number this kernel knows.

@@ -169,41 +169,226 @@ fn bad_input_is_refused_in_one_line_with_exit_status_2() {
     std::fs::remove_dir_all(temp).unwrap();
 }
 
+/// A machine without cgroups (none mounted): what needs none runs, says memory figures are
+/// unavailable and why; memory and limits are refused with the fix.
 #[test]
-fn no_usable_cgroup_is_refused_with_a_hint() {
+fn without_cgroups_startup_runs_and_memory_is_refused() {
     let _serial = serial();
     let temp = temp_dir("cli-nocgroup");
     let out = temp.join("reports");
     let before = HostState::now(&temp);
     // In a private mount namespace, unmount every cgroup file system: as on a machine without
     // them. The host's mounts are untouched.
-    let o = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"umount -R /sys/fs/cgroup && exec "$0" run startup --backends process --out "$1" --no-progress"#)
-        .args([LAB, out.to_str().unwrap()])
-        .env("TMPDIR", &temp)
-        .output()
-        .unwrap();
-    assert_refused(&temp, &o, "no usable cgroup", &before);
+    let without_cgroups = |args: &[&str]| {
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"umount -R /sys/fs/cgroup && exec "$@""#)
+            .arg("sh")
+            .arg(LAB)
+            .args(args)
+            .env("TMPDIR", &temp)
+            .output()
+            .unwrap()
+    };
+    let out_s = out.to_str().unwrap();
+    let o = without_cgroups(&[
+        "run",
+        "startup",
+        "--backends",
+        "process",
+        "--runs",
+        "3",
+        "--warmup",
+        "0",
+        "--out",
+        out_s,
+        "--no-progress",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("p50 ms"), "{stdout}");
+    assert!(
+        stdout.contains("memory figures: not measured — the lab had no usable cgroups")
+            && stdout.contains("fix: mount cgroup2"),
+        "{stdout}"
+    );
+    let results = Results::read(&results_files(&out)[0]).unwrap();
+    assert!(results.header.environment.memory_unavailable().is_some());
+    assert!(results.runs.iter().all(|r| r.cgroup_peak_bytes.is_none()));
+    std::fs::remove_dir_all(&out).unwrap();
+    let o = without_cgroups(&["run", "memory", "--out", out_s]);
+    assert_refused(&temp, &o, "lab run memory needs cgroups", &before);
+    let o = without_cgroups(&["exec", "--backend", "process", "--memory-limit", "64"]);
+    assert_refused(&temp, &o, "fix: mount cgroup2", &before);
     std::fs::remove_dir_all(temp).unwrap();
 }
 
+/// An ordinary user, made for this test and removed after it.
+struct User(String);
+
+impl User {
+    fn new(name: &str) -> User {
+        let name = format!("{name}{}", std::process::id() % 100_000);
+        let o = Command::new("useradd")
+            .args(["--no-create-home", "--shell", "/bin/sh", &name])
+            .output()
+            .expect("useradd (passwd) is installed");
+        assert!(
+            o.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        User(name)
+    }
+
+    /// `lab args` as this user, in `dir`.
+    fn lab(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                &self.0,
+                "--regid",
+                &self.0,
+                "--clear-groups",
+                "--",
+            ])
+            .arg(LAB)
+            .args(args)
+            .current_dir(dir)
+            .env("TMPDIR", dir)
+            .env("HOME", dir)
+            .env("XDG_RUNTIME_DIR", dir)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.0).output();
+    }
+}
+
+/// As an ordinary user without a cgroup of their own (on v1 nothing can be delegated; on v2 this
+/// user, made by `useradd`, has no delegated subtree) and not in the kvm group: start-up runs with its figures and says memory figures are unavailable and why;
+/// `lab run memory` is refused with the fix; every backend `lab backends` calls available runs,
+/// and `lab doctor` agrees with `lab backends`.
 #[test]
-fn no_privilege_for_namespaces_is_refused_with_a_hint() {
+fn an_ordinary_user_runs_what_needs_no_cgroups() {
     let _serial = serial();
-    let temp = world_writable("cli-nouserns");
+    let temp = world_writable("cli-student");
     let before = HostState::now(&temp);
-    // Run lab as an ordinary user (65534) inside a user namespace whose limit on further user
-    // namespaces is 0: a user who may not create containers. The limit is per namespace, so the
-    // host is unaffected.
+    let user = User::new("isolab-s");
+    let out = temp.join("reports");
+    let out_s = out.to_str().unwrap();
+    let o = user.lab(
+        &temp,
+        &[
+            "run",
+            "startup",
+            "--backends",
+            "process,container",
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+            "--out",
+            out_s,
+            "--no-progress",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for text in ["process", "container", "namespaces", "p50 ms"] {
+        assert!(stdout.contains(text), "{text:?} in {stdout}");
+    }
+    assert!(
+        stdout.contains("memory figures: not measured — the lab had no usable cgroups")
+            && stdout.contains("fix: "),
+        "{stdout}"
+    );
+    let results = Results::read(&results_files(&out)[0]).unwrap();
+    assert_eq!(results.runs.len(), 12);
+    assert!(results.runs.iter().all(|r| r.outcome == Outcome::Completed
+        && r.startup_ns.is_some()
+        && r.memory_at_ready.is_none()
+        && r.cgroup_peak_bytes.is_none()));
+
+    let o = user.lab(&temp, &["run", "memory", "--out", out_s, "--no-progress"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("lab run memory needs cgroups") && stderr.contains("(fix: "),
+        "{stderr}"
+    );
+
+    // `lab backends` and `lab doctor` agree, and what they call available runs.
+    let listed = String::from_utf8_lossy(&user.lab(&temp, &["backends"]).stdout).into_owned();
+    let doctor = String::from_utf8_lossy(&user.lab(&temp, &["doctor"]).stdout).into_owned();
+    let lines: Vec<&str> = listed.lines().collect();
+    let mut available = Vec::new();
+    for pair in lines.chunks(2) {
+        let name = pair[0].split_whitespace().next().unwrap();
+        let state = pair[1].trim();
+        let said = if state == "available" {
+            available.push(name.to_string());
+            format!("backend    {name}: available")
+        } else {
+            format!("backend    {name}: {state}")
+        };
+        assert!(
+            doctor.contains(&said),
+            "doctor does not say {said:?}:\n{doctor}"
+        );
+    }
+    assert!(
+        available.contains(&"process".to_string()) && available.contains(&"container".to_string()),
+        "{listed}"
+    );
+    for backend in &available {
+        let o = user.lab(&temp, &["exec", "--backend", backend, "--kernel", "ready"]);
+        assert!(
+            o.status.success(),
+            "{backend} is listed available but fails: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    drop(user);
+    std::fs::remove_dir_all(&out).unwrap();
+    let mut after = HostState::now(&temp);
+    // The user's lab registry (XDG_RUNTIME_DIR/isolab) holds no lab.
+    after.temp_entries.remove("isolab");
+    assert!(isolab::ownership::census(&temp.join("isolab/labs")).is_empty());
+    assert_eq!(after, before);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// Run `lab args` as an ordinary user (65534) inside a user namespace whose limit on further
+/// user namespaces is 0: a user who may not create containers, as under Ubuntu's AppArmor
+/// restriction or Debian's `unprivileged_userns_clone=0`. The limit is per namespace (and the
+/// kernel checks it at every level above a new namespace), so the host is unaffected. This is
+/// how the tests make `clone(CLONE_NEWUSER)` fail for real on a machine that allows it: the
+/// kernel refuses with ENOSPC, and the lab must name the restriction.
+fn as_user_without_userns(temp: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         // The second `sh` is exec'd after the uid map exists: only then is it root in the new
         // namespace, with the capabilities that come with that (an exec by an unmapped user
         // drops them all).
-        .arg(r#"read go; exec sh -c 'echo 0 > /proc/sys/user/max_user_namespaces || exit 99; exec setpriv --reuid=65534 --regid=65534 --clear-groups "$0" run startup --backends container --out "$1/reports" --no-progress' "$0" "$1""#)
-        .args([LAB, temp.to_str().unwrap()])
-        .env("TMPDIR", &temp)
+        .arg(r#"read go; exec sh -c 'echo 0 > /proc/sys/user/max_user_namespaces || exit 99; exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"' sh "$@""#)
+        .arg("sh")
+        .arg(LAB)
+        .args(args)
+        .env("TMPDIR", temp)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -223,8 +408,58 @@ fn no_privilege_for_namespaces_is_refused_with_a_hint() {
     std::fs::write(format!("/proc/{pid}/uid_map"), "0 0 65536\n").unwrap();
     std::fs::write(format!("/proc/{pid}/gid_map"), "0 0 65536\n").unwrap();
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let o = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn no_privilege_for_namespaces_is_refused_with_a_hint() {
+    let _serial = serial();
+    let temp = world_writable("cli-nouserns");
+    let before = HostState::now(&temp);
+    let out = format!("{}/reports", temp.display());
+    let o = as_user_without_userns(
+        &temp,
+        &[
+            "run",
+            "startup",
+            "--backends",
+            "container",
+            "--out",
+            &out,
+            "--no-progress",
+        ],
+    );
     assert_refused(&temp, &o, "user namespaces are restricted", &before);
+    // `lab doctor` says the same, with the command that lifts it.
+    let o = as_user_without_userns(&temp, &["doctor"]);
+    let doctor = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        doctor.contains("not root and user.max_user_namespaces is 0")
+            && doctor.contains("fix: sudo sysctl -w user.max_user_namespaces="),
+        "{doctor}"
+    );
+    // Forced past the check, the container itself meets the kernel's refusal, and its error
+    // names the restriction and the fix instead of a bare errno.
+    let o = as_user_without_userns(
+        &temp,
+        &[
+            "exec",
+            "--backend",
+            "container",
+            "--kernel",
+            "ready",
+            "--force",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the kernel refused its user namespace at clone (ENOSPC")
+            && stderr.contains("user.max_user_namespaces is 0")
+            && stderr.contains("fix: sudo sysctl"),
+        "{stderr}"
+    );
+    assert_eq!(HostState::now(&temp), before);
     std::fs::remove_dir_all(temp).unwrap();
 }
 
@@ -341,6 +576,78 @@ fn huge_numbers_are_refused_not_a_panic() {
         let o = lab(&temp, &args);
         assert_refused(&temp, &o, expect, &before);
     }
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// Every limit and size the kernel would refuse (or that would overflow on the way to it) is
+/// refused by the lab before anything starts: exit 2, one line naming the accepted range.
+#[test]
+fn limits_out_of_the_kernels_range_are_refused_before_anything_starts() {
+    let _serial = serial();
+    let temp = temp_dir("cli-limits");
+    let out = temp.join("reports");
+    let out = out.to_str().unwrap();
+    let before = HostState::now(&temp);
+    let cpus = isolab::host::cpu_count();
+    let too_many_cpus = (cpus + 1).to_string();
+    let cpu_range = format!("out of range: 0.01 to {cpus} cores");
+    let exec = |extra: &[&'static str]| -> Vec<String> {
+        ["exec", "--backend", "process", "--kernel", "ready"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    #[rustfmt::skip]
+    let table: Vec<(Vec<String>, &str)> = vec![
+        // Below the scheduler's 1 ms quota per 100 ms period.
+        (exec(&["--cpu-limit", "0.0005"]), &cpu_range),
+        (exec(&["--cpu-limit", "0"]), &cpu_range),
+        (exec(&["--cpu-limit=-1"]), &cpu_range),
+        (exec(&["--cpu-limit", "nan"]), &cpu_range),
+        (exec(&["--cpu-limit", "inf"]), &cpu_range),
+        (exec(&["--cpu-limit", "1e300"]), &cpu_range),
+        // More cores than the machine has limits nothing.
+        ([exec(&[]), vec!["--cpu-limit".into(), too_many_cpus.clone()]].concat(), &cpu_range),
+        // Above PID_MAX_LIMIT, and zero.
+        (exec(&["--pids-limit", "4194305"]), "out of range: 1 to 4194304"),
+        (exec(&["--pids-limit", "0"]), "out of range: 1 to 4194304"),
+        (exec(&["--pids-limit", "18446744073709551616"]), "--pids-limit"),
+        // MiB → bytes would overflow 64 bits (and wrap to a 1 MiB limit).
+        (exec(&["--memory-limit", "17592186044417"]), "out of range: 4 to 1048576 MiB"),
+        (exec(&["--memory-limit", "3"]), "out of range: 4 to 1048576 MiB"),
+        // The workload's size, in MiB, likewise.
+        (exec(&["--mib", "17592186044417"]), "0..=1048576"),
+        (vec!["run".into(), "memory".into(), "--sizes".into(), "1,4097".into(), "--out".into(), out.into()], "1..=4096"),
+        (vec!["run".into(), "density".into(), "--reserve-mib".into(), "17592186044417".into(), "--out".into(), out.into()], "0..=1048576"),
+        // ns-floor makes no cgroup: limits are refused, not silently ignored.
+        (vec!["exec".into(), "--backend".into(), "ns-floor".into(), "--kernel".into(), "ready".into(), "--memory-limit".into(), "64".into()], "ns-floor applies no limits"),
+        (vec!["run".into(), "startup".into(), "--backends".into(), "ns-floor".into(), "--pids-limit".into(), "10".into(), "--out".into(), out.into()], "ns-floor applies no limits"),
+        (vec!["run".into(), "startup".into(), "--backends".into(), "process,ns-floor".into(), "--cpu-limit".into(), "0.5".into(), "--out".into(), out.into()], "ns-floor applies no limits"),
+    ];
+    for (args, expect) in &table {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = lab(&temp, &args);
+        assert_refused(&temp, &o, expect, &before);
+    }
+    assert!(results_files(Path::new(out)).is_empty(), "nothing ran");
+    // At the edges of the ranges, the kernel takes them.
+    let o = lab(
+        &temp,
+        &exec(&[
+            "--cpu-limit",
+            "0.01",
+            "--pids-limit",
+            "4194304",
+            "--memory-limit",
+            "4",
+        ])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(HostState::now(&temp), before);
     std::fs::remove_dir_all(temp).unwrap();
 }
 

@@ -994,6 +994,31 @@ mod tests {
         );
     }
 
+    /// The library refuses what the command line refuses: a program using isolab directly
+    /// gets the same ranges, and no MiB count wraps on its way to bytes.
+    #[test]
+    fn limits_are_checked_against_the_kernels_ranges() {
+        for (mib, pids, cpus, expect) in [
+            (Some(17_592_186_044_417), None, None, "--memory-limit"),
+            (Some(u64::MAX), None, None, "--memory-limit"),
+            (None, Some(MAX_PIDS + 1), None, "--pids-limit"),
+            (None, Some(0), None, "--pids-limit"),
+            (None, None, Some(0.0005), "--cpu-limit"),
+            (None, None, Some(f64::NAN), "--cpu-limit"),
+            (None, None, Some(3.0), "--cpu-limit"),
+        ] {
+            let e = Limits::checked(mib, pids, cpus, 2).unwrap_err();
+            assert!(e.starts_with(expect) && e.contains("out of range"), "{e}");
+        }
+        let l = Limits::checked(Some(MAX_MEMORY_MIB), Some(MAX_PIDS), Some(MIN_CPUS), 2).unwrap();
+        assert_eq!(l.memory_bytes, Some(1 << 40));
+        assert_eq!(
+            cpu_quota_us(MIN_CPUS),
+            1_000,
+            "the scheduler's smallest quota, 1 ms"
+        );
+    }
+
     #[test]
     fn mount_paths_unescape_octal() {
         assert_eq!(unescape_mount("/a\\040b"), "/a b");

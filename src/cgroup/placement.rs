@@ -47,7 +47,10 @@ impl Placement {
     pub fn joining(cgroup: Option<&super::Cgroup>) -> Result<Placement, super::CgroupError> {
         Ok(Placement {
             into: None,
-            join: cgroup.map(super::Cgroup::join_fds).transpose()?.unwrap_or_default(),
+            join: cgroup
+                .map(super::Cgroup::join_fds)
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 

@@ -4,8 +4,8 @@
 //! hierarchy is required; `pids`, `cpu` and `cpuacct` are used where mounted.
 
 use super::{
-    host_dir, keyed_u64, own_path, read_u64, write, Cgroup, CgroupError, Hierarchy, Limits,
-    MemoryReading, Mount, Version, CPU_PERIOD_US, cpu_quota_us,
+    cpu_quota_us, host_dir, keyed_u64, own_path, read_u64, write, Cgroup, CgroupError, Hierarchy,
+    Limits, MemoryReading, Mount, Version, CPU_PERIOD_US,
 };
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::os::fd::{AsFd, AsRawFd};
@@ -77,7 +77,10 @@ pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
         // CFS bandwidth: `quota` µs of CPU time per `period` µs of wall time.
         let dir = required(cg, "cpu")?;
         write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-        write(&dir.join("cpu.cfs_quota_us"), &cpu_quota_us(cpus).to_string())?;
+        write(
+            &dir.join("cpu.cfs_quota_us"),
+            &cpu_quota_us(cpus).to_string(),
+        )?;
     }
     Ok(())
 }

@@ -10,9 +10,8 @@
 //! removes it.
 
 use super::{
-    ensure_dir, host_dir, keyed_u64, own_path, read_u64, write, Cgroup, CgroupError, Hierarchy,
-    Limits, MemoryReading, Mount, Version, CONTROLLERS, CPU_PERIOD_US,
-    cpu_quota_us,
+    cpu_quota_us, ensure_dir, host_dir, keyed_u64, own_path, read_u64, write, Cgroup, CgroupError,
+    Hierarchy, Limits, MemoryReading, Mount, Version, CONTROLLERS, CPU_PERIOD_US,
 };
 use std::fs;
 use std::path::{Path, PathBuf};

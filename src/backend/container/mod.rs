@@ -199,8 +199,12 @@ impl Backend for Container {
             // Init waits for its uid/gid maps. If it failed instead, the socket closes, and
             // waiting for `ready` reports init's error line.
             if read_byte(&mut sync).is_some() {
-                namespaces::write_id_maps(pid, getuid(), getgid())
-                    .map_err(BackendError::io("write uid/gid maps"))?;
+                namespaces::write_id_maps(pid, getuid(), getgid()).map_err(|e| {
+                    userns_refused(
+                        "writing its uid/gid maps",
+                        Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                    )
+                })?;
                 sync.write_all(b"m").map_err(BackendError::io("sync"))?;
             }
         }
@@ -385,7 +389,7 @@ fn spawn_alone(
     let pid = if userns {
         // SAFETY: init only makes system calls on prepared data, then execs or exits.
         match unsafe { clone_fork(clone_flags, &placement, fds.reporter()) }
-            .map_err(BackendError::sys("clone"))?
+            .map_err(|e| userns_refused("clone", e))?
         {
             None => child::exit_now(body()),
             Some(pid) => pid,
@@ -405,6 +409,26 @@ fn spawn_alone(
         .map_err(BackendError::sys("clone"))?
     };
     Ok((pid, ends, userns.then_some(lab_sync)))
+}
+
+/// The error of a rootless container whose user namespace the kernel refused at `step` with
+/// `e`: EPERM, EACCES or ENOSPC there mean a restriction on user namespaces, which is named with
+/// its fix when one is set (see [`crate::host::userns_restriction`]).
+fn userns_refused(step: &'static str, e: Errno) -> BackendError {
+    let refused = matches!(
+        e,
+        Errno::EPERM | Errno::EACCES | Errno::ENOSPC | Errno::EUSERS
+    );
+    match crate::host::userns_restriction() {
+        Some(why) if refused => BackendError::Unavailable {
+            backend: "container".into(),
+            reason: format!(
+                "the kernel refused its user namespace at {step} ({e}): {why} (fix: {})",
+                crate::host::userns_fix(&why)
+            ),
+        },
+        _ => BackendError::sys(step)(e),
+    }
 }
 
 fn read_byte(stream: &mut UnixStream) -> Option<u8> {
