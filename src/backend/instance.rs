@@ -366,6 +366,7 @@ impl Instance {
             .and_then(|m| m.peak_bytes);
         let cpu_ns = cgroup.as_ref().and_then(Cgroup::cpu_usage_ns);
         let oom = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+        let pids_note = pids_note(cgroup.as_ref());
         // The backend's clean-up first: a runtime removes its container (and the cgroups it
         // made, below the instance's) through its own interface; then the cgroup goes.
         for cleanup in self.cleanup.drain(..) {
@@ -377,6 +378,7 @@ impl Instance {
         self.timeline.mark("exited");
         let mut outcome = self.outcome(oom);
         if let Outcome::Failed { reason } = &mut outcome {
+            reason.push_str(&pids_note);
             reason.push_str(&self.stderr_tail());
         }
         Ok(Run {
@@ -438,7 +440,7 @@ impl Instance {
             if let Some((step, detail)) = &self.error {
                 return Err(BackendError::Instance {
                     step: step.clone(),
-                    detail: detail.clone(),
+                    detail: format!("{detail}{}", pids_note(self.cgroup.as_ref())),
                 });
             }
             if self.lines.eof {
@@ -658,6 +660,18 @@ fn wait_until(pid: Pid, deadline: Instant) -> Option<WaitStatus> {
                 pause = (pause * 2).min(Duration::from_millis(5));
             }
         }
+    }
+}
+
+/// When the instance's cgroup refused a fork or a thread at its pids limit: words saying so,
+/// for the error of an instance that failed (it saw only EAGAIN).
+fn pids_note(cgroup: Option<&Cgroup>) -> String {
+    match cgroup.map_or(0, Cgroup::pids_limit_hits) {
+        0 => String::new(),
+        n => format!(
+            " (the instance reached its pids limit: pids.max refused {n} fork{})",
+            if n == 1 { "" } else { "s" }
+        ),
     }
 }
 

@@ -560,6 +560,15 @@ impl Cgroup {
         }
     }
 
+    /// How many times a fork or a new thread was refused because the cgroup had reached its
+    /// `pids.max` (the `max` count of `pids.events`, the same file on v1 and v2). The process
+    /// that was refused only sees EAGAIN, which says nothing about limits: this says why.
+    pub fn pids_limit_hits(&self) -> u64 {
+        self.dir("pids")
+            .and_then(|d| keyed_u64(&d.join("pids.events"), "max"))
+            .unwrap_or(0)
+    }
+
     /// CPU time used by the cgroup's processes, in nanoseconds, where the kernel reports it.
     pub fn cpu_usage_ns(&self) -> Option<u64> {
         match self.version {
