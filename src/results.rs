@@ -269,6 +269,8 @@ pub mod info {
     /// Bytes of the image the backend boots or starts: a container's root file system, a guest's
     /// ELF, a Linux guest's kernel plus initramfs.
     pub const IMAGE_BYTES: &str = "image_bytes";
+    /// Forks and new threads the instance's cgroup refused at its `pids.max` (`pids.events`).
+    pub const PIDS_MAX_REFUSED: &str = "pids_max_refused";
     /// What the image consists of, in words.
     pub const IMAGE: &str = "image";
     /// Guest RAM the VMM mapped (configured size).

@@ -12,6 +12,10 @@
 //! `lab check` (`--program`) — long mode in ring 3 the AMD way, the bare guest's checksums, the
 //! memory limit's OOM kill on cgroup v2 — and run as `student:vmm` and `student:container`.
 //!
+//! A third boot enables the memory, pids and cpu controllers and runs the lab with them as root
+//! and as a student in a delegated scope, made the way systemd makes one: limits enforced and
+//! reported, memory figures read, instances born in their cgroup, nothing left behind.
+//!
 //! Each takes several minutes (everything is emulated), so they are ignored by a plain
 //! `cargo test`; `.ci/run` runs them. Built for release, its lab is the one students run:
 //!
@@ -514,4 +518,325 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
 
     nothing_left_behind(&report);
     std::fs::remove_dir_all(&work).unwrap();
+}
+
+/// Backends of the cgroup v2 checks: one of each kind that needs no Linux guest (the boot above
+/// covers those), so that this boot stays short.
+const V2_BACKENDS: &str = "process,container,vm";
+/// Samples per backend of `lab run memory --sizes 1,16` with its own defaults: two sizes, each
+/// in every warm-up and measured round.
+const V2_MEMORY_SAMPLES: usize = 2
+    * (isolab::experiment::memory::SAMPLING.runs + isolab::experiment::memory::SAMPLING.warmup)
+        as usize;
+
+/// Where the student's scopes go.
+const USER_SLICE: &str = "/sys/fs/cgroup/user.slice";
+
+/// `student-lab ARGS`: what `systemd-run --user --scope -p Delegate=yes lab ARGS` does for a
+/// student. Root makes a new scope in the user's slice and delegates it the way systemd does
+/// (`Delegate=yes`: the directory and its `cgroup.procs`, `cgroup.subtree_control` and
+/// `cgroup.threads` owned by the user), puts the command alone in it and runs it as the student
+/// (in group `kvm`); when the command has ended, what is left in the scope is printed and the
+/// scope removed, as systemd removes a scope whose processes are gone. The lab leaves two
+/// directories there it cannot remove itself: the leaf it moved into (a process cannot remove
+/// its own cgroup) and the parent of its instances' cgroups.
+const STUDENT_LAB: &str = r#"#!/bin/sh
+S=/sys/fs/cgroup/user.slice/run-$$.scope
+mkdir "$S" || exit 97
+for f in '' /cgroup.procs /cgroup.subtree_control /cgroup.threads; do chown student:student "$S$f"; done
+S="$S" sh -c 'echo $$ > "$S/cgroup.procs" && exec su -s /bin/sh -c "cd; exec lab \"\$@\"" -- student lab "$@"' sh "$@"
+status=$?
+for d in $(find "$S" -mindepth 1 -type d); do
+  case "$d" in "$S"/lab-*|"$S"/isolab) ;; *) echo "left in the scope: $d" ;; esac
+done
+rmdir "$S"/lab-* "$S"/isolab 2>/dev/null
+rmdir "$S" || echo "left behind: the scope $S"
+exit $status
+"#;
+
+/// Root's set-up of the emulated host for a student, as systemd's: the controllers enabled down
+/// to the user's slice, in which `student-lab` makes a scope per command.
+fn delegate_to_student() -> String {
+    format!(
+        "echo '+memory +pids +cpu' > /sys/fs/cgroup/cgroup.subtree_control\n\
+         mkdir -p {USER_SLICE}\n\
+         echo '+memory +pids +cpu' > {USER_SLICE}/cgroup.subtree_control"
+    )
+}
+
+/// The cgroup v2 checks, run by `lab` (root) or `student-lab` (the student), each check's name
+/// prefixed with `who`.
+fn v2_checks(who: &str, lab: &str, out: &str) -> Vec<Check> {
+    let name = |n: &str| format!("{who}-{n}");
+    vec![
+        Check::new(&name("doctor"), 120, &format!("{lab} doctor")),
+        run_and_print_results(
+            &name("startup"),
+            900,
+            &format!(
+                "{lab} run startup --runs {STARTUP_RUNS} --warmup 1 --backends {V2_BACKENDS} \
+                 --no-progress --out {out}/startup"
+            ),
+            &format!("{out}/startup"),
+        ),
+        run_and_print_results(
+            &name("memory"),
+            900,
+            &format!(
+                "{lab} run memory --sizes 1,16 --backends {V2_BACKENDS} \
+                 --no-progress --out {out}/memory"
+            ),
+            &format!("{out}/memory"),
+        ),
+        // Over its memory limit: the OOM killer, recorded as such (and exit status 1).
+        Check::new(
+            &name("oom"),
+            300,
+            &format!(
+                "{lab} exec --backend container --kernel mem --mib 64 --memory-limit 32; \
+                 echo \"status=$?\"; true"
+            ),
+        ),
+        // A container within its pids limit runs; one whose probe forks past it is told so.
+        Check::new(
+            &name("pids"),
+            300,
+            &format!(
+                "{lab} exec --backend container --kernel ready --pids-limit 8; \
+                 echo \"pids-8 status=$?\"\n\
+                 {lab} exec --backend container --kernel probe --pids-limit 1; \
+                 echo \"pids-1 status=$?\"; true"
+            ),
+        ),
+        // The cpu kernel's rate, unlimited and under a quarter of a core.
+        Check::new(
+            &name("cpu"),
+            600,
+            &format!(
+                "for limit in '' '--cpu-limit 0.25'; do\n\
+                 echo \"limit=[$limit]\"\n\
+                 {lab} exec --backend process --kernel cpu $limit || echo failed\n\
+                 done"
+            ),
+        ),
+    ]
+}
+
+fn v2_all_checks() -> Vec<Check> {
+    let mut checks = v2_checks("root", "lab", "/tmp/v2");
+    // Instances born in their cgroup: clone3(CLONE_INTO_CGROUP) migrates nothing, so the
+    // kernel's `cgroup_attach_task` tracepoint fires for no instance of process or container, and
+    // for the VMM only for KVM's worker thread (see `vmm::launch` for how the VMM is born there).
+    checks.push(Check::new(
+        "root-born",
+        300,
+        r#"mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
+T=/sys/kernel/tracing
+echo 1 > $T/events/cgroup/cgroup_attach_task/enable || exit 98
+for b in process container vm; do
+  echo > $T/trace
+  lab exec --backend $b --kernel ready > /dev/null 2>&1 || echo "$b failed"
+  echo "attach-$b $(grep -c 'cgroup_attach_task:.*isolab' $T/trace)"
+done
+grep cgroup_attach_task $T/trace | sed "s/^ */trace: /"
+echo 0 > $T/events/cgroup/cgroup_attach_task/enable"#,
+    ));
+    checks.extend(v2_checks(
+        "student",
+        "sh /usr/local/lib/student-lab",
+        "/home/student",
+    ));
+    checks.push(Check::new(
+        "student-clean",
+        120,
+        "sh /usr/local/lib/student-lab clean",
+    ));
+    checks.push(Check::new(
+        "left-behind",
+        60,
+        &format!(
+            r#"ps -o pid,comm | grep -E 'lab|isolab' | grep -v grep
+find /sys/fs/cgroup -mindepth 1 -type d -path '*isolab*' | grep -vx /sys/fs/cgroup/isolab
+find {USER_SLICE} -mindepth 1 -type d
+grep -E 'isolab|/tmp/' /proc/mounts
+ls -d /tmp/isolab* /tmp/.isolab* 2>/dev/null | grep -v '^/tmp/isolab-1000$'
+ls /tmp/isolab-1000/labs 2>/dev/null
+ls /run/isolab/labs 2>/dev/null
+true"#
+        ),
+    ));
+    checks
+}
+
+#[test]
+#[ignore = "boots an emulated AMD-V machine with cgroup v2 (QEMU TCG) for several minutes; .ci/run runs it"]
+fn cgroup_v2_for_root_and_for_a_student_with_a_delegated_subtree() {
+    let work = std::env::temp_dir().join(format!("isolab-emulated-v2-{}", std::process::id()));
+    let host = EmulatedHost::new(Path::new(env!("CARGO_BIN_EXE_lab")), &work)
+        .unwrap_or_else(|e| panic!("this test needs an emulated host: {e}"));
+    let wrapper = work.join("student-lab");
+    std::fs::write(&wrapper, STUDENT_LAB).unwrap();
+    let host = host
+        .with_file(&wrapper, "/usr/local/lib/student-lab")
+        .with_user("student", 1000, &["kvm"])
+        .with_setup(&delegate_to_student());
+    let report = host
+        .run(&v2_all_checks())
+        .unwrap_or_else(|e| panic!("the emulated host did not run: {e}"));
+    let mut summary = boots_and_checks(&report, "emulated host (cgroup v2)", |_| false);
+    let ok = |c: &CheckResult| assert!(c.passed(), "{}", c.explain());
+    for who in ["root", "student"] {
+        let doctor = report.check(&format!("{who}-doctor"));
+        let line = doctor
+            .output
+            .iter()
+            .find(|l| l.contains("cgroups"))
+            .cloned()
+            .unwrap_or_default();
+        summary.push_str(&format!("  {who} doctor: {line}\n"));
+        assert!(
+            line.contains("[ok  ]") && line.contains("v2") && line.contains("memory, pids, cpu"),
+            "{}",
+            doctor.explain()
+        );
+        if who == "student" {
+            assert!(
+                line.contains("delegated") && line.contains("uses it"),
+                "the lab says it found and uses the delegated subtree: {}",
+                doctor.explain()
+            );
+        }
+        // Start-up and memory: every sample completed, with the cgroup's figures.
+        for (check, runs) in [("startup", 1 + STARTUP_RUNS), ("memory", V2_MEMORY_SAMPLES)] {
+            let c = report.check(&format!("{who}-{check}"));
+            ok(c);
+            let results = results_of(c, &work);
+            assert!(
+                results.header.environment.cgroup.starts_with("v2"),
+                "{}",
+                results.header.environment.cgroup
+            );
+            all_completed(&results, V2_BACKENDS, runs, &format!("{who} {check}"));
+            for backend in V2_BACKENDS.split(',') {
+                let samples: Vec<&RunRecord> = results
+                    .runs
+                    .iter()
+                    .filter(|r| r.backend == backend)
+                    .collect();
+                for r in &samples {
+                    assert!(
+                        r.cgroup_peak_bytes.is_some_and(|p| p > 0),
+                        "memory.peak: {r:?}"
+                    );
+                    if check == "memory" {
+                        let m = r
+                            .memory_at_ready
+                            .and_then(|m| m.cgroup)
+                            .expect("cgroup figures");
+                        assert!(m.current_bytes > 0 && m.kernel_bytes.is_some(), "{r:?}");
+                    }
+                }
+                // Placement: from the cgroup's creation to the child's first stamp, in it.
+                let place: Vec<f64> = samples
+                    .iter()
+                    .filter_map(|r| r.phases.between("cgroup", "fork"))
+                    .map(|ns| ns as f64 / 1e6)
+                    .collect();
+                let startup: Vec<f64> = samples
+                    .iter()
+                    .filter_map(|r| r.startup_ns)
+                    .map(|ns| ns as f64 / 1e6)
+                    .collect();
+                summary.push_str(&format!(
+                    "  {who} {check:<7} {backend:<9} start-up median {:>8.2} ms, cgroup→fork (placement) median {:>7.3} ms, peak median {:>7.0} KiB\n",
+                    median(startup),
+                    median(place),
+                    median(samples.iter().filter_map(|r| r.cgroup_peak_bytes).map(|b| b as f64 / 1024.0).collect())
+                ));
+            }
+        }
+        let oom = report.check(&format!("{who}-oom"));
+        summary.push_str(&format!(
+            "  {who} oom: {}\n",
+            oom.text().replace('\n', " | ")
+        ));
+        assert!(
+            oom.text().contains("outcome: OomKilled") && oom.text().contains("status=1"),
+            "{}",
+            oom.explain()
+        );
+        let pids = report.check(&format!("{who}-pids"));
+        summary.push_str(&format!(
+            "  {who} pids: {}\n",
+            pids.text().replace('\n', " | ")
+        ));
+        assert!(
+            pids.text().contains("pids-8 status=0"),
+            "{}",
+            pids.explain()
+        );
+        assert!(
+            pids.text().contains("pids-1 status=0")
+                && pids.text().contains("fork failed")
+                && pids.text().contains("pids_max_refused"),
+            "{}",
+            pids.explain()
+        );
+        let cpu = report.check(&format!("{who}-cpu"));
+        ok(cpu);
+        let work_ms = work_times(cpu);
+        summary.push_str(&format!(
+            "  {who} cpu kernel: unlimited {:.0} ms, --cpu-limit 0.25 {:.0} ms\n",
+            work_ms[0], work_ms[1]
+        ));
+        assert_eq!(work_ms.len(), 2, "{}", cpu.explain());
+        assert!(
+            work_ms[1] / work_ms[0] > 2.5,
+            "a quarter of a core runs the cpu kernel at most ~1/4 as fast: {work_ms:?}"
+        );
+    }
+    let born = report.check("root-born");
+    ok(born);
+    summary.push_str(&format!(
+        "  migrations (cgroup_attach_task): {}\n",
+        born.text().replace('\n', " | ")
+    ));
+    // The VMM too: KVM attaches only its own worker thread (`kvm-nx-lpage-recovery`) to the
+    // VMM's cgroup, once per VM; the VMM itself is born there.
+    assert!(born.text().contains("attach-vm 1"), "{}", born.explain());
+    for b in ["process", "container"] {
+        assert!(
+            born.text().contains(&format!("attach-{b} 0")),
+            "{b} born in its cgroup: {}",
+            born.explain()
+        );
+    }
+    ok(report.check("student-clean"));
+    eprintln!("{summary}");
+    std::fs::write(work.join("summary.txt"), &summary).unwrap();
+    nothing_left_behind(&report);
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+/// The cpu kernel's work time (ready → done, in ms) of each `lab exec` a check ran, in order.
+fn work_times(check: &CheckResult) -> Vec<f64> {
+    let mut times = Vec::new();
+    let mut ready = None;
+    for line in &check.output {
+        let mut words = line.split_whitespace();
+        let (Some(t), Some("ms"), Some(phase)) = (words.next(), words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(t) = t.parse::<f64>() else { continue };
+        match phase {
+            "ready" => ready = Some(t),
+            "done" => {
+                if let Some(r) = ready.take() {
+                    times.push(t - r);
+                }
+            }
+            _ => {}
+        }
+    }
+    times
 }

@@ -367,6 +367,15 @@ impl Instance {
         let cpu_ns = cgroup.as_ref().and_then(Cgroup::cpu_usage_ns);
         let oom = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
         let pids_note = pids_note(cgroup.as_ref());
+        // Reaching the limit does not always end the instance (a fork that fails may be handled):
+        // the run records it either way.
+        if let Some(n) = cgroup
+            .as_ref()
+            .map(Cgroup::pids_limit_hits)
+            .filter(|&n| n > 0)
+        {
+            self.note(crate::results::info::PIDS_MAX_REFUSED, n);
+        }
         // The backend's clean-up first: a runtime removes its container (and the cgroups it
         // made, below the instance's) through its own interface; then the cgroup goes.
         for cleanup in self.cleanup.drain(..) {
