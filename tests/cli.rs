@@ -122,6 +122,17 @@ impl isolab_kernels::Shim for NoShim {
     }
 }
 
+/// The standard output of a command that must have succeeded (else both its outputs).
+fn succeeded(o: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout
+}
+
 /// Bad input gives exit status 2, one line on stderr, and leaves nothing behind.
 fn assert_refused(temp: &Path, output: &Output, expect: &str, before: &HostState) {
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -204,12 +215,7 @@ fn without_cgroups_startup_runs_and_memory_is_refused() {
         out_s,
         "--no-progress",
     ]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = succeeded(&o);
     assert!(stdout.contains("p50 ms"), "{stdout}");
     assert!(
         stdout.contains("memory figures: not measured — the lab had no usable cgroups")
@@ -301,12 +307,7 @@ fn an_ordinary_user_runs_what_needs_no_cgroups() {
             "--no-progress",
         ],
     );
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = succeeded(&o);
     for text in ["process", "container", "namespaces", "p50 ms"] {
         assert!(stdout.contains(text), "{text:?} in {stdout}");
     }

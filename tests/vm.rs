@@ -314,3 +314,49 @@ fn a_machine_too_small_for_its_kernel_is_refused_before_it_starts() {
         other => panic!("expected the kernel's error, got {other:?}"),
     }
 }
+
+/// On cgroup v2 the VMM is born in its cgroup: the lab's fork, single-threaded, makes it with
+/// `clone3(CLONE_INTO_CGROUP | CLONE_PARENT)` (see `vmm::launch`), so it is the lab's own child,
+/// already in the instance's cgroup, and answers as usual. Here the v2 code runs on this
+/// machine's unified tree (on a hybrid machine, the controller-less one beside v1).
+#[test]
+fn a_vmm_is_born_in_its_cgroup_on_v2_and_is_the_labs_child() {
+    let (_turn, lab) = lab();
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+    let root = if unified.join("cgroup.procs").exists() {
+        unified.to_path_buf()
+    } else {
+        std::path::PathBuf::from("/sys/fs/cgroup")
+    };
+    let base = root.join(format!("isolab-vm-v2-test-{}", std::process::id()));
+    let lab = lab.with_cgroups(isolab::cgroup::Hierarchy::v2_at(base.clone()));
+    let mut instance = Vm::default()
+        .start(&lab, &Spec::default_for(Kernel::Sleep), &Limits::default())
+        .unwrap();
+    instance.wait_ready().unwrap();
+    let vmm = instance.main_pid();
+    let cgroup = std::fs::read_to_string(format!("/proc/{vmm}/cgroup")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{vmm}/status")).unwrap();
+    let ppid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .map(|p| p.trim().to_string());
+    let run = instance.stop().unwrap();
+    assert!(
+        matches!(run.outcome, Outcome::Completed | Outcome::Stopped),
+        "{run:?}"
+    );
+    assert!(
+        cgroup
+            .lines()
+            .any(|l| l.starts_with("0::") && l.contains("isolab-vm-v2-test-")),
+        "the VMM is in the instance's v2 cgroup: {cgroup}"
+    );
+    assert_eq!(
+        ppid,
+        Some(std::process::id().to_string()),
+        "the VMM is the lab's child (CLONE_PARENT), not its go-between's"
+    );
+    drop(lab);
+    std::fs::remove_dir(&base).unwrap();
+}

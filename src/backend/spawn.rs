@@ -363,9 +363,16 @@ pub unsafe fn clone_fork(
 ) -> Result<Option<Pid>, Errno> {
     if let Some(dir) = placement.birth_dir() {
         // With no stack, the child continues on a copy of the parent's stack, exactly like fork.
+        // A child made with CLONE_PARENT is its grandparent's, and reports its end as the caller
+        // would (the caller's own exit signal): clone3 wants no exit signal of its own then.
+        let exit_signal = if flags & libc::CLONE_PARENT != 0 {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        };
         let args = CloneArgs {
             flags: flags as u64 | CLONE_INTO_CGROUP,
-            exit_signal: libc::SIGCHLD as u64,
+            exit_signal,
             cgroup: dir as u64,
             ..CloneArgs::default()
         };
