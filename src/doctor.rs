@@ -348,6 +348,18 @@ fn kvm_host() -> Option<Check> {
     Some(Check::new("kvm host", Status::Warn, said))
 }
 
+/// The report as text, one check per line, with fixes indented below.
+pub fn render(checks: &[Check]) -> String {
+    let mut s = String::new();
+    for c in checks {
+        s.push_str(&format!("[{}] {:<10} {}\n", c.status, c.name, c.detail));
+        if let Some(fix) = &c.fix {
+            s.push_str(&format!("       {:<10} fix: {fix}\n", ""));
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,16 +390,4 @@ mod tests {
             Some("sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0   (or run lab with sudo)")
         );
     }
-}
-
-/// The report as text, one check per line, with fixes indented below.
-pub fn render(checks: &[Check]) -> String {
-    let mut s = String::new();
-    for c in checks {
-        s.push_str(&format!("[{}] {:<10} {}\n", c.status, c.name, c.detail));
-        if let Some(fix) = &c.fix {
-            s.push_str(&format!("       {:<10} fix: {fix}\n", ""));
-        }
-    }
-    s
 }
