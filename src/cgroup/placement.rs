@@ -15,6 +15,10 @@
 //!   [`super::Cgroup::join_fds`]); on v2 it is `cgroup.procs` (v2 moves threads one by one only in
 //!   threaded subtrees).
 //! * **no cgroups**: nothing; the child stays in the lab's cgroup.
+//!
+//! A child made by glibc's `fork()` — the VMM, which goes on running the lab's code — cannot be
+//! asked to use `clone3`; `crate::backend::vm::vmm::launch` shows how it is born in its cgroup
+//! on v2 all the same.
 
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -38,20 +42,6 @@ impl Placement {
     /// Where `cgroup` says, or nowhere when the lab has no cgroups.
     pub fn of(cgroup: Option<&super::Cgroup>) -> Result<Placement, super::CgroupError> {
         cgroup.map_or_else(|| Ok(Placement::none()), super::Cgroup::placement)
-    }
-
-    /// For a child made by glibc's `fork()`, which cannot be asked to use `clone3`: the join
-    /// files of `cgroup` only (nothing without cgroups). The VMM is such a child: it goes on
-    /// running the lab's own code, allocating, and only `fork()` makes malloc's locks safe in the
-    /// child.
-    pub fn joining(cgroup: Option<&super::Cgroup>) -> Result<Placement, super::CgroupError> {
-        Ok(Placement {
-            into: None,
-            join: cgroup
-                .map(super::Cgroup::join_fds)
-                .transpose()?
-                .unwrap_or_default(),
-        })
     }
 
     /// The cgroup directory to be born in (`clone3`'s `cgroup` field), if there is one.

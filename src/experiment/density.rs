@@ -315,7 +315,8 @@ mod tests {
             .unwrap()
             .create(&lab.next_instance_name(), &Limits::default())
             .unwrap();
-        let join = crate::cgroup::Placement::joining(Some(&cg)).unwrap();
+        // A fork() child joins by itself (on v2 through the fallback, cgroup.procs).
+        let join = crate::cgroup::Placement::of(Some(&cg)).unwrap();
         // SAFETY: the child joins the cgroup, spins a thread and _exits.
         let child = match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
