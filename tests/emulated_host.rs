@@ -790,8 +790,11 @@ fn cgroup_v2_for_root_and_for_a_student_with_a_delegated_subtree() {
             work_ms[0], work_ms[1]
         ));
         assert_eq!(work_ms.len(), 2, "{}", cpu.explain());
+        // A quarter of a core runs the cpu kernel ~4x slower. Measured here: 3.8-4.7x on a quiet
+        // machine, 2.7x with three emulated machines sharing two host cores (the unlimited run
+        // loses time to them too). Unlimited, it could not be twice as slow as itself.
         assert!(
-            work_ms[1] / work_ms[0] > 2.5,
+            work_ms[1] / work_ms[0] > 2.0,
             "a quarter of a core runs the cpu kernel at most ~1/4 as fast: {work_ms:?}"
         );
     }
