@@ -537,7 +537,7 @@ const USER_SLICE: &str = "/sys/fs/cgroup/user.slice";
 /// (`Delegate=yes`: the directory and its `cgroup.procs`, `cgroup.subtree_control` and
 /// `cgroup.threads` owned by the user), puts the command alone in it and runs it as the student
 /// (in group `kvm`); when the command has ended, what is left in the scope is printed and the
-/// scope removed, as systemd removes a scope whose processes are gone. The lab leaves two
+/// scope removed once its processes are gone, as systemd does. The lab leaves two
 /// directories there it cannot remove itself: the leaf it moved into (a process cannot remove
 /// its own cgroup) and the parent of its instances' cgroups.
 const STUDENT_LAB: &str = r#"#!/bin/sh
@@ -546,6 +546,10 @@ mkdir "$S" || exit 97
 for f in '' /cgroup.procs /cgroup.subtree_control /cgroup.threads; do chown student:student "$S$f"; done
 S="$S" sh -c 'echo $$ > "$S/cgroup.procs" && exec su -s /bin/sh -c "cd; exec lab \"\$@\"" -- student lab "$@"' sh "$@"
 status=$?
+# systemd removes a scope once no process is left in it ("populated 0" in cgroup.events); the
+# lab's guardian outlives the lab by a moment, to remove what the lab left.
+i=0
+while grep -q '^populated 1' "$S/cgroup.events" && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 for d in $(find "$S" -mindepth 1 -type d); do
   case "$d" in "$S"/lab-*|"$S"/isolab) ;; *) echo "left in the scope: $d" ;; esac
 done
