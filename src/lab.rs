@@ -257,12 +257,13 @@ impl Drop for Lab {
         while let Some(owned) = self.owned.pop() {
             drop(owned);
         }
-        // Something could not be removed while this process lives: on rootless cgroup v2, the
-        // leaf the lab itself runs in. Its guardian must not reap it before the process has
-        // exited — it would kill the lab in its leaf, between here and its exit, and the lab's
-        // exit status would be a SIGKILL's. So the lifeline stays open until the kernel closes
-        // it at exit; only then does the guardian read its end of file.
-        if self.ledger.has_open_claims() {
+        // Rootless on cgroup v2 the lab lives in a leaf of its own, which it cannot remove while
+        // it lives. Its guardian must not reap the leaf before the process has exited — it
+        // would kill the lab in it, between here and its exit, and the lab's exit status would
+        // be a SIGKILL's. So the lifeline stays open until the kernel closes it at exit; only
+        // then does the guardian read its end of file.
+        let in_own_leaf = self.cgroups.as_ref().is_ok_and(|h| h.own_leaf().is_some());
+        if in_own_leaf && self.ledger.has_open_claims() {
             if let Some(lifeline) = self._lifeline.take() {
                 let _ = lifeline.into_raw_fd();
             }

@@ -337,10 +337,16 @@ impl Hierarchy {
     /// [`crate::ownership`]): its bases and, rootless on v2, the leaf it moves itself into.
     pub fn lab_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = self.bases().map(Path::to_path_buf).collect();
-        if let (Some(own), Some(lab)) = (&self.delegated, &self.lab) {
-            dirs.push(v2::leaf(own, lab));
-        }
+        dirs.extend(self.own_leaf());
         dirs
+    }
+
+    /// Rootless on v2: the leaf the lab moves itself into, and so lives in until it exits.
+    pub fn own_leaf(&self) -> Option<PathBuf> {
+        match (&self.delegated, &self.lab) {
+            (Some(own), Some(lab)) => Some(v2::leaf(own, lab)),
+            _ => None,
+        }
     }
 
     /// The path of the lab's base in the memory hierarchy relative to that hierarchy's root: the
