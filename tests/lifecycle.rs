@@ -238,14 +238,9 @@ fn a_killed_lab_leaves_no_workload_runtime_state_or_cgroup() {
 /// The Docker containers named for labs `ids`, running or not: the daemon keeps them, not the
 /// lab.
 fn docker_containers(ids: &[String]) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(["ps", "--all", "--format", "{{.Names}}"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    common::docker_container_names()
+        .into_iter()
         .filter(|n| ids.iter().any(|id| n.starts_with(&format!("isolab-{id}-"))))
-        .map(str::to_string)
         .collect()
 }
 

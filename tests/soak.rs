@@ -413,18 +413,13 @@ fn orphan_docker_containers() -> Vec<String> {
         .filter(|l| l.alive)
         .map(|l| l.id)
         .collect();
-    let out = Command::new("docker")
-        .args(["ps", "--all", "--format", "{{.Names}}"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    common::docker_container_names()
+        .into_iter()
         .filter(|n| {
             n.strip_prefix("isolab-")
                 .and_then(|rest| rest.split('-').next())
                 .is_some_and(|id| common::is_lab_id(id) && !live.iter().any(|l| l == id))
         })
-        .map(str::to_string)
         .collect()
 }
 

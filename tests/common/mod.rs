@@ -355,3 +355,16 @@ pub fn instances_of(ids: &[String]) -> Vec<i32> {
         })
         .collect()
 }
+
+/// The names of every container the Docker daemon keeps, running or not, lab's or not (`docker
+/// ps --all`): the daemon keeps them, not the lab, so only the daemon can say what is left.
+pub fn docker_container_names() -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "--all", "--format", "{{.Names}}"])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
