@@ -59,6 +59,7 @@ impl Check {
 pub fn checks(lab: &Lab) -> Vec<Check> {
     let mut out = vec![Check::new("kernel", Status::Ok, host::kernel_release())];
     out.push(privilege());
+    out.push(container_root());
     out.push(cgroups(lab));
     out.push(kvm());
     out.extend(kvm_host());
@@ -125,13 +126,37 @@ fn linux_guests(lab: &Lab) -> Vec<Check> {
 
 fn privilege() -> Check {
     if nix::unistd::geteuid().is_root() {
-        return Check::new(
-            "privilege",
-            Status::Ok,
-            "running as root: containers need no user namespace",
-        );
+        return Check::new("privilege", Status::Ok, "running as root");
     }
     userns_check(host::userns_restriction())
+}
+
+/// Who a container's root is on the host: what a way out of it would be worth.
+fn container_root() -> Check {
+    use crate::backend::container::namespaces::mapped_root_refused;
+    const NAME: &str = "root inside";
+    if !nix::unistd::geteuid().is_root() {
+        return Check::new(
+            NAME,
+            Status::Ok,
+            "a container's root is your own uid on the host (rootless)",
+        );
+    }
+    match mapped_root_refused() {
+        None => Check::new(
+            NAME,
+            Status::Ok,
+            "isolab's container maps its root to an unprivileged uid of its own (a user \
+             namespace); oci:runc, oci:crun and docker keep the host's root, as Docker does by \
+             default",
+        ),
+        Some(why) => Check::new(
+            NAME,
+            Status::Warn,
+            format!("{why}: isolab's container runs as the host's root, as Docker's do"),
+        )
+        .fix(host::userns_fix(&why)),
+    }
 }
 
 /// The privilege line of a lab that is not root, given what restricts user namespaces.

@@ -6,7 +6,8 @@
 //!
 //! * the **work directory** `$TMPDIR/isolab-<id>/`, holding the workload executable (written
 //!   once from the copy embedded in `lab`), the empty directory on which each container mounts its
-//!   private root file system, and the scratch directory of the `io` kernel;
+//!   private root file system, and `scratch/`, which holds one directory per instance that runs
+//!   the `io` kernel (see [`Scratch`]);
 //! * the **cgroups** `<base>/isolab/<id>/<id>-<n>`, one per instance (see [`crate::cgroup`]), in
 //!   each hierarchy the lab uses — and in every other hierarchy too when an OCI runtime given
 //!   the instance's cgroup path made it there.
@@ -19,11 +20,11 @@ use crate::backend::container::profile::{Profile, Security};
 use crate::backend::container::seccomp::SeccompError;
 use crate::cgroup::{CgroupError, Hierarchy};
 use crate::ownership::{self, Ledger, Owned, OwnershipError, Resource};
-use crate::workload::WORKLOAD_ELF;
+use crate::workload::{Kernel, Spec, WORKLOAD_ELF};
 use std::fs;
 use std::io;
 use std::os::fd::IntoRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -185,9 +186,42 @@ impl Lab {
         self.workdir.join("root")
     }
 
-    /// Where the `io` kernel writes, in every backend (bind-mounted into containers).
+    /// The parent of every instance's scratch directory ([`Lab::scratch_for`]): the lab's own,
+    /// mode 0700, so no one else can plant anything there.
     pub fn scratch_dir(&self) -> PathBuf {
         self.workdir.join("scratch")
+    }
+
+    /// A new scratch directory for the instance `name`, owned by `owner` (uid, gid) — who the
+    /// instance's root is on the host — or by the lab. See [`Scratch`].
+    pub fn scratch_for(&self, name: &str, owner: Option<(u32, u32)>) -> Result<Scratch, LabError> {
+        let path = self.scratch_dir().join(name);
+        let err = |source| LabError::Workdir {
+            path: path.clone(),
+            source,
+        };
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(err)?;
+        let scratch = Scratch { path: path.clone() };
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(err)?;
+        }
+        Ok(scratch)
+    }
+
+    /// [`Lab::scratch_for`] when `spec` runs the `io` kernel, the only one that writes files:
+    /// no other instance gets a directory to share.
+    pub fn scratch_if_io(
+        &self,
+        spec: &Spec,
+        name: &str,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Option<Scratch>, LabError> {
+        (spec.kernel == Kernel::Io)
+            .then(|| self.scratch_for(name, owner))
+            .transpose()
     }
 
     /// The cgroup hierarchy, or why there is none.
@@ -271,6 +305,50 @@ impl Drop for Lab {
     }
 }
 
+/// The one directory an instance shares with the host: where its `io` kernel writes.
+///
+/// Shared paths are where a lab that teaches isolation could itself open a way out, so this
+/// one is shared as narrowly as the kernel allows:
+///
+/// * **one per instance**, made just before the instance starts and removed when it ends
+///   (dropping this value): no instance sees another's files, and none finds what an earlier
+///   one planted (a symbolic link named like the next instance's file, say);
+/// * **mode 0700, owned by the instance's root** as the host sees it: an ordinary user of the
+///   host cannot even look inside, so a setuid program or a device node written by a container
+///   whose root is the host's root is out of every user's reach. Its parent, `scratch/`, is the
+///   lab's own (0700 too), so no one else can create anything beside it;
+/// * **nosuid, nodev, noexec**: as root, the lab binds `scratch/` onto itself with these flags
+///   (every bind mount of a directory below it inherits them: containers', runtimes', Docker's),
+///   and each container mounts its own directory with them again. A setuid bit written there
+///   does nothing, a device node cannot be opened through it, nothing there can be run.
+///
+/// The files themselves are written without a name to plant ahead (`O_TMPFILE`) or with
+/// `O_CREAT | O_EXCL | O_NOFOLLOW`: see the workload's and the VMM's scratch file.
+#[derive(Debug)]
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    /// The directory, on the host.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its removal, as an instance's clean-up step (see [`crate::backend::instance::Parts`]).
+    pub fn removal(self) -> Box<dyn FnOnce() + Send> {
+        Box::new(move || drop(self))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // What the instance left (it may have made subdirectories). A lab killed before this
+        // runs leaves the directory in its work directory, which its guardian removes.
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
 /// Make the work directory (already claimed) and fill it.
 fn make_workdir(dir: &Path) -> Result<(), LabError> {
     let err = |path: &Path| {
@@ -286,9 +364,39 @@ fn make_workdir(dir: &Path) -> Result<(), LabError> {
         fs::write(&exe, WORKLOAD_ELF)?;
         fs::set_permissions(&exe, fs::Permissions::from_mode(0o755))?;
         fs::create_dir(dir.join("root"))?;
-        fs::create_dir(dir.join("scratch"))?;
-        fs::set_permissions(dir.join("scratch"), fs::Permissions::from_mode(0o1777))?;
+        let scratch = dir.join("scratch");
+        fs::DirBuilder::new().mode(0o700).create(&scratch)?;
+        if nix::unistd::geteuid().is_root() {
+            seal_scratch(&scratch)?;
+        }
         Ok(())
     })();
     made.map_err(err(dir))
+}
+
+/// Bind `scratch` onto itself with `nosuid`, `nodev` and `noexec` (see [`Scratch`]). The mount
+/// lives below the work directory, whose removal unmounts it first (also when the lab's
+/// guardian or the next lab removes it: [`crate::ownership`]).
+fn seal_scratch(scratch: &Path) -> io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    mount(
+        Some(scratch),
+        scratch,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )?;
+    // A bind mount takes its flags only from a second call, a remount of the bind.
+    mount(
+        None::<&str>,
+        scratch,
+        None::<&str>,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )?;
+    Ok(())
 }

@@ -306,6 +306,9 @@ pub mod info {
     /// How a container was configured beyond its namespaces: `minimal` or `docker` (masks,
     /// seccomp).
     pub const PROFILE: &str = "profile";
+    /// Who a container's root is on the host, in words: the host's root (uid 0) or a uid of
+    /// its own behind a user namespace.
+    pub const CONTAINER_ROOT: &str = "container_root";
     /// The external runtime's own version (`runc --version`, `docker version`, ...).
     pub const RUNTIME_VERSION: &str = "runtime_version";
     /// Proportional set size of the per-container helper a runtime keeps outside the container

@@ -51,7 +51,7 @@ use crate::measure::clock::now_ns;
 use crate::measure::memory::ProcessMemory;
 use crate::ownership::Resource;
 use crate::results::info;
-use crate::workload::{self, Kernel, WORKLOAD_ELF};
+use crate::workload::{self, WORKLOAD_ELF};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -348,13 +348,24 @@ impl Docker {
         if let Some(cpus) = limits.cpus {
             args.push(format!("--cpus={cpus}"));
         }
-        if spec.kernel == Kernel::Io {
-            args.push(format!("--volume={}:/scratch", lab.scratch_dir().display()));
+        // The daemon binds it with the flags of the lab's own mount of `scratch/` (nosuid,
+        // nodev, noexec: a bind inherits them); `docker run` has no option to add them.
+        let scratch = lab.scratch_if_io(spec, &name, None)?;
+        if let Some(dir) = &scratch {
+            args.push(format!(
+                "--mount=type=bind,source={},target=/scratch",
+                dir.path().display()
+            ));
         }
         args.push(prepared.image.clone());
         args.push("/workload".into());
         // Markers on the attached standard output, the go-ahead on standard input.
-        args.extend(workload::argv(spec, 1, 0, "/scratch"));
+        args.extend(workload::argv(
+            spec,
+            1,
+            0,
+            scratch.is_some().then_some(Path::new("/scratch")),
+        ));
         let env: Vec<(String, String)> = ENV
             .iter()
             .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
@@ -386,6 +397,7 @@ impl Docker {
             if let Some(rel) = relative {
                 let _ = crate::cgroup::remove_everywhere(Path::new(&rel));
             }
+            drop(scratch);
         };
         let mut instance = Instance::new(Parts {
             backend: self.name().into(),

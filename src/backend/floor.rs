@@ -14,7 +14,7 @@ use super::container::namespaces;
 use super::instance::{Instance, Parts, Timeline};
 use super::spawn::{spawn_exec, Placement};
 use super::{Availability, Backend, BackendError, Limits, Spec};
-use crate::lab::Lab;
+use crate::lab::{Lab, Scratch};
 use crate::workload;
 
 /// The `ns-floor` backend.
@@ -55,11 +55,12 @@ impl Backend for NsFloor {
 
     fn start(&self, lab: &Lab, spec: &Spec, _limits: &Limits) -> Result<Instance, BackendError> {
         let timeline = Timeline::start();
+        let scratch = lab.scratch_if_io(spec, &lab.next_instance_name(), None)?;
         let args = workload::argv(
             spec,
             REPORT_FD,
             CONTROL_FD,
-            &lab.scratch_dir().to_string_lossy(),
+            scratch.as_ref().map(Scratch::path),
         );
         let exec = Exec::new(&lab.workload_path(), "isolab-workload", &args, &[]);
         let (ends, fds) = child::pipes(None)?;
@@ -75,7 +76,7 @@ impl Backend for NsFloor {
             ends,
             timeline,
             timeout: lab.timeout,
-            cleanup: Vec::new(),
+            cleanup: scratch.map(Scratch::removal).into_iter().collect(),
         }))
     }
 }

@@ -109,6 +109,9 @@ pub enum BackendError {
     /// The lab could not write down what it is about to make.
     #[error(transparent)]
     Ownership(#[from] crate::ownership::OwnershipError),
+    /// The lab could not make what it shares with the instance (its scratch directory).
+    #[error(transparent)]
+    Lab(#[from] crate::lab::LabError),
     /// Host file I/O failed.
     #[error("{action}: {source}")]
     Io {

@@ -50,7 +50,7 @@ use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::lab::Lab;
 use crate::ownership::Resource;
 use crate::results::info;
-use crate::workload::{self, Kernel, WORKLOAD_ELF};
+use crate::workload::{self, WORKLOAD_ELF};
 use nix::errno::Errno;
 use nix::mount::{umount2, MntFlags};
 use oci_spec::runtime::{
@@ -263,6 +263,8 @@ impl Backend for Oci {
         // Clean-up runs once the runtime has exited, whatever happened: forget the container
         // (deleting its state under the runtime's root), remove the directories the runtime made
         // in hierarchies the lab does not use, and the bundle.
+        let scratch = lab.scratch_if_io(spec, &name, None)?;
+        let scratch_dir = scratch.as_ref().map(|s| s.path().to_path_buf());
         let cleanup = {
             let bundle = bundle.clone();
             let relative = relative.clone();
@@ -272,6 +274,7 @@ impl Backend for Oci {
                     let _ = crate::cgroup::remove_everywhere(Path::new(&rel));
                 }
                 let _ = fs::remove_dir_all(&bundle);
+                drop(scratch);
             }
         };
         let streams = match kind {
@@ -286,6 +289,7 @@ impl Backend for Oci {
             &security,
             container_cgroup,
             streams,
+            scratch_dir.as_deref(),
         );
         if let Err(e) = written {
             cleanup();
@@ -390,7 +394,9 @@ pub fn remove_container(
     unreachable!("the second attempt returns")
 }
 
-/// Write `bundle/rootfs/workload` and `bundle/config.json`.
+/// Write `bundle/rootfs/workload` and `bundle/config.json`; `scratch` is the instance's scratch
+/// directory on the host, if it has one.
+#[allow(clippy::too_many_arguments)]
 fn write_bundle(
     lab: &Lab,
     bundle: &Path,
@@ -399,6 +405,7 @@ fn write_bundle(
     security: &super::container::profile::Security,
     cgroup_path: Option<String>,
     streams: Streams,
+    scratch: Option<&Path>,
 ) -> Result<(), BackendError> {
     let rootfs = bundle.join("rootfs");
     fs::create_dir_all(&rootfs).map_err(BackendError::io("create OCI bundle"))?;
@@ -413,7 +420,7 @@ fn write_bundle(
         program: "oci-spec".into(),
         detail: e.to_string(),
     };
-    let config = config(lab, id, spec, security, cgroup_path, streams).map_err(oci)?;
+    let config = config(scratch, id, spec, security, cgroup_path, streams).map_err(oci)?;
     config.save(bundle.join("config.json")).map_err(oci)
 }
 
@@ -421,7 +428,7 @@ fn write_bundle(
 /// /dev/pts, /dev/shm, /dev/mqueue, /sys) made equivalent to isolab's container, with the lab's
 /// profile: Docker's masked and read-only paths and its seccomp profile, or none of them.
 fn config(
-    lab: &Lab,
+    scratch: Option<&Path>,
     id: &str,
     spec: &Spec,
     security: &super::container::profile::Security,
@@ -447,7 +454,12 @@ fn config(
         .cwd("/")
         .args(
             std::iter::once("/workload".to_string())
-                .chain(workload::argv(spec, report, control, "/scratch"))
+                .chain(workload::argv(
+                    spec,
+                    report,
+                    control,
+                    scratch.map(|_| Path::new("/scratch")),
+                ))
                 .collect::<Vec<_>>(),
         )
         .env(vec!["PATH=/".to_string()])
@@ -464,13 +476,16 @@ fn config(
     config.set_hostname(Some(id.to_string()));
 
     let mut mounts = config.mounts().clone().unwrap_or_default();
-    if spec.kernel == Kernel::Io {
+    if let Some(dir) = scratch {
+        // The instance's own directory (see `crate::lab::Scratch`): nothing written there can
+        // be run, be setuid or be a device.
+        let options = ["rbind", "rw", "nosuid", "nodev", "noexec"];
         mounts.push(
             MountBuilder::default()
                 .destination("/scratch")
                 .typ("bind")
-                .source(lab.scratch_dir())
-                .options(vec!["rbind".to_string(), "rw".to_string()])
+                .source(dir)
+                .options(options.map(String::from).to_vec())
                 .build()?,
         );
     }
@@ -522,6 +537,7 @@ fn config(
 mod properties {
     use super::*;
     use crate::backend::container::profile::{Profile, Security};
+    use crate::workload::Kernel;
     use proptest::prelude::*;
 
     prop_compose! {
@@ -567,7 +583,16 @@ mod properties {
             } else {
                 Streams::Fixed
             };
-            let config = config(&lab, &id, &spec, security, cgroup.clone(), streams).unwrap();
+            let scratch = (spec.kernel == Kernel::Io).then(|| lab.scratch_dir().join(&id));
+            let config = config(
+                scratch.as_deref(),
+                &id,
+                &spec,
+                security,
+                cgroup.clone(),
+                streams,
+            )
+            .unwrap();
             // What the runtime reads is JSON: it must come back the same.
             let json = serde_json::to_string(&config).unwrap();
             let back: OciSpec = serde_json::from_str(&json).unwrap();
@@ -614,14 +639,21 @@ mod properties {
                 hardened && security.seccomp.is_some()
             );
 
-            let scratch = config
+            let mounts: Vec<_> = config
                 .mounts()
                 .as_ref()
                 .unwrap()
                 .iter()
                 .filter(|m| m.destination() == Path::new("/scratch"))
-                .count();
-            prop_assert_eq!(scratch, usize::from(spec.kernel == Kernel::Io));
+                .collect();
+            prop_assert_eq!(mounts.len(), usize::from(spec.kernel == Kernel::Io));
+            for m in mounts {
+                prop_assert_eq!(m.source().as_deref(), scratch.as_deref());
+                let options = m.options().clone().unwrap_or_default();
+                for flag in ["nosuid", "nodev", "noexec"] {
+                    prop_assert!(options.iter().any(|o| o == flag), "{:?}", options);
+                }
+            }
             Ok(())
         });
         drop(lab);

@@ -10,7 +10,7 @@ use super::instance::{Instance, Parts, Timeline};
 use super::spawn::spawn_exec;
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::cgroup::Placement;
-use crate::lab::Lab;
+use crate::lab::{Lab, Scratch};
 use crate::workload;
 
 /// The `process` backend.
@@ -37,15 +37,21 @@ impl Backend for Process {
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
-        let cgroup = lab.instance_cgroup(&lab.next_instance_name(), limits)?;
+        let name = lab.next_instance_name();
+        let scratch = lab.scratch_if_io(spec, &name, None)?;
+        let cgroup = lab.instance_cgroup(&name, limits)?;
         let placement = Placement::of(cgroup.as_ref())?;
         if cgroup.is_some() {
             timeline.mark("cgroup");
         }
 
         let exe = lab.workload_path();
-        let scratch = lab.scratch_dir();
-        let args = workload::argv(spec, REPORT_FD, CONTROL_FD, &scratch.to_string_lossy());
+        let args = workload::argv(
+            spec,
+            REPORT_FD,
+            CONTROL_FD,
+            scratch.as_ref().map(Scratch::path),
+        );
         let exec = Exec::new(&exe, "isolab-workload", &args, &[]);
         let (ends, fds) = child::pipes(None)?;
 
@@ -60,7 +66,7 @@ impl Backend for Process {
             ends,
             timeline,
             timeout: lab.timeout,
-            cleanup: Vec::new(),
+            cleanup: scratch.map(Scratch::removal).into_iter().collect(),
         }))
     }
 }

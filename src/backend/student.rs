@@ -44,7 +44,7 @@ use crate::lab::Lab;
 use crate::results::info;
 use crate::workload;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// What the student built.
@@ -291,7 +291,7 @@ impl Backend for Student {
                     .to_path_buf();
                 self.container_args(lab, &name, &dir, &cgroup_dir, spec, limits)
             }
-            Kind::Vmm => self.vmm_args(lab, &dir, spec),
+            Kind::Vmm => self.vmm_args(&dir, spec),
         };
         let args = match prepared {
             Ok(args) => args,
@@ -379,13 +379,18 @@ impl Student {
             "--".into(),
             "/workload".into(),
         ]);
-        args.extend(workload::argv(spec, REPORT_FD, CONTROL_FD, "/tmp"));
+        args.extend(workload::argv(
+            spec,
+            REPORT_FD,
+            CONTROL_FD,
+            Some(Path::new("/tmp")),
+        ));
         args.extend(o.workload_args.iter().cloned());
         Ok(args)
     }
 
     /// Write the guest the VMM is to run and say how to start the VMM.
-    fn vmm_args(&self, lab: &Lab, dir: &Path, spec: &Spec) -> Result<Vec<String>, BackendError> {
+    fn vmm_args(&self, dir: &Path, spec: &Spec) -> Result<Vec<String>, BackendError> {
         fs::create_dir(dir).map_err(BackendError::io(format!("create {}", dir.display())))?;
         let write = |file: &str, bytes: &[u8]| {
             let path = dir.join(file);
@@ -407,9 +412,16 @@ impl Student {
         if let Some(guest) = guest {
             args.extend(["--guest".into(), guest]);
         }
+        // The instance's own scratch directory, the lab's alone (see `crate::lab::Scratch`):
+        // removed with the instance's directory.
+        let scratch = dir.join("scratch");
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&scratch)
+            .map_err(BackendError::io(format!("create {}", scratch.display())))?;
         args.extend([
             "--scratch".into(),
-            lab.scratch_dir().to_string_lossy().into_owned(),
+            scratch.to_string_lossy().into_owned(),
             "--".into(),
         ]);
         args.extend(spec.to_string().split(' ').map(str::to_string));

@@ -569,7 +569,7 @@ fn memory_questions(a: &mut Asker, r: &Results) {
 }
 
 /// The namespace that makes each probe fact differ between a process and a container.
-const NAMESPACE_OF: [(&str, &str); 8] = [
+const NAMESPACE_OF: [(&str, &str); 9] = [
     ("hostname", "uts"),
     ("pid", "pid"),
     ("pids_visible", "pid"),
@@ -578,6 +578,7 @@ const NAMESPACE_OF: [(&str, &str); 8] = [
     ("interfaces", "net"),
     ("cgroup", "cgroup"),
     ("uid_map", "user"),
+    ("root_on_host", "user"),
 ];
 
 /// The capabilities' names, by number (linux/capability.h).

@@ -153,8 +153,8 @@ pub const CLAIMS: [Claim; 8] = [
         statement: "A VM isolates its workload more strongly than a container does.",
         experiment: "isolation",
         rule: "Count the probe facts (kernel, host name, processes, mounts, interfaces, root, \
-               user map, capabilities, cgroup, CPUs) that equal the host's own view (the process \
-               baseline's). Supported if every VM shares fewer facts with the host than every \
+               user map, root's owner, capabilities, cgroup, CPUs) that equal the host's own view \
+               (the process baseline's). Supported if every VM shares fewer facts with the host than every \
                container and no VM answers with the host's kernel; not supported if no VM shares \
                fewer than any container; depends otherwise. A sandbox is placed between them.",
     },
@@ -1274,6 +1274,9 @@ impl Probed<'_> {
     fn shares_host_kernel(&self) -> bool {
         self.release() == Some(self.host_release)
     }
+    fn root_on_host(&self) -> Option<&str> {
+        self.iso.value(&self.entrant.name, "root_on_host")
+    }
     fn shared(&self) -> usize {
         self.iso.shared_with_host(&self.entrant.name).unwrap_or(0)
     }
@@ -1391,8 +1394,12 @@ fn isolation(claim: Claim, files: &Files) -> Assessment {
     let figures: Vec<String> = placed
         .iter()
         .map(|p| {
+            let root = p
+                .root_on_host()
+                .map(|r| format!("; root on the host: {r}"))
+                .unwrap_or_default();
             format!(
-                "{}{}: {} of {} facts equal the host's",
+                "{}{}: {} of {} facts equal the host's{root}",
                 files.prefix(p.entrant.file),
                 p.entrant.label,
                 p.shared(),
@@ -1433,6 +1440,31 @@ fn isolation(claim: Claim, files: &Files) -> Assessment {
             " {} is a sandbox (a kernel of its own, in user space), counted as neither: it \
              shares {n} facts with the host, {place}.",
             p.entrant.name
+        ));
+    }
+    // Whose root a container's root is: the same view can hide the host's root or a nobody.
+    let root_is_hosts = |yes: bool| -> Vec<&str> {
+        all.iter()
+            .filter(|p| p.in_side(&s.containers) || p.in_side(&s.sandboxes))
+            .filter(|p| {
+                p.root_on_host()
+                    .is_some_and(|r| r.starts_with("yes") == yes)
+            })
+            .map(|p| p.entrant.name.as_str())
+            .collect()
+    };
+    let (hosts, mapped) = (root_is_hosts(true), root_is_hosts(false));
+    if !hosts.is_empty() {
+        why.push_str(&format!(
+            " Root inside is the host's root in {}: whatever escapes, or whatever such a \
+             container writes where the host can reach it, is root's.",
+            hosts.join(", ")
+        ));
+    }
+    if !mapped.is_empty() {
+        why.push_str(&format!(
+            " In {}, root inside is an unprivileged uid on the host (a user namespace).",
+            mapped.join(", ")
         ));
     }
     let mut caveats = vec![

@@ -504,7 +504,7 @@ pub fn density(results: &Results) -> Vec<DensitySeries> {
 // Isolation
 
 /// The probe's facts, in the order to show them, each with one line that says what it tells.
-pub const PROBE_FACTS: [(&str, &str); 14] = [
+pub const PROBE_FACTS: [(&str, &str); 15] = [
     ("kernel_release", "Release of the kernel that answers the workload's system calls."),
     ("kernel_version", "That kernel's build string: tells two builds of one release apart."),
     ("hostname", "The UTS name: a container or a guest gets a name of its own."),
@@ -515,6 +515,7 @@ pub const PROBE_FACTS: [(&str, &str); 14] = [
     ("interfaces", "Network interfaces: the host's, or only the loopback of a fresh namespace."),
     ("root_entries", "What / holds: the host's whole tree, or just what the instance needs."),
     ("uid_map", "How its user IDs map onto the host's: \"0 0 4294967295\" means its root is the host's root."),
+    ("root_on_host", "Whether its root is the host's root: what a file it makes setuid, or a way out, would be worth."),
     ("cap_eff", "Effective capabilities (hex bitmask): which privileged operations it may try."),
     ("no_new_privs", "1: no exec can ever gain privileges (set-uid programs stay powerless)."),
     ("cgroup", "Its cgroup paths: \"/\" where a cgroup namespace hides the host's tree."),

@@ -186,6 +186,9 @@ facts! {
     guest_cmdline: String = info::GUEST_CMDLINE,
     /// How a container was configured beyond its namespaces (`minimal`, `docker`).
     profile: String = info::PROFILE,
+    /// Who a container's root is on the host (isolab's container): `uid 0: the host's root …`
+    /// or `uid N: …` behind a user namespace.
+    container_root: String = info::CONTAINER_ROOT,
     /// The external runtime's version, as it reports it (runc, crun, runsc, docker).
     runtime_version: String = info::RUNTIME_VERSION,
     /// Proportional set size of the per-container helper the runtime keeps outside the

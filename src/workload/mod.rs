@@ -10,17 +10,21 @@
 
 use isolab_kernels::wire;
 pub use isolab_kernels::{Kernel, Output, Spec};
+use std::path::Path;
 
 /// The static `isolab-workload` executable (x86-64 Linux, `+crt-static`).
 pub static WORKLOAD_ELF: &[u8] = include_bytes!(env!("ISOLAB_WORKLOAD_PATH"));
 
 /// The command-line words that hand `spec` to the workload executable, with the report on fd
-/// `report`, the host's go-ahead on fd `control` and scratch files in `scratch`.
-pub fn argv(spec: &Spec, report: i32, control: i32, scratch: &str) -> Vec<String> {
+/// `report`, the host's go-ahead on fd `control` and, for the `io` kernel, its file in the
+/// directory `scratch` (as the workload sees it).
+pub fn argv(spec: &Spec, report: i32, control: i32, scratch: Option<&Path>) -> Vec<String> {
     let mut words: Vec<String> = spec.to_string().split(' ').map(str::to_string).collect();
     words.push(format!("report={report}"));
     words.push(format!("control={control}"));
-    words.push(format!("scratch={scratch}"));
+    if let Some(dir) = scratch {
+        words.push(format!("scratch={}", dir.display()));
+    }
     words
 }
 
@@ -194,7 +198,7 @@ mod tests {
     #[test]
     fn argv_carries_the_spec_and_the_fds() {
         let spec = Spec::new(Kernel::Cpu, 0, 10);
-        let words = argv(&spec, 3, 4, "/scratch");
+        let words = argv(&spec, 3, 4, Some(Path::new("/scratch")));
         let parsed = Spec::parse(
             words
                 .iter()
@@ -208,6 +212,10 @@ mod tests {
         .unwrap();
         assert_eq!(parsed, spec);
         assert!(words.contains(&"report=3".to_string()));
+        assert!(words.contains(&"scratch=/scratch".to_string()));
+        // Only the `io` kernel is given a directory to write in.
+        let none = argv(&spec, 3, 4, None);
+        assert!(!none.iter().any(|w| w.starts_with("scratch=")), "{none:?}");
     }
 
     #[test]

@@ -90,7 +90,7 @@ fn main() {
     // at `done` must still see every page the kernel touched.
     let result = shim::Arena::for_spec(&spec).and_then(|mut arena| {
         let out = if spec.kernel == Kernel::Probe {
-            probe::run(&mut shim)?
+            probe::run(&mut shim, guest)?
         } else {
             shim.run_kernel(&spec, &mut arena)?
         };

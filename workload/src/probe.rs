@@ -8,8 +8,9 @@ use crate::shim::LinuxShim;
 use isolab_kernels::{wire, Error, Output};
 use std::fs;
 
-/// Gather the facts and report them; the checksum folds the number of facts reported.
-pub fn run(shim: &mut LinuxShim) -> Result<Output, Error> {
+/// Gather the facts and report them; the checksum folds the number of facts reported. `guest`:
+/// this is a Linux guest's init, whose users are the guest kernel's own.
+pub fn run(shim: &mut LinuxShim, guest: bool) -> Result<Output, Error> {
     let mut facts = 0u64;
     let mut report = |key: &str, value: &str| {
         shim.emit(
@@ -34,7 +35,9 @@ pub fn run(shim: &mut LinuxShim) -> Result<Output, Error> {
     report("root_fs", &root_fs_type(&mounts));
     report("interfaces", &interfaces().join(","));
     report("root_entries", &root_entries().join(","));
-    report("uid_map", &squash(&read("/proc/self/uid_map")));
+    let uid_map = read("/proc/self/uid_map");
+    report("uid_map", &squash(&uid_map));
+    report("root_on_host", &root_on_host(&uid_map, guest));
     report("cap_eff", &status_field("CapEff"));
     report("no_new_privs", &status_field("NoNewPrivs"));
     report("seccomp", &seccomp_mode());
@@ -56,6 +59,30 @@ pub fn run(shim: &mut LinuxShim) -> Result<Output, Error> {
 
 fn read(path: &str) -> String {
     fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Who this instance's root is on the host, from its uid map (`inside outside count` per line).
+///
+/// A map of `0 0 4294967295` is the initial user namespace's: uid 0 here is the host's root,
+/// whatever else confines it. A user namespace maps uid 0 to some other uid outside (`0 1000 1`
+/// rootless, a uid of its own for a root lab's container). A guest's users are its own kernel's:
+/// the host sees only the VMM.
+fn root_on_host(uid_map: &str, guest: bool) -> String {
+    if guest {
+        return "no: the guest kernel's own root; the host sees a VMM process".into();
+    }
+    let outside = uid_map.lines().find_map(|l| {
+        let mut f = l.split_whitespace().map(|n| n.parse::<u64>().ok());
+        match (f.next()??, f.next()??) {
+            (0, outside) => Some(outside),
+            _ => None,
+        }
+    });
+    match outside {
+        Some(0) => "yes: uid 0 here is uid 0 of the host".into(),
+        Some(uid) => format!("no: uid 0 here is uid {uid} outside (a user namespace)"),
+        None => "no: uid 0 is not mapped here".into(),
+    }
 }
 
 /// Collapse a multi-line file into one line: lines joined by ';', runs of blanks made single.

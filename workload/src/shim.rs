@@ -86,9 +86,38 @@ impl LinuxShim {
         result
     }
 
+    /// The `io` kernel's file in the scratch directory.
+    ///
+    /// A name in a shared directory is a name someone else can take first: a symbolic link
+    /// planted there, named like the file, would make this process (root, for the `process`
+    /// backend) write wherever the link points. So the file has **no name**: `O_TMPFILE`
+    /// creates an inode in the directory that no path leads to, which vanishes when it is
+    /// closed. Where the file system cannot do that (`EOPNOTSUPP`), a named file is created with
+    /// `O_EXCL | O_NOFOLLOW` — never an existing file, never through a link — and unlinked
+    /// again when the kernel ends.
     fn open_scratch(&mut self) -> Result<i32, Error> {
         if let Some(fd) = self.scratch_fd {
             return Ok(fd);
+        }
+        let dir = CString::new(self.scratch_dir.as_os_str().as_bytes())
+            .map_err(|_| Error::Platform(22))?;
+        // SAFETY: `dir` is a valid NUL-terminated string.
+        let fd = unsafe {
+            libc::open(
+                dir.as_ptr(),
+                libc::O_RDWR | libc::O_TMPFILE | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if fd >= 0 {
+            self.scratch_fd = Some(fd);
+            return Ok(fd);
+        }
+        if !matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EOPNOTSUPP | libc::EISDIR)
+        ) {
+            return Err(errno());
         }
         let mut path = self.scratch_dir.clone();
         path.push(format!("isolab-io-{}", std::process::id()));
@@ -97,7 +126,7 @@ impl LinuxShim {
         let fd = unsafe {
             libc::open(
                 path.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 0o600,
             )
         };

@@ -61,6 +61,46 @@ struct CapData {
     inheritable: u32,
 }
 
+/// **Child side.** This process's permitted set (`capget(2)`).
+pub fn permitted() -> Result<u64, Errno> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and a writable two-element data array as the version-3 ABI requires.
+    Errno::result(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) })?;
+    Ok(u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32)
+}
+
+/// **Child side.** Make `mask` this process's effective and permitted sets (`capset(2)`), with
+/// nothing inheritable. Permitted capabilities can only be dropped, never gained.
+pub fn set(mask: u64) -> Result<(), Errno> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let half = |shift: u32| (mask >> shift) as u32;
+    let data = [
+        CapData {
+            effective: half(0),
+            permitted: half(0),
+            inheritable: 0,
+        },
+        CapData {
+            effective: half(32),
+            permitted: half(32),
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: header and a two-element data array as the version-3 ABI requires.
+    Errno::result(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }).map(drop)
+}
+
 impl CapPlan {
     /// Keep `keep`; `last_cap` is the kernel's highest capability number.
     pub fn new(keep: &[(u32, &str)], last_cap: u32) -> CapPlan {
@@ -96,28 +136,7 @@ impl CapPlan {
         if r != 0 && Errno::last() != Errno::EINVAL {
             return Err(("clear ambient capabilities", Errno::last()));
         }
-        let half = |shift: u32| (self.keep >> shift) as u32;
-        let mut header = CapHeader {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let data = [
-            CapData {
-                effective: half(0),
-                permitted: half(0),
-                inheritable: 0,
-            },
-            CapData {
-                effective: half(32),
-                permitted: half(32),
-                inheritable: 0,
-            },
-        ];
-        // SAFETY: header and a two-element data array as the version-3 ABI requires.
-        let r = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
-        if r != 0 {
-            return Err(("capset", Errno::last()));
-        }
+        set(self.keep).map_err(|e| ("capset", e))?;
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(("no_new_privs", Errno::last()));

@@ -13,6 +13,7 @@
 //!                                       │ /proc, /tmp, host name (root: a     rootfs
 //!                                       │   copy of the lab's template)
 //!                                       │ Docker's masked, read-only paths    masked_paths
+//!                                       │ root of its own: a user namespace   userns
 //!                                       │ drop capabilities, no_new_privs     capabilities
 //!                                       │ seccomp filter                      seccomp
 //!                                       └ exec /workload                      ready
@@ -20,7 +21,9 @@
 //!
 //! As root, containers are cloned by the lab's **launcher thread**, which did once what is the
 //! same for all of them — their root file system, and loading Docker's seccomp profile — see
-//! [`launcher`]. Without root the lab clones init itself, with `CLONE_NEWUSER` too, writes its
+//! [`launcher`]. Once init has done everything that needs the host's root, it becomes a uid of
+//! its own in a user namespace of its own, root inside and nobody outside
+//! ([`namespaces::MappedRoot`]). Without root the lab clones init itself, with `CLONE_NEWUSER` too, writes its
 //! uid/gid maps while init waits, and init builds its own root (`pivot_root`) and loads the
 //! whole filter: a rootless container cannot use a template owned by the real root.
 //! [`profile`] says which of the layers a lab applies (`--profile minimal|docker`).
@@ -46,9 +49,9 @@ use super::child::{self, ChildFds, Exec, ParentEnds, Reporter, CONTROL_FD, REPOR
 use super::instance::{Instance, Parts, Timeline};
 use super::spawn::{clone_fork, spawn_shared, Placement, Stack};
 use super::{Availability, Backend, BackendError, Limits, Spec};
-use crate::lab::Lab;
+use crate::lab::{Lab, Scratch};
 use crate::results::info;
-use crate::workload::{self, Kernel, WORKLOAD_ELF};
+use crate::workload::{self, WORKLOAD_ELF};
 use capabilities::CapPlan;
 use nix::errno::Errno;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -66,10 +69,14 @@ use std::sync::Arc;
 pub struct Container {
     /// Put a static busybox at `/bin/busybox` (and `/bin/sh`) for exercises that want a shell.
     pub busybox: Option<PathBuf>,
-    /// Use a user namespace: `None` decides by privilege (only when not root), `Some(true)`
-    /// also as root — the "rootless" set-up, where the container's root is an ordinary user
-    /// outside.
+    /// Start the container the rootless way, in a user namespace from its first step: `None`
+    /// decides by privilege (only when not root), `Some(true)` also as root — the container's
+    /// root is then the lab's own uid outside.
     pub userns: Option<bool>,
+    /// As root, leave the container's root the host's root, as Docker does by default (no
+    /// `userns-remap`). Without it a root lab maps the container's root to a uid of its own
+    /// ([`namespaces::MappedRoot`]), unless the kernel allows no user namespace at all.
+    pub host_root: bool,
 }
 
 impl Backend for Container {
@@ -109,8 +116,11 @@ impl Backend for Container {
         let name = lab.next_instance_name();
         let userns = self.userns.unwrap_or_else(namespaces::need_userns);
         let hostname = format!("isolab-{name}");
-        let io = spec.kernel == Kernel::Io;
-        let scratch = lab.scratch_dir();
+        // Who the container's root is on the host: a uid of its own where the lab is root
+        // (see `namespaces::MappedRoot`), the lab's own uid rootless.
+        let mapped = (!userns && !self.host_root && mapped_root_refused().is_none())
+            .then(|| namespaces::MappedRoot::for_container(&name));
+        let scratch = lab.scratch_if_io(spec, &name, mapped.as_ref().map(|m| (m.id, m.id)))?;
         // As root, a container starts from the lab's launcher thread and its template root,
         // which holds no scratch directory of the host's (an `io` container attaches one).
         let template = RootfsPlan::new(
@@ -137,19 +147,28 @@ impl Backend for Container {
 
         // Everything the child process needs, prepared while allocating is still safe.
         let caps = security.caps;
-        let args = workload::argv(spec, REPORT_FD, CONTROL_FD, "/scratch");
+        let args = workload::argv(
+            spec,
+            REPORT_FD,
+            CONTROL_FD,
+            scratch.is_some().then_some(Path::new("/scratch")),
+        );
         let exec = Exec::new(rootfs::WORKLOAD_PATH.as_ref(), "workload", &args, &[]);
         let (pid, ends, sync) = match launcher {
             Some(launcher) => {
-                let scratch = io.then(|| detached_tree(&scratch)).transpose()?;
+                let tree = scratch
+                    .as_ref()
+                    .map(|s| detached_tree(s.path()))
+                    .transpose()?;
                 let (ends, fds) = child::pipes(None)?;
                 let job = Job {
                     fds,
                     placement,
                     plan: template,
-                    scratch,
+                    scratch: tree,
                     security: security.clone(),
                     caps,
+                    mapped: mapped.clone(),
                     exec: SendExec(exec),
                 };
                 let pid = launcher
@@ -166,7 +185,7 @@ impl Backend for Container {
                     &lab.rootfs_mount_point(),
                     &lab.workload_path(),
                     self.busybox.as_deref(),
-                    io.then_some(scratch.as_path()),
+                    scratch.as_ref().map(|s| s.path()),
                     &hostname,
                     userns,
                 );
@@ -182,7 +201,7 @@ impl Backend for Container {
             ends,
             timeline,
             timeout: lab.timeout,
-            cleanup: Vec::new(),
+            cleanup: scratch.map(Scratch::removal).into_iter().collect(),
         });
         // The "image": everything the container's root holds.
         instance.note(info::IMAGE_BYTES, WORKLOAD_ELF.len());
@@ -191,6 +210,10 @@ impl Backend for Container {
             "tmpfs root holding one static executable (the workload)",
         );
         instance.note(info::PROFILE, security.profile.name());
+        instance.note(
+            info::CONTAINER_ROOT,
+            container_root(userns, mapped.as_ref()),
+        );
         // From here on, dropping `instance` on an error kills and reaps whatever was started.
         if let Some(lab_sync) = sync {
             let mut sync = UnixStream::from(lab_sync);
@@ -209,6 +232,30 @@ impl Backend for Container {
             }
         }
         Ok(instance)
+    }
+}
+
+/// Why a root lab's containers keep the host's root, if they must; asked once per process.
+fn mapped_root_refused() -> Option<&'static str> {
+    static WHY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    WHY.get_or_init(namespaces::mapped_root_refused).as_deref()
+}
+
+/// Who the container's root is on the host, in words (the `container_root` fact).
+pub fn container_root(userns: bool, mapped: Option<&namespaces::MappedRoot>) -> String {
+    match (userns, mapped) {
+        (true, _) => format!(
+            "uid {}: the lab's own (rootless, a user namespace)",
+            getuid().as_raw()
+        ),
+        (false, Some(m)) => format!(
+            "uid {}: an unprivileged uid of its own (a user namespace entered last)",
+            m.id
+        ),
+        (false, None) => match mapped_root_refused() {
+            Some(why) => format!("uid 0: the host's root ({why})"),
+            None => "uid 0: the host's root (no user namespace, as Docker by default)".into(),
+        },
     }
 }
 
@@ -252,6 +299,7 @@ struct Job {
     scratch: Option<OwnedFd>,
     security: Arc<Security>,
     caps: CapPlan,
+    mapped: Option<namespaces::MappedRoot>,
     exec: SendExec,
 }
 
@@ -266,6 +314,7 @@ impl Job {
             scratch,
             security,
             caps,
+            mapped,
             exec,
         } = self;
         let filter = security.filter(true);
@@ -285,7 +334,8 @@ impl Job {
             // Now in a copy of the template namespace of its own: attach the scratch directory
             // there, while its fd is still open (installing the pipes closes every other fd).
             if let Some(fd) = scratch {
-                if let Err(e) = attach(fd, c"/scratch") {
+                if let Err(e) = attach(fd, c"/scratch").and_then(|()| rootfs::restrict(c"/scratch"))
+                {
                     report.fail("attach /scratch", e);
                 }
             }
@@ -297,7 +347,7 @@ impl Job {
                 report.fail(failure.0, failure.1);
             }
             report.phase("rootfs");
-            harden(&security, &caps, filter, &exec.0)
+            harden(&security, &caps, mapped.as_ref(), filter, &exec.0)
         };
         // SAFETY: init only makes system calls on prepared data, then execs or exits.
         unsafe {
@@ -329,15 +379,28 @@ fn attach(fd: libc::c_int, target: &std::ffi::CStr) -> Result<(), Errno> {
     .map(drop)
 }
 
-/// **Child side**, root in place: masks, capabilities and no_new_privs, the filter; then exec.
-/// Each layer is its own phase. Never returns.
-fn harden(security: &Security, caps: &CapPlan, filter: Option<&seccomp::Filter>, exec: &Exec) -> ! {
+/// **Child side**, root in place: masks; the mapped root, if any; capabilities and
+/// no_new_privs; the filter; then exec. Each layer is its own phase. Never returns.
+fn harden(
+    security: &Security,
+    caps: &CapPlan,
+    mapped: Option<&namespaces::MappedRoot>,
+    filter: Option<&seccomp::Filter>,
+    exec: &Exec,
+) -> ! {
     let report = Reporter::INSTALLED;
     if security.profile.hardened() {
         if let Err(failure) = security.masks.apply() {
             report.fail(failure.0, failure.1);
         }
         report.phase("masked_paths");
+    }
+    if let Some(mapped) = mapped {
+        // The last step that needed the host's root is behind us.
+        if let Err(failure) = mapped.enter() {
+            report.fail(failure.0, failure.1);
+        }
+        report.phase("userns");
     }
     if let Err(failure) = caps.apply() {
         report.fail(failure.0, failure.1);
@@ -472,7 +535,7 @@ fn init(
         report.fail(failure.0, failure.1);
     }
     report.phase("rootfs");
-    harden(security, caps, filter, exec)
+    harden(security, caps, None, filter, exec)
 }
 
 fn sync_write(bytes: &[u8]) -> Result<(), Errno> {

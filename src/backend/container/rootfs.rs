@@ -139,7 +139,7 @@ impl RootfsPlan {
             symlinkat("busybox", AT_FDCWD, "bin/sh").map_err(step("link /bin/sh"))?;
         }
         // Where the `io` kernel's scratch directory is mounted, empty in every other container.
-        dir("scratch", 0o1777).map_err(step("mkdir /scratch"))?;
+        dir("scratch", 0o755).map_err(step("mkdir /scratch"))?;
         if let Some(scratch) = &self.scratch {
             mount(
                 Some(scratch.as_c_str()),
@@ -149,6 +149,7 @@ impl RootfsPlan {
                 None::<&str>,
             )
             .map_err(step("bind /scratch"))?;
+            restrict(c"scratch").map_err(step("restrict /scratch"))?;
         }
         self.make_devices().map_err(step("populate /dev"))
     }
@@ -349,6 +350,24 @@ impl Masks {
         }
         Ok(())
     }
+}
+
+/// **Child side.** Make the bind mount at `target` `nosuid`, `nodev` and `noexec`: what the
+/// container writes there (its scratch directory, the one path it shares with the host) cannot
+/// be a setuid program, a usable device node or anything to run, for anyone who reaches it
+/// through this mount. Flags of a bind mount change only with a second call, a remount.
+pub fn restrict(target: &std::ffi::CStr) -> Result<(), Errno> {
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
 }
 
 /// **Child side**, in a new mount namespace: make every mount private (`MS_REC | MS_PRIVATE`),

@@ -154,24 +154,43 @@ impl<'fd> Host<'fd> {
         }
     }
 
-    /// The scratch file, created on first use and unlinked at once: it has no name to leave
-    /// behind, even if the VMM is killed; the open descriptor keeps it alive until then.
+    /// The scratch file, created on first use with no name (`O_TMPFILE`): nothing to leave
+    /// behind, even if the VMM is killed, and nothing anyone could plant ahead of it — a link
+    /// named like it would make the VMM, which runs as the lab's user, write where it points.
+    /// Where the file system has no unnamed files, a fresh name is created with `O_EXCL |
+    /// O_NOFOLLOW` (never an existing file, never through a link) and unlinked at once.
     fn scratch(&mut self) -> std::io::Result<&File> {
+        use std::os::unix::fs::OpenOptionsExt;
         static NEXT: AtomicU64 = AtomicU64::new(0);
         if self.scratch.is_none() {
-            // Unique per machine, not only per process: tests run machines in parallel threads.
-            let path = self.scratch_dir.join(format!(
-                "isolab-io-vm-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let file = File::options()
+            let unnamed = File::options()
                 .read(true)
                 .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)?;
-            std::fs::remove_file(&path)?;
+                .mode(0o600)
+                .custom_flags(libc::O_TMPFILE)
+                .open(&self.scratch_dir);
+            let file = match unnamed {
+                Ok(file) => file,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+                    // Unique per machine, not only per process: tests run machines in
+                    // parallel threads.
+                    let path = self.scratch_dir.join(format!(
+                        "isolab-io-vm-{}-{}",
+                        std::process::id(),
+                        NEXT.fetch_add(1, Ordering::Relaxed)
+                    ));
+                    let file = File::options()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&path)?;
+                    std::fs::remove_file(&path)?;
+                    file
+                }
+                Err(e) => return Err(e),
+            };
             self.scratch = Some(file);
         }
         Ok(self.scratch.as_ref().expect("just created"))
@@ -197,6 +216,10 @@ pub fn probe_facts(ram_bytes: u64) -> Vec<(&'static str, String)> {
         ("root_fs", none("no file system")),
         ("interfaces", none("no network device")),
         ("uid_map", none("no users")),
+        (
+            "root_on_host",
+            "no: a bare guest has no users; the host sees a VMM process".into(),
+        ),
         ("cap_eff", none("no OS privileges; ring 3, one I/O port")),
         ("no_new_privs", none("no OS")),
         ("cgroup", none("no OS")),
@@ -458,6 +481,7 @@ mod tests {
             "root_fs",
             "interfaces",
             "uid_map",
+            "root_on_host",
             "cap_eff",
             "no_new_privs",
             "cgroup",

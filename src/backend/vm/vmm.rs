@@ -24,7 +24,7 @@ use crate::backend::spawn::clone_fork;
 use crate::backend::{BackendError, Limits, Spec};
 use crate::cgroup::Placement;
 use crate::host::KvmKind;
-use crate::lab::Lab;
+use crate::lab::{Lab, Scratch};
 use crate::measure::memory::ProcessMemory;
 use crate::results::info;
 use kvm_ioctls::VcpuFd;
@@ -339,7 +339,11 @@ pub fn launch(
     if cgroup.is_some() {
         timeline.mark("cgroup");
     }
-    let scratch = lab.scratch_dir();
+    // The bare guest's `io` goes through the VMM into a file of the instance's own directory.
+    let scratch = lab.scratch_if_io(spec, name, None)?;
+    let scratch_dir = scratch
+        .as_ref()
+        .map_or_else(|| lab.scratch_dir(), |s| s.path().to_path_buf());
     let (ends, fds) = child::pipes(None)?;
     // SAFETY: fork in a process that may have other threads: the child has only this one,
     // and a lock another thread held at the fork stays locked in the child. glibc's fork
@@ -356,7 +360,7 @@ pub fn launch(
                     BorrowedFd::borrow_raw(CONTROL_FD),
                 )
             };
-            let mut host = Host::new(report, control, scratch);
+            let mut host = Host::new(report, control, scratch_dir);
             match vmm(&mut host) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -388,7 +392,7 @@ pub fn launch(
                 ends,
                 timeline,
                 timeout: lab.timeout,
-                cleanup: Vec::new(),
+                cleanup: scratch.map(Scratch::removal).into_iter().collect(),
             }))
         }
     }
