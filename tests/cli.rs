@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{serial, temp_dir, HostState};
+use common::{serial, temp_dir, HostState, User};
 use isolab::backend::Backend;
 use isolab::results::{Outcome, Results};
 use isolab::workload::{Kernel, Spec};
@@ -233,50 +233,9 @@ fn without_cgroups_startup_runs_and_memory_is_refused() {
     std::fs::remove_dir_all(temp).unwrap();
 }
 
-/// An ordinary user, made for this test and removed after it.
-struct User(String);
-
-impl User {
-    fn new(name: &str) -> User {
-        let name = format!("{name}{}", std::process::id() % 100_000);
-        let o = Command::new("useradd")
-            .args(["--no-create-home", "--shell", "/bin/sh", &name])
-            .output()
-            .expect("useradd (passwd) is installed");
-        assert!(
-            o.status.success(),
-            "useradd: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        User(name)
-    }
-
-    /// `lab args` as this user, in `dir`.
-    fn lab(&self, dir: &Path, args: &[&str]) -> Output {
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                &self.0,
-                "--regid",
-                &self.0,
-                "--clear-groups",
-                "--",
-            ])
-            .arg(LAB)
-            .args(args)
-            .current_dir(dir)
-            .env("TMPDIR", dir)
-            .env("HOME", dir)
-            .env("XDG_RUNTIME_DIR", dir)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.0).output();
-    }
+/// `lab args` as `user`, in `dir`.
+fn lab_as(user: &User, dir: &Path, args: &[&str]) -> Output {
+    user.command(LAB, dir).args(args).output().unwrap()
 }
 
 /// As an ordinary user without a cgroup of their own (on v1 nothing can be delegated; on v2 this
@@ -291,7 +250,8 @@ fn an_ordinary_user_runs_what_needs_no_cgroups() {
     let user = User::new("isolab-s");
     let out = temp.join("reports");
     let out_s = out.to_str().unwrap();
-    let o = user.lab(
+    let o = lab_as(
+        &user,
         &temp,
         &[
             "run",
@@ -323,7 +283,11 @@ fn an_ordinary_user_runs_what_needs_no_cgroups() {
         && r.memory_at_ready.is_none()
         && r.cgroup_peak_bytes.is_none()));
 
-    let o = user.lab(&temp, &["run", "memory", "--out", out_s, "--no-progress"]);
+    let o = lab_as(
+        &user,
+        &temp,
+        &["run", "memory", "--out", out_s, "--no-progress"],
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
@@ -333,8 +297,8 @@ fn an_ordinary_user_runs_what_needs_no_cgroups() {
     );
 
     // `lab backends` and `lab doctor` agree, and what they call available runs.
-    let listed = String::from_utf8_lossy(&user.lab(&temp, &["backends"]).stdout).into_owned();
-    let doctor = String::from_utf8_lossy(&user.lab(&temp, &["doctor"]).stdout).into_owned();
+    let listed = String::from_utf8_lossy(&lab_as(&user, &temp, &["backends"]).stdout).into_owned();
+    let doctor = String::from_utf8_lossy(&lab_as(&user, &temp, &["doctor"]).stdout).into_owned();
     let lines: Vec<&str> = listed.lines().collect();
     let mut available = Vec::new();
     for pair in lines.chunks(2) {
@@ -356,7 +320,11 @@ fn an_ordinary_user_runs_what_needs_no_cgroups() {
         "{listed}"
     );
     for backend in &available {
-        let o = user.lab(&temp, &["exec", "--backend", backend, "--kernel", "ready"]);
+        let o = lab_as(
+            &user,
+            &temp,
+            &["exec", "--backend", backend, "--kernel", "ready"],
+        );
         assert!(
             o.status.success(),
             "{backend} is listed available but fails: {}",

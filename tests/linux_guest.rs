@@ -125,6 +125,7 @@ fn a_sleeping_guest_ends_when_the_lab_lets_go() {
         started.elapsed() < lab.timeout / 2,
         "stopped by the guest, not by the timeout"
     );
+    drop(lab);
     std::fs::remove_dir_all(&temp).unwrap();
 }
 

@@ -368,3 +368,53 @@ pub fn docker_container_names() -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// An ordinary user, made by `useradd` for one test and removed (`userdel`) after it.
+pub struct User(pub String);
+
+impl User {
+    /// A new user whose name starts with `name` (the test process's PID makes it unique).
+    pub fn new(name: &str) -> User {
+        let name = format!("{name}{}", std::process::id() % 100_000);
+        let o = std::process::Command::new("useradd")
+            .args(["--no-create-home", "--shell", "/bin/sh", &name])
+            .output()
+            .expect("useradd (passwd) is installed");
+        assert!(
+            o.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        User(name)
+    }
+
+    /// `program` run as this user (no supplementary groups), in `dir`, with `TMPDIR`, `HOME`
+    /// and `XDG_RUNTIME_DIR` there too.
+    pub fn command(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        dir: &Path,
+    ) -> std::process::Command {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            &self.0,
+            "--regid",
+            &self.0,
+            "--clear-groups",
+            "--",
+        ])
+        .arg(program)
+        .current_dir(dir)
+        .env("TMPDIR", dir)
+        .env("HOME", dir)
+        .env("XDG_RUNTIME_DIR", dir);
+        cmd
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel").arg(&self.0).output();
+    }
+}
