@@ -366,3 +366,38 @@ fn links_planted_by_a_user_are_not_followed_by_the_vmm() {
     common::needs_kvm();
     links_planted_by_a_user(&["vm"]);
 }
+
+/// `lab exec --backend container --kernel probe` says whose root the container's root is: not
+/// the host's, as root (a user namespace of its own); the host's for runc, as Docker leaves it.
+#[test]
+fn the_probe_says_whether_a_containers_root_is_the_hosts() {
+    let _serial = serial();
+    let temp = temp_dir("security-probe");
+    let probe = |backend: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_lab"))
+            .args(["exec", "--backend", backend, "--kernel", "probe"])
+            .env("TMPDIR", &temp)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("root_on_host "))
+            .unwrap_or_else(|| panic!("{backend}: no root_on_host in {out}"))
+            .to_string();
+        (line, out)
+    };
+    let (container, out) = probe("container");
+    assert!(
+        container.contains("no: uid 0 here is uid 2"),
+        "{container}\n{out}"
+    );
+    assert!(out.contains("container_root"), "{out}");
+    let (runc, _) = probe("oci:runc");
+    assert!(
+        runc.contains("yes: uid 0 here is uid 0 of the host"),
+        "{runc}"
+    );
+    fs::remove_dir_all(&temp).unwrap();
+}
