@@ -210,12 +210,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     });
                     output_dir(&dir, "the CSV files")?;
                     let written = isolab::export::csv(&results, &dir).map_err(|e| {
-                        let isolab::export::ExportError::Write { source, .. } = &e;
-                        match source.kind() {
-                            csv::ErrorKind::Io(io) if !is_path_problem(io) => {
-                                Failure::Runtime(e.into())
-                            }
-                            _ => usage(anyhow::Error::from(e).context("choose another --out")),
+                        if e.is_usage() {
+                            usage(anyhow::Error::from(e).context("choose another --out"))
+                        } else {
+                            Failure::Runtime(e.into())
                         }
                     })?;
                     for file in written {
@@ -245,36 +243,23 @@ fn check(args: &cli::CheckArgs) -> Result<ExitCode, Failure> {
 }
 
 /// Make `dir` for output (`--out`, or a default beside the results). A path that cannot be a
-/// directory — an existing file, a missing parent, no permission — is the user's to change
+/// directory — an existing file, a missing parent, no permission, a symbolic link (the lab
+/// does not write through links: see [`isolab::files::OutDir`]) — is the user's to change
 /// (exit 2); a full disk or an I/O error is the machine's (exit 1).
 fn output_dir(dir: &Path, what: &str) -> Result<(), Failure> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        let msg = anyhow::anyhow!(
-            "cannot make {} the directory for {what}: {e} (choose another with --out)",
-            dir.display()
-        );
-        if is_path_problem(&e) {
-            usage(msg)
-        } else {
-            Failure::Runtime(msg)
-        }
-    })
-}
-
-/// True for I/O errors that say the path is wrong rather than the machine.
-fn is_path_problem(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        NotFound
-            | PermissionDenied
-            | AlreadyExists
-            | NotADirectory
-            | IsADirectory
-            | ReadOnlyFilesystem
-            | InvalidInput
-            | InvalidFilename
-    )
+    isolab::files::OutDir::open_or_create(dir)
+        .map(drop)
+        .map_err(|e| {
+            let msg = anyhow::anyhow!(
+                "cannot make {} the directory for {what}: {e} (choose another with --out)",
+                dir.display()
+            );
+            if e.is_usage() {
+                usage(msg)
+            } else {
+                Failure::Runtime(msg)
+            }
+        })
 }
 
 /// `lab clean`: reap every dead lab and say what was removed.

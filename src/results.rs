@@ -545,11 +545,21 @@ impl Writer {
         Err(io_err(out)(last))
     }
 
-    /// Start `<dir>/results.jsonl` with `header`.
+    /// Start `<dir>/results.jsonl` with `header`. The file must not exist yet.
+    ///
+    /// `--out` may name a directory an ordinary user can write to, and the lab usually runs as
+    /// root: a link planted as `results.jsonl` must not make root append to the file it points
+    /// to. O_CREAT|O_EXCL creates the file or fails, whatever is at that name (a link included,
+    /// dangling or not); O_NOFOLLOW says the same for a reader who does not know that rule.
     pub fn create(dir: &Path, header: &Header) -> Result<Writer, ResultsError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(RESULTS_FILE);
-        let file = File::create(&path).map_err(io_err(&path))?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(io_err(&path))?;
         let mut writer = Writer { path, file };
         writer.append(&Record::Environment(Box::new(header.clone())))?;
         Ok(writer)
@@ -932,6 +942,23 @@ mod tests {
         torn.extend_from_slice(b"{\"record\":\"ru");
         fs::write(&path, &torn).unwrap();
         assert_eq!(Results::read(&path).unwrap().runs.len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_planted_as_the_results_file_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("isolab-results-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("run")).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("run").join(RESULTS_FILE)).unwrap();
+        let e = Writer::create(&dir.join("run"), &header()).unwrap_err();
+        assert!(
+            matches!(&e, ResultsError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -8,7 +8,8 @@
 use super::claims::{self, Assessment, Verdict};
 use super::plot::{self, Palette};
 use super::table::{self, Table};
-use super::{backends, format, summary, write, ReportError};
+use super::{backends, format, summary, ReportError};
+use crate::files::OutDir;
 use crate::host::KvmKind;
 use crate::results::{Family, Results};
 use serde::Serialize;
@@ -218,7 +219,7 @@ fn slug(s: &str) -> String {
 
 /// Builds the sections, naming each SVG uniquely and writing it next to the page.
 struct Builder<'a> {
-    out_dir: &'a Path,
+    out_dir: &'a OutDir,
     palette: Palette,
     multi_host: bool,
     files_written: Vec<String>,
@@ -255,7 +256,7 @@ impl Builder<'_> {
             file = format!("{name}-{n}");
         }
         let file = format!("{file}.svg");
-        write(&self.out_dir.join(&file), &svg)?;
+        self.out_dir.write(&file, svg.as_bytes())?;
         self.files_written.push(file.clone());
         Ok(Figure { file, svg, caption })
     }
@@ -639,11 +640,8 @@ fn files_table(sets: &[Dataset]) -> Table {
 }
 
 /// Render the report of `files` into `out_dir`.
-pub(super) fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, ReportError> {
-    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Io {
-        path: out_dir.to_path_buf(),
-        source,
-    })?;
+pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, ReportError> {
+    let out_dir = &OutDir::open_or_create(out_path)?;
     // A canonical order — experiments as a student meets them, then host, then path — so the
     // same files give the same page whatever order they were named in.
     let rank = |e: &str| {
@@ -757,7 +755,7 @@ pub(super) fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, Repor
     let raw = sets
         .iter()
         .map(|d| RawLink {
-            href: href(&relative(out_dir, &d.results.path)),
+            href: href(&relative(out_dir.path(), &d.results.path)),
             schema: d.results.header.schema.clone(),
             experiment: d.results.header.experiment.clone(),
             host: d.host.clone(),
@@ -812,9 +810,9 @@ pub(super) fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, Repor
         style: STYLE,
     };
     let html = render_page(&page)?;
-    let index = out_dir.join("index.html");
-    write(&index, &html)?;
-    write(&out_dir.join("tables.md"), &markdown(&page, &ledger))?;
+    let tables = markdown(&page, &ledger);
+    let index = out_dir.write("index.html", html.as_bytes())?;
+    out_dir.write("tables.md", tables.as_bytes())?;
     Ok(index)
 }
 

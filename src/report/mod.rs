@@ -51,14 +51,9 @@ pub enum ReportError {
     /// The report directory could not be chosen.
     #[error("the results are in unrelated places ({0}); choose where the report goes with --out")]
     NoCommonDir(String),
-    /// A file of the report could not be written.
-    #[error("writing {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The report's directory could not be used, or a file of it could not be written.
+    #[error(transparent)]
+    Files(#[from] crate::files::FilesError),
     /// A plot could not be drawn.
     #[error(transparent)]
     Plot(#[from] plot::PlotError),
@@ -70,17 +65,23 @@ pub enum ReportError {
 impl ReportError {
     /// True for mistakes in what the user asked (exit status 2).
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            ReportError::Results(ResultsError::NotResults { .. } | ResultsError::Parse { .. })
-                | ReportError::NoResults
-                | ReportError::NoCommonDir(_)
-        )
+        match self {
+            ReportError::Results(ResultsError::NotResults { .. } | ResultsError::Parse { .. }) => {
+                true
+            }
+            ReportError::Files(e) => e.is_usage(),
+            ReportError::NoResults | ReportError::NoCommonDir(_) => true,
+            _ => false,
+        }
     }
 }
 
 /// Render the report of `files` into `out_dir` (created if needed): `index.html`, one SVG per
 /// plot and `tables.md`. Returns the path of `index.html`.
+///
+/// `out_dir` is often a directory of the user whose results these are, while the lab runs as
+/// root: it is opened as an [`OutDir`](crate::files::OutDir), so a symbolic link in place of the
+/// directory is refused and one in place of a file is replaced, never written through.
 ///
 /// Files from several machines are grouped by host and every figure says which host it is from;
 /// figures of different hosts are never combined.
@@ -252,14 +253,6 @@ pub fn latest_results(dir: &Path) -> Option<PathBuf> {
         .collect();
     names.sort();
     names.pop()
-}
-
-/// Write `contents` to `path`.
-fn write(path: &Path, contents: &str) -> Result<(), ReportError> {
-    std::fs::write(path, contents).map_err(|source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 #[cfg(test)]
