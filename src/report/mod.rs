@@ -66,12 +66,10 @@ impl ReportError {
     /// True for mistakes in what the user asked (exit status 2).
     pub fn is_usage(&self) -> bool {
         match self {
-            ReportError::Results(ResultsError::NotResults { .. } | ResultsError::Parse { .. }) => {
-                true
-            }
+            ReportError::Results(e) => e.is_usage(),
             ReportError::Files(e) => e.is_usage(),
             ReportError::NoResults | ReportError::NoCommonDir(_) => true,
-            _ => false,
+            ReportError::Plot(_) | ReportError::Html(_) => false,
         }
     }
 }
