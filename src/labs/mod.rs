@@ -65,18 +65,24 @@ pub enum LabsError {
     /// The lab's own work directory could not be prepared.
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
+    /// A file was refused: an answers file that is not a regular file, or too large.
+    #[error(transparent)]
+    Files(#[from] crate::files::FilesError),
 }
 
 impl LabsError {
     /// True for mistakes in what was asked (exit status 2).
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            LabsError::UnknownExercise(_)
-                | LabsError::NoLabs(_)
-                | LabsError::NotAProgram(_)
-                | LabsError::NoProgram(_)
-        )
+        match self {
+            LabsError::Files(e) => e.is_usage(),
+            e => matches!(
+                e,
+                LabsError::UnknownExercise(_)
+                    | LabsError::NoLabs(_)
+                    | LabsError::NotAProgram(_)
+                    | LabsError::NoProgram(_)
+            ),
+        }
     }
 
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabsError + '_ {
@@ -595,7 +601,7 @@ pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<O
     }
     let (tests, measured, built) = match exercise.track {
         Track::Measure => {
-            let (tests, measured) = measure::check(exercise, options);
+            let (tests, measured) = measure::check(exercise, options)?;
             (tests, measured, None)
         }
         Track::Container | Track::Vmm => {
@@ -715,6 +721,9 @@ fn install(options: &Options, exercise: &Exercise, program: &Path) -> Result<(),
     std::fs::write(&step, format!("{}\n", exercise.step)).map_err(LabsError::io(&step))
 }
 
+/// The largest progress file read: one line per exercise, a few KiB in all.
+const MAX_PROGRESS: u64 = 1 << 20;
+
 /// The last result of each exercise, kept in `<labs>/.lab/progress.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Progress {
@@ -738,9 +747,10 @@ impl Progress {
         labs.join(".lab").join("progress.json")
     }
 
-    /// The progress recorded under `labs` (empty when nothing was checked yet).
+    /// The progress recorded under `labs` (empty when nothing was checked yet, or when the
+    /// file is not one the lab wrote: not a regular file, too large, not JSON).
     pub fn read(labs: &Path) -> Progress {
-        std::fs::read_to_string(Progress::path(labs))
+        crate::files::read_to_string_bounded(&Progress::path(labs), MAX_PROGRESS, "progress file")
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default()
