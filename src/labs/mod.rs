@@ -54,18 +54,11 @@ pub enum LabsError {
         "no exercises at {0} (run lab from the top of the isolab checkout, or pass --labs DIR)"
     )]
     NoLabs(PathBuf),
-    /// A file of the labs directory could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The lab's own work directory could not be prepared.
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
-    /// A file was refused: an answers file that is not a regular file, or too large.
+    /// A file was refused (an answers file that is not a regular file, or too large), or one
+    /// of the lab's files under `labs/` could not be written.
     #[error(transparent)]
     Files(#[from] crate::files::FilesError),
 }
@@ -82,13 +75,6 @@ impl LabsError {
                     | LabsError::NotAProgram(_)
                     | LabsError::NoProgram(_)
             ),
-        }
-    }
-
-    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabsError + '_ {
-        move |source| LabsError::Io {
-            path: path.to_path_buf(),
-            source,
         }
     }
 }
@@ -708,18 +694,28 @@ fn install(options: &Options, exercise: &Exercise, program: &Path) -> Result<(),
         Track::Measure => return Ok(()),
     };
     let dest = crate::backend::student::installed(&options.labs, kind);
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).map_err(LabsError::io(dir))?;
-    }
-    // Copy to a temporary name and rename: a `lab run` using the old program never sees half a
-    // file. Beside it, the step it passed: only the last step's program counts as a whole
-    // container or VMM in a report's claims.
-    let part = dest.with_extension("part");
-    std::fs::copy(program, &part).map_err(LabsError::io(&part))?;
-    std::fs::rename(&part, &dest).map_err(LabsError::io(&dest))?;
-    let step = dest.with_extension("step");
-    std::fs::write(&step, format!("{}\n", exercise.step)).map_err(LabsError::io(&step))
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name().and_then(|n| n.to_str())) else {
+        return Ok(());
+    };
+    // `labs/` belongs to the student and the lab may run as root: written through an OutDir,
+    // a link planted at either name is replaced, not written through. Its temporary name and
+    // rename also mean a `lab run` using the old program never sees half a file. Beside it, the
+    // step it passed: only the last step's program counts as a whole container or VMM in a
+    // report's claims.
+    let out = crate::files::OutDir::open_or_create(dir)?;
+    let bytes = crate::files::read_bounded(program, MAX_PROGRAM, "built program")?;
+    out.write_mode(name, &bytes, 0o755)?;
+    out.write(
+        &format!("{name}.step"),
+        format!("{}\n", exercise.step).as_bytes(),
+    )?;
+    Ok(())
 }
+
+/// The largest program a building step installs: the steps' programs are a few MiB (static
+/// Rust programs with nix, caps or kvm-ioctls); 256 MiB is far beyond any, and bounds what a
+/// build that went wrong can make the lab copy.
+const MAX_PROGRAM: u64 = 256 << 20;
 
 /// The largest progress file read: one line per exercise, a few KiB in all.
 const MAX_PROGRESS: u64 = 1 << 20;
@@ -769,12 +765,11 @@ impl Progress {
                     .map_or_else(|_| String::new(), |t| t.to_string()),
             },
         );
-        let path = Progress::path(labs);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(LabsError::io(dir))?;
-        }
         let text = serde_json::to_string_pretty(&progress).expect("progress serialises");
-        std::fs::write(&path, text).map_err(LabsError::io(&path))
+        // In the student's `labs/`: no link planted there is written through.
+        crate::files::OutDir::open_or_create(&labs.join(".lab"))?
+            .write("progress.json", text.as_bytes())?;
+        Ok(())
     }
 
     /// The progress table: every exercise, its track, time, and last result.
@@ -906,10 +901,21 @@ fn startup_line(label: &str, runs: &[crate::backend::Run]) -> Option<String> {
     ))
 }
 
-/// Write `value` as pretty JSON to `path`.
+/// Write `value` as pretty JSON to `path`, without following a link at that name (see
+/// [`crate::files::OutDir`]).
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), LabsError> {
     let text = serde_json::to_string_pretty(value).expect("JSON serialises");
-    std::fs::write(path, text + "\n").map_err(LabsError::io(path))
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        crate::files::FilesError::BadName {
+            name: path.display().to_string(),
+        }
+    })?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    crate::files::OutDir::open_or_create(dir)?.write(name, (text + "\n").as_bytes())?;
+    Ok(())
 }
 
 #[cfg(test)]
