@@ -113,25 +113,19 @@ fn main() -> ExitCode {
     if let Some(sig) = interrupt::requested() {
         if let Err(Failure::Usage(e) | Failure::Runtime(e)) = &result {
             // "Interrupted" is what the line below says; any other error is worth its own.
-            let interrupted = e.chain().any(|c| {
-                matches!(
-                    c.downcast_ref(),
-                    Some(backend::BackendError::Interrupted { .. })
-                ) || matches!(
-                    c.downcast_ref(),
-                    Some(ExperimentError::Instance(
-                        backend::BackendError::Interrupted { .. }
-                    ))
-                )
-            });
-            if !interrupted {
+            if !interrupted(e) {
                 tell!("error: {}", one_line(e));
             }
         }
-        tell!(
-            "stopped by {}: every completed sample is kept, everything the run made is removed",
-            interrupt::name(sig)
-        );
+        if interrupt::cleans_up() {
+            tell!(
+                "stopped by {}: every completed sample is kept, everything the run made is removed",
+                interrupt::name(sig)
+            );
+        } else {
+            // A report, an export or a check that made nothing on the host: nothing to remove.
+            tell!("stopped by {}", interrupt::name(sig));
+        }
         return ExitCode::from(interrupt::exit_status(sig));
     }
     match result {
@@ -156,11 +150,46 @@ fn main() -> ExitCode {
     }
 }
 
+/// True when `e` says only that the work stopped because a stop was requested.
+fn interrupted(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref(),
+            Some(backend::BackendError::Interrupted { .. })
+        ) || matches!(
+            c.downcast_ref(),
+            Some(ExperimentError::Instance(
+                backend::BackendError::Interrupted { .. }
+            ))
+        ) || c
+            .downcast_ref::<report::ReportError>()
+            .is_some_and(report::ReportError::is_interrupted)
+            || matches!(
+                c.downcast_ref(),
+                Some(isolab::results::ResultsError::Interrupted(_))
+            )
+            || matches!(
+                c.downcast_ref(),
+                Some(isolab::files::FilesError::Interrupted { .. })
+            )
+            || c.downcast_ref::<isolab::labs::LabsError>()
+                .is_some_and(isolab::labs::LabsError::is_interrupted)
+    })
+}
+
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     // Whatever the command, first remove what dead labs left (`lab clean` does it itself, to
     // say what it removed).
     if !matches!(cli.command, Command::Clean) {
         isolab::ownership::reap(&isolab::ownership::registry_dir());
+    }
+    // Commands that only read and compute drop their work on a stop request: half a report
+    // is worth nothing, and a large results file can keep them busy for a minute.
+    if matches!(
+        cli.command,
+        Command::Report { .. } | Command::Export { .. } | Command::Check(_)
+    ) {
+        interrupt::cut_work_short();
     }
     match cli.command {
         Command::Clean => clean(),
@@ -416,7 +445,12 @@ fn report(paths: Vec<PathBuf>, out: Option<PathBuf>, open: bool) -> Result<ExitC
         files.extend(Results::read_all(path).map_err(usage)?);
     }
     for results in &files {
-        print_tables(results)?;
+        let text = report::terminal(results);
+        // A stop request cut the tables' statistics short: they are not worth printing.
+        if interrupt::work_stopped() {
+            return Err(usage(report::ReportError::Interrupted));
+        }
+        say_raw!("{text}")?;
     }
     let out = match out {
         Some(out) => out,

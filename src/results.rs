@@ -506,6 +506,9 @@ pub enum ResultsError {
     /// [`MAX_FILE`].
     #[error(transparent)]
     Files(#[from] crate::files::FilesError),
+    /// A stop was requested while the file was read ([`crate::interrupt::work_stopped`]).
+    #[error("stopped while reading {0}")]
+    Interrupted(PathBuf),
     /// The file does not start with an environment record of a schema this version reads.
     #[error(
         "{path}: not an isolab results file (expected a first line with \"schema\":\"{SCHEMA}\" or \"{}\")",
@@ -528,6 +531,7 @@ impl ResultsError {
             | ResultsError::LineTooLong { .. } => true,
             ResultsError::Files(e) => e.is_usage(),
             ResultsError::Io { source, .. } => crate::files::is_path_problem(source),
+            ResultsError::Interrupted(_) => false,
         }
     }
 }
@@ -639,7 +643,8 @@ impl Results {
     ///
     /// The file is not the lab's own, so it is read with bounds: only a regular file (a FIFO
     /// would block, `/dev/zero` never ends) of at most [`MAX_FILE`] bytes, judged from its size
-    /// before anything is read, and no line longer than [`MAX_LINE`] bytes.
+    /// before anything is read, and no line longer than [`MAX_LINE`] bytes. A stop request
+    /// ([`crate::interrupt::work_stopped`]) ends the reading between two lines.
     pub fn read(path: &Path) -> Result<Results, ResultsError> {
         let (file, _) = crate::files::open_regular(path, MAX_FILE, "results file")?;
         // One byte more than the limit, in case the file grows while it is read.
@@ -653,6 +658,9 @@ impl Results {
         // The environment record is the same in every version; the others follow its schema.
         let mut version_1 = false;
         for number in 1.. {
+            if crate::interrupt::work_stopped() {
+                return Err(ResultsError::Interrupted(path.to_path_buf()));
+            }
             line.clear();
             let n = (&mut reader)
                 .take(MAX_LINE as u64 + 1)
@@ -744,6 +752,9 @@ impl Results {
         // to `..` would make the walk endless), and only so deep.
         let mut stack = vec![(path.to_path_buf(), 0)];
         while let Some((dir, depth)) = stack.pop() {
+            if crate::interrupt::work_stopped() {
+                return Err(ResultsError::Interrupted(dir));
+            }
             for entry in fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
                 let p = entry.path();
                 let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());

@@ -61,6 +61,9 @@ pub enum LabsError {
     /// of the lab's files under `labs/` could not be written.
     #[error(transparent)]
     Files(#[from] crate::files::FilesError),
+    /// A stop was requested (Ctrl-C, SIGTERM) before the check was done: nothing is recorded.
+    #[error("stopped before the check was done")]
+    Interrupted,
 }
 
 impl LabsError {
@@ -76,6 +79,14 @@ impl LabsError {
                     | LabsError::NoProgram(_)
             ),
         }
+    }
+
+    /// True when the check stopped because a stop was requested.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            LabsError::Interrupted | LabsError::Files(crate::files::FilesError::Interrupted { .. })
+        )
     }
 }
 
@@ -600,7 +611,12 @@ pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<O
                     let dir = options.crate_dir.clone().unwrap_or_else(|| {
                         options.labs.join(exercise.dir.expect("a building step"))
                     });
-                    (cargo::build(&dir, say), format!("{} builds", dir.display()))
+                    match cargo::build(&dir, say) {
+                        // A stop during the build: cargo and its compilers are gone, and the
+                        // check ends here.
+                        Err(cargo::BuildError::Interrupted) => return Err(LabsError::Interrupted),
+                        built => (built, format!("{} builds", dir.display())),
+                    }
                 }
             };
             let mut tests = vec![match &built {
@@ -628,6 +644,11 @@ pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<O
             (tests, measured, built.ok())
         }
     };
+    // Results read half-way and statistics cut short by a stop request make failed tests that
+    // say nothing of the student's work: neither shown nor recorded.
+    if crate::interrupt::work_stopped() {
+        return Err(LabsError::Interrupted);
+    }
     let outcome = Outcome {
         exercise,
         tests,

@@ -8,7 +8,7 @@
 use super::claims::{self, Assessment, Verdict};
 use super::plot::{self, Palette};
 use super::table::{self, Table};
-use super::{backends, format, summary, ReportError};
+use super::{backends, format, stop_point, summary, ReportError};
 use crate::files::OutDir;
 use crate::host::KvmKind;
 use crate::results::{Family, Results};
@@ -256,6 +256,7 @@ impl Builder<'_> {
             file = format!("{name}-{n}");
         }
         let file = format!("{file}.svg");
+        stop_point()?;
         self.out_dir.write(&file, svg.as_bytes())?;
         self.files_written.push(file.clone());
         Ok(Figure { file, svg, caption })
@@ -431,6 +432,7 @@ fn section<'a>(
 ) -> Result<Vec<Block>, ReportError> {
     let mut blocks = Vec::new();
     for d in sets {
+        stop_point()?;
         let siblings = sets.iter().filter(|o| o.host == d.host).count();
         if let Some(b) = build(d, siblings)? {
             blocks.push(b);
@@ -703,6 +705,7 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
     let isolation = section(&is, |d, n| Ok(b.isolation(d, n)))?;
 
     // The claims ledger, host by host.
+    stop_point()?;
     let mut ledger: Vec<(String, Assessment)> = Vec::new();
     for host in &hosts {
         let mine: Vec<&Results> = sets
@@ -809,8 +812,10 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
         multi_host,
         style: STYLE,
     };
+    stop_point()?;
     let html = render_page(&page)?;
     let tables = markdown(&page, &ledger);
+    stop_point()?;
     let index = out_dir.write("index.html", html.as_bytes())?;
     out_dir.write("tables.md", tables.as_bytes())?;
     Ok(index)

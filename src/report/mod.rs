@@ -54,6 +54,10 @@ pub enum ReportError {
     /// The report's directory could not be used, or a file of it could not be written.
     #[error(transparent)]
     Files(#[from] crate::files::FilesError),
+    /// A stop was requested while the report was being made
+    /// ([`crate::interrupt::work_stopped`]).
+    #[error("stopped before the report was done")]
+    Interrupted,
     /// A plot could not be drawn.
     #[error(transparent)]
     Plot(#[from] plot::PlotError),
@@ -69,8 +73,28 @@ impl ReportError {
             ReportError::Results(e) => e.is_usage(),
             ReportError::Files(e) => e.is_usage(),
             ReportError::NoResults | ReportError::NoCommonDir(_) => true,
-            ReportError::Plot(_) | ReportError::Html(_) => false,
+            ReportError::Plot(_) | ReportError::Html(_) | ReportError::Interrupted => false,
         }
+    }
+
+    /// True when the report stopped because a stop was requested.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            ReportError::Interrupted
+                | ReportError::Results(ResultsError::Interrupted(_))
+                | ReportError::Files(crate::files::FilesError::Interrupted { .. })
+        )
+    }
+}
+
+/// `Err(Interrupted)` once a stop was requested (`lab report` stops within a moment): asked
+/// between files, sections and plots, whose work is then discarded.
+fn stop_point() -> Result<(), ReportError> {
+    if crate::interrupt::work_stopped() {
+        Err(ReportError::Interrupted)
+    } else {
+        Ok(())
     }
 }
 
