@@ -4,20 +4,35 @@
 //! backend's isolation family. Columns carry their unit like the JSON fields do. Phase edges become one `phase_<name>_ns` column per phase name
 //! seen in the file, holding the time from `spawn` to that edge.
 
+use crate::files::{FilesError, OutDir};
 use crate::results::{Outcome, Results, RunRecord};
 use std::path::{Path, PathBuf};
 
 /// Errors of exporting.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// A CSV file could not be written.
-    #[error("cannot write {path}: {source}")]
-    Write {
-        /// The file.
-        path: PathBuf,
+    /// A CSV text could not be made.
+    #[error("cannot make {name}: {source}")]
+    Csv {
+        /// The file's name.
+        name: &'static str,
         /// Why.
         source: csv::Error,
     },
+    /// The directory could not be used or a file could not be written into it.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+}
+
+impl ExportError {
+    /// True for what the user can change (exit status 2): a directory that cannot be one, a
+    /// symbolic link in its place, no permission.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            ExportError::Csv { .. } => false,
+            ExportError::Files(e) => e.is_usage(),
+        }
+    }
 }
 
 /// The fixed columns of `runs.csv`.
@@ -51,23 +66,27 @@ const RUN_COLUMNS: [&str; 25] = [
 
 /// Write `runs.csv` (and `density.csv` when there are density steps) into `dir`; returns the
 /// files written.
+///
+/// The CSV text is made in memory and written through an [`OutDir`]: `dir` is often the user's
+/// results directory, and a symbolic link planted as `runs.csv` must not make the lab (run as
+/// root) write the file it points to.
 pub fn csv(results: &Results, dir: &Path) -> Result<Vec<PathBuf>, ExportError> {
+    let out = OutDir::open_or_create(dir)?;
+    let csv_err = |name| move |source| ExportError::Csv { name, source };
     let mut written = Vec::new();
-    let path = dir.join("runs.csv");
-    write_runs(results, &path).map_err(|source| ExportError::Write {
-        path: path.clone(),
-        source,
-    })?;
-    written.push(path);
+    let runs = runs_csv(results).map_err(csv_err("runs.csv"))?;
+    written.push(out.write("runs.csv", &runs)?);
     if !results.density.is_empty() {
-        let path = dir.join("density.csv");
-        write_density(results, &path).map_err(|source| ExportError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        written.push(path);
+        let density = density_csv(results).map_err(csv_err("density.csv"))?;
+        written.push(out.write("density.csv", &density)?);
     }
     Ok(written)
+}
+
+/// The bytes a CSV writer into memory wrote.
+fn into_bytes(w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>, csv::Error> {
+    w.into_inner()
+        .map_err(|e| csv::Error::from(std::io::Error::other(e.to_string())))
 }
 
 fn phase_names(runs: &[RunRecord]) -> Vec<String> {
@@ -86,9 +105,9 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(String::new, |v| v.to_string())
 }
 
-fn write_runs(results: &Results, path: &Path) -> Result<(), csv::Error> {
+fn runs_csv(results: &Results) -> Result<Vec<u8>, csv::Error> {
     let phases = phase_names(&results.runs);
-    let mut w = csv::Writer::from_path(path)?;
+    let mut w = csv::Writer::from_writer(Vec::new());
     let header: Vec<String> = RUN_COLUMNS
         .iter()
         .map(|c| c.to_string())
@@ -145,12 +164,11 @@ fn write_runs(results: &Results, path: &Path) -> Result<(), csv::Error> {
         );
         w.write_record(&row)?;
     }
-    w.flush()?;
-    Ok(())
+    into_bytes(w)
 }
 
-fn write_density(results: &Results, path: &Path) -> Result<(), csv::Error> {
-    let mut w = csv::Writer::from_path(path)?;
+fn density_csv(results: &Results) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
         "host",
         "backend",
@@ -183,8 +201,7 @@ fn write_density(results: &Results, path: &Path) -> Result<(), csv::Error> {
             d.idle_window_ns.to_string(),
         ])?;
     }
-    w.flush()?;
-    Ok(())
+    into_bytes(w)
 }
 
 #[cfg(test)]
@@ -286,6 +303,28 @@ mod tests {
             "commas and quotes survive"
         );
         assert_eq!(col("work_ns"), "", "absent values are empty cells");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_planted_as_runs_csv_is_replaced_not_written_through() {
+        let dir = std::env::temp_dir().join(format!("isolab-export-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("out")).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("out/runs.csv")).unwrap();
+        csv(&results(), &dir.join("out")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        let meta = std::fs::symlink_metadata(dir.join("out/runs.csv")).unwrap();
+        assert!(meta.file_type().is_file());
+        // A linked output directory is refused, as the user's to change.
+        std::os::unix::fs::symlink(dir.join("out"), dir.join("linked")).unwrap();
+        let e = csv(&results(), &dir.join("linked")).unwrap_err();
+        assert!(
+            e.is_usage() && e.to_string().contains("symbolic link"),
+            "{e}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

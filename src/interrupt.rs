@@ -8,7 +8,15 @@
 //! stops waiting, tears every instance down, keeps every completed sample and exits with
 //! 128 + the signal's number (130, 143, 129), as a shell reports a program ended by it. A
 //! **second** one during the teardown changes nothing (a teardown cut short is exactly the leak
-//! this exists to prevent); the lab says it is still cleaning up.
+//! this exists to prevent); the lab says it is still cleaning up — or, for a command that made
+//! nothing on the host (`lab report`, `lab export`, a check that builds nothing), that it is
+//! already stopping.
+//!
+//! Commands whose whole work is reading files and computing (`lab report`, `lab export`, `lab
+//! check`) also stop in the middle of that work: they call [`cut_work_short`], and the loops
+//! that can take long — reading a results file line by line, reading any file the lab did not
+//! write chunk by chunk, the bootstrap's resampling — ask [`work_stopped`] as they go. `lab run`
+//! does not: after a stop it still reads back and prints the samples it kept.
 //!
 //! A signal handler may do almost nothing: no allocation, no locks. This one stores the signal
 //! number in an atomic and writes one byte into a pipe — the "self-pipe trick". Code that waits
@@ -16,7 +24,7 @@
 //! never read back: the pipe stays readable, and every later wait returns at once too.
 
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 /// The first signal received, or 0.
@@ -28,6 +36,13 @@ static WRITE_END: AtomicI32 = AtomicI32::new(-1);
 /// The process that installed the handler: a copy of the lab made by `fork` (a VMM) inherits
 /// the handler, and must not speak for the lab.
 static LAB_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Set once this process has made something on the host that it removes before it ends (a
+/// [`crate::lab::Lab`]'s work directory and cgroups): then a second signal is told the lab is
+/// still removing it.
+static CLEANS_UP: AtomicBool = AtomicBool::new(false);
+/// Set by commands whose long work may be abandoned on a stop request ([`cut_work_short`]).
+static CUT_SHORT: AtomicBool = AtomicBool::new(false);
 
 /// The signals that stop a lab run.
 pub const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
@@ -45,8 +60,12 @@ extern "C" fn on_signal(sig: libc::c_int) {
         {
             let fd = WRITE_END.load(Ordering::Relaxed);
             libc::write(fd, b"!".as_ptr().cast(), 1);
-        } else {
+        } else if CLEANS_UP.load(Ordering::Relaxed) {
             let msg = b"lab: still removing what this run made; it ends when that is done\n";
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+        } else {
+            // Nothing to remove: the first signal's stop is only a return through the callers.
+            let msg = b"lab: already stopping; it ends in a moment\n";
             libc::write(2, msg.as_ptr().cast(), msg.len());
         }
     }
@@ -80,6 +99,31 @@ pub fn requested() -> Option<i32> {
         0 => None,
         sig => Some(sig),
     }
+}
+
+/// Say that this process has made something on the host it must remove before it ends: a
+/// second signal is then told the lab is still removing it.
+pub fn will_clean_up() {
+    CLEANS_UP.store(true, Ordering::SeqCst);
+}
+
+/// True once [`will_clean_up`] was called: a stop then removes what the process made.
+pub fn cleans_up() -> bool {
+    CLEANS_UP.load(Ordering::SeqCst)
+}
+
+/// From now on, a stop request also ends long reading and computing ([`work_stopped`]). For
+/// commands that only read and compute, whose half-done work is worth nothing: their callers
+/// discard it and return an "interrupted" error.
+pub fn cut_work_short() {
+    CUT_SHORT.store(true, Ordering::SeqCst);
+}
+
+/// True when long work should end now: a stop was requested and this command asked for its
+/// work to be cut short ([`cut_work_short`]). One atomic load: cheap enough for every line of a
+/// file and every resample of a bootstrap.
+pub fn work_stopped() -> bool {
+    CUT_SHORT.load(Ordering::Relaxed) && SIGNAL.load(Ordering::Relaxed) != 0
 }
 
 /// The exit status that reports `sig`: 128 + its number.

@@ -91,6 +91,8 @@ impl Lab {
         let registry = ownership::registry_dir();
         ownership::reap(&registry);
         let ledger = Ledger::open_in(&registry)?;
+        // From here on a stop has something to remove: a second signal is told so.
+        crate::interrupt::will_clean_up();
         let mut lab = Lab {
             workdir: parent.join(format!("isolab-{}", ledger.id())),
             ledger,

@@ -19,6 +19,8 @@
 //! * [`experiment`] — start-up, memory, throughput, density and isolation experiments;
 //! * [`results`] — the versioned JSON-lines schema every experiment writes;
 //! * [`report`] — tables (and later plots and HTML) rendered from results only;
+//! * [`files`] — writing into directories the lab does not own without following links, and
+//!   reading files it did not write with bounds;
 //! * [`doctor`] — what this machine can and cannot do, and how to fix it;
 //! * [`labs`] — `lab check`: the guided exercises of `labs/`, checked on this machine.
 
@@ -27,6 +29,7 @@ pub mod cgroup;
 pub mod doctor;
 pub mod experiment;
 pub mod export;
+pub mod files;
 pub mod host;
 pub mod interrupt;
 pub mod lab;

@@ -113,25 +113,19 @@ fn main() -> ExitCode {
     if let Some(sig) = interrupt::requested() {
         if let Err(Failure::Usage(e) | Failure::Runtime(e)) = &result {
             // "Interrupted" is what the line below says; any other error is worth its own.
-            let interrupted = e.chain().any(|c| {
-                matches!(
-                    c.downcast_ref(),
-                    Some(backend::BackendError::Interrupted { .. })
-                ) || matches!(
-                    c.downcast_ref(),
-                    Some(ExperimentError::Instance(
-                        backend::BackendError::Interrupted { .. }
-                    ))
-                )
-            });
-            if !interrupted {
+            if !interrupted(e) {
                 tell!("error: {}", one_line(e));
             }
         }
-        tell!(
-            "stopped by {}: every completed sample is kept, everything the run made is removed",
-            interrupt::name(sig)
-        );
+        if interrupt::cleans_up() {
+            tell!(
+                "stopped by {}: every completed sample is kept, everything the run made is removed",
+                interrupt::name(sig)
+            );
+        } else {
+            // A report, an export or a check that made nothing on the host: nothing to remove.
+            tell!("stopped by {}", interrupt::name(sig));
+        }
         return ExitCode::from(interrupt::exit_status(sig));
     }
     match result {
@@ -156,11 +150,46 @@ fn main() -> ExitCode {
     }
 }
 
+/// True when `e` says only that the work stopped because a stop was requested.
+fn interrupted(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref(),
+            Some(backend::BackendError::Interrupted { .. })
+        ) || matches!(
+            c.downcast_ref(),
+            Some(ExperimentError::Instance(
+                backend::BackendError::Interrupted { .. }
+            ))
+        ) || c
+            .downcast_ref::<report::ReportError>()
+            .is_some_and(report::ReportError::is_interrupted)
+            || matches!(
+                c.downcast_ref(),
+                Some(isolab::results::ResultsError::Interrupted(_))
+            )
+            || matches!(
+                c.downcast_ref(),
+                Some(isolab::files::FilesError::Interrupted { .. })
+            )
+            || c.downcast_ref::<isolab::labs::LabsError>()
+                .is_some_and(isolab::labs::LabsError::is_interrupted)
+    })
+}
+
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     // Whatever the command, first remove what dead labs left (`lab clean` does it itself, to
     // say what it removed).
     if !matches!(cli.command, Command::Clean) {
         isolab::ownership::reap(&isolab::ownership::registry_dir());
+    }
+    // Commands that only read and compute drop their work on a stop request: half a report
+    // is worth nothing, and a large results file can keep them busy for a minute.
+    if matches!(
+        cli.command,
+        Command::Report { .. } | Command::Export { .. } | Command::Check(_)
+    ) {
+        interrupt::cut_work_short();
     }
     match cli.command {
         Command::Clean => clean(),
@@ -210,12 +239,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     });
                     output_dir(&dir, "the CSV files")?;
                     let written = isolab::export::csv(&results, &dir).map_err(|e| {
-                        let isolab::export::ExportError::Write { source, .. } = &e;
-                        match source.kind() {
-                            csv::ErrorKind::Io(io) if !is_path_problem(io) => {
-                                Failure::Runtime(e.into())
-                            }
-                            _ => usage(anyhow::Error::from(e).context("choose another --out")),
+                        if e.is_usage() {
+                            usage(anyhow::Error::from(e).context("choose another --out"))
+                        } else {
+                            Failure::Runtime(e.into())
                         }
                     })?;
                     for file in written {
@@ -245,36 +272,23 @@ fn check(args: &cli::CheckArgs) -> Result<ExitCode, Failure> {
 }
 
 /// Make `dir` for output (`--out`, or a default beside the results). A path that cannot be a
-/// directory — an existing file, a missing parent, no permission — is the user's to change
+/// directory — an existing file, a missing parent, no permission, a symbolic link (the lab
+/// does not write through links: see [`isolab::files::OutDir`]) — is the user's to change
 /// (exit 2); a full disk or an I/O error is the machine's (exit 1).
 fn output_dir(dir: &Path, what: &str) -> Result<(), Failure> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        let msg = anyhow::anyhow!(
-            "cannot make {} the directory for {what}: {e} (choose another with --out)",
-            dir.display()
-        );
-        if is_path_problem(&e) {
-            usage(msg)
-        } else {
-            Failure::Runtime(msg)
-        }
-    })
-}
-
-/// True for I/O errors that say the path is wrong rather than the machine.
-fn is_path_problem(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        NotFound
-            | PermissionDenied
-            | AlreadyExists
-            | NotADirectory
-            | IsADirectory
-            | ReadOnlyFilesystem
-            | InvalidInput
-            | InvalidFilename
-    )
+    isolab::files::OutDir::open_or_create(dir)
+        .map(drop)
+        .map_err(|e| {
+            let msg = anyhow::anyhow!(
+                "cannot make {} the directory for {what}: {e} (choose another with --out)",
+                dir.display()
+            );
+            if e.is_usage() {
+                usage(msg)
+            } else {
+                Failure::Runtime(msg)
+            }
+        })
 }
 
 /// `lab clean`: reap every dead lab and say what was removed.
@@ -431,7 +445,12 @@ fn report(paths: Vec<PathBuf>, out: Option<PathBuf>, open: bool) -> Result<ExitC
         files.extend(Results::read_all(path).map_err(usage)?);
     }
     for results in &files {
-        print_tables(results)?;
+        let text = report::terminal(results);
+        // A stop request cut the tables' statistics short: they are not worth printing.
+        if interrupt::work_stopped() {
+            return Err(usage(report::ReportError::Interrupted));
+        }
+        say_raw!("{text}")?;
     }
     let out = match out {
         Some(out) => out,

@@ -50,6 +50,15 @@ pub const READABLE: [&str; 2] = [v1::SCHEMA, SCHEMA];
 /// guest's facts); a longer line is not one the lab wrote.
 pub const MAX_LINE: usize = 1 << 20;
 
+/// The largest results file the lab reads. A sample is one line of about 1 KiB (0.6 KiB for a
+/// process's start-up, 1.9 KiB for a Linux guest's memory sample), so the 30 rounds of five
+/// backends in `reports/sample` make files of 160–330 KiB, and 64 MiB holds some 50,000
+/// samples: 10,000 rounds of five backends. A report reads a file whole and resamples each
+/// backend's samples 2,000 times for its confidence intervals, so a much larger file — a
+/// gigabyte named by mistake, or by someone who wants the lab (run by root) to spend minutes and
+/// gigabytes on it — is refused from its size before a byte of it is read.
+pub const MAX_FILE: u64 = 64 << 20;
+
 /// A named instant on the host's monotonic clock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Phase {
@@ -495,9 +504,14 @@ pub enum ResultsError {
         /// The limit.
         max: usize,
     },
-    /// Not a regular file (a directory without results, a FIFO, a device such as /dev/zero).
-    #[error("{0}: not a regular file, so not an isolab results file")]
-    NotAFile(PathBuf),
+    /// The file could not be opened, or was refused before it was read: not a regular file (a
+    /// directory without results, a FIFO, a device such as /dev/zero), or larger than
+    /// [`MAX_FILE`].
+    #[error(transparent)]
+    Files(#[from] crate::files::FilesError),
+    /// A stop was requested while the file was read ([`crate::interrupt::work_stopped`]).
+    #[error("stopped while reading {0}")]
+    Interrupted(PathBuf),
     /// The file does not start with an environment record of a schema this version reads.
     #[error(
         "{path}: not an isolab results file (expected a first line with \"schema\":\"{SCHEMA}\" or \"{}\")",
@@ -507,6 +521,22 @@ pub enum ResultsError {
         /// The file.
         path: PathBuf,
     },
+}
+
+impl ResultsError {
+    /// True for a file the user named that is not results the lab can read (exit status 2):
+    /// not a results file, a line that is not a record, a file refused by its kind or size, a
+    /// path that does not exist.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            ResultsError::NotResults { .. }
+            | ResultsError::Parse { .. }
+            | ResultsError::LineTooLong { .. } => true,
+            ResultsError::Files(e) => e.is_usage(),
+            ResultsError::Io { source, .. } => crate::files::is_path_problem(source),
+            ResultsError::Interrupted(_) => false,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ResultsError + '_ {
@@ -548,11 +578,21 @@ impl Writer {
         Err(io_err(out)(last))
     }
 
-    /// Start `<dir>/results.jsonl` with `header`.
+    /// Start `<dir>/results.jsonl` with `header`. The file must not exist yet.
+    ///
+    /// `--out` may name a directory an ordinary user can write to, and the lab usually runs as
+    /// root: a link planted as `results.jsonl` must not make root append to the file it points
+    /// to. O_CREAT|O_EXCL creates the file or fails, whatever is at that name (a link included,
+    /// dangling or not); O_NOFOLLOW says the same for a reader who does not know that rule.
     pub fn create(dir: &Path, header: &Header) -> Result<Writer, ResultsError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(RESULTS_FILE);
-        let file = File::create(&path).map_err(io_err(&path))?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(io_err(&path))?;
         let mut writer = Writer { path, file };
         writer.append(&Record::Environment(Box::new(header.clone())))?;
         Ok(writer)
@@ -605,18 +645,14 @@ impl Results {
     /// not: something other than the lab wrote it.
     ///
     /// The file is not the lab's own, so it is read with bounds: only a regular file (a FIFO
-    /// would block, `/dev/zero` never ends), and no line longer than [`MAX_LINE`] bytes.
+    /// would block, `/dev/zero` never ends) of at most [`MAX_FILE`] bytes, judged from its size
+    /// before anything is read, and no line longer than [`MAX_LINE`] bytes. A stop request
+    /// ([`crate::interrupt::work_stopped`]) ends the reading between two lines.
     pub fn read(path: &Path) -> Result<Results, ResultsError> {
-        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(io_err(path))?;
-        if !file.metadata().map_err(io_err(path))?.is_file() {
-            return Err(ResultsError::NotAFile(path.to_path_buf()));
-        }
-        let mut reader = BufReader::new(file);
+        let (file, _) = crate::files::open_regular(path, MAX_FILE, "results file")?;
+        // One byte more than the limit, in case the file grows while it is read.
+        let mut reader = BufReader::new(file.take(MAX_FILE + 1));
+        let mut total = 0;
         let mut header = None;
         let mut runs = Vec::new();
         let mut density = Vec::new();
@@ -625,6 +661,9 @@ impl Results {
         // The environment record is the same in every version; the others follow its schema.
         let mut version_1 = false;
         for number in 1.. {
+            if crate::interrupt::work_stopped() {
+                return Err(ResultsError::Interrupted(path.to_path_buf()));
+            }
             line.clear();
             let n = (&mut reader)
                 .take(MAX_LINE as u64 + 1)
@@ -632,6 +671,15 @@ impl Results {
                 .map_err(io_err(path))?;
             if n == 0 {
                 break;
+            }
+            total += n as u64;
+            if total > MAX_FILE {
+                return Err(crate::files::FilesError::Grew {
+                    what: "results file".into(),
+                    path: path.to_path_buf(),
+                    limit: MAX_FILE,
+                }
+                .into());
             }
             let complete = line.last() == Some(&b'\n');
             if !complete && line.len() > MAX_LINE {
@@ -707,6 +755,9 @@ impl Results {
         // to `..` would make the walk endless), and only so deep.
         let mut stack = vec![(path.to_path_buf(), 0)];
         while let Some((dir, depth)) = stack.pop() {
+            if crate::interrupt::work_stopped() {
+                return Err(ResultsError::Interrupted(dir));
+            }
             for entry in fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
                 let p = entry.path();
                 let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
@@ -935,6 +986,56 @@ mod tests {
         torn.extend_from_slice(b"{\"record\":\"ru");
         fs::write(&path, &torn).unwrap();
         assert_eq!(Results::read(&path).unwrap().runs.len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_from_its_size() {
+        let dir = std::env::temp_dir().join(format!("isolab-results-huge-{}", std::process::id()));
+        let w = Writer::create(&Writer::new_dir(&dir, "startup").unwrap(), &header()).unwrap();
+        let path = w.path().to_path_buf();
+        drop(w);
+        // A valid first line, then a sparse gigabyte: zeros a reader would take minutes over.
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        let e = Results::read(&path).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ResultsError::Files(crate::files::FilesError::TooLarge { size, limit, .. })
+                    if *size == 1 << 30 && *limit == MAX_FILE
+            ),
+            "{e}"
+        );
+        assert!(e.is_usage());
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "results file {} is 1 GiB; the limit is 64 MiB",
+                path.display()
+            )
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_planted_as_the_results_file_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("isolab-results-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("run")).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("run").join(RESULTS_FILE)).unwrap();
+        let e = Writer::create(&dir.join("run"), &header()).unwrap_err();
+        assert!(
+            matches!(&e, ResultsError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
         fs::remove_dir_all(&dir).unwrap();
     }
 

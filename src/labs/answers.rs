@@ -17,7 +17,29 @@
 //! on the same machine moves every interval by more than that.
 
 use super::Test;
+use crate::files::FilesError;
 use std::path::{Path, PathBuf};
+
+/// The largest answers file `lab check` reads. A complete one is about a kilobyte (a path and a
+/// dozen figures and words); 1 MiB is plenty for any comments a student adds, and small enough
+/// that `--answers /dev/zero` or a huge file costs nothing: either is refused before it is read.
+pub const MAX_ANSWERS: u64 = 1 << 20;
+
+/// Why an answers file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswersError {
+    /// It could not be read, or was refused (not a regular file, too large).
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// It is not TOML.
+    #[error("{path} is not valid TOML: {detail}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        detail: String,
+    },
+}
 
 /// A student's answers file.
 #[derive(Clone, Debug)]
@@ -80,13 +102,16 @@ enum Given<T> {
 }
 
 impl Answers {
-    /// Read the answers at `path`.
-    pub fn read(path: &Path) -> Result<Answers, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    /// Read the answers at `path`: a regular file of at most [`MAX_ANSWERS`] bytes (the
+    /// student's file, read by a lab that often runs as root: see [`crate::files`]).
+    pub fn read(path: &Path) -> Result<Answers, AnswersError> {
+        let text = crate::files::read_to_string_bounded(path, MAX_ANSWERS, "answers file")?;
         let table = text
             .parse::<toml::Table>()
-            .map_err(|e| format!("{} is not valid TOML: {e}", path.display()))?;
+            .map_err(|e| AnswersError::Toml {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
         Ok(Answers {
             path: path.to_path_buf(),
             table,

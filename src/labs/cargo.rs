@@ -6,8 +6,11 @@
 //! cargo's own JSON messages (`compiler-artifact`), so it is right whatever target directory
 //! cargo chose (`CARGO_TARGET_DIR` included).
 
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// Why a crate did not build.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,12 @@ pub enum BuildError {
     /// cargo built nothing runnable.
     #[error("cargo built no program for {0}")]
     NoProgram(PathBuf),
+    /// A stop was requested during the build; cargo and its compilers were stopped.
+    #[error("the build was stopped")]
+    Interrupted,
+    /// Waiting for cargo failed.
+    #[error("waiting for cargo: {0}")]
+    Wait(std::io::Error),
 }
 
 /// `cargo build --release` the crate at `dir`; the path of its program.
@@ -38,7 +47,7 @@ pub fn build(dir: &Path, say: &mut dyn FnMut(&str)) -> Result<PathBuf, BuildErro
     ));
     // `lab` run by `cargo run` knows its cargo; otherwise PATH's.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
+    let mut child = Command::new(cargo)
         .args([
             "build",
             "--release",
@@ -51,12 +60,33 @@ pub fn build(dir: &Path, say: &mut dyn FnMut(&str)) -> Result<PathBuf, BuildErro
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A process group of its own, led by cargo: its compilers, build scripts and linkers
+        // join it, so one kill(2) of the group stops the whole build (see `stop`).
+        .process_group(0)
+        .spawn()
         .map_err(BuildError::NoCargo)?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
+    // Read both pipes while cargo runs: a pipe holds 64 KiB, and a cargo that cannot write its
+    // messages would wait for the lab while the lab waits for it.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = wait(&mut child)?;
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&stdout);
+    if !status.success() {
         return Err(BuildError::Compile(first_error(&String::from_utf8_lossy(
-            &output.stderr,
+            &stderr,
         ))));
     }
     stdout
@@ -77,6 +107,51 @@ pub fn build(dir: &Path, say: &mut dyn FnMut(&str)) -> Result<PathBuf, BuildErro
             Some(PathBuf::from(built))
         })
         .ok_or_else(|| BuildError::NoProgram(dir.to_path_buf()))
+}
+
+/// Wait for cargo to end, or for a stop request: then stop the build and say so.
+///
+/// The lab catches SIGINT and SIGTERM (see [`crate::interrupt`]), so they no longer end it, nor
+/// reach cargo, which runs in a process group of its own: a Ctrl-C at the terminal is sent to
+/// the terminal's foreground group, the lab's. Waiting with `interrupt::sleep` wakes at once on
+/// a stop request; the lab then stops the build itself.
+fn wait(child: &mut Child) -> Result<ExitStatus, BuildError> {
+    loop {
+        if let Some(status) = child.try_wait().map_err(BuildError::Wait)? {
+            return Ok(status);
+        }
+        if crate::interrupt::requested().is_some() {
+            stop(child);
+            return Err(BuildError::Interrupted);
+        }
+        crate::interrupt::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stop cargo and everything it started: SIGTERM to its process group (cargo and rustc end on
+/// it, and cargo then removes its partial outputs), SIGKILL to what is left after 5 s. Then
+/// reap cargo.
+fn stop(child: &mut Child) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    // The group's id is cargo's pid (`process_group(0)` made cargo its leader). Until cargo is
+    // reaped, at the very end, its pid cannot be reused: the group named is this build's.
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        // WNOWAIT: has cargo ended? — without reaping it yet.
+        match waitid(
+            Id::Pid(group),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        ) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
+            _ => break,
+        }
+    }
+    // Whatever of the build outlived cargo (ESRCH if nothing did).
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = child.wait();
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

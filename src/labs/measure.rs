@@ -7,8 +7,9 @@
 //! tables print. So the right answers differ from machine to machine and from run to run, and
 //! the check only accepts a results file measured on this machine.
 
-use super::answers::{judge, Answers, Expected, Precision, Question};
-use super::{Exercise, Options, Test};
+use super::answers::{judge, Answers, AnswersError, Expected, Precision, Question};
+use super::{Exercise, LabsError, Options, Test};
+use crate::files::FilesError;
 use crate::measure::stats::Summary;
 use crate::report::summary;
 use crate::results::Results;
@@ -131,7 +132,15 @@ pub fn needs(id: &str) -> &'static [Needs] {
 }
 
 /// Check a measuring exercise: the results files, then every answer.
-pub fn check(exercise: &Exercise, options: &Options) -> (Vec<Test>, Vec<String>) {
+///
+/// An answers file the lab refuses to read at all — not a regular file (`/dev/zero`, a FIFO),
+/// or larger than [`super::answers::MAX_ANSWERS`] — is an error of the command (exit status 2),
+/// not a failed test: no answer in it was looked at. One that is missing or not TOML is a
+/// failed test, with its reason as the hint.
+pub fn check(
+    exercise: &Exercise,
+    options: &Options,
+) -> Result<(Vec<Test>, Vec<String>), LabsError> {
     let path = options.answers.clone().unwrap_or_else(|| {
         options
             .labs
@@ -139,7 +148,17 @@ pub fn check(exercise: &Exercise, options: &Options) -> (Vec<Test>, Vec<String>)
     });
     let answers = match Answers::read(&path) {
         Ok(a) => a,
-        Err(e) => return (vec![Test::fail("your answers file", e)], Vec::new()),
+        Err(AnswersError::Files(e))
+            if e.is_refusal() || matches!(e, FilesError::Interrupted { .. }) =>
+        {
+            return Err(LabsError::Files(e))
+        }
+        Err(e) => {
+            return Ok((
+                vec![Test::fail("your answers file", e.to_string())],
+                Vec::new(),
+            ))
+        }
     };
     let mut tests = Vec::new();
     let mut files = Vec::new();
@@ -163,7 +182,7 @@ pub fn check(exercise: &Exercise, options: &Options) -> (Vec<Test>, Vec<String>)
             "your answers",
             "they are checked once the results files above are right",
         ));
-        return (tests, measured);
+        return Ok((tests, measured));
     }
     let files: Vec<Results> = files.into_iter().flatten().collect();
     tests.extend(
@@ -171,7 +190,7 @@ pub fn check(exercise: &Exercise, options: &Options) -> (Vec<Test>, Vec<String>)
             .iter()
             .map(|q| judge(&answers, q)),
     );
-    (tests, measured)
+    Ok((tests, measured))
 }
 
 /// The tests of one results file, and the file when they pass.

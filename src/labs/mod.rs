@@ -54,36 +54,39 @@ pub enum LabsError {
         "no exercises at {0} (run lab from the top of the isolab checkout, or pass --labs DIR)"
     )]
     NoLabs(PathBuf),
-    /// A file of the labs directory could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The lab's own work directory could not be prepared.
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
+    /// A file was refused (an answers file that is not a regular file, or too large), or one
+    /// of the lab's files under `labs/` could not be written.
+    #[error(transparent)]
+    Files(#[from] crate::files::FilesError),
+    /// A stop was requested (Ctrl-C, SIGTERM) before the check was done: nothing is recorded.
+    #[error("stopped before the check was done")]
+    Interrupted,
 }
 
 impl LabsError {
     /// True for mistakes in what was asked (exit status 2).
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            LabsError::UnknownExercise(_)
-                | LabsError::NoLabs(_)
-                | LabsError::NotAProgram(_)
-                | LabsError::NoProgram(_)
-        )
+        match self {
+            LabsError::Files(e) => e.is_usage(),
+            e => matches!(
+                e,
+                LabsError::UnknownExercise(_)
+                    | LabsError::NoLabs(_)
+                    | LabsError::NotAProgram(_)
+                    | LabsError::NoProgram(_)
+            ),
+        }
     }
 
-    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabsError + '_ {
-        move |source| LabsError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+    /// True when the check stopped because a stop was requested.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            LabsError::Interrupted | LabsError::Files(crate::files::FilesError::Interrupted { .. })
+        )
     }
 }
 
@@ -595,7 +598,7 @@ pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<O
     }
     let (tests, measured, built) = match exercise.track {
         Track::Measure => {
-            let (tests, measured) = measure::check(exercise, options);
+            let (tests, measured) = measure::check(exercise, options)?;
             (tests, measured, None)
         }
         Track::Container | Track::Vmm => {
@@ -608,7 +611,12 @@ pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<O
                     let dir = options.crate_dir.clone().unwrap_or_else(|| {
                         options.labs.join(exercise.dir.expect("a building step"))
                     });
-                    (cargo::build(&dir, say), format!("{} builds", dir.display()))
+                    match cargo::build(&dir, say) {
+                        // A stop during the build: cargo and its compilers are gone, and the
+                        // check ends here.
+                        Err(cargo::BuildError::Interrupted) => return Err(LabsError::Interrupted),
+                        built => (built, format!("{} builds", dir.display())),
+                    }
                 }
             };
             let mut tests = vec![match &built {
@@ -636,6 +644,11 @@ pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<O
             (tests, measured, built.ok())
         }
     };
+    // Results read half-way and statistics cut short by a stop request make failed tests that
+    // say nothing of the student's work: neither shown nor recorded.
+    if crate::interrupt::work_stopped() {
+        return Err(LabsError::Interrupted);
+    }
     let outcome = Outcome {
         exercise,
         tests,
@@ -702,18 +715,31 @@ fn install(options: &Options, exercise: &Exercise, program: &Path) -> Result<(),
         Track::Measure => return Ok(()),
     };
     let dest = crate::backend::student::installed(&options.labs, kind);
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).map_err(LabsError::io(dir))?;
-    }
-    // Copy to a temporary name and rename: a `lab run` using the old program never sees half a
-    // file. Beside it, the step it passed: only the last step's program counts as a whole
-    // container or VMM in a report's claims.
-    let part = dest.with_extension("part");
-    std::fs::copy(program, &part).map_err(LabsError::io(&part))?;
-    std::fs::rename(&part, &dest).map_err(LabsError::io(&dest))?;
-    let step = dest.with_extension("step");
-    std::fs::write(&step, format!("{}\n", exercise.step)).map_err(LabsError::io(&step))
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name().and_then(|n| n.to_str())) else {
+        return Ok(());
+    };
+    // `labs/` belongs to the student and the lab may run as root: written through an OutDir,
+    // a link planted at either name is replaced, not written through. Its temporary name and
+    // rename also mean a `lab run` using the old program never sees half a file. Beside it, the
+    // step it passed: only the last step's program counts as a whole container or VMM in a
+    // report's claims.
+    let out = crate::files::OutDir::open_or_create(dir)?;
+    let bytes = crate::files::read_bounded(program, MAX_PROGRAM, "built program")?;
+    out.write_mode(name, &bytes, 0o755)?;
+    out.write(
+        &format!("{name}.step"),
+        format!("{}\n", exercise.step).as_bytes(),
+    )?;
+    Ok(())
 }
+
+/// The largest program a building step installs: the steps' programs are a few MiB (static
+/// Rust programs with nix, caps or kvm-ioctls); 256 MiB is far beyond any, and bounds what a
+/// build that went wrong can make the lab copy.
+const MAX_PROGRAM: u64 = 256 << 20;
+
+/// The largest progress file read: one line per exercise, a few KiB in all.
+const MAX_PROGRESS: u64 = 1 << 20;
 
 /// The last result of each exercise, kept in `<labs>/.lab/progress.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -738,9 +764,10 @@ impl Progress {
         labs.join(".lab").join("progress.json")
     }
 
-    /// The progress recorded under `labs` (empty when nothing was checked yet).
+    /// The progress recorded under `labs` (empty when nothing was checked yet, or when the
+    /// file is not one the lab wrote: not a regular file, too large, not JSON).
     pub fn read(labs: &Path) -> Progress {
-        std::fs::read_to_string(Progress::path(labs))
+        crate::files::read_to_string_bounded(&Progress::path(labs), MAX_PROGRESS, "progress file")
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default()
@@ -759,12 +786,11 @@ impl Progress {
                     .map_or_else(|_| String::new(), |t| t.to_string()),
             },
         );
-        let path = Progress::path(labs);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(LabsError::io(dir))?;
-        }
         let text = serde_json::to_string_pretty(&progress).expect("progress serialises");
-        std::fs::write(&path, text).map_err(LabsError::io(&path))
+        // In the student's `labs/`: no link planted there is written through.
+        crate::files::OutDir::open_or_create(&labs.join(".lab"))?
+            .write("progress.json", text.as_bytes())?;
+        Ok(())
     }
 
     /// The progress table: every exercise, its track, time, and last result.
@@ -896,10 +922,21 @@ fn startup_line(label: &str, runs: &[crate::backend::Run]) -> Option<String> {
     ))
 }
 
-/// Write `value` as pretty JSON to `path`.
+/// Write `value` as pretty JSON to `path`, without following a link at that name (see
+/// [`crate::files::OutDir`]).
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), LabsError> {
     let text = serde_json::to_string_pretty(value).expect("JSON serialises");
-    std::fs::write(path, text + "\n").map_err(LabsError::io(path))
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        crate::files::FilesError::BadName {
+            name: path.display().to_string(),
+        }
+    })?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    crate::files::OutDir::open_or_create(dir)?.write(name, (text + "\n").as_bytes())?;
+    Ok(())
 }
 
 #[cfg(test)]

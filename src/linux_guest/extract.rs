@@ -61,6 +61,9 @@ pub enum ExtractError {
     /// The decompressed payload is not an ELF file.
     #[error("the payload of {0} decompresses to something that is not an ELF vmlinux")]
     NotElf(PathBuf),
+    /// The bzImage could not be opened, or was refused (not a regular file, too large).
+    #[error(transparent)]
+    Kernel(#[from] super::kernel::KernelError),
 }
 
 /// The compression of a payload, from its first bytes.
@@ -90,7 +93,8 @@ pub fn vmlinux_from_bzimage(path: &Path) -> Result<Vec<u8>, ExtractError> {
             source,
         }
     };
-    let mut file = File::open(path).map_err(io_err("open"))?;
+    // A regular file of at most MAX_KERNEL bytes: the payload read below lies inside it.
+    let mut file = super::kernel::open(path)?;
     let mut head = vec![0u8; 0x300];
     file.read_exact(&mut head).map_err(io_err("read"))?;
     let (offset, length) = SetupHeader::parse(&head)

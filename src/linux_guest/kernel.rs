@@ -20,8 +20,14 @@
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+/// The largest kernel file the lab opens. A distribution's bzImage is 8–15 MiB and a vmlinux
+/// without debugging information a few tens of MiB, but a vmlinux built with full debugging
+/// information reaches several hundred MiB, and the lab boots that too (it loads only the
+/// segments). 1 GiB, the most the lab lets a bzImage decompress to (`extract`), refuses a
+/// file named by mistake (a disk image, a sparse file of any size) before it is read.
+pub const MAX_KERNEL: u64 = 1 << 30;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +43,10 @@ pub enum KernelError {
         /// Why.
         source: io::Error,
     },
+    /// Refused before it was read: not a regular file (a FIFO would block the open, a device
+    /// never ends), or larger than [`MAX_KERNEL`].
+    #[error(transparent)]
+    Refused(crate::files::FilesError),
     /// Neither a bzImage nor an ELF file.
     #[error(
         "{path} is not a Linux kernel: neither a bzImage (no 'HdrS' at 0x202) nor an ELF vmlinux"
@@ -109,18 +119,10 @@ impl KernelImage {
             path: path.to_path_buf(),
             source,
         };
-        // O_NONBLOCK: opening a FIFO given as a kernel must not wait for a writer (nor a
-        // Ctrl-C); whatever is not a regular file is refused before anything is read.
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(err)?;
-        if !file.metadata().map_err(err)?.is_file() {
-            return Err(err(io::Error::other(
-                "not a regular file (a FIFO or a device is not a kernel image)",
-            )));
-        }
+        // Opening a FIFO given as a kernel must not wait for a writer (nor a Ctrl-C); whatever
+        // is not a regular file, or is larger than any kernel, is refused before anything is
+        // read.
+        let mut file = open(path)?;
         let mut head = vec![0u8; 0x300];
         let n = read_up_to(&mut file, &mut head).map_err(err)?;
         head.truncate(n);
@@ -165,6 +167,20 @@ impl KernelImage {
         };
         format!("{} ({kind}; {})", self.path.display(), self.origin)
     }
+}
+
+/// Open the kernel file `path` for reading: a regular file of at most [`MAX_KERNEL`] bytes (see
+/// [`crate::files::open_regular`]).
+pub fn open(path: &Path) -> Result<File, KernelError> {
+    crate::files::open_regular(path, MAX_KERNEL, "kernel")
+        .map(|(file, _)| file)
+        .map_err(|e| match e {
+            crate::files::FilesError::Io { source, .. } => KernelError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+            e => KernelError::Refused(e),
+        })
 }
 
 /// The fields of the boot-protocol header (`struct setup_header`, Documentation/arch/x86/boot.rst)

@@ -37,6 +37,11 @@ pub enum Symbols {
 /// A Debian placeholder `System.map` is one line; a real one has tens of thousands.
 const MIN_REAL_MAP: u64 = 4096;
 
+/// The largest `System.map` read. A distribution kernel's has some 150,000 symbols, 5–8 MiB;
+/// an `allyesconfig` build's about four times that. It sits beside the kernel image, which may
+/// be in a user's directory: a file of any size there is refused before it is read.
+const MAX_SYSTEM_MAP: u64 = 64 << 20;
+
 impl Symbols {
     /// Where the symbols of `image` (booted from `vmlinux`) can be found, if anywhere.
     pub fn locate(image: &KernelImage, vmlinux: &Path) -> Option<Symbols> {
@@ -69,7 +74,10 @@ impl Symbols {
     /// `function+0xoffset` for the guest address `addr`, if the symbols cover it.
     pub fn name(&self, addr: u64) -> Option<String> {
         let (text, offset) = match self {
-            Symbols::SystemMap(p) => (fs::read_to_string(p).ok()?, 0),
+            Symbols::SystemMap(p) => (
+                crate::files::read_to_string_bounded(p, MAX_SYSTEM_MAP, "System.map").ok()?,
+                0,
+            ),
             Symbols::Kallsyms { vmlinux } => {
                 let text = fs::read_to_string("/proc/kallsyms").ok()?;
                 let runtime = find(&text, "_text")?;
@@ -135,7 +143,8 @@ pub fn lookup(text: &str, addr: u64) -> Option<String> {
 fn link_address(vmlinux: &Path) -> Option<u64> {
     use std::io::Read;
     let mut head = vec![0u8; 4096];
-    let n = fs::File::open(vmlinux).ok()?.read(&mut head).ok()?;
+    // Through the kernel's own checks: a FIFO in its place must not block the open.
+    let n = super::kernel::open(vmlinux).ok()?.read(&mut head).ok()?;
     head.truncate(n);
     let u16_at = |at: usize| Some(u16::from_le_bytes(head.get(at..at + 2)?.try_into().ok()?));
     let u32_at = |at: usize| Some(u32::from_le_bytes(head.get(at..at + 4)?.try_into().ok()?));

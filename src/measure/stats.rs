@@ -90,6 +90,13 @@ fn bootstrap_median_ci(sorted: &[f64]) -> (f64, f64) {
     let mut resample = vec![0.0; n];
     let mut medians = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
     for _ in 0..BOOTSTRAP_RESAMPLES {
+        // Each resample sorts all n samples: for a results file near the size the lab reads
+        // (`results::MAX_FILE`), a report spends half a minute here. A stop request (`lab
+        // report`, `lab check`) ends the loop; the interval is then meaningless, and every
+        // caller that asked for the stop discards it (see `crate::interrupt::work_stopped`).
+        if crate::interrupt::work_stopped() {
+            return (f64::NAN, f64::NAN);
+        }
         for slot in resample.iter_mut() {
             *slot = sorted[rng.below(n as u64) as usize];
         }

@@ -8,7 +8,8 @@
 use super::claims::{self, Assessment, Verdict};
 use super::plot::{self, Palette};
 use super::table::{self, Table};
-use super::{backends, format, summary, write, ReportError};
+use super::{backends, format, stop_point, summary, ReportError};
+use crate::files::OutDir;
 use crate::host::KvmKind;
 use crate::results::{Family, Results};
 use serde::Serialize;
@@ -218,7 +219,7 @@ fn slug(s: &str) -> String {
 
 /// Builds the sections, naming each SVG uniquely and writing it next to the page.
 struct Builder<'a> {
-    out_dir: &'a Path,
+    out_dir: &'a OutDir,
     palette: Palette,
     multi_host: bool,
     files_written: Vec<String>,
@@ -255,7 +256,8 @@ impl Builder<'_> {
             file = format!("{name}-{n}");
         }
         let file = format!("{file}.svg");
-        write(&self.out_dir.join(&file), &svg)?;
+        stop_point()?;
+        self.out_dir.write(&file, svg.as_bytes())?;
         self.files_written.push(file.clone());
         Ok(Figure { file, svg, caption })
     }
@@ -430,6 +432,7 @@ fn section<'a>(
 ) -> Result<Vec<Block>, ReportError> {
     let mut blocks = Vec::new();
     for d in sets {
+        stop_point()?;
         let siblings = sets.iter().filter(|o| o.host == d.host).count();
         if let Some(b) = build(d, siblings)? {
             blocks.push(b);
@@ -639,11 +642,8 @@ fn files_table(sets: &[Dataset]) -> Table {
 }
 
 /// Render the report of `files` into `out_dir`.
-pub(super) fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, ReportError> {
-    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Io {
-        path: out_dir.to_path_buf(),
-        source,
-    })?;
+pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, ReportError> {
+    let out_dir = &OutDir::open_or_create(out_path)?;
     // A canonical order — experiments as a student meets them, then host, then path — so the
     // same files give the same page whatever order they were named in.
     let rank = |e: &str| {
@@ -705,6 +705,7 @@ pub(super) fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, Repor
     let isolation = section(&is, |d, n| Ok(b.isolation(d, n)))?;
 
     // The claims ledger, host by host.
+    stop_point()?;
     let mut ledger: Vec<(String, Assessment)> = Vec::new();
     for host in &hosts {
         let mine: Vec<&Results> = sets
@@ -757,7 +758,7 @@ pub(super) fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, Repor
     let raw = sets
         .iter()
         .map(|d| RawLink {
-            href: href(&relative(out_dir, &d.results.path)),
+            href: href(&relative(out_dir.path(), &d.results.path)),
             schema: d.results.header.schema.clone(),
             experiment: d.results.header.experiment.clone(),
             host: d.host.clone(),
@@ -811,10 +812,12 @@ pub(super) fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, Repor
         multi_host,
         style: STYLE,
     };
+    stop_point()?;
     let html = render_page(&page)?;
-    let index = out_dir.join("index.html");
-    write(&index, &html)?;
-    write(&out_dir.join("tables.md"), &markdown(&page, &ledger))?;
+    let tables = markdown(&page, &ledger);
+    stop_point()?;
+    let index = out_dir.write("index.html", html.as_bytes())?;
+    out_dir.write("tables.md", tables.as_bytes())?;
     Ok(index)
 }
 

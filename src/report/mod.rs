@@ -51,14 +51,13 @@ pub enum ReportError {
     /// The report directory could not be chosen.
     #[error("the results are in unrelated places ({0}); choose where the report goes with --out")]
     NoCommonDir(String),
-    /// A file of the report could not be written.
-    #[error("writing {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The report's directory could not be used, or a file of it could not be written.
+    #[error(transparent)]
+    Files(#[from] crate::files::FilesError),
+    /// A stop was requested while the report was being made
+    /// ([`crate::interrupt::work_stopped`]).
+    #[error("stopped before the report was done")]
+    Interrupted,
     /// A plot could not be drawn.
     #[error(transparent)]
     Plot(#[from] plot::PlotError),
@@ -70,17 +69,41 @@ pub enum ReportError {
 impl ReportError {
     /// True for mistakes in what the user asked (exit status 2).
     pub fn is_usage(&self) -> bool {
+        match self {
+            ReportError::Results(e) => e.is_usage(),
+            ReportError::Files(e) => e.is_usage(),
+            ReportError::NoResults | ReportError::NoCommonDir(_) => true,
+            ReportError::Plot(_) | ReportError::Html(_) | ReportError::Interrupted => false,
+        }
+    }
+
+    /// True when the report stopped because a stop was requested.
+    pub fn is_interrupted(&self) -> bool {
         matches!(
             self,
-            ReportError::Results(ResultsError::NotResults { .. } | ResultsError::Parse { .. })
-                | ReportError::NoResults
-                | ReportError::NoCommonDir(_)
+            ReportError::Interrupted
+                | ReportError::Results(ResultsError::Interrupted(_))
+                | ReportError::Files(crate::files::FilesError::Interrupted { .. })
         )
+    }
+}
+
+/// `Err(Interrupted)` once a stop was requested (`lab report` stops within a moment): asked
+/// between files, sections and plots, whose work is then discarded.
+fn stop_point() -> Result<(), ReportError> {
+    if crate::interrupt::work_stopped() {
+        Err(ReportError::Interrupted)
+    } else {
+        Ok(())
     }
 }
 
 /// Render the report of `files` into `out_dir` (created if needed): `index.html`, one SVG per
 /// plot and `tables.md`. Returns the path of `index.html`.
+///
+/// `out_dir` is often a directory of the user whose results these are, while the lab runs as
+/// root: it is opened as an [`OutDir`](crate::files::OutDir), so a symbolic link in place of the
+/// directory is refused and one in place of a file is replaced, never written through.
 ///
 /// Files from several machines are grouped by host and every figure says which host it is from;
 /// figures of different hosts are never combined.
@@ -252,14 +275,6 @@ pub fn latest_results(dir: &Path) -> Option<PathBuf> {
         .collect();
     names.sort();
     names.pop()
-}
-
-/// Write `contents` to `path`.
-fn write(path: &Path, contents: &str) -> Result<(), ReportError> {
-    std::fs::write(path, contents).map_err(|source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 #[cfg(test)]

@@ -47,6 +47,12 @@ use std::path::{Path, PathBuf};
 /// is Docker's default profile in the same JSON format.
 pub const DEFAULT_PROFILE: &str = "/usr/share/containers/seccomp.json";
 
+/// The largest profile the lab reads. Docker's and Podman's default profiles are 16–25 KiB of
+/// JSON (one entry per group of system calls); 4 MiB leaves room for any profile a person
+/// writes, even one rule per call and argument, while a file named by mistake (a disk image,
+/// `/dev/zero`) is refused before it is read.
+pub const MAX_PROFILE: u64 = 4 << 20;
+
 /// Errors of reading, resolving and compiling a profile.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
@@ -61,6 +67,10 @@ pub enum SeccompError {
         /// Why.
         source: std::io::Error,
     },
+    /// The file was refused before it was read: not a regular file, or larger than
+    /// [`MAX_PROFILE`].
+    #[error(transparent)]
+    Refused(crate::files::FilesError),
     /// The file is not a profile in Docker's format.
     #[error("{path} is not a seccomp profile in Docker's JSON format: {detail}")]
     Invalid {
@@ -259,10 +269,14 @@ pub struct Profile {
 impl Profile {
     /// Read the profile at `path` and resolve it for `target`.
     pub fn load(path: &Path, target: Target) -> Result<Profile, SeccompError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SeccompError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::files::read_to_string_bounded(path, MAX_PROFILE, "seccomp profile")
+            .map_err(|e| match e {
+                crate::files::FilesError::Io { source, .. } => SeccompError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                e => SeccompError::Refused(e),
+            })?;
         Profile::parse(path, &text, target)
     }
 
