@@ -12,6 +12,9 @@
 //! * from inside, the other known routes: a writable `/workload` (the file the `process`
 //!   backend runs as root, and the container's `/proc/self/exe`), a descriptor leaked into the
 //!   container, the cgroup file system.
+//!
+//! The attacks on what the lab reads and writes — a report file planted as a link to a host
+//! file, `/dev/zero` or a huge file as answers and results — are in `tests/bounds.rs`.
 
 mod common;
 
