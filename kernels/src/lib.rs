@@ -46,7 +46,7 @@ pub mod sum;
 pub mod wire;
 
 pub use kernels::run;
-pub use spec::{Kernel, Spec};
+pub use spec::{Kernel, Resource, Spec};
 
 /// What a kernel produced: the checksum proves the work was done, `ops` and `bytes` let the host
 /// turn the measured time into a rate (operations per second, bytes per second).

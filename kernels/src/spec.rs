@@ -74,6 +74,25 @@ impl Kernel {
         }
     }
 
+    /// The resource this kernel stresses, for the kernels that measure a speed (not `ready`,
+    /// `sleep`, `probe`).
+    pub const fn resource(self) -> Option<Resource> {
+        Some(match self {
+            Kernel::Cpu => Resource::Compute,
+            Kernel::Mem | Kernel::Random => Resource::Memory,
+            Kernel::Syscall => Resource::SystemCalls,
+            Kernel::Io | Kernel::DiskSeq | Kernel::DiskRand => Resource::Disk,
+            Kernel::NetStream | Kernel::NetRr => Resource::Network,
+            Kernel::Ready | Kernel::Sleep | Kernel::Probe => return None,
+        })
+    }
+
+    /// True when the kernel's speed is its bytes per second (bandwidth), false when it is its
+    /// operations per second.
+    pub const fn rate_in_bytes(self) -> bool {
+        matches!(self, Kernel::DiskSeq | Kernel::NetStream)
+    }
+
     /// True for the kernels that need a disk of the instance's own (`disk=` on the command
     /// line; `/dev/vda` in a guest).
     pub const fn needs_disk(self) -> bool {
@@ -95,6 +114,50 @@ impl Kernel {
     /// The kernel with numeric id `id` (its `repr(u32)` value), if any.
     pub fn from_id(id: u64) -> Option<Kernel> {
         Kernel::ALL.into_iter().find(|k| *k as u64 == id)
+    }
+}
+
+/// What a kernel stresses: the resources on which "containers perform better" is judged one by
+/// one, because the isolation models pay in different places.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    /// Instructions in user mode.
+    Compute,
+    /// Memory bandwidth and page walks.
+    Memory,
+    /// Entries into the kernel.
+    SystemCalls,
+    /// Files and disks.
+    Disk,
+    /// TCP to another host.
+    Network,
+}
+
+impl Resource {
+    /// Every resource, in the order reports list them.
+    pub const ALL: [Resource; 5] = [
+        Resource::Compute,
+        Resource::Memory,
+        Resource::SystemCalls,
+        Resource::Disk,
+        Resource::Network,
+    ];
+
+    /// The resource's name in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Resource::Compute => "compute",
+            Resource::Memory => "memory",
+            Resource::SystemCalls => "system calls",
+            Resource::Disk => "disk",
+            Resource::Network => "network",
+        }
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
