@@ -435,6 +435,30 @@ impl Provisions {
     pub fn removal(self) -> Box<dyn FnOnce() + Send> {
         Box::new(move || drop(self))
     }
+
+    /// For a network kernel's instance: once it has ended, how many bytes the lab's peer
+    /// received from it (the host side's count, to hold against what the kernel reports).
+    pub fn peer_note(&self, lab: &Lab) -> Option<crate::backend::instance::EndNote> {
+        let ip = self.link.as_ref()?.ip;
+        let network = lab.network().ok()?;
+        Some(Box::new(move || {
+            // The peer writes a connection down once it has served it; the instance has
+            // ended, so its connections have too, or will in a moment.
+            let mut received = network.received_from(ip);
+            for _ in 0..50 {
+                if !received.is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                received = network.received_from(ip);
+            }
+            let bytes: u64 = received.iter().map(|r| r.bytes).sum();
+            vec![(
+                crate::results::info::PEER_BYTES.to_string(),
+                bytes.to_string(),
+            )]
+        }))
+    }
 }
 
 /// The one directory an instance shares with the host: where its `io` kernel writes.

@@ -292,6 +292,7 @@ impl Backend for Oci {
         // in hierarchies the lab does not use, and the bundle.
         let provisions = lab.provide(spec, &name, None)?;
         let shared = Shared::of(&provisions);
+        let peer_note = provisions.peer_note(lab);
         let cleanup = {
             let bundle = bundle.clone();
             let relative = relative.clone();
@@ -365,6 +366,9 @@ impl Backend for Oci {
             timeout: lab.timeout,
             cleanup: vec![Box::new(cleanup)],
         });
+        if let Some(note) = peer_note {
+            instance.at_end(note);
+        }
         instance.note(info::IMAGE_BYTES, WORKLOAD_ELF.len());
         instance.note(
             info::IMAGE,

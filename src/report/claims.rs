@@ -44,6 +44,7 @@ use super::summary::{self, DensitySeries};
 use crate::host::KvmKind;
 use crate::measure::stats::Summary;
 use crate::results::{Family, Results, RunRecord, VmKind};
+use crate::workload::Resource;
 use serde::Serialize;
 
 /// A difference smaller than this (5%) counts as "the same".
@@ -69,6 +70,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict's CSS class in the HTML report.
+    pub fn class(self) -> &'static str {
+        match self {
+            Verdict::Supported => "supported",
+            Verdict::NotSupported => "not-supported",
+            Verdict::Depends => "depends",
+            Verdict::NoData => "no-data",
+        }
+    }
+
     /// The verdict in words.
     pub fn label(self) -> &'static str {
         match self {
@@ -197,6 +208,20 @@ pub struct Assessment {
     /// What limits the verdict on this machine (nested virtualization, left-out backends, data
     /// that failed their check).
     pub caveats: Vec<String>,
+    /// The same claim judged resource by resource (compute, memory, system calls, disk,
+    /// network), where it is about speed: the isolation models pay in different places.
+    pub parts: Vec<Part>,
+}
+
+/// A claim judged on the kernels of one resource.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Part {
+    /// The resource.
+    pub resource: &'static str,
+    /// The verdict on it.
+    pub verdict: Verdict,
+    /// Why, and where each model pays on this resource.
+    pub why: String,
 }
 
 impl Assessment {
@@ -207,6 +232,7 @@ impl Assessment {
             figures: vec![],
             why: why.into(),
             caveats: vec![],
+            parts: vec![],
         }
     }
 
@@ -516,6 +542,8 @@ struct Pair {
     /// The VM (or baseline) compared against.
     other: String,
     side: Side,
+    /// The resource of the workload compared, when pairs are per workload.
+    resource: Option<Resource>,
     /// For the figures: backends labelled with their kind.
     text: String,
     /// For sentences, which name the kind already: backends by name.
@@ -584,6 +612,7 @@ fn ratio_pairs(
             kind: b.kind,
             other: b.name.clone(),
             side,
+            resource: w.as_ref().and_then(summary::resource_of),
             text,
             brief,
         });
@@ -750,7 +779,7 @@ impl Decision {
             };
             out.push_str(&format!(
                 " {} do not decide a claim whose reason is the guest OS; for comparison: {}.",
-                capitalise(&kinds.join(" and ")),
+                format::capitalise(&kinds.join(" and ")),
                 briefs(&self.aside)
             ));
         }
@@ -784,12 +813,6 @@ fn briefs<'a>(pairs: impl IntoIterator<Item = &'a Pair>) -> String {
         .join("; ")
 }
 
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map_or(String::new(), |f| f.to_uppercase().chain(c).collect())
-}
-
 /// A paired claim's assessment: its sentence, what a reader must also know about the decision
 /// ([`Decision::addenda`]), and where the sandboxes stand.
 fn assess(
@@ -806,6 +829,7 @@ fn assess(
         figures,
         why: format!("{why}{}{sandboxes}", d.addenda()),
         caveats,
+        parts: vec![],
     }
 }
 
@@ -1048,6 +1072,35 @@ fn performance(claim: Claim, files: &Files) -> Assessment {
         );
     }
     let mut figures: Vec<String> = pairs.iter().map(|p| p.text.clone()).collect();
+    let parts = by_resource(&pairs, |resource, pairs| {
+        let (verdict, outcome) = match decide(pairs, Side::Above, false) {
+            Err(_) => (Verdict::NoData, "too few paired rounds to call".to_string()),
+            Ok(d) => {
+                let outcome = match d.verdict {
+                    Verdict::Supported => {
+                        format!("containers clearly faster than {}", d.vms(false))
+                    }
+                    Verdict::NotSupported => {
+                        format!("no container clearly faster than {}", d.vms(true))
+                    }
+                    _ => format!(
+                        "containers clearly faster only on {}",
+                        d.list(|x| x == Side::Above)
+                    ),
+                };
+                (d.verdict, outcome)
+            }
+        };
+        Part {
+            resource: resource.name(),
+            verdict,
+            why: format!(
+                "{}: {outcome}. {}",
+                format::capitalise(resource.name()),
+                vm_costs(resource)
+            ),
+        }
+    });
     let d = match decide(pairs, Side::Above, false) {
         Ok(d) => d,
         Err(few) => return not_called(claim, few),
@@ -1070,14 +1123,59 @@ fn performance(claim: Claim, files: &Files) -> Assessment {
         ),
     };
     let sandboxes = sandboxes_stand(&s, Side::Above, ("faster", "slower"), pair, &mut figures);
-    assess(
+    let mut a = assess(
         claim,
         &d,
         why,
         &sandboxes,
         figures,
         vm_caveats(files, &s, true),
-    )
+    );
+    a.parts = parts;
+    a
+}
+
+/// Judge `pairs` resource by resource with `judge`, in [`Resource::ALL`]'s order.
+fn by_resource(pairs: &[Pair], judge: impl Fn(Resource, Vec<Pair>) -> Part) -> Vec<Part> {
+    Resource::ALL
+        .into_iter()
+        .filter_map(|r| {
+            let of: Vec<Pair> = pairs
+                .iter()
+                .filter(|p| p.resource == Some(r))
+                .cloned()
+                .collect();
+            (!of.is_empty()).then(|| judge(r, of))
+        })
+        .collect()
+}
+
+/// Where a container and a VM pay for their isolation on `resource`, and why.
+fn vm_costs(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Compute => {
+            "User-mode instructions run natively in both: a VM's CPU is the host's, nothing \
+             traps."
+        }
+        Resource::Memory => {
+            "The same memory; a VM's TLB misses walk two levels of page tables (the guest's, then \
+             the host's nested ones), which random access shows."
+        }
+        Resource::SystemCalls => {
+            "A container's system calls go straight to the host's kernel; a guest's go to its own \
+             kernel, without leaving the VM (a bare guest's become VM exits)."
+        }
+        Resource::Disk => {
+            "A container's disk is a file of the host's, reached through the host's own kernel; a \
+             VM's every request is a virtio notification — a VM exit — served by its VMM from the \
+             same file, and its completion an interrupt injected back."
+        }
+        Resource::Network => {
+            "A container's packets cross one veth pair into the peer's namespace; a VM's cross a \
+             virtio card — a VM exit per notification — its VMM and a tap device; gVisor's go \
+             through its network stack in user space."
+        }
+    }
 }
 
 fn per_instance_line(prefix: &str, d: &DensitySeries, memory_bytes: u64) -> Option<String> {
@@ -1152,6 +1250,7 @@ fn density_pair(
         kind: b.kind,
         other: b.name.clone(),
         side,
+        resource: None,
         text: line(&a.label, &b.label),
         brief: line(&a.name, &b.name),
     }]
@@ -1371,6 +1470,7 @@ fn kernel(claim: Claim, files: &Files) -> Assessment {
         figures,
         why,
         caveats,
+        parts: vec![],
     }
 }
 
@@ -1484,6 +1584,7 @@ fn isolation(claim: Claim, files: &Files) -> Assessment {
         figures,
         why,
         caveats,
+        parts: vec![],
     }
 }
 
@@ -1531,6 +1632,7 @@ fn images(claim: Claim, files: &Files) -> Assessment {
                     std::cmp::Ordering::Greater => Side::Above,
                     std::cmp::Ordering::Equal => Side::Same,
                 },
+                resource: None,
                 text: format!(
                     "{} {} vs {} {}",
                     c.label,
@@ -1597,6 +1699,27 @@ fn images(claim: Claim, files: &Files) -> Assessment {
         figures,
         why,
         caveats: vec![],
+        parts: vec![],
+    }
+}
+
+/// What a container pays on `resource` that a plain process does not.
+fn process_costs(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Compute | Resource::Memory => {
+            "A container's instructions and memory are a process's: nothing to pay."
+        }
+        Resource::SystemCalls => {
+            "Docker's seccomp filter runs on every system call a container makes: a few BPF \
+             instructions each."
+        }
+        Resource::Disk => {
+            "The same file on the same file system; a bind mount adds nothing on the way."
+        }
+        Resource::Network => {
+            "Both reach the peer over a veth pair of their own (the process in a network \
+             namespace the lab made, like the container's): the same kind of link."
+        }
     }
 }
 
@@ -1637,6 +1760,41 @@ fn native(claim: Claim, files: &Files) -> Assessment {
         );
     }
     let mut figures: Vec<String> = pairs.iter().map(|p| p.text.clone()).collect();
+    let parts = by_resource(&pairs, |resource, pairs| {
+        let called: Vec<&Pair> = pairs.iter().filter(|p| p.side != Side::TooFew).collect();
+        let slower: Vec<&Pair> = called
+            .iter()
+            .copied()
+            .filter(|p| p.side == Side::Below)
+            .collect();
+        let (verdict, outcome) = if called.is_empty() {
+            (Verdict::NoData, "too few paired rounds to call".to_string())
+        } else if slower.is_empty() {
+            (
+                Verdict::Supported,
+                "no container clearly slower".to_string(),
+            )
+        } else if slower.len() == called.len() {
+            (
+                Verdict::NotSupported,
+                "every container clearly slower".to_string(),
+            )
+        } else {
+            (
+                Verdict::Depends,
+                format!("clearly slower on {}", briefs(slower.into_iter())),
+            )
+        };
+        Part {
+            resource: resource.name(),
+            verdict,
+            why: format!(
+                "{}: {outcome}. {}",
+                format::capitalise(resource.name()),
+                process_costs(resource)
+            ),
+        }
+    });
     let (too_few, called): (Vec<Pair>, Vec<Pair>) =
         pairs.into_iter().partition(|p| p.side == Side::TooFew);
     if called.is_empty() {
@@ -1697,6 +1855,7 @@ fn native(claim: Claim, files: &Files) -> Assessment {
         figures,
         why,
         caveats,
+        parts,
     }
 }
 

@@ -154,6 +154,10 @@ pub fn terminal(results: &Results) -> String {
     if !throughput.is_empty() {
         tables.push(table::throughput(&throughput, &mismatches));
     }
+    let latency = summary::latency(results);
+    if !latency.is_empty() {
+        tables.push(table::latency(&latency));
+    }
     if !density.is_empty() {
         tables.push(table::density(&density));
     }
@@ -188,6 +192,12 @@ pub fn terminal(results: &Results) -> String {
                 a.claim.statement
             ));
             let mut text = wrap(&a.why, CLAIM_INDENT);
+            for p in &a.parts {
+                text.push_str(&wrap(
+                    &format!("{}: {}", p.verdict.label(), p.why),
+                    CLAIM_INDENT,
+                ));
+            }
             for c in &a.caveats {
                 text.push_str(&wrap(&format!("caveat: {c}"), CLAIM_INDENT));
             }

@@ -368,6 +368,84 @@ pub fn throughput(results: &Results) -> Vec<ThroughputRow> {
     rows
 }
 
+/// The latency of single requests of one backend on one workload (disk-rand, net-rr): each
+/// run times every request and reports its median and 99th percentile; these summarise the
+/// runs' figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatencyRow {
+    /// Backend name.
+    pub backend: String,
+    /// Name to print.
+    pub label: String,
+    /// The workload.
+    pub workload: WorkloadRecord,
+    /// The runs' median latencies, in ns.
+    pub p50: Option<Summary>,
+    /// The runs' 99th-percentile latencies, in ns.
+    pub p99: Option<Summary>,
+    /// This backend's median latency over the process's in the same round: above 1 is slower.
+    pub p50_vs_process: Option<Summary>,
+}
+
+/// Latency figures of every (workload, backend) that reported them.
+pub fn latency(results: &Results) -> Vec<LatencyRow> {
+    let baseline = results.baseline();
+    let reports = |w: &WorkloadRecord| {
+        results
+            .runs
+            .iter()
+            .any(|r| r.workload == *w && r.facts.latency_p50_ns.is_some())
+    };
+    let mut rows = Vec::new();
+    for w in workloads(results, reports) {
+        let same = |r: &RunRecord| r.workload == w;
+        for backend in results.backends() {
+            let runs: Vec<&RunRecord> = completed(results, &backend).filter(|r| same(r)).collect();
+            let figure = |f: fn(&RunRecord) -> Option<u64>| {
+                let values: Vec<f64> = runs.iter().filter_map(|r| f(r)).map(|v| v as f64).collect();
+                Summary::of(&values)
+            };
+            let p50 = figure(|r| r.facts.latency_p50_ns);
+            if p50.is_none() {
+                continue;
+            }
+            rows.push(LatencyRow {
+                label: backends::label(results, &backend),
+                workload: w.clone(),
+                p50,
+                p99: figure(|r| r.facts.latency_p99_ns),
+                p50_vs_process: baseline.as_deref().filter(|b| *b != backend).and_then(|b| {
+                    Summary::of(&paired_ratios(results, &backend, b, same, |r| {
+                        r.facts.latency_p50_ns.map(|v| v as f64)
+                    }))
+                }),
+                backend,
+            });
+        }
+    }
+    rows
+}
+
+/// A run's checksum, as the lab checked it. A network kernel's run is also held against what
+/// the lab's peer received from it (`peer_bytes`): bytes that did not all arrive make its
+/// checksum one that agrees with no other.
+fn checked_sum(r: &RunRecord) -> Option<String> {
+    let out = r.output.as_ref()?;
+    let sent = match kernel_of(&r.workload) {
+        Some(Kernel::NetStream) => Some(out.bytes),
+        // One byte per round trip reaches the echo.
+        Some(Kernel::NetRr) => Some(out.ops),
+        _ => None,
+    };
+    match (sent, r.facts.peer_bytes) {
+        (Some(sent), Some(got)) if sent != got => Some(format!(
+            "{} (yet the peer received {got} of {sent} bytes)",
+            out.checksum
+        )),
+        _ => Some(out.checksum.clone()),
+    }
+}
+
 /// Backends that computed different checksums for the same workload: a wrong or skipped
 /// computation, which makes every figure of that workload suspect.
 #[derive(Clone, Debug, PartialEq)]
@@ -402,7 +480,7 @@ pub fn checksum_mismatches(results: &Results) -> Vec<ChecksumMismatch> {
                 .iter()
                 .filter(|r| r.backend == backend && r.workload == w)
                 .filter(|r| r.outcome == Outcome::Completed)
-                .filter_map(|r| Some(r.output.as_ref()?.checksum.clone()))
+                .filter_map(checked_sum)
                 .collect();
             sums.sort();
             sums.dedup();

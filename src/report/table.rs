@@ -5,7 +5,8 @@
 use super::claims::Assessment;
 use super::format::{self, NONE};
 use super::summary::{
-    ChecksumMismatch, DensitySeries, ImageRow, Isolation, MemoryRow, StartupRow, ThroughputRow,
+    ChecksumMismatch, DensitySeries, ImageRow, Isolation, LatencyRow, MemoryRow, StartupRow,
+    ThroughputRow,
 };
 use crate::measure::stats::Summary;
 use serde::Serialize;
@@ -274,6 +275,37 @@ pub fn throughput(rows: &[ThroughputRow], mismatches: &[ChecksumMismatch]) -> Ta
     t
 }
 
+/// The latency table: one row per workload and backend that timed single requests.
+pub fn latency(rows: &[LatencyRow]) -> Table {
+    let mut t = Table::new(
+        &[
+            "workload",
+            "backend",
+            "n",
+            "latency p50",
+            "latency p99",
+            "p50 × process (95% CI)",
+        ],
+        &[2, 3, 4, 5],
+    );
+    for r in rows {
+        t.push(vec![
+            super::summary::workload_name(&r.workload).into(),
+            r.label.as_str().into(),
+            r.p50.map_or(0, |s| s.n).to_string().into(),
+            or_none(r.p50.as_ref(), |s| format::with_ci(s, format::duration)),
+            or_none(r.p99.as_ref(), |s| format::duration(s.median)),
+            or_none(r.p50_vs_process.as_ref(), format::ratio),
+        ]);
+    }
+    t.notes.push(
+        "Each run times every request alone and reports its median (p50) and 99th percentile \
+         (p99); a row gives the median of the runs' figures. Above 1× process is slower."
+            .into(),
+    );
+    t
+}
+
 /// One loud line per workload whose checksums disagree.
 pub fn mismatch_lines(mismatches: &[ChecksumMismatch]) -> Vec<String> {
     mismatches
@@ -416,17 +448,15 @@ pub fn claims(ledger: &[(String, Assessment)], with_host: bool, with_figures: bo
         }
         cells.push(Cell {
             text: a.verdict.label().into(),
-            class: Some(match a.verdict {
-                super::claims::Verdict::Supported => "supported",
-                super::claims::Verdict::NotSupported => "not-supported",
-                super::claims::Verdict::Depends => "depends",
-                super::claims::Verdict::NoData => "no-data",
-            }),
+            class: Some(a.verdict.class()),
         });
         if with_figures {
             cells.push(a.figures.join("\n").into());
         }
         let mut why = a.why.clone();
+        for p in &a.parts {
+            why.push_str(&format!("\n{} — {}", p.verdict.label(), p.why));
+        }
         for c in &a.caveats {
             why.push_str(&format!(" Caveat: {c}"));
         }

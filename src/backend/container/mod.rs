@@ -213,6 +213,7 @@ impl Backend for Container {
                 spawn_alone(&alone, placement, &plan, &security, &caps, &exec)?
             }
         };
+        let peer_note = provisions.peer_note(lab);
         let mut instance = Instance::new(Parts {
             backend: self.name().into(),
             spec: *spec,
@@ -224,6 +225,9 @@ impl Backend for Container {
             timeout: lab.timeout,
             cleanup: vec![provisions.removal()],
         });
+        if let Some(note) = peer_note {
+            instance.at_end(note);
+        }
         // The "image": everything the container's root holds.
         instance.note(info::IMAGE_BYTES, WORKLOAD_ELF.len());
         instance.note(

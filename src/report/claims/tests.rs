@@ -619,3 +619,63 @@ fn the_printed_rules_state_the_constants_they_use() {
         .contains(&format!("at least {MIN_PAIRS} steps")));
     assert!(density.rule.contains(&margin));
 }
+
+#[test]
+fn speed_claims_are_judged_resource_by_resource() {
+    let files = one(&throughput(
+        6,
+        &[
+            (
+                "process",
+                &[
+                    ("cpu", 1_000_000, "0x1"),
+                    ("disk-rand", 1_000_000, "0x2"),
+                    ("net-rr", 1_000_000, "0x3"),
+                ],
+            ),
+            (
+                "container",
+                &[
+                    ("cpu", 1_000_000, "0x1"),
+                    ("disk-rand", 1_000_000, "0x2"),
+                    ("net-rr", 2_000_000, "0x3"),
+                ],
+            ),
+            (
+                "vm-linux",
+                &[
+                    ("cpu", 1_010_000, "0x1"),
+                    ("disk-rand", 3_000_000, "0x2"),
+                    ("net-rr", 4_000_000, "0x3"),
+                ],
+            ),
+        ],
+    ));
+    let refs: Vec<&Results> = files.iter().collect();
+    let judged = ledger(&refs);
+    let claim = |id: &str| judged.iter().find(|a| a.claim.id == id).unwrap();
+    let part = |a: &Assessment, r: &str| {
+        a.parts
+            .iter()
+            .find(|p| p.resource == r)
+            .unwrap_or_else(|| panic!("no {r} part: {:?}", a.parts))
+            .clone()
+    };
+    // Container against VM: the same on compute, faster on disk and network.
+    let perf = claim("performance");
+    assert_eq!(perf.verdict, Verdict::Depends, "{perf:?}");
+    assert_eq!(part(perf, "compute").verdict, Verdict::NotSupported);
+    assert_eq!(part(perf, "disk").verdict, Verdict::Supported);
+    assert!(part(perf, "disk").why.contains("virtio notification"));
+    assert_eq!(part(perf, "network").verdict, Verdict::Supported);
+    assert!(
+        perf.parts.iter().all(|p| p.resource != "memory"),
+        "no memory kernel ran"
+    );
+    // Container against process: as fast on compute and disk, slower on the network.
+    let native = claim("native");
+    assert_eq!(part(native, "compute").verdict, Verdict::Supported);
+    assert_eq!(part(native, "disk").verdict, Verdict::Supported);
+    assert_eq!(part(native, "network").verdict, Verdict::NotSupported);
+    assert!(part(native, "network").why.contains("veth"));
+}
