@@ -216,6 +216,13 @@ pub struct GuestArgs {
     /// Where the disk kernels' disks go: a directory on a disk (not a tmpfs).
     #[arg(long = "disk-dir", value_name = "DIR", default_value = isolab::disks::DEFAULT_PARENT)]
     pub disk_dir: PathBuf,
+    /// What instances run on: `minimal` (a root holding only the workload) or `layered` (the
+    /// lab's two-layer image with libraries the workload loads at start; see lab run images).
+    #[arg(long, default_value = "minimal", value_parser = ["minimal", "layered"])]
+    pub image: String,
+    /// MiB of libraries in the layered image's base layer.
+    #[arg(long = "image-mib", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=16_384))]
+    pub image_mib: u64,
 }
 
 /// Resource limits of every instance. Like `docker run`, isolab sets none unless asked: every

@@ -190,6 +190,18 @@ impl Docker {
     }
 }
 
+/// The tag of the lab's layered image, app layer `version`, in the daemon: named for the lab.
+pub fn layered_tag(lab_id: &str, version: u32) -> String {
+    format!("isolab-image:{lab_id}-v{version}")
+}
+
+/// The `DOCKER_*` variables that choose the daemon, as the lab was started with them.
+pub fn daemon_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("DOCKER_") && k != "DOCKER_BUILDKIT")
+        .collect()
+}
+
 /// 64-bit FNV-1a: a name for the image's content (not a cryptographic hash: it only has to
 /// change when the workload does).
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -315,6 +327,32 @@ impl Backend for Docker {
 }
 
 impl Docker {
+    /// The image to run: the lab's root imported once (`prepared.image`), or, when the lab runs
+    /// on its layered image, that image as `docker build` makes it — built once per lab, in the
+    /// lab's ledger before it exists (see [`crate::image::docker`]).
+    fn image_for(&self, lab: &Lab, prepared: &Prepared) -> Result<String, BackendError> {
+        let Some(image) = lab.image()? else {
+            return Ok(prepared.image.clone());
+        };
+        let tag = layered_tag(lab.id(), image.spec.app_version);
+        if docker(
+            &prepared.cli,
+            &["image", "inspect", "--format", "{{.Id}}", &tag],
+        )
+        .is_ok()
+        {
+            return Ok(tag);
+        }
+        let env = daemon_env();
+        lab.keep(lab.ledger().claim(Resource::DockerImage {
+            cli: prepared.cli.clone(),
+            env: env.clone(),
+            tag: tag.clone(),
+        })?);
+        crate::image::docker::build(&prepared.cli, &env, &image, &tag)?;
+        Ok(tag)
+    }
+
     /// Start one container; returns it with its name.
     fn start_named(
         &self,
@@ -375,7 +413,7 @@ impl Docker {
                 disk.path().display()
             ));
         }
-        args.push(prepared.image.clone());
+        args.push(self.image_for(lab, &prepared)?);
         args.push("/workload".into());
         // Markers on the attached standard output, the go-ahead on standard input.
         args.extend(workload::argv(spec, 1, 0, &provisions.given(true)));

@@ -112,6 +112,9 @@ pub enum BackendError {
     /// The lab could not make what it shares with the instance (its scratch directory).
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
+    /// The lab's image could not be mounted or prepared for the instance.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
     /// Host file I/O failed.
     #[error("{action}: {source}")]
     Io {
