@@ -84,7 +84,7 @@ const ENV: [&str; 6] = [
 ];
 
 /// The Docker CLI in PATH.
-fn cli() -> Option<PathBuf> {
+pub fn cli() -> Option<PathBuf> {
     crate::host::find_program("docker")
 }
 
@@ -287,6 +287,38 @@ impl Backend for Docker {
             return Availability::Unavailable(why);
         }
         Availability::of_cgroups(lab)
+    }
+
+    /// Docker keeps its own copy of the image's layers in its storage (overlay2's `diff`
+    /// directories): those are the files its containers read.
+    fn image_files(&self, lab: &Lab) -> Result<Vec<PathBuf>, BackendError> {
+        let prepared = self.prepare().map_err(|reason| BackendError::Unavailable {
+            backend: self.name().into(),
+            reason,
+        })?;
+        let tag = self.image_for(lab, &prepared)?;
+        let dirs = docker(
+            &prepared.cli,
+            &[
+                "image",
+                "inspect",
+                "--format",
+                "{{.GraphDriver.Data.LowerDir}}:{{.GraphDriver.Data.UpperDir}}",
+                &tag,
+            ],
+        )
+        .map_err(|detail| BackendError::External {
+            program: "docker image inspect".into(),
+            detail,
+        })?;
+        let mut files = Vec::new();
+        for dir in dirs
+            .split(':')
+            .filter(|d| !d.is_empty() && *d != "<no value>")
+        {
+            crate::image::collect_files(Path::new(dir), &mut files);
+        }
+        Ok(files)
     }
 
     fn supports(&self, kernel: crate::workload::Kernel) -> Result<(), String> {

@@ -301,6 +301,12 @@ impl Instance {
         Ok(())
     }
 
+    /// Wait until the workload has marked phase `name` (e.g. `libraries`, after it loaded an
+    /// image's libraries).
+    pub fn wait_phase(&mut self, name: &'static str) -> Result<(), BackendError> {
+        self.wait_for(name, |i| i.timeline.at(name).is_some())
+    }
+
     /// Wait for a fact the runtime reports with an `info` line (e.g. a PID a launcher learns).
     pub fn wait_info(&mut self, key: &'static str) -> Result<String, BackendError> {
         self.wait_for(key, |i| i.info.contains_key(key))?;

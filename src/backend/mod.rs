@@ -183,6 +183,13 @@ pub trait Backend: Send + Sync {
         true
     }
 
+    /// The host files holding this backend's copy of the lab's layered image (for the image's
+    /// page cache, counted once by `lab run images`): the lab's own layers, unless the backend
+    /// keeps a copy of its own (Docker's layers in its storage). Empty without an image.
+    fn image_files(&self, lab: &Lab) -> Result<Vec<std::path::PathBuf>, BackendError> {
+        Ok(lab.image()?.map(|i| i.files()).unwrap_or_default())
+    }
+
     /// Whether this backend can run `kernel`, and if not, why (a bare guest has no disk
     /// driver, say). Experiments skip such pairs and record why.
     fn supports(&self, _kernel: crate::workload::Kernel) -> Result<(), String> {

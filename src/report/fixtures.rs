@@ -271,6 +271,12 @@ impl Fixture {
             mem_available_drop_bytes: (charged + charged / 10) as i64,
             idle_cpu_ns: u64::from(n) * 1000,
             idle_window_ns: 1_000_000_000,
+            image_cache_bytes: None,
+            host_bytes: None,
+            start_ns: None,
+            cold_start_ns: None,
+            ksm_pages_sharing: None,
+            ksm_settle_ns: None,
         });
         self
     }
@@ -310,6 +316,7 @@ impl Fixture {
             runs: self.runs.clone(),
             density: self.density.clone(),
             density_ends: self.ends.clone(),
+            image: None,
         }
     }
 

@@ -423,6 +423,23 @@ impl Builder<'_> {
             )?);
         }
         b.tables.push(table::density(&series));
+        if series.iter().any(|s| s.per_instance_on_image.is_some()) {
+            if let Some(svg) = plot::images_memory(&series, &self.palette)? {
+                b.figures.push(self.figure(
+                    "images-memory",
+                    d,
+                    svg,
+                    "Host memory of N instances of the lab's layered image: their own memory plus \
+                     the image's page cache, counted once, less what KSM merged. Containers \
+                     share the image's pages; each VM reads the image into its own memory."
+                        .into(),
+                )?);
+            }
+            b.tables.push(table::shared_image(&series));
+        }
+        if let Some(image) = &d.results.image {
+            b.tables.push(table::image_layers(image));
+        }
         let memory = d.results.header.environment.memory_bytes;
         for s in &series {
             if let Some(fit) = s.projected_fit(memory) {
@@ -672,10 +689,17 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
     // A canonical order — experiments as a student meets them, then host, then path — so the
     // same files give the same page whatever order they were named in.
     let rank = |e: &str| {
-        ["startup", "memory", "throughput", "density", "isolation"]
-            .iter()
-            .position(|x| *x == e)
-            .unwrap_or(usize::MAX)
+        [
+            "startup",
+            "memory",
+            "throughput",
+            "density",
+            "images",
+            "isolation",
+        ]
+        .iter()
+        .position(|x| *x == e)
+        .unwrap_or(usize::MAX)
     };
     let mut files: Vec<&Results> = files.iter().collect();
     files.sort_by(|a, b| {
@@ -707,9 +731,13 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
         multi_host,
         files_written: vec![],
     };
+    // `lab run images` climbs density ladders on the lab's image: shown with the density ones.
     let by = |exp: &str| -> Vec<Dataset> {
         sets.iter()
-            .filter(|d| d.results.header.experiment == exp)
+            .filter(|d| {
+                let e = d.results.header.experiment.as_str();
+                e == exp || (exp == "density" && e == "images")
+            })
             .map(|d| Dataset {
                 results: d.results,
                 host: d.host.clone(),

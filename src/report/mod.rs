@@ -161,6 +161,12 @@ pub fn terminal(results: &Results) -> String {
     if !density.is_empty() {
         tables.push(table::density(&density));
     }
+    if let Some(image) = &results.image {
+        tables.push(table::image_layers(image));
+    }
+    if density.iter().any(|d| d.per_instance_on_image.is_some()) {
+        tables.push(table::shared_image(&density));
+    }
     if let Some(iso) = &isolation {
         tables.push(table::isolation(iso, false, Some(28)));
     }

@@ -522,6 +522,33 @@ pub struct DensitySeries {
     pub launch_rate: Option<Summary>,
     /// How the ladder ended.
     pub end: Option<DensityEnd>,
+    /// On the lab's image: what each additional instance added to the host's memory, the
+    /// image's page cache counted once (`host_bytes`), bytes, step by step, summarised.
+    pub per_instance_on_image: Option<Summary>,
+}
+
+impl DensitySeries {
+    /// On the lab's image: the first instance's start with the image out of the page cache.
+    pub fn cold_start_ns(&self) -> Option<u64> {
+        self.steps.iter().find_map(|s| s.cold_start_ns)
+    }
+
+    /// On the lab's image: the later steps' median starts, warm, summarised.
+    pub fn warm_start(&self) -> Option<Summary> {
+        let warm: Vec<f64> = self
+            .steps
+            .iter()
+            .filter(|s| s.cold_start_ns.is_none())
+            .filter_map(|s| s.start_ns)
+            .map(|n| n as f64)
+            .collect();
+        Summary::of(&warm)
+    }
+
+    /// The step with the most instances alive.
+    pub fn top(&self) -> Option<&DensityStep> {
+        self.steps.iter().max_by_key(|s| s.n)
+    }
 }
 
 impl DensitySeries {
@@ -555,12 +582,19 @@ pub fn density(results: &Results) -> Vec<DensitySeries> {
             // Marginal cost: each step against the one before it (the first against nothing
             // alive), so a fixed cost shared by all instances shows only once.
             let (mut per, mut per_host, mut launch) = (Vec::new(), Vec::new(), Vec::new());
-            let mut prev: (u32, f64, f64) = (0, 0.0, 0.0);
+            let mut on_image = Vec::new();
+            // On the image, the first instance also brings the image's pages into the page
+            // cache: what each *more* instance costs starts from the second step.
+            let mut prev: (u32, f64, f64, Option<f64>) = (0, 0.0, 0.0, None);
             for s in &steps {
                 let dn = s.n.saturating_sub(prev.0);
+                let host = s.host_bytes.map(|b| b as f64);
                 if dn > 0 {
                     per.push((s.instance_bytes as f64 - prev.1) / dn as f64);
                     per_host.push((s.mem_available_drop_bytes as f64 - prev.2) / dn as f64);
+                    if let (Some(now), Some(before)) = (host, prev.3) {
+                        on_image.push((now - before) / dn as f64);
+                    }
                 }
                 if s.added > 0 && s.launch_ns > 0 {
                     launch.push(s.added as f64 / (s.launch_ns as f64 / 1e9));
@@ -569,6 +603,7 @@ pub fn density(results: &Results) -> Vec<DensitySeries> {
                     s.n,
                     s.instance_bytes as f64,
                     s.mem_available_drop_bytes as f64,
+                    host,
                 );
             }
             DensitySeries {
@@ -576,6 +611,7 @@ pub fn density(results: &Results) -> Vec<DensitySeries> {
                 per_instance: Summary::of(&per),
                 per_instance_host: Summary::of(&per_host),
                 launch_rate: Summary::of(&launch),
+                per_instance_on_image: Summary::of(&on_image),
                 end: results
                     .density_ends
                     .iter()
