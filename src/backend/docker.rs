@@ -493,10 +493,10 @@ impl Docker {
             timeout: lab.timeout,
             cleanup: vec![Box::new(cleanup)],
         });
-        instance.note(info::IMAGE_BYTES, WORKLOAD_ELF.len());
-        instance.note(
-            info::IMAGE,
-            format!(
+        super::note_image(
+            &mut instance,
+            lab.image()?.as_deref(),
+            &format!(
                 "{} (docker import of the lab's root: one static executable)",
                 prepared.image
             ),

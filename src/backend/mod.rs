@@ -136,6 +136,22 @@ impl BackendError {
     }
 }
 
+/// Note what `instance` runs on: the lab's layered image when it has one, else the bare root
+/// the backend describes as `bare` (its bytes: the workload alone).
+pub(crate) fn note_image(instance: &mut Instance, image: Option<&crate::image::Image>, bare: &str) {
+    use crate::results::info;
+    match image {
+        Some(image) => {
+            instance.note(info::IMAGE_BYTES, image.bytes());
+            instance.note(info::IMAGE, image.describe());
+        }
+        None => {
+            instance.note(info::IMAGE_BYTES, crate::workload::WORKLOAD_ELF.len());
+            instance.note(info::IMAGE, bare);
+        }
+    }
+}
+
 /// Whether a backend can run here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Availability {

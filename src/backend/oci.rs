@@ -51,7 +51,7 @@ use crate::image::overlay::{Mounted, Upper};
 use crate::lab::{Lab, DISK_INSIDE, SCRATCH_INSIDE};
 use crate::ownership::Resource;
 use crate::results::info;
-use crate::workload::{self, WORKLOAD_ELF};
+use crate::workload;
 use nix::errno::Errno;
 use nix::mount::{umount2, MntFlags};
 use oci_spec::runtime::{
@@ -315,6 +315,7 @@ impl Backend for Oci {
         }
         let shared = Shared::of(&provisions);
         let peer_note = provisions.peer_note(lab);
+        let image = provisions.image.clone();
         let cleanup = {
             let bundle = bundle.clone();
             let relative = relative.clone();
@@ -392,9 +393,9 @@ impl Backend for Oci {
         if let Some(note) = peer_note {
             instance.at_end(note);
         }
-        instance.note(info::IMAGE_BYTES, WORKLOAD_ELF.len());
-        instance.note(
-            info::IMAGE,
+        super::note_image(
+            &mut instance,
+            image.as_deref(),
             "OCI bundle: config.json and a root holding one static executable",
         );
         instance.note(info::PROFILE, security.profile.name());

@@ -172,6 +172,22 @@ impl Image {
     pub fn bytes(&self) -> u64 {
         self.layers.iter().map(|l| l.bytes).sum()
     }
+
+    /// The image in words: `the lab's layered image: base 64.0 MiB, app 28 B`.
+    pub fn describe(&self) -> String {
+        let layers: Vec<String> = self
+            .layers
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {}",
+                    l.name,
+                    crate::report::format::bytes(l.bytes as f64)
+                )
+            })
+            .collect();
+        format!("the lab's layered image: {}", layers.join(", "))
+    }
 }
 
 /// The name of library `i`.

@@ -105,7 +105,7 @@ pub struct Claim {
 }
 
 /// Every claim the ledger checks, in the order a student meets them.
-pub const CLAIMS: [Claim; 8] = [
+pub const CLAIMS: [Claim; 10] = [
     Claim {
         id: "startup",
         statement: "A container starts faster than a virtual machine.",
@@ -178,6 +178,26 @@ pub const CLAIMS: [Claim; 8] = [
                with a guest OS decide when one ran. Supported if every container image is \
                smaller than every VM image; not supported if none is; depends otherwise — or if \
                every one is but no VM with a guest OS ran.",
+    },
+    Claim {
+        id: "layers",
+        statement: "Images are built in layers: after a change, only the layers that changed are rebuilt.",
+        experiment: "images",
+        rule: "docker build of the lab's two-layer image, then again after only its top (app) \
+               layer changed. Supported if the rebuild took every layer below the change from \
+               its cache and wrote less than a tenth of the first build's bytes; not supported \
+               if it rebuilt a layer that did not change; depends otherwise.",
+    },
+    Claim {
+        id: "sharing",
+        statement: "Instances of one image share it: each more container costs the host far less memory than each more VM.",
+        experiment: "images",
+        rule: "On the lab's layered image, what each instance after the first adds to the \
+               host's memory — its own anonymous and kernel memory, the image's page cache \
+               counted once, less what KSM merged — median over the ladder's steps. Supported if \
+               every container's is below a tenth of every VM's without KSM; not supported if \
+               some container's is not below every VM's; depends otherwise. VMs with KSM are \
+               shown beside, as how far merging closes the gap.",
     },
     Claim {
         id: "native",
@@ -271,6 +291,8 @@ fn judge(claim: Claim, files: &[&Results]) -> Assessment {
         "isolation" => isolation(claim, &files),
         "images" => images(claim, &files),
         "native" => native(claim, &files),
+        "layers" => layers(claim, &files),
+        "sharing" => sharing(claim, &files),
         other => unreachable!("claim {other} has no judge"),
     };
     let mut seen = Vec::new();
@@ -1696,6 +1718,152 @@ fn images(claim: Claim, files: &Files) -> Assessment {
     Assessment {
         claim,
         verdict: d.verdict,
+        figures,
+        why,
+        caveats: vec![],
+        parts: vec![],
+    }
+}
+
+fn layers(claim: Claim, files: &Files) -> Assessment {
+    let Some((file, builds)) = files
+        .files
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| Some((i, r.image.as_ref()?.docker.as_ref()?)))
+    else {
+        return Assessment::no_data(
+            claim,
+            "Docker did not build the lab's image here (lab run images with the docker backend \
+             does).",
+        );
+    };
+    let prefix = files.prefix(file);
+    // `FROM scratch` makes no layer; the app layer is the last step.
+    let layer_steps = |b: &crate::image::docker::Build| -> Vec<(String, bool)> {
+        b.steps
+            .iter()
+            .filter(|s| !s.instruction.starts_with("FROM"))
+            .map(|s| (s.instruction.clone(), s.cached))
+            .collect()
+    };
+    let rebuilt = layer_steps(&builds.rebuild);
+    let figures: Vec<String> = rebuilt
+        .iter()
+        .map(|(step, cached)| {
+            format!(
+                "{prefix}rebuild, {step}: {}",
+                if *cached {
+                    "from the cache"
+                } else {
+                    "built again"
+                }
+            )
+        })
+        .chain([format!(
+            "{prefix}bytes written: first build {}, rebuild {}",
+            format::bytes(builds.first.written_bytes as f64),
+            format::bytes(builds.rebuild.written_bytes as f64)
+        )])
+        .collect();
+    let Some(((_, top_cached), below)) = rebuilt.split_last() else {
+        return Assessment::no_data(claim, "Docker's build printed no steps.");
+    };
+    let below_cached = below.iter().all(|(_, c)| *c);
+    let small = builds.rebuild.written_bytes * 10 < builds.first.written_bytes.max(1);
+    let (verdict, why) = if below_cached && !top_cached && small {
+        (
+            Verdict::Supported,
+            "Docker took every layer below the changed one from its cache and built only the \
+             changed layer again: a rebuild writes what changed, not the image.",
+        )
+    } else if !below_cached {
+        (
+            Verdict::NotSupported,
+            "Docker built again a layer whose inputs did not change.",
+        )
+    } else {
+        (
+            Verdict::Depends,
+            "The layers below the change came from the cache, but the rebuild did not write \
+             only what changed.",
+        )
+    };
+    Assessment {
+        claim,
+        verdict,
+        figures,
+        why: why.into(),
+        caveats: vec![],
+        parts: vec![],
+    }
+}
+
+fn sharing(claim: Claim, files: &Files) -> Assessment {
+    let mut containers: Vec<(String, f64)> = Vec::new();
+    let mut vms: Vec<(String, f64, bool)> = Vec::new();
+    let mut figures = Vec::new();
+    for (i, r) in files.files.iter().enumerate() {
+        for d in summary::density(r) {
+            let Some(per) = d.per_instance_on_image else {
+                continue;
+            };
+            let ksm = d.steps.iter().any(|s| s.ksm_pages_sharing.is_some());
+            let family = r.family(&d.backend);
+            figures.push(format!(
+                "{}{}: {} per more instance{}",
+                files.prefix(i),
+                d.label,
+                format::with_ci(&per, format::bytes),
+                if ksm { ", with KSM" } else { "" }
+            ));
+            if family == Family::Container {
+                containers.push((d.label.clone(), per.median));
+            } else if family.is_vm() || family == Family::Emulated {
+                vms.push((d.label.clone(), per.median, ksm));
+            }
+        }
+    }
+    if containers.is_empty() {
+        return Assessment::no_data(
+            claim,
+            "No container climbed a ladder on the lab's image here.",
+        );
+    }
+    let plain: Vec<&(String, f64, bool)> = vms.iter().filter(|v| !v.2).collect();
+    if plain.is_empty() {
+        let mut a = Assessment::no_data(
+            claim,
+            "No VM climbed a ladder on the lab's image here without KSM: there is nothing to \
+             compare the containers with.",
+        );
+        a.figures = figures;
+        return a;
+    }
+    let worst = containers.iter().map(|c| c.1).fold(f64::MIN, f64::max);
+    let cheapest_vm = plain.iter().map(|v| v.1).fold(f64::MAX, f64::min);
+    let verdict = if worst < cheapest_vm / 10.0 {
+        Verdict::Supported
+    } else if worst >= cheapest_vm {
+        Verdict::NotSupported
+    } else {
+        Verdict::Depends
+    };
+    let mut why = match verdict {
+        Verdict::Supported => "Every more container costs the host less than a tenth of what every more VM costs: the containers read the image's pages from one page cache, each VM into its own memory.".to_string(),
+        Verdict::NotSupported => "Some container costs as much as a VM: what it keeps of its own outweighs the image they share.".to_string(),
+        _ => "Every more container costs less than every more VM, but not by ten times.".to_string(),
+    };
+    for (label, per, _) in vms.iter().filter(|v| v.2) {
+        why.push_str(&format!(
+            " With KSM, {label} costs {} per more VM ({:.0}% of the cheapest VM without it).",
+            format::bytes(*per),
+            100.0 * per / cheapest_vm
+        ));
+    }
+    Assessment {
+        claim,
+        verdict,
         figures,
         why,
         caveats: vec![],

@@ -325,7 +325,12 @@ pub fn shared_image(series: &[DensitySeries]) -> Table {
 /// layer changed — which steps came from the layer cache, and the bytes each layer holds.
 pub fn image_layers(image: &crate::results::ImageRecord) -> Table {
     let mut t = Table::new(
-        &["layer", "bytes", "docker: first build", "docker: after the app layer changed"],
+        &[
+            "layer",
+            "bytes",
+            "docker: first build",
+            "docker: after the app layer changed",
+        ],
         &[1],
     );
     let step_of = |b: &crate::image::docker::Build, i: usize| {

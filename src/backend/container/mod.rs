@@ -52,7 +52,7 @@ use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::image::overlay::{self, Upper};
 use crate::lab::Lab;
 use crate::results::info;
-use crate::workload::{self, WORKLOAD_ELF};
+use crate::workload;
 use capabilities::CapPlan;
 use nix::errno::Errno;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -237,6 +237,7 @@ impl Backend for Container {
             }
         };
         let peer_note = provisions.peer_note(lab);
+        let image = provisions.image.clone();
         let mut instance = Instance::new(Parts {
             backend: self.name().into(),
             spec: *spec,
@@ -252,9 +253,9 @@ impl Backend for Container {
             instance.at_end(note);
         }
         // The "image": everything the container's root holds.
-        instance.note(info::IMAGE_BYTES, WORKLOAD_ELF.len());
-        instance.note(
-            info::IMAGE,
+        super::note_image(
+            &mut instance,
+            image.as_deref(),
             "tmpfs root holding one static executable (the workload)",
         );
         instance.note(info::PROFILE, security.profile.name());
