@@ -559,3 +559,103 @@ fn a_killed_lab_leaves_no_network_namespace_veth_or_disk() {
     }
     std::fs::remove_dir_all(temp).unwrap();
 }
+
+/// Overlay mounts in the host's mount namespace (an OCI bundle's root on the lab's image).
+fn overlay_mounts_under(temp: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" - overlay "))
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&temp.to_string_lossy().to_string()))
+        .collect()
+}
+
+/// Labs killed with SIGKILL while instances run on the lab's layered image — isolab's
+/// container (an overlay in its own mount namespace), runc (an overlay mounted on the host as its
+/// bundle's root) and Docker (an image built in the daemon) — leave no overlay mount, no image
+/// directory and no Docker image of theirs, and the next lab finds nothing to reap.
+#[test]
+#[ignore = "needs runc, docker.io and a running dockerd (CI runs it)"]
+fn a_killed_lab_leaves_no_overlay_image_or_docker_image() {
+    let _serial = serial();
+    let daemon = Command::new("docker").arg("version").output();
+    assert!(
+        daemon.is_ok_and(|o| o.status.success()),
+        "this test needs docker.io and a running dockerd"
+    );
+    let temp = temp_dir("killed-image");
+    for backend in ["container", "oci:runc", "docker"] {
+        let mut lab = Reap(vec![Command::new(LAB)
+            .args(["exec", "--backend", backend, "--kernel", "cpu"])
+            .args([
+                "--iters",
+                "100000000000",
+                "--image",
+                "layered",
+                "--image-mib",
+                "8",
+            ])
+            .env("TMPDIR", &temp)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()]);
+        let child = &mut lab.0[0];
+        wait_until_running(&temp, backend, child, &[]);
+        let ids = lab_ids(&temp);
+        if backend == "oci:runc" {
+            assert!(
+                !overlay_mounts_under(&temp).is_empty(),
+                "runc's bundle root is an overlay on the host while it runs"
+            );
+        }
+        let tags = |ids: &[String]| -> Vec<String> {
+            let out = Command::new("docker")
+                .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+                .output()
+                .unwrap();
+            stdout(&out)
+                .lines()
+                .filter(|t| {
+                    ids.iter()
+                        .any(|id| t.starts_with(&format!("isolab-image:{id}-")))
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        if backend == "docker" {
+            assert!(
+                !tags(&ids).is_empty(),
+                "the lab built its image in the daemon"
+            );
+        }
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+        let _ = child.wait();
+        let gone = eventually(Duration::from_secs(30), || {
+            overlay_mounts_under(&temp).is_empty()
+                && lab_ids(&temp).is_empty()
+                && leftovers(&temp).is_empty()
+                && tags(&ids).is_empty()
+        });
+        assert!(
+            gone,
+            "{backend}: left overlays {:?}, labs {:?}, processes {:?}, docker images {:?}",
+            overlay_mounts_under(&temp),
+            lab_ids(&temp),
+            leftovers(&temp),
+            tags(&ids)
+        );
+        let clean = Command::new(LAB)
+            .arg("clean")
+            .env("TMPDIR", &temp)
+            .output()
+            .unwrap();
+        assert!(
+            !stdout(&clean).contains("removed"),
+            "{backend}: the next lab had something to reap: {}",
+            stdout(&clean)
+        );
+    }
+    std::fs::remove_dir_all(temp).unwrap();
+}
