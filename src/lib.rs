@@ -36,6 +36,7 @@ pub mod lab;
 pub mod labs;
 pub mod linux_guest;
 pub mod measure;
+pub mod network;
 pub mod ownership;
 pub mod report;
 pub mod results;

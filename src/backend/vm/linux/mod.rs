@@ -38,6 +38,7 @@ pub mod cpu;
 pub mod devices;
 pub mod machine;
 pub mod mptable;
+pub mod virtio;
 
 use super::super::instance::{Instance, Timeline};
 use super::super::{Availability, Backend, BackendError, Limits, Spec};
