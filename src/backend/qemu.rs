@@ -28,6 +28,23 @@
 //! control pipe (the end of a `sleep`), the relay sends the guest one last byte, so the guest
 //! ends as a process would at end of file.
 //!
+//! # The same devices
+//!
+//! Given a disk and a network card ([`Qemu::start_with`]), QEMU gets the same devices as the
+//! lab's VMM gives, virtio over MMIO in their modern form (`virtio-mmio.force-legacy=false`;
+//! QEMU's default is still the legacy layout, version 1):
+//!
+//! * `-drive file=…,format=raw,if=none,cache=none,aio=threads -device virtio-blk-device`:
+//!   `cache=none` is `O_DIRECT`, as the lab's VMM opens the file (both fall back to the host's
+//!   page cache where the file system refuses `O_DIRECT`, e.g. tmpfs before Linux 6.6), and
+//!   `aio=threads` serves requests by `pread`/`pwrite` on worker threads, as the lab's device
+//!   thread does;
+//! * `-netdev tap,fd=4 -device virtio-net-device,mac=…`: the tap the lab made, inherited as fd
+//!   4 (QEMU never opens `/dev/net/tun` itself, and needs no privileges for it);
+//!
+//! `microvm` describes them to the guest as the lab's VMM does — in ACPI tables, and on the
+//! command line (`auto-kernel-cmdline`) for a kernel without ACPI.
+//!
 //! The guest stops with `reboot=t` (a triple fault), which `-no-reboot` turns into QEMU's exit.
 //! QEMU is the instance's only process and lives in the instance's cgroup, so its memory —
 //! guest RAM it touched, TCG's translation cache, QEMU itself — is the instance's memory.
@@ -40,6 +57,7 @@ use crate::host::KvmKind;
 use crate::lab::Lab;
 use crate::linux_guest::cmdline::{self, CmdlineOptions, Reboot};
 use crate::linux_guest::console::Console;
+use crate::linux_guest::devices::{mac_string, GuestDevices};
 use crate::linux_guest::kernel::{self, KernelImage};
 use crate::linux_guest::{self, initramfs_path, ram_bytes};
 use crate::measure::clock::now_ns;
@@ -130,11 +148,25 @@ impl Qemu {
             verbose: self.verbose,
             marker_port: None,
             extra,
+            modules: false,
         }
     }
 
     /// QEMU's arguments for one guest.
     pub fn args(&self, kernel: &Path, initrd: &Path, spec: &Spec) -> Vec<String> {
+        self.args_with(kernel, initrd, spec, &self.cmdline_options(), None)
+    }
+
+    /// QEMU's arguments for one guest with `devices` (the tap, if any, is QEMU's fd
+    /// [`TAP_FD`]) and the command line of `options`.
+    pub fn args_with(
+        &self,
+        kernel: &Path,
+        initrd: &Path,
+        spec: &Spec,
+        options: &CmdlineOptions,
+        devices: Option<&GuestDevices>,
+    ) -> Vec<String> {
         let mut args: Vec<String> = vec!["-M".into(), "microvm".into()];
         match self.accel() {
             Accel::Kvm => args.extend(["-accel", "kvm", "-cpu", "host"].map(String::from)),
@@ -160,13 +192,44 @@ impl Qemu {
                 "-initrd",
                 &initrd.to_string_lossy(),
                 "-append",
-                &self.cmdline(spec),
+                &cmdline::render(spec, options),
             ]
             .map(String::from),
         );
+        let Some(devices) = devices.filter(|d| !d.is_empty()) else {
+            return args;
+        };
+        // The modern virtio-mmio layout (version 2), as the lab's VMM has.
+        args.extend(["-global", "virtio-mmio.force-legacy=false"].map(String::from));
+        if let Some(block) = &devices.block {
+            let cache = if linux_guest::devices::direct_io_works(&block.path) {
+                "none"
+            } else {
+                "writeback"
+            };
+            args.push("-drive".into());
+            args.push(format!(
+                "id=vda,file={},format=raw,if=none,cache={cache},aio=threads",
+                // QEMU's option syntax doubles a comma inside a value.
+                block.path.to_string_lossy().replace(',', ",,")
+            ));
+            args.extend(["-device", "virtio-blk-device,drive=vda"].map(String::from));
+        }
+        if let Some(net) = &devices.net {
+            args.push("-netdev".into());
+            args.push(format!("tap,id=net0,fd={TAP_FD},vhost=off"));
+            args.push("-device".into());
+            args.push(format!(
+                "virtio-net-device,netdev=net0,mac={}",
+                mac_string(&net.mac)
+            ));
+        }
         args
     }
 }
+
+/// The descriptor number QEMU finds the guest's tap at.
+pub const TAP_FD: RawFd = 4;
 
 /// The QEMU program on PATH.
 pub fn qemu_path() -> Option<PathBuf> {
@@ -230,6 +293,21 @@ impl Backend for Qemu {
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
+        self.start_with(lab, spec, limits, GuestDevices::default())
+    }
+}
+
+impl Qemu {
+    /// [`Backend::start`] with `devices`: the same disk and network card the lab's VMM gives
+    /// (see the module documentation). A kernel that cannot drive them is refused, naming the
+    /// drivers it lacks.
+    pub fn start_with(
+        &self,
+        lab: &Lab,
+        spec: &Spec,
+        limits: &Limits,
+        devices: GuestDevices,
+    ) -> Result<Instance, BackendError> {
         // Under TCG the command line carries the host's TSC frequency, measured once per lab
         // over 20 ms: measure it before the clock of the first start begins.
         if self.accel() == Accel::Tcg {
@@ -243,7 +321,17 @@ impl Backend for Qemu {
         let qemu = qemu_path().ok_or_else(|| unavailable(format!("{QEMU} not found in PATH")))?;
         let image =
             kernel::find(lab.guest_kernel.as_deref()).map_err(|e| unavailable(e.to_string()))?;
-        let initrd = initramfs_path(lab).map_err(|e| BackendError::Instance {
+        let (block, net) = (devices.block.is_some(), devices.net.is_some());
+        let modules = if devices.is_empty() {
+            Vec::new()
+        } else {
+            let drivers = linux_guest::devices::inspect(&image);
+            if let Some(why) = drivers.refusal(block, net) {
+                return Err(unavailable(why));
+            }
+            drivers.modules(block, net)
+        };
+        let initrd = initramfs_path(lab, &modules).map_err(|e| BackendError::Instance {
             step: "initramfs".into(),
             detail: e.to_string(),
         })?;
@@ -256,9 +344,19 @@ impl Backend for Qemu {
             timeline.mark("cgroup");
         }
 
-        let args = self.args(&image.path, &initrd, spec);
+        let mut options = self.cmdline_options();
+        options.modules = !modules.is_empty();
+        let args = self.args_with(&image.path, &initrd, spec, &options, Some(&devices));
         let exec = Exec::new(&qemu, QEMU, &args, &[]);
-        let pipes = QemuPipes::new()?;
+        let tap = devices
+            .net
+            .as_ref()
+            .map(|n| n.tap.try_clone_fd())
+            .transpose()
+            .map_err(BackendError::io("dup the tap"))?
+            .map(high)
+            .transpose()?;
+        let pipes = QemuPipes::new(tap)?;
         let log_path = self
             .console_log
             .clone()
@@ -296,6 +394,12 @@ impl Backend for Qemu {
             })],
         });
         note_guest(&mut instance, &image, &initrd, spec, self);
+        instance.note(info::GUEST_CMDLINE, cmdline::render(spec, &options));
+        if let Some(net) = &devices.net {
+            instance.note("net_tap", net.tap.name());
+        }
+        // QEMU holds its own descriptor of the tap (fd 4); the lab's copy goes with `devices`.
+        drop(devices);
         Ok(instance)
     }
 }
@@ -321,8 +425,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), BackendError> {
 }
 
 /// QEMU's fds: stdin = the guest's input, stdout = the serial output, stderr, and fd 3 = the
-/// report pipe, for the child's own `fork`/`exec` stamps (close-on-exec: QEMU never sees it).
-struct ChildEnds([OwnedFd; 4]);
+/// report pipe, for the child's own `fork`/`exec` stamps (close-on-exec: QEMU never sees it);
+/// fd 4 = the guest's tap, if it has a network card.
+struct ChildEnds([OwnedFd; 4], Option<OwnedFd>);
 
 impl ChildSide for ChildEnds {
     fn install(&self) -> Result<(), Errno> {
@@ -350,7 +455,7 @@ struct QemuPipes {
 }
 
 impl QemuPipes {
-    fn new() -> Result<QemuPipes, BackendError> {
+    fn new(tap: Option<OwnedFd>) -> Result<QemuPipes, BackendError> {
         let (serial_r, serial_w) = pipe()?;
         let (input_r, input_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
@@ -358,7 +463,7 @@ impl QemuPipes {
         let (control_r, control_w) = pipe()?;
         let dup = |fd: &OwnedFd| high(fd.try_clone().map_err(BackendError::io("dup"))?);
         Ok(QemuPipes {
-            child: ChildEnds([input_r, serial_w, dup(&stderr_w)?, dup(&report_w)?]),
+            child: ChildEnds([input_r, serial_w, dup(&stderr_w)?, dup(&report_w)?], tap),
             parent: ParentEnds {
                 report: File::from(report_r),
                 control: File::from(control_w),
@@ -383,7 +488,14 @@ fn install(child: &ChildEnds) -> Result<(), Errno> {
     }
     // SAFETY: fcntl on fd 3, just installed.
     Errno::result(unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) })?;
-    close_from(4);
+    if let Some(tap) = &child.1 {
+        // dup2 clears close-on-exec on the copy: QEMU inherits the tap as fd 4.
+        // SAFETY: dup2 of an fd we own onto a small fixed number.
+        Errno::result(unsafe { libc::dup2(tap.as_raw_fd(), TAP_FD) })?;
+        close_from(TAP_FD + 1);
+    } else {
+        close_from(TAP_FD);
+    }
     Ok(())
 }
 

@@ -20,7 +20,7 @@
 //! | `reboot=k` / `reboot=t` | how `reboot(2)` resets the machine: through the i8042 keyboard controller (port 0x64, command 0xfe), which the lab's VMM emulates; or with a triple fault, which QEMU with `-no-reboot` turns into an exit |
 //! | `panic=-1` | reboot at once on a kernel panic instead of hanging: a dead guest ends the run |
 //! | `pci=off` | there is no PCI bus: don't probe its configuration ports (0xcf8/0xcfc) |
-//! | `nomodule` | nothing to load modules from: don't try |
+//! | `nomodule` | nothing to load modules from: don't try (left out when the initramfs carries the modules of the guest's virtio drivers, which `/init` loads) |
 //! | `8250.nr_uarts=1` | probe one UART, not four |
 //! | `initcall_blacklist=i8042_init` | do not start the i8042 (PS/2 keyboard and mouse) driver: the lab's i8042 is only a reset line, and the driver would poll it 10 000 times, 50 µs apart, for answers it never gives — half a second of every boot. `reboot=k` writes the reset command itself, without the driver |
 //! | `quiet` | print only warnings: every console byte is an `out` to the UART, i.e. a VM exit |
@@ -49,6 +49,8 @@ pub struct CmdlineOptions {
     pub marker_port: Option<u16>,
     /// More words for the kernel, before `--`.
     pub extra: Vec<String>,
+    /// The initramfs carries kernel modules for `/init` to load: leave out `nomodule`.
+    pub modules: bool,
 }
 
 impl Default for CmdlineOptions {
@@ -58,6 +60,7 @@ impl Default for CmdlineOptions {
             verbose: false,
             marker_port: None,
             extra: Vec::new(),
+            modules: false,
         }
     }
 }
@@ -77,6 +80,8 @@ pub fn kernel_words(opts: &CmdlineOptions) -> Vec<String> {
         "initcall_blacklist=i8042_init",
     ]
     .iter()
+    // `nomodule` sets the kernel's `modules_disabled`: finit_module would fail with EPERM.
+    .filter(|w| !(opts.modules && **w == "nomodule"))
     .map(|w| w.to_string())
     .collect();
     if opts.verbose {
