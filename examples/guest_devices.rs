@@ -9,7 +9,8 @@
 //! network is never touched. It boots the guest through `vm-linux` (the lab's VMM) or `qemu`
 //! with both devices, runs the workload kernel (default `probe`, which lists the guest's block
 //! devices and interfaces), and prints the guest's facts, the run's VM exits and the devices'
-//! counters. It exits with 0 when the run completed and the guest saw `/dev/vda` and `eth0`.
+//! counters. It exits with 0 when the run completed and the guest saw `/dev/vda` and `eth0`;
+//! otherwise it prints the end of the guest's console (`GUEST_VERBOSE=1`: every kernel message).
 
 use isolab::backend::qemu::Qemu;
 use isolab::backend::vm::linux::VmLinux;
@@ -44,6 +45,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Err(std::io::Error::last_os_error().into());
     }
     drop(file);
+    let console = lab.workdir().join("guest-console.log");
+    let console_tail = || {
+        let text = std::fs::read_to_string(&console).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    };
 
     // The tap, and the guest, in a network namespace of this thread's own: when the thread
     // ends, the namespace and the tap go with it.
@@ -58,9 +65,16 @@ fn main() -> Result<(), Box<dyn Error>> {
                 net: Some(NetBacking { tap, mac: MAC }),
             };
             let limits = Limits::default();
+            let verbose = std::env::var_os("GUEST_VERBOSE").is_some();
             let mut instance = match backend.as_str() {
-                "qemu" => Qemu::default().start_with(&lab, &spec, &limits, devices),
-                _ => VmLinux::default().start_with(&lab, &spec, &limits, devices),
+                "qemu" => Qemu::default()
+                    .verbose(verbose)
+                    .with_console_log(console.clone())
+                    .start_with(&lab, &spec, &limits, devices),
+                _ => VmLinux::default()
+                    .verbose(verbose)
+                    .with_console_log(console.clone())
+                    .start_with(&lab, &spec, &limits, devices),
             }
             .map_err(|e| e.to_string())?;
             let _ = instance.wait_ready().and_then(|()| instance.wait_done());
@@ -68,7 +82,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         })
         .join()
         .map_err(|_| "the guest's thread panicked".to_string())?
-    })?;
+    })
+    .inspect_err(|_| eprintln!("guest console, last lines:\n{}", console_tail()))?;
 
     println!("backend {backend}: {:?}", run.outcome);
     if let Some(out) = &run.output {
@@ -94,6 +109,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let saw = fact("block_devices").split(',').any(|d| d == "vda")
         && fact("interfaces").split(',').any(|i| i == "eth0");
+    if spec.kernel == Kernel::Probe && !saw || run.outcome != Outcome::Completed {
+        eprintln!("guest console, last lines:\n{}", console_tail());
+    }
     if spec.kernel == Kernel::Probe && !saw {
         return Err("the guest did not see /dev/vda and eth0".into());
     }
