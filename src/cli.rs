@@ -113,13 +113,17 @@ pub enum Experiment {
         #[arg(long, value_delimiter = ',', default_value = "1,16,64", value_parser = clap::value_parser!(u64).range(1..=4096))]
         sizes: Vec<u64>,
     },
-    /// Speed of the cpu, mem, random, syscall and io kernels, relative to a plain process.
+    /// Speed of the compute, disk and network kernels, relative to a plain process.
     Throughput {
         #[command(flatten)]
         run: RunArgs,
-        /// Kernels to run, comma-separated (default: cpu,mem,random,syscall,io).
+        /// Kernels to run, comma-separated (default: cpu, mem, random, syscall, io, disk-seq,
+        /// disk-rand, and net-stream, net-rr where the lab may build its network: as root).
         #[arg(long, value_delimiter = ',')]
         kernels: Option<Vec<String>>,
+        /// Size of each instance's disk for disk-seq and disk-rand, in MiB (default: 64).
+        #[arg(long = "disk-mib", value_parser = clap::value_parser!(u64).range(1..=MAX_MIB))]
+        disk_mib: Option<u64>,
     },
     /// How many idle instances fit, what each costs, how fast they start and stop.
     Density(DensityArgs),
@@ -209,6 +213,9 @@ pub struct GuestArgs {
     /// see how far they get.
     #[arg(long)]
     pub force: bool,
+    /// Where the disk kernels' disks go: a directory on a disk (not a tmpfs).
+    #[arg(long = "disk-dir", value_name = "DIR", default_value = isolab::disks::DEFAULT_PARENT)]
+    pub disk_dir: PathBuf,
 }
 
 /// Resource limits of every instance. Like `docker run`, isolab sets none unless asked: every
@@ -296,12 +303,15 @@ impl Experiment {
         let (which, run) = match self {
             Experiment::Startup(run) => (Which::Startup, run),
             Experiment::Memory { run, sizes } => (Which::Memory { sizes }, run),
-            Experiment::Throughput { run, kernels } => {
-                let kernels = match kernels {
-                    Some(names) => throughput::kernels_named(&names)?,
-                    None => throughput::KERNELS.to_vec(),
-                };
-                (Which::Throughput { kernels }, run)
+            Experiment::Throughput {
+                run,
+                kernels,
+                disk_mib,
+            } => {
+                let kernels = kernels
+                    .map(|names| throughput::kernels_named(&names))
+                    .transpose()?;
+                (Which::Throughput { kernels, disk_mib }, run)
             }
             Experiment::Isolation(run) => (Which::Isolation, run),
             Experiment::All { run, max } => (Which::All { max }, run),

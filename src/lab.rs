@@ -19,8 +19,10 @@
 use crate::backend::container::profile::{Profile, Security};
 use crate::backend::container::seccomp::SeccompError;
 use crate::cgroup::{CgroupError, Hierarchy};
+use crate::disks::{Disk, DiskDir, DiskError};
+use crate::network::{Link, Network};
 use crate::ownership::{self, Ledger, Owned, OwnershipError, Resource};
-use crate::workload::{Kernel, Spec, WORKLOAD_ELF};
+use crate::workload::{Given, Kernel, Spec, WORKLOAD_ELF};
 use std::fs;
 use std::io;
 use std::os::fd::IntoRawFd;
@@ -47,6 +49,12 @@ pub enum LabError {
     /// The lab could not take its place in the cgroup hierarchy.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// An instance's disk could not be made.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// The lab's network could not be built.
+    #[error("{0}")]
+    Network(String),
 }
 
 /// Host-side state shared by every instance of one lab run.
@@ -75,6 +83,12 @@ pub struct Lab {
     /// The profile compiled, and the containers' launcher: made on first use, kept for the
     /// lab's life (see [`Lab::security`]).
     security: OnceLock<Result<Arc<Security>, String>>,
+    /// Where the directory of the instances' disks goes (see [`crate::disks`]).
+    pub disk_parent: PathBuf,
+    /// That directory, made on first use and claimed before.
+    disks: OnceLock<Result<(DiskDir, Owned), String>>,
+    /// The lab's network ([`crate::network`]), started on first use.
+    network: OnceLock<Result<Arc<Network>, String>>,
     /// The write end of the guardian's lifeline ([`ownership::guard`]); closed last.
     _lifeline: Option<std::os::fd::OwnedFd>,
 }
@@ -105,6 +119,9 @@ impl Lab {
             profile: Profile::default(),
             seccomp_profile: PathBuf::from(crate::backend::container::seccomp::DEFAULT_PROFILE),
             security: OnceLock::new(),
+            disk_parent: PathBuf::from(crate::disks::DEFAULT_PARENT),
+            disks: OnceLock::new(),
+            network: OnceLock::new(),
             _lifeline: None,
         };
         let claim = lab.ledger.claim(Resource::Dir {
@@ -226,6 +243,69 @@ impl Lab {
             .transpose()
     }
 
+    /// A disk of `spec.disk_bytes()` for the instance `name` when `spec` runs a disk kernel,
+    /// owned by `owner` (see [`Lab::scratch_for`]); none otherwise.
+    pub fn disk_if_needed(
+        &self,
+        spec: &Spec,
+        name: &str,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Option<Disk>, LabError> {
+        if !spec.kernel.needs_disk() {
+            return Ok(None);
+        }
+        let dir = self
+            .disks
+            .get_or_init(|| {
+                let path = self.disk_parent.join(format!("isolab-{}", self.id()));
+                let claim = self
+                    .ledger
+                    .claim(Resource::Dir { path: path.clone() })
+                    .map_err(|e| e.to_string())?;
+                let dir = DiskDir::make(path).map_err(|e| e.to_string())?;
+                Ok((dir, claim))
+            })
+            .as_ref()
+            .map_err(|why| LabError::Network(why.clone()))?;
+        Ok(Some(dir.0.disk(name, spec.disk_bytes(), owner)?))
+    }
+
+    /// Everything `spec` needs for the instance `name` whose root is `owner` on the host (see
+    /// [`Lab::scratch_for`]).
+    pub fn provide(
+        &self,
+        spec: &Spec,
+        name: &str,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Provisions, LabError> {
+        Ok(Provisions {
+            scratch: self.scratch_if_io(spec, name, owner)?,
+            disk: self.disk_if_needed(spec, name, owner)?,
+            link: self.link_if_needed(spec)?,
+        })
+    }
+
+    /// The lab's network, started on first use: its peer, and links to it (see
+    /// [`crate::network`]).
+    pub fn network(&self) -> Result<Arc<Network>, LabError> {
+        self.network
+            .get_or_init(|| Network::start().map(Arc::new).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(LabError::Network)
+    }
+
+    /// A link to the peer when `spec` runs a network kernel; none otherwise.
+    pub fn link_if_needed(&self, spec: &Spec) -> Result<Option<Link>, LabError> {
+        if !spec.kernel.needs_network() {
+            return Ok(None);
+        }
+        let link = self
+            .network()?
+            .link()
+            .map_err(|e| LabError::Network(e.to_string()))?;
+        Ok(Some(link))
+    }
+
     /// The cgroup hierarchy, or why there is none.
     pub fn cgroups(&self) -> Result<&Hierarchy, CgroupError> {
         self.cgroups
@@ -288,6 +368,9 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // The network first: its peer's threads end, its namespace goes. Then the disks.
+        drop(self.network.take());
+        drop(self.disks.take());
         // Newest first: the cgroups, then the work directory. Each `Owned` removes its resource
         // and strikes it from the ledger; the ledger then leaves the registry.
         while let Some(owned) = self.owned.pop() {
@@ -304,6 +387,53 @@ impl Drop for Lab {
                 let _ = lifeline.into_raw_fd();
             }
         }
+    }
+}
+
+/// Where a container finds its scratch directory.
+pub const SCRATCH_INSIDE: &str = "/scratch";
+/// Where a container or a VM finds its disk.
+pub const DISK_INSIDE: &str = "/dev/vda";
+
+/// What the lab gives one instance besides its processes, by the kernel it runs: a scratch
+/// directory (`io`), a disk (`disk-*`), a link to the peer (`net-*`). Each goes when dropped.
+#[derive(Debug, Default)]
+pub struct Provisions {
+    /// The `io` kernel's directory.
+    pub scratch: Option<Scratch>,
+    /// The disk kernels' disk.
+    pub disk: Option<Disk>,
+    /// The network kernels' link to the peer.
+    pub link: Option<Link>,
+}
+
+impl Provisions {
+    /// What the workload is told: host paths (`inside` false: a process), or the paths a
+    /// container mounts them at.
+    pub fn given(&self, inside: bool) -> Given<'_> {
+        Given {
+            scratch: self.scratch.as_ref().map(|s| {
+                if inside {
+                    Path::new(SCRATCH_INSIDE)
+                } else {
+                    s.path()
+                }
+            }),
+            disk: self.disk.as_ref().map(|d| {
+                if inside {
+                    Path::new(DISK_INSIDE)
+                } else {
+                    d.path()
+                }
+            }),
+            peer: self.link.as_ref().map(|l| l.peer_ip),
+            net: None,
+        }
+    }
+
+    /// Their removal, as an instance's clean-up step.
+    pub fn removal(self) -> Box<dyn FnOnce() + Send> {
+        Box::new(move || drop(self))
     }
 }
 

@@ -26,6 +26,7 @@
 
 pub mod backend;
 pub mod cgroup;
+pub mod disks;
 pub mod doctor;
 pub mod experiment;
 pub mod export;

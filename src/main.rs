@@ -367,6 +367,7 @@ fn lab_for(common: &CommonArgs) -> Result<Lab, Failure> {
 fn apply_guest_args(lab: &mut Lab, guest: &GuestArgs) {
     lab.guest_kernel = guest.guest_kernel.clone();
     lab.force = guest.force;
+    lab.disk_parent = guest.disk_dir.clone();
     // clap accepts only the names of profiles.
     lab.profile =
         backend::container::profile::Profile::from_name(&guest.profile).unwrap_or_default();

@@ -330,6 +330,17 @@ pub mod info {
     pub const SANDBOX_PLATFORM: &str = "sandbox_platform";
     /// Why a backend's memory figures are missing or partial, in words.
     pub const MEMORY_NOTE: &str = "memory_note";
+    /// The median latency of one request (disk-rand, net-rr), as the workload timed it.
+    pub const LATENCY_P50_NS: &str = "latency_p50_ns";
+    /// The 99th-percentile latency of one request.
+    pub const LATENCY_P99_NS: &str = "latency_p99_ns";
+    /// How long disk-seq's writes (with their sync) took.
+    pub const WRITE_NS: &str = "write_ns";
+    /// How long disk-seq's reads took.
+    pub const READ_NS: &str = "read_ns";
+    /// Bytes the lab's peer received from the instance, and whether their sum matched what the
+    /// kernel sent (`peer_bytes`, `peer_checked`): the host side's check of a network kernel.
+    pub const PEER_BYTES: &str = "peer_bytes";
 }
 
 /// One step of the density experiment: `n` idle instances of one backend alive at once.

@@ -142,6 +142,8 @@ fn every_runtime_runs_every_experiment_with_the_same_checksums() {
         &lab,
         Some(&names),
         &experiment::throughput::KERNELS,
+        None,
+        Vec::new(),
         &settings(&out, 1),
     )
     .unwrap();

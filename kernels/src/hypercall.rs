@@ -258,6 +258,7 @@ pub const fn encode_error(e: Error) -> [u64; 3] {
         Error::Platform(code) => [3, code as u64, 0],
         Error::Corrupt => [4, 0, 0],
         Error::NeedsOs => [5, 0, 0],
+        Error::DiskTooSmall { needed, available } => [6, needed, available],
     }
 }
 
@@ -272,6 +273,10 @@ pub fn decode_error(w: [u64; 3]) -> Option<Error> {
         3 => Error::Platform(u32::try_from(w[1]).ok()?),
         4 => Error::Corrupt,
         5 => Error::NeedsOs,
+        6 => Error::DiskTooSmall {
+            needed: w[1],
+            available: w[2],
+        },
         _ => return None,
     })
 }
@@ -327,6 +332,10 @@ mod tests {
             Error::Platform(status::EFAULT as u32),
             Error::Corrupt,
             Error::NeedsOs,
+            Error::DiskTooSmall {
+                needed: 9,
+                available: 4,
+            },
         ] {
             assert_eq!(decode_error(encode_error(e)), Some(e));
         }

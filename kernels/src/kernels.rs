@@ -5,6 +5,7 @@
 //! student can find it by name in a disassembly of either binary.
 
 use crate::rng::Rng;
+use crate::sum::StreamSum;
 use crate::{Error, Kernel, Output, Shim, Spec};
 
 /// One mebibyte.
@@ -14,7 +15,7 @@ pub const MIB: u64 = 1 << 20;
 pub const IO_CHUNK: usize = 64 * 1024;
 
 /// A constant folded into every checksum, so an all-zero result never looks valid.
-const CHECK_SEED: u64 = 0xC0FF_EE15_01AB_0001;
+pub const CHECK_SEED: u64 = 0xC0FF_EE15_01AB_0001;
 
 /// Run the kernel named by `spec`, with `arena` as its working memory (at least
 /// [`Spec::arena_bytes`] bytes, 8-byte aligned).
@@ -60,11 +61,38 @@ pub fn run(spec: &Spec, shim: &mut dyn Shim, arena: &mut [u8]) -> Result<Output,
             })
         }
         Kernel::Probe => Err(Error::NeedsOs),
+        Kernel::DiskSeq => crate::disk::sequential(shim, arena, spec.mib * MIB, spec.seed),
+        Kernel::DiskRand => crate::disk::random(shim, arena, spec.mib * MIB, spec.iters, spec.seed),
+        Kernel::NetStream => crate::net::stream(shim, arena, spec.mib * MIB, spec.seed),
+        Kernel::NetRr => crate::net::request_response(shim, arena, spec.iters, spec.seed),
+    }
+}
+
+/// Report the median and the 99th percentile of `latencies` (reordered in place) as the
+/// figures `latency_p50_ns` and `latency_p99_ns`. Nothing for no latencies.
+pub fn report_percentiles(shim: &mut dyn Shim, latencies: &mut [u64]) {
+    let n = latencies.len();
+    if n == 0 {
+        return;
+    }
+    for (name, q) in [("latency_p50_ns", 50), ("latency_p99_ns", 99)] {
+        // The nearest-rank percentile: the smallest value with at least q% of them at or below.
+        let rank = (n * q).div_ceil(100).clamp(1, n) - 1;
+        let (_, value, _) = latencies.select_nth_unstable(rank);
+        shim.figure(name, *value);
+    }
+}
+
+/// Fill `buf` with the next bytes of `rng`'s stream (the data the I/O kernels move).
+pub(crate) fn fill(buf: &mut [u8], rng: &mut Rng) {
+    for b in buf.chunks_mut(8) {
+        let v = rng.next_u64().to_le_bytes();
+        b.copy_from_slice(&v[..b.len()]);
     }
 }
 
 /// View the arena as a slice of `T` (f64 or u64), ignoring a ragged tail.
-fn as_words<T: Copy + Default>(arena: &mut [u8]) -> &mut [T] {
+pub(crate) fn as_words<T: Copy + Default>(arena: &mut [u8]) -> &mut [T] {
     // SAFETY: f64 and u64 accept every bit pattern; `align_to_mut` only returns the correctly
     // aligned middle part, and the arena is page-aligned in both programs so the prefix is empty.
     let (_, words, _) = unsafe { arena.align_to_mut::<T>() };
@@ -74,7 +102,7 @@ fn as_words<T: Copy + Default>(arena: &mut [u8]) -> &mut [T] {
 /// Mixing function for checksums (the finaliser of MurmurHash3): every input bit affects every
 /// output bit, so two different results give different checksums.
 #[inline]
-fn mix(mut h: u64, v: u64) -> u64 {
+pub(crate) fn mix(mut h: u64, v: u64) -> u64 {
     h ^= v;
     h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
     h = (h ^ (h >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
@@ -223,33 +251,20 @@ pub fn io(shim: &mut dyn Shim, buf: &mut [u8], total: u64, seed: u64) -> Result<
     }
     let buf = &mut buf[..chunk];
     let chunks = total.div_ceil(chunk as u64);
-    let fill = |buf: &mut [u8], rng: &mut Rng| {
-        for b in buf.chunks_mut(8) {
-            let v = rng.next_u64().to_le_bytes();
-            b.copy_from_slice(&v[..b.len()]);
-        }
-    };
-    let fold = |acc: u64, buf: &[u8]| {
-        buf.chunks(8).fold(acc, |h, w| {
-            let mut v = [0u8; 8];
-            v[..w.len()].copy_from_slice(w);
-            h.rotate_left(7) ^ u64::from_le_bytes(v)
-        })
-    };
-
     let mut rng = Rng::new(seed);
-    let mut written = CHECK_SEED;
+    let mut written = StreamSum::new(CHECK_SEED);
     for i in 0..chunks {
         fill(buf, &mut rng);
-        written = fold(written, buf);
+        written.update(buf);
         shim.io_write(i * chunk as u64, buf)?;
     }
     shim.io_sync()?;
-    let mut read = CHECK_SEED;
+    let mut read = StreamSum::new(CHECK_SEED);
     for i in 0..chunks {
         shim.io_read(i * chunk as u64, buf)?;
-        read = fold(read, buf);
+        read.update(buf);
     }
+    let (read, written) = (read.value(), written.value());
     if read != written {
         return Err(Error::Corrupt);
     }
@@ -267,13 +282,38 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    /// A shim in memory: a Vec stands in for the scratch file.
+    /// A shim in memory: a Vec stands in for the scratch file and for the disk, and a peer in
+    /// memory for the network (a sink that sums, an echo).
     #[derive(Default)]
     struct Mem {
         file: Vec<u8>,
         entries: u64,
         started: bool,
         corrupt: bool,
+        disk: Vec<u8>,
+        clock: u64,
+        figures: Vec<(std::string::String, u64)>,
+        connected: Option<crate::Service>,
+        sink: Option<StreamSum>,
+        echo: Vec<u8>,
+        /// The sink answers with a wrong sum, as a peer that lost bytes would.
+        lossy: bool,
+    }
+
+    impl Mem {
+        fn with_disk(mib: u64) -> Mem {
+            Mem {
+                disk: vec![0; (mib * MIB) as usize],
+                ..Mem::default()
+            }
+        }
+
+        fn figure_of(&self, name: &str) -> Option<u64> {
+            self.figures
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+        }
     }
 
     impl Shim for Mem {
@@ -305,6 +345,61 @@ mod tests {
             data.copy_from_slice(&self.file[offset as usize..offset as usize + data.len()]);
             Ok(())
         }
+        fn disk_bytes(&mut self) -> Result<u64, Error> {
+            Ok(self.disk.len() as u64)
+        }
+        fn disk_write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
+            assert_eq!(offset % crate::disk::BLOCK as u64, 0, "O_DIRECT alignment");
+            self.disk[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+            Ok(())
+        }
+        fn disk_read(&mut self, offset: u64, data: &mut [u8]) -> Result<(), Error> {
+            assert_eq!(offset % crate::disk::BLOCK as u64, 0, "O_DIRECT alignment");
+            data.copy_from_slice(&self.disk[offset as usize..offset as usize + data.len()]);
+            if self.corrupt {
+                data[0] ^= 1;
+            }
+            Ok(())
+        }
+        fn disk_sync(&mut self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn net_connect(&mut self, service: crate::Service) -> Result<(), Error> {
+            self.connected = Some(service);
+            self.sink = Some(StreamSum::new(CHECK_SEED));
+            Ok(())
+        }
+        fn net_send(&mut self, data: &[u8]) -> Result<(), Error> {
+            match self.connected {
+                Some(crate::Service::Sink) => self.sink.as_mut().unwrap().update(data),
+                Some(crate::Service::Echo) => self.echo.extend_from_slice(data),
+                None => return Err(Error::Platform(107)),
+            }
+            Ok(())
+        }
+        fn net_finish(&mut self) -> Result<(), Error> {
+            let sum = self.sink.unwrap().value() ^ u64::from(self.lossy);
+            self.echo.extend_from_slice(&sum.to_le_bytes());
+            Ok(())
+        }
+        fn net_recv(&mut self, data: &mut [u8]) -> Result<(), Error> {
+            if self.echo.len() < data.len() {
+                return Err(Error::Platform(104));
+            }
+            data.copy_from_slice(&self.echo[..data.len()]);
+            self.echo.drain(..data.len());
+            Ok(())
+        }
+        fn net_close(&mut self) {
+            self.connected = None;
+        }
+        fn now_ns(&mut self) -> Option<u64> {
+            self.clock += 1000;
+            Some(self.clock)
+        }
+        fn figure(&mut self, name: &str, value: u64) {
+            self.figures.push((name.into(), value));
+        }
     }
 
     fn arena(spec: &Spec) -> Vec<u8> {
@@ -328,6 +423,88 @@ mod tests {
             assert_eq!(once, again, "{kernel}");
             assert_ne!(once.checksum, diff.checksum, "{kernel}");
         }
+    }
+
+    #[test]
+    fn the_disk_and_network_kernels_are_deterministic_and_parameter_sensitive() {
+        for kernel in [
+            Kernel::DiskSeq,
+            Kernel::DiskRand,
+            Kernel::NetStream,
+            Kernel::NetRr,
+        ] {
+            let small = Spec::new(kernel, 1, 100);
+            let other = Spec::new(kernel, 2, 200);
+            let go = |spec: &Spec| run(spec, &mut Mem::with_disk(2), &mut arena(spec)).unwrap();
+            assert_eq!(go(&small), go(&small), "{kernel}");
+            assert_ne!(go(&small).checksum, go(&other).checksum, "{kernel}");
+            let mut shim = Mem::with_disk(2);
+            run(&small, &mut shim, &mut arena(&small)).unwrap();
+            assert!(
+                shim.started,
+                "{kernel}: set-up is marked before the measured part"
+            );
+        }
+    }
+
+    #[test]
+    fn the_disk_kernels_check_what_they_read_and_the_disk_size() {
+        for kernel in [Kernel::DiskSeq, Kernel::DiskRand] {
+            let spec = Spec::new(kernel, 1, 10);
+            let mut shim = Mem {
+                corrupt: true,
+                ..Mem::with_disk(1)
+            };
+            let got = run(&spec, &mut shim, &mut arena(&spec));
+            if kernel == Kernel::DiskSeq {
+                assert_eq!(got, Err(Error::Corrupt));
+            }
+            let big = Spec::new(kernel, 2, 10);
+            assert_eq!(
+                run(&big, &mut Mem::with_disk(1), &mut arena(&big)),
+                Err(Error::DiskTooSmall {
+                    needed: 2 * MIB,
+                    available: MIB
+                }),
+                "{kernel}"
+            );
+        }
+        let spec = Spec::new(Kernel::DiskSeq, 1, 0);
+        let mut shim = Mem::with_disk(1);
+        let out = run(&spec, &mut shim, &mut arena(&spec)).unwrap();
+        assert_eq!((out.ops, out.bytes), (2, 2 * MIB));
+        assert!(shim.figure_of("write_ns").is_some() && shim.figure_of("read_ns").is_some());
+    }
+
+    #[test]
+    fn net_stream_trusts_only_the_sinks_sum() {
+        let spec = Spec::new(Kernel::NetStream, 1, 0);
+        let mut lossy = Mem {
+            lossy: true,
+            ..Mem::default()
+        };
+        assert_eq!(
+            run(&spec, &mut lossy, &mut arena(&spec)),
+            Err(Error::Corrupt)
+        );
+        let out = run(&spec, &mut Mem::default(), &mut arena(&spec)).unwrap();
+        assert_eq!((out.ops, out.bytes), (16, MIB));
+    }
+
+    #[test]
+    fn latencies_give_nearest_rank_percentiles() {
+        let spec = Spec::new(Kernel::NetRr, 0, 200);
+        let mut shim = Mem::default();
+        let out = run(&spec, &mut shim, &mut arena(&spec)).unwrap();
+        assert_eq!((out.ops, out.bytes), (200, 400));
+        // The memory clock advances 1000 per reading: every round trip takes 1000 ns.
+        assert_eq!(shim.figure_of("latency_p50_ns"), Some(1000));
+        assert_eq!(shim.figure_of("latency_p99_ns"), Some(1000));
+        let mut values = [5, 1, 4, 2, 3, 10, 9, 8, 7, 6];
+        let mut shim = Mem::default();
+        report_percentiles(&mut shim, &mut values);
+        assert_eq!(shim.figure_of("latency_p50_ns"), Some(5));
+        assert_eq!(shim.figure_of("latency_p99_ns"), Some(10));
     }
 
     #[test]

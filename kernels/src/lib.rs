@@ -35,15 +35,18 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
+pub mod disk;
 pub mod hypercall;
 pub mod kernels;
 pub mod marker;
+pub mod net;
 pub mod rng;
 pub mod spec;
+pub mod sum;
 pub mod wire;
 
 pub use kernels::run;
-pub use spec::{Kernel, Spec};
+pub use spec::{Kernel, Resource, Spec};
 
 /// What a kernel produced: the checksum proves the work was done, `ops` and `bytes` let the host
 /// turn the measured time into a rate (operations per second, bytes per second).
@@ -75,6 +78,33 @@ pub enum Error {
     Corrupt,
     /// This kernel needs an operating system and is run by the program itself, not by [`run`].
     NeedsOs,
+    /// The instance's disk is smaller than the kernel's working set.
+    DiskTooSmall {
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes the disk has.
+        available: u64,
+    },
+}
+
+/// A service of the lab's network peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    /// Reads everything until the sender closes its side, then answers with the 8-byte
+    /// [`sum::StreamSum`] of what arrived (TCP port 9, the old "discard" port).
+    Sink,
+    /// Sends back every byte it receives (TCP port 7, "echo").
+    Echo,
+}
+
+impl Service {
+    /// The service's TCP port on the peer.
+    pub const fn port(self) -> u16 {
+        match self {
+            Service::Sink => 9,
+            Service::Echo => 7,
+        }
+    }
 }
 
 /// What a kernel needs from the world below it.
@@ -111,4 +141,59 @@ pub trait Shim {
     fn io_read(&mut self, _offset: u64, _data: &mut [u8]) -> Result<(), Error> {
         Err(Error::Unsupported)
     }
+
+    /// The size of the instance's disk in bytes. The disk is read and written with `O_DIRECT`:
+    /// offsets and lengths are multiples of [`disk::BLOCK`], buffers are page-aligned (the
+    /// arena is).
+    fn disk_bytes(&mut self) -> Result<u64, Error> {
+        Err(Error::Unsupported)
+    }
+
+    /// Write `data` at byte `offset` of the disk.
+    fn disk_write(&mut self, _offset: u64, _data: &[u8]) -> Result<(), Error> {
+        Err(Error::Unsupported)
+    }
+
+    /// Read `data.len()` bytes at byte `offset` of the disk.
+    fn disk_read(&mut self, _offset: u64, _data: &mut [u8]) -> Result<(), Error> {
+        Err(Error::Unsupported)
+    }
+
+    /// Make what was written to the disk durable (fdatasync; a flush request on a virtio disk).
+    fn disk_sync(&mut self) -> Result<(), Error> {
+        Err(Error::Unsupported)
+    }
+
+    /// Open a TCP connection to `service` on the lab's peer (one connection at a time).
+    fn net_connect(&mut self, _service: Service) -> Result<(), Error> {
+        Err(Error::Unsupported)
+    }
+
+    /// Send all of `data` on the connection.
+    fn net_send(&mut self, _data: &[u8]) -> Result<(), Error> {
+        Err(Error::Unsupported)
+    }
+
+    /// Receive exactly `data.len()` bytes; the peer closing first is an error.
+    fn net_recv(&mut self, _data: &mut [u8]) -> Result<(), Error> {
+        Err(Error::Unsupported)
+    }
+
+    /// Close the sending side (the peer reads end of file) but keep receiving.
+    fn net_finish(&mut self) -> Result<(), Error> {
+        Err(Error::Unsupported)
+    }
+
+    /// Close the connection.
+    fn net_close(&mut self) {}
+
+    /// A monotonic clock in nanoseconds, for the latency of single requests. The instance's own
+    /// clock (a guest's, in a VM): only differences are used.
+    fn now_ns(&mut self) -> Option<u64> {
+        None
+    }
+
+    /// Report a figure the kernel measured besides its [`Output`] (latency percentiles, the
+    /// time of one phase), in nanoseconds or plain numbers as its name says.
+    fn figure(&mut self, _name: &str, _value: u64) {}
 }

@@ -26,11 +26,22 @@ pub enum Kernel {
     Sleep = 6,
     /// Report what the instance can see of the system (isolation experiment).
     Probe = 7,
+    /// Write `mib` MiB to the instance's disk, sync, read it back, all with `O_DIRECT`:
+    /// sequential bandwidth of the path between the workload and the host's disk.
+    DiskSeq = 8,
+    /// `iters` random 4 KiB reads over `mib` MiB of the disk (written first): IOPS and the
+    /// latency of one request through that path.
+    DiskRand = 9,
+    /// Send `mib` MiB over TCP to the lab's peer, which sums what arrived: network bandwidth.
+    NetStream = 10,
+    /// `iters` one-byte request/response round trips with the peer (netperf's TCP_RR): the
+    /// latency of one packet each way.
+    NetRr = 11,
 }
 
 impl Kernel {
     /// Every kernel, in a fixed order.
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 12] = [
         Kernel::Ready,
         Kernel::Cpu,
         Kernel::Mem,
@@ -39,6 +50,10 @@ impl Kernel {
         Kernel::Io,
         Kernel::Sleep,
         Kernel::Probe,
+        Kernel::DiskSeq,
+        Kernel::DiskRand,
+        Kernel::NetStream,
+        Kernel::NetRr,
     ];
 
     /// The kernel's name on the command line and in results.
@@ -52,7 +67,41 @@ impl Kernel {
             Kernel::Io => "io",
             Kernel::Sleep => "sleep",
             Kernel::Probe => "probe",
+            Kernel::DiskSeq => "disk-seq",
+            Kernel::DiskRand => "disk-rand",
+            Kernel::NetStream => "net-stream",
+            Kernel::NetRr => "net-rr",
         }
+    }
+
+    /// The resource this kernel stresses, for the kernels that measure a speed (not `ready`,
+    /// `sleep`, `probe`).
+    pub const fn resource(self) -> Option<Resource> {
+        Some(match self {
+            Kernel::Cpu => Resource::Compute,
+            Kernel::Mem | Kernel::Random => Resource::Memory,
+            Kernel::Syscall => Resource::SystemCalls,
+            Kernel::Io | Kernel::DiskSeq | Kernel::DiskRand => Resource::Disk,
+            Kernel::NetStream | Kernel::NetRr => Resource::Network,
+            Kernel::Ready | Kernel::Sleep | Kernel::Probe => return None,
+        })
+    }
+
+    /// True when the kernel's speed is its bytes per second (bandwidth), false when it is its
+    /// operations per second.
+    pub const fn rate_in_bytes(self) -> bool {
+        matches!(self, Kernel::DiskSeq | Kernel::NetStream)
+    }
+
+    /// True for the kernels that need a disk of the instance's own (`disk=` on the command
+    /// line; `/dev/vda` in a guest).
+    pub const fn needs_disk(self) -> bool {
+        matches!(self, Kernel::DiskSeq | Kernel::DiskRand)
+    }
+
+    /// True for the kernels that need the lab's network peer (`peer=` on the command line).
+    pub const fn needs_network(self) -> bool {
+        matches!(self, Kernel::NetStream | Kernel::NetRr)
     }
 
     /// The kernel called `name`, if any.
@@ -68,6 +117,50 @@ impl Kernel {
     }
 }
 
+/// What a kernel stresses: the resources on which "containers perform better" is judged one by
+/// one, because the isolation models pay in different places.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    /// Instructions in user mode.
+    Compute,
+    /// Memory bandwidth and page walks.
+    Memory,
+    /// Entries into the kernel.
+    SystemCalls,
+    /// Files and disks.
+    Disk,
+    /// TCP to another host.
+    Network,
+}
+
+impl Resource {
+    /// Every resource, in the order reports list them.
+    pub const ALL: [Resource; 5] = [
+        Resource::Compute,
+        Resource::Memory,
+        Resource::SystemCalls,
+        Resource::Disk,
+        Resource::Network,
+    ];
+
+    /// The resource's name in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Resource::Compute => "compute",
+            Resource::Memory => "memory",
+            Resource::SystemCalls => "system calls",
+            Resource::Disk => "disk",
+            Resource::Network => "network",
+        }
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -77,7 +170,9 @@ impl fmt::Display for Kernel {
 /// One workload request: a kernel, a memory size and an iteration count.
 ///
 /// `mib` and `iters` mean, per kernel: `mem` MiB touched and triad passes; `random` MiB of working
-/// set and dependent accesses; `syscall` kernel entries; `io` MiB written; `cpu` iterations.
+/// set and dependent accesses; `syscall` kernel entries; `io` MiB written; `cpu` iterations;
+/// `disk-seq` MiB written and read; `disk-rand` MiB of disk and reads; `net-stream` MiB sent;
+/// `net-rr` round trips.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Spec {
     /// Which kernel.
@@ -145,6 +240,10 @@ impl Spec {
             Kernel::Random => Spec::new(kernel, 64, 4_000_000),
             Kernel::Syscall => Spec::new(kernel, 0, 20_000),
             Kernel::Io => Spec::new(kernel, 16, 0),
+            Kernel::DiskSeq => Spec::new(kernel, 64, 0),
+            Kernel::DiskRand => Spec::new(kernel, 64, 20_000),
+            Kernel::NetStream => Spec::new(kernel, 256, 0),
+            Kernel::NetRr => Spec::new(kernel, 0, 20_000),
         }
     }
 
@@ -153,7 +252,21 @@ impl Spec {
         match self.kernel {
             Kernel::Mem | Kernel::Random => self.mib * crate::kernels::MIB,
             Kernel::Io => crate::kernels::IO_CHUNK as u64,
+            Kernel::DiskSeq => crate::disk::CHUNK as u64,
+            // The request buffer, then one latency per read.
+            Kernel::DiskRand => crate::disk::CHUNK as u64 + 8 * self.iters,
+            Kernel::NetStream => crate::net::CHUNK as u64,
+            Kernel::NetRr => 8 * self.iters,
             _ => 0,
+        }
+    }
+
+    /// Bytes of disk the kernel needs: the size of the instance's disk.
+    pub const fn disk_bytes(&self) -> u64 {
+        if self.kernel.needs_disk() {
+            self.mib * crate::kernels::MIB
+        } else {
+            0
         }
     }
 

@@ -44,6 +44,8 @@ pub struct ParentEnds {
 pub struct ChildFds {
     fds: [OwnedFd; 5],
     sync: Option<OwnedFd>,
+    /// A network namespace to join first (the instance's link to the lab's peer).
+    netns: Option<OwnedFd>,
 }
 
 /// A copy of `fd` numbered 10 or higher and close-on-exec, so that installing a child's fds at
@@ -91,6 +93,7 @@ pub fn pipes(sync: Option<OwnedFd>) -> Result<(ParentEnds, ChildFds), BackendErr
             high(control_r)?,
         ],
         sync: sync.map(high).transpose()?,
+        netns: None,
     };
     let parent = ParentEnds {
         report: File::from(report_r),
@@ -106,10 +109,21 @@ impl ChildFds {
         Reporter(self.fds[REPORT_FD as usize].as_raw_fd())
     }
 
-    /// **Child side.** Put the fds at 0..=5 and close every other fd, so the workload inherits
-    /// nothing from the lab (another instance's pipe would keep that instance's pipe open and
-    /// hide its end).
+    /// Have the child join the network namespace `netns` as it installs its fds: the
+    /// descriptor is one of those installing closes.
+    pub fn join_netns(&mut self, netns: OwnedFd) -> Result<(), BackendError> {
+        self.netns = Some(high(netns)?);
+        Ok(())
+    }
+
+    /// **Child side.** Join the network namespace given, if any; put the fds at 0..=5 and close
+    /// every other fd, so the workload inherits nothing from the lab (another instance's pipe
+    /// would keep that instance's pipe open and hide its end).
     pub fn install(&self) -> Result<(), Errno> {
+        if let Some(ns) = &self.netns {
+            // SAFETY: setns with a namespace descriptor we hold.
+            Errno::result(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+        }
         for (target, fd) in self.fds.iter().enumerate() {
             // dup2 gives a copy without close-on-exec at the target number.
             // SAFETY: plain dup2 of an fd we own onto a small fixed number.

@@ -46,7 +46,7 @@ use super::child::{self, Exec};
 use super::instance::{Instance, Parts, Run, Timeline};
 use super::spawn::{spawn_exec_with, Placement, Streams};
 use super::{Availability, Backend, BackendError, Limits, Spec};
-use crate::lab::Lab;
+use crate::lab::{Lab, DISK_INSIDE, SCRATCH_INSIDE};
 use crate::measure::clock::now_ns;
 use crate::measure::memory::ProcessMemory;
 use crate::ownership::Resource;
@@ -277,6 +277,18 @@ impl Backend for Docker {
         Availability::of_cgroups(lab)
     }
 
+    fn supports(&self, kernel: crate::workload::Kernel) -> Result<(), String> {
+        if kernel.needs_network() {
+            return Err(
+                "Docker's containers join the daemon's own networks; the lab's peer lives in a \
+                 network namespace of the lab's, which no daemon network reaches without changing \
+                 the host's network, and the lab never does"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         self.start_named(lab, spec, limits)
             .map(|(instance, _)| instance)
@@ -350,22 +362,23 @@ impl Docker {
         }
         // The daemon binds it with the flags of the lab's own mount of `scratch/` (nosuid,
         // nodev, noexec: a bind inherits them); `docker run` has no option to add them.
-        let scratch = lab.scratch_if_io(spec, &name, None)?;
-        if let Some(dir) = &scratch {
+        let provisions = lab.provide(spec, &name, None)?;
+        if let Some(dir) = &provisions.scratch {
             args.push(format!(
-                "--mount=type=bind,source={},target=/scratch",
+                "--mount=type=bind,source={},target={SCRATCH_INSIDE}",
                 dir.path().display()
+            ));
+        }
+        if let Some(disk) = &provisions.disk {
+            args.push(format!(
+                "--mount=type=bind,source={},target={DISK_INSIDE}",
+                disk.path().display()
             ));
         }
         args.push(prepared.image.clone());
         args.push("/workload".into());
         // Markers on the attached standard output, the go-ahead on standard input.
-        args.extend(workload::argv(
-            spec,
-            1,
-            0,
-            scratch.is_some().then_some(Path::new("/scratch")),
-        ));
+        args.extend(workload::argv(spec, 1, 0, &provisions.given(true)));
         let env: Vec<(String, String)> = ENV
             .iter()
             .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
@@ -397,7 +410,7 @@ impl Docker {
             if let Some(rel) = relative {
                 let _ = crate::cgroup::remove_everywhere(Path::new(&rel));
             }
-            drop(scratch);
+            drop(provisions);
         };
         let mut instance = Instance::new(Parts {
             backend: self.name().into(),

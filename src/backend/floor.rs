@@ -14,7 +14,7 @@ use super::container::namespaces;
 use super::instance::{Instance, Parts, Timeline};
 use super::spawn::{spawn_exec, Placement};
 use super::{Availability, Backend, BackendError, Limits, Spec};
-use crate::lab::{Lab, Scratch};
+use crate::lab::Lab;
 use crate::workload;
 
 /// The `ns-floor` backend.
@@ -53,15 +53,18 @@ impl Backend for NsFloor {
         false
     }
 
+    /// Its network namespace is a fresh, empty one: no link to the lab's peer.
+    fn supports(&self, kernel: crate::workload::Kernel) -> Result<(), String> {
+        if kernel.needs_network() {
+            return Err("its fresh network namespace has no link to the peer (a floor for start-up, nothing more)".into());
+        }
+        Ok(())
+    }
+
     fn start(&self, lab: &Lab, spec: &Spec, _limits: &Limits) -> Result<Instance, BackendError> {
         let timeline = Timeline::start();
-        let scratch = lab.scratch_if_io(spec, &lab.next_instance_name(), None)?;
-        let args = workload::argv(
-            spec,
-            REPORT_FD,
-            CONTROL_FD,
-            scratch.as_ref().map(Scratch::path),
-        );
+        let provisions = lab.provide(spec, &lab.next_instance_name(), None)?;
+        let args = workload::argv(spec, REPORT_FD, CONTROL_FD, &provisions.given(false));
         let exec = Exec::new(&lab.workload_path(), "isolab-workload", &args, &[]);
         let (ends, fds) = child::pipes(None)?;
         let flags = namespaces::flags(namespaces::need_userns());
@@ -76,7 +79,7 @@ impl Backend for NsFloor {
             ends,
             timeline,
             timeout: lab.timeout,
-            cleanup: scratch.map(Scratch::removal).into_iter().collect(),
+            cleanup: vec![provisions.removal()],
         }))
     }
 }

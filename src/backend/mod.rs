@@ -180,6 +180,12 @@ pub trait Backend: Send + Sync {
         true
     }
 
+    /// Whether this backend can run `kernel`, and if not, why (a bare guest has no disk
+    /// driver, say). Experiments skip such pairs and record why.
+    fn supports(&self, _kernel: crate::workload::Kernel) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Start one instance running `spec` under `limits`. Returns once the instance's processes
     /// exist; use the [`Instance`] to wait for its markers.
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError>;

@@ -47,7 +47,7 @@ use super::container::rootfs::{
 use super::instance::{Instance, Parts, Timeline};
 use super::spawn::{spawn_exec_with, BeforeExec, Streams};
 use super::{Availability, Backend, BackendError, Limits, Spec};
-use crate::lab::Lab;
+use crate::lab::{Lab, DISK_INSIDE, SCRATCH_INSIDE};
 use crate::ownership::Resource;
 use crate::results::info;
 use crate::workload::{self, WORKLOAD_ELF};
@@ -127,12 +127,19 @@ impl Oci {
 
     /// The flags before the command: runsc's state directory, network and platform, and
     /// whether its Sentry applies the bundle's seccomp profile (it ignores it by default).
-    fn global_args(&self, lab: &Lab) -> Vec<String> {
+    fn global_args(&self, lab: &Lab, spec: &Spec) -> Vec<String> {
         match self.kind() {
             Kind::Runsc => {
+                // gVisor's own network stack (netstack, in the Sentry) takes over the link the
+                // lab made in the container's namespace, for the network kernels; the others
+                // get none, as the other runtimes' containers get an empty namespace.
+                let network = match spec.kernel.needs_network() {
+                    true => "--network=sandbox",
+                    false => "--network=none",
+                };
                 let mut args = vec![
                     format!("--root={}", lab.workdir().join("runsc").display()),
-                    "--network=none".into(),
+                    network.into(),
                     "--ignore-cgroups".into(),
                     format!("--platform={}", runsc_platform()),
                 ];
@@ -202,6 +209,26 @@ impl Backend for Oci {
         }
     }
 
+    /// gVisor up to its 2022-12-19 release (Debian 12's) refuses its network stack on kernels
+    /// that show `net.core.rmem_default` in every network namespace (6.x): it takes that file
+    /// as the sign of the host's namespace. Said before the run, not left to fail in it.
+    fn supports(&self, kernel: crate::workload::Kernel) -> Result<(), String> {
+        if self.kind() != Kind::Runsc || !kernel.needs_network() {
+            return Ok(());
+        }
+        let Some(version) = self.runtime_path().and_then(|p| self.version(&p)) else {
+            return Ok(());
+        };
+        match release_date(&version) {
+            Some(date) if date <= 20221219 && rmem_default_in_every_netns() => Err(format!(
+                "{version} decides whether it runs in the host's network namespace by looking for \
+                 /proc/sys/net/core/rmem_default, which this kernel shows in every namespace: it \
+                 refuses to start its network stack (install a newer gVisor)"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn availability(&self, lab: &Lab) -> Availability {
         if self.runtime_path().is_none() {
             let package = match self.kind() {
@@ -245,7 +272,7 @@ impl Backend for Oci {
                 backend: self.name.clone(),
                 reason: format!("{} not found in PATH", self.runtime),
             })?;
-        let global = self.global_args(lab);
+        let global = self.global_args(lab, spec);
         // The container's own cgroup, below the instance's (runsc leaves its sandbox in the
         // instance's, see the module docs).
         let relative = cgroup.relative_path();
@@ -263,8 +290,8 @@ impl Backend for Oci {
         // Clean-up runs once the runtime has exited, whatever happened: forget the container
         // (deleting its state under the runtime's root), remove the directories the runtime made
         // in hierarchies the lab does not use, and the bundle.
-        let scratch = lab.scratch_if_io(spec, &name, None)?;
-        let scratch_dir = scratch.as_ref().map(|s| s.path().to_path_buf());
+        let provisions = lab.provide(spec, &name, None)?;
+        let shared = Shared::of(&provisions);
         let cleanup = {
             let bundle = bundle.clone();
             let relative = relative.clone();
@@ -274,7 +301,7 @@ impl Backend for Oci {
                     let _ = crate::cgroup::remove_everywhere(Path::new(&rel));
                 }
                 let _ = fs::remove_dir_all(&bundle);
-                drop(scratch);
+                drop(provisions);
             }
         };
         let streams = match kind {
@@ -289,7 +316,7 @@ impl Backend for Oci {
             &security,
             container_cgroup,
             streams,
-            scratch_dir.as_deref(),
+            &shared,
         );
         if let Err(e) = written {
             cleanup();
@@ -394,8 +421,59 @@ pub fn remove_container(
     unreachable!("the second attempt returns")
 }
 
-/// Write `bundle/rootfs/workload` and `bundle/config.json`; `scratch` is the instance's scratch
-/// directory on the host, if it has one.
+/// What the host shares with one container, as its bundle names it: the instance's scratch
+/// directory and disk (host paths), and the network namespace of its link to the peer.
+#[derive(Clone, Debug, Default)]
+struct Shared {
+    scratch: Option<PathBuf>,
+    disk: Option<PathBuf>,
+    /// A path the runtime opens to join the namespace: the lab's own descriptor of it, seen
+    /// through `/proc` — valid as long as the lab keeps the link, which it does until the
+    /// instance has ended.
+    netns: Option<PathBuf>,
+    /// The peer's address on that link.
+    peer: Option<std::net::Ipv4Addr>,
+}
+
+impl Shared {
+    fn of(p: &crate::lab::Provisions) -> Shared {
+        use std::os::fd::{AsFd, AsRawFd};
+        Shared {
+            scratch: p.scratch.as_ref().map(|s| s.path().to_path_buf()),
+            disk: p.disk.as_ref().map(|d| d.path().to_path_buf()),
+            netns: p.link.as_ref().map(|l| {
+                PathBuf::from(format!(
+                    "/proc/{}/fd/{}",
+                    std::process::id(),
+                    l.ns.as_fd().as_raw_fd()
+                ))
+            }),
+            peer: p.link.as_ref().map(|l| l.peer_ip),
+        }
+    }
+}
+
+/// The release date of a `runsc --version` line (`runsc version 0.0~20221219.0`,
+/// `runsc version release-20240212.0`) as a number, 20221219.
+fn release_date(version: &str) -> Option<u32> {
+    version
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 8 && w.starts_with("20"))
+        .and_then(|w| w.parse().ok())
+}
+
+/// Whether this kernel shows `net.core.rmem_default` inside a network namespace other than the
+/// host's (asked once).
+fn rmem_default_in_every_netns() -> bool {
+    static SEEN: OnceLock<bool> = OnceLock::new();
+    *SEEN.get_or_init(|| {
+        crate::network::netns::Netns::new()
+            .and_then(|ns| ns.run(|| Path::new("/proc/sys/net/core/rmem_default").exists()))
+            .unwrap_or(false)
+    })
+}
+
+/// Write `bundle/rootfs/workload` and `bundle/config.json`.
 #[allow(clippy::too_many_arguments)]
 fn write_bundle(
     lab: &Lab,
@@ -405,7 +483,7 @@ fn write_bundle(
     security: &super::container::profile::Security,
     cgroup_path: Option<String>,
     streams: Streams,
-    scratch: Option<&Path>,
+    shared: &Shared,
 ) -> Result<(), BackendError> {
     let rootfs = bundle.join("rootfs");
     fs::create_dir_all(&rootfs).map_err(BackendError::io("create OCI bundle"))?;
@@ -420,7 +498,7 @@ fn write_bundle(
         program: "oci-spec".into(),
         detail: e.to_string(),
     };
-    let config = config(scratch, id, spec, security, cgroup_path, streams).map_err(oci)?;
+    let config = config(shared, id, spec, security, cgroup_path, streams).map_err(oci)?;
     config.save(bundle.join("config.json")).map_err(oci)
 }
 
@@ -428,7 +506,7 @@ fn write_bundle(
 /// /dev/pts, /dev/shm, /dev/mqueue, /sys) made equivalent to isolab's container, with the lab's
 /// profile: Docker's masked and read-only paths and its seccomp profile, or none of them.
 fn config(
-    scratch: Option<&Path>,
+    shared: &Shared,
     id: &str,
     spec: &Spec,
     security: &super::container::profile::Security,
@@ -458,7 +536,12 @@ fn config(
                     spec,
                     report,
                     control,
-                    scratch.map(|_| Path::new("/scratch")),
+                    &crate::workload::Given {
+                        scratch: shared.scratch.as_ref().map(|_| Path::new(SCRATCH_INSIDE)),
+                        disk: shared.disk.as_ref().map(|_| Path::new(DISK_INSIDE)),
+                        peer: shared.peer,
+                        net: None,
+                    },
                 ))
                 .collect::<Vec<_>>(),
         )
@@ -476,18 +559,23 @@ fn config(
     config.set_hostname(Some(id.to_string()));
 
     let mut mounts = config.mounts().clone().unwrap_or_default();
-    if let Some(dir) = scratch {
-        // The instance's own directory (see `crate::lab::Scratch`): nothing written there can
-        // be run, be setuid or be a device.
-        let options = ["rbind", "rw", "nosuid", "nodev", "noexec"];
-        mounts.push(
-            MountBuilder::default()
-                .destination("/scratch")
-                .typ("bind")
-                .source(dir)
-                .options(options.map(String::from).to_vec())
-                .build()?,
-        );
+    // The instance's own directory and disk (see `crate::lab::Scratch`): nothing there can be
+    // run, be setuid or be a device.
+    let options = ["rbind", "rw", "nosuid", "nodev", "noexec"].map(String::from);
+    for (source, destination) in [
+        (&shared.scratch, SCRATCH_INSIDE),
+        (&shared.disk, DISK_INSIDE),
+    ] {
+        if let Some(source) = source {
+            mounts.push(
+                MountBuilder::default()
+                    .destination(destination)
+                    .typ("bind")
+                    .source(source)
+                    .options(options.to_vec())
+                    .build()?,
+            );
+        }
     }
     config.set_mounts(Some(mounts));
 
@@ -496,6 +584,15 @@ fn config(
         .clone()
         .unwrap_or_else(|| LinuxBuilder::default().build().expect("empty"));
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    if let Some(path) = &shared.netns {
+        // Join the namespace of the instance's link to the peer instead of making an empty one.
+        for ns in namespaces
+            .iter_mut()
+            .filter(|n| n.typ() == LinuxNamespaceType::Network)
+        {
+            ns.set_path(Some(path.clone()));
+        }
+    }
     if !namespaces
         .iter()
         .any(|n| n.typ() == LinuxNamespaceType::Cgroup)
@@ -556,6 +653,16 @@ mod properties {
     }
 
     #[test]
+    fn runsc_release_dates_are_read_from_both_version_styles() {
+        assert_eq!(release_date("runsc version 0.0~20221219.0"), Some(20221219));
+        assert_eq!(
+            release_date("runsc version release-20240212.0"),
+            Some(20240212)
+        );
+        assert_eq!(release_date("runc version 1.1.5"), None);
+    }
+
+    #[test]
     fn the_config_is_valid_and_equivalent_to_the_container() {
         let dir = std::env::temp_dir().join(format!("isolab-prop-oci-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -584,15 +691,11 @@ mod properties {
                 Streams::Fixed
             };
             let scratch = (spec.kernel == Kernel::Io).then(|| lab.scratch_dir().join(&id));
-            let config = config(
-                scratch.as_deref(),
-                &id,
-                &spec,
-                security,
-                cgroup.clone(),
-                streams,
-            )
-            .unwrap();
+            let shared = Shared {
+                scratch: scratch.clone(),
+                ..Shared::default()
+            };
+            let config = config(&shared, &id, &spec, security, cgroup.clone(), streams).unwrap();
             // What the runtime reads is JSON: it must come back the same.
             let json = serde_json::to_string(&config).unwrap();
             let back: OciSpec = serde_json::from_str(&json).unwrap();

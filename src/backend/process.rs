@@ -10,7 +10,7 @@ use super::instance::{Instance, Parts, Timeline};
 use super::spawn::spawn_exec;
 use super::{Availability, Backend, BackendError, Limits, Spec};
 use crate::cgroup::Placement;
-use crate::lab::{Lab, Scratch};
+use crate::lab::Lab;
 use crate::workload;
 
 /// The `process` backend.
@@ -38,7 +38,7 @@ impl Backend for Process {
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
         let name = lab.next_instance_name();
-        let scratch = lab.scratch_if_io(spec, &name, None)?;
+        let provisions = lab.provide(spec, &name, None)?;
         let cgroup = lab.instance_cgroup(&name, limits)?;
         let placement = Placement::of(cgroup.as_ref())?;
         if cgroup.is_some() {
@@ -46,14 +46,17 @@ impl Backend for Process {
         }
 
         let exe = lab.workload_path();
-        let args = workload::argv(
-            spec,
-            REPORT_FD,
-            CONTROL_FD,
-            scratch.as_ref().map(Scratch::path),
-        );
+        let args = workload::argv(spec, REPORT_FD, CONTROL_FD, &provisions.given(false));
         let exec = Exec::new(&exe, "isolab-workload", &args, &[]);
-        let (ends, fds) = child::pipes(None)?;
+        let (ends, mut fds) = child::pipes(None)?;
+        // A network kernel runs in the namespace of its link to the peer, not in the host's.
+        if let Some(link) = &provisions.link {
+            let ns = link
+                .ns
+                .try_clone_fd()
+                .map_err(BackendError::io("dup the link's netns"))?;
+            fds.join_netns(ns)?;
+        }
 
         let pid = spawn_exec(0, &placement, &fds, &exec).map_err(BackendError::sys("clone"))?;
         drop(placement);
@@ -66,7 +69,7 @@ impl Backend for Process {
             ends,
             timeline,
             timeout: lab.timeout,
-            cleanup: scratch.map(Scratch::removal).into_iter().collect(),
+            cleanup: vec![provisions.removal()],
         }))
     }
 }

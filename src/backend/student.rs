@@ -257,6 +257,14 @@ impl Backend for Student {
         false
     }
 
+    /// The exercises' runtimes attach no disk and no network.
+    fn supports(&self, kernel: crate::workload::Kernel) -> Result<(), String> {
+        if kernel.needs_disk() || kernel.needs_network() {
+            return Err("the exercises' runtimes attach no disk and no network".into());
+        }
+        Ok(())
+    }
+
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let program = self
             .program()
@@ -382,12 +390,11 @@ impl Student {
             "--".into(),
             "/workload".into(),
         ]);
-        args.extend(workload::argv(
-            spec,
-            REPORT_FD,
-            CONTROL_FD,
-            Some(Path::new("/tmp")),
-        ));
+        let given = workload::Given {
+            scratch: Some(Path::new("/tmp")),
+            ..workload::Given::default()
+        };
+        args.extend(workload::argv(spec, REPORT_FD, CONTROL_FD, &given));
         args.extend(o.workload_args.iter().cloned());
         Ok(args)
     }

@@ -21,7 +21,7 @@ pub mod throughput;
 use crate::backend::{self, Availability, Backend, BackendError, Limits, Outcome};
 use crate::lab::Lab;
 use crate::results::{Header, Record, ResultsError, Skipped, Writer, SCHEMA};
-use crate::workload::Spec;
+use crate::workload::{Kernel, Spec};
 use indicatif::{ProgressBar, ProgressStyle};
 use isolab_kernels::rng::Rng;
 use serde::Serialize;
@@ -97,6 +97,23 @@ pub enum ExperimentError {
     /// `--hold` with a kernel that ends by itself.
     #[error("--hold keeps a `sleep` workload alive; the other kernels end by themselves")]
     HoldNeedsSleep,
+    /// The disks the disk kernels need cannot be made.
+    #[error(transparent)]
+    Disk(#[from] crate::disks::DiskError),
+    /// The network kernels cannot have the lab's network here.
+    #[error(
+        "the network kernels need CAP_NET_ADMIN for the lab's own network namespaces and links \
+         (run the lab as root; `lab doctor` says what runs without it)"
+    )]
+    NetworkNeedsRoot,
+    /// No backend of the selection can run a kernel asked for.
+    #[error("no backend here can run {kernel}: {why}")]
+    KernelUnsupported {
+        /// The kernel.
+        kernel: String,
+        /// Each backend's reason.
+        why: String,
+    },
     /// An instance could not be run (`lab exec`).
     #[error(transparent)]
     Instance(#[from] BackendError),
@@ -121,11 +138,26 @@ impl ExperimentError {
                 | ExperimentError::LimitsIgnored { .. }
                 | ExperimentError::NeedsCgroups { .. }
                 | ExperimentError::HoldNeedsSleep
+                | ExperimentError::NetworkNeedsRoot
+                | ExperimentError::KernelUnsupported { .. }
                 | ExperimentError::Unavailable { .. }
                 | ExperimentError::NoBackends
                 | ExperimentError::Output { .. }
-        )
+        ) || matches!(self, ExperimentError::Disk(e) if e.is_usage())
     }
+}
+
+/// Before anything starts: can the lab give `specs` what they need — disks that fit, on a disk
+/// that does direct I/O; its own network, which needs CAP_NET_ADMIN? A refusal is the user's to
+/// fix, and says how.
+pub fn check_provisions(lab: &Lab, specs: &[Spec]) -> Result<(), ExperimentError> {
+    if let Some(bytes) = specs.iter().map(Spec::disk_bytes).max().filter(|b| *b > 0) {
+        crate::disks::check(&lab.disk_parent, bytes)?;
+    }
+    if specs.iter().any(|s| s.kernel.needs_network()) && !nix::unistd::geteuid().is_root() {
+        return Err(ExperimentError::NetworkNeedsRoot);
+    }
+    Ok(())
 }
 
 /// The backends an experiment will use, and those it could not.
@@ -368,9 +400,74 @@ pub fn every_backend(
     settings: &Settings,
     extra_settings: serde_json::Value,
 ) -> Result<Campaign, ExperimentError> {
-    let selection = select(lab, backends, &settings.limits)?;
+    every_backend_noting(
+        lab,
+        backends,
+        experiment,
+        specs,
+        settings,
+        extra_settings,
+        Vec::new(),
+    )
+}
+
+/// [`every_backend`], with `skipped` — what was left out before it — in the results.
+pub fn every_backend_noting(
+    lab: &Lab,
+    backends: Option<&[String]>,
+    experiment: &str,
+    specs: &[Spec],
+    settings: &Settings,
+    extra_settings: serde_json::Value,
+    skipped: Vec<Skipped>,
+) -> Result<Campaign, ExperimentError> {
+    check_provisions(lab, specs)?;
+    let mut selection = select(lab, backends, &settings.limits)?;
+    selection.skipped.extend(skipped);
+    // A backend that cannot run a kernel (a bare guest has no disk) skips it, and says why.
+    let mut kept = Vec::new();
+    for backend in std::mem::take(&mut selection.backends) {
+        let mut refused: Vec<(Kernel, String)> = Vec::new();
+        for spec in specs {
+            if let Err(why) = backend.supports(spec.kernel) {
+                refused.push((spec.kernel, why));
+            }
+        }
+        for (kernel, why) in &refused {
+            selection.skipped.push(Skipped {
+                backend: backend.name().to_string(),
+                reason: format!("{kernel}: {why}"),
+            });
+        }
+        if refused.len() < specs.len() {
+            kept.push(backend);
+        }
+    }
+    selection.backends = kept;
+    for spec in specs {
+        if !selection
+            .backends
+            .iter()
+            .any(|b| b.supports(spec.kernel).is_ok())
+        {
+            return Err(ExperimentError::KernelUnsupported {
+                kernel: spec.kernel.to_string(),
+                why: selection
+                    .skipped
+                    .iter()
+                    .map(|s| format!("{}: {}", s.backend, s.reason))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
+    }
     let cases: Vec<Case> = (0..selection.backends.len())
         .flat_map(|backend| specs.iter().map(move |&spec| Case { backend, spec }))
+        .filter(|c| {
+            selection.backends[c.backend]
+                .supports(c.spec.kernel)
+                .is_ok()
+        })
         .collect();
     campaign(
         lab,

@@ -58,8 +58,10 @@ pub enum Which {
     },
     /// Throughput of these kernels.
     Throughput {
-        /// The kernels.
-        kernels: Vec<Kernel>,
+        /// The kernels (`None`: every one this lab can provide for).
+        kernels: Option<Vec<Kernel>>,
+        /// The size of the disk kernels' disks, when not their default.
+        disk_mib: Option<u64>,
     },
     /// What the workload can see.
     Isolation,
@@ -195,9 +197,16 @@ pub fn once(
     }
     let selection = super::select(lab, Some(&[backend.to_string()]), limits)?;
     let backend = &selection.backends[0];
+    if let Err(why) = backend.supports(kernel) {
+        return Err(ExperimentError::KernelUnsupported {
+            kernel: kernel.to_string(),
+            why: format!("{}: {why}", backend.name()),
+        });
+    }
     let mut spec = Spec::default_for(kernel);
     spec.mib = mib.unwrap_or(spec.mib);
     spec.iters = iters.unwrap_or(spec.iters);
+    super::check_provisions(lab, &[spec])?;
     if kernel != Kernel::Sleep {
         return Ok(backend.run(lab, &spec, limits)?);
     }
@@ -240,13 +249,21 @@ pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
                 &request.settings(super::memory::SAMPLING, out),
             )?
             .into(),
-            Which::Throughput { kernels } => super::throughput::run(
-                lab,
-                backends,
-                kernels,
-                &request.settings(super::throughput::SAMPLING, out),
-            )?
-            .into(),
+            Which::Throughput { kernels, disk_mib } => {
+                let (kernels, skipped) = match kernels {
+                    Some(k) => (k.clone(), Vec::new()),
+                    None => super::throughput::default_kernels(lab),
+                };
+                super::throughput::run(
+                    lab,
+                    backends,
+                    &kernels,
+                    *disk_mib,
+                    skipped,
+                    &request.settings(super::throughput::SAMPLING, out),
+                )?
+                .into()
+            }
             Which::Isolation => super::isolation::run(
                 lab,
                 backends,
@@ -279,7 +296,8 @@ pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
             sizes: super::memory::DEFAULT_SIZES_MIB.to_vec(),
         },
         Which::Throughput {
-            kernels: super::throughput::KERNELS.to_vec(),
+            kernels: None,
+            disk_mib: None,
         },
         Which::Isolation,
         Which::Density(DensityOptions::up_to(max)),

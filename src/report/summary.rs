@@ -15,6 +15,7 @@ use crate::measure::stats::Summary;
 use crate::results::{
     DensityEnd, DensityStep, Family, GuestOs, Outcome, Results, RunRecord, WorkloadRecord,
 };
+use crate::workload::{Kernel, Resource};
 use std::collections::BTreeMap;
 
 /// Phases after `ready` are not part of start-up.
@@ -262,15 +263,17 @@ impl RateUnit {
     }
 }
 
-/// A run's rate: what its kernel did divided by how long its measured part took. Operations if
-/// the kernel counts them, else bytes.
+/// A run's rate: what its kernel did divided by how long its measured part took. Bytes for the
+/// kernels whose speed is a bandwidth (disk-seq, net-stream); otherwise operations if the
+/// kernel counts them, else bytes.
 pub fn rate(r: &RunRecord) -> Option<(f64, RateUnit)> {
     let out = r.output.as_ref()?;
     let secs = r.work_ns? as f64 / 1e9;
     if secs <= 0.0 {
         return None;
     }
-    if out.ops > 0 {
+    let bandwidth = kernel_of(&r.workload).is_some_and(Kernel::rate_in_bytes);
+    if out.ops > 0 && !bandwidth {
         Some((out.ops as f64 / secs, RateUnit::Ops))
     } else if out.bytes > 0 {
         Some((out.bytes as f64 / secs, RateUnit::Bytes))
@@ -279,8 +282,15 @@ pub fn rate(r: &RunRecord) -> Option<(f64, RateUnit)> {
     }
 }
 
-/// Kernels whose rate says something about the isolation's cost.
-const RATE_KERNELS: [&str; 5] = ["cpu", "mem", "random", "syscall", "io"];
+/// The kernel a workload ran, if this version of the lab knows it.
+pub fn kernel_of(w: &WorkloadRecord) -> Option<Kernel> {
+    Kernel::from_name(w.kernel.as_bytes())
+}
+
+/// The resource a workload stresses, for the kernels that measure a speed.
+pub fn resource_of(w: &WorkloadRecord) -> Option<Resource> {
+    kernel_of(w).and_then(Kernel::resource)
+}
 
 /// Throughput of one backend on one workload.
 #[derive(Clone, Debug, PartialEq)]
@@ -329,7 +339,7 @@ fn workloads(results: &Results, keep: impl Fn(&WorkloadRecord) -> bool) -> Vec<W
 pub fn throughput(results: &Results) -> Vec<ThroughputRow> {
     let baseline = results.baseline();
     let mut rows = Vec::new();
-    for w in workloads(results, |w| RATE_KERNELS.contains(&w.kernel.as_str())) {
+    for w in workloads(results, |w| resource_of(w).is_some()) {
         let same = |r: &RunRecord| r.workload == w;
         for backend in results.backends() {
             let runs: Vec<&RunRecord> = completed(results, &backend).filter(|r| same(r)).collect();

@@ -189,6 +189,16 @@ facts! {
     /// Who a container's root is on the host (isolab's container): `uid 0: the host's root …`
     /// or `uid N: …` behind a user namespace.
     container_root: String = info::CONTAINER_ROOT,
+    /// The median latency of one request (disk-rand, net-rr).
+    latency_p50_ns: u64 = info::LATENCY_P50_NS,
+    /// The 99th-percentile latency of one request.
+    latency_p99_ns: u64 = info::LATENCY_P99_NS,
+    /// disk-seq: how long the writes and their sync took.
+    write_ns: u64 = info::WRITE_NS,
+    /// disk-seq: how long the reads took.
+    read_ns: u64 = info::READ_NS,
+    /// Bytes the lab's peer received from a network kernel's instance.
+    peer_bytes: u64 = info::PEER_BYTES,
     /// The external runtime's version, as it reports it (runc, crun, runsc, docker).
     runtime_version: String = info::RUNTIME_VERSION,
     /// Proportional set size of the per-container helper the runtime keeps outside the

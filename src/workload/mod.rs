@@ -9,21 +9,43 @@
 //! `isolab_kernels::wire`).
 
 use isolab_kernels::wire;
-pub use isolab_kernels::{Kernel, Output, Spec};
+pub use isolab_kernels::{Kernel, Output, Resource, Spec};
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// The static `isolab-workload` executable (x86-64 Linux, `+crt-static`).
 pub static WORKLOAD_ELF: &[u8] = include_bytes!(env!("ISOLAB_WORKLOAD_PATH"));
 
+/// What an instance is given besides its spec, as its workload sees it (paths inside it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Given<'a> {
+    /// The `io` kernel's directory.
+    pub scratch: Option<&'a Path>,
+    /// The disk kernels' disk.
+    pub disk: Option<&'a Path>,
+    /// The network kernels' peer.
+    pub peer: Option<Ipv4Addr>,
+    /// A Linux guest's own address and prefix length, which its `/init` sets up.
+    pub net: Option<(Ipv4Addr, u8)>,
+}
+
 /// The command-line words that hand `spec` to the workload executable, with the report on fd
-/// `report`, the host's go-ahead on fd `control` and, for the `io` kernel, its file in the
-/// directory `scratch` (as the workload sees it).
-pub fn argv(spec: &Spec, report: i32, control: i32, scratch: Option<&Path>) -> Vec<String> {
+/// `report`, the host's go-ahead on fd `control`, and what it is `given`.
+pub fn argv(spec: &Spec, report: i32, control: i32, given: &Given) -> Vec<String> {
     let mut words: Vec<String> = spec.to_string().split(' ').map(str::to_string).collect();
     words.push(format!("report={report}"));
     words.push(format!("control={control}"));
-    if let Some(dir) = scratch {
+    if let Some(dir) = given.scratch {
         words.push(format!("scratch={}", dir.display()));
+    }
+    if let Some(disk) = given.disk {
+        words.push(format!("disk={}", disk.display()));
+    }
+    if let Some(peer) = given.peer {
+        words.push(format!("peer={peer}"));
+    }
+    if let Some((ip, prefix)) = given.net {
+        words.push(format!("net={ip}/{prefix}"));
     }
     words
 }
@@ -198,7 +220,11 @@ mod tests {
     #[test]
     fn argv_carries_the_spec_and_the_fds() {
         let spec = Spec::new(Kernel::Cpu, 0, 10);
-        let words = argv(&spec, 3, 4, Some(Path::new("/scratch")));
+        let given = Given {
+            scratch: Some(Path::new("/scratch")),
+            ..Given::default()
+        };
+        let words = argv(&spec, 3, 4, &given);
         let parsed = Spec::parse(
             words
                 .iter()
@@ -214,7 +240,7 @@ mod tests {
         assert!(words.contains(&"report=3".to_string()));
         assert!(words.contains(&"scratch=/scratch".to_string()));
         // Only the `io` kernel is given a directory to write in.
-        let none = argv(&spec, 3, 4, None);
+        let none = argv(&spec, 3, 4, &Given::default());
         assert!(!none.iter().any(|w| w.starts_with("scratch=")), "{none:?}");
     }
 

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! isolab-workload kernel=cpu iters=1000000 [report=FD] [control=FD] [scratch=DIR] [hold=1] [port=N]
+//!                 [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX]
 //! ```
 //!
 //! It writes marker lines (see `isolab_kernels::wire`) to the `report` fd (default: stdout) and,
@@ -14,6 +15,7 @@
 //! Started by a Linux kernel as PID 1 under the name `/init`, it is a guest's init (see
 //! [`init`]): it mounts what it needs, reports on the console, and stops the guest at the end.
 
+mod devices;
 mod init;
 mod probe;
 mod shim;
@@ -60,6 +62,8 @@ fn main() {
         options.report_fd,
         options.control_fd,
         options.scratch,
+        devices::Disk::new(options.disk),
+        devices::Net::new(options.peer),
     );
     if guest {
         shim.mark(
@@ -74,6 +78,18 @@ fn main() {
                 wire::Line::new(wire::ERROR)
                     .field("step", e.step)
                     .field("errno", e.errno),
+            );
+        }
+    }
+    if let (true, Some((ip, prefix))) = (guest, options.net) {
+        // A guest's network interface is the guest's to set up (see `devices`).
+        if let Err((step, errno)) = devices::configure_guest(ip, prefix) {
+            fail(
+                &mut shim,
+                guest,
+                wire::Line::new(wire::ERROR)
+                    .field("step", step)
+                    .field("errno", errno),
             );
         }
     }
@@ -139,6 +155,12 @@ struct Options {
     report_fd: i32,
     control_fd: i32,
     scratch: std::path::PathBuf,
+    /// `disk=PATH`: the instance's disk (disk kernels).
+    disk: Option<std::path::PathBuf>,
+    /// `peer=A.B.C.D`: the lab's network peer (network kernels).
+    peer: Option<std::net::Ipv4Addr>,
+    /// `net=A.B.C.D/PREFIX`: a guest's own address on the link to the peer.
+    net: Option<(std::net::Ipv4Addr, u8)>,
 }
 
 impl Options {
@@ -148,6 +170,9 @@ impl Options {
             report_fd: 1,
             control_fd: 0,
             scratch: std::path::PathBuf::from("/tmp"),
+            disk: None,
+            peer: None,
+            net: None,
         };
         let mut rest = Vec::new();
         let fd = |v: &[u8]| {
@@ -176,6 +201,18 @@ impl Options {
                 Some((b"scratch", v)) => {
                     options.scratch = std::ffi::OsStr::from_bytes(v).into();
                 }
+                Some((b"disk", v)) => options.disk = Some(std::ffi::OsStr::from_bytes(v).into()),
+                Some((b"peer", v)) => {
+                    options.peer = Some(
+                        std::str::from_utf8(v)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .ok_or("IPv4 address expected")?,
+                    );
+                }
+                Some((b"net", v)) => {
+                    options.net = Some(devices::parse_net(v).ok_or("address/prefix expected")?);
+                }
                 _ => rest.push(arg),
             }
         }
@@ -185,7 +222,7 @@ impl Options {
 
 fn usage(guest: bool, msg: &str) -> ! {
     eprintln!("isolab-workload: {msg}");
-    eprintln!("usage: isolab-workload kernel=NAME [mib=N] [iters=N] [hold=0|1] [seed=N] [report=FD] [control=FD] [scratch=DIR] [port=N]");
+    eprintln!("usage: isolab-workload kernel=NAME [mib=N] [iters=N] [hold=0|1] [seed=N] [report=FD] [control=FD] [scratch=DIR] [port=N] [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX]");
     if guest {
         // On a guest's console, also as a marker line, so the host can say what went wrong.
         let mut line = wire::Line::new(wire::ERROR)

@@ -1,8 +1,9 @@
 //! The Linux side of the kernels' [`Shim`]: system calls.
 
+use crate::devices::{Disk, Net};
 use crate::init::MarkerPort;
 use isolab_kernels::marker::Marker;
-use isolab_kernels::{wire, Error, Output, Shim, Spec};
+use isolab_kernels::{wire, Error, Output, Service, Shim, Spec};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -37,10 +38,19 @@ pub struct LinuxShim {
     scratch_dir: PathBuf,
     scratch_fd: Option<i32>,
     scratch_path: Option<CString>,
+    disk: Disk,
+    net: Net,
 }
 
 impl LinuxShim {
-    pub fn new(clock: Clock, report_fd: i32, control_fd: i32, scratch_dir: PathBuf) -> LinuxShim {
+    pub fn new(
+        clock: Clock,
+        report_fd: i32,
+        control_fd: i32,
+        scratch_dir: PathBuf,
+        disk: Disk,
+        net: Net,
+    ) -> LinuxShim {
         LinuxShim {
             clock,
             report_fd,
@@ -48,6 +58,8 @@ impl LinuxShim {
             scratch_dir,
             scratch_fd: None,
             scratch_path: None,
+            disk,
+            net,
         }
     }
 
@@ -210,6 +222,55 @@ impl Shim for LinuxShim {
             return Err(errno());
         }
         Ok(())
+    }
+
+    fn disk_bytes(&mut self) -> Result<u64, Error> {
+        self.disk.bytes()
+    }
+
+    fn disk_write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        self.disk.write(offset, data)
+    }
+
+    fn disk_read(&mut self, offset: u64, data: &mut [u8]) -> Result<(), Error> {
+        self.disk.read(offset, data)
+    }
+
+    fn disk_sync(&mut self) -> Result<(), Error> {
+        self.disk.sync()
+    }
+
+    fn net_connect(&mut self, service: Service) -> Result<(), Error> {
+        self.net.connect(service)
+    }
+
+    fn net_send(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.net.send(data)
+    }
+
+    fn net_recv(&mut self, data: &mut [u8]) -> Result<(), Error> {
+        self.net.recv(data)
+    }
+
+    fn net_finish(&mut self) -> Result<(), Error> {
+        self.net.finish()
+    }
+
+    fn net_close(&mut self) {
+        self.net.close();
+    }
+
+    fn now_ns(&mut self) -> Option<u64> {
+        Some(now_ns())
+    }
+
+    /// A figure travels as an `info` line, like the facts a runtime reports.
+    fn figure(&mut self, name: &str, value: u64) {
+        self.emit(
+            wire::Line::new(wire::INFO)
+                .text("key", name.as_bytes())
+                .field("value", value),
+        );
     }
 }
 

@@ -49,7 +49,7 @@ use super::child::{self, ChildFds, Exec, ParentEnds, Reporter, CONTROL_FD, REPOR
 use super::instance::{Instance, Parts, Timeline};
 use super::spawn::{clone_fork, spawn_shared, Placement, Stack};
 use super::{Availability, Backend, BackendError, Limits, Spec};
-use crate::lab::{Lab, Scratch};
+use crate::lab::Lab;
 use crate::results::info;
 use crate::workload::{self, WORKLOAD_ELF};
 use capabilities::CapPlan;
@@ -120,9 +120,22 @@ impl Backend for Container {
         // (see `namespaces::MappedRoot`), the lab's own uid rootless.
         let mapped = (!userns && !self.host_root && mapped_root_refused().is_none())
             .then(|| namespaces::MappedRoot::for_container(&name));
-        let scratch = lab.scratch_if_io(spec, &name, mapped.as_ref().map(|m| (m.id, m.id)))?;
+        let provisions = lab.provide(spec, &name, mapped.as_ref().map(|m| (m.id, m.id)))?;
+        // A network kernel's container joins the namespace of its link to the peer instead of
+        // making an empty one.
+        let netns = provisions
+            .link
+            .as_ref()
+            .map(|l| l.ns.try_clone_fd())
+            .transpose()
+            .map_err(BackendError::io("dup the link's netns"))?;
+        let unshared = match netns {
+            Some(_) => namespaces::UNSHARED & !libc::CLONE_NEWNET,
+            None => namespaces::UNSHARED,
+        };
         // As root, a container starts from the lab's launcher thread and its template root,
-        // which holds no scratch directory of the host's (an `io` container attaches one).
+        // which holds nothing of the host's: a container that needs its scratch directory or
+        // its disk attaches them.
         let template = RootfsPlan::new(
             &lab.rootfs_mount_point(),
             &lab.workload_path(),
@@ -147,25 +160,27 @@ impl Backend for Container {
 
         // Everything the child process needs, prepared while allocating is still safe.
         let caps = security.caps;
-        let args = workload::argv(
-            spec,
-            REPORT_FD,
-            CONTROL_FD,
-            scratch.is_some().then_some(Path::new("/scratch")),
-        );
+        let args = workload::argv(spec, REPORT_FD, CONTROL_FD, &provisions.given(true));
         let exec = Exec::new(rootfs::WORKLOAD_PATH.as_ref(), "workload", &args, &[]);
         let (pid, ends, sync) = match launcher {
             Some(launcher) => {
-                let tree = scratch
-                    .as_ref()
-                    .map(|s| detached_tree(s.path()))
-                    .transpose()?;
-                let (ends, fds) = child::pipes(None)?;
+                let mut attach = Vec::new();
+                if let Some(s) = &provisions.scratch {
+                    attach.push((detached_tree(s.path())?, c"/scratch"));
+                }
+                if let Some(d) = &provisions.disk {
+                    attach.push((detached_tree(d.path())?, c"/dev/vda"));
+                }
+                let (ends, mut fds) = child::pipes(None)?;
+                if let Some(ns) = netns {
+                    fds.join_netns(ns)?;
+                }
                 let job = Job {
                     fds,
                     placement,
                     plan: template,
-                    scratch: tree,
+                    unshared,
+                    attach,
                     security: security.clone(),
                     caps,
                     mapped: mapped.clone(),
@@ -185,11 +200,17 @@ impl Backend for Container {
                     &lab.rootfs_mount_point(),
                     &lab.workload_path(),
                     self.busybox.as_deref(),
-                    scratch.as_ref().map(|s| s.path()),
+                    provisions.scratch.as_ref().map(|s| s.path()),
                     &hostname,
                     userns,
-                );
-                spawn_alone(userns, placement, &plan, &security, &caps, &exec)?
+                )
+                .with_disk(provisions.disk.as_ref().map(|d| d.path()));
+                let alone = Alone {
+                    userns,
+                    unshared,
+                    netns,
+                };
+                spawn_alone(&alone, placement, &plan, &security, &caps, &exec)?
             }
         };
         let mut instance = Instance::new(Parts {
@@ -201,7 +222,7 @@ impl Backend for Container {
             ends,
             timeline,
             timeout: lab.timeout,
-            cleanup: scratch.map(Scratch::removal).into_iter().collect(),
+            cleanup: vec![provisions.removal()],
         });
         // The "image": everything the container's root holds.
         instance.note(info::IMAGE_BYTES, WORKLOAD_ELF.len());
@@ -296,7 +317,10 @@ struct Job {
     fds: ChildFds,
     placement: Placement,
     plan: RootfsPlan,
-    scratch: Option<OwnedFd>,
+    /// The namespaces init creates with `unshare` (all but the network's when it joins a link's).
+    unshared: libc::c_int,
+    /// Detached mounts of the host's (the scratch directory, the disk) and where they go.
+    attach: Vec<(OwnedFd, &'static std::ffi::CStr)>,
     security: Arc<Security>,
     caps: CapPlan,
     mapped: Option<namespaces::MappedRoot>,
@@ -311,14 +335,14 @@ impl Job {
             fds,
             placement,
             plan,
-            scratch,
+            unshared,
+            attach,
             security,
             caps,
             mapped,
             exec,
         } = self;
         let filter = security.filter(true);
-        let scratch = scratch.as_ref().map(|fd| fd.as_raw_fd());
         let mut body = || -> libc::c_int {
             let report = fds.reporter();
             report.phase("fork");
@@ -327,16 +351,18 @@ impl Job {
                 report.fail("prctl", e);
             }
             // SAFETY: unshare with flags only.
-            if unsafe { libc::unshare(namespaces::UNSHARED) } != 0 {
+            if unsafe { libc::unshare(unshared) } != 0 {
                 report.fail("unshare namespaces", Errno::last());
             }
             report.phase("namespaces");
-            // Now in a copy of the template namespace of its own: attach the scratch directory
-            // there, while its fd is still open (installing the pipes closes every other fd).
-            if let Some(fd) = scratch {
-                if let Err(e) = attach(fd, c"/scratch").and_then(|()| rootfs::restrict(c"/scratch"))
-                {
-                    report.fail("attach /scratch", e);
+            // Now in a copy of the template namespace of its own: attach what the host shares
+            // with this container there, while the fds are still open (installing the pipes
+            // closes every other fd), and take from it every power a file there could have.
+            for (tree, target) in &attach {
+                let attached =
+                    move_tree(tree.as_raw_fd(), target).and_then(|()| rootfs::restrict(target));
+                if let Err(e) = attached {
+                    report.fail("attach what the host shares", e);
                 }
             }
             if let Err(e) = fds.install() {
@@ -363,7 +389,7 @@ impl Job {
 }
 
 /// **Child side.** `move_mount` (Linux 5.2) of the detached tree `fd` onto `target`.
-fn attach(fd: libc::c_int, target: &std::ffi::CStr) -> Result<(), Errno> {
+fn move_tree(fd: libc::c_int, target: &std::ffi::CStr) -> Result<(), Errno> {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
     // SAFETY: move_mount with an fd, an empty path and a NUL-terminated target.
     Errno::result(unsafe {
@@ -419,11 +445,21 @@ fn harden(
     report.fail("exec /workload", e)
 }
 
+/// How [`spawn_alone`] starts init.
+struct Alone {
+    /// In a user namespace from its first step (rootless).
+    userns: bool,
+    /// The namespaces it creates with `unshare`.
+    unshared: libc::c_int,
+    /// The network namespace it joins instead of making one.
+    netns: Option<OwnedFd>,
+}
+
 /// Start init from the lab's own thread: a rootless container (`userns`), or one whose root
 /// is not the launcher's template. Returns its PID, the lab's pipe ends and, rootless, the
 /// lab's end of the uid/gid map handshake.
 fn spawn_alone(
-    userns: bool,
+    alone: &Alone,
     placement: Placement,
     plan: &RootfsPlan,
     security: &Security,
@@ -437,13 +473,21 @@ fn spawn_alone(
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(BackendError::sys("socketpair"))?;
-    let (ends, fds) = child::pipes(userns.then_some(child_sync))?;
+    let userns = alone.userns;
+    let (ends, mut fds) = child::pipes(userns.then_some(child_sync))?;
+    if let Some(ns) = &alone.netns {
+        fds.join_netns(
+            ns.try_clone()
+                .map_err(BackendError::io("dup the link's netns"))?,
+        )?;
+    }
     let filter = security.filter(false);
+    let unshared = alone.unshared;
     let mut body = || -> libc::c_int {
         if let Err(e) = fds.install() {
             fds.reporter().fail("install fds", e);
         }
-        init(userns, plan, security, caps, filter, exec)
+        init(userns, unshared, plan, security, caps, filter, exec)
     };
     let clone_flags = libc::CLONE_NEWPID | if userns { libc::CLONE_NEWUSER } else { 0 };
     // As root, init shares the lab's memory until it execs and the lab sleeps meanwhile (see
@@ -504,6 +548,7 @@ fn read_byte(stream: &mut UnixStream) -> Option<u8> {
 /// Never returns.
 fn init(
     userns: bool,
+    unshared: libc::c_int,
     plan: &RootfsPlan,
     security: &Security,
     caps: &CapPlan,
@@ -527,7 +572,7 @@ fn init(
         child::close_from(SYNC_FD);
     }
     // SAFETY: unshare with flags only.
-    if unsafe { libc::unshare(namespaces::UNSHARED) } != 0 {
+    if unsafe { libc::unshare(unshared) } != 0 {
         report.fail("unshare namespaces", Errno::last());
     }
     report.phase("namespaces");

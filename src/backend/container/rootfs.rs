@@ -67,6 +67,7 @@ pub struct RootfsPlan {
     workload: CString,
     busybox: Option<CString>,
     scratch: Option<CString>,
+    disk: Option<CString>,
     hostname: String,
     /// In a user namespace device nodes cannot be created (mknod needs `CAP_MKNOD` in the
     /// initial namespace), so the host's nodes are bind-mounted instead.
@@ -93,8 +94,17 @@ impl RootfsPlan {
             workload: cpath(workload),
             busybox: busybox.map(cpath),
             scratch: scratch.map(cpath),
+            disk: None,
             hostname: hostname.to_string(),
             bind_devices,
+        }
+    }
+
+    /// This plan with the instance's disk bound at `/dev/vda`, when it has one.
+    pub fn with_disk(self, disk: Option<&Path>) -> RootfsPlan {
+        RootfsPlan {
+            disk: disk.map(cpath),
+            ..self
         }
     }
 
@@ -151,7 +161,14 @@ impl RootfsPlan {
             .map_err(step("bind /scratch"))?;
             restrict(c"scratch").map_err(step("restrict /scratch"))?;
         }
-        self.make_devices().map_err(step("populate /dev"))
+        self.make_devices().map_err(step("populate /dev"))?;
+        // Where a disk kernel finds its disk, as in a VM; empty, except where a disk is bound.
+        touch("dev/vda").map_err(step("make /dev/vda"))?;
+        if let Some(disk) = &self.disk {
+            bind_file(disk, "dev/vda", false).map_err(step("bind the disk"))?;
+            restrict(c"dev/vda").map_err(step("restrict the disk"))?;
+        }
+        Ok(())
     }
 
     /// **Child side**, from inside the new root (step 4). pivot_root(".", "."): the new root
@@ -201,6 +218,7 @@ impl RootfsPlan {
             && self.workload == other.workload
             && self.busybox == other.busybox
             && self.scratch == other.scratch
+            && self.disk == other.disk
             && self.bind_devices == other.bind_devices
     }
 

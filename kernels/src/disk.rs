@@ -1,0 +1,146 @@
+//! The disk kernels: `disk-seq` and `disk-rand`.
+//!
+//! Both talk to the instance's **disk**: a file of the host's, the same size for every backend,
+//! on the same host file system. A process opens the file itself, a container sees it bind-
+//! mounted, a VM sees it as `/dev/vda`, a virtio block device its VMM serves from the file. The
+//! bytes end on the same disk; only the path between the workload and the file differs — which
+//! is what these kernels measure. Every access uses `O_DIRECT`, so neither the instance's page
+//! cache nor a guest's can answer in the host disk's place: a VM that read from its own page
+//! cache would seem faster than the disk for reasons that have nothing to do with isolation.
+//!
+//! `O_DIRECT` wants offsets, lengths and buffers aligned to the disk's logical block: offsets
+//! are multiples of [`BLOCK`] and buffers come from the page-aligned arena.
+
+use crate::kernels::{fill, mix, CHECK_SEED};
+use crate::rng::Rng;
+use crate::sum::StreamSum;
+use crate::{Error, Output, Shim};
+
+/// The unit of `O_DIRECT` transfers and of `disk-rand`'s reads: 4 KiB, a page and the logical
+/// block of every current disk.
+pub const BLOCK: usize = 4096;
+
+/// `disk-seq` moves data in requests of this size (its arena): 1 MiB, large enough that the
+/// per-request cost of any path (a system call, a VM exit) is small beside the transfer.
+pub const CHUNK: usize = 1 << 20;
+
+/// Seeds the read order of `disk-rand` apart from the data it wrote.
+const READ_ORDER: u64 = 0xD15C_0000_0000_0001;
+
+fn check_size(shim: &mut dyn Shim, needed: u64) -> Result<(), Error> {
+    let available = shim.disk_bytes()?;
+    if available < needed {
+        return Err(Error::DiskTooSmall { needed, available });
+    }
+    Ok(())
+}
+
+/// Write `total` bytes of the stream of `seed` from offset 0 in [`CHUNK`]s, then sync. Returns
+/// the sum of what was written and the number of requests.
+fn write_all(
+    shim: &mut dyn Shim,
+    buf: &mut [u8],
+    total: u64,
+    seed: u64,
+) -> Result<(u64, u64), Error> {
+    let mut rng = Rng::new(seed);
+    let mut sum = StreamSum::new(CHECK_SEED);
+    let mut requests = 0;
+    let mut offset = 0;
+    while offset < total {
+        let n = buf.len().min((total - offset) as usize);
+        fill(&mut buf[..n], &mut rng);
+        sum.update(&buf[..n]);
+        shim.disk_write(offset, &buf[..n])?;
+        offset += n as u64;
+        requests += 1;
+    }
+    shim.disk_sync()?;
+    Ok((sum.value(), requests))
+}
+
+/// `disk-seq`: write `total` bytes (a multiple of [`BLOCK`]) sequentially, sync, read them back
+/// and compare. Reports `write_ns` and `read_ns`; the checksum covers the data read back.
+#[inline(never)]
+pub fn sequential(
+    shim: &mut dyn Shim,
+    buf: &mut [u8],
+    total: u64,
+    seed: u64,
+) -> Result<Output, Error> {
+    let len = CHUNK.min(buf.len());
+    let buf = &mut buf[..len];
+    check_size(shim, total)?;
+    shim.mark_start();
+    let t0 = shim.now_ns();
+    let (written, writes) = write_all(shim, buf, total, seed)?;
+    let t1 = shim.now_ns();
+    let mut read = StreamSum::new(CHECK_SEED);
+    let mut offset = 0;
+    while offset < total {
+        let n = buf.len().min((total - offset) as usize);
+        shim.disk_read(offset, &mut buf[..n])?;
+        read.update(&buf[..n]);
+        offset += n as u64;
+    }
+    let t2 = shim.now_ns();
+    if read.value() != written {
+        return Err(Error::Corrupt);
+    }
+    if let (Some(t0), Some(t1), Some(t2)) = (t0, t1, t2) {
+        shim.figure("write_ns", t1 - t0);
+        shim.figure("read_ns", t2 - t1);
+    }
+    Ok(Output {
+        checksum: mix(read.value(), total),
+        ops: 2 * writes,
+        bytes: 2 * total,
+    })
+}
+
+/// `disk-rand`: write `total` bytes (set-up, not measured), then `reads` random [`BLOCK`]
+/// reads, each timed alone. Reports `latency_p50_ns` and `latency_p99_ns`; the checksum covers
+/// every block read, in order.
+///
+/// `arena` holds the request buffer ([`CHUNK`] bytes), then one `u64` latency per read.
+#[inline(never)]
+pub fn random(
+    shim: &mut dyn Shim,
+    arena: &mut [u8],
+    total: u64,
+    reads: u64,
+    seed: u64,
+) -> Result<Output, Error> {
+    let (buf, rest) = arena.split_at_mut(CHUNK.min(arena.len()));
+    let latencies = crate::kernels::as_words::<u64>(rest);
+    let blocks = total / BLOCK as u64;
+    if blocks == 0 {
+        return Err(Error::DiskTooSmall {
+            needed: BLOCK as u64,
+            available: total,
+        });
+    }
+    check_size(shim, total)?;
+    write_all(shim, buf, total, seed)?;
+    let block = &mut buf[..BLOCK];
+    let mut order = Rng::new(seed ^ READ_ORDER);
+    let mut sum = StreamSum::new(CHECK_SEED);
+    shim.mark_start();
+    for i in 0..reads as usize {
+        let at = order.next_u64() % blocks * BLOCK as u64;
+        let t0 = shim.now_ns().ok_or(Error::Unsupported)?;
+        shim.disk_read(at, block)?;
+        let t1 = shim.now_ns().ok_or(Error::Unsupported)?;
+        if let Some(slot) = latencies.get_mut(i) {
+            *slot = t1.saturating_sub(t0);
+        }
+        sum.update(block);
+    }
+    let n = (reads as usize).min(latencies.len());
+    crate::kernels::report_percentiles(shim, &mut latencies[..n]);
+    Ok(Output {
+        checksum: mix(sum.value(), reads),
+        ops: reads,
+        bytes: reads * BLOCK as u64,
+    })
+}

@@ -1,0 +1,99 @@
+//! The network kernels: `net-stream` and `net-rr`.
+//!
+//! Both talk TCP to the lab's **peer**, a small server the lab runs in a network namespace of
+//! its own: a sink that sums what it receives ([`Service::Sink`]) and an echo
+//! ([`Service::Echo`]). Every backend reaches it over a link of its own kind — a veth pair for a
+//! process or a container, the runtime's choice for gVisor (its own network stack in user
+//! space), a tap device behind a virtio network card for a VM — so what differs between them is
+//! the path a packet takes, which is what these kernels measure.
+
+use crate::kernels::{fill, mix, CHECK_SEED};
+use crate::rng::Rng;
+use crate::sum::StreamSum;
+use crate::{Error, Output, Service, Shim};
+
+/// `net-stream` sends in pieces of this size: 64 KiB, a large `send(2)` (the kernel cuts it into
+/// segments; a virtio NIC may take it whole, with segmentation offload).
+pub const CHUNK: usize = 64 * 1024;
+
+/// `net-stream`: send `total` bytes of the stream of `seed` to the sink, close the sending side,
+/// and wait for the sink's sum of what it received; a sum that differs is [`Error::Corrupt`].
+/// The time runs until that answer: everything sent has arrived.
+#[inline(never)]
+pub fn stream(shim: &mut dyn Shim, buf: &mut [u8], total: u64, seed: u64) -> Result<Output, Error> {
+    let len = CHUNK.min(buf.len());
+    let buf = &mut buf[..len];
+    if buf.is_empty() {
+        return Err(Error::ArenaTooSmall {
+            needed: CHUNK as u64,
+            available: 0,
+        });
+    }
+    shim.net_connect(Service::Sink)?;
+    shim.mark_start();
+    let mut rng = Rng::new(seed);
+    let mut sum = StreamSum::new(CHECK_SEED);
+    let mut sent = 0;
+    let mut sends = 0;
+    while sent < total {
+        let n = buf.len().min((total - sent) as usize);
+        fill(&mut buf[..n], &mut rng);
+        sum.update(&buf[..n]);
+        shim.net_send(&buf[..n])?;
+        sent += n as u64;
+        sends += 1;
+    }
+    shim.net_finish()?;
+    let mut answer = [0u8; 8];
+    shim.net_recv(&mut answer)?;
+    shim.net_close();
+    if u64::from_le_bytes(answer) != sum.value() {
+        return Err(Error::Corrupt);
+    }
+    Ok(Output {
+        checksum: mix(sum.value(), total),
+        ops: sends,
+        bytes: total,
+    })
+}
+
+/// `net-rr`: `round_trips` times, send one byte to the echo and wait for it to come back; each
+/// round trip timed alone. Reports `latency_p50_ns` and `latency_p99_ns`. `arena` holds one
+/// `u64` latency per round trip.
+#[inline(never)]
+pub fn request_response(
+    shim: &mut dyn Shim,
+    arena: &mut [u8],
+    round_trips: u64,
+    seed: u64,
+) -> Result<Output, Error> {
+    let latencies = crate::kernels::as_words::<u64>(arena);
+    shim.net_connect(Service::Echo)?;
+    shim.mark_start();
+    let mut rng = Rng::new(seed);
+    let mut sum = StreamSum::new(CHECK_SEED);
+    for i in 0..round_trips as usize {
+        let request = [rng.next_u64() as u8];
+        let mut response = [0u8];
+        let t0 = shim.now_ns().ok_or(Error::Unsupported)?;
+        shim.net_send(&request)?;
+        shim.net_recv(&mut response)?;
+        let t1 = shim.now_ns().ok_or(Error::Unsupported)?;
+        if response != request {
+            shim.net_close();
+            return Err(Error::Corrupt);
+        }
+        if let Some(slot) = latencies.get_mut(i) {
+            *slot = t1.saturating_sub(t0);
+        }
+        sum.update(&response);
+    }
+    shim.net_close();
+    let n = (round_trips as usize).min(latencies.len());
+    crate::kernels::report_percentiles(shim, &mut latencies[..n]);
+    Ok(Output {
+        checksum: mix(sum.value(), round_trips),
+        ops: round_trips,
+        bytes: 2 * round_trips,
+    })
+}
