@@ -65,7 +65,7 @@ fn a_kernel_without_virtio_drivers_is_refused_naming_them_and_the_fix() {
     for backend in ["vm-linux", "qemu"] {
         let devices = GuestDevices {
             block: Some(BlockBacking { path: disk.clone() }),
-            net: None,
+            ..Default::default()
         };
         let spec = Spec::default_for(Kernel::Probe);
         let result = match backend {
@@ -101,6 +101,7 @@ fn qemu_gives_the_guest_a_disk_and_a_network_card() {
         let devices = GuestDevices {
             block: Some(BlockBacking { path: disk.clone() }),
             net: Some(NetBacking { tap, mac: MAC }),
+            init_words: Vec::new(),
         };
         let spec = Spec::default_for(Kernel::Probe);
         let mut instance = Qemu::default()

@@ -149,6 +149,7 @@ impl Qemu {
             marker_port: None,
             extra,
             modules: false,
+            init: Vec::new(),
         }
     }
 
@@ -346,6 +347,7 @@ impl Qemu {
 
         let mut options = self.cmdline_options();
         options.modules = !modules.is_empty();
+        options.init = devices.init_words.clone();
         let args = self.args_with(&image.path, &initrd, spec, &options, Some(&devices));
         let exec = Exec::new(&qemu, QEMU, &args, &[]);
         let tap = devices

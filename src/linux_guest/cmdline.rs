@@ -51,6 +51,8 @@ pub struct CmdlineOptions {
     pub extra: Vec<String>,
     /// The initramfs carries kernel modules for `/init` to load: leave out `nomodule`.
     pub modules: bool,
+    /// More words for `/init`, after the spec (e.g. `disk=/dev/vda net=… peer=…`).
+    pub init: Vec<String>,
 }
 
 impl Default for CmdlineOptions {
@@ -61,6 +63,7 @@ impl Default for CmdlineOptions {
             marker_port: None,
             extra: Vec::new(),
             modules: false,
+            init: Vec::new(),
         }
     }
 }
@@ -100,6 +103,7 @@ pub fn init_words(spec: &Spec, opts: &CmdlineOptions) -> Vec<String> {
     if let Some(port) = opts.marker_port {
         words.push(format!("port={port}"));
     }
+    words.extend(opts.init.iter().cloned());
     words
 }
 
@@ -159,5 +163,19 @@ mod tests {
         assert!(loud.contains("earlyprintk=serial,ttyS0,115200 loglevel=8 foo=bar -- "));
         assert!(loud.contains("reboot=t") && !loud.contains("reboot=k"));
         assert!(!loud.contains("port="), "no marker port unless asked");
+    }
+
+    #[test]
+    fn a_guest_with_modules_may_load_them_and_its_devices_words_reach_init() {
+        let spec = Spec::default_for(Kernel::Probe);
+        let opts = CmdlineOptions {
+            modules: true,
+            init: vec!["disk=/dev/vda".into()],
+            ..Default::default()
+        };
+        let line = render(&spec, &opts);
+        assert!(!line.contains("nomodule"), "{line}");
+        assert!(line.ends_with(" disk=/dev/vda"), "{line}");
+        assert!(render(&spec, &CmdlineOptions::default()).contains(" nomodule "));
     }
 }

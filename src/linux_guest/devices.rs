@@ -49,6 +49,9 @@ pub struct GuestDevices {
     pub block: Option<BlockBacking>,
     /// A network card, seen as `eth0`.
     pub net: Option<NetBacking>,
+    /// What `/init` is told about them, after the spec on the command line (the workload's
+    /// `disk=/dev/vda`, `net=A.B.C.D/PREFIX`, `peer=A.B.C.D`).
+    pub init_words: Vec<String>,
 }
 
 impl GuestDevices {

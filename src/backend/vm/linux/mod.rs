@@ -143,6 +143,7 @@ impl VmLinux {
             marker_port: Some(marker::PORT),
             extra: Vec::new(),
             modules: false,
+            init: Vec::new(),
         }
     }
 
@@ -257,6 +258,7 @@ impl VmLinux {
         let name = lab.next_instance_name();
         let mut options = self.cmdline_options();
         options.modules = !modules.is_empty();
+        options.init = devices.init_words.clone();
         let mut config = LinuxConfig {
             ram_bytes: ram_bytes(spec),
             time_limit: self.time_limit.unwrap_or(lab.timeout.mul_f64(0.9)),
