@@ -44,28 +44,54 @@ fn example() -> PathBuf {
     path
 }
 
+/// The kernels that use the devices.
+const DEVICE_KERNELS: [&str; 4] = ["disk-seq", "disk-rand", "net-stream", "net-rr"];
+/// Rounds of each device kernel on each backend, side by side (vm-linux, then qemu).
+const ROUNDS: usize = 2;
+
 fn checks() -> Vec<Check> {
-    let boot = |name: &str, env: &str, backend: &str| {
-        Check::new(name, 420, &format!("{env} {GUEST_DEVICES} {backend} probe"))
-    };
-    vec![
-        Check::new("kernel-show", 60, "lab kernel show"),
-        boot("vm-linux-devices", "", "vm-linux"),
-        boot(
-            "vm-linux-devices-exit",
-            "ISOLAB_VIRTIO_NOTIFY=exit",
-            "vm-linux",
-        ),
-        boot("qemu-devices", "", "qemu"),
+    let boot = |name: &str, env: &str, backend: &str, kernel: &str| {
         Check::new(
-            "left-behind",
-            60,
-            r#"ps -o pid,comm | grep -E 'lab|qemu|isolab|guest-dev' | grep -v grep
+            name,
+            420,
+            &format!("{env} {GUEST_DEVICES} {backend} {kernel}"),
+        )
+    };
+    let exit = "ISOLAB_VIRTIO_NOTIFY=exit";
+    let mut checks = vec![
+        Check::new("kernel-show", 60, "lab kernel show"),
+        boot("vm-linux-devices", "", "vm-linux", "probe"),
+        boot("vm-linux-devices-exit", exit, "vm-linux", "probe"),
+        boot("qemu-devices", "", "qemu", "probe"),
+    ];
+    for round in 0..ROUNDS {
+        for kernel in DEVICE_KERNELS {
+            for backend in ["vm-linux", "qemu"] {
+                checks.push(boot(
+                    &format!("{backend}-{kernel}-{round}"),
+                    "",
+                    backend,
+                    kernel,
+                ));
+            }
+            let name = format!("vm-linux-exit-{kernel}-{round}");
+            checks.push(boot(&name, exit, "vm-linux", kernel));
+        }
+    }
+    checks.push(Check::new(
+        "left-behind",
+        60,
+        r#"ps -o pid,comm | grep -E 'lab|qemu|isolab|guest-dev' | grep -v grep
 ls -d /tmp/isolab* /tmp/.isolab* 2>/dev/null
 ip link 2>/dev/null | grep -E 'isolab|tap'
 true"#,
-        ),
-    ]
+    ));
+    checks
+}
+
+/// The first line of `c`'s output that starts with `prefix`, without it.
+fn line<'a>(c: &'a CheckResult, prefix: &str) -> Option<&'a str> {
+    c.output.iter().find_map(|l| l.trim().strip_prefix(prefix))
 }
 
 /// The value of `info KEY = VALUE` (or `probe KEY = VALUE`) lines the example printed.
@@ -138,6 +164,23 @@ fn vm_linux_and_qemu_give_a_guest_a_disk_and_a_network_card() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {key}: {}", vm.explain()));
         assert!(n > 0, "{key} = {n}");
+    }
+    // The device kernels complete on both backends with the same checksums (the same seed).
+    for kernel in DEVICE_KERNELS {
+        for round in 0..ROUNDS {
+            let sums: Vec<String> = ["vm-linux", "qemu", "vm-linux-exit"]
+                .iter()
+                .map(|b| {
+                    let c = report.check(&format!("{b}-{kernel}-{round}"));
+                    ok(c);
+                    line(c, "checksum ")
+                        .and_then(|l| l.split_whitespace().next())
+                        .unwrap_or_else(|| panic!("no checksum: {}", c.explain()))
+                        .to_string()
+                })
+                .collect();
+            assert!(sums.iter().all(|s| *s == sums[0]), "{kernel}: {sums:?}");
+        }
     }
     let exit = report.check("vm-linux-devices-exit");
     assert!(

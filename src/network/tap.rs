@@ -154,6 +154,15 @@ impl Tap {
         Ok(Tap { fd, name })
     }
 
+    /// The tap `name` whose descriptor a process inherited as `fd` (a VMM forked from the lab
+    /// gets its tap at a fixed number).
+    pub fn inherited(fd: OwnedFd, name: &str) -> Tap {
+        Tap {
+            fd,
+            name: name.into(),
+        }
+    }
+
     /// The interface's name.
     pub fn name(&self) -> &str {
         &self.name

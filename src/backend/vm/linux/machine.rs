@@ -115,14 +115,26 @@ impl Bus {
             .map(|(slot, t)| (addr - slot.base, t))
     }
 
-    /// Each device's traffic, as exit counts and facts, once the guest has stopped.
-    fn report(&self, host: &Host, exits: &mut ExitCounts) {
-        for (_, t) in &self.devices {
-            let c = t.counters();
-            let name = t.kind().name();
+    /// Stop the devices' threads, then report each device's traffic as exit counts and facts.
+    fn stop_and_report(self, host: &Host, exits: &mut ExitCounts) {
+        let devices: Vec<(Kind, Notify, std::sync::Arc<Counters>)> = self
+            .devices
+            .iter()
+            .map(|(_, t)| {
+                (
+                    t.kind(),
+                    t.notify_mode(),
+                    std::sync::Arc::clone(t.counters()),
+                )
+            })
+            .collect();
+        // Dropping a transport stops and joins its device's thread.
+        drop(self);
+        for (kind, mode, c) in devices {
+            let name = kind.name();
             // In Notify::Exit mode the notifications were MMIO exits, counted as they came.
-            if t.notify_mode() == Notify::Ioeventfd {
-                exits.add(notify_cause(t.kind()), Counters::get(&c.notifications));
+            if mode == Notify::Ioeventfd {
+                exits.add(notify_cause(kind), Counters::get(&c.notifications));
             }
             host.info(
                 &format!("virtio_{name}_interrupts"),
@@ -132,6 +144,12 @@ impl Bus {
                 &format!("virtio_{name}_requests"),
                 Counters::get(&c.requests),
             );
+            for (i, q) in c.queues().iter().enumerate() {
+                host.info(&format!("virtio_{name}_queue{i}"), q);
+            }
+            if let Some(why) = c.ended() {
+                host.info(&format!("virtio_{name}_stopped"), why);
+            }
             let malformed = Counters::get(&c.malformed);
             if malformed > 0 {
                 host.info(&format!("virtio_{name}_malformed"), malformed);
@@ -166,13 +184,14 @@ fn device_error(what: &'static str) -> impl FnOnce(super::virtio::VirtioError) -
 /// line and (in [`Notify::Ioeventfd`] mode) one ioeventfd per queue on its `QueueNotify`.
 fn make_devices(
     config: &LinuxConfig,
+    net: Option<&NetBacking>,
     vm: &VmFd,
     mem: &vm_memory::GuestMemoryMmap,
     host: &Host,
 ) -> Result<Bus, VmmError> {
     let mut devices = Vec::new();
     for (kind, slot) in config.slots() {
-        let device: Box<dyn VirtioDevice> = match (kind, &config.block, &config.net) {
+        let device: Box<dyn VirtioDevice> = match (kind, &config.block, net) {
             (Kind::Block, Some(b), _) => {
                 let block = Block::open(&b.path).map_err(device_error("open the disk"))?;
                 host.info("disk_bytes", block.capacity_sectors() * 512);
@@ -240,7 +259,10 @@ fn ioctl(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
 ///
 /// Marker lines and the cost go to `host`; the lab's go-ahead bytes, read from `host`'s control
 /// pipe by a thread of their own, go to the guest's console input.
-pub fn run(config: &LinuxConfig, host: &Host) -> Result<Stop, VmmError> {
+///
+/// `net` is the network card's tap as this process has it (the VMM's inherited copy of
+/// `config.net`'s).
+pub fn run(config: &LinuxConfig, net: Option<&NetBacking>, host: &Host) -> Result<Stop, VmmError> {
     let kvm = kvm::open()?;
     host.phase("kvm_open");
     let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
@@ -282,7 +304,7 @@ pub fn run(config: &LinuxConfig, host: &Host) -> Result<Stop, VmmError> {
     host.phase("memory_mapped");
     let mut vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
     host.phase("vcpu_created");
-    let mut bus = make_devices(config, &vm, &mem, host)?;
+    let mut bus = make_devices(config, net, &vm, &mem, host)?;
     if !bus.devices.is_empty() {
         host.phase("devices");
     }
@@ -348,9 +370,8 @@ pub fn run(config: &LinuxConfig, host: &Host) -> Result<Stop, VmmError> {
         &mut exits,
     );
     drop(timed);
-    bus.report(host, &mut exits);
     // Stop the device threads before the report of what the instance cost.
-    drop(bus);
+    bus.stop_and_report(host, &mut exits);
     // A guest that ran out of time is usually idle, waiting for an interrupt: say which ones
     // the interrupt controllers hold and when its timer would fire.
     let waiting = match outcome {

@@ -49,12 +49,14 @@ use super::{kvm, vmm};
 use crate::host::KvmKind;
 use crate::lab::Lab;
 use crate::linux_guest::cmdline::{self, CmdlineOptions, Reboot};
-use crate::linux_guest::devices::{Discovery, GuestDevices};
+use crate::linux_guest::devices::{Discovery, GuestDevices, NetBacking};
 use crate::linux_guest::kernel::{self, ImageKind, KernelImage};
 use crate::linux_guest::symbols::Symbols;
 use crate::linux_guest::{self, extract, initramfs_path, ram_bytes};
+use crate::network::tap::Tap;
 use isolab_kernels::marker;
 use machine::LinuxConfig;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -286,9 +288,36 @@ impl VmLinux {
                 .extend(config.slots().iter().map(|(_, slot)| slot.cmdline()));
         }
         config.cmdline = cmdline::render(spec, &options);
-        let mut instance = vmm::launch(lab, self.name(), &name, spec, limits, timeline, |host| {
-            machine::run(&config, host).map(drop)
-        })?;
+        // The VMM is a fork that keeps only the descriptors it is given: the tap is one.
+        let keep = config
+            .net
+            .as_ref()
+            .map(|n| n.tap.try_clone_fd())
+            .transpose()
+            .map_err(BackendError::io("dup the tap"))?
+            .into_iter()
+            .collect();
+        let mut instance = vmm::launch_keeping(
+            lab,
+            self.name(),
+            &name,
+            spec,
+            limits,
+            timeline,
+            keep,
+            |host, kept| {
+                let net = match (&config.net, kept.first()) {
+                    (Some(n), Some(&fd)) => Some(NetBacking {
+                        // SAFETY: the launch installed the tap's copy at this number in this
+                        // process, and nothing else owns it.
+                        tap: Tap::inherited(unsafe { OwnedFd::from_raw_fd(fd) }, n.tap.name()),
+                        mac: n.mac,
+                    }),
+                    _ => None,
+                };
+                machine::run(&config, net.as_ref(), host).map(drop)
+            },
+        )?;
         for (key, value) in linux_guest::guest_facts(&image, &kernel_file, &initrd, &config.cmdline)
         {
             instance.note(key, value);

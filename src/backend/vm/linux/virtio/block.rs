@@ -46,6 +46,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
@@ -227,12 +228,12 @@ impl VirtioDevice for Block {
             .next()
             .ok_or(VirtioError::QueueNotReady(0))?;
         let notify = notify.pop().ok_or(VirtioError::QueueNotReady(0))?;
-        Worker::spawn("virtio-blk".into(), move |stop| loop {
-            let Ok(ready) = wait_readable(&[stop.as_ref(), &notify]) else {
-                return;
-            };
+        let theirs = Arc::clone(&counters);
+        Worker::spawn("virtio-blk".into(), theirs, move |stop| loop {
+            let ready = wait_readable(&[stop.as_ref(), &notify]).map_err(|e| e.to_string())?;
             if ready[0] {
-                return;
+                counters.queues_at_stop(vec![super::describe(&queue, &mem)]);
+                return Ok(());
             }
             Counters::add(&counters.notifications, super::drain(&notify));
             match requests.serve(&mut queue, &mem, &counters) {
@@ -243,7 +244,7 @@ impl VirtioDevice for Block {
                 }
                 Ok(false) => {}
                 // The rings are corrupt: the queue cannot go on until the driver resets it.
-                Err(_) => return,
+                Err(e) => return Err(format!("{e} ({})", super::describe(&queue, &mem))),
             }
         })
     }
@@ -756,6 +757,92 @@ mod tests {
         header(&mem, VIRTIO_BLK_T_IN, 0);
         let (used, status) = run(&mem, &block, &[desc(HEADER, 16, N), desc(DATA, 512, 0)]);
         assert_eq!((used, status), (0, 0xff));
+        std::fs::remove_file(path).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod driven {
+    use super::super::mmio::tests::{drive, rd, wr};
+    use super::super::mmio::MmioTransport;
+    use super::super::Notify;
+    use super::*;
+    use std::time::{Duration, Instant};
+    use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
+    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+    use vmm_sys_util::eventfd::EventFd;
+
+    /// Requests posted one after another as Linux's driver posts them — avail ring, then a
+    /// notification only when `avail_event` asks for one — are all served by the device's thread.
+    #[test]
+    fn a_driver_that_notifies_only_when_asked_is_never_left_waiting() {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("isolab-blk-driven-{}.img", std::process::id()));
+        let f = File::create(&path).unwrap();
+        f.set_len(1 << 20).unwrap();
+        drop(f);
+        let block = Block::open(&path).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let q = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut t = MmioTransport::new(Box::new(block), mem.clone(), irq, Notify::Exit).unwrap();
+        let features = 1u64 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_EVENT_IDX;
+        assert_eq!(drive(&mut t, features, &[&q]) & 0xf, 0xf);
+        let size = 16u64;
+        let avail_event_at = q.used_addr().0 + 4 + 8 * size;
+        let mut kicks = 0;
+        for i in 0..40u16 {
+            // Three descriptors per request, in slots 3i%16.., head at 3*(i%5).
+            let base = (i % 5) * 3;
+            let header = 0x10_0000 + i as u64 * 0x1000;
+            let mut h = [0u8; 16];
+            h[..4].copy_from_slice(&VIRTIO_BLK_T_IN.to_le_bytes());
+            h[8..].copy_from_slice(&(i as u64).to_le_bytes());
+            mem.write_slice(&h, GuestAddress(header)).unwrap();
+            let descs = [
+                Descriptor::new(header, 16, VRING_DESC_F_NEXT as u16, base + 1),
+                Descriptor::new(
+                    header + 0x100,
+                    512,
+                    (VRING_DESC_F_NEXT | VRING_DESC_F_WRITE) as u16,
+                    base + 2,
+                ),
+                Descriptor::new(header + 0x800, 1, VRING_DESC_F_WRITE as u16, 0),
+            ];
+            for (k, d) in descs.iter().enumerate() {
+                q.desc_table()
+                    .store(base + k as u16, RawDescriptor::from(*d))
+                    .unwrap();
+            }
+            let old = q.avail().idx().load();
+            q.avail()
+                .ring()
+                .ref_at((old % 16) as usize)
+                .unwrap()
+                .store(base);
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            q.avail().idx().store(old.wrapping_add(1));
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            let new = old.wrapping_add(1);
+            let event: u16 = mem.read_obj(GuestAddress(avail_event_at)).unwrap();
+            // vring_need_event(event, new, old)
+            if new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old) {
+                wr(&mut t, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+                kicks += 1;
+            }
+            let started = Instant::now();
+            while q.used().idx().load() != new {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "request {i} never served: {kicks} kicks, avail_event {event}, used {}",
+                    q.used().idx().load()
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let _ = rd(&mut t, 0);
         std::fs::remove_file(path).unwrap();
     }
 }

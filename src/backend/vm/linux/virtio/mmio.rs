@@ -386,7 +386,7 @@ pub(crate) mod tests {
         fn activate(&mut self, a: Activation) -> Result<Worker, VirtioError> {
             assert_eq!(a.queues.len(), 1);
             self.activations.fetch_add(1, Ordering::SeqCst);
-            Worker::spawn("dummy".into(), |_stop| {})
+            Worker::spawn("dummy".into(), a.counters, |_stop| Ok(()))
         }
     }
 

@@ -152,9 +152,37 @@ pub struct Counters {
     pub requests: AtomicU64,
     /// Requests the device refused as malformed (answered with an error status, or dropped).
     pub malformed: AtomicU64,
+    /// Why the device's thread ended, if it ended before the VMM stopped it (corrupt rings,
+    /// a failed `poll`), and where its queues stood: for the run's facts.
+    pub ended: std::sync::Mutex<Option<String>>,
+    /// Where the queues stood when the device stopped ([`describe`]).
+    pub queues: std::sync::Mutex<Vec<String>>,
 }
 
 impl Counters {
+    /// Record why the device's thread ended.
+    pub fn end(&self, why: String) {
+        *self.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    /// Record where the queues stand (when the device stops).
+    pub fn queues_at_stop(&self, queues: Vec<String>) {
+        *self.queues.lock().unwrap_or_else(|e| e.into_inner()) = queues;
+    }
+
+    /// Where the queues stood when the device stopped.
+    pub fn queues(&self) -> Vec<String> {
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Why the device's thread ended early, if it did.
+    pub fn ended(&self) -> Option<String> {
+        self.ended.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -313,16 +341,34 @@ pub struct Worker {
 
 impl Worker {
     /// Run `body` on a thread named `name`; `body` gets the stop eventfd to wait on beside its
-    /// own, and must return soon after it is signalled.
+    /// own, and must return soon after it is signalled: `Ok` when stopped, an error when the
+    /// device cannot go on. Either that error or a panic of the thread (a bug: bad guest input
+    /// is answered, not panicked on) is recorded in `counters`, so the run says why the device
+    /// went silent.
     pub fn spawn(
         name: String,
-        body: impl FnOnce(Arc<EventFd>) + Send + 'static,
+        counters: Arc<Counters>,
+        body: impl FnOnce(Arc<EventFd>) -> Result<(), String> + Send + 'static,
     ) -> Result<Worker, VirtioError> {
         let stop = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::io("eventfd"))?);
         let theirs = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name(name)
-            .spawn(move || body(theirs))
+            .spawn(move || {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(theirs)));
+                match ran {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => counters.end(why),
+                    Err(panic) => counters.end(format!(
+                        "the device thread panicked: {}",
+                        panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("?")
+                    )),
+                }
+            })
             .map_err(VirtioError::io("start a device thread"))?;
         Ok(Worker {
             stop,
@@ -338,6 +384,31 @@ impl Drop for Worker {
             let _ = handle.join();
         }
     }
+}
+
+/// Where a queue stands, in one line: its size, how far the device got (`next_avail`,
+/// `next_used`) and what the driver's ring says (`avail.idx`), for a report of why a device
+/// stopped.
+pub fn describe(queue: &Queue, mem: &GuestMemoryMmap) -> String {
+    use vm_memory::{Bytes, GuestAddress};
+    let avail = queue
+        .avail_idx(mem, Ordering::Acquire)
+        .map_or("unreadable".into(), |i| i.0.to_string());
+    let size = queue.size() as u64;
+    let u16_at = |addr: u64| {
+        mem.read_obj::<u16>(GuestAddress(addr))
+            .map_or("?".into(), |v| v.to_string())
+    };
+    format!(
+        "queue size {size}, avail.idx {avail}, next_avail {}, next_used {}, used.idx {}, \
+         event_idx {}: used_event {}, avail_event {}",
+        queue.next_avail(),
+        queue.next_used(),
+        u16_at(queue.used_ring() + 2),
+        queue.event_idx_enabled(),
+        u16_at(queue.avail_ring() + 4 + 2 * size),
+        u16_at(queue.used_ring() + 4 + 8 * size),
+    )
 }
 
 /// Consume an eventfd's count (how many times it was signalled since the last read; 0 if none).

@@ -115,15 +115,20 @@ impl VirtioDevice for Net {
             tap,
             rx_blocked: false,
         };
-        Worker::spawn("virtio-net".into(), move |stop| loop {
+        let theirs = std::sync::Arc::clone(&counters);
+        Worker::spawn("virtio-net".into(), theirs, move |stop| loop {
             let ready = if net.rx_blocked {
                 wait_readable(&[stop.as_ref(), &rx_notify, &tx_notify])
             } else {
                 wait_readable(&[stop.as_ref(), &rx_notify, &tx_notify, &net.tap])
             };
-            let Ok(ready) = ready else { return };
+            let ready = ready.map_err(|e| e.to_string())?;
             if ready[0] {
-                return;
+                counters.queues_at_stop(vec![
+                    super::describe(&net.rx, &net.mem),
+                    super::describe(&net.tx, &net.mem),
+                ]);
+                return Ok(());
             }
             if ready[1] {
                 Counters::add(&counters.notifications, super::drain(&rx_notify));
@@ -131,12 +136,14 @@ impl VirtioDevice for Net {
             }
             if ready[2] {
                 Counters::add(&counters.notifications, super::drain(&tx_notify));
-                if net.transmit(&counters, &interrupt).is_err() {
-                    return;
-                }
+                net.transmit(&counters, &interrupt).map_err(|e| {
+                    format!("transmit: {e} ({})", super::describe(&net.tx, &net.mem))
+                })?;
             }
-            if !net.rx_blocked && net.receive(&counters, &interrupt).is_err() {
-                return;
+            if !net.rx_blocked {
+                net.receive(&counters, &interrupt).map_err(|e| {
+                    format!("receive: {e} ({})", super::describe(&net.rx, &net.mem))
+                })?;
             }
         })
     }
