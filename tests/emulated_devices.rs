@@ -121,12 +121,41 @@ fn vm_linux_and_qemu_give_a_guest_a_disk_and_a_network_card() {
             "{} status {:?} in {:.0?}\n",
             c.name, c.status, c.took
         ));
+        let keep = [
+            "info exits",
+            "info virtio",
+            "info disk",
+            "checksum",
+            "work_ms",
+            "peer ",
+        ];
         for l in c
             .output
             .iter()
-            .filter(|l| l.starts_with("info ") || l.starts_with("probe "))
+            .filter(|l| keep.iter().any(|p| l.starts_with(p)))
         {
             summary.push_str(&format!("  {l}\n"));
+        }
+    }
+    // Each kernel's work time (start → done, stamped by the host), vm-linux ÷ qemu round by
+    // round: two VMMs on the same emulated machine, so only the comparison means something.
+    for kernel in DEVICE_KERNELS {
+        for round in 0..ROUNDS {
+            let ms = |backend: &str| {
+                report
+                    .checks
+                    .iter()
+                    .find(|c| c.name == format!("{backend}-{kernel}-{round}"))
+                    .and_then(|c| line(c, "work_ms "))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            if let (Some(v), Some(q)) = (ms("vm-linux"), ms("qemu")) {
+                summary.push_str(&format!(
+                    "{kernel} round {round}: vm-linux {v:.1} ms, qemu {q:.1} ms, vm-linux/qemu {:.2}; vm-linux with notify exits {}\n",
+                    v / q,
+                    ms("vm-linux-exit").map_or("-".into(), |x| format!("{x:.1} ms"))
+                ));
+            }
         }
     }
     eprintln!("{summary}");
