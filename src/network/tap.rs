@@ -46,6 +46,18 @@ const TUNSETOFFLOAD: u64 = iow_t(208);
 const TUNSETVNETHDRSZ: u64 = iow_t(216);
 const TUNGETIFF: u64 = (2 << 30) | (4 << 16) | ((b'T' as u64) << 8) | 210;
 
+/// `TUNSETOFFLOAD` flags (<linux/if_tun.h>).
+pub mod offload {
+    /// Frames may carry a partial checksum, to be completed by the reader.
+    pub const CSUM: u32 = 0x01;
+    /// TCP over IPv4 segments larger than the MTU.
+    pub const TSO4: u32 = 0x02;
+    /// TCP over IPv6 segments larger than the MTU.
+    pub const TSO6: u32 = 0x04;
+    /// ... with the ECN bits set (congestion-window-reduced).
+    pub const TSO_ECN: u32 = 0x08;
+}
+
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
@@ -161,6 +173,31 @@ impl Tap {
             fd,
             name: name.into(),
         }
+    }
+
+    /// Which offloaded frames the host's stack may hand this descriptor (`TUNSETOFFLOAD`,
+    /// [`offload`] flags): frames whose checksum is still to be computed (`CSUM`), and TCP
+    /// segments of up to 64 KiB that the reader will cut to the MTU itself (`TSO4`, `TSO6`,
+    /// `TSO_ECN`). The reader must understand the virtio-net header that says so — a virtio-net
+    /// driver that negotiated the matching guest features does. Frames *written* with such a
+    /// header are accepted whatever this says.
+    pub fn set_offload(&self, flags: u32) -> Result<(), TapError> {
+        // SAFETY: TUNSETOFFLOAD takes an unsigned long by value.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                TUNSETOFFLOAD as _,
+                flags as libc::c_ulong,
+            )
+        };
+        if rc < 0 {
+            return Err(TapError::Ioctl {
+                op: "TUNSETOFFLOAD",
+                name: self.name.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
     }
 
     /// The interface's name.
