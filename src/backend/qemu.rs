@@ -42,8 +42,9 @@
 //! * `-netdev tap,fd=4 -device virtio-net-device,mac=…`: the tap the lab made, inherited as fd
 //!   4 (QEMU never opens `/dev/net/tun` itself, and needs no privileges for it);
 //!
-//! `microvm` describes them to the guest as the lab's VMM does — in ACPI tables, and on the
-//! command line (`auto-kernel-cmdline`) for a kernel without ACPI.
+//! `microvm` describes them to the guest as the lab's VMM does — in ACPI tables for Debian's
+//! kernel; for the kernel of `lab kernel build`, which has no ACPI, it goes without
+//! (`acpi=off`) and declares them on the command line (`auto-kernel-cmdline`).
 //!
 //! The guest stops with `reboot=t` (a triple fault), which `-no-reboot` turns into QEMU's exit.
 //! QEMU is the instance's only process and lives in the instance's cgroup, so its memory —
@@ -155,11 +156,14 @@ impl Qemu {
 
     /// QEMU's arguments for one guest.
     pub fn args(&self, kernel: &Path, initrd: &Path, spec: &Spec) -> Vec<String> {
-        self.args_with(kernel, initrd, spec, &self.cmdline_options(), None)
+        self.args_with(kernel, initrd, spec, &self.cmdline_options(), None, false)
     }
 
     /// QEMU's arguments for one guest with `devices` (the tap, if any, is QEMU's fd
-    /// [`TAP_FD`]) and the command line of `options`.
+    /// [`TAP_FD`]) and the command line of `options`. `cmdline_devices`: the kernel finds its
+    /// devices on its command line, not in ACPI tables (the kernel of `lab kernel build`):
+    /// `microvm` then goes without ACPI and adds `virtio_mmio.device=` words itself
+    /// (`auto-kernel-cmdline`, which it does only without ACPI).
     pub fn args_with(
         &self,
         kernel: &Path,
@@ -167,8 +171,15 @@ impl Qemu {
         spec: &Spec,
         options: &CmdlineOptions,
         devices: Option<&GuestDevices>,
+        cmdline_devices: bool,
     ) -> Vec<String> {
-        let mut args: Vec<String> = vec!["-M".into(), "microvm".into()];
+        let cmdline_devices = cmdline_devices && devices.is_some_and(|d| !d.is_empty());
+        let machine = if cmdline_devices {
+            "microvm,acpi=off,auto-kernel-cmdline=off"
+        } else {
+            "microvm"
+        };
+        let mut args: Vec<String> = vec!["-M".into(), machine.into()];
         match self.accel() {
             Accel::Kvm => args.extend(["-accel", "kvm", "-cpu", "host"].map(String::from)),
             Accel::Tcg => args.extend(["-accel", "tcg"].map(String::from)),
@@ -202,6 +213,14 @@ impl Qemu {
         };
         // The modern virtio-mmio layout (version 2), as the lab's VMM has.
         args.extend(["-global", "virtio-mmio.force-legacy=false"].map(String::from));
+        // Devices declared on the command line are pinned to known transports.
+        let bus = |n: usize| {
+            if cmdline_devices {
+                format!(",bus=virtio-mmio-bus.{n}")
+            } else {
+                String::new()
+            }
+        };
         if let Some(block) = &devices.block {
             let cache = if linux_guest::devices::direct_io_works(&block.path) {
                 "none"
@@ -214,19 +233,33 @@ impl Qemu {
                 // QEMU's option syntax doubles a comma inside a value.
                 block.path.to_string_lossy().replace(',', ",,")
             ));
-            args.extend(["-device", "virtio-blk-device,drive=vda"].map(String::from));
+            args.push("-device".into());
+            args.push(format!("virtio-blk-device,drive=vda{}", bus(0)));
         }
         if let Some(net) = &devices.net {
             args.push("-netdev".into());
             args.push(format!("tap,id=net0,fd={TAP_FD},vhost=off"));
             args.push("-device".into());
             args.push(format!(
-                "virtio-net-device,netdev=net0,mac={}",
-                mac_string(&net.mac)
+                "virtio-net-device,netdev=net0,mac={}{}",
+                mac_string(&net.mac),
+                bus(usize::from(devices.block.is_some()))
             ));
         }
         args
     }
+}
+
+/// The `virtio_mmio.device=` word for QEMU `microvm`'s transport `n`: its transports are 512
+/// bytes apart from 0xfeb0_0000, on interrupt lines from 5 (QEMU's `hw/i386/microvm.c`). QEMU
+/// appends such words itself (`auto-kernel-cmdline`), but at the end of the command line,
+/// where they would land after `--`, among `/init`'s arguments: the lab writes them before.
+pub fn microvm_cmdline_device(n: usize) -> String {
+    format!(
+        "virtio_mmio.device=512@{:#x}:{}",
+        0xfeb0_0000u64 + 0x200 * n as u64,
+        5 + n
+    )
 }
 
 /// The descriptor number QEMU finds the guest's tap at.
@@ -323,6 +356,7 @@ impl Qemu {
         let image =
             kernel::find(lab.guest_kernel.as_deref()).map_err(|e| unavailable(e.to_string()))?;
         let (block, net) = (devices.block.is_some(), devices.net.is_some());
+        let mut cmdline_devices = false;
         let modules = if devices.is_empty() {
             Vec::new()
         } else {
@@ -330,6 +364,7 @@ impl Qemu {
             if let Some(why) = drivers.refusal(block, net) {
                 return Err(unavailable(why));
             }
+            cmdline_devices = drivers.discovery == linux_guest::devices::Discovery::CommandLine;
             drivers.modules(block, net)
         };
         let initrd = initramfs_path(lab, &modules).map_err(|e| BackendError::Instance {
@@ -347,8 +382,19 @@ impl Qemu {
 
         let mut options = self.cmdline_options();
         options.modules = !modules.is_empty();
+        if cmdline_devices {
+            let count = usize::from(block) + usize::from(net);
+            options.extra.extend((0..count).map(microvm_cmdline_device));
+        }
         options.init = devices.init_words.clone();
-        let args = self.args_with(&image.path, &initrd, spec, &options, Some(&devices));
+        let args = self.args_with(
+            &image.path,
+            &initrd,
+            spec,
+            &options,
+            Some(&devices),
+            cmdline_devices,
+        );
         let exec = Exec::new(&qemu, QEMU, &args, &[]);
         let tap = devices
             .net
@@ -550,5 +596,77 @@ impl Relay {
         if let Some(last) = console.last_kernel_line() {
             let _ = writeln!(self.stderr, "guest console, last line: {last}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linux_guest::devices::BlockBacking;
+    use crate::workload::Kernel;
+
+    fn args(devices: &GuestDevices, cmdline_devices: bool) -> Vec<String> {
+        let q = Qemu::default().with_accel(Accel::Tcg);
+        q.args_with(
+            Path::new("/k"),
+            Path::new("/i"),
+            &Spec::default_for(Kernel::Probe),
+            &q.cmdline_options(),
+            Some(devices),
+            cmdline_devices,
+        )
+    }
+
+    #[test]
+    fn a_disk_is_a_modern_virtio_mmio_device_on_the_file() {
+        let devices = GuestDevices {
+            block: Some(BlockBacking {
+                path: "/var/tmp/a,b.img".into(),
+            }),
+            ..Default::default()
+        };
+        let a = args(&devices, false);
+        let joined = a.join(" ");
+        assert!(joined.contains("-M microvm "), "{joined}");
+        assert!(
+            joined.contains("virtio-mmio.force-legacy=false"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("file=/var/tmp/a,,b.img,format=raw,if=none,cache="),
+            "a comma in the path is doubled: {joined}"
+        );
+        assert!(joined.contains("aio=threads"), "{joined}");
+        assert!(
+            joined.contains("-device virtio-blk-device,drive=vda"),
+            "{joined}"
+        );
+        assert!(!joined.contains("bus="), "{joined}");
+        // Without devices, nothing of the above.
+        let plain = args(&GuestDevices::default(), false).join(" ");
+        assert!(!plain.contains("virtio"), "{plain}");
+    }
+
+    #[test]
+    fn devices_for_a_kernel_without_acpi_are_pinned_and_named_before_the_double_dash() {
+        let devices = GuestDevices {
+            block: Some(BlockBacking {
+                path: "/d.img".into(),
+            }),
+            ..Default::default()
+        };
+        let joined = args(&devices, true).join(" ");
+        assert!(
+            joined.contains("-M microvm,acpi=off,auto-kernel-cmdline=off"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("drive=vda,bus=virtio-mmio-bus.0"),
+            "{joined}"
+        );
+        assert_eq!(
+            microvm_cmdline_device(1),
+            "virtio_mmio.device=512@0xfeb00200:6"
+        );
     }
 }
