@@ -127,6 +127,9 @@ pub enum Experiment {
     },
     /// How many idle instances fit, what each costs, how fast they start and stop.
     Density(DensityArgs),
+    /// What N instances of one layered image cost: the host memory each more one adds (its page
+    /// cache counted once), cold and warm start-up, KSM for VMs, and Docker's layer cache.
+    Images(ImagesArgs),
     /// What the workload can see: kernel, PIDs, host name, mounts, network, users, capabilities.
     Isolation(RunArgs),
     /// Every experiment, into one results directory.
@@ -179,6 +182,26 @@ pub struct DensityArgs {
     pub common: CommonArgs,
 }
 
+/// `lab run images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Backends to climb the ladder with, one after the other (default: every backend here).
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Option<Vec<String>>,
+    /// The top of the ladder: N = 1, 2, 4, ... up to this many instances of the image.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max: u32,
+    /// Turn KSM on for the VMs' ladders (the host's setting comes back after) and record what it
+    /// merges.
+    #[arg(long)]
+    pub ksm: bool,
+    /// How long to watch the idle instances' CPU use at each step, in ms.
+    #[arg(long = "idle-window-ms", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub idle_window_ms: u64,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
 /// Options of every command that runs instances.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
@@ -216,6 +239,13 @@ pub struct GuestArgs {
     /// Where the disk kernels' disks go: a directory on a disk (not a tmpfs).
     #[arg(long = "disk-dir", value_name = "DIR", default_value = isolab::disks::DEFAULT_PARENT)]
     pub disk_dir: PathBuf,
+    /// What instances run on: `minimal` (a root holding only the workload) or `layered` (the
+    /// lab's two-layer image with libraries the workload loads at start; see lab run images).
+    #[arg(long, default_value = "minimal", value_parser = ["minimal", "layered"])]
+    pub image: String,
+    /// MiB of libraries in the layered image's base layer.
+    #[arg(long = "image-mib", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=16_384))]
+    pub image_mib: u64,
 }
 
 /// Resource limits of every instance. Like `docker run`, isolab sets none unless asked: every
@@ -314,12 +344,32 @@ impl Experiment {
                 (Which::Throughput { kernels, disk_mib }, run)
             }
             Experiment::Isolation(run) => (Which::Isolation, run),
+            Experiment::Images(i) => {
+                let which = Which::Density(DensityOptions {
+                    max: i.max,
+                    reserve_bytes: None,
+                    idle_window: std::time::Duration::from_millis(i.idle_window_ms),
+                    images: Some(isolab::experiment::density::ImagesOptions { ksm: i.ksm }),
+                });
+                let mut common = i.common;
+                // The experiment is about the layered image, whatever --image says.
+                common.guest.image = "layered".into();
+                let run = RunArgs {
+                    backends: i.backends,
+                    runs: None,
+                    warmup: None,
+                    seed: 1,
+                    common,
+                };
+                (which, run)
+            }
             Experiment::All { run, max } => (Which::All { max }, run),
             Experiment::Density(d) => {
                 let which = Which::Density(DensityOptions {
                     max: d.max,
                     reserve_bytes: d.reserve_mib.map(|m| m << 20),
                     idle_window: std::time::Duration::from_millis(d.idle_window_ms),
+                    images: None,
                 });
                 let run = RunArgs {
                     backends: d.backends,

@@ -65,6 +65,8 @@ pub fn checks(lab: &Lab) -> Vec<Check> {
     out.extend(kvm_host());
     out.extend(linux_guests(lab));
     out.push(seccomp(lab));
+    out.push(disks(lab));
+    out.push(network());
     out.extend(docker_and_podman());
     for b in backend::registry() {
         let check = match b.availability(lab) {
@@ -129,6 +131,43 @@ fn privilege() -> Check {
         return Check::new("privilege", Status::Ok, "running as root");
     }
     userns_check(host::userns_restriction())
+}
+
+/// Where the disk kernels' disks go, and whether one of the default size fits there.
+fn disks(lab: &Lab) -> Check {
+    let bytes = crate::workload::Spec::default_for(crate::workload::Kernel::DiskSeq).disk_bytes();
+    match crate::disks::check(&lab.disk_parent, bytes) {
+        Ok(()) => Check::new(
+            "disks",
+            Status::Ok,
+            format!(
+                "disk-seq and disk-rand get a file each in {} (direct I/O works there)",
+                lab.disk_parent.display()
+            ),
+        ),
+        Err(e) => Check::new("disks", Status::Warn, e.to_string())
+            .fix("lab run throughput --disk-dir DIR   (a directory on a disk)"),
+    }
+}
+
+/// Whether the lab may build its own network for net-stream and net-rr.
+fn network() -> Check {
+    if nix::unistd::geteuid().is_root() {
+        Check::new(
+            "network",
+            Status::Ok,
+            "net-stream and net-rr reach the lab's peer over links in namespaces of the lab's own \
+             (veth for containers and processes, tap for VMs); the host's network is not touched",
+        )
+    } else {
+        Check::new(
+            "network",
+            Status::Warn,
+            "net-stream and net-rr need CAP_NET_ADMIN for the lab's own network: without root \
+             they are left out; every other kernel runs",
+        )
+        .fix("sudo lab run throughput")
+    }
 }
 
 /// Who a container's root is on the host: what a way out of it would be worth.

@@ -255,6 +255,7 @@ mod tests {
             }],
             density: vec![],
             density_ends: vec![],
+            image: None,
         }
     }
 

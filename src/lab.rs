@@ -20,6 +20,7 @@ use crate::backend::container::profile::{Profile, Security};
 use crate::backend::container::seccomp::SeccompError;
 use crate::cgroup::{CgroupError, Hierarchy};
 use crate::disks::{Disk, DiskDir, DiskError};
+use crate::image::{Image, ImageSpec};
 use crate::network::{Link, Network};
 use crate::ownership::{self, Ledger, Owned, OwnershipError, Resource};
 use crate::workload::{Given, Kernel, Spec, WORKLOAD_ELF};
@@ -55,6 +56,9 @@ pub enum LabError {
     /// The lab's network could not be built.
     #[error("{0}")]
     Network(String),
+    /// The lab's image could not be built.
+    #[error("the lab's image: {0}")]
+    Image(String),
 }
 
 /// Host-side state shared by every instance of one lab run.
@@ -89,6 +93,14 @@ pub struct Lab {
     disks: OnceLock<Result<(DiskDir, Owned), String>>,
     /// The lab's network ([`crate::network`]), started on first use.
     network: OnceLock<Result<Arc<Network>, String>>,
+    /// Run instances on the lab's layered image of this spec ([`crate::image`]) instead of the
+    /// bare root holding only the workload.
+    pub image_spec: Option<ImageSpec>,
+    /// That image, built on first use.
+    image: OnceLock<Result<Arc<Image>, String>>,
+    /// What backends made for the lab's whole life (a Docker image it built, KSM turned on),
+    /// removed or restored when the lab ends.
+    kept: std::sync::Mutex<Vec<Owned>>,
     /// The write end of the guardian's lifeline ([`ownership::guard`]); closed last.
     _lifeline: Option<std::os::fd::OwnedFd>,
 }
@@ -122,6 +134,9 @@ impl Lab {
             disk_parent: PathBuf::from(crate::disks::DEFAULT_PARENT),
             disks: OnceLock::new(),
             network: OnceLock::new(),
+            image_spec: None,
+            image: OnceLock::new(),
+            kept: std::sync::Mutex::new(Vec::new()),
             _lifeline: None,
         };
         let claim = lab.ledger.claim(Resource::Dir {
@@ -278,10 +293,19 @@ impl Lab {
         name: &str,
         owner: Option<(u32, u32)>,
     ) -> Result<Provisions, LabError> {
+        let image = self.image()?;
         Ok(Provisions {
             scratch: self.scratch_if_io(spec, name, owner)?,
             disk: self.disk_if_needed(spec, name, owner)?,
             link: self.link_if_needed(spec)?,
+            libs_on_host: image.as_ref().map(|i| {
+                i.layers[0]
+                    .path
+                    .join(crate::image::LIBS_INSIDE.trim_start_matches('/'))
+            }),
+            image,
+            root: None,
+            upper: None,
         })
     }
 
@@ -292,6 +316,41 @@ impl Lab {
             .get_or_init(|| Network::start().map(Arc::new).map_err(|e| e.to_string()))
             .clone()
             .map_err(LabError::Network)
+    }
+
+    /// Keep `owned` — something made for the lab's whole life — until the lab ends.
+    pub fn keep(&self, owned: Owned) {
+        self.kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(owned);
+    }
+
+    /// Where containers' writable layers go: `overlay/` in the work directory, made on first use.
+    pub fn overlay_dir(&self) -> Result<PathBuf, LabError> {
+        let dir = self.workdir.join("overlay");
+        match fs::create_dir(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(dir),
+            Err(source) => Err(LabError::Workdir { path: dir, source }),
+        }
+    }
+
+    /// The layered image instances run on, when the lab was asked for one ([`Lab::image_spec`]):
+    /// built in the work directory on first use.
+    pub fn image(&self) -> Result<Option<Arc<Image>>, LabError> {
+        let Some(spec) = self.image_spec else {
+            return Ok(None);
+        };
+        self.image
+            .get_or_init(|| {
+                Image::build(&self.workdir.join("image"), &spec, WORKLOAD_ELF)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map(Some)
+            .map_err(LabError::Image)
     }
 
     /// A link to the peer when `spec` runs a network kernel; none otherwise.
@@ -368,9 +427,14 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        // The network first: its peer's threads end, its namespace goes. Then the disks.
+        // The network first: its peer's threads end, its namespace goes. Then the disks, and
+        // what backends kept for the lab's life, newest first.
         drop(self.network.take());
         drop(self.disks.take());
+        let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()));
+        for owned in kept.into_iter().rev() {
+            drop(owned);
+        }
         // Newest first: the cgroups, then the work directory. Each `Owned` removes its resource
         // and strikes it from the ledger; the ledger then leaves the registry.
         while let Some(owned) = self.owned.pop() {
@@ -405,6 +469,15 @@ pub struct Provisions {
     pub disk: Option<Disk>,
     /// The network kernels' link to the peer.
     pub link: Option<Link>,
+    /// The layered image the instance runs on, if the lab uses one.
+    pub image: Option<Arc<Image>>,
+    /// Its libraries' directory on the host (where a process loads them from: the base layer).
+    libs_on_host: Option<PathBuf>,
+    /// An OCI bundle's root: the image mounted on the host (before `upper`, so that it is
+    /// unmounted before its writable layer goes).
+    pub root: Option<crate::image::overlay::Mounted>,
+    /// A container's writable layer over the image.
+    pub upper: Option<crate::image::overlay::Upper>,
 }
 
 impl Provisions {
@@ -428,12 +501,43 @@ impl Provisions {
             }),
             peer: self.link.as_ref().map(|l| l.peer_ip),
             net: None,
+            libs: self.libs_on_host.as_deref().map(|host| {
+                if inside {
+                    Path::new(crate::image::LIBS_INSIDE)
+                } else {
+                    host
+                }
+            }),
         }
     }
 
     /// Their removal, as an instance's clean-up step.
     pub fn removal(self) -> Box<dyn FnOnce() + Send> {
         Box::new(move || drop(self))
+    }
+
+    /// For a network kernel's instance: once it has ended, how many bytes the lab's peer
+    /// received from it (the host side's count, to hold against what the kernel reports).
+    pub fn peer_note(&self, lab: &Lab) -> Option<crate::backend::instance::EndNote> {
+        let ip = self.link.as_ref()?.ip;
+        let network = lab.network().ok()?;
+        Some(Box::new(move || {
+            // The peer writes a connection down once it has served it; the instance has
+            // ended, so its connections have too, or will in a moment.
+            let mut received = network.received_from(ip);
+            for _ in 0..50 {
+                if !received.is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                received = network.received_from(ip);
+            }
+            let bytes: u64 = received.iter().map(|r| r.bytes).sum();
+            vec![(
+                crate::results::info::PEER_BYTES.to_string(),
+                bytes.to_string(),
+            )]
+        }))
     }
 }
 

@@ -368,6 +368,10 @@ fn apply_guest_args(lab: &mut Lab, guest: &GuestArgs) {
     lab.guest_kernel = guest.guest_kernel.clone();
     lab.force = guest.force;
     lab.disk_parent = guest.disk_dir.clone();
+    lab.image_spec = (guest.image == "layered").then(|| isolab::image::ImageSpec {
+        lib_mib: guest.image_mib,
+        ..Default::default()
+    });
     // clap accepts only the names of profiles.
     lab.profile =
         backend::container::profile::Profile::from_name(&guest.profile).unwrap_or_default();

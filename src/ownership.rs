@@ -120,6 +120,26 @@ pub enum Resource {
         /// The container's name.
         name: String,
     },
+    /// An image a Docker daemon keeps (built by the lab from its layered image). Removed
+    /// through the CLI, `docker rmi --force`, which takes its untagged parent layers with it.
+    DockerImage {
+        /// The `docker` program.
+        cli: PathBuf,
+        /// The `DOCKER_*` variables that chose the daemon.
+        #[serde(default)]
+        env: Vec<(String, String)>,
+        /// The image's tag, `isolab-image:<lab id>-...`.
+        tag: String,
+    },
+    /// The host's KSM settings, changed for a run: restored to these values.
+    KsmSettings {
+        /// `/sys/kernel/mm/ksm/run` before.
+        run: String,
+        /// `pages_to_scan` before.
+        pages_to_scan: String,
+        /// `sleep_millisecs` before.
+        sleep_millisecs: String,
+    },
 }
 
 impl Resource {
@@ -138,6 +158,12 @@ impl Resource {
             Resource::DockerContainer { cli, env, name } => {
                 crate::backend::docker::remove_container(cli, env, name)
             }
+            Resource::DockerImage { cli, env, tag } => crate::image::docker::remove(cli, env, tag),
+            Resource::KsmSettings {
+                run,
+                pages_to_scan,
+                sleep_millisecs,
+            } => crate::ksm::restore(run, pages_to_scan, sleep_millisecs),
         }
     }
 
@@ -172,6 +198,14 @@ impl Resource {
                     && env.iter().all(|(k, _)| k.starts_with("DOCKER_"))
                     && name.starts_with(&format!("isolab-{id}-"))
             }
+            Resource::DockerImage { cli, env, tag } => {
+                cli.is_absolute()
+                    && env.iter().all(|(k, _)| k.starts_with("DOCKER_"))
+                    && tag.starts_with(&format!("isolab-image:{id}-"))
+            }
+            // Not named: a setting of the host's, restored to the values written down. The
+            // values are checked where they are written back ([`crate::ksm::restore`]).
+            Resource::KsmSettings { .. } => true,
         }
     }
 }

@@ -373,6 +373,28 @@ pub struct DensityStep {
     pub idle_cpu_ns: u64,
     /// Length of the idle window.
     pub idle_window_ns: u64,
+    /// On the lab's layered image (`lab run images`): the image's bytes in the host's page
+    /// cache, counted once however many instances read them (`mincore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_cache_bytes: Option<u64>,
+    /// On the image: what the instances cost the host together — their cgroups' anonymous and
+    /// kernel memory, the image's page cache once, less what KSM merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_bytes: Option<u64>,
+    /// On the image: the median time the added instances took from launch to their libraries
+    /// loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ns: Option<u64>,
+    /// On the image, first rung only: the first instance's start, its image dropped from the
+    /// page cache before (a cold start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_start_ns: Option<u64>,
+    /// With KSM on: the pages it saved (`pages_sharing`) once merging settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ksm_pages_sharing: Option<u64>,
+    /// With KSM on: how long merging took to settle after this rung's launches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ksm_settle_ns: Option<u64>,
 }
 
 /// The end of one backend's density ladder.
@@ -482,6 +504,29 @@ pub enum Record {
     DensityStep(Box<DensityStep>),
     /// The end of a density ladder.
     DensityEnd(Box<DensityEnd>),
+    /// The lab's layered image: its layers, and Docker's builds of it (`lab run images`).
+    Image(Box<ImageRecord>),
+}
+
+/// The lab's layered image as `lab run images` built it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Each layer, lowest first: name and bytes.
+    pub layers: Vec<(String, u64)>,
+    /// MiB of libraries in the base layer.
+    pub lib_mib: u64,
+    /// Docker's build of the layers, then its rebuild after only the top layer changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerBuilds>,
+}
+
+/// Two `docker build`s of the lab's image: the first, and one after the app layer changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DockerBuilds {
+    /// The first build (the layer cache may already hold a base layer of an earlier lab).
+    pub first: crate::image::docker::Build,
+    /// The build after the top layer changed.
+    pub rebuild: crate::image::docker::Build,
 }
 
 /// Errors of reading and writing results.
@@ -645,6 +690,8 @@ pub struct Results {
     pub density: Vec<DensityStep>,
     /// Ends of density ladders.
     pub density_ends: Vec<DensityEnd>,
+    /// The lab's layered image, when the file measured one.
+    pub image: Option<ImageRecord>,
 }
 
 impl Results {
@@ -668,6 +715,7 @@ impl Results {
         let mut runs = Vec::new();
         let mut density = Vec::new();
         let mut density_ends = Vec::new();
+        let mut image = None;
         let mut line = Vec::new();
         // The environment record is the same in every version; the others follow its schema.
         let mut version_1 = false;
@@ -733,6 +781,7 @@ impl Results {
                 Record::Run(r) => runs.push(*r),
                 Record::DensityStep(d) => density.push(*d),
                 Record::DensityEnd(d) => density_ends.push(*d),
+                Record::Image(i) => image = Some(*i),
             }
             if header.is_none() {
                 return Err(ResultsError::NotResults {
@@ -752,6 +801,7 @@ impl Results {
             runs,
             density,
             density_ends,
+            image,
         })
     }
 

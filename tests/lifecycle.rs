@@ -433,3 +433,229 @@ fn an_oci_instance_killed_by_oom_or_by_losing_its_runtime_leaves_no_cgroup() {
     assert_eq!(HostState::now(&temp), before);
     std::fs::remove_dir_all(temp).unwrap();
 }
+
+/// Every network namespace some process holds — as its own, a thread's, or an open descriptor —
+/// by inode: anonymous namespaces have no name to look for, and exist exactly as long as one of
+/// these holds them.
+fn held_netns() -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let mut links = vec![PathBuf::from(format!("/proc/{pid}/ns/net"))];
+        for dir in [format!("/proc/{pid}/task"), format!("/proc/{pid}/fd")] {
+            for t in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                links.push(if dir.ends_with("task") {
+                    t.path().join("ns/net")
+                } else {
+                    t.path()
+                });
+            }
+        }
+        for l in links {
+            if let Ok(target) = std::fs::read_link(&l) {
+                let t = target.to_string_lossy().into_owned();
+                if t.starts_with("net:[") {
+                    out.insert(t);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The host's network interfaces and named network namespaces: what a lab must never add to.
+fn host_network() -> (Vec<String>, Vec<String>) {
+    let names = |dir: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    (names("/sys/class/net"), names("/run/netns"))
+}
+
+/// Labs killed with SIGKILL in the middle of a network kernel and of a disk kernel, on a process,
+/// a container and runc: no network namespace of theirs is held by anything (so the kernel has
+/// removed it, with every veth in it), the host's interfaces and named namespaces are as they
+/// were, no disk file or directory is left, and the next lab finds nothing to reap.
+#[test]
+fn a_killed_lab_leaves_no_network_namespace_veth_or_disk() {
+    let _serial = serial();
+    let temp = temp_dir("killed-devices");
+    let disks = temp.join("disks");
+    std::fs::create_dir(&disks).unwrap();
+    let netns_before = held_netns();
+    let host_before = host_network();
+    for backend in ["process", "container", "oci:runc"] {
+        for (kernel, size) in [("net-rr", "--iters"), ("disk-rand", "--iters")] {
+            let mut lab = Reap(vec![Command::new(LAB)
+                .args([
+                    "exec",
+                    "--backend",
+                    backend,
+                    "--kernel",
+                    kernel,
+                    "--mib",
+                    "8",
+                ])
+                .args([size, "100000000000"])
+                .arg("--disk-dir")
+                .arg(&disks)
+                .env("TMPDIR", &temp)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()]);
+            let child = &mut lab.0[0];
+            wait_until_running(&temp, backend, child, &[]);
+            let ids = lab_ids(&temp);
+            let during = held_netns();
+            if kernel == "net-rr" {
+                assert!(
+                    during.len() >= netns_before.len() + 2,
+                    "{backend}: the peer's and the instance's namespaces exist while it runs"
+                );
+            } else {
+                let disk_dirs: Vec<_> = std::fs::read_dir(&disks).unwrap().flatten().collect();
+                assert_eq!(disk_dirs.len(), 1, "{backend}: the lab's disk directory");
+            }
+            kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+            let _ = child.wait();
+            let gone = eventually(Duration::from_secs(20), || {
+                held_netns().is_subset(&netns_before)
+                    && std::fs::read_dir(&disks).unwrap().next().is_none()
+                    && leftovers(&temp).is_empty()
+                    && lab_ids(&temp).is_empty()
+            });
+            assert!(
+                gone,
+                "{backend} {kernel}: left namespaces {:?}, disks {:?}, processes {:?}, labs {ids:?}",
+                held_netns().difference(&netns_before).collect::<Vec<_>>(),
+                std::fs::read_dir(&disks).unwrap().flatten().map(|e| e.path()).collect::<Vec<_>>(),
+                leftovers(&temp)
+            );
+            assert_eq!(
+                host_network(),
+                host_before,
+                "{backend} {kernel}: the host's network"
+            );
+            let clean = Command::new(LAB)
+                .arg("clean")
+                .env("TMPDIR", &temp)
+                .output()
+                .unwrap();
+            assert!(
+                !stdout(&clean).contains("removed"),
+                "{backend} {kernel}: the next lab had something to reap: {}",
+                stdout(&clean)
+            );
+        }
+    }
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// Overlay mounts in the host's mount namespace (an OCI bundle's root on the lab's image).
+fn overlay_mounts_under(temp: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" - overlay "))
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&temp.to_string_lossy().to_string()))
+        .collect()
+}
+
+/// Labs killed with SIGKILL while instances run on the lab's layered image — isolab's
+/// container (an overlay in its own mount namespace), runc (an overlay mounted on the host as its
+/// bundle's root) and Docker (an image built in the daemon) — leave no overlay mount, no image
+/// directory and no Docker image of theirs, and the next lab finds nothing to reap.
+#[test]
+#[ignore = "needs runc, docker.io and a running dockerd (CI runs it)"]
+fn a_killed_lab_leaves_no_overlay_image_or_docker_image() {
+    let _serial = serial();
+    let daemon = Command::new("docker").arg("version").output();
+    assert!(
+        daemon.is_ok_and(|o| o.status.success()),
+        "this test needs docker.io and a running dockerd"
+    );
+    let temp = temp_dir("killed-image");
+    for backend in ["container", "oci:runc", "docker"] {
+        let mut lab = Reap(vec![Command::new(LAB)
+            .args(["exec", "--backend", backend, "--kernel", "cpu"])
+            .args([
+                "--iters",
+                "100000000000",
+                "--image",
+                "layered",
+                "--image-mib",
+                "8",
+            ])
+            .env("TMPDIR", &temp)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()]);
+        let child = &mut lab.0[0];
+        wait_until_running(&temp, backend, child, &[]);
+        let ids = lab_ids(&temp);
+        if backend == "oci:runc" {
+            assert!(
+                !overlay_mounts_under(&temp).is_empty(),
+                "runc's bundle root is an overlay on the host while it runs"
+            );
+        }
+        let tags = |ids: &[String]| -> Vec<String> {
+            let out = Command::new("docker")
+                .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+                .output()
+                .unwrap();
+            stdout(&out)
+                .lines()
+                .filter(|t| {
+                    ids.iter()
+                        .any(|id| t.starts_with(&format!("isolab-image:{id}-")))
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        if backend == "docker" {
+            assert!(
+                !tags(&ids).is_empty(),
+                "the lab built its image in the daemon"
+            );
+        }
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+        let _ = child.wait();
+        let gone = eventually(Duration::from_secs(30), || {
+            overlay_mounts_under(&temp).is_empty()
+                && lab_ids(&temp).is_empty()
+                && leftovers(&temp).is_empty()
+                && tags(&ids).is_empty()
+        });
+        assert!(
+            gone,
+            "{backend}: left overlays {:?}, labs {:?}, processes {:?}, docker images {:?}",
+            overlay_mounts_under(&temp),
+            lab_ids(&temp),
+            leftovers(&temp),
+            tags(&ids)
+        );
+        let clean = Command::new(LAB)
+            .arg("clean")
+            .env("TMPDIR", &temp)
+            .output()
+            .unwrap();
+        assert!(
+            !stdout(&clean).contains("removed"),
+            "{backend}: the next lab had something to reap: {}",
+            stdout(&clean)
+        );
+    }
+    std::fs::remove_dir_all(temp).unwrap();
+}

@@ -84,7 +84,7 @@ const ENV: [&str; 6] = [
 ];
 
 /// The Docker CLI in PATH.
-fn cli() -> Option<PathBuf> {
+pub fn cli() -> Option<PathBuf> {
     crate::host::find_program("docker")
 }
 
@@ -190,6 +190,18 @@ impl Docker {
     }
 }
 
+/// The tag of the lab's layered image, app layer `version`, in the daemon: named for the lab.
+pub fn layered_tag(lab_id: &str, version: u32) -> String {
+    format!("isolab-image:{lab_id}-v{version}")
+}
+
+/// The `DOCKER_*` variables that choose the daemon, as the lab was started with them.
+pub fn daemon_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("DOCKER_") && k != "DOCKER_BUILDKIT")
+        .collect()
+}
+
 /// 64-bit FNV-1a: a name for the image's content (not a cryptographic hash: it only has to
 /// change when the workload does).
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -277,6 +289,38 @@ impl Backend for Docker {
         Availability::of_cgroups(lab)
     }
 
+    /// Docker keeps its own copy of the image's layers in its storage (overlay2's `diff`
+    /// directories): those are the files its containers read.
+    fn image_files(&self, lab: &Lab) -> Result<Vec<PathBuf>, BackendError> {
+        let prepared = self.prepare().map_err(|reason| BackendError::Unavailable {
+            backend: self.name().into(),
+            reason,
+        })?;
+        let tag = self.image_for(lab, &prepared)?;
+        let dirs = docker(
+            &prepared.cli,
+            &[
+                "image",
+                "inspect",
+                "--format",
+                "{{.GraphDriver.Data.LowerDir}}:{{.GraphDriver.Data.UpperDir}}",
+                &tag,
+            ],
+        )
+        .map_err(|detail| BackendError::External {
+            program: "docker image inspect".into(),
+            detail,
+        })?;
+        let mut files = Vec::new();
+        for dir in dirs
+            .split(':')
+            .filter(|d| !d.is_empty() && *d != "<no value>")
+        {
+            crate::image::collect_files(Path::new(dir), &mut files);
+        }
+        Ok(files)
+    }
+
     fn supports(&self, kernel: crate::workload::Kernel) -> Result<(), String> {
         if kernel.needs_network() {
             return Err(
@@ -315,6 +359,32 @@ impl Backend for Docker {
 }
 
 impl Docker {
+    /// The image to run: the lab's root imported once (`prepared.image`), or, when the lab runs
+    /// on its layered image, that image as `docker build` makes it — built once per lab, in the
+    /// lab's ledger before it exists (see [`crate::image::docker`]).
+    fn image_for(&self, lab: &Lab, prepared: &Prepared) -> Result<String, BackendError> {
+        let Some(image) = lab.image()? else {
+            return Ok(prepared.image.clone());
+        };
+        let tag = layered_tag(lab.id(), image.spec.app_version);
+        if docker(
+            &prepared.cli,
+            &["image", "inspect", "--format", "{{.Id}}", &tag],
+        )
+        .is_ok()
+        {
+            return Ok(tag);
+        }
+        let env = daemon_env();
+        lab.keep(lab.ledger().claim(Resource::DockerImage {
+            cli: prepared.cli.clone(),
+            env: env.clone(),
+            tag: tag.clone(),
+        })?);
+        crate::image::docker::build(&prepared.cli, &env, &image, &tag)?;
+        Ok(tag)
+    }
+
     /// Start one container; returns it with its name.
     fn start_named(
         &self,
@@ -375,7 +445,7 @@ impl Docker {
                 disk.path().display()
             ));
         }
-        args.push(prepared.image.clone());
+        args.push(self.image_for(lab, &prepared)?);
         args.push("/workload".into());
         // Markers on the attached standard output, the go-ahead on standard input.
         args.extend(workload::argv(spec, 1, 0, &provisions.given(true)));
@@ -423,10 +493,10 @@ impl Docker {
             timeout: lab.timeout,
             cleanup: vec![Box::new(cleanup)],
         });
-        instance.note(info::IMAGE_BYTES, WORKLOAD_ELF.len());
-        instance.note(
-            info::IMAGE,
-            format!(
+        super::note_image(
+            &mut instance,
+            lab.image()?.as_deref(),
+            &format!(
                 "{} (docker import of the lab's root: one static executable)",
                 prepared.image
             ),

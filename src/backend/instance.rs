@@ -135,6 +135,9 @@ pub struct Parts {
     pub cleanup: Vec<Box<dyn FnOnce() + Send>>,
 }
 
+/// Facts to collect when an instance has ended, as (key, value) pairs of the wire protocol.
+pub type EndNote = Box<dyn FnOnce() -> Vec<(String, String)> + Send>;
+
 /// A running instance.
 pub struct Instance {
     backend: String,
@@ -145,6 +148,8 @@ pub struct Instance {
     timeline: Timeline,
     timeout: Duration,
     cleanup: Vec<Box<dyn FnOnce() + Send>>,
+    /// Facts to collect once the instance has ended (what the lab's peer received from it).
+    at_end: Vec<EndNote>,
     control: Option<File>,
     lines: LineReader,
     stderr: File,
@@ -198,6 +203,7 @@ impl Instance {
             timeline,
             timeout,
             cleanup,
+            at_end: Vec::new(),
             control: Some(ends.control),
             lines: LineReader::new(ends.report),
             stderr: ends.stderr,
@@ -216,6 +222,11 @@ impl Instance {
             pidfd: pidfd_open(main),
             orphans_deadline: None,
         }
+    }
+
+    /// Collect the facts `note` returns once the instance has ended, before its clean-up.
+    pub fn at_end(&mut self, note: EndNote) {
+        self.at_end.push(note);
     }
 
     /// The backend's name.
@@ -288,6 +299,12 @@ impl Instance {
             self.release()?;
         }
         Ok(())
+    }
+
+    /// Wait until the workload has marked phase `name` (e.g. `libraries`, after it loaded an
+    /// image's libraries).
+    pub fn wait_phase(&mut self, name: &'static str) -> Result<(), BackendError> {
+        self.wait_for(name, |i| i.timeline.at(name).is_some())
     }
 
     /// Wait for a fact the runtime reports with an `info` line (e.g. a PID a launcher learns).
@@ -375,6 +392,11 @@ impl Instance {
             .filter(|&n| n > 0)
         {
             self.note(crate::results::info::PIDS_MAX_REFUSED, n);
+        }
+        for note in self.at_end.drain(..) {
+            for (key, value) in note() {
+                self.info.insert(key, value);
+            }
         }
         // The backend's clean-up first: a runtime removes its container (and the cgroups it
         // made, below the instance's) through its own interface; then the cgroup goes.

@@ -112,6 +112,9 @@ pub enum BackendError {
     /// The lab could not make what it shares with the instance (its scratch directory).
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
+    /// The lab's image could not be mounted or prepared for the instance.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
     /// Host file I/O failed.
     #[error("{action}: {source}")]
     Io {
@@ -130,6 +133,22 @@ impl BackendError {
     pub(crate) fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
         let action = action.into();
         move |source| BackendError::Io { action, source }
+    }
+}
+
+/// Note what `instance` runs on: the lab's layered image when it has one, else the bare root
+/// the backend describes as `bare` (its bytes: the workload alone).
+pub(crate) fn note_image(instance: &mut Instance, image: Option<&crate::image::Image>, bare: &str) {
+    use crate::results::info;
+    match image {
+        Some(image) => {
+            instance.note(info::IMAGE_BYTES, image.bytes());
+            instance.note(info::IMAGE, image.describe());
+        }
+        None => {
+            instance.note(info::IMAGE_BYTES, crate::workload::WORKLOAD_ELF.len());
+            instance.note(info::IMAGE, bare);
+        }
     }
 }
 
@@ -178,6 +197,13 @@ pub trait Backend: Send + Sync {
     /// Whether `lab run` uses this backend when no `--backends` are given.
     fn default_enabled(&self) -> bool {
         true
+    }
+
+    /// The host files holding this backend's copy of the lab's layered image (for the image's
+    /// page cache, counted once by `lab run images`): the lab's own layers, unless the backend
+    /// keeps a copy of its own (Docker's layers in its storage). Empty without an image.
+    fn image_files(&self, lab: &Lab) -> Result<Vec<std::path::PathBuf>, BackendError> {
+        Ok(lab.image()?.map(|i| i.files()).unwrap_or_default())
     }
 
     /// Whether this backend can run `kernel`, and if not, why (a bare guest has no disk

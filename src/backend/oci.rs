@@ -47,10 +47,11 @@ use super::container::rootfs::{
 use super::instance::{Instance, Parts, Timeline};
 use super::spawn::{spawn_exec_with, BeforeExec, Streams};
 use super::{Availability, Backend, BackendError, Limits, Spec};
+use crate::image::overlay::{Mounted, Upper};
 use crate::lab::{Lab, DISK_INSIDE, SCRATCH_INSIDE};
 use crate::ownership::Resource;
 use crate::results::info;
-use crate::workload::{self, WORKLOAD_ELF};
+use crate::workload;
 use nix::errno::Errno;
 use nix::mount::{umount2, MntFlags};
 use oci_spec::runtime::{
@@ -290,8 +291,31 @@ impl Backend for Oci {
         // Clean-up runs once the runtime has exited, whatever happened: forget the container
         // (deleting its state under the runtime's root), remove the directories the runtime made
         // in hierarchies the lab does not use, and the bundle.
-        let provisions = lab.provide(spec, &name, None)?;
+        let mut provisions = lab.provide(spec, &name, None)?;
+        if let Some(image) = provisions.image.clone() {
+            // The bundle's root is the lab's image: its layers shared, a writable one on top.
+            let mounted = fs::create_dir_all(bundle.join("rootfs"))
+                .map_err(BackendError::io("create OCI bundle"))
+                .and_then(|()| Ok(Upper::make(&bundle.join("rw"), None)?))
+                .and_then(|upper| {
+                    let root =
+                        Mounted::mount(&bundle.join("rootfs"), &image.lowerdir(), Some(&upper))?;
+                    Ok((root, upper))
+                });
+            match mounted {
+                Ok((root, upper)) => {
+                    provisions.root = Some(root);
+                    provisions.upper = Some(upper);
+                }
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&bundle);
+                    return Err(e);
+                }
+            }
+        }
         let shared = Shared::of(&provisions);
+        let peer_note = provisions.peer_note(lab);
+        let image = provisions.image.clone();
         let cleanup = {
             let bundle = bundle.clone();
             let relative = relative.clone();
@@ -300,8 +324,9 @@ impl Backend for Oci {
                 if let Some(rel) = relative {
                     let _ = crate::cgroup::remove_everywhere(Path::new(&rel));
                 }
-                let _ = fs::remove_dir_all(&bundle);
+                // First what was mounted in the bundle, then the bundle.
                 drop(provisions);
+                let _ = fs::remove_dir_all(&bundle);
             }
         };
         let streams = match kind {
@@ -365,9 +390,12 @@ impl Backend for Oci {
             timeout: lab.timeout,
             cleanup: vec![Box::new(cleanup)],
         });
-        instance.note(info::IMAGE_BYTES, WORKLOAD_ELF.len());
-        instance.note(
-            info::IMAGE,
+        if let Some(note) = peer_note {
+            instance.at_end(note);
+        }
+        super::note_image(
+            &mut instance,
+            image.as_deref(),
             "OCI bundle: config.json and a root holding one static executable",
         );
         instance.note(info::PROFILE, security.profile.name());
@@ -433,6 +461,8 @@ struct Shared {
     netns: Option<PathBuf>,
     /// The peer's address on that link.
     peer: Option<std::net::Ipv4Addr>,
+    /// The root is the lab's image, whose libraries the workload loads.
+    libs: bool,
 }
 
 impl Shared {
@@ -449,6 +479,7 @@ impl Shared {
                 ))
             }),
             peer: p.link.as_ref().map(|l| l.peer_ip),
+            libs: p.image.is_some(),
         }
     }
 }
@@ -488,9 +519,9 @@ fn write_bundle(
     let rootfs = bundle.join("rootfs");
     fs::create_dir_all(&rootfs).map_err(BackendError::io("create OCI bundle"))?;
     // A hard link costs nothing and the root is mounted read-only, so the container cannot
-    // modify the lab's copy through it.
+    // modify the lab's copy through it. (On the lab's image, the image brings its own.)
     let exe = rootfs.join("workload");
-    if fs::hard_link(lab.workload_path(), &exe).is_err() {
+    if !shared.libs && fs::hard_link(lab.workload_path(), &exe).is_err() {
         fs::copy(lab.workload_path(), &exe)
             .map_err(BackendError::io("copy workload into bundle"))?;
     }
@@ -541,6 +572,7 @@ fn config(
                         disk: shared.disk.as_ref().map(|_| Path::new(DISK_INSIDE)),
                         peer: shared.peer,
                         net: None,
+                        libs: shared.libs.then_some(Path::new(crate::image::LIBS_INSIDE)),
                     },
                 ))
                 .collect::<Vec<_>>(),

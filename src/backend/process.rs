@@ -60,7 +60,8 @@ impl Backend for Process {
 
         let pid = spawn_exec(0, &placement, &fds, &exec).map_err(BackendError::sys("clone"))?;
         drop(placement);
-        Ok(Instance::new(Parts {
+        let peer_note = provisions.peer_note(lab);
+        let mut instance = Instance::new(Parts {
             backend: self.name().into(),
             spec: *spec,
             main: pid,
@@ -70,6 +71,10 @@ impl Backend for Process {
             timeline,
             timeout: lab.timeout,
             cleanup: vec![provisions.removal()],
-        }))
+        });
+        if let Some(note) = peer_note {
+            instance.at_end(note);
+        }
+        Ok(instance)
     }
 }

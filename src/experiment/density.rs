@@ -41,6 +41,21 @@ pub struct DensitySettings {
     /// Show a progress bar.
     #[serde(skip)]
     pub progress: bool,
+    /// Run on the lab's layered image and measure what sharing it saves (`lab run images`).
+    pub images: Option<ImagesOptions>,
+}
+
+/// How `lab run images` climbs its ladders (see [`crate::image`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ImagesOptions {
+    /// Turn KSM on for the VMs' ladders, and see what it merges.
+    pub ksm: bool,
+}
+
+/// What one ladder on the lab's image measures besides the density ladder's figures.
+struct ImageWatch {
+    files: Vec<std::path::PathBuf>,
+    ksm: Option<crate::ksm::Ksm>,
 }
 
 fn as_ns<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -74,7 +89,15 @@ pub fn run(
 ) -> Result<DensityOutcome, ExperimentError> {
     let selection = select(lab, backends, &settings.limits)?;
     let json = serde_json::to_value(settings).expect("settings serialise");
-    let mut writer = open_results(lab, "density", &selection, json, &settings.out)?;
+    let experiment = match settings.images {
+        Some(_) => "images",
+        None => "density",
+    };
+    let mut writer = open_results(lab, experiment, &selection, json, &settings.out)?;
+    if settings.images.is_some() {
+        let record = image_record(lab, selection.backends.iter().any(|b| b.name() == "docker"))?;
+        writer.append(&Record::Image(Box::new(record)))?;
+    }
     let mut outcome = DensityOutcome {
         results: writer.path().to_path_buf(),
         ends: Vec::new(),
@@ -94,6 +117,60 @@ pub fn run(
 
 const INTERRUPTED_REASON: &str = "interrupted (a stop signal)";
 
+/// The lab's image as the results record it: its layers, and — when Docker is among the
+/// backends — Docker's build of it, then its rebuild with only the app layer changed (a second
+/// copy of the image, version 2 of its app layer, built beside the first).
+fn image_record(lab: &Lab, docker: bool) -> Result<crate::results::ImageRecord, ExperimentError> {
+    let failed = |e: String| ExperimentError::Images(e);
+    let image = lab
+        .image()
+        .map_err(|e| failed(e.to_string()))?
+        .ok_or_else(|| failed("no image".into()))?;
+    let mut record = crate::results::ImageRecord {
+        layers: image
+            .layers
+            .iter()
+            .map(|l| (l.name.to_string(), l.bytes))
+            .collect(),
+        lib_mib: image.spec.lib_mib,
+        docker: None,
+    };
+    if !docker {
+        return Ok(record);
+    }
+    let cli = crate::backend::docker::cli()
+        .ok_or_else(|| failed("the docker CLI is not installed".into()))?;
+    let env = crate::backend::docker::daemon_env();
+    let build =
+        |image: &crate::image::Image| -> Result<crate::image::docker::Build, ExperimentError> {
+            let tag = crate::backend::docker::layered_tag(lab.id(), image.spec.app_version);
+            lab.keep(
+                lab.ledger()
+                    .claim(crate::ownership::Resource::DockerImage {
+                        cli: cli.clone(),
+                        env: env.clone(),
+                        tag: tag.clone(),
+                    })
+                    .map_err(|e| failed(e.to_string()))?,
+            );
+            crate::image::docker::build(&cli, &env, image, &tag).map_err(|e| failed(e.to_string()))
+        };
+    let first = build(&image)?;
+    let next = crate::image::ImageSpec {
+        app_version: image.spec.app_version + 1,
+        ..image.spec
+    };
+    let changed = crate::image::Image::build(
+        &lab.workdir().join("image-next"),
+        &next,
+        crate::workload::WORKLOAD_ELF,
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    let rebuild = build(&changed)?;
+    record.docker = Some(crate::results::DockerBuilds { first, rebuild });
+    Ok(record)
+}
+
 /// One backend's ladder, its records appended to `writer`; returns how it ended.
 fn ladder(
     lab: &Lab,
@@ -102,6 +179,26 @@ fn ladder(
     writer: &mut Writer,
 ) -> Result<DensityEnd, ExperimentError> {
     let spec = Spec::default_for(Kernel::Sleep);
+    // On the lab's image: its pages out of the page cache first, so the first instance starts
+    // cold; KSM on for a VM's ladder when asked (the host's settings come back after).
+    let image = lab
+        .image()
+        .map_err(|e| ExperimentError::Images(e.to_string()))?;
+    let ksm_asked = settings.images.is_some_and(|o| o.ksm);
+    let watch = match image {
+        Some(_) => {
+            let files = backend.image_files(lab)?;
+            for f in &files {
+                crate::image::pagecache::drop_cached(f);
+            }
+            let ksm = (ksm_asked && backend.family().is_vm())
+                .then(|| crate::ksm::Ksm::start(lab.ledger()))
+                .transpose()
+                .map_err(|e| ExperimentError::Images(e.to_string()))?;
+            Some(ImageWatch { files, ksm })
+        }
+        None => None,
+    };
     let progress = progress_bar(settings.progress, settings.max as u64);
     progress.set_message(format!("{} instances alive", backend.name()));
     let baseline_available = host::meminfo().1;
@@ -121,6 +218,9 @@ fn ladder(
                 .start(lab, &spec, &settings.limits)
                 .and_then(|mut i| {
                     i.wait_ready()?;
+                    if watch.is_some() {
+                        i.wait_phase("libraries")?;
+                    }
                     Ok(i)
                 });
             match launched {
@@ -133,7 +233,7 @@ fn ladder(
             progress.set_position(live.len() as u64);
         }
         let launch_ns = now_ns() - started;
-        let Some(step) = measure(
+        let Some(mut step) = measure(
             backend,
             &live,
             before,
@@ -143,6 +243,9 @@ fn ladder(
         ) else {
             break INTERRUPTED_REASON.to_string();
         };
+        if let Some(watch) = &watch {
+            watch.measure(&live[before as usize..], &live, before == 0, &mut step);
+        }
         writer.append(&Record::DensityStep(Box::new(step)))?;
         if target >= settings.max {
             break format!("reached --max {}", settings.max);
@@ -167,6 +270,45 @@ fn ladder(
         teardown_ns,
         facts,
     })
+}
+
+impl ImageWatch {
+    /// The image's figures of a rung: the starts of the `added` instances, what all `live` ones
+    /// cost the host with the image's page cache counted once, what KSM merged.
+    fn measure(&self, added: &[Instance], live: &[Instance], first: bool, step: &mut DensityStep) {
+        let mut starts: Vec<u64> = added
+            .iter()
+            .filter_map(|i| i.timeline().between("spawn", "libraries"))
+            .collect();
+        if first {
+            step.cold_start_ns = starts.first().copied();
+        }
+        starts.sort_unstable();
+        step.start_ns = starts.get(starts.len() / 2).copied();
+        let saved = match &self.ksm {
+            Some(ksm) => {
+                let (took, counters) = ksm.settle(Duration::from_secs(60));
+                step.ksm_settle_ns = Some(took.as_nanos() as u64);
+                step.ksm_pages_sharing = Some(counters.pages_sharing);
+                counters.pages_sharing * 4096
+            }
+            None => 0,
+        };
+        let cache: u64 = self
+            .files
+            .iter()
+            .map(|f| crate::image::pagecache::resident_bytes(f))
+            .sum();
+        // The instances' own memory: anonymous (a VM's guest RAM with its page cache inside)
+        // and kernel. Their file pages are left out: the image's are counted once, below.
+        let own: u64 = live
+            .iter()
+            .filter_map(|i| i.sample_memory().cgroup)
+            .map(|c| c.anon_bytes.unwrap_or(0) + c.kernel_bytes.unwrap_or(0))
+            .sum();
+        step.image_cache_bytes = Some(cache);
+        step.host_bytes = Some((own + cache).saturating_sub(saved));
+    }
 }
 
 /// `Some(reason)` when starting `target` instances would take the host's MemAvailable below the
@@ -246,6 +388,12 @@ fn measure(
         mem_available_drop_bytes: baseline_available as i64 - available as i64,
         idle_cpu_ns,
         idle_window_ns,
+        image_cache_bytes: None,
+        host_bytes: None,
+        start_ns: None,
+        cold_start_ns: None,
+        ksm_pages_sharing: None,
+        ksm_settle_ns: None,
     })
 }
 

@@ -106,6 +106,9 @@ pub enum ExperimentError {
          (run the lab as root; `lab doctor` says what runs without it)"
     )]
     NetworkNeedsRoot,
+    /// The images experiment could not prepare the image or KSM.
+    #[error("{0}")]
+    Images(String),
     /// No backend of the selection can run a kernel asked for.
     #[error("no backend here can run {kernel}: {why}")]
     KernelUnsupported {

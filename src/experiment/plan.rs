@@ -33,6 +33,8 @@ pub struct DensityOptions {
     pub reserve_bytes: Option<u64>,
     /// How long to watch the idle instances' CPU use at each step.
     pub idle_window: Duration,
+    /// Climb on the lab's layered image and measure what sharing it saves (`lab run images`).
+    pub images: Option<density::ImagesOptions>,
 }
 
 impl DensityOptions {
@@ -42,6 +44,7 @@ impl DensityOptions {
             max,
             reserve_bytes: None,
             idle_window: density::DEFAULT_IDLE_WINDOW,
+            images: None,
         }
     }
 }
@@ -155,6 +158,7 @@ impl Request {
                 .reserve_bytes
                 .unwrap_or_else(density::default_reserve_bytes),
             idle_window: options.idle_window,
+            images: options.images,
             limits: self.limits,
             out: out.to_path_buf(),
             progress: self.progress,

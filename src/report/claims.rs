@@ -44,6 +44,7 @@ use super::summary::{self, DensitySeries};
 use crate::host::KvmKind;
 use crate::measure::stats::Summary;
 use crate::results::{Family, Results, RunRecord, VmKind};
+use crate::workload::Resource;
 use serde::Serialize;
 
 /// A difference smaller than this (5%) counts as "the same".
@@ -69,6 +70,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict's CSS class in the HTML report.
+    pub fn class(self) -> &'static str {
+        match self {
+            Verdict::Supported => "supported",
+            Verdict::NotSupported => "not-supported",
+            Verdict::Depends => "depends",
+            Verdict::NoData => "no-data",
+        }
+    }
+
     /// The verdict in words.
     pub fn label(self) -> &'static str {
         match self {
@@ -94,7 +105,7 @@ pub struct Claim {
 }
 
 /// Every claim the ledger checks, in the order a student meets them.
-pub const CLAIMS: [Claim; 8] = [
+pub const CLAIMS: [Claim; 10] = [
     Claim {
         id: "startup",
         statement: "A container starts faster than a virtual machine.",
@@ -169,6 +180,26 @@ pub const CLAIMS: [Claim; 8] = [
                every one is but no VM with a guest OS ran.",
     },
     Claim {
+        id: "layers",
+        statement: "Images are built in layers: after a change, only the layers that changed are rebuilt.",
+        experiment: "images",
+        rule: "docker build of the lab's two-layer image, then again after only its top (app) \
+               layer changed. Supported if the rebuild took every layer below the change from \
+               its cache and wrote less than a tenth of the first build's bytes; not supported \
+               if it rebuilt a layer that did not change; depends otherwise.",
+    },
+    Claim {
+        id: "sharing",
+        statement: "Instances of one image share it: each more container costs the host far less memory than each more VM.",
+        experiment: "images",
+        rule: "On the lab's layered image, what each instance after the first adds to the \
+               host's memory — its own anonymous and kernel memory, the image's page cache \
+               counted once, less what KSM merged — median over the ladder's steps. Supported if \
+               every container's is below a tenth of every VM's without KSM; not supported if \
+               some container's is not below every VM's; depends otherwise. VMs with KSM are \
+               shown beside, as how far merging closes the gap.",
+    },
+    Claim {
         id: "native",
         statement: "Inside a container, a program runs as fast as a plain process.",
         experiment: "throughput",
@@ -197,6 +228,20 @@ pub struct Assessment {
     /// What limits the verdict on this machine (nested virtualization, left-out backends, data
     /// that failed their check).
     pub caveats: Vec<String>,
+    /// The same claim judged resource by resource (compute, memory, system calls, disk,
+    /// network), where it is about speed: the isolation models pay in different places.
+    pub parts: Vec<Part>,
+}
+
+/// A claim judged on the kernels of one resource.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Part {
+    /// The resource.
+    pub resource: &'static str,
+    /// The verdict on it.
+    pub verdict: Verdict,
+    /// Why, and where each model pays on this resource.
+    pub why: String,
 }
 
 impl Assessment {
@@ -207,6 +252,7 @@ impl Assessment {
             figures: vec![],
             why: why.into(),
             caveats: vec![],
+            parts: vec![],
         }
     }
 
@@ -245,6 +291,8 @@ fn judge(claim: Claim, files: &[&Results]) -> Assessment {
         "isolation" => isolation(claim, &files),
         "images" => images(claim, &files),
         "native" => native(claim, &files),
+        "layers" => layers(claim, &files),
+        "sharing" => sharing(claim, &files),
         other => unreachable!("claim {other} has no judge"),
     };
     let mut seen = Vec::new();
@@ -516,6 +564,8 @@ struct Pair {
     /// The VM (or baseline) compared against.
     other: String,
     side: Side,
+    /// The resource of the workload compared, when pairs are per workload.
+    resource: Option<Resource>,
     /// For the figures: backends labelled with their kind.
     text: String,
     /// For sentences, which name the kind already: backends by name.
@@ -584,6 +634,7 @@ fn ratio_pairs(
             kind: b.kind,
             other: b.name.clone(),
             side,
+            resource: w.as_ref().and_then(summary::resource_of),
             text,
             brief,
         });
@@ -750,7 +801,7 @@ impl Decision {
             };
             out.push_str(&format!(
                 " {} do not decide a claim whose reason is the guest OS; for comparison: {}.",
-                capitalise(&kinds.join(" and ")),
+                format::capitalise(&kinds.join(" and ")),
                 briefs(&self.aside)
             ));
         }
@@ -784,12 +835,6 @@ fn briefs<'a>(pairs: impl IntoIterator<Item = &'a Pair>) -> String {
         .join("; ")
 }
 
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map_or(String::new(), |f| f.to_uppercase().chain(c).collect())
-}
-
 /// A paired claim's assessment: its sentence, what a reader must also know about the decision
 /// ([`Decision::addenda`]), and where the sandboxes stand.
 fn assess(
@@ -806,6 +851,7 @@ fn assess(
         figures,
         why: format!("{why}{}{sandboxes}", d.addenda()),
         caveats,
+        parts: vec![],
     }
 }
 
@@ -1048,6 +1094,35 @@ fn performance(claim: Claim, files: &Files) -> Assessment {
         );
     }
     let mut figures: Vec<String> = pairs.iter().map(|p| p.text.clone()).collect();
+    let parts = by_resource(&pairs, |resource, pairs| {
+        let (verdict, outcome) = match decide(pairs, Side::Above, false) {
+            Err(_) => (Verdict::NoData, "too few paired rounds to call".to_string()),
+            Ok(d) => {
+                let outcome = match d.verdict {
+                    Verdict::Supported => {
+                        format!("containers clearly faster than {}", d.vms(false))
+                    }
+                    Verdict::NotSupported => {
+                        format!("no container clearly faster than {}", d.vms(true))
+                    }
+                    _ => format!(
+                        "containers clearly faster only on {}",
+                        d.list(|x| x == Side::Above)
+                    ),
+                };
+                (d.verdict, outcome)
+            }
+        };
+        Part {
+            resource: resource.name(),
+            verdict,
+            why: format!(
+                "{}: {outcome}. {}",
+                format::capitalise(resource.name()),
+                vm_costs(resource)
+            ),
+        }
+    });
     let d = match decide(pairs, Side::Above, false) {
         Ok(d) => d,
         Err(few) => return not_called(claim, few),
@@ -1070,14 +1145,59 @@ fn performance(claim: Claim, files: &Files) -> Assessment {
         ),
     };
     let sandboxes = sandboxes_stand(&s, Side::Above, ("faster", "slower"), pair, &mut figures);
-    assess(
+    let mut a = assess(
         claim,
         &d,
         why,
         &sandboxes,
         figures,
         vm_caveats(files, &s, true),
-    )
+    );
+    a.parts = parts;
+    a
+}
+
+/// Judge `pairs` resource by resource with `judge`, in [`Resource::ALL`]'s order.
+fn by_resource(pairs: &[Pair], judge: impl Fn(Resource, Vec<Pair>) -> Part) -> Vec<Part> {
+    Resource::ALL
+        .into_iter()
+        .filter_map(|r| {
+            let of: Vec<Pair> = pairs
+                .iter()
+                .filter(|p| p.resource == Some(r))
+                .cloned()
+                .collect();
+            (!of.is_empty()).then(|| judge(r, of))
+        })
+        .collect()
+}
+
+/// Where a container and a VM pay for their isolation on `resource`, and why.
+fn vm_costs(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Compute => {
+            "User-mode instructions run natively in both: a VM's CPU is the host's, nothing \
+             traps."
+        }
+        Resource::Memory => {
+            "The same memory; a VM's TLB misses walk two levels of page tables (the guest's, then \
+             the host's nested ones), which random access shows."
+        }
+        Resource::SystemCalls => {
+            "A container's system calls go straight to the host's kernel; a guest's go to its own \
+             kernel, without leaving the VM (a bare guest's become VM exits)."
+        }
+        Resource::Disk => {
+            "A container's disk is a file of the host's, reached through the host's own kernel; a \
+             VM's every request is a virtio notification — a VM exit — served by its VMM from the \
+             same file, and its completion an interrupt injected back."
+        }
+        Resource::Network => {
+            "A container's packets cross one veth pair into the peer's namespace; a VM's cross a \
+             virtio card — a VM exit per notification — its VMM and a tap device; gVisor's go \
+             through its network stack in user space."
+        }
+    }
 }
 
 fn per_instance_line(prefix: &str, d: &DensitySeries, memory_bytes: u64) -> Option<String> {
@@ -1152,6 +1272,7 @@ fn density_pair(
         kind: b.kind,
         other: b.name.clone(),
         side,
+        resource: None,
         text: line(&a.label, &b.label),
         brief: line(&a.name, &b.name),
     }]
@@ -1371,6 +1492,7 @@ fn kernel(claim: Claim, files: &Files) -> Assessment {
         figures,
         why,
         caveats,
+        parts: vec![],
     }
 }
 
@@ -1484,6 +1606,7 @@ fn isolation(claim: Claim, files: &Files) -> Assessment {
         figures,
         why,
         caveats,
+        parts: vec![],
     }
 }
 
@@ -1531,6 +1654,7 @@ fn images(claim: Claim, files: &Files) -> Assessment {
                     std::cmp::Ordering::Greater => Side::Above,
                     std::cmp::Ordering::Equal => Side::Same,
                 },
+                resource: None,
                 text: format!(
                     "{} {} vs {} {}",
                     c.label,
@@ -1597,6 +1721,173 @@ fn images(claim: Claim, files: &Files) -> Assessment {
         figures,
         why,
         caveats: vec![],
+        parts: vec![],
+    }
+}
+
+fn layers(claim: Claim, files: &Files) -> Assessment {
+    let Some((file, builds)) = files
+        .files
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| Some((i, r.image.as_ref()?.docker.as_ref()?)))
+    else {
+        return Assessment::no_data(
+            claim,
+            "Docker did not build the lab's image here (lab run images with the docker backend \
+             does).",
+        );
+    };
+    let prefix = files.prefix(file);
+    // `FROM scratch` makes no layer; the app layer is the last step.
+    let layer_steps = |b: &crate::image::docker::Build| -> Vec<(String, bool)> {
+        b.steps
+            .iter()
+            .filter(|s| !s.instruction.starts_with("FROM"))
+            .map(|s| (s.instruction.clone(), s.cached))
+            .collect()
+    };
+    let rebuilt = layer_steps(&builds.rebuild);
+    let figures: Vec<String> = rebuilt
+        .iter()
+        .map(|(step, cached)| {
+            format!(
+                "{prefix}rebuild, {step}: {}",
+                if *cached {
+                    "from the cache"
+                } else {
+                    "built again"
+                }
+            )
+        })
+        .chain([format!(
+            "{prefix}bytes written: first build {}, rebuild {}",
+            format::bytes(builds.first.written_bytes as f64),
+            format::bytes(builds.rebuild.written_bytes as f64)
+        )])
+        .collect();
+    let Some(((_, top_cached), below)) = rebuilt.split_last() else {
+        return Assessment::no_data(claim, "Docker's build printed no steps.");
+    };
+    let below_cached = below.iter().all(|(_, c)| *c);
+    let small = builds.rebuild.written_bytes * 10 < builds.first.written_bytes.max(1);
+    let (verdict, why) = if below_cached && !top_cached && small {
+        (
+            Verdict::Supported,
+            "Docker took every layer below the changed one from its cache and built only the \
+             changed layer again: a rebuild writes what changed, not the image.",
+        )
+    } else if !below_cached {
+        (
+            Verdict::NotSupported,
+            "Docker built again a layer whose inputs did not change.",
+        )
+    } else {
+        (
+            Verdict::Depends,
+            "The layers below the change came from the cache, but the rebuild did not write \
+             only what changed.",
+        )
+    };
+    Assessment {
+        claim,
+        verdict,
+        figures,
+        why: why.into(),
+        caveats: vec![],
+        parts: vec![],
+    }
+}
+
+fn sharing(claim: Claim, files: &Files) -> Assessment {
+    let mut containers: Vec<(String, f64)> = Vec::new();
+    let mut vms: Vec<(String, f64, bool)> = Vec::new();
+    let mut figures = Vec::new();
+    for (i, r) in files.files.iter().enumerate() {
+        for d in summary::density(r) {
+            let Some(per) = d.per_instance_on_image else {
+                continue;
+            };
+            let ksm = d.steps.iter().any(|s| s.ksm_pages_sharing.is_some());
+            let family = r.family(&d.backend);
+            figures.push(format!(
+                "{}{}: {} per more instance{}",
+                files.prefix(i),
+                d.label,
+                format::with_ci(&per, format::bytes),
+                if ksm { ", with KSM" } else { "" }
+            ));
+            if family == Family::Container {
+                containers.push((d.label.clone(), per.median));
+            } else if family.is_vm() || family == Family::Emulated {
+                vms.push((d.label.clone(), per.median, ksm));
+            }
+        }
+    }
+    if containers.is_empty() {
+        return Assessment::no_data(
+            claim,
+            "No container climbed a ladder on the lab's image here.",
+        );
+    }
+    let plain: Vec<&(String, f64, bool)> = vms.iter().filter(|v| !v.2).collect();
+    if plain.is_empty() {
+        let mut a = Assessment::no_data(
+            claim,
+            "No VM climbed a ladder on the lab's image here without KSM: there is nothing to \
+             compare the containers with.",
+        );
+        a.figures = figures;
+        return a;
+    }
+    let worst = containers.iter().map(|c| c.1).fold(f64::MIN, f64::max);
+    let cheapest_vm = plain.iter().map(|v| v.1).fold(f64::MAX, f64::min);
+    let verdict = if worst < cheapest_vm / 10.0 {
+        Verdict::Supported
+    } else if worst >= cheapest_vm {
+        Verdict::NotSupported
+    } else {
+        Verdict::Depends
+    };
+    let mut why = match verdict {
+        Verdict::Supported => "Every more container costs the host less than a tenth of what every more VM costs: the containers read the image's pages from one page cache, each VM into its own memory.".to_string(),
+        Verdict::NotSupported => "Some container costs as much as a VM: what it keeps of its own outweighs the image they share.".to_string(),
+        _ => "Every more container costs less than every more VM, but not by ten times.".to_string(),
+    };
+    for (label, per, _) in vms.iter().filter(|v| v.2) {
+        why.push_str(&format!(
+            " With KSM, {label} costs {} per more VM ({:.0}% of the cheapest VM without it).",
+            format::bytes(*per),
+            100.0 * per / cheapest_vm
+        ));
+    }
+    Assessment {
+        claim,
+        verdict,
+        figures,
+        why,
+        caveats: vec![],
+        parts: vec![],
+    }
+}
+
+/// What a container pays on `resource` that a plain process does not.
+fn process_costs(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Compute | Resource::Memory => {
+            "A container's instructions and memory are a process's: nothing to pay."
+        }
+        Resource::SystemCalls => {
+            "Docker's seccomp filter runs on every system call a container makes: a few BPF \
+             instructions each."
+        }
+        Resource::Disk => {
+            "The same file on the same file system; a bind mount adds nothing on the way."
+        }
+        Resource::Network => {
+            "Both reach the peer over a veth pair of their own (the process in a network \
+             namespace the lab made, like the container's): the same kind of link."
+        }
     }
 }
 
@@ -1637,6 +1928,41 @@ fn native(claim: Claim, files: &Files) -> Assessment {
         );
     }
     let mut figures: Vec<String> = pairs.iter().map(|p| p.text.clone()).collect();
+    let parts = by_resource(&pairs, |resource, pairs| {
+        let called: Vec<&Pair> = pairs.iter().filter(|p| p.side != Side::TooFew).collect();
+        let slower: Vec<&Pair> = called
+            .iter()
+            .copied()
+            .filter(|p| p.side == Side::Below)
+            .collect();
+        let (verdict, outcome) = if called.is_empty() {
+            (Verdict::NoData, "too few paired rounds to call".to_string())
+        } else if slower.is_empty() {
+            (
+                Verdict::Supported,
+                "no container clearly slower".to_string(),
+            )
+        } else if slower.len() == called.len() {
+            (
+                Verdict::NotSupported,
+                "every container clearly slower".to_string(),
+            )
+        } else {
+            (
+                Verdict::Depends,
+                format!("clearly slower on {}", briefs(slower.into_iter())),
+            )
+        };
+        Part {
+            resource: resource.name(),
+            verdict,
+            why: format!(
+                "{}: {outcome}. {}",
+                format::capitalise(resource.name()),
+                process_costs(resource)
+            ),
+        }
+    });
     let (too_few, called): (Vec<Pair>, Vec<Pair>) =
         pairs.into_iter().partition(|p| p.side == Side::TooFew);
     if called.is_empty() {
@@ -1697,6 +2023,7 @@ fn native(claim: Claim, files: &Files) -> Assessment {
         figures,
         why,
         caveats,
+        parts,
     }
 }
 

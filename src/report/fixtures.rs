@@ -22,6 +22,8 @@ pub struct Fixture {
     runs: Vec<RunRecord>,
     density: Vec<DensityStep>,
     ends: Vec<DensityEnd>,
+    /// The lab's image, for `lab run images` files.
+    image: Option<crate::results::ImageRecord>,
     /// Families declared by tests for backends the registry does not know.
     declared: BTreeMap<String, Family>,
     /// Where the file pretends to be.
@@ -137,6 +139,7 @@ impl Fixture {
             runs: vec![],
             density: vec![],
             ends: vec![],
+            image: None,
             declared: BTreeMap::new(),
             path: None,
         }
@@ -271,6 +274,70 @@ impl Fixture {
             mem_available_drop_bytes: (charged + charged / 10) as i64,
             idle_cpu_ns: u64::from(n) * 1000,
             idle_window_ns: 1_000_000_000,
+            image_cache_bytes: None,
+            host_bytes: None,
+            start_ns: None,
+            cold_start_ns: None,
+            ksm_pages_sharing: None,
+            ksm_settle_ns: None,
+        });
+        self
+    }
+
+    /// A rung of `lab run images`: `n` instances of the lab's image holding `host` bytes of the
+    /// host's memory together (KSM having merged `ksm_pages`, when on).
+    pub fn image_step(
+        &mut self,
+        backend: &str,
+        n: u32,
+        host: u64,
+        ksm_pages: Option<u64>,
+    ) -> &mut Self {
+        self.density_step(backend, n, n - n / 2, host);
+        let step = self.density.last_mut().expect("just pushed");
+        step.host_bytes = Some(host);
+        step.image_cache_bytes = Some(64 << 20);
+        step.start_ns = Some(5_000_000);
+        step.ksm_pages_sharing = ksm_pages;
+        self
+    }
+
+    /// The lab's image as `lab run images` records it, with Docker's build and rebuild, each
+    /// step cached or not as `first` and `rebuild` say (`FROM`, base, app).
+    pub fn image(&mut self, docker: Option<([bool; 3], [bool; 3])>) -> &mut Self {
+        use crate::image::docker::{Build, Step};
+        let build = |cached: [bool; 3]| {
+            let layers = vec![
+                ("COPY base".to_string(), 64u64 << 20),
+                ("COPY app".to_string(), 30),
+            ];
+            Build {
+                tag: "t".into(),
+                steps: ["FROM scratch", "COPY base/ /", "COPY app/ /"]
+                    .iter()
+                    .zip(cached)
+                    .map(|(i, c)| Step {
+                        instruction: i.to_string(),
+                        cached: c,
+                    })
+                    .collect(),
+                written_bytes: layers
+                    .iter()
+                    .zip(&cached[1..])
+                    .filter(|(_, c)| !**c)
+                    .map(|(l, _)| l.1)
+                    .sum(),
+                layers,
+                build_ns: 1_000_000_000,
+            }
+        };
+        self.image = Some(crate::results::ImageRecord {
+            layers: vec![("base".into(), 64 << 20), ("app".into(), 30)],
+            lib_mib: 64,
+            docker: docker.map(|(f, r)| crate::results::DockerBuilds {
+                first: build(f),
+                rebuild: build(r),
+            }),
         });
         self
     }
@@ -310,6 +377,7 @@ impl Fixture {
             runs: self.runs.clone(),
             density: self.density.clone(),
             density_ends: self.ends.clone(),
+            image: self.image.clone(),
         }
     }
 

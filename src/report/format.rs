@@ -148,6 +148,13 @@ pub fn markdown(text: &str) -> String {
     out
 }
 
+/// `s` with its first letter in capitals.
+pub fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map_or(String::new(), |f| f.to_uppercase().chain(c).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

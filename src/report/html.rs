@@ -7,6 +7,7 @@
 
 use super::claims::{self, Assessment, Verdict};
 use super::plot::{self, Palette};
+use super::summary::ThroughputRow;
 use super::table::{self, Table};
 use super::{backends, format, stop_point, summary, ReportError};
 use crate::files::OutDir;
@@ -61,6 +62,16 @@ struct LedgerRow {
     figures: Vec<String>,
     why: String,
     caveats: Vec<String>,
+    /// The claim judged resource by resource.
+    parts: Vec<PartRow>,
+}
+
+/// One resource's verdict under a claim.
+#[derive(Debug, Serialize)]
+struct PartRow {
+    verdict: &'static str,
+    class: &'static str,
+    why: String,
 }
 
 /// A link to a results file.
@@ -349,20 +360,34 @@ impl Builder<'_> {
             warnings: table::mismatch_lines(&mismatches),
             ..Block::default()
         };
-        if let Some(svg) = plot::throughput(&rows, &self.palette)? {
-            b.figures.push(
-                self.figure(
-                    "throughput",
-                    d,
-                    svg,
-                    "Each bar: the backend's rate divided by the plain process's rate in the same \
-                 round, median over rounds; the whisker is the bootstrap 95% confidence interval. \
-                 The dashed line at 1× is \"as fast as a process\"."
-                        .into(),
-                )?,
-            );
+        // One plot per resource: the isolation models pay in different places.
+        for resource in crate::workload::Resource::ALL {
+            let of: Vec<ThroughputRow> = rows
+                .iter()
+                .filter(|r| summary::resource_of(&r.workload) == Some(resource))
+                .cloned()
+                .collect();
+            let Some(svg) = plot::throughput(&of, &self.palette)? else {
+                continue;
+            };
+            let name = format!("throughput-{}", resource.name().replace(' ', "-"));
+            b.figures.push(self.figure(
+                &name,
+                d,
+                svg,
+                format!(
+                    "{}: each bar is the backend's rate divided by the plain process's rate in \
+                     the same round, median over rounds; the whisker is the bootstrap 95% \
+                     confidence interval. The dashed line at 1× is \"as fast as a process\".",
+                    format::capitalise(resource.name())
+                ),
+            )?);
         }
         b.tables.push(table::throughput(&rows, &mismatches));
+        let latency = summary::latency(d.results);
+        if !latency.is_empty() {
+            b.tables.push(table::latency(&latency));
+        }
         Ok(Some(b))
     }
 
@@ -398,6 +423,23 @@ impl Builder<'_> {
             )?);
         }
         b.tables.push(table::density(&series));
+        if series.iter().any(|s| s.per_instance_on_image.is_some()) {
+            if let Some(svg) = plot::images_memory(&series, &self.palette)? {
+                b.figures.push(self.figure(
+                    "images-memory",
+                    d,
+                    svg,
+                    "Host memory of N instances of the lab's layered image: their own memory plus \
+                     the image's page cache, counted once, less what KSM merged. Containers \
+                     share the image's pages; each VM reads the image into its own memory."
+                        .into(),
+                )?);
+            }
+            b.tables.push(table::shared_image(&series));
+        }
+        if let Some(image) = &d.results.image {
+            b.tables.push(table::image_layers(image));
+        }
         let memory = d.results.header.environment.memory_bytes;
         for s in &series {
             if let Some(fit) = s.projected_fit(memory) {
@@ -647,10 +689,17 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
     // A canonical order — experiments as a student meets them, then host, then path — so the
     // same files give the same page whatever order they were named in.
     let rank = |e: &str| {
-        ["startup", "memory", "throughput", "density", "isolation"]
-            .iter()
-            .position(|x| *x == e)
-            .unwrap_or(usize::MAX)
+        [
+            "startup",
+            "memory",
+            "throughput",
+            "density",
+            "images",
+            "isolation",
+        ]
+        .iter()
+        .position(|x| *x == e)
+        .unwrap_or(usize::MAX)
     };
     let mut files: Vec<&Results> = files.iter().collect();
     files.sort_by(|a, b| {
@@ -682,9 +731,13 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
         multi_host,
         files_written: vec![],
     };
+    // `lab run images` climbs density ladders on the lab's image: shown with the density ones.
     let by = |exp: &str| -> Vec<Dataset> {
         sets.iter()
-            .filter(|d| d.results.header.experiment == exp)
+            .filter(|d| {
+                let e = d.results.header.experiment.as_str();
+                e == exp || (exp == "density" && e == "images")
+            })
             .map(|d| Dataset {
                 results: d.results,
                 host: d.host.clone(),
@@ -724,15 +777,19 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
                 statement: c.statement,
                 host: host.clone(),
                 verdict: a.verdict.label(),
-                class: match a.verdict {
-                    Verdict::Supported => "supported",
-                    Verdict::NotSupported => "not-supported",
-                    Verdict::Depends => "depends",
-                    Verdict::NoData => "no-data",
-                },
+                class: a.verdict.class(),
                 figures: a.figures.clone(),
                 why: a.why.clone(),
                 caveats: a.caveats.clone(),
+                parts: a
+                    .parts
+                    .iter()
+                    .map(|p| PartRow {
+                        verdict: p.verdict.label(),
+                        class: p.verdict.class(),
+                        why: p.why.clone(),
+                    })
+                    .collect(),
             });
         }
     }

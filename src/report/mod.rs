@@ -154,8 +154,18 @@ pub fn terminal(results: &Results) -> String {
     if !throughput.is_empty() {
         tables.push(table::throughput(&throughput, &mismatches));
     }
+    let latency = summary::latency(results);
+    if !latency.is_empty() {
+        tables.push(table::latency(&latency));
+    }
     if !density.is_empty() {
         tables.push(table::density(&density));
+    }
+    if let Some(image) = &results.image {
+        tables.push(table::image_layers(image));
+    }
+    if density.iter().any(|d| d.per_instance_on_image.is_some()) {
+        tables.push(table::shared_image(&density));
     }
     if let Some(iso) = &isolation {
         tables.push(table::isolation(iso, false, Some(28)));
@@ -188,6 +198,12 @@ pub fn terminal(results: &Results) -> String {
                 a.claim.statement
             ));
             let mut text = wrap(&a.why, CLAIM_INDENT);
+            for p in &a.parts {
+                text.push_str(&wrap(
+                    &format!("{}: {}", p.verdict.label(), p.why),
+                    CLAIM_INDENT,
+                ));
+            }
             for c in &a.caveats {
                 text.push_str(&wrap(&format!("caveat: {c}"), CLAIM_INDENT));
             }

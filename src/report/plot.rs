@@ -1016,6 +1016,22 @@ pub fn density_memory(
     )
 }
 
+/// Host memory of N instances of the lab's image, one line per backend (`lab run images`).
+pub fn images_memory(
+    series: &[DensitySeries],
+    palette: &Palette,
+) -> Result<Option<String>, PlotError> {
+    density_lines(
+        "images memory",
+        series,
+        palette,
+        "Host memory of N instances of one image (its page cache counted once)",
+        "MiB",
+        false,
+        |_, s| s.host_bytes.map(|b| b as f64 / 1048576.0),
+    )
+}
+
 /// Launch rate at each step of the ladder, one line per backend.
 pub fn density_launch(
     series: &[DensitySeries],

@@ -368,6 +368,84 @@ pub fn throughput(results: &Results) -> Vec<ThroughputRow> {
     rows
 }
 
+/// The latency of single requests of one backend on one workload (disk-rand, net-rr): each
+/// run times every request and reports its median and 99th percentile; these summarise the
+/// runs' figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatencyRow {
+    /// Backend name.
+    pub backend: String,
+    /// Name to print.
+    pub label: String,
+    /// The workload.
+    pub workload: WorkloadRecord,
+    /// The runs' median latencies, in ns.
+    pub p50: Option<Summary>,
+    /// The runs' 99th-percentile latencies, in ns.
+    pub p99: Option<Summary>,
+    /// This backend's median latency over the process's in the same round: above 1 is slower.
+    pub p50_vs_process: Option<Summary>,
+}
+
+/// Latency figures of every (workload, backend) that reported them.
+pub fn latency(results: &Results) -> Vec<LatencyRow> {
+    let baseline = results.baseline();
+    let reports = |w: &WorkloadRecord| {
+        results
+            .runs
+            .iter()
+            .any(|r| r.workload == *w && r.facts.latency_p50_ns.is_some())
+    };
+    let mut rows = Vec::new();
+    for w in workloads(results, reports) {
+        let same = |r: &RunRecord| r.workload == w;
+        for backend in results.backends() {
+            let runs: Vec<&RunRecord> = completed(results, &backend).filter(|r| same(r)).collect();
+            let figure = |f: fn(&RunRecord) -> Option<u64>| {
+                let values: Vec<f64> = runs.iter().filter_map(|r| f(r)).map(|v| v as f64).collect();
+                Summary::of(&values)
+            };
+            let p50 = figure(|r| r.facts.latency_p50_ns);
+            if p50.is_none() {
+                continue;
+            }
+            rows.push(LatencyRow {
+                label: backends::label(results, &backend),
+                workload: w.clone(),
+                p50,
+                p99: figure(|r| r.facts.latency_p99_ns),
+                p50_vs_process: baseline.as_deref().filter(|b| *b != backend).and_then(|b| {
+                    Summary::of(&paired_ratios(results, &backend, b, same, |r| {
+                        r.facts.latency_p50_ns.map(|v| v as f64)
+                    }))
+                }),
+                backend,
+            });
+        }
+    }
+    rows
+}
+
+/// A run's checksum, as the lab checked it. A network kernel's run is also held against what
+/// the lab's peer received from it (`peer_bytes`): bytes that did not all arrive make its
+/// checksum one that agrees with no other.
+fn checked_sum(r: &RunRecord) -> Option<String> {
+    let out = r.output.as_ref()?;
+    let sent = match kernel_of(&r.workload) {
+        Some(Kernel::NetStream) => Some(out.bytes),
+        // One byte per round trip reaches the echo.
+        Some(Kernel::NetRr) => Some(out.ops),
+        _ => None,
+    };
+    match (sent, r.facts.peer_bytes) {
+        (Some(sent), Some(got)) if sent != got => Some(format!(
+            "{} (yet the peer received {got} of {sent} bytes)",
+            out.checksum
+        )),
+        _ => Some(out.checksum.clone()),
+    }
+}
+
 /// Backends that computed different checksums for the same workload: a wrong or skipped
 /// computation, which makes every figure of that workload suspect.
 #[derive(Clone, Debug, PartialEq)]
@@ -402,7 +480,7 @@ pub fn checksum_mismatches(results: &Results) -> Vec<ChecksumMismatch> {
                 .iter()
                 .filter(|r| r.backend == backend && r.workload == w)
                 .filter(|r| r.outcome == Outcome::Completed)
-                .filter_map(|r| Some(r.output.as_ref()?.checksum.clone()))
+                .filter_map(checked_sum)
                 .collect();
             sums.sort();
             sums.dedup();
@@ -444,6 +522,33 @@ pub struct DensitySeries {
     pub launch_rate: Option<Summary>,
     /// How the ladder ended.
     pub end: Option<DensityEnd>,
+    /// On the lab's image: what each additional instance added to the host's memory, the
+    /// image's page cache counted once (`host_bytes`), bytes, step by step, summarised.
+    pub per_instance_on_image: Option<Summary>,
+}
+
+impl DensitySeries {
+    /// On the lab's image: the first instance's start with the image out of the page cache.
+    pub fn cold_start_ns(&self) -> Option<u64> {
+        self.steps.iter().find_map(|s| s.cold_start_ns)
+    }
+
+    /// On the lab's image: the later steps' median starts, warm, summarised.
+    pub fn warm_start(&self) -> Option<Summary> {
+        let warm: Vec<f64> = self
+            .steps
+            .iter()
+            .filter(|s| s.cold_start_ns.is_none())
+            .filter_map(|s| s.start_ns)
+            .map(|n| n as f64)
+            .collect();
+        Summary::of(&warm)
+    }
+
+    /// The step with the most instances alive.
+    pub fn top(&self) -> Option<&DensityStep> {
+        self.steps.iter().max_by_key(|s| s.n)
+    }
 }
 
 impl DensitySeries {
@@ -477,12 +582,19 @@ pub fn density(results: &Results) -> Vec<DensitySeries> {
             // Marginal cost: each step against the one before it (the first against nothing
             // alive), so a fixed cost shared by all instances shows only once.
             let (mut per, mut per_host, mut launch) = (Vec::new(), Vec::new(), Vec::new());
-            let mut prev: (u32, f64, f64) = (0, 0.0, 0.0);
+            let mut on_image = Vec::new();
+            // On the image, the first instance also brings the image's pages into the page
+            // cache: what each *more* instance costs starts from the second step.
+            let mut prev: (u32, f64, f64, Option<f64>) = (0, 0.0, 0.0, None);
             for s in &steps {
                 let dn = s.n.saturating_sub(prev.0);
+                let host = s.host_bytes.map(|b| b as f64);
                 if dn > 0 {
                     per.push((s.instance_bytes as f64 - prev.1) / dn as f64);
                     per_host.push((s.mem_available_drop_bytes as f64 - prev.2) / dn as f64);
+                    if let (Some(now), Some(before)) = (host, prev.3) {
+                        on_image.push((now - before) / dn as f64);
+                    }
                 }
                 if s.added > 0 && s.launch_ns > 0 {
                     launch.push(s.added as f64 / (s.launch_ns as f64 / 1e9));
@@ -491,6 +603,7 @@ pub fn density(results: &Results) -> Vec<DensitySeries> {
                     s.n,
                     s.instance_bytes as f64,
                     s.mem_available_drop_bytes as f64,
+                    host,
                 );
             }
             DensitySeries {
@@ -498,6 +611,7 @@ pub fn density(results: &Results) -> Vec<DensitySeries> {
                 per_instance: Summary::of(&per),
                 per_instance_host: Summary::of(&per_host),
                 launch_rate: Summary::of(&launch),
+                per_instance_on_image: Summary::of(&on_image),
                 end: results
                     .density_ends
                     .iter()

@@ -5,7 +5,8 @@
 use super::claims::Assessment;
 use super::format::{self, NONE};
 use super::summary::{
-    ChecksumMismatch, DensitySeries, ImageRow, Isolation, MemoryRow, StartupRow, ThroughputRow,
+    ChecksumMismatch, DensitySeries, ImageRow, Isolation, LatencyRow, MemoryRow, StartupRow,
+    ThroughputRow,
 };
 use crate::measure::stats::Summary;
 use serde::Serialize;
@@ -274,6 +275,129 @@ pub fn throughput(rows: &[ThroughputRow], mismatches: &[ChecksumMismatch]) -> Ta
     t
 }
 
+/// The image table (`lab run images`): what N instances of one layered image cost the host,
+/// for the ladders that ran on it.
+pub fn shared_image(series: &[DensitySeries]) -> Table {
+    let mut t = Table::new(
+        &[
+            "backend",
+            "max alive",
+            "host MiB per more instance (95% CI)",
+            "image in page cache MiB",
+            "cold start",
+            "warm start p50",
+            "KSM saved MiB",
+        ],
+        &[1, 2, 3, 4, 5, 6],
+    );
+    let mib = |b: f64| format!("{:.2}", b / 1048576.0);
+    for d in series.iter().filter(|d| d.per_instance_on_image.is_some()) {
+        let top = d.top();
+        t.push(vec![
+            d.label.as_str().into(),
+            d.max_n().to_string().into(),
+            or_none(d.per_instance_on_image.as_ref(), |s| {
+                format::with_ci(s, mib)
+            }),
+            top.and_then(|s| s.image_cache_bytes)
+                .map_or_else(|| format::NONE.to_string(), |b| mib(b as f64))
+                .into(),
+            d.cold_start_ns()
+                .map_or_else(|| format::NONE.to_string(), |n| format::duration(n as f64))
+                .into(),
+            or_none(d.warm_start().as_ref(), |s| format::duration(s.median)),
+            top.and_then(|s| s.ksm_pages_sharing)
+                .map_or_else(|| format::NONE.to_string(), |p| mib(p as f64 * 4096.0))
+                .into(),
+        ]);
+    }
+    t.notes.push(
+        "Host memory of N instances = their cgroups' anonymous and kernel memory, plus the \
+         image's pages in the host's page cache counted once (mincore), less what KSM merged; \
+         a row gives what each step added per instance. Cold: the first instance, the image \
+         dropped from the page cache before it."
+            .into(),
+    );
+    t
+}
+
+/// The lab's image: its layers, and Docker's build of them, then its rebuild after only the top
+/// layer changed — which steps came from the layer cache, and the bytes each layer holds.
+pub fn image_layers(image: &crate::results::ImageRecord) -> Table {
+    let mut t = Table::new(
+        &[
+            "layer",
+            "bytes",
+            "docker: first build",
+            "docker: after the app layer changed",
+        ],
+        &[1],
+    );
+    let step_of = |b: &crate::image::docker::Build, i: usize| {
+        // `FROM scratch` makes no layer: layer i is step i + 1.
+        b.steps.get(i + 1).map_or(format::NONE.to_string(), |s| {
+            let bytes = b.layers.get(i).map_or(0, |l| l.1);
+            match s.cached {
+                true => format!("from the cache ({})", format::bytes(bytes as f64)),
+                false => format!("built: {} written", format::bytes(bytes as f64)),
+            }
+        })
+    };
+    for (i, (name, bytes)) in image.layers.iter().enumerate() {
+        let (first, again) = match &image.docker {
+            Some(d) => (step_of(&d.first, i), step_of(&d.rebuild, i)),
+            None => (format::NONE.into(), format::NONE.into()),
+        };
+        t.push(vec![
+            name.as_str().into(),
+            format::bytes(*bytes as f64).into(),
+            first.into(),
+            again.into(),
+        ]);
+    }
+    if let Some(d) = &image.docker {
+        t.notes.push(format!(
+            "docker build wrote {} the first time ({}), {} after only the app layer changed ({}).",
+            format::bytes(d.first.written_bytes as f64),
+            format::duration(d.first.build_ns as f64),
+            format::bytes(d.rebuild.written_bytes as f64),
+            format::duration(d.rebuild.build_ns as f64),
+        ));
+    }
+    t
+}
+
+/// The latency table: one row per workload and backend that timed single requests.
+pub fn latency(rows: &[LatencyRow]) -> Table {
+    let mut t = Table::new(
+        &[
+            "workload",
+            "backend",
+            "n",
+            "latency p50",
+            "latency p99",
+            "p50 × process (95% CI)",
+        ],
+        &[2, 3, 4, 5],
+    );
+    for r in rows {
+        t.push(vec![
+            super::summary::workload_name(&r.workload).into(),
+            r.label.as_str().into(),
+            r.p50.map_or(0, |s| s.n).to_string().into(),
+            or_none(r.p50.as_ref(), |s| format::with_ci(s, format::duration)),
+            or_none(r.p99.as_ref(), |s| format::duration(s.median)),
+            or_none(r.p50_vs_process.as_ref(), format::ratio),
+        ]);
+    }
+    t.notes.push(
+        "Each run times every request alone and reports its median (p50) and 99th percentile \
+         (p99); a row gives the median of the runs' figures. Above 1× process is slower."
+            .into(),
+    );
+    t
+}
+
 /// One loud line per workload whose checksums disagree.
 pub fn mismatch_lines(mismatches: &[ChecksumMismatch]) -> Vec<String> {
     mismatches
@@ -416,17 +540,15 @@ pub fn claims(ledger: &[(String, Assessment)], with_host: bool, with_figures: bo
         }
         cells.push(Cell {
             text: a.verdict.label().into(),
-            class: Some(match a.verdict {
-                super::claims::Verdict::Supported => "supported",
-                super::claims::Verdict::NotSupported => "not-supported",
-                super::claims::Verdict::Depends => "depends",
-                super::claims::Verdict::NoData => "no-data",
-            }),
+            class: Some(a.verdict.class()),
         });
         if with_figures {
             cells.push(a.figures.join("\n").into());
         }
         let mut why = a.why.clone();
+        for p in &a.parts {
+            why.push_str(&format!("\n{} — {}", p.verdict.label(), p.why));
+        }
         for c in &a.caveats {
             why.push_str(&format!(" Caveat: {c}"));
         }

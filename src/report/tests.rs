@@ -166,7 +166,9 @@ fn a_campaign_renders_one_self_contained_page() {
         ("startup-waterfall.svg", "time since launch requested (ms)"),
         ("startup-distribution.svg", "(ms, log scale)"),
         ("memory.svg", "MiB held by the instance"),
-        ("throughput.svg", "rate ÷ process"),
+        // One throughput plot per resource the kernels stress: cpu, then syscall.
+        ("throughput-compute.svg", "rate ÷ process"),
+        ("throughput-system-calls.svg", "rate ÷ process"),
         ("density-memory.svg", "instances alive at once"),
         ("density-launch.svg", "instances started per second"),
     ] {

@@ -27,6 +27,8 @@ pub struct Given<'a> {
     pub peer: Option<Ipv4Addr>,
     /// A Linux guest's own address and prefix length, which its `/init` sets up.
     pub net: Option<(Ipv4Addr, u8)>,
+    /// The libraries to load before the kernel runs (an image's).
+    pub libs: Option<&'a Path>,
 }
 
 /// The command-line words that hand `spec` to the workload executable, with the report on fd
@@ -46,6 +48,9 @@ pub fn argv(spec: &Spec, report: i32, control: i32, given: &Given) -> Vec<String
     }
     if let Some((ip, prefix)) = given.net {
         words.push(format!("net={ip}/{prefix}"));
+    }
+    if let Some(libs) = given.libs {
+        words.push(format!("libs={}", libs.display()));
     }
     words
 }

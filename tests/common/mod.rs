@@ -198,6 +198,7 @@ pub fn ladder_of_16(
             limits: isolab::backend::Limits::default(),
             out: out.to_path_buf(),
             progress: false,
+            images: None,
         },
     )
     .unwrap();

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! isolab-workload kernel=cpu iters=1000000 [report=FD] [control=FD] [scratch=DIR] [hold=1] [port=N]
-//!                 [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX]
+//!                 [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX] [libs=DIR]
 //! ```
 //!
 //! It writes marker lines (see `isolab_kernels::wire`) to the `report` fd (default: stdout) and,
@@ -17,6 +17,7 @@
 
 mod devices;
 mod init;
+mod libraries;
 mod probe;
 mod shim;
 
@@ -98,6 +99,30 @@ fn main() {
         Err(e) => usage(guest, &e.to_string()),
     };
     shim.mark(Marker::Ready, wire::Line::new(wire::READY), ready_ns);
+    if let Some(dir) = &options.libs {
+        match libraries::load(dir) {
+            Ok((bytes, sum)) => {
+                shim.emit(
+                    wire::Line::new(wire::INFO)
+                        .field("key", "libraries_bytes")
+                        .field("value", bytes),
+                );
+                shim.emit(
+                    wire::Line::new(wire::INFO)
+                        .field("key", "libraries_sum")
+                        .field("value", format_args!("{sum:#018x}")),
+                );
+                shim.phase("libraries");
+            }
+            Err((step, errno)) => fail(
+                &mut shim,
+                guest,
+                wire::Line::new(wire::ERROR)
+                    .field("step", step)
+                    .field("errno", errno),
+            ),
+        }
+    }
     if spec.hold {
         shim.hold();
     }
@@ -161,6 +186,8 @@ struct Options {
     peer: Option<std::net::Ipv4Addr>,
     /// `net=A.B.C.D/PREFIX`: a guest's own address on the link to the peer.
     net: Option<(std::net::Ipv4Addr, u8)>,
+    /// `libs=DIR`: libraries to load before the kernel runs (see `libraries`).
+    libs: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -173,6 +200,7 @@ impl Options {
             disk: None,
             peer: None,
             net: None,
+            libs: None,
         };
         let mut rest = Vec::new();
         let fd = |v: &[u8]| {
@@ -202,6 +230,7 @@ impl Options {
                     options.scratch = std::ffi::OsStr::from_bytes(v).into();
                 }
                 Some((b"disk", v)) => options.disk = Some(std::ffi::OsStr::from_bytes(v).into()),
+                Some((b"libs", v)) => options.libs = Some(std::ffi::OsStr::from_bytes(v).into()),
                 Some((b"peer", v)) => {
                     options.peer = Some(
                         std::str::from_utf8(v)
@@ -222,7 +251,7 @@ impl Options {
 
 fn usage(guest: bool, msg: &str) -> ! {
     eprintln!("isolab-workload: {msg}");
-    eprintln!("usage: isolab-workload kernel=NAME [mib=N] [iters=N] [hold=0|1] [seed=N] [report=FD] [control=FD] [scratch=DIR] [port=N] [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX]");
+    eprintln!("usage: isolab-workload kernel=NAME [mib=N] [iters=N] [hold=0|1] [seed=N] [report=FD] [control=FD] [scratch=DIR] [port=N] [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX] [libs=DIR]");
     if guest {
         // On a guest's console, also as a marker line, so the host can say what went wrong.
         let mut line = wire::Line::new(wire::ERROR)

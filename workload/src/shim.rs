@@ -86,6 +86,16 @@ impl LinuxShim {
         }
     }
 
+    /// Report the end of a phase of the workload's own (one without a marker port code): with
+    /// `t=` when this side's clock is the host's; a guest's line is stamped when it arrives.
+    pub fn phase(&mut self, name: &str) {
+        let line = wire::Line::new(wire::PHASE).field("name", name);
+        match self.clock {
+            Clock::Host => self.emit(line.field("t", now_ns())),
+            Clock::Guest(_) => self.emit(line),
+        }
+    }
+
     /// Wait for the host's go-ahead (one byte, or end of file when the host closed the pipe).
     pub fn hold(&mut self) {
         let _ = self.wait_host();

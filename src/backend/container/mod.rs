@@ -49,9 +49,10 @@ use super::child::{self, ChildFds, Exec, ParentEnds, Reporter, CONTROL_FD, REPOR
 use super::instance::{Instance, Parts, Timeline};
 use super::spawn::{clone_fork, spawn_shared, Placement, Stack};
 use super::{Availability, Backend, BackendError, Limits, Spec};
+use crate::image::overlay::{self, Upper};
 use crate::lab::Lab;
 use crate::results::info;
-use crate::workload::{self, WORKLOAD_ELF};
+use crate::workload;
 use capabilities::CapPlan;
 use nix::errno::Errno;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -144,10 +145,19 @@ impl Backend for Container {
             &hostname,
             false,
         );
-        let (launcher, started) = match userns {
+        // A container on the lab's layered image has a root of its own (an overlay), not the
+        // template's: it builds it itself, as a rootless container does.
+        let (launcher, started) = match userns || provisions.image.is_some() {
             true => (None, false),
             false => security.launcher(&template)?,
         };
+        let mut provisions = provisions;
+        if provisions.image.is_some() {
+            provisions.upper = Some(Upper::make(
+                &lab.overlay_dir()?.join(&name),
+                mapped.as_ref().map(|m| (m.id, m.id)),
+            )?);
+        }
         if fresh || started {
             // Once per lab: compiling the seccomp profile, building the template root.
             timeline.mark("lab_setup");
@@ -204,15 +214,30 @@ impl Backend for Container {
                     &hostname,
                     userns,
                 )
-                .with_disk(provisions.disk.as_ref().map(|d| d.path()));
+                .with_disk(provisions.disk.as_ref().map(|d| d.path()))
+                .with_overlay(
+                    provisions
+                        .image
+                        .as_ref()
+                        .zip(provisions.upper.as_ref())
+                        .map(|(image, upper)| {
+                            overlay::options(
+                                &image.lowerdir(),
+                                Some((&upper.upper(), &upper.work())),
+                            )
+                        }),
+                );
                 let alone = Alone {
                     userns,
                     unshared,
                     netns,
+                    mapped: mapped.clone(),
                 };
                 spawn_alone(&alone, placement, &plan, &security, &caps, &exec)?
             }
         };
+        let peer_note = provisions.peer_note(lab);
+        let image = provisions.image.clone();
         let mut instance = Instance::new(Parts {
             backend: self.name().into(),
             spec: *spec,
@@ -224,10 +249,13 @@ impl Backend for Container {
             timeout: lab.timeout,
             cleanup: vec![provisions.removal()],
         });
+        if let Some(note) = peer_note {
+            instance.at_end(note);
+        }
         // The "image": everything the container's root holds.
-        instance.note(info::IMAGE_BYTES, WORKLOAD_ELF.len());
-        instance.note(
-            info::IMAGE,
+        super::note_image(
+            &mut instance,
+            image.as_deref(),
             "tmpfs root holding one static executable (the workload)",
         );
         instance.note(info::PROFILE, security.profile.name());
@@ -453,6 +481,8 @@ struct Alone {
     unshared: libc::c_int,
     /// The network namespace it joins instead of making one.
     netns: Option<OwnedFd>,
+    /// A root lab's container: the uid its root becomes, last.
+    mapped: Option<namespaces::MappedRoot>,
 }
 
 /// Start init from the lab's own thread: a rootless container (`userns`), or one whose root
@@ -487,7 +517,16 @@ fn spawn_alone(
         if let Err(e) = fds.install() {
             fds.reporter().fail("install fds", e);
         }
-        init(userns, unshared, plan, security, caps, filter, exec)
+        init(
+            userns,
+            unshared,
+            plan,
+            security,
+            caps,
+            alone.mapped.as_ref(),
+            filter,
+            exec,
+        )
     };
     let clone_flags = libc::CLONE_NEWPID | if userns { libc::CLONE_NEWUSER } else { 0 };
     // As root, init shares the lab's memory until it execs and the lab sleeps meanwhile (see
@@ -546,12 +585,14 @@ fn read_byte(stream: &mut UnixStream) -> Option<u8> {
 /// **Init (child side)** started by [`spawn_alone`], PID 1 of the new PID namespace, already in
 /// the container's cgroup: the remaining namespaces, its own root, then [`harden`] and exec.
 /// Never returns.
+#[allow(clippy::too_many_arguments)]
 fn init(
     userns: bool,
     unshared: libc::c_int,
     plan: &RootfsPlan,
     security: &Security,
     caps: &CapPlan,
+    mapped: Option<&namespaces::MappedRoot>,
     filter: Option<&seccomp::Filter>,
     exec: &Exec,
 ) -> ! {
@@ -580,7 +621,7 @@ fn init(
         report.fail(failure.0, failure.1);
     }
     report.phase("rootfs");
-    harden(security, caps, None, filter, exec)
+    harden(security, caps, mapped, filter, exec)
 }
 
 fn sync_write(bytes: &[u8]) -> Result<(), Errno> {

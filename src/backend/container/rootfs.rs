@@ -68,6 +68,9 @@ pub struct RootfsPlan {
     busybox: Option<CString>,
     scratch: Option<CString>,
     disk: Option<CString>,
+    /// The options of an overlay mount to use as the root instead of an empty tmpfs (the lab's
+    /// layered image: see [`crate::image::overlay`]).
+    overlay: Option<CString>,
     hostname: String,
     /// In a user namespace device nodes cannot be created (mknod needs `CAP_MKNOD` in the
     /// initial namespace), so the host's nodes are bind-mounted instead.
@@ -95,8 +98,18 @@ impl RootfsPlan {
             busybox: busybox.map(cpath),
             scratch: scratch.map(cpath),
             disk: None,
+            overlay: None,
             hostname: hostname.to_string(),
             bind_devices,
+        }
+    }
+
+    /// This plan with an overlay of the lab's image as its root (`options` of the mount), when
+    /// given.
+    pub fn with_overlay(self, options: Option<String>) -> RootfsPlan {
+        RootfsPlan {
+            overlay: options.map(|o| CString::new(o).expect("paths have no NUL")),
+            ..self
         }
     }
 
@@ -127,14 +140,26 @@ impl RootfsPlan {
         // Modes below are meant literally; the lab's umask must not change them.
         umask(Mode::empty());
         make_mounts_private().map_err(step("make mounts private"))?;
-        mount(
-            Some("tmpfs"),
-            self.root.as_c_str(),
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID,
-            Some(ROOTFS_TMPFS_OPTIONS),
-        )
-        .map_err(step("mount root tmpfs"))?;
+        match &self.overlay {
+            // The image's layers, shared with every other container on it, and a writable layer
+            // of this container's own on top.
+            Some(options) => mount(
+                Some(c"overlay"),
+                self.root.as_c_str(),
+                Some(c"overlay"),
+                MsFlags::MS_NOSUID,
+                Some(options.as_c_str()),
+            )
+            .map_err(step("mount the image (overlay)"))?,
+            None => mount(
+                Some("tmpfs"),
+                self.root.as_c_str(),
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID,
+                Some(ROOTFS_TMPFS_OPTIONS),
+            )
+            .map_err(step("mount root tmpfs"))?,
+        }
         // Work relative to the new root from here on: no path needs to be built at run time.
         chdir(self.root.as_c_str()).map_err(step("chdir root"))?;
         let dir = |p: &str, mode: u32| mkdir(p, Mode::from_bits_truncate(mode));
@@ -142,7 +167,10 @@ impl RootfsPlan {
         dir("dev", 0o755).map_err(step("mkdir /dev"))?;
         dir("tmp", 0o1777).map_err(step("mkdir /tmp"))?;
 
-        bind_file(&self.workload, "workload", true).map_err(step("bind workload"))?;
+        // The image brings its own copy of the workload; the bare root gets the lab's.
+        if self.overlay.is_none() {
+            bind_file(&self.workload, "workload", true).map_err(step("bind workload"))?;
+        }
         if let Some(busybox) = &self.busybox {
             dir("bin", 0o755).map_err(step("mkdir /bin"))?;
             bind_file(busybox, "bin/busybox", true).map_err(step("bind busybox"))?;
@@ -219,6 +247,7 @@ impl RootfsPlan {
             && self.busybox == other.busybox
             && self.scratch == other.scratch
             && self.disk == other.disk
+            && self.overlay == other.overlay
             && self.bind_devices == other.bind_devices
     }
 

@@ -172,6 +172,29 @@ fn images(backends: &[(&str, u64)]) -> Fixture {
     f
 }
 
+/// `lab run images` ladders (1, 2, 4, 8): each backend's host memory per more instance in KiB,
+/// KSM on for the backends named with a `+ksm`.
+fn image_ladders(backends: &[(&str, u64)]) -> Fixture {
+    let mut f = Fixture::new("images");
+    for (b, kib) in backends {
+        let (name, ksm) = match b.strip_suffix("+ksm") {
+            Some(n) => (n, Some(100)),
+            None => (*b, None),
+        };
+        for n in [1u32, 2, 4, 8] {
+            f.image_step(name, n, (64 << 20) + u64::from(n) * kib * 1024, ksm);
+        }
+    }
+    f
+}
+
+/// An images file whose Docker steps (`FROM`, base, app) were cached or not.
+fn docker_builds(first: [bool; 3], rebuild: [bool; 3]) -> Fixture {
+    let mut f = Fixture::new("images");
+    f.image(Some((first, rebuild)));
+    f
+}
+
 fn one(f: &Fixture) -> Vec<Results> {
     vec![f.results()]
 }
@@ -341,6 +364,32 @@ fn cases() -> Vec<Case> {
         case("memory (3): too few rounds", "memory",
             || one(&memory(3, &[("container", 600), ("vm-linux", 9000)])),
             NoData, &["Too few paired rounds"]),
+        // ---- layers
+        case("layers: only the changed layer is rebuilt", "layers",
+            || one(&docker_builds([false, false, false], [false, true, false])),
+            Supported, &["built only the changed layer again"]),
+        case("layers: an unchanged layer is rebuilt", "layers",
+            || one(&docker_builds([false, false, false], [false, false, false])),
+            NotSupported, &["did not change"]),
+        case("layers: the cache served all, nothing changed", "layers",
+            || one(&docker_builds([false, false, false], [false, true, true])),
+            Depends, &["not write only what changed"]),
+        case("layers: no Docker build", "layers",
+            || { let mut f = Fixture::new("images"); f.image(None); one(&f) },
+            NoData, &["Docker did not build the lab's image here"]),
+        // ---- sharing
+        case("sharing: a container costs a fraction of a VM", "sharing",
+            || one(&image_ladders(&[("container", 400), ("qemu", 90_000)])),
+            Supported, &["less than a tenth"]),
+        case("sharing: a container costs as much as a VM", "sharing",
+            || one(&image_ladders(&[("container", 90_000), ("qemu", 60_000)])),
+            NotSupported, &["costs as much as a VM"]),
+        case("sharing: less, not ten times less", "sharing",
+            || one(&image_ladders(&[("container", 30_000), ("vm-linux+ksm", 40_000), ("qemu", 60_000)])),
+            Depends, &["not by ten times", "With KSM"]),
+        case("sharing: no VM", "sharing",
+            || one(&image_ladders(&[("container", 400)])),
+            NoData, &["nothing to compare the containers with"]),
         // ---- performance
         case("performance: faster on every kernel", "performance",
             || one(&throughput(6, &[
@@ -618,4 +667,64 @@ fn the_printed_rules_state_the_constants_they_use() {
         .rule
         .contains(&format!("at least {MIN_PAIRS} steps")));
     assert!(density.rule.contains(&margin));
+}
+
+#[test]
+fn speed_claims_are_judged_resource_by_resource() {
+    let files = one(&throughput(
+        6,
+        &[
+            (
+                "process",
+                &[
+                    ("cpu", 1_000_000, "0x1"),
+                    ("disk-rand", 1_000_000, "0x2"),
+                    ("net-rr", 1_000_000, "0x3"),
+                ],
+            ),
+            (
+                "container",
+                &[
+                    ("cpu", 1_000_000, "0x1"),
+                    ("disk-rand", 1_000_000, "0x2"),
+                    ("net-rr", 2_000_000, "0x3"),
+                ],
+            ),
+            (
+                "vm-linux",
+                &[
+                    ("cpu", 1_010_000, "0x1"),
+                    ("disk-rand", 3_000_000, "0x2"),
+                    ("net-rr", 4_000_000, "0x3"),
+                ],
+            ),
+        ],
+    ));
+    let refs: Vec<&Results> = files.iter().collect();
+    let judged = ledger(&refs);
+    let claim = |id: &str| judged.iter().find(|a| a.claim.id == id).unwrap();
+    let part = |a: &Assessment, r: &str| {
+        a.parts
+            .iter()
+            .find(|p| p.resource == r)
+            .unwrap_or_else(|| panic!("no {r} part: {:?}", a.parts))
+            .clone()
+    };
+    // Container against VM: the same on compute, faster on disk and network.
+    let perf = claim("performance");
+    assert_eq!(perf.verdict, Verdict::Depends, "{perf:?}");
+    assert_eq!(part(perf, "compute").verdict, Verdict::NotSupported);
+    assert_eq!(part(perf, "disk").verdict, Verdict::Supported);
+    assert!(part(perf, "disk").why.contains("virtio notification"));
+    assert_eq!(part(perf, "network").verdict, Verdict::Supported);
+    assert!(
+        perf.parts.iter().all(|p| p.resource != "memory"),
+        "no memory kernel ran"
+    );
+    // Container against process: as fast on compute and disk, slower on the network.
+    let native = claim("native");
+    assert_eq!(part(native, "compute").verdict, Verdict::Supported);
+    assert_eq!(part(native, "disk").verdict, Verdict::Supported);
+    assert_eq!(part(native, "network").verdict, Verdict::NotSupported);
+    assert!(part(native, "network").why.contains("veth"));
 }
