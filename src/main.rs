@@ -387,6 +387,10 @@ fn kernel(command: KernelCommand) -> Result<ExitCode, Failure> {
             if let Some(v) = &image.version {
                 say!("version: {v}")?;
             }
+            // What the kernel has for a guest's disk and network card.
+            for line in isolab::linux_guest::devices::inspect(&image).describe() {
+                say!("{line}")?;
+            }
             if let Some(b) = build::last_build() {
                 say!("last `lab kernel build`:\n{b}")?;
             }

@@ -46,6 +46,8 @@ pub struct ChildFds {
     sync: Option<OwnedFd>,
     /// A network namespace to join first (the instance's link to the lab's peer).
     netns: Option<OwnedFd>,
+    /// More fds the child keeps, installed right after the fixed ones (a VMM's tap).
+    kept: Vec<OwnedFd>,
 }
 
 /// A copy of `fd` numbered 10 or higher and close-on-exec, so that installing a child's fds at
@@ -94,6 +96,7 @@ pub fn pipes(sync: Option<OwnedFd>) -> Result<(ParentEnds, ChildFds), BackendErr
         ],
         sync: sync.map(high).transpose()?,
         netns: None,
+        kept: Vec::new(),
     };
     let parent = ParentEnds {
         report: File::from(report_r),
@@ -116,6 +119,22 @@ impl ChildFds {
         Ok(())
     }
 
+    /// Have the child keep `fd` through [`ChildFds::install`], which closes every other fd it
+    /// did not install: the number the child finds it at (the first free one after the fixed
+    /// fds, in the order kept).
+    pub fn keep(&mut self, fd: OwnedFd) -> Result<RawFd, BackendError> {
+        self.kept.push(high(fd)?);
+        Ok(self.first_kept() + self.kept.len() as RawFd - 1)
+    }
+
+    fn first_kept(&self) -> RawFd {
+        if self.sync.is_some() {
+            SYNC_FD + 1
+        } else {
+            SYNC_FD
+        }
+    }
+
     /// **Child side.** Join the network namespace given, if any; put the fds at 0..=5 and close
     /// every other fd, so the workload inherits nothing from the lab (another instance's pipe
     /// would keep that instance's pipe open and hide its end).
@@ -129,13 +148,16 @@ impl ChildFds {
             // SAFETY: plain dup2 of an fd we own onto a small fixed number.
             Errno::result(unsafe { libc::dup2(fd.as_raw_fd(), target as RawFd) })?;
         }
-        let mut first_closed = SYNC_FD;
         if let Some(sync) = &self.sync {
             // SAFETY: as above.
             Errno::result(unsafe { libc::dup2(sync.as_raw_fd(), SYNC_FD) })?;
-            first_closed = SYNC_FD + 1;
         }
-        close_from(first_closed);
+        let first_kept = self.first_kept();
+        for (i, fd) in self.kept.iter().enumerate() {
+            // SAFETY: as above; the kept fds are numbered 10 or higher, above every target.
+            Errno::result(unsafe { libc::dup2(fd.as_raw_fd(), first_kept + i as RawFd) })?;
+        }
+        close_from(first_kept + self.kept.len() as RawFd);
         Ok(())
     }
 }

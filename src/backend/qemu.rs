@@ -28,6 +28,24 @@
 //! control pipe (the end of a `sleep`), the relay sends the guest one last byte, so the guest
 //! ends as a process would at end of file.
 //!
+//! # The same devices
+//!
+//! Given a disk and a network card ([`Qemu::start_with`]), QEMU gets the same devices as the
+//! lab's VMM gives, virtio over MMIO in their modern form (`virtio-mmio.force-legacy=false`;
+//! QEMU's default is still the legacy layout, version 1):
+//!
+//! * `-drive file=…,format=raw,if=none,cache=none,aio=threads -device virtio-blk-device`:
+//!   `cache=none` is `O_DIRECT`, as the lab's VMM opens the file (both fall back to the host's
+//!   page cache where the file system refuses `O_DIRECT`, e.g. tmpfs before Linux 6.6), and
+//!   `aio=threads` serves requests by `pread`/`pwrite` on worker threads, as the lab's device
+//!   thread does;
+//! * `-netdev tap,fd=4 -device virtio-net-device,mac=…`: the tap the lab made, inherited as fd
+//!   4 (QEMU never opens `/dev/net/tun` itself, and needs no privileges for it);
+//!
+//! `microvm` describes them to the guest as the lab's VMM does — in ACPI tables for Debian's
+//! kernel; for the kernel of `lab kernel build`, which has no ACPI, it goes without
+//! (`acpi=off`) and declares them on the command line (`auto-kernel-cmdline`).
+//!
 //! The guest stops with `reboot=t` (a triple fault), which `-no-reboot` turns into QEMU's exit.
 //! QEMU is the instance's only process and lives in the instance's cgroup, so its memory —
 //! guest RAM it touched, TCG's translation cache, QEMU itself — is the instance's memory.
@@ -40,6 +58,7 @@ use crate::host::KvmKind;
 use crate::lab::Lab;
 use crate::linux_guest::cmdline::{self, CmdlineOptions, Reboot};
 use crate::linux_guest::console::Console;
+use crate::linux_guest::devices::{mac_string, GuestDevices};
 use crate::linux_guest::kernel::{self, KernelImage};
 use crate::linux_guest::{self, initramfs_path, ram_bytes};
 use crate::measure::clock::now_ns;
@@ -130,12 +149,37 @@ impl Qemu {
             verbose: self.verbose,
             marker_port: None,
             extra,
+            modules: false,
+            init: Vec::new(),
         }
     }
 
     /// QEMU's arguments for one guest.
     pub fn args(&self, kernel: &Path, initrd: &Path, spec: &Spec) -> Vec<String> {
-        let mut args: Vec<String> = vec!["-M".into(), "microvm".into()];
+        self.args_with(kernel, initrd, spec, &self.cmdline_options(), None, false)
+    }
+
+    /// QEMU's arguments for one guest with `devices` (the tap, if any, is QEMU's fd
+    /// [`TAP_FD`]) and the command line of `options`. `cmdline_devices`: the kernel finds its
+    /// devices on its command line, not in ACPI tables (the kernel of `lab kernel build`):
+    /// `microvm` then goes without ACPI and adds `virtio_mmio.device=` words itself
+    /// (`auto-kernel-cmdline`, which it does only without ACPI).
+    pub fn args_with(
+        &self,
+        kernel: &Path,
+        initrd: &Path,
+        spec: &Spec,
+        options: &CmdlineOptions,
+        devices: Option<&GuestDevices>,
+        cmdline_devices: bool,
+    ) -> Vec<String> {
+        let cmdline_devices = cmdline_devices && devices.is_some_and(|d| !d.is_empty());
+        let machine = if cmdline_devices {
+            "microvm,acpi=off,auto-kernel-cmdline=off"
+        } else {
+            "microvm"
+        };
+        let mut args: Vec<String> = vec!["-M".into(), machine.into()];
         match self.accel() {
             Accel::Kvm => args.extend(["-accel", "kvm", "-cpu", "host"].map(String::from)),
             Accel::Tcg => args.extend(["-accel", "tcg"].map(String::from)),
@@ -160,13 +204,66 @@ impl Qemu {
                 "-initrd",
                 &initrd.to_string_lossy(),
                 "-append",
-                &self.cmdline(spec),
+                &cmdline::render(spec, options),
             ]
             .map(String::from),
         );
+        let Some(devices) = devices.filter(|d| !d.is_empty()) else {
+            return args;
+        };
+        // The modern virtio-mmio layout (version 2), as the lab's VMM has.
+        args.extend(["-global", "virtio-mmio.force-legacy=false"].map(String::from));
+        // Devices declared on the command line are pinned to known transports.
+        let bus = |n: usize| {
+            if cmdline_devices {
+                format!(",bus=virtio-mmio-bus.{n}")
+            } else {
+                String::new()
+            }
+        };
+        if let Some(block) = &devices.block {
+            let cache = if linux_guest::devices::direct_io_works(&block.path) {
+                "none"
+            } else {
+                "writeback"
+            };
+            args.push("-drive".into());
+            args.push(format!(
+                "id=vda,file={},format=raw,if=none,cache={cache},aio=threads",
+                // QEMU's option syntax doubles a comma inside a value.
+                block.path.to_string_lossy().replace(',', ",,")
+            ));
+            args.push("-device".into());
+            args.push(format!("virtio-blk-device,drive=vda{}", bus(0)));
+        }
+        if let Some(net) = &devices.net {
+            args.push("-netdev".into());
+            args.push(format!("tap,id=net0,fd={TAP_FD},vhost=off"));
+            args.push("-device".into());
+            args.push(format!(
+                "virtio-net-device,netdev=net0,mac={}{}",
+                mac_string(&net.mac),
+                bus(usize::from(devices.block.is_some()))
+            ));
+        }
         args
     }
 }
+
+/// The `virtio_mmio.device=` word for QEMU `microvm`'s transport `n`: its transports are 512
+/// bytes apart from 0xfeb0_0000, on interrupt lines from 5 (QEMU's `hw/i386/microvm.c`). QEMU
+/// appends such words itself (`auto-kernel-cmdline`), but at the end of the command line,
+/// where they would land after `--`, among `/init`'s arguments: the lab writes them before.
+pub fn microvm_cmdline_device(n: usize) -> String {
+    format!(
+        "virtio_mmio.device=512@{:#x}:{}",
+        0xfeb0_0000u64 + 0x200 * n as u64,
+        5 + n
+    )
+}
+
+/// The descriptor number QEMU finds the guest's tap at.
+pub const TAP_FD: RawFd = 4;
 
 /// The QEMU program on PATH.
 pub fn qemu_path() -> Option<PathBuf> {
@@ -230,6 +327,21 @@ impl Backend for Qemu {
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
+        self.start_with(lab, spec, limits, GuestDevices::default())
+    }
+}
+
+impl Qemu {
+    /// [`Backend::start`] with `devices`: the same disk and network card the lab's VMM gives
+    /// (see the module documentation). A kernel that cannot drive them is refused, naming the
+    /// drivers it lacks.
+    pub fn start_with(
+        &self,
+        lab: &Lab,
+        spec: &Spec,
+        limits: &Limits,
+        devices: GuestDevices,
+    ) -> Result<Instance, BackendError> {
         // Under TCG the command line carries the host's TSC frequency, measured once per lab
         // over 20 ms: measure it before the clock of the first start begins.
         if self.accel() == Accel::Tcg {
@@ -243,7 +355,19 @@ impl Backend for Qemu {
         let qemu = qemu_path().ok_or_else(|| unavailable(format!("{QEMU} not found in PATH")))?;
         let image =
             kernel::find(lab.guest_kernel.as_deref()).map_err(|e| unavailable(e.to_string()))?;
-        let initrd = initramfs_path(lab).map_err(|e| BackendError::Instance {
+        let (block, net) = (devices.block.is_some(), devices.net.is_some());
+        let mut cmdline_devices = false;
+        let modules = if devices.is_empty() {
+            Vec::new()
+        } else {
+            let drivers = linux_guest::devices::inspect(&image);
+            if let Some(why) = drivers.refusal(block, net) {
+                return Err(unavailable(why));
+            }
+            cmdline_devices = drivers.discovery == linux_guest::devices::Discovery::CommandLine;
+            drivers.modules(block, net)
+        };
+        let initrd = initramfs_path(lab, &modules).map_err(|e| BackendError::Instance {
             step: "initramfs".into(),
             detail: e.to_string(),
         })?;
@@ -256,9 +380,31 @@ impl Backend for Qemu {
             timeline.mark("cgroup");
         }
 
-        let args = self.args(&image.path, &initrd, spec);
+        let mut options = self.cmdline_options();
+        options.modules = !modules.is_empty();
+        if cmdline_devices {
+            let count = usize::from(block) + usize::from(net);
+            options.extra.extend((0..count).map(microvm_cmdline_device));
+        }
+        options.init = devices.init_words.clone();
+        let args = self.args_with(
+            &image.path,
+            &initrd,
+            spec,
+            &options,
+            Some(&devices),
+            cmdline_devices,
+        );
         let exec = Exec::new(&qemu, QEMU, &args, &[]);
-        let pipes = QemuPipes::new()?;
+        let tap = devices
+            .net
+            .as_ref()
+            .map(|n| n.tap.try_clone_fd())
+            .transpose()
+            .map_err(BackendError::io("dup the tap"))?
+            .map(high)
+            .transpose()?;
+        let pipes = QemuPipes::new(tap)?;
         let log_path = self
             .console_log
             .clone()
@@ -296,6 +442,12 @@ impl Backend for Qemu {
             })],
         });
         note_guest(&mut instance, &image, &initrd, spec, self);
+        instance.note(info::GUEST_CMDLINE, cmdline::render(spec, &options));
+        if let Some(net) = &devices.net {
+            instance.note("net_tap", net.tap.name());
+        }
+        // QEMU holds its own descriptor of the tap (fd 4); the lab's copy goes with `devices`.
+        drop(devices);
         Ok(instance)
     }
 }
@@ -321,8 +473,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), BackendError> {
 }
 
 /// QEMU's fds: stdin = the guest's input, stdout = the serial output, stderr, and fd 3 = the
-/// report pipe, for the child's own `fork`/`exec` stamps (close-on-exec: QEMU never sees it).
-struct ChildEnds([OwnedFd; 4]);
+/// report pipe, for the child's own `fork`/`exec` stamps (close-on-exec: QEMU never sees it);
+/// fd 4 = the guest's tap, if it has a network card.
+struct ChildEnds([OwnedFd; 4], Option<OwnedFd>);
 
 impl ChildSide for ChildEnds {
     fn install(&self) -> Result<(), Errno> {
@@ -350,7 +503,7 @@ struct QemuPipes {
 }
 
 impl QemuPipes {
-    fn new() -> Result<QemuPipes, BackendError> {
+    fn new(tap: Option<OwnedFd>) -> Result<QemuPipes, BackendError> {
         let (serial_r, serial_w) = pipe()?;
         let (input_r, input_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
@@ -358,7 +511,7 @@ impl QemuPipes {
         let (control_r, control_w) = pipe()?;
         let dup = |fd: &OwnedFd| high(fd.try_clone().map_err(BackendError::io("dup"))?);
         Ok(QemuPipes {
-            child: ChildEnds([input_r, serial_w, dup(&stderr_w)?, dup(&report_w)?]),
+            child: ChildEnds([input_r, serial_w, dup(&stderr_w)?, dup(&report_w)?], tap),
             parent: ParentEnds {
                 report: File::from(report_r),
                 control: File::from(control_w),
@@ -383,7 +536,14 @@ fn install(child: &ChildEnds) -> Result<(), Errno> {
     }
     // SAFETY: fcntl on fd 3, just installed.
     Errno::result(unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) })?;
-    close_from(4);
+    if let Some(tap) = &child.1 {
+        // dup2 clears close-on-exec on the copy: QEMU inherits the tap as fd 4.
+        // SAFETY: dup2 of an fd we own onto a small fixed number.
+        Errno::result(unsafe { libc::dup2(tap.as_raw_fd(), TAP_FD) })?;
+        close_from(TAP_FD + 1);
+    } else {
+        close_from(TAP_FD);
+    }
     Ok(())
 }
 
@@ -436,5 +596,77 @@ impl Relay {
         if let Some(last) = console.last_kernel_line() {
             let _ = writeln!(self.stderr, "guest console, last line: {last}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linux_guest::devices::BlockBacking;
+    use crate::workload::Kernel;
+
+    fn args(devices: &GuestDevices, cmdline_devices: bool) -> Vec<String> {
+        let q = Qemu::default().with_accel(Accel::Tcg);
+        q.args_with(
+            Path::new("/k"),
+            Path::new("/i"),
+            &Spec::default_for(Kernel::Probe),
+            &q.cmdline_options(),
+            Some(devices),
+            cmdline_devices,
+        )
+    }
+
+    #[test]
+    fn a_disk_is_a_modern_virtio_mmio_device_on_the_file() {
+        let devices = GuestDevices {
+            block: Some(BlockBacking {
+                path: "/var/tmp/a,b.img".into(),
+            }),
+            ..Default::default()
+        };
+        let a = args(&devices, false);
+        let joined = a.join(" ");
+        assert!(joined.contains("-M microvm "), "{joined}");
+        assert!(
+            joined.contains("virtio-mmio.force-legacy=false"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("file=/var/tmp/a,,b.img,format=raw,if=none,cache="),
+            "a comma in the path is doubled: {joined}"
+        );
+        assert!(joined.contains("aio=threads"), "{joined}");
+        assert!(
+            joined.contains("-device virtio-blk-device,drive=vda"),
+            "{joined}"
+        );
+        assert!(!joined.contains("bus="), "{joined}");
+        // Without devices, nothing of the above.
+        let plain = args(&GuestDevices::default(), false).join(" ");
+        assert!(!plain.contains("virtio"), "{plain}");
+    }
+
+    #[test]
+    fn devices_for_a_kernel_without_acpi_are_pinned_and_named_before_the_double_dash() {
+        let devices = GuestDevices {
+            block: Some(BlockBacking {
+                path: "/d.img".into(),
+            }),
+            ..Default::default()
+        };
+        let joined = args(&devices, true).join(" ");
+        assert!(
+            joined.contains("-M microvm,acpi=off,auto-kernel-cmdline=off"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("drive=vda,bus=virtio-mmio-bus.0"),
+            "{joined}"
+        );
+        assert_eq!(
+            microvm_cmdline_device(1),
+            "virtio_mmio.device=512@0xfeb00200:6"
+        );
     }
 }

@@ -432,6 +432,13 @@ mod tests {
             "CONFIG_SERIAL_8250_CONSOLE",
             "CONFIG_X86_IOPL_IOPERM",
             "CONFIG_PROC_FS",
+            // The devices, found on the command line, and their drivers built in.
+            "CONFIG_VIRTIO_MMIO",
+            "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES",
+            "CONFIG_VIRTIO_BLK",
+            "CONFIG_VIRTIO_NET",
+            "CONFIG_INET",
+            "CONFIG_DEVTMPFS",
         ] {
             assert!(on(name), "{name} missing from microvm.config");
         }

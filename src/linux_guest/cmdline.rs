@@ -20,7 +20,7 @@
 //! | `reboot=k` / `reboot=t` | how `reboot(2)` resets the machine: through the i8042 keyboard controller (port 0x64, command 0xfe), which the lab's VMM emulates; or with a triple fault, which QEMU with `-no-reboot` turns into an exit |
 //! | `panic=-1` | reboot at once on a kernel panic instead of hanging: a dead guest ends the run |
 //! | `pci=off` | there is no PCI bus: don't probe its configuration ports (0xcf8/0xcfc) |
-//! | `nomodule` | nothing to load modules from: don't try |
+//! | `nomodule` | nothing to load modules from: don't try (left out when the initramfs carries the modules of the guest's virtio drivers, which `/init` loads) |
 //! | `8250.nr_uarts=1` | probe one UART, not four |
 //! | `initcall_blacklist=i8042_init` | do not start the i8042 (PS/2 keyboard and mouse) driver: the lab's i8042 is only a reset line, and the driver would poll it 10 000 times, 50 µs apart, for answers it never gives — half a second of every boot. `reboot=k` writes the reset command itself, without the driver |
 //! | `quiet` | print only warnings: every console byte is an `out` to the UART, i.e. a VM exit |
@@ -49,6 +49,10 @@ pub struct CmdlineOptions {
     pub marker_port: Option<u16>,
     /// More words for the kernel, before `--`.
     pub extra: Vec<String>,
+    /// The initramfs carries kernel modules for `/init` to load: leave out `nomodule`.
+    pub modules: bool,
+    /// More words for `/init`, after the spec (e.g. `disk=/dev/vda net=… peer=…`).
+    pub init: Vec<String>,
 }
 
 impl Default for CmdlineOptions {
@@ -58,6 +62,8 @@ impl Default for CmdlineOptions {
             verbose: false,
             marker_port: None,
             extra: Vec::new(),
+            modules: false,
+            init: Vec::new(),
         }
     }
 }
@@ -77,6 +83,8 @@ pub fn kernel_words(opts: &CmdlineOptions) -> Vec<String> {
         "initcall_blacklist=i8042_init",
     ]
     .iter()
+    // `nomodule` sets the kernel's `modules_disabled`: finit_module would fail with EPERM.
+    .filter(|w| !(opts.modules && **w == "nomodule"))
     .map(|w| w.to_string())
     .collect();
     if opts.verbose {
@@ -95,6 +103,7 @@ pub fn init_words(spec: &Spec, opts: &CmdlineOptions) -> Vec<String> {
     if let Some(port) = opts.marker_port {
         words.push(format!("port={port}"));
     }
+    words.extend(opts.init.iter().cloned());
     words
 }
 
@@ -154,5 +163,19 @@ mod tests {
         assert!(loud.contains("earlyprintk=serial,ttyS0,115200 loglevel=8 foo=bar -- "));
         assert!(loud.contains("reboot=t") && !loud.contains("reboot=k"));
         assert!(!loud.contains("port="), "no marker port unless asked");
+    }
+
+    #[test]
+    fn a_guest_with_modules_may_load_them_and_its_devices_words_reach_init() {
+        let spec = Spec::default_for(Kernel::Probe);
+        let opts = CmdlineOptions {
+            modules: true,
+            init: vec!["disk=/dev/vda".into()],
+            ..Default::default()
+        };
+        let line = render(&spec, &opts);
+        assert!(!line.contains("nomodule"), "{line}");
+        assert!(line.ends_with(" disk=/dev/vda"), "{line}");
+        assert!(render(&spec, &CmdlineOptions::default()).contains(" nomodule "));
     }
 }

@@ -25,6 +25,7 @@
 pub mod build;
 pub mod cmdline;
 pub mod console;
+pub mod devices;
 pub mod extract;
 pub mod initramfs;
 pub mod kernel;
@@ -49,13 +50,38 @@ pub fn ram_bytes(spec: &Spec) -> u64 {
 }
 
 /// The lab's initramfs on the host, written once per lab into its work directory (the spec
-/// travels on the command line, so every run of the lab boots the same archive).
-pub fn initramfs_path(lab: &Lab) -> Result<PathBuf, initramfs::InitramfsError> {
-    let path = lab.workdir().join("initramfs.cpio.gz");
+/// travels on the command line, so every run of the lab boots the same archive), with the
+/// kernel `modules` (files, in load order) a guest's devices need, if any: one archive per set
+/// of modules, so a guest without devices boots exactly what it always did.
+pub fn initramfs_path(
+    lab: &Lab,
+    modules: &[PathBuf],
+) -> Result<PathBuf, initramfs::InitramfsError> {
+    let name = if modules.is_empty() {
+        "initramfs.cpio.gz".to_string()
+    } else {
+        // FNV-1a over the module paths: a name per set, stable within the lab.
+        let key = modules.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, p| {
+            p.to_string_lossy()
+                .bytes()
+                .fold(h, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+        });
+        format!("initramfs-modules-{key:016x}.cpio.gz")
+    };
+    let path = lab.workdir().join(name);
     if path.is_file() {
         return Ok(path);
     }
-    let archive = initramfs::build(WORKLOAD_ELF)?;
+    let mut files = Vec::new();
+    for m in modules {
+        let bytes = fs::read(m)?;
+        let file = m
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        files.push((file, bytes));
+    }
+    let archive = initramfs::build_with_modules(WORKLOAD_ELF, &files)?;
     // Write aside, then rename: two instances starting at once never see half an archive.
     let partial = lab.workdir().join(format!(
         ".initramfs.{:?}.partial",

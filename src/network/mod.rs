@@ -23,6 +23,7 @@
 pub mod netlink;
 pub mod netns;
 pub mod peer;
+pub mod tap;
 
 use netlink::Rtnl;
 use netns::Netns;

@@ -54,6 +54,17 @@ const KVM_AMD_MODULES: [&str; 4] = [
     "arch/x86/kvm/kvm-amd",
 ];
 
+/// The modules of Debian's virtio drivers a guest with a disk and a network card loads.
+const VIRTIO_MODULES: [&str; 7] = [
+    "drivers/virtio/virtio_ring",
+    "drivers/virtio/virtio",
+    "drivers/virtio/virtio_mmio",
+    "drivers/block/virtio_blk",
+    "net/core/failover",
+    "drivers/net/net_failover",
+    "drivers/net/virtio_net",
+];
+
 /// The firmware QEMU's `microvm` machine loads (from QEMU's data directory).
 const QEMU_FIRMWARE: [&str; 5] = [
     "bios-microvm.bin",
@@ -299,6 +310,49 @@ impl EmulatedHost {
     pub fn with_program(mut self, from: &Path, to: &str) -> EmulatedHost {
         self.programs.push((from.to_path_buf(), to.to_string()));
         self
+    }
+
+    /// Let the lab give its Linux guests a disk and a network card: the kernel's configuration
+    /// and `modules.dep` (how the lab learns which virtio drivers are modules), the virtio
+    /// modules the guest's initramfs carries, and `tun` (loaded: taps need `/dev/net/tun`).
+    pub fn with_guest_devices(mut self) -> Result<EmulatedHost, HostError> {
+        let release = self.release.clone();
+        let modules = Path::new("/lib/modules").join(&release);
+        let mut files = vec![
+            (
+                PathBuf::from(format!("/boot/config-{release}")),
+                format!("/boot/config-{release}"),
+            ),
+            (
+                modules.join("modules.dep"),
+                format!("{}/modules.dep", modules.display()),
+            ),
+        ];
+        for m in VIRTIO_MODULES.iter().chain(["drivers/net/tun"].iter()) {
+            let path = modules.join("kernel").join(format!("{m}.ko"));
+            if !path.is_file() {
+                return err(format!(
+                    "no {} (apt install linux-image-amd64)",
+                    path.display()
+                ));
+            }
+            let inside = path.display().to_string();
+            files.push((path, inside));
+        }
+        for (from, to) in files {
+            if !from.is_file() {
+                return err(format!(
+                    "no {} (apt install linux-image-amd64)",
+                    from.display()
+                ));
+            }
+            self.files.push((from, to));
+        }
+        self.setup.push(format!(
+            "insmod {}/kernel/drivers/net/tun.ko || echo \"{MARK}host insmod tun failed\"",
+            modules.display()
+        ));
+        Ok(self)
     }
 
     /// A user of the machine.

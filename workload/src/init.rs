@@ -7,7 +7,9 @@
 //! kernels as a process and a container do. As PID 1 it has three jobs no process has:
 //!
 //! 1. **Mount what it needs.** Nothing is mounted but the initramfs itself: `/proc` and `/sys`
-//!    exist only once PID 1 mounts them (the `probe` kernel reads `/proc`).
+//!    exist only once PID 1 mounts them (the `probe` kernel reads `/proc`). When the guest has
+//!    devices whose drivers are modules (Debian's kernel), the initramfs carries them and PID 1
+//!    loads them first ([`load_modules`]); a disk then needs its device node, `/dev/vda`.
 //! 2. **Report on the console.** There is no pipe to the lab. Marker lines go to the console
 //!    *without* `t=`: the guest's clock is not the host's, so the host stamps each line when it
 //!    arrives, or — for the lab's own VMM, which asks for it with `port=N` — stamps the write
@@ -40,7 +42,8 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// Mount `/proc` and `/sys`, and put the console into raw mode.
+/// Mount `/proc` and `/sys`, load the modules the initramfs carries, give a disk its device
+/// node, and put the console into raw mode.
 pub fn prepare() -> Result<(), SetupError> {
     mount(c"proc", c"/proc", c"proc").map_err(|errno| SetupError {
         step: "mount /proc",
@@ -50,16 +53,101 @@ pub fn prepare() -> Result<(), SetupError> {
         step: "mount /sys",
         errno,
     })?;
+    if std::path::Path::new(MODULES_ORDER).exists() {
+        load_modules().map_err(|errno| SetupError {
+            step: "load the initramfs' kernel modules",
+            errno,
+        })?;
+    }
+    if std::path::Path::new("/sys/block/vda").exists() {
+        device_nodes().map_err(|errno| SetupError {
+            step: "create /dev/vda",
+            errno,
+        })?;
+    }
     raw_console().map_err(|errno| SetupError {
         step: "console raw mode",
         errno,
     })
 }
 
+/// The list of modules the initramfs carries, in load order (see the lab's
+/// `linux_guest::initramfs`).
+const MODULES_ORDER: &str = "/modules/order";
+
+/// Load every module `/modules/order` lists, in its order (dependencies first).
+///
+/// A kernel module is an ELF object the kernel links into itself. `finit_module(2)` takes it
+/// from an open file: the kernel reads it, checks it was built for this very kernel (its
+/// `vermagic`, and a signature where the kernel demands one), resolves its symbols against the
+/// kernel and the modules already loaded — which is why the order matters: `virtio_blk` uses
+/// symbols of `virtio`, which uses `virtio_ring` — and runs its init function. For a driver,
+/// that registers it, and the driver core at once offers it every device already found that it
+/// matches: loading `virtio_mmio` binds the MMIO devices the ACPI tables declared, loading
+/// `virtio_blk` then binds the disk, and `/sys/block/vda` appears before the call returns.
+/// A module already in the kernel (`EEXIST`) is fine.
+pub fn load_modules() -> Result<(), i32> {
+    let order =
+        std::fs::read_to_string(MODULES_ORDER).map_err(|e| e.raw_os_error().unwrap_or(0))?;
+    for name in order.lines().filter(|l| !l.is_empty()) {
+        let file = std::fs::File::open(format!("/modules/{name}"))
+            .map_err(|e| e.raw_os_error().unwrap_or(0))?;
+        // SAFETY: finit_module with an open descriptor, an empty NUL-terminated parameter
+        // string and no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_finit_module,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                c"".as_ptr(),
+                0,
+            )
+        };
+        if rc != 0 && errno() != libc::EEXIST {
+            return Err(errno());
+        }
+    }
+    Ok(())
+}
+
+/// Give the disk its device node, `/dev/vda`.
+///
+/// A device node is a file that names a driver by two numbers (major, minor); the kernel
+/// publishes a disk's numbers in `/sys/block/vda/dev` ("254:0"). `devtmpfs`, a file system the
+/// kernel fills with a node for every device it knows, is the usual way; a kernel built
+/// without it gets the one node made by hand (`mknod`).
+fn device_nodes() -> Result<(), i32> {
+    match mount(c"devtmpfs", c"/dev", c"devtmpfs") {
+        Ok(()) => return Ok(()),
+        Err(libc::ENODEV) => {}
+        Err(e) => return Err(e),
+    }
+    let numbers = std::fs::read_to_string("/sys/block/vda/dev").map_err(|_| libc::ENOENT)?;
+    let (major, minor) = numbers.trim().split_once(':').ok_or(libc::EINVAL)?;
+    let (major, minor): (u32, u32) = (
+        major.parse().map_err(|_| libc::EINVAL)?,
+        minor.parse().map_err(|_| libc::EINVAL)?,
+    );
+    // SAFETY: a NUL-terminated path; a block-device mode and a device number.
+    let rc = unsafe {
+        libc::mknod(
+            c"/dev/vda".as_ptr(),
+            libc::S_IFBLK | 0o600,
+            libc::makedev(major, minor),
+        )
+    };
+    if rc != 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
 fn mount(source: &CStr, target: &CStr, fstype: &CStr) -> Result<(), i32> {
-    // The usual flags of a minimal system: no set-uid programs, no device files, nothing to
-    // execute from these pseudo file systems.
-    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // The usual flags of a minimal system: no set-uid programs, nothing to execute from these
+    // pseudo file systems, and no device files — except on devtmpfs, which is nothing else.
+    let mut flags = libc::MS_NOSUID | libc::MS_NOEXEC;
+    if fstype != c"devtmpfs" {
+        flags |= libc::MS_NODEV;
+    }
     // SAFETY: all strings are NUL-terminated; no data argument.
     let rc = unsafe {
         libc::mount(

@@ -34,6 +34,7 @@ pub fn run(shim: &mut LinuxShim, guest: bool) -> Result<Output, Error> {
     report("mounts", &mounts.lines().count().to_string());
     report("root_fs", &root_fs_type(&mounts));
     report("interfaces", &interfaces().join(","));
+    report("block_devices", &block_devices().join(","));
     report("root_entries", &root_entries().join(","));
     let uid_map = read("/proc/self/uid_map");
     report("uid_map", &squash(&uid_map));
@@ -160,6 +161,21 @@ fn interfaces() -> Vec<String> {
         .filter_map(|l| l.split(':').next())
         .map(|name| name.trim().to_string())
         .collect()
+}
+
+/// The disks the kernel knows (`/sys/block`), without the RAM and loop devices every kernel
+/// may have: a guest given a virtio disk lists `vda`.
+fn block_devices() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir("/sys/block")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 fn status_field(name: &str) -> String {

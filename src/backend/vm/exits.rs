@@ -212,6 +212,14 @@ impl ExitCounts {
         *self.other.entry(cause).or_default() += 1;
     }
 
+    /// Count `n` exits of one cause at once (a device thread's tally, e.g. the notifications
+    /// KVM turned into ioeventfd signals).
+    pub fn add(&mut self, cause: &'static str, n: u64) {
+        if n > 0 {
+            *self.other.entry(cause).or_default() += n;
+        }
+    }
+
     /// Every cause seen, with its count.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         Call::ALL

@@ -34,7 +34,7 @@ use nix::unistd::{fork, ForkResult};
 use nix::unistd::{pipe2, Pid};
 use std::fmt;
 use std::io::Read;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 use vm_memory::GuestMemoryMmap;
 
@@ -323,8 +323,34 @@ pub fn launch(
     name: &str,
     spec: &Spec,
     limits: &Limits,
-    mut timeline: Timeline,
+    timeline: Timeline,
     vmm: impl FnOnce(&mut Host) -> Result<(), VmmError>,
+) -> Result<Instance, BackendError> {
+    launch_keeping(
+        lab,
+        backend,
+        name,
+        spec,
+        limits,
+        timeline,
+        Vec::new(),
+        |host, _| vmm(host),
+    )
+}
+
+/// [`launch`], with more descriptors the VMM keeps (a Linux guest's tap): the child closes every
+/// descriptor of the lab it did not install, so these are installed too, and `vmm` is told the
+/// numbers they have in the VMM, in the order given.
+#[allow(clippy::too_many_arguments)]
+pub fn launch_keeping(
+    lab: &Lab,
+    backend: &str,
+    name: &str,
+    spec: &Spec,
+    limits: &Limits,
+    mut timeline: Timeline,
+    keep: Vec<OwnedFd>,
+    vmm: impl FnOnce(&mut Host, &[RawFd]) -> Result<(), VmmError>,
 ) -> Result<Instance, BackendError> {
     let cgroup = lab.instance_cgroup(name, limits)?;
     let placement = Placement::of(cgroup.as_ref())?;
@@ -344,7 +370,11 @@ pub fn launch(
     let scratch_dir = scratch
         .as_ref()
         .map_or_else(|| lab.scratch_dir(), |s| s.path().to_path_buf());
-    let (ends, fds) = child::pipes(None)?;
+    let (ends, mut fds) = child::pipes(None)?;
+    let kept: Vec<RawFd> = keep
+        .into_iter()
+        .map(|fd| fds.keep(fd))
+        .collect::<Result<_, _>>()?;
     // SAFETY: fork in a process that may have other threads: the child has only this one,
     // and a lock another thread held at the fork stays locked in the child. glibc's fork
     // re-initialises malloc's locks in the child, so the VMM may allocate; it takes no other
@@ -361,7 +391,7 @@ pub fn launch(
                 )
             };
             let mut host = Host::new(report, control, scratch_dir);
-            match vmm(&mut host) {
+            match vmm(&mut host, &kept) {
                 Ok(()) => 0,
                 Err(e) => {
                     let (step, msg) = e.step_and_message();

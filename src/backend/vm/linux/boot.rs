@@ -301,6 +301,7 @@ pub fn load(
     kernel: &Path,
     initrd: &[u8],
     cmdline: &str,
+    rsdp: Option<u64>,
 ) -> Result<Loaded, BootError> {
     let open_err = |source| BootError::Open {
         path: kernel.display().to_string(),
@@ -340,7 +341,9 @@ pub fn load(
         };
         // PVH starts in 32-bit mode: everything it is handed must lie below 4 GiB.
         let initrd = put_initrd(result.kernel_end, u32::MAX as u64)?;
-        let (info, memmap, modules) = pvh_start_info(ram_bytes, initrd);
+        let (mut info, memmap, modules) = pvh_start_info(ram_bytes, initrd);
+        // ACPI tables, when the VMM wrote any: the kernel need not scan for the RSDP.
+        info.rsdp_paddr = rsdp.unwrap_or(0);
         let mut params = BootParams::new(&info, GuestAddress(layout::PVH_START_INFO));
         params.set_sections(&memmap, GuestAddress(layout::PVH_MEMMAP));
         params.set_modules(&modules, GuestAddress(layout::PVH_MODLIST));
@@ -358,7 +361,8 @@ pub fn load(
             detail: "the bzImage has no setup header".into(),
         })?;
         let initrd = put_initrd(result.kernel_end, header.initrd_addr_max as u64)?;
-        let params = linux_boot_params(header, ram_bytes, initrd, cmdline_len);
+        let mut params = linux_boot_params(header, ram_bytes, initrd, cmdline_len);
+        params.acpi_rsdp_addr = rsdp.unwrap_or(0);
         LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(
             &BootParams::new(&params, GuestAddress(layout::ZERO_PAGE)),
             mem,

@@ -8,7 +8,9 @@
 //!    KVM_IRQFD (UART → IRQ 4)                                  irqchip
 //!    mmap guest RAM, KVM_SET_USER_MEMORY_REGION                memory_mapped
 //!    KVM_CREATE_VCPU                                           vcpu_created
-//!    kernel, initramfs, command line, boot structures, MP table;
+//!    virtio devices: irqfds, ioeventfds (disk, network card)   devices
+//!    kernel, initramfs, command line, boot structures, MP table
+//!    (and ACPI tables, for a kernel that finds devices there);
 //!    CPUID, GDT, registers, LAPIC pins                         kernel_loaded
 //!    loop { KVM_RUN; serve the port/MMIO exit }                kernel_entry (the first KVM_RUN)
 //!      guest /init's marker-port writes, stamped at the exit: init, ready, start, done
@@ -30,12 +32,17 @@ use super::super::{kvm, memory};
 use super::boot;
 use super::cpu;
 use super::devices::{Devices, PortWrite, COM1_IRQ};
+use super::virtio::block::Block;
+use super::virtio::mmio::MmioTransport;
+use super::virtio::net::Net;
+use super::virtio::{Counters, Kind, Notify, Slot, VirtioDevice, MMIO_BASE, QUEUE_NOTIFY};
 use crate::host::KvmKind;
 use crate::linux_guest::console::Console;
+use crate::linux_guest::devices::{BlockBacking, NetBacking};
 use crate::linux_guest::symbols::Symbols;
 use crate::measure::clock::now_ns;
 use kvm_bindings::{kvm_irqchip, kvm_msr_entry, kvm_pit_config, Msrs, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{IoEventAddress, VcpuExit, VcpuFd, VmFd};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -49,7 +56,7 @@ use vmm_sys_util::eventfd::EventFd;
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 
 /// How to build one Linux microVM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct LinuxConfig {
     /// Guest RAM, bytes (a multiple of 2 MiB).
     pub ram_bytes: u64,
@@ -67,6 +74,160 @@ pub struct LinuxConfig {
     pub console_log: PathBuf,
     /// Where to look up the kernel's symbols, should the guest stop where it should not.
     pub symbols: Option<Symbols>,
+    /// A disk (virtio-blk on this file), in the first virtio slot.
+    pub block: Option<BlockBacking>,
+    /// A network card (virtio-net on this tap), in the next slot.
+    pub net: Option<NetBacking>,
+    /// Describe the devices in ACPI tables (for a kernel that cannot take them on its command
+    /// line; the command line itself is the caller's, in `cmdline`).
+    pub acpi: bool,
+    /// How queue notifications reach the devices.
+    pub notify: Notify,
+}
+
+impl LinuxConfig {
+    /// The virtio slots of the configured devices, in order: the disk first, then the card.
+    pub fn slots(&self) -> Vec<(Kind, Slot)> {
+        let kinds = [
+            self.block.as_ref().map(|_| Kind::Block),
+            self.net.as_ref().map(|_| Kind::Net),
+        ];
+        kinds
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, k)| (k, Slot::nth(i)))
+            .collect()
+    }
+}
+
+/// The virtio devices on the machine's MMIO bus, each in its slot.
+pub struct Bus {
+    devices: Vec<(Slot, MmioTransport)>,
+}
+
+impl Bus {
+    /// The device whose register window holds `addr`, and the offset in it.
+    fn find(&mut self, addr: u64) -> Option<(u64, &mut MmioTransport)> {
+        self.devices
+            .iter_mut()
+            .find(|(slot, _)| slot.contains(addr))
+            .map(|(slot, t)| (addr - slot.base, t))
+    }
+
+    /// Stop the devices' threads, then report each device's traffic as exit counts and facts.
+    fn stop_and_report(self, host: &Host, exits: &mut ExitCounts) {
+        let devices: Vec<(Kind, Notify, std::sync::Arc<Counters>)> = self
+            .devices
+            .iter()
+            .map(|(_, t)| {
+                (
+                    t.kind(),
+                    t.notify_mode(),
+                    std::sync::Arc::clone(t.counters()),
+                )
+            })
+            .collect();
+        // Dropping a transport stops and joins its device's thread.
+        drop(self);
+        for (kind, mode, c) in devices {
+            let name = kind.name();
+            // In Notify::Exit mode the notifications were MMIO exits, counted as they came.
+            if mode == Notify::Ioeventfd {
+                exits.add(notify_cause(kind), Counters::get(&c.notifications));
+            }
+            host.info(
+                &format!("virtio_{name}_interrupts"),
+                Counters::get(&c.interrupts),
+            );
+            host.info(
+                &format!("virtio_{name}_requests"),
+                Counters::get(&c.requests),
+            );
+            for (i, q) in c.queues().iter().enumerate() {
+                host.info(&format!("virtio_{name}_queue{i}"), q);
+            }
+            if let Some(why) = c.ended() {
+                host.info(&format!("virtio_{name}_stopped"), why);
+            }
+            let malformed = Counters::get(&c.malformed);
+            if malformed > 0 {
+                host.info(&format!("virtio_{name}_malformed"), malformed);
+            }
+        }
+    }
+}
+
+fn mmio_cause(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Block => "mmio_blk",
+        Kind::Net => "mmio_net",
+    }
+}
+
+fn notify_cause(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Block => "notify_blk",
+        Kind::Net => "notify_net",
+    }
+}
+
+/// Errors while making the devices (in the VMM's error type: an instance step).
+fn device_error(what: &'static str) -> impl FnOnce(super::virtio::VirtioError) -> VmmError {
+    move |e| VmmError::Io {
+        what,
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Make the configured devices: for each, the device, its transport, an irqfd on its interrupt
+/// line and (in [`Notify::Ioeventfd`] mode) one ioeventfd per queue on its `QueueNotify`.
+fn make_devices(
+    config: &LinuxConfig,
+    net: Option<&NetBacking>,
+    vm: &VmFd,
+    mem: &vm_memory::GuestMemoryMmap,
+    host: &Host,
+) -> Result<Bus, VmmError> {
+    let mut devices = Vec::new();
+    for (kind, slot) in config.slots() {
+        let device: Box<dyn VirtioDevice> = match (kind, &config.block, net) {
+            (Kind::Block, Some(b), _) => {
+                let block = Block::open(&b.path).map_err(device_error("open the disk"))?;
+                host.info("disk_bytes", block.capacity_sectors() * 512);
+                host.info("disk_direct_io", block.direct());
+                host.info("disk_block_size", block.block_size());
+                Box::new(block)
+            }
+            (Kind::Net, _, Some(n)) => {
+                host.info("net_tap", n.tap.name());
+                Box::new(Net::new(&n.tap, n.mac).map_err(device_error("open the tap"))?)
+            }
+            _ => continue,
+        };
+        let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmmError::Io {
+            what: "eventfd",
+            source,
+        })?;
+        // KVM pulses the I/O APIC pin `slot.irq` whenever the device thread writes the eventfd.
+        vm.register_irqfd(&irqfd, slot.irq)
+            .map_err(ioctl("KVM_IRQFD"))?;
+        let transport = MmioTransport::new(device, mem.clone(), irqfd, config.notify)
+            .map_err(device_error("make a virtio device"))?;
+        if config.notify == Notify::Ioeventfd {
+            for (queue, event) in transport.notify_events().iter().enumerate() {
+                // A 4-byte write of `queue` to QueueNotify signals this eventfd inside KVM.
+                vm.register_ioevent(
+                    event,
+                    &IoEventAddress::Mmio(slot.base + QUEUE_NOTIFY),
+                    queue as u32,
+                )
+                .map_err(ioctl("KVM_IOEVENTFD"))?;
+            }
+        }
+        devices.push((slot, transport));
+    }
+    Ok(Bus { devices })
 }
 
 /// How the guest stopped by itself.
@@ -98,7 +259,10 @@ fn ioctl(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
 ///
 /// Marker lines and the cost go to `host`; the lab's go-ahead bytes, read from `host`'s control
 /// pipe by a thread of their own, go to the guest's console input.
-pub fn run(config: &LinuxConfig, host: &Host) -> Result<Stop, VmmError> {
+///
+/// `net` is the network card's tap as this process has it (the VMM's inherited copy of
+/// `config.net`'s).
+pub fn run(config: &LinuxConfig, net: Option<&NetBacking>, host: &Host) -> Result<Stop, VmmError> {
     let kvm = kvm::open()?;
     host.phase("kvm_open");
     let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
@@ -123,11 +287,38 @@ pub fn run(config: &LinuxConfig, host: &Host) -> Result<Stop, VmmError> {
         .map_err(ioctl("KVM_IRQFD"))?;
     host.phase("irqchip");
 
+    if config.block.is_some() || config.net.is_some() {
+        // The devices' registers sit above RAM; a guest this large would cover them.
+        if config.ram_bytes > MMIO_BASE {
+            return Err(VmmError::Io {
+                what: "place the virtio devices",
+                source: std::io::Error::other(format!(
+                    "{} MiB of guest RAM reach the devices at {MMIO_BASE:#x}",
+                    config.ram_bytes >> 20
+                )),
+            });
+        }
+    }
     let mem = memory::create(config.ram_bytes)?;
     memory::register(&vm, &mem)?;
     host.phase("memory_mapped");
     let mut vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
     host.phase("vcpu_created");
+    let mut bus = make_devices(config, net, &vm, &mem, host)?;
+    if !bus.devices.is_empty() {
+        host.phase("devices");
+    }
+    let slots: Vec<Slot> = bus.devices.iter().map(|(s, _)| *s).collect();
+    let rsdp = if config.acpi && !slots.is_empty() {
+        Some(super::acpi::write(&mem, &slots).map_err(|e| {
+            VmmError::from(super::super::cpu::CpuError::Write {
+                what: "ACPI tables",
+                detail: e.to_string(),
+            })
+        })?)
+    } else {
+        None
+    };
 
     let initrd = std::fs::read(&config.initrd).map_err(|source| VmmError::Io {
         what: "read the initramfs",
@@ -139,6 +330,7 @@ pub fn run(config: &LinuxConfig, host: &Host) -> Result<Stop, VmmError> {
         &config.kernel,
         &initrd,
         &config.cmdline,
+        rsdp,
     )?;
     let options = cpu::CpuidOptions {
         hide_xsave: config.hide_xsave,
@@ -169,8 +361,17 @@ pub fn run(config: &LinuxConfig, host: &Host) -> Result<Stop, VmmError> {
     let mut timed = TimedVcpu::new(&mut vcpu, config.time_limit)?;
     host.phase("kernel_entry");
     timed.start()?;
-    let outcome = serve(&mut timed, &mut devices, &mut console, host, &mut exits);
+    let outcome = serve(
+        &mut timed,
+        &mut devices,
+        &mut bus,
+        &mut console,
+        host,
+        &mut exits,
+    );
     drop(timed);
+    // Stop the device threads before the report of what the instance cost.
+    bus.stop_and_report(host, &mut exits);
     // A guest that ran out of time is usually idle, waiting for an interrupt: say which ones
     // the interrupt controllers hold and when its timer would fire.
     let waiting = match outcome {
@@ -316,6 +517,7 @@ fn pvm_note() -> &'static str {
 fn serve(
     vcpu: &mut TimedVcpu<'_>,
     devices: &mut Devices,
+    bus: &mut Bus,
     console: &mut Console,
     host: &Host,
     exits: &mut ExitCounts,
@@ -340,12 +542,29 @@ fn serve(
                 (what.cause(), None)
             }
             VcpuExit::IoIn(port, data) => (devices.read(port, data), None),
-            // No memory-mapped devices: reads see all ones, writes vanish.
-            VcpuExit::MmioRead(_, data) => {
-                data.fill(0xff);
-                ("mmio_unclaimed", None)
-            }
-            VcpuExit::MmioWrite(..) => ("mmio_unclaimed", None),
+            // The virtio devices' registers; elsewhere reads see all ones, writes vanish.
+            VcpuExit::MmioRead(addr, data) => match bus.find(addr) {
+                Some((offset, t)) => {
+                    t.read(offset, data);
+                    (mmio_cause(t.kind()), None)
+                }
+                None => {
+                    data.fill(0xff);
+                    ("mmio_unclaimed", None)
+                }
+            },
+            VcpuExit::MmioWrite(addr, data) => match bus.find(addr) {
+                Some((offset, t)) => {
+                    t.write(offset, data);
+                    // A notification that came as an exit (Notify::Exit) is counted as one.
+                    if offset == QUEUE_NOTIFY {
+                        (notify_cause(t.kind()), None)
+                    } else {
+                        (mmio_cause(t.kind()), None)
+                    }
+                }
+                None => ("mmio_unclaimed", None),
+            },
             // A kick: out of time, or (a stray signal) enter again.
             VcpuExit::Intr => {
                 if vcpu.time_up() {

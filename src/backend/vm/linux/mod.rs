@@ -10,6 +10,8 @@
 //! * [`devices`] — a 16550 UART (vm-superio) whose output is the captured console, an i8042 whose
 //!   reset line ends the run, a CMOS clock, the marker port; PIC, I/O APIC and PIT live in KVM;
 //! * [`mptable`] — the MP table that tells the kernel about the I/O APIC;
+//! * [`virtio`] — a disk and a network card: virtio-blk and virtio-net over MMIO;
+//! * [`acpi`] — the ACPI tables that describe them to a kernel that reads ACPI (Debian's);
 //! * [`machine`] — all of it put together, and the run loop.
 //!
 //! It reuses the bare VMM's skeleton ([`super::vmm`]): `/dev/kvm` and its capability checks, guest
@@ -33,11 +35,13 @@
 //! the backend is unavailable there, and `--force` boots it as far as it goes (with XSAVE hidden
 //! and every kernel message on the console, so "as far as it goes" can be read).
 
+pub mod acpi;
 pub mod boot;
 pub mod cpu;
 pub mod devices;
 pub mod machine;
 pub mod mptable;
+pub mod virtio;
 
 use super::super::instance::{Instance, Timeline};
 use super::super::{Availability, Backend, BackendError, Limits, Spec};
@@ -45,11 +49,14 @@ use super::{kvm, vmm};
 use crate::host::KvmKind;
 use crate::lab::Lab;
 use crate::linux_guest::cmdline::{self, CmdlineOptions, Reboot};
+use crate::linux_guest::devices::{Discovery, GuestDevices, NetBacking};
 use crate::linux_guest::kernel::{self, ImageKind, KernelImage};
 use crate::linux_guest::symbols::Symbols;
 use crate::linux_guest::{self, extract, initramfs_path, ram_bytes};
+use crate::network::tap::Tap;
 use isolab_kernels::marker;
 use machine::LinuxConfig;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -69,6 +76,7 @@ pub struct VmLinux {
     verbose: Option<bool>,
     console_log: Option<PathBuf>,
     time_limit: Option<Duration>,
+    notify: Option<virtio::Notify>,
 }
 
 impl Default for VmLinux {
@@ -78,9 +86,15 @@ impl Default for VmLinux {
             verbose: None,
             console_log: None,
             time_limit: None,
+            notify: None,
         }
     }
 }
+
+/// The environment variable that sets how virtio notifications reach the devices when
+/// [`VmLinux::with_notify`] did not: `exit` for MMIO exits to the vCPU thread, anything else
+/// (or nothing) for ioeventfds. For measuring the difference with an unchanged `lab`.
+pub const NOTIFY_ENV: &str = "ISOLAB_VIRTIO_NOTIFY";
 
 impl VmLinux {
     /// Boot through `protocol`.
@@ -108,6 +122,20 @@ impl VmLinux {
         self
     }
 
+    /// Serve virtio notifications this way (default: [`NOTIFY_ENV`], else ioeventfds).
+    pub fn with_notify(mut self, notify: virtio::Notify) -> Self {
+        self.notify = Some(notify);
+        self
+    }
+
+    fn notify(&self) -> virtio::Notify {
+        self.notify
+            .unwrap_or_else(|| match std::env::var(NOTIFY_ENV).as_deref() {
+                Ok("exit") => virtio::Notify::Exit,
+                _ => virtio::Notify::Ioeventfd,
+            })
+    }
+
     /// The command line options for this host.
     pub fn cmdline_options(&self) -> CmdlineOptions {
         let hardware = KvmKind::detect().is_hardware();
@@ -116,6 +144,8 @@ impl VmLinux {
             verbose: self.verbose.unwrap_or(!hardware),
             marker_port: Some(marker::PORT),
             extra: Vec::new(),
+            modules: false,
+            init: Vec::new(),
         }
     }
 
@@ -186,6 +216,21 @@ impl Backend for VmLinux {
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
+        self.start_with(lab, spec, limits, GuestDevices::default())
+    }
+}
+
+impl VmLinux {
+    /// [`Backend::start`] with `devices`: a disk (`/dev/vda`) and a network card (`eth0`) for
+    /// this guest, served by the VMM's own virtio devices. A kernel that cannot drive them is
+    /// refused, naming the drivers it lacks.
+    pub fn start_with(
+        &self,
+        lab: &Lab,
+        spec: &Spec,
+        limits: &Limits,
+        devices: GuestDevices,
+    ) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
         let unavailable = |reason: String| BackendError::Unavailable {
             backend: "vm-linux".into(),
@@ -194,19 +239,34 @@ impl Backend for VmLinux {
         vmm::prepare(self.name())?;
         let image =
             kernel::find(lab.guest_kernel.as_deref()).map_err(|e| unavailable(e.to_string()))?;
+        let (block, net) = (devices.block.is_some(), devices.net.is_some());
+        // What the kernel needs for the devices: drivers (built in, or modules to carry) and
+        // a way to find them (its command line, or ACPI tables).
+        let (modules, discovery) = if devices.is_empty() {
+            (Vec::new(), Discovery::None)
+        } else {
+            let drivers = linux_guest::devices::inspect(&image);
+            if let Some(why) = drivers.refusal(block, net) {
+                return Err(unavailable(why));
+            }
+            (drivers.modules(block, net), drivers.discovery)
+        };
         let kernel_file = self.kernel_file(&image)?;
-        let initrd = initramfs_path(lab).map_err(|e| BackendError::Instance {
+        let initrd = initramfs_path(lab, &modules).map_err(|e| BackendError::Instance {
             step: "initramfs".into(),
             detail: e.to_string(),
         })?;
         timeline.mark("image");
         let name = lab.next_instance_name();
-        let config = LinuxConfig {
+        let mut options = self.cmdline_options();
+        options.modules = !modules.is_empty();
+        options.init = devices.init_words.clone();
+        let mut config = LinuxConfig {
             ram_bytes: ram_bytes(spec),
             time_limit: self.time_limit.unwrap_or(lab.timeout.mul_f64(0.9)),
             kernel: kernel_file.clone(),
             initrd: initrd.clone(),
-            cmdline: self.cmdline(spec),
+            cmdline: String::new(),
             hide_xsave: KvmKind::detect() == KvmKind::NestedPvm,
             console_log: self
                 .console_log
@@ -217,10 +277,47 @@ impl Backend for VmLinux {
             symbols: (self.protocol == Protocol::Pvh)
                 .then(|| Symbols::locate(&image, &kernel_file))
                 .flatten(),
+            block: devices.block,
+            net: devices.net,
+            acpi: discovery == Discovery::Acpi,
+            notify: self.notify(),
         };
-        let mut instance = vmm::launch(lab, self.name(), &name, spec, limits, timeline, |host| {
-            machine::run(&config, host).map(drop)
-        })?;
+        if discovery == Discovery::CommandLine {
+            options
+                .extra
+                .extend(config.slots().iter().map(|(_, slot)| slot.cmdline()));
+        }
+        config.cmdline = cmdline::render(spec, &options);
+        // The VMM is a fork that keeps only the descriptors it is given: the tap is one.
+        let keep = config
+            .net
+            .as_ref()
+            .map(|n| n.tap.try_clone_fd())
+            .transpose()
+            .map_err(BackendError::io("dup the tap"))?
+            .into_iter()
+            .collect();
+        let mut instance = vmm::launch_keeping(
+            lab,
+            self.name(),
+            &name,
+            spec,
+            limits,
+            timeline,
+            keep,
+            |host, kept| {
+                let net = match (&config.net, kept.first()) {
+                    (Some(n), Some(&fd)) => Some(NetBacking {
+                        // SAFETY: the launch installed the tap's copy at this number in this
+                        // process, and nothing else owns it.
+                        tap: Tap::inherited(unsafe { OwnedFd::from_raw_fd(fd) }, n.tap.name()),
+                        mac: n.mac,
+                    }),
+                    _ => None,
+                };
+                machine::run(&config, net.as_ref(), host).map(drop)
+            },
+        )?;
         for (key, value) in linux_guest::guest_facts(&image, &kernel_file, &initrd, &config.cmdline)
         {
             instance.note(key, value);

@@ -1,0 +1,228 @@
+//! A disk and a network card for Linux guests on a student's machine (AMD-V, emulated here: see
+//! `tests/hosts/`): `vm-linux` — the lab's own VMM, whose guests cannot boot on this CI's
+//! nested PVM — and `qemu` on KVM boot Debian's kernel with a virtio disk and a virtio network
+//! card on a tap, and the guest finds `/dev/vda` and `eth0`. The run's exit counts say where
+//! the devices' notifications went: through KVM's ioeventfds by default, as MMIO exits to the
+//! vCPU thread with `ISOLAB_VIRTIO_NOTIFY=exit`.
+//!
+//! The guests are booted by `examples/guest_devices.rs` (built here, carried inside), which
+//! makes the disk file and the tap the way the lab does.
+//!
+//! ```text
+//! cargo test --release --test emulated_devices -- --include-ignored --nocapture
+//! ```
+
+mod hosts;
+
+use hosts::{Check, CheckResult, EmulatedHost};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where the example is put inside the emulated machine.
+const GUEST_DEVICES: &str = "/usr/local/bin/guest-devices";
+
+/// The example program, built in the same profile as the lab under test.
+fn example() -> PathBuf {
+    let lab = Path::new(env!("CARGO_BIN_EXE_lab"));
+    let dir = lab.parent().expect("the lab's directory");
+    let release = dir.ends_with("release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--example", "guest_devices"]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo");
+    assert!(
+        status.success(),
+        "cargo build --example guest_devices failed"
+    );
+    let path = dir.join("examples/guest_devices");
+    assert!(path.is_file(), "no {}", path.display());
+    path
+}
+
+/// The kernels that use the devices.
+const DEVICE_KERNELS: [&str; 4] = ["disk-seq", "disk-rand", "net-stream", "net-rr"];
+/// Rounds of each device kernel on each backend, side by side (vm-linux, then qemu).
+const ROUNDS: usize = 2;
+
+fn checks() -> Vec<Check> {
+    let boot = |name: &str, env: &str, backend: &str, kernel: &str| {
+        Check::new(
+            name,
+            420,
+            &format!("{env} {GUEST_DEVICES} {backend} {kernel}"),
+        )
+    };
+    let exit = "ISOLAB_VIRTIO_NOTIFY=exit";
+    let mut checks = vec![
+        Check::new("kernel-show", 60, "lab kernel show"),
+        boot("vm-linux-devices", "", "vm-linux", "probe"),
+        boot("vm-linux-devices-exit", exit, "vm-linux", "probe"),
+        boot("qemu-devices", "", "qemu", "probe"),
+    ];
+    for round in 0..ROUNDS {
+        for kernel in DEVICE_KERNELS {
+            for backend in ["vm-linux", "qemu"] {
+                checks.push(boot(
+                    &format!("{backend}-{kernel}-{round}"),
+                    "",
+                    backend,
+                    kernel,
+                ));
+            }
+            let name = format!("vm-linux-exit-{kernel}-{round}");
+            checks.push(boot(&name, exit, "vm-linux", kernel));
+        }
+    }
+    checks.push(Check::new(
+        "left-behind",
+        60,
+        r#"ps -o pid,comm | grep -E 'lab|qemu|isolab|guest-dev' | grep -v grep
+ls -d /tmp/isolab* /tmp/.isolab* 2>/dev/null
+ip link 2>/dev/null | grep -E 'isolab|tap'
+true"#,
+    ));
+    checks
+}
+
+/// The first line of `c`'s output that starts with `prefix`, without it.
+fn line<'a>(c: &'a CheckResult, prefix: &str) -> Option<&'a str> {
+    c.output.iter().find_map(|l| l.trim().strip_prefix(prefix))
+}
+
+/// The value of `info KEY = VALUE` (or `probe KEY = VALUE`) lines the example printed.
+fn value(c: &CheckResult, kind: &str, key: &str) -> Option<String> {
+    c.output.iter().find_map(|l| {
+        l.trim()
+            .strip_prefix(&format!("{kind} {key} = "))
+            .map(str::to_string)
+    })
+}
+
+#[test]
+#[ignore = "boots an emulated AMD-V machine (QEMU TCG) for several minutes; .ci/run runs it"]
+fn vm_linux_and_qemu_give_a_guest_a_disk_and_a_network_card() {
+    let work = std::env::temp_dir().join(format!("isolab-emulated-devices-{}", std::process::id()));
+    let example = example();
+    let host = EmulatedHost::new(Path::new(env!("CARGO_BIN_EXE_lab")), &work)
+        .and_then(EmulatedHost::with_guest_devices)
+        .unwrap_or_else(|e| panic!("this test needs an emulated host: {e}"))
+        .with_program(&example, GUEST_DEVICES);
+    let report = host
+        .run(&checks())
+        .unwrap_or_else(|e| panic!("the emulated host did not run: {e}"));
+    let mut summary = String::new();
+    for c in &report.checks {
+        summary.push_str(&format!(
+            "{} status {:?} in {:.0?}\n",
+            c.name, c.status, c.took
+        ));
+        let keep = [
+            "info exits",
+            "info virtio",
+            "info disk",
+            "checksum",
+            "work_ms",
+            "peer ",
+        ];
+        for l in c
+            .output
+            .iter()
+            .filter(|l| keep.iter().any(|p| l.starts_with(p)))
+        {
+            summary.push_str(&format!("  {l}\n"));
+        }
+    }
+    // Each kernel's work time (start → done, stamped by the host), vm-linux ÷ qemu round by
+    // round: two VMMs on the same emulated machine, so only the comparison means something.
+    for kernel in DEVICE_KERNELS {
+        for round in 0..ROUNDS {
+            let ms = |backend: &str| {
+                report
+                    .checks
+                    .iter()
+                    .find(|c| c.name == format!("{backend}-{kernel}-{round}"))
+                    .and_then(|c| line(c, "work_ms "))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            if let (Some(v), Some(q)) = (ms("vm-linux"), ms("qemu")) {
+                summary.push_str(&format!(
+                    "{kernel} round {round}: vm-linux {v:.1} ms, qemu {q:.1} ms, vm-linux/qemu {:.2}; vm-linux with notify exits {}\n",
+                    v / q,
+                    ms("vm-linux-exit").map_or("-".into(), |x| format!("{x:.1} ms"))
+                ));
+            }
+        }
+    }
+    eprintln!("{summary}");
+    std::fs::write(work.join("summary.txt"), &summary).unwrap();
+
+    let ok = |c: &CheckResult| assert!(c.passed(), "{}", c.explain());
+    let show = report.check("kernel-show");
+    ok(show);
+    assert!(
+        show.text().contains("virtio_blk    module") && show.text().contains("ACPI"),
+        "{}",
+        show.explain()
+    );
+    for name in ["vm-linux-devices", "vm-linux-devices-exit", "qemu-devices"] {
+        let c = report.check(name);
+        ok(c);
+        assert_eq!(
+            value(c, "probe", "block_devices").as_deref(),
+            Some("vda"),
+            "{}",
+            c.explain()
+        );
+        let interfaces = value(c, "probe", "interfaces").unwrap_or_default();
+        assert!(
+            interfaces.split(',').any(|i| i == "eth0"),
+            "{}",
+            c.explain()
+        );
+    }
+    // The lab's VMM counts its devices' exits: register accesses always, notifications through
+    // ioeventfds by default, as exits to the vCPU thread when asked.
+    let vm = report.check("vm-linux-devices");
+    for key in ["exits_mmio_blk", "exits_mmio_net", "exits_notify_blk"] {
+        let n: u64 = value(vm, "info", key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}: {}", vm.explain()));
+        assert!(n > 0, "{key} = {n}");
+    }
+    // The device kernels complete on both backends with the same checksums (the same seed).
+    for kernel in DEVICE_KERNELS {
+        for round in 0..ROUNDS {
+            let sums: Vec<String> = ["vm-linux", "qemu", "vm-linux-exit"]
+                .iter()
+                .map(|b| {
+                    let c = report.check(&format!("{b}-{kernel}-{round}"));
+                    ok(c);
+                    line(c, "checksum ")
+                        .and_then(|l| l.split_whitespace().next())
+                        .unwrap_or_else(|| panic!("no checksum: {}", c.explain()))
+                        .to_string()
+                })
+                .collect();
+            assert!(sums.iter().all(|s| *s == sums[0]), "{kernel}: {sums:?}");
+        }
+    }
+    let exit = report.check("vm-linux-devices-exit");
+    assert!(
+        value(exit, "info", "exits_notify_blk").is_some(),
+        "{}",
+        exit.explain()
+    );
+    let left = report.check("left-behind");
+    assert!(
+        left.output.iter().all(|l| l.trim().is_empty()),
+        "left behind: {}",
+        left.explain()
+    );
+    assert!(report.powered_off, "the emulated host powered itself off");
+    std::fs::remove_dir_all(&work).unwrap();
+}
