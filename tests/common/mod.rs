@@ -80,11 +80,25 @@ impl HostState {
 /// Mount points in mount table `mountinfo` under a lab's directories (`isolab…` anywhere in the
 /// path). Counting every line would count the mounts of everything else on a shared machine.
 pub fn lab_mounts(mountinfo: &str) -> BTreeSet<String> {
+    // A lab that is still running (in another test binary, or another checkout's tests) has its
+    // mounts, and they are not this test's business: only those of labs no longer alive count.
+    let alive: BTreeSet<String> = ownership::census(&ownership::registry_dir())
+        .into_iter()
+        .filter(|l| l.alive)
+        .map(|l| l.id)
+        .collect();
+    let owner = |path: &str| -> Option<String> {
+        path.split('/')
+            .filter_map(|c| c.strip_prefix("isolab-"))
+            .find(|id| is_lab_id(id))
+            .map(str::to_string)
+    };
     fs::read_to_string(mountinfo)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .filter(|m| m.contains("/isolab"))
+        .filter(|m| owner(m).is_none_or(|id| !alive.contains(&id)))
         .map(str::to_string)
         .collect()
 }
@@ -250,7 +264,12 @@ pub fn probe_facts(
 
 /// Every run completed, and every kernel computed the same checksum on each of `names` that can
 /// run it (a bare guest has no disk, say: see `Backend::supports`).
-pub fn checksums_agree(results: &isolab::results::Results, names: &[String], kernels: usize) {
+pub fn checksums_agree(
+    lab: &isolab::lab::Lab,
+    results: &isolab::results::Results,
+    names: &[String],
+    kernels: usize,
+) {
     use std::collections::BTreeMap;
     let mut by_kernel: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for r in &results.runs {
@@ -269,7 +288,12 @@ pub fn checksums_agree(results: &isolab::results::Results, names: &[String], ker
         let k = isolab::workload::Kernel::from_name(kernel.as_bytes()).unwrap();
         let able = names
             .iter()
-            .filter(|n| isolab::backend::by_name(n).unwrap().supports(k).is_ok())
+            .filter(|n| {
+                isolab::backend::by_name(n)
+                    .unwrap()
+                    .supports(lab, k)
+                    .is_ok()
+            })
             .count();
         assert_eq!(sums.len(), able, "{kernel}: every backend that can ran");
         let first = sums.values().next().unwrap();
