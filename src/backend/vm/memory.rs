@@ -305,13 +305,27 @@ pub fn check_size(bytes: u64) -> Result<(), MemoryError> {
 }
 
 /// Map `bytes` of guest RAM in this process (nothing is allocated until touched).
+///
+/// The mapping is marked `MADV_MERGEABLE`, as QEMU marks its guests' RAM by default: KSM, the
+/// kernel's same-page merging, may then find pages identical to another guest's (the same
+/// libraries read from the same image, zero pages) and keep one copy of them. It does so only
+/// while the host runs KSM (`/sys/kernel/mm/ksm/run`; `lab run images --ksm` turns it on for a
+/// run): otherwise the mark costs nothing.
 pub fn create(bytes: u64) -> Result<GuestMemoryMmap, MemoryError> {
     check_size(bytes)?;
     let len = usize::try_from(bytes).map_err(|_| MemoryError::TooLarge {
         got: bytes,
         max: MAX_RAM,
     })?;
-    Ok(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), len)])?)
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), len)])?;
+    for region in mem.iter() {
+        if let Ok(host) = mem.get_host_address(region.start_addr()) {
+            // SAFETY: advice on a mapping this process owns, of exactly its length; a kernel
+            // without KSM refuses it (EINVAL), which changes nothing.
+            unsafe { libc::madvise(host.cast(), region.len() as usize, libc::MADV_MERGEABLE) };
+        }
+    }
+    Ok(mem)
 }
 
 /// Give guest RAM to the VM as memory slot 0 at guest-physical address 0.
