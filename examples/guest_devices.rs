@@ -86,6 +86,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         block: Some(BlockBacking { path: disk.clone() }),
         net: Some(NetBacking { tap, mac: MAC }),
         init_words,
+        image: false,
     };
     let limits = Limits::default();
     let verbose = std::env::var_os("GUEST_VERBOSE").is_some();

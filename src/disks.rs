@@ -185,6 +185,21 @@ impl DiskDir {
     }
 }
 
+impl DiskDir {
+    /// A disk for the instance `name` holding a copy of `source` (a VM's copy of the lab's
+    /// image), after checking it fits.
+    pub fn copy_of(&self, name: &str, source: &Path) -> Result<Disk, DiskError> {
+        let bytes = fs::metadata(source)
+            .map_err(io_err("measure", source))?
+            .len();
+        check(&self.path, bytes)?;
+        let path = self.path.join(format!("{name}.img"));
+        let disk = Disk { path, bytes };
+        fs::copy(source, &disk.path).map_err(io_err("copy the image to", &disk.path))?;
+        Ok(disk)
+    }
+}
+
 /// One instance's disk, removed when dropped.
 #[derive(Debug)]
 pub struct Disk {

@@ -98,6 +98,8 @@ pub struct Lab {
     pub image_spec: Option<ImageSpec>,
     /// That image, built on first use.
     image: OnceLock<Result<Arc<Image>, String>>,
+    /// The lab's image as a VM's disk (an ext4 file system), built on first use.
+    ext4: OnceLock<Result<Arc<crate::image::ext4::Ext4Image>, String>>,
     /// What backends made for the lab's whole life (a Docker image it built, KSM turned on),
     /// removed or restored when the lab ends.
     kept: std::sync::Mutex<Vec<Owned>>,
@@ -137,6 +139,7 @@ impl Lab {
             image_spec: None,
             image: OnceLock::new(),
             kept: std::sync::Mutex::new(Vec::new()),
+            ext4: OnceLock::new(),
             _lifeline: None,
         };
         let claim = lab.ledger.claim(Resource::Dir {
@@ -269,6 +272,15 @@ impl Lab {
         if !spec.kernel.needs_disk() {
             return Ok(None);
         }
+        Ok(Some(self.disk_dir()?.disk(
+            name,
+            spec.disk_bytes(),
+            owner,
+        )?))
+    }
+
+    /// The lab's directory of disks, made (and claimed) on first use.
+    fn disk_dir(&self) -> Result<&DiskDir, LabError> {
         let dir = self
             .disks
             .get_or_init(|| {
@@ -281,8 +293,23 @@ impl Lab {
                 Ok((dir, claim))
             })
             .as_ref()
-            .map_err(|why| LabError::Network(why.clone()))?;
-        Ok(Some(dir.0.disk(name, spec.disk_bytes(), owner)?))
+            .map_err(|why| LabError::Image(why.clone()))?;
+        Ok(&dir.0)
+    }
+
+    /// The lab's image as a file system for a VM's disk: built once, in the disk directory.
+    fn image_disk(&self, image: &Image) -> Result<Arc<crate::image::ext4::Ext4Image>, LabError> {
+        self.ext4
+            .get_or_init(|| {
+                let dir = self.disk_dir().map_err(|e| e.to_string())?;
+                let view = self.workdir.join("image-view");
+                fs::create_dir_all(&view).map_err(|e| e.to_string())?;
+                crate::image::ext4::Ext4Image::build(image, &view, &dir.path().join("image.ext4"))
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(LabError::Image)
     }
 
     /// Everything `spec` needs for the instance `name` whose root is `owner` on the host (see
@@ -306,7 +333,64 @@ impl Lab {
             image,
             root: None,
             upper: None,
+            guest_ip: None,
         })
+    }
+
+    /// What a Linux guest running `spec` is given (see [`crate::linux_guest::devices`]): a disk
+    /// for a disk kernel, a tap to the peer for a network kernel, and the words that tell its
+    /// `/init` about them; and the [`Provisions`] that hold what must go when it ends.
+    pub fn guest_devices(
+        &self,
+        spec: &Spec,
+        name: &str,
+    ) -> Result<(crate::linux_guest::devices::GuestDevices, Provisions), LabError> {
+        use crate::linux_guest::devices::{BlockBacking, GuestDevices, NetBacking};
+        let mut devices = GuestDevices::default();
+        let mut provisions = Provisions {
+            disk: self.disk_if_needed(spec, name, None)?,
+            ..Provisions::default()
+        };
+        if let Some(disk) = &provisions.disk {
+            devices.block = Some(BlockBacking {
+                path: disk.path().to_path_buf(),
+            });
+            devices.init_words.push(format!("disk={DISK_INSIDE}"));
+        } else if let Some(image) = self.image()? {
+            // On the lab's image: a copy of it as the VM's disk, which its /init mounts and
+            // loads the libraries from — into the guest's own page cache.
+            let master = self.image_disk(&image)?;
+            let copy = self.disk_dir()?.copy_of(name, master.path())?;
+            devices.block = Some(BlockBacking {
+                path: copy.path().to_path_buf(),
+            });
+            devices.image = true;
+            devices.init_words.extend([
+                format!("image={DISK_INSIDE}"),
+                format!("libs=/image{}", crate::image::LIBS_INSIDE),
+            ]);
+            provisions.disk = Some(copy);
+            provisions.image = Some(image);
+        }
+        if spec.kernel.needs_network() {
+            let link = self
+                .network()?
+                .tap_link()
+                .map_err(|e| LabError::Network(e.to_string()))?;
+            let ip = link.ip.octets();
+            devices.init_words.extend([
+                format!("net={}/{}", link.ip, crate::network::PREFIX),
+                format!("peer={}", link.peer_ip),
+            ]);
+            provisions.guest_ip = Some(link.ip);
+            devices.net = Some(NetBacking {
+                tap: link.tap,
+                // Locally administered (bit 1 of the first byte), unicast; the rest the
+                // guest's address, so every link's card differs.
+                mac: [0x52, 0x54, 0x00, ip[1], ip[2], ip[3]],
+            });
+        }
+        Ok((devices, provisions))
     }
 
     /// The lab's network, started on first use: its peer, and links to it (see
@@ -478,6 +562,8 @@ pub struct Provisions {
     pub root: Option<crate::image::overlay::Mounted>,
     /// A container's writable layer over the image.
     pub upper: Option<crate::image::overlay::Upper>,
+    /// A VM's address on its tap link to the peer (its guest sets it up).
+    pub guest_ip: Option<std::net::Ipv4Addr>,
 }
 
 impl Provisions {
@@ -519,7 +605,7 @@ impl Provisions {
     /// For a network kernel's instance: once it has ended, how many bytes the lab's peer
     /// received from it (the host side's count, to hold against what the kernel reports).
     pub fn peer_note(&self, lab: &Lab) -> Option<crate::backend::instance::EndNote> {
-        let ip = self.link.as_ref()?.ip;
+        let ip = self.link.as_ref().map(|l| l.ip).or(self.guest_ip)?;
         let network = lab.network().ok()?;
         Some(Box::new(move || {
             // The peer writes a connection down once it has served it; the instance has

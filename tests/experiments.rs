@@ -97,7 +97,12 @@ fn throughput_checksums_agree_across_backends() {
     .unwrap();
     assert!(campaign.failures.is_empty(), "{:?}", campaign.failures);
     let results = Results::read(&campaign.results).unwrap();
-    checksums_agree(&results, &names, experiment::throughput::KERNELS.len());
+    checksums_agree(
+        &lab,
+        &results,
+        &names,
+        experiment::throughput::KERNELS.len(),
+    );
     drop(lab);
     std::fs::remove_dir_all(temp).unwrap();
 }

@@ -102,6 +102,7 @@ fn qemu_gives_the_guest_a_disk_and_a_network_card() {
             block: Some(BlockBacking { path: disk.clone() }),
             net: Some(NetBacking { tap, mac: MAC }),
             init_words: Vec::new(),
+            image: false,
         };
         let spec = Spec::default_for(Kernel::Probe);
         let mut instance = Qemu::default()

@@ -149,7 +149,12 @@ fn every_runtime_runs_every_experiment_with_the_same_checksums() {
     .unwrap();
     assert!(throughput.failures.is_empty(), "{:?}", throughput.failures);
     let results = Results::read(&throughput.results).unwrap();
-    checksums_agree(&results, &names, experiment::throughput::KERNELS.len());
+    checksums_agree(
+        &lab,
+        &results,
+        &names,
+        experiment::throughput::KERNELS.len(),
+    );
 
     // Memory: the runtimes' instances are measured; gVisor's Sentry and Gofer are counted.
     let memory = experiment::memory::run(&lab, Some(&names), &[1], &settings(&out, 1)).unwrap();

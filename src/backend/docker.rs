@@ -321,7 +321,7 @@ impl Backend for Docker {
         Ok(files)
     }
 
-    fn supports(&self, kernel: crate::workload::Kernel) -> Result<(), String> {
+    fn supports(&self, _lab: &Lab, kernel: crate::workload::Kernel) -> Result<(), String> {
         if kernel.needs_network() {
             return Err(
                 "Docker's containers join the daemon's own networks; the lab's peer lives in a \

@@ -54,7 +54,7 @@ impl Backend for NsFloor {
     }
 
     /// Its network namespace is a fresh, empty one: no link to the lab's peer.
-    fn supports(&self, kernel: crate::workload::Kernel) -> Result<(), String> {
+    fn supports(&self, _lab: &Lab, kernel: crate::workload::Kernel) -> Result<(), String> {
         if kernel.needs_network() {
             return Err("its fresh network namespace has no link to the peer (a floor for start-up, nothing more)".into());
         }

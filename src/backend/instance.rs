@@ -229,6 +229,11 @@ impl Instance {
         self.at_end.push(note);
     }
 
+    /// Run `cleanup` too once the instance's processes are gone (after the backend's own).
+    pub fn clean_up_too(&mut self, cleanup: Box<dyn FnOnce() + Send>) {
+        self.cleanup.push(cleanup);
+    }
+
     /// The backend's name.
     pub fn backend(&self) -> &str {
         &self.backend

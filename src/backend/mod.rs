@@ -208,7 +208,7 @@ pub trait Backend: Send + Sync {
 
     /// Whether this backend can run `kernel`, and if not, why (a bare guest has no disk
     /// driver, say). Experiments skip such pairs and record why.
-    fn supports(&self, _kernel: crate::workload::Kernel) -> Result<(), String> {
+    fn supports(&self, _lab: &Lab, _kernel: crate::workload::Kernel) -> Result<(), String> {
         Ok(())
     }
 

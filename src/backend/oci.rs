@@ -213,7 +213,7 @@ impl Backend for Oci {
     /// gVisor up to its 2022-12-19 release (Debian 12's) refuses its network stack on kernels
     /// that show `net.core.rmem_default` in every network namespace (6.x): it takes that file
     /// as the sign of the host's namespace. Said before the run, not left to fail in it.
-    fn supports(&self, kernel: crate::workload::Kernel) -> Result<(), String> {
+    fn supports(&self, _lab: &Lab, kernel: crate::workload::Kernel) -> Result<(), String> {
         if self.kind() != Kind::Runsc || !kernel.needs_network() {
             return Ok(());
         }

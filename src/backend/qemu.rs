@@ -326,8 +326,28 @@ impl Backend for Qemu {
         }
     }
 
+    /// A VM reads a copy of the lab's image of its own: no file of the host's is shared.
+    fn image_files(&self, _lab: &Lab) -> Result<Vec<std::path::PathBuf>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    /// A disk or network kernel needs a guest kernel that can drive the disk or the card:
+    /// refused, naming the drivers it lacks and the fix, before anything starts.
+    fn supports(&self, lab: &Lab, kernel: crate::workload::Kernel) -> Result<(), String> {
+        crate::linux_guest::devices::refusal_for(lab, kernel)
+    }
+
+    /// A disk kernel's guest gets a disk, a network kernel's a network card (see
+    /// [`Lab::guest_devices`]); whatever the lab made for it goes when it ends.
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
-        self.start_with(lab, spec, limits, GuestDevices::default())
+        let (devices, provisions) = lab.guest_devices(spec, &lab.next_instance_name())?;
+        let peer_note = provisions.peer_note(lab);
+        let mut instance = self.start_with(lab, spec, limits, devices)?;
+        if let Some(note) = peer_note {
+            instance.at_end(note);
+        }
+        instance.clean_up_too(provisions.removal());
+        Ok(instance)
     }
 }
 
@@ -356,16 +376,21 @@ impl Qemu {
         let image =
             kernel::find(lab.guest_kernel.as_deref()).map_err(|e| unavailable(e.to_string()))?;
         let (block, net) = (devices.block.is_some(), devices.net.is_some());
+        let wanted = linux_guest::devices::Wanted {
+            block,
+            net,
+            ext4: devices.image,
+        };
         let mut cmdline_devices = false;
         let modules = if devices.is_empty() {
             Vec::new()
         } else {
             let drivers = linux_guest::devices::inspect(&image);
-            if let Some(why) = drivers.refusal(block, net) {
+            if let Some(why) = drivers.refusal(wanted) {
                 return Err(unavailable(why));
             }
             cmdline_devices = drivers.discovery == linux_guest::devices::Discovery::CommandLine;
-            drivers.modules(block, net)
+            drivers.modules(wanted)
         };
         let initrd = initramfs_path(lab, &modules).map_err(|e| BackendError::Instance {
             step: "initramfs".into(),

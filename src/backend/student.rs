@@ -258,7 +258,7 @@ impl Backend for Student {
     }
 
     /// The exercises' runtimes attach no disk and no network.
-    fn supports(&self, kernel: crate::workload::Kernel) -> Result<(), String> {
+    fn supports(&self, _lab: &Lab, kernel: crate::workload::Kernel) -> Result<(), String> {
         if kernel.needs_disk() || kernel.needs_network() {
             return Err("the exercises' runtimes attach no disk and no network".into());
         }

@@ -300,11 +300,17 @@ impl ImageWatch {
             .map(|f| crate::image::pagecache::resident_bytes(f))
             .sum();
         // The instances' own memory: anonymous (a VM's guest RAM with its page cache inside)
-        // and kernel. Their file pages are left out: the image's are counted once, below.
+        // and kernel. Their file pages are left out where they read a shared image, whose pages
+        // are counted once, below; where they share none (a VM reads a copy of its own), their
+        // file pages are theirs too.
+        let shared = !self.files.is_empty();
         let own: u64 = live
             .iter()
             .filter_map(|i| i.sample_memory().cgroup)
-            .map(|c| c.anon_bytes.unwrap_or(0) + c.kernel_bytes.unwrap_or(0))
+            .map(|c| {
+                let file = if shared { 0 } else { c.file_bytes.unwrap_or(0) };
+                c.anon_bytes.unwrap_or(0) + c.kernel_bytes.unwrap_or(0) + file
+            })
             .sum();
         step.image.image_cache_bytes = Some(cache);
         step.image.host_bytes = Some((own + cache).saturating_sub(saved));

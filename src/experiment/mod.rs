@@ -413,7 +413,7 @@ pub fn every_backend(
     for backend in std::mem::take(&mut selection.backends) {
         let mut refused: Vec<(Kernel, String)> = Vec::new();
         for spec in specs {
-            if let Err(why) = backend.supports(spec.kernel) {
+            if let Err(why) = backend.supports(lab, spec.kernel) {
                 refused.push((spec.kernel, why));
             }
         }
@@ -432,7 +432,7 @@ pub fn every_backend(
         if !selection
             .backends
             .iter()
-            .any(|b| b.supports(spec.kernel).is_ok())
+            .any(|b| b.supports(lab, spec.kernel).is_ok())
         {
             return Err(ExperimentError::KernelUnsupported {
                 kernel: spec.kernel.to_string(),
@@ -449,7 +449,7 @@ pub fn every_backend(
         .flat_map(|backend| specs.iter().map(move |&spec| Case { backend, spec }))
         .filter(|c| {
             selection.backends[c.backend]
-                .supports(c.spec.kernel)
+                .supports(lab, c.spec.kernel)
                 .is_ok()
         })
         .collect();

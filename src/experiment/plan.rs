@@ -201,7 +201,7 @@ pub fn once(
     }
     let selection = super::select(lab, Some(&[backend.to_string()]), limits)?;
     let backend = &selection.backends[0];
-    if let Err(why) = backend.supports(kernel) {
+    if let Err(why) = backend.supports(lab, kernel) {
         return Err(ExperimentError::KernelUnsupported {
             kernel: kernel.to_string(),
             why: format!("{}: {why}", backend.name()),

@@ -439,6 +439,8 @@ mod tests {
             "CONFIG_VIRTIO_NET",
             "CONFIG_INET",
             "CONFIG_DEVTMPFS",
+            // The image's file system.
+            "CONFIG_EXT4_FS",
         ] {
             assert!(on(name), "{name} missing from microvm.config");
         }

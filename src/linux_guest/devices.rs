@@ -52,12 +52,32 @@ pub struct GuestDevices {
     /// What `/init` is told about them, after the spec on the command line (the workload's
     /// `disk=/dev/vda`, `net=A.B.C.D/PREFIX`, `peer=A.B.C.D`).
     pub init_words: Vec<String>,
+    /// The disk holds the lab's image (an ext4 file system the guest mounts).
+    pub image: bool,
 }
 
 impl GuestDevices {
     /// No devices at all.
     pub fn is_empty(&self) -> bool {
         self.block.is_none() && self.net.is_none()
+    }
+}
+
+/// Why a Linux guest of `lab` cannot run `kernel`, if it cannot: a disk or network kernel whose
+/// guest kernel has no driver for the device (or no way to find it).
+pub fn refusal_for(lab: &crate::lab::Lab, kernel: crate::workload::Kernel) -> Result<(), String> {
+    let (block, net) = (kernel.needs_disk(), kernel.needs_network());
+    if !block && !net {
+        return Ok(());
+    }
+    let image = super::kernel::find(lab.guest_kernel.as_deref()).map_err(|e| e.to_string())?;
+    match inspect(&image).refusal(Wanted {
+        block,
+        net,
+        ext4: false,
+    }) {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
 }
 
@@ -94,7 +114,7 @@ const fn driver(module: &'static str, config: &'static str) -> Driver {
 }
 
 /// Every driver a device may need, in load order.
-pub const DRIVERS: [Driver; 7] = [
+pub const DRIVERS: [Driver; 9] = [
     // virtio_ring.ko is built from the same option as virtio.ko.
     driver("virtio_ring", "CONFIG_VIRTIO"),
     driver("virtio", "CONFIG_VIRTIO"),
@@ -103,15 +123,34 @@ pub const DRIVERS: [Driver; 7] = [
     driver("failover", "CONFIG_FAILOVER"),
     driver("net_failover", "CONFIG_NET_FAILOVER"),
     driver("virtio_net", "CONFIG_VIRTIO_NET"),
+    // The file system of the lab's image on a disk (`lab run images`). ext4 checksums its
+    // metadata with CRC32C, which it asks the kernel's crypto API for by name when it mounts:
+    // a soft dependency `modules.dep` does not list, so the generic implementation is carried
+    // (and loaded) first, or the mount fails with "Cannot load crc32c driver".
+    driver("crc32c_generic", "CONFIG_CRYPTO_CRC32C"),
+    driver("ext4", "CONFIG_EXT4_FS"),
 ];
 
-/// The drivers the devices `block` and `net` need.
-pub fn needed(block: bool, net: bool) -> Vec<Driver> {
+/// What a guest is given, as far as its kernel's drivers go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// A disk.
+    pub block: bool,
+    /// A network card.
+    pub net: bool,
+    /// The lab's image on the disk: an ext4 file system to mount.
+    pub ext4: bool,
+}
+
+/// The drivers `wanted` needs.
+pub fn needed(wanted: Wanted) -> Vec<Driver> {
+    let Wanted { block, net, ext4 } = wanted;
     DRIVERS
         .iter()
         .filter(|d| match d.module {
             "virtio_blk" => block,
             "failover" | "net_failover" | "virtio_net" => net,
+            "crc32c_generic" | "ext4" => ext4,
             _ => block || net,
         })
         .copied()
@@ -177,8 +216,8 @@ impl Drivers {
     }
 
     /// The drivers the devices need that the kernel does not have.
-    pub fn missing(&self, block: bool, net: bool) -> Vec<&'static str> {
-        needed(block, net)
+    pub fn missing(&self, wanted: Wanted) -> Vec<&'static str> {
+        needed(wanted)
             .into_iter()
             .filter(|d| matches!(self.provided(d.module), Some(Provided::Missing(_)) | None))
             .map(|d| d.module)
@@ -187,8 +226,8 @@ impl Drivers {
 
     /// The module files the devices need, in the order they must be loaded (dependencies
     /// first, as `modules.dep` says).
-    pub fn modules(&self, block: bool, net: bool) -> Vec<PathBuf> {
-        let wanted: Vec<PathBuf> = needed(block, net)
+    pub fn modules(&self, wanted: Wanted) -> Vec<PathBuf> {
+        let wanted: Vec<PathBuf> = needed(wanted)
             .into_iter()
             .filter_map(|d| match self.provided(d.module) {
                 Some(Provided::Module(p)) => Some(p.clone()),
@@ -208,8 +247,8 @@ impl Drivers {
 
     /// Why a guest with these devices cannot boot this kernel, if it cannot: one line naming
     /// what is missing and the fix.
-    pub fn refusal(&self, block: bool, net: bool) -> Option<String> {
-        let missing = self.missing(block, net);
+    pub fn refusal(&self, wanted: Wanted) -> Option<String> {
+        let missing = self.missing(wanted);
         if !missing.is_empty() {
             return Some(format!(
                 "the guest kernel{} has no {} driver (neither built in nor as a module): run \
@@ -436,7 +475,16 @@ mod tests {
 
     #[test]
     fn each_device_needs_its_own_drivers_and_the_common_ones() {
-        let names = |b, n| needed(b, n).iter().map(|d| d.module).collect::<Vec<_>>();
+        let names = |b, n| {
+            needed(Wanted {
+                block: b,
+                net: n,
+                ext4: false,
+            })
+            .iter()
+            .map(|d| d.module)
+            .collect::<Vec<_>>()
+        };
         assert_eq!(
             names(true, false),
             ["virtio_ring", "virtio", "virtio_mmio", "virtio_blk"]
@@ -458,8 +506,21 @@ mod tests {
     #[test]
     fn a_kernel_without_the_drivers_is_refused_in_one_line_naming_them() {
         let d = drivers(&[("CONFIG_VIRTIO", "y"), ("CONFIG_VIRTIO_MMIO", "y")], None);
-        assert_eq!(d.missing(true, false), ["virtio_blk"]);
-        let why = d.refusal(true, true).unwrap();
+        assert_eq!(
+            d.missing(Wanted {
+                block: true,
+                net: false,
+                ext4: false
+            }),
+            ["virtio_blk"]
+        );
+        let why = d
+            .refusal(Wanted {
+                block: true,
+                net: true,
+                ext4: false,
+            })
+            .unwrap();
         assert!(
             why.contains("virtio_blk, failover, net_failover, virtio_net"),
             "{why}"
@@ -469,18 +530,45 @@ mod tests {
             "{why}"
         );
         assert!(
-            d.refusal(false, false).is_none(),
+            d.refusal(Wanted {
+                block: false,
+                net: false,
+                ext4: false
+            })
+            .is_none(),
             "no devices, nothing needed"
         );
         let built_in = drivers(
             &DRIVERS.iter().map(|d| (d.config, "y")).collect::<Vec<_>>(),
             None,
         );
-        assert!(built_in.refusal(true, true).is_none());
-        assert!(built_in.modules(true, true).is_empty(), "nothing to carry");
+        assert!(built_in
+            .refusal(Wanted {
+                block: true,
+                net: true,
+                ext4: false
+            })
+            .is_none());
+        assert!(
+            built_in
+                .modules(Wanted {
+                    block: true,
+                    net: true,
+                    ext4: false
+                })
+                .is_empty(),
+            "nothing to carry"
+        );
         let mut no_way = built_in.clone();
         no_way.discovery = Discovery::None;
-        assert!(no_way.refusal(true, false).unwrap().contains("cannot find"));
+        assert!(no_way
+            .refusal(Wanted {
+                block: true,
+                net: false,
+                ext4: false
+            })
+            .unwrap()
+            .contains("cannot find"));
     }
 
     #[test]
@@ -540,8 +628,20 @@ mod tests {
         let d = inspect(&image);
         let text = d.describe().join("\n");
         assert_eq!(d.discovery, Discovery::Acpi, "{text}");
-        assert!(d.refusal(true, true).is_none(), "{text}");
-        let modules = d.modules(true, true);
+        assert!(
+            d.refusal(Wanted {
+                block: true,
+                net: true,
+                ext4: false
+            })
+            .is_none(),
+            "{text}"
+        );
+        let modules = d.modules(Wanted {
+            block: true,
+            net: true,
+            ext4: false,
+        });
         let names: Vec<String> = modules
             .iter()
             .map(|p| module_name(&p.to_string_lossy()))

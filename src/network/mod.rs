@@ -129,6 +129,26 @@ impl Network {
         Ok(Link { ns, ip, peer_ip })
     }
 
+    /// A tap in the peer's namespace, addressed and up: a VM's cable to the peer. Its other end
+    /// is the descriptor, which the VMM (or QEMU) holds; the guest sets up its own `eth0` with
+    /// the instance's address (see [`TapLink`]).
+    pub fn tap_link(&self) -> Result<TapLink, NetworkError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let (peer_ip, ip) = addresses(n);
+        let name = format!("t{n}");
+        let tap = self
+            .ns
+            .run(|| -> std::io::Result<tap::Tap> {
+                let tap = tap::Tap::create(&name).map_err(std::io::Error::other)?;
+                Rtnl::open()?.add_address(&name, peer_ip, PREFIX)?;
+                tap.set_up().map_err(std::io::Error::other)?;
+                Ok(tap)
+            })
+            .map_err(step("make the VM's tap"))?
+            .map_err(step("make the VM's tap"))?;
+        Ok(TapLink { tap, ip, peer_ip })
+    }
+
     /// What the peer received from `ip`, connection by connection.
     pub fn received_from(&self, ip: Ipv4Addr) -> Vec<Received> {
         self.peer.received_from(ip)
@@ -138,6 +158,17 @@ impl Network {
     pub fn peer_namespace(&self) -> &Netns {
         &self.ns
     }
+}
+
+/// A VM's link to the peer: the tap (its cable), the address its guest sets up, the peer's.
+#[derive(Debug)]
+pub struct TapLink {
+    /// The tap, in the peer's namespace; its descriptor goes to the VMM.
+    pub tap: tap::Tap,
+    /// The guest's address.
+    pub ip: Ipv4Addr,
+    /// The peer's address on this link.
+    pub peer_ip: Ipv4Addr,
 }
 
 /// One instance's link to the peer: its network namespace, its address, the peer's.

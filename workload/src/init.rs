@@ -141,6 +141,34 @@ fn device_nodes() -> Result<(), i32> {
     Ok(())
 }
 
+/// Where a guest mounts the lab's image.
+pub const IMAGE_MOUNT: &str = "/image";
+
+/// Mount the lab's image — an ext4 file system on the disk `device` — read-only at
+/// [`IMAGE_MOUNT`]: what a container's overlayfs gives it, a guest's kernel reads from its own
+/// disk, into its own page cache.
+pub fn mount_image(device: &std::path::Path) -> Result<(), SetupError> {
+    let fail = |step| move |errno| SetupError { step, errno };
+    std::fs::create_dir_all(IMAGE_MOUNT)
+        .map_err(|e| fail("mkdir /image")(e.raw_os_error().unwrap_or(0)))?;
+    let dev = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(device.as_os_str()))
+        .map_err(|_| fail("image device name")(libc::EINVAL))?;
+    // SAFETY: NUL-terminated strings, no data argument.
+    let rc = unsafe {
+        libc::mount(
+            dev.as_ptr(),
+            c"/image".as_ptr(),
+            c"ext4".as_ptr(),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(fail("mount the image (ext4)")(errno()));
+    }
+    Ok(())
+}
+
 fn mount(source: &CStr, target: &CStr, fstype: &CStr) -> Result<(), i32> {
     // The usual flags of a minimal system: no set-uid programs, nothing to execute from these
     // pseudo file systems, and no device files — except on devtmpfs, which is nothing else.

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! isolab-workload kernel=cpu iters=1000000 [report=FD] [control=FD] [scratch=DIR] [hold=1] [port=N]
-//!                 [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX] [libs=DIR]
+//!                 [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX] [libs=DIR] [image=DEVICE]
 //! ```
 //!
 //! It writes marker lines (see `isolab_kernels::wire`) to the `report` fd (default: stdout) and,
@@ -77,7 +77,18 @@ fn main() {
                 &mut shim,
                 guest,
                 wire::Line::new(wire::ERROR)
-                    .field("step", e.step)
+                    .text("step", e.step.as_bytes())
+                    .field("errno", e.errno),
+            );
+        }
+    }
+    if let (true, Some(device)) = (guest, &options.image) {
+        if let Err(e) = init::mount_image(device) {
+            fail(
+                &mut shim,
+                guest,
+                wire::Line::new(wire::ERROR)
+                    .text("step", e.step.as_bytes())
                     .field("errno", e.errno),
             );
         }
@@ -89,7 +100,7 @@ fn main() {
                 &mut shim,
                 guest,
                 wire::Line::new(wire::ERROR)
-                    .field("step", step)
+                    .text("step", step.as_bytes())
                     .field("errno", errno),
             );
         }
@@ -118,7 +129,7 @@ fn main() {
                 &mut shim,
                 guest,
                 wire::Line::new(wire::ERROR)
-                    .field("step", step)
+                    .text("step", step.as_bytes())
                     .field("errno", errno),
             ),
         }
@@ -188,6 +199,8 @@ struct Options {
     net: Option<(std::net::Ipv4Addr, u8)>,
     /// `libs=DIR`: libraries to load before the kernel runs (see `libraries`).
     libs: Option<std::path::PathBuf>,
+    /// `image=DEVICE`: a guest mounts the lab's image from this disk, and loads its libraries.
+    image: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -201,6 +214,7 @@ impl Options {
             peer: None,
             net: None,
             libs: None,
+            image: None,
         };
         let mut rest = Vec::new();
         let fd = |v: &[u8]| {
@@ -231,6 +245,7 @@ impl Options {
                 }
                 Some((b"disk", v)) => options.disk = Some(std::ffi::OsStr::from_bytes(v).into()),
                 Some((b"libs", v)) => options.libs = Some(std::ffi::OsStr::from_bytes(v).into()),
+                Some((b"image", v)) => options.image = Some(std::ffi::OsStr::from_bytes(v).into()),
                 Some((b"peer", v)) => {
                     options.peer = Some(
                         std::str::from_utf8(v)
@@ -251,7 +266,7 @@ impl Options {
 
 fn usage(guest: bool, msg: &str) -> ! {
     eprintln!("isolab-workload: {msg}");
-    eprintln!("usage: isolab-workload kernel=NAME [mib=N] [iters=N] [hold=0|1] [seed=N] [report=FD] [control=FD] [scratch=DIR] [port=N] [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX] [libs=DIR]");
+    eprintln!("usage: isolab-workload kernel=NAME [mib=N] [iters=N] [hold=0|1] [seed=N] [report=FD] [control=FD] [scratch=DIR] [port=N] [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX] [libs=DIR] [image=DEVICE]");
     if guest {
         // On a guest's console, also as a marker line, so the host can say what went wrong.
         let mut line = wire::Line::new(wire::ERROR)

@@ -154,7 +154,7 @@ impl Backend for Vm {
     }
 
     /// A bare guest has no drivers: its only I/O is the VMM's hypercalls.
-    fn supports(&self, kernel: Kernel) -> Result<(), String> {
+    fn supports(&self, _lab: &Lab, kernel: Kernel) -> Result<(), String> {
         if kernel.needs_disk() || kernel.needs_network() {
             return Err(
                 "a bare guest has no disk or network driver (vm-linux runs these kernels, with \
