@@ -11,7 +11,7 @@
 //!   then summarised like any sample (median, bootstrap 95% CI).
 
 use super::backends;
-use crate::measure::stats::Summary;
+use crate::measure::stats::{self, Summary};
 use crate::results::{
     DensityEnd, DensityStep, Family, GuestOs, Outcome, Results, RunRecord, WorkloadRecord,
 };
@@ -138,7 +138,7 @@ pub fn median_phases(runs: &[&RunRecord]) -> Vec<(String, f64)> {
     }
     durations
         .into_iter()
-        .filter_map(|(name, v)| Some((name, Summary::of(&v)?.median)))
+        .filter_map(|(name, v)| Some((name, stats::median(&v)?)))
         .collect()
 }
 
@@ -325,13 +325,15 @@ pub fn workload_name(w: &WorkloadRecord) -> String {
 }
 
 fn workloads(results: &Results, keep: impl Fn(&WorkloadRecord) -> bool) -> Vec<WorkloadRecord> {
-    let mut seen: Vec<WorkloadRecord> = Vec::new();
+    // Distinct workloads first (a campaign has a handful), so that `keep` — which may look at
+    // every run — is asked once per workload, not once per run.
+    let mut seen: Vec<&WorkloadRecord> = Vec::new();
     for r in &results.runs {
-        if keep(&r.workload) && !seen.contains(&r.workload) {
-            seen.push(r.workload.clone());
+        if !seen.contains(&&r.workload) {
+            seen.push(&r.workload);
         }
     }
-    seen
+    seen.into_iter().filter(|w| keep(w)).cloned().collect()
 }
 
 /// Throughput figures of every (workload, backend), in the order workloads and backends first
