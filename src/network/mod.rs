@@ -226,9 +226,11 @@ mod tests {
         expected.update(&data);
         assert_eq!(answer, expected.value());
         assert_eq!(echoed, b"ping");
-        // The echo's connection is written down once it ends; give its thread a moment.
+        // The sink wrote its connection down before answering; the echo's is written down
+        // once it ends, which its thread sees a moment after the close (longer on a loaded
+        // machine: this waits up to 10 s for it).
         let mut log = Vec::new();
-        for _ in 0..100 {
+        for _ in 0..1000 {
             log = net.received_from(link.ip);
             if log.len() == 2 {
                 break;

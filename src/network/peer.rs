@@ -170,15 +170,8 @@ fn serve(mut conn: TcpStream, id: u64, from: Ipv4Addr, service: Service, shared:
             Err(_) => break,
         }
     }
-    if service == Service::Sink {
-        let _ = conn.write_all(&sum.value().to_le_bytes());
-    }
-    let _ = conn.shutdown(Shutdown::Both);
-    shared
-        .live
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|(n, _)| *n != id);
+    // Written down before the sink answers: whoever holds the sink's answer (the lab, checking
+    // an instance that has ended) then always finds the connection in the log.
     shared
         .log
         .lock()
@@ -189,4 +182,13 @@ fn serve(mut conn: TcpStream, id: u64, from: Ipv4Addr, service: Service, shared:
             bytes: sum.bytes(),
             sum: sum.value(),
         });
+    if service == Service::Sink {
+        let _ = conn.write_all(&sum.value().to_le_bytes());
+    }
+    let _ = conn.shutdown(Shutdown::Both);
+    shared
+        .live
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(n, _)| *n != id);
 }
