@@ -139,6 +139,13 @@ pub enum Resource {
         pages_to_scan: String,
         /// `sleep_millisecs` before.
         sleep_millisecs: String,
+        /// The lab that changed them: other labs may use KSM too, and the last one to go puts
+        /// the settings back ([`crate::ksm::restore`]).
+        #[serde(default)]
+        lab: String,
+        /// The registry whose users record says who else uses KSM.
+        #[serde(default)]
+        registry: PathBuf,
     },
 }
 
@@ -163,7 +170,17 @@ impl Resource {
                 run,
                 pages_to_scan,
                 sleep_millisecs,
-            } => crate::ksm::restore(run, pages_to_scan, sleep_millisecs),
+                lab,
+                registry,
+            } => crate::ksm::restore(
+                registry,
+                lab,
+                crate::ksm::Settings {
+                    run: run.clone(),
+                    pages_to_scan: pages_to_scan.clone(),
+                    sleep_millisecs: sleep_millisecs.clone(),
+                },
+            ),
         }
     }
 
@@ -203,9 +220,9 @@ impl Resource {
                     && env.iter().all(|(k, _)| k.starts_with("DOCKER_"))
                     && tag.starts_with(&format!("isolab-image:{id}-"))
             }
-            // Not named: a setting of the host's, restored to the values written down. The
+            // A setting of the host's, not a named thing: the claim names its lab instead. The
             // values are checked where they are written back ([`crate::ksm::restore`]).
-            Resource::KsmSettings { .. } => true,
+            Resource::KsmSettings { lab, registry, .. } => lab == id && registry.is_absolute(),
         }
     }
 }
@@ -384,6 +401,11 @@ impl Ledger {
             pid: std::process::id(),
         })?;
         Ok(Arc::new(ledger))
+    }
+
+    /// The registry directory the lab is in.
+    pub fn registry(&self) -> &Path {
+        &self.dir
     }
 
     /// The lab's id: unique across PID namespaces, and part of the name of everything it makes.

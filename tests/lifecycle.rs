@@ -655,3 +655,106 @@ fn a_killed_lab_leaves_no_overlay_image_or_docker_image() {
     }
     std::fs::remove_dir_all(temp).unwrap();
 }
+
+/// KSM's `run` setting now.
+fn ksm_run() -> String {
+    std::fs::read_to_string("/sys/kernel/mm/ksm/run")
+        .expect("this kernel has KSM (CONFIG_KSM)")
+        .trim()
+        .to_string()
+}
+
+/// KSM is one switch for the whole host. Two labs turn it on one after the other and end in the
+/// same order: the first to end must leave it on (the second still merges), the second must
+/// put back the host's setting — not the "on" it found when it started.
+#[test]
+fn two_labs_share_ksm_and_the_last_to_end_puts_the_host_setting_back() {
+    let _serial = serial();
+    // The registry must be private, and so must its parent (`/tmp` is not).
+    let temp = temp_dir("ksm-registry");
+    let registry = temp.join("registry");
+    let before = ksm_run();
+    let a = isolab::ownership::Ledger::open_in(&registry).unwrap();
+    let b = isolab::ownership::Ledger::open_in(&registry).unwrap();
+    let ksm_a = isolab::ksm::Ksm::start(&a).unwrap();
+    assert_eq!(ksm_run(), "1", "the first lab turned KSM on");
+    let ksm_b = isolab::ksm::Ksm::start(&b).unwrap();
+    drop(ksm_a);
+    assert_eq!(ksm_run(), "1", "KSM stays on while the second lab uses it");
+    drop(ksm_b);
+    assert_eq!(
+        ksm_run(),
+        before,
+        "the last lab put the host's setting back"
+    );
+    assert!(
+        !registry.join("ksm.json").exists(),
+        "no record of KSM users is left"
+    );
+    drop((a, b));
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// A lab killed with SIGKILL while KSM merges its VMs' memory (`lab run images --ksm`, on QEMU
+/// here: the lab's own VMM cannot boot Linux on nested PVM) leaves KSM as the host had it, no
+/// image disk and no record of KSM users, and the next lab finds nothing to reap.
+#[test]
+#[ignore = "needs qemu-system-x86 and Debian's kernel (CI installs them)"]
+fn a_lab_killed_while_ksm_merges_leaves_the_host_setting_and_no_image_disk() {
+    let _serial = serial();
+    common::needs_qemu();
+    let temp = temp_dir("killed-ksm");
+    let disks = temp.join("disks");
+    std::fs::create_dir(&disks).unwrap();
+    let before = ksm_run();
+    assert_ne!(
+        before, "1",
+        "this test needs KSM off on the host to see the lab turn it on"
+    );
+    let mut lab = Reap(vec![Command::new(LAB)
+        .args(["run", "images", "--backends", "qemu", "--max", "4", "--ksm"])
+        .args(["--image-mib", "8", "--no-progress", "--out"])
+        .arg(&temp)
+        .arg("--disk-dir")
+        .arg(&disks)
+        .env("TMPDIR", &temp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()]);
+    let child = &mut lab.0[0];
+    // KSM on, and the first VM running on its copy of the image.
+    let running = eventually(Duration::from_secs(180), || {
+        assert!(child.try_wait().unwrap().is_none(), "the lab ended early");
+        ksm_run() == "1" && !instances_of(&lab_ids(&temp)).is_empty()
+    });
+    assert!(running, "the lab never turned KSM on with a VM running");
+    let registry = isolab::ownership::registry_dir();
+    assert!(registry.join("ksm.json").is_file(), "the lab is a KSM user");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    let gone = eventually(Duration::from_secs(30), || {
+        ksm_run() == before
+            && std::fs::read_dir(&disks).unwrap().next().is_none()
+            && leftovers(&temp).is_empty()
+            && lab_ids(&temp).is_empty()
+    });
+    assert!(
+        gone,
+        "left: KSM run {}, disks {:?}, processes {:?}, labs {:?}",
+        ksm_run(),
+        std::fs::read_dir(&disks)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect::<Vec<_>>(),
+        leftovers(&temp),
+        lab_ids(&temp)
+    );
+    assert!(
+        !registry.join("ksm.json").exists(),
+        "no record of KSM users is left"
+    );
+    nothing_to_reap(&temp, "images --ksm");
+    std::fs::remove_dir_all(temp).unwrap();
+}
