@@ -38,9 +38,22 @@ impl Ext4Image {
         drop(mounted);
         if !out.status.success() {
             let _ = fs::remove_file(path);
+            // One line: the first of mke2fs's complaint. A mke2fs that does not know these
+            // options (BusyBox has one, first in some PATHs) gets the fix named.
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let first = stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("failed");
+            let hint = if stderr.contains("invalid option") || stderr.contains("BusyBox") {
+                " (this is not e2fsprogs' mke2fs, which fills a file system from a directory with \
+                 -d: install e2fsprogs and put it first in PATH)"
+            } else {
+                ""
+            };
             return Err(ImageError::Program {
                 program: "mke2fs".into(),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                detail: format!("{}{hint}", first.trim()),
             });
         }
         Ok(Ext4Image {
