@@ -115,7 +115,8 @@ pub fn run(
     Ok(outcome)
 }
 
-const INTERRUPTED_REASON: &str = "interrupted (a stop signal)";
+/// Why a ladder stopped when a stop signal came.
+pub(crate) const INTERRUPTED_REASON: &str = "interrupted (a stop signal)";
 
 /// The lab's image as the results record it: its layers, and — when Docker is among the
 /// backends — Docker's build of it, then its rebuild with only the app layer changed (a second

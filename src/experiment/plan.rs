@@ -121,9 +121,18 @@ impl From<super::Campaign> for Finished {
 
 impl From<density::DensityOutcome> for Finished {
     fn from(d: density::DensityOutcome) -> Self {
+        // A ladder that could not start even its first instance measured nothing: that is a
+        // failure of the run (exit status 1), not a density figure. One that stopped higher up
+        // found where the host (or the backend) gives out, which is what it is there to find.
+        let failures = d
+            .ends
+            .iter()
+            .filter(|e| e.n == 0 && e.reason != density::INTERRUPTED_REASON)
+            .map(|e| (e.backend.clone(), e.reason.clone()))
+            .collect();
         Finished {
             results: d.results,
-            failures: Vec::new(),
+            failures,
             interrupted: d.interrupted,
         }
     }
