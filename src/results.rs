@@ -280,6 +280,23 @@ pub mod info {
     pub const IMAGE_BYTES: &str = "image_bytes";
     /// Forks and new threads the instance's cgroup refused at its `pids.max` (`pids.events`).
     pub const PIDS_MAX_REFUSED: &str = "pids_max_refused";
+    /// Processes of the instance's cgroup (or below it) the kernel's OOM killer killed.
+    pub const OOM_KILLS: &str = "oom_kills";
+    /// `fork-bomb`: forks that succeeded.
+    pub const FORKS: &str = "forks";
+    /// `fork-bomb`: forks refused, as the bomb's processes counted them (EAGAIN).
+    pub const FORKS_REFUSED: &str = "forks_refused";
+    /// `fork-bomb` in a Linux guest: the most processes it could have there (`RLIMIT_NPROC`).
+    pub const FORK_LIMIT: &str = "fork_limit";
+    /// `mem-hog`: the bytes its child had touched when it ended.
+    pub const HOG_BYTES: &str = "hog_bytes";
+    /// `fork-bomb`, `mem-hog`: the signal that ended the workload's child before the host said
+    /// stop (`SIGKILL`: the OOM killer, say).
+    pub const CHILD_SIGNAL: &str = "child_signal";
+    /// The same, when the child exited by itself: its exit status.
+    pub const CHILD_EXIT: &str = "child_exit";
+    /// `mem-hog` in a Linux guest: the OOM kills the guest's own kernel counted meanwhile.
+    pub const GUEST_OOM_KILLS: &str = "guest_oom_kills";
     /// What the image consists of, in words.
     pub const IMAGE: &str = "image";
     /// Guest RAM the VMM mapped (configured size).

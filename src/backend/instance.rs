@@ -382,7 +382,11 @@ impl Instance {
             .and_then(Cgroup::memory)
             .and_then(|m| m.peak_bytes);
         let cpu_ns = cgroup.as_ref().and_then(Cgroup::cpu_usage_ns);
-        let oom = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+        let oom_kills = cgroup.as_ref().map_or(0, Cgroup::oom_kills);
+        let oom = oom_kills > 0;
+        if oom {
+            self.note(crate::results::info::OOM_KILLS, oom_kills);
+        }
         let pids_note = pids_note(cgroup.as_ref());
         // Reaching the limit does not always end the instance (a fork that fails may be handled):
         // the run records it either way.
