@@ -265,6 +265,10 @@ pub struct LimitArgs {
             .and_then(|c| cgroup::check_cpus(c, isolab::host::cpu_count()))
     })]
     pub cpus: Option<f64>,
+    /// Disk bandwidth per instance, in MiB/s for reads and for writes each, on the disk that
+    /// holds --disk-dir (1 to 1048576).
+    #[arg(long = "io-limit", value_name = "MIB_PER_S", value_parser = |s: &str| number(s).and_then(cgroup::check_io_mib))]
+    pub io_mib: Option<u64>,
 }
 
 /// `lab exec`.
@@ -411,7 +415,7 @@ impl CheckArgs {
 impl LimitArgs {
     /// The limits, checked.
     pub fn checked(&self) -> Result<isolab::backend::Limits, ExperimentError> {
-        plan::limits(self.memory_mib, self.pids, self.cpus)
+        plan::limits(self.memory_mib, self.pids, self.cpus, self.io_mib)
     }
 }
 

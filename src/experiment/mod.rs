@@ -80,7 +80,7 @@ pub enum ExperimentError {
     /// Limits asked of a backend that applies none.
     #[error(
         "{backend} applies no limits (it makes no cgroup: it is a floor for start-up times); \
-         drop --memory-limit/--pids-limit/--cpu-limit or choose another backend"
+         drop --memory-limit/--pids-limit/--cpu-limit/--io-limit or choose another backend"
     )]
     LimitsIgnored {
         /// The backend.
@@ -193,7 +193,11 @@ pub fn select(
     limits: &Limits,
 ) -> Result<Selection, ExperimentError> {
     if limits.any() {
-        require_cgroups(lab, "--memory-limit/--pids-limit/--cpu-limit")?;
+        require_cgroups(lab, "--memory-limit/--pids-limit/--cpu-limit/--io-limit")?;
+    }
+    if limits.io_bps.is_some() {
+        lab.io_disk()
+            .map_err(|why| ExperimentError::BadLimit(format!("--io-limit: {why}")))?;
     }
     let mut selection = Selection {
         backends: Vec::new(),

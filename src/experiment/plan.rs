@@ -167,14 +167,15 @@ impl Request {
 }
 
 /// Limits from the command line's figures (`--memory-limit` MiB, `--pids-limit`,
-/// `--cpu-limit` cores), checked against the kernel's ranges on this machine (see
-/// [`Limits::checked`]).
+/// `--cpu-limit` cores, `--io-limit` MiB/s), checked against the kernel's ranges on this
+/// machine (see [`Limits::checked`]).
 pub fn limits(
     memory_mib: Option<u64>,
     pids: Option<u64>,
     cpus: Option<f64>,
+    io_mib: Option<u64>,
 ) -> Result<Limits, ExperimentError> {
-    Limits::checked(memory_mib, pids, cpus, crate::host::cpu_count())
+    Limits::checked(memory_mib, pids, cpus, io_mib, crate::host::cpu_count())
         .map_err(ExperimentError::BadLimit)
 }
 
