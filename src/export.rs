@@ -252,6 +252,7 @@ mod tests {
                 cpu_ns: None,
                 probe: vec![],
                 facts: Default::default(),
+                neighbours: None,
             }],
             density: vec![],
             density_ends: vec![],

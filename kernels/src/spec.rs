@@ -42,7 +42,8 @@ pub enum Kernel {
     /// failure, for the interference experiment). Needs an OS: the workload runs it itself.
     ForkBomb = 12,
     /// A memory hog in a child of the workload: it touches memory, up to `mib` MiB, until it is
-    /// killed (the OOM killer), the host says stop, or `iters` ms pass. Needs an OS.
+    /// killed (the OOM killer: then it starts again), the host says stop, or `iters` ms pass.
+    /// Needs an OS.
     MemHog = 13,
 }
 

@@ -95,6 +95,7 @@ pub fn startup_run(backend: &str, round: u32, ns: u64) -> RunRecord {
         cpu_ns: None,
         probe: vec![],
         facts: Facts::default(),
+        neighbours: None,
     }
 }
 

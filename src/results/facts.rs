@@ -221,8 +221,10 @@ facts! {
     forks_refused: u64 = info::FORKS_REFUSED,
     /// `fork-bomb` in a guest: its process limit there.
     fork_limit: u64 = info::FORK_LIMIT,
-    /// `mem-hog`: bytes its child had touched when it ended.
+    /// `mem-hog`: the most bytes one of its children touched.
     hog_bytes: u64 = info::HOG_BYTES,
+    /// `mem-hog`: how many of its children a signal killed (each was started again).
+    hog_kills: u64 = info::HOG_KILLS,
     /// `fork-bomb`, `mem-hog`: the signal that ended the workload's child before it was told
     /// to stop.
     child_signal: String = info::CHILD_SIGNAL,

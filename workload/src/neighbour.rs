@@ -112,8 +112,9 @@ enum Ended {
     Exit(i32),
 }
 
-/// Run `spec` (`fork-bomb` or `mem-hog`) in a child until the host says stop or its time is up;
-/// report what happened as `info` lines. `guest`: this is a Linux guest's init.
+/// Run `spec` (`fork-bomb` or `mem-hog`) in a child until the host says stop or its time is up
+/// (a hog that is killed is started again); report what happened as `info` lines. `guest`:
+/// this is a Linux guest's init.
 pub fn run(shim: &mut LinuxShim, spec: &Spec, guest: bool) -> Result<Output, Error> {
     let shared = Shared::new()?;
     // Orphans of the child's tree (a bomb process whose parent was killed) come back to us,
@@ -122,33 +123,49 @@ pub fn run(shim: &mut LinuxShim, spec: &Spec, guest: bool) -> Result<Output, Err
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let oom_before = guest.then(guest_oom_kills).flatten();
-    let report_fd = shim.report_fd();
-    let control_fd = shim.control_fd();
-    // SAFETY: the workload is single-threaded; the child only makes system calls and touches
-    // the shared page and memory it maps itself, then ends with `_exit`.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(errno());
-    }
-    if child == 0 {
-        // The child must not hold the lab's pipes: the lab knows the instance has ended when
-        // the last writer of its marker pipe is gone, and the control pipe is the workload's.
-        // SAFETY: closing our copies of two descriptors.
-        unsafe {
-            libc::close(report_fd);
-            libc::close(control_fd);
+    let (report_fd, control_fd) = (shim.report_fd(), shim.control_fd());
+    let spawn = || -> Result<libc::pid_t, Error> {
+        // SAFETY: the workload is single-threaded; the child only makes system calls and
+        // touches the shared page and memory it maps itself, and never returns.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return Err(errno());
         }
-        match spec.kernel {
-            Kernel::ForkBomb => bomb(shared.get(), guest),
-            _ => hog(shared.get(), spec.mib.saturating_mul(1 << 20)),
+        if child == 0 {
+            // The child must not hold the lab's pipes: the lab knows the instance has ended
+            // when the last writer of its marker pipe is gone, and the control pipe is the
+            // workload's.
+            // SAFETY: closing our copies of two descriptors.
+            unsafe {
+                libc::close(report_fd);
+                libc::close(control_fd);
+            }
+            match spec.kernel {
+                Kernel::ForkBomb => bomb(shared.get(), guest),
+                _ => hog(shared.get(), spec.mib.saturating_mul(1 << 20)),
+            }
         }
-    }
+        Ok(child)
+    };
+    let mut child = spawn()?;
     shim.mark_start();
     let deadline = now_ns().saturating_add(spec.iters.saturating_mul(1_000_000));
-    let mut ended = None;
+    let (mut ended, mut hog_kills, mut most) = (None, 0u64, 0u64);
     while !shim.told_to_stop(POLL) && now_ns() < deadline {
-        if ended.is_none() {
-            ended = reap_child(child);
+        let Some(end) = reap_child(child) else {
+            continue;
+        };
+        ended = Some(end);
+        if spec.kernel == Kernel::MemHog {
+            // A hog that was killed is started again, as a container with a restart policy
+            // (`docker run --restart always`) would be: its failure goes on, kill after kill,
+            // for as long as its neighbours run.
+            most = most.max(shared.get().touched.swap(0, Ordering::Relaxed));
+            if matches!(end, Ended::Signal(_)) {
+                hog_kills += 1;
+            }
+            sleep(Duration::from_millis(10));
+            child = spawn()?;
         }
     }
     if ended.is_none() {
@@ -171,7 +188,10 @@ pub fn run(shim: &mut LinuxShim, spec: &Spec, guest: bool) -> Result<Output, Err
                 info("fork_limit", &FORK_LIMIT_IN_GUEST);
             }
         }
-        _ => info("hog_bytes", &c.touched.load(Ordering::Relaxed)),
+        _ => {
+            info("hog_bytes", &most.max(c.touched.load(Ordering::Relaxed)));
+            info("hog_kills", &hog_kills);
+        }
     }
     match ended {
         Some(Ended::Signal(sig)) => info("child_signal", &signal_name(sig)),
@@ -185,7 +205,7 @@ pub fn run(shim: &mut LinuxShim, spec: &Spec, guest: bool) -> Result<Output, Err
         info("guest_oom_kills", &after.saturating_sub(before));
     }
     let forks = c.forks.load(Ordering::Relaxed);
-    let touched = c.touched.load(Ordering::Relaxed);
+    let touched = most.max(c.touched.load(Ordering::Relaxed));
     drop(shared);
     // The counts vary from run to run; the checksum says only that the kernel ran to its end.
     Ok(Output {
