@@ -641,6 +641,7 @@ fn make_workdir(dir: &Path) -> Result<(), LabError> {
 /// guardian or the next lab removes it: [`crate::ownership`]).
 fn seal_scratch(scratch: &Path) -> io::Result<()> {
     use nix::mount::{mount, MsFlags};
+    // A bind mount takes its flags only from a second call, a remount of the bind (`restrict`).
     mount(
         Some(scratch),
         scratch,
@@ -648,17 +649,6 @@ fn seal_scratch(scratch: &Path) -> io::Result<()> {
         MsFlags::MS_BIND,
         None::<&str>,
     )?;
-    // A bind mount takes its flags only from a second call, a remount of the bind.
-    mount(
-        None::<&str>,
-        scratch,
-        None::<&str>,
-        MsFlags::MS_REMOUNT
-            | MsFlags::MS_BIND
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV
-            | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )?;
+    crate::backend::container::rootfs::restrict(scratch)?;
     Ok(())
 }

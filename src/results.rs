@@ -461,6 +461,14 @@ pub struct DensityStep {
     pub idle_cpu_ns: u64,
     /// Length of the idle window.
     pub idle_window_ns: u64,
+    /// On the lab's layered image: what sharing it saves (`lab run images`).
+    #[serde(flatten)]
+    pub image: ImageFigures,
+}
+
+/// What a density step on the lab's layered image measures besides the ladder's figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageFigures {
     /// On the lab's layered image (`lab run images`): the image's bytes in the host's page
     /// cache, counted once however many instances read them (`mincore`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

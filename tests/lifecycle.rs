@@ -434,6 +434,20 @@ fn an_oci_instance_killed_by_oom_or_by_losing_its_runtime_leaves_no_cgroup() {
     std::fs::remove_dir_all(temp).unwrap();
 }
 
+/// The next lab (`lab clean`) finds nothing that labs of `temp` left: `what` ran there.
+fn nothing_to_reap(temp: &Path, what: &str) {
+    let clean = Command::new(LAB)
+        .arg("clean")
+        .env("TMPDIR", temp)
+        .output()
+        .unwrap();
+    assert!(
+        !stdout(&clean).contains("removed"),
+        "{what}: the next lab had something to reap: {}",
+        stdout(&clean)
+    );
+}
+
 /// Every network namespace some process holds — as its own, a thread's, or an open descriptor —
 /// by inode: anonymous namespaces have no name to look for, and exist exactly as long as one of
 /// these holds them.
@@ -545,16 +559,7 @@ fn a_killed_lab_leaves_no_network_namespace_veth_or_disk() {
                 host_before,
                 "{backend} {kernel}: the host's network"
             );
-            let clean = Command::new(LAB)
-                .arg("clean")
-                .env("TMPDIR", &temp)
-                .output()
-                .unwrap();
-            assert!(
-                !stdout(&clean).contains("removed"),
-                "{backend} {kernel}: the next lab had something to reap: {}",
-                stdout(&clean)
-            );
+            nothing_to_reap(&temp, &format!("{backend} {kernel}"));
         }
     }
     std::fs::remove_dir_all(temp).unwrap();
@@ -646,16 +651,7 @@ fn a_killed_lab_leaves_no_overlay_image_or_docker_image() {
             leftovers(&temp),
             tags(&ids)
         );
-        let clean = Command::new(LAB)
-            .arg("clean")
-            .env("TMPDIR", &temp)
-            .output()
-            .unwrap();
-        assert!(
-            !stdout(&clean).contains("removed"),
-            "{backend}: the next lab had something to reap: {}",
-            stdout(&clean)
-        );
+        nothing_to_reap(&temp, backend);
     }
     std::fs::remove_dir_all(temp).unwrap();
 }

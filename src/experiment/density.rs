@@ -281,15 +281,15 @@ impl ImageWatch {
             .filter_map(|i| i.timeline().between("spawn", "libraries"))
             .collect();
         if first {
-            step.cold_start_ns = starts.first().copied();
+            step.image.cold_start_ns = starts.first().copied();
         }
         starts.sort_unstable();
-        step.start_ns = starts.get(starts.len() / 2).copied();
+        step.image.start_ns = starts.get(starts.len() / 2).copied();
         let saved = match &self.ksm {
             Some(ksm) => {
                 let (took, counters) = ksm.settle(Duration::from_secs(60));
-                step.ksm_settle_ns = Some(took.as_nanos() as u64);
-                step.ksm_pages_sharing = Some(counters.pages_sharing);
+                step.image.ksm_settle_ns = Some(took.as_nanos() as u64);
+                step.image.ksm_pages_sharing = Some(counters.pages_sharing);
                 counters.pages_sharing * 4096
             }
             None => 0,
@@ -306,8 +306,8 @@ impl ImageWatch {
             .filter_map(|i| i.sample_memory().cgroup)
             .map(|c| c.anon_bytes.unwrap_or(0) + c.kernel_bytes.unwrap_or(0))
             .sum();
-        step.image_cache_bytes = Some(cache);
-        step.host_bytes = Some((own + cache).saturating_sub(saved));
+        step.image.image_cache_bytes = Some(cache);
+        step.image.host_bytes = Some((own + cache).saturating_sub(saved));
     }
 }
 
@@ -388,12 +388,7 @@ fn measure(
         mem_available_drop_bytes: baseline_available as i64 - available as i64,
         idle_cpu_ns,
         idle_window_ns,
-        image_cache_bytes: None,
-        host_bytes: None,
-        start_ns: None,
-        cold_start_ns: None,
-        ksm_pages_sharing: None,
-        ksm_settle_ns: None,
+        image: Default::default(),
     })
 }
 

@@ -26,5 +26,6 @@ pub fn run(
         &[spec],
         settings,
         serde_json::json!({}),
+        Vec::new(),
     )
 }

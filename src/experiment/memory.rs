@@ -39,5 +39,5 @@ pub fn run(
 ) -> Result<Campaign, ExperimentError> {
     let specs: Vec<Spec> = sizes.iter().map(|&mib| spec(mib)).collect();
     let extra = serde_json::json!({ "sizes_mib": sizes });
-    every_backend(lab, backends, "memory", &specs, settings, extra)
+    every_backend(lab, backends, "memory", &specs, settings, extra, Vec::new())
 }

@@ -456,28 +456,9 @@ pub fn campaign_by<C>(
     Ok(outcome)
 }
 
-/// Run every workload of `specs` on every selected backend (see [`select`]), in shuffled rounds.
+/// Run every workload of `specs` on every selected backend (see [`select`]), in shuffled rounds;
+/// `skipped` — what was left out before — goes into the results with what this leaves out.
 pub fn every_backend(
-    lab: &Lab,
-    backends: Option<&[String]>,
-    experiment: &str,
-    specs: &[Spec],
-    settings: &Settings,
-    extra_settings: serde_json::Value,
-) -> Result<Campaign, ExperimentError> {
-    every_backend_noting(
-        lab,
-        backends,
-        experiment,
-        specs,
-        settings,
-        extra_settings,
-        Vec::new(),
-    )
-}
-
-/// [`every_backend`], with `skipped` — what was left out before it — in the results.
-pub fn every_backend_noting(
     lab: &Lab,
     backends: Option<&[String]>,
     experiment: &str,

@@ -23,5 +23,13 @@ pub fn run(
 ) -> Result<Campaign, ExperimentError> {
     let spec = Spec::default_for(Kernel::Ready);
     let extra = serde_json::json!({ "workload": spec.to_string() });
-    every_backend(lab, backends, "startup", &[spec], settings, extra)
+    every_backend(
+        lab,
+        backends,
+        "startup",
+        &[spec],
+        settings,
+        extra,
+        Vec::new(),
+    )
 }

@@ -112,7 +112,7 @@ pub fn run(
     let extra = serde_json::json!({
         "workloads": specs.iter().map(ToString::to_string).collect::<Vec<_>>()
     });
-    super::every_backend_noting(
+    super::every_backend(
         lab,
         backends,
         "throughput",

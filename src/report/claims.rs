@@ -1824,7 +1824,7 @@ fn sharing(claim: Claim, files: &Files) -> Assessment {
             let Some(per) = d.per_instance_on_image else {
                 continue;
             };
-            let ksm = d.steps.iter().any(|s| s.ksm_pages_sharing.is_some());
+            let ksm = d.steps.iter().any(|s| s.image.ksm_pages_sharing.is_some());
             let family = r.family(&d.backend);
             figures.push(format!(
                 "{}{}: {} per more instance{}",

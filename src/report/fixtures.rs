@@ -323,12 +323,7 @@ impl Fixture {
             mem_available_drop_bytes: (charged + charged / 10) as i64,
             idle_cpu_ns: u64::from(n) * 1000,
             idle_window_ns: 1_000_000_000,
-            image_cache_bytes: None,
-            host_bytes: None,
-            start_ns: None,
-            cold_start_ns: None,
-            ksm_pages_sharing: None,
-            ksm_settle_ns: None,
+            image: Default::default(),
         });
         self
     }
@@ -344,10 +339,10 @@ impl Fixture {
     ) -> &mut Self {
         self.density_step(backend, n, n - n / 2, host);
         let step = self.density.last_mut().expect("just pushed");
-        step.host_bytes = Some(host);
-        step.image_cache_bytes = Some(64 << 20);
-        step.start_ns = Some(5_000_000);
-        step.ksm_pages_sharing = ksm_pages;
+        step.image.host_bytes = Some(host);
+        step.image.image_cache_bytes = Some(64 << 20);
+        step.image.start_ns = Some(5_000_000);
+        step.image.ksm_pages_sharing = ksm_pages;
         self
     }
 

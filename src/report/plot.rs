@@ -1187,7 +1187,7 @@ pub fn images_memory(
         "Host memory of N instances of one image (its page cache counted once)",
         "MiB",
         false,
-        |_, s| s.host_bytes.map(|b| b as f64 / 1048576.0),
+        |_, s| s.image.host_bytes.map(|b| b as f64 / 1048576.0),
     )
 }
 

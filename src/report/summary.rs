@@ -549,7 +549,7 @@ pub struct DensitySeries {
 impl DensitySeries {
     /// On the lab's image: the first instance's start with the image out of the page cache.
     pub fn cold_start_ns(&self) -> Option<u64> {
-        self.steps.iter().find_map(|s| s.cold_start_ns)
+        self.steps.iter().find_map(|s| s.image.cold_start_ns)
     }
 
     /// On the lab's image: the later steps' median starts, warm, summarised.
@@ -557,8 +557,8 @@ impl DensitySeries {
         let warm: Vec<f64> = self
             .steps
             .iter()
-            .filter(|s| s.cold_start_ns.is_none())
-            .filter_map(|s| s.start_ns)
+            .filter(|s| s.image.cold_start_ns.is_none())
+            .filter_map(|s| s.image.start_ns)
             .map(|n| n as f64)
             .collect();
         Summary::of(&warm)
@@ -607,7 +607,7 @@ pub fn density(results: &Results) -> Vec<DensitySeries> {
             let mut prev: (u32, f64, f64, Option<f64>) = (0, 0.0, 0.0, None);
             for s in &steps {
                 let dn = s.n.saturating_sub(prev.0);
-                let host = s.host_bytes.map(|b| b as f64);
+                let host = s.image.host_bytes.map(|b| b as f64);
                 if dn > 0 {
                     per.push((s.instance_bytes as f64 - prev.1) / dn as f64);
                     per_host.push((s.mem_available_drop_bytes as f64 - prev.2) / dn as f64);

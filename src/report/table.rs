@@ -451,14 +451,14 @@ pub fn shared_image(series: &[DensitySeries]) -> Table {
             or_none(d.per_instance_on_image.as_ref(), |s| {
                 format::with_ci(s, mib)
             }),
-            top.and_then(|s| s.image_cache_bytes)
+            top.and_then(|s| s.image.image_cache_bytes)
                 .map_or_else(|| format::NONE.to_string(), |b| mib(b as f64))
                 .into(),
             d.cold_start_ns()
                 .map_or_else(|| format::NONE.to_string(), |n| format::duration(n as f64))
                 .into(),
             or_none(d.warm_start().as_ref(), |s| format::duration(s.median)),
-            top.and_then(|s| s.ksm_pages_sharing)
+            top.and_then(|s| s.image.ksm_pages_sharing)
                 .map_or_else(|| format::NONE.to_string(), |p| mib(p as f64 * 4096.0))
                 .into(),
         ]);

@@ -388,7 +388,7 @@ impl Job {
             // closes every other fd), and take from it every power a file there could have.
             for (tree, target) in &attach {
                 let attached =
-                    move_tree(tree.as_raw_fd(), target).and_then(|()| rootfs::restrict(target));
+                    move_tree(tree.as_raw_fd(), target).and_then(|()| rootfs::restrict(*target));
                 if let Err(e) = attached {
                     report.fail("attach what the host shares", e);
                 }

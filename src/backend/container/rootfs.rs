@@ -403,7 +403,7 @@ impl Masks {
 /// container writes there (its scratch directory, the one path it shares with the host) cannot
 /// be a setuid program, a usable device node or anything to run, for anyone who reaches it
 /// through this mount. Flags of a bind mount change only with a second call, a remount.
-pub fn restrict(target: &std::ffi::CStr) -> Result<(), Errno> {
+pub fn restrict<P: ?Sized + nix::NixPath>(target: &P) -> Result<(), Errno> {
     mount(
         None::<&str>,
         target,
