@@ -263,8 +263,10 @@ impl Backend for Student {
             return Err("the exercises' runtimes attach no disk and no network".into());
         }
         if self.kind == Kind::Vmm && kernel.needs_os() && kernel != crate::workload::Kernel::Probe {
-            return Err("the exercises' VMM runs a bare guest: no OS to fork or to run out of                         memory in"
-                .into());
+            return Err(
+                "the exercises' VMM runs a bare guest: no OS to fork or to run out of memory in"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -136,14 +136,16 @@ impl Aggressor {
 /// A victim's workload: its kernel's default, run longer where that is short. A victim must
 /// span many of the scheduler's time slices (a few ms) and several periods of a CPU limit
 /// (100 ms), or a share or a throttle would not show in its time: the `cpu` kernel runs 10×
-/// its iterations (about half a second natively), `mem` 16× its passes, `syscall` 10× its
-/// calls (a bare guest's calls are VM exits, 50 µs each under nested virtualization: longer
-/// would take minutes there). The others already take a few hundred milliseconds.
+/// its iterations (a third of a second natively), `mem` 16× its passes, `syscall` 50× its
+/// calls (a seventh of a second natively; a bare guest's calls are VM exits, 60 µs each under
+/// nested virtualization, so about a minute there — `syscall` is no bare VM's victim by
+/// default). The others already take a few hundred milliseconds.
 pub fn victim_spec(kernel: Kernel) -> Spec {
     let mut spec = Spec::default_for(kernel);
     spec.iters = spec.iters.saturating_mul(match kernel {
-        Kernel::Cpu | Kernel::Syscall => 10,
+        Kernel::Cpu => 10,
         Kernel::Mem => 16,
+        Kernel::Syscall => 50,
         _ => 1,
     });
     spec

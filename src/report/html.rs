@@ -476,7 +476,7 @@ impl Builder<'_> {
                 d,
                 svg,
                 format!(
-                    "Beside {}: each point is the victim's time beside that many aggressors over                      its time alone in the same round, median over rounds, with its bootstrap                      95% confidence interval. Solid lines: no limits; dashed: every instance                      under the same limits. 1× (the grey line) is \"as if alone\".",
+                    "Beside {}: each point is the victim's time beside that many aggressors over its time alone in the same round, median over rounds, with its bootstrap 95% confidence interval. Solid lines: no limits; dashed: every instance under the same limits. 1× (the grey line) is \"as if alone\".",
                     a.describe()
                 ),
             )?);

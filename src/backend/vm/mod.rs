@@ -157,7 +157,8 @@ impl Backend for Vm {
     fn supports(&self, kernel: Kernel) -> Result<(), String> {
         if matches!(kernel, Kernel::ForkBomb | Kernel::MemHog) {
             return Err(
-                "a bare guest has no OS: no processes to fork, and no memory to run out of but                  the RAM its VMM mapped (vm-linux runs these kernels in a Linux guest)"
+                "a bare guest has no OS: no processes to fork, and no memory to run out of but \
+                 the RAM its VMM mapped (vm-linux runs these kernels in a Linux guest)"
                     .into(),
             );
         }
