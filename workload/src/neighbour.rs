@@ -122,7 +122,8 @@ pub fn run(shim: &mut LinuxShim, spec: &Spec, guest: bool) -> Result<Output, Err
     // are already the reaper of everything below them.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let oom_before = guest.then(guest_oom_kills).flatten();
+    let hog_in_guest = guest && spec.kernel == Kernel::MemHog;
+    let oom_before = hog_in_guest.then(guest_oom_kills).flatten();
     let (report_fd, control_fd) = (shim.report_fd(), shim.control_fd());
     let spawn = || -> Result<libc::pid_t, Error> {
         // SAFETY: the workload is single-threaded; the child only makes system calls and
@@ -201,7 +202,8 @@ pub fn run(shim: &mut LinuxShim, spec: &Spec, guest: bool) -> Result<Output, Err
     // In a guest, its kernel's count of OOM kills tells whose killer it was: the guest's own.
     // (A container sees the host's /proc/vmstat, which counts the whole host's kills; the lab
     // reads the instance's cgroup instead.)
-    if let (Some(before), Some(after)) = (oom_before, guest.then(guest_oom_kills).flatten()) {
+    if let (Some(before), Some(after)) = (oom_before, hog_in_guest.then(guest_oom_kills).flatten())
+    {
         info("guest_oom_kills", &after.saturating_sub(before));
     }
     let forks = c.forks.load(Ordering::Relaxed);
