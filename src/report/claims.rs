@@ -2198,6 +2198,22 @@ fn reach(rows: &[&summary::InterferenceRow], failure: bool) -> (Reach, String) {
     (worst, texts.join("; "))
 }
 
+/// `a`, `a and b`, `a, b and c`.
+fn and_list<S: AsRef<str>>(items: &[S]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.as_ref().to_string(),
+        [rest @ .., last] => format!(
+            "{} and {}",
+            rest.iter()
+                .map(AsRef::as_ref)
+                .collect::<Vec<_>>()
+                .join(", "),
+            last.as_ref()
+        ),
+    }
+}
+
 fn neighbours(claim: Claim, files: &Files) -> Assessment {
     let rows: Vec<Vec<summary::InterferenceRow>> = files
         .files
@@ -2273,12 +2289,12 @@ fn neighbours(claim: Claim, files: &Files) -> Assessment {
             .filter(|(_, r)| *r != Reach::TooFew)
             .collect();
         let list = |want: &[Reach]| {
-            standing
+            let names: Vec<&str> = standing
                 .iter()
                 .filter(|(_, r)| want.contains(r))
                 .map(|(e, _)| e.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+                .collect();
+            and_list(&names)
         };
         let (verdict, outcome) = if called.is_empty() {
             (
@@ -2360,11 +2376,11 @@ fn neighbours(claim: Claim, files: &Files) -> Assessment {
     let mut why = match verdict {
         Verdict::Supported => format!(
             "No neighbour's {} reached the victim, in any backend measured.",
-            yes.join(", ")
+            and_list(&yes)
         ),
         Verdict::NotSupported => format!(
             "Every neighbour's {} reached the victim in every backend measured.",
-            no.join(", ")
+            and_list(&no)
         ),
         _ => {
             let mixed = of(Verdict::Depends);
@@ -2372,16 +2388,16 @@ fn neighbours(claim: Claim, files: &Files) -> Assessment {
             if !yes.is_empty() {
                 w.push_str(&format!(
                     "A neighbour's {} did not reach the victim. ",
-                    yes.join(", ")
+                    and_list(&yes)
                 ));
             }
             if !no.is_empty() {
-                w.push_str(&format!("Its {} did, in every backend. ", no.join(", ")));
+                w.push_str(&format!("Its {} did, in every backend. ", and_list(&no)));
             }
             if !mixed.is_empty() {
                 w.push_str(&format!(
                     "Its {} reached the victim in some backends and not in others. ",
-                    mixed.join(", ")
+                    and_list(&mixed)
                 ));
             }
             w.trim_end().to_string()
@@ -2390,7 +2406,7 @@ fn neighbours(claim: Claim, files: &Files) -> Assessment {
     if !needed.is_empty() {
         why.push_str(&format!(
             " Limits were what held back: {}.",
-            needed.join(", ")
+            and_list(&needed)
         ));
     }
     let mut caveats = vm_caveats(files, &s, true);

@@ -629,7 +629,7 @@ fn cases() -> Vec<Case> {
                 ("container", &[("cpu", 1.0, 1.0), ("fork", 1.01, 1.0)]),
                 ("vm-linux", &[("cpu", 1.02, 1.0), ("oom", 1.0, 1.0)]),
             ])),
-            Supported, &["No neighbour's CPU, fork bomb, memory hog reached the victim"])
+            Supported, &["No neighbour's CPU, fork bomb and memory hog reached the victim"])
             .not(&["Limits were what held back"])
             .caveat(&["ran under the lab's own limits in both configurations"]),
         case("neighbours: a CPU hog held back only by limits", "neighbours",
