@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use isolab::cgroup;
 use isolab::experiment::plan::{self, DensityOptions, Which};
-use isolab::experiment::{throughput, ExperimentError};
+use isolab::experiment::{interference, throughput, ExperimentError};
 use std::path::PathBuf;
 
 /// The largest size in MiB any option takes (1 TiB): sizes are turned into bytes, and a number
@@ -132,6 +132,9 @@ pub enum Experiment {
     Images(ImagesArgs),
     /// What the workload can see: kernel, PIDs, host name, mounts, network, users, capabilities.
     Isolation(RunArgs),
+    /// Whether one instance's load or failure reaches its neighbours: a victim beside 0, 1, …
+    /// k aggressors of the same backend, unlimited and under limits.
+    Interference(InterferenceArgs),
     /// Every experiment, into one results directory.
     All {
         #[command(flatten)]
@@ -149,10 +152,11 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     pub backends: Option<Vec<String>>,
     /// Measured rounds; each round runs every case once, in shuffled order
-    /// (default: startup 30, memory 10, throughput 10, isolation 1).
+    /// (default: startup 30, memory 10, throughput 10, interference 6, isolation 1).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub runs: Option<u32>,
-    /// Warm-up rounds, recorded but left out of the statistics (default: 3; isolation 0).
+    /// Warm-up rounds, recorded but left out of the statistics (default: 3; interference 1;
+    /// isolation 0).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub warmup: Option<u32>,
     /// Seed of the round shuffles (recorded in the results).
@@ -160,6 +164,24 @@ pub struct RunArgs {
     pub seed: u64,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// `lab run interference`.
+#[derive(Debug, Args)]
+pub struct InterferenceArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Aggressors, comma-separated: cpu (a CPU hog), mem (a memory-bandwidth streamer), disk (a
+    /// disk writer), fork (a fork bomb), oom (a memory hog) (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub aggressors: Option<Vec<String>>,
+    /// Victim kernels to run beside every aggressor, comma-separated (default: each aggressor's
+    /// own: cpu for cpu, mem for mem and oom, disk-rand for disk, syscall for fork).
+    #[arg(long, value_delimiter = ',')]
+    pub kernels: Option<Vec<String>>,
+    /// The most aggressors beside one victim: 1, 2, 4, … up to this many.
+    #[arg(long = "max-aggressors", default_value_t = isolab::experiment::interference::DEFAULT_MAX_AGGRESSORS, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_aggressors: u32,
 }
 
 /// `lab run density`.
@@ -265,6 +287,10 @@ pub struct LimitArgs {
             .and_then(|c| cgroup::check_cpus(c, isolab::host::cpu_count()))
     })]
     pub cpus: Option<f64>,
+    /// Disk bandwidth per instance, in MiB/s for reads and for writes each, on the disk that
+    /// holds --disk-dir (1 to 1048576).
+    #[arg(long = "io-limit", value_name = "MIB_PER_S", value_parser = |s: &str| number(s).and_then(cgroup::check_io_mib))]
+    pub io_mib: Option<u64>,
 }
 
 /// `lab exec`.
@@ -344,6 +370,22 @@ impl Experiment {
                 (Which::Throughput { kernels, disk_mib }, run)
             }
             Experiment::Isolation(run) => (Which::Isolation, run),
+            Experiment::Interference(i) => {
+                let defaults = interference::Options::default();
+                let options = interference::Options {
+                    aggressors: match &i.aggressors {
+                        Some(names) => interference::aggressors_named(names)?,
+                        None => defaults.aggressors,
+                    },
+                    kernels: i
+                        .kernels
+                        .as_deref()
+                        .map(interference::victims_named)
+                        .transpose()?,
+                    max_aggressors: i.max_aggressors,
+                };
+                (Which::Interference(options), i.run)
+            }
             Experiment::Images(i) => {
                 let which = Which::Density(DensityOptions {
                     max: i.max,
@@ -411,7 +453,7 @@ impl CheckArgs {
 impl LimitArgs {
     /// The limits, checked.
     pub fn checked(&self) -> Result<isolab::backend::Limits, ExperimentError> {
-        plan::limits(self.memory_mib, self.pids, self.cpus)
+        plan::limits(self.memory_mib, self.pids, self.cpus, self.io_mib)
     }
 }
 
@@ -419,7 +461,7 @@ impl LimitArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
-    use isolab::experiment::{isolation, memory, startup, throughput};
+    use isolab::experiment::{interference, isolation, memory, startup, throughput};
 
     #[test]
     fn the_help_states_each_experiments_own_defaults() {
@@ -437,6 +479,7 @@ mod tests {
             ("memory", memory::SAMPLING),
             ("throughput", throughput::SAMPLING),
             ("isolation", isolation::SAMPLING),
+            ("interference", interference::SAMPLING),
         ] {
             assert!(
                 help.contains(&format!("{name} {}", s.runs)),
@@ -447,5 +490,6 @@ mod tests {
             assert!(help.contains(&format!("default: {};", s.warmup)), "{help}");
         }
         assert!(help.contains(&format!("isolation {})", isolation::SAMPLING.warmup)));
+        assert!(help.contains(&format!("interference {};", interference::SAMPLING.warmup)));
     }
 }

@@ -83,6 +83,62 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskEr
     }
 }
 
+/// The whole disk that holds `dir`: what an I/O limit must name (see
+/// [`crate::cgroup::BlockDevice`]).
+///
+/// `stat(2)` of the directory gives `st_dev`, the device number of its file system. On a disk
+/// that number is a block device's — a partition's (`vda1`) or a whole disk's (`vda`, a
+/// device-mapper volume such as `dm-0`). `/sys/dev/block/MAJ:MIN` is a link to that device in
+/// sysfs; a partition has a `partition` file there, and its disk is the directory above it, whose
+/// `dev` file holds the disk's own numbers. A file system with no block device of its own (a
+/// tmpfs, an overlay, NFS, a btrfs subvolume) has an anonymous device number with major 0, and
+/// there is no disk to limit.
+pub fn whole_disk_of(dir: &Path) -> Result<crate::cgroup::BlockDevice, String> {
+    let st = nix::sys::stat::stat(dir).map_err(|e| format!("stat {}: {e}", dir.display()))?;
+    let (major, minor) = (
+        nix::sys::stat::major(st.st_dev) as u32,
+        nix::sys::stat::minor(st.st_dev) as u32,
+    );
+    whole_disk_in(Path::new("/sys/dev/block"), major, minor).map_err(|why| {
+        format!(
+            "{} is on device {major}:{minor}, {why} (choose a --disk-dir on a disk)",
+            dir.display()
+        )
+    })
+}
+
+/// [`whole_disk_of`] for device `major:minor`, looked up in `sys_dev_block` (a test's copy of
+/// `/sys/dev/block`).
+fn whole_disk_in(
+    sys_dev_block: &Path,
+    major: u32,
+    minor: u32,
+) -> Result<crate::cgroup::BlockDevice, String> {
+    if major == 0 {
+        return Err("a file system with no block device of its own".into());
+    }
+    let link = sys_dev_block.join(format!("{major}:{minor}"));
+    let mut device = fs::canonicalize(&link)
+        .map_err(|e| format!("not a block device ({}: {e})", link.display()))?;
+    if device.join("partition").exists() {
+        device.pop();
+    }
+    let dev = fs::read_to_string(device.join("dev"))
+        .map_err(|e| format!("{}: {e}", device.join("dev").display()))?;
+    let (maj, min) = dev
+        .trim()
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .ok_or_else(|| format!("{}: not MAJ:MIN", device.join("dev").display()))?;
+    Ok(crate::cgroup::BlockDevice {
+        major: maj,
+        minor: min,
+        name: device
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+    })
+}
+
 /// Where disks go unless told otherwise.
 pub const DEFAULT_PARENT: &str = "/var/tmp";
 
@@ -234,6 +290,43 @@ impl Drop for Disk {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    /// A copy of sysfs's shape: a disk `vda` (254:0) with a partition `vda1` (254:1).
+    #[test]
+    fn a_partition_is_traced_to_its_whole_disk() {
+        let root = std::env::temp_dir().join(format!("isolab-sysfs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let disk = root.join("devices/pci0000:00/virtio4/block/vda");
+        fs::create_dir_all(disk.join("vda1")).unwrap();
+        fs::write(disk.join("dev"), "254:0\n").unwrap();
+        fs::write(disk.join("vda1/dev"), "254:1\n").unwrap();
+        fs::write(disk.join("vda1/partition"), "1\n").unwrap();
+        let links = root.join("dev/block");
+        fs::create_dir_all(&links).unwrap();
+        std::os::unix::fs::symlink(&disk, links.join("254:0")).unwrap();
+        std::os::unix::fs::symlink(disk.join("vda1"), links.join("254:1")).unwrap();
+        for minor in [0, 1] {
+            let d = whole_disk_in(&links, 254, minor).unwrap();
+            assert_eq!((d.major, d.minor, d.name.as_str()), (254, 0, "vda"));
+        }
+        assert!(whole_disk_in(&links, 0, 51)
+            .unwrap_err()
+            .contains("no block device"));
+        assert!(whole_disk_in(&links, 8, 0)
+            .unwrap_err()
+            .contains("not a block device"));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn the_disk_directory_is_on_a_disk_and_memory_is_not() {
+        let d = whole_disk_of(Path::new(DEFAULT_PARENT)).unwrap();
+        let dev = fs::read_to_string(format!("/sys/dev/block/{}:{}/dev", d.major, d.minor));
+        assert_eq!(dev.unwrap().trim(), format!("{}:{}", d.major, d.minor));
+        assert!(!Path::new(&format!("/sys/dev/block/{}:{}/partition", d.major, d.minor)).exists());
+        let e = whole_disk_of(Path::new("/dev/shm")).unwrap_err();
+        assert!(e.contains("--disk-dir"), "{e}");
+    }
 
     fn dir(name: &str) -> PathBuf {
         let d = Path::new(DEFAULT_PARENT)

@@ -1,7 +1,8 @@
 //! `lab export --csv`: results as CSV, for spreadsheets and notebooks.
 //!
 //! One row per sample in `runs.csv`, one per density step in `density.csv`, each with its
-//! backend's isolation family. Columns carry their unit like the JSON fields do. Phase edges become one `phase_<name>_ns` column per phase name
+//! backend's isolation family. An interference file's samples also say what ran beside them
+//! ([`NEIGHBOUR_COLUMNS`]). Columns carry their unit like the JSON fields do. Phase edges become one `phase_<name>_ns` column per phase name
 //! seen in the file, holding the time from `spawn` to that edge.
 
 use crate::files::{FilesError, OutDir};
@@ -64,6 +65,17 @@ const RUN_COLUMNS: [&str; 25] = [
     "done_uss_bytes",
 ];
 
+/// The columns `runs.csv` adds for `lab run interference`: the configuration, the aggressor,
+/// how many ran beside the victim, and what stopped their failures.
+pub const NEIGHBOUR_COLUMNS: [&str; 6] = [
+    "config",
+    "aggressor",
+    "aggressors_beside",
+    "aggressor_oom_kills",
+    "aggressor_pids_max_refused",
+    "aggressor_forks_refused",
+];
+
 /// Write `runs.csv` (and `density.csv` when there are density steps) into `dir`; returns the
 /// files written.
 ///
@@ -107,9 +119,15 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 
 fn runs_csv(results: &Results) -> Result<Vec<u8>, csv::Error> {
     let phases = phase_names(&results.runs);
+    let neighbours = results.runs.iter().any(|r| r.neighbours.is_some());
     let mut w = csv::Writer::from_writer(Vec::new());
     let header: Vec<String> = RUN_COLUMNS
         .iter()
+        .chain(if neighbours {
+            &NEIGHBOUR_COLUMNS[..]
+        } else {
+            &[]
+        })
         .map(|c| c.to_string())
         .chain(phases.iter().map(|p| format!("phase_{p}_ns")))
         .collect();
@@ -157,6 +175,20 @@ fn runs_csv(results: &Results) -> Result<Vec<u8>, csv::Error> {
             opt(done.map(|m| m.processes.pss_bytes)),
             opt(done.map(|m| m.processes.uss_bytes)),
         ];
+        if neighbours {
+            let n = r.neighbours.as_ref();
+            let sum = |f: fn(&crate::results::Facts) -> Option<u64>| {
+                opt(n.map(|n| n.aggressors.iter().filter_map(|a| f(&a.facts)).sum::<u64>()))
+            };
+            row.extend([
+                opt(n.map(|n| n.config.name())),
+                opt(n.and_then(|n| n.aggressor.clone())),
+                opt(n.map(|n| n.count)),
+                sum(|f| f.oom_kills),
+                sum(|f| f.pids_max_refused),
+                sum(|f| f.forks_refused),
+            ]);
+        }
         row.extend(
             phases
                 .iter()
@@ -252,6 +284,7 @@ mod tests {
                 cpu_ns: None,
                 probe: vec![],
                 facts: Default::default(),
+                neighbours: None,
             }],
             density: vec![],
             density_ends: vec![],

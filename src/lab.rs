@@ -93,6 +93,8 @@ pub struct Lab {
     disks: OnceLock<Result<(DiskDir, Owned), String>>,
     /// The lab's network ([`crate::network`]), started on first use.
     network: OnceLock<Result<Arc<Network>, String>>,
+    /// The disk under [`Lab::disk_parent`], which I/O limits throttle: found on first use.
+    io_disk: OnceLock<Result<crate::cgroup::BlockDevice, String>>,
     /// Run instances on the lab's layered image of this spec ([`crate::image`]) instead of the
     /// bare root holding only the workload.
     pub image_spec: Option<ImageSpec>,
@@ -136,6 +138,7 @@ impl Lab {
             disk_parent: PathBuf::from(crate::disks::DEFAULT_PARENT),
             disks: OnceLock::new(),
             network: OnceLock::new(),
+            io_disk: OnceLock::new(),
             image_spec: None,
             image: OnceLock::new(),
             kept: std::sync::Mutex::new(Vec::new()),
@@ -467,10 +470,33 @@ impl Lab {
         limits: &crate::cgroup::Limits,
     ) -> Result<Option<crate::cgroup::Cgroup>, CgroupError> {
         match &self.cgroups {
-            Ok(h) => h.create(name, limits).map(Some),
+            Ok(_) => self.cgroup_for(name, limits).map(Some),
             Err(_) if !limits.any() => Ok(None),
             Err(why) => Err(CgroupError::Unusable(why.clone())),
         }
+    }
+
+    /// The disk that I/O limits (`--io-limit`) throttle: the whole disk under the instances'
+    /// disk directory ([`crate::disks::whole_disk_of`]). Set [`Lab::disk_parent`] first; the
+    /// answer is kept for the lab's life. The error says why there is none.
+    pub fn io_disk(&self) -> Result<crate::cgroup::BlockDevice, String> {
+        self.io_disk
+            .get_or_init(|| crate::disks::whole_disk_of(&self.disk_parent))
+            .clone()
+    }
+
+    /// The cgroup `name` under `limits`, with its I/O limit on [`Lab::io_disk`] when it has one:
+    /// for backends that need a cgroup whatever happens (see [`Lab::instance_cgroup`]).
+    pub fn cgroup_for(
+        &self,
+        name: &str,
+        limits: &crate::cgroup::Limits,
+    ) -> Result<crate::cgroup::Cgroup, CgroupError> {
+        let disk = match limits.io_bps {
+            Some(_) => Some(self.io_disk().map_err(CgroupError::NoIoDevice)?),
+            None => None,
+        };
+        self.cgroups()?.create_on(name, limits, disk.as_ref())
     }
 
     /// Why cgroups are unusable, if they are.

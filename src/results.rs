@@ -261,6 +261,75 @@ pub struct RunRecord {
     /// What the run reported about itself.
     #[serde(default, skip_serializing_if = "Facts::is_empty")]
     pub facts: Facts,
+    /// `lab run interference`: the instances that ran beside this one (the victim), and how
+    /// they ended. Absent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbours: Option<Neighbours>,
+}
+
+/// The two configurations of `lab run interference`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Config {
+    /// No limits but the lab's safety limits on a fork bomb and a memory hog.
+    Unlimited,
+    /// Every instance under the same CPU, memory, pids and I/O limits.
+    Limited,
+}
+
+impl Config {
+    /// Both, in the order reports show them.
+    pub const ALL: [Config; 2] = [Config::Unlimited, Config::Limited];
+
+    /// The configuration's name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Config::Unlimited => "unlimited",
+            Config::Limited => "limited",
+        }
+    }
+}
+
+/// What ran beside a victim of `lab run interference`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Neighbours {
+    /// With or without limits.
+    pub config: Config,
+    /// The aggressor (`cpu`, `mem`, `disk`, `fork`, `oom`); absent when the victim ran alone,
+    /// the sample its slowdowns are measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggressor: Option<String>,
+    /// How many aggressors ran beside it (0: alone).
+    pub count: u32,
+    /// The victim's limits.
+    pub limits: crate::cgroup::Limits,
+    /// The aggressors' limits: the configuration's, with the lab's safety limits on a fork bomb
+    /// (pids) and a memory hog (memory) whatever the configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggressor_limits: Option<crate::cgroup::Limits>,
+    /// Each aggressor, as it ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggressors: Vec<AggressorRecord>,
+}
+
+/// One aggressor of a victim's sample.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AggressorRecord {
+    /// What it ran.
+    pub workload: WorkloadRecord,
+    /// How it ended: `stopped` by the lab, `completed` when it reported and ended itself when
+    /// told, `oom-killed` when the OOM killer killed a process of its cgroup, `failed`.
+    pub outcome: Outcome,
+    /// CPU time its cgroup used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ns: Option<u64>,
+    /// Its cgroup's peak memory charge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_peak_bytes: Option<u64>,
+    /// What it and its runtime reported (forks refused, OOM kills, the signal that ended its
+    /// child).
+    #[serde(default, skip_serializing_if = "Facts::is_empty")]
+    pub facts: Facts,
 }
 
 /// A backend that was asked for (or would have run by default) but could not run here.
@@ -280,6 +349,25 @@ pub mod info {
     pub const IMAGE_BYTES: &str = "image_bytes";
     /// Forks and new threads the instance's cgroup refused at its `pids.max` (`pids.events`).
     pub const PIDS_MAX_REFUSED: &str = "pids_max_refused";
+    /// Processes of the instance's cgroup (or below it) the kernel's OOM killer killed.
+    pub const OOM_KILLS: &str = "oom_kills";
+    /// `fork-bomb`: forks that succeeded.
+    pub const FORKS: &str = "forks";
+    /// `fork-bomb`: forks refused, as the bomb's processes counted them (EAGAIN).
+    pub const FORKS_REFUSED: &str = "forks_refused";
+    /// `fork-bomb` in a Linux guest: the most processes it could have there (`RLIMIT_NPROC`).
+    pub const FORK_LIMIT: &str = "fork_limit";
+    /// `mem-hog`: the most bytes one of its children touched.
+    pub const HOG_BYTES: &str = "hog_bytes";
+    /// `mem-hog`: how many of its children a signal killed (each was started again).
+    pub const HOG_KILLS: &str = "hog_kills";
+    /// `fork-bomb`, `mem-hog`: the signal that ended the workload's child before the host said
+    /// stop (`SIGKILL`: the OOM killer, say).
+    pub const CHILD_SIGNAL: &str = "child_signal";
+    /// The same, when the child exited by itself: its exit status.
+    pub const CHILD_EXIT: &str = "child_exit";
+    /// `mem-hog` in a Linux guest: the OOM kills the guest's own kernel counted meanwhile.
+    pub const GUEST_OOM_KILLS: &str = "guest_oom_kills";
     /// What the image consists of, in words.
     pub const IMAGE: &str = "image";
     /// Guest RAM the VMM mapped (configured size).
@@ -983,6 +1071,7 @@ mod tests {
             cpu_ns: None,
             probe: vec![],
             facts: Facts::default(),
+            neighbours: None,
         }
     }
 
@@ -1245,6 +1334,7 @@ mod properties {
                 cpu_ns,
                 probe,
                 facts: typed,
+                neighbours: None,
             }
         }
     }

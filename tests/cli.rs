@@ -593,6 +593,17 @@ fn limits_out_of_the_kernels_range_are_refused_before_anything_starts() {
         (vec!["exec".into(), "--backend".into(), "ns-floor".into(), "--kernel".into(), "ready".into(), "--memory-limit".into(), "64".into()], "ns-floor applies no limits"),
         (vec!["run".into(), "startup".into(), "--backends".into(), "ns-floor".into(), "--pids-limit".into(), "10".into(), "--out".into(), out.into()], "ns-floor applies no limits"),
         (vec!["run".into(), "startup".into(), "--backends".into(), "process,ns-floor".into(), "--cpu-limit".into(), "0.5".into(), "--out".into(), out.into()], "ns-floor applies no limits"),
+        // Disk bandwidth: zero would mean "no limit" to v1's throttle files.
+        (exec(&["--io-limit", "0"]), "out of range: 1 to 1048576 MiB/s"),
+        (exec(&["--io-limit", "1048577"]), "out of range: 1 to 1048576 MiB/s"),
+        // A disk directory in memory has no disk to throttle.
+        (exec(&["--io-limit", "8", "--disk-dir", "/dev/shm"]), "--io-limit: /dev/shm is on device"),
+        // The interference experiment's own words.
+        (vec!["run".into(), "interference".into(), "--aggressors".into(), "cpu,meltdown".into(), "--out".into(), out.into()], "unknown aggressor 'meltdown' (known: cpu, mem, disk, fork, oom)"),
+        (vec!["run".into(), "interference".into(), "--kernels".into(), "sleep".into(), "--out".into(), out.into()], "unknown kernel 'sleep'"),
+        (vec!["run".into(), "interference".into(), "--max-aggressors".into(), "0".into(), "--out".into(), out.into()], "1..=64"),
+        // A bomb never runs on a backend that cannot take the lab's limit on it.
+        (vec!["exec".into(), "--backend".into(), "ns-floor".into(), "--kernel".into(), "fork-bomb".into()], "ns-floor applies no limits"),
     ];
     for (args, expect) in &table {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -88,6 +88,7 @@ fn the_memory_limit_holds() {
         memory_bytes: Some(32 << 20),
         pids: Some(16),
         cpus: Some(1.0),
+        io_bps: None,
     };
     let container = Container::default();
     let under: Run = container.run(&lab, &mem(8), &limits).unwrap();
@@ -124,6 +125,7 @@ fn nothing_is_left_behind_even_when_workloads_crash() {
         memory_bytes: Some(32 << 20),
         pids: Some(8),
         cpus: None,
+        io_bps: None,
     };
     for b in [
         backend::by_name("process").unwrap(),

@@ -16,6 +16,11 @@
 //! and as a student in a delegated scope, made the way systemd makes one: limits enforced and
 //! reported, memory figures read, instances born in their cgroup, nothing left behind.
 //!
+//! A fourth boot puts bad neighbours on that machine: a fork bomb and a memory hog inside a
+//! Linux guest of the lab's VMM, where the guest's own limits stop them, and in a container,
+//! where the cgroup v2 `pids.max` and `memory.max` of their own instance do; then `lab run
+//! interference` with both beside a victim of each.
+//!
 //! Each takes several minutes (everything is emulated), so they are ignored by a plain
 //! `cargo test`; `.ci/run` runs them. Built for release, its lab is the one students run:
 //!
@@ -846,4 +851,172 @@ fn work_times(check: &CheckResult) -> Vec<f64> {
         }
     }
     times
+}
+
+/// The value of fact `key` in the output of a `lab exec` (`  key   value` lines).
+fn exec_fact(check: &CheckResult, key: &str) -> Option<String> {
+    check.output.iter().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next() == Some(key)).then(|| words.next().unwrap_or("").to_string())
+    })
+}
+
+fn neighbour_checks() -> Vec<Check> {
+    vec![
+        Check::new(
+            "guest-bomb",
+            400,
+            "lab exec --backend vm-linux --kernel fork-bomb --iters 8000",
+        ),
+        Check::new(
+            "guest-hog",
+            400,
+            "lab exec --backend vm-linux --kernel mem-hog --iters 15000",
+        ),
+        Check::new(
+            "container-bomb",
+            200,
+            "lab exec --backend container --kernel fork-bomb --iters 2000",
+        ),
+        // Over its memory limit the hog is OOM-killed: exit status 1, as for any OOM kill.
+        Check::new(
+            "container-hog",
+            200,
+            "lab exec --backend container --kernel mem-hog --iters 3000 --memory-limit 64; \
+             echo \"status=$?\"; true",
+        ),
+        run_and_print_results(
+            "interference",
+            2400,
+            "lab run interference --backends container,vm-linux --aggressors fork,oom \
+             --max-aggressors 1 --runs 1 --warmup 0 --no-progress --out /tmp/nb",
+            "/tmp/nb",
+        ),
+        left_behind(),
+    ]
+}
+
+#[test]
+#[ignore = "boots an emulated AMD-V machine with cgroup v2 (QEMU TCG) for about fifteen minutes; .ci/run runs it"]
+fn neighbours_fail_inside_their_guest_or_their_cgroup_on_an_emulated_amd_v_machine() {
+    let work = std::env::temp_dir().join(format!("isolab-emulated-nb-{}", std::process::id()));
+    let host = EmulatedHost::new(Path::new(env!("CARGO_BIN_EXE_lab")), &work)
+        .unwrap_or_else(|e| panic!("this test needs an emulated host: {e}"));
+    let report = host
+        .run(&neighbour_checks())
+        .unwrap_or_else(|e| panic!("the emulated host did not run: {e}"));
+    let keep = |l: &str| {
+        [
+            "outcome",
+            "forks",
+            "fork_limit",
+            "pids_max_refused",
+            "oom_kills",
+            "hog_",
+            "child_",
+            "guest_oom",
+            "status=",
+        ]
+        .iter()
+        .any(|k| l.trim_start().starts_with(k))
+    };
+    let mut summary = boots_and_checks(&report, "emulated host (neighbours)", keep);
+    let ok = |c: &CheckResult| assert!(c.passed(), "{}", c.explain());
+    let num = |c: &CheckResult, key: &str| -> u64 {
+        exec_fact(c, key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}: {}", c.explain()))
+    };
+
+    // Inside a guest the bomb is the guest's: its own RLIMIT_NPROC refused it, and the host's
+    // cgroup, which holds one VMM process, refused nothing.
+    let bomb = report.check("guest-bomb");
+    ok(bomb);
+    assert!(
+        bomb.text().contains("outcome: Completed"),
+        "{}",
+        bomb.explain()
+    );
+    assert_eq!(
+        exec_fact(bomb, "fork_limit").as_deref(),
+        Some("128"),
+        "{}",
+        bomb.explain()
+    );
+    assert!(num(bomb, "forks_refused") > 0, "{}", bomb.explain());
+    assert!(num(bomb, "forks") <= 128, "{}", bomb.explain());
+    assert_eq!(
+        exec_fact(bomb, "pids_max_refused"),
+        None,
+        "{}",
+        bomb.explain()
+    );
+
+    // The hog inside a guest meets the guest's OOM killer, again and again; the guest's init
+    // (the workload) survives and reports; the host killed nothing.
+    let hog = report.check("guest-hog");
+    ok(hog);
+    assert!(
+        hog.text().contains("outcome: Completed"),
+        "{}",
+        hog.explain()
+    );
+    assert!(num(hog, "guest_oom_kills") >= 1, "{}", hog.explain());
+    assert!(num(hog, "hog_kills") >= 1, "{}", hog.explain());
+    assert_eq!(exec_fact(hog, "child_signal").as_deref(), Some("SIGKILL"));
+    assert_eq!(exec_fact(hog, "oom_kills"), None, "{}", hog.explain());
+
+    // In a container, on cgroup v2: its own pids.max and memory.max.
+    let cbomb = report.check("container-bomb");
+    ok(cbomb);
+    assert!(num(cbomb, "pids_max_refused") > 0, "{}", cbomb.explain());
+    let chog = report.check("container-hog");
+    ok(chog);
+    assert!(
+        chog.text().contains("outcome: OomKilled") && chog.text().contains("status=1"),
+        "{}",
+        chog.explain()
+    );
+    assert!(num(chog, "oom_kills") >= 1, "{}", chog.explain());
+
+    // Beside a victim: every victim completed; each failure was stopped where it was.
+    let run = report.check("interference");
+    ok(run);
+    let results = results_of(run, &work);
+    assert!(results.header.environment.cgroup.starts_with("v2"));
+    for r in &results.runs {
+        assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
+        let n = r.neighbours.as_ref().unwrap();
+        for a in &n.aggressors {
+            let f = &a.facts;
+            match (r.backend.as_str(), n.aggressor.as_deref()) {
+                ("vm-linux", Some("fork")) => assert_eq!(f.fork_limit, Some(128), "{f:?}"),
+                ("vm-linux", Some("oom")) => {
+                    assert!(f.guest_oom_kills.unwrap_or(0) >= 1, "{f:?}");
+                    assert_eq!(f.oom_kills, None, "{f:?}");
+                }
+                ("container", Some("fork")) => {
+                    assert!(f.pids_max_refused.unwrap_or(0) > 0, "{f:?}")
+                }
+                _ => {}
+            }
+        }
+    }
+    for row in isolab::report::summary::interference(&results) {
+        summary.push_str(&format!(
+            "  {} {} beside {}×{} ({}): victim {}/{} completed, {}\n",
+            row.backend,
+            row.victim.kernel,
+            row.count,
+            row.aggressor,
+            row.config.name(),
+            row.n - row.failed - row.wrong,
+            row.n,
+            row.stability.describe(&row.aggressor)
+        ));
+    }
+    eprintln!("{summary}");
+    std::fs::write(work.join("summary.txt"), &summary).unwrap();
+    nothing_left_behind(&report);
+    std::fs::remove_dir_all(&work).unwrap();
 }

@@ -758,3 +758,98 @@ fn a_lab_killed_while_ksm_merges_leaves_the_host_setting_and_no_image_disk() {
     nothing_to_reap(&temp, "images --ksm");
     std::fs::remove_dir_all(temp).unwrap();
 }
+
+/// A lab killed with SIGKILL in the middle of `lab run interference`, while aggressors run
+/// beside a victim — a fork bomb that has filled its pids limit, memory hogs, CPU hogs — leaves
+/// no aggressor, no victim, no cgroup (in any hierarchy: the I/O limit's blkio ones too), no
+/// mount and no disk, and the next lab finds nothing to reap.
+fn killed_among_neighbours(name: &str, backends: &str, aggressors: &str, crowd: usize) {
+    let _serial = serial();
+    let temp = temp_dir(name);
+    let disks = temp.join("disks");
+    std::fs::create_dir(&disks).unwrap();
+    // Only this test's labs' mounts: other labs may run on the machine meanwhile.
+    let mine = temp.to_string_lossy().into_owned();
+    let state = |temp: &Path| {
+        let mut s = HostState {
+            fds: 0,
+            children: Default::default(),
+            ..HostState::now(temp)
+        };
+        s.mounts.retain(|m| m.contains(&mine));
+        s
+    };
+    let before = state(&temp);
+    let out = temp.join("out");
+    let mut lab = Reap(vec![Command::new(LAB)
+        .args(["run", "interference", "--backends", backends])
+        .args(["--aggressors", aggressors, "--max-aggressors", "2"])
+        .args(["--runs", "50", "--warmup", "0", "--no-progress"])
+        // Every instance under limits, an I/O limit among them (blkio cgroups on v1).
+        .args([
+            "--cpu-limit",
+            "0.5",
+            "--memory-limit",
+            "256",
+            "--io-limit",
+            "64",
+        ])
+        .arg("--disk-dir")
+        .arg(&disks)
+        .arg("--out")
+        .arg(&out)
+        .env("TMPDIR", &temp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()]);
+    let child = &mut lab.0[0];
+    // Wait for the crowd: a bomb at its limit, or aggressors and a victim at once.
+    let crowded = eventually(Duration::from_secs(120), || {
+        assert!(child.try_wait().unwrap().is_none(), "the lab ended early");
+        instances_of(&lab_ids(&temp)).len() >= crowd
+    });
+    assert!(
+        crowded,
+        "{backends}: never {crowd} processes of instances at once"
+    );
+    let ids = lab_ids(&temp);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    let gone = eventually(Duration::from_secs(30), || {
+        let mut now = state(&temp);
+        now.temp_entries.remove("out");
+        now == before
+            && leftovers(&temp).is_empty()
+            && instances_of(&ids).is_empty()
+            && std::fs::read_dir(&disks).unwrap().next().is_none()
+    });
+    assert!(
+        gone,
+        "{backends}: left behind {:?} (before: {before:?}), processes {:?}, disks {:?}",
+        state(&temp),
+        leftovers(&temp),
+        std::fs::read_dir(&disks)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect::<Vec<_>>(),
+    );
+    nothing_to_reap(&temp, backends);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+#[test]
+fn a_lab_killed_among_a_fork_bomb_and_memory_hogs_leaves_nothing() {
+    // A bomb under pids 128 in the unlimited configuration (64 limited, here 128 is the lab's
+    // cap): at least 40 of its processes means it is well under way.
+    killed_among_neighbours("killed-bomb", "process,container", "fork,oom,disk", 40);
+}
+
+/// The same among microVMs: their aggressors are VMM processes, each in its cgroup.
+#[test]
+#[ignore = "needs /dev/kvm (CI runs it)"]
+fn a_lab_killed_among_vm_neighbours_leaves_nothing() {
+    common::needs_kvm();
+    killed_among_neighbours("killed-vm-neighbours", "vm", "cpu,mem", 3);
+}

@@ -78,6 +78,7 @@ fn run(backend: &str, round: u32, startup_ns: u64) -> RunRecord {
         cpu_ns: None,
         probe: vec![],
         facts: Facts::default(),
+        neighbours: None,
     }
 }
 

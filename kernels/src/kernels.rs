@@ -60,8 +60,10 @@ pub fn run(spec: &Spec, shim: &mut dyn Shim, arena: &mut [u8]) -> Result<Output,
                 bytes: 0,
             })
         }
-        Kernel::Probe => Err(Error::NeedsOs),
-        Kernel::DiskSeq => crate::disk::sequential(shim, arena, spec.mib * MIB, spec.seed),
+        Kernel::Probe | Kernel::ForkBomb | Kernel::MemHog => Err(Error::NeedsOs),
+        Kernel::DiskSeq => {
+            crate::disk::sequential(shim, arena, spec.mib * MIB, spec.iters.max(1), spec.seed)
+        }
         Kernel::DiskRand => crate::disk::random(shim, arena, spec.mib * MIB, spec.iters, spec.seed),
         Kernel::NetStream => crate::net::stream(shim, arena, spec.mib * MIB, spec.seed),
         Kernel::NetRr => crate::net::request_response(shim, arena, spec.iters, spec.seed),
@@ -443,6 +445,32 @@ mod tests {
             assert!(
                 shim.started,
                 "{kernel}: set-up is marked before the measured part"
+            );
+        }
+    }
+
+    #[test]
+    fn disk_seq_repeats_its_passes_and_one_pass_keeps_its_checksum() {
+        let once = Spec::new(Kernel::DiskSeq, 1, 0);
+        let one = Spec::new(Kernel::DiskSeq, 1, 1);
+        let three = Spec::new(Kernel::DiskSeq, 1, 3);
+        let go = |spec: &Spec| run(spec, &mut Mem::with_disk(1), &mut arena(spec)).unwrap();
+        assert_eq!(go(&once), go(&one));
+        let (a, b) = (go(&one), go(&three));
+        assert_eq!(b.bytes, 3 * a.bytes);
+        assert_eq!(b.ops, 3 * a.ops);
+        assert_ne!(a.checksum, b.checksum);
+    }
+
+    #[test]
+    fn the_kernels_that_need_an_os_are_refused_here() {
+        for kernel in [Kernel::Probe, Kernel::ForkBomb, Kernel::MemHog] {
+            assert!(kernel.needs_os());
+            let spec = Spec::default_for(kernel);
+            assert_eq!(spec.arena_bytes(), 0, "{kernel}");
+            assert_eq!(
+                run(&spec, &mut Mem::default(), &mut []),
+                Err(Error::NeedsOs)
             );
         }
     }

@@ -37,11 +37,19 @@ pub enum Kernel {
     /// `iters` one-byte request/response round trips with the peer (netperf's TCP_RR): the
     /// latency of one packet each way.
     NetRr = 11,
+    /// A fork bomb in a child of the workload, for at most `iters` ms or until the host says
+    /// stop: every process forks again and again until the kernel refuses (a neighbour's
+    /// failure, for the interference experiment). Needs an OS: the workload runs it itself.
+    ForkBomb = 12,
+    /// A memory hog in a child of the workload: it touches memory, up to `mib` MiB, until it is
+    /// killed (the OOM killer: then it starts again), the host says stop, or `iters` ms pass.
+    /// Needs an OS.
+    MemHog = 13,
 }
 
 impl Kernel {
     /// Every kernel, in a fixed order.
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Ready,
         Kernel::Cpu,
         Kernel::Mem,
@@ -54,6 +62,8 @@ impl Kernel {
         Kernel::DiskRand,
         Kernel::NetStream,
         Kernel::NetRr,
+        Kernel::ForkBomb,
+        Kernel::MemHog,
     ];
 
     /// The kernel's name on the command line and in results.
@@ -71,6 +81,8 @@ impl Kernel {
             Kernel::DiskRand => "disk-rand",
             Kernel::NetStream => "net-stream",
             Kernel::NetRr => "net-rr",
+            Kernel::ForkBomb => "fork-bomb",
+            Kernel::MemHog => "mem-hog",
         }
     }
 
@@ -83,7 +95,9 @@ impl Kernel {
             Kernel::Syscall => Resource::SystemCalls,
             Kernel::Io | Kernel::DiskSeq | Kernel::DiskRand => Resource::Disk,
             Kernel::NetStream | Kernel::NetRr => Resource::Network,
-            Kernel::Ready | Kernel::Sleep | Kernel::Probe => return None,
+            Kernel::Ready | Kernel::Sleep | Kernel::Probe | Kernel::ForkBomb | Kernel::MemHog => {
+                return None
+            }
         })
     }
 
@@ -102,6 +116,20 @@ impl Kernel {
     /// True for the kernels that need the lab's network peer (`peer=` on the command line).
     pub const fn needs_network(self) -> bool {
         matches!(self, Kernel::NetStream | Kernel::NetRr)
+    }
+
+    /// True for the kernels the workload runs itself rather than through [`crate::run`]: they
+    /// ask an operating system for what no bare guest has (its view of the system, processes,
+    /// memory it may lose). A backend without an OS refuses them.
+    pub const fn needs_os(self) -> bool {
+        matches!(self, Kernel::Probe | Kernel::ForkBomb | Kernel::MemHog)
+    }
+
+    /// True for the kernels that end their child when the host says stop (the aggressors of
+    /// the interference experiment that need an OS): the lab lets them go and waits for their
+    /// report rather than killing them.
+    pub const fn stops_when_told(self) -> bool {
+        matches!(self, Kernel::Sleep | Kernel::ForkBomb | Kernel::MemHog)
     }
 
     /// The kernel called `name`, if any.
@@ -171,8 +199,9 @@ impl fmt::Display for Kernel {
 ///
 /// `mib` and `iters` mean, per kernel: `mem` MiB touched and triad passes; `random` MiB of working
 /// set and dependent accesses; `syscall` kernel entries; `io` MiB written; `cpu` iterations;
-/// `disk-seq` MiB written and read; `disk-rand` MiB of disk and reads; `net-stream` MiB sent;
-/// `net-rr` round trips.
+/// `disk-seq` MiB written and read, and passes (0 and 1: one); `disk-rand` MiB of disk and
+/// reads; `net-stream` MiB sent; `net-rr` round trips; `fork-bomb` milliseconds at most;
+/// `mem-hog` MiB at most and milliseconds at most.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Spec {
     /// Which kernel.
@@ -244,6 +273,9 @@ impl Spec {
             Kernel::DiskRand => Spec::new(kernel, 64, 20_000),
             Kernel::NetStream => Spec::new(kernel, 256, 0),
             Kernel::NetRr => Spec::new(kernel, 0, 20_000),
+            // Bounded in time; each is stopped by the lab long before.
+            Kernel::ForkBomb => Spec::new(kernel, 0, 60_000),
+            Kernel::MemHog => Spec::new(kernel, 2048, 60_000),
         }
     }
 
@@ -257,6 +289,8 @@ impl Spec {
             Kernel::DiskRand => crate::disk::CHUNK as u64 + 8 * self.iters,
             Kernel::NetStream => crate::net::CHUNK as u64,
             Kernel::NetRr => 8 * self.iters,
+            // The hog's memory is its child's own, not an arena: a Linux guest keeps the RAM of
+            // any kernel's guest, and the hog meets that guest's limit.
             _ => 0,
         }
     }

@@ -103,6 +103,7 @@ impl Run {
             cpu_ns: self.cpu_ns,
             probe: self.probe.clone(),
             facts,
+            neighbours: None,
         }
     }
 
@@ -306,6 +307,38 @@ impl Instance {
         Ok(())
     }
 
+    /// [`Instance::wait_done`], giving up at `deadline` ([`BackendError::Timeout`]) instead of
+    /// after the instance's own timeout: a victim of the interference experiment that its
+    /// neighbours starve is stopped when the experiment's bound is reached.
+    pub fn wait_done_by(&mut self, deadline: Instant) -> Result<(), BackendError> {
+        self.wait_for_until("done", deadline, |i| i.done)
+    }
+
+    /// Stop an instance that may still be running, and collect it: let it go (a kernel that
+    /// listens for the host, such as `sleep`, `fork-bomb` or `mem-hog`, ends itself and reports
+    /// what it saw), give it `grace` to end, then kill what is left of it. A stop request of the
+    /// lab cuts the grace short.
+    pub fn stop_within(mut self, grace: Duration) -> Result<Run, BackendError> {
+        self.let_go();
+        let deadline = Instant::now() + grace;
+        while !self.lines.eof && Instant::now() < deadline {
+            match self.next_event(deadline, true) {
+                Ok(()) => {}
+                Err(BackendError::Timeout { .. } | BackendError::Interrupted { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if !self.lines.eof {
+            if self.status.is_none() {
+                let _ = kill(self.main, Signal::SIGKILL);
+            }
+            if let Some(cg) = &self.cgroup {
+                let _ = cg.kill_all(Duration::from_secs(5));
+            }
+        }
+        self.finish()
+    }
+
     /// Wait until the workload has marked phase `name` (e.g. `libraries`, after it loaded an
     /// image's libraries).
     pub fn wait_phase(&mut self, name: &'static str) -> Result<(), BackendError> {
@@ -387,7 +420,11 @@ impl Instance {
             .and_then(Cgroup::memory)
             .and_then(|m| m.peak_bytes);
         let cpu_ns = cgroup.as_ref().and_then(Cgroup::cpu_usage_ns);
-        let oom = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+        let oom_kills = cgroup.as_ref().map_or(0, Cgroup::oom_kills);
+        let oom = oom_kills > 0;
+        if oom {
+            self.note(crate::results::info::OOM_KILLS, oom_kills);
+        }
         let pids_note = pids_note(cgroup.as_ref());
         // Reaching the limit does not always end the instance (a fork that fails may be handled):
         // the run records it either way.
@@ -472,6 +509,16 @@ impl Instance {
         reached: impl Fn(&Instance) -> bool,
     ) -> Result<(), BackendError> {
         let deadline = crate::measure::clock::deadline(self.timeout);
+        self.wait_for_until(what, deadline, reached)
+    }
+
+    /// [`Instance::wait_for`] with a deadline of the caller's.
+    fn wait_for_until(
+        &mut self,
+        what: &'static str,
+        deadline: Instant,
+        reached: impl Fn(&Instance) -> bool,
+    ) -> Result<(), BackendError> {
         while !reached(self) {
             if let Some((step, detail)) = &self.error {
                 return Err(BackendError::Instance {

@@ -260,7 +260,7 @@ impl Backend for Oci {
             reason,
         })?;
         let name = lab.next_instance_name();
-        let cgroup = lab.cgroups()?.create(&name, limits)?;
+        let cgroup = lab.cgroup_for(&name, limits)?;
         let placement = cgroup.placement()?;
         timeline.mark("cgroup");
 

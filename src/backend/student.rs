@@ -262,6 +262,12 @@ impl Backend for Student {
         if kernel.needs_disk() || kernel.needs_network() {
             return Err("the exercises' runtimes attach no disk and no network".into());
         }
+        if self.kind == Kind::Vmm && kernel.needs_os() && kernel != crate::workload::Kernel::Probe {
+            return Err(
+                "the exercises' VMM runs a bare guest: no OS to fork or to run out of memory in"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -283,7 +289,7 @@ impl Backend for Student {
             },
             Kind::Vmm => *limits,
         };
-        let cgroup = lab.cgroups()?.create(&name, &own_limits)?;
+        let cgroup = lab.cgroup_for(&name, &own_limits)?;
         let placement = cgroup.placement()?;
         timeline.mark("cgroup");
 

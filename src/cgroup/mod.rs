@@ -6,8 +6,8 @@
 //!   namespace structures, page tables and KVM's vCPU state, is charged to the cgroup of the task
 //!   that allocated it. Creating the cgroup *before* the instance's first process does anything
 //!   means the whole instance is counted, not just its workload;
-//! * **limits** — memory, number of processes and CPU time, which is what makes a container a
-//!   container rather than a process with namespaces.
+//! * **limits** — memory, number of processes, CPU time and disk bandwidth, which is what makes
+//!   a container a container rather than a process with namespaces.
 //!
 //! Linux has two cgroup interfaces. **v2** (one unified tree, `memory.max`, `memory.peak`) is what
 //! most machines run today. **v1** (one tree per controller: `/sys/fs/cgroup/memory/...`,
@@ -54,6 +54,9 @@ pub enum CgroupError {
     /// A limit needs a controller that is not available here.
     #[error("the {0} controller is not available (see `lab doctor`)")]
     MissingController(&'static str),
+    /// An I/O limit was asked for, and there is no disk to apply it to; the text says why.
+    #[error("an I/O limit needs a disk to limit: {0}")]
+    NoIoDevice(String),
     /// The cgroup still had processes after they were all killed.
     #[error("cgroup {0} still busy after killing its processes")]
     Busy(PathBuf),
@@ -106,6 +109,34 @@ pub struct Limits {
     pub pids: Option<u64>,
     /// CPU bandwidth in cores (v2 `cpu.max`, v1 `cpu.cfs_quota_us`): 0.5 means half a core.
     pub cpus: Option<f64>,
+    /// Disk bandwidth in bytes per second, reads and writes each (v2 `io.max`, v1
+    /// `blkio.throttle.read_bps_device` and `write_bps_device`), on one disk: the
+    /// [`BlockDevice`] the instance's disk file lives on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_bps: Option<u64>,
+}
+
+/// A whole disk, by its device numbers: what an I/O limit applies to.
+///
+/// Both cgroup interfaces throttle a *disk*, named by `major:minor`, not a file or a file
+/// system: the block layer counts and delays the requests that reach a disk's request queue,
+/// and only a whole disk has one (a partition's requests are the disk's). So the lab finds the
+/// disk under the directory that holds the instances' disk files (see
+/// [`crate::disks::whole_disk_of`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockDevice {
+    /// Major device number (the driver: 8 for SCSI/SATA disks, 253 or 254 for virtio, ...).
+    pub major: u32,
+    /// Minor device number (which disk of that driver).
+    pub minor: u32,
+    /// Its kernel name (`vda`, `nvme0n1`, `sda`), for messages.
+    pub name: String,
+}
+
+impl std::fmt::Display for BlockDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}:{})", self.name, self.major, self.minor)
+    }
 }
 
 /// The most tasks `pids.max` accepts: the kernel's `PID_MAX_LIMIT` on 64-bit machines (4 Mi).
@@ -128,20 +159,29 @@ pub const MAX_MEMORY_MIB: u64 = 1 << 20;
 /// the instance would die of an OOM kill before its first marker.
 pub const MIN_MEMORY_MIB: u64 = 4;
 
+/// The largest I/O limit, in MiB/s (1 TiB/s: far beyond any disk, and far from overflowing 64
+/// bits once multiplied by 2^20).
+pub const MAX_IO_MIB: u64 = 1 << 20;
+
 impl Limits {
     /// True when any limit is set.
     pub fn any(&self) -> bool {
-        self.memory_bytes.is_some() || self.pids.is_some() || self.cpus.is_some()
+        self.memory_bytes.is_some()
+            || self.pids.is_some()
+            || self.cpus.is_some()
+            || self.io_bps.is_some()
     }
 
     /// Limits from the command line's figures (`--memory-limit` MiB, `--pids-limit`,
-    /// `--cpu-limit` cores), each checked against the range the kernel accepts on a machine with
-    /// `cpus` CPUs, so that a bad one is refused before anything starts, with the range, rather
-    /// than by cgroupfs halfway through a run as a bare "Invalid argument".
+    /// `--cpu-limit` cores, `--io-limit` MiB/s), each checked against the range the kernel
+    /// accepts on a machine with `cpus` CPUs, so that a bad one is refused before anything
+    /// starts, with the range, rather than by cgroupfs halfway through a run as a bare "Invalid
+    /// argument".
     pub fn checked(
         memory_mib: Option<u64>,
         pids: Option<u64>,
         cpus: Option<f64>,
+        io_mib: Option<u64>,
         host_cpus: usize,
     ) -> Result<Limits, String> {
         let flag = |name: &'static str| move |e: String| format!("--{name} {e}");
@@ -154,11 +194,27 @@ impl Limits {
         if let Some(c) = cpus {
             check_cpus(c, host_cpus).map_err(flag("cpu-limit"))?;
         }
+        if let Some(m) = io_mib {
+            check_io_mib(m).map_err(flag("io-limit"))?;
+        }
         Ok(Limits {
             memory_bytes: memory_mib.map(|m| m << 20),
             pids,
             cpus,
+            io_bps: io_mib.map(|m| m << 20),
         })
+    }
+}
+
+/// `--io-limit`, in MiB/s: within [1, MAX_IO_MIB]. (0 would mean "no limit" to v1's
+/// `blkio.throttle.*` files, not "nothing at all".)
+pub fn check_io_mib(mib: u64) -> Result<u64, String> {
+    if (1..=MAX_IO_MIB).contains(&mib) {
+        Ok(mib)
+    } else {
+        Err(format!(
+            "{mib} MiB/s is out of range: 1 to {MAX_IO_MIB} MiB/s"
+        ))
     }
 }
 
@@ -236,8 +292,9 @@ impl MemoryReading {
     }
 }
 
-/// The cgroup controllers isolab uses.
-pub const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+/// The cgroup controllers isolab uses (v2 names; v1 calls `io` `blkio`). `io` is switched on
+/// only for instances with an I/O limit ([`Hierarchy::create_on`]).
+pub const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "io"];
 
 /// Where instance cgroups are created, found once per lab run.
 #[derive(Clone, Debug)]
@@ -363,7 +420,7 @@ impl Hierarchy {
         match self.version {
             Version::V2 => self
                 .bases()
-                .try_for_each(|base| v2::prepare_base(base, &self.controllers)),
+                .try_for_each(|base| v2::prepare_base(base, &self.enabled(false))),
             // The memory hierarchy is the one every instance uses.
             Version::V1 => self.bases().take(1).try_for_each(ensure_dir_all),
         }
@@ -399,9 +456,46 @@ impl Hierarchy {
         }
     }
 
+    /// The v2 controllers to switch on for instances, `io` only when one has an I/O limit: the
+    /// io controller has a cost on every request of a disk once it is on for a cgroup, and
+    /// nothing else needs it.
+    fn enabled(&self, io: bool) -> Vec<String> {
+        self.controllers
+            .iter()
+            .filter(|c| io || *c != "io")
+            .cloned()
+            .collect()
+    }
+
     /// Create the cgroup `name` with `limits` applied. It is empty: the instance's first process
-    /// joins it by writing to the files of [`Cgroup::join_fds`].
+    /// joins it by writing to the files of [`Cgroup::join_fds`]. An I/O limit needs
+    /// [`Hierarchy::create_on`], which names the disk.
     pub fn create(&self, name: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+        self.create_on(name, limits, None)
+    }
+
+    /// [`Hierarchy::create`], with the I/O limit (if any) on `disk`.
+    pub fn create_on(
+        &self,
+        name: &str,
+        limits: &Limits,
+        disk: Option<&BlockDevice>,
+    ) -> Result<Cgroup, CgroupError> {
+        let io = match (limits.io_bps, disk) {
+            (Some(_), None) => {
+                return Err(CgroupError::NoIoDevice(
+                    "no disk was named to apply it to".into(),
+                ))
+            }
+            (Some(bps), Some(d)) => Some((bps, d)),
+            (None, _) => None,
+        };
+        if io.is_some() && !self.controllers.iter().any(|c| c == "io" || c == "blkio") {
+            return Err(CgroupError::MissingController(match self.version {
+                Version::V1 => "blkio",
+                Version::V2 => "io",
+            }));
+        }
         let mut cg = Cgroup {
             version: self.version,
             dirs: Vec::new(),
@@ -414,13 +508,14 @@ impl Hierarchy {
             let needed = |c: &str| match c {
                 "memory" => true,
                 "pids" => limits.pids.is_some(),
+                "blkio" => limits.io_bps.is_some(),
                 _ => limits.cpus.is_some(),
             };
             if self.version == Version::V1 && !controller.split(',').any(needed) {
                 continue;
             }
             if self.version == Version::V2 {
-                v2::prepare_base(base, &self.controllers)?;
+                v2::prepare_base(base, &self.enabled(io.is_some()))?;
             } else {
                 ensure_dir_all(base)?;
             }
@@ -430,8 +525,8 @@ impl Hierarchy {
         }
         // If a limit cannot be set, `cg` is dropped here and removes what was made.
         match self.version {
-            Version::V1 => v1::apply(&cg, limits)?,
-            Version::V2 => v2::apply(&cg, limits)?,
+            Version::V1 => v1::apply(&cg, limits, io)?,
+            Version::V2 => v2::apply(&cg, limits, io)?,
         }
         if self.version == Version::V1 && limits.memory_bytes.is_some() {
             if let Some(dir) = cg.dir("memory") {
@@ -1022,11 +1117,27 @@ mod tests {
             (None, None, Some(f64::NAN), "--cpu-limit"),
             (None, None, Some(3.0), "--cpu-limit"),
         ] {
-            let e = Limits::checked(mib, pids, cpus, 2).unwrap_err();
+            let e = Limits::checked(mib, pids, cpus, None, 2).unwrap_err();
             assert!(e.starts_with(expect) && e.contains("out of range"), "{e}");
         }
-        let l = Limits::checked(Some(MAX_MEMORY_MIB), Some(MAX_PIDS), Some(MIN_CPUS), 2).unwrap();
+        for io in [0, MAX_IO_MIB + 1, u64::MAX] {
+            let e = Limits::checked(None, None, None, Some(io), 2).unwrap_err();
+            assert!(
+                e.starts_with("--io-limit") && e.contains("out of range"),
+                "{e}"
+            );
+        }
+        let l = Limits::checked(
+            Some(MAX_MEMORY_MIB),
+            Some(MAX_PIDS),
+            Some(MIN_CPUS),
+            Some(MAX_IO_MIB),
+            2,
+        )
+        .unwrap();
         assert_eq!(l.memory_bytes, Some(1 << 40));
+        assert_eq!(l.io_bps, Some(1 << 40));
+        assert!(Limits::checked(None, None, None, Some(1), 2).unwrap().any());
         assert_eq!(
             cpu_quota_us(MIN_CPUS),
             1_000,

@@ -1,19 +1,21 @@
 //! cgroup v1: one hierarchy per controller (`/sys/fs/cgroup/memory`, `/sys/fs/cgroup/pids`, ...).
 //!
 //! An instance's cgroup is one directory per hierarchy, all with the same name. The memory
-//! hierarchy is required; `pids`, `cpu` and `cpuacct` are used where mounted.
+//! hierarchy is required; `pids`, `cpu`, `cpuacct` and `blkio` are used where mounted, each only
+//! by the instances that need it.
 
 use super::{
-    cpu_quota_us, host_dir, keyed_u64, own_path, read_u64, write, Cgroup, CgroupError, Hierarchy,
-    Limits, MemoryReading, Mount, Version, CPU_PERIOD_US,
+    cpu_quota_us, host_dir, keyed_u64, own_path, read_u64, write, BlockDevice, Cgroup, CgroupError,
+    Hierarchy, Limits, MemoryReading, Mount, Version, CPU_PERIOD_US,
 };
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// v1 hierarchies isolab uses; `cpuacct` adds CPU-time accounting to `cpu`'s bandwidth limit.
-const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
+/// v1 hierarchies isolab uses; `cpuacct` adds CPU-time accounting to `cpu`'s bandwidth limit,
+/// `blkio` is the I/O throttle (v2's `io`).
+const V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "blkio"];
 
 pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Hierarchy, CgroupError> {
     let mut bases: Vec<(String, std::path::PathBuf)> = Vec::new();
@@ -58,7 +60,11 @@ pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Hierarchy, CgroupErr
     })
 }
 
-pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
+pub(super) fn apply(
+    cg: &Cgroup,
+    limits: &Limits,
+    io: Option<(u64, &BlockDevice)>,
+) -> Result<(), CgroupError> {
     if let Some(bytes) = limits.memory_bytes {
         let dir = required(cg, "memory")?;
         write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
@@ -81,6 +87,18 @@ pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
             &dir.join("cpu.cfs_quota_us"),
             &cpu_quota_us(cpus).to_string(),
         )?;
+    }
+    if let Some((bps, disk)) = io {
+        // The throttle: a budget of `bps` bytes per second for the requests this cgroup's
+        // tasks send to `disk`; a request over budget waits in the throttle's queue until the
+        // budget has refilled. v1 sees only the I/O a task issues itself — reads, and direct
+        // writes like the disk kernels' O_DIRECT. A buffered write is issued later by the
+        // kernel's writeback threads, charged to the root cgroup, and escapes v1's throttle
+        // (v2's io controller follows the dirty pages to their owner).
+        let dir = required(cg, "blkio")?;
+        let rule = format!("{}:{} {bps}", disk.major, disk.minor);
+        write(&dir.join("blkio.throttle.read_bps_device"), &rule)?;
+        write(&dir.join("blkio.throttle.write_bps_device"), &rule)?;
     }
     Ok(())
 }

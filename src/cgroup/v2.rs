@@ -10,8 +10,8 @@
 //! removes it.
 
 use super::{
-    cpu_quota_us, ensure_dir, host_dir, keyed_u64, own_path, read_u64, write, Cgroup, CgroupError,
-    Hierarchy, Limits, MemoryReading, Mount, Version, CONTROLLERS, CPU_PERIOD_US,
+    cpu_quota_us, ensure_dir, host_dir, keyed_u64, own_path, read_u64, write, BlockDevice, Cgroup,
+    CgroupError, Hierarchy, Limits, MemoryReading, Mount, Version, CONTROLLERS, CPU_PERIOD_US,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -106,7 +106,11 @@ pub(super) fn prepare_base(base: &Path, controllers: &[String]) -> Result<(), Cg
     Ok(())
 }
 
-pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
+pub(super) fn apply(
+    cg: &Cgroup,
+    limits: &Limits,
+    io: Option<(u64, &BlockDevice)>,
+) -> Result<(), CgroupError> {
     let dir = cg.dir("").expect("a v2 cgroup has one directory");
     let has = |file: &str| dir.join(file).exists();
     if let Some(bytes) = limits.memory_bytes {
@@ -127,6 +131,16 @@ pub(super) fn apply(cg: &Cgroup, limits: &Limits) -> Result<(), CgroupError> {
         write(
             &dir.join("cpu.max"),
             &format!("{} {CPU_PERIOD_US}", cpu_quota_us(cpus)),
+        )?;
+    }
+    if let Some((bps, disk)) = io {
+        // One line per disk: bytes per second for reads and for writes. The io controller
+        // throttles the requests of this cgroup's tasks — and, unlike v1, the writeback of the
+        // pages they dirtied, which v2 charges to the cgroup that owns them.
+        require(has("io.max"), "io")?;
+        write(
+            &dir.join("io.max"),
+            &format!("{}:{} rbps={bps} wbps={bps}", disk.major, disk.minor),
         )?;
     }
     Ok(())

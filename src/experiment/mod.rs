@@ -12,6 +12,7 @@
 //! instance it was waiting for and keeps every completed sample.
 
 pub mod density;
+pub mod interference;
 pub mod isolation;
 pub mod memory;
 pub mod plan;
@@ -74,13 +75,21 @@ pub enum ExperimentError {
         /// The names it runs.
         known: String,
     },
+    /// An aggressor name that the interference experiment does not know.
+    #[error("unknown aggressor '{name}' (known: {known})")]
+    UnknownAggressor {
+        /// The name given.
+        name: String,
+        /// The names it knows.
+        known: String,
+    },
     /// A limit that cannot be.
     #[error("{0}")]
     BadLimit(String),
     /// Limits asked of a backend that applies none.
     #[error(
         "{backend} applies no limits (it makes no cgroup: it is a floor for start-up times); \
-         drop --memory-limit/--pids-limit/--cpu-limit or choose another backend"
+         drop --memory-limit/--pids-limit/--cpu-limit/--io-limit or choose another backend"
     )]
     LimitsIgnored {
         /// The backend.
@@ -137,6 +146,7 @@ impl ExperimentError {
             self,
             ExperimentError::UnknownBackend { .. }
                 | ExperimentError::UnknownKernel { .. }
+                | ExperimentError::UnknownAggressor { .. }
                 | ExperimentError::BadLimit(_)
                 | ExperimentError::LimitsIgnored { .. }
                 | ExperimentError::NeedsCgroups { .. }
@@ -193,7 +203,11 @@ pub fn select(
     limits: &Limits,
 ) -> Result<Selection, ExperimentError> {
     if limits.any() {
-        require_cgroups(lab, "--memory-limit/--pids-limit/--cpu-limit")?;
+        require_cgroups(lab, "--memory-limit/--pids-limit/--cpu-limit/--io-limit")?;
+    }
+    if limits.io_bps.is_some() {
+        lab.io_disk()
+            .map_err(|why| ExperimentError::BadLimit(format!("--io-limit: {why}")))?;
     }
     let mut selection = Selection {
         backends: Vec::new(),
@@ -309,6 +323,49 @@ pub fn campaign(
     settings: &Settings,
     extra_settings: serde_json::Value,
 ) -> Result<Campaign, ExperimentError> {
+    campaign_by(
+        lab,
+        experiment,
+        selection,
+        cases,
+        settings,
+        extra_settings,
+        |case| (case.backend, case.spec.kernel.to_string()),
+        |case| {
+            let backend = &selection.backends[case.backend];
+            Sample {
+                spec: case.spec,
+                result: backend.run(lab, &case.spec, &settings.limits),
+                neighbours: None,
+            }
+        },
+    )
+}
+
+/// One sample of a campaign: the workload that was measured, its run (or why there is none),
+/// and — in the interference experiment — what ran beside it.
+pub struct Sample {
+    /// The workload measured.
+    pub spec: Spec,
+    /// Its run.
+    pub result: Result<crate::backend::Run, BackendError>,
+    /// The instances beside it.
+    pub neighbours: Option<crate::results::Neighbours>,
+}
+
+/// [`campaign`] for cases of any kind: `describe` says which backend a case runs on (an index
+/// into the selection) and how the progress bar names it, `sample` measures it once.
+#[allow(clippy::too_many_arguments)]
+pub fn campaign_by<C>(
+    lab: &Lab,
+    experiment: &str,
+    selection: &Selection,
+    cases: &[C],
+    settings: &Settings,
+    extra_settings: serde_json::Value,
+    describe: impl Fn(&C) -> (usize, String),
+    mut sample: impl FnMut(&C) -> Sample,
+) -> Result<Campaign, ExperimentError> {
     let mut settings_json = serde_json::to_value(settings).expect("settings serialise");
     if let (Some(obj), serde_json::Value::Object(extra)) =
         (settings_json.as_object_mut(), extra_settings)
@@ -336,24 +393,28 @@ pub fn campaign(
                 outcome.interrupted = true;
                 break 'rounds;
             }
-            let case = cases[i];
-            let backend = &selection.backends[case.backend];
+            let case = &cases[i];
+            let (index, label) = describe(case);
+            let backend = &selection.backends[index];
             progress.set_message(format!(
-                "{}{} {}",
+                "{}{} {label}",
                 if warmup { "warm-up " } else { "" },
                 backend.name(),
-                case.spec.kernel
             ));
-            let result = backend.run(lab, &case.spec, &settings.limits);
+            let Sample {
+                spec,
+                result,
+                neighbours,
+            } = sample(case);
             // A sample cut short by Ctrl-C is not a sample.
             if interrupted() {
                 outcome.interrupted = true;
                 break 'rounds;
             }
-            let record = match result {
+            let mut record = match result {
                 Ok(run) => {
                     if run.outcome == Outcome::Completed {
-                        succeeded[case.backend] = true;
+                        succeeded[index] = true;
                     } else {
                         let why = match &run.outcome {
                             Outcome::Failed { reason } => reason.clone(),
@@ -368,9 +429,10 @@ pub fn campaign(
                     outcome
                         .failures
                         .push((backend.name().to_string(), e.to_string()));
-                    failed_record(backend.as_ref(), &case.spec, &e, round, position, warmup)
+                    failed_record(backend.as_ref(), &spec, &e, round, position, warmup)
                 }
             };
+            record.neighbours = neighbours;
             writer.append(&Record::Run(Box::new(record)))?;
             outcome.samples += 1;
             progress.inc(1);
@@ -518,6 +580,7 @@ fn failed_record(
         cpu_ns: None,
         probe: Vec::new(),
         facts: Default::default(),
+        neighbours: None,
     }
 }
 

@@ -68,6 +68,8 @@ pub enum Which {
     },
     /// What the workload can see.
     Isolation,
+    /// Whether one instance's load or failure reaches its neighbours.
+    Interference(super::interference::Options),
     /// How many idle instances fit.
     Density(DensityOptions),
     /// Every experiment, into one directory; the density ladder up to `max`.
@@ -176,14 +178,15 @@ impl Request {
 }
 
 /// Limits from the command line's figures (`--memory-limit` MiB, `--pids-limit`,
-/// `--cpu-limit` cores), checked against the kernel's ranges on this machine (see
-/// [`Limits::checked`]).
+/// `--cpu-limit` cores, `--io-limit` MiB/s), checked against the kernel's ranges on this
+/// machine (see [`Limits::checked`]).
 pub fn limits(
     memory_mib: Option<u64>,
     pids: Option<u64>,
     cpus: Option<f64>,
+    io_mib: Option<u64>,
 ) -> Result<Limits, ExperimentError> {
-    Limits::checked(memory_mib, pids, cpus, crate::host::cpu_count())
+    Limits::checked(memory_mib, pids, cpus, io_mib, crate::host::cpu_count())
         .map_err(ExperimentError::BadLimit)
 }
 
@@ -208,6 +211,12 @@ pub fn once(
     if hold.is_some() && kernel != Kernel::Sleep {
         return Err(ExperimentError::HoldNeedsSleep);
     }
+    let mut spec = Spec::default_for(kernel);
+    spec.mib = mib.unwrap_or(spec.mib);
+    spec.iters = iters.unwrap_or(spec.iters);
+    // A fork bomb or a memory hog never runs without the lab's limits on it (and so never on
+    // a backend that applies none).
+    let limits = &super::interference::safe_for(&spec, limits);
     let selection = super::select(lab, Some(&[backend.to_string()]), limits)?;
     let backend = &selection.backends[0];
     if let Err(why) = backend.supports(lab, kernel) {
@@ -216,9 +225,6 @@ pub fn once(
             why: format!("{}: {why}", backend.name()),
         });
     }
-    let mut spec = Spec::default_for(kernel);
-    spec.mib = mib.unwrap_or(spec.mib);
-    spec.iters = iters.unwrap_or(spec.iters);
     super::check_provisions(lab, &[spec])?;
     if kernel != Kernel::Sleep {
         return Ok(backend.run(lab, &spec, limits)?);
@@ -281,6 +287,13 @@ pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
                 lab,
                 backends,
                 &request.settings(super::isolation::SAMPLING, out),
+            )?
+            .into(),
+            Which::Interference(options) => super::interference::run(
+                lab,
+                backends,
+                options,
+                &request.settings(super::interference::SAMPLING, out),
             )?
             .into(),
             Which::Density(options) => {

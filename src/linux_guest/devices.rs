@@ -234,15 +234,10 @@ impl Drivers {
                 _ => None,
             })
             .collect();
-        let Some(dir) = self.release.as_deref().map(modules_dir) else {
-            return wanted;
-        };
-        let deps = read_modules_dep(&dir);
-        let mut order = Vec::new();
-        for m in &wanted {
-            visit(m, &deps, &dir, &mut order, 0);
+        match self.release.as_deref() {
+            Some(release) => load_order(release, &wanted),
+            None => wanted,
         }
-        order
     }
 
     /// Why a guest with these devices cannot boot this kernel, if it cannot: one line naming
@@ -300,6 +295,18 @@ impl Drivers {
 /// `/lib/modules/<release>`.
 pub fn modules_dir(release: &str) -> PathBuf {
     Path::new("/lib/modules").join(release)
+}
+
+/// `modules` (paths under `/lib/modules/<release>`) with every module they depend on, in the
+/// order `insmod` must load them: dependencies first, as `modules.dep` says, each once.
+pub fn load_order(release: &str, modules: &[PathBuf]) -> Vec<PathBuf> {
+    let dir = modules_dir(release);
+    let deps = read_modules_dep(&dir);
+    let mut order = Vec::new();
+    for m in modules {
+        visit(m, &deps, &dir, &mut order, 0);
+    }
+    order
 }
 
 /// `modules.dep`: each module's path (relative to the modules directory) and its dependencies.

@@ -95,6 +95,7 @@ pub fn startup_run(backend: &str, round: u32, ns: u64) -> RunRecord {
         cpu_ns: None,
         probe: vec![],
         facts: Facts::default(),
+        neighbours: None,
     }
 }
 
@@ -255,6 +256,54 @@ impl Fixture {
             checksum: checksum.into(),
             ops,
             bytes: 0,
+        });
+        self.push(run)
+    }
+
+    /// An interference sample: `victim` on `backend` in `config`, beside `count` aggressors of
+    /// kind `aggressor` (none: alone), done in `work_ns`. Each aggressor reports `facts` (wire
+    /// keys and values) and ends `completed`; `outcome` is the victim's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn neighbour(
+        &mut self,
+        backend: &str,
+        round: u32,
+        victim: &str,
+        config: crate::results::Config,
+        aggressor: Option<(&str, u32)>,
+        work_ns: u64,
+        outcome: Outcome,
+        facts: &[(&str, &str)],
+    ) -> &mut Self {
+        let mut run = startup_run(backend, round, 1_000_000);
+        run.workload = workload(victim, 0, 1000);
+        run.work_ns = Some(work_ns);
+        run.output = (outcome == Outcome::Completed).then(|| OutputRecord {
+            checksum: "0x01".into(),
+            ops: 1000,
+            bytes: 0,
+        });
+        run.outcome = outcome;
+        let mut aggressor_facts = Facts::default();
+        for (k, v) in facts {
+            aggressor_facts.set(k, v);
+        }
+        let count = aggressor.map_or(0, |(_, n)| n);
+        run.neighbours = Some(crate::results::Neighbours {
+            config,
+            aggressor: aggressor.map(|(a, _)| a.to_string()),
+            count,
+            limits: Default::default(),
+            aggressor_limits: None,
+            aggressors: (0..count)
+                .map(|_| crate::results::AggressorRecord {
+                    workload: workload(aggressor.map_or("cpu", |(a, _)| a), 0, 0),
+                    outcome: Outcome::Completed,
+                    cpu_ns: None,
+                    cgroup_peak_bytes: None,
+                    facts: aggressor_facts.clone(),
+                })
+                .collect(),
         });
         self.push(run)
     }

@@ -104,6 +104,7 @@ struct Page {
     density: Vec<Block>,
     isolation: Vec<Block>,
     images: Vec<Block>,
+    interference: Vec<Block>,
     machines: Vec<Machine>,
     files: Table,
     nested_pvm: Option<&'static str>,
@@ -456,6 +457,60 @@ impl Builder<'_> {
         Ok(Some(b))
     }
 
+    fn interference(&mut self, d: &Dataset, siblings: usize) -> Result<Option<Block>, ReportError> {
+        let rows = summary::interference(d.results);
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut b = Block {
+            heading: self.heading(d, siblings),
+            warnings: table::mismatch_lines(&summary::checksum_mismatches(d.results)),
+            ..Block::default()
+        };
+        for a in crate::experiment::interference::Aggressor::ALL {
+            let Some(svg) = plot::interference(&rows, a.name(), &self.palette)? else {
+                continue;
+            };
+            b.figures.push(self.figure(
+                &format!("interference-{}", a.name()),
+                d,
+                svg,
+                format!(
+                    "Beside {}: each point is the victim's time beside that many aggressors over its time alone in the same round, median over rounds, with its bootstrap 95% confidence interval. Solid lines: no limits; dashed: every instance under the same limits. 1× (the grey line) is \"as if alone\".",
+                    a.describe()
+                ),
+            )?);
+        }
+        b.tables
+            .push(table::interference_alone(&summary::interference_alone(
+                d.results,
+            )));
+        b.tables.push(table::interference(&rows));
+        let stability = table::stability(&rows);
+        if !stability.is_empty() {
+            b.tables.push(stability);
+        }
+        if let Some(limited) = d.results.header.settings.get("limited") {
+            let chosen = d
+                .results
+                .header
+                .settings
+                .get("limited_chosen_by")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?");
+            b.notes.push(format!(
+                "Limited configuration ({}): {}.",
+                if chosen == "lab" {
+                    "the lab's defaults"
+                } else {
+                    "the limits given"
+                },
+                describe_limits(limited)
+            ));
+        }
+        Ok(Some(b))
+    }
+
     fn isolation(&mut self, d: &Dataset, siblings: usize) -> Option<Block> {
         let iso = summary::isolation(d.results)?;
         Some(Block {
@@ -463,6 +518,36 @@ impl Builder<'_> {
             tables: vec![table::isolation(&iso, true, None)],
             ..Block::default()
         })
+    }
+}
+
+/// Limits as the results' settings record them, in words: `0.5 CPUs, 512 MiB, 64 processes,
+/// 32 MiB/s of disk`.
+fn describe_limits(v: &serde_json::Value) -> String {
+    let Ok(l) = serde_json::from_value::<crate::cgroup::Limits>(v.clone()) else {
+        return v.to_string();
+    };
+    let mut parts = Vec::new();
+    if let Some(c) = l.cpus {
+        parts.push(format!(
+            "{} CPU{}",
+            format::sig3(c),
+            if c == 1.0 { "" } else { "s" }
+        ));
+    }
+    if let Some(m) = l.memory_bytes {
+        parts.push(format!("{} of memory", format::bytes(m as f64)));
+    }
+    if let Some(p) = l.pids {
+        parts.push(format!("{p} processes"));
+    }
+    if let Some(b) = l.io_bps {
+        parts.push(format!("{}/s of disk, each way", format::bytes(b as f64)));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
     }
 }
 
@@ -696,6 +781,7 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
             "density",
             "images",
             "isolation",
+            "interference",
         ]
         .iter()
         .position(|x| *x == e)
@@ -744,18 +830,20 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
             })
             .collect()
     };
-    let (st, me, th, de, is) = (
+    let (st, me, th, de, is, inf) = (
         by("startup"),
         by("memory"),
         by("throughput"),
         by("density"),
         by("isolation"),
+        by("interference"),
     );
     let startup = section(&st, |d, n| b.startup(d, n))?;
     let memory = section(&me, |d, n| b.memory(d, n))?;
     let throughput = section(&th, |d, n| b.throughput(d, n))?;
     let density = section(&de, |d, n| b.density(d, n))?;
     let isolation = section(&is, |d, n| Ok(b.isolation(d, n)))?;
+    let interference = section(&inf, |d, n| b.interference(d, n))?;
 
     // The claims ledger, host by host.
     stop_point()?;
@@ -853,6 +941,7 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
         density,
         isolation,
         images,
+        interference,
         machines: machines(&sets, &hosts),
         files: files_table(&sets),
         nested_pvm: files
@@ -909,13 +998,14 @@ fn markdown(page: &Page, ledger: &[(String, Assessment)]) -> String {
     out.push_str("Tables of the report, to paste into coursework. Figures: medians with bootstrap 95% confidence intervals; ratios paired within a round; warm-up excluded.\n\n");
     out.push_str("## Claims ledger\n\n");
     out.push_str(&table::claims(ledger, page.multi_host, true).markdown());
-    let sections: [(&str, &Vec<Block>); 6] = [
+    let sections: [(&str, &Vec<Block>); 7] = [
         ("Start-up", &page.startup),
         ("Memory", &page.memory),
         ("Throughput", &page.throughput),
         ("Density", &page.density),
         ("Isolation", &page.isolation),
         ("Images", &page.images),
+        ("Neighbours", &page.interference),
     ];
     for (name, blocks) in sections {
         out.push_str(&format!("\n## {name}\n\n"));

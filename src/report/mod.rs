@@ -170,6 +170,17 @@ pub fn terminal(results: &Results) -> String {
     if let Some(iso) = &isolation {
         tables.push(table::isolation(iso, false, Some(28)));
     }
+    let interference = summary::interference(results);
+    if !interference.is_empty() {
+        tables.push(table::interference_alone(&summary::interference_alone(
+            results,
+        )));
+        tables.push(table::interference(&interference));
+        let stability = table::stability(&interference);
+        if !stability.is_empty() {
+            tables.push(stability);
+        }
+    }
     // Every experiment launches instances, so every file has start-up times; they are the
     // point of the startup experiment only, or of a file that has nothing else.
     if results.header.experiment == "startup" || tables.is_empty() {

@@ -12,7 +12,7 @@
 //! the slowest into one pixel.
 
 use super::format;
-use super::summary::{DensitySeries, MemoryRow, StartupRow, ThroughputRow};
+use super::summary::{DensitySeries, InterferenceRow, MemoryRow, StartupRow, ThroughputRow};
 use crate::results::Family;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
@@ -917,6 +917,165 @@ pub fn throughput(rows: &[ThroughputRow], palette: &Palette) -> Result<Option<St
                 ShapeStyle::from(&BLACK).stroke_width(1),
             )])
         );
+        legend(PLOT, &bottom, &items)
+    })?;
+    Ok(Some(out))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interference
+
+/// The victim's slowdown against the number of aggressors of one kind beside it: a line per
+/// backend and configuration (solid: unlimited; dashed: limited), the median with its 95% CI
+/// as a whisker, from 1× alone. `None` when no slowdown was measured.
+pub fn interference(
+    rows: &[InterferenceRow],
+    aggressor: &str,
+    palette: &Palette,
+) -> Result<Option<String>, PlotError> {
+    const PLOT: &str = "interference";
+    let rows: Vec<&InterferenceRow> = rows
+        .iter()
+        .filter(|r| r.aggressor == aggressor && r.slowdown.is_some())
+        .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    // One line per backend, victim and configuration.
+    let mut lines: Vec<(String, String, crate::results::Config, String)> = Vec::new();
+    for r in &rows {
+        let key = (
+            r.backend.clone(),
+            r.victim.kernel.clone(),
+            r.config,
+            r.label.clone(),
+        );
+        if !lines.contains(&key) {
+            lines.push(key);
+        }
+    }
+    let victims: Vec<&str> = {
+        let mut v: Vec<&str> = rows.iter().map(|r| r.victim.kernel.as_str()).collect();
+        v.dedup();
+        v
+    };
+    // The numbers of aggressors as categories (1, 2, 4, … are evenly spaced), alone first.
+    let mut counts: Vec<u32> = rows.iter().map(|r| r.count).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let column = |n: u32| {
+        counts
+            .iter()
+            .position(|c| *c == n)
+            .map_or(0.0, |i| i as f64 + 1.0)
+    };
+    let ys: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.slowdown)
+        .flat_map(|s| [s.ci_low, s.ci_high, s.median])
+        .chain([1.0])
+        .collect();
+    let x = Axis::Categories {
+        names: std::iter::once("alone".to_string())
+            .chain(counts.iter().map(u32::to_string))
+            .collect(),
+        top_first: false,
+    };
+    let last = counts.len() as f64 + 1.0;
+    let y = Axis::numeric(&ys, true, 0.1);
+    let mut items: Vec<(String, RGBColor)> = Vec::new();
+    for (backend, victim, _, label) in &lines {
+        let name = if victims.len() > 1 {
+            format!("{label}, victim {victim}")
+        } else {
+            label.clone()
+        };
+        if !items.iter().any(|(n, _)| *n == name) {
+            items.push((name, palette.of(backend)));
+        }
+    }
+    let lh = legend_height(&items);
+    let height = 460 + lh;
+    let caption = format!(
+        "The victim beside {} (solid: unlimited; dashed: limited)",
+        match aggressor {
+            "cpu" => "CPU hogs",
+            "mem" => "memory-bandwidth streamers",
+            "disk" => "disk writers",
+            "fork" => "fork bombs",
+            "oom" => "memory hogs",
+            other => other,
+        }
+    );
+    let out = svg(PLOT, height, |root| {
+        let (area, bottom) = root.split_vertically(height - lh);
+        let titles = Titles {
+            plot: PLOT,
+            caption: &caption,
+            x: "aggressors beside the victim",
+            y: if y.is_log() {
+                "victim's time ÷ its time alone, same round (×, log scale)"
+            } else {
+                "victim's time ÷ its time alone, same round (×)"
+            },
+        };
+        let mut c = chart(&area, &titles, &x, &y)?;
+        let one = y.at(1.0);
+        draw!(
+            PLOT,
+            c.draw_series([DashedPathElement::new(
+                vec![(0.0, one), (last, one)],
+                6,
+                4,
+                ShapeStyle::from(&RGBColor(0x88, 0x88, 0x88)).stroke_width(1),
+            )])
+        );
+        for (i, (backend, victim, config, _)) in lines.iter().enumerate() {
+            let color = palette.of(backend);
+            // Lines of one backend side by side, so their whiskers do not hide each other.
+            let shift = (i as f64 - (lines.len() as f64 - 1.0) / 2.0) * 0.03;
+            let mut pts: Vec<(f64, f64, f64, f64)> = vec![(x.at(0.0) + shift, one, one, one)];
+            let mut mine: Vec<&&InterferenceRow> = rows
+                .iter()
+                .filter(|r| {
+                    r.backend == *backend && r.victim.kernel == *victim && r.config == *config
+                })
+                .collect();
+            mine.sort_by_key(|r| r.count);
+            for r in mine {
+                let Some(s) = r.slowdown else { continue };
+                pts.push((
+                    x.at(column(r.count)) + shift,
+                    y.at(s.median),
+                    y.at(s.ci_low),
+                    y.at(s.ci_high),
+                ));
+            }
+            let path: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
+            let style = ShapeStyle::from(&color).stroke_width(3);
+            match config {
+                crate::results::Config::Unlimited => {
+                    draw!(PLOT, c.draw_series(LineSeries::new(path.clone(), style)))
+                }
+                crate::results::Config::Limited => draw!(
+                    PLOT,
+                    c.draw_series([DashedPathElement::new(path.clone(), 10, 6, style)])
+                ),
+            };
+            draw!(
+                PLOT,
+                c.draw_series(path.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            );
+            let whisker = ShapeStyle::from(&color).stroke_width(2);
+            draw!(
+                PLOT,
+                c.draw_series(
+                    pts.iter()
+                        .skip(1)
+                        .map(|p| { PathElement::new(vec![(p.0, p.2), (p.0, p.3)], whisker) })
+                )
+            );
+        }
         legend(PLOT, &bottom, &items)
     })?;
     Ok(Some(out))

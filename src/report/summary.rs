@@ -13,7 +13,7 @@
 use super::backends;
 use crate::measure::stats::{self, Summary};
 use crate::results::{
-    DensityEnd, DensityStep, Family, GuestOs, Outcome, Results, RunRecord, WorkloadRecord,
+    Config, DensityEnd, DensityStep, Family, GuestOs, Outcome, Results, RunRecord, WorkloadRecord,
 };
 use crate::workload::{Kernel, Resource};
 use std::collections::BTreeMap;
@@ -60,18 +60,30 @@ pub fn paired_ratios(
     keep: impl Fn(&RunRecord) -> bool,
     metric: impl Fn(&RunRecord) -> Option<f64>,
 ) -> Vec<f64> {
-    let base: BTreeMap<PairKey, f64> = completed(results, b)
-        .filter(|r| keep(r))
-        .filter_map(|r| Some((pair_key(r), metric(r)?)))
-        .collect();
-    completed(results, a)
-        .filter(|r| keep(r))
-        .filter_map(|r| {
-            let x = metric(r)?;
-            let y = base.get(&pair_key(r))?;
-            (*y > 0.0).then(|| x / y)
-        })
-        .collect()
+    ratios_by(
+        completed(results, a).filter(|r| keep(r)),
+        completed(results, b).filter(|r| keep(r)),
+        pair_key,
+        metric,
+    )
+}
+
+/// `metric(x) / metric(y)` for every sample `x` of `a` and the sample `y` of `b` with the same
+/// `key`: the pairing of [`paired_ratios`], for samples told apart by something other than
+/// their backend (a victim beside aggressors and the same victim alone).
+pub fn ratios_by<'a, K: Ord>(
+    a: impl Iterator<Item = &'a RunRecord>,
+    b: impl Iterator<Item = &'a RunRecord>,
+    key: impl Fn(&RunRecord) -> K,
+    metric: impl Fn(&RunRecord) -> Option<f64>,
+) -> Vec<f64> {
+    let base: BTreeMap<K, f64> = b.filter_map(|r| Some((key(r), metric(r)?))).collect();
+    a.filter_map(|r| {
+        let x = metric(r)?;
+        let y = base.get(&key(r))?;
+        (*y > 0.0).then(|| x / y)
+    })
+    .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,6 +351,10 @@ fn workloads(results: &Results, keep: impl Fn(&WorkloadRecord) -> bool) -> Vec<W
 /// Throughput figures of every (workload, backend), in the order workloads and backends first
 /// appear.
 pub fn throughput(results: &Results) -> Vec<ThroughputRow> {
+    // A victim of the interference experiment ran beside others: its rate is not a backend's.
+    if results.runs.iter().any(|r| r.neighbours.is_some()) {
+        return Vec::new();
+    }
     let baseline = results.baseline();
     let mut rows = Vec::new();
     for w in workloads(results, |w| resource_of(w).is_some()) {
@@ -391,6 +407,9 @@ pub struct LatencyRow {
 
 /// Latency figures of every (workload, backend) that reported them.
 pub fn latency(results: &Results) -> Vec<LatencyRow> {
+    if results.runs.iter().any(|r| r.neighbours.is_some()) {
+        return Vec::new();
+    }
     let baseline = results.baseline();
     let reports = |w: &WorkloadRecord| {
         results
@@ -776,6 +795,330 @@ pub fn isolation(results: &Results) -> Option<Isolation> {
         backends,
         rows,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interference
+
+/// A victim of `lab run interference` in one condition: on a backend, beside `count`
+/// aggressors of one kind, in one configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InterferenceRow {
+    /// Backend name.
+    pub backend: String,
+    /// Name to print.
+    pub label: String,
+    /// The victim's workload.
+    pub victim: WorkloadRecord,
+    /// The aggressor (`cpu`, `mem`, `disk`, `fork`, `oom`).
+    pub aggressor: String,
+    /// How many ran beside the victim.
+    pub count: u32,
+    /// With or without limits.
+    pub config: Config,
+    /// The victim's time (`start` or `ready` → `done`) beside them over its time alone in the
+    /// same round and configuration: above 1 is slower.
+    pub slowdown: Option<Summary>,
+    /// Measured samples of the victim.
+    pub n: usize,
+    /// Of those, samples whose victim did not complete.
+    pub failed: usize,
+    /// Completed samples whose checksum is not the one the victim computes alone.
+    pub wrong: usize,
+    /// What happened to the aggressors.
+    pub stability: Stability,
+}
+
+impl InterferenceRow {
+    /// True when every measured victim completed with the checksum it computes alone.
+    pub fn survived(&self) -> bool {
+        self.n > 0 && self.failed == 0 && self.wrong == 0
+    }
+}
+
+/// What the aggressors of one condition did and suffered, over its measured samples.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stability {
+    /// Aggressor instances, over all samples.
+    pub aggressors: usize,
+    /// How they ended, and how often (`stopped`, `completed`, `oom-killed`, `failed`).
+    pub outcomes: BTreeMap<String, usize>,
+    /// OOM kills the host counted in the aggressors' cgroups.
+    pub oom_kills: u64,
+    /// OOM kills guests counted inside (VMs).
+    pub guest_oom_kills: u64,
+    /// Memory hogs killed (and started again), by the workload's count.
+    pub hog_kills: u64,
+    /// The most memory one hog touched.
+    pub hog_bytes: u64,
+    /// Forks the aggressors' cgroups refused at `pids.max` (the host's count).
+    pub pids_max_refused: u64,
+    /// Forks the bombs' processes saw refused (their own count: in a guest, the only one).
+    pub forks_refused: u64,
+    /// The most processes one bomb made.
+    pub forks: u64,
+    /// A bomb's limit inside a guest, when one ran there.
+    pub fork_limit: Option<u64>,
+    /// Signals that ended an aggressor's child.
+    pub signals: Vec<String>,
+    /// Why aggressors failed, the first few.
+    pub failures: Vec<String>,
+}
+
+impl Stability {
+    fn add(&mut self, n: &crate::results::Neighbours) {
+        for a in &n.aggressors {
+            self.aggressors += 1;
+            let kind = match &a.outcome {
+                Outcome::Completed => "completed",
+                Outcome::OomKilled => "oom-killed",
+                Outcome::Stopped => "stopped",
+                Outcome::Failed { reason } => {
+                    if self.failures.len() < 3 && !self.failures.contains(reason) {
+                        self.failures.push(reason.clone());
+                    }
+                    "failed"
+                }
+            };
+            *self.outcomes.entry(kind.to_string()).or_default() += 1;
+            let f = &a.facts;
+            self.oom_kills += f.oom_kills.unwrap_or(0);
+            self.guest_oom_kills += f.guest_oom_kills.unwrap_or(0);
+            self.hog_kills += f.hog_kills.unwrap_or(0);
+            self.hog_bytes = self.hog_bytes.max(f.hog_bytes.unwrap_or(0));
+            self.pids_max_refused += f.pids_max_refused.unwrap_or(0);
+            self.forks_refused += f.forks_refused.unwrap_or(0);
+            self.forks = self.forks.max(f.forks.unwrap_or(0));
+            self.fork_limit = self.fork_limit.or(f.fork_limit);
+            if let Some(sig) = &f.child_signal {
+                if !self.signals.contains(sig) {
+                    self.signals.push(sig.clone());
+                }
+            }
+        }
+    }
+
+    /// Who stopped the aggressors' failure, and how, in words: "the OOM killer in its cgroup
+    /// (12 kills)", "pids.max of its cgroup (3,410 forks refused)".
+    pub fn describe(&self, aggressor: &str) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if aggressor == "oom" {
+            if self.oom_kills > 0 {
+                parts.push(format!(
+                    "the OOM killer in the hog's own cgroup ({} kill{})",
+                    self.oom_kills,
+                    plural(self.oom_kills)
+                ));
+            }
+            if self.guest_oom_kills > 0 {
+                parts.push(format!(
+                    "the guest's OOM killer ({} kill{})",
+                    self.guest_oom_kills,
+                    plural(self.guest_oom_kills)
+                ));
+            }
+            if parts.is_empty() && self.hog_kills > 0 {
+                parts.push(format!(
+                    "{} kill{} of the hog ({})",
+                    self.hog_kills,
+                    plural(self.hog_kills),
+                    self.signals.join(", ")
+                ));
+            }
+            if parts.is_empty() {
+                parts.push(format!(
+                    "nothing: the hog reached {} and was stopped by the lab",
+                    super::format::bytes(self.hog_bytes as f64)
+                ));
+            } else {
+                parts.push(format!(
+                    "a hog reached {}",
+                    super::format::bytes(self.hog_bytes as f64)
+                ));
+            }
+        } else if aggressor == "fork" {
+            if self.pids_max_refused > 0 {
+                parts.push(format!(
+                    "pids.max of the bomb's own cgroup ({} forks refused)",
+                    self.pids_max_refused
+                ));
+            } else if let Some(limit) = self.fork_limit {
+                parts.push(format!(
+                    "the guest's own limit, RLIMIT_NPROC {limit} ({} forks refused)",
+                    self.forks_refused
+                ));
+            } else if self.forks_refused > 0 {
+                parts.push(format!("{} forks refused", self.forks_refused));
+            }
+            parts.push(format!("a bomb reached {} processes", self.forks + 1));
+        }
+        if !self.failures.is_empty() {
+            parts.push(format!("aggressors failed: {}", self.failures.join("; ")));
+        }
+        parts.join("; ")
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// The victim's alone sample a sample is paired with: same backend, round, configuration and
+/// workload.
+type AloneKey = (String, u32, Config, String, u64, u64, u64);
+
+fn alone_key(r: &RunRecord) -> Option<AloneKey> {
+    let n = r.neighbours.as_ref()?;
+    let w = &r.workload;
+    Some((
+        r.backend.clone(),
+        r.round,
+        n.config,
+        w.kernel.clone(),
+        w.mib,
+        w.iters,
+        w.seed,
+    ))
+}
+
+/// Every condition of an interference file, by backend (in table order), then victim,
+/// aggressor, count and configuration.
+pub fn interference(results: &Results) -> Vec<InterferenceRow> {
+    let time = |r: &RunRecord| r.work_ns.map(|n| n as f64);
+    let alone = |r: &&RunRecord| r.neighbours.as_ref().is_some_and(|n| n.count == 0);
+    let mut conditions: Vec<(String, WorkloadRecord, String, u32, Config)> = Vec::new();
+    for r in &results.runs {
+        let Some(n) = &r.neighbours else { continue };
+        let Some(a) = &n.aggressor else { continue };
+        let c = (
+            r.backend.clone(),
+            r.workload.clone(),
+            a.clone(),
+            n.count,
+            n.config,
+        );
+        if !conditions.contains(&c) {
+            conditions.push(c);
+        }
+    }
+    let order: Vec<String> = results.backends();
+    let aggressor_rank = |a: &str| {
+        crate::experiment::interference::Aggressor::from_name(a).map_or(usize::MAX, |a| a as usize)
+    };
+    conditions.sort_by(|x, y| {
+        let rank = |c: &(String, WorkloadRecord, String, u32, Config)| {
+            (
+                order.iter().position(|b| *b == c.0).unwrap_or(usize::MAX),
+                aggressor_rank(&c.2),
+                c.1.kernel.clone(),
+                c.3,
+                c.4,
+            )
+        };
+        rank(x).cmp(&rank(y))
+    });
+    conditions
+        .into_iter()
+        .map(|(backend, victim, aggressor, count, config)| {
+            let of = |r: &&RunRecord| {
+                r.backend == backend
+                    && r.workload == victim
+                    && r.neighbours.as_ref().is_some_and(|n| {
+                        n.config == config
+                            && n.count == count
+                            && n.aggressor.as_deref() == Some(aggressor.as_str())
+                    })
+            };
+            let measured: Vec<&RunRecord> = results.measured(&backend).filter(of).collect();
+            let done: Vec<&RunRecord> = measured
+                .iter()
+                .copied()
+                .filter(|r| r.outcome == Outcome::Completed)
+                .collect();
+            let alone_runs: Vec<&RunRecord> = completed(results, &backend)
+                .filter(alone)
+                .filter(|r| r.workload == victim)
+                .collect();
+            // The checksum the victim computes alone (any round: it does not vary).
+            let sums: Vec<&str> = alone_runs
+                .iter()
+                .filter_map(|r| r.output.as_ref().map(|o| o.checksum.as_str()))
+                .collect();
+            let wrong = done
+                .iter()
+                .filter(|r| {
+                    let sum = r.output.as_ref().map(|o| o.checksum.as_str());
+                    !sums.is_empty() && !sum.is_some_and(|s| sums.contains(&s))
+                })
+                .count();
+            let slowdown = Summary::of(&ratios_by(
+                done.iter().copied(),
+                alone_runs
+                    .iter()
+                    .copied()
+                    .filter(|r| r.neighbours.as_ref().is_some_and(|n| n.config == config)),
+                alone_key,
+                time,
+            ));
+            let mut stability = Stability::default();
+            for r in &measured {
+                if let Some(n) = &r.neighbours {
+                    stability.add(n);
+                }
+            }
+            InterferenceRow {
+                label: backends::label(results, &backend),
+                n: measured.len(),
+                failed: measured.len() - done.len(),
+                wrong,
+                slowdown,
+                stability,
+                backend,
+                victim,
+                aggressor,
+                count,
+                config,
+            }
+        })
+        .collect()
+}
+
+/// The victims' times alone, per backend, workload and configuration, for the tables: what
+/// every slowdown is measured against.
+pub fn interference_alone(
+    results: &Results,
+) -> Vec<(String, String, WorkloadRecord, Config, Summary)> {
+    let mut out = Vec::new();
+    for backend in results.backends() {
+        let label = backends::label(results, &backend);
+        let mut seen: Vec<(WorkloadRecord, Config)> = Vec::new();
+        for r in completed(results, &backend) {
+            let Some(n) = &r.neighbours else { continue };
+            if n.count == 0 && !seen.contains(&(r.workload.clone(), n.config)) {
+                seen.push((r.workload.clone(), n.config));
+            }
+        }
+        seen.sort_by(|a, b| (a.0.kernel.as_str(), a.1).cmp(&(b.0.kernel.as_str(), b.1)));
+        for (w, config) in seen {
+            let times: Vec<f64> = completed(results, &backend)
+                .filter(|r| {
+                    r.workload == w
+                        && r.neighbours
+                            .as_ref()
+                            .is_some_and(|n| n.count == 0 && n.config == config)
+                })
+                .filter_map(|r| r.work_ns.map(|n| n as f64))
+                .collect();
+            if let Some(s) = Summary::of(&times) {
+                out.push((backend.clone(), label.clone(), w, config, s));
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,10 +5,11 @@
 use super::claims::Assessment;
 use super::format::{self, NONE};
 use super::summary::{
-    ChecksumMismatch, DensitySeries, ImageRow, Isolation, LatencyRow, MemoryRow, StartupRow,
-    ThroughputRow,
+    ChecksumMismatch, DensitySeries, ImageRow, InterferenceRow, Isolation, LatencyRow, MemoryRow,
+    StartupRow, ThroughputRow,
 };
 use crate::measure::stats::Summary;
+use crate::results::Config;
 use serde::Serialize;
 use tabled::builder::Builder;
 use tabled::settings::object::Columns;
@@ -272,6 +273,157 @@ pub fn throughput(rows: &[ThroughputRow], mismatches: &[ChecksumMismatch]) -> Ta
         ]);
     }
     t.notes.extend(mismatch_lines(mismatches));
+    t
+}
+
+/// A victim's fate in one condition: `6/6` completed with its own checksum, or what went
+/// wrong.
+fn survived(r: &InterferenceRow) -> Cell {
+    let ok = r.n - r.failed - r.wrong;
+    let mut text = format!("{ok}/{}", r.n);
+    if r.failed > 0 {
+        text.push_str(&format!(", {} did not complete", r.failed));
+    }
+    if r.wrong > 0 {
+        text.push_str(&format!(", {} wrong checksum", r.wrong));
+    }
+    Cell {
+        text,
+        class: (!r.survived()).then_some("warn"),
+    }
+}
+
+/// The interference experiment's slowdowns: one row per backend, victim, aggressor and number
+/// of aggressors, the two configurations side by side.
+pub fn interference(rows: &[InterferenceRow]) -> Table {
+    let mut t = Table::new(
+        &[
+            "backend",
+            "victim",
+            "beside",
+            "slowdown, unlimited (95% CI)",
+            "slowdown, limited (95% CI)",
+            "victim completed, correct (unlimited · limited)",
+        ],
+        &[3, 4],
+    );
+    let mut done: Vec<(&str, &str, &str, u32)> = Vec::new();
+    for r in rows {
+        let key = (
+            r.backend.as_str(),
+            r.victim.kernel.as_str(),
+            r.aggressor.as_str(),
+            r.count,
+        );
+        if done.contains(&key) {
+            continue;
+        }
+        done.push(key);
+        let find = |c: Config| {
+            rows.iter().find(|x| {
+                (
+                    x.backend.as_str(),
+                    x.victim.kernel.as_str(),
+                    x.aggressor.as_str(),
+                    x.count,
+                ) == key
+                    && x.config == c
+            })
+        };
+        let (u, l) = (find(Config::Unlimited), find(Config::Limited));
+        let slow = |x: Option<&InterferenceRow>| {
+            or_none(x.and_then(|x| x.slowdown.as_ref()), format::ratio)
+        };
+        let fate = match (u, l) {
+            (Some(u), Some(l)) => {
+                let (a, b) = (survived(u), survived(l));
+                Cell {
+                    class: a.class.or(b.class),
+                    text: format!("{} · {}", a.text, b.text),
+                }
+            }
+            (Some(x), None) | (None, Some(x)) => survived(x),
+            (None, None) => NONE.into(),
+        };
+        t.push(vec![
+            r.label.as_str().into(),
+            super::summary::workload_name(&r.victim).into(),
+            format!("{} × {}", r.count, r.aggressor).into(),
+            slow(u),
+            slow(l),
+            fate,
+        ]);
+    }
+    t.notes.push(
+        "Slowdown: the victim's time beside its neighbours over its time alone, in the same \
+         round and configuration (above 1× is slower). Limited: every instance, victim \
+         included, under the same limits."
+            .into(),
+    );
+    t
+}
+
+/// What stopped each neighbour's failure (fork bomb, memory hog), and whether the victim
+/// survived it.
+pub fn stability(rows: &[InterferenceRow]) -> Table {
+    let mut t = Table::new(
+        &[
+            "backend",
+            "neighbour",
+            "configuration",
+            "victim completed, correct",
+            "what stopped the neighbour",
+        ],
+        &[],
+    );
+    for r in rows
+        .iter()
+        .filter(|r| r.aggressor == "fork" || r.aggressor == "oom")
+    {
+        let what = match r.aggressor.as_str() {
+            "fork" => "fork bomb",
+            _ => "memory hog",
+        };
+        t.push(vec![
+            r.label.as_str().into(),
+            format!("{} × {what}", r.count).into(),
+            r.config.name().into(),
+            survived(r),
+            r.stability.describe(&r.aggressor).into(),
+        ]);
+    }
+    t
+}
+
+/// The victims' times alone, against which every slowdown is measured.
+pub fn interference_alone(
+    alone: &[(
+        String,
+        String,
+        crate::results::WorkloadRecord,
+        Config,
+        Summary,
+    )],
+) -> Table {
+    let mut t = Table::new(
+        &[
+            "backend",
+            "victim",
+            "configuration",
+            "n",
+            "time alone (95% CI)",
+        ],
+        &[3, 4],
+    );
+    for (_, label, w, config, s) in alone {
+        t.push(vec![
+            label.as_str().into(),
+            super::summary::workload_name(w).into(),
+            config.name().into(),
+            s.n.to_string().into(),
+            format::with_ci(s, format::duration).into(),
+        ]);
+    }
     t
 }
 

@@ -474,3 +474,87 @@ fn text_from_results_cannot_inject_markdown_nor_drive_a_terminal() {
     assert!(text.contains("\\u{1b}]0;owned\\u{7}"), "{text}");
     fs::remove_dir_all(root).unwrap();
 }
+
+/// An interference file: a container and a VM, a CPU hog (the container's victim twice as
+/// slow unlimited, as fast as alone limited) and a memory hog the OOM killer stops.
+fn interference(root: &Path) -> Results {
+    use crate::results::{Config, Outcome};
+    let mut f = Fixture::new("interference");
+    for round in 0..6u32 {
+        let alone = 100_000_000 + u64::from(round) * 1000;
+        for b in ["container", "vm-linux"] {
+            for (config, cpu) in [(Config::Unlimited, 2), (Config::Limited, 1)] {
+                let ok = Outcome::Completed;
+                f.neighbour(b, round, "cpu", config, None, alone, ok.clone(), &[]);
+                let slow = if b == "container" { alone * cpu } else { alone };
+                f.neighbour(
+                    b,
+                    round,
+                    "cpu",
+                    config,
+                    Some(("cpu", 2)),
+                    slow,
+                    ok.clone(),
+                    &[],
+                );
+                let facts: &[(&str, &str)] = if b == "container" {
+                    &[(info::OOM_KILLS, "3"), (info::HOG_BYTES, "536870912")]
+                } else {
+                    &[(info::GUEST_OOM_KILLS, "1"), (info::HOG_BYTES, "150994944")]
+                };
+                f.neighbour(b, round, "cpu", config, Some(("oom", 1)), alone, ok, facts);
+            }
+        }
+    }
+    f.write(&root.join("interference"))
+}
+
+#[test]
+fn an_interference_file_shows_slowdowns_who_stopped_a_failure_and_the_claim() {
+    let root = temp("interference");
+    let file = interference(&root);
+    let rows = summary::interference(&file);
+    let slow = |b: &str, a: &str, c: crate::results::Config| {
+        rows.iter()
+            .find(|r| r.backend == b && r.aggressor == a && r.config == c)
+            .and_then(|r| r.slowdown)
+            .map(|s| s.median)
+    };
+    assert_eq!(
+        slow("container", "cpu", crate::results::Config::Unlimited),
+        Some(2.0)
+    );
+    assert_eq!(
+        slow("container", "cpu", crate::results::Config::Limited),
+        Some(1.0)
+    );
+    assert_eq!(
+        slow("vm-linux", "cpu", crate::results::Config::Unlimited),
+        Some(1.0)
+    );
+    assert!(rows.iter().all(|r| r.survived()));
+    // A victim's rate beside others is not a backend's throughput.
+    assert!(summary::throughput(&file).is_empty());
+
+    let text = terminal(&file);
+    assert!(text.contains("slowdown, unlimited (95% CI)"), "{text}");
+    assert!(
+        text.contains("the OOM killer in the hog's own cgroup (18 kills)"),
+        "{text}"
+    );
+    assert!(text.contains("the guest's OOM killer (6 kills)"), "{text}");
+    assert!(!text.contains("× process"), "{text}");
+    assert!(text.contains("One instance's load and failures"), "{text}");
+
+    let out = root.join("report");
+    let html = fs::read_to_string(render(std::slice::from_ref(&file), &out).unwrap()).unwrap();
+    assert!(html.contains("<section id=\"interference\">"));
+    assert!(out.join("interference-cpu.svg").exists());
+    assert!(out.join("interference-oom.svg").exists());
+    assert!(html.contains("No throughput results in this report"));
+    let row = ledger_row(&html, "neighbours");
+    assert!(row.contains("Limits were what held back: CPU"), "{row}");
+    let md = fs::read_to_string(out.join("tables.md")).unwrap();
+    assert!(md.contains("## Neighbours") && md.contains("what stopped the neighbour"));
+    fs::remove_dir_all(root).unwrap();
+}

@@ -211,6 +211,27 @@ facts! {
     memory_note: String = info::MEMORY_NOTE,
     /// How a sandbox intercepts the workload's system calls (gVisor: `ptrace`, `kvm`).
     sandbox_platform: String = info::SANDBOX_PLATFORM,
+    /// Forks and new threads the instance's cgroup refused at its `pids.max`.
+    pids_max_refused: u64 = info::PIDS_MAX_REFUSED,
+    /// Processes of the instance's cgroup the kernel's OOM killer killed (the host's count).
+    oom_kills: u64 = info::OOM_KILLS,
+    /// `fork-bomb`: forks that succeeded.
+    forks: u64 = info::FORKS,
+    /// `fork-bomb`: forks refused, as its processes counted them.
+    forks_refused: u64 = info::FORKS_REFUSED,
+    /// `fork-bomb` in a guest: its process limit there.
+    fork_limit: u64 = info::FORK_LIMIT,
+    /// `mem-hog`: the most bytes one of its children touched.
+    hog_bytes: u64 = info::HOG_BYTES,
+    /// `mem-hog`: how many of its children a signal killed (each was started again).
+    hog_kills: u64 = info::HOG_KILLS,
+    /// `fork-bomb`, `mem-hog`: the signal that ended the workload's child before it was told
+    /// to stop.
+    child_signal: String = info::CHILD_SIGNAL,
+    /// The same, when the child exited by itself: its status.
+    child_exit: u64 = info::CHILD_EXIT,
+    /// `mem-hog` in a Linux guest: OOM kills the guest's kernel counted meanwhile.
+    guest_oom_kills: u64 = info::GUEST_OOM_KILLS,
 }
 
 impl Facts {

@@ -33,7 +33,9 @@
 //! retried, up to [`EmulatedHost::attempts`] times; the report counts the retries.
 #![allow(dead_code)]
 
+use isolab::linux_guest::devices::{load_order, modules_dir, Wanted};
 use isolab::linux_guest::initramfs::CpioWriter;
+use isolab::linux_guest::kernel::{KernelImage, Origin};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
@@ -54,15 +56,14 @@ const KVM_AMD_MODULES: [&str; 4] = [
     "arch/x86/kvm/kvm-amd",
 ];
 
-/// The modules of Debian's virtio drivers a guest with a disk and a network card loads.
-const VIRTIO_MODULES: [&str; 7] = [
-    "drivers/virtio/virtio_ring",
-    "drivers/virtio/virtio",
-    "drivers/virtio/virtio_mmio",
-    "drivers/block/virtio_blk",
-    "net/core/failover",
-    "drivers/net/net_failover",
-    "drivers/net/virtio_net",
+/// The modules the emulated host's own disk needs (a virtio disk on QEMU's PCI bus, formatted
+/// ext4): their dependencies come from `modules.dep`.
+const DISK_MODULES: [&str; 2] = ["drivers/virtio/virtio_pci", "drivers/block/virtio_blk"];
+/// The file systems: the disk's, and the overlays of the lab's layered image.
+const FS_MODULES: [&str; 3] = [
+    "crypto/crc32c_generic",
+    "fs/ext4/ext4",
+    "fs/overlayfs/overlay",
 ];
 
 /// The firmware QEMU's `microvm` machine loads (from QEMU's data directory).
@@ -239,6 +240,8 @@ pub struct EmulatedHost {
     pub boot_limit: Duration,
     /// Boots to try before giving up.
     pub attempts: u32,
+    /// Its disk, if it has one.
+    disk: Option<Disk>,
     work: PathBuf,
 }
 
@@ -284,6 +287,7 @@ impl EmulatedHost {
             memory_mib: 4096,
             boot_limit: Duration::from_secs(240),
             attempts: 3,
+            disk: None,
             work: work.to_path_buf(),
         })
     }
@@ -312,47 +316,95 @@ impl EmulatedHost {
         self
     }
 
-    /// Let the lab give its Linux guests a disk and a network card: the kernel's configuration
-    /// and `modules.dep` (how the lab learns which virtio drivers are modules), the virtio
-    /// modules the guest's initramfs carries, and `tun` (loaded: taps need `/dev/net/tun`).
+    /// Let the lab give its Linux guests a disk, a network card and the lab's image: the
+    /// kernel's configuration and `modules.dep` (how the lab learns which drivers are modules),
+    /// the modules the guest's initramfs carries — the ones the lab itself would carry, asked of
+    /// the lab — and `tun` (loaded: taps need `/dev/net/tun`).
     pub fn with_guest_devices(mut self) -> Result<EmulatedHost, HostError> {
         let release = self.release.clone();
-        let modules = Path::new("/lib/modules").join(&release);
-        let mut files = vec![
-            (
-                PathBuf::from(format!("/boot/config-{release}")),
-                format!("/boot/config-{release}"),
-            ),
-            (
-                modules.join("modules.dep"),
-                format!("{}/modules.dep", modules.display()),
-            ),
-        ];
-        for m in VIRTIO_MODULES.iter().chain(["drivers/net/tun"].iter()) {
-            let path = modules.join("kernel").join(format!("{m}.ko"));
-            if !path.is_file() {
-                return err(format!(
-                    "no {} (apt install linux-image-amd64)",
-                    path.display()
-                ));
-            }
-            let inside = path.display().to_string();
-            files.push((path, inside));
+        let modules = modules_dir(&release);
+        for file in [
+            PathBuf::from(format!("/boot/config-{release}")),
+            modules.join("modules.dep"),
+        ] {
+            self.carry(&file)?;
         }
-        for (from, to) in files {
-            if !from.is_file() {
-                return err(format!(
-                    "no {} (apt install linux-image-amd64)",
-                    from.display()
-                ));
-            }
-            self.files.push((from, to));
+        let image = KernelImage::open(&self.kernel, Origin::Given)
+            .map_err(|e| HostError(format!("{}: {e}", self.kernel.display())))?;
+        let wanted = Wanted {
+            block: true,
+            net: true,
+            ext4: true,
+        };
+        let drivers = isolab::linux_guest::devices::inspect(&image);
+        if let Some(why) = drivers.refusal(wanted) {
+            return err(why);
         }
-        self.setup.push(format!(
-            "insmod {}/kernel/drivers/net/tun.ko || echo \"{MARK}host insmod tun failed\"",
-            modules.display()
-        ));
+        for module in drivers.modules(wanted) {
+            self.carry(&module)?;
+        }
+        // The lab writes its image for guests with mke2fs.
+        let mke2fs =
+            which("mke2fs").ok_or_else(|| HostError("no mke2fs (apt install e2fsprogs)".into()))?;
+        self.binaries.push(mke2fs);
+        let tun = self.load_modules(&["drivers/net/tun"])?;
+        self.setup.extend(tun);
         Ok(self)
+    }
+
+    /// A disk for the emulated machine, as a student's laptop has one: `mib` MiB, formatted
+    /// ext4 here, attached as a virtio disk and mounted at `at` inside (world-writable with the
+    /// sticky bit, as `/var/tmp` is). The lab's disks and images must live on a disk, not in the
+    /// machine's tmpfs root; the overlay module comes too, for containers on the lab's image.
+    pub fn with_disk(mut self, mib: u64, at: &str) -> Result<EmulatedHost, HostError> {
+        let disk = Disk {
+            path: self.work.join("disk.ext4"),
+            mib,
+        };
+        disk.format()?;
+        let mut load = self.load_modules(&DISK_MODULES)?;
+        load.extend(self.load_modules(&FS_MODULES)?);
+        self.setup.extend(load);
+        self.setup.push(format!(
+            "mkdir -p {at} && mount -t ext4 /dev/vda {at} && chmod 1777 {at} \
+             || echo \"{MARK}host mount of the disk at {at} failed\""
+        ));
+        self.disk = Some(disk);
+        Ok(self)
+    }
+
+    /// Put a host file at the same path inside (once).
+    fn carry(&mut self, file: &Path) -> Result<(), HostError> {
+        if !file.is_file() {
+            return err(format!(
+                "no {} (apt install linux-image-amd64)",
+                file.display()
+            ));
+        }
+        let inside = file.display().to_string();
+        if !self.files.iter().any(|(_, to)| *to == inside) {
+            self.files.push((file.to_path_buf(), inside));
+        }
+        Ok(())
+    }
+
+    /// Carry `modules` (paths under the release's `kernel/`, without `.ko`) and what they
+    /// depend on, and return the `insmod` lines that load them in order.
+    fn load_modules(&mut self, modules: &[&str]) -> Result<Vec<String>, HostError> {
+        let base = modules_dir(&self.release).join("kernel");
+        let wanted: Vec<PathBuf> = modules
+            .iter()
+            .map(|m| base.join(format!("{m}.ko")))
+            .collect();
+        let mut lines = Vec::new();
+        for module in load_order(&self.release, &wanted) {
+            self.carry(&module)?;
+            lines.push(format!(
+                "insmod {0} || echo \"{MARK}host insmod {0} failed\"",
+                module.display()
+            ));
+        }
+        Ok(lines)
     }
 
     /// A user of the machine.
@@ -387,6 +439,10 @@ impl EmulatedHost {
         let mut retries = 0;
         for boot in 1..=self.attempts {
             let console = self.work.join(format!("console-{boot}.log"));
+            // Each boot starts from an empty disk, as it starts from a fresh initramfs.
+            if let (Some(disk), 2..) = (&self.disk, boot) {
+                disk.format()?;
+            }
             match self.boot(&initrd, checks, &console)? {
                 Boot::Wedged(why) => {
                     eprintln!("emulated host: boot {boot} wedged ({why}); retrying");
@@ -544,7 +600,8 @@ impl EmulatedHost {
         format!(
             r#"#!/bin/busybox sh
 # The emulated host's init, written by tests/hosts/mod.rs.
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin
+# The programs carried in (QEMU, mke2fs, the lab) come before busybox's applets of the same name.
+export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 if [ ! -e /.isolab-stage2 ]; then
   # pivot_root (which containers use) refuses the initramfs' own root: move to a tmpfs.
   /bin/busybox mount -t tmpfs -o mode=755 tmpfs /newroot
@@ -620,6 +677,14 @@ poweroff -f
             .arg(&self.kernel)
             .arg("-initrd")
             .arg(initrd)
+            .args(self.disk.iter().flat_map(|d| {
+                [
+                    "-drive".to_string(),
+                    format!("file={},if=none,id=disk,format=raw", d.path.display()),
+                    "-device".to_string(),
+                    "virtio-blk-pci,drive=disk".to_string(),
+                ]
+            }))
             .args([
                 "-append",
                 "console=ttyS0 rdinit=/init quiet loglevel=3 panic=-1",
@@ -878,6 +943,32 @@ fn shared_libraries(program: &Path) -> Result<Vec<String>, HostError> {
             path.starts_with('/').then(|| path.to_string())
         })
         .collect())
+}
+
+/// The emulated machine's disk: a file here, formatted ext4.
+#[derive(Clone, Debug)]
+struct Disk {
+    path: PathBuf,
+    mib: u64,
+}
+
+impl Disk {
+    /// An empty ext4 file system of `mib` MiB in the file (sparse: only what is written takes
+    /// space on this machine).
+    fn format(&self) -> Result<(), HostError> {
+        let file = fs::File::create(&self.path).map_err(|e| HostError(format!("{e}")))?;
+        file.set_len(self.mib << 20)
+            .map_err(|e| HostError(format!("{}: {e}", self.path.display())))?;
+        let made = Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4"])
+            .arg(&self.path)
+            .status()
+            .map_err(|e| HostError(format!("mke2fs (apt install e2fsprogs): {e}")))?;
+        if !made.success() {
+            return err(format!("mke2fs {} failed", self.path.display()));
+        }
+        Ok(())
+    }
 }
 
 /// The newest `/boot/vmlinuz-<release>` whose `/lib/modules/<release>` holds the KVM modules

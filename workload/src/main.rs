@@ -18,6 +18,7 @@
 mod devices;
 mod init;
 mod libraries;
+mod neighbour;
 mod probe;
 mod shim;
 
@@ -143,6 +144,8 @@ fn main() {
     let result = shim::Arena::for_spec(&spec).and_then(|mut arena| {
         let out = if spec.kernel == Kernel::Probe {
             probe::run(&mut shim, guest)?
+        } else if matches!(spec.kernel, Kernel::ForkBomb | Kernel::MemHog) {
+            neighbour::run(&mut shim, &spec, guest)?
         } else {
             shim.run_kernel(&spec, &mut arena)?
         };

@@ -101,6 +101,30 @@ impl LinuxShim {
         let _ = self.wait_host();
     }
 
+    /// The descriptor marker lines go to.
+    pub fn report_fd(&self) -> i32 {
+        self.report_fd
+    }
+
+    /// The descriptor the host's go-ahead comes on.
+    pub fn control_fd(&self) -> i32 {
+        self.control_fd
+    }
+
+    /// Wait up to `timeout` for the host to say stop: a byte on the control pipe, or its end
+    /// (the host closed it; a guest's VMM types one last byte then). Nothing is consumed.
+    pub fn told_to_stop(&mut self, timeout: std::time::Duration) -> bool {
+        let mut fd = libc::pollfd {
+            fd: self.control_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd; the count says one.
+        let n = unsafe { libc::poll(&mut fd, 1, ms) };
+        n > 0 && fd.revents != 0
+    }
+
     /// Run a kernel in `arena` (see [`Arena::for_spec`]).
     pub fn run_kernel(&mut self, spec: &Spec, arena: &mut Arena) -> Result<Output, Error> {
         let result = isolab_kernels::run(spec, self, arena.bytes());

@@ -155,6 +155,13 @@ impl Backend for Vm {
 
     /// A bare guest has no drivers: its only I/O is the VMM's hypercalls.
     fn supports(&self, _lab: &Lab, kernel: Kernel) -> Result<(), String> {
+        if matches!(kernel, Kernel::ForkBomb | Kernel::MemHog) {
+            return Err(
+                "a bare guest has no OS: no processes to fork, and no memory to run out of but \
+                 the RAM its VMM mapped (vm-linux runs these kernels in a Linux guest)"
+                    .into(),
+            );
+        }
         if kernel.needs_disk() || kernel.needs_network() {
             return Err(
                 "a bare guest has no disk or network driver (vm-linux runs these kernels, with \

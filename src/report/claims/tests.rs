@@ -195,6 +195,60 @@ fn docker_builds(first: [bool; 3], rebuild: [bool; 3]) -> Fixture {
     f
 }
 
+/// One aggressor beside a backend's victim: its name, and the victim's slowdown beside two of
+/// them unlimited and limited (0: the victim did not complete).
+type Beside<'a> = (&'a str, f64, f64);
+
+/// `lab run interference` samples over `rounds` rounds: per backend, its aggressors. The victim
+/// takes 100 ms alone; bombs report forks refused at pids.max, hogs OOM kills.
+fn neighbours(rounds: u32, backends: &[(&str, &[Beside])]) -> Fixture {
+    use crate::results::{Config, Outcome};
+    let mut f = Fixture::new("interference");
+    for round in 0..rounds {
+        for (b, aggressors) in backends {
+            for (config, pick) in [(Config::Unlimited, 0), (Config::Limited, 1)] {
+                let alone = 100_000_000.0 * noise(round);
+                for (a, slow_u, slow_l) in *aggressors {
+                    f.neighbour(
+                        b,
+                        round,
+                        "cpu",
+                        config,
+                        None,
+                        alone as u64,
+                        Outcome::Completed,
+                        &[],
+                    );
+                    let slow = if pick == 0 { *slow_u } else { *slow_l };
+                    let outcome = if slow == 0.0 {
+                        Outcome::Failed {
+                            reason: "instance did not reach done".into(),
+                        }
+                    } else {
+                        Outcome::Completed
+                    };
+                    let facts: &[(&str, &str)] = match *a {
+                        "fork" => &[(info::PIDS_MAX_REFUSED, "900"), (info::FORKS, "127")],
+                        "oom" => &[(info::OOM_KILLS, "2"), (info::HOG_BYTES, "536870912")],
+                        _ => &[],
+                    };
+                    f.neighbour(
+                        b,
+                        round,
+                        "cpu",
+                        config,
+                        Some((a, 2)),
+                        (alone * slow.max(1.0)) as u64,
+                        outcome,
+                        facts,
+                    );
+                }
+            }
+        }
+    }
+    f
+}
+
 fn one(f: &Fixture) -> Vec<Results> {
     vec![f.results()]
 }
@@ -569,6 +623,46 @@ fn cases() -> Vec<Case> {
         case("native (3): five rounds", "native",
             || one(&throughput(5, &[("process", &[("cpu", 1_000_000, "0x1")]), ("container", &[("cpu", 1_300_000, "0x1")])])),
             NoData, &["Too few paired rounds"]),
+        // ---- neighbours
+        case("neighbours: nothing reaches a container or a VM", "neighbours",
+            || one(&neighbours(6, &[
+                ("container", &[("cpu", 1.0, 1.0), ("fork", 1.01, 1.0)]),
+                ("vm-linux", &[("cpu", 1.02, 1.0), ("oom", 1.0, 1.0)]),
+            ])),
+            Supported, &["No neighbour's CPU, fork bomb and memory hog reached the victim"])
+            .not(&["Limits were what held back"])
+            .caveat(&["ran under the lab's own limits in both configurations"]),
+        case("neighbours: a CPU hog held back only by limits", "neighbours",
+            || one(&neighbours(6, &[("container", &[("cpu", 2.0, 1.0)]), ("vm-linux", &[("cpu", 1.9, 1.02)])])),
+            Supported, &["Limits were what held back: CPU"]),
+        case("neighbours: memory bandwidth reaches everyone, limits or not", "neighbours",
+            || one(&neighbours(6, &[("container", &[("mem", 1.5, 1.4)]), ("vm-linux", &[("mem", 1.6, 1.3)])])),
+            NotSupported, &["Every neighbour's memory bandwidth reached the victim in every backend"]),
+        case("neighbours: a hog that kills the victim reaches it", "neighbours",
+            || one(&neighbours(6, &[("container", &[("oom", 0.0, 0.0)])])),
+            NotSupported, &["memory hog"]),
+        case("neighbours: the CPU is held, memory bandwidth is not", "neighbours",
+            || one(&neighbours(6, &[
+                ("container", &[("cpu", 2.0, 1.0), ("mem", 1.5, 1.5)]),
+                ("vm-linux", &[("cpu", 2.0, 1.0), ("mem", 1.5, 1.5)]),
+            ])),
+            Depends, &["did not reach the victim", "CPU", "Its memory bandwidth did, in every backend", "Limits were what held back: CPU"]),
+        case("neighbours: a VM's victim survives a bomb, a container's does not", "neighbours",
+            || one(&neighbours(6, &[("container", &[("fork", 0.0, 1.0), ("oom", 0.0, 0.0)]), ("vm-linux", &[("oom", 1.0, 1.0)])])),
+            Depends, &["reached the victim in some backends and not in others"]),
+        case("neighbours: no interference file", "neighbours",
+            || one(&startup(6, &[("container", 1.0)])),
+            NoData, &["no interference results"]),
+        case("neighbours (3): five rounds call nothing", "neighbours",
+            || one(&neighbours(5, &[("container", &[("cpu", 2.0, 2.0)])])),
+            NoData, &["Too few paired rounds"]),
+        case("neighbours (7): only an emulated machine", "neighbours",
+            || {
+                let mut f = neighbours(6, &[("qemu", &[("cpu", 2.0, 2.0)])]);
+                f.note("qemu", info::EMULATED, "tcg");
+                one(&f)
+            },
+            NoData, &["Only an emulated machine (qemu)"]),
     ]
 }
 
