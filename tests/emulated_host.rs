@@ -35,11 +35,11 @@ mod common;
 mod hosts;
 
 use common::native;
-use hosts::{Check, CheckResult, EmulatedHost, Report};
+use hosts::{Check, CheckResult, EmulatedHost, Report, RESULT_LINE};
 use isolab::results::{Outcome, Results, RunRecord};
 use isolab::workload::{Kernel, Spec};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Backends of the start-up and memory runs: one of each kind.
 const BACKENDS: &str = "process,container,vm,vm-linux,qemu";
@@ -48,20 +48,6 @@ const STARTUP_RUNS: usize = 10;
 /// Rounds of `lab run memory` (one working-set size, no warm-up): the fewest on which the claims
 /// ledger calls a verdict (`report::claims::MIN_PAIRS`).
 const MEMORY_RUNS: usize = isolab::report::claims::MIN_PAIRS;
-/// Lines of a results file are printed with this prefix, to be parsed here.
-const RESULT_LINE: &str = "results-line ";
-
-/// A check that runs `command` and prints each line of the results files it wrote under `dir`.
-fn run_and_print_results(name: &str, timeout_s: u32, command: &str, dir: &str) -> Check {
-    Check::new(
-        name,
-        timeout_s,
-        &format!(
-            "{command}\nstatus=$?\nfor f in {dir}/*/results.jsonl; do sed 's/^/{RESULT_LINE}/' \"$f\"; done\nexit $status\n"
-        ),
-    )
-}
-
 fn checks() -> Vec<Check> {
     vec![
         Check::new("doctor", 120, "lab doctor"),
@@ -73,7 +59,7 @@ fn checks() -> Vec<Check> {
             "lab exec --backend vm-linux --kernel probe",
         ),
         Check::new("qemu-cpu", 240, "lab exec --backend qemu --kernel cpu"),
-        run_and_print_results(
+        Check::printing_results(
             "startup",
             1500,
             &format!(
@@ -82,7 +68,7 @@ fn checks() -> Vec<Check> {
             ),
             "/tmp/startup",
         ),
-        run_and_print_results(
+        Check::printing_results(
             "memory",
             900,
             &format!(
@@ -175,7 +161,7 @@ fn the_lab_on_an_emulated_amd_v_machine() {
     for (check, runs) in [("startup", 1 + STARTUP_RUNS), ("memory", MEMORY_RUNS)] {
         let c = report.check(check);
         ok(c);
-        all_completed(&results_of(c, &work), BACKENDS, runs, check);
+        all_completed(&c.results(&work), BACKENDS, runs, check);
     }
 
     nothing_left_behind(&report);
@@ -207,19 +193,6 @@ fn nothing_left_behind(report: &Report) {
         left.explain()
     );
     assert!(report.powered_off, "the emulated host powered itself off");
-}
-
-/// The results file a check printed, parsed by the lab's own reader.
-fn results_of(check: &CheckResult, work: &Path) -> Results {
-    let lines: Vec<&str> = check
-        .output
-        .iter()
-        .filter_map(|l| l.strip_prefix(RESULT_LINE))
-        .collect();
-    assert!(!lines.is_empty(), "no results printed: {}", check.explain());
-    let path: PathBuf = work.join(format!("{}.jsonl", check.name));
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    Results::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Median of `values` (empty: NaN).
@@ -263,7 +236,7 @@ fn summarise(report: &Report, work: &Path) -> String {
         return s;
     };
     if startup.output.iter().any(|l| l.starts_with(RESULT_LINE)) {
-        let results = results_of(startup, work);
+        let results = startup.results(work);
         // startup_ns by (round, backend), measured rounds only.
         let mut by_round: BTreeMap<u32, BTreeMap<&str, f64>> = BTreeMap::new();
         for r in results.runs.iter().filter(|r| !r.warmup) {
@@ -371,7 +344,7 @@ echo "controllers: $(cat /sys/fs/cgroup/cgroup.controllers)""#,
             ),
         ),
         // The last exercise of each track: yours against the lab's, in one `lab run`.
-        run_and_print_results(
+        Check::printing_results(
             "compare",
             600,
             &format!(
@@ -424,7 +397,7 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
         .output
         .iter()
         .any(|l| l.starts_with(RESULT_LINE))
-        .then(|| results_of(compare, &work));
+        .then(|| compare.results(&work));
     for backend in COMPARE_BACKENDS.split(',') {
         let ms: Vec<f64> = results
             .iter()
@@ -579,7 +552,7 @@ fn v2_checks(who: &str, lab: &str, out: &str) -> Vec<Check> {
     let name = |n: &str| format!("{who}-{n}");
     vec![
         Check::new(&name("doctor"), 120, &format!("{lab} doctor")),
-        run_and_print_results(
+        Check::printing_results(
             &name("startup"),
             900,
             &format!(
@@ -588,7 +561,7 @@ fn v2_checks(who: &str, lab: &str, out: &str) -> Vec<Check> {
             ),
             &format!("{out}/startup"),
         ),
-        run_and_print_results(
+        Check::printing_results(
             &name("memory"),
             900,
             &format!(
@@ -719,7 +692,7 @@ fn cgroup_v2_for_root_and_for_a_student_with_a_delegated_subtree() {
         for (check, runs) in [("startup", 1 + STARTUP_RUNS), ("memory", V2_MEMORY_SAMPLES)] {
             let c = report.check(&format!("{who}-{check}"));
             ok(c);
-            let results = results_of(c, &work);
+            let results = c.results(&work);
             assert!(
                 results.header.environment.cgroup.starts_with("v2"),
                 "{}",
@@ -885,7 +858,7 @@ fn neighbour_checks() -> Vec<Check> {
             "lab exec --backend container --kernel mem-hog --iters 3000 --memory-limit 64; \
              echo \"status=$?\"; true",
         ),
-        run_and_print_results(
+        Check::printing_results(
             "interference",
             2400,
             "lab run interference --backends container,vm-linux --aggressors fork,oom \
@@ -982,7 +955,7 @@ fn neighbours_fail_inside_their_guest_or_their_cgroup_on_an_emulated_amd_v_machi
     // Beside a victim: every victim completed; each failure was stopped where it was.
     let run = report.check("interference");
     ok(run);
-    let results = results_of(run, &work);
+    let results = run.results(&work);
     assert!(results.header.environment.cgroup.starts_with("v2"));
     for r in &results.runs {
         assert_eq!(r.outcome, Outcome::Completed, "{r:?}");

@@ -75,6 +75,9 @@ const QEMU_FIRMWARE: [&str; 5] = [
     "pvh.bin",
 ];
 
+/// The prefix of a results line in a check's output (see [`Check::printing_results`]).
+pub const RESULT_LINE: &str = "results-line ";
+
 /// Why an emulated host could not be built or run.
 #[derive(Debug)]
 pub struct HostError(pub String);
@@ -123,6 +126,19 @@ impl Check {
         self.user = Some(user.into());
         self
     }
+
+    /// A check that runs `command` (a `lab run …` writing under `dir`), then prints each line of
+    /// the results files there with [`RESULT_LINE`] in front, and ends with `command`'s status:
+    /// the host reads them back with [`CheckResult::results`].
+    pub fn printing_results(name: &str, timeout_s: u32, command: &str, dir: &str) -> Check {
+        Check::new(
+            name,
+            timeout_s,
+            &format!(
+                "{command}\nstatus=$?\nfor f in {dir}/*/results.jsonl; do sed 's/^/{RESULT_LINE}/' \"$f\"; done\nexit $status\n"
+            ),
+        )
+    }
 }
 
 /// A user of the emulated host.
@@ -153,6 +169,20 @@ pub struct CheckResult {
 
 impl CheckResult {
     /// Exit status 0.
+    /// The results file a [`Check::printing_results`] check printed, written under `work`
+    /// and read by the lab's own reader.
+    pub fn results(&self, work: &Path) -> isolab::results::Results {
+        let lines: Vec<&str> = self
+            .output
+            .iter()
+            .filter_map(|l| l.strip_prefix(RESULT_LINE))
+            .collect();
+        assert!(!lines.is_empty(), "no results printed: {}", self.explain());
+        let path = work.join(format!("{}.jsonl", self.name));
+        fs::write(&path, lines.join("\n") + "\n").unwrap();
+        isolab::results::Results::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
     pub fn passed(&self) -> bool {
         self.status == Some(0)
     }
