@@ -83,7 +83,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         init_words.push("disk=/dev/vda".into());
     }
     let devices = GuestDevices {
-        block: Some(BlockBacking { path: disk.clone() }),
+        block: Some(BlockBacking {
+            path: disk.clone(),
+            read_only: false,
+        }),
         net: Some(NetBacking { tap, mac: MAC }),
         init_words,
         image: false,

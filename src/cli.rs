@@ -268,6 +268,10 @@ pub struct GuestArgs {
     /// MiB of libraries in the layered image's base layer.
     #[arg(long = "image-mib", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=16_384))]
     pub image_mib: u64,
+    /// VMs on the layered image share one read-only disk of it instead of a copy each (each
+    /// guest still reads it into its own memory).
+    #[arg(long = "shared-disk")]
+    pub shared_disk: bool,
 }
 
 /// Resource limits of every instance. Like `docker run`, isolab sets none unless asked: every

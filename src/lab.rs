@@ -100,6 +100,8 @@ pub struct Lab {
     pub image_spec: Option<ImageSpec>,
     /// That image, built on first use.
     image: OnceLock<Result<Arc<Image>, String>>,
+    /// VMs on the image share one read-only disk of it, instead of a copy each.
+    pub shared_image_disk: bool,
     /// The lab's image as a VM's disk (an ext4 file system), built on first use.
     ext4: OnceLock<Result<Arc<crate::image::ext4::Ext4Image>, String>>,
     /// What backends made for the lab's whole life (a Docker image it built, KSM turned on),
@@ -141,6 +143,7 @@ impl Lab {
             io_disk: OnceLock::new(),
             image_spec: None,
             image: OnceLock::new(),
+            shared_image_disk: false,
             kept: std::sync::Mutex::new(Vec::new()),
             ext4: OnceLock::new(),
             _lifeline: None,
@@ -357,22 +360,32 @@ impl Lab {
         if let Some(disk) = &provisions.disk {
             devices.block = Some(BlockBacking {
                 path: disk.path().to_path_buf(),
+                read_only: false,
             });
             devices.init_words.push(format!("disk={DISK_INSIDE}"));
         } else if let Some(image) = self.image()? {
-            // On the lab's image: a copy of it as the VM's disk, which its /init mounts and
-            // loads the libraries from — into the guest's own page cache.
+            // On the lab's image: a copy of it as the VM's disk — or, asked for, the one
+            // read-only disk every VM shares — which its /init mounts and loads the libraries
+            // from, into the guest's own page cache either way.
             let master = self.image_disk(&image)?;
-            let copy = self.disk_dir()?.copy_of(name, master.path())?;
-            devices.block = Some(BlockBacking {
-                path: copy.path().to_path_buf(),
-            });
+            if self.shared_image_disk {
+                devices.block = Some(BlockBacking {
+                    path: master.path().to_path_buf(),
+                    read_only: true,
+                });
+            } else {
+                let copy = self.disk_dir()?.copy_of(name, master.path())?;
+                devices.block = Some(BlockBacking {
+                    path: copy.path().to_path_buf(),
+                    read_only: false,
+                });
+                provisions.disk = Some(copy);
+            }
             devices.image = true;
             devices.init_words.extend([
                 format!("image={DISK_INSIDE}"),
                 format!("libs=/image{}", crate::image::LIBS_INSIDE),
             ]);
-            provisions.disk = Some(copy);
             provisions.image = Some(image);
         }
         if spec.kernel.needs_network() {

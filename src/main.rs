@@ -368,6 +368,7 @@ fn apply_guest_args(lab: &mut Lab, guest: &GuestArgs) {
     lab.guest_kernel = guest.guest_kernel.clone();
     lab.force = guest.force;
     lab.disk_parent = guest.disk_dir.clone();
+    lab.shared_image_disk = guest.shared_disk;
     lab.image_spec = (guest.image == "layered").then(|| isolab::image::ImageSpec {
         lib_mib: guest.image_mib,
         ..Default::default()

@@ -611,6 +611,9 @@ pub struct ImageRecord {
     pub layers: Vec<(String, u64)>,
     /// MiB of libraries in the base layer.
     pub lib_mib: u64,
+    /// VMs shared one read-only disk of the image (`--shared-disk`) instead of a copy each.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vm_disk_shared: bool,
     /// Docker's build of the layers, then its rebuild after only the top layer changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerBuilds>,

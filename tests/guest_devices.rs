@@ -64,7 +64,10 @@ fn a_kernel_without_virtio_drivers_is_refused_naming_them_and_the_fix() {
     let disk = disk(&temp, 1 << 20);
     for backend in ["vm-linux", "qemu"] {
         let devices = GuestDevices {
-            block: Some(BlockBacking { path: disk.clone() }),
+            block: Some(BlockBacking {
+                path: disk.clone(),
+                read_only: false,
+            }),
             ..Default::default()
         };
         let spec = Spec::default_for(Kernel::Probe);
@@ -99,7 +102,10 @@ fn qemu_gives_the_guest_a_disk_and_a_network_card() {
         let tap = Tap::create("isolab-q0").unwrap();
         tap.set_up().unwrap();
         let devices = GuestDevices {
-            block: Some(BlockBacking { path: disk.clone() }),
+            block: Some(BlockBacking {
+                path: disk.clone(),
+                read_only: false,
+            }),
             net: Some(NetBacking { tap, mac: MAC }),
             init_words: Vec::new(),
             image: false,

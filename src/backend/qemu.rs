@@ -229,9 +229,10 @@ impl Qemu {
             };
             args.push("-drive".into());
             args.push(format!(
-                "id=vda,file={},format=raw,if=none,cache={cache},aio=threads",
+                "id=vda,file={},format=raw,if=none,cache={cache},aio=threads{}",
                 // QEMU's option syntax doubles a comma inside a value.
-                block.path.to_string_lossy().replace(',', ",,")
+                block.path.to_string_lossy().replace(',', ",,"),
+                if block.read_only { ",readonly=on" } else { "" }
             ));
             args.push("-device".into());
             args.push(format!("virtio-blk-device,drive=vda{}", bus(0)));
@@ -647,6 +648,7 @@ mod tests {
         let devices = GuestDevices {
             block: Some(BlockBacking {
                 path: "/var/tmp/a,b.img".into(),
+                read_only: false,
             }),
             ..Default::default()
         };
@@ -677,6 +679,7 @@ mod tests {
         let devices = GuestDevices {
             block: Some(BlockBacking {
                 path: "/d.img".into(),
+                read_only: true,
             }),
             ..Default::default()
         };
@@ -689,6 +692,8 @@ mod tests {
             joined.contains("drive=vda,bus=virtio-mmio-bus.0"),
             "{joined}"
         );
+        // A shared disk is offered read-only.
+        assert!(joined.contains("aio=threads,readonly=on "), "{joined}");
         assert_eq!(
             microvm_cmdline_device(1),
             "virtio_mmio.device=512@0xfeb00200:6"

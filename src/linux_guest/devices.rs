@@ -31,6 +31,9 @@ use std::path::{Path, PathBuf};
 pub struct BlockBacking {
     /// The file (regular, preallocated; its size is the disk's).
     pub path: PathBuf,
+    /// Offered to the guest read-only (`VIRTIO_BLK_F_RO`; QEMU's `readonly=on`): one file
+    /// several guests read, none may write.
+    pub read_only: bool,
 }
 
 /// A network card for the guest: the tap that is its cable, and its Ethernet address.

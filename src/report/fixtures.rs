@@ -378,6 +378,7 @@ impl Fixture {
         self.image = Some(crate::results::ImageRecord {
             layers: vec![("base".into(), 64 << 20), ("app".into(), 30)],
             lib_mib: 64,
+            vm_disk_shared: false,
             docker: docker.map(|(f, r)| crate::results::DockerBuilds {
                 first: build(f),
                 rebuild: build(r),

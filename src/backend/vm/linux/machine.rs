@@ -193,7 +193,8 @@ fn make_devices(
     for (kind, slot) in config.slots() {
         let device: Box<dyn VirtioDevice> = match (kind, &config.block, net) {
             (Kind::Block, Some(b), _) => {
-                let block = Block::open(&b.path).map_err(device_error("open the disk"))?;
+                let block =
+                    Block::open(&b.path, b.read_only).map_err(device_error("open the disk"))?;
                 host.info("disk_bytes", block.capacity_sectors() * 512);
                 host.info("disk_direct_io", block.direct());
                 host.info("disk_block_size", block.block_size());

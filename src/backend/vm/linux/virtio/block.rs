@@ -71,15 +71,17 @@ pub struct Block {
     block_size: u32,
     mem_align: usize,
     direct: bool,
+    read_only: bool,
     id: [u8; ID_BYTES],
 }
 
 impl Block {
-    /// Open `path` for the guest's disk: read-write, `O_DIRECT` where the file system allows.
-    pub fn open(path: &Path) -> Result<Block, VirtioError> {
+    /// Open `path` for the guest's disk: read-write (or read-only, and the guest told so),
+    /// `O_DIRECT` where the file system allows.
+    pub fn open(path: &Path, read_only: bool) -> Result<Block, VirtioError> {
         let open = |direct: bool| {
             let mut o = OpenOptions::new();
-            o.read(true).write(true);
+            o.read(true).write(!read_only);
             if direct {
                 o.custom_flags(libc::O_DIRECT);
             }
@@ -123,6 +125,7 @@ impl Block {
             block_size,
             mem_align: mem_align.max(1),
             direct,
+            read_only,
             id,
         })
     }
@@ -152,6 +155,7 @@ impl Block {
             block_size: self.block_size as u64,
             mem_align: self.mem_align,
             direct: self.direct,
+            read_only: self.read_only,
             id: self.id,
             bounce: AlignedBuf::new(BOUNCE, self.mem_align.max(self.block_size as usize)),
         })
@@ -196,6 +200,9 @@ impl VirtioDevice for Block {
             | 1 << VIRTIO_BLK_F_BLK_SIZE
             // Without SEG_MAX, Linux sends one segment per request: one page at a time.
             | 1 << VIRTIO_BLK_F_SEG_MAX
+            // A read-only disk says so: the guest's block layer then refuses writes itself
+            // (and mounts it read-only); one that writes anyway gets IOERR.
+            | u64::from(self.read_only) << VIRTIO_BLK_F_RO
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
@@ -318,6 +325,7 @@ pub struct Requests {
     block_size: u64,
     mem_align: usize,
     direct: bool,
+    read_only: bool,
     id: [u8; ID_BYTES],
     bounce: AlignedBuf,
 }
@@ -383,6 +391,10 @@ impl Requests {
         match kind {
             VIRTIO_BLK_T_IN | VIRTIO_BLK_T_OUT => {
                 let reading = kind == VIRTIO_BLK_T_IN;
+                // The file is not even open for writing; the guest was told.
+                if !reading && self.read_only {
+                    return Err(Status::IoErr);
+                }
                 // Every data buffer goes the one direction the request type says.
                 if data.iter().any(|d| d.is_write_only() != reading) {
                     return Err(Status::IoErr);
@@ -528,7 +540,7 @@ mod tests {
         f.seek(SeekFrom::Start(3 * SECTOR)).unwrap();
         f.write_all(&[0xab; 512]).unwrap();
         drop(f);
-        let block = Block::open(&path).unwrap();
+        let block = Block::open(&path, false).unwrap();
         (path, block)
     }
 
@@ -615,6 +627,37 @@ mod tests {
         let mut got = [0u8; 512];
         mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
         assert_eq!(got, [0xab; 512]);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// A shared disk is offered read-only: the guest is told (`VIRTIO_BLK_F_RO`), a write is
+    /// refused with IOERR and the file keeps its bytes, and reads still work.
+    #[test]
+    fn a_read_only_disk_says_so_and_refuses_writes() {
+        let (path, writable) = disk("ro");
+        assert_eq!(writable.features() & 1 << VIRTIO_BLK_F_RO, 0);
+        let block = Block::open(&path, true).unwrap();
+        assert_ne!(block.features() & 1 << VIRTIO_BLK_F_RO, 0);
+        let mem = memory();
+        mem.write_slice(&[0x5a; 512], GuestAddress(DATA)).unwrap();
+        header(&mem, VIRTIO_BLK_T_OUT, 3);
+        let chain = [desc(HEADER, 16, N), desc(DATA, 512, N), desc(STATUS, 1, W)];
+        let (_, status) = run(&mem, &block, &chain);
+        assert_eq!(status, VIRTIO_BLK_S_IOERR as u8);
+        header(&mem, VIRTIO_BLK_T_IN, 3);
+        let (used, status) = run(
+            &mem,
+            &block,
+            &[
+                desc(HEADER, 16, N),
+                desc(DATA, 512, N | W),
+                desc(STATUS, 1, W),
+            ],
+        );
+        assert_eq!((used, status), (513, VIRTIO_BLK_S_OK as u8));
+        let mut got = [0u8; 512];
+        mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
+        assert_eq!(got, [0xab; 512], "the refused write changed nothing");
         std::fs::remove_file(path).unwrap();
     }
 
@@ -783,7 +826,7 @@ mod driven {
         let f = File::create(&path).unwrap();
         f.set_len(1 << 20).unwrap();
         drop(f);
-        let block = Block::open(&path).unwrap();
+        let block = Block::open(&path, false).unwrap();
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
         let q = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
