@@ -1,7 +1,7 @@
 //! A disk and a network card for Linux guests: the same virtio devices from `vm-linux` (the
 //! lab's VMM) and `qemu`, found by the guest's kernel as `/dev/vda` and `eth0`.
 //!
-//! Here (nested PVM) only QEMU can boot the guest, by emulation; `tests/emulated_host.rs` boots
+//! Here (nested PVM) only QEMU can boot the guest, by emulation; `tests/emulated/host.rs` boots
 //! both backends with devices on an emulated AMD-V machine. Each test makes its own disk file
 //! (`fallocate`) and its own tap, in a network namespace of a test thread, so the host's
 //! network is never touched.

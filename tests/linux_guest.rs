@@ -6,7 +6,7 @@
 //! linux-image-amd64) — never one `lab kernel build` left in the cache, so the tests boot what CI
 //! provides; `ISOLAB_TEST_KERNEL` overrides it. Without a kernel or QEMU the tests fail with the
 //! reason. The tests of `vm-linux` check what this machine's KVM allows: a full boot with
-//! hardware virtualization, an explained stop on nested PVM; `tests/emulated_host.rs` runs the
+//! hardware virtualization, an explained stop on nested PVM; `tests/emulated/host.rs` runs the
 //! lab on an emulated AMD-V machine too, where `vm-linux` boots fully.
 
 mod common;

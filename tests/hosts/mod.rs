@@ -349,7 +349,9 @@ impl EmulatedHost {
     /// Let the lab give its Linux guests a disk, a network card and the lab's image: the
     /// kernel's configuration and `modules.dep` (how the lab learns which drivers are modules),
     /// the modules the guest's initramfs carries — the ones the lab itself would carry, asked of
-    /// the lab — and `tun` (loaded: taps need `/dev/net/tun`).
+    /// the lab — and `tun` and `veth`, loaded: a VM's tap needs `/dev/net/tun`, a process's or a
+    /// container's link is a veth pair, and this machine has no `modprobe` for the kernel to
+    /// load them on demand as a laptop's does.
     pub fn with_guest_devices(mut self) -> Result<EmulatedHost, HostError> {
         let release = self.release.clone();
         let modules = modules_dir(&release);
@@ -377,8 +379,8 @@ impl EmulatedHost {
         let mke2fs =
             which("mke2fs").ok_or_else(|| HostError("no mke2fs (apt install e2fsprogs)".into()))?;
         self.binaries.push(mke2fs);
-        let tun = self.load_modules(&["drivers/net/tun"])?;
-        self.setup.extend(tun);
+        let links = self.load_modules(&["drivers/net/tun", "drivers/net/veth"])?;
+        self.setup.extend(links);
         Ok(self)
     }
 

@@ -49,7 +49,7 @@
 //! The lab uses ioeventfds (set [`Notify::Exit`] to compare: the exit counts of a run say where
 //! the notifications went). Either way the guest pays one exit per notification; the ioeventfd
 //! spares it the trip through user space and overlaps the device's work with the guest's.
-//! Measured on the emulated AMD-V host (`tests/emulated_devices.rs`, two rounds each): 20 000
+//! Measured on the emulated AMD-V host (`examples/guest_devices.rs` there, two rounds each): 20 000
 //! random 4 KiB reads (`disk-rand`) took 7.3–10.1 s with ioeventfds and 8.6–10.5 s with exits;
 //! `disk-seq`, `net-stream` and `net-rr` differed by less than the rounds did. There every
 //! exit, in KVM or in user space, is emulated and slow alike; on VT-x/AMD-V hardware the return

@@ -25,17 +25,14 @@
 //! `cargo test`; `.ci/run` runs them. Built for release, its lab is the one students run:
 //!
 //! ```text
-//! cargo test [--release] --test emulated_host -- --include-ignored --nocapture
+//! cargo test [--release] --test emulated -- --include-ignored --nocapture host::
 //! ```
 //!
 //! Its figures are printed (and kept in `$TMPDIR/isolab-emulated-host-*/summary.txt`, with the
 //! whole console): absolute times under emulation mean little, ratios between backends something.
 
-mod common;
-mod hosts;
-
-use common::native;
-use hosts::{Check, CheckResult, EmulatedHost, Report, RESULT_LINE};
+use crate::common::native;
+use crate::hosts::{Check, CheckResult, EmulatedHost, Report, RESULT_LINE};
 use isolab::results::{Outcome, Results, RunRecord};
 use isolab::workload::{Kernel, Spec};
 use std::collections::BTreeMap;

@@ -13,12 +13,10 @@
 //! Then that the KSM setting came back and nothing is left (mounts, disks, cgroups).
 //!
 //! ```text
-//! cargo test --release --test emulated_images -- --include-ignored --nocapture
+//! cargo test --release --test emulated -- --include-ignored --nocapture images::
 //! ```
 
-mod hosts;
-
-use hosts::{Check, CheckResult, EmulatedHost, Report};
+use crate::hosts::{Check, CheckResult, EmulatedHost, Report};
 use isolab::report::summary::{density, DensitySeries};
 use std::path::Path;
 

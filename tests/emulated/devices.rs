@@ -11,12 +11,10 @@
 //! side: same checksums everywhere, and the rates compared.
 //!
 //! ```text
-//! cargo test --release --test emulated_devices -- --include-ignored --nocapture
+//! cargo test --release --test emulated -- --include-ignored --nocapture devices::
 //! ```
 
-mod hosts;
-
-use hosts::{Check, CheckResult, EmulatedHost};
+use crate::hosts::{Check, CheckResult, EmulatedHost};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
