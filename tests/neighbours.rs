@@ -88,6 +88,8 @@ fn a_memory_hog_is_killed_in_its_own_cgroup_and_its_workload_reports() {
 /// A bare guest has no OS: no processes to fork, no memory to run out of.
 #[test]
 fn a_vm_without_an_os_refuses_the_kernels_that_need_one() {
+    // A lab holds descriptors while it lives: the other tests count the process's.
+    let _serial = serial();
     let temp = temp_dir("nb-bare");
     let lab = Lab::in_dir(&temp).unwrap();
     let vm = backend::by_name("vm").unwrap();
