@@ -507,6 +507,15 @@ pub fn image_layers(image: &crate::results::ImageRecord) -> Table {
             again.into(),
         ]);
     }
+    // How VMs got the image (only VMs ran on a disk of it, but the note is true either way).
+    t.notes.push(
+        if image.vm_disk_shared {
+            "VMs booted from one read-only ext4 disk of these layers, shared (--shared-disk)."
+        } else {
+            "Each VM booted from a copy of its own of an ext4 disk of these layers."
+        }
+        .into(),
+    );
     if let Some(d) = &image.docker {
         t.notes.push(format!(
             "docker build wrote {} the first time ({}), {} after only the app layer changed ({}).",
@@ -715,6 +724,25 @@ mod tests {
     use super::*;
     use crate::report::fixtures::Fixture;
     use crate::report::summary;
+
+    /// The layers' table says how VMs got the image: a copy each, or one shared read-only disk.
+    #[test]
+    fn the_layers_table_says_how_vms_got_the_image() {
+        let mut image = crate::results::ImageRecord {
+            layers: vec![("base".into(), 64 << 20), ("app".into(), 30)],
+            lib_mib: 64,
+            vm_disk_shared: false,
+            docker: None,
+        };
+        let notes = |i: &crate::results::ImageRecord| image_layers(i).notes.join(" ");
+        assert!(
+            notes(&image).contains("a copy of its own"),
+            "{}",
+            notes(&image)
+        );
+        image.vm_disk_shared = true;
+        assert!(notes(&image).contains("--shared-disk"), "{}", notes(&image));
+    }
 
     #[test]
     fn one_table_three_renderings() {
