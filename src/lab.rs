@@ -636,6 +636,16 @@ impl Provisions {
         }
     }
 
+    /// Give them to `instance`: for a network kernel, the peer's count of the bytes it received
+    /// ([`Provisions::peer_note`]), taken once the instance has ended; and their removal, as
+    /// its last clean-up step.
+    pub fn hand_to(self, lab: &Lab, instance: &mut crate::backend::Instance) {
+        if let Some(note) = self.peer_note(lab) {
+            instance.at_end(note);
+        }
+        instance.clean_up_too(self.removal());
+    }
+
     /// Their removal, as an instance's clean-up step.
     pub fn removal(self) -> Box<dyn FnOnce() + Send> {
         Box::new(move || drop(self))

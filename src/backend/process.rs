@@ -60,7 +60,6 @@ impl Backend for Process {
 
         let pid = spawn_exec(0, &placement, &fds, &exec).map_err(BackendError::sys("clone"))?;
         drop(placement);
-        let peer_note = provisions.peer_note(lab);
         let mut instance = Instance::new(Parts {
             backend: self.name().into(),
             spec: *spec,
@@ -70,11 +69,9 @@ impl Backend for Process {
             ends,
             timeline,
             timeout: lab.timeout,
-            cleanup: vec![provisions.removal()],
+            cleanup: Vec::new(),
         });
-        if let Some(note) = peer_note {
-            instance.at_end(note);
-        }
+        provisions.hand_to(lab, &mut instance);
         Ok(instance)
     }
 }

@@ -236,7 +236,6 @@ impl Backend for Container {
                 spawn_alone(&alone, placement, &plan, &security, &caps, &exec)?
             }
         };
-        let peer_note = provisions.peer_note(lab);
         let image = provisions.image.clone();
         let mut instance = Instance::new(Parts {
             backend: self.name().into(),
@@ -247,11 +246,9 @@ impl Backend for Container {
             ends,
             timeline,
             timeout: lab.timeout,
-            cleanup: vec![provisions.removal()],
+            cleanup: Vec::new(),
         });
-        if let Some(note) = peer_note {
-            instance.at_end(note);
-        }
+        provisions.hand_to(lab, &mut instance);
         // The "image": everything the container's root holds.
         super::note_image(
             &mut instance,

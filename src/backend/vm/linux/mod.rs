@@ -230,12 +230,8 @@ impl Backend for VmLinux {
     /// [`Lab::guest_devices`]); whatever the lab made for it goes when it ends.
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let (devices, provisions) = lab.guest_devices(spec, &lab.next_instance_name())?;
-        let peer_note = provisions.peer_note(lab);
         let mut instance = self.start_with(lab, spec, limits, devices)?;
-        if let Some(note) = peer_note {
-            instance.at_end(note);
-        }
-        instance.clean_up_too(provisions.removal());
+        provisions.hand_to(lab, &mut instance);
         Ok(instance)
     }
 }
