@@ -663,6 +663,20 @@ mod tests {
         RawDescriptor::from(Descriptor::new(addr, len, flags as u16, 0))
     }
 
+    /// Read one 512-byte sector `sector` into guest memory at `at`; (used len, status byte).
+    fn read_sector(mem: &GuestMemoryMmap, block: &Block, sector: u64, at: u64) -> (u32, u8) {
+        header(mem, VIRTIO_BLK_T_IN, sector);
+        run(
+            mem,
+            block,
+            &[
+                desc(HEADER, 16, N),
+                desc(at, 512, N | W),
+                desc(STATUS, 1, W),
+            ],
+        )
+    }
+
     /// Put one chain on a fresh queue, serve it; (used len, status byte).
     fn run(mem: &GuestMemoryMmap, block: &Block, chain: &[RawDescriptor]) -> (u32, u8) {
         let q = MockSplitQueue::create(mem, GuestAddress(0), 16);
@@ -716,16 +730,7 @@ mod tests {
     fn a_read_lands_in_guest_memory() {
         let (path, block) = disk("read");
         let mem = memory();
-        header(&mem, VIRTIO_BLK_T_IN, 3);
-        let (used, status) = run(
-            &mem,
-            &block,
-            &[
-                desc(HEADER, 16, N),
-                desc(DATA, 512, N | W),
-                desc(STATUS, 1, W),
-            ],
-        );
+        let (used, status) = read_sector(&mem, &block, 3, DATA);
         assert_eq!((used, status), (513, VIRTIO_BLK_S_OK as u8));
         let mut got = [0u8; 512];
         mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
@@ -747,16 +752,7 @@ mod tests {
         let chain = [desc(HEADER, 16, N), desc(DATA, 512, N), desc(STATUS, 1, W)];
         let (_, status) = run(&mem, &block, &chain);
         assert_eq!(status, VIRTIO_BLK_S_IOERR as u8);
-        header(&mem, VIRTIO_BLK_T_IN, 3);
-        let (used, status) = run(
-            &mem,
-            &block,
-            &[
-                desc(HEADER, 16, N),
-                desc(DATA, 512, N | W),
-                desc(STATUS, 1, W),
-            ],
-        );
+        let (used, status) = read_sector(&mem, &block, 3, DATA);
         assert_eq!((used, status), (513, VIRTIO_BLK_S_OK as u8));
         let mut got = [0u8; 512];
         mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
@@ -838,16 +834,7 @@ mod tests {
     fn a_misaligned_guest_buffer_is_bounced() {
         let (path, block) = disk("bounce");
         let mem = memory();
-        header(&mem, VIRTIO_BLK_T_IN, 3);
-        let (used, status) = run(
-            &mem,
-            &block,
-            &[
-                desc(HEADER, 16, N),
-                desc(DATA + 3, 512, N | W),
-                desc(STATUS, 1, W),
-            ],
-        );
+        let (used, status) = read_sector(&mem, &block, 3, DATA + 3);
         assert_eq!((used, status), (513, VIRTIO_BLK_S_OK as u8));
         let mut got = [0u8; 512];
         mem.read_slice(&mut got, GuestAddress(DATA + 3)).unwrap();
@@ -893,16 +880,7 @@ mod tests {
         );
         assert_eq!((used, status), (1, VIRTIO_BLK_S_IOERR as u8));
         // A sector number that overflows when turned into bytes.
-        header(&mem, VIRTIO_BLK_T_IN, u64::MAX / 2);
-        let (_, status) = run(
-            &mem,
-            &block,
-            &[
-                desc(HEADER, 16, N),
-                desc(DATA, 512, N | W),
-                desc(STATUS, 1, W),
-            ],
-        );
+        let (_, status) = read_sector(&mem, &block, u64::MAX / 2, DATA);
         assert_eq!(status, VIRTIO_BLK_S_IOERR as u8);
         // A read into a buffer the device may not write.
         header(&mem, VIRTIO_BLK_T_IN, 0);
