@@ -25,6 +25,25 @@ fn in_pid_namespace(temp: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// `lab`, with its work directories under `temp` and its output thrown away, to be given its
+/// arguments and started.
+fn quiet_lab(temp: &Path) -> Command {
+    let mut cmd = Command::new(LAB);
+    cmd.env("TMPDIR", temp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// What `dir` holds (a lab's disks directory: empty once the lab is gone).
+fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
 fn results_in(dir: &Path) -> Results {
     let mut files = Results::read_all(dir).unwrap();
     assert_eq!(files.len(), 1);
@@ -172,7 +191,7 @@ fn leftovers(temp: &Path) -> Vec<(i32, String)> {
 }
 
 fn cpu_forever(temp: &Path, backend: &str) -> Child {
-    Command::new(LAB)
+    quiet_lab(temp)
         .args([
             "exec",
             "--backend",
@@ -182,9 +201,6 @@ fn cpu_forever(temp: &Path, backend: &str) -> Child {
             "--iters",
             "100000000000",
         ])
-        .env("TMPDIR", temp)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap()
 }
@@ -302,7 +318,7 @@ fn the_next_lab_removes_what_a_dead_one_left_and_clean_says_what() {
     let temp = temp_dir("clean");
     let before = HostState::now(&temp);
     // A lab that keeps running throughout.
-    let mut live = Reap(vec![Command::new(LAB)
+    let mut live = Reap(vec![quiet_lab(&temp)
         .args([
             "exec",
             "--backend",
@@ -312,9 +328,6 @@ fn the_next_lab_removes_what_a_dead_one_left_and_clean_says_what() {
             "--hold",
             "600",
         ])
-        .env("TMPDIR", &temp)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap()]);
     let live_ids = {
@@ -508,7 +521,7 @@ fn a_killed_lab_leaves_no_network_namespace_veth_or_disk() {
     let host_before = host_network();
     for backend in ["process", "container", "oci:runc"] {
         for (kernel, size) in [("net-rr", "--iters"), ("disk-rand", "--iters")] {
-            let mut lab = Reap(vec![Command::new(LAB)
+            let mut lab = Reap(vec![quiet_lab(&temp)
                 .args([
                     "exec",
                     "--backend",
@@ -521,9 +534,6 @@ fn a_killed_lab_leaves_no_network_namespace_veth_or_disk() {
                 .args([size, "100000000000"])
                 .arg("--disk-dir")
                 .arg(&disks)
-                .env("TMPDIR", &temp)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
                 .spawn()
                 .unwrap()]);
             let child = &mut lab.0[0];
@@ -536,14 +546,14 @@ fn a_killed_lab_leaves_no_network_namespace_veth_or_disk() {
                     "{backend}: the peer's and the instance's namespaces exist while it runs"
                 );
             } else {
-                let disk_dirs: Vec<_> = std::fs::read_dir(&disks).unwrap().flatten().collect();
+                let disk_dirs = entries(&disks);
                 assert_eq!(disk_dirs.len(), 1, "{backend}: the lab's disk directory");
             }
             kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
             let _ = child.wait();
             let gone = eventually(Duration::from_secs(20), || {
                 held_netns().is_subset(&netns_before)
-                    && std::fs::read_dir(&disks).unwrap().next().is_none()
+                    && entries(&disks).is_empty()
                     && leftovers(&temp).is_empty()
                     && lab_ids(&temp).is_empty()
             });
@@ -551,7 +561,7 @@ fn a_killed_lab_leaves_no_network_namespace_veth_or_disk() {
                 gone,
                 "{backend} {kernel}: left namespaces {:?}, disks {:?}, processes {:?}, labs {ids:?}",
                 held_netns().difference(&netns_before).collect::<Vec<_>>(),
-                std::fs::read_dir(&disks).unwrap().flatten().map(|e| e.path()).collect::<Vec<_>>(),
+                entries(&disks),
                 leftovers(&temp)
             );
             assert_eq!(
@@ -591,7 +601,7 @@ fn a_killed_lab_leaves_no_overlay_image_or_docker_image() {
     );
     let temp = temp_dir("killed-image");
     for backend in ["container", "oci:runc", "docker"] {
-        let mut lab = Reap(vec![Command::new(LAB)
+        let mut lab = Reap(vec![quiet_lab(&temp)
             .args(["exec", "--backend", backend, "--kernel", "cpu"])
             .args([
                 "--iters",
@@ -601,9 +611,6 @@ fn a_killed_lab_leaves_no_overlay_image_or_docker_image() {
                 "--image-mib",
                 "8",
             ])
-            .env("TMPDIR", &temp)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap()]);
         let child = &mut lab.0[0];
@@ -711,15 +718,12 @@ fn a_lab_killed_while_ksm_merges_leaves_the_host_setting_and_no_image_disk() {
         before, "1",
         "this test needs KSM off on the host to see the lab turn it on"
     );
-    let mut lab = Reap(vec![Command::new(LAB)
+    let mut lab = Reap(vec![quiet_lab(&temp)
         .args(["run", "images", "--backends", "qemu", "--max", "4", "--ksm"])
         .args(["--image-mib", "8", "--no-progress", "--out"])
         .arg(&temp)
         .arg("--disk-dir")
         .arg(&disks)
-        .env("TMPDIR", &temp)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap()]);
     let child = &mut lab.0[0];
@@ -735,7 +739,7 @@ fn a_lab_killed_while_ksm_merges_leaves_the_host_setting_and_no_image_disk() {
     let _ = child.wait();
     let gone = eventually(Duration::from_secs(30), || {
         ksm_run() == before
-            && std::fs::read_dir(&disks).unwrap().next().is_none()
+            && entries(&disks).is_empty()
             && leftovers(&temp).is_empty()
             && lab_ids(&temp).is_empty()
     });
@@ -743,11 +747,7 @@ fn a_lab_killed_while_ksm_merges_leaves_the_host_setting_and_no_image_disk() {
         gone,
         "left: KSM run {}, disks {:?}, processes {:?}, labs {:?}",
         ksm_run(),
-        std::fs::read_dir(&disks)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect::<Vec<_>>(),
+        entries(&disks),
         leftovers(&temp),
         lab_ids(&temp)
     );
@@ -781,7 +781,7 @@ fn killed_among_neighbours(name: &str, backends: &str, aggressors: &str, crowd: 
     };
     let before = state(&temp);
     let out = temp.join("out");
-    let mut lab = Reap(vec![Command::new(LAB)
+    let mut lab = Reap(vec![quiet_lab(&temp)
         .args(["run", "interference", "--backends", backends])
         .args(["--aggressors", aggressors, "--max-aggressors", "2"])
         .args(["--runs", "50", "--warmup", "0", "--no-progress"])
@@ -798,9 +798,6 @@ fn killed_among_neighbours(name: &str, backends: &str, aggressors: &str, crowd: 
         .arg(&disks)
         .arg("--out")
         .arg(&out)
-        .env("TMPDIR", &temp)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap()]);
     let child = &mut lab.0[0];
@@ -822,18 +819,14 @@ fn killed_among_neighbours(name: &str, backends: &str, aggressors: &str, crowd: 
         now == before
             && leftovers(&temp).is_empty()
             && instances_of(&ids).is_empty()
-            && std::fs::read_dir(&disks).unwrap().next().is_none()
+            && entries(&disks).is_empty()
     });
     assert!(
         gone,
         "{backends}: left behind {:?} (before: {before:?}), processes {:?}, disks {:?}",
         state(&temp),
         leftovers(&temp),
-        std::fs::read_dir(&disks)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect::<Vec<_>>(),
+        entries(&disks),
     );
     nothing_to_reap(&temp, backends);
     std::fs::remove_dir_all(temp).unwrap();
