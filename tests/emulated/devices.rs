@@ -109,27 +109,16 @@ fn vm_linux_and_qemu_give_a_guest_a_disk_and_a_network_card() {
     let report = host
         .run(&checks())
         .unwrap_or_else(|e| panic!("the emulated host did not run: {e}"));
-    let mut summary = String::new();
-    for c in &report.checks {
-        summary.push_str(&format!(
-            "{} status {:?} in {:.0?}\n",
-            c.name, c.status, c.took
-        ));
-        let keep = [
-            "info exits",
-            "info virtio",
-            "info disk",
-            "checksum",
-            "peer ",
-        ];
-        for l in c
-            .output
-            .iter()
-            .filter(|l| keep.iter().any(|p| l.starts_with(p)))
-        {
-            summary.push_str(&format!("  {l}\n"));
-        }
-    }
+    let keep = [
+        "info exits",
+        "info virtio",
+        "info disk",
+        "checksum",
+        "peer ",
+    ];
+    let mut summary = report.summary("emulated host (devices)", |l| {
+        keep.iter().any(|p| l.starts_with(p))
+    });
     let throughput = report.check("throughput");
     let results = throughput.results(&work);
     let rows = isolab::report::summary::throughput(&results);
@@ -191,13 +180,7 @@ fn vm_linux_and_qemu_give_a_guest_a_disk_and_a_network_card() {
         "{}",
         exit.explain()
     );
-    let left = report.check("left-behind");
-    assert!(
-        left.output.iter().all(|l| l.trim().is_empty()),
-        "left behind: {}",
-        left.explain()
-    );
-    assert!(report.powered_off, "the emulated host powered itself off");
+    report.assert_nothing_left_behind();
     std::fs::remove_dir_all(&work).unwrap();
 }
 

@@ -161,7 +161,7 @@ fn the_lab_on_an_emulated_amd_v_machine() {
         all_completed(&c.results(&work), BACKENDS, runs, check);
     }
 
-    nothing_left_behind(&report);
+    report.assert_nothing_left_behind();
     std::fs::remove_dir_all(&work).unwrap();
 }
 
@@ -180,18 +180,6 @@ fn all_completed(results: &Results, backends: &str, runs: usize, check: &str) {
     }
 }
 
-/// The `left-behind` check printed nothing, and the machine powered itself off.
-fn nothing_left_behind(report: &Report) {
-    let left = report.check("left-behind");
-    assert!(left.passed(), "{}", left.explain());
-    assert!(
-        left.output.iter().all(|l| l.trim().is_empty()),
-        "left behind: {}",
-        left.explain()
-    );
-    assert!(report.powered_off, "the emulated host powered itself off");
-}
-
 /// Median of `values` (empty: NaN).
 fn median(mut values: Vec<f64>) -> f64 {
     if values.is_empty() {
@@ -206,29 +194,11 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// The boots and each check's status and time, with the lines of its output that `keep` picks.
-fn boots_and_checks(report: &Report, title: &str, keep: impl Fn(&str) -> bool) -> String {
-    let mut s = format!(
-        "{title}: {} boot(s), {} retried; up in {:.0} s; whole run {:.0} s\n",
-        report.boots, report.retries, report.boot_s, report.total_s
-    );
-    for c in &report.checks {
-        s.push_str(&format!(
-            "  {:<24} status {:?} in {:.0?}\n",
-            c.name, c.status, c.took
-        ));
-        for line in c.output.iter().filter(|l| keep(l)) {
-            s.push_str(&format!("  {}| {}\n", c.name, line.trim()));
-        }
-    }
-    s
-}
-
 /// The figures of the run, for the log: boots and retries, each check's time, and from the
 /// start-up results the medians and the paired ratios of start-up (spawn → ready) and the exits
 /// of a Linux boot; the claims the lab printed.
 fn summarise(report: &Report, work: &Path) -> String {
-    let mut s = boots_and_checks(report, "emulated host", |_| false);
+    let mut s = report.summary("emulated host", |_| false);
     let Some(startup) = report.checks.iter().find(|c| c.name == "startup") else {
         return s;
     };
@@ -377,7 +347,7 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
     let report = host
         .run(&exercise_checks())
         .unwrap_or_else(|e| panic!("the emulated host did not run: {e}"));
-    let mut summary = boots_and_checks(&report, "emulated host (exercises)", |l| {
+    let mut summary = report.summary("emulated host (exercises)", |l| {
         [
             "vendor_id",
             "/sys/module",
@@ -491,7 +461,7 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
     let results = results.expect("the comparison printed its results");
     all_completed(&results, COMPARE_BACKENDS, 1 + COMPARE_RUNS, "compare");
 
-    nothing_left_behind(&report);
+    report.assert_nothing_left_behind();
     std::fs::remove_dir_all(&work).unwrap();
 }
 
@@ -662,7 +632,7 @@ fn cgroup_v2_for_root_and_for_a_student_with_a_delegated_subtree() {
     let report = host
         .run(&v2_all_checks())
         .unwrap_or_else(|e| panic!("the emulated host did not run: {e}"));
-    let mut summary = boots_and_checks(&report, "emulated host (cgroup v2)", |_| false);
+    let mut summary = report.summary("emulated host (cgroup v2)", |_| false);
     let ok = |c: &CheckResult| assert!(c.passed(), "{}", c.explain());
     for who in ["root", "student"] {
         let doctor = report.check(&format!("{who}-doctor"));
@@ -796,7 +766,7 @@ fn cgroup_v2_for_root_and_for_a_student_with_a_delegated_subtree() {
     ok(report.check("student-clean"));
     eprintln!("{summary}");
     std::fs::write(work.join("summary.txt"), &summary).unwrap();
-    nothing_left_behind(&report);
+    report.assert_nothing_left_behind();
     std::fs::remove_dir_all(&work).unwrap();
 }
 
@@ -890,7 +860,7 @@ fn neighbours_fail_inside_their_guest_or_their_cgroup_on_an_emulated_amd_v_machi
         .iter()
         .any(|k| l.trim_start().starts_with(k))
     };
-    let mut summary = boots_and_checks(&report, "emulated host (neighbours)", keep);
+    let mut summary = report.summary("emulated host (neighbours)", keep);
     let ok = |c: &CheckResult| assert!(c.passed(), "{}", c.explain());
     let num = |c: &CheckResult, key: &str| -> u64 {
         exec_fact(c, key)
@@ -987,6 +957,6 @@ fn neighbours_fail_inside_their_guest_or_their_cgroup_on_an_emulated_amd_v_machi
     }
     eprintln!("{summary}");
     std::fs::write(work.join("summary.txt"), &summary).unwrap();
-    nothing_left_behind(&report);
+    report.assert_nothing_left_behind();
     std::fs::remove_dir_all(&work).unwrap();
 }

@@ -91,16 +91,7 @@ fn per_instance_mib(d: &DensitySeries) -> f64 {
 }
 
 fn summarise(report: &Report, plain: &[DensitySeries], ksm: &[DensitySeries]) -> String {
-    let mut s = format!(
-        "emulated host: {} boot(s), {} retried; up in {:.0} s; whole run {:.0} s\n",
-        report.boots, report.retries, report.boot_s, report.total_s
-    );
-    for c in &report.checks {
-        s.push_str(&format!(
-            "  {:<12} status {:?} in {:.0?}\n",
-            c.name, c.status, c.took
-        ));
-    }
+    let mut s = report.summary("emulated host (images)", |_| false);
     for (title, series) in [("KSM off", plain), ("--ksm", ksm)] {
         for d in series {
             let top = d.top();
@@ -177,13 +168,6 @@ fn n_instances_of_one_image_on_an_emulated_amd_v_machine_with_and_without_ksm() 
         report.check("ksm-after").text().trim(),
         "KSM's run setting came back"
     );
-    let left = report.check("left-behind");
-    ok(left);
-    assert!(
-        left.output.iter().all(|l| l.trim().is_empty()),
-        "left behind: {}",
-        left.explain()
-    );
-    assert!(report.powered_off, "the emulated host powered itself off");
+    report.assert_nothing_left_behind();
     std::fs::remove_dir_all(&work).unwrap();
 }

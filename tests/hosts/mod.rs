@@ -249,6 +249,37 @@ impl Report {
                 )
             })
     }
+
+    /// For the log: the boots and retries, each check's status and time, and the lines of its
+    /// output that `keep` picks.
+    pub fn summary(&self, title: &str, keep: impl Fn(&str) -> bool) -> String {
+        let mut s = format!(
+            "{title}: {} boot(s), {} retried; up in {:.0} s; whole run {:.0} s\n",
+            self.boots, self.retries, self.boot_s, self.total_s
+        );
+        for c in &self.checks {
+            s.push_str(&format!(
+                "  {:<24} status {:?} in {:.0?}\n",
+                c.name, c.status, c.took
+            ));
+            for line in c.output.iter().filter(|l| keep(l)) {
+                s.push_str(&format!("  {}| {}\n", c.name, line.trim()));
+            }
+        }
+        s
+    }
+
+    /// The `left-behind` check passed and printed nothing, and the machine powered itself off.
+    pub fn assert_nothing_left_behind(&self) {
+        let left = self.check("left-behind");
+        assert!(left.passed(), "{}", left.explain());
+        assert!(
+            left.output.iter().all(|l| l.trim().is_empty()),
+            "left behind: {}",
+            left.explain()
+        );
+        assert!(self.powered_off, "the emulated host powered itself off");
+    }
 }
 
 /// An emulated machine with AMD-V, ready to boot.
