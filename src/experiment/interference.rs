@@ -446,12 +446,7 @@ pub fn run(
     if selection.backends.is_empty() {
         return Err(ExperimentError::KernelUnsupported {
             kernel: "any victim beside these aggressors".into(),
-            why: selection
-                .skipped
-                .iter()
-                .map(|s| format!("{}: {}", s.backend, s.reason))
-                .collect::<Vec<_>>()
-                .join("; "),
+            why: selection.why_skipped(),
         });
     }
     let recorded = Recorded {

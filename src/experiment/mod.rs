@@ -181,6 +181,17 @@ pub struct Selection {
     pub skipped: Vec<Skipped>,
 }
 
+impl Selection {
+    /// Every backend left out and why, in one line: what a run that can run nothing says.
+    pub fn why_skipped(&self) -> String {
+        self.skipped
+            .iter()
+            .map(|s| format!("{}: {}", s.backend, s.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// Refuse `what` when the lab has no usable cgroups (see [`Lab::cgroup_problem`]): memory
 /// figures and limits come from cgroups, and a run without them would show zeros or run
 /// unlimited. The error says why there are none and the command that fixes it.
@@ -498,12 +509,7 @@ pub fn every_backend(
         {
             return Err(ExperimentError::KernelUnsupported {
                 kernel: spec.kernel.to_string(),
-                why: selection
-                    .skipped
-                    .iter()
-                    .map(|s| format!("{}: {}", s.backend, s.reason))
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                why: selection.why_skipped(),
             });
         }
     }
