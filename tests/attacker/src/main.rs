@@ -1,4 +1,4 @@
-//! `isolab-attacker`: the adversary of isolab's security tests (`tests/security.rs`).
+//! `isolab-attacker`: the adversary of isolab's security tests (`tests/security/`).
 //!
 //! A lab that teaches isolation must not itself be the hole. The tests put this program where
 //! an attacker's code would be and check that each attack fails:

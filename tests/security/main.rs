@@ -16,6 +16,7 @@
 //! The attacks on what the lab reads and writes — a report file planted as a link to a host
 //! file, `/dev/zero` or a huge file as answers and results — are in `tests/bounds.rs`.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use common::{serial, temp_dir, User};
