@@ -258,7 +258,8 @@ pub struct GuestArgs {
     /// see how far they get.
     #[arg(long)]
     pub force: bool,
-    /// Where the disk kernels' disks go: a directory on a disk (not a tmpfs).
+    /// Where the disk kernels' disks go: a directory on a disk (not a tmpfs) that no other user
+    /// may change (root's or yours, and sticky where others may write, as /var/tmp is).
     #[arg(long = "disk-dir", value_name = "DIR", default_value = isolab::disks::DEFAULT_PARENT)]
     pub disk_dir: PathBuf,
     /// What instances run on: `minimal` (a root holding only the workload) or `layered` (the

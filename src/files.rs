@@ -302,7 +302,7 @@ impl OutDir {
 }
 
 /// 64 bits from the kernel's random source (the clock and the PID where there is none).
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     // SAFETY: getrandom writes at most `bytes.len()` bytes into a valid buffer.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };

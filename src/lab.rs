@@ -19,7 +19,7 @@
 use crate::backend::container::profile::{Profile, Security};
 use crate::backend::container::seccomp::SeccompError;
 use crate::cgroup::{CgroupError, Hierarchy};
-use crate::disks::{Disk, DiskDir, DiskError};
+use crate::disks::{Disk, DiskDir, DiskError, Parent};
 use crate::image::{Image, ImageSpec};
 use crate::network::{Link, Network};
 use crate::ownership::{self, Ledger, Owned, OwnershipError, Resource};
@@ -56,6 +56,9 @@ pub enum LabError {
     /// The lab's network could not be built.
     #[error("{0}")]
     Network(String),
+    /// The lab's directory of disks could not be made.
+    #[error("{0}")]
+    DiskDir(String),
     /// The lab's image could not be built.
     #[error("the lab's image: {0}")]
     Image(String),
@@ -285,21 +288,17 @@ impl Lab {
         )?))
     }
 
-    /// The lab's directory of disks, made (and claimed) on first use.
+    /// The lab's directory of disks, made (and claimed) on first use, in a `--disk-dir` found
+    /// safe from other users (see [`crate::disks`]).
     fn disk_dir(&self) -> Result<&DiskDir, LabError> {
         let dir = self
             .disks
             .get_or_init(|| {
-                let path = self.disk_parent.join(format!("isolab-{}", self.id()));
-                let claim = self
-                    .ledger
-                    .claim(Resource::Dir { path: path.clone() })
-                    .map_err(|e| e.to_string())?;
-                let dir = DiskDir::make(path).map_err(|e| e.to_string())?;
-                Ok((dir, claim))
+                let parent = Parent::open(&self.disk_parent).map_err(|e| e.to_string())?;
+                DiskDir::make(&parent, &self.ledger).map_err(|e| e.to_string())
             })
             .as_ref()
-            .map_err(|why| LabError::Image(why.clone()))?;
+            .map_err(|why| LabError::DiskDir(why.clone()))?;
         Ok(&dir.0)
     }
 
@@ -310,7 +309,8 @@ impl Lab {
                 let dir = self.disk_dir().map_err(|e| e.to_string())?;
                 let view = self.workdir.join("image-view");
                 fs::create_dir_all(&view).map_err(|e| e.to_string())?;
-                crate::image::ext4::Ext4Image::build(image, &view, &dir.path().join("image.ext4"))
+                let file = dir.new_file(IMAGE_DISK).map_err(|e| e.to_string())?;
+                crate::image::ext4::Ext4Image::build(image, &view, &file)
                     .map(Arc::new)
                     .map_err(|e| e.to_string())
             })
@@ -374,7 +374,7 @@ impl Lab {
                     read_only: true,
                 });
             } else {
-                let copy = self.disk_dir()?.copy_of(name, master.path())?;
+                let copy = self.disk_dir()?.copy_of(name, IMAGE_DISK)?;
                 devices.block = Some(BlockBacking {
                     path: copy.path().to_path_buf(),
                     read_only: false,
@@ -581,6 +581,8 @@ impl Drop for Lab {
 pub const SCRATCH_INSIDE: &str = "/scratch";
 /// Where a container or a VM finds its disk.
 pub const DISK_INSIDE: &str = "/dev/vda";
+/// The lab's image as a VM's disk, in the disk directory.
+const IMAGE_DISK: &str = "image.ext4";
 
 /// What the lab gives one instance besides its processes, by the kernel it runs: a scratch
 /// directory (`io`), a disk (`disk-*`), a link to the peer (`net-*`). Each goes when dropped.

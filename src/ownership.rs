@@ -84,6 +84,14 @@ pub enum Resource {
         /// The directory.
         path: PathBuf,
     },
+    /// The lab's directory of disks, `isolab-<id>-<random>` in `--disk-dir`, and the files in
+    /// it. Removed only while it is the lab's — a directory, not a link, of the lab's user, mode
+    /// 0700 — without following any link in it ([`crate::disks::remove_dir`]): the disk
+    /// directory may be shared with other users.
+    DiskDir {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A cgroup directory and everything below it. Removed by killing every process inside,
     /// then removing the directories, deepest first.
     Cgroup {
@@ -155,6 +163,7 @@ impl Resource {
     pub fn remove(&self) -> Result<Vec<String>, String> {
         match self {
             Resource::Dir { path } => remove_dir_tree(path),
+            Resource::DiskDir { path } => crate::disks::remove_dir(path),
             Resource::Cgroup { path } => cgroup::remove_tree(path),
             Resource::CgroupEverywhere { relative } => cgroup::remove_everywhere(relative),
             Resource::OciContainer {
@@ -195,6 +204,9 @@ impl Resource {
         let absolute = |p: &Path| p.is_absolute() && !p.components().any(|c| c.as_os_str() == "..");
         match self {
             Resource::Dir { path } => absolute(path) && last(path) == format!("isolab-{id}"),
+            Resource::DiskDir { path } => {
+                absolute(path) && last(path).starts_with(&format!("isolab-{id}-"))
+            }
             Resource::Cgroup { path } => {
                 absolute(path)
                     && (last(path) == id || last(path) == format!("lab-{id}"))
@@ -497,6 +509,13 @@ impl Owned {
     /// the lab is still in) stays claimed, for the next lab to reap once this one has gone.
     pub fn release(mut self) -> Result<Vec<String>, String> {
         self.release_now()
+    }
+
+    /// The resource was never made (its name turned out to be taken): strike the claim and
+    /// remove nothing — what has the name is someone else's.
+    pub fn unmade(mut self) {
+        self.released = true;
+        self.ledger.release(self.n);
     }
 
     fn release_now(&mut self) -> Result<Vec<String>, String> {

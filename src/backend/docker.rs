@@ -439,6 +439,8 @@ impl Docker {
                 dir.path().display()
             ));
         }
+        // The daemon resolves the disk's path itself: safe because no user but root (and the
+        // lab's) may change a directory on it (`crate::disks`, "Paths others open").
         if let Some(disk) = &provisions.disk {
             args.push(format!(
                 "--mount=type=bind,source={},target={DISK_INSIDE}",

@@ -470,6 +470,8 @@ impl Shared {
         use std::os::fd::{AsFd, AsRawFd};
         Shared {
             scratch: p.scratch.as_ref().map(|s| s.path().to_path_buf()),
+            // The runtime binds the disk by its path: safe because no user but root (and the
+            // lab's) may change a directory on it (`crate::disks`, "Paths others open").
             disk: p.disk.as_ref().map(|d| d.path().to_path_buf()),
             netns: p.link.as_ref().map(|l| {
                 PathBuf::from(format!(

@@ -221,6 +221,8 @@ impl Qemu {
                 String::new()
             }
         };
+        // QEMU opens the disk by its path, as root: safe because no user but root (and the
+        // lab's) may change a directory on it (`crate::disks`, "Paths others open").
         if let Some(block) = &devices.block {
             let cache = if linux_guest::devices::direct_io_works(&block.path) {
                 "none"

@@ -7,7 +7,7 @@
 //! cache, inside its own guest memory.
 
 use super::overlay::Mounted;
-use super::{io_err, Image, ImageError};
+use super::{Image, ImageError};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,12 +64,6 @@ impl Ext4Image {
     /// The image file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// A copy for one VM at `to`.
-    pub fn copy_to(&self, to: &Path) -> Result<PathBuf, ImageError> {
-        fs::copy(&self.path, to).map_err(io_err("copy the disk image to", to))?;
-        Ok(to.to_path_buf())
     }
 }
 

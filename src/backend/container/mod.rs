@@ -178,6 +178,8 @@ impl Backend for Container {
                 if let Some(s) = &provisions.scratch {
                     attach.push((detached_tree(s.path())?, c"/scratch"));
                 }
+                // The disk is bound by its path, which no user but root (and the lab's) may
+                // change (`crate::disks`, "Paths others open").
                 if let Some(d) = &provisions.disk {
                     attach.push((detached_tree(d.path())?, c"/dev/vda"));
                 }

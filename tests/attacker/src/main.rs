@@ -10,7 +10,7 @@
 //!   waits for the host's go-ahead — so the test can look at the host while it still runs;
 //! * **as an ordinary user on the host**: `whoami` (run as a setuid copy: did it give root?),
 //!   `open PATH` (a device node planted from inside), `plant DIR` (symbolic links where the lab
-//!   will write).
+//!   will write), `race-disk` and `plant-disk` (the disk directory: see `diskdir.rs`).
 //!
 //! Escapes tried from inside a container:
 //!
@@ -25,6 +25,8 @@
 //! | `attack.cgroupfs`   | mount cgroup2: write the host's limits from inside                      |
 //! | `attack.uid_map`    | who the container's root is on the host                                 |
 //! | `attack.running_from` | where it runs from: a copy, so `/workload` is not busy              |
+
+mod diskdir;
 
 use isolab_kernels::wire::{self, Line};
 use std::ffi::CString;
@@ -60,6 +62,10 @@ fn main() {
         ["plant", dir] => {
             let (planted, errno) = plant(dir);
             println!("planted={planted} errno={errno}");
+        }
+        ["race-disk", dir, victim] => diskdir::race(dir, victim),
+        ["plant-disk", dir, tmp, first, count] => {
+            diskdir::plant(dir, tmp, first.parse().unwrap(), count.parse().unwrap())
         }
         _ => inside(&args),
     }

@@ -193,6 +193,8 @@ fn make_devices(
     for (kind, slot) in config.slots() {
         let device: Box<dyn VirtioDevice> = match (kind, &config.block, net) {
             (Kind::Block, Some(b), _) => {
+                // By path, in the VMM child: safe because no user but root (and the lab's) may
+                // change a directory on it (`crate::disks`, "Paths others open").
                 let block =
                     Block::open(&b.path, b.read_only).map_err(device_error("open the disk"))?;
                 host.info("disk_bytes", block.capacity_sectors() * 512);
