@@ -18,9 +18,10 @@
 //! cost of one crossing. The other two use flat sampling: each iteration is expensive already.
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode};
-use isolab::backend::{self, Availability, Backend, Limits, Outcome, Run};
-use isolab::lab::Lab;
-use isolab::workload::{Kernel, Spec};
+use isolab_backends as backend;
+use isolab_backends::lab::Lab;
+use isolab_backends::{Availability, Backend, Limits, Outcome, Run};
+use isolab_payload::{Kernel, Spec};
 use std::time::Duration;
 
 /// Run one instance to completion; a failure ends the benchmark with the reason.

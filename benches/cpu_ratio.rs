@@ -11,11 +11,12 @@
 //! first and are left out), `ISOLAB_CPU_ITERS` the kernel's iterations (default: the kernel's
 //! default, about 35 ms of work).
 
-use isolab::backend::{self, Availability, Backend, Limits, Outcome};
-use isolab::lab::Lab;
-use isolab::measure::stats::Summary;
-use isolab::workload::{Kernel, Spec};
+use isolab_backends as backend;
+use isolab_backends::lab::Lab;
+use isolab_backends::{Availability, Backend, Limits, Outcome};
+use isolab_host::stats::Summary;
 use isolab_kernels::rng::Rng;
+use isolab_payload::{Kernel, Spec};
 
 const WARMUP: usize = 3;
 

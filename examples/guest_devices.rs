@@ -15,16 +15,16 @@
 //! completed (and, for `probe`, the guest saw `/dev/vda` and `eth0`); otherwise it prints the
 //! end of the guest's console (`GUEST_VERBOSE=1`: every kernel message).
 
-use isolab::backend::qemu::Qemu;
-use isolab::backend::vm::linux::VmLinux;
-use isolab::backend::Limits;
-use isolab::lab::Lab;
-use isolab::linux_guest::devices::{BlockBacking, GuestDevices, NetBacking};
-use isolab::network::netlink::Rtnl;
-use isolab::network::tap::Tap;
-use isolab::network::{addresses, Network, PREFIX};
-use isolab::results::Outcome;
-use isolab::workload::{Kernel, Spec};
+use isolab_backends::lab::Lab;
+use isolab_backends::qemu::Qemu;
+use isolab_backends::vm_linux::VmLinux;
+use isolab_backends::Limits;
+use isolab_linux_guest::devices::{BlockBacking, GuestDevices, NetBacking};
+use isolab_payload::{Kernel, Spec};
+use isolab_resources::network::netlink::Rtnl;
+use isolab_resources::network::tap::Tap;
+use isolab_resources::network::{addresses, Network, PREFIX};
+use isolab_results::Outcome;
 use std::error::Error;
 use std::os::fd::AsRawFd;
 

@@ -1,9 +1,9 @@
 //! The command line, one enum variant per command.
 
 use clap::{Args, Parser, Subcommand};
-use isolab::cgroup;
-use isolab::experiment::plan::{self, DensityOptions, Which};
-use isolab::experiment::{interference, throughput, ExperimentError};
+use isolab_experiments::plan::{DensityOptions, Which};
+use isolab_experiments::{interference, plan, throughput, ExperimentError};
+use isolab_resources::cgroup;
 use std::path::PathBuf;
 
 /// The largest size in MiB any option takes (1 TiB): sizes are turned into bytes, and a number
@@ -180,7 +180,7 @@ pub struct InterferenceArgs {
     #[arg(long, value_delimiter = ',')]
     pub kernels: Option<Vec<String>>,
     /// The most aggressors beside one victim: 1, 2, 4, … up to this many.
-    #[arg(long = "max-aggressors", default_value_t = isolab::experiment::interference::DEFAULT_MAX_AGGRESSORS, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long = "max-aggressors", default_value_t = isolab_experiments::interference::DEFAULT_MAX_AGGRESSORS, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_aggressors: u32,
 }
 
@@ -260,7 +260,7 @@ pub struct GuestArgs {
     pub force: bool,
     /// Where the disk kernels' disks go: a directory on a disk (not a tmpfs) that no other user
     /// may change (root's or yours, and sticky where others may write, as /var/tmp is).
-    #[arg(long = "disk-dir", value_name = "DIR", default_value = isolab::disks::DEFAULT_PARENT)]
+    #[arg(long = "disk-dir", value_name = "DIR", default_value = isolab_resources::disks::DEFAULT_PARENT)]
     pub disk_dir: PathBuf,
     /// What instances run on: `minimal` (a root holding only the workload) or `layered` (the
     /// lab's two-layer image with libraries the workload loads at start; see lab run images).
@@ -289,7 +289,7 @@ pub struct LimitArgs {
     #[arg(long = "cpu-limit", value_parser = |s: &str| {
         s.parse::<f64>()
             .map_err(|e| format!("{e}"))
-            .and_then(|c| cgroup::check_cpus(c, isolab::host::cpu_count()))
+            .and_then(|c| cgroup::check_cpus(c, isolab_host::facts::cpu_count()))
     })]
     pub cpus: Option<f64>,
     /// Disk bandwidth per instance, in MiB/s for reads and for writes each, on the disk that
@@ -396,7 +396,7 @@ impl Experiment {
                     max: i.max,
                     reserve_bytes: None,
                     idle_window: std::time::Duration::from_millis(i.idle_window_ms),
-                    images: Some(isolab::experiment::density::ImagesOptions { ksm: i.ksm }),
+                    images: Some(isolab_experiments::density::ImagesOptions { ksm: i.ksm }),
                 });
                 let mut common = i.common;
                 // The experiment is about the layered image, whatever --image says.
@@ -444,20 +444,20 @@ impl Experiment {
 
 impl CheckArgs {
     /// Where the exercises are and how to check them.
-    pub fn options(&self) -> isolab::labs::Options {
-        isolab::labs::Options {
+    pub fn options(&self) -> isolab_exercises::Options {
+        isolab_exercises::Options {
             crate_dir: self.crate_dir.clone(),
             program: self.program.clone(),
             answers: self.answers.clone(),
             timeout: std::time::Duration::from_secs(self.timeout),
-            ..isolab::labs::Options::new(self.labs.clone())
+            ..isolab_exercises::Options::new(self.labs.clone())
         }
     }
 }
 
 impl LimitArgs {
     /// The limits, checked.
-    pub fn checked(&self) -> Result<isolab::backend::Limits, ExperimentError> {
+    pub fn checked(&self) -> Result<isolab_backends::Limits, ExperimentError> {
         plan::limits(self.memory_mib, self.pids, self.cpus, self.io_mib)
     }
 }
@@ -466,7 +466,7 @@ impl LimitArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
-    use isolab::experiment::{interference, isolation, memory, startup, throughput};
+    use isolab_experiments::{interference, isolation, memory, startup, throughput};
 
     #[test]
     fn the_help_states_each_experiments_own_defaults() {

@@ -1,8 +1,10 @@
 //! `lab doctor`: what this machine can do, what it cannot, and the command that fixes it.
 
-use crate::backend::{self, Availability};
-use crate::host::{self, KvmKind, Underneath};
-use crate::lab::Lab;
+use isolab_backends as backend;
+use isolab_backends::lab::Lab;
+use isolab_backends::Availability;
+use isolab_host::facts as host;
+use isolab_host::facts::{KvmKind, Underneath};
 use std::fmt;
 
 /// How a check came out.
@@ -86,10 +88,10 @@ pub fn checks(lab: &Lab) -> Vec<Check> {
 
 /// Which Linux-guest backends will work here, and with which kernel.
 fn linux_guests(lab: &Lab) -> Vec<Check> {
-    use crate::backend::qemu::{qemu_path, Accel};
-    use crate::backend::vm::linux::kvm_problem;
+    use isolab_backends::qemu::{qemu_path, Accel};
+    use isolab_vmm::linux::kvm_problem;
     let mut out = Vec::new();
-    match crate::linux_guest::kernel::find(lab.guest_kernel.as_deref()) {
+    match isolab_linux_guest::kernel::find(lab.guest_kernel.as_deref()) {
         Ok(image) => out.push(Check::new("guest kern", Status::Ok, image.describe())),
         Err(e) => out.push(
             Check::new("guest kern", Status::Warn, e.to_string())
@@ -135,8 +137,8 @@ fn privilege() -> Check {
 
 /// Where the disk kernels' disks go, and whether one of the default size fits there.
 fn disks(lab: &Lab) -> Check {
-    let bytes = crate::workload::Spec::default_for(crate::workload::Kernel::DiskSeq).disk_bytes();
-    match crate::disks::check(&lab.disk_parent, bytes) {
+    let bytes = isolab_payload::Spec::default_for(isolab_payload::Kernel::DiskSeq).disk_bytes();
+    match isolab_resources::disks::check(&lab.disk_parent, bytes) {
         Ok(()) => Check::new(
             "disks",
             Status::Ok,
@@ -172,7 +174,7 @@ fn network() -> Check {
 
 /// Who a container's root is on the host: what a way out of it would be worth.
 fn container_root() -> Check {
-    use crate::backend::container::namespaces::mapped_root_refused;
+    use isolab_container::namespaces::mapped_root_refused;
     const NAME: &str = "root inside";
     if !nix::unistd::geteuid().is_root() {
         return Check::new(
@@ -242,7 +244,7 @@ fn cgroups(lab: &Lab) -> Check {
     // Try it: make and remove one cgroup with a memory limit.
     let probe = h.create(
         &lab.next_instance_name(),
-        &crate::cgroup::Limits {
+        &isolab_resources::cgroup::Limits {
             memory_bytes: Some(64 << 20),
             ..Default::default()
         },

@@ -4,17 +4,20 @@
 //! SIGTERM (143) or SIGHUP (129), 141 when the reader of standard output went away.
 
 mod cli;
+mod doctor;
 
 use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, CommonArgs, ExecArgs, Experiment, GuestArgs, KernelCommand};
-use isolab::backend::{self, Availability};
-use isolab::experiment::{self, ExperimentError};
-use isolab::interrupt;
-use isolab::lab::Lab;
-use isolab::report;
-use isolab::results::Results;
-use isolab::workload::Kernel;
+use isolab_backends as backend;
+use isolab_backends::lab::Lab;
+use isolab_backends::Availability;
+use isolab_experiments as experiment;
+use isolab_experiments::ExperimentError;
+use isolab_host::interrupt;
+use isolab_payload::Kernel;
+use isolab_report as report;
+use isolab_results::Results;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,8 +58,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         let is_usage = e
             .downcast_ref::<ExperimentError>()
             .is_some_and(ExperimentError::is_usage)
-            || e.downcast_ref::<isolab::labs::LabsError>()
-                .is_some_and(isolab::labs::LabsError::is_usage);
+            || e.downcast_ref::<isolab_exercises::LabsError>()
+                .is_some_and(isolab_exercises::LabsError::is_usage);
         if is_usage {
             Failure::Usage(e)
         } else {
@@ -166,14 +169,14 @@ fn interrupted(e: &anyhow::Error) -> bool {
             .is_some_and(report::ReportError::is_interrupted)
             || matches!(
                 c.downcast_ref(),
-                Some(isolab::results::ResultsError::Interrupted(_))
+                Some(isolab_results::ResultsError::Interrupted(_))
             )
             || matches!(
                 c.downcast_ref(),
-                Some(isolab::files::FilesError::Interrupted { .. })
+                Some(isolab_host::files::FilesError::Interrupted { .. })
             )
-            || c.downcast_ref::<isolab::labs::LabsError>()
-                .is_some_and(isolab::labs::LabsError::is_interrupted)
+            || c.downcast_ref::<isolab_exercises::LabsError>()
+                .is_some_and(isolab_exercises::LabsError::is_interrupted)
     })
 }
 
@@ -181,7 +184,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     // Whatever the command, first remove what dead labs left (`lab clean` does it itself, to
     // say what it removed).
     if !matches!(cli.command, Command::Clean) {
-        isolab::ownership::reap(&isolab::ownership::registry_dir());
+        isolab_resources::ownership::reap(&isolab_resources::ownership::registry_dir());
     }
     // Commands that only read and compute drop their work on a stop request: half a report
     // is worth nothing, and a large results file can keep them busy for a minute.
@@ -197,11 +200,11 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Report { paths, out, open } => report(paths, out, open),
         Command::Doctor => {
             let lab = new_lab()?;
-            let checks = isolab::doctor::checks(&lab);
-            say_raw!("{}", isolab::doctor::render(&checks))?;
+            let checks = crate::doctor::checks(&lab);
+            say_raw!("{}", crate::doctor::render(&checks))?;
             let failed = checks
                 .iter()
-                .any(|c| c.status == isolab::doctor::Status::Fail);
+                .any(|c| c.status == crate::doctor::Status::Fail);
             Ok(if failed {
                 ExitCode::from(1)
             } else {
@@ -238,7 +241,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                             .to_path_buf()
                     });
                     output_dir(&dir, "the CSV files")?;
-                    let written = isolab::export::csv(&results, &dir).map_err(|e| {
+                    let written = isolab_report::export::csv(&results, &dir).map_err(|e| {
                         if e.is_usage() {
                             usage(anyhow::Error::from(e).context("choose another --out"))
                         } else {
@@ -257,7 +260,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
 /// `lab check`: one exercise's tests and score, or the progress table.
 fn check(args: &cli::CheckArgs) -> Result<ExitCode, Failure> {
-    let done = isolab::labs::command(
+    let done = isolab_exercises::command(
         args.exercise.as_deref(),
         &args.options(),
         args.json.as_deref(),
@@ -273,10 +276,10 @@ fn check(args: &cli::CheckArgs) -> Result<ExitCode, Failure> {
 
 /// Make `dir` for output (`--out`, or a default beside the results). A path that cannot be a
 /// directory — an existing file, a missing parent, no permission, a symbolic link (the lab
-/// does not write through links: see [`isolab::files::OutDir`]) — is the user's to change
+/// does not write through links: see [`isolab_host::files::OutDir`]) — is the user's to change
 /// (exit 2); a full disk or an I/O error is the machine's (exit 1).
 fn output_dir(dir: &Path, what: &str) -> Result<(), Failure> {
-    isolab::files::OutDir::open_or_create(dir)
+    isolab_host::files::OutDir::open_or_create(dir)
         .map(drop)
         .map_err(|e| {
             let msg = anyhow::anyhow!(
@@ -293,8 +296,8 @@ fn output_dir(dir: &Path, what: &str) -> Result<(), Failure> {
 
 /// `lab clean`: reap every dead lab and say what was removed.
 fn clean() -> Result<ExitCode, Failure> {
-    let registry = isolab::ownership::registry_dir();
-    let sweep = isolab::ownership::reap(&registry);
+    let registry = isolab_resources::ownership::registry_dir();
+    let sweep = isolab_resources::ownership::reap(&registry);
     let pid = |p: Option<u32>| p.map_or(String::new(), |p| format!(" (pid {p} in its namespace)"));
     let mut failed = false;
     for lab in &sweep.reaped {
@@ -369,18 +372,17 @@ fn apply_guest_args(lab: &mut Lab, guest: &GuestArgs) {
     lab.force = guest.force;
     lab.disk_parent = guest.disk_dir.clone();
     lab.shared_image_disk = guest.shared_disk;
-    lab.image_spec = (guest.image == "layered").then(|| isolab::image::ImageSpec {
+    lab.image_spec = (guest.image == "layered").then(|| isolab_resources::image::ImageSpec {
         lib_mib: guest.image_mib,
         ..Default::default()
     });
     // clap accepts only the names of profiles.
-    lab.profile =
-        backend::container::profile::Profile::from_name(&guest.profile).unwrap_or_default();
+    lab.profile = isolab_container::profile::Profile::from_name(&guest.profile).unwrap_or_default();
 }
 
 /// `lab kernel show|build`.
 fn kernel(command: KernelCommand) -> Result<ExitCode, Failure> {
-    use isolab::linux_guest::{build, kernel};
+    use isolab_linux_guest::{build, kernel};
     match command {
         KernelCommand::Show { path } => {
             let image = kernel::find(path.as_deref()).map_err(usage)?;
@@ -389,7 +391,7 @@ fn kernel(command: KernelCommand) -> Result<ExitCode, Failure> {
                 say!("version: {v}")?;
             }
             // What the kernel has for a guest's disk and network card.
-            for line in isolab::linux_guest::devices::inspect(&image).describe() {
+            for line in isolab_linux_guest::devices::inspect(&image).describe() {
                 say!("{line}")?;
             }
             if let Some(b) = build::last_build() {
@@ -528,14 +530,14 @@ fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
     }
     say!("outcome: {:?}", run.outcome)?;
     let failed = match &run.outcome {
-        isolab::results::Outcome::Completed => None,
-        isolab::results::Outcome::Failed { reason } => Some(reason.clone()),
-        isolab::results::Outcome::OomKilled => {
+        isolab_results::Outcome::Completed => None,
+        isolab_results::Outcome::Failed { reason } => Some(reason.clone()),
+        isolab_results::Outcome::OomKilled => {
             Some("killed by the OOM killer (over its memory limit)".into())
         }
         // A `sleep` the lab let go (after --hold, or on a stop signal) ended as asked.
-        isolab::results::Outcome::Stopped if run.spec.kernel == Kernel::Sleep => None,
-        isolab::results::Outcome::Stopped => Some("stopped before it was done".into()),
+        isolab_results::Outcome::Stopped if run.spec.kernel == Kernel::Sleep => None,
+        isolab_results::Outcome::Stopped => Some("stopped before it was done".into()),
     };
     if let Some(o) = run.output {
         say!(

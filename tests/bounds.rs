@@ -172,11 +172,11 @@ fn answers_that_are_not_a_small_file_are_refused_in_one_line() {
 fn a_results_file_over_the_limit_is_refused_from_its_size() {
     let temp = temp_dir("bounds-results");
     // 157 KiB a copy: some 70 MB of samples.
-    let copies = (isolab::results::MAX_FILE / (150 << 10)) as usize + 1;
+    let copies = (isolab_results::MAX_FILE / (150 << 10)) as usize + 1;
     let dir = results_dir(&temp, "huge", copies);
     let file = dir.join("results.jsonl");
     let size = std::fs::metadata(&file).unwrap().len();
-    assert!(size > isolab::results::MAX_FILE);
+    assert!(size > isolab_results::MAX_FILE);
     let o = lab(&temp, &["report", dir.to_str().unwrap()]);
     assert_refused(&o, "MiB; the limit is 64 MiB");
     assert!(

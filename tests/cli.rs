@@ -3,9 +3,9 @@
 mod common;
 
 use common::{serial, temp_dir, HostState, User};
-use isolab::backend::Backend;
-use isolab::results::{Outcome, Results};
-use isolab::workload::{Kernel, Spec};
+use isolab_backends::Backend;
+use isolab_payload::{Kernel, Spec};
+use isolab_results::{Outcome, Results};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -336,7 +336,7 @@ fn an_ordinary_user_runs_what_needs_no_cgroups() {
     let mut after = HostState::now(&temp);
     // The user's lab registry (XDG_RUNTIME_DIR/isolab) holds no lab.
     after.temp_entries.remove("isolab");
-    assert!(isolab::ownership::census(&temp.join("isolab/labs")).is_empty());
+    assert!(isolab_resources::ownership::census(&temp.join("isolab/labs")).is_empty());
     assert_eq!(after, before);
     std::fs::remove_dir_all(temp).unwrap();
 }
@@ -557,7 +557,7 @@ fn limits_out_of_the_kernels_range_are_refused_before_anything_starts() {
     let out = temp.join("reports");
     let out = out.to_str().unwrap();
     let before = HostState::now(&temp);
-    let cpus = isolab::host::cpu_count();
+    let cpus = isolab_host::facts::cpu_count();
     let too_many_cpus = (cpus + 1).to_string();
     let cpu_range = format!("out of range: 0.01 to {cpus} cores");
     let exec = |extra: &[&'static str]| -> Vec<String> {
@@ -636,9 +636,9 @@ fn limits_out_of_the_kernels_range_are_refused_before_anything_starts() {
 fn a_timeout_of_u64_max_seconds_runs() {
     let _serial = serial();
     let temp = temp_dir("lib-huge-timeout");
-    let mut lab = isolab::lab::Lab::in_dir(&temp).unwrap();
+    let mut lab = isolab_backends::lab::Lab::in_dir(&temp).unwrap();
     lab.timeout = Duration::MAX;
-    let run = isolab::backend::process::Process
+    let run = isolab_backends::process::Process
         .run(&lab, &Spec::default_for(Kernel::Ready), &Default::default())
         .unwrap();
     assert_eq!(run.outcome, Outcome::Completed);
@@ -852,7 +852,7 @@ fn a_guest_kernel_that_cannot_boot_is_a_failure() {
     common::needs_qemu();
     let _serial = serial();
     let temp = temp_dir("cli-kernel");
-    let image = isolab::linux_guest::kernel::find(None).unwrap();
+    let image = isolab_linux_guest::kernel::find(None).unwrap();
     let bytes = std::fs::read(&image.path).unwrap();
     let truncated = temp.join("truncated-bzImage");
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();

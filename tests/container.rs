@@ -3,11 +3,12 @@
 mod common;
 
 use common::{serial, temp_dir, HostState};
-use isolab::backend::container::Container;
-use isolab::backend::{self, Backend, Limits, Outcome, Run};
-use isolab::cgroup::Hierarchy;
-use isolab::lab::Lab;
-use isolab::workload::{Kernel, Spec};
+use isolab_backends as backend;
+use isolab_backends::container::Container;
+use isolab_backends::lab::Lab;
+use isolab_backends::{Backend, Limits, Outcome, Run};
+use isolab_payload::{Kernel, Spec};
+use isolab_resources::cgroup::Hierarchy;
 use nix::sys::signal::{kill, Signal};
 use std::collections::BTreeMap;
 
@@ -39,7 +40,7 @@ fn a_container_sees_only_its_own_world() {
         "{}",
         inside["hostname"]
     );
-    assert_eq!(host["hostname"], isolab::host::hostname());
+    assert_eq!(host["hostname"], isolab_host::facts::hostname());
     assert_eq!(
         inside["interfaces"], "lo",
         "only loopback in a new network namespace"
@@ -254,7 +255,7 @@ fn a_rootless_labs_own_cgroup_leaf_is_removed_after_it() {
     };
     // The dead lab's guardian removes it, or else what the next lab does first: reap.
     let gone = common::eventually(std::time::Duration::from_secs(10), || {
-        isolab::ownership::reap(&isolab::ownership::registry_dir());
+        isolab_resources::ownership::reap(&isolab_resources::ownership::registry_dir());
         subdirs().is_empty()
     });
     assert!(gone, "the leaf is gone: {:?}", subdirs());

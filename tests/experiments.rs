@@ -3,10 +3,12 @@
 mod common;
 
 use common::{checksums_agree, ladder_of_16, probe_facts, serial, temp_dir, HostState};
-use isolab::backend::{self, Availability, Limits};
-use isolab::experiment::{self, Settings};
-use isolab::lab::Lab;
-use isolab::results::Results;
+use isolab_backends as backend;
+use isolab_backends::lab::Lab;
+use isolab_backends::{Availability, Limits};
+use isolab_experiments as experiment;
+use isolab_experiments::Settings;
+use isolab_results::Results;
 use std::path::Path;
 
 /// Every default backend of the lab's own that can run here (process, container, and any VM
@@ -118,7 +120,7 @@ fn isolation_shows_what_each_backend_can_see() {
     let results = Results::read(&campaign.results).unwrap();
     let facts = |backend: &str| probe_facts(&results, backend);
     let (process, container) = (facts("process"), facts("container"));
-    let host_release = isolab::host::kernel_release();
+    let host_release = isolab_host::facts::kernel_release();
     assert_eq!(process["kernel_release"], host_release);
     assert_eq!(
         container["kernel_release"], host_release,
@@ -128,10 +130,10 @@ fn isolation_shows_what_each_backend_can_see() {
     assert_ne!(process["pid"], "1");
     assert_ne!(
         container["hostname"],
-        isolab::host::hostname(),
+        isolab_host::facts::hostname(),
         "a private host name"
     );
-    assert_eq!(process["hostname"], isolab::host::hostname());
+    assert_eq!(process["hostname"], isolab_host::facts::hostname());
     drop(lab);
     std::fs::remove_dir_all(temp).unwrap();
 }

@@ -9,15 +9,15 @@
 mod common;
 
 use common::{serial, temp_dir};
-use isolab::backend::qemu::Qemu;
-use isolab::backend::vm::linux::VmLinux;
-use isolab::backend::{BackendError, Limits};
-use isolab::lab::Lab;
-use isolab::linux_guest::devices::{BlockBacking, GuestDevices, NetBacking};
-use isolab::linux_guest::kernel;
-use isolab::network::tap::Tap;
-use isolab::results::Outcome;
-use isolab::workload::{Kernel, Spec};
+use isolab_backends::lab::Lab;
+use isolab_backends::qemu::Qemu;
+use isolab_backends::vm_linux::VmLinux;
+use isolab_backends::{BackendError, Limits};
+use isolab_linux_guest::devices::{BlockBacking, GuestDevices, NetBacking};
+use isolab_linux_guest::kernel;
+use isolab_payload::{Kernel, Spec};
+use isolab_resources::network::tap::Tap;
+use isolab_results::Outcome;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -94,7 +94,7 @@ fn qemu_gives_the_guest_a_disk_and_a_network_card() {
     let _serial = serial();
     let temp = temp_dir("devices-qemu");
     let mut lab = Lab::in_dir(&temp).unwrap();
-    let image = kernel::find_in_boot(Path::new("/boot"), &isolab::host::kernel_release())
+    let image = kernel::find_in_boot(Path::new("/boot"), &isolab_host::facts::kernel_release())
         .unwrap_or_else(|e| panic!("this test needs a kernel in /boot: {e}"));
     lab.guest_kernel = Some(image.path);
     let disk = disk(&temp, 64 << 20);

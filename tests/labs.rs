@@ -10,7 +10,7 @@
 
 mod common;
 
-use isolab::labs::{skeleton, Track, EXERCISES};
+use isolab_exercises::{skeleton, Track, EXERCISES};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -324,12 +324,12 @@ fn printed_results(stdout: &str) -> Vec<PathBuf> {
 /// The answers a student reading `files` right writes for exercise `id`, with the results
 /// paths as `lab run` printed them.
 fn derived_answers(walk: &Walk, id: &str, files: &[(PathBuf, Cmd, String)]) -> String {
-    let results: Vec<isolab::results::Results> = files
+    let results: Vec<isolab_results::Results> = files
         .iter()
-        .map(|(p, _, _)| isolab::results::Results::read(&walk.dir.join(p)).unwrap())
+        .map(|(p, _, _)| isolab_results::Results::read(&walk.dir.join(p)).unwrap())
         .collect();
-    let mut key = isolab::labs::measure::answer_key(id, &results);
-    for (need, (path, _, _)) in isolab::labs::measure::needs(id).iter().zip(files) {
+    let mut key = isolab_exercises::measure::answer_key(id, &results);
+    for (need, (path, _, _)) in isolab_exercises::measure::needs(id).iter().zip(files) {
         key.insert(
             need.key.into(),
             toml::Value::String(path.display().to_string()),
@@ -352,18 +352,18 @@ fn leaf_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
 /// Every figure of the key that the report prints must appear, as printed, in what the
 /// exercise's commands printed: a student can read each answer off the terminal.
 fn assert_figures_are_printed(id: &str, files: &[(PathBuf, Cmd, String)], walk: &Walk) {
-    use isolab::labs::answers::{Expected, Precision};
+    use isolab_exercises::answers::{Expected, Precision};
     let printed: String = files.iter().map(|(_, _, out)| out.as_str()).collect();
-    let results: Vec<isolab::results::Results> = files
+    let results: Vec<isolab_results::Results> = files
         .iter()
-        .map(|(p, _, _)| isolab::results::Results::read(&walk.dir.join(p)).unwrap())
+        .map(|(p, _, _)| isolab_results::Results::read(&walk.dir.join(p)).unwrap())
         .collect();
     let show = |v: f64, p: Precision| match p {
         Precision::Decimals(d) => Some(format!("{v:.*}", d as usize)),
-        Precision::Sig3 => Some(isolab::report::format::sig3(v)),
+        Precision::Sig3 => Some(isolab_report::format::sig3(v)),
         Precision::Relative(_) => None,
     };
-    for q in isolab::labs::measure::questions(id, &results) {
+    for q in isolab_exercises::measure::questions(id, &results) {
         let values = match q.expected.as_ref().unwrap() {
             Expected::Figure { value, precision } => vec![show(*value, *precision)],
             Expected::Interval {
@@ -434,7 +434,7 @@ fn walkthrough() -> &'static Walk {
                             produced.push((p, cmd.clone(), out.clone()));
                         }
                     }
-                    let needs = isolab::labs::measure::needs(e.id);
+                    let needs = isolab_exercises::measure::needs(e.id);
                     let files: Vec<_> = needs
                         .iter()
                         .map(|n| {
@@ -559,7 +559,7 @@ fn copied_answers_do_not_pass() {
     std::fs::create_dir_all(&scratch).unwrap();
     for (id, files) in &walk.results {
         let answers: toml::Table = derived_answers(walk, id, files).parse().unwrap();
-        let needs = isolab::labs::measure::needs(id);
+        let needs = isolab_exercises::measure::needs(id);
         let check = |answers: &toml::Table, what: &str| {
             let path = scratch.join(format!("{id}-{what}.toml"));
             std::fs::write(&path, toml::to_string(answers).unwrap()).unwrap();

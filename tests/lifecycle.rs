@@ -7,7 +7,7 @@ mod common;
 use common::{
     eventually, instances_of, lab_ids, processes_mentioning, serial, temp_dir, HostState,
 };
-use isolab::results::{Outcome, Results};
+use isolab_results::{Outcome, Results};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
@@ -268,7 +268,7 @@ fn docker_containers(ids: &[String]) -> Vec<String> {
 fn a_killed_lab_leaves_no_container_of_crun_runsc_or_docker() {
     for program in ["crun", "runsc"] {
         assert!(
-            isolab::host::find_program(program).is_some(),
+            isolab_host::facts::find_program(program).is_some(),
             "this test needs {program} (apt install {program})"
         );
     }
@@ -407,9 +407,10 @@ fn the_next_lab_removes_what_a_dead_one_left_and_clean_says_what() {
 /// orphaned container still held the marker pipe open.
 #[test]
 fn an_oci_instance_killed_by_oom_or_by_losing_its_runtime_leaves_no_cgroup() {
-    use isolab::backend::{self, Limits};
-    use isolab::lab::Lab;
-    use isolab::workload::{Kernel, Spec};
+    use isolab_backends as backend;
+    use isolab_backends::lab::Lab;
+    use isolab_backends::Limits;
+    use isolab_payload::{Kernel, Spec};
     let _serial = serial();
     let temp = temp_dir("oci-faults");
     let before = HostState::now(&temp);
@@ -681,11 +682,11 @@ fn two_labs_share_ksm_and_the_last_to_end_puts_the_host_setting_back() {
     let temp = temp_dir("ksm-registry");
     let registry = temp.join("registry");
     let before = ksm_run();
-    let a = isolab::ownership::Ledger::open_in(&registry).unwrap();
-    let b = isolab::ownership::Ledger::open_in(&registry).unwrap();
-    let ksm_a = isolab::ksm::Ksm::start(&a).unwrap();
+    let a = isolab_resources::ownership::Ledger::open_in(&registry).unwrap();
+    let b = isolab_resources::ownership::Ledger::open_in(&registry).unwrap();
+    let ksm_a = isolab_resources::ksm::Ksm::start(&a).unwrap();
     assert_eq!(ksm_run(), "1", "the first lab turned KSM on");
-    let ksm_b = isolab::ksm::Ksm::start(&b).unwrap();
+    let ksm_b = isolab_resources::ksm::Ksm::start(&b).unwrap();
     drop(ksm_a);
     assert_eq!(ksm_run(), "1", "KSM stays on while the second lab uses it");
     drop(ksm_b);
@@ -733,7 +734,7 @@ fn a_lab_killed_while_ksm_merges_leaves_the_host_setting_and_no_image_disk() {
         ksm_run() == "1" && !instances_of(&lab_ids(&temp)).is_empty()
     });
     assert!(running, "the lab never turned KSM on with a VM running");
-    let registry = isolab::ownership::registry_dir();
+    let registry = isolab_resources::ownership::registry_dir();
     assert!(registry.join("ksm.json").is_file(), "the lab is a KSM user");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     let _ = child.wait();

@@ -12,12 +12,12 @@
 mod common;
 
 use common::{native, serial, temp_dir, HostState};
-use isolab::backend::qemu::{Accel, Qemu};
-use isolab::backend::{Backend, Limits};
-use isolab::lab::Lab;
-use isolab::linux_guest::kernel;
-use isolab::results::{info, Outcome};
-use isolab::workload::{Kernel, Spec};
+use isolab_backends::lab::Lab;
+use isolab_backends::qemu::{Accel, Qemu};
+use isolab_backends::{Backend, Limits};
+use isolab_linux_guest::kernel;
+use isolab_payload::{Kernel, Spec};
+use isolab_results::{info, Outcome};
 use std::path::PathBuf;
 
 /// A lab in `temp` whose guests boot the test kernel; fails with the reason where this machine
@@ -29,7 +29,7 @@ fn guest_lab(temp: &std::path::Path) -> Lab {
         Some(path) => kernel::KernelImage::open(&path, kernel::Origin::Given),
         None => kernel::find_in_boot(
             std::path::Path::new("/boot"),
-            &isolab::host::kernel_release(),
+            &isolab_host::facts::kernel_release(),
         ),
     };
     match image {
@@ -37,7 +37,7 @@ fn guest_lab(temp: &std::path::Path) -> Lab {
         Err(e) => panic!("these tests need a kernel to boot (apt install linux-image-amd64): {e}"),
     }
     assert!(
-        isolab::backend::qemu::qemu_path().is_some(),
+        isolab_backends::qemu::qemu_path().is_some(),
         "these tests need qemu-system-x86_64 (apt install qemu-system-x86)"
     );
     lab
@@ -136,7 +136,7 @@ fn a_sleeping_guest_ends_when_the_lab_lets_go() {
 /// an explained error, in time.
 #[test]
 fn vm_linux_boots_as_far_as_this_kvm_allows() {
-    use isolab::host::KvmKind;
+    use isolab_host::facts::KvmKind;
     match KvmKind::detect() {
         KvmKind::NestedPvm => vm_linux_under_nested_pvm(),
         kind if kind.is_hardware() => vm_linux_on_hardware(),
@@ -148,9 +148,9 @@ fn vm_linux_boots_as_far_as_this_kvm_allows() {
 }
 
 fn vm_linux_under_nested_pvm() {
-    use isolab::backend::vm::linux::boot::e820_map;
-    use isolab::backend::vm::linux::VmLinux;
-    use isolab::backend::BackendError;
+    use isolab_backends::vm_linux::VmLinux;
+    use isolab_backends::BackendError;
+    use isolab_vmm::linux::boot::e820_map;
     let _serial = serial();
     let temp = temp_dir("vm-linux-pvm");
     let before = HostState::now(&temp);
@@ -182,7 +182,7 @@ fn vm_linux_under_nested_pvm() {
         log.contains(&format!("Command line: {cmdline}")),
         "the command line the lab passed ({cmdline}) is not in:\n{log}"
     );
-    for entry in e820_map(isolab::linux_guest::ram_bytes(&spec)) {
+    for entry in e820_map(isolab_linux_guest::ram_bytes(&spec)) {
         assert!(
             log.contains(&entry.linux_line()),
             "{} not in:\n{log}",
@@ -203,7 +203,7 @@ fn vm_linux_under_nested_pvm() {
 }
 
 fn vm_linux_on_hardware() {
-    use isolab::backend::vm::linux::VmLinux;
+    use isolab_backends::vm_linux::VmLinux;
     let _serial = serial();
     let temp = temp_dir("vm-linux-hw");
     let lab = guest_lab(&temp);
@@ -231,7 +231,7 @@ fn vm_linux_on_hardware() {
 /// line); with hardware virtualization it runs.
 #[test]
 fn lab_run_with_vm_linux_refuses_on_nested_pvm_and_runs_on_hardware() {
-    use isolab::host::KvmKind;
+    use isolab_host::facts::KvmKind;
     // The lab child would show up in another test's count of this process's children.
     let _serial = serial();
     let temp = temp_dir("vm-linux-refuse");

@@ -5,12 +5,13 @@
 mod common;
 
 use common::{eventually, serial, temp_dir, HostState};
-use isolab::backend::{self, Availability, Limits, Outcome};
-use isolab::experiment::interference::{self, Aggressor, Options};
-use isolab::experiment::Settings;
-use isolab::lab::Lab;
-use isolab::results::{Config, Results};
-use isolab::workload::{Kernel, Spec};
+use isolab_backends as backend;
+use isolab_backends::lab::Lab;
+use isolab_backends::{Availability, Limits, Outcome};
+use isolab_experiments::interference::{Aggressor, Options};
+use isolab_experiments::{interference, Settings};
+use isolab_payload::{Kernel, Spec};
+use isolab_results::{Config, Results};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -40,7 +41,7 @@ fn a_fork_bomb_stops_at_its_own_pids_limit_and_its_workload_reports() {
         let b = backend::by_name(name).unwrap();
         let run = b.run(&lab, &bomb, &limits(Some(24), None)).unwrap();
         assert_eq!(run.outcome, Outcome::Completed, "{name}: {run:?}");
-        let facts = isolab::results::Facts::from_wire(&run.info);
+        let facts = isolab_results::Facts::from_wire(&run.info);
         let forks = facts.forks.unwrap();
         // The workload and the bomb's first process count too: at most 22 more.
         assert!((1..=22).contains(&forks), "{name}: {forks} forks");
@@ -71,7 +72,7 @@ fn a_memory_hog_is_killed_in_its_own_cgroup_and_its_workload_reports() {
         // The cgroup saw an OOM kill, so the run says so; the workload still finished.
         assert_eq!(run.outcome, Outcome::OomKilled, "{name}: {run:?}");
         assert!(run.output.is_some(), "{name}: the workload reported done");
-        let facts = isolab::results::Facts::from_wire(&run.info);
+        let facts = isolab_results::Facts::from_wire(&run.info);
         assert!(facts.oom_kills.unwrap() >= 1, "{name}: {facts:?}");
         assert!(facts.hog_kills.unwrap() >= 1, "{name}: {facts:?}");
         assert_eq!(facts.child_signal.as_deref(), Some("SIGKILL"), "{name}");

@@ -3,8 +3,8 @@
 //! The results files are written here from the schema's own types, so these tests need no
 //! privileges and run nothing but the `lab` binary.
 
-use isolab::host::KvmKind;
-use isolab::results::{
+use isolab_host::facts::KvmKind;
+use isolab_results::{
     Environment, Facts, Header, Outcome, OutputRecord, Record, RunRecord, Timeline, WorkloadRecord,
     Writer, SCHEMA,
 };
@@ -53,7 +53,7 @@ fn run(backend: &str, round: u32, startup_ns: u64) -> RunRecord {
     RunRecord {
         backend: backend.into(),
         // What the lab's own backend of this name declares, as `lab run` records it.
-        family: isolab::backend::by_name(backend).unwrap().family(),
+        family: isolab_backends::by_name(backend).unwrap().family(),
         round,
         order: 0,
         warmup: false,

@@ -8,10 +8,12 @@
 mod common;
 
 use common::{checksums_agree, ladder_of_16, probe_facts, serial, temp_dir, HostState};
-use isolab::backend::{self, Availability, Limits};
-use isolab::experiment::{self, Settings};
-use isolab::lab::Lab;
-use isolab::results::{Family, Outcome, Results};
+use isolab_backends as backend;
+use isolab_backends::lab::Lab;
+use isolab_backends::{Availability, Limits};
+use isolab_experiments as experiment;
+use isolab_experiments::Settings;
+use isolab_results::{Family, Outcome, Results};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -195,7 +197,7 @@ fn every_runtime_runs_every_experiment_with_the_same_checksums() {
     assert!(isolation.failures.is_empty(), "{:?}", isolation.failures);
     let results = Results::read(&isolation.results).unwrap();
     let probe = |name: &str| probe_facts(&results, name);
-    let host = isolab::host::kernel_release();
+    let host = isolab_host::facts::kernel_release();
     for name in ["container", "oci:runc", "oci:crun", "docker"] {
         let p = probe(name);
         assert_eq!(p["kernel_release"], host, "{name} shares the host's kernel");
@@ -340,7 +342,7 @@ fn a_docker_daemon_that_does_not_answer_is_refused_with_its_reason() {
     let _serial = serial();
     let temp = temp_dir("runtimes-nodaemon");
     assert!(
-        isolab::host::find_program("docker").is_some(),
+        isolab_host::facts::find_program("docker").is_some(),
         "the docker CLI is not installed ({NEEDS})"
     );
     let before = HostState::now(&temp);

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{serial, temp_dir, HostState};
-use isolab::results::{Outcome, Results};
+use isolab_results::{Outcome, Results};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};

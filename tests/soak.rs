@@ -11,12 +11,15 @@
 mod common;
 
 use common::{temp_dir, HostState};
-use isolab::backend::vm::{fixtures, Guest, Vm};
-use isolab::backend::{self, Backend, BackendError, Instance, Limits, Outcome};
-use isolab::lab::Lab;
-use isolab::results::Results;
-use isolab::workload::{Kernel, Spec};
+use isolab_backends as backend;
+use isolab_backends::lab::Lab;
+use isolab_backends::vm::Vm;
+use isolab_backends::{Backend, BackendError, Instance, Limits, Outcome};
 use isolab_kernels::rng::Rng;
+use isolab_payload::{Kernel, Spec};
+use isolab_results::Results;
+use isolab_vmm::fixtures;
+use isolab_vmm::loader::Guest;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -98,7 +101,7 @@ fn sleep_spec() -> Spec {
     Spec::default_for(Kernel::Sleep)
 }
 
-fn reason(run: &isolab::backend::Run) -> String {
+fn reason(run: &isolab_backends::Run) -> String {
     format!("{:?}", run.outcome)
 }
 
@@ -408,11 +411,12 @@ fn zombies() -> Vec<(i32, String)> {
 
 /// Docker containers named for a lab that is not running: the daemon keeps them, not the lab.
 fn orphan_docker_containers() -> Vec<String> {
-    let live: Vec<String> = isolab::ownership::census(&isolab::ownership::registry_dir())
-        .into_iter()
-        .filter(|l| l.alive)
-        .map(|l| l.id)
-        .collect();
+    let live: Vec<String> =
+        isolab_resources::ownership::census(&isolab_resources::ownership::registry_dir())
+            .into_iter()
+            .filter(|l| l.alive)
+            .map(|l| l.id)
+            .collect();
     common::docker_container_names()
         .into_iter()
         .filter(|n| {
@@ -442,7 +446,7 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
     common::needs_qemu();
     for program in ["crun", "runsc"] {
         assert!(
-            isolab::host::find_program(program).is_some(),
+            isolab_host::facts::find_program(program).is_some(),
             "the soak needs {program} (apt install {program})"
         );
     }
@@ -457,7 +461,7 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
     let seed = std::env::var("ISOLAB_SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(isolab::measure::clock::now_ns);
+        .unwrap_or_else(isolab_host::clock::now_ns);
     let target: u64 = std::env::var("ISOLAB_SOAK_LAUNCHES")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -499,12 +503,12 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
         lab.force = true;
         for _ in 0..2 {
             lab.timeout = Duration::from_secs(3);
-            let run = backend::vm::linux::VmLinux::default().run(
+            let run = backend::vm_linux::VmLinux::default().run(
                 &lab,
                 &Spec::default_for(Kernel::Ready),
                 &Limits::default(),
             );
-            if isolab::host::KvmKind::detect().is_hardware() {
+            if isolab_host::facts::KvmKind::detect().is_hardware() {
                 assert!(run.is_ok_and(|r| r.outcome == Outcome::Completed));
                 tally.fault("none");
             } else {

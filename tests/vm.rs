@@ -4,12 +4,14 @@
 //! Every test needs a usable /dev/kvm and cgroups (CI has both); on a machine without them each
 //! test fails with the reason, never passes without having run.
 
-use isolab::backend::vm::{fixtures, Guest, Vm};
-use isolab::backend::{Availability, Backend, BackendError, Limits, Outcome, Run};
-use isolab::lab::Lab;
-use isolab::workload::{Kernel, Output, Spec};
+use isolab_backends::lab::Lab;
+use isolab_backends::vm::Vm;
+use isolab_backends::{Availability, Backend, BackendError, Limits, Outcome, Run};
 use isolab_kernels::hypercall::status;
 use isolab_kernels::{Error, Shim};
+use isolab_payload::{Kernel, Output, Spec};
+use isolab_vmm::fixtures;
+use isolab_vmm::loader::Guest;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -329,7 +331,7 @@ fn a_vmm_is_born_in_its_cgroup_on_v2_and_is_the_labs_child() {
         std::path::PathBuf::from("/sys/fs/cgroup")
     };
     let base = root.join(format!("isolab-vm-v2-test-{}", std::process::id()));
-    let lab = lab.with_cgroups(isolab::cgroup::Hierarchy::v2_at(base.clone()));
+    let lab = lab.with_cgroups(isolab_resources::cgroup::Hierarchy::v2_at(base.clone()));
     let mut instance = Vm::default()
         .start(&lab, &Spec::default_for(Kernel::Sleep), &Limits::default())
         .unwrap();

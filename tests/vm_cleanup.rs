@@ -4,10 +4,12 @@
 //! Alone in its own test binary, so no other test creates processes or descriptors in this
 //! process while it counts.
 
-use isolab::backend::vm::{fixtures, Guest, Vm};
-use isolab::backend::{Availability, Backend, Limits};
-use isolab::lab::Lab;
-use isolab::workload::{Kernel, Spec};
+use isolab_backends::lab::Lab;
+use isolab_backends::vm::Vm;
+use isolab_backends::{Availability, Backend, Limits};
+use isolab_payload::{Kernel, Spec};
+use isolab_vmm::fixtures;
+use isolab_vmm::loader::Guest;
 use std::fs;
 use std::time::Duration;
 

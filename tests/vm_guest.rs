@@ -6,8 +6,7 @@
 //! the same length, and the same bytes except the 32-bit address fields that point at each
 //! program's own constants (the two are linked at different addresses).
 
-use isolab::backend::vm::GUEST_ELF;
-use isolab::workload::WORKLOAD_ELF;
+use isolab_payload::{GUEST_ELF, WORKLOAD_ELF};
 use std::collections::BTreeMap;
 
 fn u16_at(b: &[u8], at: usize) -> usize {

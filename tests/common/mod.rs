@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: what the lab leaves behind, counted.
 #![allow(dead_code)]
 
-use isolab::ownership;
+use isolab_resources::ownership;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// The kernels' result for `spec` computed natively, in the test process (kernels that need no
 /// I/O): what every backend must reproduce bit for bit.
-pub fn native(spec: &isolab::workload::Spec) -> isolab::workload::Output {
+pub fn native(spec: &isolab_payload::Spec) -> isolab_payload::Output {
     struct Native;
     impl isolab_kernels::Shim for Native {
         fn enter_kernel(&mut self, x: u64) -> u64 {
@@ -197,11 +197,11 @@ pub fn children() -> BTreeSet<i32> {
 /// Climb a density ladder to 16 instances with each of `names`, and check that each climbed it
 /// whole: every rung, instances that cost something, and the top reached.
 pub fn ladder_of_16(
-    lab: &isolab::lab::Lab,
+    lab: &isolab_backends::lab::Lab,
     names: &[String],
     out: &Path,
-) -> isolab::results::Results {
-    use isolab::experiment::density;
+) -> isolab_results::Results {
+    use isolab_experiments::density;
     let outcome = density::run(
         lab,
         Some(names),
@@ -209,14 +209,14 @@ pub fn ladder_of_16(
             max: 16,
             reserve_bytes: 1 << 30,
             idle_window: std::time::Duration::from_millis(100),
-            limits: isolab::backend::Limits::default(),
+            limits: isolab_backends::Limits::default(),
             out: out.to_path_buf(),
             progress: false,
             images: None,
         },
     )
     .unwrap();
-    let results = isolab::results::Results::read(&outcome.results).unwrap();
+    let results = isolab_results::Results::read(&outcome.results).unwrap();
     for name in names {
         let steps: Vec<_> = results
             .density
@@ -249,7 +249,7 @@ pub fn ladder_of_16(
 
 /// The probe's facts of `backend`'s first measured run.
 pub fn probe_facts(
-    results: &isolab::results::Results,
+    results: &isolab_results::Results,
     backend: &str,
 ) -> std::collections::BTreeMap<String, String> {
     results
@@ -265,15 +265,15 @@ pub fn probe_facts(
 /// Every run completed, and every kernel computed the same checksum on each of `names` that can
 /// run it (a bare guest has no disk, say: see `Backend::supports`).
 pub fn checksums_agree(
-    lab: &isolab::lab::Lab,
-    results: &isolab::results::Results,
+    lab: &isolab_backends::lab::Lab,
+    results: &isolab_results::Results,
     names: &[String],
     kernels: usize,
 ) {
     use std::collections::BTreeMap;
     let mut by_kernel: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for r in &results.runs {
-        assert_eq!(r.outcome, isolab::results::Outcome::Completed, "{r:?}");
+        assert_eq!(r.outcome, isolab_results::Outcome::Completed, "{r:?}");
         assert!(r.work_ns.unwrap() > 0);
         by_kernel
             .entry(r.workload.kernel.clone())
@@ -285,11 +285,11 @@ pub fn checksums_agree(
     }
     assert_eq!(by_kernel.len(), kernels);
     for (kernel, sums) in &by_kernel {
-        let k = isolab::workload::Kernel::from_name(kernel.as_bytes()).unwrap();
+        let k = isolab_payload::Kernel::from_name(kernel.as_bytes()).unwrap();
         let able = names
             .iter()
             .filter(|n| {
-                isolab::backend::by_name(n)
+                isolab_backends::by_name(n)
                     .unwrap()
                     .supports(lab, k)
                     .is_ok()
@@ -319,10 +319,10 @@ pub fn needs_kvm() {
 /// For tests marked `#[ignore = "needs qemu-system-x86 ..."]`: fail, saying what is missing,
 /// without QEMU or a Linux kernel to boot.
 pub fn needs_qemu() {
-    if isolab::backend::qemu::qemu_path().is_none() {
+    if isolab_backends::qemu::qemu_path().is_none() {
         panic!("this test needs qemu-system-x86_64 (apt install qemu-system-x86)");
     }
-    if let Err(e) = isolab::linux_guest::kernel::find(None) {
+    if let Err(e) = isolab_linux_guest::kernel::find(None) {
         panic!("this test needs a Linux kernel to boot (apt install linux-image-amd64): {e}");
     }
 }

@@ -121,7 +121,7 @@ fn vm_linux_and_qemu_give_a_guest_a_disk_and_a_network_card() {
     });
     let throughput = report.check("throughput");
     let results = throughput.results(&work);
-    let rows = isolab::report::summary::throughput(&results);
+    let rows = isolab_report::summary::throughput(&results);
     summary.push_str(&throughput_summary(&rows));
     eprintln!("{summary}");
     std::fs::write(work.join("summary.txt"), &summary).unwrap();
@@ -172,7 +172,7 @@ fn vm_linux_and_qemu_give_a_guest_a_disk_and_a_network_card() {
             assert!(row.rate.is_some(), "{kernel} on {backend}: {summary}");
         }
     }
-    let mismatches = isolab::report::summary::checksum_mismatches(&results);
+    let mismatches = isolab_report::summary::checksum_mismatches(&results);
     assert!(mismatches.is_empty(), "{mismatches:?}");
     let exit = report.check("vm-linux-devices-exit");
     assert!(
@@ -186,7 +186,7 @@ fn vm_linux_and_qemu_give_a_guest_a_disk_and_a_network_card() {
 
 /// Each device kernel's rate on each backend (the median of its rounds), and the comparisons the
 /// lab is after: a container against the lab's microVM, the lab's VMM against QEMU.
-fn throughput_summary(rows: &[isolab::report::summary::ThroughputRow]) -> String {
+fn throughput_summary(rows: &[isolab_report::summary::ThroughputRow]) -> String {
     let mut s = String::from("lab run throughput on the emulated machine:\n");
     for kernel in DEVICE_KERNELS {
         let rate = |backend: &str| {

@@ -33,8 +33,8 @@
 
 use crate::common::native;
 use crate::hosts::{Check, CheckResult, EmulatedHost, Report, RESULT_LINE};
-use isolab::results::{Outcome, Results, RunRecord};
-use isolab::workload::{Kernel, Spec};
+use isolab_payload::{Kernel, Spec};
+use isolab_results::{Outcome, Results, RunRecord};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -44,7 +44,7 @@ const BACKENDS: &str = "process,container,vm,vm-linux,qemu";
 const STARTUP_RUNS: usize = 10;
 /// Rounds of `lab run memory` (one working-set size, no warm-up): the fewest on which the claims
 /// ledger calls a verdict (`report::claims::MIN_PAIRS`).
-const MEMORY_RUNS: usize = isolab::report::claims::MIN_PAIRS;
+const MEMORY_RUNS: usize = isolab_report::claims::MIN_PAIRS;
 fn checks() -> Vec<Check> {
     vec![
         Check::new("doctor", 120, "lab doctor"),
@@ -335,7 +335,7 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
     let labs = Path::new(env!("CARGO_MANIFEST_DIR")).join("labs");
     let built = |track: &str| {
         let dir = labs.join(track).join("solution");
-        isolab::labs::cargo::build(&dir, &mut |m| eprintln!("{m}"))
+        isolab_exercises::cargo::build(&dir, &mut |m| eprintln!("{m}"))
             .unwrap_or_else(|e| panic!("the {track} solution does not build: {e}"))
     };
     let (vmm, container) = (built("vmm"), built("container"));
@@ -405,7 +405,7 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
     // TSS the AMD way; the bare guest's kernels with their native checksums), all passing.
     let vmm = report.check("check-vmm");
     ok(vmm);
-    let steps = isolab::backend::student::Kind::Vmm.last_step();
+    let steps = isolab_backends::student::Kind::Vmm.last_step();
     for step in 1..=steps {
         says(vmm, &format!("pass     {step} · "));
     }
@@ -429,7 +429,7 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
     // what the probe sees from inside the student's container.
     let container = report.check("check-container");
     ok(container);
-    let steps = isolab::backend::student::Kind::Container.last_step();
+    let steps = isolab_backends::student::Kind::Container.last_step();
     for step in 1..=steps {
         says(container, &format!("pass     {step} · "));
     }
@@ -471,7 +471,7 @@ const V2_BACKENDS: &str = "process,container,vm";
 /// Samples per backend of `lab run memory --sizes 1,16` with its own defaults: two sizes, each
 /// in every warm-up and measured round.
 const V2_MEMORY_SAMPLES: usize = 2
-    * (isolab::experiment::memory::SAMPLING.runs + isolab::experiment::memory::SAMPLING.warmup)
+    * (isolab_experiments::memory::SAMPLING.runs + isolab_experiments::memory::SAMPLING.warmup)
         as usize;
 
 /// Where the student's scopes go.
@@ -942,7 +942,7 @@ fn neighbours_fail_inside_their_guest_or_their_cgroup_on_an_emulated_amd_v_machi
             }
         }
     }
-    for row in isolab::report::summary::interference(&results) {
+    for row in isolab_report::summary::interference(&results) {
         summary.push_str(&format!(
             "  {} {} beside {}×{} ({}): victim {}/{} completed, {}\n",
             row.backend,

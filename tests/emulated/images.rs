@@ -17,7 +17,7 @@
 //! ```
 
 use crate::hosts::{Check, CheckResult, EmulatedHost, Report};
-use isolab::report::summary::{density, DensitySeries};
+use isolab_report::summary::{density, DensitySeries};
 use std::path::Path;
 
 /// The top of each ladder: 1, 2, 4.

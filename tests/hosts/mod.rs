@@ -33,17 +33,16 @@
 //! retried, up to [`EmulatedHost::attempts`] times; the report counts the retries.
 #![allow(dead_code)]
 
-use isolab::linux_guest::devices::{load_order, modules_dir, Wanted};
-use isolab::linux_guest::initramfs::CpioWriter;
-use isolab::linux_guest::kernel::{KernelImage, Origin};
+use isolab_linux_guest::devices::{load_order, modules_dir, Wanted};
+use isolab_linux_guest::initramfs::CpioWriter;
+use isolab_linux_guest::kernel::{KernelImage, Origin};
 use std::collections::BTreeSet;
-use std::fmt;
-use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use std::{fmt, fs};
 
 /// What marks the harness's own lines on the console.
 const MARK: &str = "@@isolab-";
@@ -171,7 +170,7 @@ impl CheckResult {
     /// Exit status 0.
     /// The results file a [`Check::printing_results`] check printed, written under `work`
     /// and read by the lab's own reader.
-    pub fn results(&self, work: &Path) -> isolab::results::Results {
+    pub fn results(&self, work: &Path) -> isolab_results::Results {
         let lines: Vec<&str> = self
             .output
             .iter()
@@ -180,7 +179,7 @@ impl CheckResult {
         assert!(!lines.is_empty(), "no results printed: {}", self.explain());
         let path = work.join(format!("{}.jsonl", self.name));
         fs::write(&path, lines.join("\n") + "\n").unwrap();
-        isolab::results::Results::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        isolab_results::Results::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     pub fn passed(&self) -> bool {
@@ -328,7 +327,7 @@ impl EmulatedHost {
         fs::create_dir_all(work).map_err(|e| HostError(format!("{}: {e}", work.display())))?;
         // The container backend's default profile is Docker's, read from this file (package
         // golang-github-containers-common), as on a student's machine.
-        let profile = isolab::backend::container::seccomp::DEFAULT_PROFILE;
+        let profile = isolab_container::seccomp::DEFAULT_PROFILE;
         let mut files = Vec::new();
         if Path::new(profile).is_file() {
             files.push((PathBuf::from(profile), profile.to_string()));
@@ -399,7 +398,7 @@ impl EmulatedHost {
             net: true,
             ext4: true,
         };
-        let drivers = isolab::linux_guest::devices::inspect(&image);
+        let drivers = isolab_linux_guest::devices::inspect(&image);
         if let Some(why) = drivers.refusal(wanted) {
             return err(why);
         }

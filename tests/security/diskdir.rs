@@ -416,7 +416,7 @@ fn a_lab_killed_in_a_sticky_disk_dir_leaves_nothing_of_its_own_and_all_of_the_us
     .unwrap();
     let _ = child.wait();
     let alive = |ids: &[String]| {
-        isolab::ownership::census(&isolab::ownership::registry_dir())
+        isolab_resources::ownership::census(&isolab_resources::ownership::registry_dir())
             .into_iter()
             .any(|l| ids.contains(&l.id))
     };

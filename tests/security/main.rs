@@ -21,10 +21,11 @@ mod common;
 mod diskdir;
 
 use common::{serial, temp_dir, User};
-use isolab::backend::container::Container;
-use isolab::backend::{self, Availability, Backend, Limits};
-use isolab::lab::Lab;
-use isolab::workload::{Kernel, Spec, WORKLOAD_ELF};
+use isolab_backends as backend;
+use isolab_backends::container::Container;
+use isolab_backends::lab::Lab;
+use isolab_backends::{Availability, Backend, Limits};
+use isolab_payload::{Kernel, Spec, WORKLOAD_ELF};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};

@@ -1,0 +1,303 @@
+//! `vm-linux`: a Linux guest in isolab's own VMM ([`isolab_vmm::linux`]): the kernel the lab
+//! found, an initramfs with the workload as `/init`, one forked VMM process per instance.
+
+use crate::instance::{Instance, Timeline};
+use crate::lab::Lab;
+use crate::{Availability, Backend, BackendError, Limits, Spec};
+use isolab_host::facts::KvmKind;
+use isolab_kernels::marker;
+use isolab_linux_guest as linux_guest;
+use isolab_linux_guest::cmdline::{CmdlineOptions, Reboot};
+use isolab_linux_guest::devices::{Discovery, GuestDevices, NetBacking};
+use isolab_linux_guest::kernel::{ImageKind, KernelImage};
+use isolab_linux_guest::symbols::Symbols;
+use isolab_linux_guest::{cmdline, extract, initramfs_path, kernel, ram_bytes};
+use isolab_resources::network::tap::Tap;
+use isolab_vmm::kvm;
+use isolab_vmm::linux::{kvm_problem, machine, virtio, Protocol, NOTIFY_ENV};
+use machine::LinuxConfig;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The `vm-linux` backend.
+#[derive(Clone, Debug)]
+pub struct VmLinux {
+    protocol: Protocol,
+    verbose: Option<bool>,
+    console_log: Option<PathBuf>,
+    time_limit: Option<Duration>,
+    notify: Option<virtio::Notify>,
+}
+
+impl Default for VmLinux {
+    fn default() -> Self {
+        VmLinux {
+            protocol: Protocol::Pvh,
+            verbose: None,
+            console_log: None,
+            time_limit: None,
+            notify: None,
+        }
+    }
+}
+
+impl VmLinux {
+    /// Boot through `protocol`.
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Every kernel message on the console (default: only where the guest cannot finish, so
+    /// its log shows how far it got).
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = Some(verbose);
+        self
+    }
+
+    /// Keep the console in this file (default: the lab's work directory, removed with it).
+    pub fn with_console_log(mut self, path: PathBuf) -> Self {
+        self.console_log = Some(path);
+        self
+    }
+
+    /// Stop a guest after `limit` (default: 90% of the lab's timeout).
+    pub fn with_time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+
+    /// Serve virtio notifications this way (default: [`NOTIFY_ENV`], else ioeventfds).
+    pub fn with_notify(mut self, notify: virtio::Notify) -> Self {
+        self.notify = Some(notify);
+        self
+    }
+
+    fn notify(&self) -> virtio::Notify {
+        self.notify
+            .unwrap_or_else(|| match std::env::var(NOTIFY_ENV).as_deref() {
+                Ok("exit") => virtio::Notify::Exit,
+                _ => virtio::Notify::Ioeventfd,
+            })
+    }
+
+    /// The command line options for this host.
+    pub fn cmdline_options(&self) -> CmdlineOptions {
+        let hardware = KvmKind::detect().is_hardware();
+        CmdlineOptions {
+            reboot: Reboot::Keyboard,
+            verbose: self.verbose.unwrap_or(!hardware),
+            marker_port: Some(marker::PORT),
+            extra: Vec::new(),
+            modules: false,
+            init: Vec::new(),
+        }
+    }
+
+    /// The guest command line for `spec`.
+    pub fn cmdline(&self, spec: &Spec) -> String {
+        cmdline::render(spec, &self.cmdline_options())
+    }
+
+    /// The kernel file the VMM loads for `image`.
+    fn kernel_file(&self, image: &KernelImage) -> Result<PathBuf, BackendError> {
+        match (self.protocol, image.kind) {
+            (Protocol::Pvh, _) => {
+                extract::cached_vmlinux(image).map_err(|e| BackendError::Instance {
+                    step: "extract vmlinux".into(),
+                    detail: e.to_string(),
+                })
+            }
+            (Protocol::BzImage, ImageKind::BzImage { .. }) => Ok(image.path.clone()),
+            (Protocol::BzImage, ImageKind::Elf) => Err(BackendError::Instance {
+                step: "load kernel".into(),
+                detail: format!(
+                    "{} is a vmlinux, not a bzImage: boot it through PVH",
+                    image.path.display()
+                ),
+            }),
+        }
+    }
+}
+
+impl Backend for VmLinux {
+    fn name(&self) -> &str {
+        "vm-linux"
+    }
+
+    fn describe(&self) -> &str {
+        "Linux microVM: isolab's KVM VMM boots a Linux kernel (linux-loader, PVH) with the workload as /init"
+    }
+
+    fn family(&self) -> isolab_results::Family {
+        isolab_results::Family::VmGuestOs
+    }
+
+    fn availability(&self, lab: &Lab) -> Availability {
+        if let Some(why) = kvm_problem(KvmKind::detect()) {
+            return Availability::Unavailable(why);
+        }
+        if let Err(e) = kvm::open() {
+            return Availability::Unavailable(e.to_string());
+        }
+        match kernel::find(lab.guest_kernel.as_deref()) {
+            Ok(_) => Availability::Available,
+            Err(e) => Availability::Unavailable(e.to_string()),
+        }
+    }
+
+    /// A VM reads a copy of the lab's image of its own: no file of the host's is shared.
+    fn image_files(&self, _lab: &Lab) -> Result<Vec<std::path::PathBuf>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    /// A disk or network kernel needs a guest kernel that can drive the disk or the card:
+    /// refused, naming the drivers it lacks and the fix, before anything starts.
+    fn supports(&self, lab: &Lab, kernel: isolab_payload::Kernel) -> Result<(), String> {
+        isolab_linux_guest::devices::refusal_for(lab.guest_kernel.as_deref(), kernel)
+    }
+
+    /// A disk kernel's guest gets a disk, a network kernel's a network card (see
+    /// [`Lab::guest_devices`]); whatever the lab made for it goes when it ends.
+    fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
+        let (devices, provisions) = lab.guest_devices(spec, &lab.next_instance_name())?;
+        let mut instance = self.start_with(lab, spec, limits, devices)?;
+        provisions.hand_to(lab, &mut instance);
+        Ok(instance)
+    }
+}
+
+impl VmLinux {
+    /// [`Backend::start`] with `devices`: a disk (`/dev/vda`) and a network card (`eth0`) for
+    /// this guest, served by the VMM's own virtio devices. A kernel that cannot drive them is
+    /// refused, naming the drivers it lacks.
+    pub fn start_with(
+        &self,
+        lab: &Lab,
+        spec: &Spec,
+        limits: &Limits,
+        devices: GuestDevices,
+    ) -> Result<Instance, BackendError> {
+        let mut timeline = Timeline::start();
+        let unavailable = |reason: String| BackendError::Unavailable {
+            backend: "vm-linux".into(),
+            reason,
+        };
+        crate::vmm_launch::prepare(self.name())?;
+        let image =
+            kernel::find(lab.guest_kernel.as_deref()).map_err(|e| unavailable(e.to_string()))?;
+        let (block, net) = (devices.block.is_some(), devices.net.is_some());
+        let wanted = linux_guest::devices::Wanted {
+            block,
+            net,
+            ext4: devices.image,
+        };
+        // What the kernel needs for the devices: drivers (built in, or modules to carry) and
+        // a way to find them (its command line, or ACPI tables).
+        let (modules, discovery) = if devices.is_empty() {
+            (Vec::new(), Discovery::None)
+        } else {
+            let drivers = linux_guest::devices::inspect(&image);
+            if let Some(why) = drivers.refusal(wanted) {
+                return Err(unavailable(why));
+            }
+            (drivers.modules(wanted), drivers.discovery)
+        };
+        let kernel_file = self.kernel_file(&image)?;
+        let initrd =
+            initramfs_path(lab.workdir(), &modules).map_err(|e| BackendError::Instance {
+                step: "initramfs".into(),
+                detail: e.to_string(),
+            })?;
+        timeline.mark("image");
+        let name = lab.next_instance_name();
+        let mut options = self.cmdline_options();
+        options.modules = !modules.is_empty();
+        options.init = devices.init_words.clone();
+        let mut config = LinuxConfig {
+            ram_bytes: ram_bytes(spec),
+            time_limit: self.time_limit.unwrap_or(lab.timeout.mul_f64(0.9)),
+            kernel: kernel_file.clone(),
+            initrd: initrd.clone(),
+            cmdline: String::new(),
+            hide_xsave: KvmKind::detect() == KvmKind::NestedPvm,
+            console_log: self
+                .console_log
+                .clone()
+                .unwrap_or_else(|| lab.workdir().join(format!("console-{name}.log"))),
+            // Symbols name where a guest stopped; only a PVH boot runs the kernel at the
+            // addresses it was linked for (the bzImage's decompressor may move it: KASLR).
+            symbols: (self.protocol == Protocol::Pvh)
+                .then(|| Symbols::locate(&image, &kernel_file))
+                .flatten(),
+            block: devices.block,
+            net: devices.net,
+            acpi: discovery == Discovery::Acpi,
+            notify: self.notify(),
+        };
+        if discovery == Discovery::CommandLine {
+            options
+                .extra
+                .extend(config.slots().iter().map(|(_, slot)| slot.cmdline()));
+        }
+        config.cmdline = cmdline::render(spec, &options);
+        // The VMM is a fork that keeps only the descriptors it is given: the tap is one.
+        let keep = config
+            .net
+            .as_ref()
+            .map(|n| n.tap.try_clone_fd())
+            .transpose()
+            .map_err(BackendError::io("dup the tap"))?
+            .into_iter()
+            .collect();
+        let mut instance = crate::vmm_launch::launch_keeping(
+            lab,
+            self.name(),
+            &name,
+            spec,
+            limits,
+            timeline,
+            keep,
+            |host, kept| {
+                let net = match (&config.net, kept.first()) {
+                    (Some(n), Some(&fd)) => Some(NetBacking {
+                        // SAFETY: the launch installed the tap's copy at this number in this
+                        // process, and nothing else owns it.
+                        tap: Tap::inherited(unsafe { OwnedFd::from_raw_fd(fd) }, n.tap.name()),
+                        mac: n.mac,
+                    }),
+                    _ => None,
+                };
+                machine::run(&config, net.as_ref(), host).map(drop)
+            },
+        )?;
+        for (key, value) in linux_guest::guest_facts(&image, &kernel_file, &initrd, &config.cmdline)
+        {
+            instance.note(key, value);
+        }
+        Ok(instance)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isolab_payload::Kernel;
+
+    #[test]
+    fn the_command_line_asks_for_the_marker_port_and_the_keyboard_reset() {
+        let line = VmLinux::default().cmdline(&Spec::default_for(Kernel::Ready));
+        assert!(line.contains("reboot=k"));
+        assert!(line.ends_with(&format!(" port={}", marker::PORT)));
+        assert!(line.len() < cmdline::MAX_LEN);
+    }
+
+    #[test]
+    fn nested_pvm_is_refused_with_the_reason() {
+        let why = kvm_problem(KvmKind::NestedPvm).unwrap();
+        assert!(why.contains("nested PVM") && why.contains("--force"));
+        assert!(kvm_problem(KvmKind::HardwareVtx).is_none());
+        assert!(kvm_problem(KvmKind::HardwareAmdV).is_none());
+    }
+}

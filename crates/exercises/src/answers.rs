@@ -1,0 +1,376 @@
+//! A student's answers to a measuring exercise (`labs/answers/<exercise>.toml`), and how each
+//! answer is compared with what the student's own results show.
+//!
+//! ```toml
+//! results = "reports/20261128-101500-startup/results.jsonl"
+//!
+//! [container]
+//! startup_ms = 1.393             # a figure, as the table prints it
+//! ci_ms = [1.376, 1.426]         # its 95% confidence interval
+//! longest_phase = "namespaces"   # a word from the exercise's vocabulary
+//! ```
+//!
+//! A blank answer (`""`) is "not yet". A figure must equal the one recomputed from the results
+//! file **at the precision the report prints it** ([`Precision`]): three decimals of a
+//! millisecond, two of a MiB, three significant digits of a ratio. That is what reading the
+//! table gives, and what a copy of another run's answers almost never matches — a second run
+//! on the same machine moves every interval by more than that.
+
+use crate::Test;
+use isolab_host::files::FilesError;
+use std::path::{Path, PathBuf};
+
+/// The largest answers file `lab check` reads. A complete one is about a kilobyte (a path and a
+/// dozen figures and words); 1 MiB is plenty for any comments a student adds, and small enough
+/// that `--answers /dev/zero` or a huge file costs nothing: either is refused before it is read.
+pub const MAX_ANSWERS: u64 = 1 << 20;
+
+/// Why an answers file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswersError {
+    /// It could not be read, or was refused (not a regular file, too large).
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// It is not TOML.
+    #[error("{path} is not valid TOML: {detail}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        detail: String,
+    },
+}
+
+/// A student's answers file.
+#[derive(Clone, Debug)]
+pub struct Answers {
+    /// Where it was read from.
+    pub path: PathBuf,
+    table: toml::Table,
+}
+
+/// How precisely a figure is printed, and therefore how precisely it must be quoted.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Precision {
+    /// A fixed number of decimals (milliseconds: 3; MiB: 2).
+    Decimals(u32),
+    /// Three significant digits (ratios, `format::sig3`).
+    Sig3,
+    /// Within this fraction of the value: an estimate the student works out from printed
+    /// figures (e.g. 0.1 for ±10 %).
+    Relative(f64),
+}
+
+impl Precision {
+    /// Half a unit of the last printed digit of `value`: how far a correctly read figure can
+    /// be from the exact one.
+    fn tolerance(self, value: f64) -> f64 {
+        let half_unit = |decimals: i32| 0.5 * 10f64.powi(-decimals);
+        let slack = 1e-9 + value.abs() * 1e-12;
+        slack
+            + match self {
+                Precision::Decimals(d) => half_unit(d as i32),
+                Precision::Sig3 => {
+                    let a = value.abs();
+                    // Mirrors format::sig3: 0 decimals from 100, 1 from 10, 2 from 1, else 3.
+                    let d = if a >= 100.0 || a == 0.0 {
+                        0
+                    } else if a >= 10.0 {
+                        1
+                    } else if a >= 1.0 {
+                        2
+                    } else {
+                        3
+                    };
+                    half_unit(d)
+                }
+                Precision::Relative(r) => value.abs() * r,
+            }
+    }
+
+    /// Does `quoted` read `exact` correctly?
+    pub fn matches(self, quoted: f64, exact: f64) -> bool {
+        (quoted - exact).abs() <= self.tolerance(exact)
+    }
+}
+
+/// What a question's answer was.
+enum Given<T> {
+    Blank,
+    Wrong(String),
+    Value(T),
+}
+
+impl Answers {
+    /// Read the answers at `path`: a regular file of at most [`MAX_ANSWERS`] bytes (the
+    /// student's file, read by a lab that often runs as root: see [`isolab_host::files`]).
+    pub fn read(path: &Path) -> Result<Answers, AnswersError> {
+        let text = isolab_host::files::read_to_string_bounded(path, MAX_ANSWERS, "answers file")?;
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| AnswersError::Toml {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+        Ok(Answers {
+            path: path.to_path_buf(),
+            table,
+        })
+    }
+
+    /// Answers from a TOML text (tests).
+    pub fn parse(text: &str) -> Result<Answers, String> {
+        Ok(Answers {
+            path: PathBuf::from("(text)"),
+            table: text.parse().map_err(|e| format!("not valid TOML: {e}"))?,
+        })
+    }
+
+    /// The value at a dotted key (`container.startup_ms`).
+    fn get(&self, key: &str) -> Option<&toml::Value> {
+        let mut parts = key.split('.');
+        let mut value = self.table.get(parts.next()?)?;
+        for part in parts {
+            value = value.as_table()?.get(part)?;
+        }
+        Some(value)
+    }
+
+    /// A path the student wrote (the results file), if any.
+    pub fn path_at(&self, key: &str) -> Option<PathBuf> {
+        match self.get(key)? {
+            toml::Value::String(s) if !s.trim().is_empty() => Some(PathBuf::from(s.trim())),
+            _ => None,
+        }
+    }
+
+    fn number(&self, key: &str) -> Given<f64> {
+        match self.get(key) {
+            None => Given::Blank,
+            Some(toml::Value::String(s)) if s.trim().is_empty() => Given::Blank,
+            Some(toml::Value::Integer(i)) => Given::Value(*i as f64),
+            Some(toml::Value::Float(f)) => Given::Value(*f),
+            Some(other) => Given::Wrong(format!("{key} should be a number, not {other}")),
+        }
+    }
+
+    fn pair(&self, key: &str) -> Given<(f64, f64)> {
+        match self.get(key) {
+            None => Given::Blank,
+            Some(toml::Value::String(s)) if s.trim().is_empty() => Given::Blank,
+            Some(toml::Value::Array(a)) => {
+                let num = |v: &toml::Value| v.as_float().or(v.as_integer().map(|i| i as f64));
+                match (a.len(), a.first().and_then(num), a.get(1).and_then(num)) {
+                    (2, Some(lo), Some(hi)) => Given::Value((lo, hi)),
+                    _ if a
+                        .iter()
+                        .all(|v| v.as_str().is_some_and(|s| s.trim().is_empty())) =>
+                    {
+                        Given::Blank
+                    }
+                    _ => Given::Wrong(format!("{key} should be [low, high], two numbers")),
+                }
+            }
+            Some(other) => Given::Wrong(format!("{key} should be [low, high], not {other}")),
+        }
+    }
+
+    fn word(&self, key: &str) -> Given<String> {
+        match self.get(key) {
+            None => Given::Blank,
+            Some(toml::Value::String(s)) if s.trim().is_empty() => Given::Blank,
+            Some(toml::Value::String(s)) => Given::Value(s.trim().to_lowercase()),
+            Some(other) => Given::Wrong(format!("{key} should be a word in quotes, not {other}")),
+        }
+    }
+}
+
+/// What the student's data say the answer to one question is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expected {
+    /// A figure, read at `precision`.
+    Figure {
+        /// The exact value.
+        value: f64,
+        /// How precisely it is printed.
+        precision: Precision,
+    },
+    /// An interval, both ends read at `precision`.
+    Interval {
+        /// Low end.
+        low: f64,
+        /// High end.
+        high: f64,
+        /// How precisely the ends are printed.
+        precision: Precision,
+    },
+    /// A word: any of `accepted` (a near-tie may allow two), out of `vocabulary`.
+    Word {
+        /// The right answers.
+        accepted: Vec<String>,
+        /// Every word the question allows.
+        vocabulary: Vec<String>,
+    },
+}
+
+impl Expected {
+    /// A word question with one right answer.
+    pub fn word(answer: &str, vocabulary: &[&str]) -> Expected {
+        Expected::Word {
+            accepted: vec![answer.to_string()],
+            vocabulary: vocabulary.iter().map(|w| w.to_string()).collect(),
+        }
+    }
+
+    /// The answer as it would be written in the answers file (for the answer keys of tests).
+    pub fn as_toml(&self) -> toml::Value {
+        match self {
+            Expected::Figure { value, .. } => toml::Value::Float(*value),
+            Expected::Interval { low, high, .. } => {
+                toml::Value::Array(vec![toml::Value::Float(*low), toml::Value::Float(*high)])
+            }
+            Expected::Word { accepted, .. } => toml::Value::String(accepted[0].clone()),
+        }
+    }
+}
+
+/// One question of an exercise: where its answer goes, and what it asks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Question {
+    /// The dotted key in the answers file.
+    pub key: String,
+    /// What is asked, for the check's line.
+    pub ask: String,
+    /// What the data say, or why they cannot say (the results lack what it needs).
+    pub expected: Result<Expected, String>,
+    /// Where to read the answer (the table and column), for the hint.
+    pub where_to_look: String,
+}
+
+/// Compare the answer to `q` with what the data say.
+pub fn judge(answers: &Answers, q: &Question) -> Test {
+    let name = format!("{} ({})", q.ask, q.key);
+    let expected = match &q.expected {
+        Ok(e) => e,
+        Err(why) => return Test::fail(name, why.clone()),
+    };
+    let blank = || {
+        Test::not_yet(
+            name.clone(),
+            format!("not answered yet: {}", q.where_to_look),
+        )
+    };
+    match expected {
+        Expected::Figure { value, precision } => match answers.number(&q.key) {
+            Given::Blank => blank(),
+            Given::Wrong(w) => Test::fail(name, w),
+            Given::Value(v) => Test::expect(&name, precision.matches(v, *value), || {
+                format!(
+                    "{v} is not what your results show: {} (quote it as printed)",
+                    q.where_to_look
+                )
+            }),
+        },
+        Expected::Interval {
+            low,
+            high,
+            precision,
+        } => match answers.pair(&q.key) {
+            Given::Blank => blank(),
+            Given::Wrong(w) => Test::fail(name, w),
+            Given::Value((l, h)) => Test::expect(
+                &name,
+                precision.matches(l, *low) && precision.matches(h, *high),
+                || {
+                    format!(
+                        "[{l}, {h}] is not the interval your results show: {}",
+                        q.where_to_look
+                    )
+                },
+            ),
+        },
+        Expected::Word {
+            accepted,
+            vocabulary,
+        } => match answers.word(&q.key) {
+            Given::Blank => blank(),
+            Given::Wrong(w) => Test::fail(name, w),
+            Given::Value(w) if !vocabulary.is_empty() && !vocabulary.contains(&w) => Test::fail(
+                name,
+                format!("{w:?} is not one of {}", vocabulary.join(", ")),
+            ),
+            Given::Value(w) => Test::expect(&name, accepted.contains(&w), || {
+                format!("{w:?} is not what your data show: {}", q.where_to_look)
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Status;
+
+    fn q(key: &str, expected: Expected) -> Question {
+        Question {
+            key: key.into(),
+            ask: "a question".into(),
+            expected: Ok(expected),
+            where_to_look: "the table".into(),
+        }
+    }
+
+    #[test]
+    fn figures_match_at_the_printed_precision_only() {
+        let ms = Precision::Decimals(3);
+        assert!(ms.matches(1.393, 1.393_4));
+        assert!(ms.matches(1.394, 1.393_6));
+        assert!(!ms.matches(1.392, 1.393_6));
+        assert!(Precision::Sig3.matches(17.5, 17.46));
+        assert!(!Precision::Sig3.matches(17.4, 17.46));
+        assert!(Precision::Sig3.matches(0.979, 0.9791));
+        assert!(Precision::Sig3.matches(412.0, 411.6));
+        assert!(Precision::Relative(0.1).matches(18.0, 17.0));
+        assert!(!Precision::Relative(0.1).matches(19.0, 17.0));
+    }
+
+    #[test]
+    fn answers_are_judged_blank_wrong_or_right() {
+        let a = Answers::parse(
+            "results = \"r\"\n[c]\nms = 1.393\nci = [1.376, 1.426]\nphase = \"Namespaces\"\nblank = \"\"\nbad = \"x\"\nnone = [\"\", \"\"]\n",
+        )
+        .unwrap();
+        assert_eq!(a.path_at("results"), Some(PathBuf::from("r")));
+        let fig = |v| Expected::Figure {
+            value: v,
+            precision: Precision::Decimals(3),
+        };
+        assert_eq!(judge(&a, &q("c.ms", fig(1.3931))).status, Status::Pass);
+        assert_eq!(judge(&a, &q("c.ms", fig(1.40))).status, Status::Fail);
+        assert_eq!(judge(&a, &q("c.blank", fig(1.0))).status, Status::NotYet);
+        assert_eq!(judge(&a, &q("c.missing", fig(1.0))).status, Status::NotYet);
+        assert_eq!(judge(&a, &q("c.bad", fig(1.0))).status, Status::Fail);
+        let ci = Expected::Interval {
+            low: 1.3762,
+            high: 1.4258,
+            precision: Precision::Decimals(3),
+        };
+        assert_eq!(judge(&a, &q("c.ci", ci.clone())).status, Status::Pass);
+        assert_eq!(judge(&a, &q("c.none", ci)).status, Status::NotYet);
+        let vocab = ["namespaces", "rootfs"];
+        assert_eq!(
+            judge(&a, &q("c.phase", Expected::word("namespaces", &vocab))).status,
+            Status::Pass,
+            "words are compared in lower case"
+        );
+        assert_eq!(
+            judge(&a, &q("c.phase", Expected::word("rootfs", &vocab))).status,
+            Status::Fail
+        );
+        let no_data = Question {
+            expected: Err("no container runs".into()),
+            ..q("c.ms", fig(0.0))
+        };
+        assert_eq!(judge(&a, &no_data).status, Status::Fail);
+    }
+}

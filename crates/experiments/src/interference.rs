@@ -1,0 +1,619 @@
+//! `lab run interference`: does one instance's load, or its failure, reach its neighbours?
+//!
+//! One source says a VM's isolation "ensures that the performance and stability of one VM do
+//! not affect others running on the same host"; another, that containers "give more granular
+//! control over resources". This experiment puts a **victim** instance beside 0, 1, …, k
+//! **aggressor** instances of the *same* backend and measures the victim's slowdown against
+//! running alone, paired by round, and whether it survives at all:
+//!
+//! | aggressor | what it does                                  | victim (by default) |
+//! |-----------|-----------------------------------------------|---------------------|
+//! | `cpu`     | the `cpu` kernel, endless: a CPU hog          | `cpu`               |
+//! | `mem`     | the `mem` kernel, endless: a memory-bandwidth streamer | `mem`      |
+//! | `disk`    | `disk-seq`, pass after pass: a disk writer    | `disk-rand`         |
+//! | `fork`    | `fork-bomb`: fork until the kernel refuses    | `syscall`           |
+//! | `oom`     | `mem-hog`: grow until the OOM killer strikes  | `mem`               |
+//!
+//! It runs everything twice: **unlimited** (no limits, as `docker run` gives by default) and
+//! **limited** (every instance under the same CPU, memory, pids and I/O limits: the user's, or
+//! defaults the lab chooses and records), so a student sees what a cgroup buys — a CPU share, a
+//! memory wall, a process count, a disk budget — and what it does not: memory bandwidth and the
+//! CPU's caches have no limit at all.
+//!
+//! **Safe by construction.** A fork bomb always runs under a pids limit the lab chose, and a
+//! memory hog under a memory limit the lab chose, even in the unlimited configuration (in a VM
+//! these are backstops: the guest's own limits act first). Every aggressor is bounded in time,
+//! is stopped the moment its victim is done, and is an ordinary instance: its `Drop` kills and
+//! removes it, and the lab's ledger and guardian remove it if the lab itself is killed.
+
+use crate::{
+    campaign_by, check_provisions, interrupted, require_cgroups, select, Campaign, ExperimentError,
+    Sample, Sampling, Settings,
+};
+use isolab_backends::lab::Lab;
+use isolab_backends::{Backend, BackendError, Instance, Limits, Run};
+use isolab_payload::{Kernel, Spec};
+use isolab_resources::cgroup::MIN_CPUS;
+pub use isolab_results::{Aggressor, SAFETY_MEMORY_BYTES, SAFETY_PIDS};
+use isolab_results::{AggressorRecord, Config, Facts, Neighbours, Skipped};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// Iterations or passes that no aggressor finishes before the lab stops it.
+const ENDLESS: u64 = 1 << 40;
+
+/// What each aggressor runs in this experiment, and the victim it is measured against.
+pub trait AggressorWork {
+    /// The workload an aggressor runs; `bound_ms` bounds the two that end themselves.
+    fn spec(self, bound_ms: u64) -> Spec;
+
+    /// The victim each aggressor is measured against unless `--kernels` says otherwise: the
+    /// kernel that needs what the aggressor takes. A fork bomb's retries are system calls that
+    /// fail late in the kernel; the victim's own system calls share that kernel.
+    fn victim(self) -> Kernel;
+
+    /// True when its kernel marks `start` once it is at work (after its set-up): the victim
+    /// starts only then.
+    fn marks_start(self) -> bool;
+}
+
+impl AggressorWork for Aggressor {
+    fn spec(self, bound_ms: u64) -> Spec {
+        match self {
+            Aggressor::Cpu => Spec::new(Kernel::Cpu, 0, ENDLESS),
+            Aggressor::Mem => Spec::new(Kernel::Mem, 64, ENDLESS),
+            Aggressor::Disk => Spec::new(Kernel::DiskSeq, 64, ENDLESS),
+            Aggressor::Fork => Spec::new(Kernel::ForkBomb, 0, bound_ms),
+            Aggressor::Oom => Spec {
+                iters: bound_ms,
+                ..Spec::default_for(Kernel::MemHog)
+            },
+        }
+    }
+
+    fn victim(self) -> Kernel {
+        match self {
+            Aggressor::Cpu => Kernel::Cpu,
+            Aggressor::Mem | Aggressor::Oom => Kernel::Mem,
+            Aggressor::Disk => Kernel::DiskRand,
+            Aggressor::Fork => Kernel::Syscall,
+        }
+    }
+
+    fn marks_start(self) -> bool {
+        !matches!(self, Aggressor::Cpu)
+    }
+}
+
+/// A victim's workload: its kernel's default, run longer where that is short. A victim must
+/// span many of the scheduler's time slices (a few ms) and several periods of a CPU limit
+/// (100 ms), or a share or a throttle would not show in its time: the `cpu` kernel runs 10×
+/// its iterations (a third of a second natively), `mem` 16× its passes, `syscall` 50× its
+/// calls (a seventh of a second natively; a bare guest's calls are VM exits, 60 µs each under
+/// nested virtualization, so about a minute there — `syscall` is no bare VM's victim by
+/// default). The others already take a few hundred milliseconds.
+pub fn victim_spec(kernel: Kernel) -> Spec {
+    let mut spec = Spec::default_for(kernel);
+    spec.iters = spec.iters.saturating_mul(match kernel {
+        Kernel::Cpu => 10,
+        Kernel::Mem => 16,
+        Kernel::Syscall => 50,
+        _ => 1,
+    });
+    spec
+}
+
+/// 6 measured rounds — the fewest from which the claims ledger calls a difference — after one
+/// warm-up round. Each round runs every victim alone and beside every count of every
+/// aggressor, in both configurations.
+pub const SAMPLING: Sampling = Sampling { runs: 6, warmup: 1 };
+
+/// The most aggressors beside a victim unless `--max-aggressors` says otherwise.
+pub const DEFAULT_MAX_AGGRESSORS: u32 = 2;
+
+/// The limited configuration's defaults when no limit is given: a memory limit above a Linux
+/// guest's RAM with the victims' working sets, room for a bomb's processes, and a disk budget
+/// well below what a disk writer takes unlimited. The CPU limit is the machine's CPUs shared
+/// out among a victim and its aggressors ([`default_limited`]).
+pub const DEFAULT_MEMORY_MIB: u64 = 512;
+/// See [`DEFAULT_MEMORY_MIB`].
+pub const DEFAULT_PIDS: u64 = 64;
+/// See [`DEFAULT_MEMORY_MIB`].
+pub const DEFAULT_IO_MIB: u64 = 32;
+
+/// How long aggressors work before the victim starts, once they have reached their `start`:
+/// the bomb fills its limit in milliseconds, the hog grows for a while before it is killed.
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// How long an aggressor that listens for the host (the bomb, the hog) may take to stop its
+/// child and report; a guest must also stop its machine.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// What to run besides the common options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// The aggressors.
+    pub aggressors: Vec<Aggressor>,
+    /// Victims to run against every aggressor; `None`: each aggressor's own
+    /// ([`Aggressor::victim`]).
+    pub kernels: Option<Vec<Kernel>>,
+    /// The most aggressors beside one victim.
+    pub max_aggressors: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            aggressors: Aggressor::ALL.to_vec(),
+            kernels: None,
+            max_aggressors: DEFAULT_MAX_AGGRESSORS,
+        }
+    }
+}
+
+/// The aggressors called `names`; an unknown one is the user's mistake.
+pub fn aggressors_named(names: &[String]) -> Result<Vec<Aggressor>, ExperimentError> {
+    let mut out = Vec::new();
+    for n in names {
+        let a = Aggressor::from_name(n).ok_or_else(|| ExperimentError::UnknownAggressor {
+            name: n.clone(),
+            known: Aggressor::ALL.map(Aggressor::name).join(", "),
+        })?;
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// The victims called `names`: kernels that measure a speed.
+pub fn victims_named(names: &[String]) -> Result<Vec<Kernel>, ExperimentError> {
+    let known = || {
+        Kernel::ALL
+            .into_iter()
+            .filter(|k| k.resource().is_some())
+            .map(Kernel::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    names
+        .iter()
+        .map(|n| {
+            Kernel::from_name(n.as_bytes())
+                .filter(|k| k.resource().is_some())
+                .ok_or_else(|| ExperimentError::UnknownKernel {
+                    name: n.clone(),
+                    known: known(),
+                })
+        })
+        .collect()
+}
+
+/// The numbers of aggressors beside a victim: 1, 2, 4, … up to `max`, and `max` itself.
+pub fn counts(max: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut n = 1;
+    while n < max {
+        out.push(n);
+        n *= 2;
+    }
+    out.push(max.max(1));
+    out
+}
+
+/// The limited configuration when the user gave no limit: `host_cpus` shared out evenly among
+/// a victim, `max_aggressors` aggressors and one more share for the host itself (the lab, the
+/// system), [`DEFAULT_MEMORY_MIB`], [`DEFAULT_PIDS`], and [`DEFAULT_IO_MIB`] when there is a
+/// disk to limit (`io_disk`).
+///
+/// Why a share for the host: a CPU limit is a ceiling, not a floor. CFS bandwidth control gives
+/// each cgroup a quota of CPU time per 100 ms period and throttles it — takes it off the CPU
+/// until the next period — once the quota is spent; nothing reserves that time for it. Limits
+/// that add up to the whole machine leave the victim to compete for its own quota with
+/// everything else that runs there, and a victim that cannot use its quota early in a period
+/// cannot save it for later.
+pub fn default_limited(host_cpus: usize, max_aggressors: u32, io_disk: bool) -> Limits {
+    let share = host_cpus as f64 / f64::from(max_aggressors + 2);
+    // Two decimals: what a student would type.
+    let cpus = ((share * 100.0).floor() / 100.0).max(MIN_CPUS);
+    Limits {
+        memory_bytes: Some(DEFAULT_MEMORY_MIB << 20),
+        pids: Some(DEFAULT_PIDS),
+        cpus: Some(cpus),
+        io_bps: io_disk.then_some(DEFAULT_IO_MIB << 20),
+    }
+}
+
+/// An aggressor's limits under `limits` (a configuration's): the same, with the lab's safety
+/// limits on a fork bomb and a memory hog — never looser than [`SAFETY_PIDS`] and
+/// [`SAFETY_MEMORY_BYTES`].
+pub fn aggressor_limits(a: Aggressor, limits: &Limits) -> Limits {
+    let mut l = *limits;
+    match a {
+        Aggressor::Fork => l.pids = Some(l.pids.map_or(SAFETY_PIDS, |p| p.min(SAFETY_PIDS))),
+        Aggressor::Oom => {
+            l.memory_bytes = Some(
+                l.memory_bytes
+                    .map_or(SAFETY_MEMORY_BYTES, |m| m.min(SAFETY_MEMORY_BYTES)),
+            );
+        }
+        _ => {}
+    }
+    l
+}
+
+/// `limits` with the lab's safety limits when `spec` runs a fork bomb or a memory hog: what
+/// `lab exec` applies, so that no bomb ever runs without a limit.
+pub fn safe_for(spec: &Spec, limits: &Limits) -> Limits {
+    match spec.kernel {
+        Kernel::ForkBomb => aggressor_limits(Aggressor::Fork, limits),
+        Kernel::MemHog => aggressor_limits(Aggressor::Oom, limits),
+        _ => *limits,
+    }
+}
+
+/// One sample to take: a victim on a backend, alone or beside `count` aggressors, in one
+/// configuration.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    backend: usize,
+    victim: Spec,
+    aggressor: Option<(Aggressor, u32)>,
+    config: Config,
+}
+
+/// What was run, as the results' settings record it.
+#[derive(Serialize)]
+struct Recorded<'a> {
+    aggressors: Vec<&'static str>,
+    victims: Vec<(&'static str, &'static str)>,
+    max_aggressors: u32,
+    counts: &'a [u32],
+    limited: Limits,
+    limited_chosen_by: &'static str,
+    safety_pids: u64,
+    safety_memory_bytes: u64,
+    io_disk: Option<String>,
+}
+
+/// Run the experiment on `backends` (or every default backend here).
+pub fn run(
+    lab: &Lab,
+    backends: Option<&[String]>,
+    options: &Options,
+    settings: &Settings,
+) -> Result<Campaign, ExperimentError> {
+    require_cgroups(lab, "lab run interference")?;
+    let io_disk = lab.io_disk().ok();
+    let (limited, chosen_by) = if settings.limits.any() {
+        (settings.limits, "user")
+    } else {
+        (
+            default_limited(
+                isolab_host::facts::cpu_count(),
+                options.max_aggressors,
+                io_disk.is_some(),
+            ),
+            "lab",
+        )
+    };
+    // Every instance must be able to take the limits; `select` refuses a backend that cannot.
+    let mut selection = select(lab, backends, &limited)?;
+    // (victim, aggressor) pairs.
+    let pairs: Vec<(Kernel, Aggressor)> = match &options.kernels {
+        Some(victims) => victims
+            .iter()
+            .flat_map(|v| options.aggressors.iter().map(move |a| (*v, *a)))
+            .collect(),
+        None => options
+            .aggressors
+            .iter()
+            .map(|a| (a.victim(), *a))
+            .collect(),
+    };
+    let mut victims: Vec<Kernel> = Vec::new();
+    for (v, _) in &pairs {
+        if !victims.contains(v) {
+            victims.push(*v);
+        }
+    }
+    let bound_ms = (lab.timeout.as_millis() as u64).saturating_mul(3);
+    let mut specs: Vec<Spec> = victims.iter().map(|k| victim_spec(*k)).collect();
+    specs.extend(options.aggressors.iter().map(|a| a.spec(bound_ms)));
+    check_provisions(lab, &specs)?;
+    let counts = counts(options.max_aggressors);
+
+    // The cases each backend can run; what it cannot, and why, goes into the results.
+    let mut kept = Vec::new();
+    let mut cases = Vec::new();
+    for backend in std::mem::take(&mut selection.backends) {
+        let index = kept.len();
+        let mut mine = Vec::new();
+        let refuses = |k: Kernel| backend.supports(lab, k).err();
+        for (v, a) in &pairs {
+            let why = refuses(*v).map(|w| format!("victim {v}: {w}")).or_else(|| {
+                refuses(a.spec(0).kernel).map(|w| format!("aggressor {}: {w}", a.name()))
+            });
+            if let Some(reason) = why {
+                let reason = format!("{} beside {}: {reason}", v, a.name());
+                if !selection
+                    .skipped
+                    .iter()
+                    .any(|s| s.backend == backend.name() && s.reason == reason)
+                {
+                    selection.skipped.push(Skipped {
+                        backend: backend.name().to_string(),
+                        reason,
+                    });
+                }
+                continue;
+            }
+            for config in Config::ALL {
+                for &n in &counts {
+                    mine.push(Case {
+                        backend: index,
+                        victim: victim_spec(*v),
+                        aggressor: Some((*a, n)),
+                        config,
+                    });
+                }
+            }
+        }
+        if mine.is_empty() {
+            continue;
+        }
+        // Each victim alone, once per configuration: the sample its slowdowns are paired with.
+        let mut alone: Vec<Kernel> = Vec::new();
+        for c in &mine {
+            if !alone.contains(&c.victim.kernel) {
+                alone.push(c.victim.kernel);
+            }
+        }
+        for v in alone {
+            for config in Config::ALL {
+                mine.push(Case {
+                    backend: index,
+                    victim: victim_spec(v),
+                    aggressor: None,
+                    config,
+                });
+            }
+        }
+        cases.extend(mine);
+        kept.push(backend);
+    }
+    selection.backends = kept;
+    if selection.backends.is_empty() {
+        return Err(ExperimentError::KernelUnsupported {
+            kernel: "any victim beside these aggressors".into(),
+            why: selection.why_skipped(),
+        });
+    }
+    let recorded = Recorded {
+        aggressors: options.aggressors.iter().map(|a| a.name()).collect(),
+        victims: pairs.iter().map(|(v, a)| (v.name(), a.name())).collect(),
+        max_aggressors: options.max_aggressors,
+        counts: &counts,
+        limited,
+        limited_chosen_by: chosen_by,
+        safety_pids: SAFETY_PIDS,
+        safety_memory_bytes: SAFETY_MEMORY_BYTES,
+        io_disk: io_disk.map(|d| d.to_string()),
+    };
+    let extra = serde_json::to_value(&recorded).expect("settings serialise");
+    let selection = &selection;
+    campaign_by(
+        lab,
+        "interference",
+        selection,
+        &cases,
+        settings,
+        extra,
+        |c| {
+            let beside = match c.aggressor {
+                Some((a, n)) => format!(" + {n}×{}", a.name()),
+                None => " alone".into(),
+            };
+            (
+                c.backend,
+                format!("{}{beside} ({})", c.victim.kernel, c.config.name()),
+            )
+        },
+        |c| {
+            let backend = selection.backends[c.backend].as_ref();
+            sample(lab, backend, c, &limited, bound_ms)
+        },
+    )
+}
+
+/// Take one sample: start the aggressors, let them reach full force, run the victim, stop the
+/// aggressors whatever happened to it, and record all of it.
+fn sample(lab: &Lab, backend: &dyn Backend, c: &Case, limited: &Limits, bound_ms: u64) -> Sample {
+    let victim_limits = match c.config {
+        Config::Unlimited => Limits::default(),
+        Config::Limited => *limited,
+    };
+    let mut neighbours = Neighbours {
+        config: c.config,
+        aggressor: c.aggressor.map(|(a, _)| a.name().to_string()),
+        count: c.aggressor.map_or(0, |(_, n)| n),
+        limits: victim_limits,
+        aggressor_limits: c
+            .aggressor
+            .map(|(a, _)| aggressor_limits(a, &victim_limits)),
+        aggressors: Vec::new(),
+    };
+    let mut aggressors: Vec<Instance> = Vec::new();
+    let result = (|| {
+        if let Some((a, n)) = c.aggressor {
+            let spec = a.spec(bound_ms);
+            let limits = aggressor_limits(a, &victim_limits);
+            let failed = |e: BackendError| BackendError::Instance {
+                step: format!("aggressor {}", a.name()),
+                detail: e.to_string(),
+            };
+            for _ in 0..n {
+                aggressors.push(backend.start(lab, &spec, &limits).map_err(failed)?);
+            }
+            for inst in &mut aggressors {
+                inst.wait_ready().map_err(failed)?;
+                if a.marks_start() {
+                    inst.wait_phase("start").map_err(failed)?;
+                }
+            }
+            if !isolab_host::interrupt::sleep(SETTLE) {
+                return Err(BackendError::Interrupted {
+                    signal: isolab_host::interrupt::requested()
+                        .map_or_else(|| "a signal".into(), isolab_host::interrupt::name),
+                });
+            }
+        }
+        victim(lab, backend, &c.victim, &victim_limits)
+    })();
+    // The aggressors go whatever happened to the victim (and at once after Ctrl-C: their
+    // `Drop` kills them).
+    let grace = match c.aggressor {
+        Some((a, _)) if a.spec(0).kernel.stops_when_told() && !interrupted() => GRACE,
+        _ => Duration::ZERO,
+    };
+    for inst in aggressors {
+        let workload = (&a_spec(c, bound_ms)).into();
+        neighbours.aggressors.push(match inst.stop_within(grace) {
+            Ok(run) => aggressor_record(run),
+            Err(e) => AggressorRecord {
+                workload,
+                outcome: isolab_results::Outcome::Failed {
+                    reason: e.to_string(),
+                },
+                cpu_ns: None,
+                cgroup_peak_bytes: None,
+                facts: Facts::default(),
+            },
+        });
+    }
+    Sample {
+        spec: c.victim,
+        result,
+        neighbours: Some(neighbours),
+    }
+}
+
+fn a_spec(c: &Case, bound_ms: u64) -> Spec {
+    c.aggressor.map_or(c.victim, |(a, _)| a.spec(bound_ms))
+}
+
+/// Run the victim to its end, at most the lab's timeout for each marker: a victim that its
+/// neighbours starve is recorded as failed, not waited for forever.
+fn victim(
+    lab: &Lab,
+    backend: &dyn Backend,
+    spec: &Spec,
+    limits: &Limits,
+) -> Result<Run, BackendError> {
+    let mut v = backend.start(lab, spec, limits)?;
+    let result = v
+        .wait_ready()
+        .and_then(|()| v.wait_done_by(Instant::now() + lab.timeout));
+    match result {
+        Ok(()) | Err(BackendError::Exited { .. }) => v.finish(),
+        Err(e) => Err(e),
+    }
+}
+
+fn aggressor_record(run: Run) -> AggressorRecord {
+    AggressorRecord {
+        workload: (&run.spec).into(),
+        facts: Facts::from_wire(&run.info),
+        outcome: run.outcome,
+        cpu_ns: run.cpu_ns,
+        cgroup_peak_bytes: run.cgroup_peak_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_double_up_to_the_top() {
+        assert_eq!(counts(1), [1]);
+        assert_eq!(counts(2), [1, 2]);
+        assert_eq!(counts(3), [1, 2, 3]);
+        assert_eq!(counts(8), [1, 2, 4, 8]);
+    }
+
+    #[test]
+    fn a_bomb_and_a_hog_always_have_a_limit_and_never_a_looser_one() {
+        let none = Limits::default();
+        assert_eq!(
+            aggressor_limits(Aggressor::Fork, &none).pids,
+            Some(SAFETY_PIDS)
+        );
+        assert_eq!(
+            aggressor_limits(Aggressor::Oom, &none).memory_bytes,
+            Some(SAFETY_MEMORY_BYTES)
+        );
+        assert_eq!(aggressor_limits(Aggressor::Cpu, &none), none);
+        let loose = Limits {
+            pids: Some(1 << 20),
+            memory_bytes: Some(1 << 40),
+            ..Limits::default()
+        };
+        assert_eq!(
+            aggressor_limits(Aggressor::Fork, &loose).pids,
+            Some(SAFETY_PIDS)
+        );
+        assert_eq!(
+            aggressor_limits(Aggressor::Oom, &loose).memory_bytes,
+            Some(SAFETY_MEMORY_BYTES)
+        );
+        let tight = Limits {
+            pids: Some(16),
+            ..Limits::default()
+        };
+        assert_eq!(aggressor_limits(Aggressor::Fork, &tight).pids, Some(16));
+        let bomb = Spec::default_for(Kernel::ForkBomb);
+        assert_eq!(safe_for(&bomb, &none).pids, Some(SAFETY_PIDS));
+        let cpu = Spec::default_for(Kernel::Cpu);
+        assert_eq!(safe_for(&cpu, &none), none);
+    }
+
+    #[test]
+    fn the_default_limits_share_the_machine_out() {
+        let l = default_limited(2, 2, true);
+        assert_eq!(l.cpus, Some(0.5));
+        assert_eq!(default_limited(4, 1, true).cpus, Some(1.33));
+        assert_eq!(l.memory_bytes, Some(512 << 20));
+        assert_eq!(l.io_bps, Some(32 << 20));
+        assert_eq!(default_limited(2, 2, false).io_bps, None);
+        assert_eq!(default_limited(1, 200, false).cpus, Some(MIN_CPUS));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(
+            aggressors_named(&["cpu".into(), "oom".into(), "cpu".into()]).unwrap(),
+            [Aggressor::Cpu, Aggressor::Oom]
+        );
+        let e = aggressors_named(&["meltdown".into()]).unwrap_err();
+        assert!(
+            e.is_usage() && e.to_string().contains("cpu, mem, disk, fork, oom"),
+            "{e}"
+        );
+        assert!(victims_named(&["sleep".into()]).unwrap_err().is_usage());
+        assert_eq!(victims_named(&["net-rr".into()]).unwrap(), [Kernel::NetRr]);
+    }
+
+    #[test]
+    fn every_aggressor_kernel_is_bounded_or_stopped_by_the_lab() {
+        for a in Aggressor::ALL {
+            let spec = a.spec(1000);
+            if a.is_failure() {
+                assert!(spec.kernel.stops_when_told(), "{a:?}");
+                assert_eq!(spec.iters, 1000, "{a:?}");
+            } else {
+                assert_eq!(spec.iters, ENDLESS, "{a:?}: the lab kills it");
+            }
+        }
+    }
+}

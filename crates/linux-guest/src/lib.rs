@@ -1,0 +1,146 @@
+//! Linux guests: what every backend that boots a Linux kernel needs, whoever runs it.
+//!
+//! A Linux guest of the lab is three things: a **kernel** (the host's, or one `lab kernel build`
+//! made), an **initramfs** holding the static workload as `/init`, and a **command line** that
+//! tunes the kernel for a microVM and names the workload kernel to run. The guest reports on its
+//! serial **console**. Two backends boot it:
+//!
+//! * `vm-linux` — the lab's own KVM VMM, loading the kernel with linux-loader;
+//! * `qemu` — QEMU's `microvm` machine, as an outside reference (emulated with TCG where there is
+//!   no hardware virtualization).
+//!
+//! The modules:
+//!
+//! * [`kernel`] — finding a kernel, telling a bzImage from a vmlinux;
+//! * [`extract`] — the vmlinux inside a bzImage (XZ + BCJ), for booting through PVH;
+//! * [`initramfs`] — the cpio newc writer and the lab's initramfs;
+//! * [`cmdline`] — the guest command line;
+//! * [`console`] — the console as the host reads it: log, marker lines, stamps;
+//! * [`symbols`] — naming the kernel function a stopped guest was in;
+//! * [`build`] — `lab kernel build`: a minimal microVM kernel from a source tree.
+//!
+//! This module knows nothing of backends: it gives them files, strings and facts
+//! ([`guest_facts`]), which each backend records on its own instances.
+
+pub mod build;
+pub mod cmdline;
+pub mod console;
+pub mod devices;
+pub mod extract;
+pub mod initramfs;
+pub mod kernel;
+pub mod symbols;
+
+use isolab_payload::{Spec, WORKLOAD_ELF};
+use isolab_results::info;
+use std::path::{Path, PathBuf};
+use std::{fs, io};
+
+/// Guest RAM for the kernel and its page cache, before the workload's arena: enough for a
+/// distribution kernel (Debian's needs about 60 MiB to boot into an initramfs).
+pub const BASE_RAM_BYTES: u64 = 256 << 20;
+
+/// Guest RAM for `spec`: [`BASE_RAM_BYTES`] plus the arena the kernel needs, rounded up to
+/// 2 MiB.
+pub fn ram_bytes(spec: &Spec) -> u64 {
+    let two_mib = 2 << 20;
+    (BASE_RAM_BYTES + spec.arena_bytes()).div_ceil(two_mib) * two_mib
+}
+
+/// The lab's initramfs on the host, written once per lab into its work directory `workdir` (the spec
+/// travels on the command line, so every run of the lab boots the same archive), with the
+/// kernel `modules` (files, in load order) a guest's devices need, if any: one archive per set
+/// of modules, so a guest without devices boots exactly what it always did.
+pub fn initramfs_path(
+    workdir: &Path,
+    modules: &[PathBuf],
+) -> Result<PathBuf, initramfs::InitramfsError> {
+    let name = if modules.is_empty() {
+        "initramfs.cpio.gz".to_string()
+    } else {
+        // FNV-1a over the module paths: a name per set, stable within the lab.
+        let key = modules.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, p| {
+            p.to_string_lossy()
+                .bytes()
+                .fold(h, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+        });
+        format!("initramfs-modules-{key:016x}.cpio.gz")
+    };
+    let path = workdir.join(name);
+    if path.is_file() {
+        return Ok(path);
+    }
+    let mut files = Vec::new();
+    for m in modules {
+        let bytes = fs::read(m)?;
+        let file = m
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        files.push((file, bytes));
+    }
+    let archive = initramfs::build_with_modules(WORKLOAD_ELF, &files)?;
+    // Write aside, then rename: two instances starting at once never see half an archive.
+    let partial = workdir.join(format!(
+        ".initramfs.{:?}.partial",
+        std::thread::current().id()
+    ));
+    fs::write(&partial, &archive)
+        .and_then(|()| fs::rename(&partial, &path))
+        .map_err(|e: io::Error| {
+            let _ = fs::remove_file(&partial);
+            initramfs::InitramfsError::Io(e)
+        })?;
+    Ok(path)
+}
+
+/// The facts every Linux-guest run shares, as `(info key, value)`: that it runs Linux, what it
+/// boots (the kernel file plus the initramfs, and their size, for the images claim), where the
+/// kernel came from, the exact command line, and KVM's kind (and what KVM itself runs on).
+pub fn guest_facts(
+    image: &kernel::KernelImage,
+    kernel_file: &Path,
+    initrd: &Path,
+    cmdline: &str,
+) -> Vec<(&'static str, String)> {
+    let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
+    let initrd_bytes = size(initrd);
+    vec![
+        (info::GUEST_OS, "linux".into()),
+        (
+            info::IMAGE_BYTES,
+            (size(kernel_file) + initrd_bytes).to_string(),
+        ),
+        (
+            info::IMAGE,
+            format!(
+                "Linux kernel {}{} + initramfs ({initrd_bytes} bytes, the static workload as /init)",
+                kernel_file.display(),
+                image
+                    .version
+                    .as_deref()
+                    .map(|v| format!(" ({})", v.split(' ').next().unwrap_or(v)))
+                    .unwrap_or_default(),
+            ),
+        ),
+        (info::GUEST_KERNEL, image.describe()),
+        (info::GUEST_CMDLINE, cmdline.into()),
+    ]
+    .into_iter()
+    .chain(isolab_results::info::kvm_facts())
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isolab_payload::Kernel;
+
+    #[test]
+    fn ram_grows_with_the_arena_in_2_mib_steps() {
+        assert_eq!(ram_bytes(&Spec::default_for(Kernel::Ready)), BASE_RAM_BYTES);
+        let mut mem = Spec::default_for(Kernel::Mem);
+        mem.mib = 3;
+        assert_eq!(ram_bytes(&mem), BASE_RAM_BYTES + (4 << 20));
+    }
+}

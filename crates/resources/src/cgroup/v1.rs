@@ -1,0 +1,178 @@
+//! cgroup v1: one hierarchy per controller (`/sys/fs/cgroup/memory`, `/sys/fs/cgroup/pids`, ...).
+//!
+//! An instance's cgroup is one directory per hierarchy, all with the same name. The memory
+//! hierarchy is required; `pids`, `cpu`, `cpuacct` and `blkio` are used where mounted, each only
+//! by the instances that need it.
+
+use crate::cgroup::{
+    cpu_quota_us, host_dir, keyed_u64, own_path, read_u64, write, BlockDevice, Cgroup, CgroupError,
+    Hierarchy, Limits, MemoryReading, Mount, Version, CPU_PERIOD_US,
+};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// v1 hierarchies isolab uses; `cpuacct` adds CPU-time accounting to `cpu`'s bandwidth limit,
+/// `blkio` is the I/O throttle (v2's `io`).
+const V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "blkio"];
+
+pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Hierarchy, CgroupError> {
+    let mut bases: Vec<(String, std::path::PathBuf)> = Vec::new();
+    let mut controllers = Vec::new();
+    for controller in V1_CONTROLLERS {
+        let Some(mount) = mounts
+            .iter()
+            .find(|m| m.fs_type == "cgroup" && m.controllers.iter().any(|c| c == controller))
+        else {
+            continue;
+        };
+        let has = |c: &str| c.split(',').any(|c| c == controller);
+        let Some(path) = own_path(own, has) else {
+            continue;
+        };
+        controllers.push(controller.to_string());
+        let base = host_dir(mount, &path).join("isolab");
+        // cpu and cpuacct are often mounted together ("cpu,cpuacct"): one directory serves both.
+        match bases.iter_mut().find(|(_, b)| *b == base) {
+            Some((label, _)) => {
+                label.push(',');
+                label.push_str(controller);
+            }
+            None => bases.push((controller.to_string(), base)),
+        }
+    }
+    if !controllers.iter().any(|c| c == "memory") {
+        return Err(CgroupError::NotMounted);
+    }
+    let hybrid = mounts.iter().any(|m| m.fs_type == "cgroup2");
+    Ok(Hierarchy {
+        version: Version::V1,
+        description: format!(
+            "v1{} (controllers: {})",
+            if hybrid { " hybrid" } else { "" },
+            controllers.join(", ")
+        ),
+        bases,
+        controllers,
+        delegated: None,
+        lab: None,
+    })
+}
+
+pub(super) fn apply(
+    cg: &Cgroup,
+    limits: &Limits,
+    io: Option<(u64, &BlockDevice)>,
+) -> Result<(), CgroupError> {
+    if let Some(bytes) = limits.memory_bytes {
+        let dir = required(cg, "memory")?;
+        write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+        // memory+swap limit equal to the memory limit: the instance may not swap, so going over
+        // the limit means the OOM killer, not a slow crawl. (Absent when swap accounting is off.)
+        // Only needed when the host has swap; skipping it saves a slow write on every start.
+        let memsw = dir.join("memory.memsw.limit_in_bytes");
+        if isolab_host::facts::has_swap() && memsw.exists() {
+            write(&memsw, &bytes.to_string())?;
+        }
+    }
+    if let Some(pids) = limits.pids {
+        write(&required(cg, "pids")?.join("pids.max"), &pids.to_string())?;
+    }
+    if let Some(cpus) = limits.cpus {
+        // CFS bandwidth: `quota` µs of CPU time per `period` µs of wall time.
+        let dir = required(cg, "cpu")?;
+        write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        write(
+            &dir.join("cpu.cfs_quota_us"),
+            &cpu_quota_us(cpus).to_string(),
+        )?;
+    }
+    if let Some((bps, disk)) = io {
+        // The throttle: a budget of `bps` bytes per second for the requests this cgroup's
+        // tasks send to `disk`; a request over budget waits in the throttle's queue until the
+        // budget has refilled. v1 sees only the I/O a task issues itself — reads, and direct
+        // writes like the disk kernels' O_DIRECT. A buffered write is issued later by the
+        // kernel's writeback threads, charged to the root cgroup, and escapes v1's throttle
+        // (v2's io controller follows the dirty pages to their owner).
+        let dir = required(cg, "blkio")?;
+        let rule = format!("{}:{} {bps}", disk.major, disk.minor);
+        write(&dir.join("blkio.throttle.read_bps_device"), &rule)?;
+        write(&dir.join("blkio.throttle.write_bps_device"), &rule)?;
+    }
+    Ok(())
+}
+
+fn required<'a>(cg: &'a Cgroup, controller: &'static str) -> Result<&'a Path, CgroupError> {
+    cg.dir(controller)
+        .ok_or(CgroupError::MissingController(controller))
+}
+
+pub(super) fn memory(dir: &Path) -> Option<MemoryReading> {
+    let stat = dir.join("memory.stat");
+    Some(MemoryReading {
+        current_bytes: read_u64(&dir.join("memory.usage_in_bytes"))?,
+        peak_bytes: read_u64(&dir.join("memory.max_usage_in_bytes")),
+        anon_bytes: keyed_u64(&stat, "total_rss"),
+        file_bytes: keyed_u64(&stat, "total_cache"),
+        kernel_bytes: read_u64(&dir.join("memory.kmem.usage_in_bytes")),
+    })
+}
+
+/// v1's notice of an out-of-memory event: an eventfd the kernel signals each time the cgroup it
+/// is registered on runs out of memory under its limit and calls the OOM killer.
+///
+/// v1 counts an OOM kill (`oom_kill` in `memory.oom_control`) only in the cgroup of the process
+/// it killed. A runtime such as runc puts its container in a cgroup of its own below the
+/// instance's and removes that cgroup the moment the container exits — with the count, before
+/// the lab can read it. The limit, though, is the instance cgroup's, and it is that cgroup that
+/// runs out: a notice registered there (through `cgroup.event_control`, v1's interface for
+/// memory events; see the kernel's `Documentation/admin-guide/cgroup-v1/memory.rst`, "OOM
+/// Control") is signalled whoever in its subtree was killed. v2 needs none of this: its
+/// `memory.events` counts the whole subtree.
+#[derive(Debug)]
+pub(super) struct OomNotice {
+    eventfd: EventFd,
+    /// Signals seen so far (reading an eventfd resets it).
+    seen: AtomicU64,
+}
+
+impl OomNotice {
+    /// Listen for out-of-memory events of the memory cgroup `dir`.
+    pub(super) fn register(dir: &Path) -> Result<OomNotice, CgroupError> {
+        let eventfd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| CgroupError::io("create an eventfd for", dir)(e.into()))?;
+        let control = dir.join("memory.oom_control");
+        let file = std::fs::File::open(&control).map_err(CgroupError::io("open", &control))?;
+        // "<eventfd> <fd of the file to watch>": the kernel looks both up in this process's
+        // table while handling the write, then holds the eventfd; the watched file may close.
+        write(
+            &dir.join("cgroup.event_control"),
+            &format!(
+                "{} {}",
+                eventfd.as_fd().as_raw_fd(),
+                file.as_fd().as_raw_fd()
+            ),
+        )?;
+        Ok(OomNotice {
+            eventfd,
+            seen: AtomicU64::new(0),
+        })
+    }
+
+    /// How many times the cgroup has run out of memory since the notice was registered. Read
+    /// it before the cgroup is removed: removing it signals the eventfd once more.
+    pub(super) fn count(&self) -> u64 {
+        // EAGAIN: nothing new (the eventfd is non-blocking).
+        let new = self.eventfd.read().unwrap_or(0);
+        self.seen.fetch_add(new, Ordering::Relaxed) + new
+    }
+}
+
+pub(super) fn oom_kills(dir: &Path) -> u64 {
+    keyed_u64(&dir.join("memory.oom_control"), "oom_kill").unwrap_or(0)
+}
+
+pub(super) fn cpu_usage_ns(dir: &Path) -> Option<u64> {
+    read_u64(&dir.join("cpuacct.usage"))
+}

@@ -1,0 +1,1530 @@
+//! The results schema: what every experiment writes and every report reads.
+//!
+//! A results file is JSON lines (`results.jsonl`): one JSON object per line, appended and
+//! flushed as each sample completes, so a run that is interrupted keeps every finished sample
+//! and a file can be read while it grows. The first line describes the environment once; every
+//! other line is one sample. Each object says what it is in its `record` field.
+//!
+//! ```text
+//! {"record":"environment","schema":"isolab-results/2","experiment":"startup",...}
+//! {"record":"run","backend":"container","family":"container","round":0,"startup_ns":1436000,...}
+//! ```
+//!
+//! Field names carry their unit (`startup_ns`, `peak_bytes`): a number is never ambiguous.
+//! Reports use only these types, never the backends, so a report can be rendered later, on
+//! another machine, from the files alone. Every record says which isolation [`Family`] its run
+//! belongs to, and what the run reported about itself is typed ([`Facts`]), so a report never
+//! interprets a backend's name nor looks facts up by strings. Version history of [`SCHEMA`]:
+//!
+//! * `isolab-results/1` — first version. Still read: see [`v1`] for how its records are
+//!   converted (its string map of facts, and the families of the names it wrote).
+//! * `isolab-results/2` — every run, density step and density end records its `family`; a
+//!   run's facts are typed (`facts`, was the string map `info`).
+
+pub mod facts;
+pub mod family;
+pub mod v1;
+
+pub use facts::{Facts, GuestOs};
+pub use family::{Family, VmKind};
+
+use isolab_host::clock::now_ns;
+use isolab_host::memory::ProcessMemory;
+use isolab_resources::cgroup::MemoryReading;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The name of every results file.
+pub const RESULTS_FILE: &str = "results.jsonl";
+
+/// The schema identifier written in every environment record.
+pub const SCHEMA: &str = "isolab-results/2";
+
+/// Every schema this version reads, oldest first.
+pub const READABLE: [&str; 2] = [v1::SCHEMA, SCHEMA];
+
+/// The longest line a results file may have. Records are a few KiB (a probe's facts, a Linux
+/// guest's facts); a longer line is not one the lab wrote.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// The largest results file the lab reads. A sample is one line of about 1 KiB (0.6 KiB for a
+/// process's start-up, 1.9 KiB for a Linux guest's memory sample), so the 30 rounds of five
+/// backends in `reports/sample` make files of 160–330 KiB, and 64 MiB holds some 50,000
+/// samples: 10,000 rounds of five backends. A report reads a file whole and resamples each
+/// backend's samples 2,000 times for its confidence intervals, so a much larger file — a
+/// gigabyte named by mistake, or by someone who wants the lab (run by root) to spend minutes and
+/// gigabytes on it — is refused from its size before a byte of it is read.
+pub const MAX_FILE: u64 = 64 << 20;
+
+/// A named instant on the host's monotonic clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phase {
+    /// Phase name (`spawn`, `cgroup`, `namespaces`, ..., `ready`, `done`, `exited`).
+    pub name: String,
+    /// `CLOCK_MONOTONIC` nanoseconds at the end of the phase.
+    pub t_ns: u64,
+}
+
+/// The phases of one run, in the order they happened. Serialised as a plain list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timeline {
+    /// Phase edges.
+    pub phases: Vec<Phase>,
+}
+
+impl Timeline {
+    /// A timeline whose first edge, `spawn`, is now: the moment the launch was requested.
+    pub fn start() -> Timeline {
+        let mut t = Timeline::default();
+        t.mark("spawn");
+        t
+    }
+
+    /// Record the end of phase `name` now.
+    pub fn mark(&mut self, name: &str) {
+        self.push(name, now_ns());
+    }
+
+    /// Record the end of phase `name` at `t_ns`.
+    pub fn push(&mut self, name: &str, t_ns: u64) {
+        self.phases.push(Phase {
+            name: name.to_string(),
+            t_ns,
+        });
+    }
+
+    /// When phase `name` ended.
+    pub fn at(&self, name: &str) -> Option<u64> {
+        self.phases.iter().find(|p| p.name == name).map(|p| p.t_ns)
+    }
+
+    /// Nanoseconds from `from` to `to`.
+    pub fn between(&self, from: &str, to: &str) -> Option<u64> {
+        self.at(to)?.checked_sub(self.at(from)?)
+    }
+
+    /// Start-up time: launch requested → first instruction of the workload.
+    pub fn startup_ns(&self) -> Option<u64> {
+        self.between("spawn", "ready")
+    }
+
+    /// Time of the kernel's measured part: `start` (after its set-up) or else `ready`, to `done`.
+    pub fn work_ns(&self) -> Option<u64> {
+        let from = if self.at("start").is_some() {
+            "start"
+        } else {
+            "ready"
+        };
+        self.between(from, "done")
+    }
+
+    /// Each phase's duration: from the previous edge to this one, in time order.
+    pub fn durations(&self) -> Vec<(String, u64)> {
+        let mut sorted = self.phases.clone();
+        // Edges stamped by different processes arrive out of order; time orders them.
+        sorted.sort_by_key(|p| p.t_ns);
+        sorted
+            .windows(2)
+            .map(|w| (w[1].name.clone(), w[1].t_ns - w[0].t_ns))
+            .collect()
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The workload reported `done` and exited normally.
+    Completed,
+    /// The kernel's OOM killer killed the instance: it went over its memory limit.
+    OomKilled,
+    /// The instance was stopped by the lab (density teardown, Ctrl-C).
+    Stopped,
+    /// Anything else, with the reason.
+    Failed {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Memory of an instance at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemorySample {
+    /// The cgroup's counters.
+    pub cgroup: Option<MemoryReading>,
+    /// The processes' RSS/PSS/USS.
+    pub processes: ProcessMemory,
+}
+
+impl MemorySample {
+    /// What this instance holds that another instance would not share, counted exactly: the
+    /// cgroup's kernel memory (namespaces, page tables, KVM structures; a page counter) plus the
+    /// anonymous memory of its processes (heaps, stacks, guest RAM; their `Pss_Anon`). The
+    /// program's code is left out: it is page cache that every instance of the same program
+    /// shares. The cgroup's charge counters are not used because they are rounded up by per-CPU
+    /// batching (see [`MemoryReading`]).
+    pub fn instance_bytes(&self) -> u64 {
+        self.cgroup.and_then(|c| c.kernel_bytes).unwrap_or(0) + self.processes.anon_pss_bytes
+    }
+}
+
+/// How [`Environment::cgroup`] begins when the lab had no usable cgroups: then no run of the
+/// file has memory figures (its reason follows).
+pub const CGROUP_UNAVAILABLE: &str = "unavailable: ";
+
+/// The workload of a run, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadRecord {
+    /// Kernel name (`ready`, `cpu`, ...).
+    pub kernel: String,
+    /// Working set in MiB.
+    pub mib: u64,
+    /// Iterations.
+    pub iters: u64,
+    /// Seed of the kernel's random numbers.
+    pub seed: u64,
+}
+
+impl From<&isolab_payload::Spec> for WorkloadRecord {
+    fn from(s: &isolab_payload::Spec) -> Self {
+        WorkloadRecord {
+            kernel: s.kernel.name().to_string(),
+            mib: s.mib,
+            iters: s.iters,
+            seed: s.seed,
+        }
+    }
+}
+
+/// A kernel's result, as recorded. The checksum is hexadecimal text: JSON numbers lose
+/// precision above 2^53 in many readers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// The kernel's checksum, `0x` and 16 hex digits.
+    pub checksum: String,
+    /// Operations performed.
+    pub ops: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+}
+
+impl From<&isolab_payload::Output> for OutputRecord {
+    fn from(o: &isolab_payload::Output) -> Self {
+        OutputRecord {
+            checksum: format!("{:#018x}", o.checksum),
+            ops: o.ops,
+            bytes: o.bytes,
+        }
+    }
+}
+
+/// One sample: one instance, start to finish.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Backend name.
+    pub backend: String,
+    /// The run's isolation family ([`Family::of_run`]).
+    pub family: Family,
+    /// Round number (warm-up rounds are numbered separately and flagged).
+    pub round: u32,
+    /// Position of this backend within its round (rounds are shuffled).
+    pub order: u32,
+    /// A warm-up sample, excluded from statistics.
+    pub warmup: bool,
+    /// What ran.
+    pub workload: WorkloadRecord,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Launch requested → workload `ready`.
+    pub startup_ns: Option<u64>,
+    /// The kernel's measured part: `start` (or `ready`) → `done`.
+    pub work_ns: Option<u64>,
+    /// Phase edges on the host's monotonic clock.
+    pub phases: Timeline,
+    /// The kernel's result.
+    pub output: Option<OutputRecord>,
+    /// Memory while held at `ready` (memory experiment).
+    pub memory_at_ready: Option<MemorySample>,
+    /// Memory while held at `done` (memory experiment).
+    pub memory_at_done: Option<MemorySample>,
+    /// The cgroup's peak charge over the run.
+    pub cgroup_peak_bytes: Option<u64>,
+    /// CPU time used, where the cgroup reports it.
+    pub cpu_ns: Option<u64>,
+    /// Probe facts (isolation experiment), in the order reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probe: Vec<(String, String)>,
+    /// What the run reported about itself.
+    #[serde(default, skip_serializing_if = "Facts::is_empty")]
+    pub facts: Facts,
+    /// `lab run interference`: the instances that ran beside this one (the victim), and how
+    /// they ended. Absent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbours: Option<Neighbours>,
+}
+
+/// The two configurations of `lab run interference`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Config {
+    /// No limits but the lab's safety limits on a fork bomb and a memory hog.
+    Unlimited,
+    /// Every instance under the same CPU, memory, pids and I/O limits.
+    Limited,
+}
+
+impl Config {
+    /// Both, in the order reports show them.
+    pub const ALL: [Config; 2] = [Config::Unlimited, Config::Limited];
+
+    /// The configuration's name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Config::Unlimited => "unlimited",
+            Config::Limited => "limited",
+        }
+    }
+}
+
+/// What a bad neighbour does in `lab run interference` (what it runs is the experiment's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggressor {
+    /// Burns CPU: the `cpu` kernel, endless.
+    Cpu,
+    /// Streams through memory: the `mem` kernel's triad, endless.
+    Mem,
+    /// Writes to its disk: `disk-seq`, pass after pass.
+    Disk,
+    /// A fork bomb.
+    Fork,
+    /// A memory hog that grows until it is stopped.
+    Oom,
+}
+
+impl Aggressor {
+    /// Every aggressor, in the order reports list them.
+    pub const ALL: [Aggressor; 5] = [
+        Aggressor::Cpu,
+        Aggressor::Mem,
+        Aggressor::Disk,
+        Aggressor::Fork,
+        Aggressor::Oom,
+    ];
+
+    /// The name on the command line and in results.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Aggressor::Cpu => "cpu",
+            Aggressor::Mem => "mem",
+            Aggressor::Disk => "disk",
+            Aggressor::Fork => "fork",
+            Aggressor::Oom => "oom",
+        }
+    }
+
+    /// The aggressor called `name`.
+    pub fn from_name(name: &str) -> Option<Aggressor> {
+        Aggressor::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// What it is, in words.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Aggressor::Cpu => "a CPU hog (the cpu kernel, endless)",
+            Aggressor::Mem => "a memory-bandwidth streamer (the mem kernel's triad, endless)",
+            Aggressor::Disk => "a disk writer (disk-seq, pass after pass, O_DIRECT)",
+            Aggressor::Fork => "a fork bomb (fork until the kernel refuses, retry)",
+            Aggressor::Oom => "a memory hog (touch memory until the OOM killer strikes)",
+        }
+    }
+
+    /// True for a neighbour's failure (rather than its load): the question is whether the
+    /// victim survives it.
+    pub const fn is_failure(self) -> bool {
+        matches!(self, Aggressor::Fork | Aggressor::Oom)
+    }
+}
+
+/// The pids limit of every fork bomb's instance, even unlimited: a classic bomb without one
+/// stops only at the host's `pid_max` or when memory runs out, and takes every other process
+/// of the host down with it. The workload's limit on a bomb inside a Linux guest is the same
+/// number (`FORK_LIMIT_IN_GUEST` in `workload/src/neighbour.rs`).
+pub const SAFETY_PIDS: u64 = 128;
+
+/// The memory limit of every memory hog's instance, even unlimited: without one the hog grows
+/// until the *host's* OOM killer chooses a victim among all the host's processes. Above a
+/// Linux guest's RAM (256 MiB for the hog), so in a VM the guest's own OOM killer acts first
+/// and this is a backstop.
+pub const SAFETY_MEMORY_BYTES: u64 = 512 << 20;
+
+/// What ran beside a victim of `lab run interference`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Neighbours {
+    /// With or without limits.
+    pub config: Config,
+    /// The aggressor (`cpu`, `mem`, `disk`, `fork`, `oom`); absent when the victim ran alone,
+    /// the sample its slowdowns are measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggressor: Option<String>,
+    /// How many aggressors ran beside it (0: alone).
+    pub count: u32,
+    /// The victim's limits.
+    pub limits: isolab_resources::cgroup::Limits,
+    /// The aggressors' limits: the configuration's, with the lab's safety limits on a fork bomb
+    /// (pids) and a memory hog (memory) whatever the configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggressor_limits: Option<isolab_resources::cgroup::Limits>,
+    /// Each aggressor, as it ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggressors: Vec<AggressorRecord>,
+}
+
+/// One aggressor of a victim's sample.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AggressorRecord {
+    /// What it ran.
+    pub workload: WorkloadRecord,
+    /// How it ended: `stopped` by the lab, `completed` when it reported and ended itself when
+    /// told, `oom-killed` when the OOM killer killed a process of its cgroup, `failed`.
+    pub outcome: Outcome,
+    /// CPU time its cgroup used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ns: Option<u64>,
+    /// Its cgroup's peak memory charge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_peak_bytes: Option<u64>,
+    /// What it and its runtime reported (forks refused, OOM kills, the signal that ended its
+    /// child).
+    #[serde(default, skip_serializing_if = "Facts::is_empty")]
+    pub facts: Facts,
+}
+
+/// A backend that was asked for (or would have run by default) but could not run here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Backend name.
+    pub backend: String,
+    /// Why, with a hint.
+    pub reason: String,
+}
+
+/// The wire names of the facts backends report (`isolab_backends::Instance::note`, `info`
+/// marker lines), read into [`Facts`] when a run becomes a record.
+pub mod info {
+    /// Bytes of the image the backend boots or starts: a container's root file system, a guest's
+    /// ELF, a Linux guest's kernel plus initramfs.
+    pub const IMAGE_BYTES: &str = "image_bytes";
+    /// Forks and new threads the instance's cgroup refused at its `pids.max` (`pids.events`).
+    pub const PIDS_MAX_REFUSED: &str = "pids_max_refused";
+    /// Processes of the instance's cgroup (or below it) the kernel's OOM killer killed.
+    pub const OOM_KILLS: &str = "oom_kills";
+    /// `fork-bomb`: forks that succeeded.
+    pub const FORKS: &str = "forks";
+    /// `fork-bomb`: forks refused, as the bomb's processes counted them (EAGAIN).
+    pub const FORKS_REFUSED: &str = "forks_refused";
+    /// `fork-bomb` in a Linux guest: the most processes it could have there (`RLIMIT_NPROC`).
+    pub const FORK_LIMIT: &str = "fork_limit";
+    /// `mem-hog`: the most bytes one of its children touched.
+    pub const HOG_BYTES: &str = "hog_bytes";
+    /// `mem-hog`: how many of its children a signal killed (each was started again).
+    pub const HOG_KILLS: &str = "hog_kills";
+    /// `fork-bomb`, `mem-hog`: the signal that ended the workload's child before the host said
+    /// stop (`SIGKILL`: the OOM killer, say).
+    pub const CHILD_SIGNAL: &str = "child_signal";
+    /// The same, when the child exited by itself: its exit status.
+    pub const CHILD_EXIT: &str = "child_exit";
+    /// `mem-hog` in a Linux guest: the OOM kills the guest's own kernel counted meanwhile.
+    pub const GUEST_OOM_KILLS: &str = "guest_oom_kills";
+    /// What the image consists of, in words.
+    pub const IMAGE: &str = "image";
+    /// Guest RAM the VMM mapped (configured size).
+    pub const GUEST_RAM_BYTES: &str = "guest_ram_bytes";
+    /// Guest RAM actually backed by host pages (touched by the guest or the VMM).
+    pub const GUEST_TOUCHED_BYTES: &str = "guest_touched_bytes";
+    /// Unique set size of the VMM process.
+    pub const VMM_USS_BYTES: &str = "vmm_uss_bytes";
+    /// Resident set size of the VMM process (mostly pages shared copy-on-write with the lab).
+    pub const VMM_RSS_BYTES: &str = "vmm_rss_bytes";
+    /// Proportional set size of the VMM process.
+    pub const VMM_PSS_BYTES: &str = "vmm_pss_bytes";
+    /// VMM USS minus the guest RAM it touched: what the hypervisor itself costs.
+    pub const VMM_OVERHEAD_BYTES: &str = "vmm_overhead_bytes";
+    /// How /dev/kvm is implemented (hardware or nested PVM): `host::KvmKind`'s label.
+    pub const KVM: &str = "kvm";
+    /// What KVM itself runs on, when that is a hypervisor (nested virtualization) or an
+    /// emulator (QEMU TCG): `host::Underneath`'s words. Absent on bare metal.
+    pub const KVM_HOST: &str = "kvm_host";
+
+    /// The facts every VM run records about its KVM ([`KVM`], and [`KVM_HOST`] where KVM itself
+    /// runs under a hypervisor or an emulator), as (key, value).
+    pub fn kvm_facts() -> Vec<(&'static str, String)> {
+        use isolab_host::facts::{KvmKind, Underneath};
+        let mut facts = vec![(KVM, KvmKind::detect().label().to_string())];
+        if let Some(under) = Underneath::detect().describe() {
+            facts.push((KVM_HOST, under));
+        }
+        facts
+    }
+    /// Prefix of the per-cause VM exit counters, e.g. `exits_io`.
+    pub const EXITS_PREFIX: &str = "exits_";
+    /// The Linux kernel a guest booted: its file, its shape and why the lab chose it.
+    pub const GUEST_KERNEL: &str = "guest_kernel";
+    /// The command line a Linux guest's kernel was given.
+    pub const GUEST_CMDLINE: &str = "guest_cmdline";
+    /// The operating system inside a VM: `none` (the bare guest) or `linux`.
+    pub const GUEST_OS: &str = "guest_os";
+    /// Set when the backend's numbers come from emulation (e.g. QEMU TCG), not virtualization.
+    pub const EMULATED: &str = "emulated";
+    /// Who answered a kernel that needs an OS, when it was not the workload's own kernel (e.g.
+    /// "vmm" for the bare guest's `io` and `probe`).
+    pub const SERVED_BY: &str = "served_by";
+    /// How a container was configured beyond its namespaces: `minimal` or `docker` (masks,
+    /// seccomp).
+    pub const PROFILE: &str = "profile";
+    /// Who a container's root is on the host, in words: the host's root (uid 0) or a uid of
+    /// its own behind a user namespace.
+    pub const CONTAINER_ROOT: &str = "container_root";
+    /// The external runtime's own version (`runc --version`, `docker version`, ...).
+    pub const RUNTIME_VERSION: &str = "runtime_version";
+    /// Proportional set size of the per-container helper a runtime keeps outside the container
+    /// (Docker's `containerd-shim`).
+    pub const SHIM_PSS_BYTES: &str = "shim_pss_bytes";
+    /// Proportional set size of the daemons every container of the runtime shares (`dockerd`
+    /// and `containerd`).
+    pub const DAEMON_PSS_BYTES: &str = "daemon_pss_bytes";
+    /// How gVisor's runsc intercepts the workload's system calls: `ptrace` or `kvm`.
+    pub const SANDBOX_PLATFORM: &str = "sandbox_platform";
+    /// Why a backend's memory figures are missing or partial, in words.
+    pub const MEMORY_NOTE: &str = "memory_note";
+    /// The median latency of one request (disk-rand, net-rr), as the workload timed it.
+    pub const LATENCY_P50_NS: &str = "latency_p50_ns";
+    /// The 99th-percentile latency of one request.
+    pub const LATENCY_P99_NS: &str = "latency_p99_ns";
+    /// How long disk-seq's writes (with their sync) took.
+    pub const WRITE_NS: &str = "write_ns";
+    /// How long disk-seq's reads took.
+    pub const READ_NS: &str = "read_ns";
+    /// Bytes the lab's peer received from the instance, and whether their sum matched what the
+    /// kernel sent (`peer_bytes`, `peer_checked`): the host side's check of a network kernel.
+    pub const PEER_BYTES: &str = "peer_bytes";
+}
+
+/// One step of the density experiment: `n` idle instances of one backend alive at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DensityStep {
+    /// Backend name.
+    pub backend: String,
+    /// The instances' isolation family (recorded at every step, so a ladder cut short still
+    /// says what it measured).
+    pub family: Family,
+    /// Instances alive after this step.
+    pub n: u32,
+    /// Instances started in this step.
+    pub added: u32,
+    /// Wall time to start the added instances, each until its `ready`.
+    pub launch_ns: u64,
+    /// Sum of what each instance holds unshared ([`MemorySample::instance_bytes`]: kernel memory
+    /// plus anonymous PSS).
+    #[serde(default)]
+    pub instance_bytes: u64,
+    /// Sum of the instances' cgroup charges (anon + file + kernel from `memory.stat`).
+    pub charged_bytes: u64,
+    /// Sum of the instances' kernel memory alone.
+    pub kernel_bytes: u64,
+    /// Sum of the PSS of the instances' processes.
+    pub pss_bytes: u64,
+    /// How much the host's MemAvailable dropped since before the first instance.
+    pub mem_available_drop_bytes: i64,
+    /// CPU time all instances used together while idle, over `idle_window_ns`.
+    pub idle_cpu_ns: u64,
+    /// Length of the idle window.
+    pub idle_window_ns: u64,
+    /// On the lab's layered image: what sharing it saves (`lab run images`).
+    #[serde(flatten)]
+    pub image: ImageFigures,
+}
+
+/// What a density step on the lab's layered image measures besides the ladder's figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageFigures {
+    /// On the lab's layered image (`lab run images`): the image's bytes in the host's page
+    /// cache, counted once however many instances read them (`mincore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_cache_bytes: Option<u64>,
+    /// On the image: what the instances cost the host together — their cgroups' anonymous and
+    /// kernel memory, the image's page cache once, less what KSM merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_bytes: Option<u64>,
+    /// On the image: the median time the added instances took from launch to their libraries
+    /// loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ns: Option<u64>,
+    /// On the image, first rung only: the first instance's start, its image dropped from the
+    /// page cache before (a cold start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_start_ns: Option<u64>,
+    /// With KSM on: the pages it saved (`pages_sharing`) once merging settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ksm_pages_sharing: Option<u64>,
+    /// With KSM on: how long merging took to settle after this rung's launches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ksm_settle_ns: Option<u64>,
+}
+
+/// The end of one backend's density ladder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DensityEnd {
+    /// Backend name.
+    pub backend: String,
+    /// The instances' isolation family.
+    pub family: Family,
+    /// Instances alive at the end.
+    pub n: u32,
+    /// Why the ladder stopped (maximum reached, memory budget, a launch failed, Ctrl-C).
+    pub reason: String,
+    /// Wall time to stop and clean up all `n` instances.
+    pub teardown_ns: u64,
+    /// Facts the backend's runtime reported for its instances.
+    #[serde(default, skip_serializing_if = "Facts::is_empty")]
+    pub facts: Facts,
+}
+
+/// The machine a results file was measured on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    /// Host name.
+    pub hostname: String,
+    /// CPU model.
+    pub cpu_model: String,
+    /// Online CPUs.
+    pub cpus: usize,
+    /// Total memory.
+    pub memory_bytes: u64,
+    /// Kernel release.
+    pub kernel_release: String,
+    /// How /dev/kvm is implemented.
+    pub kvm: isolab_host::facts::KvmKind,
+    /// What this machine itself runs on, when it is a virtual machine or an emulated one: then
+    /// its KVM is nested, or its hardware virtualization software (absent on bare metal).
+    #[serde(
+        default,
+        skip_serializing_if = "isolab_host::facts::Underneath::is_bare_metal"
+    )]
+    pub underneath: isolab_host::facts::Underneath,
+    /// cgroup interface and controllers, e.g. "v1 hybrid (controllers: memory, pids)", or
+    /// [`CGROUP_UNAVAILABLE`] and why.
+    pub cgroup: String,
+    /// Effective uid of the lab.
+    pub uid: u32,
+    /// isolab version.
+    pub lab_version: String,
+    /// Git commit isolab was built from.
+    pub commit: String,
+    /// When the file was started (RFC 3339, UTC).
+    pub date: String,
+}
+
+impl Environment {
+    /// Why the runs of this file have no memory figures, when the lab had no cgroups.
+    pub fn memory_unavailable(&self) -> Option<&str> {
+        self.cgroup.strip_prefix(CGROUP_UNAVAILABLE)
+    }
+
+    /// Describe this machine now.
+    pub fn capture(cgroup: &str) -> Environment {
+        Environment {
+            hostname: isolab_host::facts::hostname(),
+            cpu_model: isolab_host::facts::cpu_model(),
+            cpus: isolab_host::facts::cpu_count(),
+            memory_bytes: isolab_host::facts::meminfo().0,
+            kernel_release: isolab_host::facts::kernel_release(),
+            kvm: isolab_host::facts::KvmKind::detect(),
+            underneath: isolab_host::facts::Underneath::detect(),
+            cgroup: cgroup.to_string(),
+            uid: nix::unistd::geteuid().as_raw(),
+            lab_version: env!("CARGO_PKG_VERSION").to_string(),
+            commit: isolab_host::facts::commit().to_string(),
+            date: jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string()),
+        }
+    }
+}
+
+/// The first line of a results file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Always [`SCHEMA`] for files this version writes.
+    pub schema: String,
+    /// Experiment name (`startup`, ...).
+    pub experiment: String,
+    /// The machine.
+    pub environment: Environment,
+    /// The experiment's settings (runs, warm-up, workload, limits, seed, ...).
+    pub settings: serde_json::Value,
+    /// Backends that could not run, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// One line of a results file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "kebab-case")]
+pub enum Record {
+    /// The first line.
+    Environment(Box<Header>),
+    /// One sample.
+    Run(Box<RunRecord>),
+    /// One density step.
+    DensityStep(Box<DensityStep>),
+    /// The end of a density ladder.
+    DensityEnd(Box<DensityEnd>),
+    /// The lab's layered image: its layers, and Docker's builds of it (`lab run images`).
+    Image(Box<ImageRecord>),
+}
+
+/// The lab's layered image as `lab run images` built it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Each layer, lowest first: name and bytes.
+    pub layers: Vec<(String, u64)>,
+    /// MiB of libraries in the base layer.
+    pub lib_mib: u64,
+    /// VMs shared one read-only disk of the image (`--shared-disk`) instead of a copy each.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vm_disk_shared: bool,
+    /// Docker's build of the layers, then its rebuild after only the top layer changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerBuilds>,
+}
+
+/// Two `docker build`s of the lab's image: the first, and one after the app layer changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DockerBuilds {
+    /// The first build (the layer cache may already hold a base layer of an earlier lab).
+    pub first: isolab_resources::image::docker::Build,
+    /// The build after the top layer changed.
+    pub rebuild: isolab_resources::image::docker::Build,
+}
+
+/// Errors of reading and writing results.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    /// A file or directory could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A line is not a valid record.
+    #[error("{path} line {line}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A line longer than any record (a file that is not results, or garbage without newlines).
+    #[error("{path} line {line}: longer than {max} bytes: not an isolab results file")]
+    LineTooLong {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The file could not be opened, or was refused before it was read: not a regular file (a
+    /// directory without results, a FIFO, a device such as /dev/zero), or larger than
+    /// [`MAX_FILE`].
+    #[error(transparent)]
+    Files(#[from] isolab_host::files::FilesError),
+    /// A stop was requested while the file was read ([`isolab_host::interrupt::work_stopped`]).
+    #[error("stopped while reading {0}")]
+    Interrupted(PathBuf),
+    /// The file does not start with an environment record of a schema this version reads.
+    #[error(
+        "{path}: not an isolab results file (expected a first line with \"schema\":\"{SCHEMA}\" or \"{}\")",
+        v1::SCHEMA
+    )]
+    NotResults {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl ResultsError {
+    /// True for a file the user named that is not results the lab can read (exit status 2):
+    /// not a results file, a line that is not a record, a file refused by its kind or size, a
+    /// path that does not exist.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            ResultsError::NotResults { .. }
+            | ResultsError::Parse { .. }
+            | ResultsError::LineTooLong { .. } => true,
+            ResultsError::Files(e) => e.is_usage(),
+            ResultsError::Io { source, .. } => isolab_host::files::is_path_problem(source),
+            ResultsError::Interrupted(_) => false,
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ResultsError + '_ {
+    move |source| ResultsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Appends records to a results file, one flushed line each.
+#[derive(Debug)]
+pub struct Writer {
+    path: PathBuf,
+    file: File,
+}
+
+impl Writer {
+    /// Make a new directory `<out>/<UTC timestamp>-<label>/` (with `-2`, `-3`, ... if two runs
+    /// start within one second).
+    ///
+    /// The directory is claimed by `mkdir(2)` itself, which fails with EEXIST when the name is
+    /// taken: asking "does it exist?" first and creating it after would let two labs starting in
+    /// the same second both see it free and both write into it.
+    pub fn new_dir(out: &Path, label: &str) -> Result<PathBuf, ResultsError> {
+        fs::create_dir_all(out).map_err(io_err(out))?;
+        let stamp = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
+        let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+        for n in 1..=10_000 {
+            let dir = match n {
+                1 => out.join(format!("{stamp}-{label}")),
+                n => out.join(format!("{stamp}-{label}-{n}")),
+            };
+            match fs::create_dir(&dir) {
+                Ok(()) => return Ok(dir),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
+                Err(e) => return Err(io_err(&dir)(e)),
+            }
+        }
+        Err(io_err(out)(last))
+    }
+
+    /// Start `<dir>/results.jsonl` with `header`. The file must not exist yet.
+    ///
+    /// `--out` may name a directory an ordinary user can write to, and the lab usually runs as
+    /// root: a link planted as `results.jsonl` must not make root append to the file it points
+    /// to. O_CREAT|O_EXCL creates the file or fails, whatever is at that name (a link included,
+    /// dangling or not); O_NOFOLLOW says the same for a reader who does not know that rule.
+    pub fn create(dir: &Path, header: &Header) -> Result<Writer, ResultsError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(RESULTS_FILE);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut writer = Writer { path, file };
+        writer.append(&Record::Environment(Box::new(header.clone())))?;
+        Ok(writer)
+    }
+
+    /// Append one record and flush it to the kernel, so it survives the lab being killed.
+    pub fn append(&mut self, record: &Record) -> Result<(), ResultsError> {
+        let mut line = serde_json::to_vec(record).expect("records always serialise");
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(io_err(&self.path))
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// One line of a file of version 2, or of version 1 converted to version 2's shape.
+fn parse_line(line: &[u8], version_1: bool) -> Result<Record, serde_json::Error> {
+    if !version_1 {
+        return serde_json::from_slice(line);
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(line)?;
+    v1::upgrade(&mut value);
+    serde_json::from_value(value)
+}
+
+/// A results file, read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Results {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its first line.
+    pub header: Header,
+    /// Its samples, in file order.
+    pub runs: Vec<RunRecord>,
+    /// Density steps, in file order.
+    pub density: Vec<DensityStep>,
+    /// Ends of density ladders.
+    pub density_ends: Vec<DensityEnd>,
+    /// The lab's layered image, when the file measured one.
+    pub image: Option<ImageRecord>,
+}
+
+impl Results {
+    /// Read a results file.
+    ///
+    /// Every line must be a valid record, with one exception: a last line without its newline,
+    /// which a lab killed in the middle of writing it leaves, is ignored (its sample was never
+    /// complete). A complete line — newline and all — that is not a record is an error, last or
+    /// not: something other than the lab wrote it.
+    ///
+    /// The file is not the lab's own, so it is read with bounds: only a regular file (a FIFO
+    /// would block, `/dev/zero` never ends) of at most [`MAX_FILE`] bytes, judged from its size
+    /// before anything is read, and no line longer than [`MAX_LINE`] bytes. A stop request
+    /// ([`isolab_host::interrupt::work_stopped`]) ends the reading between two lines.
+    pub fn read(path: &Path) -> Result<Results, ResultsError> {
+        let (file, _) = isolab_host::files::open_regular(path, MAX_FILE, "results file")?;
+        // One byte more than the limit, in case the file grows while it is read.
+        let mut reader = BufReader::new(file.take(MAX_FILE + 1));
+        let mut total = 0;
+        let mut header = None;
+        let mut runs = Vec::new();
+        let mut density = Vec::new();
+        let mut density_ends = Vec::new();
+        let mut image = None;
+        let mut line = Vec::new();
+        // The environment record is the same in every version; the others follow its schema.
+        let mut version_1 = false;
+        for number in 1.. {
+            if isolab_host::interrupt::work_stopped() {
+                return Err(ResultsError::Interrupted(path.to_path_buf()));
+            }
+            line.clear();
+            let n = (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(io_err(path))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > MAX_FILE {
+                return Err(isolab_host::files::FilesError::Grew {
+                    what: "results file".into(),
+                    path: path.to_path_buf(),
+                    limit: MAX_FILE,
+                }
+                .into());
+            }
+            let complete = line.last() == Some(&b'\n');
+            if !complete && line.len() > MAX_LINE {
+                return Err(ResultsError::LineTooLong {
+                    path: path.to_path_buf(),
+                    line: number,
+                    max: MAX_LINE,
+                });
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let record: Record = match parse_line(&line, version_1) {
+                Ok(r) => r,
+                // Torn: the last line, cut short by a lab that was killed while writing it.
+                Err(_) if !complete && header.is_some() => break,
+                Err(_) if number == 1 => {
+                    return Err(ResultsError::NotResults {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(source) => {
+                    return Err(ResultsError::Parse {
+                        path: path.to_path_buf(),
+                        line: number,
+                        source,
+                    })
+                }
+            };
+            match record {
+                Record::Environment(h) if number == 1 && READABLE.contains(&h.schema.as_str()) => {
+                    version_1 = h.schema == v1::SCHEMA;
+                    header = Some(*h);
+                }
+                Record::Environment(_) => {
+                    return Err(ResultsError::NotResults {
+                        path: path.to_path_buf(),
+                    })
+                }
+                Record::Run(r) => runs.push(*r),
+                Record::DensityStep(d) => density.push(*d),
+                Record::DensityEnd(d) => density_ends.push(*d),
+                Record::Image(i) => image = Some(*i),
+            }
+            if header.is_none() {
+                return Err(ResultsError::NotResults {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        let header = header.ok_or_else(|| ResultsError::NotResults {
+            path: path.to_path_buf(),
+        })?;
+        if version_1 {
+            v1::assign_families(&mut runs, &mut density, &mut density_ends);
+        }
+        Ok(Results {
+            path: path.to_path_buf(),
+            header,
+            runs,
+            density,
+            density_ends,
+            image,
+        })
+    }
+
+    /// Every results file at `path`: the file itself, or all `results.jsonl` files under a
+    /// directory (`lab run all` writes one per experiment), in name order.
+    pub fn read_all(path: &Path) -> Result<Vec<Results>, ResultsError> {
+        if !path.is_dir() {
+            return Ok(vec![Results::read(path)?]);
+        }
+        let mut files = Vec::new();
+        // Directories are followed only as directories, never through symbolic links (a link
+        // to `..` would make the walk endless), and only so deep.
+        let mut stack = vec![(path.to_path_buf(), 0)];
+        while let Some((dir, depth)) = stack.pop() {
+            if isolab_host::interrupt::work_stopped() {
+                return Err(ResultsError::Interrupted(dir));
+            }
+            for entry in fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
+                let p = entry.path();
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir && depth < 8 {
+                    stack.push((p, depth + 1));
+                } else if p.file_name().is_some_and(|n| n == RESULTS_FILE) {
+                    files.push(p);
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(ResultsError::NotResults {
+                path: path.to_path_buf(),
+            });
+        }
+        files.sort();
+        files.iter().map(|f| Results::read(f)).collect()
+    }
+
+    /// The measured (non-warm-up) samples of `backend`.
+    pub fn measured<'a>(&'a self, backend: &'a str) -> impl Iterator<Item = &'a RunRecord> + 'a {
+        self.runs
+            .iter()
+            .filter(move |r| r.backend == backend && !r.warmup)
+    }
+
+    /// Backends with samples, grouped by family in table order (process, containers,
+    /// sandboxes, VMs, emulated machines, the rest: [`Family`]) and by name within a family, so
+    /// tables read the same way whatever order the shuffled rounds ran in.
+    pub fn backends(&self) -> Vec<String> {
+        let names = self
+            .runs
+            .iter()
+            .map(|r| &r.backend)
+            .chain(self.density.iter().map(|d| &d.backend));
+        let mut seen: Vec<String> = Vec::new();
+        for name in names {
+            if !seen.contains(name) {
+                seen.push(name.clone());
+            }
+        }
+        seen.sort_by_key(|b| (self.family(b), b.clone()));
+        seen
+    }
+
+    /// The isolation family of `backend`: what its first record says (run records, then
+    /// density steps, then ends), or [`Family::Unknown`] if it has none.
+    pub fn family(&self, backend: &str) -> Family {
+        self.runs
+            .iter()
+            .filter(|r| r.backend == backend)
+            .map(|r| r.family)
+            .chain(
+                self.density
+                    .iter()
+                    .filter(|d| d.backend == backend)
+                    .map(|d| d.family),
+            )
+            .chain(
+                self.density_ends
+                    .iter()
+                    .filter(|d| d.backend == backend)
+                    .map(|d| d.family),
+            )
+            .next()
+            .unwrap_or(Family::Unknown)
+    }
+
+    /// The first fact `get` finds in any record of `backend` (run records first, then the ends
+    /// of density ladders, which have no runs).
+    pub fn fact<T>(&self, backend: &str, get: impl Fn(&Facts) -> Option<T>) -> Option<T> {
+        self.runs
+            .iter()
+            .filter(|r| r.backend == backend)
+            .map(|r| &r.facts)
+            .chain(
+                self.density_ends
+                    .iter()
+                    .filter(|d| d.backend == backend)
+                    .map(|d| &d.facts),
+            )
+            .find_map(get)
+    }
+
+    /// The baseline: the first backend of the [`Family::Process`] family, if one ran.
+    pub fn baseline(&self) -> Option<String> {
+        self.backends()
+            .into_iter()
+            .find(|b| self.family(b) == Family::Process)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_measures_startup_and_orders_phases_by_time() {
+        let mut t = Timeline::default();
+        t.push("spawn", 100);
+        t.push("ready", 900);
+        t.push("namespaces", 400);
+        t.push("done", 1000);
+        assert_eq!(t.startup_ns(), Some(800));
+        assert_eq!(
+            t.durations(),
+            vec![
+                ("namespaces".to_string(), 300),
+                ("ready".to_string(), 500),
+                ("done".to_string(), 100)
+            ]
+        );
+        assert_eq!(t.between("ready", "spawn"), None);
+    }
+
+    fn header() -> Header {
+        Header {
+            schema: SCHEMA.into(),
+            experiment: "startup".into(),
+            environment: Environment::capture("v1"),
+            settings: serde_json::json!({"runs": 1}),
+            skipped: vec![],
+        }
+    }
+
+    fn run(backend: &str, family: Family) -> RunRecord {
+        let mut phases = Timeline::default();
+        phases.push("spawn", 1);
+        phases.push("ready", 11);
+        RunRecord {
+            backend: backend.into(),
+            family,
+            round: 0,
+            order: 0,
+            warmup: false,
+            workload: WorkloadRecord {
+                kernel: "ready".into(),
+                mib: 0,
+                iters: 0,
+                seed: 1,
+            },
+            outcome: Outcome::Completed,
+            startup_ns: Some(10),
+            work_ns: None,
+            phases,
+            output: Some(OutputRecord {
+                checksum: format!("{:#018x}", u64::MAX),
+                ops: 0,
+                bytes: 0,
+            }),
+            memory_at_ready: None,
+            memory_at_done: None,
+            cgroup_peak_bytes: Some(4096),
+            cpu_ns: None,
+            probe: vec![],
+            facts: Facts::default(),
+            neighbours: None,
+        }
+    }
+
+    #[test]
+    fn a_file_round_trips_and_a_torn_last_line_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("isolab-results-test-{}", std::process::id()));
+        let mut w = Writer::create(&Writer::new_dir(&dir, "startup").unwrap(), &header()).unwrap();
+        w.append(&Record::Run(Box::new(run("container", Family::Container))))
+            .unwrap();
+        w.append(&Record::Run(Box::new(run("process", Family::Process))))
+            .unwrap();
+        let path = w.path().to_path_buf();
+        drop(w);
+        // Simulate a lab killed in the middle of writing a line.
+        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"record\":\"run\",\"backe").unwrap();
+        let back = Results::read(&path).unwrap();
+        assert_eq!(back.header, header_with_date(&back.header));
+        assert_eq!(
+            back.runs,
+            vec![
+                run("container", Family::Container),
+                run("process", Family::Process)
+            ]
+        );
+        // Tables list the baseline first, whatever order the round ran in.
+        assert_eq!(back.backends(), vec!["process", "container"]);
+        assert_eq!(back.baseline().as_deref(), Some("process"));
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("{\"record\":\"environment\""));
+        assert!(text.contains("\"schema\":\"isolab-results/2\""));
+        assert!(text.contains("\"family\":\"container\""));
+        assert!(text.contains("\"startup_ns\":10"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn header_with_date(read: &Header) -> Header {
+        let mut h = header();
+        h.environment.date = read.environment.date.clone();
+        h
+    }
+
+    #[test]
+    fn a_complete_invalid_last_line_is_an_error_and_an_overlong_one_too() {
+        let dir = std::env::temp_dir().join(format!("isolab-results-bad-{}", std::process::id()));
+        let mut w = Writer::create(&Writer::new_dir(&dir, "startup").unwrap(), &header()).unwrap();
+        w.append(&Record::Run(Box::new(run("process", Family::Process))))
+            .unwrap();
+        let path = w.path().to_path_buf();
+        drop(w);
+        let good = fs::read(&path).unwrap();
+        // Complete (it ends in a newline) but not a record: someone else wrote it.
+        let mut bad = good.clone();
+        bad.extend_from_slice(b"{\"record\":\"run\"}\n");
+        fs::write(&path, &bad).unwrap();
+        assert!(matches!(
+            Results::read(&path),
+            Err(ResultsError::Parse { line: 3, .. })
+        ));
+        // A line longer than any record, without a newline in sight.
+        let mut long = good.clone();
+        long.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        fs::write(&path, &long).unwrap();
+        assert!(matches!(
+            Results::read(&path),
+            Err(ResultsError::LineTooLong { line: 3, .. })
+        ));
+        // A torn last line is still only a sample never completed.
+        let mut torn = good;
+        torn.extend_from_slice(b"{\"record\":\"ru");
+        fs::write(&path, &torn).unwrap();
+        assert_eq!(Results::read(&path).unwrap().runs.len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_from_its_size() {
+        let dir = std::env::temp_dir().join(format!("isolab-results-huge-{}", std::process::id()));
+        let w = Writer::create(&Writer::new_dir(&dir, "startup").unwrap(), &header()).unwrap();
+        let path = w.path().to_path_buf();
+        drop(w);
+        // A valid first line, then a sparse gigabyte: zeros a reader would take minutes over.
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        let e = Results::read(&path).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ResultsError::Files(isolab_host::files::FilesError::TooLarge { size, limit, .. })
+                    if *size == 1 << 30 && *limit == MAX_FILE
+            ),
+            "{e}"
+        );
+        assert!(e.is_usage());
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "results file {} is 1 GiB; the limit is 64 MiB",
+                path.display()
+            )
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_planted_as_the_results_file_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("isolab-results-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("run")).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("run").join(RESULTS_FILE)).unwrap();
+        let e = Writer::create(&dir.join("run"), &header()).unwrap_err();
+        assert!(
+            matches!(&e, ResultsError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn labs_starting_in_the_same_second_get_different_directories() {
+        let out = std::env::temp_dir().join(format!("isolab-results-race-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&out);
+        let barrier = std::sync::Barrier::new(16);
+        let dirs: Vec<PathBuf> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        Writer::new_dir(&out, "startup").unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let unique: std::collections::BTreeSet<_> = dirs.iter().collect();
+        assert_eq!(unique.len(), dirs.len(), "each claimed its own: {dirs:?}");
+        fs::remove_dir_all(&out).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_results_is_refused() {
+        let path = std::env::temp_dir().join(format!("isolab-not-results-{}", std::process::id()));
+        fs::write(&path, "hello\n").unwrap();
+        assert!(matches!(
+            Results::read(&path),
+            Err(ResultsError::NotResults { .. })
+        ));
+        fs::remove_file(&path).unwrap();
+    }
+
+    /// Two lines as isolab 1 wrote them: a bare `vm` with its facts as strings, and a `vm`
+    /// from before runs recorded their guest OS.
+    const VERSION_1: &str = r#"{"record":"environment","schema":"isolab-results/1","experiment":"startup","environment":{"hostname":"h","cpu_model":"c","cpus":2,"memory_bytes":1,"kernel_release":"6.1","kvm":"nested-pvm","cgroup":"v2","uid":0,"lab_version":"0.1.0","commit":"x","date":"2026-01-01T00:00:00Z"},"settings":{},"skipped":[]}
+{"record":"run","backend":"vm","round":0,"order":0,"warmup":false,"workload":{"kernel":"ready","mib":0,"iters":0,"seed":1},"outcome":{"kind":"completed"},"startup_ns":10,"work_ns":1,"phases":[],"output":null,"memory_at_ready":null,"memory_at_done":null,"cgroup_peak_bytes":null,"cpu_ns":null,"info":{"guest_os":"none","image_bytes":"26624","exits_total":"3"}}
+{"record":"run","backend":"vm-old","round":0,"order":1,"warmup":false,"workload":{"kernel":"ready","mib":0,"iters":0,"seed":1},"outcome":{"kind":"completed"},"startup_ns":10,"work_ns":1,"phases":[],"output":null,"memory_at_ready":null,"memory_at_done":null,"cgroup_peak_bytes":null,"cpu_ns":null}
+{"record":"density-step","backend":"qemu","n":1,"added":1,"launch_ns":1,"charged_bytes":1,"kernel_bytes":1,"pss_bytes":1,"mem_available_drop_bytes":1,"idle_cpu_ns":0,"idle_window_ns":1}
+"#;
+
+    #[test]
+    fn a_version_1_file_is_read_with_typed_facts_and_families() {
+        let dir = std::env::temp_dir().join(format!("isolab-results-v1-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(RESULTS_FILE);
+        fs::write(&path, VERSION_1).unwrap();
+        let r = Results::read(&path).unwrap();
+        assert_eq!(r.header.schema, v1::SCHEMA);
+        assert_eq!(r.runs[0].family, Family::VmNoOs);
+        assert_eq!(r.runs[0].facts.guest_os, Some(GuestOs::None));
+        assert_eq!(r.runs[0].facts.image_bytes, Some(26624));
+        assert_eq!(r.runs[0].facts.exits["total"], 3);
+        // Unknown stays unknown: no guest OS recorded is not "linux".
+        assert_eq!(r.runs[1].family, Family::Vm);
+        assert_eq!(r.runs[1].facts.guest_os, None);
+        // A ladder cut short before its end record: nothing says whether qemu was emulated.
+        assert_eq!(r.density[0].family, Family::Unknown);
+        assert_eq!(r.family("qemu"), Family::Unknown);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Property tests of the reader: whatever the lab wrote reads back as written, and a file cut
+/// anywhere keeps every sample whose line is whole.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        // Any Unicode, including newlines, quotes and backslashes, which JSON must escape.
+        proptest::string::string_regex("(.|\n|\"|\\\\){0,24}").unwrap()
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            Just(Outcome::Completed),
+            Just(Outcome::OomKilled),
+            Just(Outcome::Stopped),
+            text().prop_map(|reason| Outcome::Failed { reason }),
+        ]
+    }
+
+    prop_compose! {
+        fn run_record()(
+            backend in text(),
+            round in any::<u32>(),
+            order in any::<u32>(),
+            warmup in any::<bool>(),
+            kernel in text(),
+            mib in any::<u64>(),
+            iters in any::<u64>(),
+            seed in any::<u64>(),
+            outcome in outcome(),
+            startup_ns in any::<Option<u64>>(),
+            work_ns in any::<Option<u64>>(),
+            phases in proptest::collection::vec((text(), any::<u64>()), 0..6),
+            checksum in any::<Option<u64>>(),
+            peak in any::<Option<u64>>(),
+            cpu_ns in any::<Option<u64>>(),
+            probe in proptest::collection::vec((text(), text()), 0..4),
+            facts in proptest::collection::vec((text(), text()), 0..4),
+            family in proptest::sample::select(Family::ALL.to_vec()),
+        ) -> RunRecord {
+            // Facts as a backend reports them on the wire: known keys become typed fields,
+            // the rest stay text.
+            let mut typed = Facts::default();
+            for (key, value) in &facts {
+                typed.set(key, value);
+            }
+            RunRecord {
+                backend,
+                family,
+                round,
+                order,
+                warmup,
+                workload: WorkloadRecord { kernel, mib, iters, seed },
+                outcome,
+                startup_ns,
+                work_ns,
+                phases: Timeline {
+                    phases: phases
+                        .into_iter()
+                        .map(|(name, t_ns)| Phase { name, t_ns })
+                        .collect(),
+                },
+                output: checksum.map(|c| OutputRecord {
+                    checksum: format!("{c:#018x}"),
+                    ops: c / 3,
+                    bytes: c / 5,
+                }),
+                memory_at_ready: None,
+                memory_at_done: None,
+                cgroup_peak_bytes: peak,
+                cpu_ns,
+                probe,
+                facts: typed,
+                neighbours: None,
+            }
+        }
+    }
+
+    fn header() -> Header {
+        Header {
+            schema: SCHEMA.into(),
+            experiment: "startup".into(),
+            environment: Environment::capture("v2"),
+            settings: serde_json::json!({"runs": 1}),
+            skipped: vec![],
+        }
+    }
+
+    /// A fresh results file holding `runs`; returns its path and the byte offset where each
+    /// line ends.
+    fn write(dir: &Path, runs: &[RunRecord]) -> (PathBuf, Vec<usize>) {
+        let _ = fs::remove_dir_all(dir);
+        let mut w = Writer::create(dir, &header()).unwrap();
+        for r in runs {
+            w.append(&Record::Run(Box::new(r.clone()))).unwrap();
+        }
+        let path = w.path().to_path_buf();
+        let bytes = fs::read(&path).unwrap();
+        let ends = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .map(|(i, _)| i + 1)
+            .collect();
+        (path, ends)
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("isolab-prop-{name}-{}", std::process::id()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(64)
+        })]
+
+        #[test]
+        fn what_is_written_reads_back(runs in proptest::collection::vec(run_record(), 0..6)) {
+            let dir = scratch("roundtrip");
+            let (path, _) = write(&dir, &runs);
+            let back = Results::read(&path).unwrap();
+            prop_assert_eq!(back.runs, runs);
+            fs::remove_dir_all(&dir).unwrap();
+        }
+
+        /// A lab killed at any byte of a write: every sample whose line is whole is kept, the
+        /// cut one is not, and nothing is an error once the first line is whole.
+        #[test]
+        fn a_file_cut_anywhere_keeps_every_whole_line(
+            runs in proptest::collection::vec(run_record(), 1..5),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let dir = scratch("cut");
+            let (path, ends) = write(&dir, &runs);
+            let bytes = fs::read(&path).unwrap();
+            let at = cut.index(bytes.len() + 1);
+            fs::write(&path, &bytes[..at]).unwrap();
+            match Results::read(&path) {
+                Ok(back) => {
+                    // Lines 2.. are runs; the one cut short may still parse if only its
+                    // newline is missing.
+                    let whole = ends.iter().skip(1).filter(|&&e| e <= at).count();
+                    prop_assert!(at >= ends[0] - 1, "no header, but read: {at}");
+                    prop_assert!(back.runs.len() == whole || back.runs.len() == whole + 1);
+                    prop_assert_eq!(&back.runs[..], &runs[..back.runs.len()]);
+                }
+                Err(e) => prop_assert!(at < ends[0], "cut at {at} after the header: {e}"),
+            }
+            fs::remove_dir_all(&dir).unwrap();
+        }
+
+        /// Anything at all after a valid file: an error or more records, never a panic, and a
+        /// complete line that is not a record is always an error.
+        #[test]
+        fn garbage_after_a_valid_file_is_never_a_panic(
+            runs in proptest::collection::vec(run_record(), 0..3),
+            tail in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let dir = scratch("garbage");
+            let (path, _) = write(&dir, &runs);
+            let mut bytes = fs::read(&path).unwrap();
+            bytes.extend_from_slice(&tail);
+            fs::write(&path, &bytes).unwrap();
+            if let Ok(back) = Results::read(&path) {
+                prop_assert_eq!(&back.runs[..runs.len()], &runs[..]);
+                let lines = tail.split(|&b| b == b'\n').count() - 1;
+                if lines > 0 {
+                    // Every complete garbage line that read fine must have been a record.
+                    let complete = &tail[..tail.iter().rposition(|&b| b == b'\n').unwrap() + 1];
+                    for line in complete.split(|&b| b == b'\n') {
+                        if !line.iter().all(u8::is_ascii_whitespace) {
+                            prop_assert!(serde_json::from_slice::<Record>(line).is_ok());
+                        }
+                    }
+                }
+            }
+            fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}
