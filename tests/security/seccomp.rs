@@ -40,7 +40,7 @@ fn namespaces_and_mounts_are_refused(backend: Box<dyn Backend>) {
     let facts = attack_from_inside(backend.as_ref(), &lab, || {
         bundle = bundle_seccomp(lab.workdir());
     });
-    eprintln!("{name} under {}:", resolved.path.display());
+    eprintln!("{name} under {}:", resolved.source);
     for key in [
         "attack.userns_mount",
         "attack.unshare",
@@ -67,7 +67,7 @@ fn namespaces_and_mounts_are_refused(backend: Box<dyn Backend>) {
         gained.is_empty(),
         "{name} under --profile docker ({}): the container got past Docker's profile: \
          {gained:#?}",
-        resolved.path.display()
+        resolved.source
     );
     if name.starts_with("oci:") {
         let bundle = bundle.unwrap_or_else(|| panic!("{name}: no bundle config.json was found"));
