@@ -322,8 +322,12 @@ fn seccomp(lab: &Lab) -> Check {
     match lab.security() {
         Ok(s) => match (&s.seccomp, &s.full) {
             (Some(p), Some(full)) => {
+                // What a student should notice: the calls Docker keeps for CAP_SYS_ADMIN.
                 let admin = p.kept_for("CAP_SYS_ADMIN");
-                let others = p.dropped.len();
+                let notable: Vec<&str> = ["unshare", "clone", "mount", "setns", "bpf"]
+                    .into_iter()
+                    .filter(|c| admin.contains(c))
+                    .collect();
                 Check::new(
                     "seccomp",
                     Status::Ok,
@@ -334,10 +338,13 @@ fn seccomp(lab: &Lab) -> Check {
                         lab.profile.name(),
                         p.source,
                         p.rules.len(),
-                        others,
+                        p.dropped.len(),
                         match admin.len() {
                             0 => String::new(),
-                            n => format!(", {n} calls only for CAP_SYS_ADMIN: {}", admin.join(" ")),
+                            n => format!(
+                                "; {n} calls only for CAP_SYS_ADMIN, among them {}",
+                                notable.join(", ")
+                            ),
                         },
                         full.len(),
                         s.inner
@@ -352,12 +359,12 @@ fn seccomp(lab: &Lab) -> Check {
         },
         Err(why) => {
             let check = Check::new("seccomp", Status::Fail, format!("{what}: {why}"));
-            match lab.profile.seccomp() {
-                Some(shipped) => check.fix(format!(
+            match (&lab.seccomp_profile, lab.profile.seccomp()) {
+                (None, Some(shipped)) => check.fix(format!(
                     "sudo apt install {} (or run with --profile minimal)",
                     shipped.package
                 )),
-                None => check,
+                _ => check,
             }
         }
     }

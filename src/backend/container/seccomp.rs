@@ -255,14 +255,7 @@ impl Profile {
                 crate::files::FilesError::Io { source, .. } => SeccompError::Read {
                     path: path.to_path_buf(),
                     source,
-                    fix: match source::Shipped::at(path) {
-                        Some(s) => format!(
-                            "{} ships it; Debian/Ubuntu: sudo apt install {}; or run with \
-                             --profile minimal",
-                            s.package, s.package
-                        ),
-                        None => "or run with --profile minimal".into(),
-                    },
+                    fix: missing_fix(path),
                 },
                 e => SeccompError::Refused(e),
             })?;
@@ -471,6 +464,17 @@ impl Profile {
             out["defaultErrnoRet"] = e.into();
         }
         out
+    }
+}
+
+/// What to do when the profile file at `path` cannot be read.
+fn missing_fix(path: &Path) -> String {
+    match source::Shipped::at(path) {
+        Some(s) => format!(
+            "{} ships {}; Debian/Ubuntu: sudo apt install {}; or run with --profile minimal",
+            s.package, s.what, s.package
+        ),
+        None => "or run with --profile minimal".into(),
     }
 }
 
@@ -851,6 +855,22 @@ mod tests {
                 "{call}"
             );
         }
+    }
+
+    #[test]
+    fn a_missing_profile_names_the_package_that_ships_it() {
+        let fix = missing_fix(Path::new(source::DOCKER.path));
+        assert_eq!(
+            fix,
+            "golang-github-docker-docker-dev ships Docker's default profile; Debian/Ubuntu: \
+             sudo apt install golang-github-docker-docker-dev; or run with --profile minimal"
+        );
+        let e = Profile::load(Path::new("/nonexistent/isolab-profile.json"), TARGET).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot read the seccomp profile /nonexistent/isolab-profile.json: No such file or \
+             directory (os error 2) (or run with --profile minimal)"
+        );
     }
 
     #[test]
