@@ -11,6 +11,7 @@
 
 use super::{attack_from_inside, by_name, lab_with_attacker};
 use crate::common::{serial, temp_dir};
+use isolab::backend::container::Container;
 use isolab::backend::{Availability, Backend};
 use std::fs;
 use std::path::Path;
@@ -134,6 +135,16 @@ fn assert_docker_rules(seccomp: &serde_json::Value, name: &str) {
 #[test]
 fn a_container_makes_no_namespace_nor_mount_under_dockers_profile() {
     namespaces_and_mounts_are_refused(by_name("container"));
+}
+
+/// The same with the container's root left the host's root, as Docker leaves it: no user
+/// namespace of the lab's, and the filter alone stands between the workload and new ones.
+#[test]
+fn the_same_from_a_container_whose_root_is_the_hosts() {
+    namespaces_and_mounts_are_refused(Box::new(Container {
+        host_root: true,
+        ..Container::default()
+    }));
 }
 
 #[test]
