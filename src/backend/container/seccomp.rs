@@ -1073,6 +1073,103 @@ mod tests {
         assert_eq!(status, 0);
     }
 
+    /// What the kernel does with a filter, in a few lines: run the classic BPF program over
+    /// the call's `struct seccomp_data` (nr, arch, instruction pointer, six arguments) and
+    /// return its verdict. Only the instructions libseccomp emits.
+    fn run_bpf(program: &[libc::sock_filter], data: &[u8; 64]) -> u32 {
+        let word = |k: u32| {
+            let k = k as usize;
+            u32::from_ne_bytes(data[k..k + 4].try_into().unwrap())
+        };
+        let (mut a, mut x, mut mem) = (0u32, 0u32, [0u32; 16]);
+        let mut pc = 0;
+        loop {
+            let i = program[pc];
+            pc += 1;
+            let jump = |taken: bool| if taken { i.jt as usize } else { i.jf as usize };
+            match i.code {
+                0x20 => a = word(i.k),            // ld [k]
+                0x00 => a = i.k,                  // ld #k
+                0x60 => a = mem[i.k as usize],    // ld M[k]
+                0x61 => x = mem[i.k as usize],    // ldx M[k]
+                0x02 => mem[i.k as usize] = a,    // st M[k]
+                0x03 => mem[i.k as usize] = x,    // stx M[k]
+                0x07 => x = a,                    // tax
+                0x87 => a = x,                    // txa
+                0x54 => a &= i.k,                 // and #k
+                0x44 => a |= i.k,                 // or #k
+                0x05 => pc += i.k as usize,       // ja
+                0x15 => pc += jump(a == i.k),     // jeq #k
+                0x25 => pc += jump(a > i.k),      // jgt #k
+                0x35 => pc += jump(a >= i.k),     // jge #k
+                0x45 => pc += jump(a & i.k != 0), // jset #k
+                0x06 => return i.k,               // ret #k
+                0x16 => return a,                 // ret a
+                code => panic!("BPF instruction {code:#x} at {}", pc - 1),
+            }
+        }
+    }
+
+    /// The verdict of several filters, as the kernel combines them: the most severe action
+    /// (actions compare as signed numbers, kill lowest, allow highest).
+    fn strictest(verdicts: &[u32]) -> u32 {
+        *verdicts
+            .iter()
+            .min_by_key(|v| (**v & 0xffff_0000) as i32)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_two_halves_answer_every_call_as_the_whole_profile() {
+        use crate::backend::container::profile::SETUP_CALLS;
+        const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+        const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+        for shipped in source::SHIPPED {
+            let p =
+                Profile::load(Path::new(shipped.path), TARGET).unwrap_or_else(|e| panic!("{e}"));
+            let full = p.compile().unwrap();
+            let split = p.split(&SETUP_CALLS).unwrap().expect("the profile splits");
+            let mut args: Vec<u64> = vec![0, u64::MAX, NAMESPACE_FLAGS, libc::SIGCHLD as u64];
+            for (_, flag) in [
+                ("user", libc::CLONE_NEWUSER),
+                ("mnt", libc::CLONE_NEWNS),
+                ("net", libc::CLONE_NEWNET),
+                ("cgroup", libc::CLONE_NEWCGROUP),
+                (
+                    "threads",
+                    libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND,
+                ),
+            ] {
+                args.push(flag as u64 | libc::SIGCHLD as u64);
+            }
+            let mut checked = 0;
+            for arch in [AUDIT_ARCH_X86_64, AUDIT_ARCH_I386] {
+                for nr in 0..480u32 {
+                    for &arg in &args {
+                        let mut data = [0u8; 64];
+                        data[0..4].copy_from_slice(&nr.to_ne_bytes());
+                        data[4..8].copy_from_slice(&arch.to_ne_bytes());
+                        for i in 0..6 {
+                            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&arg.to_ne_bytes());
+                        }
+                        let whole = run_bpf(&full.program, &data);
+                        let halves = strictest(&[
+                            run_bpf(&split.inner.program, &data),
+                            run_bpf(&split.outer.program, &data),
+                        ]);
+                        assert_eq!(
+                            whole, halves,
+                            "{}: call {nr} (arch {arch:#x}) with arguments {arg:#x}",
+                            shipped.what
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+            assert!(checked > 8000);
+        }
+    }
+
     #[test]
     fn the_installed_profiles_compile_to_a_tree() {
         for shipped in source::SHIPPED {
