@@ -49,7 +49,7 @@ use source::Provenance;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The largest profile the lab reads. Docker's and Podman's default profiles are 16–25 KiB of
+/// The largest profile the lab reads. Docker's and Podman's default profiles are 14–25 KiB of
 /// JSON (one entry per group of system calls); 4 MiB leaves room for any profile a person
 /// writes, even one rule per call and argument, while a file named by mistake (a disk image,
 /// `/dev/zero`) is refused before it is read.
