@@ -399,6 +399,9 @@ impl Backend for Oci {
             "OCI bundle: config.json and a root holding one static executable",
         );
         instance.note(info::PROFILE, security.profile.name());
+        if let Some(seccomp) = security.seccomp_note() {
+            instance.note(info::SECCOMP_PROFILE, seccomp);
+        }
         if let Some(v) = self.version(&runtime) {
             instance.note(info::RUNTIME_VERSION, v);
         }
@@ -703,7 +706,7 @@ mod properties {
         let lab = Lab::in_dir(&dir).unwrap();
         let profiles: Vec<Security> = Profile::ALL
             .iter()
-            .map(|p| Security::prepare(*p, &lab.seccomp_profile).unwrap())
+            .map(|p| Security::prepare(*p, lab.seccomp_profile.as_deref()).unwrap())
             .collect();
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
             failure_persistence: None,

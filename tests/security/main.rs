@@ -19,6 +19,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod diskdir;
+mod seccomp;
 
 use common::{serial, temp_dir, User};
 use isolab::backend::container::Container;

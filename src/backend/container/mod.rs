@@ -258,6 +258,9 @@ impl Backend for Container {
             "tmpfs root holding one static executable (the workload)",
         );
         instance.note(info::PROFILE, security.profile.name());
+        if let Some(seccomp) = security.seccomp_note() {
+            instance.note(info::SECCOMP_PROFILE, seccomp);
+        }
         instance.note(
             info::CONTAINER_ROOT,
             container_root(userns, mapped.as_ref()),

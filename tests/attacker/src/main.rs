@@ -25,6 +25,9 @@
 //! | `attack.cgroupfs`   | mount cgroup2: write the host's limits from inside                      |
 //! | `attack.uid_map`    | who the container's root is on the host                                 |
 //! | `attack.running_from` | where it runs from: a copy, so `/workload` is not busy              |
+//! | `attack.userns_mount`, … | namespaces, mounts, keyrings: what seccomp must refuse (seccomp.rs) |
+
+mod seccomp;
 
 mod diskdir;
 
@@ -148,6 +151,7 @@ fn inside(args: &[String]) {
     facts.push(("attack.workload", writable("/workload")));
     facts.push(("attack.fds", open_fds()));
     facts.push(("attack.cgroupfs", mount_cgroupfs()));
+    facts.extend(seccomp::attacks());
     facts.push((
         "attack.uid_map",
         std::fs::read_to_string("/proc/self/uid_map")
