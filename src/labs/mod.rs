@@ -604,18 +604,21 @@ pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<O
         Track::Container | Track::Vmm => {
             let (built, what) = match &options.program {
                 Some(program) => (
-                    Ok(program.clone()),
+                    Ok(Program::Given(program.clone())),
                     format!("{} is given", program.display()),
                 ),
                 None => {
                     let dir = options.crate_dir.clone().unwrap_or_else(|| {
                         options.labs.join(exercise.dir.expect("a building step"))
                     });
-                    match cargo::build(&dir, say) {
+                    match cargo::build(&dir, &options.labs, say) {
                         // A stop during the build: cargo and its compilers are gone, and the
                         // check ends here.
                         Err(cargo::BuildError::Interrupted) => return Err(LabsError::Interrupted),
-                        built => (built, format!("{} builds", dir.display())),
+                        built => (
+                            built.map(Program::Built),
+                            format!("{} builds", dir.display()),
+                        ),
                     }
                 }
             };
@@ -625,9 +628,10 @@ pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<O
             }];
             let mut measured = Vec::new();
             match &built {
-                Ok(program) => {
+                Ok(built) => {
                     let mut lab = crate::lab::Lab::new()?;
                     lab.timeout = options.timeout;
+                    let program = &built.place(&lab)?;
                     let (more, m) = if exercise.track == Track::Container {
                         container::check(exercise.step, program, &lab, say)
                     } else {
@@ -707,8 +711,52 @@ pub fn command(
     }
 }
 
+/// The program a building step's checks run.
+#[derive(Clone, Debug)]
+enum Program {
+    /// Named with `--program`: run where it is.
+    Given(PathBuf),
+    /// Built from the student's crate, and already read: what is in the target directory now
+    /// is the builder's to change ([`cargo`]).
+    Built(cargo::Built),
+}
+
+impl Program {
+    /// Where the checks find the program: the given file, or the lab's own copy of the built
+    /// one in its work directory (root's, mode 0755: whoever runs it may read it, no one else
+    /// may change it).
+    fn place(&self, lab: &crate::lab::Lab) -> Result<PathBuf, LabsError> {
+        use std::os::unix::fs::PermissionsExt;
+        match self {
+            Program::Given(path) => Ok(path.clone()),
+            Program::Built(built) => {
+                let path = lab.workdir().join("student-program");
+                std::fs::write(&path, &built.bytes)
+                    .and_then(|()| {
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    })
+                    .map_err(|source| crate::lab::LabError::Workdir {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Ok(path)
+            }
+        }
+    }
+
+    /// Its bytes.
+    fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, LabsError> {
+        match self {
+            Program::Given(path) => {
+                Ok(crate::files::read_bounded(path, MAX_PROGRAM, "program")?.into())
+            }
+            Program::Built(built) => Ok((&built.bytes[..]).into()),
+        }
+    }
+}
+
 /// Copy a passing step's program to where `student:container` / `student:vmm` look.
-fn install(options: &Options, exercise: &Exercise, program: &Path) -> Result<(), LabsError> {
+fn install(options: &Options, exercise: &Exercise, program: &Program) -> Result<(), LabsError> {
     let kind = match exercise.track {
         Track::Container => crate::backend::student::Kind::Container,
         Track::Vmm => crate::backend::student::Kind::Vmm,
@@ -724,8 +772,7 @@ fn install(options: &Options, exercise: &Exercise, program: &Path) -> Result<(),
     // step it passed: only the last step's program counts as a whole container or VMM in a
     // report's claims.
     let out = crate::files::OutDir::open_or_create(dir)?;
-    let bytes = crate::files::read_bounded(program, MAX_PROGRAM, "built program")?;
-    out.write_mode(name, &bytes, 0o755)?;
+    out.write_mode(name, &program.bytes()?, 0o755)?;
     out.write(
         &format!("{name}.step"),
         format!("{}\n", exercise.step).as_bytes(),
