@@ -8,6 +8,8 @@
 //!   command line (`kernel=io … report=3 control=4 scratch=/scratch`), tries every escape below
 //!   from inside, reports what each did as `probe` lines on the report pipe, says `ready`, and
 //!   waits for the host's go-ahead — so the test can look at the host while it still runs;
+//! * **as a student's runtime or VMM** (`student.rs`): started by `lab check --program` or the
+//!   `student:*` backends, it tries the host it runs on;
 //! * **as an ordinary user on the host**: `whoami` (run as a setuid copy: did it give root?),
 //!   `open PATH` (a device node planted from inside), `plant DIR` (symbolic links where the lab
 //!   will write).
@@ -25,6 +27,8 @@
 //! | `attack.cgroupfs`   | mount cgroup2: write the host's limits from inside                      |
 //! | `attack.uid_map`    | who the container's root is on the host                                 |
 //! | `attack.running_from` | where it runs from: a copy, so `/workload` is not busy              |
+
+mod student;
 
 use isolab_kernels::wire::{self, Line};
 use std::ffi::CString;
@@ -61,6 +65,7 @@ fn main() {
             let (planted, errno) = plant(dir);
             println!("planted={planted} errno={errno}");
         }
+        _ if student::is_student(&args) => student::run(&args),
         _ => inside(&args),
     }
 }
