@@ -277,8 +277,13 @@ pub fn build(dir: &Path, labs: &Path, say: &mut dyn FnMut(&str)) -> Result<Built
     };
     // The program is in a directory the builder owns: only a file of the target directory,
     // reached through no link, is read, and only once.
+    let target = area
+        .target
+        .canonicalize()
+        .unwrap_or_else(|_| area.target.clone());
     let rel = path
         .strip_prefix(&area.target)
+        .or_else(|_| path.strip_prefix(&target))
         .map_err(|_| BuildError::NoProgram(dir.to_path_buf()))?;
     let bytes = crate::files::read_bounded_at(
         area.target_fd.as_fd(),
@@ -646,6 +651,28 @@ fn first_error(stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crate_is_built_as_its_owner_or_nobody() {
+        let dir = std::env::temp_dir().join(format!("isolab-builder-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let nobody = Builder::nobody();
+        assert_ne!(nobody.uid, 0);
+        // Root's copy of a crate is still the student's code.
+        nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+        assert_eq!(Builder::for_crate(&dir).unwrap(), nobody);
+        // An owner with no account here (files copied from another machine): that uid.
+        let stranger = 3_999_999_999;
+        nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(stranger)), None).unwrap();
+        let b = Builder::for_crate(&dir).unwrap();
+        assert_eq!((b.uid, b.gid), (stranger, stranger));
+        assert_eq!(b.name, format!("uid {stranger}"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            Builder::for_crate(&dir),
+            Err(BuildError::NoCrate(_))
+        ));
+    }
 
     #[test]
     fn the_first_error_is_picked_out_of_cargos_output() {
