@@ -52,7 +52,8 @@
 //!   other way to let it make namespaces: it runs as the host's root, and `container_root` says
 //!   so;
 //! * **a VMM** needs no capability at all, only `/dev/kvm`: it runs as a uid of its own, in the
-//!   group that may open `/dev/kvm`.
+//!   group that may open `/dev/kvm` — or, where only root may, with a `/dev/kvm` node of its own
+//!   ([`OwnKvm`]).
 
 use super::child::{self, Exec, CONTROL_FD, REPORT_FD};
 use super::container::capabilities;
@@ -64,6 +65,7 @@ use crate::lab::Lab;
 use crate::results::info;
 use crate::workload;
 use nix::errno::Errno;
+use std::ffi::CString;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -346,7 +348,7 @@ impl Backend for Student {
         };
         timeline.mark("bundle");
 
-        let run_as = RunAs::choose(self.kind, &name);
+        let run_as = RunAs::choose(self.kind, &name, &dir);
         if let Err(e) = run_as.hand_over(&cgroup, &dir) {
             cleanup();
             return Err(e);
@@ -504,12 +506,31 @@ enum RunAs {
         id: libc::c_long,
         /// Its supplementary groups: none, or `/dev/kvm`'s group.
         groups: Vec<libc::gid_t>,
+        /// Where only root may open the host's `/dev/kvm`: a node of the VMM's own.
+        own_kvm: Option<OwnKvm>,
     },
 }
 
+/// A `/dev/kvm` of the VMM's own, for a host whose node only root may open (mode 0600, no
+/// `kvm` group: a machine without udev's rules, such as the emulated student machine).
+///
+/// Permissions belong to the inode, so no bind mount of the host's node helps: the child makes
+/// a node of the same device number, owned by the VMM's uid, on a tmpfs of its own (the lab's
+/// work directory may be on a `nodev` file system), and binds it onto `/dev/kvm` — in a mount
+/// namespace of its own, private, so no other process sees it and it goes when the VMM does.
+#[derive(Debug)]
+struct OwnKvm {
+    /// An empty directory of the instance, where the tmpfs goes.
+    dir: CString,
+    /// The node on it.
+    node: CString,
+    /// `/dev/kvm`'s device number.
+    rdev: libc::dev_t,
+}
+
 impl RunAs {
-    /// Who the program of instance `name` runs as.
-    fn choose(kind: Kind, name: &str) -> RunAs {
+    /// Who the program of instance `name` (whose directory is `dir`) runs as.
+    fn choose(kind: Kind, name: &str, dir: &Path) -> RunAs {
         if !nix::unistd::geteuid().is_root() {
             return RunAs::Lab;
         }
@@ -519,10 +540,26 @@ impl RunAs {
                 Some(why) => RunAs::HostRoot(why),
                 None => RunAs::MappedRoot(mapped),
             },
-            Kind::Vmm => RunAs::Unprivileged {
-                id: libc::c_long::from(mapped.id),
-                groups: kvm_group().into_iter().collect(),
-            },
+            Kind::Vmm => {
+                let (groups, own_kvm) = match kvm_access() {
+                    KvmAccess::Everyone => (Vec::new(), None),
+                    KvmAccess::Group(gid) => (vec![gid], None),
+                    KvmAccess::RootOnly(rdev) => {
+                        let cstring =
+                            |p: PathBuf| CString::new(p.into_os_string().into_encoded_bytes()).ok();
+                        let own = cstring(dir.join("dev")).zip(cstring(dir.join("dev/kvm")));
+                        (
+                            Vec::new(),
+                            own.map(|(dir, node)| OwnKvm { dir, node, rdev }),
+                        )
+                    }
+                };
+                RunAs::Unprivileged {
+                    id: libc::c_long::from(mapped.id),
+                    groups,
+                    own_kvm,
+                }
+            }
         }
     }
 
@@ -547,7 +584,16 @@ impl RunAs {
                         .collect(),
                 )
             }
-            RunAs::Unprivileged { id, .. } => (*id as u32, vec![dir.join("scratch")]),
+            RunAs::Unprivileged { id, own_kvm, .. } => {
+                if own_kvm.is_some() {
+                    // The mount point of the VMM's tmpfs: root's, and empty on the host.
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(dir.join("dev"))
+                        .map_err(BackendError::io(format!("create {}/dev", dir.display())))?;
+                }
+                (*id as u32, vec![dir.join("scratch")])
+            }
             RunAs::Lab | RunAs::HostRoot(_) => return Ok(()),
         };
         for file in files {
@@ -574,7 +620,14 @@ impl RunAs {
     fn enter(&self) -> Result<(), (&'static str, Errno)> {
         match self {
             RunAs::MappedRoot(m) => m.enter()?,
-            RunAs::Unprivileged { id, groups } => {
+            RunAs::Unprivileged {
+                id,
+                groups,
+                own_kvm,
+            } => {
+                if let Some(kvm) = own_kvm {
+                    kvm.install(*id)?;
+                }
                 // Groups first, then the gid, then the uid: once the uid is not 0, neither may
                 // change. Raw system calls: glibc's wrappers would try to change every thread
                 // of the lab, whose memory this child shares (see `MappedRoot::enter`).
@@ -622,12 +675,89 @@ fn raw(r: libc::c_long, step: &'static str) -> Result<(), (&'static str, Errno)>
     }
 }
 
-/// The group that may open `/dev/kvm`, when others may not (it is `root:kvm 0660` on most
-/// distributions, `0666` on some).
-fn kvm_group() -> Option<libc::gid_t> {
+impl OwnKvm {
+    /// **In the child**, still root: a mount namespace of its own, private; a tmpfs on the
+    /// instance's `dev/`; the node on it, given to `id`; bound onto `/dev/kvm`.
+    fn install(&self, id: libc::c_long) -> Result<(), (&'static str, Errno)> {
+        let check = |r: libc::c_int, step| {
+            if r == 0 {
+                Ok(())
+            } else {
+                Err((step, Errno::last()))
+            }
+        };
+        // SAFETY: system calls with NUL-terminated strings prepared before the fork, null
+        // pointers where the kernel takes none, and integers.
+        unsafe {
+            check(
+                libc::unshare(libc::CLONE_NEWNS),
+                "unshare a mount namespace",
+            )?;
+            check(
+                libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ),
+                "make mounts private",
+            )?;
+            check(
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    self.dir.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NOEXEC,
+                    c"mode=0700,size=64k".as_ptr().cast(),
+                ),
+                "mount a tmpfs for /dev/kvm",
+            )?;
+            check(
+                libc::mknod(self.node.as_ptr(), libc::S_IFCHR | 0o600, self.rdev),
+                "mknod /dev/kvm",
+            )?;
+            check(
+                libc::chown(self.node.as_ptr(), id as libc::uid_t, id as libc::gid_t),
+                "chown /dev/kvm",
+            )?;
+            check(
+                libc::mount(
+                    self.node.as_ptr(),
+                    c"/dev/kvm".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ),
+                "bind /dev/kvm",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Who may open `/dev/kvm`.
+enum KvmAccess {
+    /// Anyone (mode 0666 on some distributions), or there is none to open.
+    Everyone,
+    /// Its group (`root:kvm 0660` on most distributions).
+    Group(libc::gid_t),
+    /// Root only (0600, no udev rules): its device number.
+    RootOnly(libc::dev_t),
+}
+
+fn kvm_access() -> KvmAccess {
     use std::os::unix::fs::MetadataExt;
-    let meta = fs::metadata("/dev/kvm").ok()?;
-    (meta.mode() & 0o006 != 0o006).then(|| meta.gid())
+    let Ok(meta) = fs::metadata("/dev/kvm") else {
+        return KvmAccess::Everyone;
+    };
+    if meta.mode() & 0o006 == 0o006 {
+        KvmAccess::Everyone
+    } else if meta.mode() & 0o060 == 0o060 {
+        KvmAccess::Group(meta.gid())
+    } else {
+        KvmAccess::RootOnly(meta.rdev())
+    }
 }
 
 /// The container's root: the workload, empty `proc/`, `dev/`, `tmp/`, and the marker file.
