@@ -335,8 +335,9 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
     let labs = Path::new(env!("CARGO_MANIFEST_DIR")).join("labs");
     let built = |track: &str| {
         let dir = labs.join(track).join("solution");
-        isolab::labs::cargo::build(&dir, &mut |m| eprintln!("{m}"))
+        isolab::labs::cargo::build(&dir, &labs, &mut |m| eprintln!("{m}"))
             .unwrap_or_else(|e| panic!("the {track} solution does not build: {e}"))
+            .path
     };
     let (vmm, container) = (built("vmm"), built("container"));
     let work = std::env::temp_dir().join(format!("isolab-emulated-labs-{}", std::process::id()));

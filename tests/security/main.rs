@@ -11,7 +11,9 @@
 //!   container and by an ordinary user;
 //! * from inside, the other known routes: a writable `/workload` (the file the `process`
 //!   backend runs as root, and the container's `/proc/self/exe`), a descriptor leaked into the
-//!   container, the cgroup file system.
+//!   container, the cgroup file system;
+//! * `lab check` (`labcheck.rs`): a handed-in crate's build script, a student's runtime and VMM,
+//!   a student's answers file linked to a root-only file.
 //!
 //! The attacks on what the lab reads and writes — a report file planted as a link to a host
 //! file, `/dev/zero` or a huge file as answers and results — are in `tests/bounds.rs`.
@@ -20,6 +22,8 @@
 mod common;
 mod diskdir;
 mod seccomp;
+
+mod labcheck;
 
 use common::{serial, temp_dir, User};
 use isolab::backend::container::Container;

@@ -8,6 +8,8 @@
 //!   command line (`kernel=io … report=3 control=4 scratch=/scratch`), tries every escape below
 //!   from inside, reports what each did as `probe` lines on the report pipe, says `ready`, and
 //!   waits for the host's go-ahead — so the test can look at the host while it still runs;
+//! * **as a student's runtime or VMM** (`student.rs`): started by `lab check --program` or the
+//!   `student:*` backends, it tries the host it runs on;
 //! * **as an ordinary user on the host**: `whoami` (run as a setuid copy: did it give root?),
 //!   `open PATH` (a device node planted from inside), `plant DIR` (symbolic links where the lab
 //!   will write), `race-disk` and `plant-disk` (the disk directory: see `diskdir.rs`).
@@ -30,6 +32,8 @@
 mod seccomp;
 
 mod diskdir;
+
+mod student;
 
 use isolab_kernels::wire::{self, Line};
 use std::ffi::CString;
@@ -70,6 +74,7 @@ fn main() {
         ["plant-disk", dir, tmp, first, count] => {
             diskdir::plant(dir, tmp, first.parse().unwrap(), count.parse().unwrap())
         }
+        _ if student::is_student(&args) => student::run(&args),
         _ => inside(&args),
     }
 }
