@@ -25,12 +25,20 @@
 //! Either way the refusal is `EPERM`, and it holds for the instance's root too: the cgroup,
 //! not the file, decides. The policy is the second wall of isolab's container: its root and
 //! every other mount it writes are `nodev` already, and its `/dev` is read-only
-//! ([`crate::backend::container::rootfs`]). The OCI bundles carry the same rules in
-//! `linux.resources.devices` ([`crate::backend::oci`]), which their runtime turns into one of
-//! the two forms above; runc also appends its own list whatever the bundle says (it adds
-//! `/dev/net/tun`, `c 10:200`).
+//! ([`crate::backend::container::rootfs`]).
+//!
+//! The OCI bundles carry the same rules in `linux.resources.devices` ([`crate::backend::oci`]),
+//! which their runtime turns into one of the two forms above — after adding a list of its own
+//! that no bundle can take away: runc adds `/dev/net/tun` (`c 10:200`), crun that and
+//! `/dev/console` (`c 5:1`), the host's console. So the lab also puts its own program on the
+//! runtime's instance cgroup in the cgroup v2 tree ([`Hierarchy::confine_runtime`]): the kernel
+//! runs every program from there down to the container's cgroup, and a device is opened only if
+//! all of them allow it.
 
-use super::{ensure_dir_all, write, Cgroup, CgroupError, Hierarchy, Version};
+use super::{
+    ensure_dir_all, host_dir, parse_mounts, read_mountinfo, write, Cgroup, CgroupError, Hierarchy,
+    Placement, Version,
+};
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -217,6 +225,45 @@ impl Hierarchy {
                 Ok(format!("BPF program on cgroup v2: {}", summary()))
             }
         }
+    }
+}
+
+impl Hierarchy {
+    /// For an OCI runtime's instance cgroup `cg`, whose first process joins it through
+    /// `placement`: the policy's BPF program on its cgroup in the v2 tree, below which the
+    /// runtime makes its container's — on v2 `cg` itself; on a hybrid machine a cgroup of the
+    /// unified tree at the same path, added to `cg` and to `placement` (it holds no
+    /// controller: it only carries the program). Where no v2 tree is mounted there is none, and
+    /// the runtime's own list decides. Returns how, in words.
+    ///
+    /// Not on v1's devices hierarchy: there a child cgroup may allow no more than its parent,
+    /// and a runtime whose own list (crun's console) was refused would fail to start.
+    pub fn confine_runtime(
+        &self,
+        cg: &mut Cgroup,
+        placement: &mut Placement,
+    ) -> Result<String, CgroupError> {
+        if self.version == Version::V2 {
+            confine_v2(&cg.dirs[0].1)?;
+            return Ok("BPF program on the instance's cgroup (v2), above the container's".into());
+        }
+        let mounts = parse_mounts(&read_mountinfo());
+        let unified = mounts.iter().find(|m| m.fs_type == "cgroup2");
+        let Some((unified, relative)) = unified.zip(cg.relative_path()) else {
+            return Ok("no v2 tree for a BPF program here: the runtime's own list".into());
+        };
+        let dir = host_dir(unified, &relative);
+        ensure_dir_all(&dir)?;
+        // From here on the directory is the instance's: removed with it on any error.
+        cg.dirs.push(("unified".into(), dir.clone()));
+        confine_v2(&dir)?;
+        let procs = dir.join("cgroup.procs");
+        let join = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .map_err(CgroupError::io("open", &procs))?;
+        placement.join.push(join.into());
+        Ok("BPF program on the instance's cgroup in the unified (v2) tree".into())
     }
 }
 
