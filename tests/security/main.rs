@@ -19,6 +19,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod devices;
+
 use common::{serial, temp_dir, User};
 use isolab::backend::container::Container;
 use isolab::backend::{self, Availability, Backend, Limits};

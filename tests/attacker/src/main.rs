@@ -25,6 +25,10 @@
 //! | `attack.cgroupfs`   | mount cgroup2: write the host's limits from inside                      |
 //! | `attack.uid_map`    | who the container's root is on the host                                 |
 //! | `attack.running_from` | where it runs from: a copy, so `/workload` is not busy              |
+//!
+//! and the terminal, device and capability attacks of [`devices`].
+
+mod devices;
 
 use isolab_kernels::wire::{self, Line};
 use std::ffi::CString;
@@ -149,6 +153,9 @@ fn inside(args: &[String]) {
             .unwrap_or_else(|e| format!("unreadable: {e}")),
     ));
 
+    let mut facts: Vec<(String, String)> =
+        facts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    facts.extend(devices::facts());
     for (key, value) in &facts {
         emit(
             report,
