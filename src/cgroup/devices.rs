@@ -42,7 +42,7 @@ use super::{
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Access a rule allows, as bits — the very bits the kernel hands a v2 program
 /// (`BPF_DEVCG_ACC_MKNOD`, `_READ`, `_WRITE`), and the letters `m`, `r`, `w` of v1.
@@ -221,7 +221,7 @@ impl Hierarchy {
                 Ok(format!("cgroup v1 devices.list: {}", summary()))
             }
             Version::V2 => {
-                confine_v2(first)?;
+                confine_v2(first, &self.device_program)?;
                 Ok(format!("BPF program on cgroup v2: {}", summary()))
             }
         }
@@ -244,7 +244,7 @@ impl Hierarchy {
         placement: &mut Placement,
     ) -> Result<String, CgroupError> {
         if self.version == Version::V2 {
-            confine_v2(&cg.dirs[0].1)?;
+            confine_v2(&cg.dirs[0].1, &self.device_program)?;
             return Ok("BPF program on the instance's cgroup (v2), above the container's".into());
         }
         let mounts = parse_mounts(&read_mountinfo());
@@ -256,7 +256,7 @@ impl Hierarchy {
         ensure_dir_all(&dir)?;
         // From here on the directory is the instance's: removed with it on any error.
         cg.dirs.push(("unified".into(), dir.clone()));
-        confine_v2(&dir)?;
+        confine_v2(&dir, &self.device_program)?;
         let procs = dir.join("cgroup.procs");
         let join = std::fs::OpenOptions::new()
             .write(true)
@@ -290,10 +290,12 @@ fn confine_v1(dir: &Path) -> Result<(), CgroupError> {
     Ok(())
 }
 
-/// v2: attach the policy's program (loaded once per lab) to the cgroup `dir`, then ask the
+/// v2: attach the policy's program (loaded once per lab, see [`ProgramCache`]) to the cgroup `dir`, then ask the
 /// kernel which programs the cgroup runs: ours must be among them.
-fn confine_v2(dir: &Path) -> Result<(), CgroupError> {
-    let program = loaded().map_err(|e| CgroupError::Devices(e.clone()))?;
+fn confine_v2(dir: &Path, programs: &ProgramCache) -> Result<(), CgroupError> {
+    let program = programs
+        .get()
+        .map_err(|e| CgroupError::Devices(e.clone()))?;
     let cgroup = std::fs::File::open(dir).map_err(CgroupError::io("open", dir))?;
     let failed = |step: &str| {
         let e = Errno::last();
@@ -508,11 +510,18 @@ struct Loaded {
     id: u32,
 }
 
-/// The program, loaded once per lab and attached to each instance's cgroup (one copy in the
-/// kernel serves them all). The error says why it could not be loaded.
-fn loaded() -> Result<&'static Loaded, &'static String> {
-    static PROGRAM: OnceLock<Result<Loaded, String>> = OnceLock::new();
-    PROGRAM.get_or_init(load).as_ref()
+/// The program, loaded on first use and attached to each instance's cgroup: one copy in the
+/// kernel serves every instance of a lab (loading it — the verifier's checks, compiling it to
+/// machine code — takes about a millisecond here). A [`Hierarchy`] and its clones share it;
+/// it is unloaded with the last of them, once no cgroup holds it either.
+#[derive(Clone, Debug, Default)]
+pub struct ProgramCache(Arc<OnceLock<Result<Loaded, String>>>);
+
+impl ProgramCache {
+    /// The program, loaded now if it is not yet. The error says why it could not be.
+    fn get(&self) -> Result<&Loaded, &String> {
+        self.0.get_or_init(load).as_ref()
+    }
 }
 
 /// Hand [`program`] to the kernel, whose verifier checks it first; if it refuses, ask again
@@ -653,7 +662,8 @@ mod tests {
     /// attached by the security tests (`tests/security/devices.rs`).
     #[test]
     fn the_kernel_accepts_the_program() {
-        let loaded = loaded().unwrap();
+        let programs = ProgramCache::default();
+        let loaded = programs.get().unwrap();
         assert!(loaded.id > 0);
     }
 }

@@ -316,6 +316,8 @@ pub struct Hierarchy {
     delegated: Option<PathBuf>,
     /// The lab whose instances these bases hold ([`Hierarchy::for_lab`]).
     lab: Option<String>,
+    /// The device policy's BPF program, loaded on first use ([`devices`]).
+    device_program: devices::ProgramCache,
 }
 
 impl Hierarchy {

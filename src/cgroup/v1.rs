@@ -58,6 +58,7 @@ pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Hierarchy, CgroupErr
         controllers,
         delegated: None,
         lab: None,
+        device_program: Default::default(),
     })
 }
 
