@@ -226,9 +226,7 @@ impl Hierarchy {
             }
         }
     }
-}
 
-impl Hierarchy {
     /// For an OCI runtime's instance cgroup `cg`, whose first process joins it through
     /// `placement`: the policy's BPF program on its cgroup in the v2 tree, below which the
     /// runtime makes its container's — on v2 `cg` itself; on a hybrid machine a cgroup of the
@@ -290,8 +288,8 @@ fn confine_v1(dir: &Path) -> Result<(), CgroupError> {
     Ok(())
 }
 
-/// v2: attach the policy's program (loaded once per lab, see [`ProgramCache`]) to the cgroup `dir`, then ask the
-/// kernel which programs the cgroup runs: ours must be among them.
+/// v2: attach the policy's program (loaded once per lab, see [`ProgramCache`]) to the cgroup
+/// `dir`, then ask the kernel which programs the cgroup runs: ours must be among them.
 fn confine_v2(dir: &Path, programs: &ProgramCache) -> Result<(), CgroupError> {
     let program = programs
         .get()
@@ -304,14 +302,14 @@ fn confine_v2(dir: &Path, programs: &ProgramCache) -> Result<(), CgroupError> {
     // BPF_F_ALLOW_MULTI: programs attached below (an OCI runtime's, for the container's own
     // cgroup) run *as well as* this one, and a device is allowed only if every program allows
     // it. Without it the kernel would refuse their attachment, or let them override this one.
-    let attr = AttachAttr {
+    let mut attr = AttachAttr {
         target_fd: cgroup.as_raw_fd() as u32,
         attach_bpf_fd: program.fd.as_raw_fd() as u32,
         attach_type: BPF_CGROUP_DEVICE,
         attach_flags: BPF_F_ALLOW_MULTI,
         replace_bpf_fd: 0,
     };
-    if bpf(BPF_PROG_ATTACH, &attr) < 0 {
+    if bpf(BPF_PROG_ATTACH, &mut attr) < 0 {
         return Err(failed("attach the device program to"));
     }
     let mut ids = [0u32; 64];
@@ -489,18 +487,12 @@ struct InfoAttr {
     info: u64,
 }
 
-/// bpf(2) with `attr`, whose size the kernel is told.
-fn bpf<T>(cmd: libc::c_int, attr: &T) -> libc::c_long {
+/// bpf(2) with `attr`, whose size the kernel is told. Mutable: some commands write their
+/// answer back into it (a query's count, an object's size of information).
+fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> libc::c_long {
     // SAFETY: `attr` is a repr(C) prefix of `union bpf_attr` for `cmd`, valid for its size;
     // pointers inside it point to buffers the caller keeps alive across the call.
-    unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *const T,
-            std::mem::size_of::<T>(),
-        )
-    }
+    unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) }
 }
 
 /// The loaded program: its descriptor and the id the kernel gave it.
@@ -546,12 +538,12 @@ fn load() -> Result<Loaded, String> {
         prog_ifindex: 0,
         expected_attach_type: BPF_CGROUP_DEVICE,
     };
-    let mut fd = bpf(BPF_PROG_LOAD, &attr);
+    let mut fd = bpf(BPF_PROG_LOAD, &mut attr);
     if fd < 0 && Errno::last() != Errno::EPERM {
         attr.log_level = 1;
         attr.log_size = log.len() as u32;
         attr.log_buf = log.as_mut_ptr() as u64;
-        fd = bpf(BPF_PROG_LOAD, &attr);
+        fd = bpf(BPF_PROG_LOAD, &mut attr);
     }
     if fd < 0 {
         let e = Errno::last();
@@ -568,12 +560,12 @@ fn load() -> Result<Loaded, String> {
     // `struct bpf_prog_info` begins with the program's type and id; the kernel fills as much of
     // it as `info_len` says.
     let mut info = [0u32; 2];
-    let attr = InfoAttr {
+    let mut attr = InfoAttr {
         bpf_fd: fd.as_raw_fd() as u32,
         info_len: std::mem::size_of_val(&info) as u32,
         info: info.as_mut_ptr() as u64,
     };
-    if bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) < 0 {
+    if bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) < 0 {
         return Err(format!("the device program's id: {}", Errno::last()));
     }
     Ok(Loaded { fd, id: info[1] })

@@ -8,11 +8,15 @@
 //!   `TIOCSTI`; the shell reads it as if root had typed it, once the lab has exited. The test
 //!   gives the lab a real terminal — a pseudo-terminal whose slave is the controlling terminal
 //!   of a child process that runs the lab, as a shell's terminal is — and reads what arrived;
-//! * **device nodes**: make a node for `/dev/kvm`, `tty1`, `console`, `/dev/fuse` wherever it
-//!   can write, and open it; make a node for every loop device and overwrite the one that
-//!   carries the test's marker — a loop device over a root-only file, standing for the host's
-//!   disk (never a real disk);
+//! * **device nodes**: make a node for `/dev/kvm`, `tty1`, `console`, `/dev/fuse`,
+//!   `/dev/net/tun` wherever it can write, and open it; make a node for every loop device and
+//!   overwrite the one that carries the test's marker — a loop device over a root-only file,
+//!   standing for the host's disk (never a real disk);
 //! * and it reports its capability sets, which `oci:*` and `container` must share.
+//!
+//! Besides: the device policy alone (`crate::cgroup::devices`), on v1 and as a BPF program on
+//! the cgroup v2 tree, against nodes the test makes where device nodes work; and that every
+//! backend's first process leads a session of its own.
 //!
 //! Linux 6.2+ can refuse `TIOCSTI` to everyone without `CAP_SYS_ADMIN`
 //! (`dev.tty.legacy_tiocsti=0`), which would hide the hole rather than close it: the terminal
@@ -30,7 +34,7 @@ use std::fs;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -306,10 +310,7 @@ fn the_device_policy_alone(lab: Lab, temp: &Path) {
     let disk = VictimDisk::new(temp);
     let nodes = temp.join("nodes");
     fs::create_dir(&nodes).unwrap();
-    let rdev = fs::metadata(&disk.device).map(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.rdev()
-    });
+    let rdev = fs::metadata(&disk.device).unwrap().rdev();
     let made = |name: &str, kind: libc::mode_t, dev: libc::dev_t| {
         let path = nodes.join(name);
         let c = CString::new(path.as_os_str().as_bytes()).unwrap();
@@ -320,7 +321,7 @@ fn the_device_policy_alone(lab: Lab, temp: &Path) {
     };
     let null = made("null", libc::S_IFCHR, libc::makedev(1, 3));
     let kvm = made("kvm", libc::S_IFCHR, libc::makedev(10, 232));
-    let loop_dev = made("disk", libc::S_IFBLK, rdev.unwrap());
+    let loop_dev = made("disk", libc::S_IFBLK, rdev);
     let tools = temp.join("tools");
     fs::create_dir(&tools).unwrap();
     let attacker = super::attacker_for_users(&tools);
@@ -395,9 +396,70 @@ fn the_device_policy_alone_as_a_bpf_program_on_cgroup_v2() {
     fs::remove_dir_all(&temp).unwrap();
 }
 
-/// Run the test `test` of this binary again, in a child process, as `role`; `setup` runs in the
-/// child between fork and exec (async-signal-safe calls on data prepared before). The child's
-/// report comes back through a file.
+/// The session process `pid` belongs to: field 6 of `/proc/PID/stat`, counted after the
+/// command's closing parenthesis (a command may contain spaces and parentheses itself).
+fn session_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    after.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The first process of an instance of each backend named leads a session of its own: the lab's
+/// terminal, whatever it is, is none of its business. For the backends that exec a program
+/// (process, container, the OCI runtimes, QEMU) that holds as soon as `start` returns; the
+/// VMM, a fork of the lab, gets there on its own, so the test waits a moment for it.
+fn every_instance_leads_a_session_of_its_own(names: &[&str]) {
+    let _serial = serial();
+    let temp = temp_dir("security-sessions");
+    let lab = Lab::in_dir(&temp).unwrap();
+    let ours = session_of(std::process::id() as i32).unwrap();
+    let spec = isolab::workload::Spec::default_for(isolab::workload::Kernel::Sleep);
+    for name in names {
+        let backend = backend_named(name);
+        let instance = backend.start(&lab, &spec, &Limits::default()).unwrap();
+        let main = instance.main_pid().as_raw();
+        let led = crate::common::eventually(std::time::Duration::from_secs(10), || {
+            session_of(main) == Some(main)
+        });
+        assert!(
+            led,
+            "{name}: its first process {main} is in session {:?}, not one of its own (the \
+             lab's is {ours})",
+            session_of(main)
+        );
+        drop(instance);
+    }
+    drop(lab);
+    fs::remove_dir_all(&temp).unwrap();
+}
+
+#[test]
+fn every_instance_of_a_process_container_or_runc_leads_a_session_of_its_own() {
+    every_instance_leads_a_session_of_its_own(&[
+        "process",
+        "container",
+        "container-host-root",
+        "oci:runc",
+    ]);
+}
+
+#[test]
+#[ignore = "needs /dev/kvm (CI runs it)"]
+fn every_vmm_leads_a_session_of_its_own() {
+    crate::common::needs_kvm();
+    every_instance_leads_a_session_of_its_own(&["vm"]);
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86 and a Linux kernel to boot (CI runs it)"]
+fn every_qemu_leads_a_session_of_its_own() {
+    crate::common::needs_qemu();
+    every_instance_leads_a_session_of_its_own(&["qemu"]);
+}
+
+/// Run the test `test` of this binary again, in a child process, as `role`; `command` adds to
+/// the command what the child needs (its terminal, what it runs between fork and exec). The
+/// child's report comes back through a file.
 fn rerun(
     test: &str,
     role: &str,

@@ -4,8 +4,8 @@
 //! private namespaces ([`namespaces`]), a private root file system ([`rootfs`]), fewer privileges
 //! ([`capabilities`]), a filter on its system calls ([`seccomp`]), resource limits and a device
 //! policy (a cgroup, [`crate::cgroup`] and [`crate::cgroup::devices`]), and a session of its own
-//! with no terminal ([`child::new_session`]). This module puts those together in the order they must happen,
-//! in one child process, each step stamped as its own start-up phase:
+//! with no terminal ([`child::new_session`]). This module puts those together in the order they
+//! must happen, in one child process, each step stamped as its own start-up phase:
 //!
 //! ```text
 //!  launcher ── clone(CLONE_NEWPID) ──► init, PID 1 of a new PID namespace   fork
