@@ -513,6 +513,12 @@ impl Lab {
         self.cgroups()?.create_on(name, limits, disk.as_ref())
     }
 
+    /// Put the device policy in force for the instance cgroup `cg` (see
+    /// [`crate::cgroup::devices`]): how, in words.
+    pub fn confine_devices(&self, cg: &mut crate::cgroup::Cgroup) -> Result<String, CgroupError> {
+        self.cgroups()?.confine_devices(cg)
+    }
+
     /// Why cgroups are unusable, if they are.
     pub fn cgroup_problem(&self) -> Option<&str> {
         self.cgroups.as_ref().err().map(String::as_str)

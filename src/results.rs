@@ -409,6 +409,9 @@ pub mod info {
     /// Who a container's root is on the host, in words: the host's root (uid 0) or a uid of
     /// its own behind a user namespace.
     pub const CONTAINER_ROOT: &str = "container_root";
+    /// Which device nodes a container may open, and what enforces it (a devices cgroup, a BPF
+    /// program, the OCI bundle's rules), in words; or why no policy is in force.
+    pub const DEVICES: &str = "devices";
     /// The external runtime's own version (`runc --version`, `docker version`, ...).
     pub const RUNTIME_VERSION: &str = "runtime_version";
     /// Proportional set size of the per-container helper a runtime keeps outside the container

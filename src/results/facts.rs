@@ -191,6 +191,8 @@ facts! {
     /// Who a container's root is on the host (isolab's container): `uid 0: the host's root …`
     /// or `uid N: …` behind a user namespace.
     container_root: String = info::CONTAINER_ROOT,
+    /// Which device nodes a container may open and what enforces it, or why nothing does.
+    devices: String = info::DEVICES,
     /// The median latency of one request (disk-rand, net-rr).
     latency_p50_ns: u64 = info::LATENCY_P50_NS,
     /// The 99th-percentile latency of one request.

@@ -14,6 +14,8 @@
 //!   container, the cgroup file system;
 //! * `lab check` (`labcheck.rs`): a handed-in crate's build script, a student's runtime and VMM,
 //!   a student's answers file linked to a root-only file.
+//! * the terminal the lab runs in, device nodes made and opened from inside, the capability
+//!   sets of the OCI bundles (`devices.rs`).
 //!
 //! The attacks on what the lab reads and writes — a report file planted as a link to a host
 //! file, `/dev/zero` or a huge file as answers and results — are in `tests/bounds.rs`.
@@ -24,6 +26,8 @@ mod diskdir;
 mod seccomp;
 
 mod labcheck;
+
+mod devices;
 
 use common::{serial, temp_dir, User};
 use isolab::backend::container::Container;

@@ -2,9 +2,10 @@
 //!
 //! A container is not a thing the kernel knows about. It is an ordinary process that was given
 //! private namespaces ([`namespaces`]), a private root file system ([`rootfs`]), fewer privileges
-//! ([`capabilities`]), a filter on its system calls ([`seccomp`]) and resource limits (a
-//! cgroup, [`crate::cgroup`]). This module puts those together in the order they must happen,
-//! in one child process, each step stamped as its own start-up phase:
+//! ([`capabilities`]), a filter on its system calls ([`seccomp`]), resource limits and a device
+//! policy (a cgroup, [`crate::cgroup`] and [`crate::cgroup::devices`]), and a session of its own
+//! with no terminal ([`child::new_session`]). This module puts those together in the order they
+//! must happen, in one child process, each step stamped as its own start-up phase:
 //!
 //! ```text
 //!  launcher ── clone(CLONE_NEWPID) ──► init, PID 1 of a new PID namespace   fork
@@ -162,7 +163,16 @@ impl Backend for Container {
             // Once per lab: compiling the seccomp profile, building the template root.
             timeline.mark("lab_setup");
         }
-        let cgroup = lab.instance_cgroup(&name, limits)?;
+        let mut cgroup = lab.instance_cgroup(&name, limits)?;
+        // Before the placement: on v1 the policy is one more cgroup for init to join.
+        let devices = match cgroup.as_mut() {
+            Some(cg) if !userns => lab.confine_devices(cg)?,
+            _ if userns => format!("not in force: {ROOTLESS_DEVICES}"),
+            _ => format!(
+                "not in force: the lab has no cgroups ({})",
+                lab.cgroup_problem().unwrap_or("none")
+            ),
+        };
         let placement = Placement::of(cgroup.as_ref())?;
         if cgroup.is_some() {
             timeline.mark("cgroup");
@@ -265,6 +275,7 @@ impl Backend for Container {
             info::CONTAINER_ROOT,
             container_root(userns, mapped.as_ref()),
         );
+        instance.note(info::DEVICES, devices);
         // From here on, dropping `instance` on an error kills and reaps whatever was started.
         if let Some(lab_sync) = sync {
             let mut sync = UnixStream::from(lab_sync);
@@ -285,6 +296,11 @@ impl Backend for Container {
         Ok(instance)
     }
 }
+
+/// Why a rootless container has no device policy, and why it needs none.
+const ROOTLESS_DEVICES: &str = "a lab without root may neither load the BPF program (cgroup v2) \
+     nor write a devices cgroup (v1); in its user namespace the container can make no device \
+     node, and its /dev holds only the host's null, zero, full, random, urandom and tty";
 
 /// Why a root lab's containers keep the host's root, if they must; asked once per process.
 fn mapped_root_refused() -> Option<&'static str> {

@@ -28,11 +28,12 @@
 //! | `attack.uid_map`    | who the container's root is on the host                                 |
 //! | `attack.running_from` | where it runs from: a copy, so `/workload` is not busy              |
 //! | `attack.userns_mount`, … | namespaces, mounts, keyrings: what seccomp must refuse (seccomp.rs) |
+//!
+//! and the terminal, device and capability attacks of [`devices`].
 
-mod seccomp;
-
+mod devices;
 mod diskdir;
-
+mod seccomp;
 mod student;
 
 use isolab_kernels::wire::{self, Line};
@@ -164,6 +165,9 @@ fn inside(args: &[String]) {
             .unwrap_or_else(|e| format!("unreadable: {e}")),
     ));
 
+    let mut facts: Vec<(String, String)> =
+        facts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    facts.extend(devices::facts());
     for (key, value) in &facts {
         emit(
             report,
