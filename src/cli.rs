@@ -247,8 +247,10 @@ pub struct CommonArgs {
 pub struct GuestArgs {
     /// How containers are configured beyond their namespaces: `docker` adds Docker's masked and
     /// read-only /proc paths and its seccomp profile to `minimal` (namespaces, a private root,
-    /// Docker's capabilities, no_new_privs). Applies to `container` and the OCI bundles.
-    #[arg(long, default_value = "docker", value_parser = ["minimal", "docker"])]
+    /// Docker's capabilities, no_new_privs); `podman` is `docker` with Podman's seccomp profile,
+    /// which lets containers make namespaces and mounts. Applies to `container` and the OCI
+    /// bundles.
+    #[arg(long, default_value = "docker", value_parser = ["minimal", "docker", "podman"])]
     pub profile: String,
     /// The Linux kernel guests boot: a bzImage or a vmlinux (default: see `lab kernel show`).
     /// Not `--kernel`, which names the workload's kernel (cpu, mem, ...).

@@ -314,31 +314,61 @@ fn kvm() -> Check {
     }
 }
 
-/// The seccomp profile of `--profile docker`, compiled.
+/// The seccomp profile of `--profile` (docker: Docker's own, podman: Podman's), where it came
+/// from, how it resolved for the container's capabilities, and what it compiled to.
 fn seccomp(lab: &Lab) -> Check {
+    let what = lab
+        .profile
+        .seccomp()
+        .map_or("the seccomp profile", |s| s.what);
     match lab.security() {
         Ok(s) => match (&s.seccomp, &s.full) {
-            (Some(p), Some(full)) => Check::new(
-                "seccomp",
-                Status::Ok,
-                format!(
-                    "{}: {} rules for Docker's capabilities, {} BPF instructions{} (libseccomp \
-                     compiled it in {:.1} ms)",
-                    p.path.display(),
-                    p.rules.len(),
-                    full.len(),
-                    s.inner
-                        .as_ref()
-                        .map(|i| format!("; each container adds {}", i.len()))
-                        .unwrap_or_default(),
-                    s.compile_ns as f64 / 1e6
-                ),
-            ),
+            (Some(p), Some(full)) => {
+                // What a student should notice: the calls Docker keeps for CAP_SYS_ADMIN.
+                let admin = p.kept_for("CAP_SYS_ADMIN");
+                let notable: Vec<&str> = ["unshare", "clone", "mount", "setns", "bpf"]
+                    .into_iter()
+                    .filter(|c| admin.contains(c))
+                    .collect();
+                Check::new(
+                    "seccomp",
+                    Status::Ok,
+                    format!(
+                        "--profile {}: {what}, {}: {} rules for Docker's 14 capabilities ({} \
+                         entries left out{}), {} BPF instructions{} (libseccomp compiled it in \
+                         {:.1} ms)",
+                        lab.profile.name(),
+                        p.source,
+                        p.rules.len(),
+                        p.dropped.len(),
+                        match admin.len() {
+                            0 => String::new(),
+                            n => format!(
+                                "; {n} calls only for CAP_SYS_ADMIN, among them {}",
+                                notable.join(", ")
+                            ),
+                        },
+                        full.len(),
+                        s.inner
+                            .as_ref()
+                            .map(|i| format!("; each container adds {}", i.len()))
+                            .unwrap_or_default(),
+                        s.compile_ns as f64 / 1e6
+                    ),
+                )
+            }
             _ => Check::new("seccomp", Status::Ok, "--profile minimal: no filter"),
         },
-        Err(why) => Check::new("seccomp", Status::Fail, why).fix(
-            "sudo apt install golang-github-containers-common (or run with --profile minimal)",
-        ),
+        Err(why) => {
+            let check = Check::new("seccomp", Status::Fail, format!("{what}: {why}"));
+            match (&lab.seccomp_profile, lab.profile.seccomp()) {
+                (None, Some(shipped)) => check.fix(format!(
+                    "sudo apt install {} (or run with --profile minimal)",
+                    shipped.package
+                )),
+                _ => check,
+            }
+        }
     }
 }
 

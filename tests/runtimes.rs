@@ -211,6 +211,11 @@ fn every_runtime_runs_every_experiment_with_the_same_checksums() {
             p["sensitive_calls"].contains("mount:EPERM"),
             "{name}: {p:?}"
         );
+        // Docker's profile (dockerd's own, and the lab's for the others) refuses every
+        // namespace flag to a container without CAP_SYS_ADMIN, user namespaces included.
+        for key in ["unshare_flags", "clone_flags"] {
+            assert!(!p[key].contains(":ok"), "{name}: {key} {}", p[key]);
+        }
     }
     let sandbox = probe("oci:runsc");
     assert_ne!(

@@ -14,7 +14,8 @@
 //!
 //! A third boot enables the memory, pids and cpu controllers and runs the lab with them as root
 //! and as a student in a delegated scope, made the way systemd makes one: limits enforced and
-//! reported, memory figures read, instances born in their cgroup, nothing left behind.
+//! reported, memory figures read, instances born in their cgroup, the container's device policy
+//! (a BPF program on its cgroup) refusing `/dev/kvm`, nothing left behind.
 //!
 //! A fourth boot puts bad neighbours on that machine: a fork bomb and a memory hog inside a
 //! Linux guest of the lab's VMM, where the guest's own limits stop them, and in a container,
@@ -335,8 +336,9 @@ fn the_exercises_solutions_pass_their_checks_on_an_emulated_amd_v_machine() {
     let labs = Path::new(env!("CARGO_MANIFEST_DIR")).join("labs");
     let built = |track: &str| {
         let dir = labs.join(track).join("solution");
-        isolab_exercises::cargo::build(&dir, &mut |m| eprintln!("{m}"))
+        isolab_exercises::cargo::build(&dir, &labs, &mut |m| eprintln!("{m}"))
             .unwrap_or_else(|e| panic!("the {track} solution does not build: {e}"))
+            .path
     };
     let (vmm, container) = (built("vmm"), built("container"));
     let work = std::env::temp_dir().join(format!("isolab-emulated-labs-{}", std::process::id()));
@@ -590,6 +592,38 @@ done
 grep cgroup_attach_task $T/trace | sed "s/^ */trace: /"
 echo 0 > $T/events/cgroup/cgroup_attach_task/enable"#,
     ));
+    // The device policy as cgroup v2 has it, a BPF program on the container's cgroup: a
+    // process in that cgroup opens /dev/null, and not /dev/kvm — through nodes made on this
+    // machine's root, which honours device nodes (outside the cgroup both open).
+    checks.push(Check::new(
+        "root-devices",
+        300,
+        r#"lab exec --backend container --kernel sleep --hold 40 > /tmp/held.txt 2>&1 &
+held=$!
+cg=
+i=0
+while [ -z "$cg" ] && [ $i -lt 600 ]; do
+  for d in /sys/fs/cgroup/isolab/*/*; do
+    # cgroupfs files have no size: read them.
+    [ -d "$d" ] && [ -n "$(cat "$d/cgroup.procs")" ] && cg=$d
+  done
+  sleep 0.1; i=$((i+1))
+done
+echo "container cgroup: $cg"
+[ -n "$cg" ] || exit 97
+mkdir -p /tmp/devtest
+mknod /tmp/devtest/kvm c 10 232
+mknod /tmp/devtest/null c 1 3
+for n in null kvm; do
+  sh -c 'echo $$ > "$1/cgroup.procs" && exec 3<>"$2" && echo opened' sh "$cg" /tmp/devtest/$n 2>&1 | sed "s/^/inside $n: /"
+  sh -c 'exec 3<>"$1" && echo opened' sh /tmp/devtest/$n 2>&1 | sed "s/^/outside $n: /"
+done
+rm -rf /tmp/devtest
+wait $held
+echo "held status=$?"
+grep -E '^ *devices ' /tmp/held.txt
+rm -f /tmp/held.txt"#,
+    ));
     checks.extend(v2_checks(
         "student",
         "sh /usr/local/lib/student-lab",
@@ -724,6 +758,13 @@ fn cgroup_v2_for_root_and_for_a_student_with_a_delegated_subtree() {
             "{}",
             pids.explain()
         );
+        // The device policy the container ran under: the BPF program as root; none rootless,
+        // said so, with why none is needed there.
+        let policy = match who {
+            "root" => "BPF program on cgroup v2",
+            _ => "not in force: a lab without root",
+        };
+        assert!(pids.text().contains(policy), "{policy}: {}", pids.explain());
         assert!(
             pids.text().contains("pids-1 status=0")
                 && pids.text().contains("fork failed")
@@ -747,6 +788,32 @@ fn cgroup_v2_for_root_and_for_a_student_with_a_delegated_subtree() {
             "a quarter of a core runs the cpu kernel at most ~1/4 as fast: {work_ms:?}"
         );
     }
+    let devices = report.check("root-devices");
+    ok(devices);
+    summary.push_str(&format!(
+        "  devices: {}\n",
+        devices.text().replace('\n', " | ")
+    ));
+    let says = |line: &str| devices.output.iter().any(|l| l.trim() == line);
+    assert!(
+        says("inside null: opened") && says("outside null: opened") && says("outside kvm: opened"),
+        "{}",
+        devices.explain()
+    );
+    assert!(
+        devices
+            .output
+            .iter()
+            .any(|l| l.starts_with("inside kvm:") && l.contains("Operation not permitted")),
+        "a process in the container's cgroup opens no /dev/kvm: {}",
+        devices.explain()
+    );
+    assert!(
+        devices.text().contains("held status=0")
+            && devices.text().contains("BPF program on cgroup v2"),
+        "{}",
+        devices.explain()
+    );
     let born = report.check("root-born");
     ok(born);
     summary.push_str(&format!(

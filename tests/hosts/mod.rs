@@ -325,12 +325,13 @@ impl EmulatedHost {
             return err(format!("no lab binary at {}", lab.display()));
         }
         fs::create_dir_all(work).map_err(|e| HostError(format!("{}: {e}", work.display())))?;
-        // The container backend's default profile is Docker's, read from this file (package
-        // golang-github-containers-common), as on a student's machine.
-        let profile = isolab_container::seccomp::DEFAULT_PROFILE;
+        // The container backend's seccomp profiles are read from the files their packages
+        // install (Docker's: golang-github-docker-docker-dev), as on a student's machine.
         let mut files = Vec::new();
-        if Path::new(profile).is_file() {
-            files.push((PathBuf::from(profile), profile.to_string()));
+        for shipped in isolab_container::seccomp::source::SHIPPED {
+            if Path::new(shipped.path).is_file() {
+                files.push((PathBuf::from(shipped.path), shipped.path.to_string()));
+            }
         }
         Ok(EmulatedHost {
             kernel,

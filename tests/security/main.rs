@@ -11,7 +11,11 @@
 //!   container and by an ordinary user;
 //! * from inside, the other known routes: a writable `/workload` (the file the `process`
 //!   backend runs as root, and the container's `/proc/self/exe`), a descriptor leaked into the
-//!   container, the cgroup file system.
+//!   container, the cgroup file system;
+//! * `lab check` (`labcheck.rs`): a handed-in crate's build script, a student's runtime and VMM,
+//!   a student's answers file linked to a root-only file.
+//! * the terminal the lab runs in, device nodes made and opened from inside, the capability
+//!   sets of the OCI bundles (`devices.rs`).
 //!
 //! The attacks on what the lab reads and writes — a report file planted as a link to a host
 //! file, `/dev/zero` or a huge file as answers and results — are in `tests/bounds.rs`.
@@ -19,6 +23,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod diskdir;
+mod seccomp;
+
+mod labcheck;
+
+mod devices;
 
 use common::{serial, temp_dir, User};
 use isolab_backends as backend;

@@ -125,7 +125,16 @@ impl Backend for Container {
             // Once per lab: compiling the seccomp profile, building the template root.
             timeline.mark("lab_setup");
         }
-        let cgroup = lab.instance_cgroup(&name, limits)?;
+        let mut cgroup = lab.instance_cgroup(&name, limits)?;
+        // Before the placement: on v1 the policy is one more cgroup for init to join.
+        let devices = match cgroup.as_mut() {
+            Some(cg) if !userns => lab.confine_devices(cg)?,
+            _ if userns => format!("not in force: {ROOTLESS_DEVICES}"),
+            _ => format!(
+                "not in force: the lab has no cgroups ({})",
+                lab.cgroup_problem().unwrap_or("none")
+            ),
+        };
         let placement = Placement::of(cgroup.as_ref())?;
         if cgroup.is_some() {
             timeline.mark("cgroup");
@@ -221,10 +230,14 @@ impl Backend for Container {
             "tmpfs root holding one static executable (the workload)",
         );
         instance.note(info::PROFILE, security.profile.name());
+        if let Some(seccomp) = security.seccomp_note() {
+            instance.note(info::SECCOMP_PROFILE, seccomp);
+        }
         instance.note(
             info::CONTAINER_ROOT,
             container_root(userns, mapped.as_ref()),
         );
+        instance.note(info::DEVICES, devices);
         // From here on, dropping `instance` on an error kills and reaps whatever was started.
         if let Some(lab_sync) = sync {
             let mut sync = UnixStream::from(lab_sync);
@@ -245,6 +258,11 @@ impl Backend for Container {
         Ok(instance)
     }
 }
+
+/// Why a rootless container has no device policy, and why it needs none.
+const ROOTLESS_DEVICES: &str = "a lab without root may neither load the BPF program (cgroup v2) \
+     nor write a devices cgroup (v1); in its user namespace the container can make no device \
+     node, and its /dev holds only the host's null, zero, full, random, urandom and tty";
 
 /// Why a root lab's containers keep the host's root, if they must; asked once per process.
 fn mapped_root_refused() -> Option<&'static str> {

@@ -85,8 +85,9 @@ pub struct Lab {
     /// How containers (isolab's, and the OCI bundles it writes) are configured beyond their
     /// namespaces (`--profile`).
     pub profile: Profile,
-    /// The seccomp profile Docker's configuration loads (Podman's copy of Docker's default).
-    pub seccomp_profile: PathBuf,
+    /// A seccomp profile file to load instead of the one [`Lab::profile`] names (`None`: that
+    /// profile's own, see [`Profile::seccomp`]).
+    pub seccomp_profile: Option<PathBuf>,
     /// The profile compiled, and the containers' launcher: made on first use, kept for the
     /// lab's life (see [`Lab::security`]).
     security: OnceLock<Result<Arc<Security>, String>>,
@@ -138,7 +139,7 @@ impl Lab {
             guest_kernel: None,
             force: false,
             profile: Profile::default(),
-            seccomp_profile: PathBuf::from(isolab_container::seccomp::DEFAULT_PROFILE),
+            seccomp_profile: None,
             security: OnceLock::new(),
             disk_parent: PathBuf::from(isolab_resources::disks::DEFAULT_PARENT),
             disks: OnceLock::new(),
@@ -515,6 +516,15 @@ impl Lab {
         self.cgroups()?.create_on(name, limits, disk.as_ref())
     }
 
+    /// Put the device policy in force for the instance cgroup `cg` (see
+    /// [`isolab_resources::cgroup::devices`]): how, in words.
+    pub fn confine_devices(
+        &self,
+        cg: &mut isolab_resources::cgroup::Cgroup,
+    ) -> Result<String, CgroupError> {
+        self.cgroups()?.confine_devices(cg)
+    }
+
     /// Why cgroups are unusable, if they are.
     pub fn cgroup_problem(&self) -> Option<&str> {
         self.cgroups.as_ref().err().map(String::as_str)
@@ -527,7 +537,7 @@ impl Lab {
     pub fn security(&self) -> Result<Arc<Security>, String> {
         self.security
             .get_or_init(|| {
-                Security::prepare(self.profile, &self.seccomp_profile)
+                Security::prepare(self.profile, self.seccomp_profile.as_deref())
                     .map(Arc::new)
                     .map_err(|e: SeccompError| e.to_string())
             })

@@ -56,8 +56,9 @@ use isolab_spawn::{spawn_exec_with, BeforeExec, Streams};
 use nix::errno::Errno;
 use nix::mount::{umount2, MntFlags};
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    MountBuilder, ProcessBuilder, RootBuilder, Spec as OciSpec,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec as OciSpec,
 };
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -261,11 +262,21 @@ impl Backend for Oci {
             reason,
         })?;
         let name = lab.next_instance_name();
-        let cgroup = lab.cgroup_for(&name, limits)?;
-        let placement = cgroup.placement()?;
+        let mut cgroup = lab.cgroup_for(&name, limits)?;
+        let mut placement = cgroup.placement()?;
+        let kind = self.kind();
+        // The lab's device policy over the runtime's container, whatever the runtime adds to
+        // the bundle's (see `isolab_resources::cgroup::devices`). Not for gVisor, whose Sentry, in this
+        // cgroup, serves the workload's devices itself and opens the host's /dev/kvm.
+        let enforced = match kind {
+            Kind::Runsc => None,
+            _ => Some(
+                lab.cgroups()?
+                    .confine_runtime(&mut cgroup, &mut placement)?,
+            ),
+        };
         timeline.mark("cgroup");
 
-        let kind = self.kind();
         let bundle = lab.workdir().join(format!("oci-{name}"));
         let id = format!("isolab-{name}");
         let runtime = self
@@ -400,6 +411,25 @@ impl Backend for Oci {
             "OCI bundle: config.json and a root holding one static executable",
         );
         instance.note(info::PROFILE, security.profile.name());
+        if let Some(seccomp) = security.seccomp_note() {
+            instance.note(info::SECCOMP_PROFILE, seccomp);
+        }
+        let policy = isolab_resources::cgroup::devices::summary();
+        instance.note(
+            info::DEVICES,
+            match enforced {
+                None => format!(
+                    "OCI bundle (linux.resources.devices): {policy}; runsc runs with \
+                     --ignore-cgroups: the workload reaches only the devices gVisor's own \
+                     kernel implements"
+                ),
+                Some(how) => format!(
+                    "OCI bundle (linux.resources.devices), put in force by {}, and {how}: \
+                     {policy}",
+                    self.runtime
+                ),
+            },
+        );
         if let Some(v) = self.version(&runtime) {
             instance.note(info::RUNTIME_VERSION, v);
         }
@@ -514,10 +544,15 @@ fn config(
         .iter()
         .filter_map(|(_, name)| serde_json::from_value(serde_json::Value::from(*name)).ok())
         .collect();
+    // Every set spelled out: a set left out is not empty but oci-spec's default (KILL,
+    // AUDIT_WRITE, NET_BIND_SERVICE), and the inheritable and ambient sets would carry those
+    // through the workload's execve — which isolab's container, like Docker, never does.
     let caps = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps)
+        .inheritable(HashSet::new())
+        .ambient(HashSet::new())
         .build()?;
     let (report, control) = match streams {
         Streams::Fixed => (REPORT_FD, CONTROL_FD),
@@ -603,10 +638,16 @@ fn config(
         );
     }
     linux.set_namespaces(Some(namespaces));
-    // The limits are the instance cgroup's (the lab set them), above this one: no resources
-    // here, so an OOM kill is counted where the lab reads it.
+    // The limits are the instance cgroup's (the lab set them), above this one: none here, so
+    // an OOM kill is counted where the lab reads it. Only the device policy, which the runtime
+    // puts in force for its container's cgroup: without it a runtime that follows the
+    // specification to the letter (crun) lets the container open every device.
     linux.set_cgroups_path(cgroup_path.map(PathBuf::from));
-    linux.set_resources(None);
+    linux.set_resources(Some(
+        LinuxResourcesBuilder::default()
+            .devices(device_rules()?)
+            .build()?,
+    ));
     let paths = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
     if security.profile.hardened() {
         let mut masked = paths(&MASKED_PATHS);
@@ -624,6 +665,35 @@ fn config(
     }
     config.set_linux(Some(linux));
     Ok(config)
+}
+
+/// The device policy ([`isolab_resources::cgroup::devices::POLICY`]) as the OCI specification spells it:
+/// a rule that denies everything (`a`, `rwm`), then what is allowed. Later rules win.
+fn device_rules() -> Result<Vec<LinuxDeviceCgroup>, oci_spec::OciSpecError> {
+    use isolab_resources::cgroup::devices::{access_letters, Kind, POLICY};
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .typ(LinuxDeviceType::A)
+        .access("rwm")
+        .build()?;
+    std::iter::once(Ok(deny_all))
+        .chain(POLICY.iter().map(|rule| {
+            let mut b = LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(match rule.kind {
+                    Kind::Block => LinuxDeviceType::B,
+                    Kind::Char => LinuxDeviceType::C,
+                })
+                .access(access_letters(rule.access));
+            if let Some(major) = rule.major {
+                b = b.major(i64::from(major));
+            }
+            if let Some(minor) = rule.minor {
+                b = b.minor(i64::from(minor));
+            }
+            b.build()
+        }))
+        .collect()
 }
 
 /// Property tests of the OCI configuration writer: whatever the workload, the profile and the
@@ -668,7 +738,7 @@ mod properties {
         let lab = Lab::in_dir(&dir).unwrap();
         let profiles: Vec<Security> = Profile::ALL
             .iter()
-            .map(|p| Security::prepare(*p, &lab.seccomp_profile).unwrap())
+            .map(|p| Security::prepare(*p, lab.seccomp_profile.as_deref()).unwrap())
             .collect();
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
             failure_persistence: None,
@@ -715,6 +785,18 @@ mod properties {
                     capabilities::DOCKER_DEFAULT.len()
                 );
             }
+            // As isolab's container: nothing inherited across execve, nothing ambient.
+            prop_assert_eq!(caps.inheritable().as_ref().map(HashSet::len), Some(0));
+            prop_assert_eq!(caps.ambient().as_ref().map(HashSet::len), Some(0));
+            let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+            for set in ["inheritable", "ambient"] {
+                prop_assert_eq!(
+                    &json["process"]["capabilities"][set],
+                    &serde_json::json!([]),
+                    "{} is written, empty",
+                    set
+                );
+            }
             prop_assert_eq!(config.root().as_ref().unwrap().readonly(), Some(true));
             prop_assert_eq!(config.hostname().as_deref(), Some(id.as_str()));
 
@@ -731,8 +813,35 @@ mod properties {
                 prop_assert_eq!(namespaces.iter().filter(|n| n.typ() == ns).count(), 1);
             }
             prop_assert_eq!(linux.cgroups_path().clone(), cgroup.map(PathBuf::from));
-            // The limits are the instance cgroup's, above the container's: none here.
-            prop_assert!(linux.resources().is_none());
+            // The limits are the instance cgroup's, above the container's: none here; only the
+            // container's device policy: deny all, then the policy's rules, in its order.
+            let resources = linux.resources().as_ref().unwrap();
+            let rules = resources.devices().as_ref().unwrap();
+            prop_assert_eq!(
+                rules.len(),
+                1 + isolab_resources::cgroup::devices::POLICY.len()
+            );
+            prop_assert!(!rules[0].allow() && rules[0].typ() == Some(LinuxDeviceType::A));
+            prop_assert_eq!(rules[0].access().as_deref(), Some("rwm"));
+            for (rule, policy) in rules[1..]
+                .iter()
+                .zip(isolab_resources::cgroup::devices::POLICY)
+            {
+                let text = format!(
+                    "{} {}:{} {}",
+                    rule.typ().unwrap().as_str(),
+                    rule.major().map_or("*".into(), |m| m.to_string()),
+                    rule.minor().map_or("*".into(), |m| m.to_string()),
+                    rule.access().as_deref().unwrap_or("")
+                );
+                prop_assert!(rule.allow());
+                prop_assert_eq!(text, policy.v1_line());
+            }
+            let empty = LinuxResourcesBuilder::default()
+                .devices(rules.clone())
+                .build()
+                .unwrap();
+            prop_assert_eq!(resources, &empty, "no limit but the devices");
             let hardened = security.profile.hardened();
             prop_assert_eq!(linux.masked_paths().is_some(), hardened);
             prop_assert_eq!(linux.readonly_paths().is_some(), hardened);

@@ -34,16 +34,39 @@
 //!
 //! Limits: the lab applies `--pids-limit` and `--cpu-limit` to the cgroup itself; the memory
 //! limit of a container is the runtime's job (`--memory-limit`), as it is runc's.
+//!
+//! # Who your program runs as
+//!
+//! The lab runs as root; your program is code it did not write, so it gets only what its
+//! exercise needs ([`RunAs`]):
+//!
+//! * **a runtime** must create namespaces, mount, `pivot_root`, set a host name and drop
+//!   capabilities: all of that needs `CAP_SYS_ADMIN` — over the namespaces it makes, not over
+//!   the host. So the lab starts it as uid 0 *of a user namespace of its own*, mapped to a uid
+//!   of its own on the host that no account uses (as the lab's own containers,
+//!   [`isolab_container::namespaces::MappedRoot`]). Inside, it has every capability, over what
+//!   that namespace owns: the namespaces it creates next, the mounts in them. On the host it is
+//!   an ordinary uid: it cannot write a root-owned file, read `/root`, or rename the machine.
+//!   The one host file it must write, its cgroup's memory limit (step 6), is given to that uid.
+//!   Where the kernel allows no user namespace (`user.max_user_namespaces` is 0) there is no
+//!   other way to let it make namespaces: it runs as the host's root, and `container_root` says
+//!   so;
+//! * **a VMM** needs no capability at all, only `/dev/kvm`: it runs as a uid of its own, in the
+//!   group that may open `/dev/kvm` — or, where only root may, with a `/dev/kvm` node of its own
+//!   ([`OwnKvm`]).
 
 use crate::instance::{Instance, Parts, Timeline};
 use crate::lab::Lab;
 use crate::{Availability, Backend, BackendError, Family, Limits, Spec};
-use isolab_container::capabilities;
+use isolab_container::namespaces::MappedRoot;
+use isolab_container::{capabilities, namespaces};
 use isolab_payload as workload;
 use isolab_results::info;
 use isolab_spawn::child;
 use isolab_spawn::child::{Exec, CONTROL_FD, REPORT_FD};
-use isolab_spawn::spawn_exec;
+use isolab_spawn::{spawn_exec_with, Streams};
+use nix::errno::Errno;
+use std::ffi::CString;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -168,13 +191,19 @@ impl Student {
         match std::env::var_os(kind.env_var()) {
             Some(program) => Student::new(kind, program.into(), true),
             None => {
-                let program = installed(Path::new("labs"), kind);
+                let labs = Path::new("labs");
+                let program = installed(labs, kind);
                 // Written by `lab check`, in the student's `labs/`: a few bytes, read with a
-                // bound like every file the student could have replaced.
+                // bound like every file the student could have replaced, and as root through
+                // no link (see `files::open_regular_beneath`).
                 let step = program.with_extension("step");
-                let step = isolab_host::files::read_to_string_bounded(&step, 4096, "step file")
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u32>().ok());
+                let step = match step.strip_prefix(labs) {
+                    Ok(rel) if nix::unistd::geteuid().is_root() => {
+                        isolab_host::files::read_to_string_beneath(labs, rel, 4096, "step file")
+                    }
+                    _ => isolab_host::files::read_to_string_bounded(&step, 4096, "step file"),
+                };
+                let step = step.ok().and_then(|s| s.trim().parse::<u32>().ok());
                 Student::new(kind, program, step == Some(kind.last_step()))
             }
         }
@@ -320,9 +349,18 @@ impl Backend for Student {
         };
         timeline.mark("bundle");
 
+        let run_as = RunAs::choose(self.kind, &name, &dir);
+        if let Err(e) = run_as.hand_over(&cgroup, &dir) {
+            cleanup();
+            return Err(e);
+        }
         let exec = Exec::new(&program, self.kind.word(), &args, &[]);
         let (ends, fds) = child::pipes(None)?;
-        let spawned = spawn_exec(0, &placement, &fds, &exec);
+        let become_it = || run_as.enter();
+        let before_exec = run_as
+            .phase()
+            .map(|phase| (phase, &become_it as isolab_spawn::BeforeExec));
+        let spawned = spawn_exec_with(0, &placement, &fds, &exec, Streams::Fixed, before_exec);
         drop(placement);
         let pid = match spawned {
             Ok(pid) => pid,
@@ -342,6 +380,9 @@ impl Backend for Student {
             timeout: lab.timeout,
             cleanup: vec![Box::new(cleanup)],
         });
+        if let Some(root) = run_as.container_root() {
+            instance.note(info::CONTAINER_ROOT, root);
+        }
         match self.kind {
             Kind::Container => {
                 instance.note(info::IMAGE_BYTES, workload::WORKLOAD_ELF.len());
@@ -408,10 +449,14 @@ impl Student {
 
     /// Write the guest the VMM is to run and say how to start the VMM.
     fn vmm_args(&self, dir: &Path, spec: &Spec) -> Result<Vec<String>, BackendError> {
-        fs::create_dir(dir).map_err(BackendError::io(format!("create {}", dir.display())))?;
+        // Modes set, not left to the umask: the VMM runs as a uid of its own ([`RunAs`]).
+        fs::create_dir(dir)
+            .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(0o755)))
+            .map_err(BackendError::io(format!("create {}", dir.display())))?;
         let write = |file: &str, bytes: &[u8]| {
             let path = dir.join(file);
             fs::write(&path, bytes)
+                .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o644)))
                 .map_err(BackendError::io(format!("write {}", path.display())))
                 .map(|()| path.to_string_lossy().into_owned())
         };
@@ -450,6 +495,279 @@ impl Student {
     }
 }
 
+/// Who the student's program runs as on the host (see the module's documentation).
+#[derive(Debug)]
+enum RunAs {
+    /// The lab's own uid: the lab is not root, and has nothing more to give away.
+    Lab,
+    /// A runtime: uid 0 of a user namespace of its own, mapped to a uid of its own.
+    MappedRoot(MappedRoot),
+    /// A runtime where the kernel allows no user namespace: the host's root, and why.
+    HostRoot(String),
+    /// A VMM: a uid of its own, with the group that may open `/dev/kvm` when one is needed.
+    Unprivileged {
+        /// The host uid (and gid of the same number).
+        id: libc::c_long,
+        /// Its supplementary groups: none, or `/dev/kvm`'s group.
+        groups: Vec<libc::gid_t>,
+        /// Where only root may open the host's `/dev/kvm`: a node of the VMM's own.
+        own_kvm: Option<OwnKvm>,
+    },
+}
+
+/// A `/dev/kvm` of the VMM's own, for a host whose node only root may open (mode 0600, no
+/// `kvm` group: a machine without udev's rules, such as the emulated student machine).
+///
+/// Permissions belong to the inode, so no bind mount of the host's node helps: the child makes
+/// a node of the same device number, owned by the VMM's uid, on a tmpfs of its own (the lab's
+/// work directory may be on a `nodev` file system), and binds it onto `/dev/kvm` — in a mount
+/// namespace of its own, private, so no other process sees it and it goes when the VMM does.
+#[derive(Debug)]
+struct OwnKvm {
+    /// An empty directory of the instance, where the tmpfs goes.
+    dir: CString,
+    /// The node on it.
+    node: CString,
+    /// `/dev/kvm`'s device number.
+    rdev: libc::dev_t,
+}
+
+impl RunAs {
+    /// Who the program of instance `name` (whose directory is `dir`) runs as.
+    fn choose(kind: Kind, name: &str, dir: &Path) -> RunAs {
+        if !nix::unistd::geteuid().is_root() {
+            return RunAs::Lab;
+        }
+        let mapped = MappedRoot::for_container(name);
+        match kind {
+            Kind::Container => match namespaces::mapped_root_refused() {
+                Some(why) => RunAs::HostRoot(why),
+                None => RunAs::MappedRoot(mapped),
+            },
+            Kind::Vmm => {
+                let (groups, own_kvm) = match kvm_access() {
+                    KvmAccess::Everyone => (Vec::new(), None),
+                    KvmAccess::Group(gid) => (vec![gid], None),
+                    KvmAccess::RootOnly(rdev) => {
+                        let cstring =
+                            |p: PathBuf| CString::new(p.into_os_string().into_encoded_bytes()).ok();
+                        let own = cstring(dir.join("dev")).zip(cstring(dir.join("dev/kvm")));
+                        (
+                            Vec::new(),
+                            own.map(|(dir, node)| OwnKvm { dir, node, rdev }),
+                        )
+                    }
+                };
+                RunAs::Unprivileged {
+                    id: libc::c_long::from(mapped.id),
+                    groups,
+                    own_kvm,
+                }
+            }
+        }
+    }
+
+    /// Give the uid the host files its program must write: a runtime's memory limit in its
+    /// cgroup (step 6), a VMM's scratch directory.
+    fn hand_over(
+        &self,
+        cgroup: &isolab_resources::cgroup::Cgroup,
+        dir: &Path,
+    ) -> Result<(), BackendError> {
+        let (id, files): (u32, Vec<PathBuf>) = match self {
+            RunAs::MappedRoot(m) => {
+                let memory = cgroup.memory_dir().map(Path::to_path_buf);
+                let files = [
+                    "memory.max",
+                    "memory.swap.max",
+                    "memory.limit_in_bytes",
+                    "memory.memsw.limit_in_bytes",
+                ];
+                (
+                    m.id,
+                    memory
+                        .iter()
+                        .flat_map(|d| files.iter().map(move |f| d.join(f)))
+                        .filter(|f| f.exists())
+                        .collect(),
+                )
+            }
+            RunAs::Unprivileged { id, own_kvm, .. } => {
+                if own_kvm.is_some() {
+                    // The mount point of the VMM's tmpfs: root's, and empty on the host.
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(dir.join("dev"))
+                        .map_err(BackendError::io(format!("create {}/dev", dir.display())))?;
+                }
+                (*id as u32, vec![dir.join("scratch")])
+            }
+            RunAs::Lab | RunAs::HostRoot(_) => return Ok(()),
+        };
+        for file in files {
+            std::os::unix::fs::lchown(&file, Some(id), Some(id))
+                .map_err(BackendError::io(format!("chown {}", file.display())))?;
+        }
+        Ok(())
+    }
+
+    /// The start-up phase the change of identity is stamped as, if there is one.
+    fn phase(&self) -> Option<&'static str> {
+        match self {
+            RunAs::MappedRoot(_) => Some("userns"),
+            RunAs::Unprivileged { .. } => Some("setuid"),
+            RunAs::Lab | RunAs::HostRoot(_) => None,
+        }
+    }
+
+    /// **In the child**, between fork and exec, sharing the lab's memory: become who the
+    /// program runs as. System calls on data prepared before the fork only.
+    ///
+    /// Changing uid clears the parent-death signal the child set (`PR_SET_PDEATHSIG` is reset
+    /// whenever credentials change): it is set again last.
+    fn enter(&self) -> Result<(), (&'static str, Errno)> {
+        match self {
+            RunAs::MappedRoot(m) => m.enter()?,
+            RunAs::Unprivileged {
+                id,
+                groups,
+                own_kvm,
+            } => {
+                if let Some(kvm) = own_kvm {
+                    kvm.install(*id)?;
+                }
+                // Groups first, then the gid, then the uid: once the uid is not 0, neither may
+                // change. Raw system calls: glibc's wrappers would try to change every thread
+                // of the lab, whose memory this child shares (see `MappedRoot::enter`).
+                // SAFETY: setgroups with a list of `groups.len()` gids prepared before the
+                // fork; setresgid and setresuid with integers.
+                unsafe {
+                    raw(
+                        libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()),
+                        "setgroups",
+                    )?;
+                    raw(
+                        libc::syscall(libc::SYS_setresgid, *id, *id, *id),
+                        "setresgid",
+                    )?;
+                    raw(
+                        libc::syscall(libc::SYS_setresuid, *id, *id, *id),
+                        "setresuid",
+                    )?;
+                }
+            }
+            RunAs::Lab | RunAs::HostRoot(_) => return Ok(()),
+        }
+        child::die_with_parent().map_err(|e| ("die with the lab", e))
+    }
+
+    /// Who a runtime's root is on the host, in words (the `container_root` fact).
+    fn container_root(&self) -> Option<String> {
+        match self {
+            RunAs::MappedRoot(m) => Some(format!(
+                "uid {}: an unprivileged uid of its own (the lab starts your runtime as root of \
+                 a user namespace of its own)",
+                m.id
+            )),
+            RunAs::HostRoot(why) => Some(format!("uid 0: the host's root ({why})")),
+            RunAs::Lab | RunAs::Unprivileged { .. } => None,
+        }
+    }
+}
+
+fn raw(r: libc::c_long, step: &'static str) -> Result<(), (&'static str, Errno)> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err((step, Errno::last()))
+    }
+}
+
+impl OwnKvm {
+    /// **In the child**, still root: a mount namespace of its own, private; a tmpfs on the
+    /// instance's `dev/`; the node on it, given to `id`; bound onto `/dev/kvm`.
+    fn install(&self, id: libc::c_long) -> Result<(), (&'static str, Errno)> {
+        let check = |r: libc::c_int, step| {
+            if r == 0 {
+                Ok(())
+            } else {
+                Err((step, Errno::last()))
+            }
+        };
+        // SAFETY: system calls with NUL-terminated strings prepared before the fork, null
+        // pointers where the kernel takes none, and integers.
+        unsafe {
+            check(
+                libc::unshare(libc::CLONE_NEWNS),
+                "unshare a mount namespace",
+            )?;
+            check(
+                libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ),
+                "make mounts private",
+            )?;
+            check(
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    self.dir.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NOEXEC,
+                    c"mode=0700,size=64k".as_ptr().cast(),
+                ),
+                "mount a tmpfs for /dev/kvm",
+            )?;
+            check(
+                libc::mknod(self.node.as_ptr(), libc::S_IFCHR | 0o600, self.rdev),
+                "mknod /dev/kvm",
+            )?;
+            check(
+                libc::chown(self.node.as_ptr(), id as libc::uid_t, id as libc::gid_t),
+                "chown /dev/kvm",
+            )?;
+            check(
+                libc::mount(
+                    self.node.as_ptr(),
+                    c"/dev/kvm".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ),
+                "bind /dev/kvm",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Who may open `/dev/kvm`.
+enum KvmAccess {
+    /// Anyone (mode 0666 on some distributions), or there is none to open.
+    Everyone,
+    /// Its group (`root:kvm 0660` on most distributions).
+    Group(libc::gid_t),
+    /// Root only (0600, no udev rules): its device number.
+    RootOnly(libc::dev_t),
+}
+
+fn kvm_access() -> KvmAccess {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata("/dev/kvm") else {
+        return KvmAccess::Everyone;
+    };
+    if meta.mode() & 0o006 == 0o006 {
+        KvmAccess::Everyone
+    } else if meta.mode() & 0o060 == 0o060 {
+        KvmAccess::Group(meta.gid())
+    } else {
+        KvmAccess::RootOnly(meta.rdev())
+    }
+}
+
 /// The container's root: the workload, empty `proc/`, `dev/`, `tmp/`, and the marker file.
 ///
 /// The workload is a hard link to one copy per lab made for students' containers, not to the
@@ -464,7 +782,10 @@ fn make_root(lab: &Lab, root: &Path, marker: &str) -> std::io::Result<()> {
         fs::copy(lab.workload_path(), &part)?;
         fs::rename(&part, &copy)?;
     }
+    // Modes set, not left to the umask: the runtime runs as a uid of its own ([`RunAs`]), which
+    // must reach and read all of it, and may change none of it.
     fs::create_dir(root)?;
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
     for (dir, mode) in [("proc", 0o555), ("dev", 0o755), ("tmp", 0o1777)] {
         fs::create_dir(root.join(dir))?;
         fs::set_permissions(root.join(dir), fs::Permissions::from_mode(mode))?;
@@ -474,6 +795,7 @@ fn make_root(lab: &Lab, root: &Path, marker: &str) -> std::io::Result<()> {
         fs::copy(&copy, &exe)?;
     }
     fs::write(root.join(marker), b"")?;
+    fs::set_permissions(root.join(marker), fs::Permissions::from_mode(0o644))?;
     Ok(())
 }
 

@@ -223,6 +223,11 @@ fn vmm_child(join: &Placement, fds: &ChildFds, vmm: impl FnOnce() -> i32) -> ! {
     if let Err(e) = join.join() {
         fds.reporter().fail("join cgroup", e);
     }
+    // The VMM shares no terminal with the lab (see `child::new_session`); born by clone_fork
+    // on v2, it leads its own session already.
+    if let Err(e) = child::new_session() {
+        fds.reporter().fail("setsid", e);
+    }
     if let Err(e) = fds.install() {
         fds.reporter().fail("install fds", e);
     }

@@ -4,9 +4,11 @@
 //!
 //! A container is not a thing the kernel knows about. It is an ordinary process that was given
 //! private namespaces ([`namespaces`]), a private root file system ([`rootfs`]), fewer privileges
-//! ([`capabilities`]), a filter on its system calls ([`seccomp`]) and resource limits (a
-//! cgroup, [`isolab_resources::cgroup`]). This module puts those together in the order they must happen,
-//! in one child process, each step stamped as its own start-up phase:
+//! ([`capabilities`]), a filter on its system calls ([`seccomp`]), resource limits and a device
+//! policy (a cgroup: `isolab_resources::cgroup` and `isolab_resources::cgroup::devices`), and a
+//! session of its own with no terminal (`isolab_spawn::child::new_session`). This crate puts
+//! those together in the order they must happen, in one child process, each step stamped as its
+//! own start-up phase:
 //!
 //! ```text
 //!  launcher ── clone(CLONE_NEWPID) ──► init, PID 1 of a new PID namespace   fork

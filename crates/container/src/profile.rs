@@ -1,16 +1,18 @@
 //! How much of Docker's default configuration a container gets beyond its namespaces:
-//! `--profile minimal|docker`.
+//! `--profile minimal|docker|podman`.
 //!
-//! | layer                         | `minimal` | `docker` | start-up phase  |
-//! |-------------------------------|:---------:|:--------:|-----------------|
-//! | namespaces, a private root    | ✓         | ✓        | `namespaces`, `rootfs` |
-//! | masked and read-only `/proc` paths |      | ✓        | `masked_paths`  |
-//! | Docker's 14 capabilities, no_new_privs | ✓ | ✓      | `capabilities`  |
-//! | Docker's seccomp profile      |           | ✓        | `seccomp`       |
+//! | layer                         | `minimal` | `docker` | `podman` | start-up phase  |
+//! |-------------------------------|:---------:|:--------:|:--------:|-----------------|
+//! | namespaces, a private root    | ✓         | ✓        | ✓        | `namespaces`, `rootfs` |
+//! | masked and read-only `/proc` paths |      | ✓        | ✓        | `masked_paths`  |
+//! | Docker's 14 capabilities, no_new_privs | ✓ | ✓      | ✓        | `capabilities`  |
+//! | seccomp profile               |           | Docker's | Podman's | `seccomp`       |
 //!
 //! `docker` is the default: it is what students run when they type `docker run`, so it is what
 //! the comparison must be with. `minimal` peels off the masks and the filter, to see what they
-//! cost. The same profile goes into the OCI bundles isolab writes for runc, crun and runsc.
+//! cost. `podman` swaps Docker's seccomp profile for Podman's, which lets every container make
+//! namespaces and mounts (see [`crate::seccomp::source`]). The same profile goes into the OCI
+//! bundles isolab writes for runc, crun and runsc.
 //!
 //! A lab compiles its seccomp profile once ([`Security::prepare`]) and keeps it, with the
 //! launcher thread containers start from ([`crate::launcher`]), in a [`Security`].
@@ -19,6 +21,7 @@ use crate::capabilities::{CapPlan, DOCKER_DEFAULT};
 use crate::launcher::{LaunchError, Launcher};
 use crate::rootfs::{Masks, RootfsPlan};
 use crate::seccomp;
+use crate::seccomp::source::{Shipped, DOCKER, PODMAN};
 use crate::seccomp::{Filter, SeccompError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -30,21 +33,33 @@ use std::sync::{Arc, Mutex};
 pub enum Profile {
     /// Namespaces, a private root, Docker's capabilities and no_new_privs: no masks, no filter.
     Minimal,
-    /// What `docker run` applies by default: also the masked and read-only paths and the
-    /// seccomp profile.
+    /// What `docker run` applies by default: also the masked and read-only paths and
+    /// Docker's seccomp profile.
     #[default]
     Docker,
+    /// Docker's configuration with Podman's seccomp profile instead of Docker's.
+    Podman,
 }
 
 impl Profile {
     /// Every profile, for the command line.
-    pub const ALL: [Profile; 2] = [Profile::Minimal, Profile::Docker];
+    pub const ALL: [Profile; 3] = [Profile::Minimal, Profile::Docker, Profile::Podman];
 
     /// Its name on the command line and in results.
     pub fn name(self) -> &'static str {
         match self {
             Profile::Minimal => "minimal",
             Profile::Docker => "docker",
+            Profile::Podman => "podman",
+        }
+    }
+
+    /// The seccomp profile file it loads, and the package that ships it.
+    pub fn seccomp(self) -> Option<Shipped> {
+        match self {
+            Profile::Minimal => None,
+            Profile::Docker => Some(DOCKER),
+            Profile::Podman => Some(PODMAN),
         }
     }
 
@@ -55,23 +70,32 @@ impl Profile {
 
     /// True when masks and seccomp are applied.
     pub fn hardened(self) -> bool {
-        self == Profile::Docker
+        self != Profile::Minimal
     }
 }
 
 /// The calls a container makes to build itself after it is cloned by the launcher and before
-/// it execs, which Docker's profile may refuse: they stay allowed in the launcher's half of the
-/// filter and each container takes them back ([`seccomp::Profile::split`]). `clone`/`clone3`
-/// are the launcher's own (namespaces in the flags); `unshare`, `mount` and `sethostname` the
-/// container's.
-pub const SETUP_CALLS: [&str; 5] = ["clone", "clone3", "unshare", "mount", "sethostname"];
+/// it execs, which Docker's profile refuses to a container without `CAP_SYS_ADMIN`: they stay
+/// allowed in the launcher's half of the filter and each container takes them back
+/// ([`seccomp::Profile::split`]). `clone`/`clone3` are the launcher's own (namespaces in the
+/// flags); `unshare`, `setns` (a network kernel's link), `mount`, `move_mount` (the host's
+/// scratch directory) and `sethostname` the container's.
+pub const SETUP_CALLS: [&str; 7] = [
+    "clone",
+    "clone3",
+    "unshare",
+    "setns",
+    "mount",
+    "move_mount",
+    "sethostname",
+];
 
 /// A lab's container configuration, prepared once: the profile, its compiled seccomp filters,
 /// and the launcher thread.
 pub struct Security {
     /// The profile.
     pub profile: Profile,
-    /// The seccomp profile, resolved for Docker's capabilities (with [`Profile::Docker`]).
+    /// The seccomp profile, resolved for Docker's capabilities (when the profile has one).
     pub seccomp: Option<seccomp::Profile>,
     /// The whole filter, for a container that loads it itself (rootless, or a template other
     /// than the launcher's).
@@ -100,9 +124,9 @@ impl std::fmt::Debug for Security {
 }
 
 impl Security {
-    /// Read and compile what `profile` needs: for [`Profile::Docker`], the seccomp profile at
-    /// `path`, resolved for Docker's capabilities on this kernel.
-    pub fn prepare(profile: Profile, path: &Path) -> Result<Security, SeccompError> {
+    /// Read and compile what `profile` needs: its seccomp profile (the file at `file`, else
+    /// the one [`Profile::seccomp`] names), resolved for Docker's capabilities on this kernel.
+    pub fn prepare(profile: Profile, file: Option<&Path>) -> Result<Security, SeccompError> {
         let started = isolab_host::clock::now_ns();
         let mut security = Security {
             profile,
@@ -115,7 +139,8 @@ impl Security {
             compile_ns: 0,
             launcher: Mutex::new(None),
         };
-        if profile.hardened() {
+        let path = file.or(profile.seccomp().map(|s| Path::new(s.path)));
+        if let (true, Some(path)) = (profile.hardened(), path) {
             let resolved = seccomp::Profile::load(
                 path,
                 seccomp::Target {
@@ -150,6 +175,11 @@ impl Security {
         let launcher = Arc::new(launcher);
         *slot = Some(launcher.clone());
         Ok((Some(launcher), true))
+    }
+
+    /// What the results record of the seccomp profile: its file, package and digest.
+    pub fn seccomp_note(&self) -> Option<String> {
+        self.seccomp.as_ref().map(|p| p.source.to_string())
     }
 
     /// The filter a container loads just before exec: the inner half when it was started by

@@ -6,10 +6,12 @@
 //!
 //! 1. make every mount private (`MS_REC | MS_PRIVATE`), so nothing we mount propagates back to
 //!    the host through shared mount peers (systemd makes `/` shared by default);
-//! 2. mount a small tmpfs on the lab's (empty) root directory: the container's `/`;
+//! 2. mount a small tmpfs on the lab's (empty) root directory: the container's `/`, `nodev`
+//!    and `nosuid` — no node there opens a device, no file there runs as its owner;
 //! 3. fill it ([`RootfsPlan::populate`]): the workload executable (a read-only bind mount of the
-//!    lab's copy — the container cannot modify it), a private `/dev` with the usual few device
-//!    nodes, empty `/proc`, `/tmp` and `/scratch` (where the `io` kernel's directory goes);
+//!    lab's copy — the container cannot modify it), a private `/dev` — a read-only tmpfs of
+//!    its own with the usual few device nodes, the only mount where a node works — and empty
+//!    `/proc`, `/tmp` and `/scratch` (where the `io` kernel's directory goes);
 //! 4. `pivot_root` into it and detach the old root ([`RootfsPlan::pivot`]): the host's file
 //!    system is now unreachable;
 //! 5. what belongs to one container only: a fresh `/proc` for its PID namespace, its host name
@@ -53,6 +55,14 @@ const DEV_LINKS: [(&str, &str); 4] = [
 /// Size limit of the root tmpfs. Its pages are charged to the memory cgroup of whoever writes
 /// them: the container, or the lab for a template.
 const ROOTFS_TMPFS_OPTIONS: &str = "mode=0755,size=64m";
+
+/// `/dev`: a tmpfs of its own for the few nodes of [`DEVICES`], a handful of links and the
+/// disk's mount point; read-only once they are made (see [`RootfsPlan::populate`]).
+const DEV_TMPFS_OPTIONS: &str = "mode=0755,size=64k,nr_inodes=64";
+
+/// The root of a container, tmpfs or overlay: nothing on it may act as a device node
+/// (`nodev`) or a setuid program (`nosuid`). The nodes the container needs are on `/dev`.
+const ROOT_FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
 
 /// A container's writable `/tmp` over a read-only template root.
 const TMP_TMPFS_OPTIONS: &str = "mode=1777,size=64m";
@@ -147,7 +157,7 @@ impl RootfsPlan {
                 Some(c"overlay"),
                 self.root.as_c_str(),
                 Some(c"overlay"),
-                MsFlags::MS_NOSUID,
+                ROOT_FLAGS,
                 Some(options.as_c_str()),
             )
             .map_err(step("mount the image (overlay)"))?,
@@ -155,7 +165,7 @@ impl RootfsPlan {
                 Some("tmpfs"),
                 self.root.as_c_str(),
                 Some("tmpfs"),
-                MsFlags::MS_NOSUID,
+                ROOT_FLAGS,
                 Some(ROOTFS_TMPFS_OPTIONS),
             )
             .map_err(step("mount root tmpfs"))?,
@@ -189,6 +199,19 @@ impl RootfsPlan {
             .map_err(step("bind /scratch"))?;
             restrict(c"scratch").map_err(step("restrict /scratch"))?;
         }
+        // /dev: a file system of its own, the one place where a device node works (the root
+        // and everything else the container writes is `nodev`). Its nodes are made, then the
+        // whole of it is made read-only, so that the container can add none. Docker leaves its
+        // `/dev` writable and relies on the devices cgroup alone; here that cgroup
+        // (`isolab_resources::cgroup::devices`) is a second wall, not the only one.
+        mount(
+            Some("tmpfs"),
+            "dev",
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some(DEV_TMPFS_OPTIONS),
+        )
+        .map_err(step("mount /dev"))?;
         self.make_devices().map_err(step("populate /dev"))?;
         // Where a disk kernel finds its disk, as in a VM; empty, except where a disk is bound.
         touch("dev/vda").map_err(step("make /dev/vda"))?;
@@ -196,6 +219,20 @@ impl RootfsPlan {
             bind_file(disk, "dev/vda", false).map_err(step("bind the disk"))?;
             restrict(c"dev/vda").map_err(step("restrict the disk"))?;
         }
+        // Only the tmpfs at /dev becomes read-only: the mounts on its files (the disk, the
+        // host's nodes in a user namespace) keep their own flags.
+        mount(
+            None::<&str>,
+            "dev",
+            None::<&str>,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(step("make /dev read-only"))?;
         Ok(())
     }
 

@@ -8,21 +8,21 @@
 //! memory, so it cannot be fooled by a pointer that changes under it.
 //!
 //! Docker (and Podman, and every runtime under them) loads a **default profile**: an allow-list of
-//! about 370 calls, written as JSON. Debian ships the one Podman uses as
-//! `/usr/share/containers/seccomp.json` (package `golang-github-containers-common`); Docker's own
-//! is built into `dockerd` in the same format. A profile entry says which calls, which action,
-//! conditions on arguments, and for which capabilities and architectures it applies:
+//! about 350 calls, written as JSON. `--profile docker` loads Docker's own, `--profile podman`
+//! Podman's, each from the file its Debian package installs ([`source`] says which, and why the
+//! two differ). A profile entry says which calls, which action, conditions on arguments, and for
+//! which capabilities, architectures and kernels it applies:
 //!
 //! ```json
-//! {"names": ["bpf", "perf_event_open"], "action": "SCMP_ACT_ALLOW",
+//! {"names": ["bpf", "clone", "mount", "unshare", ...], "action": "SCMP_ACT_ALLOW",
 //!  "includes": {"caps": ["CAP_SYS_ADMIN"]}}
 //! ```
 //!
-//! So a profile is **resolved** for one container ([`Profile::load`]) — its capabilities, this
-//! machine's architecture, this kernel — into plain rules, then **compiled** into BPF
-//! ([`Profile::compile`]) by libseccomp, the library runc, crun and Docker use: isolab loads the
-//! same program they would build from the same profile. Two things libseccomp does that a
-//! hand-written filter tends to forget:
+//! So a profile is **resolved** for one container ([`Profile::load`], [`resolve`]) — its
+//! capabilities, this machine's architecture, this kernel — into plain rules, then **compiled**
+//! into BPF ([`Profile::compile`]) by libseccomp, the library runc, crun and Docker use: isolab
+//! loads the same program they would build from the same profile. Two things libseccomp does
+//! that a hand-written filter tends to forget:
 //!
 //! * **architectures.** An x86-64 process can also enter the kernel through the 32-bit `int 0x80`
 //!   gate (x86) or with the x32 bit set, where the call numbers mean different calls. The filter
@@ -38,16 +38,18 @@
 //! container only loads the finished program: one `seccomp(2)` call, made in the container's
 //! first process after `no_new_privs` and just before `execve` ([`Filter::load`]).
 
+pub mod resolve;
+pub mod source;
+
 use nix::errno::Errno;
+pub use resolve::{kernel_version, LeftOut, Target};
+use resolve::{left_out, Dropped, File, SCMP_ARCH};
 use serde::Deserialize;
+use source::Provenance;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Where Debian's `golang-github-containers-common` puts the default profile of Podman, which
-/// is Docker's default profile in the same JSON format.
-pub const DEFAULT_PROFILE: &str = "/usr/share/containers/seccomp.json";
-
-/// The largest profile the lab reads. Docker's and Podman's default profiles are 16–25 KiB of
+/// The largest profile the lab reads. Docker's and Podman's default profiles are 14–25 KiB of
 /// JSON (one entry per group of system calls); 4 MiB leaves room for any profile a person
 /// writes, even one rule per call and argument, while a file named by mistake (a disk image,
 /// `/dev/zero`) is refused before it is read.
@@ -57,15 +59,14 @@ pub const MAX_PROFILE: u64 = 4 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
     /// The profile file could not be read.
-    #[error(
-        "cannot read the seccomp profile {path}: {source} (Debian/Ubuntu: sudo apt install \
-         golang-github-containers-common; or run with --profile minimal)"
-    )]
+    #[error("cannot read the seccomp profile {path}: {source} ({fix})")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+        /// What to do: install the package that ships it, or do without.
+        fix: String,
     },
     /// The file was refused before it was read: not a regular file, or larger than
     /// [`MAX_PROFILE`].
@@ -160,6 +161,38 @@ pub struct Condition {
 }
 
 impl Condition {
+    /// Conditions of which at least one holds exactly when this one does not: the opposite
+    /// comparison, or for a masked comparison one per bit of the mask (`x & M == V` fails when
+    /// some bit of M differs in x from V). `None` for an unknown comparison, or a mask of no
+    /// bits (a comparison that never or always holds).
+    pub fn negation(&self) -> Option<Vec<Condition>> {
+        let op = |op: &str, value: u64, value_two: u64| Condition {
+            index: self.index,
+            value,
+            value_two,
+            op: op.to_string(),
+        };
+        let opposite = match self.op.as_str() {
+            "SCMP_CMP_EQ" => "SCMP_CMP_NE",
+            "SCMP_CMP_NE" => "SCMP_CMP_EQ",
+            "SCMP_CMP_LT" => "SCMP_CMP_GE",
+            "SCMP_CMP_LE" => "SCMP_CMP_GT",
+            "SCMP_CMP_GT" => "SCMP_CMP_LE",
+            "SCMP_CMP_GE" => "SCMP_CMP_LT",
+            "SCMP_CMP_MASKED_EQ" if self.value != 0 => {
+                return Some(
+                    (0..64)
+                        .map(|bit| 1u64 << bit)
+                        .filter(|b| self.value & b != 0)
+                        .map(|b| op("SCMP_CMP_MASKED_EQ", b, !self.value_two & b))
+                        .collect(),
+                );
+            }
+            _ => return None,
+        };
+        Some(vec![op(opposite, self.value, 0)])
+    }
+
     fn scmp(&self) -> Option<libseccomp::ScmpArgCompare> {
         use libseccomp::ScmpCompareOp as Op;
         let (op, datum) = match self.op.as_str() {
@@ -188,75 +221,21 @@ pub struct Rule {
     pub args: Vec<Condition>,
 }
 
-/// The profile's JSON, as Docker and Podman write it.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct File {
-    default_action: String,
-    #[serde(default)]
-    default_errno_ret: Option<u32>,
-    #[serde(default)]
-    arch_map: Vec<ArchMap>,
-    #[serde(default)]
-    syscalls: Vec<Entry>,
+/// How a profile answers one call ([`Profile::answer`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// This action, whatever the arguments.
+    Always(Action),
+    /// Allowed when every condition holds; else the second action (the profile's default).
+    AllowWhen(Vec<Condition>, Action),
 }
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ArchMap {
-    architecture: String,
-    #[serde(default)]
-    sub_architectures: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Entry {
-    #[serde(default)]
-    names: Vec<String>,
-    action: String,
-    #[serde(default)]
-    errno_ret: Option<u32>,
-    #[serde(default)]
-    args: Option<Vec<Condition>>,
-    #[serde(default)]
-    includes: Option<When>,
-    #[serde(default)]
-    excludes: Option<When>,
-}
-
-/// An entry's `includes` (all must hold) or `excludes` (none may hold).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct When {
-    #[serde(default)]
-    caps: Vec<String>,
-    #[serde(default)]
-    arches: Vec<String>,
-    #[serde(default)]
-    min_kernel: Option<String>,
-}
-
-/// The container a profile is resolved for.
-#[derive(Clone, Copy, Debug)]
-pub struct Target<'a> {
-    /// The capabilities its root keeps (names as in `CAP_CHOWN`).
-    pub caps: &'a [(u32, &'a str)],
-    /// The kernel's version, (major, minor).
-    pub kernel: (u32, u32),
-}
-
-/// Docker's name of this machine's architecture in `includes.arches`.
-const ARCH: &str = "amd64";
-/// libseccomp's name of this machine's architecture in `archMap`.
-const SCMP_ARCH: &str = "SCMP_ARCH_X86_64";
 
 /// A profile resolved for one kind of container: the rules that apply to it, in the profile's
 /// order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Profile {
-    /// The file it came from.
-    pub path: PathBuf,
+    /// The file it came from: path, package, digest.
+    pub source: Provenance,
     /// What happens to every call no rule matches.
     pub default: Action,
     /// The architectures the filter accepts, as libseccomp names them (x86-64 and the 32-bit
@@ -264,6 +243,8 @@ pub struct Profile {
     pub arches: Vec<String>,
     /// The rules.
     pub rules: Vec<Rule>,
+    /// The profile's entries that do not apply to this container, and why.
+    pub dropped: Vec<Dropped>,
 }
 
 impl Profile {
@@ -274,22 +255,24 @@ impl Profile {
                 isolab_host::files::FilesError::Io { source, .. } => SeccompError::Read {
                     path: path.to_path_buf(),
                     source,
+                    fix: missing_fix(path),
                 },
                 e => SeccompError::Refused(e),
             })?;
         Profile::parse(path, &text, target)
     }
 
-    /// Resolve the profile `text` (read from `path`) for `target`.
+    /// Resolve the profile `text` (read from `path`) for `target`: keep the entries that apply
+    /// to it, as Docker does ([`resolve`]), and remember the others with the reason.
     pub fn parse(path: &Path, text: &str, target: Target) -> Result<Profile, SeccompError> {
         let invalid = |detail: String| SeccompError::Invalid {
             path: path.to_path_buf(),
             detail,
         };
         let file: File = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        // ENOSYS ("no such call") by default, as Podman's profile says: a program that tries a
-        // call the profile does not know falls back as it would on an older kernel. Docker's
-        // own profile says EPERM (1).
+        // An ERRNO action without a number fails the call with EPERM, as runc does. Podman's
+        // profile sets ENOSYS ("no such call") as the default instead: a program that tries a
+        // call the profile does not know then falls back as it would on an older kernel.
         let default_errno = file.default_errno_ret.unwrap_or(libc::EPERM as u32);
         let default = Action::parse(&file.default_action, None, default_errno)
             .ok_or_else(|| invalid(format!("unknown action {}", file.default_action)))?;
@@ -297,10 +280,21 @@ impl Profile {
         if let Some(map) = file.arch_map.iter().find(|m| m.architecture == SCMP_ARCH) {
             arches.extend(map.sub_architectures.iter().cloned());
         }
-        let caps: Vec<&str> = target.caps.iter().map(|(_, n)| *n).collect();
+        arches.extend(
+            file.architectures
+                .iter()
+                .filter(|a| *a != SCMP_ARCH)
+                .cloned(),
+        );
         let mut rules = Vec::new();
+        let mut dropped = Vec::new();
         for entry in &file.syscalls {
-            if !applies(entry, &caps, target.kernel) {
+            if let Some(why) = left_out(entry, &target) {
+                dropped.push(Dropped {
+                    names: entry.calls(),
+                    action: entry.action.clone(),
+                    why,
+                });
                 continue;
             }
             let action = Action::parse(&entry.action, entry.errno_ret, default_errno)
@@ -309,18 +303,32 @@ impl Profile {
             if let Some(bad) = args.iter().find(|c| c.scmp().is_none()) {
                 return Err(invalid(format!("unknown comparison {}", bad.op)));
             }
-            rules.extend(entry.names.iter().map(|name| Rule {
-                name: name.clone(),
+            rules.extend(entry.calls().into_iter().map(|name| Rule {
+                name,
                 action,
                 args: args.clone(),
             }));
         }
         Ok(Profile {
-            path: path.to_path_buf(),
+            source: Provenance::of(path, text),
             default,
             arches,
             rules,
+            dropped,
         })
+    }
+
+    /// The calls the profile gives only to containers that hold `cap`, which this one lacks.
+    pub fn kept_for(&self, cap: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .dropped
+            .iter()
+            .filter(|d| d.why == LeftOut::Lacks(cap.to_string()))
+            .flat_map(|d| d.names.iter().map(String::as_str))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
     }
 
     /// Compile the whole profile into one filter.
@@ -328,46 +336,70 @@ impl Profile {
         compile(self.default, &self.arches, &self.rules)
     }
 
-    /// The action the profile takes for every call of `name`, when it does not depend on the
-    /// arguments: the first rule without conditions wins (as in libseccomp, which keeps the
-    /// first of two rules for the same call), no rule means the default. `None` when a rule
-    /// looks at the arguments.
-    pub fn unconditional(&self, name: &str) -> Option<Action> {
-        let mut rules = self.rules.iter().filter(|r| r.name == name).peekable();
-        if rules.peek().is_none() {
-            return Some(self.default);
-        }
-        let mut first = None;
-        for r in rules {
-            if !r.args.is_empty() {
-                return None;
+    /// How the profile answers a call of `name`, when that can be told without listing
+    /// rules: the same action whatever the arguments, or "allowed when these conditions hold,
+    /// else the default". `None` for anything more tangled (several rules with conditions).
+    ///
+    /// libseccomp keeps the first of two rules for the same call without conditions, so the
+    /// first such rule wins; no rule at all means the default action.
+    pub fn answer(&self, name: &str) -> Option<Answer> {
+        let rules: Vec<&Rule> = self.rules.iter().filter(|r| r.name == name).collect();
+        match rules.as_slice() {
+            [] => Some(Answer::Always(self.default)),
+            [only] if !only.args.is_empty() => (only.action == Action::Allow)
+                .then(|| Answer::AllowWhen(only.args.clone(), self.default)),
+            rules if rules.iter().all(|r| r.args.is_empty()) => {
+                Some(Answer::Always(rules[0].action))
             }
-            first.get_or_insert(r.action);
+            _ => None,
         }
-        first
+    }
+
+    /// The action the profile takes for every call of `name`, when it does not depend on the
+    /// arguments. `None` when a rule looks at the arguments.
+    pub fn unconditional(&self, name: &str) -> Option<Action> {
+        match self.answer(name)? {
+            Answer::Always(action) => Some(action),
+            Answer::AllowWhen(..) => None,
+        }
     }
 
     /// Split the profile in two filters whose combination is the profile: `outer`, the profile
     /// with every call of `setup` allowed, and `inner`, which allows everything but does to the
-    /// `setup` calls what the profile does. `None` when a `setup` call's action depends on its
-    /// arguments (the two halves could then not be told apart by call number alone).
+    /// `setup` calls what the profile does. `None` when a `setup` call's answer is too tangled
+    /// to take back ([`Profile::answer`]).
     ///
     /// Why: the kernel runs every filter a process has and keeps the strictest answer, and a
     /// child inherits its parent's filters for free. A process that loaded `outer` once can
     /// start containers that still need the `setup` calls (mount, unshare, ...) to build
     /// themselves; each container then loads only `inner`, a few instructions, before it
     /// execs. Together they answer every call exactly as the profile does.
+    ///
+    /// A call the profile allows only under conditions — Docker's `clone`, allowed when
+    /// `flags & 0x7e020000 == 0` (no namespace flag) — is taken back by `inner` with the
+    /// opposite: the default action when **any** condition fails. A filter cannot say "not"
+    /// of a masked comparison, but it can say it bit by bit: `flags & M != 0` holds exactly
+    /// when one of M's bits is set, so `inner` gets one rule per bit ([`Condition::negation`]).
     pub fn split(&self, setup: &[&str]) -> Result<Option<Split>, SeccompError> {
         let mut inner = Vec::new();
         for &name in setup {
-            match self.unconditional(name) {
+            let rule = |action, args| Rule {
+                name: name.to_string(),
+                action,
+                args,
+            };
+            match self.answer(name) {
                 None => return Ok(None),
-                Some(Action::Allow) => {}
-                Some(action) => inner.push(Rule {
-                    name: name.to_string(),
-                    action,
-                    args: Vec::new(),
-                }),
+                Some(Answer::Always(Action::Allow)) => {}
+                Some(Answer::Always(action)) => inner.push(rule(action, Vec::new())),
+                Some(Answer::AllowWhen(conditions, otherwise)) => {
+                    for c in &conditions {
+                        let Some(negation) = c.negation() else {
+                            return Ok(None);
+                        };
+                        inner.extend(negation.into_iter().map(|n| rule(otherwise, vec![n])));
+                    }
+                }
             }
         }
         let mut outer: Vec<Rule> = self
@@ -435,31 +467,15 @@ impl Profile {
     }
 }
 
-/// Whether a profile entry applies to a container with `caps` on this architecture and kernel.
-fn applies(entry: &Entry, caps: &[&str], kernel: (u32, u32)) -> bool {
-    let inc = entry.includes.as_ref();
-    let exc = entry.excludes.as_ref();
-    let has = |c: &String| caps.contains(&c.as_str());
-    inc.is_none_or(|w| {
-        w.caps.iter().all(has)
-            && (w.arches.is_empty() || w.arches.iter().any(|a| a == ARCH))
-            && w.min_kernel.as_deref().is_none_or(|v| kernel >= version(v))
-    }) && exc.is_none_or(|w| {
-        !w.caps.iter().any(has)
-            && !w.arches.iter().any(|a| a == ARCH)
-            && w.min_kernel.as_deref().is_none_or(|v| kernel < version(v))
-    })
-}
-
-/// "5.8" → (5, 8).
-fn version(text: &str) -> (u32, u32) {
-    let mut parts = text.split('.').map(|p| p.trim().parse().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
-/// The running kernel's version, (major, minor).
-pub fn kernel_version() -> (u32, u32) {
-    version(&isolab_host::facts::kernel_release())
+/// What to do when the profile file at `path` cannot be read.
+fn missing_fix(path: &Path) -> String {
+    match source::Shipped::at(path) {
+        Some(s) => format!(
+            "{} ships {}; Debian/Ubuntu: sudo apt install {}; or run with --profile minimal",
+            s.package, s.what, s.package
+        ),
+        None => "or run with --profile minimal".into(),
+    }
 }
 
 /// The outer and inner halves of a profile ([`Profile::split`]).
@@ -626,6 +642,8 @@ mod tests {
           {"names": ["read", "write", "getpid", "exit_group", "seccomp"], "action": "SCMP_ACT_ALLOW"},
           {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
            "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
+          {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+           "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]},
           {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64"]}},
           {"names": ["cacheflush"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["arm64"]}},
           {"names": ["bpf"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
@@ -634,8 +652,15 @@ mod tests {
           {"names": ["chroot"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_CHROOT"]}},
           {"names": ["io_uring_setup"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "9.0"}},
           {"names": ["setns"], "action": "SCMP_ACT_ALLOW"},
-          {"names": ["setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+          {"names": ["setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+          {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+          {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+           "args": [{"index": 0, "value": 2114060288, "op": "SCMP_CMP_MASKED_EQ"}],
+           "excludes": {"caps": ["CAP_SYS_ADMIN"]}}
         ]}"#;
+
+    /// clone's namespace flags, as Docker's profile masks them.
+    const NAMESPACE_FLAGS: u64 = 0x7e02_0000;
 
     fn sample() -> Profile {
         Profile::parse(Path::new("sample.json"), SAMPLE, TARGET).unwrap()
@@ -654,14 +679,32 @@ mod tests {
                 "exit_group",
                 "seccomp",
                 "personality",
+                "personality",
                 "arch_prctl",
                 "bpf",
                 "chroot",
                 "setns",
-                "setns"
+                "setns",
+                "clone"
             ],
-            "arm's cacheflush, CAP_SYS_ADMIN's bpf and a call of a future kernel are left out"
+            "arm's cacheflush, CAP_SYS_ADMIN's bpf and clone, a call of a future kernel are \
+             left out"
         );
+        let dropped: Vec<(&str, &LeftOut)> = p
+            .dropped
+            .iter()
+            .map(|d| (d.names[0].as_str(), &d.why))
+            .collect();
+        assert_eq!(
+            dropped,
+            [
+                ("cacheflush", &LeftOut::OtherArches(vec!["arm64".into()])),
+                ("bpf", &LeftOut::Lacks("CAP_SYS_ADMIN".into())),
+                ("io_uring_setup", &LeftOut::OlderKernel("9.0".into())),
+                ("clone", &LeftOut::Lacks("CAP_SYS_ADMIN".into())),
+            ]
+        );
+        assert_eq!(p.kept_for("CAP_SYS_ADMIN"), ["bpf", "clone"]);
         assert_eq!(p.default, Action::Errno(38));
         assert_eq!(
             p.arches,
@@ -676,6 +719,158 @@ mod tests {
         assert_eq!(p.unconditional("setns"), Some(Action::Allow), "first wins");
         assert_eq!(p.unconditional("mount"), Some(Action::Errno(38)));
         assert_eq!(p.unconditional("personality"), None);
+        assert_eq!(
+            p.answer("clone"),
+            Some(Answer::AllowWhen(
+                vec![Condition {
+                    index: 0,
+                    value: NAMESPACE_FLAGS,
+                    value_two: 0,
+                    op: "SCMP_CMP_MASKED_EQ".into()
+                }],
+                Action::Errno(38)
+            ))
+        );
+        assert_eq!(p.answer("personality"), None, "one rule per allowed value");
+    }
+
+    #[test]
+    fn a_negation_holds_exactly_when_the_condition_does_not() {
+        let holds = |c: &Condition, x: u64| match c.op.as_str() {
+            "SCMP_CMP_EQ" => x == c.value,
+            "SCMP_CMP_NE" => x != c.value,
+            "SCMP_CMP_LT" => x < c.value,
+            "SCMP_CMP_LE" => x <= c.value,
+            "SCMP_CMP_GT" => x > c.value,
+            "SCMP_CMP_GE" => x >= c.value,
+            "SCMP_CMP_MASKED_EQ" => x & c.value == c.value_two,
+            op => panic!("{op}"),
+        };
+        let cases = [
+            ("SCMP_CMP_EQ", 8, 0),
+            ("SCMP_CMP_NE", 8, 0),
+            ("SCMP_CMP_LT", 8, 0),
+            ("SCMP_CMP_LE", 8, 0),
+            ("SCMP_CMP_GT", 8, 0),
+            ("SCMP_CMP_GE", 8, 0),
+            ("SCMP_CMP_MASKED_EQ", NAMESPACE_FLAGS, 0),
+            ("SCMP_CMP_MASKED_EQ", 0xf0, 0x30),
+        ];
+        let samples = [
+            0,
+            7,
+            8,
+            9,
+            0x30,
+            0x3f,
+            0xf0,
+            libc::SIGCHLD as u64,
+            libc::CLONE_NEWUSER as u64 | libc::SIGCHLD as u64,
+            libc::CLONE_NEWNET as u64,
+            libc::CLONE_VM as u64 | libc::CLONE_THREAD as u64,
+            u64::MAX,
+        ];
+        for (op, value, value_two) in cases {
+            let c = Condition {
+                index: 0,
+                value,
+                value_two,
+                op: op.into(),
+            };
+            let not = c.negation().unwrap();
+            for x in samples {
+                assert_eq!(
+                    not.iter().any(|n| holds(n, x)),
+                    !holds(&c, x),
+                    "{op} {value:#x} {value_two:#x} at {x:#x}"
+                );
+            }
+        }
+        let namespaces = Condition {
+            index: 0,
+            value: NAMESPACE_FLAGS,
+            value_two: 0,
+            op: "SCMP_CMP_MASKED_EQ".into(),
+        };
+        assert_eq!(
+            namespaces.negation().unwrap().len(),
+            7,
+            "one per namespace flag"
+        );
+    }
+
+    #[test]
+    fn dockers_profile_gives_namespaces_and_mounts_only_to_cap_sys_admin() {
+        let p =
+            Profile::load(Path::new(source::DOCKER.path), TARGET).unwrap_or_else(|e| panic!("{e}"));
+        let eperm = Some(Answer::Always(Action::Errno(libc::EPERM as u32)));
+        for call in [
+            "unshare",
+            "mount",
+            "umount2",
+            "setns",
+            "keyctl",
+            "bpf",
+            "perf_event_open",
+        ] {
+            assert_eq!(p.answer(call), eperm, "{call}");
+        }
+        assert_eq!(
+            p.answer("clone"),
+            Some(Answer::AllowWhen(
+                vec![Condition {
+                    index: 0,
+                    value: NAMESPACE_FLAGS,
+                    value_two: 0,
+                    op: "SCMP_CMP_MASKED_EQ".into()
+                }],
+                Action::Errno(libc::EPERM as u32)
+            )),
+            "clone only without namespace flags"
+        );
+        assert_eq!(
+            p.answer("clone3"),
+            Some(Answer::Always(Action::Errno(libc::ENOSYS as u32))),
+            "clone3 passes its flags in memory, where a filter cannot read them: ENOSYS, so \
+             libc falls back to clone"
+        );
+        assert_eq!(
+            p.answer("ptrace"),
+            Some(Answer::Always(Action::Allow)),
+            "Linux >= 4.8"
+        );
+        let admin = p.kept_for("CAP_SYS_ADMIN");
+        for call in [
+            "bpf", "clone", "clone3", "mount", "setns", "unshare", "umount2",
+        ] {
+            assert!(admin.contains(&call), "{call} in {admin:?}");
+        }
+        // Podman's profile allows what Docker's keeps for CAP_SYS_ADMIN.
+        let podman =
+            Profile::load(Path::new(source::PODMAN.path), TARGET).unwrap_or_else(|e| panic!("{e}"));
+        for call in ["unshare", "mount", "keyctl", "clone"] {
+            assert_eq!(
+                podman.answer(call),
+                Some(Answer::Always(Action::Allow)),
+                "{call}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_profile_names_the_package_that_ships_it() {
+        let fix = missing_fix(Path::new(source::DOCKER.path));
+        assert_eq!(
+            fix,
+            "golang-github-docker-docker-dev ships Docker's default profile; Debian/Ubuntu: \
+             sudo apt install golang-github-docker-docker-dev; or run with --profile minimal"
+        );
+        let e = Profile::load(Path::new("/nonexistent/isolab-profile.json"), TARGET).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot read the seccomp profile /nonexistent/isolab-profile.json: No such file or \
+             directory (os error 2) (or run with --profile minimal)"
+        );
     }
 
     #[test]
@@ -696,9 +891,11 @@ mod tests {
         assert_eq!(oci["syscalls"][0]["names"][2], "getpid");
         assert_eq!(oci["syscalls"][1]["args"][0]["op"], "SCMP_CMP_EQ");
         // It is what oci-spec (and so runc) reads.
-        let parsed: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(oci).unwrap();
-        // Allowed calls, personality's condition, the EPERM calls: three groups.
-        assert_eq!(parsed.syscalls().as_ref().unwrap().len(), 3);
+        let parsed: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(oci.clone()).unwrap();
+        // Allowed calls, personality's two conditions, the EPERM calls, clone's condition.
+        assert_eq!(parsed.syscalls().as_ref().unwrap().len(), 5);
+        assert_eq!(oci["syscalls"][4]["names"][0], "clone");
+        assert_eq!(oci["syscalls"][4]["args"][0]["value"], NAMESPACE_FLAGS);
     }
 
     /// Run `f` in a forked child and return its exit status (the child's errno or 0).
@@ -794,23 +991,204 @@ mod tests {
         );
     }
 
+    /// The raw `clone` with `flags` (no new stack: the child returns on a copy of ours, as
+    /// from fork) whose child exits at once: 0 or the errno.
+    fn clone_errno(flags: libc::c_int) -> i32 {
+        // SAFETY: clone without CLONE_VM is a fork; the child only calls _exit.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        match pid {
+            // SAFETY: the clone's child ends at once.
+            0 => unsafe { libc::_exit(0) },
+            p if p > 0 => {
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(p as i32, std::ptr::null_mut(), 0) };
+                0
+            }
+            _ => Errno::last() as i32,
+        }
+    }
+
     #[test]
-    fn the_installed_profile_compiles_to_a_tree() {
-        let path = Path::new(DEFAULT_PROFILE);
-        let p = Profile::load(
-            path,
-            Target {
-                caps: &DOCKER_DEFAULT,
-                kernel: kernel_version(),
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            p.rules.len() > 300,
-            "Docker's allow-list: {}",
-            p.rules.len()
-        );
-        let f = p.compile().unwrap();
-        assert!(f.len() > 300);
+    fn dockers_clone_condition_survives_the_split() {
+        use crate::profile::SETUP_CALLS;
+        let p =
+            Profile::load(Path::new(source::DOCKER.path), TARGET).unwrap_or_else(|e| panic!("{e}"));
+        let split = p
+            .split(&SETUP_CALLS)
+            .unwrap()
+            .expect("Docker's profile splits");
+        let status = in_child(|| {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+            if split.outer.load().is_err() {
+                return 100;
+            }
+            // The launcher's half: clone with a namespace flag, as it starts a container.
+            if clone_errno(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) != 0 {
+                return 101;
+            }
+            if split.inner.load().is_err() {
+                return 102;
+            }
+            // Both halves: the profile. A plain fork still works, namespaces do not.
+            if clone_errno(0) != 0 {
+                return 103;
+            }
+            for flag in [
+                libc::CLONE_NEWUSER,
+                libc::CLONE_NEWNS,
+                libc::CLONE_NEWNET,
+                libc::CLONE_NEWUTS,
+                libc::CLONE_NEWPID,
+                libc::CLONE_NEWIPC,
+                libc::CLONE_NEWCGROUP,
+            ] {
+                if clone_errno(flag) != libc::EPERM {
+                    return 104;
+                }
+                // SAFETY: unshare with a flag, refused by the filter.
+                if errno_of(unsafe { libc::syscall(libc::SYS_unshare, flag) }) != libc::EPERM {
+                    return 105;
+                }
+            }
+            // SAFETY: a mount with null pointers, refused before the kernel reads them.
+            if errno_of(unsafe { libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0) }) != libc::EPERM {
+                return 106;
+            }
+            // SAFETY: clone3 with no arguments, refused before the kernel reads them.
+            if errno_of(unsafe { libc::syscall(libc::SYS_clone3, 0, 0) }) != libc::ENOSYS {
+                return 107;
+            }
+            0
+        });
+        assert_eq!(status, 0);
+    }
+
+    /// What the kernel does with a filter, in a few lines: run the classic BPF program over
+    /// the call's `struct seccomp_data` (nr, arch, instruction pointer, six arguments) and
+    /// return its verdict. Only the instructions libseccomp emits.
+    fn run_bpf(program: &[libc::sock_filter], data: &[u8; 64]) -> u32 {
+        let word = |k: u32| {
+            let k = k as usize;
+            u32::from_ne_bytes(data[k..k + 4].try_into().unwrap())
+        };
+        let (mut a, mut x, mut mem) = (0u32, 0u32, [0u32; 16]);
+        let mut pc = 0;
+        loop {
+            let i = program[pc];
+            pc += 1;
+            let jump = |taken: bool| if taken { i.jt as usize } else { i.jf as usize };
+            match i.code {
+                0x20 => a = word(i.k),            // ld [k]
+                0x00 => a = i.k,                  // ld #k
+                0x60 => a = mem[i.k as usize],    // ld M[k]
+                0x61 => x = mem[i.k as usize],    // ldx M[k]
+                0x02 => mem[i.k as usize] = a,    // st M[k]
+                0x03 => mem[i.k as usize] = x,    // stx M[k]
+                0x07 => x = a,                    // tax
+                0x87 => a = x,                    // txa
+                0x54 => a &= i.k,                 // and #k
+                0x44 => a |= i.k,                 // or #k
+                0x05 => pc += i.k as usize,       // ja
+                0x15 => pc += jump(a == i.k),     // jeq #k
+                0x25 => pc += jump(a > i.k),      // jgt #k
+                0x35 => pc += jump(a >= i.k),     // jge #k
+                0x45 => pc += jump(a & i.k != 0), // jset #k
+                0x06 => return i.k,               // ret #k
+                0x16 => return a,                 // ret a
+                code => panic!("BPF instruction {code:#x} at {}", pc - 1),
+            }
+        }
+    }
+
+    /// The verdict of several filters, as the kernel combines them: the most severe action
+    /// (actions compare as signed numbers, kill lowest, allow highest).
+    fn strictest(verdicts: &[u32]) -> u32 {
+        *verdicts
+            .iter()
+            .min_by_key(|v| (**v & 0xffff_0000) as i32)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_two_halves_answer_every_call_as_the_whole_profile() {
+        use crate::profile::SETUP_CALLS;
+        const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+        const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+        for shipped in source::SHIPPED {
+            let p =
+                Profile::load(Path::new(shipped.path), TARGET).unwrap_or_else(|e| panic!("{e}"));
+            let full = p.compile().unwrap();
+            let split = p.split(&SETUP_CALLS).unwrap().expect("the profile splits");
+            let mut args: Vec<u64> = vec![0, u64::MAX, NAMESPACE_FLAGS, libc::SIGCHLD as u64];
+            for (_, flag) in [
+                ("user", libc::CLONE_NEWUSER),
+                ("mnt", libc::CLONE_NEWNS),
+                ("net", libc::CLONE_NEWNET),
+                ("cgroup", libc::CLONE_NEWCGROUP),
+                (
+                    "threads",
+                    libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND,
+                ),
+            ] {
+                args.push(flag as u64 | libc::SIGCHLD as u64);
+            }
+            let mut checked = 0;
+            for arch in [AUDIT_ARCH_X86_64, AUDIT_ARCH_I386] {
+                for nr in 0..480u32 {
+                    for &arg in &args {
+                        let mut data = [0u8; 64];
+                        data[0..4].copy_from_slice(&nr.to_ne_bytes());
+                        data[4..8].copy_from_slice(&arch.to_ne_bytes());
+                        for i in 0..6 {
+                            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&arg.to_ne_bytes());
+                        }
+                        let whole = run_bpf(&full.program, &data);
+                        let halves = strictest(&[
+                            run_bpf(&split.inner.program, &data),
+                            run_bpf(&split.outer.program, &data),
+                        ]);
+                        assert_eq!(
+                            whole, halves,
+                            "{}: call {nr} (arch {arch:#x}) with arguments {arg:#x}",
+                            shipped.what
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+            assert!(checked > 8000);
+        }
+    }
+
+    #[test]
+    fn the_installed_profiles_compile_to_a_tree() {
+        for shipped in source::SHIPPED {
+            let p = Profile::load(
+                Path::new(shipped.path),
+                Target {
+                    caps: &DOCKER_DEFAULT,
+                    kernel: kernel_version(),
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                p.rules.len() > 300,
+                "{}'s allow-list: {}",
+                shipped.what,
+                p.rules.len()
+            );
+            let f = p.compile().unwrap();
+            assert!(f.len() > 300, "{}", shipped.what);
+        }
     }
 }

@@ -32,13 +32,33 @@ pub enum AnswersError {
     #[error(transparent)]
     Files(#[from] FilesError),
     /// It is not TOML.
-    #[error("{path} is not valid TOML: {detail}")]
+    #[error("{path} is not valid TOML: line {line}, column {column}: {message}")]
     Toml {
         /// The file.
         path: PathBuf,
-        /// The parser's message.
-        detail: String,
+        /// Where the parser stopped (1-based).
+        line: usize,
+        /// The column there (1-based, in characters).
+        column: usize,
+        /// What the parser expected there: its message, never the line itself.
+        message: String,
     },
+}
+
+/// Why `text` (the file at `path`) is not TOML, without quoting it: the parser's own error
+/// shows the line it stopped at, and the file may not be the student's to show — a link to a
+/// file only root may read, once, put its secret in the hint and in the `--json` file.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> AnswersError {
+    let at = e.span().map_or(0, |s| s.start).min(text.len());
+    let before = text.get(..at).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    AnswersError::Toml {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message: e.message().trim().replace('\n', "; "),
+    }
 }
 
 /// A student's answers file.
@@ -104,14 +124,42 @@ enum Given<T> {
 impl Answers {
     /// Read the answers at `path`: a regular file of at most [`MAX_ANSWERS`] bytes (the
     /// student's file, read by a lab that often runs as root: see [`isolab_host::files`]).
+    ///
+    /// As root, no symbolic link is followed from `path`'s directory on: the student who owns
+    /// the directory could have made the file a link to one only root may read
+    /// ([`Answers::read_in`]).
     pub fn read(path: &Path) -> Result<Answers, AnswersError> {
-        let text = isolab_host::files::read_to_string_bounded(path, MAX_ANSWERS, "answers file")?;
+        if !nix::unistd::geteuid().is_root() {
+            let text =
+                isolab_host::files::read_to_string_bounded(path, MAX_ANSWERS, "answers file")?;
+            return Answers::from_text(path, &text);
+        }
+        let name = path.file_name().map(Path::new).unwrap_or(path);
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Answers::read_in(dir, name)
+    }
+
+    /// Read the answers at `rel` below the directory `dir` (an exercise's file in the labs
+    /// directory). As root, without following a symbolic link anywhere below `dir`
+    /// ([`isolab_host::files::read_to_string_beneath`]): the labs directory may be a student's.
+    pub fn read_in(dir: &Path, rel: &Path) -> Result<Answers, AnswersError> {
+        let path = dir.join(rel);
+        let text = if nix::unistd::geteuid().is_root() {
+            isolab_host::files::read_to_string_beneath(dir, rel, MAX_ANSWERS, "answers file")?
+        } else {
+            isolab_host::files::read_to_string_bounded(&path, MAX_ANSWERS, "answers file")?
+        };
+        Answers::from_text(&path, &text)
+    }
+
+    /// The answers in `text`, read from `path`.
+    fn from_text(path: &Path, text: &str) -> Result<Answers, AnswersError> {
         let table = text
             .parse::<toml::Table>()
-            .map_err(|e| AnswersError::Toml {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| toml_error(path, text, &e))?;
         Ok(Answers {
             path: path.to_path_buf(),
             table,
@@ -318,6 +366,21 @@ mod tests {
             expected: Ok(expected),
             where_to_look: "the table".into(),
         }
+    }
+
+    #[test]
+    fn a_toml_error_says_where_and_never_quotes_the_file() {
+        let dir = std::env::temp_dir().join(format!("isolab-answers-toml-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("startup.toml");
+        std::fs::write(&path, "results = \"\"\nhunter2-is-the-password\n").unwrap();
+        let e = Answers::read(&path).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, AnswersError::Toml { line: 2, .. }), "{text}");
+        assert!(text.contains("line 2, column 24"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -605,18 +605,21 @@ pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<O
         Track::Container | Track::Vmm => {
             let (built, what) = match &options.program {
                 Some(program) => (
-                    Ok(program.clone()),
+                    Ok(Program::Given(program.clone())),
                     format!("{} is given", program.display()),
                 ),
                 None => {
                     let dir = options.crate_dir.clone().unwrap_or_else(|| {
                         options.labs.join(exercise.dir.expect("a building step"))
                     });
-                    match cargo::build(&dir, say) {
+                    match cargo::build(&dir, &options.labs, say) {
                         // A stop during the build: cargo and its compilers are gone, and the
                         // check ends here.
                         Err(cargo::BuildError::Interrupted) => return Err(LabsError::Interrupted),
-                        built => (built, format!("{} builds", dir.display())),
+                        built => (
+                            built.map(Program::Built),
+                            format!("{} builds", dir.display()),
+                        ),
                     }
                 }
             };
@@ -626,9 +629,10 @@ pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<O
             }];
             let mut measured = Vec::new();
             match &built {
-                Ok(program) => {
+                Ok(built) => {
                     let mut lab = isolab_backends::lab::Lab::new()?;
                     lab.timeout = options.timeout;
+                    let program = &built.place(&lab)?;
                     let (more, m) = if exercise.track == Track::Container {
                         container::check(exercise.step, program, &lab, say)
                     } else {
@@ -708,8 +712,52 @@ pub fn command(
     }
 }
 
+/// The program a building step's checks run.
+#[derive(Clone, Debug)]
+enum Program {
+    /// Named with `--program`: run where it is.
+    Given(PathBuf),
+    /// Built from the student's crate, and already read: what is in the target directory now
+    /// is the builder's to change ([`cargo`]).
+    Built(cargo::Built),
+}
+
+impl Program {
+    /// Where the checks find the program: the given file, or the lab's own copy of the built
+    /// one in its work directory (root's, mode 0755: whoever runs it may read it, no one else
+    /// may change it).
+    fn place(&self, lab: &isolab_backends::lab::Lab) -> Result<PathBuf, LabsError> {
+        use std::os::unix::fs::PermissionsExt;
+        match self {
+            Program::Given(path) => Ok(path.clone()),
+            Program::Built(built) => {
+                let path = lab.workdir().join("student-program");
+                std::fs::write(&path, &built.bytes)
+                    .and_then(|()| {
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    })
+                    .map_err(|source| isolab_backends::lab::LabError::Workdir {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Ok(path)
+            }
+        }
+    }
+
+    /// Its bytes.
+    fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, LabsError> {
+        match self {
+            Program::Given(path) => {
+                Ok(isolab_host::files::read_bounded(path, MAX_PROGRAM, "program")?.into())
+            }
+            Program::Built(built) => Ok((&built.bytes[..]).into()),
+        }
+    }
+}
+
 /// Copy a passing step's program to where `student:container` / `student:vmm` look.
-fn install(options: &Options, exercise: &Exercise, program: &Path) -> Result<(), LabsError> {
+fn install(options: &Options, exercise: &Exercise, program: &Program) -> Result<(), LabsError> {
     let kind = match exercise.track {
         Track::Container => isolab_backends::student::Kind::Container,
         Track::Vmm => isolab_backends::student::Kind::Vmm,
@@ -725,8 +773,7 @@ fn install(options: &Options, exercise: &Exercise, program: &Path) -> Result<(),
     // step it passed: only the last step's program counts as a whole container or VMM in a
     // report's claims.
     let out = isolab_host::files::OutDir::open_or_create(dir)?;
-    let bytes = isolab_host::files::read_bounded(program, MAX_PROGRAM, "built program")?;
-    out.write_mode(name, &bytes, 0o755)?;
+    out.write_mode(name, &program.bytes()?, 0o755)?;
     out.write(
         &format!("{name}.step"),
         format!("{}\n", exercise.step).as_bytes(),
@@ -768,14 +815,24 @@ impl Progress {
     /// The progress recorded under `labs` (empty when nothing was checked yet, or when the
     /// file is not one the lab wrote: not a regular file, too large, not JSON).
     pub fn read(labs: &Path) -> Progress {
-        isolab_host::files::read_to_string_bounded(
-            &Progress::path(labs),
-            MAX_PROGRESS,
-            "progress file",
-        )
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default()
+        // In the student's `labs/`: as root, through no link (see `files::open_regular_beneath`).
+        let text = if nix::unistd::geteuid().is_root() {
+            isolab_host::files::read_to_string_beneath(
+                labs,
+                Path::new(".lab/progress.json"),
+                MAX_PROGRESS,
+                "progress file",
+            )
+        } else {
+            isolab_host::files::read_to_string_bounded(
+                &Progress::path(labs),
+                MAX_PROGRESS,
+                "progress file",
+            )
+        };
+        text.ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
     }
 
     fn record(labs: &Path, outcome: &Outcome) -> Result<(), LabsError> {
@@ -902,7 +959,7 @@ fn todo_or_fail(
 /// "your runtime: start-up 1.52 ms (median of 5); phases in ms: cgroup 0.080 · fork 0.100 · …":
 /// what a student's program took, phase by phase, computed as the report computes it.
 fn startup_line(label: &str, runs: &[isolab_backends::Run]) -> Option<String> {
-    use isolab_report::format::ms;
+    use isolab_host::format::ms;
     use isolab_results::Family;
     let records: Vec<isolab_results::RunRecord> = runs
         .iter()
@@ -928,7 +985,9 @@ fn startup_line(label: &str, runs: &[isolab_backends::Run]) -> Option<String> {
 }
 
 /// Write `value` as pretty JSON to `path`, without following a link at that name (see
-/// [`isolab_host::files::OutDir`]).
+/// [`isolab_host::files::OutDir`]), readable by its owner only: the hints in it come from the
+/// student's files (their answers, what their program said), which are not every user's to
+/// read.
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), LabsError> {
     let text = serde_json::to_string_pretty(value).expect("JSON serialises");
     let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
@@ -940,7 +999,11 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), LabsErro
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    isolab_host::files::OutDir::open_or_create(dir)?.write(name, (text + "\n").as_bytes())?;
+    isolab_host::files::OutDir::open_or_create(dir)?.write_mode(
+        name,
+        (text + "\n").as_bytes(),
+        0o600,
+    )?;
     Ok(())
 }
 

@@ -141,12 +141,14 @@ pub fn check(
     exercise: &Exercise,
     options: &Options,
 ) -> Result<(Vec<Test>, Vec<String>), LabsError> {
-    let path = options.answers.clone().unwrap_or_else(|| {
-        options
-            .labs
-            .join(exercise.answers.expect("a measuring exercise"))
-    });
-    let answers = match Answers::read(&path) {
+    let read = match &options.answers {
+        Some(path) => Answers::read(path),
+        None => Answers::read_in(
+            &options.labs,
+            Path::new(exercise.answers.expect("a measuring exercise")),
+        ),
+    };
+    let answers = match read {
         Ok(a) => a,
         Err(AnswersError::Files(e))
             if e.is_refusal() || matches!(e, FilesError::Interrupted { .. }) =>
@@ -293,13 +295,32 @@ fn read_results(answers: &Answers, need: &Needs) -> (Vec<Test>, Option<Results>)
     (tests, ok.then_some(results))
 }
 
+/// The results file the student named (a directory holding one, or the file).
+///
+/// The path comes from the student's answers, and root may be the one reading it: whatever it
+/// names is read, but a line that is not a results record is reported by its number and the
+/// kind of error only. serde_json's message can quote the value it choked on
+/// (`invalid type: string "…"`), and the file named may be one only root may read.
 fn read_one(path: &Path) -> Result<Results, String> {
     let file: PathBuf = if path.is_dir() {
         path.join(isolab_results::RESULTS_FILE)
     } else {
         path.to_path_buf()
     };
-    Results::read(&file).map_err(|e| e.to_string())
+    Results::read(&file).map_err(|e| match e {
+        isolab_results::ResultsError::Parse { path, line, source } => format!(
+            "{} line {line}: not an isolab results record ({} error at column {})",
+            path.display(),
+            match source.classify() {
+                serde_json::error::Category::Io => "read",
+                serde_json::error::Category::Syntax => "JSON syntax",
+                serde_json::error::Category::Data => "record",
+                serde_json::error::Category::Eof => "incomplete JSON",
+            },
+            source.column()
+        ),
+        e => e.to_string(),
+    })
 }
 
 /// The answer key of exercise `id` for `files`: what a student reading these results right

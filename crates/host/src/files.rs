@@ -109,6 +109,28 @@ pub enum FilesError {
         /// The file.
         path: PathBuf,
     },
+    /// Read below a directory the lab was given, the path met a symbolic link (see
+    /// [`open_regular_beneath`]).
+    #[error("{what} {path} is a symbolic link or lies under one: the lab follows no link below {dir} when it reads as root")]
+    Linked {
+        /// What the file was meant to be.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// The directory the lab was given.
+        dir: PathBuf,
+    },
+    /// A file with other names (hard links) that does not belong to the owner of the directory
+    /// it was found in: another user's file linked in (see [`open_regular_beneath`]).
+    #[error("{what} {path} has other names (hard links) and is not the file of {dir}'s owner: it is not read")]
+    OtherNames {
+        /// What the file was meant to be.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// The directory the lab was given.
+        dir: PathBuf,
+    },
 }
 
 impl FilesError {
@@ -126,7 +148,11 @@ impl FilesError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            FilesError::NotAFile { .. } | FilesError::TooLarge { .. } | FilesError::Grew { .. }
+            FilesError::NotAFile { .. }
+                | FilesError::TooLarge { .. }
+                | FilesError::Grew { .. }
+                | FilesError::Linked { .. }
+                | FilesError::OtherNames { .. }
         )
     }
 
@@ -353,6 +379,18 @@ const CHUNK: u64 = 1 << 20;
 /// `what` names its kind in errors.
 pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, FilesError> {
     let (file, size) = open_regular(path, limit, what)?;
+    read_opened(file, size, path, limit, what)
+}
+
+/// The rest of [`read_bounded`]: read `file` (`size` bytes when it was opened, at most
+/// `limit`), stopping early on a stop request.
+fn read_opened(
+    file: File,
+    size: u64,
+    path: &Path,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, FilesError> {
     let mut out = Vec::with_capacity(size as usize);
     // One byte more than the limit: reading it means the file grew past the limit.
     let mut rest = file.take(limit.saturating_add(1));
@@ -570,5 +608,184 @@ mod tests {
         assert_eq!(size_text(64 << 20), "64 MiB");
         assert_eq!(size_text(1_288_490_189), "1.2 GiB");
         assert_eq!(size_text(2 << 30), "2 GiB");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a user's files as root, without following links
+
+/// Open `rel`, a relative path below the directory `dir` (an open descriptor; `shown` is its
+/// path, for messages), for reading as [`open_regular`] does — and without following a symbolic
+/// link anywhere on the way. Returns the file and what fstat(2) says of it. Nothing is read.
+///
+/// Root reads files in directories that ordinary users own: a student's `labs/`, a crate's
+/// build output. `open("labs/answers/startup.toml")` follows a link the student put at that
+/// name, or at `answers`, to a file only root may read, and the lab would then show what it
+/// read. O_NOFOLLOW alone guards only the last component. openat2(2) (Linux 5.6) with
+/// `RESOLVE_NO_SYMLINKS` makes the kernel refuse a link at *any* component (ELOOP), and
+/// `RESOLVE_BENEATH` any step out of `dir` (`..`, an absolute path); the walk is relative to the
+/// descriptor, so renaming directories meanwhile leads nowhere else either.
+///
+/// A hard link is no symbolic link: it is another name of the same file, and the kernel lets a
+/// user make one only to a file they could read or write anyway (`fs.protected_hardlinks`, on
+/// by default). Where that protection is off, a file with other names that does not belong to
+/// the owner of `dir` is refused too ([`FilesError::OtherNames`]).
+pub fn open_regular_beneath(
+    dir: std::os::fd::BorrowedFd<'_>,
+    shown: &Path,
+    rel: &Path,
+    limit: u64,
+    what: &str,
+) -> Result<(File, std::fs::Metadata), FilesError> {
+    use nix::fcntl::{OpenHow, ResolveFlag};
+    use std::os::unix::fs::MetadataExt;
+    let path = shown.join(rel);
+    let how = OpenHow::new()
+        .flags(
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_CLOEXEC,
+        )
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_BENEATH);
+    let fd = nix::fcntl::openat2(dir, rel, how).map_err(|e| match e {
+        Errno::ELOOP => FilesError::Linked {
+            what: what.into(),
+            path: path.clone(),
+            dir: shown.to_path_buf(),
+        },
+        // A kernel older than 5.6 has no openat2: say so rather than fall back to a walk
+        // that follows links.
+        Errno::ENOSYS => FilesError::Io {
+            action: format!("read {what} (without following links, which needs Linux 5.6+)"),
+            path: path.clone(),
+            source: e.into(),
+        },
+        e => FilesError::io(format!("read {what}"), &path)(e.into()),
+    })?;
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(FilesError::io(format!("read {what}"), &path))?;
+    if !meta.is_file() {
+        return Err(FilesError::NotAFile {
+            what: what.into(),
+            path,
+        });
+    }
+    if meta.len() > limit {
+        return Err(FilesError::TooLarge {
+            what: what.into(),
+            path,
+            size: meta.len(),
+            limit,
+        });
+    }
+    if meta.nlink() > 1 {
+        let owner = nix::sys::stat::fstat(dir)
+            .map_err(|e| FilesError::io(format!("read {what}"), shown)(e.into()))?
+            .st_uid;
+        if meta.uid() != owner {
+            return Err(FilesError::OtherNames {
+                what: what.into(),
+                path,
+                dir: shown.to_path_buf(),
+            });
+        }
+    }
+    Ok((file, meta))
+}
+
+/// [`read_bounded`] of `rel` below the directory `dir`, following no link below `dir` (see
+/// [`open_regular_beneath`]). `dir` itself is opened as named: it is the caller's choice.
+pub fn read_bounded_beneath(
+    dir: &Path,
+    rel: &Path,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, FilesError> {
+    let at = nix::fcntl::open(
+        dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| FilesError::io(format!("read {what}"), &dir.join(rel))(e.into()))?;
+    read_bounded_at(at.as_fd(), dir, rel, limit, what)
+}
+
+/// [`read_bounded_beneath`] below a directory already open (`shown` is its path, for
+/// messages).
+pub fn read_bounded_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    shown: &Path,
+    rel: &Path,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, FilesError> {
+    let (file, meta) = open_regular_beneath(dir, shown, rel, limit, what)?;
+    read_opened(file, meta.len(), &shown.join(rel), limit, what)
+}
+
+/// [`read_bounded_beneath`], as UTF-8 text.
+pub fn read_to_string_beneath(
+    dir: &Path,
+    rel: &Path,
+    limit: u64,
+    what: &str,
+) -> Result<String, FilesError> {
+    String::from_utf8(read_bounded_beneath(dir, rel, limit, what)?).map_err(|_| {
+        FilesError::NotText {
+            what: what.into(),
+            path: dir.join(rel),
+        }
+    })
+}
+
+#[cfg(test)]
+mod beneath_tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    #[test]
+    fn no_link_is_followed_below_the_directory_given() {
+        let dir = std::env::temp_dir().join(format!("isolab-beneath-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let given = dir.join("labs");
+        fs::create_dir_all(given.join("answers")).unwrap();
+        fs::write(given.join("answers/own.toml"), "a = 1\n").unwrap();
+        let secret = dir.join("secret");
+        fs::write(&secret, "root's\n").unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+        // A link as the last component, a link as a directory on the way, a way out.
+        symlink(&secret, given.join("answers/linked.toml")).unwrap();
+        symlink(&dir, given.join("up")).unwrap();
+        let read =
+            |rel: &str| read_to_string_beneath(&given, Path::new(rel), 1 << 20, "answers file");
+        assert_eq!(read("answers/own.toml").unwrap(), "a = 1\n");
+        for rel in ["answers/linked.toml", "up/secret"] {
+            let e = read(rel).unwrap_err();
+            assert!(matches!(e, FilesError::Linked { .. }), "{rel}: {e}");
+            assert!(e.is_usage() && e.is_refusal(), "{e}");
+            assert!(e.to_string().contains("symbolic link"), "{e}");
+            assert!(!e.to_string().contains("root's"), "{e}");
+        }
+        assert!(read("../secret").is_err(), "out of the directory given");
+        assert!(
+            read(&secret.display().to_string()).is_err(),
+            "an absolute path"
+        );
+        // A hard link to another owner's file (root may make one: here the test is root).
+        fs::hard_link(&secret, given.join("answers/hard.toml")).unwrap();
+        nix::unistd::chown(&given, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let e = read("answers/hard.toml").unwrap_err();
+        assert!(matches!(e, FilesError::OtherNames { .. }), "{e}");
+        // The directory given may itself be reached through a link: it is the caller's choice.
+        symlink(&given, dir.join("via")).unwrap();
+        assert!(
+            read_bounded_beneath(&dir.join("via"), Path::new("answers/own.toml"), 64, "x").is_ok()
+        );
+        fs::remove_dir_all(dir).unwrap();
     }
 }

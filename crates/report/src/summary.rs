@@ -650,7 +650,7 @@ pub fn density(results: &Results) -> Vec<DensitySeries> {
 // Isolation
 
 /// The probe's facts, in the order to show them, each with one line that says what it tells.
-pub const PROBE_FACTS: [(&str, &str); 15] = [
+pub const PROBE_FACTS: [(&str, &str); 24] = [
     ("kernel_release", "Release of the kernel that answers the workload's system calls."),
     ("kernel_version", "That kernel's build string: tells two builds of one release apart."),
     ("hostname", "The UTS name: a container or a guest gets a name of its own."),
@@ -664,8 +664,31 @@ pub const PROBE_FACTS: [(&str, &str); 15] = [
     ("root_on_host", "Whether its root is the host's root: what a file it makes setuid, or a way out, would be worth."),
     ("cap_eff", "Effective capabilities (hex bitmask): which privileged operations it may try."),
     ("no_new_privs", "1: no exec can ever gain privileges (set-uid programs stay powerless)."),
+    ("seccomp", "Seccomp filters on its system calls: \"disabled\", or how many are stacked."),
+    ("sensitive_calls", "Summary of the calls below (unshare: ok when any namespace flag was allowed)."),
+    ("unshare_flags", "unshare with each namespace flag: \"user:ok\" lets it become root of namespaces of its own (EPERM: refused by seccomp or for a missing capability)."),
+    ("clone_flags", "clone with each namespace flag: Docker's profile refuses them without CAP_SYS_ADMIN."),
+    ("mount_tmpfs", "A tmpfs mounted in a mount namespace of its own, directly or as root of a new user namespace."),
+    ("keyctl", "The kernel's keyrings, which are not namespaced."),
+    ("bpf", "Creating a BPF map: the kernel's in-kernel virtual machine."),
+    ("perf_event_open", "A performance counter on itself: a door to the kernel's perf code."),
+    ("ptrace", "PTRACE_TRACEME: whether a process may be traced (Docker allows it from Linux 4.8)."),
     ("cgroup", "Its cgroup paths: \"/\" where a cgroup namespace hides the host's tree."),
     ("cpus", "CPUs it may run on: the host's, or the guest's virtual CPUs."),
+];
+
+/// Probe facts that say what the workload may do in the kernel that answers it, not what it
+/// sees of the host's: a guest that may make namespaces in its own kernel shares nothing with
+/// the host by it, so these never count as "same as the host's".
+pub const CALL_FACTS: [&str; 8] = [
+    "sensitive_calls",
+    "unshare_flags",
+    "clone_flags",
+    "mount_tmpfs",
+    "keyctl",
+    "bpf",
+    "perf_event_open",
+    "ptrace",
 ];
 
 /// One fact, side by side for every backend.
@@ -768,10 +791,11 @@ pub fn isolation(results: &Results) -> Option<Isolation> {
                     _ => None,
                 },
             };
+            let view = !CALL_FACTS.contains(&key.as_str());
             let same_as_host = values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| Some(i) != host_view && v.is_some() && *v == host)
+                .map(|(i, v)| view && Some(i) != host_view && v.is_some() && *v == host)
                 .collect();
             let explanation = PROBE_FACTS
                 .iter()
@@ -1281,5 +1305,24 @@ mod tests {
         assert_eq!(iso.shared_with_host("container"), Some(1));
         assert_eq!(iso.shared_with_host("vm-linux"), Some(0));
         assert_eq!(iso.value("vm-linux", "hostname"), Some("guest"));
+    }
+
+    #[test]
+    fn what_an_instance_may_do_is_never_counted_as_the_hosts_view() {
+        let mut f = Fixture::new("isolation-calls");
+        let allowed = [("unshare_flags", "user:ok mnt:ok"), ("keyctl", "ok")];
+        f.probe("process", &allowed);
+        f.probe("vm-linux", &allowed);
+        f.probe(
+            "container",
+            &[
+                ("unshare_flags", "user:EPERM mnt:EPERM"),
+                ("keyctl", "EPERM"),
+            ],
+        );
+        let iso = isolation(&f.results()).unwrap();
+        // The guest may make namespaces in its own kernel: that is no view of the host's.
+        assert_eq!(iso.shared_with_host("vm-linux"), Some(0));
+        assert_eq!(iso.value("container", "keyctl"), Some("EPERM"));
     }
 }

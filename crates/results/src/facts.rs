@@ -184,11 +184,15 @@ facts! {
     guest_kernel: String = info::GUEST_KERNEL,
     /// The command line a Linux guest's kernel was given.
     guest_cmdline: String = info::GUEST_CMDLINE,
-    /// How a container was configured beyond its namespaces (`minimal`, `docker`).
+    /// How a container was configured beyond its namespaces (`minimal`, `docker`, `podman`).
     profile: String = info::PROFILE,
+    /// The seccomp profile it ran under: file, package and version, SHA-256.
+    seccomp_profile: String = info::SECCOMP_PROFILE,
     /// Who a container's root is on the host (isolab's container): `uid 0: the host's root …`
     /// or `uid N: …` behind a user namespace.
     container_root: String = info::CONTAINER_ROOT,
+    /// Which device nodes a container may open and what enforces it, or why nothing does.
+    devices: String = info::DEVICES,
     /// The median latency of one request (disk-rand, net-rr).
     latency_p50_ns: u64 = info::LATENCY_P50_NS,
     /// The 99th-percentile latency of one request.

@@ -483,12 +483,18 @@ pub mod info {
     /// Who answered a kernel that needs an OS, when it was not the workload's own kernel (e.g.
     /// "vmm" for the bare guest's `io` and `probe`).
     pub const SERVED_BY: &str = "served_by";
-    /// How a container was configured beyond its namespaces: `minimal` or `docker` (masks,
-    /// seccomp).
+    /// How a container was configured beyond its namespaces: `minimal`, `docker` (masks,
+    /// Docker's seccomp profile) or `podman` (masks, Podman's).
     pub const PROFILE: &str = "profile";
+    /// The seccomp profile a container ran under: its file, the package and version that
+    /// installed it, and the SHA-256 of its bytes.
+    pub const SECCOMP_PROFILE: &str = "seccomp_profile";
     /// Who a container's root is on the host, in words: the host's root (uid 0) or a uid of
     /// its own behind a user namespace.
     pub const CONTAINER_ROOT: &str = "container_root";
+    /// Which device nodes a container may open, and what enforces it (a devices cgroup, a BPF
+    /// program, the OCI bundle's rules), in words; or why no policy is in force.
+    pub const DEVICES: &str = "devices";
     /// The external runtime's own version (`runc --version`, `docker version`, ...).
     pub const RUNTIME_VERSION: &str = "runtime_version";
     /// Proportional set size of the per-container helper a runtime keeps outside the container

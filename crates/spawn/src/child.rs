@@ -261,6 +261,35 @@ impl Exec {
     }
 }
 
+/// **Child side.** Make this process the leader of a session of its own, with no controlling
+/// terminal: the first thing every instance's first process does.
+///
+/// A terminal belongs to one *session*, the processes of a login shell and everything started
+/// from it. Any process of that session can open `/dev/tty` — "my controlling terminal" — even
+/// when its standard streams are pipes, and with `ioctl(TIOCSTI)` push bytes into the
+/// terminal's *input*, which the shell reads next as if its user had typed them: an instance
+/// left in the session of root's shell can type commands for root. Job control reaches it too
+/// (Ctrl-C's SIGINT, a hangup's SIGHUP go to the terminal's foreground process group).
+/// `setsid` starts a new session with no terminal at all: `/dev/tty` then fails with ENXIO.
+///
+/// A process that already leads a process group cannot start a session (EPERM); one that
+/// already leads its own session (the VMM, made by [`crate::spawn::clone_fork`], which did this
+/// already) has nothing left to do.
+pub fn new_session() -> Result<(), Errno> {
+    // SAFETY: setsid takes no argument.
+    if unsafe { libc::setsid() } >= 0 {
+        return Ok(());
+    }
+    let e = Errno::last();
+    // SAFETY: getsid and getpid take plain integers or nothing.
+    let leader = unsafe { libc::getsid(0) == libc::getpid() };
+    if leader {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 /// **Child side.** Ask the kernel to SIGKILL this process when the lab dies, so a crashed lab
 /// leaves no running instances behind.
 pub fn die_with_parent() -> Result<(), Errno> {

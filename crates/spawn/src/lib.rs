@@ -15,10 +15,14 @@
 //! the cgroup the child must be in before it does anything. On cgroup v2 (Linux 5.7+)
 //! `clone3(CLONE_INTO_CGROUP)` creates the child *inside* the cgroup. Otherwise the child moves
 //! itself right after it starts, by writing `0` to a file the parent opened.
+//!
+//! Either way the child's next act is to start a session of its own
+//! ([`crate::child::new_session`]): whatever terminal the lab was started from, no instance
+//! can reach it.
 
 pub mod child;
 
-use crate::child::{die_with_parent, ChildSide, Exec, Reporter};
+use crate::child::{die_with_parent, new_session, ChildSide, Exec, Reporter};
 pub use isolab_resources::cgroup::Placement;
 use nix::errno::Errno;
 use nix::unistd::Pid;
@@ -185,6 +189,10 @@ extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
         if let Err(e) = t.placement.join() {
             t.report.fail("join cgroup", e);
         }
+    }
+    // No instance shares the lab's terminal (see `new_session`).
+    if let Err(e) = new_session() {
+        t.report.fail("setsid", e);
     }
     // SAFETY: restoring a signal mask saved by the parent.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &t.mask, std::ptr::null_mut()) };
@@ -423,7 +431,12 @@ pub unsafe fn clone_fork(
             )
         };
         match ret {
-            0 => return Ok(None),
+            0 => {
+                if let Err(e) = new_session() {
+                    report.fail("setsid", e);
+                }
+                return Ok(None);
+            }
             -1 if clone3_unsupported(Errno::last()) => {}
             -1 => return Err(Errno::last()),
             pid => return Ok(Some(Pid::from_raw(pid as i32))),
@@ -446,6 +459,9 @@ pub unsafe fn clone_fork(
         0 => {
             if let Err(e) = placement.join() {
                 report.fail("join cgroup", e);
+            }
+            if let Err(e) = new_session() {
+                report.fail("setsid", e);
             }
             Ok(None)
         }
@@ -599,6 +615,58 @@ mod tests {
         // A wrong request stays an error: clone would get it wrong too, or differently.
         assert!(!clone3_unsupported(Errno::EINVAL));
         assert!(!clone3_unsupported(Errno::EBADF));
+    }
+
+    /// The session a process leads, from field 6 of `/proc/PID/stat` (after the command's
+    /// closing parenthesis: state, ppid, pgrp, session).
+    fn session_of(pid: Pid) -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split_whitespace().nth(3).unwrap().parse().unwrap()
+    }
+
+    /// Both ways of making an instance's first process give it a session of its own, so no
+    /// instance shares the lab's controlling terminal.
+    #[test]
+    fn every_child_leads_a_session_of_its_own() {
+        let exec = Exec::new(Path::new("/bin/sleep"), "sleep", &["10".into()], &[]);
+        let mut stack = Stack::new().unwrap();
+        let mut body = || {
+            exec.exec();
+            1
+        };
+        // SAFETY: the child only execs or exits.
+        let shared = unsafe {
+            spawn_shared(
+                0,
+                &mut stack,
+                &Placement::none(),
+                Reporter::INSTALLED,
+                &mut body,
+            )
+        }
+        .unwrap();
+        // SAFETY: the child only execs or exits.
+        let forked =
+            match unsafe { clone_fork(0, &Placement::none(), Reporter::INSTALLED) }.unwrap() {
+                None => {
+                    exec.exec();
+                    crate::child::exit_now(1)
+                }
+                Some(pid) => pid,
+            };
+        for pid in [shared, forked] {
+            // The shared child has exec'd when spawn_shared returns (CLONE_VFORK); the forked
+            // one runs on its own: give it a moment to get there.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while session_of(pid) != pid.as_raw() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(session_of(pid), pid.as_raw(), "{pid} leads its session");
+            assert_ne!(session_of(pid), session_of(Pid::this()));
+            kill(pid, Signal::SIGKILL).unwrap();
+            waitpid(pid, None).unwrap();
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! from every backend side by side: a process sees the host, a container sees its namespaces, a
 //! guest sees its own kernel.
 
+mod calls;
+
 use crate::shim::LinuxShim;
 use isolab_kernels::{wire, Error, Output};
 use std::fs;
@@ -42,7 +44,9 @@ pub fn run(shim: &mut LinuxShim, guest: bool) -> Result<Output, Error> {
     report("cap_eff", &status_field("CapEff"));
     report("no_new_privs", &status_field("NoNewPrivs"));
     report("seccomp", &seccomp_mode());
-    report("sensitive_calls", &sensitive_calls());
+    for (key, value) in calls::Calls::try_all().facts() {
+        report(key, &value);
+    }
     report("cgroup", &squash(&read("/proc/self/cgroup")));
     report(
         "cpus",
@@ -200,105 +204,4 @@ fn seccomp_mode() -> String {
         "2" => "filter".into(),
         other => other.into(),
     }
-}
-
-/// Four calls an attacker in a container would like, tried each in a child process so that
-/// one that succeeds changes nothing the probe reports: `ok`, or the errno the call failed
-/// with — from a seccomp filter (Docker's default answers EPERM or ENOSYS), from a missing
-/// capability (EPERM), or because the kernel does not have it.
-///
-/// * `unshare(CLONE_NEWUTS)`: make namespaces (a step of most container escapes);
-/// * `mount` of a file system type that does not exist: a kernel that gets as far as looking
-///   the type up (ENODEV) has let the caller mount, and nothing was mounted;
-/// * `keyctl`: the kernel's keyring, which is not namespaced;
-/// * `ptrace(PTRACE_TRACEME)`: let the parent trace and modify this process.
-fn sensitive_calls() -> String {
-    type Call = fn() -> libc::c_long;
-    let calls: [(&str, Call, i32); 4] = [
-        ("unshare", try_unshare, 0),
-        ("mount", try_mount, libc::ENODEV),
-        ("keyctl", try_keyctl, libc::ENOKEY),
-        ("ptrace", try_ptrace, 0),
-    ];
-    calls
-        .iter()
-        .map(|&(name, call, harmless)| format!("{name}:{}", in_child(call, harmless)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn try_unshare() -> libc::c_long {
-    // SAFETY: unshare with a flag; it affects only the calling child.
-    unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUTS) }
-}
-
-fn try_mount() -> libc::c_long {
-    // SAFETY: NUL-terminated strings; the type does not exist, so nothing can be mounted.
-    unsafe {
-        libc::syscall(
-            libc::SYS_mount,
-            c"none".as_ptr(),
-            c"/".as_ptr(),
-            c"isolab-no-such-fs".as_ptr(),
-            0,
-            0,
-        )
-    }
-}
-
-fn try_keyctl() -> libc::c_long {
-    // SAFETY: KEYCTL_GET_KEYRING_ID (0) of the session keyring (-3), without creating it (0).
-    unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 0) }
-}
-
-fn try_ptrace() -> libc::c_long {
-    // SAFETY: PTRACE_TRACEME: the parent (the probe) may trace this child, which then exits.
-    unsafe { libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) }
-}
-
-/// Run `call` in a forked child: `ok` when it succeeded (or failed with `harmless`, an errno
-/// that means the kernel let the call through), else the errno's name.
-fn in_child(call: fn() -> libc::c_long, harmless: i32) -> String {
-    // SAFETY: the child makes one system call and exits without touching the parent's state.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        let r = call();
-        let errno = if r < 0 {
-            // SAFETY: reading this thread's errno.
-            unsafe { *libc::__errno_location() }
-        } else {
-            0
-        };
-        let code = if errno == harmless { 0 } else { errno.min(255) };
-        // SAFETY: _exit ends the child at once.
-        unsafe { libc::_exit(code) };
-    }
-    if pid < 0 {
-        return "fork failed".into();
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    if libc::WIFSIGNALED(status) {
-        return format!("killed by signal {}", libc::WTERMSIG(status));
-    }
-    match libc::WEXITSTATUS(status) {
-        0 => "ok".into(),
-        e => errno_name(e).map_or_else(|| format!("errno {e}"), str::to_string),
-    }
-}
-
-fn errno_name(e: i32) -> Option<&'static str> {
-    Some(match e {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EACCES => "EACCES",
-        libc::EINVAL => "EINVAL",
-        libc::ENOSYS => "ENOSYS",
-        libc::ENODEV => "ENODEV",
-        libc::EFAULT => "EFAULT",
-        libc::ENOKEY => "ENOKEY",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        _ => return None,
-    })
 }

@@ -8,6 +8,8 @@
 //!   command line (`kernel=io … report=3 control=4 scratch=/scratch`), tries every escape below
 //!   from inside, reports what each did as `probe` lines on the report pipe, says `ready`, and
 //!   waits for the host's go-ahead — so the test can look at the host while it still runs;
+//! * **as a student's runtime or VMM** (`student.rs`): started by `lab check --program` or the
+//!   `student:*` backends, it tries the host it runs on;
 //! * **as an ordinary user on the host**: `whoami` (run as a setuid copy: did it give root?),
 //!   `open PATH` (a device node planted from inside), `plant DIR` (symbolic links where the lab
 //!   will write), `race-disk` and `plant-disk` (the disk directory: see `diskdir.rs`).
@@ -25,8 +27,14 @@
 //! | `attack.cgroupfs`   | mount cgroup2: write the host's limits from inside                      |
 //! | `attack.uid_map`    | who the container's root is on the host                                 |
 //! | `attack.running_from` | where it runs from: a copy, so `/workload` is not busy              |
+//! | `attack.userns_mount`, … | namespaces, mounts, keyrings: what seccomp must refuse (seccomp.rs) |
+//!
+//! and the terminal, device and capability attacks of [`devices`].
 
+mod devices;
 mod diskdir;
+mod seccomp;
+mod student;
 
 use isolab_kernels::wire::{self, Line};
 use std::ffi::CString;
@@ -67,6 +75,7 @@ fn main() {
         ["plant-disk", dir, tmp, first, count] => {
             diskdir::plant(dir, tmp, first.parse().unwrap(), count.parse().unwrap())
         }
+        _ if student::is_student(&args) => student::run(&args),
         _ => inside(&args),
     }
 }
@@ -148,6 +157,7 @@ fn inside(args: &[String]) {
     facts.push(("attack.workload", writable("/workload")));
     facts.push(("attack.fds", open_fds()));
     facts.push(("attack.cgroupfs", mount_cgroupfs()));
+    facts.extend(seccomp::attacks());
     facts.push((
         "attack.uid_map",
         std::fs::read_to_string("/proc/self/uid_map")
@@ -155,6 +165,9 @@ fn inside(args: &[String]) {
             .unwrap_or_else(|e| format!("unreadable: {e}")),
     ));
 
+    let mut facts: Vec<(String, String)> =
+        facts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    facts.extend(devices::facts());
     for (key, value) in &facts {
         emit(
             report,

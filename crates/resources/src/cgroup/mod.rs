@@ -14,6 +14,7 @@
 //! `memory.limit_in_bytes`) survives on older and "hybrid" systems. Both sit behind the same small
 //! interface here; [`v1`] and [`v2`] hold the file names that differ.
 
+pub mod devices;
 pub mod placement;
 mod v1;
 mod v2;
@@ -59,6 +60,9 @@ pub enum CgroupError {
     /// The cgroup still had processes after they were all killed.
     #[error("cgroup {0} still busy after killing its processes")]
     Busy(PathBuf),
+    /// The device policy ([`devices`]) could not be put in force; the text says why.
+    #[error("the device policy: {0}")]
+    Devices(String),
 }
 
 impl CgroupError {
@@ -311,6 +315,8 @@ pub struct Hierarchy {
     delegated: Option<PathBuf>,
     /// The lab whose instances these bases hold ([`Hierarchy::for_lab`]).
     lab: Option<String>,
+    /// The device policy's BPF program, loaded on first use ([`devices`]).
+    device_program: devices::ProgramCache,
 }
 
 impl Hierarchy {
@@ -506,6 +512,8 @@ impl Hierarchy {
             // limit asks for them.
             let needed = |c: &str| match c {
                 "memory" => true,
+                // Made by `Hierarchy::confine_devices`, for the instances that have a policy.
+                "devices" => false,
                 "pids" => limits.pids.is_some(),
                 "blkio" => limits.io_bps.is_some(),
                 _ => limits.cpus.is_some(),

@@ -1,8 +1,9 @@
 //! cgroup v1: one hierarchy per controller (`/sys/fs/cgroup/memory`, `/sys/fs/cgroup/pids`, ...).
 //!
 //! An instance's cgroup is one directory per hierarchy, all with the same name. The memory
-//! hierarchy is required; `pids`, `cpu`, `cpuacct` and `blkio` are used where mounted, each only
-//! by the instances that need it.
+//! hierarchy is required; `pids`, `cpu`, `cpuacct`, `blkio` and `devices` are used where
+//! mounted, each only by the instances that need it (`devices`: a container's device policy,
+//! see [`crate::cgroup::devices`]).
 
 use crate::cgroup::{
     cpu_quota_us, host_dir, keyed_u64, own_path, read_u64, write, BlockDevice, Cgroup, CgroupError,
@@ -14,8 +15,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// v1 hierarchies isolab uses; `cpuacct` adds CPU-time accounting to `cpu`'s bandwidth limit,
-/// `blkio` is the I/O throttle (v2's `io`).
-const V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "blkio"];
+/// `blkio` is the I/O throttle (v2's `io`), `devices` the device policy (v2: a BPF program).
+const V1_CONTROLLERS: [&str; 6] = ["memory", "pids", "cpu", "cpuacct", "blkio", "devices"];
 
 pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Hierarchy, CgroupError> {
     let mut bases: Vec<(String, std::path::PathBuf)> = Vec::new();
@@ -57,6 +58,7 @@ pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Hierarchy, CgroupErr
         controllers,
         delegated: None,
         lab: None,
+        device_program: Default::default(),
     })
 }
 

@@ -60,6 +60,7 @@ pub(super) fn at(base: PathBuf, controllers: &[String]) -> Hierarchy {
         controllers,
         delegated: None,
         lab: None,
+        device_program: Default::default(),
     }
 }
 

@@ -11,8 +11,9 @@
 //!  ── 3 unshare(CLONE_NEWPID)
 //!  ── 1 fork ────────────────────────────────► child (PID 1 of the new PID namespace)
 //!  ── 1 waitpid                                ── 2,4,5 unshare(mount, UTS, network)
-//!     exit with the child's status             ── 2 pivot_root into --rootfs
-//!                                              ── 4 host name, fresh /proc
+//!     exit with the child's status             ── 2 mounts private
+//!                                              ── 4 host name, fresh proc in --rootfs
+//!                                              ── 2 pivot_root into --rootfs
 //!                                              ── 7 drop capabilities, no_new_privs
 //!                                              ── 1 exec /workload
 //! ```
@@ -20,6 +21,9 @@
 //! `lab` starts it with the command line in `labkit::container` (see `labs/abi.md`), and file
 //! descriptors 3 and 4 open for the workload: the runtime leaves them alone, the workload
 //! inherits them through `fork` and `exec`, and `lab` reads the workload's marker lines on fd 3.
+//!
+//! `lab` starts it as root *of a user namespace of its own*, as rootless Podman does: it may
+//! do all of the above to the namespaces it creates, and nothing to the host (`abi.md`).
 //! The runtime adds its own phase edges there ([`Report::phase`]: `started`, `limits`, `child`,
 //! `namespaces`, `rootfs`, `caps`), so `lab` can show where the time of *your* runtime goes
 //! beside its own. (The lab itself stamps `cgroup`, `bundle`, and `fork` and `exec` for starting
@@ -64,8 +68,9 @@ fn container(request: &Request, report: Report) -> ! {
         fail(report, "unshare", e);
     }
     report.phase("namespaces");
-    let program = enter_root(request, report);
+    private_mounts(report);
     hostname_and_proc(request, report);
+    let program = enter_root(request, report);
     network(report);
     report.phase("rootfs");
     drop_capabilities(request, report);
@@ -108,6 +113,14 @@ fn enter_root(request: &Request, report: Report) -> PathBuf {
     request.program_on_host()
 }
 
+/// Step 2, first: systemd makes `/` a *shared* mount, and a mount made under a shared one
+/// propagates to its peers — back into the host's mount namespace. Make every mount of our new
+/// namespace private before mounting anything.
+fn private_mounts(report: Report) {
+    let _ = report;
+    // TODO(step 2): make every mount of the new mount namespace private.
+}
+
 /// Step 3: a new PID namespace for the children of this process. `unshare(CLONE_NEWPID)` does
 /// not move the caller (its PID cannot change); the *next* child it forks is PID 1 of the new
 /// namespace, and when that PID 1 exits the kernel kills everything else in it.
@@ -118,9 +131,17 @@ fn pid_namespace(report: Report) {
 
 /// Step 4: the container's host name, and a `/proc` of its own PID namespace. A `/proc` mounted
 /// by a process of the new namespace lists only that namespace's processes.
+///
+/// It is mounted into the new root *before* `pivot_root`, at `<rootfs>/proc`. This runtime is
+/// root only of a user namespace (`lab` starts it so), and there the kernel lets it mount a new
+/// procfs only while a complete one is visible in its mount namespace: a procfs shows things a
+/// mount over part of it may be hiding (`mnt_already_visible` in the kernel). After the pivot
+/// the host's `/proc` is gone, and the mount fails with EPERM. (runc and crun mount every mount
+/// of a container, `/proc` included, into the new root before they pivot, for the same reason.)
 fn hostname_and_proc(request: &Request, report: Report) {
     let _ = request;
-    // TODO(step 4): set the host name in a UTS namespace of its own, mount a fresh /proc.
+    // TODO(step 4): set the host name in a UTS namespace of its own, mount a fresh proc
+    // at request.rootfs/proc (before enter_root's pivot_root: see above).
     report.todo(4, "host name and /proc");
 }
 
