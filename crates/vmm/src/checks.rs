@@ -400,9 +400,9 @@ pub fn kvm(state: &GuestState) -> Vec<&'static str> {
 mod tests {
     use super::*;
     use crate::cpu::{bare_guest, GuestState, Vendor};
+    use crate::layout::{IMAGE_BASE, PAGE_TABLES};
     use crate::linux::boot::Entry;
     use crate::linux::cpu::boot_state;
-    use crate::memory::{IMAGE_BASE, PAGE_TABLES};
 
     fn all(state: &GuestState) -> Vec<&'static str> {
         let mut broken = vmx(state);

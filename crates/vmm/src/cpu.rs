@@ -62,7 +62,7 @@
 //! knows the bare guest would enter on an Intel machine, which cannot be emulated here.
 
 use crate::idt;
-use crate::memory::{GDT_ADDR, IDT_ADDR, RING0_STACK_TOP, STACK_TOP, TSS_ADDR};
+use crate::layout::{GDT_ADDR, IDT_ADDR, RING0_STACK_TOP, STACK_TOP, TSS_ADDR};
 use isolab_kernels::hypercall;
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs, CpuId};
 use kvm_ioctls::VcpuFd;
@@ -331,19 +331,32 @@ impl Descriptor {
     }
 }
 
-/// The GDT in guest memory for `vendor`: null, ring-0 code and data, ring-3 code and data, and
-/// the TSS (a system descriptor is 16 bytes in long mode: the upper half holds base bits 32..63).
+/// A global descriptor table of `N` eight-byte slots holding `descriptors`, each in the slot its
+/// index names, every other slot null (slot 0 must be: selector 0 is the "null selector"). The
+/// one way both VMMs write their GDT. A system descriptor (the TSS) is 16 bytes in long mode: it
+/// takes two slots, and the upper one holds bits 32..63 of its base.
+pub fn gdt_table<const N: usize>(descriptors: &[Descriptor]) -> [u64; N] {
+    let mut table = [0u64; N];
+    for d in descriptors {
+        let slot = d.index as usize;
+        table[slot] = d.encode();
+        if !d.code_or_data {
+            table[slot + 1] = d.base >> 32;
+        }
+    }
+    table
+}
+
+/// The bare guest's GDT for `vendor`: null, ring-0 code and data, ring-3 code and data, and the
+/// TSS.
 pub fn gdt(vendor: Vendor) -> [u64; 7] {
-    let tss = tss_for(vendor);
-    [
-        0,
-        KERNEL_CODE.encode(),
-        KERNEL_DATA.encode(),
-        USER_CODE.encode(),
-        USER_DATA.encode(),
-        tss.encode(),
-        tss.base >> 32,
-    ]
+    gdt_table(&[
+        KERNEL_CODE,
+        KERNEL_DATA,
+        USER_CODE,
+        USER_DATA,
+        tss_for(vendor),
+    ])
 }
 
 /// Errors of setting up a vCPU (both VMMs).

@@ -6,7 +6,7 @@
 //! the whole protocol without any Rust in between. The listings are GNU `as` (Intel syntax)
 //! output; offsets are from [`IMAGE_BASE`].
 
-use crate::memory::IMAGE_BASE;
+use crate::layout::IMAGE_BASE;
 
 /// `ready`, then `exit`: the smallest well-behaved guest.
 pub static READY_EXIT: [u8; 17] = [

@@ -13,7 +13,7 @@
 //! range is answered with `EFAULT` in the mailbox, exactly as Linux answers a process that passes
 //! a bad pointer to `write(2)`; the VMM goes on, and the guest decides what to do.
 
-use crate::memory::{BOOT_ADDR, MAILBOX_ADDR};
+use crate::layout::{BOOT_ADDR, MAILBOX_ADDR};
 use isolab_host::clock::now_ns;
 use isolab_kernels::hypercall::{self, decode_error, mailbox, status, BootInfo, Call};
 use isolab_kernels::wire::{self, Line};
@@ -437,7 +437,7 @@ mod tests {
 
     #[test]
     fn guest_buffers_are_checked_against_guest_ram() {
-        let ram = memory::MIN_RAM;
+        let ram = crate::layout::MIN_RAM;
         let mem = memory::create(ram).unwrap();
         // Inside RAM, up to its very last byte.
         assert_eq!(
@@ -518,7 +518,7 @@ mod properties {
 
     impl Rig {
         fn new(name: &str) -> Rig {
-            let ram = memory::MIN_RAM;
+            let ram = crate::layout::MIN_RAM;
             let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
             let (control_r, _) = nix::unistd::pipe().unwrap();
             let scratch = std::env::temp_dir()
@@ -585,10 +585,10 @@ mod properties {
         prop_oneof![
             any::<u64>(),
             0u64..64,
-            (memory::MIN_RAM - 8192)..(memory::MIN_RAM + 8192),
+            (crate::layout::MIN_RAM - 8192)..(crate::layout::MIN_RAM + 8192),
             (u64::MAX - 8192)..=u64::MAX,
             (hypercall::MAX_TRANSFER - 4)..(hypercall::MAX_TRANSFER + 4),
-            0u64..memory::MIN_RAM,
+            0u64..crate::layout::MIN_RAM,
         ]
     }
 
@@ -677,7 +677,7 @@ mod properties {
         let cases = (
             proptest::collection::vec(any::<u8>(), 1..8192),
             0u64..(1 << 20),
-            0x10_0000u64..(memory::MIN_RAM - 8192),
+            0x10_0000u64..(crate::layout::MIN_RAM - 8192),
         );
         let result = runner.run(&cases, |(data, offset, addr)| {
             let len = data.len() as u64;

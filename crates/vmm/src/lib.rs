@@ -49,6 +49,7 @@ pub mod fixtures;
 pub mod hypercalls;
 pub mod idt;
 pub mod kvm;
+pub mod layout;
 pub mod linux;
 pub mod loader;
 pub mod machine;

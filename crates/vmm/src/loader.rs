@@ -18,7 +18,7 @@
 //! Test fixtures skip ELF: a [`Guest::Raw`] image is a few bytes of machine code copied to
 //! [`IMAGE_BASE`] and entered at its first byte.
 
-use crate::memory::{IMAGE_BASE, IMAGE_END};
+use crate::layout::{IMAGE_BASE, IMAGE_END};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
 /// A guest program.
@@ -206,7 +206,7 @@ mod tests {
     use isolab_payload::GUEST_ELF;
 
     fn ram() -> GuestMemoryMmap {
-        memory::create(memory::MIN_RAM).unwrap()
+        memory::create(crate::layout::MIN_RAM).unwrap()
     }
 
     #[test]

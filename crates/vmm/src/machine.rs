@@ -19,8 +19,8 @@
 use crate::exits::{handle_exit, ExitCounts, Fault, Outcome};
 use crate::hypercalls::{Flow, Host};
 use crate::idt::Exception;
+use crate::layout::ARENA_BASE;
 use crate::loader::Guest;
-use crate::memory::ARENA_BASE;
 use crate::vcpu::TimedVcpu;
 use crate::vmm::{Place, Registers, VmmError};
 use crate::{cpu, hypercalls, kvm, loader, memory, vmm};
@@ -238,7 +238,7 @@ mod tests {
         let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
         let (control_r, control_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
         let config = MachineConfig {
-            ram_bytes: memory::MIN_RAM,
+            ram_bytes: crate::layout::MIN_RAM,
             time_limit: limit,
         };
         let result = {
@@ -297,7 +297,7 @@ mod tests {
             .unwrap()
             .parse()
             .unwrap();
-        assert!(touched > 0 && touched < memory::MIN_RAM, "{touched}");
+        assert!(touched > 0 && touched < crate::layout::MIN_RAM, "{touched}");
     }
 
     #[test]
@@ -323,7 +323,11 @@ mod tests {
                 assert_eq!(e.cs & 3, 3, "in ring 3");
                 assert_eq!(regs.rip, fixtures::NULL_READ_RIP, "{regs}");
                 assert_eq!(regs.cr2, 0, "the faulting address: null");
-                assert_eq!(regs.rsp, memory::STACK_TOP, "the guest's own stack pointer");
+                assert_eq!(
+                    regs.rsp,
+                    crate::layout::STACK_TOP,
+                    "the guest's own stack pointer"
+                );
             }
             other => panic!("expected a page fault, got {other:?}"),
         }
@@ -380,7 +384,7 @@ mod tests {
         let (control_r, _control_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
         let host = Host::new(report_w.as_fd(), control_r.as_fd(), std::env::temp_dir());
         let config = MachineConfig {
-            ram_bytes: memory::MIN_RAM,
+            ram_bytes: crate::layout::MIN_RAM,
             time_limit: Duration::from_secs(600),
         };
         let spec = Spec::default_for(Kernel::Ready);

@@ -32,7 +32,8 @@
 //!  end of RAM − initramfs, page-aligned: the initramfs
 //! ```
 
-use crate::memory::PAGE;
+use crate::layout::linux as layout;
+use crate::layout::PAGE;
 use isolab_linux_guest::cmdline::MAX_LEN as CMDLINE_MAX;
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
@@ -47,34 +48,6 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-
-/// Guest-physical addresses of the boot structures (see the module documentation).
-pub mod layout {
-    /// The boot GDT.
-    pub const GDT: u64 = 0x500;
-    /// PVH: `hvm_start_info`.
-    pub const PVH_START_INFO: u64 = 0x6000;
-    /// PVH: the module list.
-    pub const PVH_MODLIST: u64 = 0x6040;
-    /// PVH: the memory map.
-    pub const PVH_MEMMAP: u64 = 0x6100;
-    /// Linux boot protocol: `boot_params`.
-    pub const ZERO_PAGE: u64 = 0x7000;
-    /// The initial stack pointer.
-    pub const STACK_TOP: u64 = 0x8ff0;
-    /// The page tables of the 64-bit entry: PML4, PDPT, PD.
-    pub const PML4: u64 = 0x9000;
-    /// The page-directory-pointer table.
-    pub const PDPT: u64 = 0xa000;
-    /// The page directory: 512 entries of 2 MiB = the first GiB.
-    pub const PD: u64 = 0xb000;
-    /// The command line.
-    pub const CMDLINE: u64 = 0x2_0000;
-    /// The end of conventional memory: a PC's extended BIOS data area starts here.
-    pub const EBDA: u64 = 0x9_fc00;
-    /// 1 MiB, where the kernel is loaded and "high memory" starts.
-    pub const HIMEM: u64 = 0x10_0000;
-}
 
 /// The e820 types the lab uses (the kernel knows a few more: ACPI, NVS, unusable, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -45,11 +45,13 @@
 //! hardware the guest keeps everything.
 
 use crate::cpu::{
-    flat_sregs, ioctl, table, CpuError, Descriptor, GuestState, Mode, CR0_ET, CR0_PE, CR0_PG,
-    CR4_PAE, EFER_LMA, EFER_LME, RFLAGS_RESERVED,
+    flat_sregs, gdt_table, ioctl, table, CpuError, Descriptor, GuestState, Mode, CR0_ET, CR0_PE,
+    CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, RFLAGS_RESERVED,
 };
-use crate::linux::boot::{layout, Entry};
-use crate::memory::{pte, PAGE};
+use crate::layout::linux as layout;
+use crate::layout::PAGE;
+use crate::linux::boot::Entry;
+use crate::memory::pte;
 use kvm_bindings::{kvm_cpuid_entry2, kvm_dtable, kvm_fpu, kvm_regs, CpuId};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -170,7 +172,7 @@ pub fn guest_cpuid(supported: &CpuId, options: CpuidOptions) -> CpuId {
 
 /// The GDT: null, null, code (0x10), data (0x18), TSS (0x20, two slots).
 pub fn gdt(code: Descriptor) -> [u64; 6] {
-    [0, 0, code.encode(), DATA.encode(), TSS.encode(), 0]
+    gdt_table(&[code, DATA, TSS])
 }
 
 /// An identity map of the first GiB with 2 MiB pages, for the 64-bit entry: the kernel's

@@ -27,7 +27,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
 /// Where the table goes: the first byte of the extended BIOS data area, one of the places the
 /// MP specification tells a kernel to search, and reserved in the lab's e820 map.
-pub const MPTABLE_ADDR: u64 = crate::linux::boot::layout::EBDA;
+pub const MPTABLE_ADDR: u64 = crate::layout::linux::EBDA;
 
 /// The I/O APIC KVM emulates, and where.
 const IOAPIC_ID: u8 = 1;
