@@ -78,7 +78,7 @@ fn the_guest_computes_exactly_what_the_host_computes() {
     let spec = Spec::default_for(Kernel::Cpu);
     let run = Vm::default().run(&lab, &spec, &Limits::default()).unwrap();
     // The native value straight from the shared crate: same seed, same iterations.
-    let expected = isolab_kernels::kernels::cpu(spec.iters, spec.seed);
+    let expected = isolab_kernels::compute::cpu(spec.iters, spec.seed);
     assert_eq!(completed(&run), expected);
     assert!(run.work_ns().unwrap() > 0);
 }

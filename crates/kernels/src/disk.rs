@@ -11,7 +11,7 @@
 //! `O_DIRECT` wants offsets, lengths and buffers aligned to the disk's logical block: offsets
 //! are multiples of [`BLOCK`] and buffers come from the page-aligned arena.
 
-use crate::kernels::{fill, mix, CHECK_SEED};
+use crate::common::{fill, mix, CHECK_SEED};
 use crate::rng::Rng;
 use crate::sum::StreamSum;
 use crate::{Error, Output, Shim};
@@ -132,7 +132,7 @@ pub fn random(
     seed: u64,
 ) -> Result<Output, Error> {
     let (buf, rest) = arena.split_at_mut(CHUNK.min(arena.len()));
-    let latencies = crate::kernels::as_words::<u64>(rest);
+    let latencies = crate::common::as_words::<u64>(rest);
     let blocks = total / BLOCK as u64;
     if blocks == 0 {
         return Err(Error::DiskTooSmall {
@@ -157,7 +157,7 @@ pub fn random(
         sum.update(block);
     }
     let n = (reads as usize).min(latencies.len());
-    crate::kernels::report_percentiles(shim, &mut latencies[..n]);
+    crate::common::report_percentiles(shim, &mut latencies[..n]);
     Ok(Output {
         checksum: mix(sum.value(), reads),
         ops: reads,

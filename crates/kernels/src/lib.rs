@@ -35,17 +35,19 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
+pub mod common;
+pub mod compute;
 pub mod disk;
 pub mod hypercall;
-pub mod kernels;
 pub mod marker;
 pub mod net;
 pub mod rng;
+pub mod run;
 pub mod spec;
 pub mod sum;
 pub mod wire;
 
-pub use kernels::run;
+pub use run::run;
 pub use spec::{Kernel, Resource, Spec};
 
 /// What a kernel produced: the checksum proves the work was done, `ops` and `bytes` let the host

@@ -7,7 +7,7 @@
 //! space), a tap device behind a virtio network card for a VM — so what differs between them is
 //! the path a packet takes, which is what these kernels measure.
 
-use crate::kernels::{fill, mix, CHECK_SEED};
+use crate::common::{fill, mix, CHECK_SEED};
 use crate::rng::Rng;
 use crate::sum::StreamSum;
 use crate::{Error, Output, Service, Shim};
@@ -67,7 +67,7 @@ pub fn request_response(
     round_trips: u64,
     seed: u64,
 ) -> Result<Output, Error> {
-    let latencies = crate::kernels::as_words::<u64>(arena);
+    let latencies = crate::common::as_words::<u64>(arena);
     shim.net_connect(Service::Echo)?;
     shim.mark_start();
     let mut rng = Rng::new(seed);
@@ -90,7 +90,7 @@ pub fn request_response(
     }
     shim.net_close();
     let n = (round_trips as usize).min(latencies.len());
-    crate::kernels::report_percentiles(shim, &mut latencies[..n]);
+    crate::common::report_percentiles(shim, &mut latencies[..n]);
     Ok(Output {
         checksum: mix(sum.value(), round_trips),
         ops: round_trips,

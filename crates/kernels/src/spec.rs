@@ -282,8 +282,8 @@ impl Spec {
     /// Bytes of working memory the kernel needs from its arena.
     pub const fn arena_bytes(&self) -> u64 {
         match self.kernel {
-            Kernel::Mem | Kernel::Random => self.mib * crate::kernels::MIB,
-            Kernel::Io => crate::kernels::IO_CHUNK as u64,
+            Kernel::Mem | Kernel::Random => self.mib * crate::common::MIB,
+            Kernel::Io => crate::compute::IO_CHUNK as u64,
             Kernel::DiskSeq => crate::disk::CHUNK as u64,
             // The request buffer, then one latency per read.
             Kernel::DiskRand => crate::disk::CHUNK as u64 + 8 * self.iters,
@@ -298,7 +298,7 @@ impl Spec {
     /// Bytes of disk the kernel needs: the size of the instance's disk.
     pub const fn disk_bytes(&self) -> u64 {
         if self.kernel.needs_disk() {
-            self.mib * crate::kernels::MIB
+            self.mib * crate::common::MIB
         } else {
             0
         }

@@ -20,7 +20,7 @@
 //! and `memory.max`) or, in a guest, the guest's own (see [`FORK_LIMIT_IN_GUEST`]).
 
 use crate::shim::{now_ns, LinuxShim};
-use isolab_kernels::kernels::CHECK_SEED;
+use isolab_kernels::common::CHECK_SEED;
 use isolab_kernels::{wire, Error, Kernel, Output, Shim, Spec};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

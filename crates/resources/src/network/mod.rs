@@ -185,7 +185,7 @@ pub struct Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use isolab_kernels::kernels::CHECK_SEED;
+    use isolab_kernels::common::CHECK_SEED;
     use isolab_kernels::sum::StreamSum;
     use isolab_kernels::Service;
     use std::io::{Read, Write};

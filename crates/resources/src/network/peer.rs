@@ -10,7 +10,7 @@
 //! Every connection is written down ([`Received`]): who sent how many bytes, and their sum, so
 //! the lab checks on its side what each instance's kernel claims to have sent.
 
-use isolab_kernels::kernels::CHECK_SEED;
+use isolab_kernels::common::CHECK_SEED;
 use isolab_kernels::sum::StreamSum;
 use isolab_kernels::Service;
 use std::io::{self, Read, Write};

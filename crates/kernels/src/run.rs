@@ -1,21 +1,9 @@
-//! The kernels themselves.
-//!
-//! Each public kernel function is `#[inline(never)]`: it stays one function in both programs that
-//! link this crate, so the same machine code runs in a process, a container and a microVM, and a
-//! student can find it by name in a disassembly of either binary.
+//! Which routine each kernel runs: the one entry point both programs (the workload and the bare
+//! guest) call.
 
-use crate::rng::Rng;
-use crate::sum::StreamSum;
-use crate::{Error, Kernel, Output, Shim, Spec};
-
-/// One mebibyte.
-pub const MIB: u64 = 1 << 20;
-
-/// The `io` kernel moves data in chunks of this size (its whole arena).
-pub const IO_CHUNK: usize = 64 * 1024;
-
-/// A constant folded into every checksum, so an all-zero result never looks valid.
-pub const CHECK_SEED: u64 = 0xC0FF_EE15_01AB_0001;
+use crate::common::{as_words, CHECK_SEED, MIB};
+use crate::compute::{cpu, io, mem_init, mem_triad, random_chase, random_init, syscall};
+use crate::{disk, net, Error, Kernel, Output, Shim, Spec};
 
 /// Run the kernel named by `spec`, with `arena` as its working memory (at least
 /// [`Spec::arena_bytes`] bytes, 8-byte aligned).
@@ -62,225 +50,21 @@ pub fn run(spec: &Spec, shim: &mut dyn Shim, arena: &mut [u8]) -> Result<Output,
         }
         Kernel::Probe | Kernel::ForkBomb | Kernel::MemHog => Err(Error::NeedsOs),
         Kernel::DiskSeq => {
-            crate::disk::sequential(shim, arena, spec.mib * MIB, spec.iters.max(1), spec.seed)
+            disk::sequential(shim, arena, spec.mib * MIB, spec.iters.max(1), spec.seed)
         }
-        Kernel::DiskRand => crate::disk::random(shim, arena, spec.mib * MIB, spec.iters, spec.seed),
-        Kernel::NetStream => crate::net::stream(shim, arena, spec.mib * MIB, spec.seed),
-        Kernel::NetRr => crate::net::request_response(shim, arena, spec.iters, spec.seed),
+        Kernel::DiskRand => disk::random(shim, arena, spec.mib * MIB, spec.iters, spec.seed),
+        Kernel::NetStream => net::stream(shim, arena, spec.mib * MIB, spec.seed),
+        Kernel::NetRr => net::request_response(shim, arena, spec.iters, spec.seed),
     }
-}
-
-/// Report the median and the 99th percentile of `latencies` (reordered in place) as the
-/// figures `latency_p50_ns` and `latency_p99_ns`. Nothing for no latencies.
-pub fn report_percentiles(shim: &mut dyn Shim, latencies: &mut [u64]) {
-    let n = latencies.len();
-    if n == 0 {
-        return;
-    }
-    for (name, q) in [("latency_p50_ns", 50), ("latency_p99_ns", 99)] {
-        // The nearest-rank percentile: the smallest value with at least q% of them at or below.
-        let rank = (n * q).div_ceil(100).clamp(1, n) - 1;
-        let (_, value, _) = latencies.select_nth_unstable(rank);
-        shim.figure(name, *value);
-    }
-}
-
-/// Fill `buf` with the next bytes of `rng`'s stream (the data the I/O kernels move).
-pub(crate) fn fill(buf: &mut [u8], rng: &mut Rng) {
-    for b in buf.chunks_mut(8) {
-        let v = rng.next_u64().to_le_bytes();
-        b.copy_from_slice(&v[..b.len()]);
-    }
-}
-
-/// View the arena as a slice of `T` (f64 or u64), ignoring a ragged tail.
-pub(crate) fn as_words<T: Copy + Default>(arena: &mut [u8]) -> &mut [T] {
-    // SAFETY: f64 and u64 accept every bit pattern; `align_to_mut` only returns the correctly
-    // aligned middle part, and the arena is page-aligned in both programs so the prefix is empty.
-    let (_, words, _) = unsafe { arena.align_to_mut::<T>() };
-    words
-}
-
-/// Mixing function for checksums (the finaliser of MurmurHash3): every input bit affects every
-/// output bit, so two different results give different checksums.
-#[inline]
-pub(crate) fn mix(mut h: u64, v: u64) -> u64 {
-    h ^= v;
-    h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h = (h ^ (h >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
-/// `cpu`: `iters` rounds of integer work (xorshift, rotate, multiply) interleaved with a chaotic
-/// floating-point recurrence (the logistic map). The logistic map amplifies any difference in
-/// rounding, so a checksum match also proves identical floating-point behaviour.
-#[inline(never)]
-pub fn cpu(iters: u64, seed: u64) -> Output {
-    let mut x = seed | 1;
-    let mut acc = CHECK_SEED;
-    let mut f = 0.123_456_789_f64;
-    for i in 0..iters {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        acc = acc
-            .rotate_left((i & 63) as u32)
-            .wrapping_add(x)
-            .wrapping_mul(0x0100_0000_01b3);
-        f = 3.9 * f * (1.0 - f);
-        if i & 1023 == 0 {
-            acc = mix(acc, f.to_bits());
-        }
-    }
-    Output {
-        checksum: mix(acc, f.to_bits()),
-        ops: iters,
-        bytes: 0,
-    }
-}
-
-/// Split the arena into STREAM's three arrays a, b, c.
-fn triad_arrays(words: &mut [f64]) -> (&mut [f64], &mut [f64], &mut [f64]) {
-    let n = words.len() / 3;
-    let (a, rest) = words.split_at_mut(n);
-    let (b, rest) = rest.split_at_mut(n);
-    (a, b, &mut rest[..n])
-}
-
-/// `mem` set-up: write every element, which makes the kernel (or hypervisor) back every page.
-#[inline(never)]
-pub fn mem_init(words: &mut [f64]) {
-    let (a, b, c) = triad_arrays(words);
-    for (i, ((a, b), c)) in a.iter_mut().zip(b.iter_mut()).zip(c.iter_mut()).enumerate() {
-        *a = 0.0;
-        *b = i as f64;
-        *c = (i & 0xff) as f64;
-    }
-}
-
-/// `mem`: `passes` of the STREAM triad `a[i] = b[i] + s * c[i]`, which reads two arrays and
-/// writes one: 24 bytes per element move between the core and memory.
-#[inline(never)]
-pub fn mem_triad(words: &mut [f64], passes: u64) -> Output {
-    let (a, b, c) = triad_arrays(words);
-    let n = a.len();
-    let mut acc = CHECK_SEED;
-    for pass in 0..passes {
-        // A different scalar each pass, so no pass repeats another and none can be skipped.
-        let s = 1.0 + pass as f64;
-        for ((a, b), c) in a.iter_mut().zip(b.iter()).zip(c.iter()) {
-            *a = *b + s * *c;
-        }
-        if n > 0 {
-            acc = mix(acc, a[(pass as usize * 7919) % n].to_bits());
-        }
-    }
-    Output {
-        checksum: acc,
-        ops: passes * n as u64,
-        bytes: passes * n as u64 * 24,
-    }
-}
-
-/// Words per node of the `random` kernel: one 64-byte cache line, so every hop is a fresh line.
-const NODE_WORDS: usize = 8;
-
-/// `random` set-up: link the cache lines of the arena into one random cycle (Sattolo's algorithm
-/// makes a single cycle through all nodes, so the chase visits the whole working set).
-/// Returns the number of nodes.
-#[inline(never)]
-pub fn random_init(words: &mut [u64], seed: u64) -> usize {
-    let nodes = words.len() / NODE_WORDS;
-    if nodes == 0 {
-        return 0;
-    }
-    for i in 0..nodes {
-        words[i * NODE_WORDS] = i as u64;
-    }
-    let mut rng = Rng::new(seed);
-    for i in (1..nodes).rev() {
-        let j = rng.below(i as u64) as usize;
-        words.swap(i * NODE_WORDS, j * NODE_WORDS);
-    }
-    nodes
-}
-
-/// `random`: `accesses` dependent loads along the cycle. Each load's address comes from the
-/// previous load, so the CPU cannot overlap them: the time per access is the full latency of a
-/// cache miss plus, when the working set exceeds the TLB's reach, a page-table walk — and under
-/// nested paging (a VM) that walk goes through two sets of page tables.
-#[inline(never)]
-pub fn random_chase(words: &[u64], nodes: usize, accesses: u64) -> Output {
-    let mut at = 0usize;
-    let mut acc = CHECK_SEED;
-    if nodes > 0 {
-        for _ in 0..accesses {
-            at = words[at * NODE_WORDS] as usize;
-            acc = acc.wrapping_add(at as u64);
-        }
-    }
-    Output {
-        checksum: mix(acc, at as u64),
-        ops: accesses,
-        bytes: accesses * 64,
-    }
-}
-
-/// `syscall`: `calls` round trips across the isolation boundary.
-#[inline(never)]
-pub fn syscall(shim: &mut dyn Shim, calls: u64) -> Output {
-    let mut acc = CHECK_SEED;
-    for i in 0..calls {
-        acc = acc.rotate_left(5) ^ shim.enter_kernel(i);
-    }
-    Output {
-        checksum: acc,
-        ops: calls,
-        bytes: 0,
-    }
-}
-
-/// `io`: write `total` bytes of pseudo-random data in [`IO_CHUNK`] pieces, fsync, read it all
-/// back and check it. The checksum covers the data read back.
-#[inline(never)]
-pub fn io(shim: &mut dyn Shim, buf: &mut [u8], total: u64, seed: u64) -> Result<Output, Error> {
-    let chunk = buf.len().min(IO_CHUNK);
-    if chunk == 0 {
-        return Err(Error::ArenaTooSmall {
-            needed: IO_CHUNK as u64,
-            available: 0,
-        });
-    }
-    let buf = &mut buf[..chunk];
-    let chunks = total.div_ceil(chunk as u64);
-    let mut rng = Rng::new(seed);
-    let mut written = StreamSum::new(CHECK_SEED);
-    for i in 0..chunks {
-        fill(buf, &mut rng);
-        written.update(buf);
-        shim.io_write(i * chunk as u64, buf)?;
-    }
-    shim.io_sync()?;
-    let mut read = StreamSum::new(CHECK_SEED);
-    for i in 0..chunks {
-        shim.io_read(i * chunk as u64, buf)?;
-        read.update(buf);
-    }
-    let (read, written) = (read.value(), written.value());
-    if read != written {
-        return Err(Error::Corrupt);
-    }
-    Ok(Output {
-        checksum: mix(read, total),
-        ops: 2 * chunks,
-        bytes: 2 * chunks * chunk as u64,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;
+    use crate::common::*;
+    use crate::compute::NODE_WORDS;
+    use crate::sum::StreamSum;
     use std::vec;
     use std::vec::Vec;
 
