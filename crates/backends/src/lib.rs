@@ -140,6 +140,25 @@ impl BackendError {
     }
 }
 
+impl From<isolab_container::start::StartError> for BackendError {
+    fn from(e: isolab_container::start::StartError) -> Self {
+        use isolab_container::start::StartError;
+        match e {
+            StartError::Sys { step, source } => BackendError::Sys { step, source },
+            StartError::Io { action, source } => BackendError::Io { action, source },
+            StartError::Spawn(e) => BackendError::Spawn(e),
+            StartError::Unavailable { reason } => BackendError::Unavailable {
+                backend: "container".into(),
+                reason,
+            },
+            StartError::LauncherStopped => BackendError::Instance {
+                step: "the launcher thread".into(),
+                detail: "it has stopped".into(),
+            },
+        }
+    }
+}
+
 impl From<isolab_container::launcher::LaunchError> for BackendError {
     fn from(e: isolab_container::launcher::LaunchError) -> Self {
         BackendError::Instance {

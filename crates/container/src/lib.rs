@@ -42,9 +42,18 @@
 //! the lab is init's own task structure, kernel stack and the small PID namespace object, the
 //! same as for the `process` backend's child.
 
+//! # Reading order
+//!
+//! [`start`] is the container's life from `clone` to `exec`, step by step; each step is one
+//! module: [`namespaces`], [`rootfs`], [`capabilities`], [`seccomp`] (with [`profile`], which
+//! layers a lab applies); [`launcher`] is the thread that does once, for every container of a
+//! lab, what is the same for all of them. Its cgroup and device policy are the host's resources
+//! (`isolab_resources::cgroup`); how its first process is born in that cgroup is `isolab_spawn`.
+
 pub mod capabilities;
 pub mod launcher;
 pub mod namespaces;
 pub mod profile;
 pub mod rootfs;
 pub mod seccomp;
+pub mod start;
