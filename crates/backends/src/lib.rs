@@ -29,6 +29,7 @@ pub mod docker;
 pub mod floor;
 pub mod instance;
 pub mod lab;
+pub mod linux_vm;
 pub mod oci;
 pub mod process;
 pub mod qemu;

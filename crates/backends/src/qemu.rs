@@ -52,6 +52,7 @@
 
 use crate::instance::{Instance, Parts, Timeline};
 use crate::lab::Lab;
+use crate::linux_vm;
 use crate::{Availability, Backend, BackendError, Limits, Spec};
 use isolab_host::clock::now_ns;
 use isolab_host::facts::KvmKind;
@@ -60,7 +61,8 @@ use isolab_linux_guest::cmdline::{CmdlineOptions, Reboot};
 use isolab_linux_guest::console::Console;
 use isolab_linux_guest::devices::{mac_string, GuestDevices};
 use isolab_linux_guest::kernel::KernelImage;
-use isolab_linux_guest::{cmdline, initramfs_path, kernel, ram_bytes};
+use isolab_linux_guest::Boot;
+use isolab_linux_guest::{cmdline, ram_bytes};
 use isolab_results::info;
 use isolab_spawn::child::{close_from, high, ChildSide, Exec, ParentEnds, Reporter};
 use isolab_spawn::spawn_exec;
@@ -324,10 +326,7 @@ impl Backend for Qemu {
                 "{QEMU} is not installed (Debian/Ubuntu: sudo apt install qemu-system-x86)"
             ));
         }
-        match kernel::find(lab.guest_kernel.as_deref()) {
-            Ok(_) => Availability::Available,
-            Err(e) => Availability::Unavailable(e.to_string()),
-        }
+        linux_vm::kernel_availability(lab)
     }
 
     /// A VM reads a copy of the lab's image of its own: no file of the host's is shared.
@@ -335,19 +334,14 @@ impl Backend for Qemu {
         Ok(Vec::new())
     }
 
-    /// A disk or network kernel needs a guest kernel that can drive the disk or the card:
-    /// refused, naming the drivers it lacks and the fix, before anything starts.
     fn supports(&self, lab: &Lab, kernel: isolab_payload::Kernel) -> Result<(), String> {
-        isolab_linux_guest::devices::refusal_for(lab.guest_kernel.as_deref(), kernel)
+        linux_vm::supports(lab, kernel)
     }
 
-    /// A disk kernel's guest gets a disk, a network kernel's a network card (see
-    /// [`Lab::guest_devices`]); whatever the lab made for it goes when it ends.
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
-        let (devices, provisions) = lab.guest_devices(spec, &lab.next_instance_name())?;
-        let mut instance = self.start_with(lab, spec, limits, devices)?;
-        provisions.hand_to(lab, &mut instance);
-        Ok(instance)
+        linux_vm::start(lab, spec, |devices| {
+            self.start_with(lab, spec, limits, devices)
+        })
     }
 }
 
@@ -373,30 +367,14 @@ impl Qemu {
             reason,
         };
         let qemu = qemu_path().ok_or_else(|| unavailable(format!("{QEMU} not found in PATH")))?;
-        let image =
-            kernel::find(lab.guest_kernel.as_deref()).map_err(|e| unavailable(e.to_string()))?;
+        let Boot {
+            image,
+            modules,
+            discovery,
+            initrd,
+        } = linux_vm::boot(lab, self.name(), &devices)?;
         let (block, net) = (devices.block.is_some(), devices.net.is_some());
-        let wanted = linux_guest::devices::Wanted {
-            block,
-            net,
-            ext4: devices.image,
-        };
-        let mut cmdline_devices = false;
-        let modules = if devices.is_empty() {
-            Vec::new()
-        } else {
-            let drivers = linux_guest::devices::inspect(&image);
-            if let Some(why) = drivers.refusal(wanted) {
-                return Err(unavailable(why));
-            }
-            cmdline_devices = drivers.discovery == linux_guest::devices::Discovery::CommandLine;
-            drivers.modules(wanted)
-        };
-        let initrd =
-            initramfs_path(lab.workdir(), &modules).map_err(|e| BackendError::Instance {
-                step: "initramfs".into(),
-                detail: e.to_string(),
-            })?;
+        let cmdline_devices = discovery == linux_guest::devices::Discovery::CommandLine;
         // The initramfs is written once per lab: this edge is long only for a lab's first guest.
         timeline.mark("image");
         let name = lab.next_instance_name();

@@ -3,6 +3,7 @@
 
 use crate::instance::{Instance, Timeline};
 use crate::lab::Lab;
+use crate::linux_vm;
 use crate::{Availability, Backend, BackendError, Limits, Spec};
 use isolab_host::facts::KvmKind;
 use isolab_kernels::marker;
@@ -11,7 +12,8 @@ use isolab_linux_guest::cmdline::{CmdlineOptions, Reboot};
 use isolab_linux_guest::devices::{Discovery, GuestDevices, NetBacking};
 use isolab_linux_guest::kernel::{ImageKind, KernelImage};
 use isolab_linux_guest::symbols::Symbols;
-use isolab_linux_guest::{cmdline, extract, initramfs_path, kernel, ram_bytes};
+use isolab_linux_guest::Boot;
+use isolab_linux_guest::{cmdline, extract, ram_bytes};
 use isolab_resources::network::tap::Tap;
 use isolab_vmm::kvm;
 use isolab_vmm::linux::{kvm_problem, machine, virtio, Protocol, NOTIFY_ENV};
@@ -141,10 +143,7 @@ impl Backend for VmLinux {
         if let Err(e) = kvm::open() {
             return Availability::Unavailable(e.to_string());
         }
-        match kernel::find(lab.guest_kernel.as_deref()) {
-            Ok(_) => Availability::Available,
-            Err(e) => Availability::Unavailable(e.to_string()),
-        }
+        linux_vm::kernel_availability(lab)
     }
 
     /// A VM reads a copy of the lab's image of its own: no file of the host's is shared.
@@ -152,19 +151,14 @@ impl Backend for VmLinux {
         Ok(Vec::new())
     }
 
-    /// A disk or network kernel needs a guest kernel that can drive the disk or the card:
-    /// refused, naming the drivers it lacks and the fix, before anything starts.
     fn supports(&self, lab: &Lab, kernel: isolab_payload::Kernel) -> Result<(), String> {
-        isolab_linux_guest::devices::refusal_for(lab.guest_kernel.as_deref(), kernel)
+        linux_vm::supports(lab, kernel)
     }
 
-    /// A disk kernel's guest gets a disk, a network kernel's a network card (see
-    /// [`Lab::guest_devices`]); whatever the lab made for it goes when it ends.
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
-        let (devices, provisions) = lab.guest_devices(spec, &lab.next_instance_name())?;
-        let mut instance = self.start_with(lab, spec, limits, devices)?;
-        provisions.hand_to(lab, &mut instance);
-        Ok(instance)
+        linux_vm::start(lab, spec, |devices| {
+            self.start_with(lab, spec, limits, devices)
+        })
     }
 }
 
@@ -180,36 +174,14 @@ impl VmLinux {
         devices: GuestDevices,
     ) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
-        let unavailable = |reason: String| BackendError::Unavailable {
-            backend: "vm-linux".into(),
-            reason,
-        };
         crate::vmm_launch::prepare(self.name())?;
-        let image =
-            kernel::find(lab.guest_kernel.as_deref()).map_err(|e| unavailable(e.to_string()))?;
-        let (block, net) = (devices.block.is_some(), devices.net.is_some());
-        let wanted = linux_guest::devices::Wanted {
-            block,
-            net,
-            ext4: devices.image,
-        };
-        // What the kernel needs for the devices: drivers (built in, or modules to carry) and
-        // a way to find them (its command line, or ACPI tables).
-        let (modules, discovery) = if devices.is_empty() {
-            (Vec::new(), Discovery::None)
-        } else {
-            let drivers = linux_guest::devices::inspect(&image);
-            if let Some(why) = drivers.refusal(wanted) {
-                return Err(unavailable(why));
-            }
-            (drivers.modules(wanted), drivers.discovery)
-        };
+        let Boot {
+            image,
+            modules,
+            discovery,
+            initrd,
+        } = linux_vm::boot(lab, self.name(), &devices)?;
         let kernel_file = self.kernel_file(&image)?;
-        let initrd =
-            initramfs_path(lab.workdir(), &modules).map_err(|e| BackendError::Instance {
-                step: "initramfs".into(),
-                detail: e.to_string(),
-            })?;
         timeline.mark("image");
         let name = lab.next_instance_name();
         let mut options = self.cmdline_options();

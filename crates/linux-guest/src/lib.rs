@@ -94,6 +94,67 @@ pub fn initramfs_path(
     Ok(path)
 }
 
+/// What a Linux guest boots: its kernel, the kernel modules its devices need (carried in the
+/// initramfs), how it finds the devices, and the initramfs.
+#[derive(Debug)]
+pub struct Boot {
+    /// The kernel ([`kernel::find`]).
+    pub image: kernel::KernelImage,
+    /// The modules of the devices' drivers the kernel does not have built in, in load order.
+    pub modules: Vec<PathBuf>,
+    /// How the kernel learns where the devices are.
+    pub discovery: devices::Discovery,
+    /// The initramfs on the host, with the workload as `/init` and the modules.
+    pub initrd: PathBuf,
+}
+
+/// Why a Linux guest cannot boot: the lab's reason for it to be unavailable, or the initramfs
+/// that could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// No kernel, or one that cannot drive the devices; the text says why and the fix.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The initramfs could not be written.
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::InitramfsError),
+}
+
+/// Prepare what a Linux guest given `devices` boots, for both backends that boot one (the
+/// lab's VMM and QEMU): the kernel `guest_kernel` names (or the one [`kernel::find`] finds),
+/// refused when it cannot drive the devices; the modules it needs; the lab's initramfs for
+/// them, written once per set of modules into `workdir`.
+pub fn prepare_boot(
+    guest_kernel: Option<&Path>,
+    workdir: &Path,
+    devices: &devices::GuestDevices,
+) -> Result<Boot, BootError> {
+    let image = kernel::find(guest_kernel).map_err(|e| BootError::Unavailable(e.to_string()))?;
+    let wanted = devices::Wanted {
+        block: devices.block.is_some(),
+        net: devices.net.is_some(),
+        ext4: devices.image,
+    };
+    // What the kernel needs for the devices: drivers (built in, or modules to carry) and a way
+    // to find them (its command line, or ACPI tables).
+    let (modules, discovery) = if devices.is_empty() {
+        (Vec::new(), devices::Discovery::None)
+    } else {
+        let drivers = devices::inspect(&image);
+        if let Some(why) = drivers.refusal(wanted) {
+            return Err(BootError::Unavailable(why));
+        }
+        (drivers.modules(wanted), drivers.discovery)
+    };
+    let initrd = initramfs_path(workdir, &modules)?;
+    Ok(Boot {
+        image,
+        modules,
+        discovery,
+        initrd,
+    })
+}
+
 /// The facts every Linux-guest run shares, as `(info key, value)`: that it runs Linux, what it
 /// boots (the kernel file plus the initramfs, and their size, for the images claim), where the
 /// kernel came from, the exact command line, and KVM's kind (and what KVM itself runs on).
