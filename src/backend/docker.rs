@@ -430,6 +430,20 @@ impl Docker {
         if let Some(cpus) = limits.cpus {
             args.push(format!("--cpus={cpus}"));
         }
+        // Docker names a disk by its device node, which it turns into the `major:minor` of
+        // the throttle rules itself.
+        let io_disk = match limits.io_bps {
+            Some(bps) => {
+                let disk = lab.io_disk().map_err(|why| {
+                    BackendError::Cgroup(crate::cgroup::CgroupError::NoIoDevice(why))
+                })?;
+                let node = format!("/dev/{}", disk.name);
+                args.push(format!("--device-read-bps={node}:{bps}"));
+                args.push(format!("--device-write-bps={node}:{bps}"));
+                Some(disk)
+            }
+            None => None,
+        };
         // The daemon binds it with the flags of the lab's own mount of `scratch/` (nosuid,
         // nodev, noexec: a bind inherits them); `docker run` has no option to add them.
         let provisions = lab.provide(spec, &name, None)?;
@@ -493,6 +507,31 @@ impl Docker {
             timeout: lab.timeout,
             cleanup: vec![Box::new(cleanup)],
         });
+        // Docker applies the limits to the container's own cgroup, which the daemon makes:
+        // its processes are checked against them at `ready`, found through the daemon (the
+        // CLI, the instance's main process, stays outside).
+        instance.expect_limits(*limits, io_disk);
+        let (cli, name) = (prepared.cli.clone(), container.clone());
+        let env_for_inspect = env.clone();
+        instance.main_is_a_client(Box::new(move || {
+            Command::new(&cli)
+                .args(["inspect", "--format", "{{.State.Pid}}", &name])
+                .envs(env_for_inspect.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .trim()
+                        .parse::<i32>()
+                        .ok()
+                })
+                .filter(|&pid| pid > 0)
+                .map(nix::unistd::Pid::from_raw)
+                .into_iter()
+                .collect()
+        }));
         super::note_image(
             &mut instance,
             lab.image()?.as_deref(),
