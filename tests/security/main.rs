@@ -18,6 +18,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod limits;
 
 use common::{serial, temp_dir, User};
 use isolab::backend::container::Container;
