@@ -64,6 +64,8 @@ struct Place {
     net: PathBuf,
     /// Every directory made, outermost first.
     made: Vec<PathBuf>,
+    /// The name all of them carry.
+    name: String,
 }
 
 impl Place {
@@ -84,13 +86,27 @@ impl Place {
             pids: PathBuf::from(format!("/sys/fs/cgroup/pids{pids_rel}")),
             net: PathBuf::from(format!("/sys/fs/cgroup/pids{memory_rel}")),
             made: Vec::new(),
+            name: String::new(),
         };
         for dir in [place.memory.clone(), place.net.clone(), place.pids.clone()] {
             place.make(&dir);
         }
-        for dir in [&place.net, place.pids.parent().unwrap()] {
+        // The net where a container would escape to, and the outermost pids cgroup the test
+        // made around the lab (the same one when the paths are the same).
+        let outer = if same {
+            place.net.clone()
+        } else {
+            place.pids.parent().unwrap().to_path_buf()
+        };
+        for dir in [&place.net, &outer] {
+            assert!(
+                place.made.contains(dir),
+                "{} is not the test's",
+                dir.display()
+            );
             fs::write(dir.join("pids.max"), NET.to_string()).unwrap();
         }
+        place.name = name;
         place
     }
 
@@ -127,13 +143,51 @@ impl Place {
     }
 }
 
+/// `dir` and every cgroup below it, deepest first (the lab leaves its empty `isolab` base; a
+/// runtime given the memory path left its own in every hierarchy). What ran there has ended.
+fn remove_cgroup_tree(dir: &Path) {
+    let mut dirs = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < dirs.len() {
+        let below: Vec<PathBuf> = fs::read_dir(&dirs[i])
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        dirs.extend(below);
+        i += 1;
+    }
+    for d in dirs.iter().rev() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fs::remove_dir(d).is_err() && d.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Place {
     fn drop(&mut self) {
         for dir in self.made.iter().rev() {
-            // The lab removed its own cgroups; what it ran here has ended.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+            // Below the test's own names, everything; a parent it had to make (the session's
+            // path in another hierarchy) is shared, and goes only if empty.
+            if dir.to_string_lossy().contains(&self.name) {
+                remove_cgroup_tree(dir);
+            } else {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+        // What a runtime made at the memory cgroup's path in the other hierarchies.
+        for hierarchy in fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let rel = self.memory.strip_prefix("/sys/fs/cgroup/memory").unwrap();
+            let mirror = hierarchy.path().join(rel);
+            if mirror.ends_with(&self.name) && mirror.is_dir() {
+                remove_cgroup_tree(&mirror);
             }
         }
     }
