@@ -37,6 +37,14 @@
 //! and `dockerd` plus `containerd`, shared by all containers. With the `systemd` driver a
 //! container's cgroup must be a systemd unit, and the lab reports no memory for it.
 //!
+//! **Limits.** `--memory`, `--pids-limit`, `--cpus` and `--device-{read,write}-bps` ask Docker
+//! to apply them to the container's own cgroup. The daemon hands runc the parent's path as a
+//! path from the root of *every* cgroup v1 hierarchy, so the instance's cgroup is made at that
+//! one path in all of them ([`crate::cgroup::Hierarchy::create_at_one_path`]): the container is
+//! below it everywhere, and the kernel's counts (forks refused at `pids.max`) are the
+//! instance's. At `ready` the lab reads the container's limits back from its own
+//! `/proc/PID/cgroup` (its PID from `docker inspect`), whatever the driver.
+//!
 //! **Rootless Docker and Podman.** The lab talks to whatever `docker` talks to (`DOCKER_HOST`,
 //! the current context), so a rootless daemon works for start-up, throughput and isolation; its
 //! containers live in the user's systemd cgroups, so their memory is not measured. Podman takes
@@ -403,9 +411,11 @@ impl Docker {
         }
         let name = lab.next_instance_name();
         let container = format!("isolab-{name}");
-        // The container's cgroup goes below this one; limits are Docker's to apply.
+        // The container's cgroup goes below this one, in every hierarchy: Docker takes one
+        // path for all of them, so the instance is made at one path in all of them. The limits
+        // are Docker's to apply.
         let cgroup = if prepared.cgroupfs {
-            Some(lab.cgroups()?.create(&name, &Limits::default())?)
+            Some(lab.cgroups()?.create_at_one_path(&name)?)
         } else {
             None
         };

@@ -572,9 +572,53 @@ impl Hierarchy {
                 ensure_dir_all(base)?;
                 let dir = base.join(name);
                 fs::create_dir(&dir).map_err(CgroupError::io("create cgroup", &dir))?;
+                cg.dirs.push((label.clone(), dir.clone()));
                 fill_cpuset(&dir)?;
-                cg.dirs.push((label.clone(), dir));
             }
+        }
+        Ok(cg)
+    }
+}
+
+impl Hierarchy {
+    /// An empty cgroup `name` (no limits) at **one path** in every hierarchy: the lab's path in
+    /// the memory hierarchy, `<memory base>/<name>`, made in each of the others too. For a
+    /// runtime that can be given a single absolute path for all of them — Docker's
+    /// `--cgroup-parent`, which its daemon hands runc as a path from each hierarchy's root —
+    /// so that its container is below the instance everywhere. Where the lab sits elsewhere in
+    /// another hierarchy, this is outside the lab's own cgroup there. On v2, [`Hierarchy::create`].
+    /// The lab claims this path in every hierarchy when it starts (see [`crate::lab`]).
+    pub fn create_at_one_path(&self, name: &str) -> Result<Cgroup, CgroupError> {
+        if self.version == Version::V2 {
+            return self.create(name, &Limits::default());
+        }
+        let relative = self
+            .lab_relative_path()
+            .ok_or(CgroupError::MissingController("memory"))?;
+        let relative = relative.to_string_lossy().into_owned();
+        let mounts = parse_mounts(&read_mountinfo());
+        let mut cg = Cgroup {
+            version: self.version,
+            dirs: Vec::new(),
+            oom_notice: None,
+            limits: Limits::default(),
+            io_disk: None,
+        };
+        for (label, base) in self.bases.iter().chain(&self.elsewhere) {
+            let Some(mount) = mounts
+                .iter()
+                .filter(|m| base.starts_with(&m.mount_point))
+                .max_by_key(|m| m.mount_point.as_os_str().len())
+            else {
+                continue;
+            };
+            let parent = host_dir(mount, &relative);
+            ensure_dir_all(&parent)?;
+            let dir = parent.join(name);
+            fs::create_dir(&dir).map_err(CgroupError::io("create cgroup", &dir))?;
+            // Pushed before it is filled: if that fails, dropping `cg` removes it.
+            cg.dirs.push((label.clone(), dir.clone()));
+            fill_cpuset(&dir)?;
         }
         Ok(cg)
     }
