@@ -22,7 +22,11 @@
 //!
 //! **Safe by construction.** A fork bomb always runs under a pids limit the lab chose, and a
 //! memory hog under a memory limit the lab chose, even in the unlimited configuration (in a VM
-//! these are backstops: the guest's own limits act first). Every aggressor is bounded in time,
+//! these are backstops: the guest's own limits act first). A limit written is not yet a limit
+//! in force — a runtime may put its container where the lab's cgroup does not reach — so
+//! before the first aggressor starts, an idle instance of every backend under every set of
+//! limits the experiment uses is read back ([`preflight`]), and every instance is again at its
+//! `ready`; the experiment stops where one does not hold. Every aggressor is bounded in time,
 //! is stopped the moment its victim is done, and is an ordinary instance: its `Drop` kills and
 //! removes it, and the lab's ledger and guardian remove it if the lab itself is killed.
 
