@@ -9,6 +9,12 @@
 //! instance kills its processes, reaps them, removes its cgroup and runs the backend's own
 //! clean-up. Nothing a run creates outlives it.
 //!
+//! An instance counts as started only once its limits are seen to hold: at `ready`, each of its
+//! processes — in its cgroup, below its main process, or found by the backend (Docker's
+//! container) — is looked up in its own `/proc/PID/cgroup`, and every limit the lab records
+//! must be in force there ([`crate::cgroup::in_force`]); what was read is recorded with the
+//! run.
+//!
 //! While waiting, an instance watches three things at once with `poll(2)`: its marker pipe, a
 //! *pidfd* of its main process (Linux 5.3; readable the moment that process ends) and the lab's
 //! stop request ([`crate::interrupt`]). The pidfd is what notices a runtime that died — an OCI
