@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BEGIN: &str = "<!-- crate-graph:begin (drawn by tests/architecture.rs from `cargo metadata`) -->";
+const BEGIN: &str =
+    "<!-- crate-graph:begin (drawn by tests/architecture.rs from `cargo metadata`) -->";
 const END: &str = "<!-- crate-graph:end -->";
 
 fn root() -> &'static Path {

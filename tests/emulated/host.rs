@@ -559,6 +559,21 @@ fn v2_checks(who: &str, lab: &str, out: &str) -> Vec<Check> {
                  echo \"pids-1 status=$?\"; true"
             ),
         ),
+        // Limits read back from the workload's own cgroups at `ready` (recorded as in force),
+        // and a fork bomb stopped by its instance's pids.max.
+        Check::new(
+            &name("limits"),
+            600,
+            &format!(
+                "for b in process container; do\n\
+                 echo \"backend=$b\"\n\
+                 {lab} exec --backend $b --kernel sleep --hold 1 --pids-limit 16 \
+                 --memory-limit 64 --cpu-limit 0.5 || echo \"$b failed\"\n\
+                 {lab} exec --backend $b --kernel fork-bomb --iters 1500 --pids-limit 16 \
+                 || echo \"$b bomb failed\"\n\
+                 done"
+            ),
+        ),
         // The cpu kernel's rate, unlimited and under a quarter of a core.
         Check::new(
             &name("cpu"),
@@ -772,6 +787,71 @@ fn cgroup_v2_for_root_and_for_a_student_with_a_delegated_subtree() {
             "{}",
             pids.explain()
         );
+        let limits = report.check(&format!("{who}-limits"));
+        ok(limits);
+        summary.push_str(&format!(
+            "  {who} limits: {}\n",
+            limits
+                .output
+                .iter()
+                .filter(|l| [
+                    "backend=",
+                    "_in_force",
+                    "forks ",
+                    "pids_max_refused",
+                    "failed"
+                ]
+                .iter()
+                .any(|k| l.contains(k)))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ));
+        for b in ["process failed", "container failed", "bomb failed"] {
+            assert!(!limits.text().contains(b), "{}", limits.explain());
+        }
+        for b in ["process", "container"] {
+            let section: Vec<&String> = limits
+                .output
+                .iter()
+                .skip_while(|l| !l.contains(&format!("backend={b}")))
+                .skip(1)
+                .take_while(|l| !l.contains("backend="))
+                .collect();
+            let fact = |key: &str| {
+                section.iter().find_map(|l| {
+                    let mut w = l.split_whitespace();
+                    (w.next() == Some(key)).then(|| w.next().unwrap_or("").to_string())
+                })
+            };
+            assert_eq!(
+                fact("pids_limit_in_force").as_deref(),
+                Some("16"),
+                "{who} {b}: {}",
+                limits.explain()
+            );
+            assert_eq!(
+                fact("memory_limit_in_force_bytes").as_deref(),
+                Some("67108864"),
+                "{who} {b}: {}",
+                limits.explain()
+            );
+            assert_eq!(
+                fact("cpu_limit_in_force").as_deref(),
+                Some("0.500"),
+                "{who} {b}: {}",
+                limits.explain()
+            );
+            let forks: u64 = fact("forks")
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(u64::MAX);
+            assert!(forks < 16, "{who} {b}: {}", limits.explain());
+            assert!(
+                fact("pids_max_refused").is_some(),
+                "{who} {b}: {}",
+                limits.explain()
+            );
+        }
         let cpu = report.check(&format!("{who}-cpu"));
         ok(cpu);
         let work_ms = work_times(cpu);

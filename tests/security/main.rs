@@ -28,6 +28,7 @@ mod seccomp;
 mod labcheck;
 
 mod devices;
+mod limits;
 
 use common::{serial, temp_dir, User};
 use isolab_backends as backend;

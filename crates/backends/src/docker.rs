@@ -37,6 +37,14 @@
 //! and `dockerd` plus `containerd`, shared by all containers. With the `systemd` driver a
 //! container's cgroup must be a systemd unit, and the lab reports no memory for it.
 //!
+//! **Limits.** `--memory`, `--pids-limit`, `--cpus` and `--device-{read,write}-bps` ask Docker
+//! to apply them to the container's own cgroup. The daemon hands runc the parent's path as a
+//! path from the root of *every* cgroup v1 hierarchy, so the instance's cgroup is made at that
+//! one path in all of them ([`isolab_resources::cgroup::Hierarchy::create_at_one_path`]): the container is
+//! below it everywhere, and the kernel's counts (forks refused at `pids.max`) are the
+//! instance's. At `ready` the lab reads the container's limits back from its own
+//! `/proc/PID/cgroup` (its PID from `docker inspect`), whatever the driver.
+//!
 //! **Rootless Docker and Podman.** The lab talks to whatever `docker` talks to (`DOCKER_HOST`,
 //! the current context), so a rootless daemon works for start-up, throughput and isolation; its
 //! containers live in the user's systemd cgroups, so their memory is not measured. Podman takes
@@ -366,9 +374,11 @@ impl Docker {
         }
         let name = lab.next_instance_name();
         let container = format!("isolab-{name}");
-        // The container's cgroup goes below this one; limits are Docker's to apply.
+        // The container's cgroup goes below this one, in every hierarchy: Docker takes one
+        // path for all of them, so the instance is made at one path in all of them. The limits
+        // are Docker's to apply.
         let cgroup = if prepared.cgroupfs {
-            Some(lab.cgroups()?.create(&name, &Limits::default())?)
+            Some(lab.cgroups()?.create_at_one_path(&name)?)
         } else {
             None
         };
@@ -393,6 +403,20 @@ impl Docker {
         if let Some(cpus) = limits.cpus {
             args.push(format!("--cpus={cpus}"));
         }
+        // Docker names a disk by its device node, which it turns into the `major:minor` of
+        // the throttle rules itself.
+        let io_disk = match limits.io_bps {
+            Some(bps) => {
+                let disk = lab.io_disk().map_err(|why| {
+                    BackendError::Cgroup(isolab_resources::cgroup::CgroupError::NoIoDevice(why))
+                })?;
+                let node = format!("/dev/{}", disk.name);
+                args.push(format!("--device-read-bps={node}:{bps}"));
+                args.push(format!("--device-write-bps={node}:{bps}"));
+                Some(disk)
+            }
+            None => None,
+        };
         // The daemon binds it with the flags of the lab's own mount of `scratch/` (nosuid,
         // nodev, noexec: a bind inherits them); `docker run` has no option to add them.
         let provisions = lab.provide(spec, &name, None)?;
@@ -458,6 +482,31 @@ impl Docker {
             timeout: lab.timeout,
             cleanup: vec![Box::new(cleanup)],
         });
+        // Docker applies the limits to the container's own cgroup, which the daemon makes:
+        // its processes are checked against them at `ready`, found through the daemon (the
+        // CLI, the instance's main process, stays outside).
+        instance.expect_limits(*limits, io_disk);
+        let (cli, name) = (prepared.cli.clone(), container.clone());
+        let env_for_inspect = env.clone();
+        instance.main_is_a_client(Box::new(move || {
+            Command::new(&cli)
+                .args(["inspect", "--format", "{{.State.Pid}}", &name])
+                .envs(env_for_inspect.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .trim()
+                        .parse::<i32>()
+                        .ok()
+                })
+                .filter(|&pid| pid > 0)
+                .map(nix::unistd::Pid::from_raw)
+                .into_iter()
+                .collect()
+        }));
         crate::note_image(
             &mut instance,
             lab.image()?.as_deref(),

@@ -9,6 +9,12 @@
 //! instance kills its processes, reaps them, removes its cgroup and runs the backend's own
 //! clean-up. Nothing a run creates outlives it.
 //!
+//! An instance counts as started only once its limits are seen to hold: at `ready`, each of its
+//! processes — in its cgroup, below its main process, or found by the backend (Docker's
+//! container) — is looked up in its own `/proc/PID/cgroup`, and every limit the lab records
+//! must be in force there ([`isolab_resources::cgroup::in_force`]); what was read is recorded with the
+//! run.
+//!
 //! While waiting, an instance watches three things at once with `poll(2)`: its marker pipe, a
 //! *pidfd* of its main process (Linux 5.3; readable the moment that process ends) and the lab's
 //! stop request ([`isolab_host::interrupt`]). The pidfd is what notices a runtime that died — an OCI
@@ -19,7 +25,7 @@
 use isolab_host::clock::now_ns;
 use isolab_host::memory::ProcessMemory;
 use isolab_payload::{Event, Output, Spec};
-use isolab_resources::cgroup::Cgroup;
+use isolab_resources::cgroup::{BlockDevice, Cgroup, Limits};
 use isolab_results::{Facts, Family};
 pub use isolab_results::{MemorySample, Outcome, Phase, Timeline};
 use nix::errno::Errno;
@@ -170,6 +176,17 @@ pub struct Instance {
     pidfd: Option<OwnedFd>,
     /// When `main` ended and the pipe was still open: the moment to kill what is left.
     orphans_deadline: Option<Instant>,
+    /// The limits the instance's processes must be under, checked once at `ready`, and the
+    /// disk an I/O limit is on (see [`Instance::expect_limits`]).
+    expected: Option<(Limits, Option<BlockDevice>)>,
+    /// The main process is a client outside the instance (Docker's CLI): not one of its
+    /// processes.
+    main_outside: bool,
+    /// The most refusals at the pids limit counted so far ([`Instance::pids_hits`]).
+    pids_hits: u64,
+    /// How to find the instance's processes that neither its cgroup nor `main`'s process tree
+    /// holds (a daemon's container).
+    find: Option<Box<dyn Fn() -> Vec<Pid> + Send>>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -195,7 +212,15 @@ impl Instance {
             timeout,
             cleanup,
         } = parts;
+        let expected = cgroup.as_ref().map(|c| {
+            let (limits, disk) = c.limits();
+            (limits, disk.cloned())
+        });
         Instance {
+            expected,
+            main_outside: false,
+            pids_hits: 0,
+            find: None,
             backend,
             spec,
             main,
@@ -285,10 +310,84 @@ impl Instance {
         &self.info
     }
 
-    /// Wait until the workload reports `ready`. With `hold`, also sample memory while the
-    /// workload waits, then let it go on.
+    /// The limits the instance's processes must be under, when they are not those written
+    /// into its cgroup: a runtime that applies them itself (Docker, a student's runtime) is
+    /// checked against what it was asked for, with the I/O limit on `disk`.
+    pub fn expect_limits(&mut self, limits: Limits, disk: Option<BlockDevice>) {
+        self.expected = Some((limits, disk));
+    }
+
+    /// The main process is a client that stays outside the instance (Docker's CLI): the
+    /// instance's processes are found in its cgroup and through `find`.
+    pub fn main_is_a_client(&mut self, find: Box<dyn Fn() -> Vec<Pid> + Send>) {
+        self.main_outside = true;
+        self.find = Some(find);
+    }
+
+    /// Every process of the instance the lab can find: those in its cgroup in any hierarchy
+    /// (and below it: a runtime's container cgroup), the main process and all it started (a
+    /// runtime's container, wherever the runtime put it), and what the backend finds itself.
+    pub fn processes(&self) -> Vec<Pid> {
+        let mut all: Vec<Pid> = self.cgroup.as_ref().map(Cgroup::pids).unwrap_or_default();
+        if !self.main_outside {
+            all.extend(isolab_resources::cgroup::in_force::process_tree(self.main));
+        }
+        if let Some(find) = &self.find {
+            all.extend(find());
+        }
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Check, once, that the limits the lab records for this instance are in force for every
+    /// process of it, read back from each process's own cgroups; note what was found (the
+    /// facts `*_limit_in_force*`). A limit that is not in force is an error: the run must not
+    /// be counted as run under it.
+    fn verify_limits(&mut self) -> Result<(), BackendError> {
+        let Some((limits, disk)) = self.expected.take() else {
+            return Ok(());
+        };
+        if !limits.any() {
+            return Ok(());
+        }
+        let found =
+            isolab_resources::cgroup::in_force::verify(&limits, disk.as_ref(), &self.processes())
+                .map_err(|detail| BackendError::LimitsNotInForce {
+                backend: self.backend.clone(),
+                detail,
+            })?;
+        use isolab_results::info;
+        match found {
+            Some(f) => {
+                if let Some(b) = f.memory_bytes {
+                    self.note(info::MEMORY_LIMIT_IN_FORCE_BYTES, b);
+                }
+                if let Some(p) = f.pids {
+                    self.note(info::PIDS_LIMIT_IN_FORCE, p);
+                }
+                if let Some(c) = f.cpus {
+                    self.note(info::CPU_LIMIT_IN_FORCE, format!("{c:.3}"));
+                }
+                if let Some(b) = f.io_bps {
+                    self.note(info::IO_LIMIT_IN_FORCE_BPS, b);
+                }
+                self.note(info::LIMITS_READ_FROM, f.read_from);
+            }
+            None => self.note(
+                info::LIMITS_READ_FROM,
+                "nothing: the instance's processes had ended by `ready`",
+            ),
+        }
+        Ok(())
+    }
+
+    /// Wait until the workload reports `ready`, and check that its limits are in force
+    /// ([`Instance::verify_limits`]). With `hold`, also sample memory while the workload
+    /// waits, then let it go on.
     pub fn wait_ready(&mut self) -> Result<(), BackendError> {
         self.wait_for("ready", |i| i.ready)?;
+        self.verify_limits()?;
         if self.spec.hold {
             self.memory_at_ready = Some(self.sample_memory());
             self.release()?;
@@ -381,8 +480,19 @@ impl Instance {
     /// Tell an instance that would otherwise run on (a `sleep` workload) to end: close the
     /// control pipe, which its blocking read sees as end of file. [`Instance::finish`] collects it.
     pub fn let_go(&mut self) {
+        self.pids_hits();
         self.stopped = true;
         self.control = None;
+    }
+
+    /// How many forks the pids limit refused so far. A runtime removes its container's
+    /// cgroup, where the kernel counted them, as soon as the container ends (see
+    /// [`Cgroup::pids_limit_hits`]), so the count is taken while the workload still runs — when
+    /// it is let go, when it reports `done` — and the most seen is kept.
+    fn pids_hits(&mut self) -> u64 {
+        let now = self.cgroup.as_ref().map_or(0, Cgroup::pids_limit_hits);
+        self.pids_hits = self.pids_hits.max(now);
+        self.pids_hits
     }
 
     /// [`Instance::let_go`], then [`Instance::finish`]. A workload that does not end by itself
@@ -414,6 +524,7 @@ impl Instance {
             }
         }
         self.reap(deadline);
+        let pids_hits = self.pids_hits();
         let cgroup = self.cgroup.take();
         let peak = cgroup
             .as_ref()
@@ -425,15 +536,11 @@ impl Instance {
         if oom {
             self.note(isolab_results::info::OOM_KILLS, oom_kills);
         }
-        let pids_note = pids_note(cgroup.as_ref());
+        let pids_note = pids_note(pids_hits);
         // Reaching the limit does not always end the instance (a fork that fails may be handled):
         // the run records it either way.
-        if let Some(n) = cgroup
-            .as_ref()
-            .map(Cgroup::pids_limit_hits)
-            .filter(|&n| n > 0)
-        {
-            self.note(isolab_results::info::PIDS_MAX_REFUSED, n);
+        if pids_hits > 0 {
+            self.note(isolab_results::info::PIDS_MAX_REFUSED, pids_hits);
         }
         for note in self.at_end.drain(..) {
             for (key, value) in note() {
@@ -520,10 +627,12 @@ impl Instance {
         reached: impl Fn(&Instance) -> bool,
     ) -> Result<(), BackendError> {
         while !reached(self) {
-            if let Some((step, detail)) = &self.error {
+            if self.error.is_some() {
+                let hits = self.pids_hits();
+                let (step, detail) = self.error.clone().unwrap_or_default();
                 return Err(BackendError::Instance {
-                    step: step.clone(),
-                    detail: format!("{detail}{}", pids_note(self.cgroup.as_ref())),
+                    step,
+                    detail: format!("{detail}{}", pids_note(hits)),
                 });
             }
             if self.lines.eof {
@@ -618,6 +727,8 @@ impl Instance {
                 timeline.push("done", t_ns.unwrap_or(arrived));
                 self.output = Some(output);
                 self.done = true;
+                let hits = self.cgroup.as_ref().map_or(0, Cgroup::pids_limit_hits);
+                self.pids_hits = self.pids_hits.max(hits);
             }
             Event::Error { step, errno, msg } => {
                 let detail = match (errno, msg) {
@@ -748,8 +859,8 @@ fn wait_until(pid: Pid, deadline: Instant) -> Option<WaitStatus> {
 
 /// When the instance's cgroup refused a fork or a thread at its pids limit: words saying so,
 /// for the error of an instance that failed (it saw only EAGAIN).
-fn pids_note(cgroup: Option<&Cgroup>) -> String {
-    match cgroup.map_or(0, Cgroup::pids_limit_hits) {
+fn pids_note(hits: u64) -> String {
+    match hits {
         0 => String::new(),
         n => format!(
             " (the instance reached its pids limit: pids.max refused {n} fork{})",

@@ -195,7 +195,8 @@ impl Lab {
             self.owned
                 .push(self.ledger.claim(Resource::Cgroup { path })?);
         }
-        // An OCI runtime makes the instance's cgroup path in every hierarchy it knows.
+        // Docker's runtime, given an instance's path as `--cgroup-parent`, makes it in every
+        // hierarchy it knows, read from each hierarchy's root.
         if let Some(relative) = h.lab_relative_path() {
             self.owned
                 .push(self.ledger.claim(Resource::CgroupEverywhere { relative })?);
@@ -523,6 +524,22 @@ impl Lab {
         cg: &mut isolab_resources::cgroup::Cgroup,
     ) -> Result<String, CgroupError> {
         self.cgroups()?.confine_devices(cg)
+    }
+
+    /// [`Lab::cgroup_for`], made in every cgroup hierarchy mounted here
+    /// ([`isolab_resources::cgroup::Hierarchy::create_everywhere`]): for a container runtime that puts its
+    /// container in each hierarchy it knows.
+    pub fn cgroup_everywhere(
+        &self,
+        name: &str,
+        limits: &isolab_resources::cgroup::Limits,
+    ) -> Result<isolab_resources::cgroup::Cgroup, CgroupError> {
+        let disk = match limits.io_bps {
+            Some(_) => Some(self.io_disk().map_err(CgroupError::NoIoDevice)?),
+            None => None,
+        };
+        self.cgroups()?
+            .create_everywhere(name, limits, disk.as_ref())
     }
 
     /// Why cgroups are unusable, if they are.

@@ -94,6 +94,16 @@ pub enum BackendError {
         /// How long we waited.
         after: Duration,
     },
+    /// A limit the lab records is not in force for a process of the instance: read back from
+    /// the process's own cgroups, it is looser than asked for, or absent (see
+    /// [`isolab_resources::cgroup::in_force`]). The run cannot be counted; an experiment stops on it.
+    #[error("{backend}: limits not in force: {detail}")]
+    LimitsNotInForce {
+        /// The backend.
+        backend: String,
+        /// Which process, which limit, what was found and where.
+        detail: String,
+    },
     /// The lab was asked to stop (SIGINT, SIGTERM, SIGHUP) while waiting for the instance.
     #[error("interrupted by {signal}")]
     Interrupted {

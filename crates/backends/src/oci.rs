@@ -12,27 +12,51 @@
 //!
 //! The runtime stays in the foreground as the container's parent until it exits, so it lives in
 //! the instance's cgroup and its memory counts as part of the instance. Its container goes into
-//! a child cgroup (`<instance>/ctr`), which the runtime makes and removes; the instance's cgroup
-//! keeps the limits and the figures (they count what is below them), so nothing is lost when the
-//! runtime tidies up after itself. What each runtime needs here:
+//! a child cgroup, `<instance>/<container id>`, which the runtime makes and removes; the
+//! instance's cgroup keeps the limits and the figures (they count what is below them), so
+//! nothing is lost when the runtime tidies up after itself.
+//!
+//! **Where the container goes** is the runtime's choice, made from the bundle's
+//! `linux.cgroupsPath`, and on cgroup v1 it is made once per hierarchy — memory, pids, cpu,
+//! devices, freezer, ... are separate trees, and the lab itself may sit at a different place in
+//! each (a memory cgroup nested under a session's, a pids cgroup at the root). An absolute
+//! path is read from each hierarchy's root: the instance's path in the memory hierarchy names,
+//! in the pids hierarchy, a cgroup nowhere near the instance's `pids.max`. So the lab makes the
+//! instance's cgroup in *every* hierarchy and starts the runtime in all of them
+//! ([`isolab_resources::cgroup::Hierarchy::create_everywhere`]), and tells each runtime a path it reads
+//! from there:
+//!
+//! * **runc** reads a *relative* path from its own cgroup, hierarchy by hierarchy: it is given
+//!   `<container id>`, which is `<instance>/<container id>` everywhere.
+//! * **crun** reads every path from the hierarchy's root. It is started in a cgroup namespace
+//!   of its own, rooted at the instance's cgroup, and in a private mount namespace where each
+//!   v1 hierarchy is mounted again: a mount made inside a cgroup namespace shows the
+//!   namespace's root as `/`. Its `/<container id>` is then `<instance>/<container id>` too.
+//!   The same step hides a "hybrid" machine's cgroup2 tree, which crun refuses (it cannot tell
+//!   which tree to use when both hold controllers). The step is its own phase
+//!   (`cgroup_namespace`).
+//! * On **v2** there is one tree: both are given the absolute path of `<instance>/<container
+//!   id>`.
+//!
+//! Whatever the path, the lab checks the result: at `ready` it reads each process's own cgroups
+//! and refuses an instance whose processes are not under its limits
+//! ([`isolab_resources::cgroup::in_force`]). What each runtime needs besides:
 //!
 //! * **runc**: extra fds reach the workload with `--preserve-fds 2` (the report and control
 //!   pipes at 3 and 4).
-//! * **crun** refuses a "hybrid" machine — v1 controllers plus a cgroup2 tree that holds a
-//!   controller of its own (here `hugetlb`) — because it cannot tell which one to use. Started in
-//!   a private mount namespace where that cgroup2 mount is detached, it sees a pure v1 machine;
-//!   the step is its own phase (`cgroup2_hidden`). On a pure v2 machine nothing is hidden.
 //! * **runsc** (gVisor) does not pass extra fds, only the standard streams: the workload reports
 //!   on its standard output and is released through its standard input. Its sandbox — the
 //!   Sentry, a kernel written in Go serving the workload's system calls, and the Gofer, which
 //!   opens files for it — are processes of its own; with `--ignore-cgroups` runsc leaves them in
-//!   the instance's cgroup, where the lab's limits hold and its memory counts them. It
+//!   the instance's cgroup (in every hierarchy), where the lab's limits hold and its memory
+//!   counts them. It
 //!   intercepts the workload's system calls with `ptrace` here, or with KVM where the CPU has
 //!   hardware virtualization (the `sandbox_platform` fact says which). It keeps its state under
 //!   the lab's work directory.
 //!
 //! A runtime keeps state of its own that outlives its `run`: a state directory (`/run/runc/<id>`,
-//! runsc's under the work directory) and cgroups in every hierarchy it knows. If the lab — or
+//! runsc's under the work directory) and cgroups in every hierarchy it knows (below the
+//! instance's, which go with the instance). If the lab — or
 //! the runtime — is killed, the workload, which is the runtime's child, not the lab's, would run
 //! on. So the container is written into the lab's ledger before the runtime hears of it
 //! ([`isolab_resources::ownership::Resource::OciContainer`]), and removed through the runtime's own
@@ -54,7 +78,7 @@ use isolab_spawn::child;
 use isolab_spawn::child::{Exec, CONTROL_FD, REPORT_FD};
 use isolab_spawn::{spawn_exec_with, BeforeExec, Streams};
 use nix::errno::Errno;
-use nix::mount::{umount2, MntFlags};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroup,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceBuilder, LinuxNamespaceType,
@@ -174,16 +198,73 @@ fn runsc_platform() -> &'static str {
     }
 }
 
-/// **Child side**, crun on a hybrid machine: a private mount namespace without the cgroup2
-/// tree, so crun sees only the v1 hierarchies (see the module docs).
-fn hide_cgroup2(unified: &CString) -> Result<(), (&'static str, Errno)> {
-    // SAFETY: unshare with a flag; the child has its own file-system context (no CLONE_FS).
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-        return Err(("unshare a mount namespace for crun", Errno::last()));
+/// What crun sees of the cgroup file systems on cgroup v1: every v1 hierarchy with the
+/// instance's cgroup as its root, and no cgroup2 tree (see the module docs). Prepared by the
+/// lab, entered by crun's process before it execs ([`CgroupView::enter`]).
+struct CgroupView {
+    /// A hybrid machine's cgroup2 mount, hidden.
+    unified: Option<CString>,
+    /// Each v1 hierarchy: its mount point and the options that mount it again.
+    v1: Vec<(CString, CString)>,
+}
+
+impl CgroupView {
+    fn of_instance() -> CgroupView {
+        let c = |s: &[u8]| CString::new(s).ok();
+        CgroupView {
+            unified: isolab_resources::cgroup::unified_beside_v1()
+                .and_then(|p| c(p.as_os_str().as_bytes())),
+            v1: isolab_resources::cgroup::v1_mounts()
+                .into_iter()
+                .filter_map(|(at, options)| {
+                    Some((c(at.as_os_str().as_bytes())?, c(options.as_bytes())?))
+                })
+                .collect(),
+        }
     }
-    // Private first, so the unmount does not propagate back to the host's namespace.
-    make_mounts_private().map_err(|e| ("make mounts private for crun", e))?;
-    umount2(unified.as_c_str(), MntFlags::MNT_DETACH).map_err(|e| ("hide cgroup2 from crun", e))
+
+    /// **Child side**, crun on cgroup v1, already in the instance's cgroup in every hierarchy:
+    /// a cgroup namespace rooted there, and a private mount namespace in which each v1
+    /// hierarchy is mounted again — in a cgroup namespace a new mount of a hierarchy shows the
+    /// namespace's root, the instance's cgroup, as its `/`. crun's `/<id>` is then
+    /// `<instance>/<id>` in every hierarchy.
+    fn enter(&self) -> Result<(), (&'static str, Errno)> {
+        // SAFETY: unshare with flags; the child has its own file-system context (no CLONE_FS).
+        if unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWCGROUP) } != 0 {
+            return Err((
+                "unshare mount and cgroup namespaces for crun",
+                Errno::last(),
+            ));
+        }
+        // Private first, so that nothing below propagates back to the host's namespace.
+        make_mounts_private().map_err(|e| ("make mounts private for crun", e))?;
+        // crun refuses a "hybrid" machine whose cgroup2 tree holds a controller: it cannot
+        // tell which tree to use. Without that mount it sees a pure v1 machine.
+        if let Some(unified) = &self.unified {
+            umount2(unified.as_c_str(), MntFlags::MNT_DETACH)
+                .map_err(|e| ("hide cgroup2 from crun", e))?;
+        }
+        for (at, options) in &self.v1 {
+            // The kernel refuses a second mount of the same hierarchy on the same mount point
+            // (EBUSY): the old one goes first.
+            umount2(at.as_c_str(), MntFlags::MNT_DETACH)
+                .map_err(|e| ("unmount a cgroup hierarchy for crun", e))?;
+            mount(
+                Some(c"cgroup"),
+                at.as_c_str(),
+                Some(c"cgroup"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some(options.as_c_str()),
+            )
+            .map_err(|e| {
+                (
+                    "mount a cgroup hierarchy rooted at the instance for crun",
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
 }
 
 impl Backend for Oci {
@@ -262,7 +343,9 @@ impl Backend for Oci {
             reason,
         })?;
         let name = lab.next_instance_name();
-        let mut cgroup = lab.cgroup_for(&name, limits)?;
+        // In every hierarchy: the runtime is started in the instance's cgroup everywhere, so
+        // that where it puts its container is below the instance everywhere.
+        let mut cgroup = lab.cgroup_everywhere(&name, limits)?;
         let mut placement = cgroup.placement()?;
         let kind = self.kind();
         // The lab's device policy over the runtime's container, whatever the runtime adds to
@@ -286,12 +369,14 @@ impl Backend for Oci {
                 reason: format!("{} not found in PATH", self.runtime),
             })?;
         let global = self.global_args(lab, spec);
-        // The container's own cgroup, below the instance's (runsc leaves its sandbox in the
-        // instance's, see the module docs).
-        let relative = cgroup.relative_path();
-        let container_cgroup = match kind {
-            Kind::Runsc => None,
-            _ => relative.as_ref().map(|r| format!("{r}/ctr")),
+        // The container's own cgroup, `<instance>/<id>` in every hierarchy (runsc leaves its
+        // sandbox in the instance's; see the module docs for how each runtime reads the path).
+        let v1 = cgroup.version() == isolab_resources::cgroup::Version::V1;
+        let container_cgroup = match (kind, v1) {
+            (Kind::Runsc, _) => None,
+            (Kind::Runc, true) => Some(id.clone()),
+            (Kind::Crun, true) => Some(format!("/{id}")),
+            (_, false) => cgroup.relative_path().map(|r| format!("{r}/{id}")),
         };
         // Written down before the runtime hears of it: whatever happens to the lab from here
         // on, the container is removed through the runtime.
@@ -300,6 +385,23 @@ impl Backend for Oci {
             global: global.clone(),
             id: id.clone(),
         })?;
+        // runc on a hybrid machine puts its container in the unified tree at `/<id>`, from the
+        // tree's root, not below the cgroup it was started in: the device policy must be there
+        // (see `isolab_resources::cgroup::devices::unified_dir`). Claimed first: it is outside the lab's
+        // subtree.
+        let mut enforced = enforced;
+        let unified = match (
+            kind,
+            v1,
+            isolab_resources::cgroup::devices::unified_dir(Path::new(&id)),
+        ) {
+            (Kind::Runc, true, Some(dir)) => {
+                let owned = lab.ledger().claim(Resource::Cgroup { path: dir.clone() })?;
+                enforced = Some(lab.cgroups()?.confine_unified(&dir)?);
+                Some(owned)
+            }
+            _ => None,
+        };
         // Clean-up runs once the runtime has exited, whatever happened: forget the container
         // (deleting its state under the runtime's root), remove the directories the runtime made
         // in hierarchies the lab does not use, and the bundle.
@@ -330,12 +432,9 @@ impl Backend for Oci {
         let image = provisions.image.clone();
         let cleanup = {
             let bundle = bundle.clone();
-            let relative = relative.clone();
             move || {
                 drop(container);
-                if let Some(rel) = relative {
-                    let _ = isolab_resources::cgroup::remove_everywhere(Path::new(&rel));
-                }
+                drop(unified);
                 // First what was mounted in the bundle, then the bundle.
                 drop(provisions);
                 let _ = fs::remove_dir_all(&bundle);
@@ -370,14 +469,11 @@ impl Backend for Oci {
         args.extend(["--bundle".into(), bundle.to_string_lossy().into_owned(), id]);
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
         let exec = Exec::new(&runtime, &self.runtime, &args, &[("PATH", &path)]);
-        let unified = match kind {
-            Kind::Crun => isolab_resources::cgroup::unified_beside_v1()
-                .and_then(|p| CString::new(p.as_os_str().as_bytes()).ok()),
-            _ => None,
-        };
-        let hide = unified.as_ref().map(|u| move || hide_cgroup2(u));
-        let before: Option<(&'static str, BeforeExec)> =
-            hide.as_ref().map(|h| ("cgroup2_hidden", h as BeforeExec));
+        let view = (kind == Kind::Crun && v1).then(CgroupView::of_instance);
+        let enter = view.as_ref().map(|v| move || v.enter());
+        let before: Option<(&'static str, BeforeExec)> = enter
+            .as_ref()
+            .map(|e| ("cgroup_namespace", e as BeforeExec));
         let (ends, fds) = child::pipes(None)?;
         let spawned = spawn_exec_with(0, &placement, &fds, &exec, streams, before);
         drop(placement);

@@ -383,6 +383,11 @@ impl Backend for Student {
         if let Some(root) = run_as.container_root() {
             instance.note(info::CONTAINER_ROOT, root);
         }
+        if self.kind == Kind::Container {
+            // The memory limit is the student's runtime's to apply: it is checked too.
+            let disk = instance.cgroup().and_then(|c| c.limits().1.cloned());
+            instance.expect_limits(*limits, disk);
+        }
         match self.kind {
             Kind::Container => {
                 instance.note(info::IMAGE_BYTES, workload::WORKLOAD_ELF.len());

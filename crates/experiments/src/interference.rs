@@ -22,7 +22,11 @@
 //!
 //! **Safe by construction.** A fork bomb always runs under a pids limit the lab chose, and a
 //! memory hog under a memory limit the lab chose, even in the unlimited configuration (in a VM
-//! these are backstops: the guest's own limits act first). Every aggressor is bounded in time,
+//! these are backstops: the guest's own limits act first). A limit written is not yet a limit
+//! in force — a runtime may put its container where the lab's cgroup does not reach — so
+//! before the first aggressor starts, an idle instance of every backend under every set of
+//! limits the experiment uses is read back ([`preflight`]), and every instance is again at its
+//! `ready`; the experiment stops where one does not hold. Every aggressor is bounded in time,
 //! is stopped the moment its victim is done, and is an ordinary instance: its `Drop` kills and
 //! removes it, and the lab's ledger and guardian remove it if the lab itself is killed.
 
@@ -389,6 +393,7 @@ pub fn run(
             why: selection.why_skipped(),
         });
     }
+    preflight(lab, &selection.backends, &limited, &options.aggressors)?;
     let recorded = Recorded {
         aggressors: options.aggressors.iter().map(|a| a.name()).collect(),
         victims: pairs.iter().map(|(v, a)| (v.name(), a.name())).collect(),
@@ -426,6 +431,53 @@ pub fn run(
     )
 }
 
+/// Before any aggressor starts: on each backend, one idle instance (`sleep`) under each set of
+/// limits the experiment will use — the limited configuration's, and each aggressor's in both
+/// configurations (the lab's safety limits on a bomb and a hog) — whose processes must be
+/// found under them ([`Instance::wait_ready`] reads them back). A backend whose runtime puts
+/// its container out of the lab's reach would otherwise let a fork bomb run under no limit
+/// while the results record one: the experiment stops first, with the reason.
+pub fn preflight(
+    lab: &Lab,
+    backends: &[Box<dyn Backend>],
+    limited: &Limits,
+    aggressors: &[Aggressor],
+) -> Result<(), ExperimentError> {
+    let mut sets: Vec<Limits> = Vec::new();
+    for config in Config::ALL {
+        let base = match config {
+            Config::Unlimited => Limits::default(),
+            Config::Limited => *limited,
+        };
+        for l in std::iter::once(base).chain(aggressors.iter().map(|a| aggressor_limits(*a, &base)))
+        {
+            if l.any() && !sets.contains(&l) {
+                sets.push(l);
+            }
+        }
+    }
+    let idle = Spec::new(Kernel::Sleep, 0, 0);
+    for backend in backends {
+        if backend.supports(lab, Kernel::Sleep).is_err() {
+            continue;
+        }
+        for limits in &sets {
+            let checked = backend
+                .start(lab, &idle, limits)
+                .and_then(|mut i| i.wait_ready().and_then(|()| i.stop()));
+            match checked {
+                Err(e @ BackendError::LimitsNotInForce { .. }) => return Err(e.into()),
+                Err(BackendError::Interrupted { signal }) => {
+                    return Err(BackendError::Interrupted { signal }.into())
+                }
+                // Any other failure is the samples' to record, each where it happens.
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Take one sample: start the aggressors, let them reach full force, run the victim, stop the
 /// aggressors whatever happened to it, and record all of it.
 fn sample(lab: &Lab, backend: &dyn Backend, c: &Case, limited: &Limits, bound_ms: u64) -> Sample {
@@ -448,9 +500,13 @@ fn sample(lab: &Lab, backend: &dyn Backend, c: &Case, limited: &Limits, bound_ms
         if let Some((a, n)) = c.aggressor {
             let spec = a.spec(bound_ms);
             let limits = aggressor_limits(a, &victim_limits);
-            let failed = |e: BackendError| BackendError::Instance {
-                step: format!("aggressor {}", a.name()),
-                detail: e.to_string(),
+            let failed = |e: BackendError| match e {
+                // Not one sample's failure: the experiment stops on it.
+                e @ BackendError::LimitsNotInForce { .. } => e,
+                e => BackendError::Instance {
+                    step: format!("aggressor {}", a.name()),
+                    detail: e.to_string(),
+                },
             };
             for _ in 0..n {
                 aggressors.push(backend.start(lab, &spec, &limits).map_err(failed)?);

@@ -437,6 +437,16 @@ pub fn campaign_by<C>(
                     }
                     run.record(backend.family(), round, position as u32, warmup)
                 }
+                Err(e @ BackendError::LimitsNotInForce { .. }) => {
+                    // Every sample after this one would claim limits that do not hold: the
+                    // experiment stops here, saying which.
+                    let mut record =
+                        failed_record(backend.as_ref(), &spec, &e, round, position, warmup);
+                    record.neighbours = neighbours;
+                    writer.append(&Record::Run(Box::new(record)))?;
+                    progress.finish_and_clear();
+                    return Err(ExperimentError::Instance(e));
+                }
                 Err(e) => {
                     outcome
                         .failures

@@ -884,6 +884,8 @@ pub struct Stability {
     pub forks: u64,
     /// A bomb's limit inside a guest, when one ran there.
     pub fork_limit: Option<u64>,
+    /// The loosest `pids.max` in force for a bomb's processes, read back at `ready`.
+    pub pids_in_force: Option<u64>,
     /// Signals that ended an aggressor's child.
     pub signals: Vec<String>,
     /// Why aggressors failed, the first few.
@@ -915,6 +917,7 @@ impl Stability {
             self.forks_refused += f.forks_refused.unwrap_or(0);
             self.forks = self.forks.max(f.forks.unwrap_or(0));
             self.fork_limit = self.fork_limit.or(f.fork_limit);
+            self.pids_in_force = self.pids_in_force.max(f.pids_limit_in_force);
             if let Some(sig) = &f.child_signal {
                 if !self.signals.contains(sig) {
                     self.signals.push(sig.clone());
@@ -963,8 +966,11 @@ impl Stability {
             }
         } else if aggressor == "fork" {
             if self.pids_max_refused > 0 {
+                let value = self
+                    .pids_in_force
+                    .map_or_else(String::new, |p| format!(" ({p}, read back)"));
                 parts.push(format!(
-                    "pids.max of the bomb's own cgroup ({} forks refused)",
+                    "pids.max{value} of the bomb's own cgroup ({} forks refused)",
                     self.pids_max_refused
                 ));
             } else if let Some(limit) = self.fork_limit {

@@ -98,9 +98,10 @@ pub enum Resource {
         /// The directory.
         path: PathBuf,
     },
-    /// The same cgroup path in **every** mounted hierarchy. An OCI runtime given
-    /// `linux.cgroupsPath` makes that path in each controller it knows (blkio, devices, freezer,
-    /// … on cgroup v1), not only in those the lab itself uses.
+    /// The same cgroup path in **every** mounted hierarchy. Docker given `--cgroup-parent`
+    /// passes its runtime a `linux.cgroupsPath` below it, which the runtime makes in each
+    /// controller it knows (blkio, devices, freezer, … on cgroup v1), not only in those the lab
+    /// itself uses.
     CgroupEverywhere {
         /// The path relative to each hierarchy's root, e.g. `/isolab/3f9a1c0b2e7d`.
         relative: PathBuf,

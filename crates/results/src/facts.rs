@@ -236,6 +236,16 @@ facts! {
     child_exit: u64 = info::CHILD_EXIT,
     /// `mem-hog` in a Linux guest: OOM kills the guest's kernel counted meanwhile.
     guest_oom_kills: u64 = info::GUEST_OOM_KILLS,
+    /// The memory limit in force for the instance's processes, read back from their cgroups.
+    memory_limit_in_force_bytes: u64 = info::MEMORY_LIMIT_IN_FORCE_BYTES,
+    /// The `pids.max` in force, read back.
+    pids_limit_in_force: u64 = info::PIDS_LIMIT_IN_FORCE,
+    /// The CPU limit in force, in cores, read back.
+    cpu_limit_in_force: String = info::CPU_LIMIT_IN_FORCE,
+    /// The disk bandwidth limit in force, in bytes per second, read back.
+    io_limit_in_force_bps: u64 = info::IO_LIMIT_IN_FORCE_BPS,
+    /// Where the limits in force were read: a process and its cgroups.
+    limits_read_from: String = info::LIMITS_READ_FROM,
 }
 
 impl Facts {

@@ -515,6 +515,18 @@ pub mod info {
     pub const WRITE_NS: &str = "write_ns";
     /// How long disk-seq's reads took.
     pub const READ_NS: &str = "read_ns";
+    /// The memory limit in force for the instance's processes at `ready`, read back from their
+    /// own cgroups (the smallest up each hierarchy; the loosest over the processes), in bytes.
+    pub const MEMORY_LIMIT_IN_FORCE_BYTES: &str = "memory_limit_in_force_bytes";
+    /// The same for `pids.max`.
+    pub const PIDS_LIMIT_IN_FORCE: &str = "pids_limit_in_force";
+    /// The same for CPU bandwidth, in cores.
+    pub const CPU_LIMIT_IN_FORCE: &str = "cpu_limit_in_force";
+    /// The same for disk bandwidth, in bytes per second.
+    pub const IO_LIMIT_IN_FORCE_BPS: &str = "io_limit_in_force_bps";
+    /// Where the limits in force were read: a process and its cgroups, e.g. `pid 812
+    /// (workload): pids:/isolab/3f9a/3f9a-0/isolab-3f9a-0 memory:/…`.
+    pub const LIMITS_READ_FROM: &str = "limits_read_from";
     /// Bytes the lab's peer received from the instance, and whether their sum matched what the
     /// kernel sent (`peer_bytes`, `peer_checked`): the host side's check of a network kernel.
     pub const PEER_BYTES: &str = "peer_bytes";

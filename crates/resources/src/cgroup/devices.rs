@@ -265,6 +265,30 @@ impl Hierarchy {
     }
 }
 
+/// The cgroup at `relative` from the root of the unified (v2) tree that a hybrid machine mounts
+/// beside its v1 hierarchies, if it has one.
+pub fn unified_dir(relative: &Path) -> Option<std::path::PathBuf> {
+    let mounts = parse_mounts(&read_mountinfo());
+    let unified = mounts.iter().find(|m| m.fs_type == "cgroup2")?;
+    Some(host_dir(unified, &relative.to_string_lossy()))
+}
+
+impl Hierarchy {
+    /// The policy's BPF program on the cgroup `dir` of the unified tree of a hybrid machine,
+    /// made here (empty: it holds no controller, only the program). For runc, which puts its
+    /// container there at the path the bundle names *from the tree's root*, whatever cgroup it
+    /// was started in: the program on the instance's unified cgroup would not be above it. The
+    /// caller claims `dir` before (it is outside the lab's subtree). Returns how, in words.
+    pub fn confine_unified(&self, dir: &Path) -> Result<String, CgroupError> {
+        ensure_dir_all(dir)?;
+        confine_v2(dir, &self.device_program)?;
+        Ok(
+            "BPF program on the container's cgroup in the unified (v2) tree, where runc puts it"
+                .into(),
+        )
+    }
+}
+
 /// v1: an empty list (`a` denied), then one `devices.allow` write per rule, then the list read
 /// back: each rule must be there, and nothing else (a parent cgroup that refuses a rule would
 /// leave it out silently).

@@ -15,6 +15,7 @@
 //! interface here; [`v1`] and [`v2`] hold the file names that differ.
 
 pub mod devices;
+pub mod in_force;
 pub mod placement;
 mod v1;
 mod v2;
@@ -308,6 +309,13 @@ pub struct Hierarchy {
     bases: Vec<(String, PathBuf)>,
     /// Controllers that are usable under `bases`.
     controllers: Vec<String>,
+    /// v1: the lab's directory in every other mounted hierarchy — those of controllers the lab
+    /// sets no limit with (`devices`, `freezer`, `cpuset`, `name=systemd`, ...) and, on a
+    /// hybrid machine, the cgroup2 tree — labelled by their controllers (`cgroup2` for the
+    /// tree). An OCI runtime puts its container in every hierarchy it knows; the lab makes the
+    /// instance there too, so that the container is inside the instance everywhere
+    /// ([`Hierarchy::create_everywhere`]).
+    elsewhere: Vec<(String, PathBuf)>,
     /// A human description, e.g. "v1 (hybrid)".
     description: String,
     /// Rootless cgroup v2: the delegated cgroup the lab runs in. The lab must move itself into
@@ -382,13 +390,13 @@ impl Hierarchy {
     pub fn for_lab(&self, lab: &str) -> Hierarchy {
         let mut h = self.clone();
         if let Some(old) = &h.lab {
-            for (_, base) in &mut h.bases {
+            for (_, base) in h.bases.iter_mut().chain(h.elsewhere.iter_mut()) {
                 if base.ends_with(old) {
                     base.pop();
                 }
             }
         }
-        for (_, base) in &mut h.bases {
+        for (_, base) in h.bases.iter_mut().chain(h.elsewhere.iter_mut()) {
             base.push(lab);
         }
         h.lab = Some(lab.to_string());
@@ -396,9 +404,15 @@ impl Hierarchy {
     }
 
     /// The directories a lab makes in this hierarchy, which it must claim first (see
-    /// [`crate::ownership`]): its bases and, rootless on v2, the leaf it moves itself into.
+    /// [`crate::ownership`]): its bases (in every hierarchy, on v1) and, rootless on v2, the
+    /// leaf it moves itself into.
     pub fn lab_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = self.bases().map(Path::to_path_buf).collect();
+        let mut dirs: Vec<PathBuf> = self
+            .bases
+            .iter()
+            .chain(&self.elsewhere)
+            .map(|(_, p)| p.clone())
+            .collect();
         dirs.extend(self.own_leaf());
         dirs
     }
@@ -505,6 +519,8 @@ impl Hierarchy {
             version: self.version,
             dirs: Vec::new(),
             oom_notice: None,
+            limits: *limits,
+            io_disk: io.map(|(_, d)| d.clone()),
         };
         for (controller, base) in &self.bases {
             // On v1 each controller is one more directory to make and to join — tens of µs each,
@@ -542,6 +558,97 @@ impl Hierarchy {
         }
         Ok(cg)
     }
+
+    /// [`Hierarchy::create_on`], and on v1 the instance's directory in **every** mounted
+    /// hierarchy too, for a container runtime that places its container in each hierarchy it
+    /// knows. The runtime is started in all of them ([`Cgroup::placement`]), so its own cgroup
+    /// is the instance's everywhere and its container goes below it (see
+    /// [`isolab_backends::oci`]). On v2 there is one tree: the same as `create_on`.
+    pub fn create_everywhere(
+        &self,
+        name: &str,
+        limits: &Limits,
+        disk: Option<&BlockDevice>,
+    ) -> Result<Cgroup, CgroupError> {
+        let mut cg = self.create_on(name, limits, disk)?;
+        if self.version == Version::V1 {
+            for (label, base) in self.bases.iter().chain(&self.elsewhere) {
+                if cg.dirs.iter().any(|(l, _)| l == label) {
+                    continue;
+                }
+                ensure_dir_all(base)?;
+                let dir = base.join(name);
+                fs::create_dir(&dir).map_err(CgroupError::io("create cgroup", &dir))?;
+                cg.dirs.push((label.clone(), dir.clone()));
+                fill_cpuset(&dir)?;
+            }
+        }
+        Ok(cg)
+    }
+}
+
+impl Hierarchy {
+    /// An empty cgroup `name` (no limits) at **one path** in every hierarchy: the lab's path in
+    /// the memory hierarchy, `<memory base>/<name>`, made in each of the others too. For a
+    /// runtime that can be given a single absolute path for all of them — Docker's
+    /// `--cgroup-parent`, which its daemon hands runc as a path from each hierarchy's root —
+    /// so that its container is below the instance everywhere. Where the lab sits elsewhere in
+    /// another hierarchy, this is outside the lab's own cgroup there. On v2, [`Hierarchy::create`].
+    /// The lab claims this path in every hierarchy when it starts (see [`isolab_backends::lab`]).
+    pub fn create_at_one_path(&self, name: &str) -> Result<Cgroup, CgroupError> {
+        if self.version == Version::V2 {
+            return self.create(name, &Limits::default());
+        }
+        let relative = self
+            .lab_relative_path()
+            .ok_or(CgroupError::MissingController("memory"))?;
+        let relative = relative.to_string_lossy().into_owned();
+        let mounts = parse_mounts(&read_mountinfo());
+        let mut cg = Cgroup {
+            version: self.version,
+            dirs: Vec::new(),
+            oom_notice: None,
+            limits: Limits::default(),
+            io_disk: None,
+        };
+        for (label, base) in self.bases.iter().chain(&self.elsewhere) {
+            let Some(mount) = mounts
+                .iter()
+                .filter(|m| base.starts_with(&m.mount_point))
+                .max_by_key(|m| m.mount_point.as_os_str().len())
+            else {
+                continue;
+            };
+            let parent = host_dir(mount, &relative);
+            ensure_dir_all(&parent)?;
+            let dir = parent.join(name);
+            fs::create_dir(&dir).map_err(CgroupError::io("create cgroup", &dir))?;
+            // Pushed before it is filled: if that fails, dropping `cg` removes it.
+            cg.dirs.push((label.clone(), dir.clone()));
+            fill_cpuset(&dir)?;
+        }
+        Ok(cg)
+    }
+}
+
+/// A v1 `cpuset` cgroup starts with no CPUs and no memory nodes, and the kernel refuses to
+/// move a process into it until it has some (ENOSPC): give `dir`, and its new parents first,
+/// their parent's. Elsewhere (no `cpuset.cpus`) nothing to do.
+fn fill_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    let cpus = dir.join("cpuset.cpus");
+    let empty = fs::read_to_string(&cpus).is_ok_and(|c| c.trim().is_empty());
+    if !empty {
+        return Ok(());
+    }
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    fill_cpuset(parent)?;
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let value = read_to_string(&parent.join(file))?;
+        write(&dir.join(file), value.trim())?;
+    }
+    Ok(())
 }
 
 /// One instance's cgroup (one directory on v2, one per controller on v1). Dropping it kills every
@@ -553,6 +660,9 @@ pub struct Cgroup {
     /// v1 with a memory limit: the kernel's notice of each time the limit ran out
     /// ([`v1::OomNotice`] says why counting kills is not enough there).
     oom_notice: Option<v1::OomNotice>,
+    /// The limits written into it, and the disk its I/O limit is on.
+    limits: Limits,
+    io_disk: Option<BlockDevice>,
 }
 
 impl Cgroup {
@@ -566,6 +676,17 @@ impl Cgroup {
                 .find(|(label, _)| label.split(',').any(|c| c == controller))
                 .map(|(_, d)| d.as_path()),
         }
+    }
+
+    /// The cgroup interface it lives in.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The limits written into the cgroup, and the disk its I/O limit throttles: what the
+    /// instance's processes must be found under ([`in_force::verify`]).
+    pub fn limits(&self) -> (Limits, Option<&BlockDevice>) {
+        (self.limits, self.io_disk.as_ref())
     }
 
     /// The directory of the memory controller (v1) or the cgroup's only directory (v2): where
@@ -597,13 +718,15 @@ impl Cgroup {
     /// it, without the stall. (v2 allows per-thread moves only in threaded subtrees, so there
     /// `cgroup.procs` it is.)
     pub fn join_fds(&self) -> Result<Vec<OwnedFd>, CgroupError> {
-        let file = match self.version {
-            Version::V1 => "tasks",
-            Version::V2 => "cgroup.procs",
-        };
         self.dirs
             .iter()
-            .map(|(_, d)| {
+            .map(|(label, d)| {
+                // A hybrid machine's cgroup2 tree ([`Hierarchy::create_everywhere`]) has no
+                // `tasks`: a process joins it whole.
+                let file = match self.version {
+                    Version::V1 if label != "cgroup2" => "tasks",
+                    _ => "cgroup.procs",
+                };
                 let path = d.join(file);
                 fs::OpenOptions::new()
                     .write(true)
@@ -671,10 +794,20 @@ impl Cgroup {
     /// How many times a fork or a new thread was refused because the cgroup had reached its
     /// `pids.max` (the `max` count of `pids.events`, the same file on v1 and v2). The process
     /// that was refused only sees EAGAIN, which says nothing about limits: this says why.
+    ///
+    /// The kernel counts a refusal in the cgroup of the process that was refused — a runtime's
+    /// container cgroup below the instance's, say — in `pids.events` (v1, and v2 before Linux
+    /// 6.13) or `pids.events.local` (v2 since, whose `pids.events` counts it in the cgroup whose
+    /// limit refused it and in every one above). Each refusal is counted once by adding up the
+    /// local counts of the instance's subtree.
     pub fn pids_limit_hits(&self) -> u64 {
+        let local = |d: &Path| {
+            keyed_u64(&d.join("pids.events.local"), "max")
+                .or_else(|| keyed_u64(&d.join("pids.events"), "max"))
+                .unwrap_or(0)
+        };
         self.dir("pids")
-            .and_then(|d| keyed_u64(&d.join("pids.events"), "max"))
-            .unwrap_or(0)
+            .map_or(0, |dir| subtree(dir).iter().map(|d| local(d)).sum())
     }
 
     /// CPU time used by the cgroup's processes, in nanoseconds, where the kernel reports it.
@@ -749,6 +882,27 @@ pub fn unified_beside_v1() -> Option<PathBuf> {
             .map(|m| m.mount_point.clone())
     })
     .flatten()
+}
+
+/// Every cgroup v1 hierarchy mounted here: its mount point, and the options that mount it
+/// again — its controllers (`pids`, `cpu,cpuacct`), its name (`name=systemd`) and the flags
+/// its superblock was made with (`xattr`, `clone_children`, ...), without `rw` and without a
+/// `release_agent`, which may not be set from inside a cgroup namespace. A v1 hierarchy
+/// exists once in the kernel: mounting it again, with the options it has, shows the same tree.
+pub fn v1_mounts() -> Vec<(PathBuf, String)> {
+    parse_mounts(&read_mountinfo())
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup")
+        .map(|m| {
+            let options: Vec<&str> = m
+                .controllers
+                .iter()
+                .map(String::as_str)
+                .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent="))
+                .collect();
+            (m.mount_point, options.join(","))
+        })
+        .collect()
 }
 
 /// SIGKILL what `pids` lists until it lists nothing, or `timeout` passes. Returns how many

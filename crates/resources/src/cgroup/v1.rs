@@ -11,7 +11,7 @@ use crate::cgroup::{
 };
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// v1 hierarchies isolab uses; `cpuacct` adds CPU-time accounting to `cpu`'s bandwidth limit,
@@ -46,6 +46,7 @@ pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Hierarchy, CgroupErr
     if !controllers.iter().any(|c| c == "memory") {
         return Err(CgroupError::NotMounted);
     }
+    let elsewhere = other_hierarchies(mounts, own);
     let hybrid = mounts.iter().any(|m| m.fs_type == "cgroup2");
     Ok(Hierarchy {
         version: Version::V1,
@@ -56,10 +57,47 @@ pub(super) fn detect(mounts: &[Mount], own: &str) -> Result<Hierarchy, CgroupErr
         ),
         bases,
         controllers,
+        elsewhere,
         delegated: None,
         lab: None,
         device_program: Default::default(),
     })
+}
+
+/// `<our own cgroup>/isolab` in every mounted hierarchy the lab sets no limit in, labelled by
+/// its controllers: each line of `/proc/self/cgroup` (`id:controllers:path`) names one
+/// hierarchy and where we are in it, which may differ from hierarchy to hierarchy. The cgroup2
+/// tree of a hybrid machine is one of them (`0::path`, labelled `cgroup2`).
+fn other_hierarchies(mounts: &[Mount], own: &str) -> Vec<(String, PathBuf)> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(list), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let names: Vec<&str> = list.split(',').filter(|c| !c.is_empty()).collect();
+        if names.iter().any(|c| V1_CONTROLLERS.contains(c)) {
+            continue;
+        }
+        let mount = if names.is_empty() {
+            mounts.iter().find(|m| m.fs_type == "cgroup2")
+        } else {
+            mounts.iter().find(|m| {
+                m.fs_type == "cgroup" && names.iter().all(|n| m.controllers.iter().any(|c| c == n))
+            })
+        };
+        let Some(mount) = mount else { continue };
+        let base = host_dir(mount, path).join("isolab");
+        if !out.iter().any(|(_, b)| *b == base) {
+            let label = if names.is_empty() {
+                "cgroup2".into()
+            } else {
+                list.to_string()
+            };
+            out.push((label, base));
+        }
+    }
+    out
 }
 
 pub(super) fn apply(
@@ -177,4 +215,46 @@ pub(super) fn oom_kills(dir: &Path) -> u64 {
 
 pub(super) fn cpu_usage_ns(dir: &Path) -> Option<u64> {
     read_u64(&dir.join("cpuacct.usage"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where the lab is in each hierarchy is read line by line: the hierarchies it sets no limit
+    /// in, and a hybrid machine's cgroup2 tree, each get a base at the lab's own place there.
+    #[test]
+    fn every_other_hierarchy_gets_a_base_where_the_lab_is_in_it() {
+        let mountinfo = "\
+36 35 0:31 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+40 35 0:35 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 35 0:36 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+42 35 0:37 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
+43 35 0:38 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+";
+        let own = "9:name=systemd:/s\n5:devices:/d\n4:memory:/m\n3:cpu,cpuacct:/\n0::/u\n";
+        let mounts = crate::cgroup::parse_mounts(mountinfo);
+        let h = detect(&mounts, own).unwrap();
+        let base = |p: &str| PathBuf::from(p);
+        assert_eq!(
+            h.elsewhere,
+            [
+                (
+                    "name=systemd".into(),
+                    base("/sys/fs/cgroup/systemd/s/isolab")
+                ),
+                ("devices".into(), base("/sys/fs/cgroup/devices/d/isolab")),
+                ("cgroup2".into(), base("/sys/fs/cgroup/unified/u/isolab")),
+            ]
+        );
+        assert_eq!(
+            h.bases().collect::<Vec<_>>(),
+            [
+                Path::new("/sys/fs/cgroup/memory/m/isolab"),
+                Path::new("/sys/fs/cgroup/cpu,cpuacct/isolab")
+            ]
+        );
+        // The lab's own directories, claimed before use, are in every hierarchy.
+        assert_eq!(h.for_lab("0123456789ab").lab_dirs().len(), 5);
+    }
 }

@@ -58,6 +58,7 @@ pub(super) fn at(base: PathBuf, controllers: &[String]) -> Hierarchy {
         description: format!("v2 (controllers: {})", controllers.join(", ")),
         bases: vec![("".into(), base)],
         controllers,
+        elsewhere: Vec::new(),
         delegated: None,
         lab: None,
         device_program: Default::default(),
