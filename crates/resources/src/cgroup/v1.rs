@@ -243,7 +243,6 @@ mod tests {
                     "name=systemd".into(),
                     base("/sys/fs/cgroup/systemd/s/isolab")
                 ),
-                ("devices".into(), base("/sys/fs/cgroup/devices/d/isolab")),
                 ("cgroup2".into(), base("/sys/fs/cgroup/unified/u/isolab")),
             ]
         );
@@ -251,7 +250,9 @@ mod tests {
             h.bases().collect::<Vec<_>>(),
             [
                 Path::new("/sys/fs/cgroup/memory/m/isolab"),
-                Path::new("/sys/fs/cgroup/cpu,cpuacct/isolab")
+                Path::new("/sys/fs/cgroup/cpu,cpuacct/isolab"),
+                // The device policy's hierarchy is one the lab uses (see `devices.rs`).
+                Path::new("/sys/fs/cgroup/devices/d/isolab")
             ]
         );
         // The lab's own directories, claimed before use, are in every hierarchy.
