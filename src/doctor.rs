@@ -91,7 +91,7 @@ fn linux_guests(lab: &Lab) -> Vec<Check> {
     use isolab_backends::qemu::{qemu_path, Accel};
     use isolab_vmm::linux::kvm_problem;
     let mut out = Vec::new();
-    match isolab_linux_guest::kernel::find(lab.guest_kernel.as_deref()) {
+    match isolab_linux_guest::guest_kernel::find(lab.guest_kernel.as_deref()) {
         Ok(image) => out.push(Check::new("guest kern", Status::Ok, image.describe())),
         Err(e) => out.push(
             Check::new("guest kern", Status::Warn, e.to_string())

@@ -21,8 +21,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         let is_usage = e
             .downcast_ref::<ExperimentError>()
             .is_some_and(ExperimentError::is_usage)
-            || e.downcast_ref::<isolab_exercises::LabsError>()
-                .is_some_and(isolab_exercises::LabsError::is_usage);
+            || e.downcast_ref::<isolab_exercises::ExercisesError>()
+                .is_some_and(isolab_exercises::ExercisesError::is_usage);
         if is_usage {
             Failure::Usage(e)
         } else {
@@ -72,7 +72,7 @@ pub fn interrupted(e: &anyhow::Error) -> bool {
                 c.downcast_ref(),
                 Some(isolab_host::files::FilesError::Interrupted { .. })
             )
-            || c.downcast_ref::<isolab_exercises::LabsError>()
-                .is_some_and(isolab_exercises::LabsError::is_interrupted)
+            || c.downcast_ref::<isolab_exercises::ExercisesError>()
+                .is_some_and(isolab_exercises::ExercisesError::is_interrupted)
     })
 }

@@ -852,7 +852,7 @@ fn a_guest_kernel_that_cannot_boot_is_a_failure() {
     common::needs_qemu();
     let _serial = serial();
     let temp = temp_dir("cli-kernel");
-    let image = isolab_linux_guest::kernel::find(None).unwrap();
+    let image = isolab_linux_guest::guest_kernel::find(None).unwrap();
     let bytes = std::fs::read(&image.path).unwrap();
     let truncated = temp.join("truncated-bzImage");
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();

@@ -14,7 +14,7 @@ use isolab_backends::qemu::Qemu;
 use isolab_backends::vm_linux::VmLinux;
 use isolab_backends::{BackendError, Limits};
 use isolab_linux_guest::devices::{BlockBacking, GuestDevices, NetBacking};
-use isolab_linux_guest::kernel;
+use isolab_linux_guest::guest_kernel;
 use isolab_payload::{Kernel, Spec};
 use isolab_resources::network::tap::Tap;
 use isolab_results::Outcome;
@@ -94,8 +94,9 @@ fn qemu_gives_the_guest_a_disk_and_a_network_card() {
     let _serial = serial();
     let temp = temp_dir("devices-qemu");
     let mut lab = Lab::in_dir(&temp).unwrap();
-    let image = kernel::find_in_boot(Path::new("/boot"), &isolab_host::facts::kernel_release())
-        .unwrap_or_else(|e| panic!("this test needs a kernel in /boot: {e}"));
+    let image =
+        guest_kernel::find_in_boot(Path::new("/boot"), &isolab_host::facts::kernel_release())
+            .unwrap_or_else(|e| panic!("this test needs a kernel in /boot: {e}"));
     lab.guest_kernel = Some(image.path);
     let disk = disk(&temp, 64 << 20);
     let run = in_new_netns(|| {

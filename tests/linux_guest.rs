@@ -15,7 +15,7 @@ use common::{native, serial, temp_dir, HostState};
 use isolab_backends::lab::Lab;
 use isolab_backends::qemu::{Accel, Qemu};
 use isolab_backends::{Backend, Limits};
-use isolab_linux_guest::kernel;
+use isolab_linux_guest::guest_kernel;
 use isolab_payload::{Kernel, Spec};
 use isolab_results::{info, Outcome};
 use std::path::PathBuf;
@@ -26,8 +26,8 @@ fn guest_lab(temp: &std::path::Path) -> Lab {
     let mut lab = Lab::in_dir(temp).unwrap();
     let given = std::env::var_os("ISOLAB_TEST_KERNEL").map(PathBuf::from);
     let image = match given {
-        Some(path) => kernel::KernelImage::open(&path, kernel::Origin::Given),
-        None => kernel::find_in_boot(
+        Some(path) => guest_kernel::KernelImage::open(&path, guest_kernel::Origin::Given),
+        None => guest_kernel::find_in_boot(
             std::path::Path::new("/boot"),
             &isolab_host::facts::kernel_release(),
         ),

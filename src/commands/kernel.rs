@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 /// `lab kernel show|build`.
 pub fn kernel(command: KernelCommand) -> Result<ExitCode, Failure> {
-    use isolab_linux_guest::{build, kernel};
+    use isolab_linux_guest::{build, guest_kernel};
     match command {
         KernelCommand::Show { path } => {
-            let image = kernel::find(path.as_deref()).map_err(usage)?;
+            let image = guest_kernel::find(path.as_deref()).map_err(usage)?;
             say!("{}", image.describe())?;
             if let Some(v) = &image.version {
                 say!("version: {v}")?;

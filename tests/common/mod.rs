@@ -322,7 +322,7 @@ pub fn needs_qemu() {
     if isolab_backends::qemu::qemu_path().is_none() {
         panic!("this test needs qemu-system-x86_64 (apt install qemu-system-x86)");
     }
-    if let Err(e) = isolab_linux_guest::kernel::find(None) {
+    if let Err(e) = isolab_linux_guest::guest_kernel::find(None) {
         panic!("this test needs a Linux kernel to boot (apt install linux-image-amd64): {e}");
     }
 }

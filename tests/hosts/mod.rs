@@ -34,8 +34,8 @@
 #![allow(dead_code)]
 
 use isolab_linux_guest::devices::{load_order, modules_dir, Wanted};
+use isolab_linux_guest::guest_kernel::{KernelImage, Origin};
 use isolab_linux_guest::initramfs::CpioWriter;
-use isolab_linux_guest::kernel::{KernelImage, Origin};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

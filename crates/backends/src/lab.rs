@@ -77,7 +77,7 @@ pub struct Lab {
     /// How long to wait for an instance to reach a marker before giving up on it.
     pub timeout: Duration,
     /// The kernel Linux guests boot (`--kernel`); `None`: find one (see
-    /// [`isolab_linux_guest::kernel::find`]).
+    /// [`isolab_linux_guest::guest_kernel::find`]).
     pub guest_kernel: Option<PathBuf>,
     /// Run backends named on the command line even where they are unavailable (`--force`), to
     /// see how far they get.

@@ -6,12 +6,12 @@ use crate::instance::Instance;
 use crate::lab::Lab;
 use crate::{Availability, BackendError, Spec};
 use isolab_linux_guest::devices::GuestDevices;
-use isolab_linux_guest::{kernel, Boot, BootError};
+use isolab_linux_guest::{guest_kernel, Boot, BootError};
 
 /// Available when there is a Linux kernel to boot (`--guest-kernel`, one `lab kernel build`
 /// made, or the distribution's).
 pub fn kernel_availability(lab: &Lab) -> Availability {
-    match kernel::find(lab.guest_kernel.as_deref()) {
+    match guest_kernel::find(lab.guest_kernel.as_deref()) {
         Ok(_) => Availability::Available,
         Err(e) => Availability::Unavailable(e.to_string()),
     }

@@ -60,7 +60,7 @@ use isolab_linux_guest as linux_guest;
 use isolab_linux_guest::cmdline::{CmdlineOptions, Reboot};
 use isolab_linux_guest::console::Console;
 use isolab_linux_guest::devices::{mac_string, GuestDevices};
-use isolab_linux_guest::kernel::KernelImage;
+use isolab_linux_guest::guest_kernel::KernelImage;
 use isolab_linux_guest::Boot;
 use isolab_linux_guest::{cmdline, ram_bytes};
 use isolab_results::info;

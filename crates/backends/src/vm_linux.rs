@@ -10,7 +10,7 @@ use isolab_kernels::marker;
 use isolab_linux_guest as linux_guest;
 use isolab_linux_guest::cmdline::{CmdlineOptions, Reboot};
 use isolab_linux_guest::devices::{Discovery, GuestDevices, NetBacking};
-use isolab_linux_guest::kernel::{ImageKind, KernelImage};
+use isolab_linux_guest::guest_kernel::{ImageKind, KernelImage};
 use isolab_linux_guest::symbols::Symbols;
 use isolab_linux_guest::Boot;
 use isolab_linux_guest::{cmdline, extract, ram_bytes};

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 /// Errors of `lab check` itself (a failed check is not an error: it is an [`Outcome`]).
 #[derive(Debug, thiserror::Error)]
-pub enum LabsError {
+pub enum ExercisesError {
     /// No exercise by that name.
     #[error("no exercise '{0}' (see `lab check` for the list)")]
     UnknownExercise(String),
@@ -66,17 +66,17 @@ pub enum LabsError {
     Interrupted,
 }
 
-impl LabsError {
+impl ExercisesError {
     /// True for mistakes in what was asked (exit status 2).
     pub fn is_usage(&self) -> bool {
         match self {
-            LabsError::Files(e) => e.is_usage(),
+            ExercisesError::Files(e) => e.is_usage(),
             e => matches!(
                 e,
-                LabsError::UnknownExercise(_)
-                    | LabsError::NoLabs(_)
-                    | LabsError::NotAProgram(_)
-                    | LabsError::NoProgram(_)
+                ExercisesError::UnknownExercise(_)
+                    | ExercisesError::NoLabs(_)
+                    | ExercisesError::NotAProgram(_)
+                    | ExercisesError::NoProgram(_)
             ),
         }
     }
@@ -85,8 +85,8 @@ impl LabsError {
     pub fn is_interrupted(&self) -> bool {
         matches!(
             self,
-            LabsError::Interrupted
-                | LabsError::Files(isolab_host::files::FilesError::Interrupted { .. })
+            ExercisesError::Interrupted
+                | ExercisesError::Files(isolab_host::files::FilesError::Interrupted { .. })
         )
     }
 }
@@ -388,11 +388,11 @@ pub const EXERCISES: [Exercise; 19] = [
 ];
 
 /// The exercise called `id`.
-pub fn exercise(id: &str) -> Result<&'static Exercise, LabsError> {
+pub fn exercise(id: &str) -> Result<&'static Exercise, ExercisesError> {
     EXERCISES
         .iter()
         .find(|e| e.id == id)
-        .ok_or_else(|| LabsError::UnknownExercise(id.to_string()))
+        .ok_or_else(|| ExercisesError::UnknownExercise(id.to_string()))
 }
 
 /// The result of one test of an exercise.
@@ -571,11 +571,11 @@ impl Options {
         }
     }
 
-    fn require_labs(&self) -> Result<(), LabsError> {
+    fn require_labs(&self) -> Result<(), ExercisesError> {
         if self.labs.join("README.md").is_file() {
             Ok(())
         } else {
-            Err(LabsError::NoLabs(self.labs.clone()))
+            Err(ExercisesError::NoLabs(self.labs.clone()))
         }
     }
 }
@@ -583,16 +583,20 @@ impl Options {
 /// Run the checks of exercise `id`, record the result in the progress file, and (for a
 /// building step that passed) install the program for `student:container` / `student:vmm`.
 /// `say` hears what is going on (building, running) while it happens.
-pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<Outcome, LabsError> {
+pub fn check(
+    id: &str,
+    options: &Options,
+    say: &mut dyn FnMut(&str),
+) -> Result<Outcome, ExercisesError> {
     let exercise = exercise(id)?;
     if let Some(program) = &options.program {
         // A program built elsewhere needs no labs directory: nothing is built, installed or
         // recorded here.
         if exercise.track == Track::Measure {
-            return Err(LabsError::NotAProgram(exercise.id.into()));
+            return Err(ExercisesError::NotAProgram(exercise.id.into()));
         }
         if !program.is_file() {
-            return Err(LabsError::NoProgram(program.clone()));
+            return Err(ExercisesError::NoProgram(program.clone()));
         }
     } else {
         options.require_labs()?;
@@ -615,7 +619,9 @@ pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<O
                     match cargo::build(&dir, &options.labs, say) {
                         // A stop during the build: cargo and its compilers are gone, and the
                         // check ends here.
-                        Err(cargo::BuildError::Interrupted) => return Err(LabsError::Interrupted),
+                        Err(cargo::BuildError::Interrupted) => {
+                            return Err(ExercisesError::Interrupted)
+                        }
                         built => (
                             built.map(Program::Built),
                             format!("{} builds", dir.display()),
@@ -652,7 +658,7 @@ pub fn check(id: &str, options: &Options, say: &mut dyn FnMut(&str)) -> Result<O
     // Results read half-way and statistics cut short by a stop request make failed tests that
     // say nothing of the student's work: neither shown nor recorded.
     if isolab_host::interrupt::work_stopped() {
-        return Err(LabsError::Interrupted);
+        return Err(ExercisesError::Interrupted);
     }
     let outcome = Outcome {
         exercise,
@@ -686,7 +692,7 @@ pub fn command(
     options: &Options,
     json: Option<&Path>,
     say: &mut dyn FnMut(&str),
-) -> Result<Done, LabsError> {
+) -> Result<Done, ExercisesError> {
     match exercise {
         Some(id) => {
             let outcome = check(id, options, say)?;
@@ -726,7 +732,7 @@ impl Program {
     /// Where the checks find the program: the given file, or the lab's own copy of the built
     /// one in its work directory (root's, mode 0755: whoever runs it may read it, no one else
     /// may change it).
-    fn place(&self, lab: &isolab_backends::lab::Lab) -> Result<PathBuf, LabsError> {
+    fn place(&self, lab: &isolab_backends::lab::Lab) -> Result<PathBuf, ExercisesError> {
         use std::os::unix::fs::PermissionsExt;
         match self {
             Program::Given(path) => Ok(path.clone()),
@@ -746,7 +752,7 @@ impl Program {
     }
 
     /// Its bytes.
-    fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, LabsError> {
+    fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, ExercisesError> {
         match self {
             Program::Given(path) => {
                 Ok(isolab_host::files::read_bounded(path, MAX_PROGRAM, "program")?.into())
@@ -757,7 +763,11 @@ impl Program {
 }
 
 /// Copy a passing step's program to where `student:container` / `student:vmm` look.
-fn install(options: &Options, exercise: &Exercise, program: &Program) -> Result<(), LabsError> {
+fn install(
+    options: &Options,
+    exercise: &Exercise,
+    program: &Program,
+) -> Result<(), ExercisesError> {
     let kind = match exercise.track {
         Track::Container => isolab_backends::student::Kind::Container,
         Track::Vmm => isolab_backends::student::Kind::Vmm,
@@ -835,7 +845,7 @@ impl Progress {
             .unwrap_or_default()
     }
 
-    fn record(labs: &Path, outcome: &Outcome) -> Result<(), LabsError> {
+    fn record(labs: &Path, outcome: &Outcome) -> Result<(), ExercisesError> {
         let mut progress = Progress::read(labs);
         let (passed, total) = outcome.score();
         progress.exercises.insert(
@@ -988,7 +998,7 @@ fn startup_line(label: &str, runs: &[isolab_backends::Run]) -> Option<String> {
 /// [`isolab_host::files::OutDir`]), readable by its owner only: the hints in it come from the
 /// student's files (their answers, what their program said), which are not every user's to
 /// read.
-pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), LabsError> {
+pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), ExercisesError> {
     let text = serde_json::to_string_pretty(value).expect("JSON serialises");
     let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
         isolab_host::files::FilesError::BadName {

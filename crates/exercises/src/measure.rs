@@ -8,7 +8,7 @@
 //! the check only accepts a results file measured on this machine.
 
 use crate::answers::{judge, Answers, AnswersError, Expected, Precision, Question};
-use crate::{Exercise, LabsError, Options, Test};
+use crate::{Exercise, ExercisesError, Options, Test};
 use isolab_host::files::FilesError;
 use isolab_host::stats::Summary;
 use isolab_report::summary;
@@ -140,7 +140,7 @@ pub fn needs(id: &str) -> &'static [Needs] {
 pub fn check(
     exercise: &Exercise,
     options: &Options,
-) -> Result<(Vec<Test>, Vec<String>), LabsError> {
+) -> Result<(Vec<Test>, Vec<String>), ExercisesError> {
     let read = match &options.answers {
         Some(path) => Answers::read(path),
         None => Answers::read_in(
@@ -153,7 +153,7 @@ pub fn check(
         Err(AnswersError::Files(e))
             if e.is_refusal() || matches!(e, FilesError::Interrupted { .. }) =>
         {
-            return Err(LabsError::Files(e))
+            return Err(ExercisesError::Files(e))
         }
         Err(e) => {
             return Ok((

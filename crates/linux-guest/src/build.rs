@@ -19,7 +19,7 @@
 //! The build writes only into the cache directory (`O=` keeps a given source tree untouched) and
 //! runs at the lowest CPU priority, so the machine stays usable.
 
-use crate::kernel::{built_dir, cache_dir};
+use crate::guest_kernel::{built_dir, cache_dir};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -20,8 +20,8 @@
 //! how — what `lab kernel show` prints, and what a backend checks before it boots a guest with
 //! devices: a kernel that cannot drive them is refused with the drivers it lacks.
 
-use crate::kernel;
-use crate::kernel::{ImageKind, KernelImage, Origin};
+use crate::guest_kernel;
+use crate::guest_kernel::{ImageKind, KernelImage, Origin};
 use isolab_resources::network::tap::Tap;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -68,7 +68,7 @@ impl GuestDevices {
 }
 
 /// Why a Linux guest booting `guest_kernel` (the lab's `--guest-kernel`, or `None`: the one
-/// [`crate::kernel::find`] finds) cannot run `kernel`, if it cannot: a disk or network kernel
+/// [`crate::guest_kernel::find`] finds) cannot run `kernel`, if it cannot: a disk or network kernel
 /// whose guest kernel has no driver for the device (or no way to find it).
 pub fn refusal_for(
     guest_kernel: Option<&Path>,
@@ -78,7 +78,7 @@ pub fn refusal_for(
     if !block && !net {
         return Ok(());
     }
-    let image = crate::kernel::find(guest_kernel).map_err(|e| e.to_string())?;
+    let image = crate::guest_kernel::find(guest_kernel).map_err(|e| e.to_string())?;
     match inspect(&image).refusal(Wanted {
         block,
         net,
@@ -375,7 +375,7 @@ fn release_and_config(image: &KernelImage) -> (Option<String>, Option<PathBuf>) 
         .map(str::to_string);
     let mut candidates = Vec::new();
     if image.origin == Origin::Built {
-        candidates.extend(kernel::built_dir().map(|d| d.join("config")));
+        candidates.extend(guest_kernel::built_dir().map(|d| d.join("config")));
     }
     if let Some(dir) = image.path.parent() {
         candidates.push(dir.join("config"));
@@ -643,7 +643,7 @@ mod tests {
     #[test]
     #[ignore = "needs Debian's kernel in /boot and its modules (apt install linux-image-amd64)"]
     fn debians_kernel_gets_its_drivers_as_modules_and_its_devices_from_acpi() {
-        let image = kernel::find_in_boot(Path::new("/boot"), "none")
+        let image = guest_kernel::find_in_boot(Path::new("/boot"), "none")
             .unwrap_or_else(|e| panic!("this test needs a kernel in /boot: {e}"));
         let d = inspect(&image);
         let text = d.describe().join("\n");

@@ -19,7 +19,7 @@
 //! Extraction takes about a second for Debian's kernel, so the result is cached (see
 //! [`cached_vmlinux`]).
 
-use crate::kernel::{cache_dir, KernelImage, SetupHeader};
+use crate::guest_kernel::{cache_dir, KernelImage, SetupHeader};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -63,7 +63,7 @@ pub enum ExtractError {
     NotElf(PathBuf),
     /// The bzImage could not be opened, or was refused (not a regular file, too large).
     #[error(transparent)]
-    Kernel(#[from] crate::kernel::KernelError),
+    Kernel(#[from] crate::guest_kernel::KernelError),
 }
 
 /// The compression of a payload, from its first bytes.
@@ -94,7 +94,7 @@ pub fn vmlinux_from_bzimage(path: &Path) -> Result<Vec<u8>, ExtractError> {
         }
     };
     // A regular file of at most MAX_KERNEL bytes: the payload read below lies inside it.
-    let mut file = crate::kernel::open(path)?;
+    let mut file = crate::guest_kernel::open(path)?;
     let mut head = vec![0u8; 0x300];
     file.read_exact(&mut head).map_err(io_err("read"))?;
     let (offset, length) = SetupHeader::parse(&head)
@@ -152,11 +152,11 @@ pub fn vmlinux_from_bzimage(path: &Path) -> Result<Vec<u8>, ExtractError> {
 /// build` left beside it, or else one extracted once into `<cache>/vmlinux/` (named after the
 /// bzImage's name, size and modification time, so a new kernel is never mistaken for an old one).
 pub fn cached_vmlinux(image: &KernelImage) -> Result<PathBuf, ExtractError> {
-    if image.kind == crate::kernel::ImageKind::Elf {
+    if image.kind == crate::guest_kernel::ImageKind::Elf {
         return Ok(image.path.clone());
     }
     if let Some(sibling) = image.path.parent().map(|d| d.join("vmlinux")) {
-        if image.origin == crate::kernel::Origin::Built && sibling.is_file() {
+        if image.origin == crate::guest_kernel::Origin::Built && sibling.is_file() {
             return Ok(sibling);
         }
     }
@@ -259,11 +259,13 @@ mod tests {
     #[test]
     #[ignore = "needs /boot/vmlinuz-* (XZ-compressed: apt install linux-image-amd64) and xz (CI runs it)"]
     fn debians_xz_kernel_extracts_exactly_as_xz_decodes_it() {
-        let image =
-            crate::kernel::find_in_boot(Path::new("/boot"), &isolab_host::facts::kernel_release())
-                .unwrap_or_else(|e| {
-                    panic!("this test needs a /boot/vmlinuz-* (apt install linux-image-amd64): {e}")
-                });
+        let image = crate::guest_kernel::find_in_boot(
+            Path::new("/boot"),
+            &isolab_host::facts::kernel_release(),
+        )
+        .unwrap_or_else(|e| {
+            panic!("this test needs a /boot/vmlinuz-* (apt install linux-image-amd64): {e}")
+        });
         let ours = vmlinux_from_bzimage(&image.path).unwrap();
         assert_eq!(&ours[..4], b"\x7fELF");
         assert_eq!(ours[4], 2, "a 64-bit ELF");

@@ -27,8 +27,8 @@ pub mod cmdline;
 pub mod console;
 pub mod devices;
 pub mod extract;
+pub mod guest_kernel;
 pub mod initramfs;
-pub mod kernel;
 pub mod symbols;
 
 use isolab_payload::{Spec, WORKLOAD_ELF};
@@ -98,8 +98,8 @@ pub fn initramfs_path(
 /// initramfs), how it finds the devices, and the initramfs.
 #[derive(Debug)]
 pub struct Boot {
-    /// The kernel ([`kernel::find`]).
-    pub image: kernel::KernelImage,
+    /// The kernel ([`guest_kernel::find`]).
+    pub image: guest_kernel::KernelImage,
     /// The modules of the devices' drivers the kernel does not have built in, in load order.
     pub modules: Vec<PathBuf>,
     /// How the kernel learns where the devices are.
@@ -121,7 +121,7 @@ pub enum BootError {
 }
 
 /// Prepare what a Linux guest given `devices` boots, for both backends that boot one (the
-/// lab's VMM and QEMU): the kernel `guest_kernel` names (or the one [`kernel::find`] finds),
+/// lab's VMM and QEMU): the kernel `guest_kernel` names (or the one [`guest_kernel::find`] finds),
 /// refused when it cannot drive the devices; the modules it needs; the lab's initramfs for
 /// them, written once per set of modules into `workdir`.
 pub fn prepare_boot(
@@ -129,7 +129,8 @@ pub fn prepare_boot(
     workdir: &Path,
     devices: &devices::GuestDevices,
 ) -> Result<Boot, BootError> {
-    let image = kernel::find(guest_kernel).map_err(|e| BootError::Unavailable(e.to_string()))?;
+    let image =
+        guest_kernel::find(guest_kernel).map_err(|e| BootError::Unavailable(e.to_string()))?;
     let wanted = devices::Wanted {
         block: devices.block.is_some(),
         net: devices.net.is_some(),
@@ -159,7 +160,7 @@ pub fn prepare_boot(
 /// boots (the kernel file plus the initramfs, and their size, for the images claim), where the
 /// kernel came from, the exact command line, and KVM's kind (and what KVM itself runs on).
 pub fn guest_facts(
-    image: &kernel::KernelImage,
+    image: &guest_kernel::KernelImage,
     kernel_file: &Path,
     initrd: &Path,
     cmdline: &str,

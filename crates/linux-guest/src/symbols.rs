@@ -17,7 +17,7 @@
 //!
 //! Nothing is read until a name is asked for: a guest that stops where it should costs nothing.
 
-use crate::kernel::KernelImage;
+use crate::guest_kernel::KernelImage;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -144,7 +144,10 @@ fn link_address(vmlinux: &Path) -> Option<u64> {
     use std::io::Read;
     let mut head = vec![0u8; 4096];
     // Through the kernel's own checks: a FIFO in its place must not block the open.
-    let n = crate::kernel::open(vmlinux).ok()?.read(&mut head).ok()?;
+    let n = crate::guest_kernel::open(vmlinux)
+        .ok()?
+        .read(&mut head)
+        .ok()?;
     head.truncate(n);
     let u16_at = |at: usize| Some(u16::from_le_bytes(head.get(at..at + 2)?.try_into().ok()?));
     let u32_at = |at: usize| Some(u32::from_le_bytes(head.get(at..at + 4)?.try_into().ok()?));
@@ -219,9 +222,9 @@ ffffffffc0000000 t mod_fn\t[some_module]
         .unwrap();
         let k = KernelImage {
             path: image.clone(),
-            kind: crate::kernel::ImageKind::Elf,
+            kind: crate::guest_kernel::ImageKind::Elf,
             version: None,
-            origin: crate::kernel::Origin::Given,
+            origin: crate::guest_kernel::Origin::Given,
         };
         assert_eq!(Symbols::locate(&k, &image), None);
         let real: String = (0..400)
