@@ -208,9 +208,13 @@ impl Resource {
             Resource::DiskDir { path } => {
                 absolute(path) && last(path).starts_with(&format!("isolab-{id}-"))
             }
+            // The lab's subtree, or one container's cgroup the lab made where its runtime puts
+            // it (runc's in the unified tree of a hybrid machine: `isolab-<id>-<n>`).
             Resource::Cgroup { path } => {
                 absolute(path)
-                    && (last(path) == id || last(path) == format!("lab-{id}"))
+                    && (last(path) == id
+                        || last(path) == format!("lab-{id}")
+                        || last(path).starts_with(&format!("isolab-{id}-")))
                     && cgroup::is_cgroup_dir(path)
             }
             Resource::CgroupEverywhere { relative } => absolute(relative) && last(relative) == id,
@@ -911,6 +915,18 @@ mod tests {
             path: PathBuf::from(format!("/tmp/isolab-{id}")),
         };
         assert!(ok.named_for(id));
+        // A container's cgroup the lab made where runc puts it, in a real cgroup tree.
+        let unified = crate::cgroup::unified_beside_v1().or_else(|| {
+            Path::new("/sys/fs/cgroup/cgroup.controllers")
+                .exists()
+                .then(|| PathBuf::from("/sys/fs/cgroup"))
+        });
+        let tree = unified.expect("a cgroup2 tree, beside v1 or alone (the tests run as root)");
+        let dir = tree.join(format!("isolab-{id}-7"));
+        fs::create_dir(&dir).unwrap();
+        let named = Resource::Cgroup { path: dir.clone() }.named_for(id);
+        fs::remove_dir(&dir).unwrap();
+        assert!(named, "a container's cgroup isolab-{id}-7");
         for bad in [
             Resource::Dir {
                 path: PathBuf::from("/"),
@@ -923,6 +939,9 @@ mod tests {
             },
             Resource::Cgroup {
                 path: PathBuf::from(format!("/tmp/{id}")),
+            },
+            Resource::Cgroup {
+                path: PathBuf::from(format!("/sys/fs/cgroup/isolab-other-{id}")),
             },
             Resource::CgroupEverywhere {
                 relative: PathBuf::from("/"),
