@@ -19,7 +19,7 @@ fn u64_at(b: &[u8], at: usize) -> usize {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize
 }
 
-/// The code of every function of `isolab_kernels::kernels`, by name without its hash suffix.
+/// The code of every function of `isolab_kernels::compute`, by name without its hash suffix.
 fn kernel_functions(elf: &'static [u8]) -> BTreeMap<String, &'static [u8]> {
     // Section headers: (address, file offset, size, link, type).
     let (shoff, shentsize, shnum) = (u64_at(elf, 0x28), u16_at(elf, 0x3a), u16_at(elf, 0x3c));
@@ -51,7 +51,7 @@ fn kernel_functions(elf: &'static [u8]) -> BTreeMap<String, &'static [u8]> {
             u64_at(elf, sym + 8),
             u64_at(elf, sym + 16),
         );
-        if !name.contains("14isolab_kernels7kernels") || size == 0 || shndx >= sections.len() {
+        if !name.contains("14isolab_kernels7compute") || size == 0 || shndx >= sections.len() {
             continue;
         }
         let section = sections[shndx];
