@@ -91,7 +91,7 @@ fn linux_guests(lab: &Lab) -> Vec<Check> {
     use isolab_backends::qemu::{qemu_path, Accel};
     use isolab_vmm::linux::kvm_problem;
     let mut out = Vec::new();
-    match isolab_linux_guest::guest_kernel::find(lab.guest_kernel.as_deref()) {
+    match isolab_linux_guest::guest_kernel::find(lab.settings.guest_kernel.as_deref()) {
         Ok(image) => out.push(Check::new("guest kern", Status::Ok, image.describe())),
         Err(e) => out.push(
             Check::new("guest kern", Status::Warn, e.to_string())
@@ -138,13 +138,13 @@ fn privilege() -> Check {
 /// Where the disk kernels' disks go, and whether one of the default size fits there.
 fn disks(lab: &Lab) -> Check {
     let bytes = isolab_payload::Spec::default_for(isolab_payload::Kernel::DiskSeq).disk_bytes();
-    match isolab_resources::disks::check(&lab.disk_parent, bytes) {
+    match isolab_resources::disks::check(&lab.settings.disk_parent, bytes) {
         Ok(()) => Check::new(
             "disks",
             Status::Ok,
             format!(
                 "disk-seq and disk-rand get a file each in {} (direct I/O works there)",
-                lab.disk_parent.display()
+                lab.settings.disk_parent.display()
             ),
         ),
         Err(e) => Check::new("disks", Status::Warn, e.to_string())
@@ -318,6 +318,7 @@ fn kvm() -> Check {
 /// from, how it resolved for the container's capabilities, and what it compiled to.
 fn seccomp(lab: &Lab) -> Check {
     let what = lab
+        .settings
         .profile
         .seccomp()
         .map_or("the seccomp profile", |s| s.what);
@@ -337,7 +338,7 @@ fn seccomp(lab: &Lab) -> Check {
                         "--profile {}: {what}, {}: {} rules for Docker's 14 capabilities ({} \
                          entries left out{}), {} BPF instructions{} (libseccomp compiled it in \
                          {:.1} ms)",
-                        lab.profile.name(),
+                        lab.settings.profile.name(),
                         p.source,
                         p.rules.len(),
                         p.dropped.len(),
@@ -361,7 +362,10 @@ fn seccomp(lab: &Lab) -> Check {
         },
         Err(why) => {
             let check = Check::new("seccomp", Status::Fail, format!("{what}: {why}"));
-            match (&lab.seccomp_profile, lab.profile.seccomp()) {
+            match (
+                &lab.settings.seccomp_profile,
+                lab.settings.profile.seccomp(),
+            ) {
                 (None, Some(shipped)) => check.fix(format!(
                     "sudo apt install {} (or run with --profile minimal)",
                     shipped.package

@@ -637,7 +637,7 @@ fn a_timeout_of_u64_max_seconds_runs() {
     let _serial = serial();
     let temp = temp_dir("lib-huge-timeout");
     let mut lab = isolab_backends::lab::Lab::in_dir(&temp).unwrap();
-    lab.timeout = Duration::MAX;
+    lab.settings.timeout = Duration::MAX;
     let run = isolab_backends::process::Process
         .run(&lab, &Spec::default_for(Kernel::Ready), &Default::default())
         .unwrap();

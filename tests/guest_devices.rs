@@ -60,7 +60,7 @@ fn a_kernel_without_virtio_drivers_is_refused_naming_them_and_the_fix() {
     image[0x500..0x50d].copy_from_slice(b"9.9.9-nothing");
     let kernel = temp.join("vmlinuz-9.9.9-nothing");
     std::fs::write(&kernel, image).unwrap();
-    lab.guest_kernel = Some(kernel);
+    lab.settings.guest_kernel = Some(kernel);
     let disk = disk(&temp, 1 << 20);
     for backend in ["vm-linux", "qemu"] {
         let devices = GuestDevices {
@@ -97,7 +97,7 @@ fn qemu_gives_the_guest_a_disk_and_a_network_card() {
     let image =
         guest_kernel::find_in_boot(Path::new("/boot"), &isolab_host::facts::kernel_release())
             .unwrap_or_else(|e| panic!("this test needs a kernel in /boot: {e}"));
-    lab.guest_kernel = Some(image.path);
+    lab.settings.guest_kernel = Some(image.path);
     let disk = disk(&temp, 64 << 20);
     let run = in_new_netns(|| {
         let tap = Tap::create("isolab-q0").unwrap();

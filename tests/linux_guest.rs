@@ -33,7 +33,7 @@ fn guest_lab(temp: &std::path::Path) -> Lab {
         ),
     };
     match image {
-        Ok(image) => lab.guest_kernel = Some(image.path),
+        Ok(image) => lab.settings.guest_kernel = Some(image.path),
         Err(e) => panic!("these tests need a kernel to boot (apt install linux-image-amd64): {e}"),
     }
     assert!(
@@ -122,7 +122,7 @@ fn a_sleeping_guest_ends_when_the_lab_lets_go() {
         "the guest saw the end and reported done: {run:#?}"
     );
     assert!(
-        started.elapsed() < lab.timeout / 2,
+        started.elapsed() < lab.settings.timeout / 2,
         "stopped by the guest, not by the timeout"
     );
     drop(lab);

@@ -150,7 +150,7 @@ fn an_io_limit_throttles_the_disk_under_the_disk_directory_for_that_instance() {
     let disks = temp.join("disks");
     std::fs::create_dir(&disks).unwrap();
     let mut lab = Lab::in_dir(&temp).unwrap();
-    lab.disk_parent = disks.clone();
+    lab.settings.disk_parent = disks.clone();
     let disk = lab.io_disk().unwrap();
     let limits = Limits {
         io_bps: Some(4 << 20),

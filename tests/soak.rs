@@ -184,15 +184,15 @@ fn launch(lab: &mut Lab, name: &str, fault: &'static str, rng: &mut Rng) {
                 );
             } else {
                 // A workload that never reaches `done` (nobody lets it go): the lab's timeout.
-                let saved = lab.timeout;
+                let saved = lab.settings.timeout;
                 // A runtime alone may take longer than that to start on a busy machine.
-                lab.timeout = Duration::from_millis(match name {
+                lab.settings.timeout = Duration::from_millis(match name {
                     "oci:runsc" | "docker" => 3000,
                     "oci:runc" | "oci:crun" => 1500,
                     _ => 400,
                 });
                 let e = plain.run(lab, &sleep_spec(), &limits);
-                lab.timeout = saved;
+                lab.settings.timeout = saved;
                 assert!(
                     matches!(e, Err(BackendError::Timeout { .. })),
                     "{name}: {e:?}"
@@ -481,7 +481,7 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
     // boot on nested PVM and stops at its time limit (a hung guest); with VT-x/AMD-V it boots.
     {
         let mut lab = Lab::in_dir(&temp).unwrap();
-        lab.timeout = Duration::from_secs(90);
+        lab.settings.timeout = Duration::from_secs(90);
         let run = backend::qemu::Qemu::default()
             .run(&lab, &Spec::default_for(Kernel::Ready), &Limits::default())
             .unwrap();
@@ -500,9 +500,9 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
         drop(i);
         tally.launch("qemu", 1);
         tally.fault("runtime-killed");
-        lab.force = true;
+        lab.settings.force = true;
         for _ in 0..2 {
-            lab.timeout = Duration::from_secs(3);
+            lab.settings.timeout = Duration::from_secs(3);
             let run = backend::vm_linux::VmLinux::default().run(
                 &lab,
                 &Spec::default_for(Kernel::Ready),
@@ -544,7 +544,7 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
         }
         // A batch of launches in one lab of this process.
         let mut lab = Lab::in_dir(&temp).unwrap();
-        lab.timeout = Duration::from_secs(30);
+        lab.settings.timeout = Duration::from_secs(30);
         for _ in 0..(5 + rng.below(20)) {
             let name = *pick(&mut rng, &in_process);
             // External runtimes are slow (Docker most: a CLI, a daemon, containerd, a shim and

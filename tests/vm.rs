@@ -22,7 +22,7 @@ static TURN: Mutex<()> = Mutex::new(());
 fn lab() -> (MutexGuard<'static, ()>, Lab) {
     let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = Lab::new().expect("a work directory");
-    lab.timeout = Duration::from_secs(60);
+    lab.settings.timeout = Duration::from_secs(60);
     if let Availability::Unavailable(why) = Vm::default().availability(&lab) {
         panic!("the vm backend cannot run here, so this test cannot: {why}");
     }

@@ -56,7 +56,7 @@ fn fds() -> usize {
 #[test]
 fn no_vmm_process_cgroup_or_fd_outlives_a_run() {
     let mut lab = Lab::new().unwrap();
-    lab.timeout = Duration::from_secs(60);
+    lab.settings.timeout = Duration::from_secs(60);
     if let Availability::Unavailable(why) = Vm::default().availability(&lab) {
         panic!("the vm backend cannot run here, so this test cannot: {why}");
     }

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 pub fn exec(args: &ExecArgs) -> Result<ExitCode, Failure> {
     let mut lab = new_lab()?;
-    lab.timeout = std::time::Duration::from_secs(args.timeout);
-    apply_guest_args(&mut lab, &args.guest);
+    lab.settings.timeout = std::time::Duration::from_secs(args.timeout);
+    apply_guest_args(&mut lab.settings, &args.guest);
     let limits = args.limits.checked()?;
     let hold = args.hold.map(std::time::Duration::from_secs);
     if args.kernel == Kernel::Sleep.name() {

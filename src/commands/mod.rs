@@ -14,7 +14,7 @@ mod report;
 use crate::cli::{Cli, Command, CommonArgs, GuestArgs};
 use crate::output::{usage, Failure};
 use anyhow::Context;
-use isolab_backends::lab::Lab;
+use isolab_backends::lab::{Lab, Settings};
 use isolab_host::interrupt;
 use isolab_results::Results;
 use std::io::Write;
@@ -71,22 +71,25 @@ pub fn output_dir(dir: &Path, what: &str) -> Result<(), Failure> {
 
 pub fn lab_for(common: &CommonArgs) -> Result<Lab, Failure> {
     let mut lab = new_lab()?;
-    lab.timeout = std::time::Duration::from_secs(common.timeout);
-    apply_guest_args(&mut lab, &common.guest);
+    lab.settings.timeout = std::time::Duration::from_secs(common.timeout);
+    apply_guest_args(&mut lab.settings, &common.guest);
     Ok(lab)
 }
 
-pub fn apply_guest_args(lab: &mut Lab, guest: &GuestArgs) {
-    lab.guest_kernel = guest.guest_kernel.clone();
-    lab.force = guest.force;
-    lab.disk_parent = guest.disk_dir.clone();
-    lab.shared_image_disk = guest.shared_disk;
-    lab.image_spec = (guest.image == "layered").then(|| isolab_resources::image::ImageSpec {
+/// The settings `--guest-kernel`, `--force`, `--disk-dir`, `--shared-disk`, `--image` and
+/// `--profile` ask for.
+pub fn apply_guest_args(settings: &mut Settings, guest: &GuestArgs) {
+    settings.guest_kernel = guest.guest_kernel.clone();
+    settings.force = guest.force;
+    settings.disk_parent = guest.disk_dir.clone();
+    settings.shared_image_disk = guest.shared_disk;
+    settings.image_spec = (guest.image == "layered").then(|| isolab_resources::image::ImageSpec {
         lib_mib: guest.image_mib,
         ..Default::default()
     });
     // clap accepts only the names of profiles.
-    lab.profile = isolab_container::profile::Profile::from_name(&guest.profile).unwrap_or_default();
+    settings.profile =
+        isolab_container::profile::Profile::from_name(&guest.profile).unwrap_or_default();
 }
 
 pub fn new_lab() -> Result<Lab, Failure> {

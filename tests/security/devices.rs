@@ -630,7 +630,7 @@ fn without_user_namespaces_a_layered_container_opens_no_device_it_makes() {
     if role().as_deref() == Some("lab-without-userns") {
         let temp = temp_dir("security-nouserns-lab");
         let mut lab = lab_with_attacker(&temp);
-        lab.image_spec = Some(isolab_resources::image::ImageSpec {
+        lab.settings.image_spec = Some(isolab_resources::image::ImageSpec {
             lib_mib: 1,
             app_version: 1,
         });

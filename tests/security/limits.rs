@@ -447,7 +447,7 @@ impl Backend for Elsewhere {
             cgroup: Some(cgroup),
             ends,
             timeline: Timeline::start(),
-            timeout: lab.timeout,
+            timeout: lab.settings.timeout,
             cleanup: Vec::new(),
         }))
     }

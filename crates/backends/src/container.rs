@@ -208,7 +208,7 @@ impl Backend for Container {
             cgroup,
             ends,
             timeline,
-            timeout: lab.timeout,
+            timeout: lab.settings.timeout,
             cleanup: Vec::new(),
         });
         provisions.hand_to(lab, &mut instance);
@@ -229,7 +229,7 @@ impl Backend for Container {
         instance.note(info::DEVICES, devices);
         // From here on, dropping `instance` on an error kills and reaps whatever was started.
         if let Some(lab_sync) = sync {
-            start::finish_rootless(pid, lab_sync, lab.timeout)?;
+            start::finish_rootless(pid, lab_sync, lab.settings.timeout)?;
         }
         Ok(instance)
     }

@@ -479,7 +479,7 @@ impl Docker {
             cgroup,
             ends,
             timeline,
-            timeout: lab.timeout,
+            timeout: lab.settings.timeout,
             cleanup: vec![Box::new(cleanup)],
         });
         // Docker applies the limits to the container's own cgroup, which the daemon makes:

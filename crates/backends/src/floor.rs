@@ -79,7 +79,7 @@ impl Backend for NsFloor {
             cgroup: None,
             ends,
             timeline,
-            timeout: lab.timeout,
+            timeout: lab.settings.timeout,
             cleanup: vec![provisions.removal()],
         }))
     }

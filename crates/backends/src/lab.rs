@@ -64,16 +64,10 @@ pub enum LabError {
     Image(String),
 }
 
-/// Host-side state shared by every instance of one lab run.
-#[derive(Debug)]
-pub struct Lab {
-    ledger: Arc<Ledger>,
-    workdir: PathBuf,
-    cgroups: Result<Hierarchy, String>,
-    /// What the lab owns, removed in reverse order when it is dropped: the work directory, then
-    /// its cgroup subtrees.
-    owned: Vec<Owned>,
-    next_instance: AtomicU64,
+/// What one lab run is asked for: plain data, set from the command line before its first
+/// instance starts, read by backends and experiments.
+#[derive(Clone, Debug)]
+pub struct Settings {
     /// How long to wait for an instance to reach a marker before giving up on it.
     pub timeout: Duration,
     /// The kernel Linux guests boot (`--kernel`); `None`: find one (see
@@ -85,27 +79,56 @@ pub struct Lab {
     /// How containers (isolab's, and the OCI bundles it writes) are configured beyond their
     /// namespaces (`--profile`).
     pub profile: Profile,
-    /// A seccomp profile file to load instead of the one [`Lab::profile`] names (`None`: that
+    /// A seccomp profile file to load instead of the one [`Settings::profile`] names (`None`: that
     /// profile's own, see [`Profile::seccomp`]).
     pub seccomp_profile: Option<PathBuf>,
+    /// Where the directory of the instances' disks goes (see [`isolab_resources::disks`]).
+    pub disk_parent: PathBuf,
+    /// Run instances on the lab's layered image of this spec ([`isolab_resources::image`]) instead of the
+    /// bare root holding only the workload.
+    pub image_spec: Option<ImageSpec>,
+    /// VMs on the image share one read-only disk of it, instead of a copy each.
+    pub shared_image_disk: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            timeout: Duration::from_secs(120),
+            guest_kernel: None,
+            force: false,
+            profile: Profile::default(),
+            seccomp_profile: None,
+            disk_parent: PathBuf::from(isolab_resources::disks::DEFAULT_PARENT),
+            image_spec: None,
+            shared_image_disk: false,
+        }
+    }
+}
+
+/// Host-side state shared by every instance of one lab run.
+#[derive(Debug)]
+pub struct Lab {
+    ledger: Arc<Ledger>,
+    workdir: PathBuf,
+    cgroups: Result<Hierarchy, String>,
+    /// What the lab owns, removed in reverse order when it is dropped: the work directory, then
+    /// its cgroup subtrees.
+    owned: Vec<Owned>,
+    next_instance: AtomicU64,
+    /// What the lab run is asked for (plain data, from the command line).
+    pub settings: Settings,
     /// The profile compiled, and the containers' launcher: made on first use, kept for the
     /// lab's life (see [`Lab::security`]).
     security: OnceLock<Result<Arc<Security>, String>>,
-    /// Where the directory of the instances' disks goes (see [`isolab_resources::disks`]).
-    pub disk_parent: PathBuf,
     /// That directory, made on first use and claimed before.
     disks: OnceLock<Result<(DiskDir, Owned), String>>,
     /// The lab's network ([`isolab_resources::network`]), started on first use.
     network: OnceLock<Result<Arc<Network>, String>>,
     /// The disk under [`Lab::disk_parent`], which I/O limits throttle: found on first use.
     io_disk: OnceLock<Result<isolab_resources::cgroup::BlockDevice, String>>,
-    /// Run instances on the lab's layered image of this spec ([`isolab_resources::image`]) instead of the
-    /// bare root holding only the workload.
-    pub image_spec: Option<ImageSpec>,
     /// That image, built on first use.
     image: OnceLock<Result<Arc<Image>, String>>,
-    /// VMs on the image share one read-only disk of it, instead of a copy each.
-    pub shared_image_disk: bool,
     /// The lab's image as a VM's disk (an ext4 file system), built on first use.
     ext4: OnceLock<Result<Arc<isolab_resources::image::ext4::Ext4Image>, String>>,
     /// What backends made for the lab's whole life (a Docker image it built, KSM turned on),
@@ -135,19 +158,12 @@ impl Lab {
             cgroups: Err("not yet detected".into()),
             owned: Vec::new(),
             next_instance: AtomicU64::new(0),
-            timeout: Duration::from_secs(120),
-            guest_kernel: None,
-            force: false,
-            profile: Profile::default(),
-            seccomp_profile: None,
+            settings: Settings::default(),
             security: OnceLock::new(),
-            disk_parent: PathBuf::from(isolab_resources::disks::DEFAULT_PARENT),
             disks: OnceLock::new(),
             network: OnceLock::new(),
             io_disk: OnceLock::new(),
-            image_spec: None,
             image: OnceLock::new(),
-            shared_image_disk: false,
             kept: std::sync::Mutex::new(Vec::new()),
             ext4: OnceLock::new(),
             _lifeline: None,
@@ -296,7 +312,7 @@ impl Lab {
         let dir = self
             .disks
             .get_or_init(|| {
-                let parent = Parent::open(&self.disk_parent).map_err(|e| e.to_string())?;
+                let parent = Parent::open(&self.settings.disk_parent).map_err(|e| e.to_string())?;
                 DiskDir::make(&parent, &self.ledger).map_err(|e| e.to_string())
             })
             .as_ref()
@@ -373,7 +389,7 @@ impl Lab {
             // read-only disk every VM shares — which its /init mounts and loads the libraries
             // from, into the guest's own page cache either way.
             let master = self.image_disk(&image)?;
-            if self.shared_image_disk {
+            if self.settings.shared_image_disk {
                 devices.block = Some(BlockBacking {
                     path: master.path().to_path_buf(),
                     read_only: true,
@@ -444,7 +460,7 @@ impl Lab {
     /// The layered image instances run on, when the lab was asked for one ([`Lab::image_spec`]):
     /// built in the work directory on first use.
     pub fn image(&self) -> Result<Option<Arc<Image>>, LabError> {
-        let Some(spec) = self.image_spec else {
+        let Some(spec) = self.settings.image_spec else {
             return Ok(None);
         };
         self.image
@@ -499,7 +515,7 @@ impl Lab {
     /// answer is kept for the lab's life. The error says why there is none.
     pub fn io_disk(&self) -> Result<isolab_resources::cgroup::BlockDevice, String> {
         self.io_disk
-            .get_or_init(|| isolab_resources::disks::whole_disk_of(&self.disk_parent))
+            .get_or_init(|| isolab_resources::disks::whole_disk_of(&self.settings.disk_parent))
             .clone()
     }
 
@@ -554,9 +570,12 @@ impl Lab {
     pub fn security(&self) -> Result<Arc<Security>, String> {
         self.security
             .get_or_init(|| {
-                Security::prepare(self.profile, self.seccomp_profile.as_deref())
-                    .map(Arc::new)
-                    .map_err(|e: SeccompError| e.to_string())
+                Security::prepare(
+                    self.settings.profile,
+                    self.settings.seccomp_profile.as_deref(),
+                )
+                .map(Arc::new)
+                .map_err(|e: SeccompError| e.to_string())
             })
             .clone()
     }

@@ -11,7 +11,7 @@ use isolab_linux_guest::{guest_kernel, Boot, BootError};
 /// Available when there is a Linux kernel to boot (`--guest-kernel`, one `lab kernel build`
 /// made, or the distribution's).
 pub fn kernel_availability(lab: &Lab) -> Availability {
-    match guest_kernel::find(lab.guest_kernel.as_deref()) {
+    match guest_kernel::find(lab.settings.guest_kernel.as_deref()) {
         Ok(_) => Availability::Available,
         Err(e) => Availability::Unavailable(e.to_string()),
     }
@@ -20,7 +20,7 @@ pub fn kernel_availability(lab: &Lab) -> Availability {
 /// A disk or network kernel needs a guest kernel that can drive the disk or the card: refused,
 /// naming the drivers it lacks and the fix, before anything starts.
 pub fn supports(lab: &Lab, kernel: isolab_payload::Kernel) -> Result<(), String> {
-    isolab_linux_guest::devices::refusal_for(lab.guest_kernel.as_deref(), kernel)
+    isolab_linux_guest::devices::refusal_for(lab.settings.guest_kernel.as_deref(), kernel)
 }
 
 /// Start one guest: a disk kernel's guest gets a disk, a network kernel's a network card (see
@@ -39,8 +39,8 @@ pub fn start(
 
 /// What `backend`'s guest boots for `devices` ([`isolab_linux_guest::prepare_boot`]).
 pub fn boot(lab: &Lab, backend: &str, devices: &GuestDevices) -> Result<Boot, BackendError> {
-    isolab_linux_guest::prepare_boot(lab.guest_kernel.as_deref(), lab.workdir(), devices).map_err(
-        |e| match e {
+    isolab_linux_guest::prepare_boot(lab.settings.guest_kernel.as_deref(), lab.workdir(), devices)
+        .map_err(|e| match e {
             BootError::Unavailable(reason) => BackendError::Unavailable {
                 backend: backend.into(),
                 reason,
@@ -49,6 +49,5 @@ pub fn boot(lab: &Lab, backend: &str, devices: &GuestDevices) -> Result<Boot, Ba
                 step: "initramfs".into(),
                 detail: e.to_string(),
             },
-        },
-    )
+        })
 }

@@ -170,7 +170,7 @@ impl Oci {
                     "--ignore-cgroups".into(),
                     format!("--platform={}", runsc_platform()),
                 ];
-                if lab.profile.hardened() {
+                if lab.settings.profile.hardened() {
                     args.push("--oci-seccomp".into());
                 }
                 args
@@ -495,7 +495,7 @@ impl Backend for Oci {
             cgroup: Some(cgroup),
             ends,
             timeline,
-            timeout: lab.timeout,
+            timeout: lab.settings.timeout,
             cleanup: vec![Box::new(cleanup)],
         });
         if let Some(note) = peer_note {
@@ -834,7 +834,7 @@ mod properties {
         let lab = Lab::in_dir(&dir).unwrap();
         let profiles: Vec<Security> = Profile::ALL
             .iter()
-            .map(|p| Security::prepare(*p, lab.seccomp_profile.as_deref()).unwrap())
+            .map(|p| Security::prepare(*p, lab.settings.seccomp_profile.as_deref()).unwrap())
             .collect();
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
             failure_persistence: None,

@@ -69,7 +69,7 @@ impl Backend for Process {
             cgroup,
             ends,
             timeline,
-            timeout: lab.timeout,
+            timeout: lab.settings.timeout,
             cleanup: Vec::new(),
         });
         provisions.hand_to(lab, &mut instance);

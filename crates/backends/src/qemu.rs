@@ -438,7 +438,7 @@ impl Qemu {
             cgroup,
             ends: parent,
             timeline,
-            timeout: lab.timeout,
+            timeout: lab.settings.timeout,
             // QEMU is gone by the time clean-up runs, so the relay has seen the end of its
             // output and is finishing: wait for it, so no thread outlives the instance.
             cleanup: vec![Box::new(move || {

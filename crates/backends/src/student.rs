@@ -377,7 +377,7 @@ impl Backend for Student {
             cgroup: Some(cgroup),
             ends,
             timeline,
-            timeout: lab.timeout,
+            timeout: lab.settings.timeout,
             cleanup: vec![Box::new(cleanup)],
         });
         if let Some(root) = run_as.container_root() {

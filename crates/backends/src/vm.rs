@@ -56,7 +56,7 @@ impl Vm {
             ram_bytes: self
                 .ram_bytes
                 .unwrap_or_else(|| memory::ram_for_arena(spec.arena_bytes())),
-            time_limit: self.time_limit.unwrap_or(lab.timeout.mul_f64(0.9)),
+            time_limit: self.time_limit.unwrap_or(lab.settings.timeout.mul_f64(0.9)),
         }
     }
 }

@@ -189,7 +189,7 @@ impl VmLinux {
         options.init = devices.init_words.clone();
         let mut config = LinuxConfig {
             ram_bytes: ram_bytes(spec),
-            time_limit: self.time_limit.unwrap_or(lab.timeout.mul_f64(0.9)),
+            time_limit: self.time_limit.unwrap_or(lab.settings.timeout.mul_f64(0.9)),
             kernel: kernel_file.clone(),
             initrd: initrd.clone(),
             cmdline: String::new(),

@@ -163,7 +163,7 @@ pub fn launch_keeping(
                 cgroup,
                 ends,
                 timeline,
-                timeout: lab.timeout,
+                timeout: lab.settings.timeout,
                 cleanup: scratch.map(Scratch::removal).into_iter().collect(),
             }))
         }

@@ -637,7 +637,7 @@ pub fn check(
             match &built {
                 Ok(built) => {
                     let mut lab = isolab_backends::lab::Lab::new()?;
-                    lab.timeout = options.timeout;
+                    lab.settings.timeout = options.timeout;
                     let program = &built.place(&lab)?;
                     let (more, m) = if exercise.track == Track::Container {
                         container::check(exercise.step, program, &lab, say)

@@ -134,7 +134,7 @@ fn image_record(lab: &Lab, docker: bool) -> Result<isolab_results::ImageRecord, 
             .map(|l| (l.name.to_string(), l.bytes))
             .collect(),
         lib_mib: image.spec.lib_mib,
-        vm_disk_shared: lab.shared_image_disk,
+        vm_disk_shared: lab.settings.shared_image_disk,
         docker: None,
     };
     if !docker {

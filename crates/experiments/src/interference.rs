@@ -321,7 +321,7 @@ pub fn run(
             victims.push(*v);
         }
     }
-    let bound_ms = (lab.timeout.as_millis() as u64).saturating_mul(3);
+    let bound_ms = (lab.settings.timeout.as_millis() as u64).saturating_mul(3);
     let mut specs: Vec<Spec> = victims.iter().map(|k| victim_spec(*k)).collect();
     specs.extend(options.aggressors.iter().map(|a| a.spec(bound_ms)));
     check_provisions(lab, &specs)?;
@@ -569,7 +569,7 @@ fn victim(
     let mut v = backend.start(lab, spec, limits)?;
     let result = v
         .wait_ready()
-        .and_then(|()| v.wait_done_by(Instant::now() + lab.timeout));
+        .and_then(|()| v.wait_done_by(Instant::now() + lab.settings.timeout));
     match result {
         Ok(()) | Err(BackendError::Exited { .. }) => v.finish(),
         Err(e) => Err(e),

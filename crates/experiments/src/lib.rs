@@ -166,7 +166,7 @@ impl ExperimentError {
 /// fix, and says how.
 pub fn check_provisions(lab: &Lab, specs: &[Spec]) -> Result<(), ExperimentError> {
     if let Some(bytes) = specs.iter().map(Spec::disk_bytes).max().filter(|b| *b > 0) {
-        isolab_resources::disks::check(&lab.disk_parent, bytes)?;
+        isolab_resources::disks::check(&lab.settings.disk_parent, bytes)?;
     }
     if specs.iter().any(|s| s.kernel.needs_network()) && !nix::unistd::geteuid().is_root() {
         return Err(ExperimentError::NetworkNeedsRoot);
@@ -240,7 +240,7 @@ pub fn select(
                 }
                 match backend.availability(lab) {
                     // --force: run it anyway; the run reports where it stops.
-                    Availability::Unavailable(_) if lab.force => {}
+                    Availability::Unavailable(_) if lab.settings.force => {}
                     Availability::Unavailable(reason) => {
                         return Err(ExperimentError::Unavailable {
                             backend: name.clone(),
