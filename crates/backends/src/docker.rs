@@ -51,7 +51,8 @@
 //! the same flags (`podman run --rm --network none`); `lab doctor` says which of them answers.
 
 use crate::instance::{Instance, Parts, Run, Timeline};
-use crate::lab::{Lab, DISK_INSIDE, SCRATCH_INSIDE};
+use crate::lab::Lab;
+use crate::provide::{DISK_INSIDE, SCRATCH_INSIDE};
 use crate::{Availability, Backend, BackendError, Limits, Spec};
 use isolab_host::clock::now_ns;
 use isolab_host::format::last_lines;

@@ -32,6 +32,7 @@ pub mod lab;
 pub mod linux_vm;
 pub mod oci;
 pub mod process;
+pub mod provide;
 pub mod qemu;
 pub mod student;
 pub mod vm;

@@ -64,7 +64,8 @@
 //! after a crash, by the lab's guardian or the next lab.
 
 use crate::instance::{Instance, Parts, Timeline};
-use crate::lab::{Lab, DISK_INSIDE, SCRATCH_INSIDE};
+use crate::lab::Lab;
+use crate::provide::{DISK_INSIDE, SCRATCH_INSIDE};
 use crate::{Availability, Backend, BackendError, Limits, Spec};
 use isolab_container::capabilities;
 use isolab_container::rootfs::{
@@ -555,7 +556,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn of(p: &crate::lab::Provisions) -> Shared {
+    fn of(p: &crate::provide::Provisions) -> Shared {
         use std::os::fd::{AsFd, AsRawFd};
         Shared {
             scratch: p.scratch.as_ref().map(|s| s.path().to_path_buf()),

@@ -13,7 +13,8 @@
 //! ```
 
 use crate::instance::{Instance, Parts, Timeline};
-use crate::lab::{Lab, Scratch};
+use crate::lab::Lab;
+use crate::provide::Scratch;
 use crate::{BackendError, Limits, Spec};
 use isolab_resources::cgroup::Placement;
 use isolab_spawn::child;
