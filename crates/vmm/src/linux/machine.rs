@@ -143,6 +143,12 @@ impl Bus {
                 &format!("virtio_{name}_requests"),
                 Counters::get(&c.requests),
             );
+            // What serving the device cost the host: its thread's CPU time (a thread that sleeps
+            // in poll between notifications costs next to nothing).
+            host.info(
+                &format!("virtio_{name}_thread_cpu_ns"),
+                Counters::get(&c.thread_cpu_ns),
+            );
             for (i, q) in c.queues().iter().enumerate() {
                 host.info(&format!("virtio_{name}_queue{i}"), q);
             }

@@ -13,8 +13,11 @@
 //! The device reads from or writes to the file at `sector × 512`, straight between the file and
 //! the guest's buffers, and answers in the status byte; the used ring says how many bytes it
 //! wrote into the chain. A request outside the disk, or a chain of the wrong shape, is answered
-//! with `IOERR` (or dropped, when there is no status byte to answer in): the guest's mistakes
-//! are the guest's errors, never the VMM's crash.
+//! with `IOERR` (or dropped, when there is no status byte in guest RAM to answer in — checked
+//! before anything is done, so a request never reaches the disk unanswered): the guest's
+//! mistakes are the guest's errors, never the VMM's crash. A chain cut short (see the parent
+//! module) is dropped whole, and a request that would write more than the used ring's u32 can
+//! count is refused: the used length is always the bytes really written.
 //!
 //! # O_DIRECT
 //!
@@ -38,15 +41,15 @@
 //! `fdatasync`: with `O_DIRECT` the data is on the disk's own cache, and only a flush makes it
 //! durable.
 
-use crate::linux::virtio::{
-    serve_queue, wait_readable, Activation, Counters, Kind, VirtioDevice, VirtioError, Worker,
+use super::{
+    serve_queue, wait_readable, whole_chain, Activation, Counters, Kind, Served, Stop,
+    VirtioDevice, VirtioError, Worker,
 };
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::Arc;
 use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
@@ -235,30 +238,41 @@ impl VirtioDevice for Block {
             .next()
             .ok_or(VirtioError::QueueNotReady(0))?;
         let notify = notify.pop().ok_or(VirtioError::QueueNotReady(0))?;
-        let theirs = Arc::clone(&counters);
-        Worker::spawn("virtio-blk".into(), theirs, move |stop| loop {
-            let ready = wait_readable(&[stop.as_ref(), &notify]).map_err(|e| e.to_string())?;
-            if ready[0] {
-                counters.queues_at_stop(vec![crate::linux::virtio::describe(&queue, &mem)]);
-                return Ok(());
-            }
-            Counters::add(
-                &counters.notifications,
-                crate::linux::virtio::drain(&notify),
-            );
-            match requests.serve(&mut queue, &mem, &counters) {
-                Ok(true) => {
-                    if queue.needs_notification(&mem).unwrap_or(true) {
-                        interrupt.used_buffers();
-                    }
+        let irq = interrupt.clone();
+        Worker::spawn("virtio-blk".into(), &irq, move |stop| {
+            // Chains left when the last wake-up's budget ran out: look, do not sleep.
+            let mut more = false;
+            loop {
+                let ready =
+                    wait_readable(&[stop.as_ref(), &notify], !more).map_err(|e| e.to_string())?;
+                if ready[0] || stop.requested() {
+                    counters.queues_at_stop(vec![crate::linux::virtio::describe(&queue, &mem)]);
+                    return Ok(());
                 }
-                Ok(false) => {}
-                // The rings are corrupt: the queue cannot go on until the driver resets it.
-                Err(e) => {
-                    return Err(format!(
-                        "{e} ({})",
-                        crate::linux::virtio::describe(&queue, &mem)
-                    ))
+                if ready[1] {
+                    Counters::add(
+                        &counters.notifications,
+                        crate::linux::virtio::drain(&notify),
+                    );
+                }
+                match requests.serve(&mut queue, &mem, &counters, &stop) {
+                    Ok(served) => {
+                        more = served.more;
+                        if served.used > 0
+                            && !stop.requested()
+                            && queue.needs_notification(&mem).unwrap_or(true)
+                        {
+                            interrupt.used_buffers();
+                        }
+                    }
+                    // The rings are corrupt: the queue cannot go on until the driver resets it
+                    // (the device asks for that as the thread ends).
+                    Err(e) => {
+                        return Err(format!(
+                            "{e} ({})",
+                            crate::linux::virtio::describe(&queue, &mem)
+                        ))
+                    }
                 }
             }
         })
@@ -339,17 +353,21 @@ pub struct Requests {
 }
 
 impl Requests {
-    /// Serve every request waiting on `queue`; true if any was completed.
+    /// Serve the requests waiting on `queue`, at most [`super::BUDGET`] of them.
     pub fn serve(
         &mut self,
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
         counters: &Counters,
-    ) -> Result<bool, VirtioError> {
-        serve_queue(queue, mem, |chain| {
+        stop: &Stop,
+    ) -> Result<Served, VirtioError> {
+        serve_queue(queue, mem, stop, |chain| {
             Counters::add(&counters.requests, 1);
-            // The chain's length is bounded by the queue size (virtio-queue's `ttl`).
-            let descs: Vec<Descriptor> = chain.collect();
+            // A chain cut short (a loop, 4 GiB of buffers) is returned with nothing done.
+            let Some(descs) = whole_chain(chain) else {
+                Counters::add(&counters.malformed, 1);
+                return 0;
+            };
             let (used, ok) = self.request(mem, &descs);
             if !ok {
                 Counters::add(&counters.malformed, 1);
@@ -360,12 +378,12 @@ impl Requests {
 
     /// One request: the bytes written into the chain, and whether it was well-formed.
     fn request(&mut self, mem: &GuestMemoryMmap, descs: &[Descriptor]) -> (u32, bool) {
-        // The status byte is the last descriptor's first byte; without one there is no way to
-        // answer, and the chain is returned untouched.
-        let Some(status_desc) = descs
-            .last()
-            .filter(|d| d.is_write_only() && d.len() >= 1 && descs.len() >= 2)
-        else {
+        // The status byte is the last descriptor's first byte; without one in guest RAM there is
+        // no way to answer, and the chain is returned untouched — checked first, so that the
+        // disk is never written for a request that cannot be told it was.
+        let Some(status_desc) = descs.last().filter(|d| {
+            d.is_write_only() && d.len() >= 1 && descs.len() >= 2 && mem.address_in_range(d.addr())
+        }) else {
             return (0, false);
         };
         let data = &descs[1..descs.len() - 1];
@@ -377,10 +395,12 @@ impl Requests {
         if mem.write_obj(status, status_desc.addr()).is_err() {
             return (0, false);
         }
-        (written.saturating_add(1), ok)
+        // `execute` wrote fewer than u32::MAX bytes: the status byte still fits the count.
+        (written + 1, ok)
     }
 
-    /// Do what the header asks; the bytes written into the data buffers.
+    /// Do what the header asks; the bytes written into the data buffers (less than `u32::MAX`:
+    /// the used ring's count, with the status byte, must hold them).
     fn execute(
         &mut self,
         mem: &GuestMemoryMmap,
@@ -407,12 +427,18 @@ impl Requests {
                 if data.iter().any(|d| d.is_write_only() != reading) {
                     return Err(Status::IoErr);
                 }
+                // Counted in u64: 256 buffers of up to 4 GiB each overflow a u32.
                 let total: u64 = data.iter().map(|d| d.len() as u64).sum();
                 let start = sector.checked_mul(SECTOR).ok_or(Status::IoErr)?;
                 let end = start.checked_add(total).ok_or(Status::IoErr)?;
                 if total % SECTOR != 0 || end > self.capacity_bytes {
                     return Err(Status::IoErr);
                 }
+                // What a read writes must fit the used ring's u32 with the status byte.
+                let written = match u32::try_from(total) {
+                    Ok(n) if n < u32::MAX => n,
+                    _ => return Err(Status::IoErr),
+                };
                 // The whole request in one system call when every buffer allows it — as the
                 // guest meant it: one request, one I/O on the host's disk. One call per buffer
                 // would be one disk I/O per 4 KiB page of the guest's under O_DIRECT.
@@ -423,7 +449,7 @@ impl Requests {
                         offset += d.len() as u64;
                     }
                 }
-                Ok(if reading { total as u32 } else { 0 })
+                Ok(if reading { written } else { 0 })
             }
             VIRTIO_BLK_T_FLUSH => {
                 // SAFETY: fdatasync on an open descriptor.
@@ -706,7 +732,9 @@ mod tests {
         let mut queue: Queue = q.create_queue().unwrap();
         let counters = Counters::default();
         let mut requests = block.requests().unwrap();
-        assert!(requests.serve(&mut queue, mem, &counters).unwrap());
+        let stop = Stop::new().unwrap();
+        let served = requests.serve(&mut queue, mem, &counters, &stop).unwrap();
+        assert_eq!(served.used, 1);
         let used = q.used().ring().ref_at(0).unwrap().load();
         assert_eq!(q.used().idx().load(), 1);
         (used.len(), status_at(mem, GuestAddress(STATUS)).unwrap())
@@ -943,14 +971,15 @@ mod tests {
 #[cfg(test)]
 mod driven {
     use super::*;
+    use crate::linux::virtio::hostile::Ring;
     use crate::linux::virtio::mmio::tests::{drive, rd, wr};
     use crate::linux::virtio::mmio::MmioTransport;
     use crate::linux::virtio::Notify;
     use std::time::{Duration, Instant};
     use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
-    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-    use virtio_queue::desc::RawDescriptor;
-    use virtio_queue::mock::MockSplitQueue;
+    use virtio_bindings::virtio_ring::{
+        VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+    };
     use vmm_sys_util::eventfd::EventFd;
 
     /// Requests posted one after another as Linux's driver posts them — avail ring, then a
@@ -964,13 +993,11 @@ mod driven {
         drop(f);
         let block = Block::open(&path, false).unwrap();
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
-        let q = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let q = Ring::new(&mem, 0x1000, 16);
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let mut t = MmioTransport::new(Box::new(block), mem.clone(), irq, Notify::Exit).unwrap();
         let features = 1u64 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_EVENT_IDX;
-        assert_eq!(drive(&mut t, features, &[&q]) & 0xf, 0xf);
-        let size = 16u64;
-        let avail_event_at = q.used_addr().0 + 4 + 8 * size;
+        assert_eq!(drive(&mut t, features, &[q.layout()]) & 0xf, 0xf);
         let mut kicks = 0;
         for i in 0..40u16 {
             // Three descriptors per request, in slots 3i%16.., head at 3*(i%5).
@@ -980,48 +1007,132 @@ mod driven {
             h[..4].copy_from_slice(&VIRTIO_BLK_T_IN.to_le_bytes());
             h[8..].copy_from_slice(&(i as u64).to_le_bytes());
             mem.write_slice(&h, GuestAddress(header)).unwrap();
-            let descs = [
-                Descriptor::new(header, 16, VRING_DESC_F_NEXT as u16, base + 1),
-                Descriptor::new(
-                    header + 0x100,
-                    512,
-                    (VRING_DESC_F_NEXT | VRING_DESC_F_WRITE) as u16,
-                    base + 2,
-                ),
-                Descriptor::new(header + 0x800, 1, VRING_DESC_F_WRITE as u16, 0),
-            ];
-            for (k, d) in descs.iter().enumerate() {
-                q.desc_table()
-                    .store(base + k as u16, RawDescriptor::from(*d))
-                    .unwrap();
-            }
-            let old = q.avail().idx().load();
-            q.avail()
-                .ring()
-                .ref_at((old % 16) as usize)
-                .unwrap()
-                .store(base);
-            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-            q.avail().idx().store(old.wrapping_add(1));
-            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            let (n, w) = (VRING_DESC_F_NEXT as u16, VRING_DESC_F_WRITE as u16);
+            q.desc(base, header, 16, n, base + 1);
+            q.desc(base + 1, header + 0x100, 512, n | w, base + 2);
+            q.desc(base + 2, header + 0x800, 1, w, 0);
+            let old = q.avail_idx();
+            q.offer(base);
             let new = old.wrapping_add(1);
-            let event: u16 = mem.read_obj(GuestAddress(avail_event_at)).unwrap();
+            let event = q.avail_event();
             // vring_need_event(event, new, old)
             if new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old) {
                 wr(&mut t, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
                 kicks += 1;
             }
             let started = Instant::now();
-            while q.used().idx().load() != new {
+            while q.used_idx() != new {
                 assert!(
                     started.elapsed() < Duration::from_secs(5),
                     "request {i} never served: {kicks} kicks, avail_event {event}, used {}",
-                    q.used().idx().load()
+                    q.used_idx()
                 );
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
         let _ = rd(&mut t, 0);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// A driver with up to 200 requests in flight on a 256-entry queue, notifying only when
+    /// `avail_event` asks, as Linux's does: every request is served, through wake-ups that each
+    /// serve at most `BUDGET` chains and come back for the rest without a notification.
+    #[test]
+    fn many_requests_in_flight_are_all_served_a_budget_at_a_time() {
+        const REQUESTS: u32 = 5000;
+        const SLOTS: u16 = 200;
+        let path =
+            std::env::temp_dir().join(format!("isolab-blk-inflight-{}.img", std::process::id()));
+        // Sector i holds the byte i as u8.
+        let mut disk = vec![0u8; 1 << 20];
+        for (i, s) in disk.chunks_mut(SECTOR as usize).enumerate() {
+            s.fill(i as u8);
+        }
+        std::fs::write(&path, &disk).unwrap();
+        let block = Block::open(&path, false).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let q = Ring::new(&mem, 0x1000, 256);
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut t = MmioTransport::new(Box::new(block), mem.clone(), irq, Notify::Exit).unwrap();
+        let features = 1u64 << VIRTIO_F_VERSION_1
+            | 1 << VIRTIO_RING_F_EVENT_IDX
+            | 1 << VIRTIO_RING_F_INDIRECT_DESC;
+        assert_eq!(drive(&mut t, features, &[q.layout()]) & 0xf, 0xf);
+        // Slot s: an indirect table of header, one 4 KiB page, status; head descriptor s.
+        let table = |s: u16| 0x10_0000 + s as u64 * 48;
+        let header = |s: u16| 0x11_0000 + s as u64 * 16;
+        let status = |s: u16| 0x12_0000 + s as u64;
+        let data = |s: u16| 0x20_0000 + s as u64 * 4096;
+        let (n, w) = (VRING_DESC_F_NEXT as u16, VRING_DESC_F_WRITE as u16);
+        let mut free: Vec<u16> = (0..SLOTS).rev().collect();
+        let mut sector_of = vec![0u64; SLOTS as usize];
+        let (mut posted, mut done, mut kicks, mut seen_used) = (0u32, 0u32, 0u32, 0u16);
+        let mut last_progress = Instant::now();
+        while done < REQUESTS {
+            // Reap.
+            while seen_used != q.used_idx() {
+                let (head, len) = q.used(seen_used);
+                let s = head as u16;
+                assert_eq!(len, 4097, "request in slot {s}");
+                assert_eq!(mem.read_obj::<u8>(GuestAddress(status(s))).unwrap(), 0);
+                let sector = sector_of[s as usize];
+                assert_eq!(
+                    mem.read_obj::<u8>(GuestAddress(data(s))).unwrap(),
+                    sector as u8
+                );
+                free.push(s);
+                seen_used = seen_used.wrapping_add(1);
+                done += 1;
+                last_progress = Instant::now();
+            }
+            // Post as many as there are free slots, then notify if the device asks.
+            let old = q.avail_idx();
+            while posted < REQUESTS {
+                let Some(s) = free.pop() else { break };
+                let sector = (posted as u64 * 7919 % 256) * 8;
+                sector_of[s as usize] = sector;
+                let mut h = [0u8; 16];
+                h[..4].copy_from_slice(&VIRTIO_BLK_T_IN.to_le_bytes());
+                h[8..].copy_from_slice(&sector.to_le_bytes());
+                mem.write_slice(&h, GuestAddress(header(s))).unwrap();
+                mem.write_obj(0xffu8, GuestAddress(status(s))).unwrap();
+                for (k, d) in [
+                    Descriptor::new(header(s), 16, n, 1),
+                    Descriptor::new(data(s), 4096, n | w, 2),
+                    Descriptor::new(status(s), 1, w, 0),
+                ]
+                .iter()
+                .enumerate()
+                {
+                    mem.write_obj(
+                        virtio_queue::desc::RawDescriptor::from(*d),
+                        GuestAddress(table(s) + 16 * k as u64),
+                    )
+                    .unwrap();
+                }
+                q.desc(s, table(s), 48, VRING_DESC_F_INDIRECT as u16, 0);
+                q.offer(s);
+                posted += 1;
+            }
+            let new = q.avail_idx();
+            let event = q.avail_event();
+            if new != old && new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old) {
+                wr(&mut t, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+                kicks += 1;
+            }
+            assert!(
+                last_progress.elapsed() < Duration::from_secs(5),
+                "stalled: {done} of {REQUESTS} done, {posted} posted, {kicks} kicks, \
+                 avail_event {event}, used {}",
+                q.used_idx()
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(Counters::get(&t.counters().malformed), 0);
+        eprintln!(
+            "{REQUESTS} requests, {kicks} notifications, {} interrupts",
+            Counters::get(&t.counters().interrupts)
+        );
         std::fs::remove_file(path).unwrap();
     }
 }

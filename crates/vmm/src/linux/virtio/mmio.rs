@@ -30,16 +30,21 @@
 //! refuses by leaving the bit clear when the driver asked for something it does not offer, or
 //! did not accept `VIRTIO_F_VERSION_1`, which every modern device requires), `DRIVER_OK` (4: the
 //! queues are set up, go). Only then does the device start its thread ([`crate::linux::virtio::Worker`]).
-//! `FAILED` (128) is the driver giving up; `DEVICE_NEEDS_RESET` (64) the device giving up.
-//! Writing 0 **resets** the device: it stops, forgets features and queues, and is as new.
+//! `FAILED` (128) is the driver giving up; `DEVICE_NEEDS_RESET` (64) the device giving up: it
+//! cannot start as set up, or its thread found a queue it cannot trust (see the parent module);
+//! it then serves nothing more and raises a configuration-change interrupt so the driver looks.
+//! Writing 0 **resets** the device: it stops, forgets features and queues, and is as new. The
+//! vCPU thread that writes the 0 waits for the device's thread only [`crate::linux::virtio::STOP_WAIT`]: a
+//! thread stuck in a request is left to end by itself, and until it has, the reset is not
+//! complete — `Status` reads `DEVICE_NEEDS_RESET`, not 0, and `DRIVER_OK` is refused.
 //!
 //! Every access is one MMIO exit to the vCPU thread ([`crate::linux::machine`] counts them per
 //! device: `exits_mmio_blk`, `exits_mmio_net`). A driver touches these registers when it probes
 //! and in each interrupt handler (status, ack); its I/O itself goes through the rings. A guest
 //! writing nonsense gets nonsense back or is ignored — never a VMM crash.
 
-use crate::linux::virtio::{
-    Activation, Counters, Interrupt, Notify, VirtioDevice, VirtioError, Worker,
+use super::{
+    Activation, Counters, Interrupt, Notify, VirtioDevice, VirtioError, Worker, STOP_WAIT,
 };
 use std::sync::Arc;
 use virtio_bindings::virtio_config::{
@@ -76,6 +81,8 @@ pub struct MmioTransport {
     status: u32,
     config_generation: u32,
     worker: Option<Worker>,
+    /// The thread of before the last reset, if it did not end within [`STOP_WAIT`].
+    lingering: Option<Worker>,
 }
 
 impl MmioTransport {
@@ -106,6 +113,7 @@ impl MmioTransport {
             status: 0,
             config_generation: 0,
             worker: None,
+            lingering: None,
         })
     }
 
@@ -130,9 +138,14 @@ impl MmioTransport {
         &self.counters
     }
 
-    /// The driver's status bits.
-    pub fn status(&self) -> u32 {
-        self.status
+    /// The status bits: the driver's, and `DEVICE_NEEDS_RESET` when the device has given up or
+    /// its previous thread has not ended yet.
+    pub fn status(&mut self) -> u32 {
+        if self.interrupt.reset_asked() || self.still_stopping() {
+            self.status | VIRTIO_CONFIG_S_NEEDS_RESET
+        } else {
+            self.status
+        }
     }
 
     /// The features the driver accepted.
@@ -143,6 +156,39 @@ impl MmioTransport {
     /// True once the device's thread runs.
     pub fn is_active(&self) -> bool {
         self.worker.is_some()
+    }
+
+    /// The CPU time the device's threads have used: those ended, and the running one so far.
+    pub fn device_cpu_time(&self) -> std::time::Duration {
+        let ended = Counters::get(&self.counters.thread_cpu_ns);
+        let running = self.worker.as_ref().and_then(Worker::cpu_time);
+        std::time::Duration::from_nanos(ended) + running.unwrap_or_default()
+    }
+
+    /// Stop the device's thread, waiting for it at most [`STOP_WAIT`]; one that does not end
+    /// by then is kept aside until it does.
+    fn stop_worker(&mut self) {
+        if let Some(mut worker) = self.worker.take() {
+            if !worker.stop(STOP_WAIT) {
+                self.counters.end(format!(
+                    "the device thread did not stop within {STOP_WAIT:?} of a reset"
+                ));
+                self.lingering = Some(worker);
+            }
+        }
+    }
+
+    /// True while the thread of before the last reset is still running.
+    fn still_stopping(&mut self) -> bool {
+        match &self.lingering {
+            Some(worker) if worker.has_ended() => {
+                // Ended: dropping it joins it at once.
+                self.lingering = None;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
     }
 
     fn selected_queue(&mut self) -> Option<&mut Queue> {
@@ -176,7 +222,7 @@ impl MmioTransport {
             VIRTIO_MMIO_QUEUE_NUM_MAX => self.selected_queue().map_or(0, |q| q.max_size() as u32),
             VIRTIO_MMIO_QUEUE_READY => self.selected_queue().map_or(0, |q| q.ready() as u32),
             VIRTIO_MMIO_INTERRUPT_STATUS => self.interrupt.status(),
-            VIRTIO_MMIO_STATUS => self.status,
+            VIRTIO_MMIO_STATUS => self.status(),
             VIRTIO_MMIO_CONFIG_GENERATION => self.config_generation,
             // No shared memory regions: their length reads as "none" (all ones).
             VIRTIO_MMIO_SHM_LEN_LOW | VIRTIO_MMIO_SHM_LEN_HIGH => u32::MAX,
@@ -280,7 +326,7 @@ impl MmioTransport {
         }
         if new & VIRTIO_CONFIG_S_FAILED != 0 {
             // The driver gave up: stop serving.
-            self.worker = None;
+            self.stop_worker();
         }
         let ready = VIRTIO_CONFIG_S_ACKNOWLEDGE
             | VIRTIO_CONFIG_S_DRIVER
@@ -291,9 +337,8 @@ impl MmioTransport {
                 // The device cannot run as set up: it asks the driver for a reset, and the run
                 // says why.
                 self.counters.end(format!("not started: {e}"));
-                new |= VIRTIO_CONFIG_S_NEEDS_RESET;
                 self.status = new;
-                self.interrupt.config_changed();
+                self.interrupt.ask_for_reset();
                 return;
             }
         }
@@ -302,6 +347,11 @@ impl MmioTransport {
 
     /// `DRIVER_OK`: hand the queues to the device's thread.
     fn activate(&mut self) -> Result<(), VirtioError> {
+        // A driver that clears DRIVER_OK and sets it again gets a new thread, never two.
+        self.stop_worker();
+        if self.still_stopping() {
+            return Err(VirtioError::StillStopping);
+        }
         let event_idx = self.driver_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         let mut queues = Vec::with_capacity(self.queues.len());
         for (i, q) in self.queues.iter_mut().enumerate() {
@@ -334,7 +384,7 @@ impl MmioTransport {
 
     /// Status 0: stop the device and forget everything the driver set up.
     fn reset(&mut self) {
-        self.worker = None;
+        self.stop_worker();
         if let Ok(queues) = new_queues(self.device.as_ref()) {
             self.queues = queues;
         }
@@ -363,7 +413,6 @@ pub(crate) mod tests {
     use super::*;
     use crate::linux::virtio::Kind;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use virtio_queue::mock::MockSplitQueue;
     use vm_memory::GuestAddress;
 
     /// A device that counts its activations and does nothing.
@@ -389,7 +438,7 @@ pub(crate) mod tests {
         fn activate(&mut self, a: Activation) -> Result<Worker, VirtioError> {
             assert_eq!(a.queues.len(), 1);
             self.activations.fetch_add(1, Ordering::SeqCst);
-            Worker::spawn("dummy".into(), a.counters, |_stop| Ok(()))
+            Worker::spawn("dummy".into(), &a.interrupt, |_stop| Ok(()))
         }
     }
 
@@ -419,12 +468,33 @@ pub(crate) mod tests {
         t.write(reg as u64, &value.to_le_bytes());
     }
 
-    /// What Linux's virtio_mmio driver does, up to DRIVER_OK, for a queue laid out by `q`.
-    pub(crate) fn drive(
-        t: &mut MmioTransport,
-        features: u64,
-        queues: &[&MockSplitQueue<GuestMemoryMmap>],
-    ) -> u32 {
+    /// Where a queue's three parts are in guest memory, and its size.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Layout {
+        pub(crate) desc: u64,
+        pub(crate) avail: u64,
+        pub(crate) used: u64,
+        pub(crate) size: u16,
+    }
+
+    impl Layout {
+        /// A queue of `size` at `start`: the descriptor table, then the available ring (flags,
+        /// idx, `size` heads, used_event), then the used ring (flags, idx, `size` elements,
+        /// avail_event) at the next 4-byte boundary, as the split ring's alignment rules ask.
+        pub(crate) fn at(start: u64, size: u16) -> Layout {
+            let avail = start + 16 * size as u64;
+            let used = (avail + 6 + 2 * size as u64).next_multiple_of(4);
+            Layout {
+                desc: start,
+                avail,
+                used,
+                size,
+            }
+        }
+    }
+
+    /// What Linux's virtio_mmio driver does, up to DRIVER_OK, for queues laid out as `queues`.
+    pub(crate) fn drive(t: &mut MmioTransport, features: u64, queues: &[Layout]) -> u32 {
         wr(t, VIRTIO_MMIO_STATUS, 0);
         wr(t, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
         wr(
@@ -444,16 +514,16 @@ pub(crate) mod tests {
         for (i, q) in queues.iter().enumerate() {
             wr(t, VIRTIO_MMIO_QUEUE_SEL, i as u32);
             let max = rd(t, VIRTIO_MMIO_QUEUE_NUM_MAX);
-            assert!(max >= 16, "queue {i} max {max}");
-            wr(t, VIRTIO_MMIO_QUEUE_NUM, 16);
-            let split = |a: GuestAddress| (a.0 as u32, (a.0 >> 32) as u32);
-            let (lo, hi) = split(q.desc_table_addr());
+            assert!(max >= q.size as u32, "queue {i} max {max}");
+            wr(t, VIRTIO_MMIO_QUEUE_NUM, q.size as u32);
+            let split = |a: u64| (a as u32, (a >> 32) as u32);
+            let (lo, hi) = split(q.desc);
             wr(t, VIRTIO_MMIO_QUEUE_DESC_LOW, lo);
             wr(t, VIRTIO_MMIO_QUEUE_DESC_HIGH, hi);
-            let (lo, hi) = split(q.avail_addr());
+            let (lo, hi) = split(q.avail);
             wr(t, VIRTIO_MMIO_QUEUE_AVAIL_LOW, lo);
             wr(t, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, hi);
-            let (lo, hi) = split(q.used_addr());
+            let (lo, hi) = split(q.used);
             wr(t, VIRTIO_MMIO_QUEUE_USED_LOW, lo);
             wr(t, VIRTIO_MMIO_QUEUE_USED_HIGH, hi);
             wr(t, VIRTIO_MMIO_QUEUE_READY, 1);
@@ -498,17 +568,17 @@ pub(crate) mod tests {
     #[test]
     fn negotiation_refuses_unoffered_and_legacy_features() {
         let mem = memory();
-        let q = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let q = Layout::at(0x1000, 16);
         let (mut t, activations) = transport(&mem);
         // Bit 5 is not offered.
-        let status = drive(&mut t, MODERN | 1 << 5, &[&q]);
+        let status = drive(&mut t, MODERN | 1 << 5, &[q]);
         assert_eq!(status & VIRTIO_CONFIG_S_FEATURES_OK, 0);
         // Without VERSION_1: a legacy driver.
-        let status = drive(&mut t, 1 << 9, &[&q]);
+        let status = drive(&mut t, 1 << 9, &[q]);
         assert_eq!(status & VIRTIO_CONFIG_S_FEATURES_OK, 0);
         assert_eq!(activations.load(Ordering::SeqCst), 0);
         // What is offered is accepted, and DRIVER_OK starts the device.
-        let status = drive(&mut t, MODERN | 1 << VIRTIO_RING_F_EVENT_IDX, &[&q]);
+        let status = drive(&mut t, MODERN | 1 << VIRTIO_RING_F_EVENT_IDX, &[q]);
         assert_eq!(status & 0xf, 0xf, "{status:#x}");
         assert_eq!(activations.load(Ordering::SeqCst), 1);
         assert!(t.is_active());
@@ -522,17 +592,17 @@ pub(crate) mod tests {
     #[test]
     fn queue_registers_are_taken_only_while_setting_up() {
         let mem = memory();
-        let q = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let q = Layout::at(0x1000, 16);
         let (mut t, _) = transport(&mem);
         // Before FEATURES_OK the queue cannot be made ready.
         wr(&mut t, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
         wr(&mut t, VIRTIO_MMIO_QUEUE_READY, 1);
         assert_eq!(rd(&mut t, VIRTIO_MMIO_QUEUE_READY), 0);
-        drive(&mut t, MODERN, &[&q]);
+        drive(&mut t, MODERN, &[q]);
         assert_eq!(rd(&mut t, VIRTIO_MMIO_QUEUE_READY), 1);
         // After DRIVER_OK the queue's addresses cannot move under the device.
         wr(&mut t, VIRTIO_MMIO_QUEUE_DESC_LOW, 0x8000);
-        assert_eq!(t.queues[0].desc_table(), q.desc_table_addr().0);
+        assert_eq!(t.queues[0].desc_table(), q.desc);
     }
 
     #[test]
@@ -578,9 +648,9 @@ pub(crate) mod tests {
     #[test]
     fn reset_forgets_everything_and_stops_the_device() {
         let mem = memory();
-        let q = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let q = Layout::at(0x1000, 16);
         let (mut t, activations) = transport(&mem);
-        drive(&mut t, MODERN, &[&q]);
+        drive(&mut t, MODERN, &[q]);
         assert!(t.is_active());
         t.interrupt.used_buffers();
         assert_eq!(rd(&mut t, VIRTIO_MMIO_INTERRUPT_STATUS), 1);
@@ -594,7 +664,7 @@ pub(crate) mod tests {
         assert_eq!(rd(&mut t, VIRTIO_MMIO_QUEUE_READY), 0);
         assert_eq!(t.driver_features(), 0);
         // And it can be driven again.
-        drive(&mut t, MODERN, &[&q]);
+        drive(&mut t, MODERN, &[q]);
         assert_eq!(activations.load(Ordering::SeqCst), 2);
     }
 

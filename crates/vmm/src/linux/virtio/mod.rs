@@ -69,6 +69,40 @@
 //! `used_event`. A busy queue then costs one notification and one interrupt per batch, not per
 //! request.
 //!
+//! # A guest is not to be trusted
+//!
+//! Every index, address, length and flag in the rings is the guest's to write, and a guest
+//! kernel may lie there as freely as any program. The device thread must never crash, spin,
+//! hang, or act on the host for it; the worst a guest gets is an error for its request, or a
+//! device that gives up and says so. Four rules hold that line:
+//!
+//! * **A queue that cannot be trusted ends the device.** `avail.idx` further ahead of the
+//!   device than the queue has entries, or a chain head outside the descriptor table, means the
+//!   ring is corrupt: nothing on it can be served or returned. The thread stops and the device
+//!   sets `DEVICE_NEEDS_RESET` (64) in `Status` with a configuration-change interrupt, as virtio
+//!   1.x asks, until the driver resets it. (virtio-queue refuses to pop from such a ring; a loop
+//!   that took "no chain" for "no work" while the index said "more work" spun at 100% for ever.)
+//! * **A chain that does not end where the driver ended it is refused whole.** virtio-queue
+//!   stops following a chain after as many descriptors as the queue has (a loop of `next`), at
+//!   an index past the table, or where its byte count would overflow a u32 (a chain over
+//!   4 GiB). What it yields then is a *cut* chain, whose last descriptor still says "next":
+//!   serving it would act on a request the driver never made. It is returned with nothing
+//!   written ([`whole_chain`]), and the used length a device reports is always the bytes it
+//!   really wrote, computed in u64 and checked against the u32 the used ring holds.
+//! * **Each wake-up serves at most [`BUDGET`] chains**, then the thread looks at its eventfds
+//!   again (and comes back at once if work is left): a driver that keeps the queue full cannot
+//!   keep the thread from seeing a reset.
+//! * **A reset waits for the thread a bounded time** ([`STOP_WAIT`]). The vCPU thread that writes
+//!   `Status` = 0 asks the device thread to stop and waits for its answer; a thread stuck inside
+//!   a request (a hung disk) does not keep the vCPU: the reset returns, the device reads as
+//!   needing a reset and refuses to start again until the old thread has ended, and the old
+//!   thread, when it comes back, returns nothing to the queue it no longer owns. (The buffers of
+//!   the request it was inside may still be written as it finishes: the price of not waiting,
+//!   paid only by a driver that reset a device in the middle of its own request.)
+//!
+//! `hostile.rs` (a test module) drives each device through its registers with rings no honest
+//! driver writes, and checks each of these.
+//!
 //! # The modules
 //!
 //! * [`mmio`] — the virtio-mmio transport (version 2): the register file a driver programs;
@@ -79,13 +113,18 @@ pub mod block;
 pub mod mmio;
 pub mod net;
 
+#[cfg(test)]
+pub(crate) mod hostile;
+
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -100,6 +139,14 @@ pub const MMIO_SIZE: u64 = 0x1000;
 pub const FIRST_IRQ: u32 = 5;
 /// The offset of `QueueNotify` in a device's window (where KVM's ioeventfds listen).
 pub const QUEUE_NOTIFY: u64 = 0x50;
+/// The most chains a device serves per wake-up before it looks at its eventfds (stop, other
+/// queues) again. Large enough that a busy queue costs one extra `poll` per 64 requests, small
+/// enough that a stop is seen within 64 requests' time.
+pub const BUDGET: u16 = 64;
+/// How long a reset (or the VMM's stop) waits for a device thread to end. The thread checks for
+/// a stop between any two chains, so it answers within one request; one stuck longer than this
+/// (in a hung disk) is left to end by itself, and the vCPU goes on.
+pub const STOP_WAIT: Duration = Duration::from_secs(1);
 
 /// One device's place on the machine: its register window and its interrupt line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +204,8 @@ pub struct Counters {
     pub requests: AtomicU64,
     /// Requests the device refused as malformed (answered with an error status, or dropped).
     pub malformed: AtomicU64,
+    /// CPU time the device's threads used, in nanoseconds, added as each thread ends.
+    pub thread_cpu_ns: AtomicU64,
     /// Why the device's thread ended, if it ended before the VMM stopped it (corrupt rings,
     /// a failed `poll`), and where its queues stood: for the run's facts.
     pub ended: std::sync::Mutex<Option<String>>,
@@ -200,11 +249,15 @@ impl Counters {
 
 /// A device's interrupt: the `InterruptStatus` bits the driver reads, and the irqfd that raises
 /// the line. Cloned into the device's thread.
+///
+/// It also carries the one status bit the device sets itself, `DEVICE_NEEDS_RESET`: the device
+/// thread sets it when it gives up, the transport shows it in `Status`.
 #[derive(Clone, Debug)]
 pub struct Interrupt {
     status: Arc<AtomicU32>,
     irqfd: Arc<EventFd>,
     counters: Arc<Counters>,
+    needs_reset: Arc<AtomicBool>,
 }
 
 impl Interrupt {
@@ -214,7 +267,20 @@ impl Interrupt {
             status: Arc::new(AtomicU32::new(0)),
             irqfd: Arc::new(irqfd),
             counters,
+            needs_reset: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The device gives up until the driver resets it: `DEVICE_NEEDS_RESET` in `Status`, and a
+    /// configuration-change interrupt so the driver looks (virtio 1.x, 2.1.2).
+    pub fn ask_for_reset(&self) {
+        self.needs_reset.store(true, Ordering::SeqCst);
+        self.config_changed();
+    }
+
+    /// True once the device has asked for a reset (until the reset).
+    pub fn reset_asked(&self) -> bool {
+        self.needs_reset.load(Ordering::SeqCst)
     }
 
     /// "The used ring has new entries": set the status bit, then pulse the line. The order
@@ -245,9 +311,10 @@ impl Interrupt {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
 
-    /// Back to no interrupt pending (device reset).
+    /// Back to no interrupt pending and no reset asked for (device reset).
     pub fn clear(&self) {
         self.status.store(0, Ordering::SeqCst);
+        self.needs_reset.store(false, Ordering::SeqCst);
     }
 }
 
@@ -271,6 +338,23 @@ pub enum VirtioError {
     /// virtio-queue refused a ring operation (the rings are corrupt).
     #[error("virtqueue: {0}")]
     Queue(#[from] virtio_queue::Error),
+    /// The driver's `avail.idx` claims more chains than the queue has entries.
+    #[error(
+        "avail.idx {avail} is {} chains ahead of the device's next_avail {next_avail}, \
+         on a queue of {size}",
+        avail.wrapping_sub(*next_avail)
+    )]
+    AvailAhead {
+        /// The driver's index.
+        avail: u16,
+        /// How far the device got.
+        next_avail: u16,
+        /// The queue's size.
+        size: u16,
+    },
+    /// The device's thread of before the last reset has not ended yet.
+    #[error("the device's previous thread has not stopped yet")]
+    StillStopping,
 }
 
 impl VirtioError {
@@ -336,59 +420,174 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, activation: Activation) -> Result<Worker, VirtioError>;
 }
 
-/// A device's thread and the eventfd that stops it. Dropping it stops and joins the thread, so
-/// no device thread outlives its device (nor the VMM).
+/// How the transport tells a device thread to stop: a flag the thread checks between chains
+/// (an atomic load, no system call), and an eventfd that wakes it from `poll`.
+#[derive(Debug)]
+pub struct Stop {
+    event: EventFd,
+    requested: AtomicBool,
+}
+
+impl Stop {
+    /// A stop not yet requested.
+    pub fn new() -> Result<Stop, VirtioError> {
+        Ok(Stop {
+            event: EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::io("eventfd"))?,
+            requested: AtomicBool::new(false),
+        })
+    }
+
+    /// True once the transport has asked the thread to stop: the queues are no longer the
+    /// thread's to write.
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        // A full eventfd counter still wakes the poller: the write's failure does not matter.
+        let _ = self.event.write(1);
+    }
+}
+
+impl AsRawFd for Stop {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.event.as_raw_fd()
+    }
+}
+
+/// A device's thread and the [`Stop`] that ends it. Dropping it stops the thread and waits for
+/// it a bounded time ([`STOP_WAIT`]); a thread that does not end by then is left to end by
+/// itself (it holds its own references to guest memory and the backing file, so nothing it
+/// uses goes away under it), and the VMM's exit ends it at the latest.
 #[derive(Debug)]
 pub struct Worker {
-    stop: Arc<EventFd>,
+    stop: Arc<Stop>,
     handle: Option<JoinHandle<()>>,
+    /// Disconnected when the thread has ended: what a bounded wait for it waits on (a
+    /// `JoinHandle` can only be waited for without a bound).
+    ended: mpsc::Receiver<()>,
+    counters: Arc<Counters>,
 }
 
 impl Worker {
-    /// Run `body` on a thread named `name`; `body` gets the stop eventfd to wait on beside its
-    /// own, and must return soon after it is signalled: `Ok` when stopped, an error when the
-    /// device cannot go on. Either that error or a panic of the thread (a bug: bad guest input
-    /// is answered, not panicked on) is recorded in `counters`, so the run says why the device
-    /// went silent.
+    /// Run `body` on a thread named `name`; `body` gets the [`Stop`] to wait on beside its own
+    /// eventfds, and must return soon after it is requested: `Ok` when stopped, an error when
+    /// the device cannot go on. Either that error or a panic of the thread (a bug: bad guest
+    /// input is answered, not panicked on) is recorded in the interrupt's counters, so the run
+    /// says why the device went silent, and the device asks the driver for a reset.
     pub fn spawn(
         name: String,
-        counters: Arc<Counters>,
-        body: impl FnOnce(Arc<EventFd>) -> Result<(), String> + Send + 'static,
+        interrupt: &Interrupt,
+        body: impl FnOnce(Arc<Stop>) -> Result<(), String> + Send + 'static,
     ) -> Result<Worker, VirtioError> {
-        let stop = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::io("eventfd"))?);
+        let stop = Arc::new(Stop::new()?);
         let theirs = Arc::clone(&stop);
+        let interrupt = interrupt.clone();
+        let counters = Arc::clone(&interrupt.counters);
+        let (alive, ended) = mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(theirs)));
-                match ran {
-                    Ok(Ok(())) => {}
-                    Ok(Err(why)) => counters.end(why),
-                    Err(panic) => counters.end(format!(
+                // Dropped when this closure ends, however it ends: the transport's wait sees
+                // the channel disconnect.
+                let _alive = alive;
+                let body_stop = Arc::clone(&theirs);
+                let ran =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(body_stop)));
+                Counters::add(&interrupt.counters.thread_cpu_ns, thread_cpu_ns());
+                let why = match ran {
+                    Ok(Ok(())) => return,
+                    Ok(Err(why)) => why,
+                    Err(panic) => format!(
                         "the device thread panicked: {}",
                         panic
                             .downcast_ref::<String>()
                             .map(String::as_str)
                             .or_else(|| panic.downcast_ref::<&str>().copied())
                             .unwrap_or("?")
-                    )),
+                    ),
+                };
+                interrupt.counters.end(why);
+                // A thread the transport had already stopped asks for nothing: the device is
+                // no longer its own.
+                if !theirs.requested() {
+                    interrupt.ask_for_reset();
                 }
             })
             .map_err(VirtioError::io("start a device thread"))?;
         Ok(Worker {
             stop,
             handle: Some(handle),
+            ended,
+            counters,
         })
+    }
+
+    /// Ask the thread to stop and wait for it at most `wait`: true when it has ended (and is
+    /// joined), false when it is still running.
+    pub fn stop(&mut self, wait: Duration) -> bool {
+        self.stop.request();
+        match self.ended.recv_timeout(wait) {
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            // Disconnected: the thread's end of the channel is gone, so is the thread's body.
+            _ => {
+                if let Some(handle) = self.handle.take() {
+                    let _ = handle.join();
+                }
+                true
+            }
+        }
+    }
+
+    /// True when the thread has ended.
+    pub fn has_ended(&self) -> bool {
+        matches!(self.ended.try_recv(), Err(mpsc::TryRecvError::Disconnected))
+    }
+
+    /// The CPU time the thread has used so far: its own CPU clock (`pthread_getcpuclockid`),
+    /// which counts only while it runs, not while it sleeps in `poll`. A device that sleeps
+    /// between notifications costs almost nothing; one that spins costs a whole core. `None`
+    /// once the thread has ended (its clock goes with it; see [`Counters::thread_cpu_ns`]).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        use std::os::unix::thread::JoinHandleExt;
+        let handle = self.handle.as_ref().filter(|_| !self.has_ended())?;
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: the pthread_t is of a thread not yet joined (the handle is held), so it is
+        // valid; `clock` is a valid out-pointer.
+        if unsafe { libc::pthread_getcpuclockid(handle.as_pthread_t(), &mut clock) } != 0 {
+            return None;
+        }
+        // SAFETY: plain data, filled by clock_gettime.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: a clock id from pthread_getcpuclockid and a valid out-pointer.
+        if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+            return None;
+        }
+        Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        let _ = self.stop.write(1);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
+        if self.handle.is_some() && !self.stop(STOP_WAIT) {
+            // Dropping the handle detaches the thread.
+            self.counters.end(format!(
+                "the device thread did not stop within {STOP_WAIT:?}: left to end by itself"
+            ));
         }
     }
+}
+
+/// The calling thread's CPU time so far, in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_ns() -> u64 {
+    // SAFETY: plain data, filled by clock_gettime.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and out-pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Where a queue stands, in one line: its size, how far the device got (`next_avail`,
@@ -421,9 +620,15 @@ pub fn drain(event: &EventFd) -> u64 {
     event.read().unwrap_or(0)
 }
 
-/// Wait until one of `fds` is readable; which ones are. Interrupted waits are retried.
-pub fn wait_readable(fds: &[&dyn AsRawFd]) -> Result<Vec<bool>, VirtioError> {
+/// Wait until one of `fds` is readable (or, unless `block`, only look); which ones are.
+/// Interrupted waits are retried.
+pub fn wait_readable(fds: &[&dyn AsRawFd], block: bool) -> Result<Vec<bool>, VirtioError> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let timeout = if block {
+        PollTimeout::NONE
+    } else {
+        PollTimeout::ZERO
+    };
     loop {
         let mut polls: Vec<PollFd> = fds
             .iter()
@@ -434,7 +639,7 @@ pub fn wait_readable(fds: &[&dyn AsRawFd]) -> Result<Vec<bool>, VirtioError> {
                 PollFd::new(fd, PollFlags::POLLIN)
             })
             .collect();
-        match poll(&mut polls, PollTimeout::NONE) {
+        match poll(&mut polls, timeout) {
             Ok(_) => return Ok(polls.iter().map(|p| p.any().unwrap_or(false)).collect()),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
@@ -447,27 +652,89 @@ pub fn wait_readable(fds: &[&dyn AsRawFd]) -> Result<Vec<bool>, VirtioError> {
     }
 }
 
-/// Serve every chain the driver has made available on `queue` with `handle` (which returns the
-/// bytes it wrote into the chain), the way notification suppression needs it: drain, then
-/// re-enable notifications and look once more, so a chain added between the last look and the
-/// re-enabling is never left waiting for a notification that will not come. Returns whether any
-/// chain was used; the caller then asks [`QueueT::needs_notification`] whether to interrupt.
+/// The next chain the driver has made available on `queue`, or `None`; an error when the ring
+/// cannot be trusted: `avail.idx` further ahead of the device than the queue has entries.
+/// (virtio-queue's own `pop_descriptor_chain` answers such a ring with `None`, which a loop
+/// cannot tell from "no work" — while `enable_notification` keeps saying "more work".)
+pub fn pop<'m>(
+    queue: &mut Queue,
+    mem: &'m GuestMemoryMmap,
+) -> Result<Option<DescriptorChain<&'m GuestMemoryMmap>>, VirtioError> {
+    let avail = queue.avail_idx(mem, Ordering::Acquire)?.0;
+    let next_avail = queue.next_avail();
+    if avail.wrapping_sub(next_avail) > queue.size() {
+        return Err(VirtioError::AvailAhead {
+            avail,
+            next_avail,
+            size: queue.size(),
+        });
+    }
+    Ok(queue.iter(mem)?.next())
+}
+
+/// The descriptors of `chain`, if it ends where the driver ended it: `None` for a chain with
+/// no descriptor at all (an empty indirect table, a head outside the table) or one cut short
+/// (its last descriptor still says "next": virtio-queue stopped following it at a loop, an
+/// index past the table, or 4 GiB of buffers). A cut chain is refused whole; serving what was
+/// left of it would act on a request the driver never made.
+pub fn whole_chain(chain: DescriptorChain<&GuestMemoryMmap>) -> Option<Vec<Descriptor>> {
+    let descs: Vec<Descriptor> = chain.collect();
+    match descs.last() {
+        Some(last) if !last.has_next() => Some(descs),
+        _ => None,
+    }
+}
+
+/// What one call of [`serve_queue`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    /// Chains returned to the used ring.
+    pub used: u16,
+    /// The [`BUDGET`] ran out: chains may be waiting, so the caller looks at its eventfds
+    /// without sleeping and calls again. (Notifications stay disabled meanwhile: the driver
+    /// need not notify a device that is coming back anyway.)
+    pub more: bool,
+}
+
+/// Serve the chains the driver has made available on `queue` with `handle` (which returns the
+/// bytes it wrote into the chain), at most [`BUDGET`] of them, the way notification suppression
+/// needs it: drain, then re-enable notifications and look once more, so a chain added between
+/// the last look and the re-enabling is never left waiting for a notification that will not
+/// come. A chain served after `stop` was requested is not returned: the queue is no longer the
+/// device's. The caller then asks [`QueueT::needs_notification`] whether to interrupt.
 pub fn serve_queue(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
-    mut handle: impl FnMut(virtio_queue::DescriptorChain<&GuestMemoryMmap>) -> u32,
-) -> Result<bool, VirtioError> {
-    let mut used = false;
+    stop: &Stop,
+    mut handle: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
+) -> Result<Served, VirtioError> {
+    let mut served = Served::default();
+    // Each chain, and each second look after re-enabling notifications, spends one of the
+    // budget: a driver that moves avail.idx back and forth cannot keep the loop going either.
+    let mut budget = BUDGET;
     loop {
         queue.disable_notification(mem)?;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        while let Some(chain) = pop(queue, mem)? {
             let head = chain.head_index();
             let len = handle(chain);
+            if stop.requested() {
+                return Ok(served);
+            }
             queue.add_used(mem, head, len)?;
-            used = true;
+            served.used += 1;
+            budget -= 1;
+            if budget == 0 {
+                served.more = true;
+                return Ok(served);
+            }
         }
         if !queue.enable_notification(mem)? {
-            return Ok(used);
+            return Ok(served);
+        }
+        budget -= 1;
+        if budget == 0 {
+            served.more = true;
+            return Ok(served);
         }
     }
 }

@@ -23,6 +23,11 @@
 //! A frame the host sends while the guest has no buffer waits in the tap's queue (up to its
 //! `txqueuelen`, then the host drops it): a NIC whose ring is full drops too.
 //!
+//! Each wake-up serves at most [`super::BUDGET`] chains per queue; with work left, the thread
+//! looks at its eventfds without sleeping and comes back. A transmit chain cut short (a loop,
+//! 4 GiB of buffers) is returned unsent, a receive chain cut short is returned empty: neither
+//! the wire nor the guest gets a frame nobody made.
+//!
 //! # Offloads: fewer, larger frames
 //!
 //! A TCP stream cut into 1500-byte frames costs a trip through both network stacks, a ring
@@ -39,9 +44,9 @@
 //!   (`TUNSETOFFLOAD`) it may hand over such frames, so the guest receives 64 KiB segments. Its
 //!   driver then posts receive buffers large enough (one chain of pages, "big packets").
 
-use crate::linux::virtio::{
-    serve_queue, wait_readable, Activation, Counters, Interrupt, Kind, VirtioDevice, VirtioError,
-    Worker,
+use super::{
+    pop, serve_queue, wait_readable, whole_chain, Activation, Counters, Interrupt, Kind, Served,
+    Stop, VirtioDevice, VirtioError, Worker, BUDGET,
 };
 use isolab_resources::network::tap::{offload, Tap, VNET_HDR_LEN};
 use std::io;
@@ -171,47 +176,54 @@ impl VirtioDevice for Net {
             tap,
             rx_blocked: false,
         };
-        let theirs = std::sync::Arc::clone(&counters);
-        Worker::spawn("virtio-net".into(), theirs, move |stop| loop {
-            let ready = if net.rx_blocked {
-                wait_readable(&[stop.as_ref(), &rx_notify, &tx_notify])
-            } else {
-                wait_readable(&[stop.as_ref(), &rx_notify, &tx_notify, &net.tap])
-            };
-            let ready = ready.map_err(|e| e.to_string())?;
-            if ready[0] {
-                counters.queues_at_stop(vec![
-                    crate::linux::virtio::describe(&net.rx, &net.mem),
-                    crate::linux::virtio::describe(&net.tx, &net.mem),
-                ]);
-                return Ok(());
-            }
-            if ready[1] {
-                Counters::add(
-                    &counters.notifications,
-                    crate::linux::virtio::drain(&rx_notify),
-                );
-                net.rx_blocked = false;
-            }
-            if ready[2] {
-                Counters::add(
-                    &counters.notifications,
-                    crate::linux::virtio::drain(&tx_notify),
-                );
-                net.transmit(&counters, &interrupt).map_err(|e| {
-                    format!(
-                        "transmit: {e} ({})",
-                        crate::linux::virtio::describe(&net.tx, &net.mem)
-                    )
-                })?;
-            }
-            if !net.rx_blocked {
-                net.receive(&counters, &interrupt).map_err(|e| {
-                    format!(
-                        "receive: {e} ({})",
-                        crate::linux::virtio::describe(&net.rx, &net.mem)
-                    )
-                })?;
+        let irq = interrupt.clone();
+        Worker::spawn("virtio-net".into(), &irq, move |stop| {
+            // Chains left on either queue when the last wake-up's budget ran out.
+            let (mut tx_more, mut rx_more) = (false, false);
+            loop {
+                let block = !(tx_more || rx_more);
+                let ready = if net.rx_blocked {
+                    wait_readable(&[stop.as_ref(), &rx_notify, &tx_notify], block)
+                } else {
+                    wait_readable(&[stop.as_ref(), &rx_notify, &tx_notify, &net.tap], block)
+                };
+                let ready = ready.map_err(|e| e.to_string())?;
+                if ready[0] || stop.requested() {
+                    counters.queues_at_stop(vec![
+                        crate::linux::virtio::describe(&net.rx, &net.mem),
+                        crate::linux::virtio::describe(&net.tx, &net.mem),
+                    ]);
+                    return Ok(());
+                }
+                if ready[1] {
+                    Counters::add(
+                        &counters.notifications,
+                        crate::linux::virtio::drain(&rx_notify),
+                    );
+                    net.rx_blocked = false;
+                }
+                if ready[2] || tx_more {
+                    if ready[2] {
+                        Counters::add(
+                            &counters.notifications,
+                            crate::linux::virtio::drain(&tx_notify),
+                        );
+                    }
+                    let served = net.transmit(&counters, &interrupt, &stop).map_err(|e| {
+                        format!(
+                            "transmit: {e} ({})",
+                            crate::linux::virtio::describe(&net.tx, &net.mem)
+                        )
+                    })?;
+                    tx_more = served.more;
+                }
+                rx_more = !net.rx_blocked
+                    && net.receive(&counters, &interrupt, &stop).map_err(|e| {
+                        format!(
+                            "receive: {e} ({})",
+                            crate::linux::virtio::describe(&net.rx, &net.mem)
+                        )
+                    })?;
             }
         })
     }
@@ -246,14 +258,23 @@ fn iovecs(mem: &GuestMemoryMmap, descs: &[Descriptor], writable: bool) -> Option
 }
 
 impl NetQueues {
-    /// Send every frame waiting on the transmit queue.
-    pub fn transmit(&mut self, counters: &Counters, irq: &Interrupt) -> Result<(), VirtioError> {
+    /// Send the frames waiting on the transmit queue, at most [`BUDGET`] of them.
+    pub fn transmit(
+        &mut self,
+        counters: &Counters,
+        irq: &Interrupt,
+        stop: &Stop,
+    ) -> Result<Served, VirtioError> {
         let (mem, tap) = (&self.mem, &self.tap);
-        let used = serve_queue(&mut self.tx, mem, |chain| {
-            let descs: Vec<Descriptor> = chain.collect();
-            let total: usize = descs.iter().map(|d| d.len() as usize).sum();
+        let served = serve_queue(&mut self.tx, mem, stop, |chain| {
+            // A chain cut short would put on the wire a frame the guest never made.
+            let Some(descs) = whole_chain(chain) else {
+                Counters::add(&counters.malformed, 1);
+                return 0;
+            };
+            let total: u64 = descs.iter().map(|d| d.len() as u64).sum();
             match iovecs(mem, &descs, false) {
-                Some(iov) if total > VNET_HDR_LEN => {
+                Some(iov) if total > VNET_HDR_LEN as u64 => {
                     // SAFETY: each iovec covers guest RAM checked by `get_slice`, mapped for
                     // the VMM's lifetime; writev only reads it.
                     let n =
@@ -267,36 +288,57 @@ impl NetQueues {
             // Transmit buffers are only read: nothing written into the chain.
             0
         })?;
-        if used && self.tx.needs_notification(mem)? {
+        if served.used > 0 && !stop.requested() && self.tx.needs_notification(mem)? {
             irq.used_buffers();
         }
-        Ok(())
+        Ok(served)
     }
 
-    /// Fill receive buffers with frames from the tap, until it is empty or the buffers run out.
-    pub fn receive(&mut self, counters: &Counters, irq: &Interrupt) -> Result<(), VirtioError> {
+    /// Fill receive buffers with frames from the tap, until it is empty, the buffers run out,
+    /// or [`BUDGET`] chains are done; true in the last case (frames and buffers may be left).
+    pub fn receive(
+        &mut self,
+        counters: &Counters,
+        irq: &Interrupt,
+        stop: &Stop,
+    ) -> Result<bool, VirtioError> {
         let mut used = false;
-        loop {
-            let Some(chain) = self.rx.pop_descriptor_chain(&self.mem) else {
+        let mut budget = BUDGET;
+        let more = loop {
+            if budget == 0 {
+                break true;
+            }
+            budget -= 1;
+            let Some(chain) = pop(&mut self.rx, &self.mem)? else {
                 // Out of buffers: ask to be told when the driver adds some (checking once more
                 // for buffers added meanwhile), and stop watching the tap until then.
                 if self.rx.enable_notification(&self.mem)? {
                     continue;
                 }
                 self.rx_blocked = true;
-                break;
+                break false;
             };
             let head = chain.head_index();
-            let descs: Vec<Descriptor> = chain.collect();
-            let total: usize = descs.iter().map(|d| d.len() as usize).sum();
-            let Some(iov) = iovecs(&self.mem, &descs, true).filter(|_| total >= VNET_HDR_LEN)
-            else {
-                // A chain the device cannot fill: give it back empty.
+            // A chain cut short, or one the device cannot fill: give it back empty.
+            let iov = whole_chain(chain).and_then(|descs| {
+                let total: u64 = descs.iter().map(|d| d.len() as u64).sum();
+                iovecs(&self.mem, &descs, true)
+                    .filter(|_| total >= VNET_HDR_LEN as u64)
+                    .map(|iov| (descs, iov))
+            });
+            let Some((descs, iov)) = iov else {
                 Counters::add(&counters.malformed, 1);
+                if stop.requested() {
+                    break false;
+                }
                 self.rx.add_used(&self.mem, head, 0)?;
                 used = true;
                 continue;
             };
+            if stop.requested() {
+                // The queue is no longer the device's: leave the frame in the tap.
+                break false;
+            }
             // SAFETY: as in `transmit`; readv writes only within the guest's buffers.
             let n = unsafe { libc::readv(self.tap.as_raw_fd(), iov.as_ptr(), iov.len() as i32) };
             if n < 0 {
@@ -306,19 +348,26 @@ impl NetQueues {
                 if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted {
                     self.rx_blocked = true;
                 }
-                break;
+                break false;
             }
             // The tap writes the 10-byte legacy header and skips the last two bytes: the
             // device fills in `num_buffers` (one buffer per frame without MRG_RXBUF).
             write_at(&self.mem, &descs, 10, &1u16.to_le_bytes());
-            self.rx.add_used(&self.mem, head, n as u32)?;
+            if stop.requested() {
+                break false;
+            }
+            // readv wrote at most the chain's length, which virtio-queue keeps within a u32.
+            let Ok(written) = u32::try_from(n) else {
+                break false;
+            };
+            self.rx.add_used(&self.mem, head, written)?;
             Counters::add(&counters.requests, 1);
             used = true;
-        }
-        if used && self.rx.needs_notification(&self.mem)? {
+        };
+        if used && !stop.requested() && self.rx.needs_notification(&self.mem)? {
             irq.used_buffers();
         }
-        Ok(())
+        Ok(more)
     }
 }
 
@@ -454,7 +503,8 @@ mod tests {
                 rx_blocked: false,
             };
             let (irq, counters) = irq();
-            net.transmit(&counters, &irq).unwrap();
+            let stop = Stop::new().unwrap();
+            net.transmit(&counters, &irq, &stop).unwrap();
             assert_eq!(txq.used().idx().load(), 1, "the buffers are returned");
             assert_eq!(Counters::get(&counters.requests), 1);
             let mut buf = [0u8; 2048];
@@ -517,8 +567,9 @@ mod tests {
             };
             let (irq, counters) = irq();
             // The frame is in the tap's queue once poll says so.
-            wait_readable(&[&net]).unwrap();
-            net.receive(&counters, &irq).unwrap();
+            wait_readable(&[&net], true).unwrap();
+            let stop = Stop::new().unwrap();
+            assert!(!net.receive(&counters, &irq, &stop).unwrap(), "work left");
             assert_eq!(rxq.used().idx().load(), 1, "one frame, one buffer");
             let used = rxq.used().ring().ref_at(0).unwrap().load();
             assert_eq!(used.len() as usize, VNET_HDR_LEN + f.len());
