@@ -246,16 +246,16 @@ mod tests {
         phases.push("spawn", 100);
         phases.push("namespaces", 400);
         phases.push("ready", 1100);
-        Results {
-            path: PathBuf::from("results.jsonl"),
-            header: Header {
+        Results::new(
+            PathBuf::from("results.jsonl"),
+            Header {
                 schema: SCHEMA.into(),
                 experiment: "startup".into(),
                 environment: crate::results::Environment::capture("v1"),
                 settings: serde_json::json!({}),
                 skipped: vec![],
             },
-            runs: vec![RunRecord {
+            vec![RunRecord {
                 backend: "container".into(),
                 family: crate::results::Family::Container,
                 round: 3,
@@ -286,10 +286,10 @@ mod tests {
                 facts: Default::default(),
                 neighbours: None,
             }],
-            density: vec![],
-            density_ends: vec![],
-            image: None,
-        }
+            vec![],
+            vec![],
+            None,
+        )
     }
 
     #[test]
