@@ -18,6 +18,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod report;
 
 use common::{serial, temp_dir, User};
 use isolab::backend::container::Container;
