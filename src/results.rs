@@ -781,7 +781,8 @@ fn parse_line(line: &[u8], version_1: bool) -> Result<Record, serde_json::Error>
 ///
 /// Read only, once made: the questions asked per backend ([`Results::backends`],
 /// [`Results::runs_of`], [`Results::family`], ...) are answered from an index of the records
-/// built on the first question ([`index`]), which describes the records as they were then.
+/// built on the first question (`src/results/index.rs`), which describes the records as they
+/// were then.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Results {
     /// Where it was read from.
