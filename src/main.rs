@@ -172,6 +172,10 @@ fn interrupted(e: &anyhow::Error) -> bool {
                 c.downcast_ref(),
                 Some(isolab::files::FilesError::Interrupted { .. })
             )
+            || matches!(
+                c.downcast_ref(),
+                Some(isolab::export::ExportError::Interrupted)
+            )
             || c.downcast_ref::<isolab::labs::LabsError>()
                 .is_some_and(isolab::labs::LabsError::is_interrupted)
     })
@@ -238,12 +242,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                             .to_path_buf()
                     });
                     output_dir(&dir, "the CSV files")?;
-                    let written = isolab::export::csv(&results, &dir).map_err(|e| {
-                        if e.is_usage() {
+                    let written = isolab::export::csv(&results, &dir).map_err(|e| match e {
+                        isolab::export::ExportError::Files(_) if e.is_usage() => {
                             usage(anyhow::Error::from(e).context("choose another --out"))
-                        } else {
-                            Failure::Runtime(e.into())
                         }
+                        e if e.is_usage() => usage(e),
+                        e => Failure::Runtime(e.into()),
                     })?;
                     for file in written {
                         say!("{}", file.display())?;

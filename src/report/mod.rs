@@ -82,6 +82,7 @@ impl ReportError {
         matches!(
             self,
             ReportError::Interrupted
+                | ReportError::Plot(plot::PlotError::Interrupted)
                 | ReportError::Results(ResultsError::Interrupted(_))
                 | ReportError::Files(crate::files::FilesError::Interrupted { .. })
         )
