@@ -72,6 +72,10 @@ pub fn interrupted(e: &anyhow::Error) -> bool {
                 c.downcast_ref(),
                 Some(isolab_host::files::FilesError::Interrupted { .. })
             )
+            || matches!(
+                c.downcast_ref(),
+                Some(isolab_report::export::ExportError::Interrupted)
+            )
             || c.downcast_ref::<isolab_exercises::ExercisesError>()
                 .is_some_and(isolab_exercises::ExercisesError::is_interrupted)
     })

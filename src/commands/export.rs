@@ -2,6 +2,7 @@
 
 use super::{output_dir, read_results};
 use crate::output::{usage, Failure};
+use isolab_report::export::ExportError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,12 +19,12 @@ pub fn export(out: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<ExitCode, Fai
                     .to_path_buf()
             });
             output_dir(&dir, "the CSV files")?;
-            let written = isolab_report::export::csv(&results, &dir).map_err(|e| {
-                if e.is_usage() {
+            let written = isolab_report::export::csv(&results, &dir).map_err(|e| match e {
+                ExportError::Files(_) if e.is_usage() => {
                     usage(anyhow::Error::from(e).context("choose another --out"))
-                } else {
-                    Failure::Runtime(e.into())
                 }
+                e if e.is_usage() => usage(e),
+                e => Failure::Runtime(e.into()),
             })?;
             for file in written {
                 say!("{}", file.display())?;

@@ -12,23 +12,33 @@
 //! * from inside, the other known routes: a writable `/workload` (the file the `process`
 //!   backend runs as root, and the container's `/proc/self/exe`), a descriptor leaked into the
 //!   container, the cgroup file system;
-//! * `lab check` (`labcheck.rs`): a handed-in crate's build script, a student's runtime and VMM,
-//!   a student's answers file linked to a root-only file.
+//!
+//! The second round, a file each:
+//!
 //! * the terminal the lab runs in, device nodes made and opened from inside, the capability
-//!   sets of the OCI bundles (`devices.rs`).
+//!   sets of the OCI bundles (`devices.rs`);
+//! * namespaces, mounts and keyrings Docker's seccomp profile refuses (`seccomp.rs`);
+//! * a `lab check` of a handed-in crate's build script, a student's runtime and VMM, a
+//!   student's answers file linked to a root-only file (`labcheck.rs`);
+//! * a report of a file naming 30,000 backends, and signals at every stage (`report.rs`);
+//! * a disk directory another user owns, shares or plants names in (`diskdir.rs`);
+//! * limits the lab records that must be in force for runc's and crun's workloads, and a fork
+//!   bomb under every runtime (`limits.rs`).
+//!
+//! (A hostile guest's attacks on the VMM's devices are the device modules' own tests:
+//! `virtio/hostile.rs`.)
 //!
 //! The attacks on what the lab reads and writes — a report file planted as a link to a host
 //! file, `/dev/zero` or a huge file as answers and results — are in `tests/bounds.rs`.
 
 #[path = "../common/mod.rs"]
 mod common;
-mod diskdir;
-mod seccomp;
-
-mod labcheck;
-
 mod devices;
+mod diskdir;
+mod labcheck;
 mod limits;
+mod report;
+mod seccomp;
 
 use common::{serial, temp_dir, User};
 use isolab_backends as backend;

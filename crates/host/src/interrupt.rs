@@ -13,10 +13,14 @@
 //! already stopping.
 //!
 //! Commands whose whole work is reading files and computing (`lab report`, `lab export`, `lab
-//! check`) also stop in the middle of that work: they call [`cut_work_short`], and the loops
-//! that can take long — reading a results file line by line, reading any file the lab did not
-//! write chunk by chunk, the bootstrap's resampling — ask [`work_stopped`] as they go. `lab run`
-//! does not: after a stop it still reads back and prints the samples it kept.
+//! check`) also stop in the middle of that work: they call [`cut_work_short`], and every loop
+//! whose length a results file decides asks [`work_stopped`] as it goes, so that the work
+//! between two looks is bounded whatever the file — reading a results file line by line,
+//! reading any file the lab did not write chunk by chunk, the bootstrap's resampling, the
+//! figures backend by backend, each drawing call of a plot, each row of the report's page and
+//! of its Markdown tables, each sample of a CSV export. A loop that stops returns what it has;
+//! its caller throws that away and reports the stop. `lab run` does not: after a stop it still
+//! reads back and prints the samples it kept.
 //!
 //! A signal handler may do almost nothing: no allocation, no locks. This one stores the signal
 //! number in an atomic and writes one byte into a pipe — the "self-pipe trick". Code that waits

@@ -44,8 +44,10 @@ use crate::{format, summary};
 use isolab_host::facts::KvmKind;
 use isolab_host::stats::Summary;
 use isolab_payload::Resource;
-use isolab_results::{Family, Results, RunRecord, VmKind};
+use isolab_results::{Family, Results, RunRecord, VmKind, WorkloadRecord};
 use serde::Serialize;
+use std::cell::OnceCell;
+use std::collections::{HashMap, HashSet};
 
 /// A difference smaller than this (5%) counts as "the same".
 pub const MARGIN: f64 = 0.05;
@@ -284,6 +286,13 @@ pub fn ledger(files: &[&Results]) -> Vec<Assessment> {
     CLAIMS.iter().map(|claim| judge(*claim, files)).collect()
 }
 
+/// The most backends a file may name for the ledger to judge it. The ledger compares a file's
+/// backends pair by pair (every container with every VM, each sandbox with both), so its work
+/// and its figures grow with the square of their number. The lab has a dozen backends; a file
+/// naming thousands did not come from a lab run, and would make a ledger of millions of
+/// comparisons. Such a file is left out of the ledger, and every claim it bears on says so.
+pub const MAX_BACKENDS: usize = 32;
+
 fn judge(claim: Claim, files: &[&Results]) -> Assessment {
     let mine: Vec<&Results> = files
         .iter()
@@ -296,7 +305,35 @@ fn judge(claim: Claim, files: &[&Results]) -> Assessment {
             format!("This report has no {} results.", claim.experiment),
         );
     }
-    let files = Files { files: mine };
+    let (mine, too_many): (Vec<&Results>, Vec<&Results>) = mine
+        .into_iter()
+        .partition(|r| r.backend_names().len() <= MAX_BACKENDS);
+    let left_out: Vec<String> = too_many
+        .iter()
+        .map(|r| {
+            format!(
+                "Left out: {} names {} backends, more than the ledger compares pair by pair \
+                 ({MAX_BACKENDS}).",
+                dir_name(r),
+                r.backend_names().len()
+            )
+        })
+        .collect();
+    if mine.is_empty() {
+        let what = match claim.experiment {
+            "any" => String::new(),
+            e => format!("{e} "),
+        };
+        return Assessment::no_data(
+            claim,
+            format!(
+                "Every {what}results file here names more backends than the ledger compares pair \
+                 by pair."
+            ),
+        )
+        .with(left_out);
+    }
+    let files = Files::new(mine);
     let mut a = match claim.id {
         "startup" => startup(claim, &files),
         "memory" => memory(claim, &files),
@@ -311,70 +348,100 @@ fn judge(claim: Claim, files: &[&Results]) -> Assessment {
         "neighbours" => neighbours(claim, &files),
         other => unreachable!("claim {other} has no judge"),
     };
-    let mut seen = Vec::new();
-    a.caveats.retain(|c| {
-        let new = !seen.contains(c);
-        seen.push(c.clone());
-        new
-    });
+    a.caveats.extend(left_out);
+    let mut seen = HashSet::new();
+    a.caveats.retain(|c| seen.insert(c.clone()));
     a
+}
+
+/// The directory holding a results file: what names it among others.
+fn dir_name(r: &Results) -> String {
+    r.path.parent().and_then(|p| p.file_name()).map_or_else(
+        || r.path.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
 // The files of one host, and who is who in them.
 
-/// The files of one host that bear on a claim.
+/// The files of one host that bear on a claim, and what the claim's judges ask of each file
+/// more than once, computed on the first asking.
 struct Files<'a> {
     files: Vec<&'a Results>,
+    /// Per file: the workloads whose checksums disagree, each with its caveat.
+    checks: Vec<OnceCell<Vec<(String, String)>>>,
+    /// Per file: the names of those workloads.
+    failed: Vec<OnceCell<HashSet<String>>>,
+    /// Per file: each backend's workloads in the throughput table, in its order.
+    workloads: Vec<OnceCell<HashMap<String, Vec<WorkloadRecord>>>>,
 }
 
-impl Files<'_> {
+impl<'a> Files<'a> {
+    fn new(files: Vec<&'a Results>) -> Files<'a> {
+        fn cells<T>(n: usize) -> Vec<OnceCell<T>> {
+            (0..n).map(|_| OnceCell::new()).collect()
+        }
+        Files {
+            checks: cells(files.len()),
+            failed: cells(files.len()),
+            workloads: cells(files.len()),
+            files,
+        }
+    }
+
     /// "dir: " before a figure when the claim reads several files, so each figure says where it
     /// comes from.
     fn prefix(&self, file: usize) -> String {
         if self.files.len() < 2 {
             return String::new();
         }
-        let r = self.files[file];
-        let dir = r.path.parent().and_then(|p| p.file_name()).map_or_else(
-            || r.path.display().to_string(),
-            |n| n.to_string_lossy().into(),
-        );
-        format!("{dir}: ")
+        format!("{}: ", dir_name(self.files[file]))
     }
 
     /// Workloads of `file` whose checksums disagree between backends, and the caveat for each.
-    fn failed_checks(&self, file: usize) -> Vec<(String, String)> {
-        summary::checksum_mismatches(self.files[file])
-            .into_iter()
-            .map(|m| {
-                let caveat = format!(
-                    "Left out: {}{} — its checksums disagree ({}), so something computed the \
-                     wrong thing and none of its samples decides this verdict.",
-                    self.prefix(file),
-                    m.workload,
-                    m.each()
-                );
-                (m.workload, caveat)
-            })
-            .collect()
+    fn failed_checks(&self, file: usize) -> &[(String, String)] {
+        self.checks[file].get_or_init(|| {
+            summary::checksum_mismatches(self.files[file])
+                .into_iter()
+                .map(|m| {
+                    let caveat = format!(
+                        "Left out: {}{} — its checksums disagree ({}), so something computed the \
+                         wrong thing and none of its samples decides this verdict.",
+                        self.prefix(file),
+                        m.workload,
+                        m.each()
+                    );
+                    (m.workload, caveat)
+                })
+                .collect()
+        })
     }
 
     /// The caveats of every workload left out for a failed check.
     fn check_caveats(&self) -> Vec<String> {
         (0..self.files.len())
-            .flat_map(|i| self.failed_checks(i).into_iter().map(|(_, c)| c))
+            .flat_map(|i| self.failed_checks(i).iter().map(|(_, c)| c.clone()))
             .collect()
     }
 
     /// True when a run's workload passed its check in its file.
-    fn passed(&self, file: usize) -> impl Fn(&RunRecord) -> bool {
-        let bad: Vec<String> = self
-            .failed_checks(file)
-            .into_iter()
-            .map(|(w, _)| w)
-            .collect();
-        move |r| !bad.contains(&summary::workload_name(&r.workload))
+    fn passed(&self, file: usize) -> impl Fn(&RunRecord) -> bool + '_ {
+        let bad = self.failed[file].get_or_init(|| {
+            self.failed_checks(file)
+                .iter()
+                .map(|(w, _)| w.clone())
+                .collect()
+        });
+        move |r| bad.is_empty() || !bad.contains(&summary::workload_name(&r.workload))
+    }
+
+    /// The workloads of `backend` in `file`'s throughput table, in the table's order.
+    fn throughput_workloads(&self, file: usize, backend: &str) -> &[WorkloadRecord] {
+        self.workloads[file]
+            .get_or_init(|| summary::throughput_workloads(self.files[file]))
+            .get(backend)
+            .map_or(&[], Vec::as_slice)
     }
 }
 
@@ -399,31 +466,41 @@ struct Sides {
     emulated: Vec<Entrant>,
     /// Backends whose results do not say what they are.
     unplaced: Vec<Entrant>,
+    /// (file, name) of every container, sandbox and VM.
+    shown: HashSet<(usize, String)>,
 }
 
-fn sides(files: &Files, has_data: impl Fn(&Results, &str) -> bool) -> Sides {
+fn sides(files: &Files, has_data: impl Fn(usize, &Results, &str) -> bool) -> Sides {
     let mut s = Sides::default();
     for (file, r) in files.files.iter().enumerate() {
-        for name in r.backends() {
-            if !has_data(r, &name) {
+        for name in r.backend_names() {
+            if !has_data(file, r, name) {
                 continue;
             }
-            let family = r.family(&name);
+            let family = r.family(name);
             let e = Entrant {
                 file,
-                label: crate::backends::label(r, &name),
-                kind: family.vm_kind(r.fact(&name, |f| f.guest_os)),
-                name,
+                label: crate::backends::label(r, name),
+                kind: family.vm_kind(r.fact(name, |f| f.guest_os)),
+                name: name.clone(),
                 family,
             };
-            match family {
-                Family::Container => s.containers.push(e),
-                Family::Sandbox => s.sandboxes.push(e),
-                f if f.is_vm() => s.vms.push(e),
-                Family::Emulated => s.emulated.push(e),
-                Family::Unknown => s.unplaced.push(e),
-                _ => {}
-            }
+            let side = match family {
+                Family::Container => &mut s.containers,
+                Family::Sandbox => &mut s.sandboxes,
+                f if f.is_vm() => &mut s.vms,
+                Family::Emulated => {
+                    s.emulated.push(e);
+                    continue;
+                }
+                Family::Unknown => {
+                    s.unplaced.push(e);
+                    continue;
+                }
+                _ => continue,
+            };
+            s.shown.insert((file, name.clone()));
+            side.push(e);
         }
     }
     s
@@ -433,11 +510,7 @@ impl Sides {
     /// True when `name` of `file` takes part (as a container, sandbox or VM): its figures are
     /// shown with the claim.
     fn shows(&self, file: usize, name: &str) -> bool {
-        self.containers
-            .iter()
-            .chain(&self.sandboxes)
-            .chain(&self.vms)
-            .any(|e| e.file == file && e.name == name)
+        self.shown.contains(&(file, name.to_string()))
     }
 }
 
@@ -465,12 +538,12 @@ fn missing(s: &Sides, what: &str) -> Option<String> {
 }
 
 fn names(entrants: &[Entrant]) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for e in entrants {
-        if !out.contains(&e.name.as_str()) {
-            out.push(&e.name);
-        }
-    }
+    let mut seen = HashSet::new();
+    let out: Vec<&str> = entrants
+        .iter()
+        .map(|e| e.name.as_str())
+        .filter(|n| seen.insert(*n))
+        .collect();
     out.join(", ")
 }
 
@@ -610,29 +683,39 @@ fn ratio_pairs(
     }
     let r = files.files[a.file];
     let passed = files.passed(a.file);
-    let groups: Vec<Option<isolab_results::WorkloadRecord>> = if per_workload {
-        summary::throughput(r)
-            .into_iter()
-            .filter(|row| row.backend == a.name)
-            .map(|row| Some(row.workload))
+    let groups: Vec<Option<&WorkloadRecord>> = if per_workload {
+        files
+            .throughput_workloads(a.file, &a.name)
+            .iter()
+            .map(Some)
             .collect()
     } else {
         vec![None]
     };
+    // Each side read once: `a`'s samples by workload, `b`'s by the pairing key (which holds
+    // the workload, so a sample of `a` meets only `b`'s of the same workload).
+    let ok = |x: &&RunRecord| keep(x) && passed(x);
+    let base = summary::Pairing::of(
+        summary::completed(r, &b.name).filter(ok),
+        summary::pair_key,
+        metric,
+    );
+    let mut mine: HashMap<Option<&WorkloadRecord>, Vec<&RunRecord>> = HashMap::new();
+    for x in summary::completed(r, &a.name).filter(ok) {
+        mine.entry(per_workload.then_some(&x.workload))
+            .or_default()
+            .push(x);
+    }
     let mut out = Vec::new();
     for w in groups {
-        let in_group = |x: &RunRecord| w.as_ref().is_none_or(|w| x.workload == *w);
-        let ratios = summary::paired_ratios(
-            r,
-            &a.name,
-            &b.name,
-            |x| keep(x) && in_group(x) && passed(x),
-            metric,
-        );
+        let Some(runs) = mine.get(&w) else {
+            continue;
+        };
+        let ratios = base.ratios(runs.iter().copied(), summary::pair_key, metric);
         let Some(s) = Summary::of(&ratios) else {
             continue;
         };
-        let on = w.as_ref().map_or(String::new(), |w| {
+        let on = w.map_or(String::new(), |w| {
             format!(" on {}", summary::workload_name(w))
         });
         let side = side(&s);
@@ -650,7 +733,7 @@ fn ratio_pairs(
             kind: b.kind,
             other: b.name.clone(),
             side,
-            resource: w.as_ref().and_then(summary::resource_of),
+            resource: w.and_then(summary::resource_of),
             text,
             brief,
         });
@@ -658,15 +741,38 @@ fn ratio_pairs(
     out
 }
 
-/// Every pair of `subjects` with `others` that `pair` can compare.
+/// Which entrants a comparison pairs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Only those of the same file: samples are paired by round, and rounds are a file's.
+    File,
+    /// Any two of the host's files (independent samples, such as density ladders).
+    Host,
+}
+
+/// Every pair of `subjects` with `others` (of the same file, or of any, as `scope` says) that
+/// `pair` can compare, subject by subject.
 fn pairs_with(
     subjects: &[Entrant],
     others: &[Entrant],
+    scope: Scope,
     pair: impl Fn(&Entrant, &Entrant) -> Vec<Pair>,
 ) -> Vec<Pair> {
+    // Each file's others, so that pairing within files does not walk the other files' too.
+    let mut by_file: HashMap<usize, Vec<&Entrant>> = HashMap::new();
+    if scope == Scope::File {
+        for b in others {
+            by_file.entry(b.file).or_default().push(b);
+        }
+    }
+    let all: Vec<&Entrant> = others.iter().collect();
     let mut out = Vec::new();
     for a in subjects {
-        for b in others {
+        let mine: &[&Entrant] = match scope {
+            Scope::File => by_file.get(&a.file).map_or(&[], Vec::as_slice),
+            Scope::Host => &all,
+        };
+        for b in mine {
             out.extend(pair(a, b));
         }
     }
@@ -756,8 +862,9 @@ impl Decision {
     /// (qemu, vm-linux)". `any` writes "any" instead of "every" for a plural.
     fn vms(&self, any: bool) -> String {
         let mut vms: Vec<(&str, Option<VmKind>)> = Vec::new();
+        let mut seen = HashSet::new();
         for p in &self.basis {
-            if !vms.iter().any(|(n, _)| *n == p.other) {
+            if seen.insert(p.other.as_str()) {
                 vms.push((&p.other, p.kind));
             }
         }
@@ -827,10 +934,20 @@ impl Decision {
                 briefs(&self.too_few)
             ));
         }
-        for (i, p) in self.basis.iter().enumerate() {
-            if let Some(q) = self.basis[i + 1..]
+        // The same pair in other files: each pair is looked for among those of its own key.
+        let mut by_key: HashMap<&str, Vec<&Pair>> = HashMap::new();
+        for p in &self.basis {
+            by_key.entry(p.key.as_str()).or_default().push(p);
+        }
+        // How many pairs of each key came so far: the ones after `p` are `same[n..]`.
+        let mut so_far: HashMap<&str, usize> = HashMap::new();
+        for p in &self.basis {
+            let same = &by_key[p.key.as_str()];
+            let n = so_far.entry(p.key.as_str()).or_insert(0);
+            *n += 1;
+            if let Some(q) = same[*n..]
                 .iter()
-                .find(|q| q.key == p.key && q.file != p.file && q.side != p.side)
+                .find(|q| q.file != p.file && q.side != p.side)
             {
                 out.push_str(&format!(
                     " The files of this host disagree on {}: {} and {}.",
@@ -890,13 +1007,14 @@ fn sandboxes_stand(
     s: &Sides,
     want: Side,
     words: (&str, &str),
+    scope: Scope,
     pair: impl Fn(&Entrant, &Entrant) -> Vec<Pair>,
     figures: &mut Vec<String>,
 ) -> String {
     let mut out = String::new();
     for sb in &s.sandboxes {
-        let vs_c = pairs_with(std::slice::from_ref(sb), &s.containers, &pair);
-        let vs_v = pairs_with(std::slice::from_ref(sb), &s.vms, &pair);
+        let vs_c = pairs_with(std::slice::from_ref(sb), &s.containers, scope, &pair);
+        let vs_v = pairs_with(std::slice::from_ref(sb), &s.vms, scope, &pair);
         if vs_c.is_empty() && vs_v.is_empty() {
             continue;
         }
@@ -933,7 +1051,7 @@ fn sandboxes_stand(
 
 fn startup(claim: Claim, files: &Files) -> Assessment {
     let metric = |r: &RunRecord| r.startup_ns.map(|n| n as f64);
-    let s = sides(files, |r, b| has_runs(r, b, |x| x.startup_ns.is_some()));
+    let s = sides(files, |_, r, b| has_runs(r, b, |x| x.startup_ns.is_some()));
     if let Some(why) = missing(&s, "start-up samples") {
         return Assessment::no_data(claim, why).with(vm_caveats(files, &s, false));
     }
@@ -952,7 +1070,7 @@ fn startup(claim: Claim, files: &Files) -> Assessment {
         }
     }
     let pair = |a: &Entrant, b: &Entrant| ratio_pairs(files, a, b, false, |_| true, metric);
-    let pairs = pairs_with(&s.containers, &s.vms, pair);
+    let pairs = pairs_with(&s.containers, &s.vms, Scope::File, pair);
     if pairs.is_empty() {
         return Assessment::no_data(claim, "No round ran both a container and a VM.");
     }
@@ -985,7 +1103,14 @@ fn startup(claim: Claim, files: &Files) -> Assessment {
             d.list(|x| x != Side::Below)
         ),
     };
-    let sandboxes = sandboxes_stand(&s, Side::Below, ("sooner", "later"), pair, &mut figures);
+    let sandboxes = sandboxes_stand(
+        &s,
+        Side::Below,
+        ("sooner", "later"),
+        Scope::File,
+        pair,
+        &mut figures,
+    );
     assess(
         claim,
         &d,
@@ -998,7 +1123,7 @@ fn startup(claim: Claim, files: &Files) -> Assessment {
 
 fn memory(claim: Claim, files: &Files) -> Assessment {
     let keep = |r: &RunRecord| r.memory_at_ready.is_some();
-    let s = sides(files, |r, b| {
+    let s = sides(files, |_, r, b| {
         has_runs(r, b, |x| summary::fixed_bytes(x).is_some())
     });
     if let Some(why) = missing(&s, "memory samples") {
@@ -1032,7 +1157,7 @@ fn memory(claim: Claim, files: &Files) -> Assessment {
         // Paired by round and working-set size: the pair key includes the workload.
         ratio_pairs(files, a, b, false, keep, summary::fixed_bytes)
     };
-    let pairs = pairs_with(&s.containers, &s.vms, pair);
+    let pairs = pairs_with(&s.containers, &s.vms, Scope::File, pair);
     if pairs.is_empty() {
         return Assessment::no_data(claim, "No round measured both a container and a VM.");
     }
@@ -1079,7 +1204,14 @@ fn memory(claim: Claim, files: &Files) -> Assessment {
             d.list(|x| x != Side::Below)
         ),
     };
-    let sandboxes = sandboxes_stand(&s, Side::Below, ("smaller", "larger"), pair, &mut figures);
+    let sandboxes = sandboxes_stand(
+        &s,
+        Side::Below,
+        ("smaller", "larger"),
+        Scope::File,
+        pair,
+        &mut figures,
+    );
     // Memory does not depend on how fast the guest's kernel mode runs.
     assess(
         claim,
@@ -1096,12 +1228,14 @@ fn rate(r: &RunRecord) -> Option<f64> {
 }
 
 fn performance(claim: Claim, files: &Files) -> Assessment {
-    let s = sides(files, |r, b| has_runs(r, b, |x| summary::rate(x).is_some()));
+    let s = sides(files, |_, r, b| {
+        has_runs(r, b, |x| summary::rate(x).is_some())
+    });
     if let Some(why) = missing(&s, "throughput samples") {
         return Assessment::no_data(claim, why).with(vm_caveats(files, &s, false));
     }
     let pair = |a: &Entrant, b: &Entrant| ratio_pairs(files, a, b, true, |_| true, rate);
-    let pairs = pairs_with(&s.containers, &s.vms, pair);
+    let pairs = pairs_with(&s.containers, &s.vms, Scope::File, pair);
     if pairs.is_empty() {
         return Assessment::no_data(
             claim,
@@ -1160,7 +1294,14 @@ fn performance(claim: Claim, files: &Files) -> Assessment {
             d.list(|x| x == Side::Above)
         ),
     };
-    let sandboxes = sandboxes_stand(&s, Side::Above, ("faster", "slower"), pair, &mut figures);
+    let sandboxes = sandboxes_stand(
+        &s,
+        Side::Above,
+        ("faster", "slower"),
+        Scope::File,
+        pair,
+        &mut figures,
+    );
     let mut a = assess(
         claim,
         &d,
@@ -1296,7 +1437,7 @@ fn density_pair(
 
 fn density(claim: Claim, files: &Files) -> Assessment {
     let series: Vec<Vec<DensitySeries>> = files.files.iter().map(|r| summary::density(r)).collect();
-    let s = sides(files, |r, b| r.density.iter().any(|d| d.backend == b));
+    let s = sides(files, |_, r, b| r.density_of(b).next().is_some());
     if let Some(why) = missing(&s, "density steps") {
         return Assessment::no_data(claim, why).with(vm_caveats(files, &s, false));
     }
@@ -1312,7 +1453,7 @@ fn density(claim: Claim, files: &Files) -> Assessment {
         }
     }
     // Every container with every VM of the host, whichever file each ladder is in.
-    let pairs = pairs_with(&s.containers, &s.vms, |a, b| {
+    let pairs = pairs_with(&s.containers, &s.vms, Scope::Host, |a, b| {
         density_pair(files, &series, a, b)
     });
     if pairs.is_empty() {
@@ -1350,6 +1491,7 @@ fn density(claim: Claim, files: &Files) -> Assessment {
         &s,
         Side::Below,
         ("cheaper", "costlier"),
+        Scope::Host,
         |a, b| density_pair(files, &series, a, b),
         &mut figures,
     );
@@ -1364,8 +1506,19 @@ fn density(claim: Claim, files: &Files) -> Assessment {
 /// The probe's view of every backend that ran it, file by file.
 struct Probed<'a> {
     entrant: Entrant,
+    /// The side it is on.
+    role: Role,
     iso: std::rc::Rc<summary::Isolation>,
     host_release: &'a str,
+}
+
+/// The side of the probe claims a backend is on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Container,
+    Sandbox,
+    Vm,
+    Unplaced,
 }
 
 fn probed<'a>(files: &Files<'a>) -> (Vec<Probed<'a>>, Sides) {
@@ -1385,17 +1538,19 @@ fn probed<'a>(files: &Files<'a>) -> (Vec<Probed<'a>>, Sides) {
                 family,
                 kind: family.vm_kind(r.fact(name, |f| f.guest_os)),
             };
-            match family {
-                Family::Container => s.containers.push(e.clone()),
-                Family::Sandbox => s.sandboxes.push(e.clone()),
+            let (side, role) = match family {
+                Family::Container => (&mut s.containers, Role::Container),
+                Family::Sandbox => (&mut s.sandboxes, Role::Sandbox),
                 // What a guest can see does not depend on how fast its instructions run:
                 // emulated machines count as VMs here.
-                f if f.is_vm() || f == Family::Emulated => s.vms.push(e.clone()),
-                Family::Unknown => s.unplaced.push(e.clone()),
+                f if f.is_vm() || f == Family::Emulated => (&mut s.vms, Role::Vm),
+                Family::Unknown => (&mut s.unplaced, Role::Unplaced),
                 _ => continue,
-            }
+            };
+            side.push(e.clone());
             out.push(Probed {
                 entrant: e,
+                role,
                 iso: iso.clone(),
                 host_release: &r.header.environment.kernel_release,
             });
@@ -1420,9 +1575,8 @@ impl Probed<'_> {
     fn family(&self) -> Family {
         self.entrant.family
     }
-    fn in_side(&self, side: &[Entrant]) -> bool {
-        side.iter()
-            .any(|e| e.file == self.entrant.file && e.name == self.entrant.name)
+    fn is(&self, role: Role) -> bool {
+        self.role == role
     }
 }
 
@@ -1434,9 +1588,9 @@ fn kernel(claim: Claim, files: &Files) -> Assessment {
     let with_release: Vec<&Probed> = all.iter().filter(|p| p.release().is_some()).collect();
     let containers: Vec<&&Probed> = with_release
         .iter()
-        .filter(|p| p.in_side(&s.containers))
+        .filter(|p| p.is(Role::Container))
         .collect();
-    let vms: Vec<&&Probed> = with_release.iter().filter(|p| p.in_side(&s.vms)).collect();
+    let vms: Vec<&&Probed> = with_release.iter().filter(|p| p.is(Role::Vm)).collect();
     if containers.is_empty() || vms.is_empty() {
         return Assessment::no_data(
             claim,
@@ -1517,8 +1671,8 @@ fn isolation(claim: Claim, files: &Files) -> Assessment {
     if all.is_empty() {
         return Assessment::no_data(claim, "No backend ran the probe here.");
     }
-    let containers: Vec<&Probed> = all.iter().filter(|p| p.in_side(&s.containers)).collect();
-    let vms: Vec<&Probed> = all.iter().filter(|p| p.in_side(&s.vms)).collect();
+    let containers: Vec<&Probed> = all.iter().filter(|p| p.is(Role::Container)).collect();
+    let vms: Vec<&Probed> = all.iter().filter(|p| p.is(Role::Vm)).collect();
     if containers.is_empty() || vms.is_empty() {
         return Assessment::no_data(
             claim,
@@ -1527,7 +1681,7 @@ fn isolation(claim: Claim, files: &Files) -> Assessment {
     }
     let placed: Vec<&Probed> = all
         .iter()
-        .filter(|p| p.in_side(&s.containers) || p.in_side(&s.sandboxes) || p.in_side(&s.vms))
+        .filter(|p| p.is(Role::Container) || p.is(Role::Sandbox) || p.is(Role::Vm))
         .collect();
     let figures: Vec<String> = placed
         .iter()
@@ -1563,7 +1717,7 @@ fn isolation(claim: Claim, files: &Files) -> Assessment {
         _ => "Some containers see as little of the host as some VMs: how much is hidden depends on the configuration, not only on the model.",
     }
     .to_string();
-    for p in all.iter().filter(|p| p.in_side(&s.sandboxes)) {
+    for p in all.iter().filter(|p| p.is(Role::Sandbox)) {
         let n = p.shared();
         let place = if n < min_v {
             "fewer than every VM"
@@ -1583,7 +1737,7 @@ fn isolation(claim: Claim, files: &Files) -> Assessment {
     // Whose root a container's root is: the same view can hide the host's root or a nobody.
     let root_is_hosts = |yes: bool| -> Vec<&str> {
         all.iter()
-            .filter(|p| p.in_side(&s.containers) || p.in_side(&s.sandboxes))
+            .filter(|p| p.is(Role::Container) || p.is(Role::Sandbox))
             .filter(|p| {
                 p.root_on_host()
                     .is_some_and(|r| r.starts_with("yes") == yes)
@@ -1908,7 +2062,9 @@ fn process_costs(resource: Resource) -> &'static str {
 }
 
 fn native(claim: Claim, files: &Files) -> Assessment {
-    let s = sides(files, |r, b| has_runs(r, b, |x| summary::rate(x).is_some()));
+    let s = sides(files, |_, r, b| {
+        has_runs(r, b, |x| summary::rate(x).is_some())
+    });
     // The baseline of each file, as an entrant to pair with.
     let baselines: Vec<Entrant> = files
         .files
@@ -1935,7 +2091,7 @@ fn native(claim: Claim, files: &Files) -> Assessment {
         return Assessment::no_data(claim, "No container has throughput samples here.");
     }
     let pair = |a: &Entrant, b: &Entrant| ratio_pairs(files, a, b, true, |_| true, rate);
-    let pairs = pairs_with(&s.containers, &baselines, pair);
+    let pairs = pairs_with(&s.containers, &baselines, Scope::File, pair);
     if pairs.is_empty() {
         return Assessment::no_data(
             claim,
@@ -2013,7 +2169,7 @@ fn native(claim: Claim, files: &Files) -> Assessment {
         ));
     }
     for sb in &s.sandboxes {
-        let sp = pairs_with(std::slice::from_ref(sb), &baselines, pair);
+        let sp = pairs_with(std::slice::from_ref(sb), &baselines, Scope::File, pair);
         if sp.is_empty() {
             continue;
         }
@@ -2149,8 +2305,15 @@ fn reach(rows: &[&summary::InterferenceRow], failure: bool) -> (Reach, String) {
     let mut texts = Vec::new();
     let mut victims: Vec<&str> = rows.iter().map(|r| r.victim.kernel.as_str()).collect();
     victims.dedup();
+    // Each victim's first row in each configuration.
+    let mut first: HashMap<(&str, Config), &summary::InterferenceRow> = HashMap::new();
+    for r in rows {
+        first
+            .entry((r.victim.kernel.as_str(), r.config))
+            .or_insert(r);
+    }
     for v in victims {
-        let of = |c: Config| rows.iter().find(|r| r.victim.kernel == v && r.config == c);
+        let of = |c: Config| first.get(&(v, c));
         let (u, l) = (of(Config::Unlimited), of(Config::Limited));
         let r = match (
             u.and_then(|u| reached_in(u, failure)),
@@ -2220,14 +2383,11 @@ fn neighbours(claim: Claim, files: &Files) -> Assessment {
         .iter()
         .map(|r| summary::interference(r))
         .collect();
-    let s = sides(files, |r, b| {
-        let i = files
-            .files
-            .iter()
-            .position(|f| std::ptr::eq(*f, r))
-            .unwrap_or(0);
-        rows[i].iter().any(|x| x.backend == b)
-    });
+    let with_rows: Vec<HashSet<&str>> = rows
+        .iter()
+        .map(|rows| rows.iter().map(|x| x.backend.as_str()).collect())
+        .collect();
+    let s = sides(files, |i, _, b| with_rows[i].contains(b));
     if s.containers.is_empty() && s.sandboxes.is_empty() && s.vms.is_empty() {
         return Assessment::no_data(
             claim,

@@ -7,6 +7,7 @@
 
 use isolab_host::files::{FilesError, OutDir};
 use isolab_results::{Outcome, Results, RunRecord};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Errors of exporting.
@@ -23,6 +24,20 @@ pub enum ExportError {
     /// The directory could not be used or a file could not be written into it.
     #[error(transparent)]
     Files(#[from] FilesError),
+    /// The runs name more phases than `runs.csv` gives columns to ([`MAX_PHASE_COLUMNS`]).
+    #[error(
+        "{path}: its runs name {found} phases; runs.csv has a column for each, and at most \
+         {MAX_PHASE_COLUMNS}: not phases the lab records"
+    )]
+    TooManyPhases {
+        /// The results file.
+        path: PathBuf,
+        /// How many distinct phase names its runs have.
+        found: usize,
+    },
+    /// A stop was requested while the CSV text was made ([`isolab_host::interrupt::work_stopped`]).
+    #[error("stopped before the CSV files were made")]
+    Interrupted,
 }
 
 impl ExportError {
@@ -30,11 +45,18 @@ impl ExportError {
     /// symbolic link in its place, no permission.
     pub fn is_usage(&self) -> bool {
         match self {
-            ExportError::Csv { .. } => false,
+            ExportError::Csv { .. } | ExportError::Interrupted => false,
+            ExportError::TooManyPhases { .. } => true,
             ExportError::Files(e) => e.is_usage(),
         }
     }
 }
+
+/// The most phase columns `runs.csv` has. Every distinct phase name of a file's runs becomes
+/// a column, and every run a row with a cell in each: a hostile file naming a new phase on
+/// each of its lines would make a table of (lines × lines) cells. The lab's backends record a
+/// dozen phases each.
+pub const MAX_PHASE_COLUMNS: usize = 256;
 
 /// The fixed columns of `runs.csv`.
 const RUN_COLUMNS: [&str; 25] = [
@@ -85,11 +107,25 @@ pub const NEIGHBOUR_COLUMNS: [&str; 6] = [
 pub fn csv(results: &Results, dir: &Path) -> Result<Vec<PathBuf>, ExportError> {
     let out = OutDir::open_or_create(dir)?;
     let csv_err = |name| move |source| ExportError::Csv { name, source };
-    let mut written = Vec::new();
-    let runs = runs_csv(results).map_err(csv_err("runs.csv"))?;
-    written.push(out.write("runs.csv", &runs)?);
-    if !results.density.is_empty() {
-        let density = density_csv(results).map_err(csv_err("density.csv"))?;
+    let phases = phase_names(&results.runs);
+    if phases.len() > MAX_PHASE_COLUMNS {
+        return Err(ExportError::TooManyPhases {
+            path: results.path.clone(),
+            found: phases.len(),
+        });
+    }
+    let runs = runs_csv(results, &phases).map_err(csv_err("runs.csv"))?;
+    let density = if results.density.is_empty() {
+        None
+    } else {
+        Some(density_csv(results).map_err(csv_err("density.csv"))?)
+    };
+    // Both texts are made (or the stop request came first): the files are written together.
+    if isolab_host::interrupt::work_stopped() {
+        return Err(ExportError::Interrupted);
+    }
+    let mut written = vec![out.write("runs.csv", &runs)?];
+    if let Some(density) = density {
         written.push(out.write("density.csv", &density)?);
     }
     Ok(written)
@@ -101,11 +137,13 @@ fn into_bytes(w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>, csv::Error> {
         .map_err(|e| csv::Error::from(std::io::Error::other(e.to_string())))
 }
 
+/// Every phase name of `runs`, in the order first seen.
 fn phase_names(runs: &[RunRecord]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for r in runs {
         for p in &r.phases.phases {
-            if !names.contains(&p.name) {
+            if seen.insert(&p.name) {
                 names.push(p.name.clone());
             }
         }
@@ -117,8 +155,7 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(String::new, |v| v.to_string())
 }
 
-fn runs_csv(results: &Results) -> Result<Vec<u8>, csv::Error> {
-    let phases = phase_names(&results.runs);
+fn runs_csv(results: &Results, phases: &[String]) -> Result<Vec<u8>, csv::Error> {
     let neighbours = results.runs.iter().any(|r| r.neighbours.is_some());
     let mut w = csv::Writer::from_writer(Vec::new());
     let header: Vec<String> = RUN_COLUMNS
@@ -133,6 +170,10 @@ fn runs_csv(results: &Results) -> Result<Vec<u8>, csv::Error> {
         .collect();
     w.write_record(&header)?;
     for r in &results.runs {
+        // A stop request ends the text here; the caller writes nothing of it.
+        if isolab_host::interrupt::work_stopped() {
+            break;
+        }
         let ready = r.memory_at_ready.as_ref();
         let done = r.memory_at_done.as_ref();
         let charged = |m: Option<&isolab_results::MemorySample>| {
@@ -147,7 +188,12 @@ fn runs_csv(results: &Results) -> Result<Vec<u8>, csv::Error> {
             Outcome::Stopped => "stopped".to_string(),
             Outcome::Failed { reason } => format!("failed: {reason}"),
         };
-        let spawn = r.phases.at("spawn");
+        // The run's edges by name (the first of a name, as `Timeline::at` finds it).
+        let mut edges: HashMap<&str, u64> = HashMap::new();
+        for p in &r.phases.phases {
+            edges.entry(p.name.as_str()).or_insert(p.t_ns);
+        }
+        let spawn = edges.get("spawn").copied();
         let mut row = vec![
             results.header.experiment.clone(),
             results.header.environment.hostname.clone(),
@@ -189,11 +235,12 @@ fn runs_csv(results: &Results) -> Result<Vec<u8>, csv::Error> {
                 sum(|f| f.forks_refused),
             ]);
         }
-        row.extend(
-            phases
-                .iter()
-                .map(|p| opt(r.phases.at(p).zip(spawn).map(|(t, s)| t.saturating_sub(s)))),
-        );
+        row.extend(phases.iter().map(|p| {
+            opt(edges
+                .get(p.as_str())
+                .zip(spawn)
+                .map(|(t, s)| t.saturating_sub(s)))
+        }));
         w.write_record(&row)?;
     }
     into_bytes(w)
@@ -217,6 +264,9 @@ fn density_csv(results: &Results) -> Result<Vec<u8>, csv::Error> {
         "idle_window_ns",
     ])?;
     for d in &results.density {
+        if isolab_host::interrupt::work_stopped() {
+            break;
+        }
         w.write_record([
             results.header.environment.hostname.clone(),
             d.backend.clone(),
@@ -246,16 +296,16 @@ mod tests {
         phases.push("spawn", 100);
         phases.push("namespaces", 400);
         phases.push("ready", 1100);
-        Results {
-            path: PathBuf::from("results.jsonl"),
-            header: Header {
+        Results::new(
+            PathBuf::from("results.jsonl"),
+            Header {
                 schema: SCHEMA.into(),
                 experiment: "startup".into(),
                 environment: isolab_results::Environment::capture("v1"),
                 settings: serde_json::json!({}),
                 skipped: vec![],
             },
-            runs: vec![RunRecord {
+            vec![RunRecord {
                 backend: "container".into(),
                 family: isolab_results::Family::Container,
                 round: 3,
@@ -286,10 +336,10 @@ mod tests {
                 facts: Default::default(),
                 neighbours: None,
             }],
-            density: vec![],
-            density_ends: vec![],
-            image: None,
-        }
+            vec![],
+            vec![],
+            None,
+        )
     }
 
     #[test]

@@ -424,16 +424,16 @@ impl Fixture {
     /// The results, as if read from `/fixture/<experiment>/results.jsonl` (or where
     /// [`Fixture::at`] says).
     pub fn results(&self) -> Results {
-        Results {
-            path: self.path.clone().unwrap_or_else(|| {
+        Results::new(
+            self.path.clone().unwrap_or_else(|| {
                 PathBuf::from(format!("/fixture/{}/results.jsonl", self.header.experiment))
             }),
-            header: self.header.clone(),
-            runs: self.runs.clone(),
-            density: self.density.clone(),
-            density_ends: self.ends.clone(),
-            image: self.image.clone(),
-        }
+            self.header.clone(),
+            self.runs.clone(),
+            self.density.clone(),
+            self.ends.clone(),
+            self.image.clone(),
+        )
     }
 
     /// Write the file into `dir` and read it back.

@@ -14,6 +14,7 @@ use isolab_host::facts::KvmKind;
 use isolab_host::files::OutDir;
 use isolab_results::{Family, Results};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 /// The page template, embedded in the binary so a report needs no files besides the results.
@@ -147,11 +148,12 @@ fn machine_key(r: &Results) -> String {
 /// they are never mixed.
 fn datasets<'a>(files: &[&'a Results]) -> (Vec<Dataset<'a>>, Vec<String>) {
     let mut machines: Vec<(String, String)> = Vec::new(); // (key, label)
+    let mut label_of: HashMap<String, String> = HashMap::new();
     let mut out = Vec::new();
     for r in files {
         let key = machine_key(r);
-        let host = match machines.iter().find(|(k, _)| *k == key) {
-            Some((_, label)) => label.clone(),
+        let host = match label_of.get(&key) {
+            Some(label) => label.clone(),
             None => {
                 let name = &r.header.environment.hostname;
                 let same_name = machines
@@ -163,6 +165,7 @@ fn datasets<'a>(files: &[&'a Results]) -> (Vec<Dataset<'a>>, Vec<String>) {
                 } else {
                     format!("{name} #{}", same_name + 1)
                 };
+                label_of.insert(key.clone(), label.clone());
                 machines.push((key, label.clone()));
                 label
             }
@@ -229,15 +232,18 @@ fn slug(s: &str) -> String {
     out.trim_matches('-').to_string()
 }
 
-/// Builds the sections, naming each SVG uniquely and writing it next to the page.
-struct Builder<'a> {
-    out_dir: &'a OutDir,
+/// Builds the sections, naming each SVG uniquely (it is written next to the page with it).
+struct Builder {
     palette: Palette,
     multi_host: bool,
-    files_written: Vec<String>,
+    /// The SVG files named so far.
+    files: HashSet<String>,
+    /// For each plot's name, the last number a file of it took (`startup-waterfall-3`), where
+    /// the search for a free one resumes.
+    numbered: HashMap<String, usize>,
 }
 
-impl Builder<'_> {
+impl Builder {
     /// The heading of a file's block: needed when there are several hosts, or several files of
     /// the same experiment on one host.
     fn heading(&self, d: &Dataset, siblings: usize) -> Option<String> {
@@ -249,7 +255,8 @@ impl Builder<'_> {
         }
     }
 
-    /// Save `svg` as `<name>[-host].svg` (unique within the report) and return the figure.
+    /// Name `svg` `<name>[-host].svg` (unique within the report) and return the figure. Its
+    /// file is written with the page, once the whole report is made.
     fn figure(
         &mut self,
         name: &str,
@@ -257,20 +264,27 @@ impl Builder<'_> {
         svg: String,
         caption: String,
     ) -> Result<Figure, ReportError> {
+        // The plot may have been cut short by a stop request: then it is not kept.
+        stop_point()?;
         let mut file = if self.multi_host {
             format!("{name}-{}", slug(&d.host))
         } else {
             name.to_string()
         };
-        let mut n = 1;
-        while self.files_written.contains(&format!("{file}.svg")) {
-            n += 1;
-            file = format!("{name}-{n}");
+        if self.files.contains(&format!("{file}.svg")) {
+            // Names are only ever taken, so every number up to the last one this plot took is
+            // still taken: the search for a free one starts after it.
+            let n = self.numbered.entry(name.to_string()).or_insert(1);
+            loop {
+                *n += 1;
+                file = format!("{name}-{n}");
+                if !self.files.contains(&format!("{file}.svg")) {
+                    break;
+                }
+            }
         }
         let file = format!("{file}.svg");
-        stop_point()?;
-        self.out_dir.write(&file, svg.as_bytes())?;
-        self.files_written.push(file.clone());
+        self.files.insert(file.clone());
         Ok(Figure { file, svg, caption })
     }
 
@@ -283,6 +297,11 @@ impl Builder<'_> {
             heading: self.heading(d, siblings),
             ..Block::default()
         };
+        if rows.len() > plot::MAX_ROWS {
+            b.notes.push(plots_left_out(rows.len(), "backends"));
+            b.tables.push(table::startup(&rows));
+            return Ok(Some(b));
+        }
         if let Some(svg) = plot::startup_waterfall(&rows, false)? {
             b.figures.push(self.figure(
                 "startup-waterfall",
@@ -332,7 +351,14 @@ impl Builder<'_> {
             heading: self.heading(d, siblings),
             ..Block::default()
         };
-        if let Some(svg) = plot::memory(&rows, &self.palette)? {
+        let plot = if rows.len() > plot::MAX_ROWS {
+            b.notes
+                .push(plots_left_out(rows.len(), "backends and working sets"));
+            None
+        } else {
+            plot::memory(&rows, &self.palette)?
+        };
+        if let Some(svg) = plot {
             b.figures.push(
                 self.figure(
                     "memory",
@@ -368,6 +394,13 @@ impl Builder<'_> {
                 .filter(|r| summary::resource_of(&r.workload) == Some(resource))
                 .cloned()
                 .collect();
+            if of.len() > plot::MAX_ROWS {
+                b.notes.push(plots_left_out(
+                    of.len(),
+                    &format!("{} workloads and backends", resource.name()),
+                ));
+                continue;
+            }
             let Some(svg) = plot::throughput(&of, &self.palette)? else {
                 continue;
             };
@@ -401,7 +434,15 @@ impl Builder<'_> {
             heading: self.heading(d, siblings),
             ..Block::default()
         };
-        if let Some(svg) = plot::density_memory(&series, &self.palette)? {
+        let drawn = series.len() <= plot::MAX_ROWS;
+        if !drawn {
+            b.notes.push(plots_left_out(series.len(), "backends"));
+        }
+        if let Some(svg) = drawn
+            .then(|| plot::density_memory(&series, &self.palette))
+            .transpose()?
+            .flatten()
+        {
             b.figures.push(
                 self.figure(
                     "density-memory",
@@ -414,7 +455,11 @@ impl Builder<'_> {
                 )?,
             );
         }
-        if let Some(svg) = plot::density_launch(&series, &self.palette)? {
+        if let Some(svg) = drawn
+            .then(|| plot::density_launch(&series, &self.palette))
+            .transpose()?
+            .flatten()
+        {
             b.figures.push(self.figure(
                 "density-launch",
                 d,
@@ -425,7 +470,11 @@ impl Builder<'_> {
         }
         b.tables.push(table::density(&series));
         if series.iter().any(|s| s.per_instance_on_image.is_some()) {
-            if let Some(svg) = plot::images_memory(&series, &self.palette)? {
+            if let Some(svg) = drawn
+                .then(|| plot::images_memory(&series, &self.palette))
+                .transpose()?
+                .flatten()
+            {
                 b.figures.push(self.figure(
                     "images-memory",
                     d,
@@ -468,6 +517,20 @@ impl Builder<'_> {
             ..Block::default()
         };
         for a in isolab_results::Aggressor::ALL {
+            // The plot draws a line per backend, victim and configuration, over a column per
+            // number of aggressors.
+            let mine = || rows.iter().filter(|r| r.aggressor == a.name());
+            let lines: HashSet<_> = mine()
+                .map(|r| (&r.backend, &r.victim.kernel, r.config))
+                .collect();
+            let counts: HashSet<u32> = mine().map(|r| r.count).collect();
+            if lines.len() > plot::MAX_ROWS || counts.len() > plot::MAX_ROWS {
+                b.notes.push(plots_left_out(
+                    lines.len().max(counts.len()),
+                    &format!("lines or numbers of aggressors beside {}", a.describe()),
+                ));
+                continue;
+            }
             let Some(svg) = plot::interference(&rows, a.name(), &self.palette)? else {
                 continue;
             };
@@ -521,6 +584,16 @@ impl Builder<'_> {
     }
 }
 
+/// The note of a block whose plots are left out: `n` rows of `what` are more than a plot shows
+/// ([`plot::MAX_ROWS`]).
+fn plots_left_out(n: usize, what: &str) -> String {
+    format!(
+        "Not plotted: {n} {what} are more than a plot shows legibly (at most {}); the table has \
+         every one.",
+        plot::MAX_ROWS
+    )
+}
+
 /// Limits as the results' settings record them, in words: `0.5 CPUs, 512 MiB, 64 processes,
 /// 32 MiB/s of disk`.
 fn describe_limits(v: &serde_json::Value) -> String {
@@ -557,10 +630,14 @@ fn section<'a>(
     sets: &'a [Dataset<'a>],
     mut build: impl FnMut(&Dataset<'a>, usize) -> Result<Option<Block>, ReportError>,
 ) -> Result<Vec<Block>, ReportError> {
+    let mut per_host: HashMap<&str, usize> = HashMap::new();
+    for d in sets {
+        *per_host.entry(&d.host).or_default() += 1;
+    }
     let mut blocks = Vec::new();
     for d in sets {
         stop_point()?;
-        let siblings = sets.iter().filter(|o| o.host == d.host).count();
+        let siblings = per_host[d.host.as_str()];
         if let Some(b) = build(d, siblings)? {
             blocks.push(b);
         }
@@ -660,16 +737,19 @@ fn warnings(sets: &[Dataset]) -> Vec<String> {
         for line in table::mismatch_lines(&summary::checksum_mismatches(r)) {
             w.push(format!("{at}: {line}"));
         }
-        for b in r.backends() {
+        for b in r.backend_names() {
+            if isolab_host::interrupt::work_stopped() {
+                break;
+            }
             let failed = r
-                .measured(&b)
+                .measured(b)
                 .filter(|x| x.outcome != isolab_results::Outcome::Completed)
                 .count();
             if failed > 0 {
                 w.push(format!(
                     "{at}: {failed} sample{} of {} did not complete and {} left out of every figure.",
                     if failed == 1 { "" } else { "s" },
-                    backends::label(r, &b),
+                    backends::label(r, b),
                     if failed == 1 { "is" } else { "are" }
                 ));
             }
@@ -803,19 +883,19 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
     let multi_host = hosts.len() > 1;
     // Colours: by family, in the order backends first appear anywhere in the report.
     let mut names: Vec<(String, Family)> = Vec::new();
+    let mut named: HashSet<&str> = HashSet::new();
     for r in &files {
-        for b in r.backends() {
-            if !names.iter().any(|(n, _)| *n == b) {
-                let family = r.family(&b);
-                names.push((b, family));
+        for b in r.backend_names() {
+            if named.insert(b) {
+                names.push((b.clone(), r.family(b)));
             }
         }
     }
     let mut b = Builder {
-        out_dir,
         palette: Palette::new(names.iter().map(|(n, f)| (n.as_str(), *f))),
         multi_host,
-        files_written: vec![],
+        files: HashSet::new(),
+        numbered: HashMap::new(),
     };
     // `lab run images` climbs density ladders on the lab's image: shown with the density ones.
     let by = |exp: &str| -> Vec<Dataset> {
@@ -959,11 +1039,29 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
         style: STYLE,
     };
     stop_point()?;
-    let html = render_page(&page)?;
+    // A page whose rendering a stop request ended is an error of the template's: it is the
+    // stop that is reported.
+    let html = render_page(&page).map_err(|e| match stop_point() {
+        Err(stopped) => stopped,
+        Ok(()) => e.into(),
+    })?;
     let tables = markdown(&page, &ledger);
+    // The last look: from here on the report is written whole, plots first and the page last,
+    // each file in one step (`OutDir::write`), so a stop never leaves half a report: either
+    // nothing new, or every file of it.
     stop_point()?;
-    let index = out_dir.write("index.html", html.as_bytes())?;
+    let sections = [
+        &page.startup,
+        &page.memory,
+        &page.throughput,
+        &page.density,
+        &page.interference,
+    ];
+    for figure in sections.into_iter().flatten().flat_map(|b| &b.figures) {
+        out_dir.write(&figure.file, figure.svg.as_bytes())?;
+    }
     out_dir.write("tables.md", tables.as_bytes())?;
+    let index = out_dir.write("index.html", html.as_bytes())?;
     Ok(index)
 }
 
@@ -983,6 +1081,18 @@ fn render_page(page: &Page) -> Result<String, HtmlError> {
             minijinja::escape_formatter(out, state, &minijinja::Value::from_safe_string(escaped))
         }
         _ => minijinja::escape_formatter(out, state, value),
+    });
+    // `stop_point()` in the template's long loops: nothing while the work goes on, an error
+    // (which ends the rendering) once a stop is requested.
+    env.add_function("stop_point", || {
+        if isolab_host::interrupt::work_stopped() {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                "a stop was requested",
+            ))
+        } else {
+            Ok("")
+        }
     });
     env.add_template("index.html", TEMPLATE)?;
     let html = env

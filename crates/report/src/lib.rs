@@ -5,8 +5,8 @@
 //! the same files (no time of rendering is written, orders are stable, the bootstrap is seeded).
 //!
 //! ```no_run
-//! use isolab::report;
-//! use isolab::results::Results;
+//! use isolab_report as report;
+//! use isolab_results::Results;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let files = Results::read_all("reports/20261123-091953-startup".as_ref())?;
 //! print!("{}", report::terminal(&files[0]));            // what `lab run` prints
@@ -83,6 +83,7 @@ impl ReportError {
         matches!(
             self,
             ReportError::Interrupted
+                | ReportError::Plot(plot::PlotError::Interrupted)
                 | ReportError::Results(ResultsError::Interrupted(_))
                 | ReportError::Files(isolab_host::files::FilesError::Interrupted { .. })
         )

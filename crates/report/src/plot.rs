@@ -20,6 +20,7 @@ use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 /// Errors of drawing a plot.
@@ -33,6 +34,9 @@ pub enum PlotError {
         /// plotters' message.
         message: String,
     },
+    /// A stop was requested while the plot was drawn ([`isolab_host::interrupt::work_stopped`]).
+    #[error("stopped while drawing a plot")]
+    Interrupted,
 }
 
 /// Values spanning more than this factor get a logarithmic axis.
@@ -55,12 +59,28 @@ fn err(plot: &'static str) -> impl Fn(Box<dyn std::fmt::Display>) -> PlotError {
     }
 }
 
-/// Shorthand: turn any plotters error into a [`PlotError`] for `plot`.
+/// Shorthand: one drawing call, its plotters error turned into a [`PlotError`] for `plot`.
+/// Every drawing call first asks whether a stop was requested ([`isolab_host::interrupt::work_stopped`]):
+/// a plot of many elements is drawn in many calls, so a stop ends it within one of them.
 macro_rules! draw {
-    ($plot:expr, $e:expr) => {
+    ($plot:expr, $e:expr) => {{
+        if isolab_host::interrupt::work_stopped() {
+            return Err(PlotError::Interrupted);
+        }
         $e.map_err(|e| err($plot)(Box::new(e)))?
-    };
+    }};
 }
+
+/// The most rows (bars, boxes, lines) of a plot the report draws. A plot of more is a wall of
+/// slivers no one can read, and its SVG grows with every row, twice (once as a file, once
+/// inline in the page): a results file naming thousands of backends gets its tables, and a
+/// note instead of plots. The lab's own files have a few dozen rows at most (a dozen backends,
+/// three working sets).
+pub const MAX_ROWS: usize = 100;
+
+/// How many points one drawing call draws at most, so that a row of many samples is drawn in
+/// several calls, each after a look at the stop request.
+const CHUNK: usize = 4096;
 
 // ---------------------------------------------------------------------------------------------
 // Colours
@@ -70,7 +90,7 @@ macro_rules! draw {
 /// and green for containers, oranges and purple for VMs.
 #[derive(Clone, Debug)]
 pub struct Palette {
-    colors: Vec<(String, RGBColor)>,
+    colors: HashMap<String, RGBColor>,
 }
 
 const CONTAINER_COLORS: [RGBColor; 4] = [
@@ -118,10 +138,10 @@ impl Palette {
     /// Colours for backends and their families, given in the order they first appear in the
     /// report.
     pub fn new<'a>(names: impl IntoIterator<Item = (&'a str, Family)>) -> Palette {
-        let mut colors: Vec<(String, RGBColor)> = Vec::new();
+        let mut colors: HashMap<String, RGBColor> = HashMap::new();
         let mut used = [0usize; 4];
         for (name, family) in names {
-            if colors.iter().any(|(n, _)| n == name) {
+            if colors.contains_key(name) {
                 continue;
             }
             let (set, i): (&[RGBColor], usize) = match family {
@@ -132,7 +152,7 @@ impl Palette {
                 }
                 Family::Floor | Family::Unknown => (&OTHER_COLORS, 3),
             };
-            colors.push((name.to_string(), set[used[i] % set.len()]));
+            colors.insert(name.to_string(), set[used[i] % set.len()]);
             used[i] += 1;
         }
         Palette { colors }
@@ -140,10 +160,7 @@ impl Palette {
 
     /// The colour of `backend`.
     pub fn of(&self, backend: &str) -> RGBColor {
-        self.colors
-            .iter()
-            .find(|(n, _)| n == backend)
-            .map_or(OTHER_COLORS[0], |(_, c)| *c)
+        self.colors.get(backend).copied().unwrap_or(OTHER_COLORS[0])
     }
 }
 
@@ -564,13 +581,16 @@ pub fn startup_distribution(
             );
             // Every sample, spread vertically by a fixed pattern (not random: same bytes each
             // time) so equal values stay visible.
-            draw!(
-                PLOT,
-                c.draw_series(sorted.iter().enumerate().map(|(k, v)| {
-                    let dy = ((k * 7) % 11) as f64 / 10.0 * 0.4 - 0.2;
-                    Circle::new((x.at(*v), cy + dy), 2, color.mix(0.55).filled())
-                }))
-            );
+            for (start, chunk) in (0..).step_by(CHUNK).zip(sorted.chunks(CHUNK)) {
+                draw!(
+                    PLOT,
+                    c.draw_series(chunk.iter().enumerate().map(|(j, v)| {
+                        let k = start + j;
+                        let dy = ((k * 7) % 11) as f64 / 10.0 * 0.4 - 0.2;
+                        Circle::new((x.at(*v), cy + dy), 2, color.mix(0.55).filled())
+                    }))
+                );
+            }
             // The median, thick, and its value.
             let med = q(50.0);
             draw!(
@@ -600,21 +620,54 @@ pub fn startup_distribution(
 /// the others lack goes just before the first phase that follows it there (runc's `bundle`
 /// before `fork`), so the legend reads like a timeline and each phase keeps one colour.
 fn phase_order(rows: &[&StartupRow]) -> Vec<String> {
-    let mut order: Vec<String> = Vec::new();
+    // The order is a linked list (`next`/`prev` are positions in `names`), so a phase goes in
+    // before another in one step wherever that one is, and `at` finds a phase in one lookup:
+    // merging costs what the rows hold, however many phases they name.
+    const END: usize = usize::MAX;
+    let mut names: Vec<String> = Vec::new();
+    let (mut next, mut prev): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+    let (mut first, mut last) = (END, END);
+    let mut at: HashMap<String, usize> = HashMap::new();
     for r in rows {
         let seq: Vec<&String> = r.phases.iter().map(|(p, _)| p).collect();
-        for (i, p) in seq.iter().enumerate() {
-            if order.contains(p) {
-                continue;
-            }
-            let next_known = seq[i + 1..]
-                .iter()
-                .find_map(|q| order.iter().position(|o| o == *q));
-            match next_known {
-                Some(at) => order.insert(at, (*p).clone()),
-                None => order.push((*p).clone()),
+        // For each phase of this row, the first phase after it that the order held before the
+        // row: the one it goes in front of. (A row names each phase once, so no phase after
+        // it is added before it is.)
+        let mut known_after = vec![END; seq.len()];
+        let mut known = END;
+        for i in (0..seq.len()).rev() {
+            known_after[i] = known;
+            if let Some(&n) = at.get(seq[i]) {
+                known = n;
             }
         }
+        for (i, p) in seq.iter().enumerate() {
+            if at.contains_key(*p) {
+                continue;
+            }
+            let n = names.len();
+            names.push((*p).clone());
+            at.insert((*p).clone(), n);
+            let before = known_after[i];
+            // Link `n` in front of `before`, or at the end.
+            let after = if before == END { last } else { prev[before] };
+            next.push(before);
+            prev.push(after);
+            match after {
+                END => first = n,
+                a => next[a] = n,
+            }
+            match before {
+                END => last = n,
+                b => prev[b] = n,
+            }
+        }
+    }
+    let mut order = Vec::with_capacity(names.len());
+    let mut i = first;
+    while i != END {
+        order.push(names[i].clone());
+        i = next[i];
     }
     order
 }
@@ -648,9 +701,12 @@ pub fn startup_waterfall(
     if rows.is_empty() {
         return Ok(None);
     }
-    let color = |p: &str| {
-        PHASE_COLORS[phases.iter().position(|x| x == p).unwrap_or(0) % PHASE_COLORS.len()]
-    };
+    let place: HashMap<&str, usize> = phases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_str(), i))
+        .collect();
+    let color = |p: &str| PHASE_COLORS[place.get(p).copied().unwrap_or(0) % PHASE_COLORS.len()];
     let max_ms = rows.iter().map(|r| total(r) / 1e6).fold(0.0, f64::max);
     // Room at the right for the median's label.
     let x = Axis::Linear {
@@ -661,9 +717,13 @@ pub fn startup_waterfall(
         names: rows.iter().map(|r| r.label.clone()).collect(),
         top_first: true,
     };
+    let shown: HashSet<&str> = rows
+        .iter()
+        .flat_map(|r| r.phases.iter().map(|(q, _)| q.as_str()))
+        .collect();
     let items: Vec<(String, RGBColor)> = phases
         .iter()
-        .filter(|p| rows.iter().any(|r| r.phases.iter().any(|(q, _)| q == *p)))
+        .filter(|p| shown.contains(p.as_str()))
         .map(|p| (format!("→ {p}"), color(p)))
         .collect();
     let lh = legend_height(&items);
@@ -817,14 +877,20 @@ pub fn throughput(rows: &[ThroughputRow], palette: &Palette) -> Result<Option<St
     if rows.is_empty() {
         return Ok(None);
     }
+    // Groups (workloads) and series (backends) in the order they first appear, each with its
+    // place: a bar's position is two lookups.
     let mut groups: Vec<String> = Vec::new();
+    let mut group_of: HashMap<String, usize> = HashMap::new();
     let mut series: Vec<(String, String)> = Vec::new();
+    let mut series_of: HashMap<&str, usize> = HashMap::new();
     for r in &rows {
         let g = crate::summary::workload_name(&r.workload);
-        if !groups.contains(&g) {
+        if !group_of.contains_key(&g) {
+            group_of.insert(g.clone(), groups.len());
             groups.push(g);
         }
-        if !series.iter().any(|(b, _)| *b == r.backend) {
+        if !series_of.contains_key(r.backend.as_str()) {
+            series_of.insert(&r.backend, series.len());
             series.push((r.backend.clone(), r.label.clone()));
         }
     }
@@ -862,14 +928,11 @@ pub fn throughput(rows: &[ThroughputRow], palette: &Palette) -> Result<Option<St
         let one = y.at(1.0);
         for r in &rows {
             let Some(s) = r.vs_process else { continue };
-            let g = groups
-                .iter()
-                .position(|g| *g == crate::summary::workload_name(&r.workload))
+            let g = group_of
+                .get(&crate::summary::workload_name(&r.workload))
+                .copied()
                 .unwrap_or(0) as f64;
-            let k = series
-                .iter()
-                .position(|(b, _)| *b == r.backend)
-                .unwrap_or(0) as f64;
+            let k = series_of.get(r.backend.as_str()).copied().unwrap_or(0) as f64;
             let x0 = g + 0.1 + k * width;
             let color = palette.of(&r.backend);
             let (m, lo, hi) = (y.at(s.median), y.at(s.ci_low), y.at(s.ci_high));
@@ -942,7 +1005,10 @@ pub fn interference(
         return Ok(None);
     }
     // One line per backend, victim and configuration.
-    let mut lines: Vec<(String, String, isolab_results::Config, String)> = Vec::new();
+    // Each line's rows, gathered in one pass.
+    type LineKey = (String, String, isolab_results::Config, String);
+    let mut lines: Vec<LineKey> = Vec::new();
+    let mut of_line: HashMap<LineKey, Vec<&InterferenceRow>> = HashMap::new();
     for r in &rows {
         let key = (
             r.backend.clone(),
@@ -950,9 +1016,13 @@ pub fn interference(
             r.config,
             r.label.clone(),
         );
-        if !lines.contains(&key) {
-            lines.push(key);
-        }
+        of_line
+            .entry(key.clone())
+            .or_insert_with(|| {
+                lines.push(key);
+                Vec::new()
+            })
+            .push(r);
     }
     let victims: Vec<&str> = {
         let mut v: Vec<&str> = rows.iter().map(|r| r.victim.kernel.as_str()).collect();
@@ -963,12 +1033,7 @@ pub fn interference(
     let mut counts: Vec<u32> = rows.iter().map(|r| r.count).collect();
     counts.sort_unstable();
     counts.dedup();
-    let column = |n: u32| {
-        counts
-            .iter()
-            .position(|c| *c == n)
-            .map_or(0.0, |i| i as f64 + 1.0)
-    };
+    let column = |n: u32| counts.binary_search(&n).map_or(0.0, |i| i as f64 + 1.0);
     let ys: Vec<f64> = rows
         .iter()
         .filter_map(|r| r.slowdown)
@@ -984,13 +1049,14 @@ pub fn interference(
     let last = counts.len() as f64 + 1.0;
     let y = Axis::numeric(&ys, true, 0.1);
     let mut items: Vec<(String, RGBColor)> = Vec::new();
+    let mut named = HashSet::new();
     for (backend, victim, _, label) in &lines {
         let name = if victims.len() > 1 {
             format!("{label}, victim {victim}")
         } else {
             label.clone()
         };
-        if !items.iter().any(|(n, _)| *n == name) {
+        if named.insert(name.clone()) {
             items.push((name, palette.of(backend)));
         }
     }
@@ -1030,17 +1096,15 @@ pub fn interference(
                 ShapeStyle::from(&RGBColor(0x88, 0x88, 0x88)).stroke_width(1),
             )])
         );
-        for (i, (backend, victim, config, _)) in lines.iter().enumerate() {
+        for (i, line) in lines.iter().enumerate() {
+            let (backend, _, config, _) = line;
             let color = palette.of(backend);
             // Lines of one backend side by side, so their whiskers do not hide each other.
             let shift = (i as f64 - (lines.len() as f64 - 1.0) / 2.0) * 0.03;
             let mut pts: Vec<(f64, f64, f64, f64)> = vec![(x.at(0.0) + shift, one, one, one)];
-            let mut mine: Vec<&&InterferenceRow> = rows
-                .iter()
-                .filter(|r| {
-                    r.backend == *backend && r.victim.kernel == *victim && r.config == *config
-                })
-                .collect();
+            // The line's rows: its backend's, victim's and configuration's (a backend has one
+            // label), by the number of aggressors.
+            let mut mine: Vec<&InterferenceRow> = of_line[line].clone();
             mine.sort_by_key(|r| r.count);
             for r in mine {
                 let Some(s) = r.slowdown else { continue };

@@ -9,6 +9,16 @@
 //!   in the *same round* with the *same workload*. Both ran within moments of each other, so
 //!   slow drift of the machine (a warming CPU, another user's job) cancels out; the ratios are
 //!   then summarised like any sample (median, bootstrap 95% CI).
+//!
+//! The results file is not the lab's to trust (`lab report` runs as root on files anyone can
+//! write), so what a figure costs must grow with the file's length (times a log), never with
+//! its square. Each function walks
+//! the samples once, grouping them — by backend through the index of [`Results::runs_of`], by
+//! workload or condition in a hash map — and pairs a backend with the baseline through a
+//! [`Pairing`] built once: never "for each backend, scan every sample", which a file naming
+//! 30,000 backends turns into 900 million visits. The loops over backends or rows ask for a
+//! stop request ([`isolab_host::interrupt::work_stopped`]) as they go and end early when there was
+//! one; their callers then discard what they return.
 
 use crate::backends;
 use isolab_host::stats;
@@ -17,15 +27,16 @@ use isolab_payload::{Kernel, Resource};
 use isolab_results::{
     Config, DensityEnd, DensityStep, Family, GuestOs, Outcome, Results, RunRecord, WorkloadRecord,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Phases after `ready` are not part of start-up.
 const AFTER_READY: [&str; 3] = ["start", "done", "exited"];
 
 /// Runs of different backends that are compared with each other: same round, same workload.
-type PairKey = (u32, String, u64, u64, u64);
+pub type PairKey = (u32, String, u64, u64, u64);
 
-fn pair_key(r: &RunRecord) -> PairKey {
+/// A run's [`PairKey`].
+pub fn pair_key(r: &RunRecord) -> PairKey {
     (
         r.round,
         r.workload.kernel.clone(),
@@ -37,11 +48,9 @@ fn pair_key(r: &RunRecord) -> PairKey {
 
 /// The measured samples of `backend` that completed.
 pub fn completed<'a>(results: &'a Results, backend: &str) -> impl Iterator<Item = &'a RunRecord> {
-    let backend = backend.to_string();
     results
-        .runs
-        .iter()
-        .filter(move |r| r.backend == backend && !r.warmup && r.outcome == Outcome::Completed)
+        .measured(backend)
+        .filter(|r| r.outcome == Outcome::Completed)
 }
 
 /// Measured samples of `backend` that did not complete.
@@ -78,13 +87,54 @@ pub fn ratios_by<'a, K: Ord>(
     key: impl Fn(&RunRecord) -> K,
     metric: impl Fn(&RunRecord) -> Option<f64>,
 ) -> Vec<f64> {
-    let base: BTreeMap<K, f64> = b.filter_map(|r| Some((key(r), metric(r)?))).collect();
-    a.filter_map(|r| {
-        let x = metric(r)?;
-        let y = base.get(&key(r))?;
-        (*y > 0.0).then(|| x / y)
-    })
-    .collect()
+    Pairing::of(b, &key, &metric).ratios(a, &key, &metric)
+}
+
+/// One side of a pairing, looked up by key: the samples of `b` that [`ratios_by`] divides by,
+/// kept so that many backends can be paired with one (the baseline) without reading its samples
+/// again for each: each lookup is O(log n).
+pub struct Pairing<K> {
+    base: BTreeMap<K, f64>,
+}
+
+impl<K: Ord> Pairing<K> {
+    /// The `metric` of each sample of `b`, by `key` (the last sample of a key wins).
+    pub fn of<'a>(
+        b: impl Iterator<Item = &'a RunRecord>,
+        key: impl Fn(&RunRecord) -> K,
+        metric: impl Fn(&RunRecord) -> Option<f64>,
+    ) -> Pairing<K> {
+        Pairing {
+            base: b.filter_map(|r| Some((key(r), metric(r)?))).collect(),
+        }
+    }
+
+    /// `metric(x) / metric(y)` for every sample `x` of `a` whose key has a sample `y` here.
+    pub fn ratios<'a>(
+        &self,
+        a: impl Iterator<Item = &'a RunRecord>,
+        key: impl Fn(&RunRecord) -> K,
+        metric: impl Fn(&RunRecord) -> Option<f64>,
+    ) -> Vec<f64> {
+        a.filter_map(|r| {
+            let x = metric(r)?;
+            let y = self.base.get(&key(r))?;
+            (*y > 0.0).then(|| x / y)
+        })
+        .collect()
+    }
+}
+
+/// The baseline's completed samples by [`pair_key`] with their `metric`, to pair each backend's
+/// samples with ([`paired_ratios`] against the baseline, for every backend at the cost of one).
+/// The key holds the workload, so a backend's samples of one workload meet only the baseline's
+/// of the same workload.
+fn baseline_pairing(
+    results: &Results,
+    baseline: Option<&str>,
+    metric: impl Fn(&RunRecord) -> Option<f64>,
+) -> Option<Pairing<PairKey>> {
+    baseline.map(|b| Pairing::of(completed(results, b), pair_key, metric))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -110,42 +160,53 @@ pub struct StartupRow {
     pub failed: usize,
 }
 
-/// Start-up figures of every backend in `results`, in the order backends first appear.
+/// Start-up figures of every backend in `results`, in table order.
 pub fn startup(results: &Results) -> Vec<StartupRow> {
     let startup_ns = |r: &RunRecord| r.startup_ns.map(|n| n as f64);
     let baseline = results.baseline();
-    results
-        .backends()
-        .into_iter()
-        .map(|backend| {
-            let runs: Vec<&RunRecord> = completed(results, &backend).collect();
-            let samples_ns: Vec<f64> = runs.iter().filter_map(|r| startup_ns(r)).collect();
-            StartupRow {
-                label: backends::label(results, &backend),
-                phases: median_phases(&runs),
-                startup: Summary::of(&samples_ns),
-                samples_ns,
-                vs_process: baseline.as_deref().filter(|b| *b != backend).and_then(|b| {
-                    Summary::of(&paired_ratios(results, &backend, b, |_| true, startup_ns))
-                }),
-                failed: failed(results, &backend, |_| true),
-                backend,
-            }
-        })
-        .collect()
+    let base = baseline_pairing(results, baseline.as_deref(), startup_ns);
+    let mut rows = Vec::new();
+    for backend in results.backend_names() {
+        // Each backend's figures are its own samples' (and a bootstrap of them): a stop
+        // request is asked between two backends. What is computed then is discarded.
+        if isolab_host::interrupt::work_stopped() {
+            break;
+        }
+        let runs: Vec<&RunRecord> = completed(results, backend).collect();
+        let samples_ns: Vec<f64> = runs.iter().filter_map(|r| startup_ns(r)).collect();
+        rows.push(StartupRow {
+            label: backends::label(results, backend),
+            phases: median_phases(&runs),
+            startup: Summary::of(&samples_ns),
+            samples_ns,
+            vs_process: base
+                .as_ref()
+                .filter(|_| baseline.as_deref() != Some(backend))
+                .and_then(|b| Summary::of(&b.ratios(runs.iter().copied(), pair_key, startup_ns))),
+            failed: failed(results, backend, |_| true),
+            backend: backend.clone(),
+        });
+    }
+    rows
 }
 
 /// The median duration of each phase up to `ready`, ordered by when the phase typically ends.
 pub fn median_phases(runs: &[&RunRecord]) -> Vec<(String, f64)> {
+    // Each phase's durations, in the order phase names are first met; `position` finds a
+    // name's place in one lookup, however many names the runs have.
     let mut durations: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut position: HashMap<String, usize> = HashMap::new();
     for run in runs {
         for (name, ns) in run.phases.durations() {
             if AFTER_READY.contains(&name.as_str()) {
                 continue;
             }
-            match durations.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, v)) => v.push(ns as f64),
-                None => durations.push((name, vec![ns as f64])),
+            match position.get(&name) {
+                Some(&i) => durations[i].1.push(ns as f64),
+                None => {
+                    position.insert(name.clone(), durations.len());
+                    durations.push((name, vec![ns as f64]));
+                }
             }
         }
     }
@@ -209,47 +270,59 @@ pub fn touched_bytes(r: &RunRecord) -> Option<f64> {
 }
 
 /// Memory figures of every (working-set size, backend) with memory samples, ordered by size,
-/// then by the order backends first appear.
+/// then by backend in table order.
 pub fn memory(results: &Results) -> Vec<MemoryRow> {
-    let mut sizes: Vec<u64> = results
+    let sizes: BTreeSet<u64> = results
         .runs
         .iter()
         .filter(|r| r.memory_at_ready.is_some())
         .map(|r| r.workload.mib)
         .collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    let mut rows = Vec::new();
-    for mib in sizes {
-        for backend in results.backends() {
-            let sized = |r: &RunRecord| r.workload.mib == mib && r.memory_at_ready.is_some();
-            let runs: Vec<&RunRecord> = completed(results, &backend).filter(|r| sized(r)).collect();
-            let failed = results
-                .measured(&backend)
-                .filter(|r| r.workload.mib == mib && r.outcome != Outcome::Completed)
-                .count();
-            if runs.is_empty() && failed == 0 {
+    // Each backend's samples, by size, in one pass over them: (size, backend's place) → the
+    // completed samples with memory figures, and how many failed.
+    let mut groups: BTreeMap<(u64, usize), (Vec<&RunRecord>, usize)> = BTreeMap::new();
+    for (place, backend) in results.backend_names().iter().enumerate() {
+        for r in results.measured(backend) {
+            if !sizes.contains(&r.workload.mib) {
                 continue;
             }
-            let of = |f: &dyn Fn(&RunRecord) -> Option<f64>| {
-                Summary::of(&runs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
-            };
-            rows.push(MemoryRow {
-                label: backends::label(results, &backend),
-                mib,
-                n: runs.len(),
-                failed,
-                fixed: of(&fixed_bytes),
-                touched: of(&touched_bytes),
-                kernel_at_ready: of(&|r| r.memory_at_ready?.cgroup?.kernel_bytes.map(|b| b as f64)),
-                pss_at_ready: of(&|r| Some(r.memory_at_ready?.processes.pss_bytes as f64)),
-                uss_at_ready: of(&|r| Some(r.memory_at_ready?.processes.uss_bytes as f64)),
-                guest_ram: of(&|r| Some(r.facts.guest_ram_bytes? as f64)),
-                guest_touched: of(&|r| Some(r.facts.guest_ram_touched_bytes? as f64)),
-                vmm_overhead: of(&|r| Some(r.facts.vmm_overhead_bytes? as f64)),
-                backend,
-            });
+            let completed = r.outcome == Outcome::Completed;
+            if completed && r.memory_at_ready.is_none() {
+                continue;
+            }
+            let (runs, failed) = groups.entry((r.workload.mib, place)).or_default();
+            if completed {
+                runs.push(r);
+            } else {
+                *failed += 1;
+            }
         }
+    }
+    let names = results.backend_names();
+    let mut rows = Vec::new();
+    for ((mib, place), (runs, failed)) in groups {
+        if isolab_host::interrupt::work_stopped() {
+            break;
+        }
+        let backend = &names[place];
+        let of = |f: &dyn Fn(&RunRecord) -> Option<f64>| {
+            Summary::of(&runs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+        };
+        rows.push(MemoryRow {
+            label: backends::label(results, backend),
+            mib,
+            n: runs.len(),
+            failed,
+            fixed: of(&fixed_bytes),
+            touched: of(&touched_bytes),
+            kernel_at_ready: of(&|r| r.memory_at_ready?.cgroup?.kernel_bytes.map(|b| b as f64)),
+            pss_at_ready: of(&|r| Some(r.memory_at_ready?.processes.pss_bytes as f64)),
+            uss_at_ready: of(&|r| Some(r.memory_at_ready?.processes.uss_bytes as f64)),
+            guest_ram: of(&|r| Some(r.facts.guest_ram_bytes? as f64)),
+            guest_touched: of(&|r| Some(r.facts.guest_ram_touched_bytes? as f64)),
+            vmm_overhead: of(&|r| Some(r.facts.vmm_overhead_bytes? as f64)),
+            backend: backend.clone(),
+        });
     }
     rows
 }
@@ -337,54 +410,100 @@ pub fn workload_name(w: &WorkloadRecord) -> String {
     s
 }
 
-fn workloads(results: &Results, keep: impl Fn(&WorkloadRecord) -> bool) -> Vec<WorkloadRecord> {
-    // Distinct workloads first (a campaign has a handful), so that `keep` — which may look at
-    // every run — is asked once per workload, not once per run.
-    let mut seen: Vec<&WorkloadRecord> = Vec::new();
+/// The distinct workloads of `results`, in the order they first appear, each with its place in
+/// that order (a campaign has a handful; a hostile file may have one per line, so they are
+/// told apart by hashing, not by comparing each with every other).
+fn workloads(results: &Results) -> (Vec<&WorkloadRecord>, HashMap<&WorkloadRecord, usize>) {
+    let mut order: Vec<&WorkloadRecord> = Vec::new();
+    let mut place: HashMap<&WorkloadRecord, usize> = HashMap::new();
     for r in &results.runs {
-        if !seen.contains(&&r.workload) {
-            seen.push(&r.workload);
-        }
+        place.entry(&r.workload).or_insert_with(|| {
+            order.push(&r.workload);
+            order.len() - 1
+        });
     }
-    seen.into_iter().filter(|w| keep(w)).cloned().collect()
+    (order, place)
 }
 
-/// Throughput figures of every (workload, backend), in the order workloads and backends first
-/// appear.
+/// The measured samples of every backend, grouped by (workload's place, backend's place) and
+/// in that order — the order of the tables' rows — for the workloads `keep` accepts: each
+/// group's completed samples, and how many failed. One pass over the samples.
+fn by_workload_and_backend<'a>(
+    results: &'a Results,
+    place: &HashMap<&WorkloadRecord, usize>,
+    keep: impl Fn(&WorkloadRecord) -> bool,
+) -> BTreeMap<(usize, usize), (Vec<&'a RunRecord>, usize)> {
+    let mut groups: BTreeMap<(usize, usize), (Vec<&RunRecord>, usize)> = BTreeMap::new();
+    for (b, backend) in results.backend_names().iter().enumerate() {
+        for r in results.measured(backend) {
+            if !keep(&r.workload) {
+                continue;
+            }
+            let (runs, failed) = groups.entry((place[&r.workload], b)).or_default();
+            if r.outcome == Outcome::Completed {
+                runs.push(r);
+            } else {
+                *failed += 1;
+            }
+        }
+    }
+    groups
+}
+
+/// Throughput figures of every (workload, backend), workloads in the order they first appear,
+/// backends in table order.
 pub fn throughput(results: &Results) -> Vec<ThroughputRow> {
     // A victim of the interference experiment ran beside others: its rate is not a backend's.
     if results.runs.iter().any(|r| r.neighbours.is_some()) {
         return Vec::new();
     }
+    let rate_of = |r: &RunRecord| rate(r).map(|x| x.0);
     let baseline = results.baseline();
+    let base = baseline_pairing(results, baseline.as_deref(), rate_of);
+    let (order, place) = workloads(results);
+    let names = results.backend_names();
+    let groups = by_workload_and_backend(results, &place, |w| resource_of(w).is_some());
     let mut rows = Vec::new();
-    for w in workloads(results, |w| resource_of(w).is_some()) {
-        let same = |r: &RunRecord| r.workload == w;
-        for backend in results.backends() {
-            let runs: Vec<&RunRecord> = completed(results, &backend).filter(|r| same(r)).collect();
-            let failed = failed(results, &backend, same);
-            if runs.is_empty() && failed == 0 {
-                continue;
-            }
-            let rates: Vec<(f64, RateUnit)> = runs.iter().filter_map(|r| rate(r)).collect();
-            let unit = rates.first().map_or(RateUnit::Ops, |r| r.1);
-            let values: Vec<f64> = rates.iter().map(|r| r.0).collect();
-            rows.push(ThroughputRow {
-                label: backends::label(results, &backend),
-                workload: w.clone(),
-                unit,
-                rate: Summary::of(&values),
-                vs_process: baseline.as_deref().filter(|b| *b != backend).and_then(|b| {
-                    Summary::of(&paired_ratios(results, &backend, b, same, |r| {
-                        rate(r).map(|x| x.0)
-                    }))
-                }),
-                failed,
-                backend,
-            });
+    for ((w, b), (runs, failed)) in groups {
+        if isolab_host::interrupt::work_stopped() {
+            break;
         }
+        let backend = &names[b];
+        let rates: Vec<(f64, RateUnit)> = runs.iter().filter_map(|r| rate(r)).collect();
+        let unit = rates.first().map_or(RateUnit::Ops, |r| r.1);
+        let values: Vec<f64> = rates.iter().map(|r| r.0).collect();
+        rows.push(ThroughputRow {
+            label: backends::label(results, backend),
+            workload: order[w].clone(),
+            unit,
+            rate: Summary::of(&values),
+            vs_process: base
+                .as_ref()
+                .filter(|_| baseline.as_deref() != Some(backend))
+                .and_then(|p| Summary::of(&p.ratios(runs.iter().copied(), pair_key, rate_of))),
+            failed,
+            backend: backend.clone(),
+        });
     }
     rows
+}
+
+/// The workloads of each backend's rows of [`throughput`], in the rows' order, without their
+/// figures: what a claim pairs two backends on, workload by workload.
+pub fn throughput_workloads(results: &Results) -> HashMap<String, Vec<WorkloadRecord>> {
+    let mut out: HashMap<String, Vec<WorkloadRecord>> = HashMap::new();
+    if results.runs.iter().any(|r| r.neighbours.is_some()) {
+        return out;
+    }
+    let (order, place) = workloads(results);
+    let names = results.backend_names();
+    for (w, b) in by_workload_and_backend(results, &place, |w| resource_of(w).is_some()).into_keys()
+    {
+        out.entry(names[b].clone())
+            .or_default()
+            .push(order[w].clone());
+    }
+    out
 }
 
 /// The latency of single requests of one backend on one workload (disk-rand, net-rr): each
@@ -411,39 +530,44 @@ pub fn latency(results: &Results) -> Vec<LatencyRow> {
     if results.runs.iter().any(|r| r.neighbours.is_some()) {
         return Vec::new();
     }
+    let p50_of = |r: &RunRecord| r.facts.latency_p50_ns.map(|v| v as f64);
     let baseline = results.baseline();
-    let reports = |w: &WorkloadRecord| {
-        results
-            .runs
-            .iter()
-            .any(|r| r.workload == *w && r.facts.latency_p50_ns.is_some())
-    };
+    let base = baseline_pairing(results, baseline.as_deref(), p50_of);
+    let (order, place) = workloads(results);
+    // The workloads some sample (any backend's, warm-up included) reported a latency for.
+    let reports: HashSet<&WorkloadRecord> = results
+        .runs
+        .iter()
+        .filter(|r| r.facts.latency_p50_ns.is_some())
+        .map(|r| &r.workload)
+        .collect();
+    let names = results.backend_names();
+    let groups = by_workload_and_backend(results, &place, |w| reports.contains(w));
     let mut rows = Vec::new();
-    for w in workloads(results, reports) {
-        let same = |r: &RunRecord| r.workload == w;
-        for backend in results.backends() {
-            let runs: Vec<&RunRecord> = completed(results, &backend).filter(|r| same(r)).collect();
-            let figure = |f: fn(&RunRecord) -> Option<u64>| {
-                let values: Vec<f64> = runs.iter().filter_map(|r| f(r)).map(|v| v as f64).collect();
-                Summary::of(&values)
-            };
-            let p50 = figure(|r| r.facts.latency_p50_ns);
-            if p50.is_none() {
-                continue;
-            }
-            rows.push(LatencyRow {
-                label: backends::label(results, &backend),
-                workload: w.clone(),
-                p50,
-                p99: figure(|r| r.facts.latency_p99_ns),
-                p50_vs_process: baseline.as_deref().filter(|b| *b != backend).and_then(|b| {
-                    Summary::of(&paired_ratios(results, &backend, b, same, |r| {
-                        r.facts.latency_p50_ns.map(|v| v as f64)
-                    }))
-                }),
-                backend,
-            });
+    for ((w, b), (runs, _)) in groups {
+        if isolab_host::interrupt::work_stopped() {
+            break;
         }
+        let backend = &names[b];
+        let figure = |f: fn(&RunRecord) -> Option<u64>| {
+            let values: Vec<f64> = runs.iter().filter_map(|r| f(r)).map(|v| v as f64).collect();
+            Summary::of(&values)
+        };
+        let p50 = figure(|r| r.facts.latency_p50_ns);
+        if p50.is_none() {
+            continue;
+        }
+        rows.push(LatencyRow {
+            label: backends::label(results, backend),
+            workload: order[w].clone(),
+            p50,
+            p99: figure(|r| r.facts.latency_p99_ns),
+            p50_vs_process: base
+                .as_ref()
+                .filter(|_| baseline.as_deref() != Some(backend))
+                .and_then(|p| Summary::of(&p.ratios(runs.iter().copied(), pair_key, p50_of))),
+            backend: backend.clone(),
+        });
     }
     rows
 }
@@ -493,30 +617,39 @@ impl ChecksumMismatch {
 /// happens) disagree on the checksum. `probe` is left out: its "checksum" counts the facts
 /// reported, which legitimately differs between an OS and a VMM answering for a bare guest.
 pub fn checksum_mismatches(results: &Results) -> Vec<ChecksumMismatch> {
-    let mut out = Vec::new();
-    for w in workloads(results, |w| w.kernel != "probe") {
-        let mut by_backend: Vec<(String, Vec<String>)> = Vec::new();
-        for backend in results.backends() {
-            let mut sums: Vec<String> = results
-                .runs
-                .iter()
-                .filter(|r| r.backend == backend && r.workload == w)
-                .filter(|r| r.outcome == Outcome::Completed)
-                .filter_map(checked_sum)
-                .collect();
-            sums.sort();
-            sums.dedup();
-            if !sums.is_empty() {
-                by_backend.push((backends::label(results, &backend), sums));
+    let (order, place) = workloads(results);
+    // Each (workload, backend)'s distinct checksums, in one pass over the samples.
+    let mut sums: BTreeMap<(usize, usize), BTreeSet<String>> = BTreeMap::new();
+    for (b, backend) in results.backend_names().iter().enumerate() {
+        for r in results.runs_of(backend) {
+            if r.workload.kernel == "probe" || r.outcome != Outcome::Completed {
+                continue;
+            }
+            if let Some(sum) = checked_sum(r) {
+                sums.entry((place[&r.workload], b)).or_default().insert(sum);
             }
         }
-        let mut all: Vec<&String> = by_backend.iter().flat_map(|(_, s)| s).collect();
-        all.sort();
-        all.dedup();
+    }
+    let names = results.backend_names();
+    let mut out = Vec::new();
+    let mut groups = sums.into_iter().peekable();
+    while let Some(((w, b), first)) = groups.next() {
+        if isolab_host::interrupt::work_stopped() {
+            break;
+        }
+        // Every backend's checksums of workload `w`: this group and the ones after it.
+        let mut by_backend = vec![(b, first)];
+        while let Some(((_, b), s)) = groups.next_if(|((next, _), _)| *next == w) {
+            by_backend.push((b, s));
+        }
+        let all: BTreeSet<&String> = by_backend.iter().flat_map(|(_, s)| s).collect();
         if all.len() > 1 {
             out.push(ChecksumMismatch {
-                workload: workload_name(&w),
-                checksums: by_backend,
+                workload: workload_name(order[w]),
+                checksums: by_backend
+                    .into_iter()
+                    .map(|(b, s)| (backends::label(results, &names[b]), s.into_iter().collect()))
+                    .collect(),
             });
         }
     }
@@ -590,16 +723,13 @@ impl DensitySeries {
 /// Density figures of every backend with density steps, in table order (by family).
 pub fn density(results: &Results) -> Vec<DensitySeries> {
     results
-        .backends()
-        .into_iter()
-        .filter(|b| results.density.iter().any(|s| s.backend == *b))
+        .backend_names()
+        .iter()
+        .filter(|b| results.density_of(b).next().is_some())
+        // A stop request ends the list; what is computed then is discarded.
+        .take_while(|_| !isolab_host::interrupt::work_stopped())
         .map(|backend| {
-            let mut steps: Vec<DensityStep> = results
-                .density
-                .iter()
-                .filter(|s| s.backend == backend)
-                .cloned()
-                .collect();
+            let mut steps: Vec<DensityStep> = results.density_of(backend).cloned().collect();
             steps.sort_by_key(|s| s.n);
             // Marginal cost: each step against the one before it (the first against nothing
             // alive), so a fixed cost shared by all instances shows only once.
@@ -629,18 +759,14 @@ pub fn density(results: &Results) -> Vec<DensitySeries> {
                 );
             }
             DensitySeries {
-                label: backends::label(results, &backend),
+                label: backends::label(results, backend),
                 per_instance: Summary::of(&per),
                 per_instance_host: Summary::of(&per_host),
                 launch_rate: Summary::of(&launch),
                 per_instance_on_image: Summary::of(&on_image),
-                end: results
-                    .density_ends
-                    .iter()
-                    .find(|e| e.backend == backend)
-                    .cloned(),
+                end: results.ends_of(backend).next().cloned(),
                 steps,
-                backend,
+                backend: backend.clone(),
             }
         })
         .collect()
@@ -705,10 +831,16 @@ pub struct IsolationRow {
     pub same_as_host: Vec<bool>,
 }
 
+/// The most facts the isolation table shows beyond [`PROBE_FACTS`]: the probe reports a few
+/// more (and a later probe may report more still), but a file whose runs name thousands of
+/// facts did not come from it, and its table would have a row for each, times a column for each
+/// backend. Facts past this many, in the order they first appear, are counted and left out.
+pub const MAX_EXTRA_FACTS: usize = 64;
+
 /// What each backend's workload could see.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Isolation {
-    /// Backend names, in the order they first appear.
+    /// Backend names, in table order.
     pub backends: Vec<String>,
     /// Names to print.
     pub labels: Vec<String>,
@@ -718,18 +850,23 @@ pub struct Isolation {
     pub host_view: Option<usize>,
     /// One row per fact.
     pub rows: Vec<IsolationRow>,
+    /// Facts reported beyond [`MAX_EXTRA_FACTS`] more than [`PROBE_FACTS`], left out.
+    pub left_out: usize,
+    /// Where each backend's column is, and each fact's row.
+    column: HashMap<String, usize>,
+    row: HashMap<String, usize>,
 }
 
 impl Isolation {
     /// The value of `key` for `backend`.
     pub fn value(&self, backend: &str, key: &str) -> Option<&str> {
-        let i = self.backends.iter().position(|b| b == backend)?;
-        self.rows.iter().find(|r| r.key == key)?.values[i].as_deref()
+        let i = *self.column.get(backend)?;
+        self.rows[*self.row.get(key)?].values[i].as_deref()
     }
 
     /// How many facts of `backend` equal the host's.
     pub fn shared_with_host(&self, backend: &str) -> Option<usize> {
-        let i = self.backends.iter().position(|b| b == backend)?;
+        let i = *self.column.get(backend)?;
         Some(self.rows.iter().filter(|r| r.same_as_host[i]).count())
     }
 }
@@ -738,29 +875,45 @@ impl Isolation {
 pub fn isolation(results: &Results) -> Option<Isolation> {
     let mut backends: Vec<String> = Vec::new();
     let mut facts: Vec<&RunRecord> = Vec::new();
-    for backend in results.backends() {
+    for backend in results.backend_names() {
+        if isolab_host::interrupt::work_stopped() {
+            break;
+        }
         // The first measured sample with facts; a warm-up sample if that is all there is.
-        let run = completed(results, &backend)
+        let run = completed(results, backend)
             .find(|r| !r.probe.is_empty())
-            .or_else(|| {
-                results
-                    .runs
-                    .iter()
-                    .find(|r| r.backend == backend && !r.probe.is_empty())
-            });
+            .or_else(|| results.runs_of(backend).find(|r| !r.probe.is_empty()));
         if let Some(run) = run {
-            backends.push(backend);
+            backends.push(backend.clone());
             facts.push(run);
         }
     }
     if backends.is_empty() {
         return None;
     }
+    // Each run's facts by key (the first of a key, as it was reported), so a cell is one
+    // lookup, not a walk along the run's facts.
+    let by_key: Vec<HashMap<&str, &str>> = facts
+        .iter()
+        .map(|r| {
+            let mut m = HashMap::new();
+            for (k, v) in &r.probe {
+                m.entry(k.as_str()).or_insert(v.as_str());
+            }
+            m
+        })
+        .collect();
     let mut keys: Vec<String> = PROBE_FACTS.iter().map(|(k, _)| k.to_string()).collect();
+    let mut seen: HashSet<&str> = PROBE_FACTS.iter().map(|(k, _)| *k).collect();
+    let mut left_out = 0;
     for run in &facts {
         for (k, _) in &run.probe {
-            if !keys.contains(k) {
-                keys.push(k.clone());
+            if seen.insert(k.as_str()) {
+                if keys.len() < PROBE_FACTS.len() + MAX_EXTRA_FACTS {
+                    keys.push(k.clone());
+                } else {
+                    left_out += 1;
+                }
             }
         }
     }
@@ -768,17 +921,12 @@ pub fn isolation(results: &Results) -> Option<Isolation> {
     let host_view = results
         .baseline()
         .and_then(|p| backends.iter().position(|b| *b == p));
-    let rows = keys
+    let rows: Vec<IsolationRow> = keys
         .into_iter()
         .filter_map(|key| {
-            let values: Vec<Option<String>> = facts
+            let values: Vec<Option<String>> = by_key
                 .iter()
-                .map(|r| {
-                    r.probe
-                        .iter()
-                        .find(|(k, _)| *k == key)
-                        .map(|(_, v)| v.clone())
-                })
+                .map(|m| m.get(key.as_str()).map(|v| v.to_string()))
                 .collect();
             if values.iter().all(Option::is_none) {
                 return None;
@@ -817,8 +965,19 @@ pub fn isolation(results: &Results) -> Option<Isolation> {
             .collect(),
         served_by: facts.iter().map(|r| r.facts.served_by.clone()).collect(),
         host_view,
+        column: backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.clone(), i))
+            .collect(),
+        row: rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.key.clone(), i))
+            .collect(),
         backends,
         rows,
+        left_out,
     })
 }
 
@@ -893,7 +1052,8 @@ pub struct Stability {
 }
 
 impl Stability {
-    fn add(&mut self, n: &isolab_results::Neighbours) {
+    /// Count the aggressors of one sample; `signals` holds the signals already listed.
+    fn add(&mut self, n: &isolab_results::Neighbours, signals: &mut HashSet<String>) {
         for a in &n.aggressors {
             self.aggressors += 1;
             let kind = match &a.outcome {
@@ -919,7 +1079,7 @@ impl Stability {
             self.fork_limit = self.fork_limit.or(f.fork_limit);
             self.pids_in_force = self.pids_in_force.max(f.pids_limit_in_force);
             if let Some(sig) = &f.child_signal {
-                if !self.signals.contains(sig) {
+                if signals.insert(sig.clone()) {
                     self.signals.push(sig.clone());
                 }
             }
@@ -1020,101 +1180,130 @@ fn alone_key(r: &RunRecord) -> Option<AloneKey> {
 /// aggressor, count and configuration.
 pub fn interference(results: &Results) -> Vec<InterferenceRow> {
     let time = |r: &RunRecord| r.work_ns.map(|n| n as f64);
-    let alone = |r: &&RunRecord| r.neighbours.as_ref().is_some_and(|n| n.count == 0);
-    let mut conditions: Vec<(String, WorkloadRecord, String, u32, Config)> = Vec::new();
+    // Every condition — (backend, victim, aggressor, count, configuration) — in the order it
+    // first appears, with its measured samples, in one pass over the file.
+    type Condition<'a> = (&'a str, &'a WorkloadRecord, &'a str, u32, Config);
+    let mut conditions: Vec<(Condition, Vec<&RunRecord>)> = Vec::new();
+    let mut place: HashMap<Condition, usize> = HashMap::new();
+    // The victims' completed measured samples alone, by (backend, victim).
+    let mut alone: HashMap<(&str, &WorkloadRecord), Vec<&RunRecord>> = HashMap::new();
     for r in &results.runs {
         let Some(n) = &r.neighbours else { continue };
+        if n.count == 0 && !r.warmup && r.outcome == Outcome::Completed {
+            alone
+                .entry((r.backend.as_str(), &r.workload))
+                .or_default()
+                .push(r);
+        }
         let Some(a) = &n.aggressor else { continue };
         let c = (
-            r.backend.clone(),
-            r.workload.clone(),
-            a.clone(),
+            r.backend.as_str(),
+            &r.workload,
+            a.as_str(),
             n.count,
             n.config,
         );
-        if !conditions.contains(&c) {
-            conditions.push(c);
+        let i = *place.entry(c).or_insert_with(|| {
+            conditions.push((c, Vec::new()));
+            conditions.len() - 1
+        });
+        if !r.warmup {
+            conditions[i].1.push(r);
         }
     }
-    let order: Vec<String> = results.backends();
+    let rank: HashMap<&str, usize> = results
+        .backend_names()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.as_str(), i))
+        .collect();
     let aggressor_rank =
         |a: &str| isolab_results::Aggressor::from_name(a).map_or(usize::MAX, |a| a as usize);
-    conditions.sort_by(|x, y| {
-        let rank = |c: &(String, WorkloadRecord, String, u32, Config)| {
-            (
-                order.iter().position(|b| *b == c.0).unwrap_or(usize::MAX),
-                aggressor_rank(&c.2),
-                c.1.kernel.clone(),
-                c.3,
-                c.4,
-            )
-        };
-        rank(x).cmp(&rank(y))
+    // A stable sort: conditions that tie keep the order they first appeared in.
+    let rank_of = |b: &str| rank.get(b).copied().unwrap_or(usize::MAX);
+    conditions.sort_by(|(x, _), (y, _)| {
+        (
+            rank_of(x.0),
+            aggressor_rank(x.2),
+            x.1.kernel.as_str(),
+            x.3,
+            x.4,
+        )
+            .cmp(&(
+                rank_of(y.0),
+                aggressor_rank(y.2),
+                y.1.kernel.as_str(),
+                y.3,
+                y.4,
+            ))
     });
-    conditions
-        .into_iter()
-        .map(|(backend, victim, aggressor, count, config)| {
-            let of = |r: &&RunRecord| {
-                r.backend == backend
-                    && r.workload == victim
-                    && r.neighbours.as_ref().is_some_and(|n| {
-                        n.config == config
-                            && n.count == count
-                            && n.aggressor.as_deref() == Some(aggressor.as_str())
-                    })
-            };
-            let measured: Vec<&RunRecord> = results.measured(&backend).filter(of).collect();
-            let done: Vec<&RunRecord> = measured
-                .iter()
-                .copied()
-                .filter(|r| r.outcome == Outcome::Completed)
-                .collect();
-            let alone_runs: Vec<&RunRecord> = completed(results, &backend)
-                .filter(alone)
-                .filter(|r| r.workload == victim)
-                .collect();
-            // The checksum the victim computes alone (any round: it does not vary).
-            let sums: Vec<&str> = alone_runs
+    // What a victim alone is paired with, per (backend, victim, configuration), and the
+    // checksums it computes alone, per (backend, victim): built once, shared by every condition
+    // of it.
+    let mut pairings: HashMap<(&str, &WorkloadRecord, Config), Pairing<Option<AloneKey>>> =
+        HashMap::new();
+    let mut checksums: HashMap<(&str, &WorkloadRecord), HashSet<&str>> = HashMap::new();
+    let none: Vec<&RunRecord> = Vec::new();
+    let mut rows = Vec::new();
+    for ((backend, victim, aggressor, count, config), measured) in conditions {
+        if isolab_host::interrupt::work_stopped() {
+            break;
+        }
+        let done: Vec<&RunRecord> = measured
+            .iter()
+            .copied()
+            .filter(|r| r.outcome == Outcome::Completed)
+            .collect();
+        let alone_runs = alone.get(&(backend, victim)).unwrap_or(&none);
+        // The checksum the victim computes alone (any round: it does not vary).
+        let sums = checksums.entry((backend, victim)).or_insert_with(|| {
+            alone_runs
                 .iter()
                 .filter_map(|r| r.output.as_ref().map(|o| o.checksum.as_str()))
-                .collect();
-            let wrong = done
-                .iter()
-                .filter(|r| {
-                    let sum = r.output.as_ref().map(|o| o.checksum.as_str());
-                    !sums.is_empty() && !sum.is_some_and(|s| sums.contains(&s))
-                })
-                .count();
-            let slowdown = Summary::of(&ratios_by(
-                done.iter().copied(),
-                alone_runs
-                    .iter()
-                    .copied()
-                    .filter(|r| r.neighbours.as_ref().is_some_and(|n| n.config == config)),
-                alone_key,
-                time,
-            ));
-            let mut stability = Stability::default();
-            for r in &measured {
-                if let Some(n) = &r.neighbours {
-                    stability.add(n);
-                }
+                .collect()
+        });
+        let wrong = done
+            .iter()
+            .filter(|r| {
+                let sum = r.output.as_ref().map(|o| o.checksum.as_str());
+                !sums.is_empty() && !sum.is_some_and(|s| sums.contains(s))
+            })
+            .count();
+        let pairing = pairings
+            .entry((backend, victim, config))
+            .or_insert_with(|| {
+                Pairing::of(
+                    alone_runs
+                        .iter()
+                        .copied()
+                        .filter(|r| r.neighbours.as_ref().is_some_and(|n| n.config == config)),
+                    alone_key,
+                    time,
+                )
+            });
+        let slowdown = Summary::of(&pairing.ratios(done.iter().copied(), alone_key, time));
+        let mut stability = Stability::default();
+        let mut signals = HashSet::new();
+        for r in &measured {
+            if let Some(n) = &r.neighbours {
+                stability.add(n, &mut signals);
             }
-            InterferenceRow {
-                label: backends::label(results, &backend),
-                n: measured.len(),
-                failed: measured.len() - done.len(),
-                wrong,
-                slowdown,
-                stability,
-                backend,
-                victim,
-                aggressor,
-                count,
-                config,
-            }
-        })
-        .collect()
+        }
+        rows.push(InterferenceRow {
+            label: backends::label(results, backend),
+            n: measured.len(),
+            failed: measured.len() - done.len(),
+            wrong,
+            slowdown,
+            stability,
+            backend: backend.to_string(),
+            victim: victim.clone(),
+            aggressor: aggressor.to_string(),
+            count,
+            config,
+        });
+    }
+    rows
 }
 
 /// The victims' times alone, per backend, workload and configuration, for the tables: what
@@ -1123,28 +1312,33 @@ pub fn interference_alone(
     results: &Results,
 ) -> Vec<(String, String, WorkloadRecord, Config, Summary)> {
     let mut out = Vec::new();
-    for backend in results.backends() {
-        let label = backends::label(results, &backend);
-        let mut seen: Vec<(WorkloadRecord, Config)> = Vec::new();
-        for r in completed(results, &backend) {
-            let Some(n) = &r.neighbours else { continue };
-            if n.count == 0 && !seen.contains(&(r.workload.clone(), n.config)) {
-                seen.push((r.workload.clone(), n.config));
-            }
+    for backend in results.backend_names() {
+        if isolab_host::interrupt::work_stopped() {
+            break;
         }
-        seen.sort_by(|a, b| (a.0.kernel.as_str(), a.1).cmp(&(b.0.kernel.as_str(), b.1)));
-        for (w, config) in seen {
-            let times: Vec<f64> = completed(results, &backend)
-                .filter(|r| {
-                    r.workload == w
-                        && r.neighbours
-                            .as_ref()
-                            .is_some_and(|n| n.count == 0 && n.config == config)
-                })
-                .filter_map(|r| r.work_ns.map(|n| n as f64))
-                .collect();
+        let label = backends::label(results, backend);
+        // The backend's (workload, configuration)s alone, in the order they first appear, each
+        // with its times: one pass over its samples.
+        let mut seen: Vec<((&WorkloadRecord, Config), Vec<f64>)> = Vec::new();
+        let mut place: HashMap<(&WorkloadRecord, Config), usize> = HashMap::new();
+        for r in completed(results, backend) {
+            let Some(n) = &r.neighbours else { continue };
+            if n.count != 0 {
+                continue;
+            }
+            let i = *place.entry((&r.workload, n.config)).or_insert_with(|| {
+                seen.push(((&r.workload, n.config), Vec::new()));
+                seen.len() - 1
+            });
+            seen[i].1.extend(r.work_ns.map(|n| n as f64));
+        }
+        // Stable: workloads of one kernel and configuration keep their first-seen order.
+        seen.sort_by(|a, b| {
+            (a.0 .0.kernel.as_str(), a.0 .1).cmp(&(b.0 .0.kernel.as_str(), b.0 .1))
+        });
+        for ((w, config), times) in seen {
             if let Some(s) = Summary::of(&times) {
-                out.push((backend.clone(), label.clone(), w, config, s));
+                out.push((backend.clone(), label.clone(), w.clone(), config, s));
             }
         }
     }
@@ -1175,14 +1369,15 @@ pub struct ImageRow {
 /// first report wins), in table order (by family, then name).
 pub fn images(files: &[&Results]) -> Vec<ImageRow> {
     let mut rows: Vec<ImageRow> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for results in files {
         for r in &results.runs {
-            if rows.iter().any(|x| x.backend == r.backend) {
-                continue;
-            }
             let Some(bytes) = r.facts.image_bytes else {
                 continue;
             };
+            if !seen.insert(&r.backend) {
+                continue;
+            }
             rows.push(ImageRow {
                 backend: r.backend.clone(),
                 label: backends::label(results, &r.backend),

@@ -12,9 +12,15 @@ use crate::summary::{
 use isolab_host::stats::Summary;
 use isolab_results::Config;
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use tabled::builder::Builder;
 use tabled::settings::object::Columns;
 use tabled::settings::{Alignment, Modify, Style};
+
+/// The most rows a table draws on a terminal ([`Table::terminal`]).
+pub const TERMINAL_ROWS: usize = 1000;
+/// The most columns a table draws on a terminal: the isolation table has one per backend.
+pub const TERMINAL_COLUMNS: usize = 64;
 
 /// One cell: its text and, for the HTML report, a class that colours it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -80,10 +86,28 @@ impl Table {
 
     /// The table with box-drawing borders, numbers aligned right, notes under it. Text from
     /// results files is made [`format::printable`] first.
+    ///
+    /// A terminal is for reading: at most [`TERMINAL_ROWS`] rows and [`TERMINAL_COLUMNS`]
+    /// columns are drawn, and a line says where the rest is (the report's `tables.md` and page
+    /// hold every row). The lab's own tables are far smaller; a hostile file's would keep the
+    /// terminal busy for minutes, and the table is laid out in one call that cannot stop half-way.
     pub fn terminal(&self) -> String {
+        if self.columns.len() > TERMINAL_COLUMNS {
+            let mut out = format!(
+                "({} columns and {} rows: too wide for a terminal; the report's tables.md has \
+                 this table)",
+                self.columns.len(),
+                self.rows.len()
+            );
+            for n in &self.notes {
+                out.push('\n');
+                out.push_str(&format::printable(n));
+            }
+            return out;
+        }
         let mut b = Builder::default();
         b.push_record(self.columns.iter().map(|c| format::printable(c)));
-        for row in &self.rows {
+        for row in self.rows.iter().take(TERMINAL_ROWS) {
             b.push_record(row.iter().map(|c| format::printable(&Table::plain(c))));
         }
         let mut t = b.build();
@@ -94,6 +118,12 @@ impl Table {
             }
         }
         let mut out = t.to_string();
+        if self.rows.len() > TERMINAL_ROWS {
+            out.push_str(&format!(
+                "\n… and {} more rows: the report's tables.md has every one.",
+                self.rows.len() - TERMINAL_ROWS
+            ));
+        }
         for n in &self.notes {
             out.push('\n');
             out.push_str(&format::printable(n));
@@ -114,6 +144,10 @@ impl Table {
                 .collect(),
         ));
         for row in &self.rows {
+            // A stop request ends a long table; the text is then thrown away.
+            if isolab_host::interrupt::work_stopped() {
+                break;
+            }
             out.push_str(&line(row.iter().map(|c| esc(&Table::plain(c))).collect()));
         }
         for n in &self.notes {
@@ -249,10 +283,11 @@ pub fn throughput(rows: &[ThroughputRow], mismatches: &[ChecksumMismatch]) -> Ta
         ],
         &[2, 3, 4, 5],
     );
+    let mismatched: HashSet<&str> = mismatches.iter().map(|m| m.workload.as_str()).collect();
     for r in rows {
         let unit = r.unit.per_second();
         let name = crate::summary::workload_name(&r.workload);
-        let bad = mismatches.iter().any(|m| m.workload == name);
+        let bad = mismatched.contains(name.as_str());
         t.push(vec![
             Cell {
                 text: if bad {
@@ -294,6 +329,19 @@ fn survived(r: &InterferenceRow) -> Cell {
     }
 }
 
+/// What an interference row is about, its configuration aside: backend, victim, aggressor and
+/// how many.
+type Condition<'a> = (&'a str, &'a str, &'a str, u32);
+
+fn condition(r: &InterferenceRow) -> Condition<'_> {
+    (
+        r.backend.as_str(),
+        r.victim.kernel.as_str(),
+        r.aggressor.as_str(),
+        r.count,
+    )
+}
+
 /// The interference experiment's slowdowns: one row per backend, victim, aggressor and number
 /// of aggressors, the two configurations side by side.
 pub fn interference(rows: &[InterferenceRow]) -> Table {
@@ -308,29 +356,18 @@ pub fn interference(rows: &[InterferenceRow]) -> Table {
         ],
         &[3, 4],
     );
-    let mut done: Vec<(&str, &str, &str, u32)> = Vec::new();
+    // A condition's row in each configuration (the first of each), found in one lookup.
+    let mut first: HashMap<(Condition, Config), &InterferenceRow> = HashMap::new();
     for r in rows {
-        let key = (
-            r.backend.as_str(),
-            r.victim.kernel.as_str(),
-            r.aggressor.as_str(),
-            r.count,
-        );
-        if done.contains(&key) {
+        first.entry((condition(r), r.config)).or_insert(r);
+    }
+    let mut done: HashSet<Condition> = HashSet::new();
+    for r in rows {
+        let key = condition(r);
+        if !done.insert(key) {
             continue;
         }
-        done.push(key);
-        let find = |c: Config| {
-            rows.iter().find(|x| {
-                (
-                    x.backend.as_str(),
-                    x.victim.kernel.as_str(),
-                    x.aggressor.as_str(),
-                    x.count,
-                ) == key
-                    && x.config == c
-            })
-        };
+        let find = |c: Config| first.get(&(key, c)).copied();
         let (u, l) = (find(Config::Unlimited), find(Config::Limited));
         let slow = |x: Option<&InterferenceRow>| {
             or_none(x.and_then(|x| x.slowdown.as_ref()), format::ratio)
@@ -667,6 +704,15 @@ pub fn isolation(iso: &Isolation, with_explanations: bool, max_chars: Option<usi
          environment record: no process backend ran the probe)."
     };
     t.notes.push(note.into());
+    if iso.left_out > 0 {
+        t.notes.push(format!(
+            "{} more facts the runs reported are left out: the table shows at most {} besides \
+             the {} it explains.",
+            iso.left_out,
+            crate::summary::MAX_EXTRA_FACTS,
+            crate::summary::PROBE_FACTS.len()
+        ));
+    }
     t
 }
 

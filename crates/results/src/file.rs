@@ -1,5 +1,6 @@
 //! A results file: written a record per line as samples complete ([`Writer`]), read with bounds
-//! and converted from older versions ([`Results`]).
+//! and converted from older versions ([`Results`]), and asked about per backend through an
+//! index built once ([`crate::index`]).
 
 use crate::*;
 use std::fs::{self, File};
@@ -156,6 +157,11 @@ fn parse_line(line: &[u8], version_1: bool) -> Result<Record, serde_json::Error>
 }
 
 /// A results file, read back.
+///
+/// Read only, once made: the questions asked per backend ([`Results::backends`],
+/// [`Results::runs_of`], [`Results::family`], ...) are answered from an index of the records
+/// built on the first question (`src/results/index.rs`), which describes the records as they
+/// were then.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Results {
     /// Where it was read from.
@@ -170,9 +176,35 @@ pub struct Results {
     pub density_ends: Vec<DensityEnd>,
     /// The lab's layered image, when the file measured one.
     pub image: Option<ImageRecord>,
+    /// Where each backend's records are, built on first use.
+    index: index::Lazy,
 }
 
 impl Results {
+    /// Results made of these records (the reader's, or a test's).
+    pub fn new(
+        path: PathBuf,
+        header: Header,
+        runs: Vec<RunRecord>,
+        density: Vec<DensityStep>,
+        density_ends: Vec<DensityEnd>,
+        image: Option<ImageRecord>,
+    ) -> Results {
+        Results {
+            path,
+            header,
+            runs,
+            density,
+            density_ends,
+            image,
+            index: index::Lazy::default(),
+        }
+    }
+
+    fn index(&self) -> &index::Index {
+        self.index.get(self)
+    }
+
     /// Read a results file.
     ///
     /// Every line must be a valid record, with one exception: a last line without its newline,
@@ -273,14 +305,14 @@ impl Results {
         if version_1 {
             v1::assign_families(&mut runs, &mut density, &mut density_ends);
         }
-        Ok(Results {
-            path: path.to_path_buf(),
+        Ok(Results::new(
+            path.to_path_buf(),
             header,
             runs,
             density,
             density_ends,
             image,
-        })
+        ))
     }
 
     /// Every results file at `path`: the file itself, or all `results.jsonl` files under a
@@ -316,76 +348,65 @@ impl Results {
         files.iter().map(|f| Results::read(f)).collect()
     }
 
-    /// The measured (non-warm-up) samples of `backend`.
-    pub fn measured<'a>(&'a self, backend: &'a str) -> impl Iterator<Item = &'a RunRecord> + 'a {
-        self.runs
+    /// The samples of `backend`, warm-up included, in file order.
+    pub fn runs_of<'a>(&'a self, backend: &str) -> impl Iterator<Item = &'a RunRecord> + 'a {
+        self.index()
+            .runs(backend)
             .iter()
-            .filter(move |r| r.backend == backend && !r.warmup)
+            .map(move |&i| &self.runs[i])
+    }
+
+    /// The density steps of `backend`, in file order.
+    pub fn density_of<'a>(&'a self, backend: &str) -> impl Iterator<Item = &'a DensityStep> + 'a {
+        self.index()
+            .density(backend)
+            .iter()
+            .map(move |&i| &self.density[i])
+    }
+
+    /// The ends of `backend`'s density ladders, in file order.
+    pub fn ends_of<'a>(&'a self, backend: &str) -> impl Iterator<Item = &'a DensityEnd> + 'a {
+        self.index()
+            .ends(backend)
+            .iter()
+            .map(move |&i| &self.density_ends[i])
+    }
+
+    /// The measured (non-warm-up) samples of `backend`.
+    pub fn measured<'a>(&'a self, backend: &str) -> impl Iterator<Item = &'a RunRecord> + 'a {
+        self.runs_of(backend).filter(|r| !r.warmup)
     }
 
     /// Backends with samples, grouped by family in table order (process, containers,
     /// sandboxes, VMs, emulated machines, the rest: [`Family`]) and by name within a family, so
     /// tables read the same way whatever order the shuffled rounds ran in.
     pub fn backends(&self) -> Vec<String> {
-        let names = self
-            .runs
-            .iter()
-            .map(|r| &r.backend)
-            .chain(self.density.iter().map(|d| &d.backend));
-        let mut seen: Vec<String> = Vec::new();
-        for name in names {
-            if !seen.contains(name) {
-                seen.push(name.clone());
-            }
-        }
-        seen.sort_by_key(|b| (self.family(b), b.clone()));
-        seen
+        self.backend_names().to_vec()
+    }
+
+    /// [`Results::backends`], without a copy.
+    pub fn backend_names(&self) -> &[String] {
+        self.index().backends()
     }
 
     /// The isolation family of `backend`: what its first record says (run records, then
     /// density steps, then ends), or [`Family::Unknown`] if it has none.
     pub fn family(&self, backend: &str) -> Family {
-        self.runs
-            .iter()
-            .filter(|r| r.backend == backend)
-            .map(|r| r.family)
-            .chain(
-                self.density
-                    .iter()
-                    .filter(|d| d.backend == backend)
-                    .map(|d| d.family),
-            )
-            .chain(
-                self.density_ends
-                    .iter()
-                    .filter(|d| d.backend == backend)
-                    .map(|d| d.family),
-            )
-            .next()
-            .unwrap_or(Family::Unknown)
+        self.index().family(backend)
     }
 
     /// The first fact `get` finds in any record of `backend` (run records first, then the ends
     /// of density ladders, which have no runs).
     pub fn fact<T>(&self, backend: &str, get: impl Fn(&Facts) -> Option<T>) -> Option<T> {
-        self.runs
-            .iter()
-            .filter(|r| r.backend == backend)
+        self.runs_of(backend)
             .map(|r| &r.facts)
-            .chain(
-                self.density_ends
-                    .iter()
-                    .filter(|d| d.backend == backend)
-                    .map(|d| &d.facts),
-            )
+            .chain(self.ends_of(backend).map(|d| &d.facts))
             .find_map(get)
     }
 
     /// The baseline: the first backend of the [`Family::Process`] family, if one ran.
     pub fn baseline(&self) -> Option<String> {
-        self.backends()
-            .into_iter()
-            .find(|b| self.family(b) == Family::Process)
+        self.index().baseline().map(str::to_string)
     }
 }
 

@@ -28,6 +28,7 @@
 pub mod facts;
 pub mod family;
 pub mod file;
+mod index;
 pub mod info;
 pub mod records;
 pub mod v1;

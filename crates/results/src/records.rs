@@ -125,7 +125,7 @@ impl MemorySample {
 pub const CGROUP_UNAVAILABLE: &str = "unavailable: ";
 
 /// The workload of a run, as recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WorkloadRecord {
     /// Kernel name (`ready`, `cpu`, ...).
     pub kernel: String,
