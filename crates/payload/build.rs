@@ -73,7 +73,7 @@ fn main() {
         workload.display()
     );
 
-    // The linker script says where the guest lives in guest memory (see guest/link.ld).
+    // The linker script says where the guest lives in guest memory (see crates/guest/link.ld).
     let script = format!("-Clink-arg=-T{}", crates.join("guest/link.ld").display());
     let guest_flags: Vec<&str> = NESTED_RUSTFLAGS
         .iter()

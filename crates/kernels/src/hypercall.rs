@@ -75,7 +75,7 @@ pub const BOOT_ADDR: u64 = 0x1000;
 /// Guest-physical address of the mailbox page (arguments and results of hypercalls).
 pub const MAILBOX_ADDR: u64 = 0x2000;
 
-/// Where the guest program is linked and loaded (`guest/link.ld` says the same).
+/// Where the guest program is linked and loaded (`crates/guest/link.ld` says the same).
 pub const IMAGE_BASE: u64 = 0x10_0000;
 
 /// The end of the window the guest program must fit in: 1 MiB of code and data.

@@ -15,7 +15,7 @@
 //!  0x0001_0000  page tables        supervisor only: PML4, PDPT, PT, PDs
 //!  0x0002_0000  stack guard page   not mapped: a stack overflow faults instead of corrupting
 //!  0x0002_1000  stack              guest read-write, grows down from 0x8_0000
-//!  0x0010_0000  guest program      guest read-write (guest/link.ld), at most 1 MiB
+//!  0x0010_0000  guest program      guest read-write (crates/guest/link.ld), at most 1 MiB
 //!  0x0020_0000  arena              guest read-write, 2 MiB pages, to the end of RAM
 //! ```
 //!

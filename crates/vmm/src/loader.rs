@@ -215,7 +215,7 @@ mod tests {
         let loaded = load(&mem, &Guest::Elf(GUEST_ELF)).unwrap();
         assert_eq!(
             loaded.entry, IMAGE_BASE,
-            "_start comes first (guest/link.ld)"
+            "_start comes first (crates/guest/link.ld)"
         );
         assert!(loaded.end > IMAGE_BASE && loaded.end <= IMAGE_END);
         // The first instruction of _start, `mov dx, 0x3f0` (the ready hypercall), is in guest RAM
