@@ -28,9 +28,13 @@
 //! `student` in group `kvm`) and root set-up commands (e.g. delegating a cgroup subtree) are
 //! part of the machine ([`EmulatedHost::with_user`], [`EmulatedHost::with_setup`], [`Check::run_as`]).
 //!
-//! The emulator itself sometimes wedges while its kernel boots (timer calibration under TCG).
-//! A boot that does not reach its checks within [`EmulatedHost::boot_limit`] is killed and
-//! retried, up to [`EmulatedHost::attempts`] times; the report counts the retries.
+//! The emulator itself sometimes wedges while its kernel boots (timer calibration under TCG),
+//! and, on a loaded machine, sometimes later: its one vCPU waits for a timer interrupt that never
+//! comes, and the emulator uses no CPU at all from then on. A boot that does not reach its checks
+//! within [`EmulatedHost::boot_limit`], or whose emulator has used no CPU time for
+//! [`STALLED_AFTER`] while a check runs (a running Linux kernel always has something to do in
+//! that long: timers, RCU, writeback), is killed and retried from its first check, up to
+//! [`EmulatedHost::attempts`] times; the report counts the retries.
 #![allow(dead_code)]
 
 use isolab_linux_guest::devices::{load_order, modules_dir, Wanted};
@@ -493,7 +497,8 @@ impl EmulatedHost {
         self
     }
 
-    /// Boot and run `checks`, retrying boots that wedge before the first check.
+    /// Boot and run `checks`, retrying boots that wedge (before the first check, or with a check
+    /// running and the emulator idle for [`STALLED_AFTER`]).
     pub fn run(&self, checks: &[Check]) -> Result<Report, HostError> {
         let initrd = self.work.join("initramfs.cpio");
         let archive = self.initramfs(checks)?;
@@ -529,7 +534,7 @@ impl EmulatedHost {
             }
         }
         err(format!(
-            "the emulated host wedged before its checks in all {} boots (consoles in {})",
+            "the emulated host wedged in all {} boots (consoles in {})",
             self.attempts,
             self.work.display()
         ))
@@ -768,6 +773,8 @@ poweroff -f
         let mut results: Vec<CheckResult> = Vec::new();
         let mut current: Option<(CheckResult, Instant, u64)> = None;
         let mut powered_off = false;
+        // The emulator's CPU time when it last changed, and when that was.
+        let mut cpu_seen: Option<(u64, Instant)> = None;
         loop {
             // Deadlines: the boot limit until "up"; then the running check's own, with room.
             let wait = match (&up, &current) {
@@ -777,9 +784,35 @@ poweroff -f
                 }
                 (Some(_), None) => Duration::from_secs(120),
             };
-            let line = match rx.recv_timeout(wait) {
+            // Look at the emulator's CPU time every half minute while a check runs.
+            let step = match &current {
+                Some(_) => wait.min(Duration::from_secs(30)),
+                None => wait,
+            };
+            let line = match rx.recv_timeout(step) {
                 Ok(line) => line,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) if step < wait => {
+                    let ticks = children_cpu_ticks(child.id());
+                    match (ticks, cpu_seen) {
+                        (Some(now), Some((then, since)))
+                            if now == then && since.elapsed() >= STALLED_AFTER =>
+                        {
+                            drop(guard);
+                            let _ = child.wait();
+                            let _ = reader.join();
+                            let name = current.as_ref().map_or("", |(r, ..)| r.name.as_str());
+                            return Ok(Boot::Wedged(format!(
+                                "the emulator used no CPU for {:.0?} during check {name}",
+                                since.elapsed()
+                            )));
+                        }
+                        (Some(now), Some((then, _))) if now == then => {}
+                        (Some(now), _) => cpu_seen = Some((now, Instant::now())),
+                        (None, _) => {}
+                    }
+                    continue;
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     drop(guard);
                     let _ = child.wait();
@@ -868,6 +901,25 @@ poweroff -f
             powered_off,
         })
     }
+}
+
+/// How long an emulator may use no CPU time at all before its machine counts as wedged.
+pub const STALLED_AFTER: Duration = Duration::from_secs(180);
+
+/// The CPU time, in clock ticks, of the children of `pid` (the `timeout` that runs QEMU), or
+/// `None` when it has none left.
+fn children_cpu_ticks(pid: u32) -> Option<u64> {
+    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let mut ticks = None;
+    for child in children.split_whitespace() {
+        let stat = fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        // utime and stime are fields 14 and 15; the command name before them may hold spaces.
+        let after = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let t: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        ticks = Some(ticks.unwrap_or(0) + t);
+    }
+    ticks
 }
 
 /// How one boot ended.
