@@ -111,7 +111,9 @@ fn launch(lab: &mut Lab, name: &str, fault: &'static str, rng: &mut Rng) {
     let limits = Limits::default();
     let finish_quickly = |instance: Instance, what: &str| {
         let t = Instant::now();
-        let run = instance.finish().unwrap();
+        let run = instance
+            .finish()
+            .unwrap_or_else(|e| panic!("{name} {what}: finishing failed: {e:?}"));
         assert!(
             t.elapsed() < Duration::from_secs(15),
             "{name} {what}: noticed after {:?}",

@@ -853,11 +853,8 @@ impl Cgroup {
         let killed = self.kill_all(Duration::from_secs(5));
         let mut result = killed;
         for (_, dir) in std::mem::take(&mut self.dirs) {
-            // Children first: a cgroup with a child cgroup cannot be removed.
-            for d in subtree(&dir).into_iter().rev() {
-                if let Err(e) = remove_dir_retrying(&d) {
-                    result = result.and(Err(e));
-                }
+            if let Err(e) = remove_subtree(&dir) {
+                result = result.and(Err(e));
             }
         }
         result
@@ -1006,9 +1003,7 @@ pub fn remove_tree(dir: &Path) -> Result<Vec<String>, String> {
     }
     killed += kill_until_empty(|| procs_below(&dirs), Duration::from_secs(5))
         .map_err(|()| format!("cgroup {} still has processes after SIGKILL", dir.display()))?;
-    for d in &dirs {
-        remove_dir_retrying(d).map_err(|e| e.to_string())?;
-    }
+    remove_subtree(dir).map_err(|e| e.to_string())?;
     Ok(vec![if killed > 0 {
         format!(
             "removed cgroup {} (killed {killed} processes)",
@@ -1075,25 +1070,69 @@ pub(crate) fn read_mountinfo() -> String {
     fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
 }
 
-/// rmdir a cgroup. A cgroup whose last process has just died can be briefly "busy" while the
-/// kernel finishes tearing that process down, so EBUSY is retried for a short while.
-fn remove_dir_retrying(dir: &Path) -> Result<(), CgroupError> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+/// How long [`remove_subtree`] keeps trying a cgroup that stays busy.
+const REMOVE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// rmdir the cgroup `dir` and every cgroup below it, children first (a cgroup with a child cannot
+/// be removed), once its processes have been killed.
+///
+/// rmdir answers EBUSY for a while after the last process was killed, for two kernel reasons:
+/// * a process that is *exiting* has left `cgroup.procs` (the kernel skips a thread group with no
+///   live thread there) but still counts as a member until `do_exit` reaches `cgroup_exit`, after
+///   it has released its memory: a VM's guest RAM or a fork bomb's thousands of processes can take
+///   seconds to free on a loaded machine;
+/// * a runtime still tearing down (a shim, a sandbox) may make a child cgroup after the subtree
+///   was read, or start a process there.
+///
+/// So each pass reads the subtree again, kills what it finds there, and removes what it can; it
+/// gives up after [`REMOVE_PATIENCE`], naming the threads still listed (`tasks` lists exiting
+/// threads too).
+fn remove_subtree(dir: &Path) -> Result<(), CgroupError> {
+    let deadline = isolab_host::clock::deadline(REMOVE_PATIENCE);
+    let mut pause = Duration::from_millis(1);
     loop {
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => {
-                return Err(CgroupError::Io {
-                    action: "remove cgroup",
-                    path: dir.to_path_buf(),
-                    source: e,
-                })
+        let dirs = subtree(dir);
+        let mut busy = None;
+        for d in &dirs {
+            match fs::remove_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    busy.get_or_insert((d.clone(), e));
+                }
+                Err(e) => {
+                    return Err(CgroupError::Io {
+                        action: "remove cgroup",
+                        path: d.clone(),
+                        source: e,
+                    })
+                }
             }
         }
+        let Some((path, source)) = busy else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            let left: Vec<String> = dirs
+                .iter()
+                .filter_map(|d| fs::read_to_string(d.join("tasks")).ok())
+                .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+                .collect();
+            return Err(CgroupError::Io {
+                action: if left.is_empty() {
+                    "remove cgroup (busy, no thread listed)"
+                } else {
+                    "remove cgroup (threads still exiting there)"
+                },
+                path,
+                source,
+            });
+        }
+        for pid in procs_below(&dirs) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
