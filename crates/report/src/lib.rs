@@ -237,12 +237,13 @@ pub fn terminal(results: &Results) -> String {
 /// data seed 1513679373964673025 (the workloads' seed=: their random data, the same on every
 /// backend so that checksums compare)`. `None` when the settings name none of them.
 fn settings_line(results: &Results) -> Option<String> {
+    let rounds = |n: u64| format!("{n} round{}", if n == 1 { "" } else { "s" });
     let settings = &results.header.settings;
     let mut parts: Vec<String> = Vec::new();
     let number = |k: &str| settings.get(k).and_then(serde_json::Value::as_u64);
     match (number("runs"), number("warmup")) {
-        (Some(r), Some(w)) => parts.push(format!("{r} rounds after {w} warm-up")),
-        (Some(r), None) => parts.push(format!("{r} rounds")),
+        (Some(r), Some(w)) => parts.push(format!("{} after {w} warm-up", rounds(r))),
+        (Some(r), None) => parts.push(rounds(r)),
         _ => {}
     }
     // Files written before the shuffle seed had its name call it `seed`.
@@ -271,12 +272,25 @@ const CLAIM_INDENT: usize = 16;
 const CLAIM_WIDTH: usize = 100;
 
 /// `text` broken into lines of at most [`CLAIM_WIDTH`] characters (a longer word gets a line of
-/// its own), each indented by `indent`.
+/// its own), each indented by `indent`. A command in backticks stays on one line, so that it
+/// can be copied.
 fn wrap(text: &str, indent: usize) -> String {
     let pad = " ".repeat(indent);
     let mut out = String::new();
     let mut line = String::new();
+    let mut words: Vec<String> = Vec::new();
+    let mut open = false;
     for word in text.split_whitespace() {
+        match words.last_mut() {
+            Some(last) if open => {
+                last.push(' ');
+                last.push_str(word);
+            }
+            _ => words.push(word.to_string()),
+        }
+        open ^= word.matches('`').count() % 2 == 1;
+    }
+    for word in &words {
         if !line.is_empty()
             && line.chars().count() + 1 + word.chars().count() > CLAIM_WIDTH - indent
         {
