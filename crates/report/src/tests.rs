@@ -447,9 +447,9 @@ fn the_terminal_carries_each_claim_s_caveats() {
         claims.contains("no data       Container images are small"),
         "{claims}"
     );
-    let flat = claims.split_whitespace().collect::<Vec<_>>().join(" ");
+    // The command on one line, to be copied.
     assert!(
-        flat.contains("`lab run images --backends container,qemu`"),
+        claims.contains("`lab run images --backends container,qemu`"),
         "{claims}"
     );
     assert!(!claims.contains("isolates its workload"), "{claims}");
