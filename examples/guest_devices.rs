@@ -89,7 +89,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         }),
         net: Some(NetBacking { tap, mac: MAC }),
         init_words,
-        image: false,
+        image: None,
     };
     let limits = Limits::default();
     let verbose = std::env::var_os("GUEST_VERBOSE").is_some();

@@ -159,7 +159,8 @@ pub struct RunArgs {
     /// isolation 0).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub warmup: Option<u32>,
-    /// Seed of the round shuffles (recorded in the results).
+    /// Seed of the round shuffles: the order of the backends in each round (recorded as
+    /// `shuffle_seed`; the workloads' data seed is their own `seed=`).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     #[command(flatten)]

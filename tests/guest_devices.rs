@@ -109,7 +109,7 @@ fn qemu_gives_the_guest_a_disk_and_a_network_card() {
             }),
             net: Some(NetBacking { tap, mac: MAC }),
             init_words: Vec::new(),
-            image: false,
+            image: None,
         };
         let spec = Spec::default_for(Kernel::Probe);
         let mut instance = Qemu::default()

@@ -9,7 +9,7 @@ use isolab_resources::image::Image;
 use isolab_resources::network::{Link, Network};
 use std::fs;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -157,7 +157,9 @@ impl Lab {
                 });
                 provisions.disk = Some(copy);
             }
-            devices.image = true;
+            // What the image takes as a disk: its file system's allocated blocks (st_blocks
+            // counts 512-byte units whatever the file system's block size).
+            devices.image = Some(fs::metadata(master.path()).map_or(0, |m| m.blocks() * 512));
             devices.init_words.extend([
                 format!("image={DISK_INSIDE}"),
                 format!("libs=/image{}", isolab_resources::image::LIBS_INSIDE),

@@ -445,7 +445,7 @@ impl Qemu {
                 let _ = relay.join();
             })],
         });
-        note_guest(&mut instance, &image, &initrd, spec, self);
+        note_guest(&mut instance, &image, &initrd, devices.image, spec, self);
         instance.note(info::GUEST_CMDLINE, cmdline::render(spec, &options));
         if let Some(net) = &devices.net {
             instance.note("net_tap", net.tap.name());
@@ -457,8 +457,16 @@ impl Qemu {
 }
 
 /// The facts every `qemu` run records.
-fn note_guest(instance: &mut Instance, image: &KernelImage, initrd: &Path, spec: &Spec, q: &Qemu) {
-    for (key, value) in linux_guest::guest_facts(image, &image.path, initrd, &q.cmdline(spec)) {
+fn note_guest(
+    instance: &mut Instance,
+    image: &KernelImage,
+    initrd: &Path,
+    image_disk: Option<u64>,
+    spec: &Spec,
+    q: &Qemu,
+) {
+    let cmdline = q.cmdline(spec);
+    for (key, value) in linux_guest::guest_facts(image, &image.path, initrd, image_disk, &cmdline) {
         instance.note(key, value);
     }
     instance.note(info::GUEST_RAM_BYTES, ram_bytes(spec));

@@ -182,6 +182,7 @@ impl VmLinux {
             initrd,
         } = linux_vm::boot(lab, self.name(), &devices)?;
         let kernel_file = self.kernel_file(&image)?;
+        let image_disk = devices.image;
         timeline.mark("image");
         let name = lab.next_instance_name();
         let mut options = self.cmdline_options();
@@ -244,8 +245,9 @@ impl VmLinux {
                 machine::run(&config, net.as_ref(), host).map(drop)
             },
         )?;
-        for (key, value) in linux_guest::guest_facts(&image, &kernel_file, &initrd, &config.cmdline)
-        {
+        let facts =
+            linux_guest::guest_facts(&image, &kernel_file, &initrd, image_disk, &config.cmdline);
+        for (key, value) in facts {
             instance.note(key, value);
         }
         Ok(instance)

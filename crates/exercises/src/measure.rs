@@ -392,15 +392,24 @@ impl Asker<'_> {
                 precision,
             }),
         );
+        let too_small = |_| {
+            format!(
+                "{} has too few samples of {what} for an interval (the report says \"n too \
+                 small\"): run with --runs {} or more",
+                self.results.path.display(),
+                isolab_host::stats::MIN_CI_SAMPLES
+            )
+        };
         self.push(
             keys.1,
             "its 95% confidence interval",
             look,
-            s.map(|s| Expected::Interval {
-                low: s.ci_low / unit,
-                high: s.ci_high / unit,
-                precision,
-            }),
+            s.and_then(|s| s.ci().ok_or(()).map_err(too_small))
+                .map(|(low, high)| Expected::Interval {
+                    low: low / unit,
+                    high: high / unit,
+                    precision,
+                }),
         );
     }
 }
@@ -413,10 +422,11 @@ fn compare(
     lower_is: &str,
     higher_is: &str,
 ) -> Option<String> {
-    let (a, b) = (a?, b?);
-    Some(if a.ci_high < b.ci_low {
+    // Too few samples for an interval: nothing to compare (the report says "n too small").
+    let ((a_low, a_high), (b_low, b_high)) = (a?.ci()?, b?.ci()?);
+    Some(if a_high < b_low {
         lower_is.to_string()
-    } else if a.ci_low > b.ci_high {
+    } else if a_low > b_high {
         higher_is.to_string()
     } else {
         "no clear difference".to_string()
@@ -426,10 +436,10 @@ fn compare(
 /// A ratio to 1 (× process): above 1 is faster, below is slower, an interval holding 1 is
 /// neither.
 fn against_one(s: Option<Summary>) -> Option<String> {
-    let s = s?;
-    Some(if s.ci_low > 1.0 {
+    let (low, high) = s?.ci()?;
+    Some(if low > 1.0 {
         "faster".into()
-    } else if s.ci_high < 1.0 {
+    } else if high < 1.0 {
         "slower".into()
     } else {
         "no clear difference".into()

@@ -291,7 +291,11 @@ pub struct Settings {
     pub runs: u32,
     /// Warm-up rounds.
     pub warmup: u32,
-    /// Seed of the round shuffles.
+    /// Seed of the round shuffles: the order in which each round runs its cases (`--seed`).
+    /// Recorded as `shuffle_seed`, so that no reader takes it for the workload's own `seed=`
+    /// (the seed of the kernels' random data, part of every workload) nor for the report's
+    /// bootstrap seed. Files written before it had that name call it `seed`.
+    #[serde(rename = "shuffle_seed")]
     pub seed: u64,
     /// Limits of every instance.
     pub limits: Limits,

@@ -1,7 +1,7 @@
 //! Numbers as people read them: one place decides how every table, plot and sentence of a
 //! report writes times, sizes, rates and ratios, so they always agree.
 
-use crate::stats::Summary;
+use crate::stats::{Summary, N_TOO_SMALL};
 
 /// Milliseconds with three decimals (`1.785`): start-up times span 0.5 ms to seconds, and three
 /// decimals keep microseconds visible for the fastest.
@@ -70,29 +70,36 @@ pub fn rate(per_s: f64) -> String {
     }
 }
 
-/// A ratio summary: median and its 95% CI, `2.41× (2.19–2.67)`.
+/// A ratio summary: median and its 95% CI, `2.41× (2.19–2.67)`; `2.41× (n too small)` from
+/// too few pairs for an interval ([`Summary::ci`]).
 pub fn ratio(s: &Summary) -> String {
-    format!(
-        "{}× ({}–{})",
-        sig3(s.median),
-        sig3(s.ci_low),
-        sig3(s.ci_high)
-    )
+    format!("{}× ({})", sig3(s.median), interval(s, sig3))
 }
 
 /// A summary's median and CI through `f`: `1.79 ms (CI 1.62–1.96 ms)`, the unit written once
-/// when both ends share it.
+/// when both ends share it; `1.79 ms (CI: n too small)` from too few samples.
 pub fn with_ci(s: &Summary, f: impl Fn(f64) -> String) -> String {
-    let (lo, hi) = (f(s.ci_low), f(s.ci_high));
+    match s.ci() {
+        Some(_) => format!("{} (CI {})", f(s.median), interval(s, f)),
+        None => format!("{} (CI: {N_TOO_SMALL})", f(s.median)),
+    }
+}
+
+/// A summary's 95% CI through `f`: `1.62–1.96 ms` (the unit once when both ends share it), or
+/// "n too small" when the samples are too few for one ([`Summary::ci`]).
+pub fn interval(s: &Summary, f: impl Fn(f64) -> String) -> String {
+    let Some((low, high)) = s.ci() else {
+        return N_TOO_SMALL.to_string();
+    };
+    let (lo, hi) = (f(low), f(high));
     let unit = |t: &str| {
         t.rsplit_once(' ')
             .map(|(n, u)| (n.to_string(), u.to_string()))
     };
-    let ci = match (unit(&lo), unit(&hi)) {
+    match (unit(&lo), unit(&hi)) {
         (Some((l, a)), Some((h, b))) if a == b => format!("{l}–{h} {a}"),
         _ => format!("{lo}–{hi}"),
-    };
-    format!("{} (CI {ci})", f(s.median))
+    }
 }
 
 /// "–" for a missing figure.
@@ -185,12 +192,26 @@ mod tests {
         assert_eq!(bytes((3u64 << 30) as f64), "3.00 GiB");
         assert_eq!(rate(12_300_000.0), "12.3 M");
         assert_eq!(ms(1_785_000.0), "1.785");
-        let mut s = Summary::of(&[1.2e6]).unwrap();
+        let mut s = Summary::of(&[1.2e6; 6]).unwrap();
         (s.ci_low, s.ci_high) = (1.1e6, 1.3e6);
         assert_eq!(with_ci(&s, duration), "1.20 ms (CI 1.10–1.30 ms)");
         (s.ci_low, s.ci_high) = (0.9e6, 1.3e6);
         assert_eq!(with_ci(&s, duration), "1.20 ms (CI 900 µs–1.30 ms)");
         assert_eq!(with_ci(&s, mib), "1.14 (CI 0.86–1.24)");
+        assert_eq!(interval(&s, ms), "0.900–1.300");
+    }
+
+    /// One round of samples prints no interval: "363–363 ms" would claim a certainty that a
+    /// single sample cannot give.
+    #[test]
+    fn too_few_samples_print_no_interval() {
+        let one = Summary::of(&[363e6]).unwrap();
+        assert_eq!(with_ci(&one, duration), "363 ms (CI: n too small)");
+        assert_eq!(interval(&one, duration), "n too small");
+        let ratios = Summary::of(&[2.0, 2.1, 2.2, 2.0, 2.1]).unwrap();
+        assert_eq!(ratio(&ratios), "2.10× (n too small)");
+        let six = Summary::of(&[2.0, 2.1, 2.2, 2.0, 2.1, 2.2]).unwrap();
+        assert!(!ratio(&six).contains("too small"), "{}", ratio(&six));
     }
 
     #[test]

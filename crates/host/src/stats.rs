@@ -6,6 +6,9 @@
 //! many times, take each resample's median, and keep the middle 95% of those medians. The
 //! resampling uses a fixed seed, so the same samples always give the same interval and a report
 //! rendered twice is identical.
+//!
+//! An interval needs enough samples to mean anything: below [`MIN_CI_SAMPLES`] a summary has no
+//! interval ([`Summary::ci`] is `None`), and reports say "n too small" where it would be.
 
 use isolab_kernels::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -13,8 +16,25 @@ use serde::{Deserialize, Serialize};
 /// Resamples drawn for a bootstrap interval.
 pub const BOOTSTRAP_RESAMPLES: usize = 2000;
 
-/// The seed of every bootstrap, for reproducible reports.
-const BOOTSTRAP_SEED: u64 = 0x15_01ab;
+/// The seed of every bootstrap, for reproducible reports. It is the report's own: neither the
+/// seed of the kernels' random data (the workload's `seed=`) nor the seed of the order in which
+/// an experiment ran its backends (the results' `shuffle_seed`).
+pub const BOOTSTRAP_SEED: u64 = 0x15_01ab;
+
+/// Fewer samples than this, and a summary gives no 95% confidence interval of its median.
+///
+/// Whatever its true median, each sample falls below it or above it with probability ½, so all
+/// n samples fall on one side with probability 2 × 0.5ⁿ. The widest interval the samples can
+/// give, from the smallest to the largest, therefore holds the true median with probability
+/// 1 − 2 × 0.5ⁿ: 0.875 for 4 samples, 0.9375 for 5, 0.969 for 6. Below 6, *no* interval drawn
+/// from the samples holds the median 95% of the time, and a bootstrap interval (always inside
+/// that widest one) would claim a confidence the data cannot give — for one sample it is the
+/// sample itself, "363–363 ms". It is the same arithmetic as the sign test behind the claims
+/// ledger's six paired rounds.
+pub const MIN_CI_SAMPLES: usize = 6;
+
+/// What reports write where an interval would be, when [`Summary::ci`] has none.
+pub const N_TOO_SMALL: &str = "n too small";
 
 /// The summary of one set of samples.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,9 +47,10 @@ pub struct Summary {
     pub p5: f64,
     /// 95th percentile.
     pub p95: f64,
-    /// Lower end of the bootstrap 95% confidence interval of the median.
+    /// Lower end of the bootstrap 95% confidence interval of the median. Below
+    /// [`MIN_CI_SAMPLES`] samples it means nothing: read the interval through [`Summary::ci`].
     pub ci_low: f64,
-    /// Upper end of the bootstrap 95% confidence interval of the median.
+    /// Upper end of the bootstrap 95% confidence interval of the median (see `ci_low`).
     pub ci_high: f64,
     /// Smallest sample.
     pub min: f64,
@@ -62,6 +83,12 @@ impl Summary {
             max: sorted[sorted.len() - 1],
             outliers: sorted.iter().filter(|&&x| x < lo || x > hi).count(),
         })
+    }
+
+    /// The bootstrap 95% confidence interval of the median, `(low, high)`, when there are
+    /// enough samples for one ([`MIN_CI_SAMPLES`]); `None` otherwise: say [`N_TOO_SMALL`].
+    pub fn ci(&self) -> Option<(f64, f64)> {
+        (self.n >= MIN_CI_SAMPLES).then_some((self.ci_low, self.ci_high))
     }
 }
 
@@ -220,6 +247,23 @@ mod tests {
     fn empty_and_single_samples() {
         assert_eq!(Summary::of(&[]), None);
         let one = Summary::of(&[7.0]).unwrap();
-        assert_eq!((one.median, one.ci_low, one.ci_high), (7.0, 7.0, 7.0));
+        assert_eq!((one.n, one.median), (1, 7.0));
+        assert_eq!(one.ci(), None, "one sample is no interval");
+    }
+
+    /// The minimum is where the widest interval the samples give (smallest to largest) first
+    /// holds the median 95% of the time: 1 − 2 × 0.5ⁿ.
+    #[test]
+    fn an_interval_needs_six_samples() {
+        let coverage = |n: i32| 1.0 - 2.0 * 0.5f64.powi(n);
+        assert!(coverage(MIN_CI_SAMPLES as i32) >= 0.95);
+        assert!(coverage(MIN_CI_SAMPLES as i32 - 1) < 0.95);
+        let samples = [5.0, 3.0, 9.0, 4.0, 8.0, 6.0, 7.0];
+        let five = Summary::of(&samples[..5]).unwrap();
+        assert_eq!(five.ci(), None);
+        let six = Summary::of(&samples[..6]).unwrap();
+        let (low, high) = six.ci().expect("six samples give an interval");
+        assert!(low <= six.median && six.median <= high, "{six:?}");
+        assert!(low >= six.min && high <= six.max, "{six:?}");
     }
 }

@@ -56,8 +56,10 @@ pub struct GuestDevices {
     /// What `/init` is told about them, after the spec on the command line (the workload's
     /// `disk=/dev/vda`, `net=A.B.C.D/PREFIX`, `peer=A.B.C.D`).
     pub init_words: Vec<String>,
-    /// The disk holds the lab's image (an ext4 file system the guest mounts).
-    pub image: bool,
+    /// The disk holds the lab's image, an ext4 file system the guest mounts, which takes this
+    /// many bytes on the host's disk (its allocated blocks: the layers' files, their metadata
+    /// and the journal): what a VM must be given to run what a container runs from the layers.
+    pub image: Option<u64>,
 }
 
 impl GuestDevices {

@@ -134,7 +134,7 @@ pub fn prepare_boot(
     let wanted = devices::Wanted {
         block: devices.block.is_some(),
         net: devices.net.is_some(),
-        ext4: devices.image,
+        ext4: devices.image.is_some(),
     };
     // What the kernel needs for the devices: drivers (built in, or modules to carry) and a way
     // to find them (its command line, or ACPI tables).
@@ -157,26 +157,32 @@ pub fn prepare_boot(
 }
 
 /// The facts every Linux-guest run shares, as `(info key, value)`: that it runs Linux, what it
-/// boots (the kernel file plus the initramfs, and their size, for the images claim), where the
-/// kernel came from, the exact command line, and KVM's kind (and what KVM itself runs on).
+/// boots (the kernel file plus the initramfs — plus, on the lab's layered image, the image's
+/// disk of `image_disk` bytes — and their size, for the images claim), where the kernel came
+/// from, the exact command line, and KVM's kind (and what KVM itself runs on).
 pub fn guest_facts(
     image: &guest_kernel::KernelImage,
     kernel_file: &Path,
     initrd: &Path,
+    image_disk: Option<u64>,
     cmdline: &str,
 ) -> Vec<(&'static str, String)> {
     let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
     let initrd_bytes = size(initrd);
+    let disk = image_disk.map_or(String::new(), |b| {
+        format!(" + the lab's layered image as an ext4 disk ({b} bytes)")
+    });
     vec![
         (info::GUEST_OS, "linux".into()),
         (
             info::IMAGE_BYTES,
-            (size(kernel_file) + initrd_bytes).to_string(),
+            (size(kernel_file) + initrd_bytes + image_disk.unwrap_or(0)).to_string(),
         ),
         (
             info::IMAGE,
             format!(
-                "Linux kernel {}{} + initramfs ({initrd_bytes} bytes, the static workload as /init)",
+                "Linux kernel {}{} + initramfs ({initrd_bytes} bytes, the static workload as \
+                 /init){disk}",
                 kernel_file.display(),
                 image
                     .version

@@ -144,7 +144,7 @@ impl Fixture {
                 schema: SCHEMA.into(),
                 experiment: experiment.into(),
                 environment: environment("testhost"),
-                settings: serde_json::json!({"runs": 5, "warmup": 1, "seed": 1}),
+                settings: serde_json::json!({"runs": 5, "warmup": 1, "shuffle_seed": 1}),
                 skipped: vec![],
             },
             runs: vec![],

@@ -98,6 +98,10 @@ struct Page {
     claims: Vec<claims::Claim>,
     common_rule: &'static str,
     min_pairs: usize,
+    /// The fewest samples that give a confidence interval.
+    min_ci: usize,
+    /// The report's bootstrap seed, as written in the code.
+    bootstrap_seed: String,
     families: Vec<FamilyRow>,
     startup: Vec<Block>,
     memory: Vec<Block>,
@@ -824,12 +828,17 @@ fn files_table(sets: &[Dataset]) -> Table {
     for d in sets {
         let h = &d.results.header;
         // Settings as `key=value` words, in the file's order (serde_json keeps keys sorted).
+        // Files written before the shuffle's seed had its name call it `seed`: shown by its
+        // name, so that no reader takes it for the workload's `seed=` (see the method).
         let settings = match &h.settings {
             serde_json::Value::Object(m) => m
                 .iter()
-                .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => format!("{k}={s}"),
-                    other => format!("{k}={other}"),
+                .map(|(k, v)| {
+                    let k = if k == "seed" { "shuffle_seed" } else { k };
+                    match v {
+                        serde_json::Value::String(s) => format!("{k}={s}"),
+                        other => format!("{k}={other}"),
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join(" "),
@@ -1000,6 +1009,8 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
         claims: claims::CLAIMS.to_vec(),
         common_rule: claims::COMMON_RULE,
         min_pairs: claims::MIN_PAIRS,
+        min_ci: isolab_host::stats::MIN_CI_SAMPLES,
+        bootstrap_seed: format!("{:#x}", isolab_host::stats::BOOTSTRAP_SEED),
         families: Family::ALL
             .iter()
             .filter_map(|f| {

@@ -144,6 +144,9 @@ pub fn terminal(results: &Results) -> String {
             "memory figures: not measured — the lab had no usable cgroups ({why})\n"
         )));
     }
+    if let Some(line) = settings_line(results) {
+        out.push_str(&format::printable(&line));
+    }
     let mut tables: Vec<table::Table> = Vec::new();
     let memory = summary::memory(results);
     let throughput = summary::throughput(results);
@@ -198,12 +201,15 @@ pub fn terminal(results: &Results) -> String {
             out.push('\n');
         }
     }
+    // The claims made for this file's experiment, verdict or not (a *no data* says which
+    // command gives the data), and those whose figures it records without being their
+    // experiment (image sizes): a reader must not take those figures for the answer.
     let judged: Vec<claims::Assessment> = claims::ledger(&[results])
         .into_iter()
-        .filter(|a| a.verdict != claims::Verdict::NoData)
+        .filter(|a| a.claim.bears_on(results))
         .collect();
     if !judged.is_empty() {
-        out.push_str("claims this file can judge:\n");
+        out.push_str("claims this file bears on:\n");
         for a in &judged {
             out.push_str(&format!(
                 "  {:<13} {}\n",
@@ -226,18 +232,65 @@ pub fn terminal(results: &Results) -> String {
     out
 }
 
+/// A file's sampling settings in one line, each seed named by what it seeds: `settings: 10
+/// rounds after 3 warm-up; shuffle seed 1 (--seed: the order of the backends in each round);
+/// data seed 1513679373964673025 (the workloads' seed=: their random data, the same on every
+/// backend so that checksums compare)`. `None` when the settings name none of them.
+fn settings_line(results: &Results) -> Option<String> {
+    let rounds = |n: u64| format!("{n} round{}", if n == 1 { "" } else { "s" });
+    let settings = &results.header.settings;
+    let mut parts: Vec<String> = Vec::new();
+    let number = |k: &str| settings.get(k).and_then(serde_json::Value::as_u64);
+    match (number("runs"), number("warmup")) {
+        (Some(r), Some(w)) => parts.push(format!("{} after {w} warm-up", rounds(r))),
+        (Some(r), None) => parts.push(rounds(r)),
+        _ => {}
+    }
+    // Files written before the shuffle seed had its name call it `seed`.
+    if let Some(seed) = number("shuffle_seed").or_else(|| number("seed")) {
+        parts.push(format!(
+            "shuffle seed {seed} (--seed: the order of the backends in each round)"
+        ));
+    }
+    // The seeds the samples' workloads ran with, as their records say.
+    let data: std::collections::BTreeSet<u64> =
+        results.runs.iter().map(|r| r.workload.seed).collect();
+    if !data.is_empty() {
+        let seeds: Vec<String> = data.iter().map(u64::to_string).collect();
+        parts.push(format!(
+            "data seed {} (the workloads' seed=: their random data, the same on every backend \
+             so that checksums compare)",
+            seeds.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("settings: {}\n", parts.join("; ")))
+}
+
 /// Where a claim's explanation starts on a terminal line, under its statement.
 const CLAIM_INDENT: usize = 16;
 /// How wide a claim's explanation may get: a sentence a student can read, not one line.
 const CLAIM_WIDTH: usize = 100;
 
 /// `text` broken into lines of at most [`CLAIM_WIDTH`] characters (a longer word gets a line of
-/// its own), each indented by `indent`.
+/// its own), each indented by `indent`. A command in backticks stays on one line, so that it
+/// can be copied.
 fn wrap(text: &str, indent: usize) -> String {
     let pad = " ".repeat(indent);
     let mut out = String::new();
     let mut line = String::new();
+    let mut words: Vec<String> = Vec::new();
+    let mut open = false;
     for word in text.split_whitespace() {
+        match words.last_mut() {
+            Some(last) if open => {
+                last.push(' ');
+                last.push_str(word);
+            }
+            _ => words.push(word.to_string()),
+        }
+        open ^= word.matches('`').count() % 2 == 1;
+    }
+    for word in &words {
         if !line.is_empty()
             && line.chars().count() + 1 + word.chars().count() > CLAIM_WIDTH - indent
         {

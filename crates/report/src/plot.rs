@@ -13,6 +13,7 @@
 
 use crate::format;
 use crate::summary::{DensitySeries, InterferenceRow, MemoryRow, StartupRow, ThroughputRow};
+use isolab_host::stats::{Summary, N_TOO_SMALL};
 use isolab_results::Family;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
@@ -503,6 +504,13 @@ fn svg(
     Ok(out)
 }
 
+/// A summary's median and the ends of its whisker: its 95% CI, or the median itself (no
+/// whisker) when its samples are too few for one ([`Summary::ci`]).
+fn span(s: &Summary) -> [f64; 3] {
+    let (low, high) = s.ci().unwrap_or((s.median, s.median));
+    [s.median, low, high]
+}
+
 fn text_style(size: u32, color: RGBColor, h: HPos) -> TextStyle<'static> {
     TextStyle {
         font: (FONT, size).into_font(),
@@ -897,7 +905,7 @@ pub fn throughput(rows: &[ThroughputRow], palette: &Palette) -> Result<Option<St
     let values: Vec<f64> = rows
         .iter()
         .filter_map(|r| r.vs_process)
-        .flat_map(|s| [s.ci_low, s.ci_high, s.median])
+        .flat_map(|s| span(&s))
         .chain([1.0])
         .collect();
     let y = Axis::numeric(&values, true, 0.1);
@@ -935,7 +943,7 @@ pub fn throughput(rows: &[ThroughputRow], palette: &Palette) -> Result<Option<St
             let k = series_of.get(r.backend.as_str()).copied().unwrap_or(0) as f64;
             let x0 = g + 0.1 + k * width;
             let color = palette.of(&r.backend);
-            let (m, lo, hi) = (y.at(s.median), y.at(s.ci_low), y.at(s.ci_high));
+            let [m, lo, hi] = span(&s).map(|v| y.at(v));
             let mid = x0 + width / 2.0;
             // Bars grow from 1× (as fast as a process): up is faster, down is slower.
             draw!(
@@ -955,6 +963,18 @@ pub fn throughput(rows: &[ThroughputRow], palette: &Palette) -> Result<Option<St
                     text_style(SMALL_SIZE, BLACK, HPos::Center),
                 ))
             );
+            // Too few rounds for an interval: no whisker, and the plot says why.
+            if s.ci().is_none() {
+                draw!(
+                    PLOT,
+                    top.draw(&Text::new(
+                        N_TOO_SMALL,
+                        (px, if above { py - 26 } else { py + 26 }),
+                        text_style(SMALL_SIZE, BLACK, HPos::Center),
+                    ))
+                );
+                continue;
+            }
             let whisker = ShapeStyle::from(&BLACK).stroke_width(2);
             draw!(
                 PLOT,
@@ -1037,7 +1057,7 @@ pub fn interference(
     let ys: Vec<f64> = rows
         .iter()
         .filter_map(|r| r.slowdown)
-        .flat_map(|s| [s.ci_low, s.ci_high, s.median])
+        .flat_map(|s| span(&s))
         .chain([1.0])
         .collect();
     let x = Axis::Categories {
@@ -1096,6 +1116,8 @@ pub fn interference(
                 ShapeStyle::from(&RGBColor(0x88, 0x88, 0x88)).stroke_width(1),
             )])
         );
+        // Points with too few rounds for an interval: no whisker, and a word beside them.
+        let mut too_small: Vec<(f64, f64)> = Vec::new();
         for (i, line) in lines.iter().enumerate() {
             let (backend, _, config, _) = line;
             let color = palette.of(backend);
@@ -1108,12 +1130,11 @@ pub fn interference(
             mine.sort_by_key(|r| r.count);
             for r in mine {
                 let Some(s) = r.slowdown else { continue };
-                pts.push((
-                    x.at(column(r.count)) + shift,
-                    y.at(s.median),
-                    y.at(s.ci_low),
-                    y.at(s.ci_high),
-                ));
+                let [m, lo, hi] = span(&s).map(|v| y.at(v));
+                pts.push((x.at(column(r.count)) + shift, m, lo, hi));
+                if s.ci().is_none() {
+                    too_small.push((x.at(column(r.count)) + shift, m));
+                }
             }
             let path: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
             let style = ShapeStyle::from(&color).stroke_width(3);
@@ -1138,6 +1159,17 @@ pub fn interference(
                         .skip(1)
                         .map(|p| { PathElement::new(vec![(p.0, p.2), (p.0, p.3)], whisker) })
                 )
+            );
+        }
+        for p in too_small {
+            let (px, py) = c.backend_coord(&p);
+            draw!(
+                PLOT,
+                area.draw(&Text::new(
+                    N_TOO_SMALL,
+                    (px + 8, py),
+                    text_style(SMALL_SIZE, BLACK, HPos::Left),
+                ))
             );
         }
         legend(PLOT, &bottom, &items)

@@ -9,7 +9,7 @@ use crate::summary::{
     ChecksumMismatch, DensitySeries, ImageRow, InterferenceRow, Isolation, LatencyRow, MemoryRow,
     StartupRow, ThroughputRow,
 };
-use isolab_host::stats::Summary;
+use isolab_host::stats::{Summary, N_TOO_SMALL};
 use isolab_results::Config;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -159,6 +159,32 @@ impl Table {
     }
 }
 
+/// A summary's 95% CI as `low–high` through `f` (each end with its own unit), or "n too small"
+/// when its samples are too few for one ([`Summary::ci`]).
+fn ci(s: &Summary, f: impl Fn(f64) -> String) -> String {
+    match s.ci() {
+        Some((low, high)) => format!("{}–{}", f(low), f(high)),
+        None => N_TOO_SMALL.to_string(),
+    }
+}
+
+/// Say under `t` what "n too small" means, when one of its cells says it.
+fn explain_too_small(t: &mut Table) {
+    if t.rows
+        .iter()
+        .flatten()
+        .any(|c| c.text.contains(N_TOO_SMALL))
+    {
+        t.notes.push(TOO_SMALL_NOTE.into());
+    }
+}
+
+/// The note under a table with an interval it cannot give.
+pub const TOO_SMALL_NOTE: &str = "n too small: fewer than 6 samples (rounds, pairs or ladder \
+    steps), from which no 95% interval of a median can be had — even the widest, from the \
+    smallest sample to the largest, holds the median less than 95% of the time. Run more \
+    rounds (--runs 6 or more).";
+
 fn or_none(s: Option<&Summary>, f: impl Fn(&Summary) -> String) -> Cell {
     Cell::from(s.map_or(NONE.to_string(), f))
 }
@@ -203,9 +229,7 @@ pub fn startup(rows: &[StartupRow]) -> Table {
             or_none(s, |s| format::ms(s.median)),
             or_none(s, |s| format::ms(s.p5)),
             or_none(s, |s| format::ms(s.p95)),
-            or_none(s, |s| {
-                format!("{}–{}", format::ms(s.ci_low), format::ms(s.ci_high))
-            }),
+            or_none(s, |s| ci(s, format::ms)),
             or_none(row.vs_process.as_ref(), format::ratio),
             phases.into(),
         ]);
@@ -226,6 +250,7 @@ pub fn startup(rows: &[StartupRow]) -> Table {
             o.join(", ")
         ));
     }
+    explain_too_small(&mut t);
     t
 }
 
@@ -267,6 +292,7 @@ pub fn memory(rows: &[MemoryRow]) -> Table {
             or_none(r.vmm_overhead.as_ref(), mib),
         ]);
     }
+    explain_too_small(&mut t);
     t
 }
 
@@ -302,13 +328,12 @@ pub fn throughput(rows: &[ThroughputRow], mismatches: &[ChecksumMismatch]) -> Ta
             or_none(r.rate.as_ref(), |s| {
                 format!("{}{unit}", format::rate(s.median))
             }),
-            or_none(r.rate.as_ref(), |s| {
-                format!("{}–{}", format::rate(s.ci_low), format::rate(s.ci_high))
-            }),
+            or_none(r.rate.as_ref(), |s| ci(s, format::rate)),
             or_none(r.vs_process.as_ref(), format::ratio),
         ]);
     }
     t.notes.extend(mismatch_lines(mismatches));
+    explain_too_small(&mut t);
     t
 }
 
@@ -398,6 +423,7 @@ pub fn interference(rows: &[InterferenceRow]) -> Table {
          included, under the same limits."
             .into(),
     );
+    explain_too_small(&mut t);
     t
 }
 
@@ -462,6 +488,7 @@ pub fn interference_alone(
             format::with_ci(s, format::duration).into(),
         ]);
     }
+    explain_too_small(&mut t);
     t
 }
 
@@ -508,6 +535,7 @@ pub fn shared_image(series: &[DensitySeries]) -> Table {
          dropped from the page cache before it."
             .into(),
     );
+    explain_too_small(&mut t);
     t
 }
 
@@ -594,6 +622,7 @@ pub fn latency(rows: &[LatencyRow]) -> Table {
          (p99); a row gives the median of the runs' figures. Above 1× process is slower."
             .into(),
     );
+    explain_too_small(&mut t);
     t
 }
 
@@ -654,6 +683,7 @@ pub fn density(series: &[DensitySeries]) -> Table {
                 .into(),
         ]);
     }
+    explain_too_small(&mut t);
     t
 }
 
@@ -794,7 +824,7 @@ mod tests {
     #[test]
     fn one_table_three_renderings() {
         let mut f = Fixture::new("startup");
-        for round in 0..3 {
+        for round in 0..6 {
             f.startup("process", round, 700_000);
             f.startup("container", round, 1_400_000);
         }
@@ -811,7 +841,28 @@ mod tests {
         let md = t.markdown();
         assert!(md.starts_with("| backend | n | p50 ms |"), "{md}");
         assert!(md.contains("| --- | ---: |"), "{md}");
-        assert!(md.contains("| container | 3 | 1.400 |"), "{md}");
+        assert!(md.contains("| container | 6 | 1.400 |"), "{md}");
+    }
+
+    /// Fewer rounds than an interval needs: "n too small" in its place, and a note that says
+    /// what it means.
+    #[test]
+    fn too_few_rounds_give_no_interval() {
+        let mut f = Fixture::new("startup");
+        for round in 0..5 {
+            f.startup("process", round, 700_000);
+            f.startup("container", round, 1_400_000);
+        }
+        let term = startup(&summary::startup(&f.results())).terminal();
+        assert!(term.contains("2.00× (n too small)"), "{term}");
+        assert!(!term.contains("–1.400"), "{term}");
+        assert!(
+            term.contains(TOO_SMALL_NOTE.split(':').next().unwrap()),
+            "{term}"
+        );
+        let min = isolab_host::stats::MIN_CI_SAMPLES;
+        assert!(TOO_SMALL_NOTE.contains(&format!("fewer than {min} samples")));
+        assert!(TOO_SMALL_NOTE.contains(&format!("--runs {min} or more")));
     }
 
     #[test]

@@ -89,7 +89,8 @@ impl Judge for Density {
             files.files.iter().map(|r| summary::density(r)).collect();
         let s = sides(files, |_, r, b| r.density_of(b).next().is_some());
         if let Some(why) = missing(&s, "density steps") {
-            return Assessment::no_data(claim, why).with(vm_caveats(files, &s, false));
+            return Assessment::no_data(claim, format!("{why} {}", claim.gives))
+                .with(vm_caveats(files, &s, false));
         }
         let mut figures: Vec<String> = Vec::new();
         for e in s.containers.iter().chain(&s.sandboxes).chain(&s.vms) {
@@ -111,7 +112,10 @@ impl Judge for Density {
         }
         let d = match decide(pairs, Side::Below, true) {
             Ok(d) => d,
-            Err(few) => return not_called(claim, few),
+            Err(why) => {
+                let caveats = vm_caveats(files, &s, false);
+                return undecided(claim, why, "density steps", &s.emulated, figures, caveats);
+            }
         };
         let why = match d.verdict {
             Verdict::Supported => format!(
@@ -119,11 +123,6 @@ impl Judge for Density {
                  memory: {}.",
                 d.vms(false),
                 d.list(|_| true)
-            ),
-            _ if d.untested => format!(
-                "Each container adds clearly less memory than {}, but no VM with a guest OS ran, so \
-                 the data cannot show that a guest OS is why.",
-                d.vms(false)
             ),
             Verdict::NotSupported => format!(
                 "No container is clearly cheaper per instance than {}: {}.",

@@ -2,6 +2,7 @@
 //! pairs of samples by round, when a difference counts, and how a verdict is worded.
 
 use super::*;
+use std::path::Path;
 
 // ---------------------------------------------------------------------------------------------
 // The files of one host, and who is who in them.
@@ -9,7 +10,11 @@ use super::*;
 /// The files of one host that bear on a claim, and what the claim's judges ask of each file
 /// more than once, computed on the first asking.
 pub(crate) struct Files<'a> {
+    /// What the claim's judge reads: the files as given, or — for an experiment of samples in
+    /// rounds — all of them [`pool`]ed into one.
     pub(super) files: Vec<&'a Results>,
+    /// The files as given, for what holds of any of them (the machine they ran on).
+    pub(super) sources: Vec<&'a Results>,
     /// Per file: the workloads whose checksums disagree, each with its caveat.
     pub(super) checks: Vec<OnceCell<Vec<(String, String)>>>,
     /// Per file: the names of those workloads.
@@ -19,7 +24,8 @@ pub(crate) struct Files<'a> {
 }
 
 impl<'a> Files<'a> {
-    pub(super) fn new(files: Vec<&'a Results>) -> Files<'a> {
+    /// The judge reads `files`, which hold the samples of `sources`.
+    pub(super) fn new(files: Vec<&'a Results>, sources: Vec<&'a Results>) -> Files<'a> {
         fn cells<T>(n: usize) -> Vec<OnceCell<T>> {
             (0..n).map(|_| OnceCell::new()).collect()
         }
@@ -28,6 +34,7 @@ impl<'a> Files<'a> {
             failed: cells(files.len()),
             workloads: cells(files.len()),
             files,
+            sources,
         }
     }
 
@@ -84,6 +91,108 @@ impl<'a> Files<'a> {
             .get(backend)
             .map_or(&[], Vec::as_slice)
     }
+}
+
+/// Experiments whose samples come in rounds, each pairing only within its round: the ledger
+/// judges each as one set of samples, however many files hold them ([`pool`]).
+pub(super) const POOLED: [&str; 4] = ["startup", "memory", "throughput", "interference"];
+
+/// The files of one sampled experiment on one host, as one set of samples.
+///
+/// A sample pairs only with the samples of its own round, and a round belongs to one run of the
+/// lab: round 3 of one run and round 3 of another ran at different times. A run is known by
+/// when its file was started (its header's date, on its host), so each sample's round becomes
+/// (run, round) — whichever file holds it: a run's rounds split over two files still pair —
+/// and every sample goes into one pool, from which every figure and every verdict is computed
+/// once. The pool is put in one order (by run, round, place in the round, then the record
+/// itself), so the same samples give the same verdict, the same figures and the same words
+/// whether they are in one file or split over several, in any order; and a comparison that six
+/// rounds can call is called whatever file each round is in — where judging file by file would
+/// call nothing from two files of three rounds, and disagree with itself about files that
+/// differ by chance. A sample held twice (a file named twice, or copied) counts once.
+///
+/// What each file says of its machine (the kind of KVM) stays with [`Files::sources`].
+pub(super) fn pool(files: &[&Results]) -> Results {
+    // A run is known by its host and the second its file was started. Two labs started in the
+    // same second (they may run side by side) would look like one run: their files are told
+    // apart because both hold a sample of the same backend at the same place of the same round
+    // (a run's split files never do), and each of their files is then a run of its own.
+    fn run_of(r: &Results) -> (&str, &str) {
+        let env = &r.header.environment;
+        (env.date.as_str(), env.hostname.as_str())
+    }
+    // A place in a run: (run, round, backend, place in the round, warm-up).
+    type Slot<'a> = ((&'a str, &'a str), u32, &'a str, u32, bool);
+    let mut slots: HashMap<Slot, (&Path, Vec<u8>)> = HashMap::new();
+    let mut ambiguous: HashSet<(&str, &str)> = HashSet::new();
+    for r in files {
+        for run in &r.runs {
+            let slot = (
+                run_of(r),
+                run.round,
+                run.backend.as_str(),
+                run.order,
+                run.warmup,
+            );
+            let record = serde_json::to_vec(run).unwrap_or_default();
+            match slots.get(&slot) {
+                Some((path, other)) if *path != r.path.as_path() && *other != record => {
+                    ambiguous.insert(run_of(r));
+                }
+                Some(_) => {}
+                None => {
+                    slots.insert(slot, (r.path.as_path(), record));
+                }
+            }
+        }
+    }
+    drop(slots);
+    // Each sample with its run, its round and the whole record (its phases carry the host
+    // clock's nanoseconds: two samples are the same only if they are the same record).
+    type Key<'a> = ((&'a str, &'a str), &'a Path, u32, bool, u32);
+    let mut all: Vec<(Key, Vec<u8>, &RunRecord)> = Vec::new();
+    for r in files {
+        let run = run_of(r);
+        let file = if ambiguous.contains(&run) {
+            r.path.as_path()
+        } else {
+            Path::new("")
+        };
+        for record in &r.runs {
+            let key = (run, file, record.round, !record.warmup, record.order);
+            all.push((key, serde_json::to_vec(record).unwrap_or_default(), record));
+        }
+    }
+    all.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    all.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    // Rounds numbered 0, 1, ... in the pool's order, one per (run, round).
+    let mut rounds: HashMap<((&str, &str), &Path, u32), u32> = HashMap::new();
+    let runs: Vec<RunRecord> = all
+        .iter()
+        .map(|((run, file, round, ..), _, record)| {
+            let next = rounds.len() as u32;
+            let mut record = (*record).clone();
+            record.round = *rounds.entry((*run, *file, *round)).or_insert(next);
+            record
+        })
+        .collect();
+    // The header of the earliest run stands for all (the ledger reads its experiment and its
+    // machine, the same in every file of one host and experiment).
+    let first = files
+        .iter()
+        .min_by(|a, b| {
+            let key = |r: &Results| (r.header.environment.date.clone(), r.path.clone());
+            key(a).cmp(&key(b))
+        })
+        .expect("a pool of at least one file");
+    Results::new(
+        first.path.clone(),
+        first.header.clone(),
+        runs,
+        vec![],
+        vec![],
+        None,
+    )
 }
 
 /// One backend of one file, as a claim sees it.
@@ -217,7 +326,7 @@ pub(super) fn vm_caveats(files: &Files, s: &Sides, timing: bool) -> Vec<String> 
     if timing
         && !s.vms.is_empty()
         && files
-            .files
+            .sources
             .iter()
             .any(|r| r.header.environment.kvm == KvmKind::NestedPvm)
     {
@@ -225,7 +334,7 @@ pub(super) fn vm_caveats(files: &Files, s: &Sides, timing: bool) -> Vec<String> 
     } else if timing
         && !s.vms.is_empty()
         && files
-            .files
+            .sources
             .iter()
             .any(|r| r.header.environment.underneath.is_emulator())
     {
@@ -424,83 +533,62 @@ pub(super) fn pairs_with(
     out
 }
 
-/// What the VMs that decide a claim are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Basis {
-    /// VMs with a guest OS (or, for claims that do not give the guest OS as their reason, any
-    /// VMs, listed by kind).
-    GuestOs,
-    /// Only VMs without an OS.
-    NoOs,
-    /// Only VMs whose results do not say.
-    Unknown,
-    /// VMs without an OS and VMs whose results do not say.
-    NotKnownToRunOs,
-    /// Every kind (claims whose reason is not the guest OS).
-    Any,
-}
-
 /// How a set of comparisons decides a claim.
 pub(super) struct Decision {
     pub(super) verdict: Verdict,
-    /// The pairs that decided (called, of the basis VMs).
+    /// The pairs that decided (called, with the VMs the claim is about).
     pub(super) basis: Vec<Pair>,
-    pub(super) kind: Basis,
-    /// True when the pairs all favour the container but no VM with a guest OS was among them.
-    pub(super) untested: bool,
     /// Pairs of the basis that had too few rounds.
     pub(super) too_few: Vec<Pair>,
-    /// Pairs with VMs outside the basis (e.g. without an OS, when one with a guest OS ran).
+    /// Pairs with VMs the claim is not about (without an OS, when its reason is the guest
+    /// OS), shown for comparison.
     pub(super) aside: Vec<Pair>,
 }
 
+/// Why a set of comparisons decides nothing.
+pub(super) enum Undecided {
+    /// Every comparison that could decide had too few paired rounds.
+    TooFew(Vec<Pair>),
+    /// The claim's reason is the guest OS, and no VM with one was compared: the pairs with
+    /// the other VMs, for comparison only.
+    NoGuestOs(Vec<Pair>),
+}
+
 /// Decide from `pairs` where the claim wants `want` (rules 1 and 4 of the module docs).
-/// `guest_os_reason`: the claim's reason is the guest OS. `None` when no pair can be called.
+/// `guest_os_reason`: the claim's reason is the guest OS, so only VMs with one decide it — a VM
+/// without an OS, or one whose results do not say, never stands for them, whichever way its
+/// figures point.
 pub(super) fn decide(
     pairs: Vec<Pair>,
     want: Side,
     guest_os_reason: bool,
-) -> Result<Decision, Vec<Pair>> {
-    let with_os = |p: &Pair| p.kind == Some(VmKind::GuestOs);
-    let (basis, aside): (Vec<Pair>, Vec<Pair>) = if guest_os_reason && pairs.iter().any(with_os) {
-        pairs.into_iter().partition(with_os)
+) -> Result<Decision, Undecided> {
+    let (basis, aside): (Vec<Pair>, Vec<Pair>) = if guest_os_reason {
+        pairs
+            .into_iter()
+            .partition(|p| p.kind == Some(VmKind::GuestOs))
     } else {
         (pairs, vec![])
     };
-    let kinds: Vec<Option<VmKind>> = basis.iter().map(|p| p.kind).collect();
-    let kind = if !guest_os_reason {
-        Basis::Any
-    } else if kinds.contains(&Some(VmKind::GuestOs)) {
-        Basis::GuestOs
-    } else if kinds.iter().all(|k| *k == Some(VmKind::NoOs)) {
-        Basis::NoOs
-    } else if kinds.iter().all(|k| *k == Some(VmKind::Unknown)) {
-        Basis::Unknown
-    } else {
-        Basis::NotKnownToRunOs
-    };
+    if guest_os_reason && basis.is_empty() {
+        return Err(Undecided::NoGuestOs(aside));
+    }
     let (too_few, called): (Vec<Pair>, Vec<Pair>) =
         basis.into_iter().partition(|p| p.side == Side::TooFew);
     if called.is_empty() {
-        return Err(too_few);
+        return Err(Undecided::TooFew(too_few));
     }
     let hits = called.iter().filter(|p| p.side == want).count();
-    let mut verdict = if hits == called.len() {
+    let verdict = if hits == called.len() {
         Verdict::Supported
     } else if hits == 0 {
         Verdict::NotSupported
     } else {
         Verdict::Depends
     };
-    let untested = guest_os_reason && kind != Basis::GuestOs && verdict == Verdict::Supported;
-    if untested {
-        verdict = Verdict::Depends;
-    }
     Ok(Decision {
         verdict,
         basis: called,
-        kind,
-        untested,
         too_few,
         aside,
     })
@@ -508,7 +596,8 @@ pub(super) fn decide(
 
 impl Decision {
     /// The VMs that decided, in words: "the VM without an OS (vm)", "every VM with a guest OS
-    /// (qemu, vm-linux)". `any` writes "any" instead of "every" for a plural.
+    /// (qemu, vm-linux)", "every VM measured (vm: VM without an OS; vm-linux: VM with a guest
+    /// OS)". `any` writes "any" instead of "every" for a plural.
     pub(super) fn vms(&self, any: bool) -> String {
         let mut vms: Vec<(&str, Option<VmKind>)> = Vec::new();
         let mut seen = HashSet::new();
@@ -523,9 +612,6 @@ impl Decision {
         match (vms[0].1, vms.len()) {
             (Some(k), 1) => format!("the {} ({list})", k.noun()),
             (Some(k), _) if one_kind => format!("{every} {} ({list})", k.noun()),
-            _ if self.kind == Basis::NotKnownToRunOs => {
-                format!("{every} VM measured ({list}), none of them known to run a guest OS")
-            }
             _ => format!(
                 "{every} VM measured ({})",
                 vms.iter()
@@ -540,40 +626,14 @@ impl Decision {
         briefs(self.basis.iter().filter(|p| keep(p.side)))
     }
 
-    /// What a reader must know besides the verdict: no VM with a guest OS ran; VMs left aside;
-    /// pairs too short to call; the same pair disagreeing between files.
+    /// What a reader must know besides the verdict: VMs left aside; pairs too short to call;
+    /// the same pair disagreeing between files.
     pub(super) fn addenda(&self) -> String {
         let mut out = String::new();
-        if matches!(
-            self.kind,
-            Basis::NoOs | Basis::Unknown | Basis::NotKnownToRunOs
-        ) && !self.untested
-        {
-            out.push_str(match self.kind {
-                Basis::NoOs => {
-                    " No VM with a guest OS ran: this says nothing about VMs that boot an \
-                     operating system."
-                }
-                _ => {
-                    " No VM known to run a guest OS ran: this says nothing about VMs that boot \
-                     an operating system."
-                }
-            });
-        }
         if !self.aside.is_empty() {
-            let kinds: Vec<&str> = {
-                let mut k: Vec<&str> = Vec::new();
-                for p in &self.aside {
-                    let noun = p.kind.map_or("VMs", VmKind::plural);
-                    if !k.contains(&noun) {
-                        k.push(noun);
-                    }
-                }
-                k
-            };
             out.push_str(&format!(
                 " {} do not decide a claim whose reason is the guest OS; for comparison: {}.",
-                format::capitalise(&kinds.join(" and ")),
+                format::capitalise(&kinds(&self.aside)),
                 briefs(&self.aside)
             ));
         }
@@ -583,7 +643,8 @@ impl Decision {
                 briefs(&self.too_few)
             ));
         }
-        // The same pair in other files: each pair is looked for among those of its own key.
+        // The same pair in other files (ladders, which are never pooled): each pair is looked
+        // for among those of its own key.
         let mut by_key: HashMap<&str, Vec<&Pair>> = HashMap::new();
         for p in &self.basis {
             by_key.entry(p.key.as_str()).or_default().push(p);
@@ -605,6 +666,67 @@ impl Decision {
             }
         }
         out
+    }
+}
+
+/// The kinds of the VMs `pairs` compare with, in words: "VMs without an OS and VMs whose
+/// results do not say whether they run a guest OS".
+fn kinds(pairs: &[Pair]) -> String {
+    let mut k: Vec<&str> = Vec::new();
+    for p in pairs {
+        let noun = p.kind.map_or("VMs", VmKind::plural);
+        if !k.contains(&noun) {
+            k.push(noun);
+        }
+    }
+    and_list(&k)
+}
+
+/// The assessment of a claim its comparisons cannot decide ([`Undecided`]): too few rounds, or
+/// no VM with a guest OS where the guest OS is the claim's reason. `what` names its data
+/// ("start-up samples"), `emulated` the VMs left out for being emulated, `figures` and
+/// `caveats` what the claim would have shown.
+pub(super) fn undecided(
+    claim: Claim,
+    why: Undecided,
+    what: &str,
+    emulated: &[Entrant],
+    figures: Vec<String>,
+    caveats: Vec<String>,
+) -> Assessment {
+    let aside = match why {
+        Undecided::TooFew(few) => return not_called(claim, few),
+        Undecided::NoGuestOs(aside) => aside,
+    };
+    let mut vms: Vec<String> = Vec::new();
+    for p in &aside {
+        let vm = format!("the {} ({})", p.kind.map_or("VM", VmKind::noun), p.other);
+        if !vms.contains(&vm) {
+            vms.push(vm);
+        }
+    }
+    let emulated = match names(emulated) {
+        n if n.is_empty() => String::new(),
+        n => format!(" ({n} booted one, but emulated: see the caveats)"),
+    };
+    let mut text = format!(
+        "No VM with a guest OS has {what} here{emulated}, and a guest OS is the claim's reason"
+    );
+    if !vms.is_empty() {
+        text.push_str(&format!(
+            ": {} cannot stand for one. For comparison only: {}",
+            and_list(&vms),
+            briefs(&aside)
+        ));
+    }
+    text.push_str(&format!(". {}", claim.gives));
+    Assessment {
+        claim,
+        verdict: Verdict::NoData,
+        figures,
+        why: text,
+        caveats,
+        parts: vec![],
     }
 }
 

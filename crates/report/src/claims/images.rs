@@ -8,6 +8,13 @@ use super::*;
 pub(super) struct Images;
 
 impl Judge for Images {
+    /// Every instance of every experiment notes the size of what it starts from, but only
+    /// `lab run images` starts every backend from the same layered image (a bare VM elsewhere
+    /// boots the workload alone): sizes from other files are not the claim's answer.
+    fn seen_in(&self, results: &Results) -> bool {
+        !summary::images(&[results]).is_empty()
+    }
+
     fn judge(&self, claim: Claim, files: &Files) -> Assessment {
         let rows = summary::images(&files.files);
         let image_line = |r: &summary::ImageRow| {
@@ -28,7 +35,11 @@ impl Judge for Images {
         if containers.is_empty() || vms.is_empty() {
             return Assessment::no_data(
                 claim,
-                "Image sizes of at least one container and one VM are needed (fact image_bytes).",
+                format!(
+                    "Image sizes of at least one container and one VM are needed (fact \
+                     image_bytes). {}",
+                    claim.gives
+                ),
             );
         }
         let figures: Vec<String> = rows
@@ -72,32 +83,19 @@ impl Judge for Images {
             .collect();
         let d = match decide(pairs, Side::Below, true) {
             Ok(d) => d,
-            Err(_) => unreachable!("image sizes are never too few"),
+            // Sizes need no rounds: only a missing VM with a guest OS leaves it undecided.
+            Err(why) => return undecided(claim, why, "an image size", &[], figures, vec![]),
         };
         let mut why = match d.verdict {
             Verdict::Supported => format!(
                 "Every container image is smaller than the image of {}.",
                 d.vms(false)
             ),
-            _ if d.untested => format!(
-                "Every container image is smaller than the image of {}, but no VM with a guest OS \
-                 ran, so the data cannot show that a guest OS is what makes VM images large.",
-                d.vms(false)
+            Verdict::NotSupported => format!(
+                "No container image is smaller than the image of {}: {}.",
+                d.vms(true),
+                d.list(|_| true)
             ),
-            Verdict::NotSupported => {
-                let mut w = format!(
-                    "No container image is smaller than the image of {}: {}.",
-                    d.vms(true),
-                    d.list(|_| true)
-                );
-                if d.kind == Basis::NoOs {
-                    w.push_str(
-                        " A VM without an OS boots only what its workload needs: an image's size \
-                         follows what is packed in it.",
-                    );
-                }
-                w
-            }
             _ => format!(
                 "Not every container image is smaller than the image of {}: {}. An image's size \
                  follows what is packed in it, not the isolation model alone.",

@@ -14,7 +14,8 @@ impl Judge for Memory {
             has_runs(r, b, |x| summary::fixed_bytes(x).is_some())
         });
         if let Some(why) = missing(&s, "memory samples") {
-            return Assessment::no_data(claim, why).with(vm_caveats(files, &s, false));
+            return Assessment::no_data(claim, format!("{why} {}", claim.gives))
+                .with(vm_caveats(files, &s, false));
         }
         let mut figures: Vec<String> = Vec::new();
         for (i, r) in files.files.iter().enumerate() {
@@ -51,7 +52,10 @@ impl Judge for Memory {
         figures.extend(pairs.iter().map(|p| p.text.clone()));
         let d = match decide(pairs, Side::Below, true) {
             Ok(d) => d,
-            Err(few) => return not_called(claim, few),
+            Err(why) => {
+                let caveats = vm_caveats(files, &s, false);
+                return undecided(claim, why, "memory samples", &s.emulated, figures, caveats);
+            }
         };
         let why = match d.verdict {
             Verdict::Supported => format!(
@@ -60,29 +64,11 @@ impl Judge for Memory {
                 d.vms(false),
                 d.list(|_| true)
             ),
-            _ if d.untested && d.kind == Basis::NoOs => format!(
-                "Containers cost less here than {}, but not because of a guest OS: it runs none. \
-                 What the VM pays more is the hypervisor's own cost (KVM's structures for the VM and \
-                 its vCPU, the VMM process). A VM with a guest OS (e.g. vm-linux, qemu) would \
-                 measure what a guest OS adds.",
-                d.vms(false)
+            Verdict::NotSupported => format!(
+                "No container costs clearly less than {}: {}.",
+                d.vms(true),
+                d.list(|_| true)
             ),
-            _ if d.untested => format!(
-                "Containers cost less here than {}, but the results do not show that a guest OS is \
-                 why: no VM known to run one was measured.",
-                d.vms(false)
-            ),
-            Verdict::NotSupported => {
-                let mut w = format!(
-                    "No container costs clearly less than {}: {}.",
-                    d.vms(true),
-                    d.list(|_| true)
-                );
-                if d.kind == Basis::NoOs {
-                    w.push_str(" A minimal guest can be as small as a container runtime.");
-                }
-                w
-            }
             _ => format!(
                 "Some containers cost clearly less than {}: {}; others do not: {}. It depends on the \
                  runtime.",

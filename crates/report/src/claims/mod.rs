@@ -11,7 +11,8 @@
 //! * *depends* — true for some pairs of container and VM and not for others: the answer depends
 //!   on which runtime and which VM — or the data favour the container but cannot test the
 //!   reason the claim gives (see below);
-//! * *no data* — this report has no measurement that bears on the claim. The ledger never
+//! * *no data* — this report has no measurement that bears on the claim, or none of the kind
+//!   of VM the claim is about; the ledger says which command would give it. The ledger never
 //!   guesses.
 //!
 //! Four rules hold for every claim:
@@ -30,14 +31,19 @@
 //!    kernel of its own in user space, like gVisor) are placed between containers and VMs, not
 //!    counted as either; backends whose kind is not recorded take no side.
 //! 4. **Say which VM.** Start-up, memory, density and images claims give a guest operating
-//!    system as their reason. Their verdict rests on VMs *with* a guest OS when one ran; VMs
-//!    without an OS (or whose files do not say) are shown, named as such, and decide only when
-//!    no VM with a guest OS ran — then a result that favours the container is *depends* (the
-//!    data cannot show the guest OS is why), and every sentence says which kind of VM it is
-//!    about.
+//!    system as their reason, so only VMs *with* a guest OS decide them. VMs without an OS (or
+//!    whose files do not say) are shown, named as such, for comparison, and never stand for
+//!    VMs with one, whichever way their figures point: a bare guest that starts as fast as a
+//!    container says nothing about a VM that boots Linux. Without a VM with a guest OS the
+//!    verdict is *no data*, with the command that measures one. The other claims compare
+//!    every kind of VM and every sentence says which kind each is.
 //!
-//! Files of one host are judged together: a container and a VM are paired only within a file
-//! (by round), and the pairs of all the host's files decide the verdict.
+//! Each claim is judged from the experiment made for it (its [`Claim::experiment`]), never from
+//! whatever else a file happens to record. The files of one host are judged together: the
+//! files of an experiment of samples in rounds are one set of samples (`evidence::pool`) —
+//! a container and a VM are paired only within a round, and a round is one run's, whichever
+//! file holds it — so the same samples give the same verdict and the same figures however they
+//! are split into files, and in whatever order the files are named.
 
 use crate::summary::DensitySeries;
 use crate::{format, summary};
@@ -104,6 +110,9 @@ pub struct Claim {
     pub experiment: &'static str,
     /// How the verdict is decided.
     pub rule: &'static str,
+    /// The command that gives the data the claim needs, in a sentence ("`lab run startup
+    /// --backends …` gives them."): what a *no data* verdict tells the reader to run.
+    pub gives: &'static str,
     /// Who decides it, by that rule: one judge per claim, each in a file of its own.
     #[serde(skip)]
     pub(crate) judge: &'static dyn Judge,
@@ -122,6 +131,21 @@ impl Eq for Claim {}
 pub(crate) trait Judge: std::fmt::Debug + Sync {
     /// The verdict on `claim`, with its reasons and caveats.
     fn judge(&self, claim: Claim, files: &Files) -> Assessment;
+
+    /// True when `results`, a file of another experiment than the claim's, records figures
+    /// the claim reads (every instance notes its image's size, say): a reader of that file
+    /// may take them for an answer, so it is told where the answer comes from.
+    fn seen_in(&self, _results: &Results) -> bool {
+        false
+    }
+}
+
+impl Claim {
+    /// True when a reader of `results` should hear this claim's verdict: the file is of the
+    /// claim's experiment, or records figures the claim reads but does not judge from it.
+    pub fn bears_on(&self, results: &Results) -> bool {
+        results.header.experiment == self.experiment || self.judge.seen_in(results)
+    }
 }
 
 /// Every claim the ledger checks, in the order a student meets them.
@@ -133,10 +157,12 @@ pub const CLAIMS: [Claim; 11] = [
         experiment: "startup",
         rule: "Start-up = launch requested → the workload's first instruction. For every \
                container and every VM (not emulated), the container's start-up over the VM's, \
-               paired by round. The claim's reason is that a VM boots an OS, so the VMs with a \
-               guest OS decide when one ran. Supported if every pair's ratio is below 1; not \
-               supported if no pair's is; depends otherwise — or if they all are but no VM with \
-               a guest OS ran.",
+               paired by round. The claim's reason is that a VM boots an OS, so only VMs with a \
+               guest OS decide (others are shown for comparison); without one, no data. \
+               Supported if every pair's ratio is below 1; not supported if no pair's is; \
+               depends otherwise.",
+        gives: "`lab run startup --backends process,container,vm-linux,qemu` gives them, on a \
+                machine with VT-x or AMD-V (there QEMU runs on KVM, not emulated).",
     },
     Claim {
         id: "memory",
@@ -146,10 +172,12 @@ pub const CLAIMS: [Claim; 11] = [
         experiment: "memory",
         rule: "Fixed cost = the instance's kernel memory plus its processes' anonymous memory \
                while it waits at ready. For every container and every VM (not emulated), the \
-               container's fixed cost over the VM's, paired by round and working-set size; the \
-               VMs with a guest OS decide when one ran. Supported if every pair is below 1; not \
-               supported if none is; depends if the pairs are mixed, or if they all favour the \
-               container but no VM ran a guest OS (the reason the claim gives cannot be tested).",
+               container's fixed cost over the VM's, paired by round and working-set size; only \
+               VMs with a guest OS decide (others are shown for comparison); without one, no \
+               data. Supported if every pair is below 1; not supported if none is; depends if the \
+               pairs are mixed.",
+        gives: "`lab run memory --backends process,container,vm-linux,qemu` gives them, on a \
+                machine with VT-x or AMD-V (there QEMU runs on KVM, not emulated).",
     },
     Claim {
         id: "performance",
@@ -160,6 +188,8 @@ pub const CLAIMS: [Claim; 11] = [
                syscall, io). For every container, VM (not emulated) and kernel, the container's \
                rate over the VM's, paired by round. Supported if the container is faster (ratio \
                above 1) in every case; not supported if in none; depends otherwise.",
+        gives: "`lab run throughput --backends process,container,vm` gives them (and \
+                vm-linux or qemu, on a machine with VT-x or AMD-V).",
     },
     Claim {
         id: "density",
@@ -168,10 +198,13 @@ pub const CLAIMS: [Claim; 11] = [
         experiment: "density",
         rule: "Per-instance cost = what each added instance adds to the memory the instances \
                hold (kernel memory + anonymous PSS), step by step up the density ladder (at \
-               least 6 steps). The VMs with a guest OS decide when one ran. Supported if every \
-               container's per-instance cost is below every VM's (not emulated), with 95% CIs \
-               that do not overlap and medians more than 5% apart; not supported if no \
-               container's is; depends otherwise — or if it is but no VM with a guest OS ran.",
+               least 6 steps). Only VMs with a guest OS decide (others are shown for \
+               comparison); without one, no data. Supported if every container's per-instance \
+               cost is below every such VM's (not emulated), with 95% CIs that do not overlap \
+               and medians more than 5% apart; not supported if no container's is; depends \
+               otherwise.",
+        gives: "`lab run density --backends container,vm-linux,qemu` gives them, on a machine \
+                with VT-x or AMD-V (there QEMU runs on KVM, not emulated).",
     },
     Claim {
         id: "kernel",
@@ -183,6 +216,7 @@ pub const CLAIMS: [Claim; 11] = [
                kernel at all); not supported if no container shares it or no VM differs; depends \
                otherwise. A sandbox answers with its own user-space kernel: shown, not counted \
                as a container.",
+        gives: "`lab run isolation` gives them.",
     },
     Claim {
         id: "isolation",
@@ -194,17 +228,24 @@ pub const CLAIMS: [Claim; 11] = [
                (the process baseline's). Supported if every VM shares fewer facts with the host than every \
                container and no VM answers with the host's kernel; not supported if no VM shares \
                fewer than any container; depends otherwise. A sandbox is placed between them.",
+        gives: "`lab run isolation` gives them.",
     },
     Claim {
         id: "images",
         judge: &images::Images,
         statement: "Container images are small; VM images are large.",
-        experiment: "any",
-        rule: "Image = the bytes a backend boots or starts (fact image_bytes): a container's \
-               root file system, a guest's ELF, a Linux guest's kernel plus initramfs. The VMs \
-               with a guest OS decide when one ran. Supported if every container image is \
-               smaller than every VM image; not supported if none is; depends otherwise — or if \
-               every one is but no VM with a guest OS ran.",
+        experiment: "images",
+        rule: "Image = the bytes a backend starts from (fact image_bytes) on the lab's layered \
+               image, as `lab run images` records them: a container's layers; a Linux guest's \
+               kernel, initramfs and the same layers as an ext4 disk. Each container's image \
+               against each VM's, on the same layered image. Only VMs with a guest OS decide \
+               (an emulated one too: an image's size does not depend on how fast it runs; a \
+               VM without an OS is shown for comparison); without one, no data. Supported if \
+               every container image is smaller than every such VM's; not supported if none \
+               is; depends otherwise.",
+        gives: "`lab run images --backends container,qemu` gives them (QEMU boots a Linux guest \
+                even where it is emulated, and an image's size does not depend on how fast it \
+                runs).",
     },
     Claim {
         id: "layers",
@@ -215,6 +256,8 @@ pub const CLAIMS: [Claim; 11] = [
                layer changed. Supported if the rebuild took every layer below the change from \
                its cache and wrote less than a tenth of the first build's bytes; not supported \
                if it rebuilt a layer that did not change; depends otherwise.",
+        gives: "`lab run images --backends container,docker` gives them, with a Docker daemon \
+                running.",
     },
     Claim {
         id: "sharing",
@@ -227,6 +270,7 @@ pub const CLAIMS: [Claim; 11] = [
                every container's is below a tenth of every VM's without KSM; not supported if \
                some container's is not below every VM's; depends otherwise. VMs with KSM are \
                shown beside, as how far merging closes the gap.",
+        gives: "`lab run images --backends container,qemu` gives them.",
     },
     Claim {
         id: "native",
@@ -236,6 +280,7 @@ pub const CLAIMS: [Claim; 11] = [
         rule: "For every container and kernel, its rate over the process baseline's, paired by \
                round. Supported if no container is clearly slower on any kernel; not supported \
                if every container is clearly slower on every kernel; depends otherwise.",
+        gives: "`lab run throughput --backends process,container` gives them.",
     },
     Claim {
         id: "neighbours",
@@ -252,6 +297,7 @@ pub const CLAIMS: [Claim; 11] = [
                clearly slowed. A part is supported if that holds for every backend, not \
                supported if for none, depends otherwise; the claim is supported if every part \
                is, not supported if none is, depends otherwise.",
+        gives: "`lab run interference` gives them.",
     },
 ];
 
@@ -326,18 +372,37 @@ fn judge(claim: Claim, files: &[&Results]) -> Assessment {
     let mine: Vec<&Results> = files
         .iter()
         .copied()
-        .filter(|r| claim.experiment == "any" || r.header.experiment == claim.experiment)
+        .filter(|r| r.header.experiment == claim.experiment)
         .collect();
     if mine.is_empty() {
+        // Figures the claim reads, recorded by other experiments, are named and set aside.
+        let elsewhere: Vec<&str> = files
+            .iter()
+            .filter(|r| claim.judge.seen_in(r))
+            .map(|r| r.header.experiment.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let aside = match elsewhere.as_slice() {
+            [] => String::new(),
+            e => format!(
+                " The {} results here record such figures too, but this claim is judged only \
+                 from the experiment made for it.",
+                evidence::and_list(e)
+            ),
+        };
         return Assessment::no_data(
             claim,
-            format!("This report has no {} results.", claim.experiment),
+            format!(
+                "This report has no {} results.{aside} {}",
+                claim.experiment, claim.gives
+            ),
         );
     }
     let (mine, too_many): (Vec<&Results>, Vec<&Results>) = mine
         .into_iter()
         .partition(|r| r.backend_names().len() <= MAX_BACKENDS);
-    let left_out: Vec<String> = too_many
+    let mut left_out: Vec<String> = too_many
         .iter()
         .map(|r| {
             format!(
@@ -349,20 +414,44 @@ fn judge(claim: Claim, files: &[&Results]) -> Assessment {
         })
         .collect();
     if mine.is_empty() {
-        let what = match claim.experiment {
-            "any" => String::new(),
-            e => format!("{e} "),
-        };
         return Assessment::no_data(
             claim,
             format!(
-                "Every {what}results file here names more backends than the ledger compares pair \
-                 by pair."
+                "Every {} results file here names more backends than the ledger compares pair \
+                 by pair.",
+                claim.experiment
             ),
         )
         .with(left_out);
     }
-    let files = Files::new(mine);
+    // Samples in rounds are judged as one set, whichever files hold them.
+    let pooled;
+    // One file is pooled too, so that one file and the same samples split over several take
+    // the same path to their verdict.
+    let judged: Vec<&Results> = if evidence::POOLED.contains(&claim.experiment) {
+        pooled = evidence::pool(&mine);
+        if pooled.backend_names().len() > MAX_BACKENDS {
+            left_out.push(format!(
+                "Left out: the {} files together name {} backends, more than the ledger \
+                 compares pair by pair ({MAX_BACKENDS}).",
+                claim.experiment,
+                pooled.backend_names().len()
+            ));
+            return Assessment::no_data(
+                claim,
+                format!(
+                    "The {} results files here together name more backends than the ledger \
+                     compares pair by pair.",
+                    claim.experiment
+                ),
+            )
+            .with(left_out);
+        }
+        vec![&pooled]
+    } else {
+        mine.clone()
+    };
+    let files = Files::new(judged, mine);
     let mut a = claim.judge.judge(claim, &files);
     a.caveats.extend(left_out);
     let mut seen = HashSet::new();

@@ -13,7 +13,8 @@ impl Judge for Performance {
             has_runs(r, b, |x| summary::rate(x).is_some())
         });
         if let Some(why) = missing(&s, "throughput samples") {
-            return Assessment::no_data(claim, why).with(vm_caveats(files, &s, false));
+            return Assessment::no_data(claim, format!("{why} {}", claim.gives))
+                .with(vm_caveats(files, &s, false));
         }
         let pair = |a: &Entrant, b: &Entrant| ratio_pairs(files, a, b, true, |_| true, rate);
         let pairs = pairs_with(&s.containers, &s.vms, Scope::File, pair);
@@ -56,7 +57,7 @@ impl Judge for Performance {
         });
         let d = match decide(pairs, Side::Above, false) {
             Ok(d) => d,
-            Err(few) => return not_called(claim, few),
+            Err(why) => return undecided(claim, why, "", &[], figures, vec![]),
         };
         let why = match d.verdict {
             Verdict::Supported => format!(

@@ -12,7 +12,8 @@ impl Judge for Startup {
         let metric = |r: &RunRecord| r.startup_ns.map(|n| n as f64);
         let s = sides(files, |_, r, b| has_runs(r, b, |x| x.startup_ns.is_some()));
         if let Some(why) = missing(&s, "start-up samples") {
-            return Assessment::no_data(claim, why).with(vm_caveats(files, &s, false));
+            return Assessment::no_data(claim, format!("{why} {}", claim.gives))
+                .with(vm_caveats(files, &s, false));
         }
         let mut figures: Vec<String> = Vec::new();
         for (i, r) in files.files.iter().enumerate() {
@@ -36,18 +37,23 @@ impl Judge for Startup {
         figures.extend(pairs.iter().map(|p| p.text.clone()));
         let d = match decide(pairs, Side::Below, true) {
             Ok(d) => d,
-            Err(few) => return not_called(claim, few),
+            Err(why) => {
+                let caveats = vm_caveats(files, &s, true);
+                return undecided(
+                    claim,
+                    why,
+                    "start-up samples",
+                    &s.emulated,
+                    figures,
+                    caveats,
+                );
+            }
         };
         let why = match d.verdict {
             Verdict::Supported => format!(
                 "Every container reached its first instruction clearly sooner than {}: {}.",
                 d.vms(false),
                 d.list(|_| true)
-            ),
-            _ if d.untested => format!(
-                "Every container started clearly sooner than {}, but no VM with a guest OS ran, so \
-                 the data cannot show that booting an OS is why.",
-                d.vms(false)
             ),
             Verdict::NotSupported => format!(
                 "No container started clearly sooner than {}: {}.",

@@ -162,11 +162,13 @@ fn probe(backends: &[(&str, &str, &str, &str)]) -> Fixture {
     f
 }
 
-/// One start-up sample per backend, each reporting its image size in bytes.
+/// `lab run images`: each backend's ladder (one rung) on the layered image, its end reporting
+/// the size of what it started from in bytes.
 fn images(backends: &[(&str, u64)]) -> Fixture {
-    let mut f = Fixture::new("startup");
+    let mut f = Fixture::new("images");
     for (b, bytes) in backends {
-        f.startup(b, 0, 1_000_000)
+        f.image_step(b, 1, 64 << 20, None)
+            .density_end(b, 1, "reached --max 1")
             .note(b, info::IMAGE_BYTES, &bytes.to_string());
     }
     f
@@ -295,9 +297,10 @@ fn cases() -> Vec<Case> {
                 f.env(|e| e.kvm = KvmKind::NestedPvm);
                 one(&f)
             },
-            NotSupported, &[
-                "than the VM without an OS (vm)",
-                "No VM with a guest OS ran: this says nothing about VMs that boot an operating system.",
+            NoData, &[
+                "No VM with a guest OS has start-up samples here",
+                "the VM without an OS (vm) cannot stand for one. For comparison only: container ÷ vm",
+                "`lab run startup --backends process,container,vm-linux,qemu` gives them",
             ])
             .not(&["faster on hardware", "slower than on hardware virtualization."])
             .caveat(&["a VM without an OS runs only in user mode and is barely affected"]),
@@ -317,7 +320,7 @@ fn cases() -> Vec<Case> {
             .caveat(&["inside an emulated machine"]),
         case("startup (1): only a VM without an OS, slower than a container", "startup",
             || one(&startup(8, &[("container", 2.0), ("vm", 20.0)])),
-            Depends, &["than the VM without an OS (vm), but no VM with a guest OS ran"]),
+            NoData, &["the VM without an OS (vm) cannot stand for one", "lab run startup"]),
         case("startup (1): the VM with a guest OS decides when one ran", "startup",
             || one(&startup(8, &[("container", 2.0), ("vm", 2.02), ("vm-linux", 20.0)])),
             Supported, &[
@@ -336,7 +339,7 @@ fn cases() -> Vec<Case> {
                 f.family("vm", Family::Vm);
                 one(&f)
             },
-            Depends, &["whose results do not say whether it runs a guest OS", "no VM with a guest OS ran"]),
+            NoData, &["the VM whose results do not say whether it runs a guest OS (vm) cannot stand for one"]),
         // Case 6: two files of one host, one per kind of VM.
         case("startup (6): a bare-VM file and a vm-linux file are judged together", "startup",
             || {
@@ -348,7 +351,8 @@ fn cases() -> Vec<Case> {
             },
             Supported, &["sooner than the VM with a guest OS (vm-linux)", "VMs without an OS do not decide"])
             .not(&["disagree"]),
-        case("startup (6): the same pair in two files, on two sides", "startup",
+        // Two runs started in the same second (labs side by side) are two runs, not one.
+        case("startup (6): two runs on two sides are one set of samples, not clearly apart", "startup",
             || {
                 let mut a = startup(8, &[("container", 2.0), ("vm-linux", 20.0)]);
                 a.at("/fixture/a/results.jsonl");
@@ -356,7 +360,8 @@ fn cases() -> Vec<Case> {
                 b.at("/fixture/b/results.jsonl");
                 vec![a.results(), b.results()]
             },
-            Depends, &["The files of this host disagree on container ÷ vm-linux", "a: container ÷ vm-linux"]),
+            NotSupported, &["No container started clearly sooner", "container ÷ vm-linux 3.05× (0.100–6.00)"])
+            .not(&["disagree"]),
         // Case 7: emulation.
         case("startup (7): only an emulated machine", "startup",
             || {
@@ -399,13 +404,13 @@ fn cases() -> Vec<Case> {
         case("memory: no VM", "memory",
             || one(&memory(6, &[("container", 600)])),
             NoData, &["No VM has memory samples here."]),
-        case("memory (1): below a VM without an OS: the reason is untested", "memory",
+        case("memory (1): below a VM without an OS: no data on a guest OS", "memory",
             || one(&memory(6, &[("container", 600), ("vm", 9000)])),
-            Depends, &["but not because of a guest OS"]),
-        // Case 5: mixed pairs with a bare VM.
-        case("memory (5): mixed pairs with a VM without an OS say they are mixed", "memory",
-            || one(&memory(6, &[("container", 250), ("oci:runc", 3000), ("vm", 1080)])),
-            Depends, &["Some containers cost clearly less than the VM without an OS (vm)", "others do not: oci:runc ÷ vm"])
+            NoData, &["No VM with a guest OS has memory samples here", "lab run memory --backends"]),
+        // Case 5: mixed pairs.
+        case("memory (5): mixed pairs with a VM with a guest OS say they are mixed", "memory",
+            || one(&memory(6, &[("container", 250), ("oci:runc", 3000), ("vm-linux", 1080), ("vm", 100)])),
+            Depends, &["Some containers cost clearly less than the VM with a guest OS (vm-linux)", "others do not: oci:runc ÷ vm-linux", "for comparison: container ÷ vm"])
             .not(&["Containers cost less here"]),
         // Case 4.
         case("memory (4): a VM of unrecorded kind does not test the guest OS", "memory",
@@ -414,7 +419,7 @@ fn cases() -> Vec<Case> {
                 f.family("vm", Family::Vm);
                 one(&f)
             },
-            Depends, &["do not show that a guest OS is why"]),
+            NoData, &["cannot stand for one"]),
         case("memory (3): too few rounds", "memory",
             || one(&memory(3, &[("container", 600), ("vm-linux", 9000)])),
             NoData, &["Too few paired rounds"]),
@@ -500,9 +505,9 @@ fn cases() -> Vec<Case> {
         case("density: no VM", "density",
             || one(&density(7, &[("container", 1024)])),
             NoData, &["No VM has density steps here."]),
-        case("density (1): cheaper than a VM without an OS: the reason is untested", "density",
+        case("density (1): cheaper than a VM without an OS: no data on a guest OS", "density",
             || one(&density(7, &[("container", 238), ("vm", 842)])),
-            Depends, &["than the VM without an OS (vm), but no VM with a guest OS ran"]),
+            NoData, &["the VM without an OS (vm) cannot stand for one", "lab run density --backends"]),
         case("density (3): five steps call nothing", "density",
             || one(&density(5, &[("container", 1024), ("vm-linux", 20 * 1024)])),
             NoData, &["Too few"]),
@@ -562,6 +567,16 @@ fn cases() -> Vec<Case> {
             || one(&probe(&[("container", "6.1.0-test", "testhost", "1"), ("oci:runsc", "4.4.0", "testhost", "1"), ("vm-linux", "6.6.0-guest", "guest", "15")])),
             Supported, &["oci:runsc is a sandbox", "shares 1 facts with the host, between the containers and the VMs"]),
         // ---- images
+        case("images: image sizes of a startup run are not the claim's answer", "images",
+            || {
+                let mut f = startup(1, &[("process", 0.6), ("container", 2.0), ("vm", 1.3)]);
+                f.note("container", info::IMAGE_BYTES, "1445224").note("vm", info::IMAGE_BYTES, "25600");
+                one(&f)
+            },
+            NoData, &[
+                "This report has no images results. The startup results here record such figures too",
+                "`lab run images --backends container,qemu` gives them",
+            ]),
         case("images: smaller than a VM with a guest OS", "images",
             || one(&images(&[("container", 1_445_224), ("vm-linux", 12_000_000)])),
             Supported, &["smaller than the image of the VM with a guest OS (vm-linux)"]),
@@ -573,13 +588,13 @@ fn cases() -> Vec<Case> {
             Depends, &["Not every container image is smaller", "oci:runc 19.1 MiB vs vm-linux 11.4 MiB"]),
         case("images: no VM image", "images",
             || one(&images(&[("container", 1_445_224)])),
-            NoData, &["at least one container and one VM"]),
+            NoData, &["at least one container and one VM", "lab run images"]),
         case("images (1): only a VM without an OS, smaller", "images",
             || one(&images(&[("container", 1_445_224), ("vm", 25_600)])),
-            NotSupported, &["the image of the VM without an OS (vm)", "A VM without an OS boots only what its workload needs"]),
-        case("images (1): only a VM without an OS, larger: untested", "images",
+            NoData, &["No VM with a guest OS has an image size here", "the VM without an OS (vm) cannot stand for one", "container 1.38 MiB vs vm 25.0 KiB", "lab run images --backends container,qemu"]),
+        case("images (1): only a VM without an OS, larger", "images",
             || one(&images(&[("container", 1_445_224), ("vm", 9_000_000)])),
-            Depends, &["no VM with a guest OS ran"]),
+            NoData, &["cannot stand for one"]),
         case("images (1): the VM with a guest OS decides when one ran", "images",
             || one(&images(&[("container", 1_445_224), ("vm", 25_600), ("vm-linux", 12_000_000)])),
             Supported, &["(vm-linux)", "VMs without an OS do not decide", "container 1.38 MiB vs vm 25.0 KiB"]),
@@ -596,7 +611,7 @@ fn cases() -> Vec<Case> {
                 f.family("vm", Family::Vm);
                 one(&f)
             },
-            Depends, &["no VM with a guest OS ran"]),
+            NoData, &["cannot stand for one"]),
         // ---- native
         case("native: as fast as a process", "native",
             || one(&throughput(6, &[("process", &[("cpu", 1_000_000, "0x1")]), ("container", &[("cpu", 1_010_000, "0x1")])])),
@@ -821,4 +836,83 @@ fn speed_claims_are_judged_resource_by_resource() {
     assert_eq!(part(native, "disk").verdict, Verdict::Supported);
     assert_eq!(part(native, "network").verdict, Verdict::NotSupported);
     assert!(part(native, "network").why.contains("veth"));
+}
+
+/// The same samples give the same ledger, byte for byte, whichever files hold them: one file,
+/// its rounds split over two files, its backends split within each round, files named in
+/// another order, a file named twice.
+#[test]
+fn the_same_samples_split_over_files_give_the_same_ledger() {
+    // One host, one run of each sampled experiment, with a VM of each kind.
+    let mut runs: Vec<Fixture> = vec![
+        startup(
+            8,
+            &[
+                ("process", 0.6),
+                ("container", 2.0),
+                ("vm", 1.3),
+                ("vm-linux", 20.0),
+            ],
+        ),
+        memory(8, &[("container", 600), ("vm", 700), ("vm-linux", 9000)]),
+        throughput(
+            8,
+            &[
+                ("process", &[("cpu", 1_000_000, "0x1")]),
+                ("container", &[("cpu", 1_010_000, "0x1")]),
+                ("vm-linux", &[("cpu", 1_300_000, "0x1")]),
+            ],
+        ),
+        neighbours(
+            8,
+            &[
+                ("container", &[("cpu", 2.0, 1.0)]),
+                ("vm-linux", &[("cpu", 1.9, 1.02)]),
+            ],
+        ),
+    ];
+    for (i, f) in runs.iter_mut().enumerate() {
+        f.env(|e| e.date = format!("2026-01-0{}T10:00:00Z", i + 1));
+    }
+    let json = |files: &[Results]| {
+        let refs: Vec<&Results> = files.iter().collect();
+        serde_json::to_string_pretty(&ledger(&refs)).unwrap()
+    };
+    // Every run's records, split by `part` (record → which file) into files of their own.
+    let split = |parts: usize, part: &dyn Fn(&RunRecord) -> usize| -> Vec<Results> {
+        let mut out = Vec::new();
+        for f in &runs {
+            let whole = f.results();
+            for p in 0..parts {
+                let mut r = whole.clone();
+                r.runs.retain(|run| part(run) == p);
+                r.path = format!("/fixture/{}-{p}/results.jsonl", whole.header.experiment).into();
+                out.push(Results::new(r.path, r.header, r.runs, vec![], vec![], None));
+            }
+        }
+        out
+    };
+    let whole: Vec<Results> = runs.iter().map(Fixture::results).collect();
+    let reference = json(&whole);
+    // The reference judges what it should: the startup claim from vm-linux, not the bare vm.
+    assert!(reference.contains("sooner than the VM with a guest OS (vm-linux)"));
+
+    let by_rounds = split(2, &|r| usize::from(r.round >= 4));
+    let by_backend = split(2, &|r| usize::from(r.backend.contains("vm")));
+    let by_parity = split(3, &|r| (r.round % 3) as usize);
+    let mut reversed = by_parity.clone();
+    reversed.reverse();
+    let mut twice = whole.clone();
+    twice.push(whole[0].clone());
+    for (how, files) in [
+        ("rounds split in two", &by_rounds),
+        ("backends split within each round", &by_backend),
+        ("rounds dealt over three files", &by_parity),
+        ("the same, named in reverse", &reversed),
+        ("a file named twice", &twice),
+    ] {
+        let got = json(files);
+        let first = got.lines().zip(reference.lines()).position(|(a, b)| a != b);
+        assert!(got == reference, "{how}: first differing line {first:?}");
+    }
 }

@@ -20,25 +20,31 @@ pub struct ImageRow {
 }
 
 /// The image of every backend that reported one, over all `files`, each backend once (the
-/// first report wins), in table order (by family, then name).
+/// first report wins), in table order (by family, then name). A sample reports it with its
+/// facts; a ladder (`lab run images`, `lab run density`) with the facts of its end.
 pub fn images(files: &[&Results]) -> Vec<ImageRow> {
     let mut rows: Vec<ImageRow> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     for results in files {
-        for r in &results.runs {
-            let Some(bytes) = r.facts.image_bytes else {
+        let runs = results
+            .runs
+            .iter()
+            .map(|r| (&r.backend, r.family, &r.facts));
+        let ends = (results.density_ends.iter()).map(|e| (&e.backend, e.family, &e.facts));
+        for (backend, family, facts) in runs.chain(ends) {
+            let Some(bytes) = facts.image_bytes else {
                 continue;
             };
-            if !seen.insert(&r.backend) {
+            if !seen.insert(backend) {
                 continue;
             }
             rows.push(ImageRow {
-                backend: r.backend.clone(),
-                label: backends::label(results, &r.backend),
-                family: r.family,
-                guest_os: r.facts.guest_os,
+                backend: backend.clone(),
+                label: backends::label(results, backend),
+                family,
+                guest_os: facts.guest_os,
                 bytes,
-                what: r.facts.image.clone(),
+                what: facts.image.clone(),
             });
         }
     }
