@@ -87,12 +87,12 @@ pub fn run(
     backends: Option<&[String]>,
     settings: &DensitySettings,
 ) -> Result<DensityOutcome, ExperimentError> {
-    let selection = select(lab, backends, &settings.limits)?;
+    let mut selection = select(lab, backends, &settings.limits)?;
+    // Idle instances, on the lab's image for `lab run images`: a backend that cannot run the
+    // workload there (a bare guest cannot load the image's libraries) is left out, saying why.
+    selection.keep_able(lab, &[Kernel::Sleep])?;
     let json = serde_json::to_value(settings).expect("settings serialise");
-    let experiment = match settings.images {
-        Some(_) => "images",
-        None => "density",
-    };
+    let experiment = experiment_of(settings);
     let mut writer = open_results(lab, experiment, &selection, json, &settings.out)?;
     if settings.images.is_some() {
         let record = image_record(lab, selection.backends.iter().any(|b| b.name() == "docker"))?;
@@ -113,6 +113,14 @@ pub fn run(
         }
     }
     Ok(outcome)
+}
+
+/// The experiment a ladder belongs to: `images` on the lab's layered image, else `density`.
+fn experiment_of(settings: &DensitySettings) -> &'static str {
+    match settings.images {
+        Some(_) => "images",
+        None => "density",
+    }
 }
 
 /// Why a ladder stopped when a stop signal came.

@@ -191,6 +191,42 @@ impl Selection {
             .collect::<Vec<_>>()
             .join("; ")
     }
+
+    /// Keep only the backends that can run `kernels` ([`Backend::supports`]): a backend that
+    /// refuses one of them skips that one, and one that refuses them all is left out, each
+    /// refusal recorded with its reason. Refused when no backend is left for one of them.
+    pub fn keep_able(&mut self, lab: &Lab, kernels: &[Kernel]) -> Result<(), ExperimentError> {
+        let mut kept = Vec::new();
+        for backend in std::mem::take(&mut self.backends) {
+            let mut refused = 0;
+            for &kernel in kernels {
+                if let Err(why) = backend.supports(lab, kernel) {
+                    refused += 1;
+                    self.skipped.push(Skipped {
+                        backend: backend.name().to_string(),
+                        reason: format!("{kernel}: {why}"),
+                    });
+                }
+            }
+            if refused < kernels.len() {
+                kept.push(backend);
+            }
+        }
+        self.backends = kept;
+        for &kernel in kernels {
+            if !self
+                .backends
+                .iter()
+                .any(|b| b.supports(lab, kernel).is_ok())
+            {
+                return Err(ExperimentError::KernelUnsupported {
+                    kernel: kernel.to_string(),
+                    why: self.why_skipped(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Refuse `what` when the lab has no usable cgroups (see [`Lab::cgroup_problem`]): memory
@@ -255,20 +291,21 @@ pub fn select(
             }
         }
         None => {
+            // Every backend the lab knows is either run or named with why not: a reader of the
+            // results must never wonder whether a model was forgotten.
             for backend in backend::registry() {
-                if !backend.default_enabled() {
-                    continue;
-                }
-                if limits.any() && !backend.applies_limits() {
-                    selection.skipped.push(Skipped {
-                        backend: backend.name().to_string(),
-                        reason: "applies no limits".into(),
-                    });
-                    continue;
-                }
-                match backend.availability(lab) {
-                    Availability::Available => selection.backends.push(backend),
-                    Availability::Unavailable(reason) => selection.skipped.push(Skipped {
+                let unavailable = match backend.availability(lab) {
+                    Availability::Available => None,
+                    Availability::Unavailable(reason) => Some(reason),
+                };
+                // Of two reasons, what stops it here comes first: it is the one to fix.
+                let reason = unavailable.or_else(|| backend.left_out_by_default());
+                let reason = reason.or_else(|| {
+                    (limits.any() && !backend.applies_limits()).then(|| "applies no limits".into())
+                });
+                match reason {
+                    None => selection.backends.push(backend),
+                    Some(reason) => selection.skipped.push(Skipped {
                         backend: backend.name().to_string(),
                         reason,
                     }),
@@ -493,37 +530,8 @@ pub fn every_backend(
     let mut selection = select(lab, backends, &settings.limits)?;
     selection.skipped.extend(skipped);
     // A backend that cannot run a kernel (a bare guest has no disk) skips it, and says why.
-    let mut kept = Vec::new();
-    for backend in std::mem::take(&mut selection.backends) {
-        let mut refused: Vec<(Kernel, String)> = Vec::new();
-        for spec in specs {
-            if let Err(why) = backend.supports(lab, spec.kernel) {
-                refused.push((spec.kernel, why));
-            }
-        }
-        for (kernel, why) in &refused {
-            selection.skipped.push(Skipped {
-                backend: backend.name().to_string(),
-                reason: format!("{kernel}: {why}"),
-            });
-        }
-        if refused.len() < specs.len() {
-            kept.push(backend);
-        }
-    }
-    selection.backends = kept;
-    for spec in specs {
-        if !selection
-            .backends
-            .iter()
-            .any(|b| b.supports(lab, spec.kernel).is_ok())
-        {
-            return Err(ExperimentError::KernelUnsupported {
-                kernel: spec.kernel.to_string(),
-                why: selection.why_skipped(),
-            });
-        }
-    }
+    let kernels: Vec<Kernel> = specs.iter().map(|s| s.kernel).collect();
+    selection.keep_able(lab, &kernels)?;
     let cases: Vec<Case> = (0..selection.backends.len())
         .flat_map(|backend| specs.iter().map(move |&spec| Case { backend, spec }))
         .filter(|c| {
