@@ -10,7 +10,8 @@
 //! teardown is timed. Instances are always torn down, on Ctrl-C too: a stop signal ends a launch
 //! or the idle window at once.
 
-use crate::{interrupted, open_results, progress_bar, select, ExperimentError};
+use crate::progress::{duration, Progress};
+use crate::{interrupted, open_results, select, ExperimentError};
 use isolab_backends::lab::Lab;
 use isolab_backends::{Backend, Instance, Limits};
 use isolab_host::clock::now_ns;
@@ -38,7 +39,7 @@ pub struct DensitySettings {
     /// Directory under which the results directory is made.
     #[serde(skip)]
     pub out: PathBuf,
-    /// Show a progress bar.
+    /// Show progress: a bar on a terminal, a line per rung elsewhere ([`Progress`]).
     #[serde(skip)]
     pub progress: bool,
     /// Run on the lab's layered image and measure what sharing it saves (`lab run images`).
@@ -209,8 +210,18 @@ fn ladder(
         }
         None => None,
     };
-    let progress = progress_bar(settings.progress, settings.max as u64);
-    progress.set_message(format!("{} instances alive", backend.name()));
+    let mut progress = Progress::new(
+        settings.progress,
+        experiment_of(settings),
+        settings.max as u64,
+    )
+    .counting("instance");
+    progress.running(&format!("{} instances alive", backend.name()));
+    progress.begin(&format!(
+        "{}: a ladder up to {}",
+        backend.name(),
+        settings.max
+    ));
     let baseline_available = host::meminfo().1;
     let mut live: Vec<Instance> = Vec::new();
     let mut target = 1u32;
@@ -240,7 +251,11 @@ fn ladder(
                     break 'ladder format!("instance {} failed to start: {e}", live.len() + 1)
                 }
             }
-            progress.set_position(live.len() as u64);
+            progress.position(live.len() as u64);
+            progress.sample(
+                &format!("{} instance {} of {target}", backend.name(), live.len()),
+                true,
+            );
         }
         let launch_ns = now_ns() - started;
         let Some(mut step) = measure(
@@ -257,12 +272,24 @@ fn ladder(
             watch.measure(&live[before as usize..], &live, before == 0, &mut step);
         }
         writer.append(&Record::DensityStep(Box::new(step)))?;
+        progress.step_done(&format!(
+            "{} N={} ({} more started in {})",
+            backend.name(),
+            live.len(),
+            live.len() as u32 - before,
+            duration(Duration::from_nanos(launch_ns))
+        ));
         if target >= settings.max {
             break format!("reached --max {}", settings.max);
         }
         target = target.saturating_mul(2).min(settings.max);
     };
-    progress.finish_and_clear();
+    progress.finish();
+    progress.note(&format!(
+        "{}: stopped at N={}: {reason}",
+        backend.name(),
+        live.len()
+    ));
     let n = live.len() as u32;
     // What the instances reported at start (e.g. that they are emulated), in case none of them
     // reports anything more while it stops.

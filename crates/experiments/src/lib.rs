@@ -16,10 +16,10 @@ pub mod interference;
 pub mod isolation;
 pub mod memory;
 pub mod plan;
+pub mod progress;
 pub mod startup;
 pub mod throughput;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use isolab_backends as backend;
 use isolab_backends::lab::Lab;
 use isolab_backends::{Availability, Backend, BackendError, Limits, Outcome};
@@ -335,7 +335,8 @@ pub struct Settings {
     /// Directory under which the results directory is made.
     #[serde(skip)]
     pub out: PathBuf,
-    /// Show a progress bar.
+    /// Show progress: a bar on a terminal, a line per finished round elsewhere
+    /// ([`progress::Progress`]).
     #[serde(skip)]
     pub progress: bool,
 }
@@ -424,7 +425,25 @@ pub fn campaign_by<C>(
     let mut writer = open_results(lab, experiment, selection, settings_json, &settings.out)?;
 
     let rounds = settings.warmup + settings.runs;
-    let progress = progress_bar(settings.progress, rounds as u64 * cases.len() as u64);
+    let mut progress = progress::Progress::new(
+        settings.progress,
+        experiment,
+        rounds as u64 * cases.len() as u64,
+    );
+    progress.begin(&format!(
+        "{} case{} on {} in {rounds} round{} ({} warm-up): {} samples",
+        cases.len(),
+        if cases.len() == 1 { "" } else { "s" },
+        selection
+            .backends
+            .iter()
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if rounds == 1 { "" } else { "s" },
+        settings.warmup,
+        rounds as usize * cases.len(),
+    ));
     let mut rng = Rng::new(settings.seed);
     let mut order: Vec<usize> = (0..cases.len()).collect();
     let mut outcome = Campaign {
@@ -445,11 +464,12 @@ pub fn campaign_by<C>(
             let case = &cases[i];
             let (index, label) = describe(case);
             let backend = &selection.backends[index];
-            progress.set_message(format!(
+            let message = format!(
                 "{}{} {label}",
                 if warmup { "warm-up " } else { "" },
                 backend.name(),
-            ));
+            );
+            progress.running(&message);
             let Sample {
                 spec,
                 result,
@@ -460,6 +480,7 @@ pub fn campaign_by<C>(
                 outcome.interrupted = true;
                 break 'rounds;
             }
+            let completed = matches!(&result, Ok(run) if run.outcome == Outcome::Completed);
             let mut record = match result {
                 Ok(run) => {
                     if run.outcome == Outcome::Completed {
@@ -481,7 +502,7 @@ pub fn campaign_by<C>(
                         failed_record(backend.as_ref(), &spec, &e, round, position, warmup);
                     record.neighbours = neighbours;
                     writer.append(&Record::Run(Box::new(record)))?;
-                    progress.finish_and_clear();
+                    progress.finish();
                     return Err(ExperimentError::Instance(e));
                 }
                 Err(e) => {
@@ -494,10 +515,15 @@ pub fn campaign_by<C>(
             record.neighbours = neighbours;
             writer.append(&Record::Run(Box::new(record)))?;
             outcome.samples += 1;
-            progress.inc(1);
+            progress.sample(&message, completed);
         }
+        progress.step_done(&format!(
+            "round {}/{rounds}{}",
+            round + 1,
+            if warmup { " (warm-up)" } else { "" }
+        ));
     }
-    progress.finish_and_clear();
+    progress.finish();
     // A backend that never once worked is an error worth stopping on, not a table of failures.
     if !outcome.interrupted {
         for (i, ok) in succeeded.iter().enumerate() {
@@ -607,18 +633,6 @@ fn failed_record(
         facts: Default::default(),
         neighbours: None,
     }
-}
-
-pub(crate) fn progress_bar(show: bool, total: u64) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-            .expect("a valid template"),
-    );
-    bar
 }
 
 /// The directory results go to when `--out` is not given.
