@@ -236,7 +236,8 @@ pub struct CommonArgs {
     /// Seconds to wait for an instance to reach each marker (at most a day).
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_S))]
     pub timeout: u64,
-    /// Do not draw a progress bar.
+    /// Show no progress: neither the bar drawn on a terminal nor, when standard error is not
+    /// a terminal, the line written per finished round or rung.
     #[arg(long)]
     pub no_progress: bool,
     #[command(flatten)]

@@ -10,6 +10,7 @@ use common::{
 use isolab_results::{Outcome, Results};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -448,29 +449,51 @@ fn an_oci_instance_killed_by_oom_or_by_losing_its_runtime_leaves_no_cgroup() {
     std::fs::remove_dir_all(temp).unwrap();
 }
 
-/// The next lab (`lab clean`) finds nothing that labs of `temp` left: `what` ran there.
-fn nothing_to_reap(temp: &Path, what: &str) {
+/// The next lab (`lab clean`) finds nothing that the test's labs left: labs `ids`, which ran in
+/// `temp` (`what` ran there). Only their sections of its output count: other labs on the
+/// machine — killed in other tests beside this one — may well leave their guardians' work to it.
+fn nothing_to_reap(temp: &Path, ids: &[String], what: &str) {
     let clean = Command::new(LAB)
         .arg("clean")
         .env("TMPDIR", temp)
         .output()
         .unwrap();
+    let out = stdout(&clean);
+    let inside = format!("{}/", temp.display());
+    // Sections: "lab <id> … had ended:" and the lines under it, indented.
+    let mut ours = Vec::new();
+    let mut section: Vec<&str> = Vec::new();
+    let mut flush = |section: &mut Vec<&str>| {
+        let head = section.first().copied().unwrap_or_default();
+        let id = head.strip_prefix("lab ").and_then(|r| r.split(' ').next());
+        let mine = id.is_some_and(|id| ids.iter().any(|i| i == id))
+            || section.iter().any(|l| l.contains(&inside));
+        if mine {
+            ours.extend(section.iter().map(|l| l.to_string()));
+        }
+        section.clear();
+    };
+    for line in out.lines() {
+        if line.starts_with("lab ") {
+            flush(&mut section);
+        }
+        section.push(line);
+    }
+    flush(&mut section);
     assert!(
-        !stdout(&clean).contains("removed"),
-        "{what}: the next lab had something to reap: {}",
-        stdout(&clean)
+        !ours
+            .iter()
+            .any(|l| l.contains("removed") || l.contains("unmounted")),
+        "{what}: the next lab had something of the test's labs to reap: {ours:?}"
     );
 }
 
-/// Every network namespace some process holds — as its own, a thread's, or an open descriptor —
-/// by inode: anonymous namespaces have no name to look for, and exist exactly as long as one of
-/// these holds them.
-fn held_netns() -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
+/// Every network namespace the processes `pids` hold — as their own, a thread's, or an open
+/// descriptor — by inode (`net:[…]`), with a path that leads to it: anonymous namespaces have no
+/// name to look for, and exist exactly as long as one of these (or a mount) holds them.
+fn netns_held_by(pids: impl IntoIterator<Item = u32>) -> BTreeMap<String, PathBuf> {
+    let mut out = BTreeMap::new();
+    for pid in pids {
         let mut links = vec![PathBuf::from(format!("/proc/{pid}/ns/net"))];
         for dir in [format!("/proc/{pid}/task"), format!("/proc/{pid}/fd")] {
             for t in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -485,7 +508,7 @@ fn held_netns() -> std::collections::BTreeSet<String> {
             if let Ok(target) = std::fs::read_link(&l) {
                 let t = target.to_string_lossy().into_owned();
                 if t.starts_with("net:[") {
-                    out.insert(t);
+                    out.entry(t).or_insert(l);
                 }
             }
         }
@@ -493,32 +516,126 @@ fn held_netns() -> std::collections::BTreeSet<String> {
     out
 }
 
-/// The host's network interfaces and named network namespaces: what a lab must never add to.
+/// Every process on the host.
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .collect()
+}
+
+/// `SO_NETNS_COOKIE` (asm-generic/socket.h, Linux 5.14): a socket's network namespace's cookie.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The cookie of the network namespace `link` leads to: a number the kernel gives each
+/// namespace once and never again. Its inode number is no name to follow a namespace by: once
+/// the namespace is gone, the next one made anywhere on the host — by another lab running beside
+/// the test — may get the same number. `None` when it is gone already.
+fn netns_cookie(link: &Path) -> Option<u64> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(link).ok()?;
+    // `setns` moves only the calling thread: a thread of its own enters the namespace, makes a
+    // socket there (a socket belongs to the namespace it was made in) and asks it.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+            let sock = socket(
+                AddressFamily::Unix,
+                SockType::Datagram,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .ok()?;
+            let mut cookie = 0u64;
+            let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+            // SAFETY: the kernel writes at most `len` bytes, the size of `cookie`, into it.
+            let r = unsafe {
+                libc::getsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    SO_NETNS_COOKIE,
+                    (&raw mut cookie).cast(),
+                    &mut len,
+                )
+            };
+            (r == 0).then_some(cookie)
+        })
+        .join()
+        .ok()
+        .flatten()
+    })
+}
+
+/// The network namespaces the labs whose work directories are in `temp` hold now — by the lab,
+/// its forks and its instances, the host's own namespace aside — by inode, with their cookies.
+fn lab_netns(temp: &Path) -> BTreeMap<String, u64> {
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let mut pids: Vec<u32> = processes_mentioning(&temp.to_string_lossy(), true)
+        .into_iter()
+        .map(|(p, _)| p as u32)
+        .collect();
+    pids.extend(instances_of(&lab_ids(temp)).into_iter().map(|p| p as u32));
+    netns_held_by(pids)
+        .into_iter()
+        .filter(|(ino, _)| *ino != host.to_string_lossy())
+        .filter_map(|(ino, link)| Some((ino, netns_cookie(&link)?)))
+        .collect()
+}
+
+/// Those of the namespaces `made` (by inode, with their cookies) that anything on the host still
+/// holds: the same inode *and* the same cookie — another namespace that took a freed inode
+/// number is another lab's.
+fn still_held(made: &BTreeMap<String, u64>) -> Vec<String> {
+    netns_held_by(all_pids())
+        .into_iter()
+        .filter(|(ino, link)| {
+            made.get(ino)
+                .is_some_and(|c| netns_cookie(link) == Some(*c))
+        })
+        .map(|(ino, _)| ino)
+        .collect()
+}
+
+/// Interfaces of the host's network namespace named as the lab names the ends of its links
+/// (`v<n>` and `t<n>`, which live in its peer's namespace), and named network namespaces of a
+/// lab's: what a lab must never add to the host's network. (Other interfaces come and go with
+/// whatever else runs on the machine.)
 fn host_network() -> (Vec<String>, Vec<String>) {
-    let names = |dir: &str| {
+    let names = |dir: &str, keep: fn(&str) -> bool| {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| keep(n))
             .collect();
         v.sort();
         v
     };
-    (names("/sys/class/net"), names("/run/netns"))
+    let lab_end = |n: &str| {
+        n.strip_prefix(['v', 't'])
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    (
+        names("/sys/class/net", lab_end),
+        names("/run/netns", |n| n.contains("isolab")),
+    )
 }
 
 /// Labs killed with SIGKILL in the middle of a network kernel and of a disk kernel, on a process,
-/// a container and runc: no network namespace of theirs is held by anything (so the kernel has
-/// removed it, with every veth in it), the host's interfaces and named namespaces are as they
-/// were, no disk file or directory is left, and the next lab finds nothing to reap.
+/// a container and runc: no network namespace the lab made is held by anything (so the kernel has
+/// removed it, with every veth in it), the host's network has no interface or named namespace of
+/// a lab's, no disk file or directory is left, and the next lab finds nothing of it to reap.
+/// Only the test's own lab is counted: other labs may run beside it, making and removing
+/// namespaces of their own.
 #[test]
 fn a_killed_lab_leaves_no_network_namespace_veth_or_disk() {
     let _serial = serial();
     let temp = temp_dir("killed-devices");
     let disks = temp.join("disks");
     std::fs::create_dir(&disks).unwrap();
-    let netns_before = held_netns();
     let host_before = host_network();
     for backend in ["process", "container", "oci:runc"] {
         for (kernel, size) in [("net-rr", "--iters"), ("disk-rand", "--iters")] {
@@ -540,11 +657,11 @@ fn a_killed_lab_leaves_no_network_namespace_veth_or_disk() {
             let child = &mut lab.0[0];
             wait_until_running(&temp, backend, child, &[]);
             let ids = lab_ids(&temp);
-            let during = held_netns();
+            let made = lab_netns(&temp);
             if kernel == "net-rr" {
                 assert!(
-                    during.len() >= netns_before.len() + 2,
-                    "{backend}: the peer's and the instance's namespaces exist while it runs"
+                    made.len() >= 2,
+                    "{backend}: the peer's and the instance's namespaces exist while it runs: {made:?}"
                 );
             } else {
                 let disk_dirs = entries(&disks);
@@ -553,7 +670,7 @@ fn a_killed_lab_leaves_no_network_namespace_veth_or_disk() {
             kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
             let _ = child.wait();
             let gone = eventually(Duration::from_secs(20), || {
-                held_netns().is_subset(&netns_before)
+                still_held(&made).is_empty()
                     && entries(&disks).is_empty()
                     && leftovers(&temp).is_empty()
                     && lab_ids(&temp).is_empty()
@@ -561,7 +678,7 @@ fn a_killed_lab_leaves_no_network_namespace_veth_or_disk() {
             assert!(
                 gone,
                 "{backend} {kernel}: left namespaces {:?}, disks {:?}, processes {:?}, labs {ids:?}",
-                held_netns().difference(&netns_before).collect::<Vec<_>>(),
+                still_held(&made),
                 entries(&disks),
                 leftovers(&temp)
             );
@@ -570,7 +687,7 @@ fn a_killed_lab_leaves_no_network_namespace_veth_or_disk() {
                 host_before,
                 "{backend} {kernel}: the host's network"
             );
-            nothing_to_reap(&temp, &format!("{backend} {kernel}"));
+            nothing_to_reap(&temp, &ids, &format!("{backend} {kernel}"));
         }
     }
     std::fs::remove_dir_all(temp).unwrap();
@@ -659,7 +776,7 @@ fn a_killed_lab_leaves_no_overlay_image_or_docker_image() {
             leftovers(&temp),
             tags(&ids)
         );
-        nothing_to_reap(&temp, backend);
+        nothing_to_reap(&temp, &ids, backend);
     }
     std::fs::remove_dir_all(temp).unwrap();
 }
@@ -734,6 +851,7 @@ fn a_lab_killed_while_ksm_merges_leaves_the_host_setting_and_no_image_disk() {
         ksm_run() == "1" && !instances_of(&lab_ids(&temp)).is_empty()
     });
     assert!(running, "the lab never turned KSM on with a VM running");
+    let ids = lab_ids(&temp);
     let registry = isolab_resources::ownership::registry_dir();
     assert!(registry.join("ksm.json").is_file(), "the lab is a KSM user");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
@@ -756,7 +874,7 @@ fn a_lab_killed_while_ksm_merges_leaves_the_host_setting_and_no_image_disk() {
         !registry.join("ksm.json").exists(),
         "no record of KSM users is left"
     );
-    nothing_to_reap(&temp, "images --ksm");
+    nothing_to_reap(&temp, &ids, "images --ksm");
     std::fs::remove_dir_all(temp).unwrap();
 }
 
@@ -829,7 +947,7 @@ fn killed_among_neighbours(name: &str, backends: &str, aggressors: &str, crowd: 
         leftovers(&temp),
         entries(&disks),
     );
-    nothing_to_reap(&temp, backends);
+    nothing_to_reap(&temp, &ids, backends);
     std::fs::remove_dir_all(temp).unwrap();
 }
 

@@ -51,13 +51,16 @@ fn settings(out: &Path, runs: u32) -> Settings {
 }
 
 /// What a runtime can leave on the host: its containers' state under /run, Docker's
-/// containers, runsc's sandboxes. Only the lab's (named `isolab-…`).
-fn runtime_leftovers() -> BTreeSet<String> {
+/// containers, runsc's sandboxes. Only lab `id`'s (named `isolab-<id>-…`; a sandbox whose
+/// command line names the lab or the test's `temp`, where its state is): other labs run beside
+/// the test, and theirs are not its to count.
+fn runtime_leftovers(id: &str, temp: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
+    let prefix = format!("isolab-{id}-");
     for dir in ["/run/runc", "/run/crun", "/run/runsc", "/var/run/runsc"] {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("isolab-") {
+            if name.starts_with(&prefix) {
                 out.insert(format!("{dir}/{name}"));
             }
         }
@@ -67,14 +70,18 @@ fn runtime_leftovers() -> BTreeSet<String> {
         .output()
     {
         for name in String::from_utf8_lossy(&o.stdout).lines() {
-            if name.starts_with("isolab-") {
+            if name.starts_with(&prefix) {
                 out.insert(format!("docker container {name}"));
             }
         }
     }
+    let temp = temp.to_string_lossy();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if comm.starts_with("runsc") {
+        let cmdline =
+            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
+                .replace('\0', " ");
+        if comm.starts_with("runsc") && (cmdline.contains(id) || cmdline.contains(&*temp)) {
             out.insert(format!(
                 "process {} ({})",
                 e.file_name().to_string_lossy(),
@@ -93,7 +100,7 @@ fn every_runtime_runs_every_experiment_with_the_same_checksums() {
     let lab = Lab::in_dir(&temp).unwrap();
     let names = every_runtime(&lab);
     let out = temp.join("out");
-    let before = runtime_leftovers();
+    let before = runtime_leftovers(lab.id(), &temp);
 
     // Start-up: every runtime reaches `ready`, with its own phases and its version.
     let startup = experiment::startup::run(&lab, Some(&names), &settings(&out, 2)).unwrap();
@@ -225,8 +232,13 @@ fn every_runtime_runs_every_experiment_with_the_same_checksums() {
     assert_eq!(sandbox["pid"], "1");
     assert_eq!(probe("process")["seccomp"], "disabled");
 
+    let id = lab.id().to_string();
     drop(lab);
-    assert_eq!(runtime_leftovers(), before, "no runtime state left behind");
+    assert_eq!(
+        runtime_leftovers(&id, &temp),
+        before,
+        "no runtime state left behind"
+    );
     std::fs::remove_dir_all(temp).unwrap();
 }
 
@@ -237,15 +249,17 @@ fn a_density_ladder_of_16_on_every_runtime_leaves_nothing_behind() {
     let temp = temp_dir("runtimes-density");
     let out = temp.join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let before = (HostState::now(&temp), runtime_leftovers());
+    let state = HostState::now(&temp);
     let lab = Lab::in_dir(&temp).unwrap();
+    let id = lab.id().to_string();
+    let before = (state, runtime_leftovers(&id, &temp));
     let names: Vec<String> = every_runtime(&lab)
         .into_iter()
         .filter(|n| RUNTIMES.contains(&n.as_str()))
         .collect();
     ladder_of_16(&lab, &names, &out);
     drop(lab);
-    let mut after = (HostState::now(&temp), runtime_leftovers());
+    let mut after = (HostState::now(&temp), runtime_leftovers(&id, &temp));
     after.0.temp_entries.clear();
     let mut before = before;
     before.0.temp_entries.clear();

@@ -411,20 +411,15 @@ fn zombies() -> Vec<(i32, String)> {
         .collect()
 }
 
-/// Docker containers named for a lab that is not running: the daemon keeps them, not the lab.
-fn orphan_docker_containers() -> Vec<String> {
-    let live: Vec<String> =
-        isolab_resources::ownership::census(&isolab_resources::ownership::registry_dir())
-            .into_iter()
-            .filter(|l| l.alive)
-            .map(|l| l.id)
-            .collect();
+/// Docker containers named for labs `ids` (the soak's, all ended by now): the daemon keeps them,
+/// not the lab. Other labs' containers — other tests' running beside the soak — are theirs.
+fn orphan_docker_containers(ids: &[String]) -> Vec<String> {
     common::docker_container_names()
         .into_iter()
         .filter(|n| {
             n.strip_prefix("isolab-")
                 .and_then(|rest| rest.split('-').next())
-                .is_some_and(|id| common::is_lab_id(id) && !live.iter().any(|l| l == id))
+                .is_some_and(|id| ids.iter().any(|l| l == id))
         })
         .collect()
 }
@@ -474,7 +469,9 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
     let temp = temp_dir("soak");
     let before = HostState::now(&temp);
     // The host's mount table as init sees it, besides this process's own.
-    let (mounts_before, kvm_before) = (common::lab_mounts("/proc/1/mountinfo"), kvm_fds());
+    let (mounts_before, kvm_before) = (common::lab_mounts("/proc/1/mountinfo", &temp), kvm_fds());
+    // The labs of this process (the only ones that run Docker), by id.
+    let mut ids: Vec<String> = Vec::new();
     let started = Instant::now();
     let mut rng = Rng::new(seed);
     let mut tally = Tally::default();
@@ -483,6 +480,7 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
     // boot on nested PVM and stops at its time limit (a hung guest); with VT-x/AMD-V it boots.
     {
         let mut lab = Lab::in_dir(&temp).unwrap();
+        ids.push(lab.id().to_string());
         lab.settings.timeout = Duration::from_secs(90);
         let run = backend::qemu::Qemu::default()
             .run(&lab, &Spec::default_for(Kernel::Ready), &Limits::default())
@@ -546,6 +544,7 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
         }
         // A batch of launches in one lab of this process.
         let mut lab = Lab::in_dir(&temp).unwrap();
+        ids.push(lab.id().to_string());
         lab.settings.timeout = Duration::from_secs(30);
         for _ in 0..(5 + rng.below(20)) {
             let name = *pick(&mut rng, &in_process);
@@ -588,8 +587,8 @@ fn a_thousand_launches_with_faults_leave_nothing_behind() {
     }
     let leaked_processes = common::processes_mentioning(&temp.to_string_lossy(), true);
     let leaked_zombies = zombies();
-    let leaked_docker = orphan_docker_containers();
-    let leaked_mounts: Vec<String> = common::lab_mounts("/proc/1/mountinfo")
+    let leaked_docker = orphan_docker_containers(&ids);
+    let leaked_mounts: Vec<String> = common::lab_mounts("/proc/1/mountinfo", &temp)
         .difference(&mounts_before)
         .cloned()
         .chain(after.mounts.symmetric_difference(&before.mounts).cloned())

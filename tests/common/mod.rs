@@ -35,17 +35,19 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Host state a lab run could leak.
+/// Host state a lab run could leak — the test's own labs' only: other labs (other tests', other
+/// checkouts', a student's) run on the same machine meanwhile, and what they hold, or leave for
+/// their guardians to remove a moment later, is not the test's to count (see [`ours`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct HostState {
-    /// Mount points of our mount table that belong to a lab (their path names one).
+    /// Mount points of our mount table that belong to the test's labs (their path names one).
     pub mounts: BTreeSet<String>,
-    /// Every directory under the cgroup hierarchies' isolab bases that belongs to this process's
-    /// labs or to a lab that is no longer running.
+    /// Every directory under the cgroup hierarchies' isolab bases of the test's labs.
     pub cgroups: BTreeSet<PathBuf>,
-    /// OCI runtime state directories (`/run/<runtime>/isolab-*`) of such labs.
+    /// OCI runtime state directories (`/run/<runtime>/isolab-*`) of the test's labs.
     pub runtime_state: BTreeSet<PathBuf>,
-    /// Labs in the registry that are no longer running (a lab that ended cleanly leaves none).
+    /// The test's labs in the registry that are no longer running (a lab that ended cleanly
+    /// leaves none).
     pub dead_labs: BTreeSet<String>,
     /// Our child processes.
     pub children: BTreeSet<i32>,
@@ -56,15 +58,16 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// The state now, counting the labs of the test whose directory is `temp`.
     pub fn now(temp: &Path) -> HostState {
         let labs = ownership::census(&ownership::registry_dir());
         HostState {
-            mounts: lab_mounts("/proc/self/mountinfo"),
-            cgroups: cgroup_dirs(&labs),
-            runtime_state: runtime_state(&labs),
+            mounts: lab_mounts("/proc/self/mountinfo", temp),
+            cgroups: cgroup_dirs(&labs, temp),
+            runtime_state: runtime_state(&labs, temp),
             dead_labs: labs
                 .iter()
-                .filter(|l| !l.alive)
+                .filter(|l| !l.alive && ours(&labs, &l.id, temp))
                 .map(|l| l.id.clone())
                 .collect(),
             children: children(),
@@ -77,16 +80,12 @@ impl HostState {
     }
 }
 
-/// Mount points in mount table `mountinfo` under a lab's directories (`isolab…` anywhere in the
-/// path). Counting every line would count the mounts of everything else on a shared machine.
-pub fn lab_mounts(mountinfo: &str) -> BTreeSet<String> {
-    // A lab that is still running (in another test binary, or another checkout's tests) has its
-    // mounts, and they are not this test's business: only those of labs no longer alive count.
-    let alive: BTreeSet<String> = ownership::census(&ownership::registry_dir())
-        .into_iter()
-        .filter(|l| l.alive)
-        .map(|l| l.id)
-        .collect();
+/// Mount points in mount table `mountinfo` under the directories of the labs of the test whose
+/// directory is `temp` (a path naming `isolab-<id>` of one of them, or any `isolab…` path in
+/// `temp`). Counting every line would count the mounts of everything else on a shared machine,
+/// other labs' included.
+pub fn lab_mounts(mountinfo: &str, temp: &Path) -> BTreeSet<String> {
+    let labs = ownership::census(&ownership::registry_dir());
     let owner = |path: &str| -> Option<String> {
         path.split('/')
             .filter_map(|c| c.strip_prefix("isolab-"))
@@ -98,7 +97,10 @@ pub fn lab_mounts(mountinfo: &str) -> BTreeSet<String> {
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .filter(|m| m.contains("/isolab"))
-        .filter(|m| owner(m).is_none_or(|id| !alive.contains(&id)))
+        .filter(|m| match owner(m) {
+            Some(id) => ours(&labs, &id, temp),
+            None => Path::new(m).starts_with(temp),
+        })
         .map(str::to_string)
         .collect()
 }
@@ -110,16 +112,26 @@ pub fn is_lab_id(s: &str) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-/// Whether lab `id` is one to count: ours (its ledger names this process) or not running.
-fn counted(labs: &[ownership::LabStatus], id: &str) -> bool {
-    match labs.iter().find(|l| l.id == id) {
-        Some(l) if l.alive => l.pid == Some(std::process::id()),
-        _ => true,
-    }
+/// Whether lab `id` (of the registry's `labs`) is the test's whose directory is `temp`, running
+/// or not: a lab made in this process (its ledger names this process), or a `lab` the test
+/// started with `TMPDIR` in `temp` — in whatever PID namespace — whose work directory is there
+/// or whose ledger names something there. A lab whose ledger and work directory are both gone
+/// was reaped: the registry removes what a lab made before its ledger, and the work directory
+/// last.
+pub fn ours(labs: &[ownership::LabStatus], id: &str, temp: &Path) -> bool {
+    let made_here = labs
+        .iter()
+        .any(|l| l.id == id && l.pid == Some(std::process::id()));
+    let ledger = ownership::registry_dir().join(format!("{id}.ledger"));
+    // "DIR/", not "DIR": another test's directory may be this one's name and more digits.
+    let inside = format!("{}/", temp.display());
+    made_here
+        || temp.join(format!("isolab-{id}")).exists()
+        || fs::read_to_string(ledger).is_ok_and(|l| l.contains(&inside))
 }
 
-/// Cgroup directories `…/isolab/<lab id>[/…]`, in every hierarchy, of labs to count.
-fn cgroup_dirs(labs: &[ownership::LabStatus]) -> BTreeSet<PathBuf> {
+/// Cgroup directories `…/isolab/<lab id>[/…]`, in every hierarchy, of the test's labs.
+fn cgroup_dirs(labs: &[ownership::LabStatus], temp: &Path) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
     let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
     while let Some(dir) = stack.pop() {
@@ -134,7 +146,7 @@ fn cgroup_dirs(labs: &[ownership::LabStatus]) -> BTreeSet<PathBuf> {
             let under_isolab = dir.file_name().is_some_and(|n| n == "isolab");
             let name = e.file_name().to_string_lossy().into_owned();
             if under_isolab && is_lab_id(&name) {
-                if counted(labs, &name) {
+                if ours(labs, &name, temp) {
                     out.insert(path.clone());
                     // Everything below it too.
                     let mut below = vec![path.clone()];
@@ -155,8 +167,8 @@ fn cgroup_dirs(labs: &[ownership::LabStatus]) -> BTreeSet<PathBuf> {
     out
 }
 
-/// `/run/<runtime>/isolab-<lab id>-<n>` of labs to count.
-fn runtime_state(labs: &[ownership::LabStatus]) -> BTreeSet<PathBuf> {
+/// `/run/<runtime>/isolab-<lab id>-<n>` of the test's labs.
+fn runtime_state(labs: &[ownership::LabStatus], temp: &Path) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
     for root in ["/run/runc", "/run/crun", "/run/runsc"] {
         for e in fs::read_dir(root).into_iter().flatten().flatten() {
@@ -167,7 +179,7 @@ fn runtime_state(labs: &[ownership::LabStatus]) -> BTreeSet<PathBuf> {
             else {
                 continue;
             };
-            if is_lab_id(id) && counted(labs, id) {
+            if is_lab_id(id) && ours(labs, id, temp) {
                 out.insert(e.path());
             }
         }

@@ -50,8 +50,12 @@ impl Backend for NsFloor {
     }
 
     /// A comparison point for start-up benchmarks, not a way to run workloads.
-    fn default_enabled(&self) -> bool {
-        false
+    fn left_out_by_default(&self) -> Option<String> {
+        Some(
+            "a floor for start-up times (namespaces and exec, nothing else), not a way to run \
+             workloads; `--backends ns-floor` runs it"
+                .into(),
+        )
     }
 
     /// Its network namespace is a fresh, empty one: no link to the lab's peer.

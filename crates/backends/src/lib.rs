@@ -242,9 +242,17 @@ pub trait Backend: Send + Sync {
         true
     }
 
-    /// Whether `lab run` uses this backend when no `--backends` are given.
+    /// Why `lab run` leaves this backend out when no `--backends` are given, or `None` when it
+    /// uses it. The reason is printed and recorded with the results' skipped backends, so a
+    /// reader learns what did not run and how to ask for it (`--backends NAME`).
+    fn left_out_by_default(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether `lab run` uses this backend when no `--backends` are given (see
+    /// [`Backend::left_out_by_default`], which says why not).
     fn default_enabled(&self) -> bool {
-        true
+        self.left_out_by_default().is_none()
     }
 
     /// The host files holding this backend's copy of the lab's layered image (for the image's
@@ -254,8 +262,10 @@ pub trait Backend: Send + Sync {
         Ok(lab.image()?.map(|i| i.files()).unwrap_or_default())
     }
 
-    /// Whether this backend can run `kernel`, and if not, why (a bare guest has no disk
-    /// driver, say). Experiments skip such pairs and record why.
+    /// Whether this backend can run `kernel` in `lab` — on the lab's layered image, when it has
+    /// one — and if not, why (a bare guest has no disk driver, nor a file system to load an
+    /// image's libraries from, say). Experiments skip such pairs and record why; none picks a
+    /// backend by default for a workload it knows the backend cannot run.
     fn supports(&self, _lab: &Lab, _kernel: isolab_payload::Kernel) -> Result<(), String> {
         Ok(())
     }

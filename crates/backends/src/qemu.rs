@@ -315,9 +315,15 @@ impl Backend for Qemu {
     }
 
     /// Only with hardware virtualization: under TCG one boot takes seconds, and its times are an
-    /// emulator's, so `lab run` uses it only when asked (`--backends qemu`).
-    fn default_enabled(&self) -> bool {
-        self.accel() == Accel::Kvm
+    /// emulator's, so `lab run` uses it only when asked (`--backends qemu`) — and says so, for
+    /// here it may be the only VM with a guest OS that boots at all.
+    fn left_out_by_default(&self) -> Option<String> {
+        (self.accel() == Accel::Tcg).then(|| {
+            "no VT-x/AMD-V here: QEMU would emulate the CPU (TCG), so its guest boots in \
+             seconds and its times are an emulator's, not a VM's; `--backends qemu` runs it \
+             anyway, labelled emulated"
+                .to_string()
+        })
     }
 
     fn availability(&self, lab: &Lab) -> Availability {

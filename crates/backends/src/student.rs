@@ -283,12 +283,20 @@ impl Backend for Student {
     }
 
     /// Only when named: there may be no program of the student's yet.
-    fn default_enabled(&self) -> bool {
-        false
+    fn left_out_by_default(&self) -> Option<String> {
+        Some(format!(
+            "what you build in the exercises of labs/ runs only when asked for: `--backends {}`",
+            self.name
+        ))
     }
 
-    /// The exercises' runtimes attach no disk and no network.
-    fn supports(&self, _lab: &Lab, kernel: isolab_payload::Kernel) -> Result<(), String> {
+    /// The exercises' runtimes attach no disk and no network, and run the lab's plain root.
+    fn supports(&self, lab: &Lab, kernel: isolab_payload::Kernel) -> Result<(), String> {
+        if lab.settings.image_spec.is_some() {
+            return Err(
+                "the exercises' runtimes run the lab's plain root, not its layered image".into(),
+            );
+        }
         if kernel.needs_disk() || kernel.needs_network() {
             return Err("the exercises' runtimes attach no disk and no network".into());
         }

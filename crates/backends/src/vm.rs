@@ -82,7 +82,17 @@ impl Backend for Vm {
     }
 
     /// A bare guest has no drivers: its only I/O is the VMM's hypercalls.
-    fn supports(&self, _lab: &Lab, kernel: Kernel) -> Result<(), String> {
+    fn supports(&self, lab: &Lab, kernel: Kernel) -> Result<(), String> {
+        if lab.settings.image_spec.is_some() {
+            // The workload on the layered image maps its libraries from the image's files at
+            // start; a bare guest has no file system to find them in, so it would never mark
+            // `libraries` and a run would wait for it until its time limit.
+            return Err(
+                "a bare guest has no file system: it cannot load the layered image's libraries \
+                 (vm-linux and qemu get the image as a disk)"
+                    .into(),
+            );
+        }
         if matches!(kernel, Kernel::ForkBomb | Kernel::MemHog) {
             return Err(
                 "a bare guest has no OS: no processes to fork, and no memory to run out of but \

@@ -10,7 +10,8 @@
 //! teardown is timed. Instances are always torn down, on Ctrl-C too: a stop signal ends a launch
 //! or the idle window at once.
 
-use crate::{interrupted, open_results, progress_bar, select, ExperimentError};
+use crate::progress::{duration, Progress};
+use crate::{interrupted, open_results, select, ExperimentError};
 use isolab_backends::lab::Lab;
 use isolab_backends::{Backend, Instance, Limits};
 use isolab_host::clock::now_ns;
@@ -38,7 +39,7 @@ pub struct DensitySettings {
     /// Directory under which the results directory is made.
     #[serde(skip)]
     pub out: PathBuf,
-    /// Show a progress bar.
+    /// Show progress: a bar on a terminal, a line per rung elsewhere ([`Progress`]).
     #[serde(skip)]
     pub progress: bool,
     /// Run on the lab's layered image and measure what sharing it saves (`lab run images`).
@@ -87,12 +88,12 @@ pub fn run(
     backends: Option<&[String]>,
     settings: &DensitySettings,
 ) -> Result<DensityOutcome, ExperimentError> {
-    let selection = select(lab, backends, &settings.limits)?;
+    let mut selection = select(lab, backends, &settings.limits)?;
+    // Idle instances, on the lab's image for `lab run images`: a backend that cannot run the
+    // workload there (a bare guest cannot load the image's libraries) is left out, saying why.
+    selection.keep_able(lab, &[Kernel::Sleep])?;
     let json = serde_json::to_value(settings).expect("settings serialise");
-    let experiment = match settings.images {
-        Some(_) => "images",
-        None => "density",
-    };
+    let experiment = experiment_of(settings);
     let mut writer = open_results(lab, experiment, &selection, json, &settings.out)?;
     if settings.images.is_some() {
         let record = image_record(lab, selection.backends.iter().any(|b| b.name() == "docker"))?;
@@ -113,6 +114,14 @@ pub fn run(
         }
     }
     Ok(outcome)
+}
+
+/// The experiment a ladder belongs to: `images` on the lab's layered image, else `density`.
+fn experiment_of(settings: &DensitySettings) -> &'static str {
+    match settings.images {
+        Some(_) => "images",
+        None => "density",
+    }
 }
 
 /// Why a ladder stopped when a stop signal came.
@@ -201,8 +210,18 @@ fn ladder(
         }
         None => None,
     };
-    let progress = progress_bar(settings.progress, settings.max as u64);
-    progress.set_message(format!("{} instances alive", backend.name()));
+    let mut progress = Progress::new(
+        settings.progress,
+        experiment_of(settings),
+        settings.max as u64,
+    )
+    .counting("instance");
+    progress.running(&format!("{} instances alive", backend.name()));
+    progress.begin(&format!(
+        "{}: a ladder up to {}",
+        backend.name(),
+        settings.max
+    ));
     let baseline_available = host::meminfo().1;
     let mut live: Vec<Instance> = Vec::new();
     let mut target = 1u32;
@@ -232,7 +251,11 @@ fn ladder(
                     break 'ladder format!("instance {} failed to start: {e}", live.len() + 1)
                 }
             }
-            progress.set_position(live.len() as u64);
+            progress.position(live.len() as u64);
+            progress.sample(
+                &format!("{} instance {} of {target}", backend.name(), live.len()),
+                true,
+            );
         }
         let launch_ns = now_ns() - started;
         let Some(mut step) = measure(
@@ -249,12 +272,24 @@ fn ladder(
             watch.measure(&live[before as usize..], &live, before == 0, &mut step);
         }
         writer.append(&Record::DensityStep(Box::new(step)))?;
+        progress.step_done(&format!(
+            "{} N={} ({} more started in {})",
+            backend.name(),
+            live.len(),
+            live.len() as u32 - before,
+            duration(Duration::from_nanos(launch_ns))
+        ));
         if target >= settings.max {
             break format!("reached --max {}", settings.max);
         }
         target = target.saturating_mul(2).min(settings.max);
     };
-    progress.finish_and_clear();
+    progress.finish();
+    progress.note(&format!(
+        "{}: stopped at N={}: {reason}",
+        backend.name(),
+        live.len()
+    ));
     let n = live.len() as u32;
     // What the instances reported at start (e.g. that they are emulated), in case none of them
     // reports anything more while it stops.

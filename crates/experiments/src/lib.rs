@@ -16,10 +16,10 @@ pub mod interference;
 pub mod isolation;
 pub mod memory;
 pub mod plan;
+pub mod progress;
 pub mod startup;
 pub mod throughput;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use isolab_backends as backend;
 use isolab_backends::lab::Lab;
 use isolab_backends::{Availability, Backend, BackendError, Limits, Outcome};
@@ -191,6 +191,42 @@ impl Selection {
             .collect::<Vec<_>>()
             .join("; ")
     }
+
+    /// Keep only the backends that can run `kernels` ([`Backend::supports`]): a backend that
+    /// refuses one of them skips that one, and one that refuses them all is left out, each
+    /// refusal recorded with its reason. Refused when no backend is left for one of them.
+    pub fn keep_able(&mut self, lab: &Lab, kernels: &[Kernel]) -> Result<(), ExperimentError> {
+        let mut kept = Vec::new();
+        for backend in std::mem::take(&mut self.backends) {
+            let mut refused = 0;
+            for &kernel in kernels {
+                if let Err(why) = backend.supports(lab, kernel) {
+                    refused += 1;
+                    self.skipped.push(Skipped {
+                        backend: backend.name().to_string(),
+                        reason: format!("{kernel}: {why}"),
+                    });
+                }
+            }
+            if refused < kernels.len() {
+                kept.push(backend);
+            }
+        }
+        self.backends = kept;
+        for &kernel in kernels {
+            if !self
+                .backends
+                .iter()
+                .any(|b| b.supports(lab, kernel).is_ok())
+            {
+                return Err(ExperimentError::KernelUnsupported {
+                    kernel: kernel.to_string(),
+                    why: self.why_skipped(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Refuse `what` when the lab has no usable cgroups (see [`Lab::cgroup_problem`]): memory
@@ -255,20 +291,21 @@ pub fn select(
             }
         }
         None => {
+            // Every backend the lab knows is either run or named with why not: a reader of the
+            // results must never wonder whether a model was forgotten.
             for backend in backend::registry() {
-                if !backend.default_enabled() {
-                    continue;
-                }
-                if limits.any() && !backend.applies_limits() {
-                    selection.skipped.push(Skipped {
-                        backend: backend.name().to_string(),
-                        reason: "applies no limits".into(),
-                    });
-                    continue;
-                }
-                match backend.availability(lab) {
-                    Availability::Available => selection.backends.push(backend),
-                    Availability::Unavailable(reason) => selection.skipped.push(Skipped {
+                let unavailable = match backend.availability(lab) {
+                    Availability::Available => None,
+                    Availability::Unavailable(reason) => Some(reason),
+                };
+                // Of two reasons, what stops it here comes first: it is the one to fix.
+                let reason = unavailable.or_else(|| backend.left_out_by_default());
+                let reason = reason.or_else(|| {
+                    (limits.any() && !backend.applies_limits()).then(|| "applies no limits".into())
+                });
+                match reason {
+                    None => selection.backends.push(backend),
+                    Some(reason) => selection.skipped.push(Skipped {
                         backend: backend.name().to_string(),
                         reason,
                     }),
@@ -302,7 +339,8 @@ pub struct Settings {
     /// Directory under which the results directory is made.
     #[serde(skip)]
     pub out: PathBuf,
-    /// Show a progress bar.
+    /// Show progress: a bar on a terminal, a line per finished round elsewhere
+    /// ([`progress::Progress`]).
     #[serde(skip)]
     pub progress: bool,
 }
@@ -391,7 +429,25 @@ pub fn campaign_by<C>(
     let mut writer = open_results(lab, experiment, selection, settings_json, &settings.out)?;
 
     let rounds = settings.warmup + settings.runs;
-    let progress = progress_bar(settings.progress, rounds as u64 * cases.len() as u64);
+    let mut progress = progress::Progress::new(
+        settings.progress,
+        experiment,
+        rounds as u64 * cases.len() as u64,
+    );
+    progress.begin(&format!(
+        "{} case{} on {} in {rounds} round{} ({} warm-up): {} samples",
+        cases.len(),
+        if cases.len() == 1 { "" } else { "s" },
+        selection
+            .backends
+            .iter()
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if rounds == 1 { "" } else { "s" },
+        settings.warmup,
+        rounds as usize * cases.len(),
+    ));
     let mut rng = Rng::new(settings.seed);
     let mut order: Vec<usize> = (0..cases.len()).collect();
     let mut outcome = Campaign {
@@ -412,11 +468,12 @@ pub fn campaign_by<C>(
             let case = &cases[i];
             let (index, label) = describe(case);
             let backend = &selection.backends[index];
-            progress.set_message(format!(
+            let message = format!(
                 "{}{} {label}",
                 if warmup { "warm-up " } else { "" },
                 backend.name(),
-            ));
+            );
+            progress.running(&message);
             let Sample {
                 spec,
                 result,
@@ -427,6 +484,7 @@ pub fn campaign_by<C>(
                 outcome.interrupted = true;
                 break 'rounds;
             }
+            let completed = matches!(&result, Ok(run) if run.outcome == Outcome::Completed);
             let mut record = match result {
                 Ok(run) => {
                     if run.outcome == Outcome::Completed {
@@ -448,7 +506,7 @@ pub fn campaign_by<C>(
                         failed_record(backend.as_ref(), &spec, &e, round, position, warmup);
                     record.neighbours = neighbours;
                     writer.append(&Record::Run(Box::new(record)))?;
-                    progress.finish_and_clear();
+                    progress.finish();
                     return Err(ExperimentError::Instance(e));
                 }
                 Err(e) => {
@@ -461,10 +519,15 @@ pub fn campaign_by<C>(
             record.neighbours = neighbours;
             writer.append(&Record::Run(Box::new(record)))?;
             outcome.samples += 1;
-            progress.inc(1);
+            progress.sample(&message, completed);
         }
+        progress.step_done(&format!(
+            "round {}/{rounds}{}",
+            round + 1,
+            if warmup { " (warm-up)" } else { "" }
+        ));
     }
-    progress.finish_and_clear();
+    progress.finish();
     // A backend that never once worked is an error worth stopping on, not a table of failures.
     if !outcome.interrupted {
         for (i, ok) in succeeded.iter().enumerate() {
@@ -497,37 +560,8 @@ pub fn every_backend(
     let mut selection = select(lab, backends, &settings.limits)?;
     selection.skipped.extend(skipped);
     // A backend that cannot run a kernel (a bare guest has no disk) skips it, and says why.
-    let mut kept = Vec::new();
-    for backend in std::mem::take(&mut selection.backends) {
-        let mut refused: Vec<(Kernel, String)> = Vec::new();
-        for spec in specs {
-            if let Err(why) = backend.supports(lab, spec.kernel) {
-                refused.push((spec.kernel, why));
-            }
-        }
-        for (kernel, why) in &refused {
-            selection.skipped.push(Skipped {
-                backend: backend.name().to_string(),
-                reason: format!("{kernel}: {why}"),
-            });
-        }
-        if refused.len() < specs.len() {
-            kept.push(backend);
-        }
-    }
-    selection.backends = kept;
-    for spec in specs {
-        if !selection
-            .backends
-            .iter()
-            .any(|b| b.supports(lab, spec.kernel).is_ok())
-        {
-            return Err(ExperimentError::KernelUnsupported {
-                kernel: spec.kernel.to_string(),
-                why: selection.why_skipped(),
-            });
-        }
-    }
+    let kernels: Vec<Kernel> = specs.iter().map(|s| s.kernel).collect();
+    selection.keep_able(lab, &kernels)?;
     let cases: Vec<Case> = (0..selection.backends.len())
         .flat_map(|backend| specs.iter().map(move |&spec| Case { backend, spec }))
         .filter(|c| {
@@ -603,18 +637,6 @@ fn failed_record(
         facts: Default::default(),
         neighbours: None,
     }
-}
-
-pub(crate) fn progress_bar(show: bool, total: u64) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-            .expect("a valid template"),
-    );
-    bar
 }
 
 /// The directory results go to when `--out` is not given.

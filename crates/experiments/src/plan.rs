@@ -96,7 +96,7 @@ pub struct Request {
     pub limits: Limits,
     /// Directory under which results directories are made.
     pub out: PathBuf,
-    /// Draw a progress bar.
+    /// Show progress: a bar on a terminal, a line per finished step elsewhere.
     pub progress: bool,
 }
 
