@@ -1128,7 +1128,18 @@ fn remove_subtree(dir: &Path) -> Result<(), CgroupError> {
                 source,
             });
         }
-        for pid in procs_below(&dirs) {
+        // `tasks` (v1) lists threads, among them those of a process whose leader is already a
+        // zombie and so missing from `cgroup.procs`; a signal to any thread reaches its process.
+        let threads = dirs
+            .iter()
+            .filter_map(|d| fs::read_to_string(d.join("tasks")).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .map(Pid::from_raw);
+        for pid in procs_below(&dirs).into_iter().chain(threads) {
             let _ = kill(pid, Signal::SIGKILL);
         }
         std::thread::sleep(pause);
