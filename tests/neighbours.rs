@@ -427,6 +427,8 @@ fn an_aggressor_that_did_nothing_is_never_at_work() {
     };
     let alive = WorkEvidence {
         runtime_tasks: Some(33),
+        ended_before_victim_started: Some(false),
+        ended_before_victim_done: Some(false),
         tasks_at_victim_start: Some(40),
         tasks_at_victim_done: Some(40),
         tasks_peak: Some(34),
@@ -448,7 +450,8 @@ fn an_aggressor_that_did_nothing_is_never_at_work() {
     // Gone before the victim started, whatever it did before: a sandbox killed by its own
     // bomb's pids.max or its own hog's OOM.
     let gone = WorkEvidence {
-        tasks_at_victim_start: Some(0),
+        ended_before_victim_started: Some(true),
+        tasks_at_victim_start: Some(10),
         tasks_peak: Some(161),
         ..alive.clone()
     };
@@ -476,5 +479,13 @@ fn an_aggressor_that_did_nothing_is_never_at_work() {
             &hog_limits
         };
         assert_eq!(a.at_work(&worked, limits), Ok(()), "{a:?}");
+    }
+    // Ended while the victim ran: a load that stopped is not a load; a hog killed at its limit
+    // is what a hog is for.
+    let mut ended = worked.clone();
+    ended.evidence.ended_before_victim_done = Some(true);
+    assert_eq!(Aggressor::Oom.at_work(&ended, &hog_limits), Ok(()));
+    for a in [Aggressor::Cpu, Aggressor::Mem, Aggressor::Disk] {
+        assert!(a.at_work(&ended, &hog_limits).is_err(), "{a:?}");
     }
 }

@@ -105,14 +105,17 @@ impl AggressorWork for Aggressor {
         let how = || outcome_text(&record.outcome);
         // First: was it there at all while the victim ran? An instance whose cgroup holds no
         // task has ended — a sandbox the host's OOM killer killed, a runtime that gave up.
-        if e.tasks_at_victim_start == Some(0) {
+        if e.ended_before_victim_started == Some(true) || e.tasks_at_victim_start == Some(0) {
             return Err(format!(
                 "its instance had ended before the victim started ({}{})",
                 how(),
                 what_it_did(self, record)
             ));
         }
-        if e.tasks_at_victim_done == Some(0) {
+        // A load (CPU, memory bandwidth, disk) must last as long as the victim; a failure (a
+        // bomb, a hog) may end in it — its instance killed at its limit is what it is for.
+        let ended = e.ended_before_victim_done == Some(true) || e.tasks_at_victim_done == Some(0);
+        if ended && !self.is_failure() {
             return Err(format!(
                 "its instance ended while the victim ran ({}{})",
                 how(),
@@ -736,8 +739,8 @@ fn sample(
     };
     let mut aggressors: Vec<Instance> = Vec::new();
     // Each aggressor's activity when the victim starts and when it is done.
-    let mut before: Vec<Option<Activity>> = Vec::new();
-    let mut after: Vec<(Option<Activity>, Option<u64>)> = Vec::new();
+    let mut before: Vec<(Option<Activity>, bool)> = Vec::new();
+    let mut after: Vec<(Option<Activity>, Option<u64>, bool)> = Vec::new();
     let mut window = None;
     let result = (|| {
         if let Some((a, n)) = c.aggressor {
@@ -767,13 +770,19 @@ fn sample(
                 });
             }
         }
-        before = aggressors.iter().map(activity).collect();
+        before = aggressors
+            .iter()
+            .map(|i| (activity(i), i.has_ended()))
+            .collect();
         let started = Instant::now();
         let run = victim(lab, backend, &c.victim, victim_limits);
         window = Some(started.elapsed());
         after = aggressors
             .iter()
-            .map(|i| (activity(i), i.cgroup().and_then(|c| c.tasks_peak())))
+            .map(|i| {
+                let peak = i.cgroup().and_then(|c| c.tasks_peak());
+                (activity(i), peak, i.has_ended())
+            })
             .collect();
         run
     })();
@@ -798,13 +807,21 @@ fn sample(
                 evidence: WorkEvidence::default(),
             },
         };
-        let start = before.get(k).copied().flatten();
-        let (done, peak) = after.get(k).copied().unwrap_or((None, None));
+        let (start, ended_at_start) = match before.get(k) {
+            Some((a, ended)) => (*a, Some(*ended)),
+            None => (None, None),
+        };
+        let (done, peak, ended_at_done) = match after.get(k) {
+            Some((a, peak, ended)) => (*a, *peak, Some(*ended)),
+            None => (None, None, None),
+        };
         let delta = |f: fn(&Activity) -> Option<u64>| {
             Some(f(done.as_ref()?)?.saturating_sub(f(start.as_ref()?)?))
         };
         record.evidence = WorkEvidence {
             runtime_tasks: (runtime.tasks > 0).then_some(runtime.tasks),
+            ended_before_victim_started: ended_at_start,
+            ended_before_victim_done: ended_at_done,
             tasks_at_victim_start: start.map(|a| a.tasks.unwrap_or(a.processes)),
             tasks_at_victim_done: done.map(|a| a.tasks.unwrap_or(a.processes)),
             tasks_peak: peak,

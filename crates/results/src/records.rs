@@ -351,7 +351,13 @@ pub struct WorkEvidence {
     /// a shim — and the workload's): what the bomb's `pids.max` was sized above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_tasks: Option<u64>,
-    /// Tasks in its cgroup when the victim started (0: its instance had already ended).
+    /// Its instance had ended (its main process or its workload) when the victim started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_before_victim_started: Option<bool>,
+    /// Its instance had ended by the time the victim was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_before_victim_done: Option<bool>,
+    /// Tasks in its cgroup when the victim started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks_at_victim_start: Option<u64>,
     /// Tasks in its cgroup when the victim was done.
