@@ -302,7 +302,7 @@ impl Aggressor {
 /// only at the host's `pid_max` or when memory runs out, and takes every other process of the
 /// host down with it. Its instance's `pids.max` is this many *above* what the runtime itself
 /// holds there — the pids controller counts every task of the cgroup, and a sandbox's own
-/// threads (gVisor's Sentry and gofer: 33 here) or a shim count as much as the bomb's — so the
+/// threads (gVisor's Sentry and gofer: 31 here) or a shim count as much as the bomb's — so the
 /// bomb has room to fork on every backend. The workload's limit on a bomb inside a Linux guest
 /// is the same number (`FORK_LIMIT_IN_GUEST` in `workload/src/neighbour.rs`).
 pub const SAFETY_PIDS: u64 = 128;
