@@ -278,14 +278,21 @@ fn interference_on_every_backend_here_records_every_condition_and_leaves_nothing
             let n = r.neighbours.as_ref().unwrap();
             assert_eq!(n.aggressors.len() as u32, n.count, "{name}");
             let safety = n.aggressor_limits.unwrap_or_default();
+            // Every aggressor did its work on the lab's own backends: every sample is measured.
+            assert_eq!(n.not_measured, None, "{name}: {r:?}");
             match n.aggressor.as_deref() {
                 Some("fork") => {
-                    assert!(safety.pids.unwrap() <= interference::SAFETY_PIDS);
+                    // Room above what the runtime itself holds: 128 for the bomb.
+                    let own = n.aggressors[0].evidence.runtime_tasks.unwrap();
+                    assert!(safety.pids.unwrap() <= own + interference::SAFETY_PIDS);
                     let f = &n.aggressors[0].facts;
                     assert!(f.pids_max_refused.unwrap_or(0) > 0, "{name}: {f:?}");
                 }
                 Some("oom") => {
-                    assert!(safety.memory_bytes.unwrap() <= interference::SAFETY_MEMORY_BYTES);
+                    assert!(
+                        safety.memory_bytes.unwrap()
+                            <= (1 << 30) + interference::SAFETY_MEMORY_BYTES
+                    );
                     assert!(n.aggressors[0].facts.hog_bytes.unwrap_or(0) > 0, "{name}");
                 }
                 _ => {}
@@ -311,4 +318,174 @@ fn interference_on_every_backend_here_records_every_condition_and_leaves_nothing
     after.temp_entries.remove("out");
     assert_eq!(after, before);
     std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// A bomb with no room to fork — the user's limited configuration leaves its instance two tasks,
+/// the workload and the bomb's first process — did not do its work: its samples are *not
+/// measured*, with the reason its own cgroup gives, and no slowdown, no survival and no verdict
+/// comes from them; in the unlimited configuration, where the lab sized its limit above the
+/// runtime's own tasks, the same bomb forks until `pids.max` refuses and is measured.
+#[test]
+fn a_bomb_that_never_forked_gives_no_slowdown_only_the_reason() {
+    let _serial = serial();
+    let temp = temp_dir("nb-idle-bomb");
+    let lab = Lab::in_dir(&temp).unwrap();
+    let options = Options {
+        aggressors: vec![Aggressor::Fork],
+        kernels: None,
+        max_aggressors: 1,
+    };
+    let settings = Settings {
+        runs: 2,
+        warmup: 0,
+        seed: 5,
+        limits: limits(Some(2), None),
+        out: temp.join("out"),
+        progress: false,
+    };
+    let names = ["process".to_string()];
+    let campaign = interference::run(&lab, Some(&names), &options, &settings).unwrap();
+    let results = Results::read(&campaign.results).unwrap();
+    for r in results
+        .runs
+        .iter()
+        .filter(|r| r.neighbours.as_ref().unwrap().count > 0)
+    {
+        let n = r.neighbours.as_ref().unwrap();
+        let bomb = &n.aggressors[0];
+        match n.config {
+            Config::Limited => {
+                let why = n.not_measured.as_deref().unwrap_or_else(|| panic!("{r:?}"));
+                assert!(why.contains("never forked"), "{why}");
+                assert_eq!(bomb.facts.forks.unwrap_or(0), 0, "{bomb:?}");
+                assert!(bomb.evidence.tasks_peak.unwrap() <= 2, "{bomb:?}");
+            }
+            Config::Unlimited => {
+                assert_eq!(n.not_measured, None, "{r:?}");
+                let own = bomb.evidence.runtime_tasks.unwrap();
+                assert_eq!(
+                    n.aggressor_limits.unwrap().pids,
+                    Some(own + interference::SAFETY_PIDS)
+                );
+                assert!(bomb.facts.forks.unwrap() > 0, "{bomb:?}");
+                assert!(bomb.facts.pids_max_refused.unwrap() > 0, "{bomb:?}");
+            }
+        }
+    }
+    let rows = isolab_report::summary::interference(&results);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in &rows {
+        match row.config {
+            Config::Limited => {
+                assert!(row.is_not_measured(), "{row:?}");
+                assert_eq!(
+                    row.slowdown, None,
+                    "a bomb that never forked gave a slowdown"
+                );
+                assert_eq!((row.n, row.failed), (0, 0));
+                assert!(!row.survived());
+            }
+            Config::Unlimited => {
+                assert!(!row.is_not_measured(), "{row:?}");
+                assert!(row.slowdown.is_some(), "{row:?}");
+            }
+        }
+    }
+    let table = isolab_report::terminal(&results);
+    assert!(
+        table.contains("not measured") && table.contains("never forked"),
+        "{table}"
+    );
+    drop(lab);
+    std::fs::remove_dir_all(temp).unwrap();
+}
+
+/// The judge of each aggressor's work, on records of aggressors that did nothing and of ones
+/// that did: a did-nothing aggressor is never taken for one at work.
+#[test]
+fn an_aggressor_that_did_nothing_is_never_at_work() {
+    use interference::AggressorWork;
+    use isolab_results::{AggressorRecord, Facts, WorkEvidence, WorkloadRecord};
+    let record = |facts: &[(&str, &str)], peak: Option<u64>, evidence: WorkEvidence| {
+        let mut f = Facts::default();
+        for (k, v) in facts {
+            f.set(k, v);
+        }
+        AggressorRecord {
+            workload: WorkloadRecord {
+                kernel: "x".into(),
+                mib: 0,
+                iters: 0,
+                seed: 0,
+            },
+            outcome: Outcome::Stopped,
+            cpu_ns: None,
+            cgroup_peak_bytes: peak,
+            facts: f,
+            evidence,
+        }
+    };
+    let alive = WorkEvidence {
+        runtime_tasks: Some(33),
+        ended_before_victim_started: Some(false),
+        ended_before_victim_done: Some(false),
+        tasks_at_victim_start: Some(40),
+        tasks_at_victim_done: Some(40),
+        tasks_peak: Some(34),
+        victim_window_ns: Some(1_000_000_000),
+        cpu_ns_beside_victim: Some(0),
+        written_bytes_beside_victim: Some(0),
+    };
+    let bomb_limits = limits(Some(161), None);
+    let hog_limits = limits(None, Some(542));
+    use isolab_results::info;
+    // Did nothing.
+    let idle = record(&[(info::FORKS, "0")], None, alive.clone());
+    assert!(Aggressor::Fork.at_work(&idle, &bomb_limits).is_err());
+    let idle = record(&[], Some(30 << 20), alive.clone());
+    assert!(Aggressor::Oom.at_work(&idle, &hog_limits).is_err());
+    assert!(Aggressor::Disk.at_work(&idle, &hog_limits).is_err());
+    assert!(Aggressor::Cpu.at_work(&idle, &hog_limits).is_err());
+    assert!(Aggressor::Mem.at_work(&idle, &hog_limits).is_err());
+    // Gone before the victim started, whatever it did before: a sandbox killed by its own
+    // bomb's pids.max or its own hog's OOM.
+    let gone = WorkEvidence {
+        ended_before_victim_started: Some(true),
+        tasks_at_victim_start: Some(10),
+        tasks_peak: Some(161),
+        ..alive.clone()
+    };
+    let died = record(&[(info::PIDS_MAX_REFUSED, "3")], Some(542 << 20), gone);
+    for a in Aggressor::ALL {
+        let why = a.at_work(&died, &bomb_limits).unwrap_err();
+        assert!(why.contains("before the victim started"), "{a:?}: {why}");
+    }
+    // At work.
+    let busy = WorkEvidence {
+        tasks_peak: Some(161),
+        cpu_ns_beside_victim: Some(900_000_000),
+        written_bytes_beside_victim: Some(64 << 20),
+        ..alive
+    };
+    let worked = record(
+        &[(info::FORKS, "127"), (info::HOG_BYTES, "536870912")],
+        Some(542 << 20),
+        busy,
+    );
+    for a in Aggressor::ALL {
+        let limits = if a == Aggressor::Fork {
+            &bomb_limits
+        } else {
+            &hog_limits
+        };
+        assert_eq!(a.at_work(&worked, limits), Ok(()), "{a:?}");
+    }
+    // Ended while the victim ran: a load that stopped is not a load; a hog killed at its limit
+    // is what a hog is for.
+    let mut ended = worked.clone();
+    ended.evidence.ended_before_victim_done = Some(true);
+    assert_eq!(Aggressor::Oom.at_work(&ended, &hog_limits), Ok(()));
+    for a in [Aggressor::Cpu, Aggressor::Mem, Aggressor::Disk] {
+        assert!(a.at_work(&ended, &hog_limits).is_err(), "{a:?}");
+    }
 }

@@ -561,7 +561,7 @@ fn the_interference_experiment_stops_before_any_aggressor_where_limits_do_not_ho
     let limited = interference::default_limited(2, 1, false);
     let aggressors = [Aggressor::Fork, Aggressor::Oom];
     let escaped: Vec<Box<dyn Backend>> = vec![Box::new(Elsewhere)];
-    let e = interference::preflight(&lab, &escaped, &limited, &aggressors).unwrap_err();
+    let e = interference::preflight(&lab, &escaped, &limited, true, &aggressors).unwrap_err();
     let line = e.to_string();
     eprintln!("stopped: {line}");
     assert!(
@@ -569,7 +569,7 @@ fn the_interference_experiment_stops_before_any_aggressor_where_limits_do_not_ho
         "{line}"
     );
     let process: Vec<Box<dyn Backend>> = vec![backend::by_name("process").unwrap()];
-    interference::preflight(&lab, &process, &limited, &aggressors).unwrap();
+    interference::preflight(&lab, &process, &limited, true, &aggressors).unwrap();
     drop(lab);
     fs::remove_dir_all(&temp).unwrap();
 }

@@ -36,7 +36,7 @@ use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// How long the processes left in an instance's cgroup may keep its marker pipe open after the
@@ -322,6 +322,27 @@ impl Instance {
     pub fn main_is_a_client(&mut self, find: Box<dyn Fn() -> Vec<Pid> + Send>) {
         self.main_outside = true;
         self.find = Some(find);
+    }
+
+    /// True once the instance has ended — its main process (a runtime's client, a VMM, the
+    /// workload itself) or its workload's marker stream — seen without waiting: its pidfd is
+    /// readable the moment the process ends. A sandbox whose own threads were refused by
+    /// `pids.max`, or that the OOM killer killed, may leave a few helper processes in its
+    /// cgroup; its main process says it is over.
+    pub fn has_ended(&self) -> bool {
+        if self.status.is_some() || self.lines.eof {
+            return true;
+        }
+        let Some(fd) = &self.pidfd else {
+            return false;
+        };
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a zero timeout: poll returns at once.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
     }
 
     /// Every process of the instance the lab can find: those in its cgroup in any hierarchy

@@ -37,9 +37,9 @@ use crate::{
 use isolab_backends::lab::Lab;
 use isolab_backends::{Backend, BackendError, Instance, Limits, Run};
 use isolab_payload::{Kernel, Spec};
-use isolab_resources::cgroup::MIN_CPUS;
+use isolab_resources::cgroup::{Activity, MIN_CPUS};
 pub use isolab_results::{Aggressor, SAFETY_MEMORY_BYTES, SAFETY_PIDS};
-use isolab_results::{AggressorRecord, Config, Facts, Neighbours, Skipped};
+use isolab_results::{AggressorRecord, Config, Facts, Neighbours, Skipped, WorkEvidence};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,18 @@ pub trait AggressorWork {
     /// True when its kernel marks `start` once it is at work (after its set-up): the victim
     /// starts only then.
     fn marks_start(self) -> bool;
+
+    /// Whether it did its work beside the victim, judged from what its own cgroup and
+    /// processes showed ([`WorkEvidence`]) and what it reported; `Err`: why not, in words. A
+    /// sample whose aggressor did not is *not measured*: the victim ran beside nothing.
+    fn at_work(self, record: &AggressorRecord, limits: &Limits) -> Result<(), String>;
 }
+
+/// The least CPU time a CPU hog or a memory streamer must use while its victim runs, as a
+/// fraction of that time, to count as at work: a tenth of one CPU. Beside a victim on a shared
+/// machine, under the limited configuration's CPU share, it gets far more than that; an
+/// aggressor under this is stalled, throttled to nothing or gone.
+const LEAST_CPU_SHARE: f64 = 0.1;
 
 impl AggressorWork for Aggressor {
     fn spec(self, bound_ms: u64) -> Spec {
@@ -86,6 +97,132 @@ impl AggressorWork for Aggressor {
 
     fn marks_start(self) -> bool {
         !matches!(self, Aggressor::Cpu)
+    }
+
+    fn at_work(self, record: &AggressorRecord, limits: &Limits) -> Result<(), String> {
+        let e = &record.evidence;
+        let f = &record.facts;
+        let how = || outcome_text(&record.outcome);
+        // First: was it there at all while the victim ran? An instance whose cgroup holds no
+        // task has ended — a sandbox the host's OOM killer killed, a runtime that gave up.
+        if e.ended_before_victim_started == Some(true) || e.tasks_at_victim_start == Some(0) {
+            return Err(format!(
+                "its instance had ended before the victim started ({}{})",
+                how(),
+                what_it_did(self, record)
+            ));
+        }
+        // A load (CPU, memory bandwidth, disk) must last as long as the victim; a failure (a
+        // bomb, a hog) may end in it — its instance killed at its limit is what it is for.
+        let ended = e.ended_before_victim_done == Some(true) || e.tasks_at_victim_done == Some(0);
+        if ended && !self.is_failure() {
+            return Err(format!(
+                "its instance ended while the victim ran ({}{})",
+                how(),
+                what_it_did(self, record)
+            ));
+        }
+        match self {
+            Aggressor::Fork => {
+                let beyond = bomb_tasks(e).unwrap_or(0);
+                if f.forks.unwrap_or(0) == 0 && beyond <= 1 {
+                    return Err(format!(
+                        "the bomb never forked (it reported {} forks; its cgroup held at most {} \
+                         tasks, the runtime's own {}; pids.max {})",
+                        f.forks.unwrap_or(0),
+                        opt(e.tasks_peak),
+                        opt(e.runtime_tasks),
+                        opt(limits.pids)
+                    ));
+                }
+                Ok(())
+            }
+            Aggressor::Oom => {
+                let peak = record.cgroup_peak_bytes.unwrap_or(0);
+                let filled = limits.memory_bytes.is_some_and(|m| peak >= m / 2);
+                let grew =
+                    f.hog_bytes.unwrap_or(0) > 0 || f.guest_oom_kills.unwrap_or(0) > 0 || filled;
+                if !grew {
+                    return Err(format!(
+                        "the hog never allocated (it reported {}; its cgroup's peak {} of a {} limit)",
+                        f.hog_bytes.map_or("nothing".into(), mib),
+                        mib(peak),
+                        limits.memory_bytes.map_or("no".into(), mib),
+                    ));
+                }
+                Ok(())
+            }
+            Aggressor::Disk => match e.written_bytes_beside_victim {
+                Some(0) => {
+                    Err("the disk writer wrote nothing to storage while the victim ran".into())
+                }
+                None => Err("the disk writer's writes could not be read back".into()),
+                Some(_) => Ok(()),
+            },
+            Aggressor::Cpu | Aggressor::Mem => {
+                let (Some(cpu), Some(window)) = (e.cpu_ns_beside_victim, e.victim_window_ns) else {
+                    return Err("its CPU time beside the victim could not be read back".into());
+                };
+                if (cpu as f64) < LEAST_CPU_SHARE * window as f64 {
+                    return Err(format!(
+                        "it used {:.0} ms of CPU time in the victim's {:.0} ms: nothing measurable",
+                        cpu as f64 / 1e6,
+                        window as f64 / 1e6
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The tasks a bomb's instance held beyond the runtime's own, at its most.
+fn bomb_tasks(e: &WorkEvidence) -> Option<u64> {
+    Some(e.tasks_peak?.saturating_sub(e.runtime_tasks?))
+}
+
+fn opt(n: Option<u64>) -> String {
+    n.map_or_else(|| "unknown".into(), |n| n.to_string())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / f64::from(1u32 << 20))
+}
+
+fn outcome_text(o: &isolab_results::Outcome) -> String {
+    use isolab_results::Outcome;
+    match o {
+        Outcome::Completed => "it completed".into(),
+        Outcome::OomKilled => "the OOM killer killed it".into(),
+        Outcome::Stopped => "stopped by the lab".into(),
+        Outcome::Failed { reason } => reason.clone(),
+    }
+}
+
+/// What a bomb or a hog did before its instance ended, as its cgroup showed it: a sandbox that
+/// dies of its own bomb still forked.
+fn what_it_did(a: Aggressor, r: &AggressorRecord) -> String {
+    let e = &r.evidence;
+    match a {
+        Aggressor::Fork => match (e.tasks_peak, e.runtime_tasks) {
+            (Some(peak), Some(own)) => format!(
+                "; its cgroup reached {peak} tasks, the runtime's own {own}{}",
+                r.facts
+                    .pids_max_refused
+                    .map_or(String::new(), |n| format!(", pids.max refused {n}"))
+            ),
+            _ => String::new(),
+        },
+        Aggressor::Oom => r.cgroup_peak_bytes.map_or(String::new(), |p| {
+            format!(
+                "; its cgroup peaked at {}{}",
+                mib(p),
+                r.facts
+                    .oom_kills
+                    .map_or(String::new(), |n| format!(", {n} OOM kill(s) in it"))
+            )
+        }),
+        _ => String::new(),
     }
 }
 
@@ -228,30 +365,67 @@ pub fn default_limited(host_cpus: usize, max_aggressors: u32, io_disk: bool) -> 
     }
 }
 
-/// An aggressor's limits under `limits` (a configuration's): the same, with the lab's safety
-/// limits on a fork bomb and a memory hog — never looser than [`SAFETY_PIDS`] and
-/// [`SAFETY_MEMORY_BYTES`].
-pub fn aggressor_limits(a: Aggressor, limits: &Limits) -> Limits {
+/// What the runtime itself holds in an idle instance of one backend — tasks (gVisor's Sentry
+/// and gofer threads, a shim that stays in the cgroup, a VMM's threads) and memory — read back
+/// from that instance's cgroup before any aggressor starts. The safety limits are sized above
+/// it: a `pids.max` of 128 leaves a bomb no room at all in a sandbox whose own threads take
+/// most of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Footprint {
+    /// Tasks at their most while an idle instance started and settled (`pids.peak`), the
+    /// workload's own process included.
+    pub tasks: u64,
+    /// The idle instance's memory charge at its most.
+    pub bytes: u64,
+}
+
+/// An aggressor's limits under `limits` (a configuration's) on a backend whose runtime holds
+/// `runtime`: the same, with the lab's safety limits on a fork bomb and a memory hog — never
+/// looser than [`SAFETY_PIDS`] tasks and [`SAFETY_MEMORY_BYTES`] above the runtime's own.
+pub fn aggressor_limits(a: Aggressor, limits: &Limits, runtime: &Footprint) -> Limits {
     let mut l = *limits;
     match a {
-        Aggressor::Fork => l.pids = Some(l.pids.map_or(SAFETY_PIDS, |p| p.min(SAFETY_PIDS))),
+        Aggressor::Fork => {
+            let safety = runtime.tasks + SAFETY_PIDS;
+            l.pids = Some(l.pids.map_or(safety, |p| p.min(safety)));
+        }
         Aggressor::Oom => {
-            l.memory_bytes = Some(
-                l.memory_bytes
-                    .map_or(SAFETY_MEMORY_BYTES, |m| m.min(SAFETY_MEMORY_BYTES)),
-            );
+            let safety = runtime.bytes + SAFETY_MEMORY_BYTES;
+            l.memory_bytes = Some(l.memory_bytes.map_or(safety, |m| m.min(safety)));
         }
         _ => {}
     }
     l
 }
 
+/// The limits of every instance of a configuration on a backend whose runtime holds `runtime`.
+/// Unlimited: none. Limited: the user's, as given; or the lab's defaults, whose pids limit is
+/// [`DEFAULT_PIDS`] *above* the runtime's own tasks, so that the same default means the same
+/// room for the workload on every backend.
+pub fn config_limits(
+    config: Config,
+    limited: &Limits,
+    by_lab: bool,
+    runtime: &Footprint,
+) -> Limits {
+    match config {
+        Config::Unlimited => Limits::default(),
+        Config::Limited if by_lab => Limits {
+            pids: limited.pids.map(|p| p + runtime.tasks),
+            ..*limited
+        },
+        Config::Limited => *limited,
+    }
+}
+
 /// `limits` with the lab's safety limits when `spec` runs a fork bomb or a memory hog: what
-/// `lab exec` applies, so that no bomb ever runs without a limit.
+/// `lab exec` applies, so that no bomb ever runs without a limit. (`lab exec` does not measure
+/// the runtime first: its bomb's room is what is left of [`SAFETY_PIDS`].)
 pub fn safe_for(spec: &Spec, limits: &Limits) -> Limits {
+    let none = Footprint::default();
     match spec.kernel {
-        Kernel::ForkBomb => aggressor_limits(Aggressor::Fork, limits),
-        Kernel::MemHog => aggressor_limits(Aggressor::Oom, limits),
+        Kernel::ForkBomb => aggressor_limits(Aggressor::Fork, limits, &none),
+        Kernel::MemHog => aggressor_limits(Aggressor::Oom, limits, &none),
         _ => *limits,
     }
 }
@@ -277,6 +451,9 @@ struct Recorded<'a> {
     limited_chosen_by: &'static str,
     safety_pids: u64,
     safety_memory_bytes: u64,
+    /// What each backend's runtime held idle, which the safety limits (and the lab's default
+    /// pids limit) are sized above.
+    runtime_footprint: std::collections::BTreeMap<&'a str, Footprint>,
     io_disk: Option<String>,
 }
 
@@ -393,7 +570,14 @@ pub fn run(
             why: selection.why_skipped(),
         });
     }
-    preflight(lab, &selection.backends, &limited, &options.aggressors)?;
+    let by_lab = chosen_by == "lab";
+    let footprints = preflight(
+        lab,
+        &selection.backends,
+        &limited,
+        by_lab,
+        &options.aggressors,
+    )?;
     let recorded = Recorded {
         aggressors: options.aggressors.iter().map(|a| a.name()).collect(),
         victims: pairs.iter().map(|(v, a)| (v.name(), a.name())).collect(),
@@ -403,9 +587,16 @@ pub fn run(
         limited_chosen_by: chosen_by,
         safety_pids: SAFETY_PIDS,
         safety_memory_bytes: SAFETY_MEMORY_BYTES,
+        runtime_footprint: selection
+            .backends
+            .iter()
+            .zip(&footprints)
+            .map(|(b, f)| (b.name(), *f))
+            .collect(),
         io_disk: io_disk.map(|d| d.to_string()),
     };
     let extra = serde_json::to_value(&recorded).expect("settings serialise");
+    drop(recorded);
     let selection = &selection;
     campaign_by(
         lab,
@@ -426,80 +617,135 @@ pub fn run(
         },
         |c| {
             let backend = selection.backends[c.backend].as_ref();
-            sample(lab, backend, c, &limited, bound_ms)
+            let runtime = &footprints[c.backend];
+            let limits = config_limits(c.config, &limited, by_lab, runtime);
+            sample(lab, backend, c, &limits, runtime, bound_ms)
         },
     )
 }
 
-/// Before any aggressor starts: on each backend, one idle instance (`sleep`) under each set of
-/// limits the experiment will use — the limited configuration's, and each aggressor's in both
-/// configurations (the lab's safety limits on a bomb and a hog) — whose processes must be
-/// found under them ([`Instance::wait_ready`] reads them back). A backend whose runtime puts
-/// its container out of the lab's reach would otherwise let a fork bomb run under no limit
-/// while the results record one: the experiment stops first, with the reason.
+/// How many tasks an idle instance may hold while the lab counts them: a pids limit it never
+/// reaches, set only so that the pids controller counts (on v1 an instance joins it only under
+/// a limit).
+const COUNTING_PIDS: u64 = 4096;
+
+/// How long an idle instance settles after `ready` before its tasks are counted: a runtime's
+/// threads (Go's garbage collector and scheduler in gVisor's Sentry) start lazily.
+const IDLE_SETTLE: Duration = Duration::from_millis(300);
+
+/// Before any aggressor starts, on each backend: first one idle instance (`sleep`) whose
+/// cgroup says what the runtime itself holds ([`Footprint`]); then one idle instance under each
+/// set of limits the experiment will use — the limited configuration's, and each aggressor's in
+/// both configurations (the lab's safety limits on a bomb and a hog, sized above the
+/// footprint) — whose processes must be found under them ([`Instance::wait_ready`] reads them
+/// back). A backend whose runtime puts its container out of the lab's reach would otherwise let
+/// a fork bomb run under no limit while the results record one: the experiment stops first,
+/// with the reason. Returns each backend's footprint, in order.
 pub fn preflight(
     lab: &Lab,
     backends: &[Box<dyn Backend>],
     limited: &Limits,
+    by_lab: bool,
     aggressors: &[Aggressor],
-) -> Result<(), ExperimentError> {
-    let mut sets: Vec<Limits> = Vec::new();
-    for config in Config::ALL {
-        let base = match config {
-            Config::Unlimited => Limits::default(),
-            Config::Limited => *limited,
-        };
-        for l in std::iter::once(base).chain(aggressors.iter().map(|a| aggressor_limits(*a, &base)))
-        {
-            if l.any() && !sets.contains(&l) {
-                sets.push(l);
-            }
-        }
-    }
+) -> Result<Vec<Footprint>, ExperimentError> {
     let idle = Spec::new(Kernel::Sleep, 0, 0);
+    let stops = |e: BackendError| -> Result<(), ExperimentError> {
+        match e {
+            e @ BackendError::LimitsNotInForce { .. } => Err(e.into()),
+            BackendError::Interrupted { signal } => {
+                Err(BackendError::Interrupted { signal }.into())
+            }
+            // Any other failure is the samples' to record, each where it happens.
+            _ => Ok(()),
+        }
+    };
+    let mut footprints = Vec::new();
     for backend in backends {
         if backend.supports(lab, Kernel::Sleep).is_err() {
+            footprints.push(Footprint::default());
             continue;
         }
-        for limits in &sets {
-            let checked = backend
-                .start(lab, &idle, limits)
-                .and_then(|mut i| i.wait_ready().and_then(|()| i.stop()));
-            match checked {
-                Err(e @ BackendError::LimitsNotInForce { .. }) => return Err(e.into()),
-                Err(BackendError::Interrupted { signal }) => {
-                    return Err(BackendError::Interrupted { signal }.into())
+        let counting = Limits {
+            pids: Some(COUNTING_PIDS),
+            ..Limits::default()
+        };
+        let measured = backend.start(lab, &idle, &counting).and_then(|mut i| {
+            i.wait_ready()?;
+            isolab_host::interrupt::sleep(IDLE_SETTLE);
+            let cg = i.cgroup();
+            let tasks = cg.and_then(|c| c.tasks_peak().max(c.tasks())).unwrap_or(0);
+            let bytes = cg
+                .and_then(|c| c.memory())
+                .map_or(0, |m| m.peak_bytes.unwrap_or(m.current_bytes));
+            i.stop()?;
+            Ok(Footprint { tasks, bytes })
+        });
+        let footprint = match measured {
+            Ok(f) => f,
+            Err(e) => {
+                stops(e)?;
+                Footprint::default()
+            }
+        };
+        footprints.push(footprint);
+        let mut sets: Vec<Limits> = Vec::new();
+        for config in Config::ALL {
+            let base = config_limits(config, limited, by_lab, &footprint);
+            for l in std::iter::once(base).chain(
+                aggressors
+                    .iter()
+                    .map(|a| aggressor_limits(*a, &base, &footprint)),
+            ) {
+                if l.any() && !sets.contains(&l) {
+                    sets.push(l);
                 }
-                // Any other failure is the samples' to record, each where it happens.
-                _ => {}
+            }
+        }
+        for limits in &sets {
+            if let Err(e) = backend
+                .start(lab, &idle, limits)
+                .and_then(|mut i| i.wait_ready().and_then(|()| i.stop()))
+            {
+                stops(e)?;
             }
         }
     }
-    Ok(())
+    Ok(footprints)
 }
 
 /// Take one sample: start the aggressors, let them reach full force, run the victim, stop the
-/// aggressors whatever happened to it, and record all of it.
-fn sample(lab: &Lab, backend: &dyn Backend, c: &Case, limited: &Limits, bound_ms: u64) -> Sample {
-    let victim_limits = match c.config {
-        Config::Unlimited => Limits::default(),
-        Config::Limited => *limited,
-    };
+/// aggressors whatever happened to it, and record all of it — with what each aggressor's cgroup
+/// showed of its work while the victim ran, and, when one did not do its work, why the sample
+/// is not measured.
+fn sample(
+    lab: &Lab,
+    backend: &dyn Backend,
+    c: &Case,
+    victim_limits: &Limits,
+    runtime: &Footprint,
+    bound_ms: u64,
+) -> Sample {
+    let limits = c
+        .aggressor
+        .map(|(a, _)| aggressor_limits(a, victim_limits, runtime));
     let mut neighbours = Neighbours {
         config: c.config,
         aggressor: c.aggressor.map(|(a, _)| a.name().to_string()),
         count: c.aggressor.map_or(0, |(_, n)| n),
-        limits: victim_limits,
-        aggressor_limits: c
-            .aggressor
-            .map(|(a, _)| aggressor_limits(a, &victim_limits)),
+        limits: *victim_limits,
+        aggressor_limits: limits,
         aggressors: Vec::new(),
+        not_measured: None,
     };
     let mut aggressors: Vec<Instance> = Vec::new();
+    // Each aggressor's activity when the victim starts and when it is done.
+    let mut before: Vec<(Option<Activity>, bool)> = Vec::new();
+    let mut after: Vec<(Option<Activity>, Option<u64>, bool)> = Vec::new();
+    let mut window = None;
     let result = (|| {
         if let Some((a, n)) = c.aggressor {
             let spec = a.spec(bound_ms);
-            let limits = aggressor_limits(a, &victim_limits);
+            let limits = aggressor_limits(a, victim_limits, runtime);
             let failed = |e: BackendError| match e {
                 // Not one sample's failure: the experiment stops on it.
                 e @ BackendError::LimitsNotInForce { .. } => e,
@@ -524,7 +770,21 @@ fn sample(lab: &Lab, backend: &dyn Backend, c: &Case, limited: &Limits, bound_ms
                 });
             }
         }
-        victim(lab, backend, &c.victim, &victim_limits)
+        before = aggressors
+            .iter()
+            .map(|i| (activity(i), i.has_ended()))
+            .collect();
+        let started = Instant::now();
+        let run = victim(lab, backend, &c.victim, victim_limits);
+        window = Some(started.elapsed());
+        after = aggressors
+            .iter()
+            .map(|i| {
+                let peak = i.cgroup().and_then(|c| c.tasks_peak());
+                (activity(i), peak, i.has_ended())
+            })
+            .collect();
+        run
     })();
     // The aggressors go whatever happened to the victim (and at once after Ctrl-C: their
     // `Drop` kills them).
@@ -532,9 +792,9 @@ fn sample(lab: &Lab, backend: &dyn Backend, c: &Case, limited: &Limits, bound_ms
         Some((a, _)) if a.spec(0).kernel.stops_when_told() && !interrupted() => GRACE,
         _ => Duration::ZERO,
     };
-    for inst in aggressors {
+    for (k, inst) in aggressors.into_iter().enumerate() {
         let workload = (&a_spec(c, bound_ms)).into();
-        neighbours.aggressors.push(match inst.stop_within(grace) {
+        let mut record = match inst.stop_within(grace) {
             Ok(run) => aggressor_record(run),
             Err(e) => AggressorRecord {
                 workload,
@@ -544,14 +804,57 @@ fn sample(lab: &Lab, backend: &dyn Backend, c: &Case, limited: &Limits, bound_ms
                 cpu_ns: None,
                 cgroup_peak_bytes: None,
                 facts: Facts::default(),
+                evidence: WorkEvidence::default(),
             },
-        });
+        };
+        let (start, ended_at_start) = match before.get(k) {
+            Some((a, ended)) => (*a, Some(*ended)),
+            None => (None, None),
+        };
+        let (done, peak, ended_at_done) = match after.get(k) {
+            Some((a, peak, ended)) => (*a, *peak, Some(*ended)),
+            None => (None, None, None),
+        };
+        let delta = |f: fn(&Activity) -> Option<u64>| {
+            Some(f(done.as_ref()?)?.saturating_sub(f(start.as_ref()?)?))
+        };
+        record.evidence = WorkEvidence {
+            runtime_tasks: (runtime.tasks > 0).then_some(runtime.tasks),
+            ended_before_victim_started: ended_at_start,
+            ended_before_victim_done: ended_at_done,
+            tasks_at_victim_start: start.map(|a| a.tasks.unwrap_or(a.processes)),
+            tasks_at_victim_done: done.map(|a| a.tasks.unwrap_or(a.processes)),
+            tasks_peak: peak,
+            victim_window_ns: window.map(|w| w.as_nanos() as u64),
+            cpu_ns_beside_victim: delta(|a| a.cpu_ns),
+            written_bytes_beside_victim: delta(|a| a.written_bytes),
+        };
+        neighbours.aggressors.push(record);
+    }
+    if let Some((a, _)) = c.aggressor {
+        neighbours.not_measured = match &result {
+            // The aggressors never got to work: the victim did not even start.
+            Err(e) if before.is_empty() && !interrupted() => {
+                Some(format!("the {} aggressor did not start: {e}", a.name()))
+            }
+            _ => neighbours.aggressors.iter().enumerate().find_map(|(k, r)| {
+                let limits = neighbours.aggressor_limits.unwrap_or_default();
+                a.at_work(r, &limits)
+                    .err()
+                    .map(|why| format!("{} aggressor {}: {why}", a.name(), k + 1))
+            }),
+        };
     }
     Sample {
         spec: c.victim,
         result,
         neighbours: Some(neighbours),
     }
+}
+
+/// What an instance's cgroup shows of its work now; `None` without a cgroup.
+fn activity(i: &Instance) -> Option<Activity> {
+    i.cgroup().map(|c| c.activity())
 }
 
 fn a_spec(c: &Case, bound_ms: u64) -> Spec {
@@ -578,6 +881,7 @@ fn victim(
 
 fn aggressor_record(run: Run) -> AggressorRecord {
     AggressorRecord {
+        evidence: WorkEvidence::default(),
         workload: (&run.spec).into(),
         facts: Facts::from_wire(&run.info),
         outcome: run.outcome,
@@ -601,37 +905,76 @@ mod tests {
     #[test]
     fn a_bomb_and_a_hog_always_have_a_limit_and_never_a_looser_one() {
         let none = Limits::default();
+        let bare = Footprint::default();
         assert_eq!(
-            aggressor_limits(Aggressor::Fork, &none).pids,
+            aggressor_limits(Aggressor::Fork, &none, &bare).pids,
             Some(SAFETY_PIDS)
         );
         assert_eq!(
-            aggressor_limits(Aggressor::Oom, &none).memory_bytes,
+            aggressor_limits(Aggressor::Oom, &none, &bare).memory_bytes,
             Some(SAFETY_MEMORY_BYTES)
         );
-        assert_eq!(aggressor_limits(Aggressor::Cpu, &none), none);
+        assert_eq!(aggressor_limits(Aggressor::Cpu, &none, &bare), none);
         let loose = Limits {
             pids: Some(1 << 20),
             memory_bytes: Some(1 << 40),
             ..Limits::default()
         };
         assert_eq!(
-            aggressor_limits(Aggressor::Fork, &loose).pids,
+            aggressor_limits(Aggressor::Fork, &loose, &bare).pids,
             Some(SAFETY_PIDS)
         );
         assert_eq!(
-            aggressor_limits(Aggressor::Oom, &loose).memory_bytes,
+            aggressor_limits(Aggressor::Oom, &loose, &bare).memory_bytes,
             Some(SAFETY_MEMORY_BYTES)
         );
         let tight = Limits {
             pids: Some(16),
             ..Limits::default()
         };
-        assert_eq!(aggressor_limits(Aggressor::Fork, &tight).pids, Some(16));
+        assert_eq!(
+            aggressor_limits(Aggressor::Fork, &tight, &bare).pids,
+            Some(16)
+        );
         let bomb = Spec::default_for(Kernel::ForkBomb);
         assert_eq!(safe_for(&bomb, &none).pids, Some(SAFETY_PIDS));
         let cpu = Spec::default_for(Kernel::Cpu);
         assert_eq!(safe_for(&cpu, &none), none);
+    }
+
+    #[test]
+    fn the_safety_limits_leave_a_bomb_and_a_hog_room_above_the_runtime_s_own() {
+        // gVisor's sandbox: 33 tasks and 30 MiB of its own before the workload does anything.
+        let sandbox = Footprint {
+            tasks: 33,
+            bytes: 30 << 20,
+        };
+        let none = Limits::default();
+        assert_eq!(
+            aggressor_limits(Aggressor::Fork, &none, &sandbox).pids,
+            Some(33 + SAFETY_PIDS)
+        );
+        assert_eq!(
+            aggressor_limits(Aggressor::Oom, &none, &sandbox).memory_bytes,
+            Some((30 << 20) + SAFETY_MEMORY_BYTES)
+        );
+        // The lab's default limited configuration gives every backend the same room above its
+        // runtime; the user's limits are the user's.
+        let limited = default_limited(2, 1, false);
+        let by_lab = config_limits(Config::Limited, &limited, true, &sandbox);
+        assert_eq!(by_lab.pids, Some(DEFAULT_PIDS + 33));
+        assert_eq!(
+            config_limits(Config::Limited, &limited, false, &sandbox).pids,
+            Some(DEFAULT_PIDS)
+        );
+        assert_eq!(
+            config_limits(Config::Unlimited, &limited, true, &sandbox),
+            Limits::default()
+        );
+        assert_eq!(
+            aggressor_limits(Aggressor::Fork, &by_lab, &sandbox).pids,
+            Some(DEFAULT_PIDS + 33)
+        );
     }
 
     #[test]

@@ -312,8 +312,10 @@ impl Fixture {
                     cpu_ns: None,
                     cgroup_peak_bytes: None,
                     facts: aggressor_facts.clone(),
+                    evidence: Default::default(),
                 })
                 .collect(),
+            not_measured: None,
         });
         self.push(run)
     }

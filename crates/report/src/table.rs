@@ -340,6 +340,12 @@ pub fn throughput(rows: &[ThroughputRow], mismatches: &[ChecksumMismatch]) -> Ta
 /// A victim's fate in one condition: `6/6` completed with its own checksum, or what went
 /// wrong.
 fn survived(r: &InterferenceRow) -> Cell {
+    if r.is_not_measured() {
+        return Cell {
+            text: NOT_MEASURED.into(),
+            class: Some("warn"),
+        };
+    }
     let ok = r.n - r.failed - r.wrong;
     let mut text = format!("{ok}/{}", r.n);
     if r.failed > 0 {
@@ -394,8 +400,12 @@ pub fn interference(rows: &[InterferenceRow]) -> Table {
         }
         let find = |c: Config| first.get(&(key, c)).copied();
         let (u, l) = (find(Config::Unlimited), find(Config::Limited));
-        let slow = |x: Option<&InterferenceRow>| {
-            or_none(x.and_then(|x| x.slowdown.as_ref()), format::ratio)
+        let slow = |x: Option<&InterferenceRow>| match x {
+            Some(x) if x.is_not_measured() => Cell {
+                text: NOT_MEASURED.into(),
+                class: Some("warn"),
+            },
+            _ => or_none(x.and_then(|x| x.slowdown.as_ref()), format::ratio),
         };
         let fate = match (u, l) {
             (Some(u), Some(l)) => {
@@ -424,7 +434,29 @@ pub fn interference(rows: &[InterferenceRow]) -> Table {
             .into(),
     );
     explain_too_small(&mut t);
+    t.notes.extend(not_measured_lines(rows));
     t
+}
+
+/// What a cell says of a condition none of whose samples was measured.
+const NOT_MEASURED: &str = "not measured";
+
+/// One line per condition with samples left out because an aggressor did not do its work:
+/// which, and why.
+fn not_measured_lines(rows: &[InterferenceRow]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|r| {
+            Some(format!(
+                "{} {} beside {} × {} ({}): {}.",
+                r.label,
+                crate::summary::workload_name(&r.victim),
+                r.count,
+                r.aggressor,
+                r.config.name(),
+                r.not_measured_text()?
+            ))
+        })
+        .collect()
 }
 
 /// What stopped each neighbour's failure (fork bomb, memory hog), and whether the victim

@@ -583,3 +583,44 @@ fn an_interference_file_shows_slowdowns_who_stopped_a_failure_and_the_claim() {
     assert!(md.contains("## Neighbours") && md.contains("what stopped the neighbour"));
     fs::remove_dir_all(root).unwrap();
 }
+
+/// Samples whose aggressor did not do its work (recorded `not_measured` by the experiment) give
+/// no slowdown, no survival and no verdict: the condition says "not measured" and why, even
+/// though the victim's times there would make a 2× slowdown.
+#[test]
+fn an_aggressor_that_did_nothing_gives_no_slowdown_only_its_reason() {
+    use isolab_results::Config;
+    let root = temp("interference-not-measured");
+    let mut file = interference(&root);
+    let why =
+        "cpu aggressor 1: it used 0 ms of CPU time in the victim's 200 ms: nothing measurable";
+    for r in &mut file.runs {
+        let n = r.neighbours.as_mut().unwrap();
+        if r.backend == "container" && n.aggressor.as_deref() == Some("cpu") {
+            n.not_measured = Some(why.into());
+        }
+    }
+    let rows = summary::interference(&file);
+    for config in Config::ALL {
+        let row = rows
+            .iter()
+            .find(|r| r.backend == "container" && r.aggressor == "cpu" && r.config == config)
+            .unwrap();
+        assert!(row.is_not_measured(), "{row:?}");
+        assert_eq!(row.slowdown, None, "{row:?}");
+        assert_eq!((row.n, row.failed), (0, 0));
+        assert_eq!(row.not_measured, [(why.to_string(), 6)]);
+    }
+    // The other conditions are untouched.
+    assert!(rows
+        .iter()
+        .filter(|r| r.backend != "container" || r.aggressor != "cpu")
+        .all(|r| r.slowdown.is_some() && r.survived()));
+    let text = terminal(&file);
+    assert!(text.contains("not measured"), "{text}");
+    assert!(
+        text.contains(&format!("6 of 6 samples not measured: {why}")),
+        "{text}"
+    );
+    fs::remove_dir_all(root).unwrap();
+}

@@ -298,14 +298,18 @@ impl Aggressor {
     }
 }
 
-/// The pids limit of every fork bomb's instance, even unlimited: a classic bomb without one
-/// stops only at the host's `pid_max` or when memory runs out, and takes every other process
-/// of the host down with it. The workload's limit on a bomb inside a Linux guest is the same
-/// number (`FORK_LIMIT_IN_GUEST` in `workload/src/neighbour.rs`).
+/// The tasks every fork bomb may have, even unlimited: a classic bomb without a limit stops
+/// only at the host's `pid_max` or when memory runs out, and takes every other process of the
+/// host down with it. Its instance's `pids.max` is this many *above* what the runtime itself
+/// holds there — the pids controller counts every task of the cgroup, and a sandbox's own
+/// threads (gVisor's Sentry and gofer: 31 here) or a shim count as much as the bomb's — so the
+/// bomb has room to fork on every backend. The workload's limit on a bomb inside a Linux guest
+/// is the same number (`FORK_LIMIT_IN_GUEST` in `workload/src/neighbour.rs`).
 pub const SAFETY_PIDS: u64 = 128;
 
-/// The memory limit of every memory hog's instance, even unlimited: without one the hog grows
-/// until the *host's* OOM killer chooses a victim among all the host's processes. Above a
+/// The memory every memory hog's instance may have above what the runtime itself holds there,
+/// even unlimited: without a limit the hog grows until the *host's* OOM killer chooses a victim
+/// among all the host's processes. Above a
 /// Linux guest's RAM (256 MiB for the hog), so in a VM the guest's own OOM killer acts first
 /// and this is a backstop.
 pub const SAFETY_MEMORY_BYTES: u64 = 512 << 20;
@@ -330,6 +334,54 @@ pub struct Neighbours {
     /// Each aggressor, as it ended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aggressors: Vec<AggressorRecord>,
+    /// Set when an aggressor did not do its work beside the victim (a bomb that never forked,
+    /// a hog that never allocated, an instance that had ended before the victim started): why.
+    /// Such a sample is *not measured*: the victim's time says nothing about its neighbours, so
+    /// no slowdown and no verdict on survival is drawn from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_measured: Option<String>,
+}
+
+/// What an aggressor's own cgroup and processes showed of its work, read back while its victim
+/// ran: what decides whether it did its work at all (see `Neighbours::not_measured`). Absent
+/// fields were not read (files written before the lab read them, or a cgroup without them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkEvidence {
+    /// Tasks an idle instance of the same backend held (the runtime's own — a sandbox's threads,
+    /// a shim — and the workload's): what the bomb's `pids.max` was sized above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_tasks: Option<u64>,
+    /// Its instance had ended (its main process or its workload) when the victim started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_before_victim_started: Option<bool>,
+    /// Its instance had ended by the time the victim was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_before_victim_done: Option<bool>,
+    /// Tasks in its cgroup when the victim started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_at_victim_start: Option<u64>,
+    /// Tasks in its cgroup when the victim was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_at_victim_done: Option<u64>,
+    /// The most tasks its cgroup held at once (`pids.peak`), read before it was stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_peak: Option<u64>,
+    /// How long the victim ran beside it: from the first reading to the second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub victim_window_ns: Option<u64>,
+    /// CPU time its processes used in that window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ns_beside_victim: Option<u64>,
+    /// Bytes its processes wrote to storage in that window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_bytes_beside_victim: Option<u64>,
+}
+
+impl WorkEvidence {
+    /// True when nothing was read.
+    pub fn is_empty(&self) -> bool {
+        *self == WorkEvidence::default()
+    }
 }
 
 /// One aggressor of a victim's sample.
@@ -350,6 +402,9 @@ pub struct AggressorRecord {
     /// child).
     #[serde(default, skip_serializing_if = "Facts::is_empty")]
     pub facts: Facts,
+    /// What its cgroup showed of its work while the victim ran.
+    #[serde(default, skip_serializing_if = "WorkEvidence::is_empty")]
+    pub evidence: WorkEvidence,
 }
 
 /// A backend that was asked for (or would have run by default) but could not run here.

@@ -81,6 +81,10 @@ fn part_rows<'a>(
 /// How far `aggressor` reached in one configuration's row: `Some(true)` clearly, `Some(false)`
 /// clearly not, `None` too few rounds.
 fn reached_in(row: &summary::InterferenceRow, failure: bool) -> Option<bool> {
+    // Only samples whose aggressors did their work say anything; none: no verdict.
+    if row.n == 0 {
+        return None;
+    }
     if failure && !row.survived() {
         return Some(true);
     }
@@ -132,6 +136,9 @@ fn reach(rows: &[&summary::InterferenceRow], failure: bool) -> (Reach, String) {
         }
         let one = |x: Option<&&summary::InterferenceRow>| {
             x.map_or(format::NONE.to_string(), |x| {
+                if let Some(why) = x.is_not_measured().then(|| x.not_measured_text()).flatten() {
+                    return why;
+                }
                 let slow = x
                     .slowdown
                     .as_ref()

@@ -27,14 +27,38 @@ pub struct InterferenceRow {
     pub failed: usize,
     /// Completed samples whose checksum is not the one the victim computes alone.
     pub wrong: usize,
-    /// What happened to the aggressors.
+    /// What happened to the aggressors (over every sample, measured or not).
     pub stability: Stability,
+    /// Samples left out because an aggressor did not do its work, by reason (in the order
+    /// first seen) with how many: no slowdown and no survival is drawn from them.
+    pub not_measured: Vec<(String, usize)>,
 }
 
 impl InterferenceRow {
     /// True when every measured victim completed with the checksum it computes alone.
     pub fn survived(&self) -> bool {
         self.n > 0 && self.failed == 0 && self.wrong == 0
+    }
+
+    /// True when no sample of the condition was measured: every one had an aggressor that did
+    /// not do its work.
+    pub fn is_not_measured(&self) -> bool {
+        self.n == 0 && !self.not_measured.is_empty()
+    }
+
+    /// Why samples were not measured, in one line: "1 of 1 not measured: fork aggressor 1: …".
+    pub fn not_measured_text(&self) -> Option<String> {
+        if self.not_measured.is_empty() {
+            return None;
+        }
+        let left: usize = self.not_measured.iter().map(|(_, k)| k).sum();
+        let reasons: Vec<&str> = self.not_measured.iter().map(|(r, _)| r.as_str()).collect();
+        Some(format!(
+            "{left} of {} sample{} not measured: {}",
+            left + self.n,
+            plural((left + self.n) as u64),
+            reasons.join("; ")
+        ))
     }
 }
 
@@ -63,6 +87,14 @@ pub struct Stability {
     pub fork_limit: Option<u64>,
     /// The loosest `pids.max` in force for a bomb's processes, read back at `ready`.
     pub pids_in_force: Option<u64>,
+    /// The most tasks one aggressor's cgroup held (`pids.peak`), and what its runtime held
+    /// idle: a bomb's processes are the difference, even when it could not report them.
+    pub tasks_peak: Option<u64>,
+    /// See [`Stability::tasks_peak`].
+    pub runtime_tasks: Option<u64>,
+    /// The highest memory charge of one aggressor's cgroup: how far a hog got, even when it
+    /// could not report it.
+    pub cgroup_peak_bytes: u64,
     /// Signals that ended an aggressor's child.
     pub signals: Vec<String>,
     /// Why aggressors failed, the first few.
@@ -96,6 +128,9 @@ impl Stability {
             self.forks = self.forks.max(f.forks.unwrap_or(0));
             self.fork_limit = self.fork_limit.or(f.fork_limit);
             self.pids_in_force = self.pids_in_force.max(f.pids_limit_in_force);
+            self.tasks_peak = self.tasks_peak.max(a.evidence.tasks_peak);
+            self.runtime_tasks = self.runtime_tasks.max(a.evidence.runtime_tasks);
+            self.cgroup_peak_bytes = self.cgroup_peak_bytes.max(a.cgroup_peak_bytes.unwrap_or(0));
             if let Some(sig) = &f.child_signal {
                 if signals.insert(sig.clone()) {
                     self.signals.push(sig.clone());
@@ -136,10 +171,16 @@ impl Stability {
                     "nothing: the hog reached {} and was stopped by the lab",
                     crate::format::bytes(self.hog_bytes as f64)
                 ));
-            } else {
+            } else if self.hog_bytes > 0 {
                 parts.push(format!(
                     "a hog reached {}",
                     crate::format::bytes(self.hog_bytes as f64)
+                ));
+            } else {
+                // The hog could not say (its whole instance was killed): its cgroup can.
+                parts.push(format!(
+                    "the hog reported nothing; its cgroup peaked at {}",
+                    crate::format::bytes(self.cgroup_peak_bytes as f64)
                 ));
             }
         } else if aggressor == "fork" {
@@ -159,7 +200,14 @@ impl Stability {
             } else if self.forks_refused > 0 {
                 parts.push(format!("{} forks refused", self.forks_refused));
             }
-            parts.push(format!("a bomb reached {} processes", self.forks + 1));
+            match (self.forks, self.tasks_peak, self.runtime_tasks) {
+                // The bomb could not say (its whole instance ended): its cgroup can.
+                (0, Some(peak), Some(own)) => parts.push(format!(
+                    "the bomb reported nothing; its cgroup reached {peak} tasks, the runtime's \
+                     own {own}"
+                )),
+                _ => parts.push(format!("a bomb reached {} processes", self.forks + 1)),
+            }
         }
         if !self.failures.is_empty() {
             parts.push(format!("aggressors failed: {}", self.failures.join("; ")));
@@ -267,6 +315,22 @@ pub fn interference(results: &Results) -> Vec<InterferenceRow> {
         if isolab_host::interrupt::work_stopped() {
             break;
         }
+        // A sample whose aggressor did not do its work measures nothing about neighbours.
+        let (left_out, measured): (Vec<&RunRecord>, Vec<&RunRecord>) =
+            measured.into_iter().partition(|r| {
+                r.neighbours
+                    .as_ref()
+                    .is_some_and(|n| n.not_measured.is_some())
+            });
+        let mut not_measured: Vec<(String, usize)> = Vec::new();
+        for r in &left_out {
+            let why = r.neighbours.as_ref().and_then(|n| n.not_measured.clone());
+            let why = why.unwrap_or_default();
+            match not_measured.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, k)) => *k += 1,
+                None => not_measured.push((why, 1)),
+            }
+        }
         let done: Vec<&RunRecord> = measured
             .iter()
             .copied()
@@ -302,7 +366,7 @@ pub fn interference(results: &Results) -> Vec<InterferenceRow> {
         let slowdown = Summary::of(&pairing.ratios(done.iter().copied(), alone_key, time));
         let mut stability = Stability::default();
         let mut signals = HashSet::new();
-        for r in &measured {
+        for r in measured.iter().chain(&left_out) {
             if let Some(n) = &r.neighbours {
                 stability.add(n, &mut signals);
             }
@@ -319,6 +383,7 @@ pub fn interference(results: &Results) -> Vec<InterferenceRow> {
             aggressor: aggressor.to_string(),
             count,
             config,
+            not_measured,
         });
     }
     rows

@@ -14,12 +14,14 @@
 //! `memory.limit_in_bytes`) survives on older and "hybrid" systems. Both sit behind the same small
 //! interface here; [`v1`] and [`v2`] hold the file names that differ.
 
+pub mod activity;
 pub mod devices;
 pub mod in_force;
 pub mod placement;
 mod v1;
 mod v2;
 
+pub use activity::Activity;
 pub use placement::Placement;
 
 use std::os::fd::OwnedFd;
