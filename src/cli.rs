@@ -124,6 +124,13 @@ pub enum Experiment {
         /// Size of each instance's disk for disk-seq and disk-rand, in MiB (default: 64).
         #[arg(long = "disk-mib", value_parser = clap::value_parser!(u64).range(1..=MAX_MIB))]
         disk_mib: Option<u64>,
+        /// MiB net-stream sends to the peer per run (default: 256).
+        #[arg(long = "stream-mib", value_parser = clap::value_parser!(u64).range(1..=MAX_MIB))]
+        stream_mib: Option<u64>,
+        /// Requests per run of disk-rand (4 KiB reads) and net-rr (round trips) (default:
+        /// 20000). Fewer fit a slow machine's timeout; the results record what each run did.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        requests: Option<u64>,
     },
     /// How many idle instances fit, what each costs, how fast they start and stop.
     Density(DensityArgs),
@@ -372,11 +379,18 @@ impl Experiment {
                 run,
                 kernels,
                 disk_mib,
+                stream_mib,
+                requests,
             } => {
                 let kernels = kernels
                     .map(|names| throughput::kernels_named(&names))
                     .transpose()?;
-                (Which::Throughput { kernels, disk_mib }, run)
+                let sizes = throughput::Sizes {
+                    disk_mib,
+                    stream_mib,
+                    requests,
+                };
+                (Which::Throughput { kernels, sizes }, run)
             }
             Experiment::Isolation(run) => (Which::Isolation, run),
             Experiment::Interference(i) => {

@@ -92,7 +92,7 @@ fn throughput_checksums_agree_across_backends() {
         &lab,
         Some(&names),
         &experiment::throughput::KERNELS,
-        None,
+        Default::default(),
         Vec::new(),
         &settings(&temp.join("out"), 1),
     )

@@ -151,7 +151,7 @@ fn every_runtime_runs_every_experiment_with_the_same_checksums() {
         &lab,
         Some(&names),
         &experiment::throughput::KERNELS,
-        None,
+        Default::default(),
         Vec::new(),
         &settings(&out, 1),
     )

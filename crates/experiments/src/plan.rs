@@ -63,8 +63,8 @@ pub enum Which {
     Throughput {
         /// The kernels (`None`: every one this lab can provide for).
         kernels: Option<Vec<Kernel>>,
-        /// The size of the disk kernels' disks, when not their default.
-        disk_mib: Option<u64>,
+        /// The device kernels' sizes, where not their defaults.
+        sizes: crate::throughput::Sizes,
     },
     /// What the workload can see.
     Isolation,
@@ -274,7 +274,7 @@ pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
                 &request.settings(crate::memory::SAMPLING, out),
             )?
             .into(),
-            Which::Throughput { kernels, disk_mib } => {
+            Which::Throughput { kernels, sizes } => {
                 let (kernels, skipped) = match kernels {
                     Some(k) => (k.clone(), Vec::new()),
                     None => crate::throughput::default_kernels(lab),
@@ -283,7 +283,7 @@ pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
                     lab,
                     backends,
                     &kernels,
-                    *disk_mib,
+                    *sizes,
                     skipped,
                     &request.settings(crate::throughput::SAMPLING, out),
                 )?
@@ -329,7 +329,7 @@ pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
         },
         Which::Throughput {
             kernels: None,
-            disk_mib: None,
+            sizes: Default::default(),
         },
         Which::Isolation,
         Which::Density(DensityOptions::up_to(max)),

@@ -89,26 +89,47 @@ pub fn default_kernels(lab: &Lab) -> (Vec<Kernel>, Vec<Skipped>) {
     (kernels, skipped)
 }
 
-/// Run `kernels` (default parameters; the disk kernels on disks of `disk_mib` MiB when given)
-/// on `backends` (or every default backend here); `skipped` says what was left out before.
+/// How big the device kernels' runs are, where not their defaults ([`Spec::default_for`]): a
+/// slow machine (an emulated one, a laptop on battery) can make them smaller so one run fits
+/// its timeout, and the results record the sizes each run had.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sizes {
+    /// MiB of each instance's disk for disk-seq and disk-rand.
+    pub disk_mib: Option<u64>,
+    /// MiB net-stream sends to the peer.
+    pub stream_mib: Option<u64>,
+    /// Requests per run of disk-rand (4 KiB reads) and net-rr (round trips).
+    pub requests: Option<u64>,
+}
+
+impl Sizes {
+    /// `kernel`'s parameters: its defaults, with these sizes where they apply.
+    pub fn spec(&self, kernel: Kernel) -> Spec {
+        let mut spec = Spec::default_for(kernel);
+        if let (true, Some(mib)) = (kernel.needs_disk(), self.disk_mib) {
+            spec.mib = mib;
+        }
+        if let (Kernel::NetStream, Some(mib)) = (kernel, self.stream_mib) {
+            spec.mib = mib;
+        }
+        if let (Kernel::DiskRand | Kernel::NetRr, Some(n)) = (kernel, self.requests) {
+            spec.iters = n;
+        }
+        spec
+    }
+}
+
+/// Run `kernels` (default parameters, but for `sizes`) on `backends` (or every default backend
+/// here); `skipped` says what was left out before.
 pub fn run(
     lab: &Lab,
     backends: Option<&[String]>,
     kernels: &[Kernel],
-    disk_mib: Option<u64>,
+    sizes: Sizes,
     skipped: Vec<Skipped>,
     settings: &Settings,
 ) -> Result<Campaign, ExperimentError> {
-    let specs: Vec<Spec> = kernels
-        .iter()
-        .map(|&k| {
-            let mut spec = Spec::default_for(k);
-            if let (true, Some(mib)) = (k.needs_disk(), disk_mib) {
-                spec.mib = mib;
-            }
-            spec
-        })
-        .collect();
+    let specs: Vec<Spec> = kernels.iter().map(|&k| sizes.spec(k)).collect();
     let extra = serde_json::json!({
         "workloads": specs.iter().map(ToString::to_string).collect::<Vec<_>>()
     });
