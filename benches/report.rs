@@ -43,6 +43,7 @@ fn header(experiment: &str) -> Header {
             lab_version: "0.1.0".into(),
             commit: "bench".into(),
             date: "2026-01-01T00:00:00Z".into(),
+            machine: Default::default(),
         },
         settings: serde_json::json!({"runs": 1}),
         skipped: vec![],

@@ -592,6 +592,27 @@ fn copied_answers_do_not_pass() {
         }
         let text = check(&moved, "another machine");
         assert!(text.contains("was measured on this machine"), "{text}");
+        // A classmate's results, whose strings (host name, CPU, kernel) read as this machine's:
+        // only the machine identity the lab recorded tells.
+        let mut classmates = answers.clone();
+        for (need, (path, _, _)) in needs.iter().zip(files) {
+            let text = std::fs::read_to_string(walk.dir.join(path)).unwrap();
+            let (first, rest) = text.split_once('\n').unwrap();
+            let mut header: serde_json::Value = serde_json::from_str(first).unwrap();
+            assert!(
+                header["environment"]["machine"]["boot_id"].is_string(),
+                "{id}: the lab records no boot_id: {first}"
+            );
+            header["environment"]["machine"] = serde_json::json!({
+                "boot_id": "5c1a55e5-0000-4000-8000-000000000000",
+                "machine": "0".repeat(64),
+            });
+            let copy = scratch.join(format!("{id}-{}-classmate.jsonl", need.key));
+            std::fs::write(&copy, format!("{header}\n{rest}")).unwrap();
+            classmates.insert(need.key.into(), copy.display().to_string().into());
+        }
+        let text = check(&classmates, "a classmate's machine");
+        assert!(text.contains("was measured on this machine"), "{text}");
         // Another run here: the first results file of the exercise again, with another seed.
         // Memory and density figures do not depend on timing: two runs on one machine give the
         // same answers at the printed precision, so only another machine's differ.

@@ -37,6 +37,7 @@ fn header(experiment: &str) -> Header {
             lab_version: "0.1.0".into(),
             commit: "abcdef".into(),
             date: "2026-01-01T00:00:00Z".into(),
+            machine: Default::default(),
         },
         settings: serde_json::json!({"runs": 4}),
         skipped: vec![],

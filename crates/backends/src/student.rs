@@ -55,6 +55,14 @@
 //!   group that may open `/dev/kvm` — or, where only root may, with a `/dev/kvm` node of its own
 //!   ([`OwnKvm`]).
 
+mod kvm_calls;
+
+pub use kvm_calls::{KvmCall, KvmCalls, Region};
+pub use kvm_calls::{
+    KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, KVM_CREATE_VM, KVM_GET_API_VERSION,
+    KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2,
+};
+
 use crate::instance::{Instance, Parts, Timeline};
 use crate::lab::Lab;
 use crate::{Availability, Backend, BackendError, Family, Limits, Spec};
@@ -143,6 +151,10 @@ pub struct Options {
     pub guest: VmmGuest,
     /// The VMM's guest RAM in bytes (default: what the workload's arena needs).
     pub ram_bytes: Option<u64>,
+    /// Start a runtime in a mount namespace of its own user namespace whose `/` is shared, as
+    /// systemd makes the host's: a runtime that forgot to make its mounts private then fails
+    /// here as it would there, whatever this host's `/` is (`lab check` sets it).
+    pub shared_root: bool,
 }
 
 impl Default for Options {
@@ -155,6 +167,7 @@ impl Default for Options {
             workload_args: Vec::new(),
             guest: VmmGuest::Bare,
             ram_bytes: None,
+            shared_root: false,
         }
     }
 }
@@ -310,6 +323,35 @@ impl Backend for Student {
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
+        self.start_inner(lab, spec, limits, false)
+            .map(|(instance, _)| instance)
+    }
+}
+
+impl Student {
+    /// Start the VMM as [`Backend::start`] does, watching its KVM calls of steps 1 and 2
+    /// (`kvm_calls`): what `lab check` looks at from outside.
+    pub fn start_watching_kvm(
+        &self,
+        lab: &Lab,
+        spec: &Spec,
+        limits: &Limits,
+    ) -> Result<(Instance, KvmCalls), BackendError> {
+        let (instance, calls) = self.start_inner(lab, spec, limits, true)?;
+        let calls = calls.ok_or_else(|| BackendError::Unavailable {
+            backend: self.name.clone(),
+            reason: "no KVM calls to watch".into(),
+        })?;
+        Ok((instance, calls))
+    }
+
+    fn start_inner(
+        &self,
+        lab: &Lab,
+        spec: &Spec,
+        limits: &Limits,
+        watch_kvm: bool,
+    ) -> Result<(Instance, Option<KvmCalls>), BackendError> {
         let program = self
             .program()
             .map_err(|reason| BackendError::Unavailable {
@@ -363,11 +405,34 @@ impl Backend for Student {
             return Err(e);
         }
         let exec = Exec::new(&program, self.kind.word(), &args, &[]);
-        let (ends, fds) = child::pipes(None)?;
-        let become_it = || run_as.enter();
-        let before_exec = run_as
+        let (ends, mut fds) = child::pipes(None)?;
+        let shared_root = self.kind == Kind::Container && self.options.shared_root;
+        let watch = match watch_kvm && self.kind == Kind::Vmm {
+            true => {
+                match kvm_calls::Prepared::new(|end| fds.keep(end).map_err(|_| Errno::EMFILE)) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        cleanup();
+                        return Err(BackendError::sys("socketpair")(e));
+                    }
+                }
+            }
+            false => None,
+        };
+        let become_it = || {
+            run_as.enter()?;
+            if shared_root {
+                shared_root_namespace()?;
+            }
+            match &watch {
+                Some(w) => w.install(),
+                None => Ok(()),
+            }
+        };
+        let phase = run_as
             .phase()
-            .map(|phase| (phase, &become_it as isolab_spawn::BeforeExec));
+            .or((shared_root || watch.is_some()).then_some("before_exec"));
+        let before_exec = phase.map(|phase| (phase, &become_it as isolab_spawn::BeforeExec));
         let spawned = spawn_exec_with(0, &placement, &fds, &exec, Streams::Fixed, before_exec);
         drop(placement);
         let pid = match spawned {
@@ -377,6 +442,8 @@ impl Backend for Student {
                 return Err(BackendError::sys("clone")(e));
             }
         };
+        // A child that failed before exec sent no listener: its run says why.
+        let calls = watch.and_then(|w| w.watch().ok());
         let mut instance = Instance::new(Parts {
             backend: self.name.clone(),
             spec: *spec,
@@ -409,11 +476,8 @@ impl Backend for Student {
                 }
             }
         }
-        Ok(instance)
+        Ok((instance, calls))
     }
-}
-
-impl Student {
     /// Make the container's root directory and say how to start the runtime.
     fn container_args(
         &self,
@@ -686,6 +750,43 @@ impl RunAs {
             RunAs::Lab | RunAs::Unprivileged { .. } => None,
         }
     }
+}
+
+/// **In the child**, as the runtime's root: a mount namespace whose mounts are shared, in a
+/// peer group of their own.
+///
+/// systemd makes the host's `/` shared (`MS_SHARED`): a mount made under it propagates to every
+/// mount namespace copied from it, so a runtime must make its new namespace's mounts private
+/// before it mounts anything, or its mounts show on the host and `pivot_root` refuses to move a
+/// shared root (`EINVAL`). A host without systemd keeps `/` private, and the mistake goes
+/// unseen. This namespace makes every host alike: it belongs to the runtime's user namespace,
+/// so the runtime's own `unshare(CLONE_NEWNS)` copies its mounts *as peers* (a copy into a
+/// namespace of another user namespace would make them slaves, which propagate nothing back).
+/// Made private first, then shared: new peer groups, so nothing reaches the real host.
+fn shared_root_namespace() -> Result<(), (&'static str, Errno)> {
+    let mount = |flags, step| {
+        // SAFETY: mount with a static path, null pointers where it takes none, and flags.
+        let r = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err((step, Errno::last()))
+        }
+    };
+    // SAFETY: unshare with a flag.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(("unshare a mount namespace", Errno::last()));
+    }
+    mount(libc::MS_REC | libc::MS_PRIVATE, "make mounts private")?;
+    mount(libc::MS_REC | libc::MS_SHARED, "make / shared")
 }
 
 fn raw(r: libc::c_long, step: &'static str) -> Result<(), (&'static str, Errno)> {

@@ -14,6 +14,7 @@ use isolab_backends::{Backend, BackendError, Instance, Limits, Outcome, Run};
 use isolab_kernels::rng::Rng;
 use isolab_payload::{Kernel, Spec};
 use nix::unistd::Pid;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Capabilities `lab check` may add to Docker's set: harmless inside a container's own
@@ -102,7 +103,9 @@ struct Outside {
     ns_pid: Option<String>,
     cap_bounding: Option<String>,
     host_root: Option<Result<bool, String>>,
-    leaked_mounts: Vec<String>,
+    /// Mounts of the container seen in the mount namespace the runtime was started in, if the
+    /// runtime is still there to show it.
+    leaked_mounts: Option<Vec<String>>,
     limit_file: Option<(String, String)>,
 }
 
@@ -112,6 +115,8 @@ impl Checker<'_> {
         b.options.hostname = Some(self.choices.hostname.clone());
         b.options.caps = Some(self.choices.caps.clone());
         b.options.root_marker = self.choices.marker.clone();
+        // Every host alike: a `/` that is shared, as systemd makes it (see `shared_root`).
+        b.options.shared_root = true;
         b
     }
 
@@ -232,9 +237,9 @@ impl Checker<'_> {
                         shorten(&got)
                     )
                 }),
-                None => todo_or_fail(name, 2, &run, || describe(&run)),
+                None => todo_or_fail(name, 2, &run, || describe_step2(&run)),
             },
-            Err(e) => Test::fail(name, e.to_string()),
+            Err(e) => Test::fail(name, error_step2(&e)),
         });
         let (outside, run) = self.sleeping(&self.backend());
         let name = "2 · the host's root is gone from the container's mount namespace";
@@ -247,20 +252,25 @@ impl Checker<'_> {
                     .into()
             }),
             (Some(Err(e)), _) => Test::fail(name, e.clone()),
-            (_, Ok(run)) => todo_or_fail(name, 2, run, || describe(run)),
-            (_, Err(e)) => Test::fail(name, e.to_string()),
+            (_, Ok(run)) => todo_or_fail(name, 2, run, || describe_step2(run)),
+            (_, Err(e)) => Test::fail(name, error_step2(e)),
         });
-        tests.push(Test::expect(
-            "2 · no mount of the container appears on the host",
-            outside.leaked_mounts.is_empty(),
-            || {
+        let name = "2 · no mount of the container appears on the host";
+        tests.push(match (&outside.leaked_mounts, &run) {
+            (Some(leaked), _) if leaked.is_empty() => Test::pass(name),
+            (Some(leaked), _) => Test::fail(
+                name,
                 format!(
-                    "the host's mount table shows {}: make the new mount namespace's mounts private \
+                    "the mount namespace lab started your runtime in (its / shared, as systemd \
+                     makes a host's) shows {}: make the new mount namespace's mounts private \
                      (MS_REC | MS_PRIVATE on /) before mounting anything",
-                    outside.leaked_mounts.join(", ")
-                )
-            },
-        ));
+                    leaked.join(", ")
+                ),
+            ),
+            // Nothing to look at: the runtime failed before its workload slept.
+            (None, Ok(run)) => todo_or_fail(name, 2, run, || describe_step2(run)),
+            (None, Err(e)) => Test::fail(name, error_step2(e)),
+        });
         tests
     }
 
@@ -310,7 +320,7 @@ impl Checker<'_> {
             Ok(run) => match fact(run, "hostname") {
                 Some(h) if h == self.choices.hostname => Test::pass(name),
                 Some(h) => todo_or_fail(name, 4, run, || {
-                    format!("the workload sees host name {h:?}: set --hostname in a UTS namespace")
+                    format!("the workload sees host name \"{h}\": set --hostname in a UTS namespace")
                 }),
                 None => todo_or_fail(name, 4, run, || describe(run)),
             },
@@ -321,7 +331,7 @@ impl Checker<'_> {
             !renamed,
             || {
                 format!(
-                    "your runtime renamed this machine to {after:?} (the lab put {before:?} back): \
+                    "your runtime renamed this machine to \"{after}\" (the lab put \"{before}\" back): \
                      sethostname outside a new UTS namespace changes the host's name"
                 )
             },
@@ -349,7 +359,7 @@ impl Checker<'_> {
             Ok(run) => match fact(&run, "interfaces") {
                 Some(i) if i == "lo" => Test::pass(name),
                 Some(i) => todo_or_fail(name, 5, &run, || {
-                    format!("the workload sees interfaces {i:?}: give it a network namespace")
+                    format!("the workload sees interfaces \"{i}\": give it a network namespace")
                 }),
                 None => todo_or_fail(name, 5, &run, || describe(&run)),
             },
@@ -478,14 +488,25 @@ fn look(instance: &Instance, workdir: &Path) -> Outside {
                     (f.display().to_string(), value)
                 })
         });
+    // The namespace the runtime was started in stays the runtime's own as long as it did not
+    // move itself into the container's: a mount of the container there is one that propagated
+    // out. A runtime that did move itself leaves only the host's namespace to look at.
     let prefix = workdir.join("student-");
-    let leaked_mounts = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(prefix.to_string_lossy().as_ref()))
-        .map(str::to_string)
-        .collect();
+    let mnt_ns = |p: Pid| fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+    let leaked_mounts = workload.map(|w| {
+        let outside = if mnt_ns(w).is_some() && mnt_ns(w) != mnt_ns(runtime) {
+            format!("/proc/{runtime}/mountinfo")
+        } else {
+            "/proc/self/mountinfo".to_string()
+        };
+        fs::read_to_string(outside)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(prefix.to_string_lossy().as_ref()))
+            .map(str::to_string)
+            .collect()
+    });
     Outside {
         runtime: Some(runtime),
         workload,
@@ -496,6 +517,30 @@ fn look(instance: &Instance, workdir: &Path) -> Outside {
         leaked_mounts,
         limit_file,
     }
+}
+
+/// What a runtime that failed under the checker's shared `/` most likely missed, after `why`
+/// it failed.
+fn shared_root_hint(why: &str) -> &'static str {
+    if why.contains("pivot_root") && (why.contains("EINVAL") || why.contains("Invalid argument")) {
+        ". lab starts your runtime where / is a shared mount, as systemd makes it: pivot_root \
+         refuses a shared root (EINVAL), and mounts under it propagate back out. Make the new \
+         mount namespace's mounts private (MS_REC | MS_PRIVATE on /) first"
+    } else {
+        ""
+    }
+}
+
+/// [`describe`], with [`shared_root_hint`].
+fn describe_step2(run: &Run) -> String {
+    let text = describe(run);
+    format!("{text}{}", shared_root_hint(&text))
+}
+
+/// A backend's error, with [`shared_root_hint`].
+fn error_step2(e: &BackendError) -> String {
+    let text = e.to_string();
+    format!("{text}{}", shared_root_hint(&text))
 }
 
 /// A probe fact of a run.

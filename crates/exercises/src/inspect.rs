@@ -38,6 +38,8 @@ pub fn fd_targets(pid: Pid) -> Vec<String> {
 /// One mapping of `/proc/PID/maps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mapping {
+    /// Its first address.
+    pub start: u64,
     /// Its length in bytes.
     pub len: u64,
     /// What is mapped (a path, `anon_inode:kvm-vcpu:0`, empty for anonymous memory).
@@ -52,9 +54,10 @@ pub fn mappings(pid: Pid) -> Vec<Mapping> {
         .filter_map(|l| {
             let mut fields = l.split_whitespace();
             let (start, end) = fields.next()?.split_once('-')?;
-            let len = u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?;
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let len = u64::from_str_radix(end, 16).ok()? - start;
             let what = fields.nth(4).unwrap_or("").to_string();
-            Some(Mapping { len, what })
+            Some(Mapping { start, len, what })
         })
         .collect()
 }

@@ -230,18 +230,22 @@ fn read_results(answers: &Answers, need: &Needs) -> (Vec<Test>, Option<Results>)
     let mut tests = vec![Test::pass(name)];
     let here = isolab_results::Environment::capture("");
     let there = &results.header.environment;
-    let same_machine = there.hostname == here.hostname
+    let described = there.hostname == here.hostname
         && there.cpu_model == here.cpu_model
         && there.kernel_release == here.kernel_release
         && there.cpus == here.cpus;
+    // The strings above are what a reader sees; the identity below is what binds the file to
+    // this machine: a copied file with its kernel string edited still names another machine.
+    let identity = here.machine.same_machine(&there.machine);
     tests.push(Test::expect(
         format!("{} was measured on this machine", need.key),
-        same_machine,
-        || {
-            format!(
+        described && identity.is_ok(),
+        || match &identity {
+            Err(why) if described => format!("{why}: run the experiment here"),
+            _ => format!(
                 "it comes from {} ({}, kernel {}): run the experiment here",
                 there.hostname, there.cpu_model, there.kernel_release
-            )
+            ),
         },
     ));
     let mut short = Vec::new();

@@ -13,7 +13,7 @@
 
 use crate::{inspect, native_output, random_seed, todo_or_fail, Test};
 use isolab_backends::lab::Lab;
-use isolab_backends::student::{Kind, Student, VmmGuest};
+use isolab_backends::student::{self, Kind, KvmCall, Student, VmmGuest};
 use isolab_backends::{Backend, BackendError, Limits, Outcome, Run};
 use isolab_kernels::rng::Rng;
 use isolab_payload::{Kernel, Spec};
@@ -135,6 +135,27 @@ impl Checker<'_> {
         (seen, instance.stop())
     }
 
+    /// As [`Checker::held`], watching the VMM's KVM calls of steps 1 and 2 from outside
+    /// (`isolab_backends::student::KvmCalls`): the calls seen, once it has ended.
+    fn held_watched<T>(
+        &self,
+        backend: &Student,
+        look: impl FnOnce(nix::unistd::Pid) -> T,
+    ) -> (Option<T>, Result<Run, BackendError>, Vec<KvmCall>) {
+        let spec = Spec::default_for(Kernel::Sleep);
+        let (mut instance, calls) =
+            match backend.start_watching_kvm(self.lab, &spec, &Limits::default()) {
+                Ok(i) => i,
+                Err(e) => return (None, Err(e), Vec::new()),
+            };
+        let seen = instance
+            .wait_ready()
+            .ok()
+            .map(|()| look(instance.main_pid()));
+        let run = instance.stop();
+        (seen, run, calls.finish())
+    }
+
     /// Start the VMM and let it run to its end.
     fn to_the_end(&self, backend: &Student) -> Result<Run, BackendError> {
         backend
@@ -158,35 +179,79 @@ impl Checker<'_> {
     }
 
     fn step1(&self) -> (Vec<Test>, Vec<String>) {
-        let (_, run) = self.held(&self.backend(VmmGuest::Nothing, 2), |_| ());
+        let (_, run, calls) = self.held_watched(&self.backend(VmmGuest::Nothing, 2), |_| ());
         let run = match run {
             Ok(run) => run,
             Err(e) => return (vec![Test::fail("1 · your VMM runs", e.to_string())], vec![]),
         };
+        // What KVM answers the checker itself: the values the VMM must have got.
         let kvm = isolab_vmm::kvm::open().ok();
+        let version = kvm.as_ref().map(|k| k.get_api_version().to_string());
         let slots = kvm.as_ref().map(|k| k.get_nr_memslots().to_string());
+        let on_kvm = |c: &&KvmCall| c.fd_rdev.is_some() && c.fd_rdev == kvm_rdev();
+        let asked_version = calls
+            .iter()
+            .filter(on_kvm)
+            .any(|c| c.cmd == student::KVM_GET_API_VERSION);
+        let asked_slots = calls.iter().any(|c| {
+            c.cmd == student::KVM_CHECK_EXTENSION
+                && c.arg == u64::from(kvm_bindings::KVM_CAP_NR_MEMSLOTS)
+                && (on_kvm(&c) || c.fd_target.starts_with("anon_inode:kvm-vm"))
+        });
         let info = |key: &str| run.info.get(key).map(String::as_str);
+        let reported = |key: &str, want: Option<&str>| match (info(key), want) {
+            (Some(got), Some(want)) if got.trim() == want => Ok(()),
+            (Some(got), Some(want)) => Err(format!("{key} is {got}, KVM says {want}")),
+            (Some(got), None) => Err(format!("{key} is {got}, and the lab could not ask KVM")),
+            (None, _) => Err(format!("no {key} was reported")),
+        };
+        let version_name = format!(
+            "1 · it reports KVM's API version ({})",
+            version.as_deref().unwrap_or("12")
+        );
         let tests = vec![
-            match info("kvm_api_version") {
-                Some("12") => Test::pass("1 · it reports KVM's API version (12)"),
-                other => todo_or_fail("1 · it reports KVM's API version (12)", 1, &run, || {
-                    format!("kvm_api_version is {other:?}: KVM_GET_API_VERSION, reported with report.info")
+            if asked_version {
+                Test::pass("1 · it opens /dev/kvm and asks its API version (KVM_GET_API_VERSION)")
+            } else {
+                todo_or_fail(
+                    "1 · it opens /dev/kvm and asks its API version (KVM_GET_API_VERSION)",
+                    1,
+                    &run,
+                    || {
+                        format!(
+                            "the lab watched your VMM's ioctls and saw no KVM_GET_API_VERSION on a \
+                             /dev/kvm file descriptor{}: open it (Kvm::new) and ask \
+                             (kvm.get_api_version()); printing the answer is not asking",
+                            seen_calls(&calls)
+                        )
+                    },
+                )
+            },
+            match reported("kvm_api_version", version.as_deref()) {
+                Ok(()) if asked_version => Test::pass(version_name),
+                Ok(()) => Test::fail(
+                    version_name,
+                    "reported, but never asked of KVM: report what kvm.get_api_version() returns",
+                ),
+                Err(why) => todo_or_fail(&version_name, 1, &run, || {
+                    format!("{why}: KVM_GET_API_VERSION, reported with report.info")
                 }),
             },
-            match (info("kvm_memslots"), slots.as_deref()) {
-                (Some(a), Some(b)) if a == b => {
+            match reported("kvm_memslots", slots.as_deref()) {
+                Ok(()) if asked_slots => {
                     Test::pass("1 · it reports KVM's number of memory slots")
                 }
-                (other, _) => {
-                    todo_or_fail(
-                        "1 · it reports KVM's number of memory slots",
-                        1,
-                        &run,
-                        || {
-                            format!("kvm_memslots is {other:?}: KVM_CHECK_EXTENSION(KVM_CAP_NR_MEMSLOTS)")
-                        },
-                    )
-                }
+                Ok(()) => Test::fail(
+                    "1 · it reports KVM's number of memory slots",
+                    "reported, but never asked of KVM: the lab saw no \
+                     KVM_CHECK_EXTENSION(KVM_CAP_NR_MEMSLOTS); report what kvm.get_nr_memslots() returns",
+                ),
+                Err(why) => todo_or_fail(
+                    "1 · it reports KVM's number of memory slots",
+                    1,
+                    &run,
+                    || format!("{why}: KVM_CHECK_EXTENSION(KVM_CAP_NR_MEMSLOTS)"),
+                ),
             },
             Test::expect("1 · it ends cleanly", clean_end(&run), || describe(&run)),
         ];
@@ -195,8 +260,9 @@ impl Checker<'_> {
 
     fn step2(&self) -> (Vec<Test>, Vec<String>) {
         let ram_mib = 2 * (1 + self.below(32));
+        let ram = ram_mib << 20;
         let backend = self.backend(VmmGuest::Nothing, ram_mib);
-        let (seen, run) = self.held(&backend, |pid| {
+        let (seen, run, calls) = self.held_watched(&backend, |pid| {
             (inspect::fd_targets(pid), inspect::mappings(pid))
         });
         let run = match run {
@@ -213,6 +279,27 @@ impl Checker<'_> {
             );
         };
         let has_fd = |what: &str| fds.iter().any(|t| t.starts_with(what));
+        // The region the VMM last gave KVM as slot 0, on a VM's fd: what the guest would see.
+        let region = calls
+            .iter()
+            .filter(|c| {
+                (c.cmd == student::KVM_SET_USER_MEMORY_REGION
+                    || c.cmd == student::KVM_SET_USER_MEMORY_REGION2)
+                    && c.fd_target.starts_with("anon_inode:kvm-vm")
+            })
+            .filter_map(|c| c.region)
+            .rfind(|r| r.slot == 0);
+        let backing = |r: &student::Region| {
+            maps.iter().find(|m| {
+                m.what.is_empty()
+                    && m.start <= r.userspace_addr
+                    && r.userspace_addr + r.memory_size <= m.start + m.len
+            })
+        };
+        let registered = format!(
+            "2 · its RAM is the guest's memory (KVM_SET_USER_MEMORY_REGION: slot 0 at \
+             guest-physical 0, {ram_mib} MiB of its own memory)"
+        );
         let tests = vec![
             Test::pass("2 · it builds the machine, reports ready and waits for the go-ahead"),
             Test::expect(
@@ -222,9 +309,47 @@ impl Checker<'_> {
             ),
             Test::expect(
                 format!("2 · it mapped {ram_mib} MiB of guest RAM (--ram-mib)"),
-                maps.iter().any(|m| m.len == ram_mib << 20),
+                maps.iter().any(|m| m.len == ram),
                 || "no mapping of exactly --ram-mib MiB in /proc/PID/maps".into(),
             ),
+            match region {
+                Some(r)
+                    if r.guest_phys_addr == 0
+                        && r.memory_size == ram
+                        && r.flags & kvm_bindings::KVM_MEM_READONLY == 0
+                        && backing(&r).is_some() =>
+                {
+                    Test::pass(registered)
+                }
+                Some(r) => Test::fail(
+                    registered,
+                    format!(
+                        "slot 0 was given {} MiB at guest-physical {:#x}, from address {:#x} of \
+                         your VMM{}{}",
+                        r.memory_size >> 20,
+                        r.guest_phys_addr,
+                        r.userspace_addr,
+                        if backing(&r).is_some() {
+                            ""
+                        } else {
+                            ", which no anonymous mapping of yours holds"
+                        },
+                        if r.flags & kvm_bindings::KVM_MEM_READONLY != 0 {
+                            ", read-only"
+                        } else {
+                            ""
+                        }
+                    ),
+                ),
+                None => todo_or_fail(&registered, 2, &run, || {
+                    format!(
+                        "the lab watched your VMM's ioctls and saw no KVM_SET_USER_MEMORY_REGION \
+                         for slot 0 on its VM{}: a mapping is only the VMM's memory until KVM is \
+                         told it is the guest's (vm.set_user_memory_region)",
+                        seen_calls(&calls)
+                    )
+                }),
+            },
             Test::expect(
                 "2 · it mapped the vCPU's kvm_run page",
                 maps.iter()
@@ -259,7 +384,8 @@ impl Checker<'_> {
                     &run,
                     || {
                         format!(
-                            "reported {outs:?}: handle KVM_EXIT_IO, report.guest_wrote for each"
+                            "reported {}: handle KVM_EXIT_IO, report.guest_wrote for each",
+                            list(&outs, |v| v.to_string())
                         )
                     },
                 )
@@ -298,7 +424,7 @@ impl Checker<'_> {
                     4,
                     &run,
                     || {
-                        let mut hint = format!("the guest wrote {outs:x?}, not [{lo:#x}, {hi:#x}, …]: is the vCPU in long mode (EFER.LME|LMA, CR0.PG, CS.L)?");
+                        let mut hint = format!("the guest wrote {}, not {lo:#x}, {hi:#x}, …: is the vCPU in long mode (EFER.LME|LMA, CR0.PG, CS.L)?", list(&outs, |v| format!("{v:#x}")));
                         if outs.is_empty() {
                             hint.push_str(&first_out_hint());
                         }
@@ -309,7 +435,8 @@ impl Checker<'_> {
             match outs.get(2) {
                 Some(cs) if cs & 3 == 3 => Test::pass("4 · in ring 3 (CS's low bits)"),
                 other => todo_or_fail("4 · in ring 3 (CS's low bits)", 4, &run, || {
-                    format!("the guest's CS was {other:x?}: a CS with DPL 3 and selector RPL 3")
+                    let cs = other.map_or("not reported".into(), |cs| format!("{cs:#x}"));
+                    format!("the guest's CS was {cs}: a CS with DPL 3 and selector RPL 3")
                 }),
             },
             exit_test(
@@ -402,6 +529,18 @@ fn first_out_hint() -> String {
     )
 }
 
+/// `values` in words: "1, 2, 3", or "nothing".
+fn list(values: &[u64], show: impl Fn(u64) -> String) -> String {
+    if values.is_empty() {
+        return "nothing".into();
+    }
+    values
+        .iter()
+        .map(|&v| show(v))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The values the guest wrote, as the VMM reported them (`out1`, `out2`, …).
 fn outs(run: &Run) -> Vec<u64> {
     (1..)
@@ -414,9 +553,34 @@ fn exit_test(name: &str, step: u32, run: &Run, want: &str) -> Test {
     match run.info.get("exit").map(String::as_str) {
         Some(got) if got == want => Test::pass(name),
         other => todo_or_fail(name, step, run, || {
-            format!("the VMM reported exit {other:?}; report.info(\"exit\", \"{want}\") when KVM_RUN returns that exit")
+            let got = other.map_or("no exit".into(), |e| format!("exit \"{e}\""));
+            format!("the VMM reported {got}; report.info(\"exit\", \"{want}\") when KVM_RUN returns that exit")
         }),
     }
+}
+
+/// `/dev/kvm`'s device number, wherever a VMM's node of it is.
+fn kvm_rdev() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/dev/kvm").ok().map(|m| m.rdev())
+}
+
+/// " (it saw: KVM_CREATE_VM, …)": the watched calls the VMM made, by name.
+fn seen_calls(calls: &[KvmCall]) -> String {
+    if calls.is_empty() {
+        return " (it made none of the KVM calls the lab watches)".into();
+    }
+    let names: Vec<&str> = calls
+        .iter()
+        .map(|c| match c.cmd {
+            student::KVM_GET_API_VERSION => "KVM_GET_API_VERSION",
+            student::KVM_CHECK_EXTENSION => "KVM_CHECK_EXTENSION",
+            student::KVM_CREATE_VM => "KVM_CREATE_VM",
+            student::KVM_CREATE_VCPU => "KVM_CREATE_VCPU",
+            _ => "KVM_SET_USER_MEMORY_REGION",
+        })
+        .collect();
+    format!(" (it saw {})", names.join(", "))
 }
 
 /// Did the program end by itself with status 0 (or when the lab told it to)?

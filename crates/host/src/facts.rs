@@ -237,6 +237,84 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Which machine, and which boot of it, this is: what a results file records so that the
+/// exercises' checks can tell a file measured here from one measured elsewhere.
+///
+/// * `boot_id`: `/proc/sys/kernel/random/boot_id`, a random UUID the kernel draws at every
+///   boot: two boots never share one, two machines practically never;
+/// * `machine`: a SHA-256 of `/etc/machine-id` (systemd's, written once at installation),
+///   keyed with the lab's name, as systemd asks of programs that publish it: the file the lab
+///   writes then names the machine without revealing the identifier other programs use for it.
+///   Empty where the machine has no machine id (an initramfs, some containers).
+///
+/// Neither is a secret: anyone on the machine may read both. They bind a results file to the
+/// machine that wrote it against copying, not against editing (`labs/instructors.md`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MachineId {
+    /// This boot's `boot_id`.
+    pub boot_id: String,
+    /// SHA-256 of `isolab:` and the machine id, in hex; empty without a machine id.
+    pub machine: String,
+}
+
+impl MachineId {
+    /// This machine, in this boot.
+    pub fn here() -> MachineId {
+        let read = |p: &str| {
+            fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        let id = Some(read("/etc/machine-id"))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| read("/var/lib/dbus/machine-id"));
+        MachineId {
+            boot_id: read("/proc/sys/kernel/random/boot_id"),
+            machine: Self::hash(&id),
+        }
+    }
+
+    /// The keyed hash of a machine id (empty for none).
+    fn hash(id: &str) -> String {
+        use sha2::Digest;
+        if id.is_empty() {
+            return String::new();
+        }
+        let digest = sha2::Sha256::new()
+            .chain_update(b"isolab:")
+            .chain_update(id.as_bytes())
+            .finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Nothing recorded (a file written before the lab recorded machines).
+    pub fn is_empty(&self) -> bool {
+        self.boot_id.is_empty() && self.machine.is_empty()
+    }
+
+    /// Was `other` (a results file's) recorded on this machine? `Err` says why not, in words.
+    ///
+    /// With a machine id on both sides, the machines must be the same (any boot of it); where
+    /// there is none, only the same boot proves the same machine.
+    pub fn same_machine(&self, other: &MachineId) -> Result<(), String> {
+        if other.is_empty() {
+            return Err("it records no machine identity (an older lab wrote it)".into());
+        }
+        if !self.machine.is_empty() && !other.machine.is_empty() {
+            return if self.machine == other.machine {
+                Ok(())
+            } else {
+                Err("its machine id hash is another machine's".into())
+            };
+        }
+        if self.boot_id == other.boot_id {
+            Ok(())
+        } else {
+            Err("it was written in another boot, and no machine id says which machine (no /etc/machine-id)".into())
+        }
+    }
+}
+
 /// Total memory in bytes (MemTotal) and memory available to new work (MemAvailable).
 pub fn meminfo() -> (u64, u64) {
     let text = fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -315,6 +393,27 @@ pub fn commit() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_machine_is_its_machine_id_and_without_one_its_boot() {
+        let here = MachineId::here();
+        assert_eq!(here.boot_id.len(), 36, "{here:?}");
+        assert_eq!(here.same_machine(&here), Ok(()));
+        let m = |boot: &str, id: &str| MachineId {
+            boot_id: boot.into(),
+            machine: MachineId::hash(id),
+        };
+        // Another boot of the same machine; another machine in the same boot (a copy).
+        assert_eq!(m("a", "m1").same_machine(&m("b", "m1")), Ok(()));
+        assert!(m("a", "m1").same_machine(&m("a", "m2")).is_err());
+        // No machine id on one side: only the boot tells.
+        assert_eq!(m("a", "").same_machine(&m("a", "m1")), Ok(()));
+        assert!(m("a", "").same_machine(&m("b", "m1")).is_err());
+        assert!(here.same_machine(&MachineId::default()).is_err());
+        // The id itself is never what is written.
+        assert!(!m("a", "m1").machine.contains("m1"));
+        assert_eq!(m("a", "m1").machine.len(), 64);
+    }
 
     #[test]
     fn hypervisor_signatures_are_named() {

@@ -60,6 +60,7 @@ pub fn environment(hostname: &str) -> Environment {
         lab_version: "0.1.0".into(),
         commit: "0123456789ab".into(),
         date: "2026-01-02T03:04:05Z".into(),
+        machine: Default::default(),
     }
 }
 

@@ -529,6 +529,12 @@ pub struct Environment {
     pub commit: String,
     /// When the file was started (RFC 3339, UTC).
     pub date: String,
+    /// Which machine and boot wrote it (absent from files of older labs).
+    #[serde(
+        default,
+        skip_serializing_if = "isolab_host::facts::MachineId::is_empty"
+    )]
+    pub machine: isolab_host::facts::MachineId,
 }
 
 impl Environment {
@@ -554,6 +560,7 @@ impl Environment {
             date: jiff::Timestamp::now()
                 .round(jiff::Unit::Second)
                 .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string()),
+            machine: isolab_host::facts::MachineId::here(),
         }
     }
 }

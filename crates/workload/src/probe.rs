@@ -40,7 +40,10 @@ pub fn run(shim: &mut LinuxShim, guest: bool) -> Result<Output, Error> {
     report("root_entries", &root_entries().join(","));
     let uid_map = read("/proc/self/uid_map");
     report("uid_map", &squash(&uid_map));
-    report("root_on_host", &root_on_host(&uid_map, guest));
+    report(
+        "root_on_host",
+        &root_on_host(&uid_map, host_root_seen_as(), guest),
+    );
     report("cap_eff", &status_field("CapEff"));
     report("no_new_privs", &status_field("NoNewPrivs"));
     report("seccomp", &seccomp_mode());
@@ -66,15 +69,35 @@ fn read(path: &str) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Who this instance's root is on the host, from its uid map (`inside outside count` per line).
+/// Who this instance's root is on the host.
 ///
-/// A map of `0 0 4294967295` is the initial user namespace's: uid 0 here is the host's root,
-/// whatever else confines it. A user namespace maps uid 0 to some other uid outside (`0 1000 1`
-/// rootless, a uid of its own for a root lab's container). A guest's users are its own kernel's:
-/// the host sees only the VMM.
-fn root_on_host(uid_map: &str, guest: bool) -> String {
+/// First from its uid map (`inside outside count` per line): a map of `0 0 4294967295` is the
+/// initial user namespace's, so uid 0 here is the host's root, whatever else confines it; a user
+/// namespace maps uid 0 to some other uid outside (`0 1000 1` rootless, a uid of its own for a
+/// root lab's container). A guest's users are its own kernel's: the host sees only the VMM.
+///
+/// Without a `/proc` to read the map from (a runtime that has not mounted one yet), the kernel
+/// still answers: `host_root` is the uid the host's root appears as here ([`host_root_seen_as`]).
+/// Without a user namespace every uid is the host's, so the host's root is uid 0 here too.
+fn root_on_host(uid_map: &str, host_root: Option<u32>, guest: bool) -> String {
     if guest {
         return "no: the guest kernel's own root; the host sees a VMM process".into();
+    }
+    if uid_map.trim().is_empty() {
+        return match host_root {
+            Some(0) => "yes: no /proc/self/uid_map to read, but the host's root is uid 0 here \
+                        (the owner of an anonymous inode): no user namespace maps it elsewhere"
+                .into(),
+            Some(OVERFLOW_UID) => "no: no /proc/self/uid_map to read, but the host's root is \
+                                   not mapped here (an anonymous inode is owned by the overflow \
+                                   uid 65534): a user namespace"
+                .into(),
+            Some(uid) => format!(
+                "no: no /proc/self/uid_map to read, but the host's root is uid {uid} here \
+                 (the owner of an anonymous inode): a user namespace"
+            ),
+            None => "unknown: no /proc/self/uid_map to read, and no anonymous inode".into(),
+        };
     }
     let outside = uid_map.lines().find_map(|l| {
         let mut f = l.split_whitespace().map(|n| n.parse::<u64>().ok());
@@ -87,6 +110,30 @@ fn root_on_host(uid_map: &str, guest: bool) -> String {
         Some(0) => "yes: uid 0 here is uid 0 of the host".into(),
         Some(uid) => format!("no: uid 0 here is uid {uid} outside (a user namespace)"),
         None => "no: uid 0 is not mapped here".into(),
+    }
+}
+
+/// The uid unmapped ids show as (`/proc/sys/kernel/overflowuid`, 65534 unless changed).
+const OVERFLOW_UID: u32 = 65534;
+
+/// The uid the host's root appears as in this process's user namespace, read without `/proc`.
+///
+/// Every eventfd shares one inode, the kernel's anonymous inode, made at boot by the kernel
+/// itself: its owner is the host's root. `fstat` translates an owner into the caller's user
+/// namespace: uid 0 where no user namespace maps the host's root elsewhere, the overflow uid
+/// (65534) where it is not mapped at all.
+fn host_root_seen_as() -> Option<u32> {
+    // SAFETY: eventfd with an initial value and no flags; it returns a new fd or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: stat is plain data; fstat fills it for the fd we own, which we then close.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        let ok = libc::fstat(fd, &mut st) == 0;
+        libc::close(fd);
+        ok.then_some(st.st_uid)
     }
 }
 
@@ -203,5 +250,64 @@ fn seccomp_mode() -> String {
         "2" if filters != "unknown" => format!("filter ({filters})"),
         "2" => "filter".into(),
         other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_read_from_the_uid_map_when_there_is_one() {
+        let host = root_on_host("0 0 4294967295\n", Some(0), false);
+        assert!(host.starts_with("yes"), "{host}");
+        let mapped = root_on_host("0 100000 1\n", Some(OVERFLOW_UID), false);
+        assert!(
+            mapped.starts_with("no: uid 0 here is uid 100000"),
+            "{mapped}"
+        );
+    }
+
+    #[test]
+    fn without_proc_the_anonymous_inode_tells_whose_root_this_is() {
+        assert!(root_on_host("", Some(0), false).starts_with("yes"));
+        assert!(root_on_host("", Some(OVERFLOW_UID), false).starts_with("no"));
+        assert!(root_on_host("", Some(1000), false).starts_with("no"));
+        assert!(root_on_host("", None, false).starts_with("unknown"));
+        // Never "uid 0 is not mapped here" for a map it could not read.
+        assert!(!root_on_host("", Some(0), false).contains("not mapped here"));
+    }
+
+    /// The kernel's answer itself: uid 0 in the host's user namespace, the overflow uid in a
+    /// new one that maps nothing.
+    #[test]
+    fn the_host_root_is_seen_as_uid_0_here_and_unmapped_in_a_new_user_namespace() {
+        assert_eq!(host_root_seen_as(), Some(0));
+        // SAFETY: fork; the child makes system calls only and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: the child has one thread, as unshare(CLONE_NEWUSER) requires.
+            let code = unsafe {
+                if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                    2
+                } else if host_root_seen_as() == Some(OVERFLOW_UID) {
+                    0
+                } else {
+                    1
+                }
+            };
+            // SAFETY: leave the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: wait for the child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status));
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "1: not the overflow uid; 2: no unshare"
+        );
     }
 }
