@@ -20,11 +20,31 @@
 //! The servers the tools talk to (`netserver`, `iperf3 -s`) run beside the lab's peer, in its
 //! network namespace, so a tool's packets take the same veth as the kernel's.
 //!
-//! Like every experiment it runs in rounds, every case once per round in a shuffled order, so
-//! the machine's drift falls on the tool and the kernel alike; each figure is the median over
-//! the rounds. A figure **agrees** when the lab's median is within the tolerance of the tool's
-//! (±15% by default); `lab validate` exits 0 only when every figure agrees. Every tool's output
-//! is kept beside the results (`tools/`), so each figure can be traced to what the tool printed.
+//! Like every experiment it runs in rounds. In a round, each kernel and the tool held against
+//! it run **back to back** (in a shuffled order, the groups too), and the figure's verdict is
+//! the median over the rounds of the lab's figure divided by the tool's ([`judge`]): on a
+//! shared machine what runs beside the lab moves a figure by tens of percent from one second to
+//! the next, and two runs a second apart see the same machine far more often than two a minute
+//! apart. A figure **agrees** when that median is within the tolerance of 1 (±15% by default);
+//! `lab validate` exits 0 only when every figure agrees. Every tool's output is kept beside the
+//! results (`tools/`), so each figure can be traced to what the tool printed.
+//!
+//! What was found, and fixed in the lab's kernels or set in the tools' options (the reasons are
+//! in the code where each is done):
+//! * disk-seq timed the making and summing of its random data with its writes (0.6–0.8× fio):
+//!   it now times its requests alone, and fio's figure is its block size over its mean request
+//!   latency;
+//! * fio writes one buffer over and over by default, and the storage under a cloud VM takes a
+//!   repeated block about twice as fast as a new one: fio runs with `--refill_buffers`;
+//! * net-stream made its random bytes inside the timed loop (0.55× iperf3): they are made
+//!   before the clock starts; and the peer inside an unoptimised `lab` summed at 50 MiB/s: the
+//!   kernels crate is optimised in every build;
+//! * netperf prints its latency percentiles in whole microseconds: at 16 µs, one step is 6%.
+//!
+//! Not validated in a `qemu` guest: the tools would have to be carried into its initramfs with
+//! their libraries, and a Linux guest boots here only under QEMU's emulator (TCG), where a disk
+//! request or a packet costs what the emulation costs; the comparison would hold the emulator
+//! against itself. The backends the lab carries the tools into are `process` and `container`.
 
 use crate::ExperimentError;
 use isolab_backends::lab::Lab;
@@ -46,7 +66,7 @@ pub const EXPERIMENT: &str = "validate";
 /// How far from 1 the lab's figure divided by the tool's may be: ±15%.
 pub const DEFAULT_TOLERANCE: f64 = 0.15;
 
-/// Rounds by default: each runs seven cases per backend, a few seconds each.
+/// Rounds by default: each runs seven cases per backend, about five seconds in all.
 pub const DEFAULT_ROUNDS: u32 = 5;
 
 /// Where the tools' outputs go, in the results directory.
@@ -81,15 +101,17 @@ pub struct Options {
 }
 
 impl Default for Options {
-    /// The sizes `lab run throughput` uses: what is validated is what the lab measures.
+    /// A short run (about a minute here): the disk and stream sizes of `lab run throughput`, a
+    /// quarter of its random reads and half its round trips, five rounds. Longer runs average
+    /// more of a shared machine's noise: `--rounds`, `--reads`, `--round-trips`.
     fn default() -> Options {
         let rand = Spec::default_for(Kernel::DiskRand);
         Options {
             backends: None,
             rounds: DEFAULT_ROUNDS,
             disk_mib: rand.mib,
-            reads: rand.iters,
-            round_trips: Spec::default_for(Kernel::NetRr).iters,
+            reads: rand.iters / 4,
+            round_trips: Spec::default_for(Kernel::NetRr).iters / 2,
             stream_mib: Spec::default_for(Kernel::NetStream).mib,
             tolerance: DEFAULT_TOLERANCE,
             seed: 1,
@@ -317,7 +339,7 @@ const FIGURES: [Figure; 7] = [
         how: "netperf TCP_RR, 1 byte each way, TCP_NODELAY: P50_LATENCY (whole µs)",
         lab: |r| info(r, "latency_p50_ns"),
         from_tool: |t| t.rr_p50_ns,
-        note: None,
+        note: Some("netperf prints P50_LATENCY in whole µs: near 16 µs one step is 6%"),
     },
     Figure {
         kernel: Kernel::NetStream,
@@ -449,8 +471,10 @@ pub fn judge(rounds: &[(Option<f64>, Option<f64>)], tolerance: f64) -> Judgement
         .filter(|r| r.is_finite())
         .collect();
     let ratio = isolab_host::stats::median(&ratios);
+    // 115/100 - 1 is 0.15000000000000013 in binary floating point: a ratio that prints as
+    // 1.150 agrees at ±15%, so the edge gets a billionth's grace.
     Judgement {
-        within: ratio.is_some_and(|r| (r - 1.0).abs() <= tolerance),
+        within: ratio.is_some_and(|r| (r - 1.0).abs() <= tolerance + 1e-9),
         ratios,
         ratio,
     }
@@ -679,6 +703,48 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_figure_agrees_when_the_median_of_its_rounds_ratios_is_within_the_tolerance() {
+        let t = DEFAULT_TOLERANCE;
+        // One noisy round (the machine busy during the tool's run) does not move the median.
+        let j = judge(
+            &[
+                (Some(100.0), Some(100.0)),
+                (Some(110.0), Some(100.0)),
+                (Some(90.0), Some(30.0)),
+            ],
+            t,
+        );
+        assert_eq!(j.ratios, vec![1.0, 1.1, 3.0]);
+        assert_eq!(j.ratio, Some(1.1));
+        assert!(j.within);
+        // The edges: 15% either way is within, beyond it is not.
+        assert!(judge(&[(Some(115.0), Some(100.0))], t).within);
+        assert!(judge(&[(Some(85.0), Some(100.0))], t).within);
+        assert!(!judge(&[(Some(116.0), Some(100.0))], t).within);
+        assert!(!judge(&[(Some(84.0), Some(100.0))], t).within);
+        // A lab figure that is faster is as wrong as one that is slower.
+        assert!(!judge(&[(Some(200.0), Some(100.0))], 0.5).within);
+        assert!(judge(&[(Some(150.0), Some(100.0))], 0.5).within);
+    }
+
+    #[test]
+    fn rounds_without_both_figures_give_no_ratio_and_no_ratio_never_agrees() {
+        let t = DEFAULT_TOLERANCE;
+        let j = judge(
+            &[(Some(1.0), None), (None, Some(1.0)), (Some(1.0), Some(0.0))],
+            t,
+        );
+        assert!(j.ratios.is_empty());
+        assert_eq!(j.ratio, None);
+        assert!(!j.within);
+        assert!(!judge(&[], t).within);
+        // Only the rounds with both count.
+        let j = judge(&[(Some(2.0), Some(2.0)), (None, Some(9.0))], t);
+        assert_eq!(j.ratios, vec![1.0]);
+        assert!(j.within);
+    }
 
     #[test]
     fn netperf_keyvals_are_read_in_their_units() {

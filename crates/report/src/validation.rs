@@ -38,11 +38,12 @@ pub fn table(records: &[ValidationRecord]) -> Table {
         "tool's",
         "lab's",
         "lab ÷ tool",
+        "rounds' middle half",
         "agrees",
     ];
     let mut t = Table {
         columns: columns.iter().map(|c| c.to_string()).collect(),
-        numeric: (0..columns.len()).map(|i| (4..=6).contains(&i)).collect(),
+        numeric: (0..columns.len()).map(|i| (4..=7).contains(&i)).collect(),
         rows: Vec::new(),
         notes: Vec::new(),
     };
@@ -69,6 +70,7 @@ pub fn table(records: &[ValidationRecord]) -> Table {
             r.ratio
                 .map_or_else(|| format::NONE.to_string(), |x| format!("{x:.3}"))
                 .into(),
+            spread(&r.round_ratios).into(),
             agrees,
         ]);
         for f in &r.failures {
@@ -76,7 +78,10 @@ pub fn table(records: &[ValidationRecord]) -> Table {
                 .push(format!("{} {} {}: {f}", r.backend, r.kernel, r.figure));
         }
         if let Some(n) = &r.note {
-            t.notes.push(format!("{} {}: {n}", r.kernel, r.figure));
+            let note = format!("{} {}: {n}", r.kernel, r.figure);
+            if !t.notes.contains(&note) {
+                t.notes.push(note);
+            }
         }
     }
     if let Some(first) = records.first() {
@@ -95,8 +100,9 @@ pub fn table(records: &[ValidationRecord]) -> Table {
         t.notes.insert(
             0,
             format!(
-                "medians of {rounds} rounds; a figure agrees when lab ÷ tool is within ±{:.0}%: \
-                 {agree} of {} do ({})",
+                "{rounds} rounds, each kernel and its tool back to back; lab ÷ tool is the \
+                 median of the rounds' ratios, and agrees when within ±{:.0}%: {agree} of {} do \
+                 ({})",
                 first.tolerance * 100.0,
                 records.len(),
                 versions.join(", ")
@@ -104,6 +110,18 @@ pub fn table(records: &[ValidationRecord]) -> Table {
         );
     }
     t
+}
+
+/// The middle half (25th to 75th percentile) of the rounds' ratios: how much the machine moved
+/// the two figures apart from one round to the next. Wide, and a disagreement may be noise.
+fn spread(ratios: &[f64]) -> String {
+    if ratios.len() < 4 {
+        return format!("n={} too small", ratios.len());
+    }
+    let mut v = ratios.to_vec();
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!("{:.2}–{:.2}", at(0.25), at(0.75))
 }
 
 /// The newest validation among `files`, of the machine of `of` (same host, CPU, kernel: what
