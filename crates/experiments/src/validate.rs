@@ -442,6 +442,9 @@ struct Group {
     specs: Vec<Spec>,
 }
 
+/// What each round gave: a value, the reason there is none, or `None` for a round not run.
+type PerRound<T> = Vec<Option<Result<T, String>>>;
+
 /// The verdict on one figure: the lab's figure over the tool's, round by round, each from runs
 /// made back to back; their median; and whether it is within `tolerance` of 1.
 ///
@@ -488,7 +491,6 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
             opts.tolerance
         )));
     }
-    isolab_resources::tools::check()?;
     let spec = |kernel: Kernel, mib: u64, iters: u64| Spec::new(kernel, mib, iters);
     let specs = [
         spec(Kernel::DiskSeq, opts.disk_mib, 1),
@@ -501,6 +503,7 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
     ];
     crate::check_provisions(lab, &specs)?;
     let backends = backends(lab, opts.backends.as_deref())?;
+    isolab_resources::tools::check()?;
     lab.tools()
         .map_err(|e| ExperimentError::Validate(e.to_string()))?;
     let servers = start_servers(lab)?;
@@ -551,9 +554,8 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
         .collect();
     let per_round: usize = groups.iter().map(|g| g.specs.len()).sum();
     // (backend, kernel) → one run or failure per round, `None` for a round not reached.
-    let mut runs: BTreeMap<(usize, Kernel), Vec<Option<Result<Run, String>>>> = BTreeMap::new();
-    let mut tools: BTreeMap<(usize, Kernel), Vec<Option<Result<ToolFigures, String>>>> =
-        BTreeMap::new();
+    let mut runs: BTreeMap<(usize, Kernel), PerRound<Run>> = BTreeMap::new();
+    let mut tools: BTreeMap<(usize, Kernel), PerRound<ToolFigures>> = BTreeMap::new();
     let progress = crate::progress_bar(opts.progress, opts.rounds as u64 * per_round as u64);
     let mut rng = Rng::new(opts.seed);
     let mut order: Vec<usize> = (0..groups.len()).collect();

@@ -195,3 +195,107 @@ pub fn latest_beside(files: &[Results]) -> Vec<Results> {
     }
     latest
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::Fixture;
+    use isolab_results::{Family, Record, Writer};
+
+    fn record(backend: &str, figure: &str, ratios: &[f64], tolerance: f64) -> ValidationRecord {
+        let mut sorted = ratios.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let ratio = isolab_host::stats::median(&sorted);
+        ValidationRecord {
+            backend: backend.into(),
+            family: Family::Process,
+            kernel: "net-rr".into(),
+            figure: figure.into(),
+            unit: ValidationUnit::OpsPerS,
+            tool: "netperf TCP_RR, 1 byte each way".into(),
+            tool_version: "Netperf version 2.7.0".into(),
+            tool_values: ratios.iter().map(|_| 1000.0).collect(),
+            lab_values: ratios.iter().map(|r| r * 1000.0).collect(),
+            tool_median: Some(1000.0),
+            lab_median: ratio.map(|r| r * 1000.0),
+            round_ratios: ratios.to_vec(),
+            ratio,
+            tolerance,
+            within: ratio.is_some_and(|r| (r - 1.0).abs() <= tolerance),
+            failures: vec![],
+            note: Some("P50 in whole µs".into()),
+        }
+    }
+
+    #[test]
+    fn the_table_gives_each_figure_its_ratio_spread_and_verdict() {
+        let records = [
+            record(
+                "process",
+                "transactions/s",
+                &[0.9, 1.0, 1.1, 1.2, 3.0],
+                0.15,
+            ),
+            record("container", "transactions/s", &[0.5, 0.6, 0.7], 0.15),
+        ];
+        let t = table(&records);
+        assert_eq!(t.rows.len(), 2);
+        let text = |row: usize, col: &str| {
+            let i = t.columns.iter().position(|c| c == col).unwrap();
+            t.rows[row][i].text.clone()
+        };
+        assert_eq!(text(0, "lab ÷ tool"), "1.100");
+        assert_eq!(text(0, "rounds' middle half"), "1.00–1.20");
+        assert_eq!(text(0, "agrees"), "yes");
+        assert_eq!(text(1, "lab ÷ tool"), "0.600");
+        assert_eq!(text(1, "rounds' middle half"), "n=3 too small");
+        assert_eq!(text(1, "agrees"), "NO");
+        // The summary line first; a note shared by both rows once.
+        assert!(t.notes[0].contains("1 of 2 do"), "{:?}", t.notes);
+        assert_eq!(t.notes.iter().filter(|n| n.contains("whole µs")).count(), 1);
+    }
+
+    #[test]
+    fn a_report_finds_the_newest_validation_of_its_machine_beside_its_results() {
+        let parent = std::env::temp_dir().join(format!("isolab-validation-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&parent);
+        let reports = parent.join("reports");
+        let startup = Fixture::new("startup").write(&reports.join("20261207-100000-startup"));
+        let validation = |dir: &str, date: &str, host: &str| {
+            let mut f = Fixture::new(EXPERIMENT);
+            f.env(|e| {
+                e.date = date.into();
+                e.hostname = host.into();
+            });
+            let dir = reports.join(dir);
+            let mut w = Writer::create(&dir, &f.results().header).unwrap();
+            w.append(&Record::Validation(Box::new(record(
+                "process",
+                "transactions/s",
+                &[1.0],
+                0.15,
+            ))))
+            .unwrap();
+        };
+        validation(
+            "20261207-090000-validate",
+            "2026-12-07T09:00:00Z",
+            "testhost",
+        );
+        validation(
+            "20261207-110000-validate",
+            "2026-12-07T11:00:00Z",
+            "testhost",
+        );
+        validation(
+            "20261207-120000-validate",
+            "2026-12-07T12:00:00Z",
+            "elsewhere",
+        );
+        let found = latest_beside(std::slice::from_ref(&startup));
+        let _ = std::fs::remove_dir_all(&parent);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].header.environment.date, "2026-12-07T11:00:00Z");
+        assert_eq!(found[0].validations.len(), 1);
+    }
+}

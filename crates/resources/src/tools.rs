@@ -227,9 +227,10 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs fio, netperf (Debian's non-free component) and iperf3: apt-get install -y fio netperf iperf3 (CI runs it)"]
     fn the_loader_runs_a_tool_with_the_libraries_it_was_given() {
         if let Err(e) = check() {
-            panic!("{e} (the set-up installs fio, netperf and iperf3: see the README)");
+            panic!("{e} (see the README's lab validate)");
         }
         let parent = std::env::temp_dir().join(format!("isolab-tools-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&parent);
