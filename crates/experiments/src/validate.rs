@@ -39,6 +39,10 @@
 //! * net-stream made its random bytes inside the timed loop (0.55× iperf3): they are made
 //!   before the clock starts; and the peer inside an unoptimised `lab` summed at 50 MiB/s: the
 //!   kernels crate is optimised in every build;
+//! * disk-seq summed each MiB it read before asking for the next (0.6–0.7× fio's reads): on a
+//!   busy machine a task that has just used the CPU is woken later when its request completes
+//!   (fio given 150 µs of CPU between requests, `--thinktime_spin`, read at 0.63× its own
+//!   speed here). It now glances at its reads and checks them in a second, untimed pass;
 //! * netperf prints its latency percentiles in whole microseconds: at 16 µs, one step is 6%.
 //!
 //! Not validated in a `qemu` guest: the tools would have to be carried into its initramfs with
