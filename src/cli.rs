@@ -60,6 +60,10 @@ pub enum Command {
         #[command(subcommand)]
         command: KernelCommand,
     },
+    /// Run fio, netperf and iperf3 beside the lab's disk and network kernels, in the same
+    /// instances, and compare: exit status 0 only when every figure agrees within the
+    /// tolerance.
+    Validate(ValidateArgs),
     /// Check an exercise of labs/ on this machine: one line per test, a score, exit status 0
     /// only when all pass. Without an exercise: the progress table of all of them.
     Check(CheckArgs),
@@ -335,6 +339,54 @@ pub struct ExecArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub guest: GuestArgs,
+}
+
+/// `lab validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Backends to validate on, comma-separated: process and container, the backends the lab
+    /// carries the tools into (default: both).
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Option<Vec<String>>,
+    /// Measured rounds; each runs every kernel and every tool once per backend, shuffled.
+    #[arg(long, default_value_t = isolab_experiments::validate::DEFAULT_ROUNDS, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
+    /// MiB of each disk: disk-seq writes and reads it all, disk-rand and fio read it at random
+    /// (default: as lab run throughput).
+    #[arg(long = "disk-mib", value_parser = clap::value_parser!(u64).range(1..=MAX_MIB))]
+    pub disk_mib: Option<u64>,
+    /// Random 4 KiB reads of disk-rand and fio (default: as lab run throughput).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub reads: Option<u64>,
+    /// Round trips of net-rr and transactions of netperf's TCP_RR (default: as lab run
+    /// throughput).
+    #[arg(long = "round-trips", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub round_trips: Option<u64>,
+    /// MiB that net-stream and iperf3 send (default: as lab run throughput).
+    #[arg(long = "stream-mib", value_parser = clap::value_parser!(u64).range(1..=MAX_MIB))]
+    pub stream_mib: Option<u64>,
+    /// How far the lab's figure may be from the tool's, in percent.
+    #[arg(long, default_value_t = 15.0, value_parser = |s: &str| {
+        s.parse::<f64>()
+            .map_err(|e| e.to_string())
+            .and_then(|p| if (0.0..100.0).contains(&p) { Ok(p) } else { Err("a percentage from 0 to 100".into()) })
+    })]
+    pub tolerance: f64,
+    /// Seed of the round shuffles.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Directory under which the results directory is created.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// Seconds to wait for an instance to reach each marker (at most a day).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_S))]
+    pub timeout: u64,
+    /// Where the disks go (see lab run --help).
+    #[arg(long = "disk-dir", value_name = "DIR", default_value = isolab_resources::disks::DEFAULT_PARENT)]
+    pub disk_dir: PathBuf,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 /// `lab check`.

@@ -10,6 +10,7 @@ mod experiment;
 mod export;
 mod kernel;
 mod report;
+mod validate;
 
 use crate::cli::{Cli, Command, CommonArgs, GuestArgs};
 use crate::output::{usage, Failure};
@@ -45,6 +46,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Exec(args) => exec::exec(&args),
         Command::Kernel { command } => kernel::kernel(command),
         Command::Check(args) => check::check(&args),
+        Command::Validate(args) => validate::validate(&args),
         Command::Export { csv: _, out, paths } => export::export(out, paths),
     }
 }

@@ -65,6 +65,11 @@ impl Backend for Container {
         }
     }
 
+    /// A container sees the lab's directory of tools at `/tools`, read-only.
+    fn carries_tools(&self) -> bool {
+        true
+    }
+
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
         let fresh = !lab.security_ready();
@@ -104,8 +109,10 @@ impl Backend for Container {
             false,
         );
         // A container on the lab's layered image has a root of its own (an overlay), not the
-        // template's: it builds it itself, as a rootless container does.
-        let (launcher, started) = match userns || provisions.image.is_some() {
+        // template's: it builds it itself, as a rootless container does; so does one that
+        // carries the field's tools at /tools.
+        let own_root = provisions.image.is_some() || provisions.tools.is_some();
+        let (launcher, started) = match userns || own_root {
             true => (None, false),
             false => security.launcher(&template)?,
         };
@@ -178,6 +185,7 @@ impl Backend for Container {
                     userns,
                 )
                 .with_disk(provisions.disk.as_ref().map(|d| d.path()))
+                .with_tools(provisions.tools.as_ref().map(|t| t.dir()))
                 .with_overlay(
                     provisions
                         .image

@@ -62,6 +62,9 @@ pub enum LabError {
     /// The lab's image could not be built.
     #[error("the lab's image: {0}")]
     Image(String),
+    /// The field's tools could not be gathered.
+    #[error("the field's tools: {0}")]
+    Tools(String),
 }
 
 /// What one lab run is asked for: plain data, set from the command line before its first
@@ -129,6 +132,8 @@ pub struct Lab {
     io_disk: OnceLock<Result<isolab_resources::cgroup::BlockDevice, String>>,
     /// That image, built on first use.
     pub(crate) image: OnceLock<Result<Arc<Image>, String>>,
+    /// The field's tools ([`isolab_resources::tools`]), gathered on first use.
+    pub(crate) tools: OnceLock<Result<Arc<isolab_resources::tools::Tools>, String>>,
     /// The lab's image as a VM's disk (an ext4 file system), built on first use.
     pub(crate) ext4: OnceLock<Result<Arc<isolab_resources::image::ext4::Ext4Image>, String>>,
     /// What backends made for the lab's whole life (a Docker image it built, KSM turned on),
@@ -166,6 +171,7 @@ impl Lab {
             image: OnceLock::new(),
             kept: std::sync::Mutex::new(Vec::new()),
             ext4: OnceLock::new(),
+            tools: OnceLock::new(),
             _lifeline: None,
         };
         let claim = lab.ledger.claim(Resource::Dir {

@@ -270,6 +270,13 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// Whether this backend carries the field's tools into its instances, so that they can
+    /// run the tool kernels (`fio`, `netperf`, `iperf3`: `lab validate`). The others' instances
+    /// have no `/tools` and refuse them, saying so.
+    fn carries_tools(&self) -> bool {
+        false
+    }
+
     /// Start one instance running `spec` under `limits`. Returns once the instance's processes
     /// exist; use the [`Instance`] to wait for its markers.
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError>;

@@ -672,6 +672,7 @@ fn config(
                         libs: shared
                             .libs
                             .then_some(Path::new(isolab_resources::image::LIBS_INSIDE)),
+                        tools: None,
                     },
                 ))
                 .collect::<Vec<_>>(),

@@ -36,6 +36,11 @@ impl Backend for Process {
         Availability::Available
     }
 
+    /// A process runs the tools from the lab's directory of them, on the host.
+    fn carries_tools(&self) -> bool {
+        true
+    }
+
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
         let name = lab.next_instance_name();

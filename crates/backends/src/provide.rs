@@ -7,6 +7,7 @@ use isolab_payload::{Given, Kernel, Spec, WORKLOAD_ELF};
 use isolab_resources::disks::{Disk, DiskDir, Parent};
 use isolab_resources::image::Image;
 use isolab_resources::network::{Link, Network};
+use isolab_resources::tools::{Tools, TOOLS_INSIDE};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -108,6 +109,7 @@ impl Lab {
             scratch: self.scratch_if_io(spec, name, owner)?,
             disk: self.disk_if_needed(spec, name, owner)?,
             link: self.link_if_needed(spec)?,
+            tools: self.tools_if_needed(spec)?,
             libs_on_host: image.as_ref().map(|i| {
                 i.layers[0]
                     .path
@@ -219,6 +221,22 @@ impl Lab {
             .map(Some)
             .map_err(LabError::Image)
     }
+    /// The field's tools ([`isolab_resources::tools`]), gathered into the work directory on
+    /// first use.
+    pub fn tools(&self) -> Result<Arc<Tools>, LabError> {
+        self.tools
+            .get_or_init(|| {
+                Tools::build(&self.workdir.join("tools"))
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(LabError::Tools)
+    }
+    /// The tools when `spec` runs one of them ([`isolab_payload::Kernel::is_tool`]).
+    pub fn tools_if_needed(&self, spec: &Spec) -> Result<Option<Arc<Tools>>, LabError> {
+        spec.kernel.is_tool().then(|| self.tools()).transpose()
+    }
     /// A link to the peer when `spec` runs a network kernel; none otherwise.
     pub fn link_if_needed(&self, spec: &Spec) -> Result<Option<Link>, LabError> {
         if !spec.kernel.needs_network() {
@@ -259,6 +277,8 @@ pub struct Provisions {
     pub upper: Option<isolab_resources::image::overlay::Upper>,
     /// A VM's address on its tap link to the peer (its guest sets it up).
     pub guest_ip: Option<std::net::Ipv4Addr>,
+    /// The field's tools, for a tool kernel (a container sees them at `/tools`).
+    pub tools: Option<Arc<Tools>>,
 }
 
 impl Provisions {
@@ -287,6 +307,13 @@ impl Provisions {
                     Path::new(isolab_resources::image::LIBS_INSIDE)
                 } else {
                     host
+                }
+            }),
+            tools: self.tools.as_deref().map(|t| {
+                if inside {
+                    Path::new(TOOLS_INSIDE)
+                } else {
+                    t.dir()
                 }
             }),
         }

@@ -78,6 +78,9 @@ pub struct RootfsPlan {
     busybox: Option<CString>,
     scratch: Option<CString>,
     disk: Option<CString>,
+    /// A directory of programs bound read-only at `/tools` (the field's tools, for `lab
+    /// validate`: see `isolab_resources::tools`).
+    tools: Option<CString>,
     /// The options of an overlay mount to use as the root instead of an empty tmpfs (the lab's
     /// layered image: see [`isolab_resources::image::overlay`]).
     overlay: Option<CString>,
@@ -108,6 +111,7 @@ impl RootfsPlan {
             busybox: busybox.map(cpath),
             scratch: scratch.map(cpath),
             disk: None,
+            tools: None,
             overlay: None,
             hostname: hostname.to_string(),
             bind_devices,
@@ -127,6 +131,14 @@ impl RootfsPlan {
     pub fn with_disk(self, disk: Option<&Path>) -> RootfsPlan {
         RootfsPlan {
             disk: disk.map(cpath),
+            ..self
+        }
+    }
+
+    /// This plan with `tools` (a host directory) bound read-only at `/tools`, when given.
+    pub fn with_tools(self, tools: Option<&Path>) -> RootfsPlan {
+        RootfsPlan {
+            tools: tools.map(cpath),
             ..self
         }
     }
@@ -185,6 +197,31 @@ impl RootfsPlan {
             dir("bin", 0o755).map_err(step("mkdir /bin"))?;
             bind_file(busybox, "bin/busybox", true).map_err(step("bind busybox"))?;
             symlinkat("busybox", AT_FDCWD, "bin/sh").map_err(step("link /bin/sh"))?;
+        }
+        // Programs the container may run but not change: read-only, and nosuid and nodev like
+        // the rest of the root (a setuid bit there gives nothing).
+        if let Some(tools) = &self.tools {
+            dir("tools", 0o755).map_err(step("mkdir /tools"))?;
+            mount(
+                Some(tools.as_c_str()),
+                "tools",
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(step("bind /tools"))?;
+            mount(
+                None::<&str>,
+                "tools",
+                None::<&str>,
+                MsFlags::MS_REMOUNT
+                    | MsFlags::MS_BIND
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV,
+                None::<&str>,
+            )
+            .map_err(step("make /tools read-only"))?;
         }
         // Where the `io` kernel's scratch directory is mounted, empty in every other container.
         dir("scratch", 0o755).map_err(step("mkdir /scratch"))?;
@@ -284,6 +321,7 @@ impl RootfsPlan {
             && self.busybox == other.busybox
             && self.scratch == other.scratch
             && self.disk == other.disk
+            && self.tools == other.tools
             && self.overlay == other.overlay
             && self.bind_devices == other.bind_devices
     }

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod progress;
 pub mod startup;
 pub mod throughput;
+pub mod validate;
 
 use isolab_backends as backend;
 use isolab_backends::lab::Lab;
@@ -130,6 +131,12 @@ pub enum ExperimentError {
     /// An instance could not be run (`lab exec`).
     #[error(transparent)]
     Instance(#[from] BackendError),
+    /// The field's tools are not installed.
+    #[error(transparent)]
+    Tools(#[from] isolab_resources::tools::ToolsError),
+    /// `lab validate` could not set up or record its runs.
+    #[error("{0}")]
+    Validate(String),
     /// Every sample of a backend failed; the first error says why.
     #[error("every {backend} run failed; the first failure: {first}")]
     AllFailed {
@@ -158,6 +165,7 @@ impl ExperimentError {
                 | ExperimentError::NoBackends
                 | ExperimentError::Output { .. }
         ) || matches!(self, ExperimentError::Disk(e) if e.is_usage())
+            || matches!(self, ExperimentError::Tools(e) if e.is_usage())
     }
 }
 

@@ -89,6 +89,15 @@ pub enum Error {
     },
 }
 
+/// Where the servers of the field's tools listen, beside the lab's peer (`lab validate`): their
+/// usual ports.
+pub mod tool_ports {
+    /// `netserver`, netperf's server.
+    pub const NETSERVER: u16 = 12865;
+    /// `iperf3 -s`.
+    pub const IPERF3: u16 = 5201;
+}
+
 /// A service of the lab's network peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Service {

@@ -48,7 +48,12 @@ pub fn run(spec: &Spec, shim: &mut dyn Shim, arena: &mut [u8]) -> Result<Output,
                 bytes: 0,
             })
         }
-        Kernel::Probe | Kernel::ForkBomb | Kernel::MemHog => Err(Error::NeedsOs),
+        Kernel::Probe
+        | Kernel::ForkBomb
+        | Kernel::MemHog
+        | Kernel::Fio
+        | Kernel::Netperf
+        | Kernel::Iperf3 => Err(Error::NeedsOs),
         Kernel::DiskSeq => {
             disk::sequential(shim, arena, spec.mib * MIB, spec.iters.max(1), spec.seed)
         }
@@ -248,8 +253,7 @@ mod tests {
 
     #[test]
     fn the_kernels_that_need_an_os_are_refused_here() {
-        for kernel in [Kernel::Probe, Kernel::ForkBomb, Kernel::MemHog] {
-            assert!(kernel.needs_os());
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.needs_os()) {
             let spec = Spec::default_for(kernel);
             assert_eq!(spec.arena_bytes(), 0, "{kernel}");
             assert_eq!(

@@ -45,11 +45,22 @@ pub enum Kernel {
     /// killed (the OOM killer: then it starts again), the host says stop, or `iters` ms pass.
     /// Needs an OS.
     MemHog = 13,
+    /// **fio**, the field's disk benchmark, beside `disk-seq` and `disk-rand` (`lab validate`):
+    /// on the instance's disk, sequential write then read of `mib` MiB in 1 MiB requests, then
+    /// `iters` random 4 KiB reads, every request `O_DIRECT`, one at a time. Needs an OS and the
+    /// tools the lab carries into the instance ([`Kernel::is_tool`]).
+    Fio = 14,
+    /// **netperf**'s `TCP_RR` beside `net-rr`: `iters` one-byte transactions with the
+    /// `netserver` the lab runs beside its peer.
+    Netperf = 15,
+    /// **iperf3** beside `net-stream`: `mib` MiB sent to the `iperf3 -s` the lab runs beside its
+    /// peer, in 64 KiB writes.
+    Iperf3 = 16,
 }
 
 impl Kernel {
     /// Every kernel, in a fixed order.
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 17] = [
         Kernel::Ready,
         Kernel::Cpu,
         Kernel::Mem,
@@ -64,6 +75,9 @@ impl Kernel {
         Kernel::NetRr,
         Kernel::ForkBomb,
         Kernel::MemHog,
+        Kernel::Fio,
+        Kernel::Netperf,
+        Kernel::Iperf3,
     ];
 
     /// The kernel's name on the command line and in results.
@@ -83,6 +97,9 @@ impl Kernel {
             Kernel::NetRr => "net-rr",
             Kernel::ForkBomb => "fork-bomb",
             Kernel::MemHog => "mem-hog",
+            Kernel::Fio => "fio",
+            Kernel::Netperf => "netperf",
+            Kernel::Iperf3 => "iperf3",
         }
     }
 
@@ -95,9 +112,14 @@ impl Kernel {
             Kernel::Syscall => Resource::SystemCalls,
             Kernel::Io | Kernel::DiskSeq | Kernel::DiskRand => Resource::Disk,
             Kernel::NetStream | Kernel::NetRr => Resource::Network,
-            Kernel::Ready | Kernel::Sleep | Kernel::Probe | Kernel::ForkBomb | Kernel::MemHog => {
-                return None
-            }
+            Kernel::Ready
+            | Kernel::Sleep
+            | Kernel::Probe
+            | Kernel::ForkBomb
+            | Kernel::MemHog
+            | Kernel::Fio
+            | Kernel::Netperf
+            | Kernel::Iperf3 => return None,
         })
     }
 
@@ -110,19 +132,30 @@ impl Kernel {
     /// True for the kernels that need a disk of the instance's own (`disk=` on the command
     /// line; `/dev/vda` in a guest).
     pub const fn needs_disk(self) -> bool {
-        matches!(self, Kernel::DiskSeq | Kernel::DiskRand)
+        matches!(self, Kernel::DiskSeq | Kernel::DiskRand | Kernel::Fio)
     }
 
     /// True for the kernels that need the lab's network peer (`peer=` on the command line).
     pub const fn needs_network(self) -> bool {
-        matches!(self, Kernel::NetStream | Kernel::NetRr)
+        matches!(
+            self,
+            Kernel::NetStream | Kernel::NetRr | Kernel::Netperf | Kernel::Iperf3
+        )
+    }
+
+    /// True for the field's tools (`fio`, `netperf`, `iperf3`): not the lab's code but the
+    /// programs the field trusts, which the workload runs as its child, on the same disk and
+    /// the same link as the lab's kernels, and whose output it relays to the lab
+    /// ([`crate::wire::TOOL_OUTPUT`]). Only an instance the lab carries them into can run them.
+    pub const fn is_tool(self) -> bool {
+        matches!(self, Kernel::Fio | Kernel::Netperf | Kernel::Iperf3)
     }
 
     /// True for the kernels the workload runs itself rather than through [`crate::run`]: they
     /// ask an operating system for what no bare guest has (its view of the system, processes,
     /// memory it may lose). A backend without an OS refuses them.
     pub const fn needs_os(self) -> bool {
-        matches!(self, Kernel::Probe | Kernel::ForkBomb | Kernel::MemHog)
+        matches!(self, Kernel::Probe | Kernel::ForkBomb | Kernel::MemHog) || self.is_tool()
     }
 
     /// True for the kernels that end their child when the host says stop (the aggressors of
@@ -201,7 +234,8 @@ impl fmt::Display for Kernel {
 /// set and dependent accesses; `syscall` kernel entries; `io` MiB written; `cpu` iterations;
 /// `disk-seq` MiB written and read, and passes (0 and 1: one); `disk-rand` MiB of disk and
 /// reads; `net-stream` MiB sent; `net-rr` round trips; `fork-bomb` milliseconds at most;
-/// `mem-hog` MiB at most and milliseconds at most.
+/// `mem-hog` MiB at most and milliseconds at most; `fio` MiB of disk and random reads;
+/// `netperf` transactions; `iperf3` MiB sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Spec {
     /// Which kernel.
@@ -276,6 +310,10 @@ impl Spec {
             // Bounded in time; each is stopped by the lab long before.
             Kernel::ForkBomb => Spec::new(kernel, 0, 60_000),
             Kernel::MemHog => Spec::new(kernel, 2048, 60_000),
+            // The same sizes as the lab's kernels they are held against.
+            Kernel::Fio => Spec::new(kernel, 64, 20_000),
+            Kernel::Netperf => Spec::new(kernel, 0, 20_000),
+            Kernel::Iperf3 => Spec::new(kernel, 256, 0),
         }
     }
 

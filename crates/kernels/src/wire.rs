@@ -40,6 +40,15 @@ pub const PROBE: &str = "probe";
 /// A fact about the instance reported by its runtime (e.g. the guest RAM a VMM mapped).
 pub const INFO: &str = "info";
 
+/// The key of the `info` lines that carry what a field tool printed (`fio`, `netperf`,
+/// `iperf3`: see [`crate::Kernel::is_tool`]): `tool_output.0000`, `tool_output.0001`, … each
+/// with the next piece of its standard output, escaped. The lab joins them in key order.
+pub const TOOL_OUTPUT: &str = "tool_output";
+
+/// How many bytes of a tool's output one `info` line carries: escaped (at most three bytes
+/// each), they fit a [`Line`] with room for its event and key.
+pub const TOOL_OUTPUT_PIECE: usize = 150;
+
 /// Bytes that must be escaped inside a value.
 const SPECIAL: &[u8] = b" =%\n\r\t";
 

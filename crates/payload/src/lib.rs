@@ -35,6 +35,9 @@ pub struct Given<'a> {
     pub net: Option<(Ipv4Addr, u8)>,
     /// The libraries to load before the kernel runs (an image's).
     pub libs: Option<&'a Path>,
+    /// The field's tools the lab carries into the instance, for the tool kernels (`fio`,
+    /// `netperf`, `iperf3`: see [`Kernel::is_tool`]).
+    pub tools: Option<&'a Path>,
 }
 
 /// The command-line words that hand `spec` to the workload executable, with the report on fd
@@ -58,7 +61,25 @@ pub fn argv(spec: &Spec, report: i32, control: i32, given: &Given) -> Vec<String
     if let Some(libs) = given.libs {
         words.push(format!("libs={}", libs.display()));
     }
+    if let Some(tools) = given.tools {
+        words.push(format!("tools={}", tools.display()));
+    }
     words
+}
+
+/// What a field tool printed (see [`Kernel::is_tool`]), joined from the `info` facts its
+/// instance reported ([`wire::TOOL_OUTPUT`] pieces, in key order); `None` when there are none.
+pub fn tool_output<'a>(info: impl IntoIterator<Item = (&'a String, &'a String)>) -> Option<String> {
+    let prefix = format!("{}.", wire::TOOL_OUTPUT);
+    let mut pieces: Vec<(&String, &String)> = info
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .collect();
+    if pieces.is_empty() {
+        return None;
+    }
+    pieces.sort();
+    Some(pieces.into_iter().map(|(_, v)| v.as_str()).collect())
 }
 
 /// One marker line, parsed.

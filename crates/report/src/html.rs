@@ -110,6 +110,8 @@ struct Page {
     isolation: Vec<Block>,
     images: Vec<Block>,
     interference: Vec<Block>,
+    /// The latest validation of each machine against the field's tools (`lab validate`).
+    validation: Vec<Block>,
     machines: Vec<Machine>,
     files: Table,
     nested_pvm: Option<&'static str>,
@@ -989,6 +991,34 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
         }
     }
 
+    // The latest validation of each host's kernels against fio, netperf and iperf3.
+    let mut validation = Vec::new();
+    for host in &hosts {
+        let mine: Vec<&Results> = sets
+            .iter()
+            .filter(|d| {
+                d.host == *host && d.results.header.experiment == crate::validation::EXPERIMENT
+            })
+            .map(|d| d.results)
+            .collect();
+        if let Some(latest) = mine
+            .iter()
+            .max_by(|a, b| a.header.environment.date.cmp(&b.header.environment.date))
+        {
+            validation.push(Block {
+                heading: multi_host.then(|| format!("on {host}")),
+                tables: vec![crate::validation::table(&latest.validations)],
+                notes: vec![format!(
+                    "From {} ({}, lab {}).",
+                    relative(out_dir.path(), &latest.path),
+                    latest.header.environment.date,
+                    latest.header.environment.commit
+                )],
+                ..Block::default()
+            });
+        }
+    }
+
     let raw = sets
         .iter()
         .map(|d| RawLink {
@@ -1033,6 +1063,7 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
         isolation,
         images,
         interference,
+        validation,
         machines: machines(&sets, &hosts),
         files: files_table(&sets),
         nested_pvm: files

@@ -23,7 +23,8 @@
 //! * [`table`] — the figures as tables, for the terminal, Markdown and HTML;
 //! * [`plot`] — the figures as SVG plots;
 //! * [`html`] — the page that holds them all;
-//! * [`backends`] — which backend names are containers, VMs, the baseline.
+//! * [`backends`] — which backend names are containers, VMs, the baseline;
+//! * [`validation`] — `lab validate`'s figures, and the latest validation beside the results.
 
 pub mod backends;
 pub mod claims;
@@ -33,6 +34,7 @@ pub mod html;
 pub mod plot;
 pub mod summary;
 pub mod table;
+pub mod validation;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -113,7 +115,15 @@ pub fn render(files: &[Results], out_dir: &Path) -> Result<PathBuf, ReportError>
     if files.is_empty() {
         return Err(ReportError::NoResults);
     }
-    html::render(files, out_dir)
+    // The method section shows how this machine's disk and network kernels compare with the
+    // field's tools: a validation among the files, or the latest one found beside them.
+    let beside = validation::latest_beside(files);
+    if beside.is_empty() {
+        return html::render(files, out_dir);
+    }
+    let mut all = files.to_vec();
+    all.extend(beside);
+    html::render(&all, out_dir)
 }
 
 /// The terminal tables of one results file, whatever its experiment, with loud warnings (failed
@@ -165,6 +175,9 @@ pub fn terminal(results: &Results) -> String {
     }
     if !density.is_empty() {
         tables.push(table::density(&density));
+    }
+    if !results.validations.is_empty() {
+        tables.push(validation::table(&results.validations));
     }
     if let Some(image) = &results.image {
         tables.push(table::image_layers(image));

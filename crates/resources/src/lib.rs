@@ -10,6 +10,7 @@
 //! * [`image`] — the lab's layered image (overlayfs), as an ext4 disk for VMs, and as Docker's;
 //! * [`ksm`] — kernel same-page merging, shared between labs;
 //! * [`containers`] — what OCI runtimes and Docker keep for a container, and its removal;
+//! * [`tools`] — the field's tools (fio, netperf, iperf3) with their libraries, for instances;
 //! * [`ownership`] — the ledger of all of the above, the guardian that undoes it when the lab
 //!   dies, and the next lab's reaping of what a dead one left.
 
@@ -20,3 +21,4 @@ pub mod image;
 pub mod ksm;
 pub mod network;
 pub mod ownership;
+pub mod tools;

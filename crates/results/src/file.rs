@@ -176,6 +176,8 @@ pub struct Results {
     pub density_ends: Vec<DensityEnd>,
     /// The lab's layered image, when the file measured one.
     pub image: Option<ImageRecord>,
+    /// The figures of `lab validate`, when the file is a validation.
+    pub validations: Vec<ValidationRecord>,
     /// Where each backend's records are, built on first use.
     index: index::Lazy,
 }
@@ -197,6 +199,7 @@ impl Results {
             density,
             density_ends,
             image,
+            validations: Vec::new(),
             index: index::Lazy::default(),
         }
     }
@@ -226,6 +229,7 @@ impl Results {
         let mut density = Vec::new();
         let mut density_ends = Vec::new();
         let mut image = None;
+        let mut validations = Vec::new();
         let mut line = Vec::new();
         // The environment record is the same in every version; the others follow its schema.
         let mut version_1 = false;
@@ -292,6 +296,7 @@ impl Results {
                 Record::DensityStep(d) => density.push(*d),
                 Record::DensityEnd(d) => density_ends.push(*d),
                 Record::Image(i) => image = Some(*i),
+                Record::Validation(v) => validations.push(*v),
             }
             if header.is_none() {
                 return Err(ResultsError::NotResults {
@@ -305,14 +310,16 @@ impl Results {
         if version_1 {
             v1::assign_families(&mut runs, &mut density, &mut density_ends);
         }
-        Ok(Results::new(
+        let mut results = Results::new(
             path.to_path_buf(),
             header,
             runs,
             density,
             density_ends,
             image,
-        ))
+        );
+        results.validations = validations;
+        Ok(results)
     }
 
     /// Every results file at `path`: the file itself, or all `results.jsonl` files under a

@@ -19,7 +19,9 @@
 //! * `isolab-results/1` — first version. Still read: see [`v1`] for how its records are
 //!   converted (its string map of facts, and the families of the names it wrote).
 //! * `isolab-results/2` — every run, density step and density end records its `family`; a
-//!   run's facts are typed (`facts`, was the string map `info`).
+//!   run's facts are typed (`facts`, was the string map `info`). Since `lab validate`, a file
+//!   of the `validate` experiment also holds `validation` records ([`ValidationRecord`]); files
+//!   of every other experiment are unchanged, and read as before.
 //!
 //! The pieces: [`records`] (the schema), [`info`] (the wire names of the facts backends
 //! report), [`facts`] and [`family`] (what a run says about itself, and its isolation model),

@@ -594,6 +594,66 @@ pub enum Record {
     DensityEnd(Box<DensityEnd>),
     /// The lab's layered image: its layers, and Docker's builds of it (`lab run images`).
     Image(Box<ImageRecord>),
+    /// One figure of a lab kernel held against the field's tool (`lab validate`).
+    Validation(Box<ValidationRecord>),
+}
+
+/// What a [`ValidationRecord`]'s values count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidationUnit {
+    /// Operations (I/O requests, transactions) per second.
+    OpsPerS,
+    /// Bytes per second.
+    BytesPerS,
+    /// Nanoseconds (a latency).
+    Ns,
+}
+
+/// One figure of `lab validate`: what a lab kernel measured and what the field's tool measured
+/// in the same instance kind, on a disk of the same size in the same directory or over the same
+/// kind of link, round by round (the two back to back); their medians, and the median of the
+/// rounds' lab ÷ tool, which is judged against the tolerance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValidationRecord {
+    /// The backend both ran on.
+    pub backend: String,
+    /// Its isolation family.
+    pub family: Family,
+    /// The lab's kernel (`disk-rand`, …).
+    pub kernel: String,
+    /// Which of its figures (`IOPS`, `p50 latency`, …).
+    pub figure: String,
+    /// What the values count.
+    pub unit: ValidationUnit,
+    /// The tool and how it was run (`fio randread 4 KiB, iodepth 1, O_DIRECT, psync`).
+    pub tool: String,
+    /// The tool's version, in its own words.
+    pub tool_version: String,
+    /// The tool's figure in each round, parsed from its own output.
+    pub tool_values: Vec<f64>,
+    /// The lab kernel's figure in each round.
+    pub lab_values: Vec<f64>,
+    /// The median of `tool_values`.
+    pub tool_median: Option<f64>,
+    /// The median of `lab_values`.
+    pub lab_median: Option<f64>,
+    /// Each round's lab figure over its tool's, where both gave one: the two ran back to back.
+    #[serde(default)]
+    pub round_ratios: Vec<f64>,
+    /// The median of `round_ratios`: what is judged.
+    pub ratio: Option<f64>,
+    /// How far from 1 the ratio may be (0.15: ±15%).
+    pub tolerance: f64,
+    /// The ratio is within the tolerance.
+    pub within: bool,
+    /// Runs that gave no figure, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+    /// Why the two differ, where that is known: what the lab's kernel does that the tool does
+    /// not, or the other way round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The lab's layered image as `lab run images` built it.

@@ -7,6 +7,7 @@
 //! ```text
 //! isolab-workload kernel=cpu iters=1000000 [report=FD] [control=FD] [scratch=DIR] [hold=1] [port=N]
 //!                 [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX] [libs=DIR] [image=DEVICE]
+//!                 [tools=DIR]
 //! ```
 //!
 //! It writes marker lines (see `isolab_kernels::wire`) to the `report` fd (default: stdout) and,
@@ -21,6 +22,7 @@ mod libraries;
 mod neighbour;
 mod probe;
 mod shim;
+mod tools;
 
 use isolab_kernels::marker::{Marker, INIT_PHASE};
 use isolab_kernels::{wire, Kernel, Spec};
@@ -64,7 +66,7 @@ fn main() {
         options.report_fd,
         options.control_fd,
         options.scratch,
-        devices::Disk::new(options.disk),
+        devices::Disk::new(options.disk.clone()),
         devices::Net::new(options.peer),
     );
     if guest {
@@ -138,6 +140,35 @@ fn main() {
     if spec.hold {
         shim.hold();
     }
+    if spec.kernel.is_tool() {
+        // A field tool beside the lab's kernels (`tools`): its failure is its own words.
+        let given = tools::Given {
+            tools: options.tools.as_deref(),
+            disk: options.disk.as_deref(),
+            peer: options.peer,
+        };
+        match tools::run(&mut shim, &spec, &given) {
+            Ok(out) => shim.mark(
+                Marker::Done,
+                wire::Line::new(wire::DONE)
+                    .hex("checksum", out.checksum)
+                    .field("ops", out.ops)
+                    .field("bytes", out.bytes),
+                shim::now_ns(),
+            ),
+            Err(msg) => fail(
+                &mut shim,
+                guest,
+                wire::Line::new(wire::ERROR)
+                    .field("step", spec.kernel)
+                    .text("msg", msg.as_bytes()),
+            ),
+        }
+        if guest {
+            init::stop();
+        }
+        return;
+    }
 
     // The arena lives until the end of main: the host's memory reading while the workload holds
     // at `done` must still see every page the kernel touched.
@@ -204,6 +235,8 @@ struct Options {
     libs: Option<std::path::PathBuf>,
     /// `image=DEVICE`: a guest mounts the lab's image from this disk, and loads its libraries.
     image: Option<std::path::PathBuf>,
+    /// `tools=DIR`: the field's tools the lab carried into the instance (see `tools`).
+    tools: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -218,6 +251,7 @@ impl Options {
             net: None,
             libs: None,
             image: None,
+            tools: None,
         };
         let mut rest = Vec::new();
         let fd = |v: &[u8]| {
@@ -249,6 +283,7 @@ impl Options {
                 Some((b"disk", v)) => options.disk = Some(std::ffi::OsStr::from_bytes(v).into()),
                 Some((b"libs", v)) => options.libs = Some(std::ffi::OsStr::from_bytes(v).into()),
                 Some((b"image", v)) => options.image = Some(std::ffi::OsStr::from_bytes(v).into()),
+                Some((b"tools", v)) => options.tools = Some(std::ffi::OsStr::from_bytes(v).into()),
                 Some((b"peer", v)) => {
                     options.peer = Some(
                         std::str::from_utf8(v)
@@ -269,7 +304,7 @@ impl Options {
 
 fn usage(guest: bool, msg: &str) -> ! {
     eprintln!("isolab-workload: {msg}");
-    eprintln!("usage: isolab-workload kernel=NAME [mib=N] [iters=N] [hold=0|1] [seed=N] [report=FD] [control=FD] [scratch=DIR] [port=N] [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX] [libs=DIR] [image=DEVICE]");
+    eprintln!("usage: isolab-workload kernel=NAME [mib=N] [iters=N] [hold=0|1] [seed=N] [report=FD] [control=FD] [scratch=DIR] [port=N] [disk=PATH] [peer=A.B.C.D] [net=A.B.C.D/PREFIX] [libs=DIR] [image=DEVICE] [tools=DIR]");
     if guest {
         // On a guest's console, also as a marker line, so the host can say what went wrong.
         let mut line = wire::Line::new(wire::ERROR)

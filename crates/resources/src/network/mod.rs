@@ -158,6 +158,39 @@ impl Network {
     pub fn peer_namespace(&self) -> &Netns {
         &self.ns
     }
+
+    /// Start `command` beside the peer, in its namespace: a server of the field's tools
+    /// (`netserver`, `iperf3 -s`) that the instances reach over the same links as the peer
+    /// (`lab validate`). Between `fork` and `exec` the child joins the namespace and asks to be
+    /// killed when the thread that started it ends (`PR_SET_PDEATHSIG`): a lab killed with
+    /// SIGKILL takes its servers with it. The caller stops it when done.
+    pub fn spawn_beside_peer(
+        &self,
+        command: &mut std::process::Command,
+    ) -> std::io::Result<std::process::Child> {
+        use std::os::unix::process::CommandExt;
+        let fd = self.ns.as_fd().as_raw_fd();
+        // SAFETY: between fork and exec the closure makes only system calls (setns, prctl) on
+        // a descriptor that stays open while `self` lives, which outlasts the spawn.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0
+                    || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        command.spawn()
+    }
+
+    /// True once something in the peer's namespace accepts TCP connections on `port`.
+    pub fn peer_listens(&self, port: u16) -> bool {
+        self.ns
+            .run(|| std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok())
+            .unwrap_or(false)
+    }
 }
 
 /// A VM's link to the peer: the tap (its cable), the address its guest sets up, the peer's.
