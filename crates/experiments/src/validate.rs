@@ -560,7 +560,20 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
     // (backend, kernel) → one run or failure per round, `None` for a round not reached.
     let mut runs: BTreeMap<(usize, Kernel), PerRound<Run>> = BTreeMap::new();
     let mut tools: BTreeMap<(usize, Kernel), PerRound<ToolFigures>> = BTreeMap::new();
-    let progress = crate::progress_bar(opts.progress, opts.rounds as u64 * per_round as u64);
+    let mut progress = crate::progress::Progress::new(
+        opts.progress,
+        "validate",
+        opts.rounds as u64 * per_round as u64,
+    );
+    progress.begin(&format!(
+        "{} rounds of {per_round} runs (each kernel and its tool) on {}",
+        opts.rounds,
+        backends
+            .iter()
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     let mut rng = Rng::new(opts.seed);
     let mut order: Vec<usize> = (0..groups.len()).collect();
     let mut interrupted = false;
@@ -576,12 +589,8 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
                     break 'rounds;
                 }
                 let backend = &backends[group.backend];
-                progress.set_message(format!(
-                    "round {} {} {}",
-                    round + 1,
-                    backend.name(),
-                    spec.kernel
-                ));
+                let message = format!("{} {}", backend.name(), spec.kernel);
+                progress.running(&format!("round {} {message}", round + 1));
                 let result = backend
                     .run(lab, &spec, &Limits::default())
                     .map_err(|e| e.to_string())
@@ -594,7 +603,7 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
                     interrupted = true;
                     break 'rounds;
                 }
-                progress.inc(1);
+                progress.sample(&message, result.is_ok());
                 let key = (group.backend, spec.kernel);
                 if spec.kernel.is_tool() {
                     let figures = result.and_then(|run| {
@@ -619,8 +628,9 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
             }
         }
         rounds_done += 1;
+        progress.step_done(&format!("round {}/{}", round + 1, opts.rounds));
     }
-    progress.finish_and_clear();
+    progress.finish();
     drop(servers);
 
     let mut records = Vec::new();
