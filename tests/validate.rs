@@ -48,7 +48,7 @@ fn validate_holds_every_kernel_against_its_tool_and_its_exit_status_says_whether
     let _serial = serial();
     let temp = temp_dir("validate");
     let out = temp.join("reports");
-    let mounts_before = lab_mounts("/proc/self/mountinfo");
+    let mounts_before = lab_mounts("/proc/self/mountinfo", &temp);
     let o = lab(
         &temp,
         &[
@@ -121,7 +121,7 @@ fn validate_holds_every_kernel_against_its_tool_and_its_exit_status_says_whether
     let kept = std::fs::read_dir(dir.join("tools")).unwrap().count();
     assert_eq!(kept, 2 * 3 * 2, "two backends, three tools, two rounds");
     // The tools' servers and the instances are gone, and so are their mounts.
-    assert_eq!(lab_mounts("/proc/self/mountinfo"), mounts_before);
+    assert_eq!(lab_mounts("/proc/self/mountinfo", &temp), mounts_before);
     let _ = std::fs::remove_dir_all(&temp);
 }
 
