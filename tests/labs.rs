@@ -399,10 +399,11 @@ fn walkthrough() -> &'static Walk {
     WALK.get_or_init(|| {
         let _serial = common::serial();
         let dir = common::temp_dir("labs-walk");
-        // A fresh checkout's exercises, and the kernels crate they link.
+        // A fresh checkout's exercises, and the kernels crate they link (labs/Cargo.toml names it
+        // by its place in the workspace, ../crates/kernels).
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         copy_tree(&labs(), &dir.join("labs"));
-        copy_tree(&repo.join("kernels"), &dir.join("kernels"));
+        copy_tree(&repo.join("crates/kernels"), &dir.join("crates/kernels"));
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let mut walk = Walk {
             dir,
