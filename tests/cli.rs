@@ -896,3 +896,52 @@ fn a_guest_kernel_that_cannot_boot_is_a_failure() {
     assert!(took < Duration::from_secs(10));
     std::fs::remove_dir_all(temp).unwrap();
 }
+
+/// A VMM the exercises installed from step 2 runs no workload (it loads the lab's guest from
+/// step 5): a run that names it measures the others, prints their table, exits 0, and says which
+/// step it needs — it does not end with "every student:vmm run failed" and no table.
+#[test]
+fn an_unfinished_student_vmm_is_left_out_and_the_others_are_measured() {
+    common::needs_kvm();
+    let _serial = serial();
+    let temp = temp_dir("cli-student-step");
+    // What `lab check vmm-2` installs, relative to where `lab` runs: the program (any runnable
+    // file: it is never started) and the step it passed.
+    let bin = temp.join("labs/.lab/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/true", bin.join("vmm")).unwrap();
+    std::fs::write(bin.join("vmm.step"), "2\n").unwrap();
+    let out = temp.join("reports");
+    let o = Command::new(LAB)
+        .args(["run", "startup", "--backends", "process,student:vmm"])
+        .args(["--runs", "3", "--warmup", "0", "--no-progress", "--out"])
+        .arg(&out)
+        .current_dir(&temp)
+        .env("TMPDIR", &temp)
+        .output()
+        .unwrap();
+    let stdout = succeeded(&o);
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        all.contains(
+            "student:vmm: ready: your VMM passed step 2 of 5; it runs the lab's workload from \
+             step 5 (`lab check vmm-5`)"
+        ),
+        "{all}"
+    );
+    assert!(stdout.contains("│ process "), "the others' table: {stdout}");
+    let files = results_files(&out);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let results = Results::read(&files[0]).unwrap();
+    assert_eq!(results.backend_names(), ["process"]);
+    assert!(
+        results
+            .header
+            .skipped
+            .iter()
+            .any(|s| s.backend == "student:vmm" && s.reason.contains("step 5")),
+        "{:?}",
+        results.header.skipped
+    );
+    std::fs::remove_dir_all(temp).unwrap();
+}

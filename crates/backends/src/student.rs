@@ -105,6 +105,25 @@ impl Kind {
         }
     }
 
+    /// The first step whose program runs the lab's workload, so that `lab run` can measure it:
+    /// a runtime runs it from its first step (fork and exec); a VMM only from its last, when it
+    /// loads the lab's bare guest (steps 1–4 open KVM, build a machine, run code of the
+    /// checker's).
+    pub fn runs_workload_from(self) -> u32 {
+        match self {
+            Kind::Container => 1,
+            Kind::Vmm => 5,
+        }
+    }
+
+    /// "your runtime", "your VMM": what the student built, in labels.
+    pub fn yours(self) -> &'static str {
+        match self {
+            Kind::Container => "your runtime",
+            Kind::Vmm => "your VMM",
+        }
+    }
+
     /// The environment variable that names the program instead of the installed one.
     pub fn env_var(self) -> &'static str {
         match self {
@@ -180,6 +199,9 @@ pub struct Student {
     program: Option<PathBuf>,
     /// Whether the program does every step of its track (see [`Backend::family`]).
     complete: bool,
+    /// The step `lab check` installed it from, when known (not for a program the environment
+    /// names, nor for the checks' own runs).
+    step: Option<u32>,
     /// What to hand the program.
     pub options: Options,
 }
@@ -193,6 +215,7 @@ impl Student {
             name: format!("student:{}", kind.word()),
             program: Some(program),
             complete,
+            step: None,
             options: Options::default(),
         }
     }
@@ -217,7 +240,10 @@ impl Student {
                     _ => isolab_host::files::read_to_string_bounded(&step, 4096, "step file"),
                 };
                 let step = step.ok().and_then(|s| s.trim().parse::<u32>().ok());
-                Student::new(kind, program, step == Some(kind.last_step()))
+                Student {
+                    step,
+                    ..Student::new(kind, program, step == Some(kind.last_step()))
+                }
             }
         }
     }
@@ -303,12 +329,26 @@ impl Backend for Student {
         ))
     }
 
-    /// The exercises' runtimes attach no disk and no network, and run the lab's plain root.
+    /// The exercises' runtimes attach no disk and no network, and run the lab's plain root; a
+    /// VMM installed from a step before the one that loads the lab's guest runs no workload at
+    /// all. Refusing here (not failing every run) lets `lab run` measure the other backends and
+    /// say which step yours needs.
     fn supports(&self, lab: &Lab, kernel: isolab_payload::Kernel) -> Result<(), String> {
         if lab.settings.image_spec.is_some() {
             return Err(
                 "the exercises' runtimes run the lab's plain root, not its layered image".into(),
             );
+        }
+        if let Some(step) = self.step.filter(|s| *s < self.kind.runs_workload_from()) {
+            return Err(format!(
+                "{} passed step {step} of {}; it runs the lab's workload from step {} \
+                 (`lab check {}-{}`)",
+                self.kind.yours(),
+                self.kind.last_step(),
+                self.kind.runs_workload_from(),
+                self.kind.word(),
+                self.kind.runs_workload_from()
+            ));
         }
         if kernel.needs_disk() || kernel.needs_network() {
             return Err("the exercises' runtimes attach no disk and no network".into());
@@ -475,6 +515,17 @@ impl Student {
                     instance.note(info::IMAGE, "the lab's bare guest ELF");
                 }
             }
+        }
+        // A program from an earlier step is labelled as what it is in every table.
+        if let (Some(step), false) = (self.step, self.complete) {
+            instance.note(
+                info::UNFINISHED,
+                format!(
+                    "{} (step {step} of {})",
+                    self.kind.yours(),
+                    self.kind.last_step()
+                ),
+            );
         }
         Ok((instance, calls))
     }

@@ -10,7 +10,9 @@
 //! longest_phase = "namespaces"   # a word from the exercise's vocabulary
 //! ```
 //!
-//! A blank answer (`""`) is "not yet". A figure must equal the one recomputed from the results
+//! A blank answer (`""`) is "not yet". A figure is a TOML number (`1.393`); the same number in
+//! quotes (`"1.393"`) is read as that number too, since a template's blank is a pair of quotes.
+//! A figure must equal the one recomputed from the results
 //! file **at the precision the report prints it** ([`Precision`]): three decimals of a
 //! millisecond, two of a MiB, three significant digits of a ratio. That is what reading the
 //! table gives, and what a copy of another run's answers almost never matches — a second run
@@ -108,6 +110,16 @@ impl Precision {
             }
     }
 
+    /// How close a quoted figure must be, in words, for the check's lines and hints.
+    pub fn describe(self) -> String {
+        match self {
+            Precision::Decimals(1) => "as printed, to 1 decimal".into(),
+            Precision::Decimals(d) => format!("as printed, to {d} decimals"),
+            Precision::Sig3 => "as printed, to 3 significant digits".into(),
+            Precision::Relative(r) => format!("within ±{} % of it", (r * 100.0).round()),
+        }
+    }
+
     /// Does `quoted` read `exact` correctly?
     pub fn matches(self, quoted: f64, exact: f64) -> bool {
         (quoted - exact).abs() <= self.tolerance(exact)
@@ -192,13 +204,28 @@ impl Answers {
         }
     }
 
+    /// The text at `key`: `Ok(None)` when missing or blank, `Err` (what is there instead)
+    /// when it is not a string.
+    pub fn text(&self, key: &str) -> Result<Option<String>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.trim().to_string())),
+            Some(other) => Err(shown(other)),
+        }
+    }
+
     fn number(&self, key: &str) -> Given<f64> {
         match self.get(key) {
             None => Given::Blank,
             Some(toml::Value::String(s)) if s.trim().is_empty() => Given::Blank,
-            Some(toml::Value::Integer(i)) => Given::Value(*i as f64),
-            Some(toml::Value::Float(f)) => Given::Value(*f),
-            Some(other) => Given::Wrong(format!("{key} should be a number, not {other}")),
+            Some(v) => match as_number(v) {
+                Some(n) => Given::Value(n),
+                None => Given::Wrong(format!(
+                    "{key} should be a number (e.g. 1.25), not {}",
+                    shown(v)
+                )),
+            },
         }
     }
 
@@ -207,8 +234,11 @@ impl Answers {
             None => Given::Blank,
             Some(toml::Value::String(s)) if s.trim().is_empty() => Given::Blank,
             Some(toml::Value::Array(a)) => {
-                let num = |v: &toml::Value| v.as_float().or(v.as_integer().map(|i| i as f64));
-                match (a.len(), a.first().and_then(num), a.get(1).and_then(num)) {
+                match (
+                    a.len(),
+                    a.first().and_then(as_number),
+                    a.get(1).and_then(as_number),
+                ) {
                     (2, Some(lo), Some(hi)) => Given::Value((lo, hi)),
                     _ if a
                         .iter()
@@ -219,7 +249,9 @@ impl Answers {
                     _ => Given::Wrong(format!("{key} should be [low, high], two numbers")),
                 }
             }
-            Some(other) => Given::Wrong(format!("{key} should be [low, high], not {other}")),
+            Some(other) => {
+                Given::Wrong(format!("{key} should be [low, high], not {}", shown(other)))
+            }
         }
     }
 
@@ -228,8 +260,34 @@ impl Answers {
             None => Given::Blank,
             Some(toml::Value::String(s)) if s.trim().is_empty() => Given::Blank,
             Some(toml::Value::String(s)) => Given::Value(s.trim().to_lowercase()),
-            Some(other) => Given::Wrong(format!("{key} should be a word in quotes, not {other}")),
+            Some(other) => Given::Wrong(format!(
+                "{key} should be a word in quotes, not {}",
+                shown(other)
+            )),
         }
+    }
+}
+
+/// A TOML number, or a string that holds one (`"1.517"`: what a student writes into a
+/// template whose blank is `""`). NaN and infinities are not figures.
+fn as_number(v: &toml::Value) -> Option<f64> {
+    let n = match v {
+        toml::Value::Integer(i) => *i as f64,
+        toml::Value::Float(f) => *f,
+        toml::Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    n.is_finite().then_some(n)
+}
+
+/// A value as the student wrote it, short: a hint names what was there without pasting a
+/// whole table or a long text back.
+fn shown(v: &toml::Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 40 {
+        format!("{}…", text.chars().take(40).collect::<String>())
+    } else {
+        text
     }
 }
 
@@ -314,8 +372,9 @@ pub fn judge(answers: &Answers, q: &Question) -> Test {
             Given::Wrong(w) => Test::fail(name, w),
             Given::Value(v) => Test::expect(&name, precision.matches(v, *value), || {
                 format!(
-                    "{v} is not what your results show: {} (quote it as printed)",
-                    q.where_to_look
+                    "{v} is not what your results show: {} (quote it {})",
+                    q.where_to_look,
+                    precision.describe()
                 )
             }),
         },
@@ -331,8 +390,9 @@ pub fn judge(answers: &Answers, q: &Question) -> Test {
                 precision.matches(l, *low) && precision.matches(h, *high),
                 || {
                     format!(
-                        "[{l}, {h}] is not the interval your results show: {}",
-                        q.where_to_look
+                        "[{l}, {h}] is not the interval your results show: {} (quote both ends {})",
+                        q.where_to_look,
+                        precision.describe()
                     )
                 },
             ),
@@ -413,12 +473,27 @@ mod tests {
         assert_eq!(judge(&a, &q("c.blank", fig(1.0))).status, Status::NotYet);
         assert_eq!(judge(&a, &q("c.missing", fig(1.0))).status, Status::NotYet);
         assert_eq!(judge(&a, &q("c.bad", fig(1.0))).status, Status::Fail);
+        let quoted =
+            Answers::parse("[c]\nms = \"1.393\"\nci = [\"1.376\", \" 1.426 \"]\nnan = \"nan\"\n")
+                .unwrap();
+        assert_eq!(
+            judge(&quoted, &q("c.ms", fig(1.3931))).status,
+            Status::Pass,
+            "a quoted number is that number"
+        );
+        assert_eq!(judge(&quoted, &q("c.nan", fig(1.0))).status, Status::Fail);
+        let wrong = judge(&a, &q("c.ms", fig(1.40)));
+        assert!(
+            wrong.hint.as_deref().unwrap().contains("to 3 decimals"),
+            "the hint states the tolerance: {wrong:?}"
+        );
         let ci = Expected::Interval {
             low: 1.3762,
             high: 1.4258,
             precision: Precision::Decimals(3),
         };
         assert_eq!(judge(&a, &q("c.ci", ci.clone())).status, Status::Pass);
+        assert_eq!(judge(&quoted, &q("c.ci", ci.clone())).status, Status::Pass);
         assert_eq!(judge(&a, &q("c.none", ci)).status, Status::NotYet);
         let vocab = ["namespaces", "rootfs"];
         assert_eq!(

@@ -28,8 +28,10 @@ pub mod cargo;
 pub mod container;
 pub mod inspect;
 pub mod measure;
+pub mod models;
 pub mod skeleton;
 pub mod vmm;
+pub mod written;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -121,8 +123,11 @@ pub struct Exercise {
     pub id: &'static str,
     /// Its title.
     pub title: &'static str,
-    /// Its track.
+    /// Its track: how it is checked (answers, or a program).
     pub track: Track,
+    /// The track it is listed under: its own, except that the comparison at the end of a
+    /// building track is checked like a measuring exercise but belongs to that track.
+    pub listed: Track,
     /// For a building step, its number in the track (1…); 0 otherwise.
     pub step: u32,
     /// Its text, relative to the labs directory.
@@ -152,6 +157,7 @@ const fn measure(
         id,
         title,
         track: Track::Measure,
+        listed: Track::Measure,
         step: 0,
         doc,
         dir: None,
@@ -159,6 +165,15 @@ const fn measure(
         goal,
         minutes,
         needs,
+    }
+}
+
+/// The comparison that ends building track `track`: answered from measurements, like a
+/// measuring exercise, and listed under its track.
+const fn compare(track: Track, exercise: Exercise) -> Exercise {
+    Exercise {
+        listed: track,
+        ..exercise
     }
 }
 
@@ -178,6 +193,7 @@ const fn build(
         id,
         title,
         track,
+        listed: track,
         step,
         doc,
         dir: Some(dir),
@@ -189,7 +205,7 @@ const fn build(
 }
 
 /// Every exercise, in the order to do them within each track.
-pub const EXERCISES: [Exercise; 19] = [
+pub const EXERCISES: [Exercise; 22] = [
     measure(
         "startup",
         "Where start-up time goes",
@@ -234,6 +250,34 @@ pub const EXERCISES: [Exercise; 19] = [
         "find the marginal cost of an instance and what limits density",
         25,
         "memory",
+    ),
+    measure(
+        "throughput",
+        "Where the models differ: disk and network",
+        "06-throughput.md",
+        "answers/throughput.toml",
+        "say which model pays where on disk and network, and why: a veth hop, a VM exit per \
+         notification",
+        30,
+        "boundary",
+    ),
+    measure(
+        "images",
+        "One image, many instances",
+        "07-images.md",
+        "answers/images.toml",
+        "measure what one more instance of one image costs, and what KSM changes",
+        30,
+        "density",
+    ),
+    measure(
+        "neighbours",
+        "Noisy neighbours",
+        "08-neighbours.md",
+        "answers/neighbours.toml",
+        "tell which load and which failure reach a neighbour, with and without limits",
+        30,
+        "boundary",
     ),
     build(
         Track::Container,
@@ -312,14 +356,17 @@ pub const EXERCISES: [Exercise; 19] = [
         30,
         "container-6",
     ),
-    measure(
-        "container-compare",
-        "Your runtime against runc and the lab's",
-        "container/compare.md",
-        "answers/container-compare.toml",
-        "measure your runtime phase by phase against two others and explain the difference",
-        30,
-        "container-7",
+    compare(
+        Track::Container,
+        measure(
+            "container-compare",
+            "Your runtime against runc and the lab's",
+            "container/compare.md",
+            "answers/container-compare.toml",
+            "measure your runtime phase by phase against two others and explain the difference",
+            30,
+            "container-7",
+        ),
     ),
     build(
         Track::Vmm,
@@ -376,14 +423,17 @@ pub const EXERCISES: [Exercise; 19] = [
         90,
         "vmm-4",
     ),
-    measure(
-        "vmm-compare",
-        "Your VMM against the lab's",
-        "vmm/compare.md",
-        "answers/vmm-compare.toml",
-        "measure your VMM's start-up and exits against the lab's and explain the difference",
-        30,
-        "vmm-5",
+    compare(
+        Track::Vmm,
+        measure(
+            "vmm-compare",
+            "Your VMM against the lab's",
+            "vmm/compare.md",
+            "answers/vmm-compare.toml",
+            "measure your VMM's start-up and exits against the lab's and explain the difference",
+            30,
+            "vmm-5",
+        ),
     ),
 ];
 
@@ -476,6 +526,9 @@ pub struct Outcome {
     pub tests: Vec<Test>,
     /// What was measured along the way (every exercise ends in a measurement).
     pub measured: Vec<String>,
+    /// A measuring exercise's written answers, by question (`q1` …): collected for the
+    /// instructor, who grades them ([`written`]).
+    pub written: BTreeMap<String, String>,
 }
 
 impl Outcome {
@@ -529,6 +582,8 @@ impl Outcome {
             "exercise": self.exercise.id,
             "score": { "passed": passed, "total": total },
             "measured": self.measured,
+            // For the instructor to read and grade: the lab only checked that none is blank.
+            "written": self.written,
             "tests": self.tests.iter().map(|t| serde_json::json!({
                 "name": t.name,
                 "status": if t.status == Status::Pass { "pass" } else { "fail" },
@@ -601,10 +656,12 @@ pub fn check(
     } else {
         options.require_labs()?;
     }
+    let mut written = BTreeMap::new();
     let (tests, measured, built) = match exercise.track {
         Track::Measure => {
-            let (tests, measured) = measure::check(exercise, options)?;
-            (tests, measured, None)
+            let checked = measure::check(exercise, options)?;
+            written = checked.written;
+            (checked.tests, checked.measured, None)
         }
         Track::Container | Track::Vmm => {
             let (built, what) = match &options.program {
@@ -664,6 +721,7 @@ pub fn check(
         exercise,
         tests,
         measured,
+        written,
     };
     // Another crate or answers file (an instructor's, a test's) is not this student's progress.
     let own = options.crate_dir.is_none() && options.program.is_none() && options.answers.is_none();
@@ -708,12 +766,30 @@ pub fn command(
             options.require_labs()?;
             let progress = Progress::read(&options.labs);
             if let Some(path) = json {
-                write_json(path, &progress.exercism())?;
+                let mut value = progress.exercism();
+                with_written(&mut value, &options.labs);
+                write_json(path, &value)?;
             }
             Ok(Done {
                 text: progress.render(),
                 passed: true,
             })
+        }
+    }
+}
+
+/// Add each measuring exercise's written answers, as its answers file holds them now, to its
+/// entry of the progress JSON: the instructor grades them there. An answers file that cannot be
+/// read adds nothing (its check says why).
+fn with_written(value: &mut serde_json::Value, labs: &Path) {
+    let Some(tests) = value["tests"].as_array_mut() else {
+        return;
+    };
+    for (test, e) in tests.iter_mut().zip(EXERCISES.iter()) {
+        let Some(file) = e.answers else { continue };
+        if let Ok(answers) = answers::Answers::read_in(labs, Path::new(file)) {
+            let (_, texts) = written::collect(&answers, e.id);
+            test["written"] = serde_json::json!(texts);
         }
     }
 }
@@ -799,14 +875,14 @@ const MAX_PROGRAM: u64 = 256 << 20;
 /// The largest progress file read: one line per exercise, a few KiB in all.
 const MAX_PROGRESS: u64 = 1 << 20;
 
-/// The last result of each exercise, kept in `<labs>/.lab/progress.json`.
+/// The best and the last result of each exercise, kept in `<labs>/.lab/progress.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Progress {
-    /// Exercise id → its last result.
+    /// Exercise id → its last result, and its best.
     pub exercises: BTreeMap<String, Recorded>,
 }
 
-/// One exercise's last result.
+/// One exercise's last result (its fields) and its best one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recorded {
     /// Tests passed.
@@ -815,6 +891,69 @@ pub struct Recorded {
     pub total: usize,
     /// When (RFC 3339, UTC).
     pub date: String,
+    /// The best result so far, when it is not the last one: a retry that went worse does not
+    /// take back an exercise done. (Files written before it was kept have none.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<Score>,
+}
+
+/// A result: tests passed of all, and when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Tests passed.
+    pub passed: usize,
+    /// Tests in all.
+    pub total: usize,
+    /// When (RFC 3339, UTC).
+    pub date: String,
+}
+
+impl Score {
+    /// Every test passed.
+    pub fn done(&self) -> bool {
+        self.total > 0 && self.passed == self.total
+    }
+
+    /// Better than `other`: done beats not done, then the larger share of tests passed.
+    fn beats(&self, other: &Score) -> bool {
+        let share = |s: &Score| s.passed as f64 / s.total.max(1) as f64;
+        (self.done(), share(self)) > (other.done(), share(other))
+    }
+
+    fn show(&self) -> String {
+        if self.done() {
+            format!("done ({}/{}, {})", self.passed, self.total, self.date)
+        } else {
+            format!("{}/{} ({})", self.passed, self.total, self.date)
+        }
+    }
+}
+
+impl Recorded {
+    /// The last result.
+    pub fn last(&self) -> Score {
+        Score {
+            passed: self.passed,
+            total: self.total,
+            date: self.date.clone(),
+        }
+    }
+
+    /// The best result: the last one unless an earlier one beat it.
+    pub fn best(&self) -> Score {
+        self.best.clone().unwrap_or_else(|| self.last())
+    }
+
+    /// `last` recorded after this one.
+    fn then(&self, last: Score) -> Recorded {
+        let best = self.best();
+        Recorded {
+            passed: last.passed,
+            total: last.total,
+            date: last.date.clone(),
+            best: best.beats(&last).then_some(best),
+        }
+    }
 }
 
 impl Progress {
@@ -848,9 +987,9 @@ impl Progress {
     fn record(labs: &Path, outcome: &Outcome) -> Result<(), ExercisesError> {
         let mut progress = Progress::read(labs);
         let (passed, total) = outcome.score();
-        progress.exercises.insert(
-            outcome.exercise.id.to_string(),
-            Recorded {
+        progress.add(
+            outcome.exercise.id,
+            Score {
                 passed,
                 total,
                 date: jiff::Timestamp::now()
@@ -865,26 +1004,50 @@ impl Progress {
         Ok(())
     }
 
-    /// The progress table: every exercise, its track, time, and last result.
+    /// Record `last` as exercise `id`'s last result, keeping its best.
+    pub fn add(&mut self, id: &str, last: Score) {
+        let recorded = match self.exercises.get(id) {
+            Some(before) => before.then(last),
+            None => Recorded {
+                passed: last.passed,
+                total: last.total,
+                date: last.date,
+                best: None,
+            },
+        };
+        self.exercises.insert(id.to_string(), recorded);
+    }
+
+    /// The progress table: every exercise, its track, time, best result and last check (the
+    /// last is shown only where it is not the best).
     pub fn render(&self) -> String {
-        let mut out = String::from("exercise            track      min  last check\n");
+        let mut out = String::from(
+            "exercise            track      min  best                                 last check\n",
+        );
         let mut done = 0;
         for e in &EXERCISES {
-            let last = match self.exercises.get(e.id) {
-                Some(r) if r.total > 0 && r.passed == r.total => {
-                    done += 1;
-                    format!("done ({}/{}, {})", r.passed, r.total, r.date)
+            let (best, last) = match self.exercises.get(e.id) {
+                Some(r) => {
+                    let (best, last) = (r.best(), r.last());
+                    if best.done() {
+                        done += 1;
+                    }
+                    let last = if last == best {
+                        "the same".to_string()
+                    } else {
+                        last.show()
+                    };
+                    (best.show(), last)
                 }
-                Some(r) => format!("{}/{} ({})", r.passed, r.total, r.date),
-                None => "not started".into(),
+                None => ("not started".into(), String::new()),
             };
-            let _ = writeln!(
-                out,
-                "{:<19} {:<10} {:>3}  {last}",
+            let line = format!(
+                "{:<19} {:<10} {:>3}  {best:<36} {last}",
                 e.id,
-                e.track.name(),
+                e.listed.name(),
                 e.minutes
             );
+            let _ = writeln!(out, "{}", line.trim_end());
         }
         let _ = writeln!(
             out,
@@ -897,11 +1060,9 @@ impl Progress {
     /// Every exercise's last result in Exercism's shape, one "test" per exercise: the file an
     /// instructor collects from each student (`lab check --json FILE`).
     pub fn exercism(&self) -> serde_json::Value {
-        let all = EXERCISES.iter().all(|e| {
-            self.exercises
-                .get(e.id)
-                .is_some_and(|r| r.total > 0 && r.passed == r.total)
-        });
+        let all = EXERCISES
+            .iter()
+            .all(|e| self.exercises.get(e.id).is_some_and(|r| r.best().done()));
         serde_json::json!({
             "version": 2,
             "status": if all { "pass" } else { "fail" },
@@ -910,12 +1071,21 @@ impl Progress {
                 let r = self.exercises.get(e.id);
                 serde_json::json!({
                     "name": e.id,
+                    "track": e.listed.name(),
+                    // Done once is done: the best result decides, the last is reported too.
                     "status": match r {
-                        Some(r) if r.total > 0 && r.passed == r.total => "pass",
+                        Some(r) if r.best().done() => "pass",
                         Some(_) => "fail",
                         None => "error",
                     },
-                    "message": r.map(|r| format!("{}/{} at {}", r.passed, r.total, r.date)),
+                    "message": r.map(|r| {
+                        let (best, last) = (r.best(), r.last());
+                        let mut m = format!("best {}/{} at {}", best.passed, best.total, best.date);
+                        if best != last {
+                            m.push_str(&format!("; last {}/{} at {}", last.passed, last.total, last.date));
+                        }
+                        m
+                    }),
                 })
             }).collect::<Vec<_>>(),
         })
@@ -1054,6 +1224,58 @@ mod tests {
     }
 
     #[test]
+    fn progress_keeps_the_best_result_and_shows_the_last() {
+        let score = |passed, date: &str| Score {
+            passed,
+            total: 11,
+            date: date.into(),
+        };
+        let mut p = Progress::default();
+        p.add("container-3", score(8, "d1"));
+        p.add("container-3", score(11, "d2"));
+        p.add("container-3", score(6, "d3"));
+        let r = &p.exercises["container-3"];
+        assert_eq!(r.last(), score(6, "d3"));
+        assert_eq!(r.best(), score(11, "d2"));
+        let text = p.render();
+        let line = text.lines().find(|l| l.starts_with("container-3")).unwrap();
+        assert!(
+            line.contains("done (11/11, d2)") && line.contains("6/11 (d3)"),
+            "{line}"
+        );
+        assert!(text.contains("1/22 exercises done"), "{text}");
+        let json = p.exercism();
+        let entry = json["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "container-3")
+            .unwrap();
+        assert_eq!(entry["status"], "pass");
+        assert_eq!(entry["message"], "best 11/11 at d2; last 6/11 at d3");
+        // A better retry replaces the best; a file without `best` (older) reads as last = best.
+        p.add("container-3", score(11, "d4"));
+        assert_eq!(p.exercises["container-3"].best, None);
+        let old: Progress =
+            serde_json::from_str(r#"{"exercises":{"startup":{"passed":3,"total":9,"date":"d0"}}}"#)
+                .unwrap();
+        assert_eq!(
+            old.exercises["startup"].best(),
+            old.exercises["startup"].last()
+        );
+        // The comparisons are listed under their building tracks.
+        let line = |id: &str| {
+            text.lines()
+                .find(|l| l.starts_with(id))
+                .unwrap()
+                .to_string()
+        };
+        assert!(line("container-compare").contains(" container "), "{text}");
+        assert!(line("vmm-compare").contains(" vmm "), "{text}");
+        assert!(line("throughput").contains(" measure "), "{text}");
+    }
+
+    #[test]
     fn a_score_counts_passes_and_only_a_full_score_passes() {
         let outcome = Outcome {
             exercise: &EXERCISES[0],
@@ -1063,6 +1285,7 @@ mod tests {
                 Test::not_yet("c", "later"),
             ],
             measured: vec!["x".into()],
+            written: BTreeMap::from([("q1".to_string(), "because".to_string())]),
         };
         assert_eq!(outcome.score(), (1, 3));
         assert!(!outcome.passed());
@@ -1071,6 +1294,7 @@ mod tests {
         let json = outcome.exercism();
         assert_eq!(json["status"], "fail");
         assert_eq!(json["tests"][2]["status"], "fail");
+        assert_eq!(json["written"]["q1"], "because");
         let empty = Outcome {
             tests: vec![],
             ..outcome

@@ -47,7 +47,7 @@ const fn n(
 }
 
 /// What each measuring exercise reads.
-const NEEDS: [(&str, &[Needs]); 7] = [
+const NEEDS: [(&str, &[Needs]); 10] = [
     (
         "startup",
         &[n(
@@ -91,6 +91,21 @@ const NEEDS: [(&str, &[Needs]); 7] = [
     (
         "density",
         &[n("results", "density", &["container", "vm"], &[], 32)],
+    ),
+    (
+        "throughput",
+        &[n(
+            "results",
+            "throughput",
+            &["process", "container"],
+            &crate::models::THROUGHPUT_KERNELS,
+            3,
+        )],
+    ),
+    ("images", &[n("results", "images", &["container"], &[], 2)]),
+    (
+        "neighbours",
+        &[n("results", "interference", &["container", "vm"], &[], 3)],
     ),
     (
         "container-compare",
@@ -137,10 +152,7 @@ pub fn needs(id: &str) -> &'static [Needs] {
 /// or larger than [`crate::answers::MAX_ANSWERS`] — is an error of the command (exit status 2),
 /// not a failed test: no answer in it was looked at. One that is missing or not TOML is a
 /// failed test, with its reason as the hint.
-pub fn check(
-    exercise: &Exercise,
-    options: &Options,
-) -> Result<(Vec<Test>, Vec<String>), ExercisesError> {
+pub fn check(exercise: &Exercise, options: &Options) -> Result<Checked, ExercisesError> {
     let read = match &options.answers {
         Some(path) => Answers::read(path),
         None => Answers::read_in(
@@ -156,12 +168,15 @@ pub fn check(
             return Err(ExercisesError::Files(e))
         }
         Err(e) => {
-            return Ok((
-                vec![Test::fail("your answers file", e.to_string())],
-                Vec::new(),
-            ))
+            return Ok(Checked {
+                tests: vec![Test::fail("your answers file", e.to_string())],
+                ..Checked::default()
+            })
         }
     };
+    // The written answers are collected whatever the figures show: they are the instructor's
+    // to read.
+    let (written_test, written) = crate::written::collect(&answers, exercise.id);
     let mut tests = Vec::new();
     let mut files = Vec::new();
     let mut measured = Vec::new();
@@ -184,20 +199,39 @@ pub fn check(
             "your answers",
             "they are checked once the results files above are right",
         ));
-        return Ok((tests, measured));
+    } else {
+        let files: Vec<Results> = files.into_iter().flatten().collect();
+        tests.extend(
+            questions(exercise.id, &files)
+                .iter()
+                .map(|q| judge(&answers, q)),
+        );
     }
-    let files: Vec<Results> = files.into_iter().flatten().collect();
-    tests.extend(
-        questions(exercise.id, &files)
-            .iter()
-            .map(|q| judge(&answers, q)),
-    );
-    Ok((tests, measured))
+    tests.push(written_test);
+    Ok(Checked {
+        tests,
+        measured,
+        written,
+    })
+}
+
+/// What checking a measuring exercise found.
+#[derive(Clone, Debug, Default)]
+pub struct Checked {
+    /// Its tests, in order.
+    pub tests: Vec<Test>,
+    /// The results files it read.
+    pub measured: Vec<String>,
+    /// The written answers, by question (`q1` …), for the instructor.
+    pub written: std::collections::BTreeMap<String, String>,
 }
 
 /// The tests of one results file, and the file when they pass.
 fn read_results(answers: &Answers, need: &Needs) -> (Vec<Test>, Option<Results>) {
-    let name = format!("{} names a {} results file", need.key, need.experiment);
+    let name = format!(
+        "{} names a results file of `lab run {}`",
+        need.key, need.experiment
+    );
     let Some(path) = answers.path_at(need.key) else {
         return (
             vec![Test::not_yet(
@@ -256,7 +290,9 @@ fn read_results(answers: &Answers, need: &Needs) -> (Vec<Test>, Option<Results>)
             need.kernels.iter().map(|k| k.to_string()).collect()
         };
         for kernel in workloads {
-            let n = if need.experiment == "density" {
+            // A ladder (density, images) counts the instances alive at its top.
+            let ladder = matches!(need.experiment, "density" | "images");
+            let n = if ladder {
                 summary::density(&results)
                     .iter()
                     .find(|s| s.backend == *backend)
@@ -278,7 +314,7 @@ fn read_results(answers: &Answers, need: &Needs) -> (Vec<Test>, Option<Results>)
             }
         }
     }
-    let what = if need.experiment == "density" {
+    let what = if matches!(need.experiment, "density" | "images") {
         format!(
             "instances alive at the top of the ladder (at least {})",
             need.rounds
@@ -328,7 +364,8 @@ fn read_one(path: &Path) -> Result<Results, String> {
 }
 
 /// The answer key of exercise `id` for `files`: what a student reading these results right
-/// would write. The tests derive answers from real runs with it.
+/// would write, with a placeholder for each written answer. The tests derive answers from real
+/// runs with it.
 pub fn answer_key(id: &str, files: &[Results]) -> toml::Table {
     let mut table = toml::Table::new();
     for (need, results) in needs(id).iter().zip(files) {
@@ -351,6 +388,20 @@ pub fn answer_key(id: &str, files: &[Results]) -> toml::Table {
         }
         t.insert(leaf.into(), expected.as_toml());
     }
+    // No key can write a written answer: a placeholder says so, and fills the blank the check
+    // asks for (only an instructor grades these).
+    let mut written = toml::Table::new();
+    for i in 1..=crate::written::count(id) {
+        written.insert(
+            format!("q{i}"),
+            toml::Value::String(format!(
+                "(written answer {i}: the instructor grades it, not the lab)"
+            )),
+        );
+    }
+    if !written.is_empty() {
+        table.insert(crate::written::SECTION.into(), toml::Value::Table(written));
+    }
     table
 }
 
@@ -360,13 +411,19 @@ pub fn answer_key(id: &str, files: &[Results]) -> toml::Table {
 const VERDICTS: [&str; 3] = ["faster", "slower", "no clear difference"];
 
 /// Builds one exercise's questions.
-struct Asker<'a> {
+pub(crate) struct Asker<'a> {
     out: Vec<Question>,
     results: &'a Results,
 }
 
 impl Asker<'_> {
-    fn push(&mut self, key: &str, ask: &str, look: &str, expected: Result<Expected, String>) {
+    pub(crate) fn push(
+        &mut self,
+        key: &str,
+        ask: &str,
+        look: &str,
+        expected: Result<Expected, String>,
+    ) {
         self.out.push(Question {
             key: key.into(),
             ask: ask.into(),
@@ -455,8 +512,12 @@ fn verdict(v: Option<String>, vocabulary: &[&str], why: &str) -> Result<Expected
         .ok_or_else(|| why.to_string())
 }
 
+/// How close to the longest phase another phase may be and still be accepted as the longest:
+/// said in the check's line, the template and the exercise's text.
+const LONGEST_NEAR_TIE: &str = "10 %";
+
 /// The phase of `row` with the largest median, and any within 10 % of it (a near-tie allows
-/// either answer); the vocabulary is the row's phases.
+/// either answer: two runs can order them differently); the vocabulary is the row's phases.
 fn longest_phase(row: Option<&summary::StartupRow>) -> Result<Expected, String> {
     let row = row.ok_or("no start-up samples")?;
     let max = row.phases.iter().map(|(_, ns)| *ns).fold(0.0, f64::max);
@@ -489,6 +550,9 @@ pub fn questions(id: &str, files: &[Results]) -> Vec<Question> {
         "isolation" => isolation_questions(&mut a, first),
         "boundary" => boundary_questions(&mut a, first),
         "density" => density_questions(&mut a, first),
+        "throughput" => crate::models::throughput_questions(&mut a, first),
+        "images" => crate::models::images_questions(&mut a, first),
+        "neighbours" => crate::models::neighbours_questions(&mut a, first),
         "container-compare" => container_compare_questions(&mut a, first),
         "vmm-compare" => {
             vmm_compare_questions(&mut a, first);
@@ -528,7 +592,7 @@ fn startup_questions(a: &mut Asker, r: &Results) {
         );
         a.push(
             &format!("{section}.longest_phase"),
-            &format!("{backend}'s longest phase"),
+            &format!("{backend}'s longest phase (or one within {LONGEST_NEAR_TIE} of it)"),
             "`phases to ready`",
             longest_phase(row),
         );
@@ -939,7 +1003,7 @@ fn student_startup(
     );
     a.push(
         phase_key,
-        &format!("{what}'s longest phase"),
+        &format!("{what}'s longest phase (or one within {LONGEST_NEAR_TIE} of it)"),
         "`phases to ready`",
         longest_phase(row),
     );

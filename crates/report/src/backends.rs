@@ -18,8 +18,15 @@ pub fn is_emulated(results: &Results, backend: &str) -> bool {
 /// The name to print for `backend`: a VM, a sandbox or an emulated machine says what it is
 /// wherever it appears — "vm (VM, no OS)", "qemu (emulated)" — so no reader takes a VM that runs
 /// no OS for one that boots Linux, nor an emulator's figures for a virtual machine's. A process
-/// and a container are known by their names.
+/// and a container are known by their names. A student's program from a step before its
+/// track's last says so, in the words its runs recorded — "student:vmm, your VMM (step 2 of
+/// 5)" — never "(floor)", which would not tell a student that the program is not finished.
 pub fn label(results: &Results, backend: &str) -> String {
+    if let Some(what) = results.fact(backend, |f| {
+        f.other.get(isolab_results::info::UNFINISHED).cloned()
+    }) {
+        return format!("{backend}, {what}");
+    }
     match results.family(backend) {
         Family::Process | Family::Container => backend.to_string(),
         family => format!("{backend} ({})", family.short()),
@@ -48,5 +55,25 @@ mod tests {
         assert_eq!(label(&r, "qemu"), "qemu (emulated)");
         assert!(is_emulated(&r, "qemu") && !is_emulated(&r, "vm"));
         assert_eq!(r.backends(), ["process", "vm", "firecracker", "qemu"]);
+    }
+
+    #[test]
+    fn an_unfinished_student_program_is_labelled_with_its_step() {
+        let mut f = Fixture::new("startup");
+        f.startup("student:container", 0, 1)
+            .family("student:container", Family::Floor)
+            .note(
+                "student:container",
+                info::UNFINISHED,
+                "your runtime (step 3 of 7)",
+            )
+            .startup("ns-floor", 0, 1)
+            .family("ns-floor", Family::Floor);
+        let r = f.results();
+        assert_eq!(
+            label(&r, "student:container"),
+            "student:container, your runtime (step 3 of 7)"
+        );
+        assert_eq!(label(&r, "ns-floor"), "ns-floor (floor)");
     }
 }

@@ -100,6 +100,9 @@ pub const LATENCY_P99_NS: &str = "latency_p99_ns";
 pub const WRITE_NS: &str = "write_ns";
 /// How long disk-seq's reads took.
 pub const READ_NS: &str = "read_ns";
+/// A student's program installed from a step before its track's last (`student:container`,
+/// `student:vmm`): what it is, for labels — "your VMM (step 2 of 5)".
+pub const UNFINISHED: &str = "unfinished";
 /// The memory limit in force for the instance's processes at `ready`, read back from their
 /// own cgroups (the smallest up each hierarchy; the loosest over the processes), in bytes.
 pub const MEMORY_LIMIT_IN_FORCE_BYTES: &str = "memory_limit_in_force_bytes";

@@ -29,9 +29,10 @@
 //! beside its own. (The lab itself stamps `cgroup`, `bundle`, and `fork` and `exec` for starting
 //! your runtime; the workload stamps `ready`.)
 //!
-//! The comments `// STEP n BEGIN` … `// STEP n END` mark what each step adds; the lines starting
-//! with `//~` are what the step's skeleton has in their place. `lab check` does not read them:
-//! it checks what the running container sees.
+//! This crate is one step of the track: the steps before it are written, and each step still
+//! to write is a `TODO(step n)` comment with a `report.todo(n, …)` call where its code goes.
+//! `lab check` reports a step whose `report.todo` is still there as "not yet": write the step
+//! and remove that call. The next step's crate holds this step's solution.
 
 // The skeleton imports what the finished runtime uses.
 #![allow(unused_imports, unused_mut)]

@@ -17,8 +17,10 @@
 //! `vm_created`, `memory_mapped`, `vcpu_created`, `guest_loaded`, `first_entry`), so
 //! `lab run startup --backends vm,student:vmm` compares them one by one.
 //!
-//! The comments `// STEP n BEGIN` … `// STEP n END` mark what each step adds; the lines starting
-//! with `//~` are what the step's skeleton has in their place.
+//! This crate is one step of the track: the steps before it are written, and each step still
+//! to write is a `TODO(step n)` comment with a `report.todo(n, …)` call where its code goes.
+//! `lab check` reports a step whose `report.todo` is still there as "not yet": write the step
+//! and remove that call. The next step's crate holds this step's solution.
 
 // The skeleton imports what the finished VMM uses.
 #![allow(unused_imports, unused_mut, dead_code)]
