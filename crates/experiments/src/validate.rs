@@ -15,7 +15,7 @@
 //! | `disk-seq`   | write, read bandwidth | fio sequential write (with `end_fsync`), then read: 1 MiB requests |
 //! | `disk-rand`  | IOPS, p50 latency     | fio `randread`, 4 KiB, iodepth 1, `O_DIRECT`, `psync`   |
 //! | `net-rr`     | transactions/s, p50   | netperf `TCP_RR`, one byte each way, `TCP_NODELAY`       |
-//! | `net-stream` | bandwidth             | iperf3, 64 KiB writes                                    |
+//! | `net-stream` | bandwidth             | iperf3, 64 KiB writes, TCP_NODELAY                       |
 //!
 //! The servers the tools talk to (`netserver`, `iperf3 -s`) run beside the lab's peer, in its
 //! network namespace, so a tool's packets take the same veth as the kernel's.
@@ -350,7 +350,7 @@ const FIGURES: [Figure; 7] = [
         figure: "bandwidth",
         unit: ValidationUnit::BytesPerS,
         tool: Kernel::Iperf3,
-        how: "iperf3, 64 KiB writes: what its receiver counted",
+        how: "iperf3, 64 KiB writes, TCP_NODELAY: what its receiver counted",
         lab: |r| per_s(r.output?.bytes, r.work_ns()),
         from_tool: |t| t.stream_bytes_per_s,
         note: None,
