@@ -136,10 +136,10 @@ pub fn command_line(spec: &Spec, given: &Given) -> Result<(&'static str, Vec<Str
                 // net-stream's send size.
                 "-l".into(),
                 format!("{}K", isolab_kernels::net::CHUNK / 1024),
-                // TCP_NODELAY, as net-stream's socket has. Without it Nagle's algorithm holds
-                // back what is left of each 64 KiB write past a full segment (65,483 bytes on
-                // loopback) until the previous segment is acknowledged, and the tool measures
-                // that wait, not the link.
+                // TCP_NODELAY, as net-stream's socket has: the two differ in the program only.
+                // Without it Nagle's algorithm may hold back what is left of each 64 KiB write
+                // past a full segment (65,483 bytes on loopback) until the previous segment is
+                // acknowledged.
                 "-N".into(),
                 "-J".into(),
             ];
