@@ -239,13 +239,24 @@ fn cgroups_of(pid: Pid) -> Option<Vec<(Vec<String>, String)>> {
     )
 }
 
-/// True while `pid` exists and has not exited (`/proc/PID/stat`'s state is not `Z`, a zombie,
-/// nor `X`, dead).
+/// True while `pid` exists and is not exiting: `/proc/PID/stat`'s state is not `Z` (a zombie)
+/// nor `X` (dead), and its flags lack `PF_EXITING`. The flag matters: `do_exit` sets it first,
+/// then moves the task to each hierarchy's root cgroup (`cgroup_exit`) well before the task
+/// becomes a zombie, so in between a process killed by its memory limit reads as a running
+/// process under no limit.
 fn running(pid: Pid) -> bool {
+    /// `PF_EXITING` in include/linux/sched.h.
+    const PF_EXITING: u64 = 0x4;
     fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
+        // After the command name (which may hold spaces and parentheses): state, ppid, pgrp,
+        // session, tty_nr, tpgid, flags.
+        let fields: Vec<&str> = stat
+            .rfind(')')
+            .map(|i| stat[i + 1..].split_whitespace().take(7).collect())
+            .unwrap_or_default();
+        let state_alive = fields.first().is_some_and(|s| *s != "Z" && *s != "X");
+        let flags = fields.get(6).and_then(|f| f.parse::<u64>().ok());
+        state_alive && flags.is_some_and(|f| f & PF_EXITING == 0)
     })
 }
 
@@ -291,8 +302,9 @@ pub fn verify(
         let Some(lines) = cgroups_of(pid) else {
             continue;
         };
-        // A process that has exited — a zombie waiting for its parent — has left its cgroups
-        // (the kernel shows it in each hierarchy's root): it is under no limit, and needs none.
+        // A process that is exiting or has exited — a zombie waiting for its parent — has left
+        // its cgroups (the kernel shows it in each hierarchy's root): it is under no limit, and
+        // needs none.
         // Asked after reading its cgroups, so that one that exits meanwhile is not misread.
         if !running(pid) {
             continue;
@@ -442,5 +454,21 @@ mod tests {
             tree.contains(&Pid::this()) && tree.contains(&pid),
             "{tree:?}"
         );
+    }
+
+    /// A live process is running; the same process once it has exited (a zombie not yet
+    /// waited for) is not, although /proc still lists it.
+    #[test]
+    fn a_zombie_is_not_running() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while running(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let zombie = !running(pid) && std::path::Path::new(&format!("/proc/{pid}")).exists();
+        child.wait().unwrap();
+        assert!(zombie, "pid {pid} still reads as running after it exited");
+        assert!(running(Pid::this()));
     }
 }
