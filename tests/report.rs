@@ -3,45 +3,19 @@
 //! The results files are written here from the schema's own types, so these tests need no
 //! privileges and run nothing but the `lab` binary.
 
-use isolab_host::facts::KvmKind;
 use isolab_results::{
-    Environment, Facts, Header, Outcome, OutputRecord, Record, RunRecord, Timeline, WorkloadRecord,
-    Writer, SCHEMA,
+    Facts, Header, Outcome, OutputRecord, Record, RunRecord, Timeline, WorkloadRecord, Writer,
 };
+mod common;
+
+use common::{made_up_header, temp_dir as temp};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const LAB: &str = env!("CARGO_BIN_EXE_lab");
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("isolab-cli-report-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn header(experiment: &str) -> Header {
-    Header {
-        schema: SCHEMA.into(),
-        experiment: experiment.into(),
-        environment: Environment {
-            hostname: "labhost".into(),
-            cpu_model: "Test CPU".into(),
-            cpus: 2,
-            memory_bytes: 8 << 30,
-            kernel_release: "6.1.0-test".into(),
-            kvm: KvmKind::HardwareVtx,
-            underneath: Default::default(),
-            cgroup: "v2".into(),
-            uid: 0,
-            lab_version: "0.1.0".into(),
-            commit: "abcdef".into(),
-            date: "2026-01-01T00:00:00Z".into(),
-            machine: Default::default(),
-        },
-        settings: serde_json::json!({"runs": 4}),
-        skipped: vec![],
-    }
+    made_up_header(experiment, serde_json::json!({"runs": 4}))
 }
 
 fn run(backend: &str, round: u32, startup_ns: u64) -> RunRecord {

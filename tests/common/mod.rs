@@ -461,3 +461,29 @@ impl Drop for User {
         let _ = std::process::Command::new("userdel").arg(&self.0).output();
     }
 }
+
+/// The header of a results file written by a test from the schema's own types: a fixed,
+/// made-up host (so reports of it are the same on every machine), `settings` as given.
+pub fn made_up_header(experiment: &str, settings: serde_json::Value) -> isolab_results::Header {
+    isolab_results::Header {
+        schema: isolab_results::SCHEMA.into(),
+        experiment: experiment.into(),
+        environment: isolab_results::Environment {
+            hostname: "labhost".into(),
+            cpu_model: "Test CPU".into(),
+            cpus: 2,
+            memory_bytes: 8 << 30,
+            kernel_release: "6.1.0-test".into(),
+            kvm: isolab_host::facts::KvmKind::HardwareVtx,
+            underneath: Default::default(),
+            cgroup: "v2".into(),
+            uid: 0,
+            lab_version: "0.1.0".into(),
+            commit: "abcdef".into(),
+            date: "2026-01-01T00:00:00Z".into(),
+            machine: Default::default(),
+        },
+        settings,
+        skipped: vec![],
+    }
+}

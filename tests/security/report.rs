@@ -17,11 +17,10 @@
 //! How fast it is now is measured by `cargo bench --bench report`; these tests check what it
 //! does, with bounds generous enough for a debug build on a busy machine.
 
-use crate::common::temp_dir;
-use isolab_host::facts::KvmKind;
+use crate::common::{made_up_header, temp_dir};
 use isolab_results::{
-    Environment, Facts, Family, Header, Outcome, OutputRecord, Record, RunRecord, Timeline,
-    WorkloadRecord, Writer, SCHEMA,
+    Facts, Family, Header, Outcome, OutputRecord, Record, RunRecord, Timeline, WorkloadRecord,
+    Writer,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -43,27 +42,7 @@ const STOPS_WITHIN: Duration = Duration::from_secs(5);
 const BACKENDS: usize = 30_000;
 
 fn header(experiment: &str) -> Header {
-    Header {
-        schema: SCHEMA.into(),
-        experiment: experiment.into(),
-        environment: Environment {
-            hostname: "labhost".into(),
-            cpu_model: "Test CPU".into(),
-            cpus: 2,
-            memory_bytes: 8 << 30,
-            kernel_release: "6.1.0-test".into(),
-            kvm: KvmKind::HardwareVtx,
-            underneath: Default::default(),
-            cgroup: "v2".into(),
-            uid: 0,
-            lab_version: "0.1.0".into(),
-            commit: "abcdef".into(),
-            date: "2026-01-01T00:00:00Z".into(),
-            machine: Default::default(),
-        },
-        settings: serde_json::json!({"runs": 1}),
-        skipped: vec![],
-    }
+    made_up_header(experiment, serde_json::json!({"runs": 1}))
 }
 
 /// A sample of `backend` as a process's start-up records it: its seven phase edges, its
