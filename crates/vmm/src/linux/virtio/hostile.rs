@@ -862,8 +862,9 @@ fn the_vmm_stops_even_when_a_device_thread_is_stuck() {
 
 const RXQ: u64 = 0x1000;
 const TXQ: u64 = 0x8000;
-const ETHERTYPE: u16 = 0x88b5;
-const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+/// An EtherType for local experiments (IEEE 802): nothing else on a test's tap uses it.
+pub(crate) const ETHERTYPE: u16 = 0x88b5;
+pub(crate) const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
 /// A network card on a new tap, in the calling thread's network namespace, driven to
 /// `DRIVER_OK` with 16-entry receive and transmit queues; and a packet socket on the tap that
@@ -879,7 +880,7 @@ fn net_guest(
     let tap = Tap::create(name).unwrap();
     tap.set_up().unwrap();
     let index = tap.index().unwrap();
-    let sock = packet_socket(index);
+    let sock = packet_socket(index, true);
     let net = Net::new(&tap, MAC).unwrap();
     let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
     let mut t = MmioTransport::new(Box::new(net), mem.clone(), irq, Notify::Exit).unwrap();
@@ -887,13 +888,15 @@ fn net_guest(
     (t, sock, index)
 }
 
-/// A raw packet socket bound to interface `index`, for frames of the test's EtherType.
-fn packet_socket(index: u32) -> OwnedFd {
+/// A raw packet socket bound to interface `index`, seeing and sending whole frames of the
+/// test's EtherType; reads return at once when `nonblocking`.
+pub(crate) fn packet_socket(index: u32, nonblocking: bool) -> OwnedFd {
+    let flags = if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
     // SAFETY: plain socket(2) arguments; checked.
     let fd = unsafe {
         libc::socket(
             libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
             (ETHERTYPE as i32).to_be(),
         )
     };
@@ -918,7 +921,7 @@ fn packet_socket(index: u32) -> OwnedFd {
 }
 
 /// A frame to the guest's MAC, of the test's EtherType, `len` bytes of payload.
-fn frame(fill: u8, len: usize) -> Vec<u8> {
+pub(crate) fn frame(fill: u8, len: usize) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend(MAC);
     f.extend([0x02, 0, 0, 0, 0, 1]);
@@ -943,7 +946,7 @@ fn frames_seen(sock: &OwnedFd) -> Vec<Vec<u8>> {
 }
 
 /// Send `f` into the tap from the host's side (to the guest).
-fn send_to_guest(sock: &OwnedFd, index: u32, f: &[u8]) {
+pub(crate) fn send_to_guest(sock: &OwnedFd, index: u32, f: &[u8]) {
     // SAFETY: sockaddr_ll is plain data.
     let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     to.sll_family = libc::AF_PACKET as u16;

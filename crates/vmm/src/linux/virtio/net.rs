@@ -399,57 +399,14 @@ impl AsRawFd for NetQueues {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linux::virtio::hostile::{frame, packet_socket, send_to_guest, MAC};
     use isolab_resources::network::tap::in_new_netns;
-    use std::os::fd::FromRawFd;
     use std::sync::Arc;
     use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestAddress};
     use vmm_sys_util::eventfd::EventFd;
-
-    /// An EtherType for local experiments (IEEE 802): nothing else on the tap uses it.
-    const ETHERTYPE: u16 = 0x88b5;
-    const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-
-    fn frame(fill: u8) -> Vec<u8> {
-        let mut f = Vec::new();
-        f.extend(MAC); // destination
-        f.extend([0x02, 0, 0, 0, 0, 1]); // source
-        f.extend(ETHERTYPE.to_be_bytes());
-        f.extend(std::iter::repeat_n(fill, 100));
-        f
-    }
-
-    /// A raw packet socket on interface `index`, seeing and sending whole frames.
-    fn packet_socket(index: u32) -> OwnedFd {
-        // SAFETY: plain socket(2) arguments; checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                (ETHERTYPE as i32).to_be(),
-            )
-        };
-        assert!(fd >= 0, "{}", io::Error::last_os_error());
-        // SAFETY: a new descriptor.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sockaddr_ll is plain data.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = ETHERTYPE.to_be();
-        addr.sll_ifindex = index as i32;
-        // SAFETY: a valid address of its own size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
-        fd
-    }
 
     fn irq() -> (Interrupt, Arc<Counters>) {
         let counters = Arc::new(Counters::default());
@@ -478,12 +435,12 @@ mod tests {
     fn a_transmitted_frame_comes_out_of_the_tap() {
         in_new_netns(|| {
             let tap = tap();
-            let sock = packet_socket(tap.index().unwrap());
+            let sock = packet_socket(tap.index().unwrap(), false);
             let mem = memory();
             let txq = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
             let rxq = MockSplitQueue::create(&mem, GuestAddress(0x8000), 16);
             // Header and frame in two buffers, as Linux's driver often sends them.
-            let f = frame(0x42);
+            let f = frame(0x42, 100);
             mem.write_slice(&[0u8; VNET_HDR_LEN], GuestAddress(0x10_0000))
                 .unwrap();
             mem.write_slice(&f, GuestAddress(0x11_0000)).unwrap();
@@ -523,7 +480,7 @@ mod tests {
         in_new_netns(|| {
             let tap = tap();
             let index = tap.index().unwrap();
-            let sock = packet_socket(index);
+            let sock = packet_socket(index, false);
             let mem = memory();
             let txq = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
             let rxq = MockSplitQueue::create(&mem, GuestAddress(0x8000), 16);
@@ -539,25 +496,8 @@ mod tests {
             .unwrap();
             mem.write_slice(&[0xee; 12], GuestAddress(0x20_0000))
                 .unwrap();
-            let f = frame(0x17);
-            // SAFETY: sockaddr_ll is plain data.
-            let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            to.sll_family = libc::AF_PACKET as u16;
-            to.sll_ifindex = index as i32;
-            to.sll_halen = 6;
-            to.sll_addr[..6].copy_from_slice(&MAC);
-            // SAFETY: a valid buffer and address.
-            let sent = unsafe {
-                libc::sendto(
-                    sock.as_raw_fd(),
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    (&to as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            assert_eq!(sent as usize, f.len(), "{}", io::Error::last_os_error());
+            let f = frame(0x17, 100);
+            send_to_guest(&sock, index, &f);
             let mut net = NetQueues {
                 mem: mem.clone(),
                 rx: rxq.create_queue().unwrap(),
