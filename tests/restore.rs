@@ -123,7 +123,8 @@ fn a_corrupt_or_foreign_snapshot_is_refused_in_one_line() {
         snapshot::read(&file).map(|_| ())
     };
     read(&snap).unwrap();
-    let cases: Vec<(&str, Snapshot, fn(&SnapshotError) -> bool)> = vec![
+    type Case = (&'static str, Snapshot, fn(&SnapshotError) -> bool);
+    let cases: Vec<Case> = vec![
         (
             "not a snapshot",
             edited(&lab, &snap, |f| f.write_all_at(b"NOTAVM!!", 0).unwrap()),
@@ -173,7 +174,21 @@ fn a_corrupt_or_foreign_snapshot_is_refused_in_one_line() {
         (
             "absurd vCPU state",
             edited(&lab, &snap, |f| {
-                f.write_all_at(&u64::MAX.to_le_bytes(), 102).unwrap()
+                f.write_all_at(&u64::MAX.to_le_bytes(), 110).unwrap()
+            }),
+            |e| matches!(e, SnapshotError::Malformed(_)),
+        ),
+        (
+            "more data than RAM",
+            edited(&lab, &snap, |f| {
+                f.write_all_at(&(1u64 << 40).to_le_bytes(), 102).unwrap()
+            }),
+            |e| matches!(e, SnapshotError::Malformed(_)),
+        ),
+        (
+            "no data",
+            edited(&lab, &snap, |f| {
+                f.write_all_at(&0u64.to_le_bytes(), 102).unwrap()
             }),
             |e| matches!(e, SnapshotError::Malformed(_)),
         ),

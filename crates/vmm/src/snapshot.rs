@@ -9,9 +9,16 @@
 //!  offset 0     header: magic, format, lab version, host CPU vendor and signature,
 //!               RAM size, where the rest is                                (HEADER_BYTES)
 //!  offset 256   vCPU state: kvm_regs, kvm_sregs, kvm_fpu, the MSRs below
-//!  offset 4096  guest RAM, byte for byte — sparse: pages that were never touched, or hold
-//!               only zeros, are holes that cost no disk and read back as zeros
+//!  offset 4096  guest RAM that holds data, byte for byte, up to the 2 MiB boundary after its
+//!               last non-zero page — sparse: pages never touched, or holding only zeros, are
+//!               holes that cost no disk and read back as zeros
 //! ```
+//!
+//! RAM above the last data is not in the file at all: a restored VM gets it as fresh anonymous
+//! memory, as a cold VM does. (Mapped from the file, each page of it the guest touched would
+//! cost a page of page cache, full of zeros, besides the guest's private copy.) For the bare
+//! guest saved at `ready` that is the whole arena: only the low 2 MiB — page tables, descriptor
+//! tables, the program, its stack — are the snapshot's.
 //!
 //! # When it is taken
 //!
@@ -55,6 +62,8 @@ pub const MAGIC: [u8; 8] = *b"ISOLABVM";
 pub const FORMAT: u32 = 1;
 /// Where the vCPU state starts.
 const STATE_OFFSET: u64 = 256;
+/// The granule of the file's part of RAM: the bare guest's large page.
+const DATA_GRANULE: u64 = crate::layout::LARGE_PAGE;
 /// Where guest RAM starts: page-aligned, as `mmap` requires of a file offset.
 pub const MEMORY_OFFSET: u64 = 4096;
 /// Room for the lab's version in the header.
@@ -215,8 +224,10 @@ pub struct Header {
     pub lab: String,
     /// The CPU it was taken on.
     pub cpu: HostCpu,
-    /// Guest RAM in bytes, stored from [`MEMORY_OFFSET`].
+    /// Guest RAM in bytes.
     pub ram_bytes: u64,
+    /// The first `data_bytes` of it, stored from [`MEMORY_OFFSET`]; the rest is zeros.
+    pub data_bytes: u64,
 }
 
 /// The vCPU's state as saved.
@@ -405,15 +416,8 @@ pub fn write(
     let mut lab_field = [0u8; LAB_BYTES];
     lab_field[..lab.len()].copy_from_slice(lab.as_bytes());
     put(&lab_field);
-    put(&ram_bytes.to_le_bytes());
-    put(&(state_bytes.len() as u64).to_le_bytes());
-    file.set_len(MEMORY_OFFSET + ram_bytes)
-        .map_err(io("size the snapshot file"))?;
-    file.write_all_at(&head, 0)
-        .map_err(io("write the snapshot's header"))?;
-    file.write_all_at(&state_bytes, STATE_OFFSET)
-        .map_err(io("write the vCPU state"))?;
-    let mut written = Written::default();
+    // Which pages hold data: resident (`mincore`) and not all zeros.
+    let mut pages: Vec<(u64, &[u8])> = Vec::new();
     for region in mem.iter() {
         let host = mem
             .get_host_address(region.start_addr())
@@ -435,11 +439,29 @@ pub fn write(
             if bytes.iter().all(|&b| b == 0) {
                 continue;
             }
-            let offset = MEMORY_OFFSET + region.start_addr().0 + (page * PAGE) as u64;
-            file.write_all_at(bytes, offset)
-                .map_err(io("write guest RAM into the snapshot"))?;
-            written.ram_written += PAGE as u64;
+            pages.push((region.start_addr().0 + (page * PAGE) as u64, bytes));
         }
+    }
+    let data_bytes = pages
+        .last()
+        .map_or(0, |(at, _)| {
+            (at + PAGE as u64).next_multiple_of(DATA_GRANULE)
+        })
+        .min(ram_bytes);
+    put(&ram_bytes.to_le_bytes());
+    put(&data_bytes.to_le_bytes());
+    put(&(state_bytes.len() as u64).to_le_bytes());
+    file.set_len(MEMORY_OFFSET + data_bytes)
+        .map_err(io("size the snapshot file"))?;
+    file.write_all_at(&head, 0)
+        .map_err(io("write the snapshot's header"))?;
+    file.write_all_at(&state_bytes, STATE_OFFSET)
+        .map_err(io("write the vCPU state"))?;
+    let mut written = Written::default();
+    for (at, bytes) in pages {
+        file.write_all_at(bytes, MEMORY_OFFSET + at)
+            .map_err(io("write guest RAM into the snapshot"))?;
+        written.ram_written += PAGE as u64;
     }
     Ok(written)
 }
@@ -488,7 +510,8 @@ pub fn read(file: &File) -> Result<(Header, CpuState), SnapshotError> {
     let lab = String::from_utf8_lossy(&head[30..30 + lab_len]).into_owned();
     let after_lab = 30 + LAB_BYTES;
     let ram_bytes = u64_at(after_lab);
-    let state_bytes = u64_at(after_lab + 8);
+    let data_bytes = u64_at(after_lab + 8);
+    let state_bytes = u64_at(after_lab + 16);
     // The lab first: a snapshot of another version may have another layout altogether.
     if lab != lab_version() {
         return Err(SnapshotError::Version {
@@ -513,10 +536,16 @@ pub fn read(file: &File) -> Result<(Header, CpuState), SnapshotError> {
                 "a vCPU state of {state_bytes} bytes (at most {room})"
             ))
         })?;
-    let need = MEMORY_OFFSET + ram_bytes;
+    if data_bytes == 0 || data_bytes > ram_bytes || data_bytes % DATA_GRANULE != 0 {
+        return Err(SnapshotError::Malformed(format!(
+            "{data_bytes} bytes of RAM data in {ram_bytes} of RAM (a multiple of {DATA_GRANULE}, \
+             at least one, is written)"
+        )));
+    }
+    let need = MEMORY_OFFSET + data_bytes;
     if size < need {
         return Err(SnapshotError::Malformed(format!(
-            "{size} bytes, but its header promises {need} (guest RAM of {ram_bytes})"
+            "{size} bytes, but its header promises {need} ({data_bytes} bytes of RAM)"
         )));
     }
     let start = STATE_OFFSET as usize;
@@ -526,71 +555,77 @@ pub fn read(file: &File) -> Result<(Header, CpuState), SnapshotError> {
             lab,
             cpu,
             ram_bytes,
+            data_bytes,
         },
         state,
     ))
 }
 
-/// Map a checked snapshot's RAM as guest RAM: `MAP_PRIVATE` from the file (see the module
-/// documentation); with `prefault`, its pages populated for reading before the guest runs.
+/// Map a checked snapshot's RAM as guest RAM: its data `MAP_PRIVATE` from the file, the rest
+/// anonymous (see the module documentation) — two regions, which become two KVM memory slots;
+/// with `prefault`, the file's pages populated for reading before the guest runs.
 /// (`MADV_POPULATE_READ` is Linux 5.14; on an older kernel one byte of each page is read, which
 /// does the same.)
 pub fn map(file: &File, header: &Header, prefault: bool) -> Result<GuestMemoryMmap, SnapshotError> {
-    let len = usize::try_from(header.ram_bytes).map_err(|_| {
-        SnapshotError::Malformed("guest RAM larger than this host's address space".into())
-    })?;
+    let too_large =
+        |_| SnapshotError::Malformed("guest RAM larger than this host's address space".into());
+    let data = usize::try_from(header.data_bytes).map_err(too_large)?;
+    let rest = usize::try_from(header.ram_bytes - header.data_bytes).map_err(too_large)?;
     let copy = file
         .try_clone()
         .map_err(io("duplicate the snapshot's descriptor"))?;
-    let region = MmapRegion::build(
-        Some(FileOffset::new(copy, MEMORY_OFFSET)),
-        len,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE | libc::MAP_NORESERVE,
-    )
-    .map_err(|e| SnapshotError::Io {
-        what: "map the snapshot's RAM",
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let region = vm_memory::GuestRegionMmap::new(region, GuestAddress(0))
-        .ok_or_else(|| SnapshotError::Malformed("guest RAM overflows the address space".into()))?;
-    let mem = GuestMemoryMmap::from_regions(vec![region]).map_err(|e| SnapshotError::Io {
+    let mapped = |file: Option<FileOffset>, len: usize, at: u64| {
+        let region = MmapRegion::build(
+            file.clone(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE
+                | libc::MAP_NORESERVE
+                | if file.is_some() {
+                    0
+                } else {
+                    libc::MAP_ANONYMOUS
+                },
+        )
+        .map_err(|e| SnapshotError::Io {
+            what: "map the snapshot's RAM",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        vm_memory::GuestRegionMmap::new(region, GuestAddress(at))
+            .ok_or_else(|| SnapshotError::Malformed("guest RAM overflows the address space".into()))
+    };
+    let mut regions = vec![mapped(Some(FileOffset::new(copy, MEMORY_OFFSET)), data, 0)?];
+    if prefault {
+        populate(&regions[0])?;
+    }
+    if rest > 0 {
+        regions.push(mapped(None, rest, header.data_bytes)?);
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| SnapshotError::Io {
         what: "make guest RAM of the snapshot",
         source: std::io::Error::other(e.to_string()),
-    })?;
-    if prefault {
-        populate(&mem)?;
-    }
-    Ok(mem)
+    })
 }
 
 /// `MADV_POPULATE_READ` (Linux 5.14): fault in every page of a mapping for reading.
 const MADV_POPULATE_READ: libc::c_int = 22;
 
-/// Fault in every page of `mem` for reading, sharing the file's pages.
-fn populate(mem: &GuestMemoryMmap) -> Result<(), SnapshotError> {
-    for region in mem.iter() {
-        let host = mem
-            .get_host_address(region.start_addr())
-            .map_err(|source| MemoryError::Write {
-                what: "prefault",
-                source,
-            })?;
-        let len = region.len() as usize;
-        // SAFETY: advice on a live mapping this process owns, of exactly its length.
-        let rc = unsafe { libc::madvise(host.cast(), len, MADV_POPULATE_READ) };
-        if rc == 0 {
-            continue;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINVAL) {
-            return Err(io("MADV_POPULATE_READ on the snapshot's RAM")(e));
-        }
-        // An older kernel: read one byte of each page.
-        for page in (0..len).step_by(PAGE) {
-            // SAFETY: `page` is inside the mapping; a volatile read so it is not optimised away.
-            unsafe { host.add(page).read_volatile() };
-        }
+/// Fault in every page of `region` for reading, sharing the file's pages.
+fn populate(region: &vm_memory::GuestRegionMmap) -> Result<(), SnapshotError> {
+    let host = region.as_ptr();
+    let len = region.len() as usize;
+    // SAFETY: advice on a live mapping this process owns, of exactly its length.
+    if unsafe { libc::madvise(host.cast(), len, MADV_POPULATE_READ) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EINVAL) {
+        return Err(io("MADV_POPULATE_READ on the snapshot's RAM")(e));
+    }
+    // An older kernel: read one byte of each page.
+    for page in (0..len).step_by(PAGE) {
+        // SAFETY: `page` is inside the mapping; a volatile read so it is not optimised away.
+        unsafe { host.add(page).read_volatile() };
     }
     Ok(())
 }
