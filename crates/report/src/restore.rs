@@ -1,0 +1,198 @@
+//! The tables of `lab run restore`: cold starts against restored ones, the first run after a
+//! restore, the snapshots, and what N restored instances cost the host.
+//!
+//! A restored run is recorded under its backend's name with `/restored` (or
+//! `/restored+prefault`) appended and the fact `start=restored`: every row says which kind of
+//! start it is, and each restored row is divided by the cold row of its own backend. Ratios are
+//! of medians (the samples of one round are not paired here: `lab report`'s ledger pairs them).
+
+use crate::backends;
+use crate::format;
+use crate::table::Table;
+use isolab_host::stats::median;
+use isolab_results::{Family, Outcome, Results, RunRecord, StartKind};
+
+/// The experiment's name in results files.
+pub const EXPERIMENT: &str = "restore";
+
+/// The backend a row's runs belong to: its name up to the `/` a restored run's name adds.
+fn base(backend: &str) -> &str {
+    backend.split_once('/').map_or(backend, |(b, _)| b)
+}
+
+fn measured<'a>(results: &'a Results, backend: &'a str) -> impl Iterator<Item = &'a RunRecord> {
+    results
+        .runs_of(backend)
+        .filter(|r| !r.warmup && r.outcome == Outcome::Completed)
+}
+
+fn median_of(
+    results: &Results,
+    backend: &str,
+    get: impl Fn(&RunRecord) -> Option<u64>,
+) -> Option<f64> {
+    let samples: Vec<f64> = measured(results, backend)
+        .filter_map(|r| get(r).map(|n| n as f64))
+        .collect();
+    median(&samples)
+}
+
+fn over(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => format::NONE.into(),
+    }
+}
+
+fn kind(results: &Results, backend: &str) -> String {
+    let start = results
+        .runs_of(backend)
+        .map(|r| r.facts.start_kind())
+        .max()
+        .unwrap_or_default();
+    let prefault = results
+        .runs_of(backend)
+        .any(|r| r.facts.prefault.as_deref() == Some("yes"));
+    match (start, prefault) {
+        (StartKind::Restored, true) => "restored, prefaulted".into(),
+        (k, _) => k.name().into(),
+    }
+}
+
+/// The tables of a `lab run restore` file (none for another experiment's).
+pub fn tables(results: &Results) -> Vec<Table> {
+    if results.header.experiment != EXPERIMENT {
+        return Vec::new();
+    }
+    let startup = |r: &RunRecord| r.startup_ns;
+    let work = |r: &RunRecord| r.work_ns;
+    // The cold container the VMs are held against: isolab's own, else the first container.
+    let container = results
+        .backend_names()
+        .iter()
+        .filter(|b| results.family(b) == Family::Container && !b.contains('/'))
+        .min_by_key(|b| b.as_str() != "container")
+        .cloned();
+    let container_start = container
+        .as_deref()
+        .and_then(|c| median_of(results, c, startup));
+    let mut starts = Table::new(
+        &[
+            "backend",
+            "start",
+            "n",
+            "start-up p50",
+            "÷ its cold start",
+            "÷ cold container start",
+            "first run p50",
+            "÷ its cold run",
+        ],
+        &[2, 3, 4, 5, 6, 7],
+    );
+    for backend in results.backend_names() {
+        let cold = base(backend);
+        let n = measured(results, backend).count();
+        let start = median_of(results, backend, startup);
+        let run = median_of(results, backend, work);
+        let restored = cold != backend.as_str();
+        starts.push(vec![
+            backends::label(results, backend).into(),
+            kind(results, backend).into(),
+            n.to_string().into(),
+            start.map_or(format::NONE.into(), format::duration).into(),
+            if restored {
+                over(start, median_of(results, cold, startup))
+            } else {
+                format::NONE.into()
+            }
+            .into(),
+            if Some(backend) != container.as_ref() {
+                over(start, container_start)
+            } else {
+                format::NONE.into()
+            }
+            .into(),
+            run.map_or(format::NONE.into(), format::duration).into(),
+            if restored {
+                over(run, median_of(results, cold, work))
+            } else {
+                format::NONE.into()
+            }
+            .into(),
+        ]);
+    }
+    starts.notes.push(
+        "start-up: launch (or restore) requested → the workload's first marker, `ready`; for a \
+         restored instance, sent by the restored workload itself. first run: the mem kernel's \
+         measured part, the first run after the start: a restored guest's memory comes in page \
+         by page on first touch. Ratios are of medians."
+            .into(),
+    );
+    if let Some(c) = &container {
+        starts
+            .notes
+            .push(format!("÷ cold container start: over {c}'s cold start-up."));
+    }
+    let mut out = vec![starts];
+    if !results.snapshots.is_empty() {
+        let mut t = Table::new(&["backend", "snapshot", "taken in", "steps"], &[1, 2]);
+        for s in &results.snapshots {
+            t.push(vec![
+                s.backend.as_str().into(),
+                format::bytes(s.bytes as f64).into(),
+                format::duration(s.take_ns as f64).into(),
+                s.phases
+                    .iter()
+                    .map(|(name, ns)| format!("{name} {}", format::duration(*ns as f64)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    .into(),
+            ]);
+        }
+        t.notes.push(
+            "snapshot: bytes on disk (allocated: RAM pages that were never written are holes). \
+             taken in: from the instance at ready to the snapshot complete."
+                .into(),
+        );
+        out.push(t);
+    }
+    if !results.restore_steps.is_empty() {
+        let mut t = Table::new(
+            &[
+                "backend",
+                "restored alive",
+                "host MiB",
+                "snapshot's pages, once (MiB)",
+                "instances' own (MiB)",
+                "MiB per more instance",
+            ],
+            &[1, 2, 3, 4, 5],
+        );
+        let mut previous: Option<(&str, u32, u64)> = None;
+        for s in &results.restore_steps {
+            let more = match previous {
+                Some((b, n, bytes)) if b == s.backend && s.n > n => {
+                    format::mib(s.host_bytes.saturating_sub(bytes) as f64 / f64::from(s.n - n))
+                }
+                _ => format::NONE.into(),
+            };
+            t.push(vec![
+                s.backend.as_str().into(),
+                s.n.to_string().into(),
+                format::mib(s.host_bytes as f64).into(),
+                format::mib(s.shared_bytes as f64).into(),
+                format::mib(s.private_bytes as f64).into(),
+                more.into(),
+            ]);
+            previous = Some((&s.backend, s.n, s.host_bytes));
+        }
+        t.notes.push(
+            "N instances restored from one snapshot, all held at done: their cgroups' anonymous \
+             and kernel memory, plus the snapshot's pages in the page cache counted once (they \
+             map it MAP_PRIVATE and share every page none of them wrote)."
+                .into(),
+        );
+        out.push(t);
+    }
+    out
+}
