@@ -53,6 +53,8 @@ fn a_restored_vm_runs_to_the_cold_checksum() {
     let (_turn, lab) = lab();
     let vm = Vm::default();
     for spec in [
+        // The experiment's workload: 64 MiB of arena, above the snapshot's data.
+        Spec::default_for(Kernel::Mem),
         Spec::new(Kernel::Mem, 4, 2),
         Spec::new(Kernel::Cpu, 0, 20_000),
     ] {

@@ -133,7 +133,27 @@ pub fn tables(results: &Results) -> Vec<Table> {
             .notes
             .push(format!("÷ cold container start: over {c}'s cold start-up."));
     }
-    let mut out = vec![starts];
+    // Where each kind of start goes, phase by phase (medians): the VMM's own stamps for a
+    // VM (`snapshot_read`, `memory_mapped`, `state_loaded` for a restore), CRIU's for a
+    // container.
+    let mut phases = Table::new(&["backend", "start", "phases up to ready (p50 each)"], &[]);
+    for backend in results.backend_names() {
+        let runs: Vec<&RunRecord> = measured(results, backend).collect();
+        let each = crate::summary::median_phases(&runs);
+        if each.is_empty() {
+            continue;
+        }
+        phases.push(vec![
+            backends::label(results, backend).into(),
+            kind(results, backend).into(),
+            each.iter()
+                .map(|(name, ns)| format!("{name} {}", format::duration(*ns)))
+                .collect::<Vec<_>>()
+                .join(" · ")
+                .into(),
+        ]);
+    }
+    let mut out = vec![starts, phases];
     if !results.snapshots.is_empty() {
         let mut t = Table::new(&["backend", "snapshot", "taken in", "steps"], &[1, 2]);
         for s in &results.snapshots {
