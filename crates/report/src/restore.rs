@@ -37,13 +37,6 @@ fn median_of(
     median(&samples)
 }
 
-fn over(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
-        _ => format::NONE.into(),
-    }
-}
-
 fn kind(results: &Results, backend: &str) -> String {
     let start = results
         .runs_of(backend)
@@ -59,24 +52,104 @@ fn kind(results: &Results, backend: &str) -> String {
     }
 }
 
+/// One backend's (or its restored runs') figures in a `lab run restore` file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StartRow {
+    /// The backend as recorded (`vm`, `vm/restored`, `vm/restored+prefault`).
+    pub backend: String,
+    /// `cold`, `restored` or `restored, prefaulted`.
+    pub kind: String,
+    /// Completed measured samples.
+    pub n: usize,
+    /// Median start-up.
+    pub start_ns: Option<f64>,
+    /// A restored row: its median start-up over its backend's cold one.
+    pub over_cold: Option<f64>,
+    /// Its median start-up over the cold container's (absent for that container itself).
+    pub over_container: Option<f64>,
+    /// Median time of the kernel's measured part: the first run after the start.
+    pub run_ns: Option<f64>,
+    /// A restored row: that over its backend's cold run.
+    pub run_over_cold: Option<f64>,
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// The cold container the others are held against: isolab's own, else the first container.
+pub fn reference_container(results: &Results) -> Option<String> {
+    results
+        .backend_names()
+        .iter()
+        .filter(|b| results.family(b) == Family::Container && !b.contains('/'))
+        .min_by_key(|b| b.as_str() != "container")
+        .cloned()
+}
+
+/// Every backend's row, in the file's order.
+pub fn starts(results: &Results) -> Vec<StartRow> {
+    let startup = |r: &RunRecord| r.startup_ns;
+    let work = |r: &RunRecord| r.work_ns;
+    let container = reference_container(results);
+    let container_start = container
+        .as_deref()
+        .and_then(|c| median_of(results, c, startup));
+    results
+        .backend_names()
+        .iter()
+        .map(|backend| {
+            let cold = base(backend);
+            let restored = cold != backend.as_str();
+            let start_ns = median_of(results, backend, startup);
+            let run_ns = median_of(results, backend, work);
+            StartRow {
+                backend: backend.clone(),
+                kind: kind(results, backend),
+                n: measured(results, backend).count(),
+                start_ns,
+                over_cold: restored
+                    .then(|| ratio(start_ns, median_of(results, cold, startup)))
+                    .flatten(),
+                over_container: (Some(backend) != container.as_ref())
+                    .then(|| ratio(start_ns, container_start))
+                    .flatten(),
+                run_ns,
+                run_over_cold: restored
+                    .then(|| ratio(run_ns, median_of(results, cold, work)))
+                    .flatten(),
+            }
+        })
+        .collect()
+}
+
+/// What each more restored instance of `backend` adds to the host between its last two counts
+/// alive (bytes): the last row's `MiB per more instance`.
+pub fn per_more_instance(results: &Results, backend: &str) -> Option<f64> {
+    let steps: Vec<_> = results
+        .restore_steps
+        .iter()
+        .filter(|s| s.backend == backend)
+        .collect();
+    let (first, last) = match steps.as_slice() {
+        [.., a, b] => (a, b),
+        _ => return None,
+    };
+    (last.n > first.n).then(|| {
+        last.host_bytes.saturating_sub(first.host_bytes) as f64 / f64::from(last.n - first.n)
+    })
+}
+
 /// The tables of a `lab run restore` file (none for another experiment's).
 pub fn tables(results: &Results) -> Vec<Table> {
     if results.header.experiment != EXPERIMENT {
         return Vec::new();
     }
-    let startup = |r: &RunRecord| r.startup_ns;
-    let work = |r: &RunRecord| r.work_ns;
-    // The cold container the VMs are held against: isolab's own, else the first container.
-    let container = results
-        .backend_names()
-        .iter()
-        .filter(|b| results.family(b) == Family::Container && !b.contains('/'))
-        .min_by_key(|b| b.as_str() != "container")
-        .cloned();
-    let container_start = container
-        .as_deref()
-        .and_then(|c| median_of(results, c, startup));
-    let mut starts = Table::new(
+    let container = reference_container(results);
+    let mut table = Table::new(
         &[
             "backend",
             "start",
@@ -89,39 +162,21 @@ pub fn tables(results: &Results) -> Vec<Table> {
         ],
         &[2, 3, 4, 5, 6, 7],
     );
-    for backend in results.backend_names() {
-        let cold = base(backend);
-        let n = measured(results, backend).count();
-        let start = median_of(results, backend, startup);
-        let run = median_of(results, backend, work);
-        let restored = cold != backend.as_str();
-        starts.push(vec![
-            backends::label(results, backend).into(),
-            kind(results, backend).into(),
-            n.to_string().into(),
-            start.map_or(format::NONE.into(), format::duration).into(),
-            if restored {
-                over(start, median_of(results, cold, startup))
-            } else {
-                format::NONE.into()
-            }
-            .into(),
-            if Some(backend) != container.as_ref() {
-                over(start, container_start)
-            } else {
-                format::NONE.into()
-            }
-            .into(),
-            run.map_or(format::NONE.into(), format::duration).into(),
-            if restored {
-                over(run, median_of(results, cold, work))
-            } else {
-                format::NONE.into()
-            }
-            .into(),
+    let x = |r: Option<f64>| r.map_or(format::NONE.into(), |r| format!("{r:.2}×"));
+    let d = |ns: Option<f64>| ns.map_or(format::NONE.into(), format::duration);
+    for row in starts(results) {
+        table.push(vec![
+            backends::label(results, &row.backend).into(),
+            row.kind.into(),
+            row.n.to_string().into(),
+            d(row.start_ns).into(),
+            x(row.over_cold).into(),
+            x(row.over_container).into(),
+            d(row.run_ns).into(),
+            x(row.run_over_cold).into(),
         ]);
     }
-    starts.notes.push(
+    table.notes.push(
         "start-up: launch (or restore) requested → the workload's first marker, `ready`; for a \
          restored instance, sent by the restored workload itself. first run: the mem kernel's \
          measured part, the first run after the start: a restored guest's memory comes in page \
@@ -129,7 +184,7 @@ pub fn tables(results: &Results) -> Vec<Table> {
             .into(),
     );
     if let Some(c) = &container {
-        starts
+        table
             .notes
             .push(format!("÷ cold container start: over {c}'s cold start-up."));
     }
@@ -153,7 +208,7 @@ pub fn tables(results: &Results) -> Vec<Table> {
                 .into(),
         ]);
     }
-    let mut out = vec![starts, phases];
+    let mut out = vec![table, phases];
     if !results.snapshots.is_empty() {
         let mut t = Table::new(&["backend", "snapshot", "taken in", "steps"], &[1, 2]);
         for s in &results.snapshots {
