@@ -271,3 +271,80 @@ pub fn tables(results: &Results) -> Vec<Table> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::Fixture;
+    use isolab_results::{info, RestoreStep};
+
+    /// A restore file: a cold container at 2 ms, a cold vm at 4 ms, restored at 1 ms.
+    fn file() -> Results {
+        let mut f = Fixture::new(EXPERIMENT);
+        f.family("vm/restored", Family::VmNoOs);
+        for round in 0..6 {
+            f.startup("container", round, 2_000_000)
+                .startup("vm", round, 4_000_000)
+                .startup("vm/restored", round, 1_000_000);
+        }
+        f.note("vm/restored", info::START, "restored");
+        let mut r = f.results();
+        r.restore_steps = [(1, 70), (2, 135), (4, 265)]
+            .map(|(n, mib)| RestoreStep {
+                backend: "vm".into(),
+                family: Family::VmNoOs,
+                n,
+                prefault: false,
+                host_bytes: mib << 20,
+                shared_bytes: 2 << 20,
+                private_bytes: (mib - 2) << 20,
+            })
+            .to_vec();
+        r
+    }
+
+    #[test]
+    fn restored_rows_are_held_against_their_cold_row_and_the_cold_container() {
+        let r = file();
+        let rows = starts(&r);
+        let row = |b: &str| rows.iter().find(|x| x.backend == b).unwrap();
+        assert_eq!(row("vm/restored").kind, "restored");
+        assert_eq!(row("vm").kind, "cold");
+        assert_eq!(row("vm/restored").over_cold, Some(0.25));
+        assert_eq!(row("vm/restored").over_container, Some(0.5));
+        assert_eq!(
+            row("vm").over_cold,
+            None,
+            "a cold row has no cold row over it"
+        );
+        assert_eq!(row("container").over_container, None);
+        assert_eq!(row("vm").over_container, Some(2.0));
+        // The last step: (265 - 135) / 2.
+        assert_eq!(per_more_instance(&r, "vm"), Some(65.0 * 1024.0 * 1024.0));
+        let tables = tables(&r);
+        assert_eq!(
+            tables.len(),
+            3,
+            "starts, phases, memory (no snapshot record)"
+        );
+        let text = tables[0].terminal();
+        assert!(text.contains("0.25×") && text.contains("0.50×"), "{text}");
+        assert!(tables[2].terminal().contains("65.00"));
+        // Another experiment's file has none.
+        assert!(super::tables(&Fixture::new("startup").results()).is_empty());
+    }
+
+    #[test]
+    fn the_startup_claim_reads_restore_files_and_names_each_kind_of_start() {
+        let r = file();
+        let ledger = crate::claims::ledger(&[&r]);
+        let startup = ledger.iter().find(|a| a.claim.id == "startup").unwrap();
+        let figures = startup.figures.join("\n");
+        assert!(
+            figures.contains("vm/restored (VM, no OS), restored start"),
+            "{figures}"
+        );
+        assert!(figures.contains("vm (VM, no OS), cold start"), "{figures}");
+        assert!(figures.contains("container, cold start"), "{figures}");
+    }
+}
