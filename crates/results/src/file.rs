@@ -133,6 +133,21 @@ impl Writer {
         Ok(writer)
     }
 
+    /// Go on appending to the results file at `path` that a [`Writer`] of this lab started
+    /// (an experiment that writes more records after its samples). The file must exist and be
+    /// a regular file, not a link (O_NOFOLLOW; see [`Writer::create`]).
+    pub fn reopen(path: &Path) -> Result<Writer, ResultsError> {
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_err(path))?;
+        Ok(Writer {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
     /// Append one record and flush it to the kernel, so it survives the lab being killed.
     pub fn append(&mut self, record: &Record) -> Result<(), ResultsError> {
         let mut line = serde_json::to_vec(record).expect("records always serialise");
@@ -178,6 +193,10 @@ pub struct Results {
     pub image: Option<ImageRecord>,
     /// The figures of `lab validate`, when the file is a validation.
     pub validations: Vec<ValidationRecord>,
+    /// The snapshots `lab run restore` took.
+    pub snapshots: Vec<SnapshotRecord>,
+    /// The steps of `lab run restore`'s memory ladder.
+    pub restore_steps: Vec<RestoreStep>,
     /// Where each backend's records are, built on first use.
     index: index::Lazy,
 }
@@ -200,6 +219,8 @@ impl Results {
             density_ends,
             image,
             validations: Vec::new(),
+            snapshots: Vec::new(),
+            restore_steps: Vec::new(),
             index: index::Lazy::default(),
         }
     }
@@ -230,6 +251,7 @@ impl Results {
         let mut density_ends = Vec::new();
         let mut image = None;
         let mut validations = Vec::new();
+        let (mut snapshots, mut restore_steps) = (Vec::new(), Vec::new());
         let mut line = Vec::new();
         // The environment record is the same in every version; the others follow its schema.
         let mut version_1 = false;
@@ -297,6 +319,8 @@ impl Results {
                 Record::DensityEnd(d) => density_ends.push(*d),
                 Record::Image(i) => image = Some(*i),
                 Record::Validation(v) => validations.push(*v),
+                Record::Snapshot(s) => snapshots.push(*s),
+                Record::RestoreStep(s) => restore_steps.push(*s),
             }
             if header.is_none() {
                 return Err(ResultsError::NotResults {
@@ -319,6 +343,8 @@ impl Results {
             image,
         );
         results.validations = validations;
+        results.snapshots = snapshots;
+        results.restore_steps = restore_steps;
         Ok(results)
     }
 
