@@ -32,8 +32,9 @@ pub struct Fixture {
 
 /// The family the lab's registry (`isolab_backends::registry`) declares for `backend`, or
 /// unknown: the report reads results only, so its test files name the families themselves.
+/// A restored start (`vm/restored`) is of its backend's family.
 pub fn declared(backend: &str) -> Family {
-    match backend {
+    match backend.split('/').next().unwrap_or(backend) {
         "process" => Family::Process,
         "container" | "docker" => Family::Container,
         "ns-floor" => Family::Floor,

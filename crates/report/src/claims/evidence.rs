@@ -698,13 +698,20 @@ pub(super) fn undecided(
         Undecided::TooFew(few) => return not_called(claim, few),
         Undecided::NoGuestOs(aside) => aside,
     };
-    let mut vms: Vec<String> = Vec::new();
+    // One phrase per kind of VM, naming its backends: "the VM without an OS (vm, vm/restored)".
+    let mut kinds: Vec<(&str, Vec<&str>)> = Vec::new();
     for p in &aside {
-        let vm = format!("the {} ({})", p.kind.map_or("VM", VmKind::noun), p.other);
-        if !vms.contains(&vm) {
-            vms.push(vm);
+        let noun = p.kind.map_or("VM", VmKind::noun);
+        match kinds.iter_mut().find(|(n, _)| *n == noun) {
+            Some((_, names)) if names.contains(&p.other.as_str()) => {}
+            Some((_, names)) => names.push(&p.other),
+            None => kinds.push((noun, vec![&p.other])),
         }
     }
+    let vms: Vec<String> = kinds
+        .iter()
+        .map(|(noun, names)| format!("the {noun} ({})", names.join(", ")))
+        .collect();
     let emulated = match names(emulated) {
         n if n.is_empty() => String::new(),
         n => format!(" ({n} booted one, but emulated: see the caveats)"),

@@ -321,6 +321,9 @@ fn cases() -> Vec<Case> {
         case("startup (1): only a VM without an OS, slower than a container", "startup",
             || one(&startup(8, &[("container", 2.0), ("vm", 20.0)])),
             NoData, &["the VM without an OS (vm) cannot stand for one", "lab run startup"]),
+        case("startup (1): VMs of one kind are named in one phrase", "startup",
+            || one(&startup(8, &[("container", 2.0), ("vm", 20.0), ("vm/restored", 20.0)])),
+            NoData, &["the VM without an OS (vm, vm/restored) cannot stand for one"]),
         case("startup (1): the VM with a guest OS decides when one ran", "startup",
             || one(&startup(8, &[("container", 2.0), ("vm", 2.02), ("vm-linux", 20.0)])),
             Supported, &[
