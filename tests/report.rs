@@ -54,6 +54,7 @@ fn run(backend: &str, round: u32, startup_ns: u64) -> RunRecord {
         probe: vec![],
         facts: Facts::default(),
         neighbours: None,
+        traced: None,
     }
 }
 

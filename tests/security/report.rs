@@ -89,6 +89,7 @@ fn run(backend: &str, family: Family, round: u32) -> RunRecord {
         probe: vec![],
         facts: Facts::default(),
         neighbours: None,
+        traced: None,
     }
 }
 

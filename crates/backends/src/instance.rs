@@ -110,6 +110,7 @@ impl Run {
             probe: self.probe.clone(),
             facts,
             neighbours: None,
+            traced: None,
         }
     }
 

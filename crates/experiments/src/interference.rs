@@ -846,6 +846,7 @@ fn sample(
         };
     }
     Sample {
+        traced: None,
         spec: c.victim,
         result,
         neighbours: Some(neighbours),

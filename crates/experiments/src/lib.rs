@@ -385,6 +385,32 @@ pub fn campaign(
     settings: &Settings,
     extra_settings: serde_json::Value,
 ) -> Result<Campaign, ExperimentError> {
+    campaign_traced(
+        lab,
+        experiment,
+        selection,
+        cases,
+        settings,
+        extra_settings,
+        None,
+    )
+}
+
+/// [`campaign`], with every other round (the first, the third, ...) traced by `tracer`: the
+/// traced samples carry the phases the kernel's events show, and the untraced ones beside them
+/// in the same run show what tracing costs. Docker's start-up happens in its daemons, which the
+/// lab did not start: their tasks are followed too.
+pub fn campaign_traced(
+    lab: &Lab,
+    experiment: &str,
+    selection: &Selection,
+    cases: &[Case],
+    settings: &Settings,
+    extra_settings: serde_json::Value,
+    tracer: Option<&isolab_trace::Tracer>,
+) -> Result<Campaign, ExperimentError> {
+    let mut calls = 0usize;
+    let per_round = cases.len().max(1);
     campaign_by(
         lab,
         experiment,
@@ -395,10 +421,28 @@ pub fn campaign(
         |case| (case.backend, case.spec.kernel.to_string()),
         |case| {
             let backend = &selection.backends[case.backend];
+            let round = calls / per_round;
+            calls += 1;
+            let tracer = tracer.filter(|_| round % 2 == 0);
+            let daemons = if backend.name() == "docker" {
+                isolab_trace::tasks_of(&["dockerd", "containerd"])
+            } else {
+                Vec::new()
+            };
+            let tracing = tracer.map(|t| t.begin(&daemons));
+            let result = backend.run(lab, &case.spec, &settings.limits);
+            let traced = match (tracer, tracing) {
+                (Some(t), Some(Ok(()))) => {
+                    let spawn = result.as_ref().ok().and_then(|r| r.timeline.at("spawn"));
+                    t.end(backend.name(), spawn.unwrap_or(0)).ok()
+                }
+                _ => None,
+            };
             Sample {
                 spec: case.spec,
-                result: backend.run(lab, &case.spec, &settings.limits),
+                result,
                 neighbours: None,
+                traced,
             }
         },
     )
@@ -413,6 +457,8 @@ pub struct Sample {
     pub result: Result<isolab_backends::Run, BackendError>,
     /// The instances beside it.
     pub neighbours: Option<isolab_results::Neighbours>,
+    /// The phases the kernel's events show, when the sample was traced.
+    pub traced: Option<Vec<isolab_results::TracedPhase>>,
 }
 
 /// [`campaign`] for cases of any kind: `describe` says which backend a case runs on (an index
@@ -486,6 +532,7 @@ pub fn campaign_by<C>(
                 spec,
                 result,
                 neighbours,
+                traced,
             } = sample(case);
             // A sample cut short by Ctrl-C is not a sample.
             if interrupted() {
@@ -525,6 +572,7 @@ pub fn campaign_by<C>(
                 }
             };
             record.neighbours = neighbours;
+            record.traced = traced;
             writer.append(&Record::Run(Box::new(record)))?;
             outcome.samples += 1;
             progress.sample(&message, completed);
@@ -564,6 +612,30 @@ pub fn every_backend(
     extra_settings: serde_json::Value,
     skipped: Vec<Skipped>,
 ) -> Result<Campaign, ExperimentError> {
+    every_backend_traced(
+        lab,
+        backends,
+        experiment,
+        specs,
+        settings,
+        extra_settings,
+        skipped,
+        None,
+    )
+}
+
+/// [`every_backend`], traced every other round by `tracer` ([`campaign_traced`]).
+#[allow(clippy::too_many_arguments)]
+pub fn every_backend_traced(
+    lab: &Lab,
+    backends: Option<&[String]>,
+    experiment: &str,
+    specs: &[Spec],
+    settings: &Settings,
+    extra_settings: serde_json::Value,
+    skipped: Vec<Skipped>,
+    tracer: Option<&isolab_trace::Tracer>,
+) -> Result<Campaign, ExperimentError> {
     check_provisions(lab, specs)?;
     let mut selection = select(lab, backends, &settings.limits)?;
     selection.skipped.extend(skipped);
@@ -578,13 +650,14 @@ pub fn every_backend(
                 .is_ok()
         })
         .collect();
-    campaign(
+    campaign_traced(
         lab,
         experiment,
         &selection,
         &cases,
         settings,
         extra_settings,
+        tracer,
     )
 }
 
@@ -644,6 +717,7 @@ fn failed_record(
         probe: Vec::new(),
         facts: Default::default(),
         neighbours: None,
+        traced: None,
     }
 }
 

@@ -335,6 +335,7 @@ mod tests {
                 probe: vec![],
                 facts: Default::default(),
                 neighbours: None,
+                traced: None,
             }],
             vec![],
             vec![],

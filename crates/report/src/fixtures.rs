@@ -107,6 +107,7 @@ pub fn startup_run(backend: &str, round: u32, ns: u64) -> RunRecord {
         probe: vec![],
         facts: Facts::default(),
         neighbours: None,
+        traced: None,
     }
 }
 

@@ -482,6 +482,7 @@ mod tests {
             probe: vec![],
             facts: Facts::default(),
             neighbours: None,
+            traced: None,
         }
     }
 
@@ -745,6 +746,7 @@ mod properties {
                 probe,
                 facts: typed,
                 neighbours: None,
+                traced: None,
             }
         }
     }

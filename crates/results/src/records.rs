@@ -213,6 +213,26 @@ pub struct RunRecord {
     /// they ended. Absent elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neighbours: Option<Neighbours>,
+    /// The phases the kernel's own events show (`lab run startup --trace`), in time order;
+    /// `None` when the sample was not traced (older files, or tracing off for this sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traced: Option<Vec<TracedPhase>>,
+}
+
+/// One phase edge of a run taken from a kernel event rather than reported by the lab: the named
+/// phase, the program whose event marks it, and when (see `crates/trace`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracedPhase {
+    /// The phase's name (`runc: pivot_root`), from the phase table.
+    pub name: String,
+    /// The program that emitted the event (its `comm` or executable name).
+    pub program: String,
+    /// Its task id, as the host sees it.
+    pub pid: u32,
+    /// The event, as tracefs names it (`sys_enter_pivot_root`).
+    pub event: String,
+    /// When, on the host's `CLOCK_MONOTONIC`, in nanoseconds (tracefs gives microseconds).
+    pub t_ns: u64,
 }
 
 /// The two configurations of `lab run interference`.

@@ -1,0 +1,542 @@
+//! **The phase table**: which kernel event, in which program, marks which phase of a start-up.
+//!
+//! A start-up is a chain of programs — `docker` asks `dockerd`, which asks `containerd`, which
+//! starts a shim, which runs `runc`, which re-executes itself as `runc init`, which becomes the
+//! workload — and each step leaves marks in the kernel: an `execve`, a `clone` into new
+//! namespaces, a move into a cgroup, a `pivot_root`, a KVM `ioctl`. One row of [`TABLE`] names one
+//! such mark. A sample's phases are the *first* event matching each row (or its `nth`), in time
+//! order; the time between one phase and the next is what that step cost.
+//!
+//! To add a runtime, add rows: the backends it applies to, the program (its `comm`: the kernel's
+//! 15-byte task name, which a program may change with `prctl(PR_SET_NAME)` — runc's `nsexec`
+//! names its stages `runc:[0:PARENT]`, `runc:[1:CHILD]`, `runc:[2:INIT]`), the event, and a name.
+
+use crate::events::Event;
+use isolab_results::TracedPhase;
+use std::collections::HashMap;
+
+/// Which program's events a row looks at.
+#[derive(Clone, Copy, Debug)]
+pub enum Program {
+    /// Exactly this name.
+    Is(&'static str),
+    /// A name starting with this (`runc:[2` for runc's third stage).
+    Starts(&'static str),
+}
+
+/// Which event a row looks for.
+#[derive(Clone, Copy, Debug)]
+pub enum On {
+    /// `sched_process_exec` of a file whose path ends with this (`""`: any).
+    Exec(&'static str),
+    /// `clone` or `clone3` entered (a process or a thread is about to be made).
+    Clone,
+    /// `sys_enter_<name>`: `unshare`, `setns`, `pivot_root`, `mount`, `seccomp`, `execve`.
+    Syscall(&'static str),
+    /// `ioctl` with this request on a KVM file (KVM's requests have type byte 0xAE).
+    Ioctl(u64),
+    /// `cgroup_attach_task`: a task moved into a cgroup.
+    CgroupAttach,
+    /// `task_rename`: the program names itself (or a thread) this, by prefix.
+    Rename(&'static str),
+    /// `kvm_entry`: a virtual CPU enters the guest.
+    KvmEntry,
+}
+
+/// One row of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    /// The backends whose samples it applies to.
+    pub backends: &'static [&'static str],
+    /// The program whose event it is.
+    pub program: Program,
+    /// The event.
+    pub on: On,
+    /// Which matching event marks the phase: 1 for the first, 2 for the second, ...
+    pub nth: u32,
+    /// The phase's name, as reports show it.
+    pub phase: &'static str,
+}
+
+const fn row(
+    backends: &'static [&'static str],
+    program: Program,
+    on: On,
+    phase: &'static str,
+) -> Rule {
+    Rule {
+        backends,
+        program,
+        on,
+        nth: 1,
+        phase,
+    }
+}
+
+const fn nth(rule: Rule, n: u32) -> Rule {
+    Rule { nth: n, ..rule }
+}
+
+// KVM's ioctl requests (linux/kvm.h): _IO(0xAE, 0x01) and so on.
+/// `KVM_CREATE_VM`: a VM file descriptor, the guest's address space.
+pub const KVM_CREATE_VM: u64 = 0xae01;
+/// `KVM_CREATE_VCPU`: one virtual CPU.
+pub const KVM_CREATE_VCPU: u64 = 0xae41;
+/// `KVM_SET_USER_MEMORY_REGION`: a slot of guest RAM backed by the VMM's memory.
+pub const KVM_SET_USER_MEMORY_REGION: u64 = 0x4020_ae46;
+/// `KVM_RUN`: run a virtual CPU until the guest exits to the VMM.
+pub const KVM_RUN: u64 = 0xae80;
+
+const RUNC: &[&str] = &["oci:runc", "docker"];
+const DOCKER: &[&str] = &["docker"];
+const VMMS: &[&str] = &["qemu", "vm", "vm-linux"];
+use On::*;
+use Program::{Is, Starts};
+
+/// The table. Rows apply to the backends they name; order does not matter (phases are sorted by
+/// time).
+pub const TABLE: &[Rule] = &[
+    // Docker: the CLI asks the daemon over its socket; dockerd asks containerd, which starts a
+    // shim (`containerd-shim-runc-v2 start`, which starts the shim that stays as the container's
+    // parent), which runs runc. (dockerd also runs `runc --version` and `docker-init --version`
+    // for itself: those are not the container's runc, so runc's CLI row is not Docker's.)
+    row(DOCKER, Is("docker"), Exec("/docker"), "docker: CLI starts"),
+    row(
+        DOCKER,
+        Is("containerd"),
+        Exec("/containerd-shim-runc-v2"),
+        "containerd: starts the shim",
+    ),
+    nth(
+        row(
+            DOCKER,
+            Starts("containerd-shim"),
+            Exec("/containerd-shim-runc-v2"),
+            "shim: the shim that stays starts",
+        ),
+        2,
+    ),
+    row(
+        DOCKER,
+        Starts("containerd-shim"),
+        Exec("/runc"),
+        "shim: runs runc",
+    ),
+    // runc: a Go program. The CLI starts the Go runtime (threads), then re-executes itself
+    // (`runc init`, the C `nsexec` runs before Go) and that init makes the namespaces in three
+    // stages, joins the cgroup, mounts the root, pivot_roots, and execs the workload.
+    row(
+        &["oci:runc"],
+        Is("runc"),
+        Exec("/runc"),
+        "runc: CLI starts (Go runtime)",
+    ),
+    row(
+        RUNC,
+        Is("runc"),
+        CgroupAttach,
+        "runc: init joins the container's cgroup",
+    ),
+    row(
+        RUNC,
+        Is("runc"),
+        Exec("/proc/self/exe"),
+        "runc: `runc init` re-executes",
+    ),
+    row(
+        RUNC,
+        Starts("runc:[1"),
+        Syscall("unshare"),
+        "runc init: unshare namespaces",
+    ),
+    row(
+        RUNC,
+        Starts("runc:[2"),
+        Syscall("mount"),
+        "runc init: mounts the root",
+    ),
+    row(
+        RUNC,
+        Starts("runc:[2"),
+        Syscall("pivot_root"),
+        "runc init: pivot_root",
+    ),
+    row(
+        RUNC,
+        Starts("runc:[2"),
+        Syscall("execve"),
+        "runc init: execve the workload",
+    ),
+    // crun: C, one process; it re-executes itself from a sealed copy (/dev/fd/N) before running
+    // the container's init.
+    row(&["oci:crun"], Is("crun"), Exec("/crun"), "crun: CLI starts"),
+    row(
+        &["oci:crun"],
+        Is("crun"),
+        Syscall("unshare"),
+        "crun: unshare namespaces",
+    ),
+    row(
+        &["oci:crun"],
+        Is("crun"),
+        Syscall("pivot_root"),
+        "crun: pivot_root",
+    ),
+    row(
+        &["oci:crun"],
+        Is("crun"),
+        Syscall("execve"),
+        "crun: execve the workload",
+    ),
+    // gVisor: runsc re-executes itself as the gofer (file access) and the sandbox (`runsc-sandbox`,
+    // the Sentry, a kernel in user space); both chroot with pivot_root. The workload's own execve
+    // happens inside the Sentry, which the host kernel does not see.
+    row(
+        &["oci:runsc"],
+        Is("runsc"),
+        Exec("/runsc"),
+        "runsc: CLI starts (Go runtime)",
+    ),
+    row(
+        &["oci:runsc"],
+        Is("exe"),
+        Exec("/proc/self/exe"),
+        "runsc: first re-exec (gofer or sandbox)",
+    ),
+    nth(
+        row(
+            &["oci:runsc"],
+            Is("exe"),
+            Exec("/proc/self/exe"),
+            "runsc: second re-exec",
+        ),
+        2,
+    ),
+    row(
+        &["oci:runsc"],
+        Is("exe"),
+        Syscall("pivot_root"),
+        "runsc: first pivot_root into the sandbox",
+    ),
+    nth(
+        row(
+            &["oci:runsc"],
+            Is("exe"),
+            Syscall("pivot_root"),
+            "runsc: second pivot_root",
+        ),
+        2,
+    ),
+    nth(
+        row(
+            &["oci:runsc"],
+            Is("exe"),
+            Exec("/proc/self/exe"),
+            "runsc: the Sentry starts",
+        ),
+        3,
+    ),
+    // QEMU: the process, its threads, the vCPU thread (named `CPU 0/KVM` or `CPU 0/TCG`), and on
+    // KVM the VM, its vCPU, its memory slots, the first KVM_RUN and the first guest entry.
+    row(
+        &["qemu"],
+        Starts("qemu-system"),
+        Exec("/qemu-system-x86_64"),
+        "qemu: process starts",
+    ),
+    row(
+        &["qemu"],
+        Starts("qemu-system"),
+        Clone,
+        "qemu: first thread (RCU)",
+    ),
+    row(
+        &["qemu"],
+        Starts("qemu-system"),
+        Syscall("seccomp"),
+        "qemu: seccomp sandbox",
+    ),
+    nth(
+        row(
+            &["qemu"],
+            Starts("qemu-system"),
+            Clone,
+            "qemu: second thread (the vCPU's)",
+        ),
+        2,
+    ),
+    row(
+        &["qemu"],
+        Starts("qemu-system"),
+        Rename("CPU 0/"),
+        "qemu: vCPU thread named",
+    ),
+    row(VMMS, Starts(""), Ioctl(KVM_CREATE_VM), "KVM_CREATE_VM"),
+    row(
+        VMMS,
+        Starts(""),
+        Ioctl(KVM_SET_USER_MEMORY_REGION),
+        "KVM_SET_USER_MEMORY_REGION",
+    ),
+    row(VMMS, Starts(""), Ioctl(KVM_CREATE_VCPU), "KVM_CREATE_VCPU"),
+    row(VMMS, Starts(""), Ioctl(KVM_RUN), "first KVM_RUN"),
+    row(VMMS, Starts(""), KvmEntry, "first guest entry (kvm_entry)"),
+    // isolab's own container: a launcher thread prepares the root, the child clones into the
+    // namespaces, then execs the workload. Its self-reported phases are checked against these
+    // ([`CROSS_CHECKS`]).
+    row(
+        &["container"],
+        Starts(""),
+        Rename("isolab-launcher"),
+        "container: launcher thread starts",
+    ),
+    row(
+        &["container"],
+        Is("isolab-launcher"),
+        Syscall("pivot_root"),
+        "container: launcher pivot_root",
+    ),
+    row(
+        &["container"],
+        Is("isolab-launcher"),
+        Clone,
+        "container: clone the child",
+    ),
+    // The launcher's own unshare (its mount namespace) is the first; the child's are next.
+    nth(
+        row(
+            &["container"],
+            Is("isolab-launcher"),
+            Syscall("unshare"),
+            "container: unshare namespaces",
+        ),
+        2,
+    ),
+    nth(
+        row(
+            &["container"],
+            Is("isolab-launcher"),
+            Syscall("unshare"),
+            "container: unshare the user namespace",
+        ),
+        3,
+    ),
+    row(
+        &["container"],
+        Is("isolab-launcher"),
+        Syscall("execve"),
+        "container: execve the workload",
+    ),
+    row(
+        &["container"],
+        Starts(""),
+        Exec("/workload"),
+        "workload: execve",
+    ),
+    row(
+        &["oci:runc", "oci:crun", "docker"],
+        Starts(""),
+        Exec("/workload"),
+        "workload: execve",
+    ),
+    row(
+        &["process", "ns-floor"],
+        Starts(""),
+        Exec("/workload"),
+        "workload: execve",
+    ),
+];
+
+/// A program's name through a sample, task by task: from the `trace` file's comm at first sight,
+/// from a fork (the child is named as its parent), an exec (the file's name, except for a
+/// re-execution of itself: `/proc/self/exe`, `/dev/fd/N`) and a rename.
+///
+/// An `execve` renames the task too (`task_rename`, between `sys_enter_execve` and
+/// `sched_process_exec`): the name a task had when it asked for the exec is kept aside.
+#[derive(Debug, Default)]
+pub struct Programs {
+    names: HashMap<u32, String>,
+    before_exec: HashMap<u32, String>,
+}
+
+impl Programs {
+    /// The name of `e`'s task *after* `e`, updating what `e` changes.
+    pub fn follow(&mut self, e: &Event) -> String {
+        let current = self
+            .names
+            .entry(e.tid)
+            .or_insert_with(|| e.comm.clone())
+            .clone();
+        match e.name.as_str() {
+            "sys_enter_execve" => {
+                self.before_exec.insert(e.tid, current);
+            }
+            "sched_process_fork" => {
+                if let Some(child) = e.number("child_pid") {
+                    self.names.insert(child as u32, current.clone());
+                }
+            }
+            "sched_process_exec" => {
+                let file = e.field("filename").unwrap_or("");
+                let itself = file.starts_with("/proc/self/") || file.starts_with("/dev/fd/");
+                let base = file.rsplit('/').next().unwrap_or(file);
+                if !itself && !base.is_empty() {
+                    self.names.insert(e.tid, base.to_string());
+                }
+            }
+            "task_rename" => {
+                if let (Some(pid), Some(new)) = (e.number("pid"), e.field("newcomm")) {
+                    self.names.insert(pid as u32, new.to_string());
+                }
+            }
+            _ => {}
+        }
+        self.names[&e.tid].clone()
+    }
+
+    /// The name `tid` had when it entered `execve` (after its exec has been followed).
+    fn asked_for_exec(&mut self, tid: u32) -> Option<String> {
+        self.before_exec.remove(&tid)
+    }
+}
+
+fn program_matches(p: Program, name: &str) -> bool {
+    match p {
+        Is(n) => name == n || (n.len() == 15 && name.starts_with(n)),
+        Starts(prefix) => name.starts_with(prefix),
+    }
+}
+
+fn event_matches(on: On, e: &Event) -> bool {
+    match on {
+        Exec(suffix) => {
+            e.name == "sched_process_exec"
+                && e.field("filename").is_some_and(|f| f.ends_with(suffix))
+        }
+        Clone => e.name == "sys_enter_clone" || e.name == "sys_enter_clone3",
+        Syscall(name) => e.name.strip_prefix("sys_enter_") == Some(name),
+        Ioctl(cmd) => e.name == "sys_enter_ioctl" && e.number("cmd") == Some(cmd),
+        CgroupAttach => e.name == "cgroup_attach_task",
+        Rename(prefix) => {
+            e.name == "task_rename" && e.field("newcomm").is_some_and(|n| n.starts_with(prefix))
+        }
+        KvmEntry => e.name == "kvm_entry",
+    }
+}
+
+/// The phases of one sample of `backend`: for each row of [`TABLE`] that applies, the `nth`
+/// matching event at or after `since_ns` (the sample's `spawn`: what came before was the lab's
+/// preparation, such as Docker building its image), sorted by time.
+pub fn phases(backend: &str, events: &[Event], since_ns: u64) -> Vec<TracedPhase> {
+    let rules: Vec<&Rule> = TABLE
+        .iter()
+        .filter(|r| r.backends.contains(&backend))
+        .collect();
+    let mut seen = vec![0u32; rules.len()];
+    let mut out = Vec::new();
+    let mut programs = Programs::default();
+    for e in events {
+        // The name the task had when the event happened: an exec's phase belongs to the
+        // program that asked for it (runc:[2:INIT] execs the workload), a fork's to the parent.
+        let mut before = programs
+            .names
+            .get(&e.tid)
+            .cloned()
+            .unwrap_or(e.comm.clone());
+        let after = programs.follow(e);
+        let exec = e.name == "sched_process_exec";
+        if exec {
+            before = programs.asked_for_exec(e.tid).unwrap_or(before);
+        }
+        if e.t_ns < since_ns {
+            continue;
+        }
+        let name = if exec || e.name == "task_rename" {
+            &after
+        } else {
+            &before
+        };
+        for (i, r) in rules.iter().enumerate() {
+            // An exec matches by the program it becomes or the one it was.
+            let prog =
+                program_matches(r.program, name) || (exec && program_matches(r.program, &before));
+            if prog && event_matches(r.on, e) {
+                seen[i] += 1;
+                if seen[i] == r.nth {
+                    out.push(TracedPhase {
+                        name: r.phase.to_string(),
+                        program: name.clone(),
+                        pid: e.tid,
+                        event: e.name.clone(),
+                        t_ns: e.t_ns,
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by_key(|p| p.t_ns);
+    out.dedup_by(|a, b| a.name == b.name);
+    out
+}
+
+/// How far a phase the lab stamps itself may be from the kernel event it stands for. The lab
+/// stamps `CLOCK_MONOTONIC` in user space just before (or after) the system call; tracefs stamps
+/// the event on entry to the kernel with the same clock. Between them lie a few instructions, a
+/// possible preemption on a busy machine, and tracefs's microsecond print: 2 ms covers a
+/// preempted stamp on this 2-core machine; measured differences are tens of microseconds.
+pub const TOLERANCE_NS: u64 = 2_000_000;
+
+/// Pairs that must agree: (backend, phase the lab reports, traced phase).
+pub const CROSS_CHECKS: &[(&str, &str, &str)] = &[
+    ("container", "namespaces", "container: unshare namespaces"),
+    (
+        "container",
+        "userns",
+        "container: unshare the user namespace",
+    ),
+    ("container", "ready", "workload: execve"),
+    ("oci:runc", "exec", "runc: CLI starts (Go runtime)"),
+    ("oci:runc", "ready", "workload: execve"),
+    ("oci:crun", "ready", "workload: execve"),
+    ("process", "ready", "workload: execve"),
+];
+
+/// One cross-check of a sample: the lab's phase, the traced one, and how far apart they are
+/// (lab − kernel, in ns).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// The lab's phase.
+    pub reported: &'static str,
+    /// The traced phase.
+    pub traced: &'static str,
+    /// lab − kernel, ns.
+    pub delta_ns: i64,
+}
+
+impl Check {
+    /// Within [`TOLERANCE_NS`].
+    pub fn agrees(&self) -> bool {
+        self.delta_ns.unsigned_abs() <= TOLERANCE_NS
+    }
+}
+
+/// The cross-checks of one sample that has both phases.
+pub fn cross_check(
+    backend: &str,
+    reported: &[(String, u64)],
+    traced: &[TracedPhase],
+) -> Vec<Check> {
+    CROSS_CHECKS
+        .iter()
+        .filter(|(b, _, _)| *b == backend)
+        .filter_map(|&(_, r, t)| {
+            let lab = reported.iter().find(|(n, _)| n == r)?.1;
+            let kernel = traced.iter().find(|p| p.name == t)?.t_ns;
+            Some(Check {
+                reported: r,
+                traced: t,
+                delta_ns: lab as i64 - kernel as i64,
+            })
+        })
+        .collect()
+}
