@@ -55,6 +55,7 @@ fn run(backend: &str, round: u32, startup_ns: u64) -> RunRecord {
         facts: Facts::default(),
         neighbours: None,
         traced: None,
+        children_cpu_ns: None,
     }
 }
 

@@ -90,6 +90,7 @@ fn run(backend: &str, family: Family, round: u32) -> RunRecord {
         facts: Facts::default(),
         neighbours: None,
         traced: None,
+        children_cpu_ns: None,
     }
 }
 

@@ -111,6 +111,7 @@ impl Run {
             facts,
             neighbours: None,
             traced: None,
+            children_cpu_ns: None,
         }
     }
 

@@ -847,6 +847,7 @@ fn sample(
     }
     Sample {
         traced: None,
+        children_cpu_ns: None,
         spec: c.victim,
         result,
         neighbours: Some(neighbours),

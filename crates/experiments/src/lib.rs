@@ -430,7 +430,9 @@ pub fn campaign_traced(
                 Vec::new()
             };
             let tracing = tracer.map(|t| t.begin(&daemons));
+            let cpu_before = children_cpu_ns();
             let result = backend.run(lab, &case.spec, &settings.limits);
+            let children_cpu = children_cpu_ns().saturating_sub(cpu_before);
             let traced = match (tracer, tracing) {
                 (Some(t), Some(Ok(()))) => {
                     let spawn = result.as_ref().ok().and_then(|r| r.timeline.at("spawn"));
@@ -443,6 +445,7 @@ pub fn campaign_traced(
                 result,
                 neighbours: None,
                 traced,
+                children_cpu_ns: Some(children_cpu),
             }
         },
     )
@@ -459,6 +462,25 @@ pub struct Sample {
     pub neighbours: Option<isolab_results::Neighbours>,
     /// The phases the kernel's events show, when the sample was traced.
     pub traced: Option<Vec<isolab_results::TracedPhase>>,
+    /// CPU time of the lab's children that ended during the sample ([`children_cpu_ns`]).
+    pub children_cpu_ns: Option<u64>,
+}
+
+/// CPU time, user and system, of every child process of the lab that has been waited for, and
+/// of the descendants each of them waited for: the kernel adds a process's CPU time to its
+/// parent's `RUSAGE_CHILDREN` when the parent reaps it. Taken before and after a sample, the
+/// difference is what the runtime or VMM and its workload spent.
+pub fn children_cpu_ns() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one rusage into the valid buffer it is given.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) };
+    if r != 0 {
+        return 0;
+    }
+    // SAFETY: initialised by the successful call above (and zeroed before it).
+    let u = unsafe { usage.assume_init() };
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(u.ru_utime) + ns(u.ru_stime)
 }
 
 /// [`campaign`] for cases of any kind: `describe` says which backend a case runs on (an index
@@ -533,6 +555,7 @@ pub fn campaign_by<C>(
                 result,
                 neighbours,
                 traced,
+                children_cpu_ns,
             } = sample(case);
             // A sample cut short by Ctrl-C is not a sample.
             if interrupted() {
@@ -573,6 +596,7 @@ pub fn campaign_by<C>(
             };
             record.neighbours = neighbours;
             record.traced = traced;
+            record.children_cpu_ns = children_cpu_ns;
             writer.append(&Record::Run(Box::new(record)))?;
             outcome.samples += 1;
             progress.sample(&message, completed);
@@ -718,6 +742,7 @@ fn failed_record(
         facts: Default::default(),
         neighbours: None,
         traced: None,
+        children_cpu_ns: None,
     }
 }
 

@@ -336,6 +336,7 @@ mod tests {
                 facts: Default::default(),
                 neighbours: None,
                 traced: None,
+                children_cpu_ns: None,
             }],
             vec![],
             vec![],

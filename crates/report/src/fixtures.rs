@@ -108,6 +108,7 @@ pub fn startup_run(backend: &str, round: u32, ns: u64) -> RunRecord {
         facts: Facts::default(),
         neighbours: None,
         traced: None,
+        children_cpu_ns: None,
     }
 }
 

@@ -483,6 +483,7 @@ mod tests {
             facts: Facts::default(),
             neighbours: None,
             traced: None,
+            children_cpu_ns: None,
         }
     }
 
@@ -747,6 +748,7 @@ mod properties {
                 facts: typed,
                 neighbours: None,
                 traced: None,
+                children_cpu_ns: None,
             }
         }
     }

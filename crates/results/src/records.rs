@@ -203,6 +203,12 @@ pub struct RunRecord {
     pub cgroup_peak_bytes: Option<u64>,
     /// CPU time used, where the cgroup reports it.
     pub cpu_ns: Option<u64>,
+    /// CPU time (user + system) of the lab's child processes that ended during the sample, and
+    /// of every descendant they waited for (`getrusage(RUSAGE_CHILDREN)`, before and after): the
+    /// runtime's or VMM's own CPU and the workload's, but not a daemon's (dockerd, containerd)
+    /// that the lab did not start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children_cpu_ns: Option<u64>,
     /// Probe facts (isolation experiment), in the order reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<(String, String)>,

@@ -540,3 +540,71 @@ pub fn cross_check(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::parse;
+
+    /// Docker's shim starting runc, and runc re-executing itself, as this machine's kernel
+    /// printed them (shortened): the shell-visible names (`trace`'s comm column) are the tasks'
+    /// *last* names, and `execve` renames a task before `sched_process_exec` — the phase still
+    /// belongs to the program that asked for the exec.
+    const SHIM_AND_RUNC: &str = "\
+      containerd-4800    [000] ..... 25076.464607: sched_process_fork: comm=containerd pid=4800 child_comm=containerd child_pid=20632
+ containerd-shim-20632   [001] ..... 25076.464704: sys_execve(filename: 0xc0002e25d0, argv: 0xc000492240, envp: 0xc00015e280)
+ containerd-shim-20632   [001] ..... 25076.464892: task_rename: pid=20632 oldcomm=containerd newcomm=containerd-shim oom_score_adj=0
+ containerd-shim-20632   [001] ..... 25076.464995: sched_process_exec: filename=/usr/bin/containerd-shim-runc-v2 pid=20632 old_pid=20632
+ containerd-shim-20646   [000] ..... 25076.483852: sched_process_fork: comm=containerd-shim pid=20646 child_comm=containerd-shim child_pid=20650
+            runc-20650   [001] ..... 25076.483914: sys_execve(filename: 0xc00021e490, argv: 0xc00022e620, envp: 0xc00025e140)
+            runc-20650   [001] ..... 25076.484042: task_rename: pid=20650 oldcomm=containerd-shim newcomm=runc oom_score_adj=1
+            runc-20650   [001] ..... 25076.484151: sched_process_exec: filename=/usr/sbin/runc pid=20650 old_pid=20650
+            runc-20650   [001] ..... 25076.485935: sched_process_fork: comm=runc pid=20650 child_comm=runc child_pid=20657
+ runc:[0:PARENT]-20657   [001] ..... 25076.491966: sys_execve(filename: 0xc00018c070, argv: 0xc0001b2030, envp: 0xc00019e080)
+ runc:[0:PARENT]-20657   [001] ..... 25076.492182: task_rename: pid=20657 oldcomm=runc newcomm=exe oom_score_adj=1
+ runc:[0:PARENT]-20657   [001] .N... 25076.492287: sched_process_exec: filename=/proc/self/exe pid=20657 old_pid=20657
+ runc:[0:PARENT]-20657   [001] ..... 25076.502304: task_rename: pid=20657 oldcomm=runc newcomm=runc:[0:PARENT] oom_score_adj=0
+  runc:[1:CHILD]-20660   [000] ..... 25076.532384: sys_unshare(unshare_flags: 0x6c020000)
+";
+
+    #[test]
+    fn docker_s_shim_and_runc_are_named_by_the_program_that_asked() {
+        let events = parse(SHIM_AND_RUNC);
+        assert_eq!(events.len(), 14);
+        let got: Vec<(String, String)> = phases("docker", &events, 0)
+            .into_iter()
+            .map(|p| (p.name, p.program))
+            .collect();
+        let want = [
+            ("containerd: starts the shim", "containerd-shim-runc-v2"),
+            ("shim: runs runc", "runc"),
+            ("runc: `runc init` re-executes", "exe"),
+            // First seen here: named by the trace's comm column.
+            ("runc init: unshare namespaces", "runc:[1:CHILD]"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        // The same events, later than `since`: nothing.
+        assert!(phases("docker", &events, u64::MAX).is_empty());
+        // Another backend's table does not apply.
+        assert!(phases("oci:crun", &events, 0).is_empty());
+    }
+
+    #[test]
+    fn a_cross_check_agrees_within_the_tolerance_and_not_beyond() {
+        let traced = vec![TracedPhase {
+            name: "workload: execve".into(),
+            program: "workload".into(),
+            pid: 1,
+            event: "sched_process_exec".into(),
+            t_ns: 10_000_000,
+        }];
+        let near = [("ready".to_string(), 10_500_000)];
+        let far = [("ready".to_string(), 10_000_000 + TOLERANCE_NS + 1)];
+        assert!(cross_check("process", &near, &traced)[0].agrees());
+        assert!(!cross_check("process", &far, &traced)[0].agrees());
+    }
+}
