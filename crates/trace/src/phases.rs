@@ -95,256 +95,67 @@ use Program::{Is, Starts};
 
 /// The table. Rows apply to the backends they name; order does not matter (phases are sorted by
 /// time).
+#[rustfmt::skip]
 pub const TABLE: &[Rule] = &[
     // Docker: the CLI asks the daemon over its socket; dockerd asks containerd, which starts a
     // shim (`containerd-shim-runc-v2 start`, which starts the shim that stays as the container's
     // parent), which runs runc. (dockerd also runs `runc --version` and `docker-init --version`
     // for itself: those are not the container's runc, so runc's CLI row is not Docker's.)
     row(DOCKER, Is("docker"), Exec("/docker"), "docker: CLI starts"),
-    row(
-        DOCKER,
-        Is("containerd"),
-        Exec("/containerd-shim-runc-v2"),
-        "containerd: starts the shim",
-    ),
-    nth(
-        row(
-            DOCKER,
-            Starts("containerd-shim"),
-            Exec("/containerd-shim-runc-v2"),
-            "shim: the shim that stays starts",
-        ),
-        2,
-    ),
-    row(
-        DOCKER,
-        Starts("containerd-shim"),
-        Exec("/runc"),
-        "shim: runs runc",
-    ),
+    row(DOCKER, Is("containerd"), Exec("/containerd-shim-runc-v2"), "containerd: starts the shim"),
+    nth(row(DOCKER, Starts("containerd-shim"), Exec("/containerd-shim-runc-v2"), "shim: the shim that stays starts"), 2),
+    row(DOCKER, Starts("containerd-shim"), Exec("/runc"), "shim: runs runc"),
     // runc: a Go program. The CLI starts the Go runtime (threads), then re-executes itself
     // (`runc init`, the C `nsexec` runs before Go) and that init makes the namespaces in three
     // stages, joins the cgroup, mounts the root, pivot_roots, and execs the workload.
-    row(
-        &["oci:runc"],
-        Is("runc"),
-        Exec("/runc"),
-        "runc: CLI starts (Go runtime)",
-    ),
-    row(
-        RUNC,
-        Is("runc"),
-        CgroupAttach,
-        "runc: init joins the container's cgroup",
-    ),
-    row(
-        RUNC,
-        Is("runc"),
-        Exec("/proc/self/exe"),
-        "runc: `runc init` re-executes",
-    ),
-    row(
-        RUNC,
-        Starts("runc:[1"),
-        Syscall("unshare"),
-        "runc init: unshare namespaces",
-    ),
-    row(
-        RUNC,
-        Starts("runc:[2"),
-        Syscall("mount"),
-        "runc init: mounts the root",
-    ),
-    row(
-        RUNC,
-        Starts("runc:[2"),
-        Syscall("pivot_root"),
-        "runc init: pivot_root",
-    ),
-    row(
-        RUNC,
-        Starts("runc:[2"),
-        Syscall("execve"),
-        "runc init: execve the workload",
-    ),
+    row(&["oci:runc"], Is("runc"), Exec("/runc"), "runc: CLI starts (Go runtime)"),
+    row(RUNC, Is("runc"), Exec("/proc/self/exe"), "runc: `runc init` re-executes"),
+    row(RUNC, Is("runc"), CgroupAttach, "runc: init joins the container's cgroup"),
+    row(RUNC, Starts("runc:[1"), Syscall("unshare"), "runc init: unshare namespaces"),
+    row(RUNC, Starts("runc:[2"), Syscall("mount"), "runc init: mounts the root"),
+    row(RUNC, Starts("runc:[2"), Syscall("pivot_root"), "runc init: pivot_root"),
+    row(RUNC, Starts("runc:[2"), Syscall("execve"), "runc init: execve the workload"),
     // crun: C, one process; it re-executes itself from a sealed copy (/dev/fd/N) before running
     // the container's init.
     row(&["oci:crun"], Is("crun"), Exec("/crun"), "crun: CLI starts"),
-    row(
-        &["oci:crun"],
-        Is("crun"),
-        Syscall("unshare"),
-        "crun: unshare namespaces",
-    ),
-    row(
-        &["oci:crun"],
-        Is("crun"),
-        Syscall("pivot_root"),
-        "crun: pivot_root",
-    ),
-    row(
-        &["oci:crun"],
-        Is("crun"),
-        Syscall("execve"),
-        "crun: execve the workload",
-    ),
-    // gVisor: runsc re-executes itself as the gofer (file access) and the sandbox (`runsc-sandbox`,
-    // the Sentry, a kernel in user space); both chroot with pivot_root. The workload's own execve
-    // happens inside the Sentry, which the host kernel does not see.
-    row(
-        &["oci:runsc"],
-        Is("runsc"),
-        Exec("/runsc"),
-        "runsc: CLI starts (Go runtime)",
-    ),
-    row(
-        &["oci:runsc"],
-        Is("exe"),
-        Exec("/proc/self/exe"),
-        "runsc: first re-exec (gofer or sandbox)",
-    ),
-    nth(
-        row(
-            &["oci:runsc"],
-            Is("exe"),
-            Exec("/proc/self/exe"),
-            "runsc: second re-exec",
-        ),
-        2,
-    ),
-    row(
-        &["oci:runsc"],
-        Is("exe"),
-        Syscall("pivot_root"),
-        "runsc: first pivot_root into the sandbox",
-    ),
-    nth(
-        row(
-            &["oci:runsc"],
-            Is("exe"),
-            Syscall("pivot_root"),
-            "runsc: second pivot_root",
-        ),
-        2,
-    ),
-    nth(
-        row(
-            &["oci:runsc"],
-            Is("exe"),
-            Exec("/proc/self/exe"),
-            "runsc: the Sentry starts",
-        ),
-        3,
-    ),
-    // QEMU: the process, its threads, the vCPU thread (named `CPU 0/KVM` or `CPU 0/TCG`), and on
-    // KVM the VM, its vCPU, its memory slots, the first KVM_RUN and the first guest entry.
-    row(
-        &["qemu"],
-        Starts("qemu-system"),
-        Exec("/qemu-system-x86_64"),
-        "qemu: process starts",
-    ),
-    row(
-        &["qemu"],
-        Starts("qemu-system"),
-        Clone,
-        "qemu: first thread (RCU)",
-    ),
-    row(
-        &["qemu"],
-        Starts("qemu-system"),
-        Syscall("seccomp"),
-        "qemu: seccomp sandbox",
-    ),
-    nth(
-        row(
-            &["qemu"],
-            Starts("qemu-system"),
-            Clone,
-            "qemu: second thread (the vCPU's)",
-        ),
-        2,
-    ),
-    row(
-        &["qemu"],
-        Starts("qemu-system"),
-        Rename("CPU 0/"),
-        "qemu: vCPU thread named",
-    ),
+    row(&["oci:crun"], Is("crun"), Syscall("unshare"), "crun: unshare namespaces"),
+    row(&["oci:crun"], Is("crun"), Syscall("pivot_root"), "crun: pivot_root"),
+    row(&["oci:crun"], Is("crun"), Syscall("execve"), "crun: execve the workload"),
+    // gVisor: runsc re-executes itself as the gofer (file access) and the sandbox (the Sentry, a
+    // kernel in user space); both chroot with pivot_root. The workload's own execve happens
+    // inside the Sentry, which the host kernel does not see.
+    row(&["oci:runsc"], Is("runsc"), Exec("/runsc"), "runsc: CLI starts (Go runtime)"),
+    row(&["oci:runsc"], Is("exe"), Exec("/proc/self/exe"), "runsc: first re-exec (gofer or sandbox)"),
+    nth(row(&["oci:runsc"], Is("exe"), Exec("/proc/self/exe"), "runsc: second re-exec"), 2),
+    row(&["oci:runsc"], Is("exe"), Syscall("pivot_root"), "runsc: first pivot_root into the sandbox"),
+    nth(row(&["oci:runsc"], Is("exe"), Syscall("pivot_root"), "runsc: second pivot_root"), 2),
+    nth(row(&["oci:runsc"], Is("exe"), Exec("/proc/self/exe"), "runsc: the Sentry starts"), 3),
+    // QEMU: the process, its first thread (RCU), its seccomp sandbox, the vCPU thread — from its
+    // birth to `ready` the guest boots (its kernel, then /init) — and on KVM the VM, its memory
+    // slots, its vCPU, the first KVM_RUN and the first guest entry. A vCPU thread is named
+    // `CPU 0/KVM` only with `-name debug-threads=on`.
+    row(&["qemu"], Starts("qemu-system"), Exec("/qemu-system-x86_64"), "qemu: process starts"),
+    row(&["qemu"], Starts("qemu-system"), Clone, "qemu: first thread (RCU)"),
+    row(&["qemu"], Starts("qemu-system"), Syscall("seccomp"), "qemu: seccomp sandbox"),
+    nth(row(&["qemu"], Starts("qemu-system"), Clone, "qemu: vCPU thread starts, the guest boots"), 2),
+    row(&["qemu"], Starts("qemu-system"), Rename("CPU 0/"), "qemu: vCPU thread named"),
     row(VMMS, Starts(""), Ioctl(KVM_CREATE_VM), "KVM_CREATE_VM"),
-    row(
-        VMMS,
-        Starts(""),
-        Ioctl(KVM_SET_USER_MEMORY_REGION),
-        "KVM_SET_USER_MEMORY_REGION",
-    ),
+    row(VMMS, Starts(""), Ioctl(KVM_SET_USER_MEMORY_REGION), "KVM_SET_USER_MEMORY_REGION"),
     row(VMMS, Starts(""), Ioctl(KVM_CREATE_VCPU), "KVM_CREATE_VCPU"),
     row(VMMS, Starts(""), Ioctl(KVM_RUN), "first KVM_RUN"),
     row(VMMS, Starts(""), KvmEntry, "first guest entry (kvm_entry)"),
-    // isolab's own container: a launcher thread prepares the root, the child clones into the
-    // namespaces, then execs the workload. Its self-reported phases are checked against these
-    // ([`CROSS_CHECKS`]).
-    row(
-        &["container"],
-        Starts(""),
-        Rename("isolab-launcher"),
-        "container: launcher thread starts",
-    ),
-    row(
-        &["container"],
-        Is("isolab-launcher"),
-        Syscall("pivot_root"),
-        "container: launcher pivot_root",
-    ),
-    row(
-        &["container"],
-        Is("isolab-launcher"),
-        Clone,
-        "container: clone the child",
-    ),
-    // The launcher's own unshare (its mount namespace) is the first; the child's are next.
-    nth(
-        row(
-            &["container"],
-            Is("isolab-launcher"),
-            Syscall("unshare"),
-            "container: unshare namespaces",
-        ),
-        2,
-    ),
-    nth(
-        row(
-            &["container"],
-            Is("isolab-launcher"),
-            Syscall("unshare"),
-            "container: unshare the user namespace",
-        ),
-        3,
-    ),
-    row(
-        &["container"],
-        Is("isolab-launcher"),
-        Syscall("execve"),
-        "container: execve the workload",
-    ),
-    row(
-        &["container"],
-        Starts(""),
-        Exec("/workload"),
-        "workload: execve",
-    ),
-    row(
-        &["oci:runc", "oci:crun", "docker"],
-        Starts(""),
-        Exec("/workload"),
-        "workload: execve",
-    ),
-    row(
-        &["process", "ns-floor"],
-        Starts(""),
-        Exec("/workload"),
-        "workload: execve",
-    ),
+    // isolab's own container: a launcher thread prepares the root, clones the child, which
+    // unshares its namespaces (the launcher's own unshare, of its mount namespace, is the
+    // first), then the user namespace, then execs the workload. Its self-reported phases are
+    // checked against these ([`CROSS_CHECKS`]).
+    row(&["container"], Starts(""), Rename("isolab-launcher"), "container: launcher thread starts"),
+    row(&["container"], Is("isolab-launcher"), Syscall("pivot_root"), "container: launcher pivot_root"),
+    row(&["container"], Is("isolab-launcher"), Clone, "container: clone the child"),
+    nth(row(&["container"], Is("isolab-launcher"), Syscall("unshare"), "container: unshare namespaces"), 2),
+    nth(row(&["container"], Is("isolab-launcher"), Syscall("unshare"), "container: unshare the user namespace"), 3),
+    row(&["container"], Is("isolab-launcher"), Syscall("execve"), "container: execve the workload"),
+    // The workload's own exec, wherever the host kernel sees it.
+    row(&["container", "oci:runc", "oci:crun", "docker", "process", "ns-floor"], Starts(""), Exec("/workload"), "workload: execve"),
 ];
 
 /// A program's name through a sample, task by task: from the `trace` file's comm at first sight,
