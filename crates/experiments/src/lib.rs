@@ -436,7 +436,17 @@ pub fn campaign_traced(
             let traced = match (tracer, tracing) {
                 (Some(t), Some(Ok(()))) => {
                     let spawn = result.as_ref().ok().and_then(|r| r.timeline.at("spawn"));
-                    t.end(backend.name(), spawn.unwrap_or(0)).ok()
+                    let traced = t.end(backend.name(), spawn.unwrap_or(0)).ok();
+                    if let (Ok(run), Some(traced)) = (&result, &traced) {
+                        let reported: Vec<(String, u64)> = run
+                            .timeline
+                            .phases
+                            .iter()
+                            .map(|p| (p.name.clone(), p.t_ns))
+                            .collect();
+                        t.check(backend.name(), &reported, traced);
+                    }
+                    traced
                 }
                 _ => None,
             };

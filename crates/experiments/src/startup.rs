@@ -52,7 +52,7 @@ pub fn run(
         "workload": spec.to_string(),
         "trace": tracer.as_ref().map(|_| "every other round, from round 0"),
     });
-    every_backend_traced(
+    let campaign = every_backend_traced(
         lab,
         backends,
         "startup",
@@ -61,5 +61,10 @@ pub fn run(
         extra,
         Vec::new(),
         tracer.as_ref(),
-    )
+    )?;
+    // The lab's own phases, checked against the kernel's events for the same samples.
+    for line in tracer.iter().flat_map(|t| t.check_summary()) {
+        eprintln!("cross-check: {line}");
+    }
+    Ok(campaign)
 }

@@ -21,7 +21,7 @@ pub use isolab_resources::tracefs::TraceError;
 use isolab_resources::tracefs::{self, Instance};
 use isolab_results::TracedPhase;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The tracepoints recorded, `system/event`, and a filter where one keeps the volume down.
 /// The scheduler's three are required (no phase without them); the others are used where the
@@ -63,6 +63,8 @@ pub struct Tracer {
     /// Events this kernel lacks (said once, when the tracer is opened).
     pub missing: Vec<String>,
     kvm_entry: bool,
+    /// The cross-checks of the samples so far ([`Tracer::check`]), by backend.
+    checks: Mutex<Vec<(String, phases::Check)>>,
 }
 
 impl Tracer {
@@ -85,6 +87,7 @@ impl Tracer {
             instance,
             missing,
             kvm_entry,
+            checks: Mutex::new(Vec::new()),
         })
     }
 
@@ -117,6 +120,51 @@ impl Tracer {
     pub fn end(&self, backend: &str, since_ns: u64) -> Result<Vec<TracedPhase>, TraceError> {
         let text = self.instance.stop()?;
         Ok(phases::phases(backend, &events::parse(&text), since_ns))
+    }
+}
+
+impl Tracer {
+    /// Cross-check a traced sample of `backend`: its `reported` phases (name, ns) against its
+    /// `traced` ones ([`phases::cross_check`]), kept for [`Tracer::check_summary`].
+    pub fn check(&self, backend: &str, reported: &[(String, u64)], traced: &[TracedPhase]) {
+        let checks = phases::cross_check(backend, reported, traced);
+        let mut all = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        all.extend(checks.into_iter().map(|c| (backend.to_string(), c)));
+    }
+
+    /// One line per pair checked: how many samples, the largest difference, and whether every
+    /// one was within [`phases::TOLERANCE_NS`].
+    pub fn check_summary(&self) -> Vec<String> {
+        let all = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pairs: Vec<(&str, &str, &str)> = Vec::new();
+        for (b, c) in all.iter() {
+            if !pairs.contains(&(b.as_str(), c.reported, c.traced)) {
+                pairs.push((b.as_str(), c.reported, c.traced));
+            }
+        }
+        pairs
+            .into_iter()
+            .map(|(b, r, t)| {
+                let of: Vec<&phases::Check> = all
+                    .iter()
+                    .filter(|(b2, c)| b2 == b && c.reported == r && c.traced == t)
+                    .map(|(_, c)| c)
+                    .collect();
+                let worst = of.iter().map(|c| c.delta_ns.unsigned_abs()).max().unwrap_or(0);
+                let bad = of.iter().filter(|c| !c.agrees()).count();
+                format!(
+                    "{b}: `{r}` (the lab's) vs `{t}` (the kernel's): {} sample{}, largest difference {:.3} ms, {}",
+                    of.len(),
+                    if of.len() == 1 { "" } else { "s" },
+                    worst as f64 / 1e6,
+                    if bad == 0 {
+                        format!("all within {} ms", phases::TOLERANCE_NS / 1_000_000)
+                    } else {
+                        format!("{bad} beyond {} ms", phases::TOLERANCE_NS / 1_000_000)
+                    }
+                )
+            })
+            .collect()
     }
 }
 

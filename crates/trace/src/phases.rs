@@ -33,6 +33,8 @@ pub enum On {
     Clone,
     /// `sys_enter_<name>`: `unshare`, `setns`, `pivot_root`, `mount`, `seccomp`, `execve`.
     Syscall(&'static str),
+    /// `unshare` with any of these `CLONE_NEW*` flags.
+    Unshare(u64),
     /// `ioctl` with this request on a KVM file (KVM's requests have type byte 0xAE).
     Ioctl(u64),
     /// `cgroup_attach_task`: a task moved into a cgroup.
@@ -86,6 +88,13 @@ pub const KVM_CREATE_VCPU: u64 = 0xae41;
 pub const KVM_SET_USER_MEMORY_REGION: u64 = 0x4020_ae46;
 /// `KVM_RUN`: run a virtual CPU until the guest exits to the VMM.
 pub const KVM_RUN: u64 = 0xae80;
+
+// The namespaces' clone flags (linux/sched.h).
+/// `CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET`: the container's own namespaces
+/// (the mount namespace, `CLONE_NEWNS`, is left out: isolab's launcher makes one for itself).
+pub const NEW_CONTAINER_NAMESPACES: u64 = 0x0400_0000 | 0x0800_0000 | 0x2000_0000 | 0x4000_0000;
+/// `CLONE_NEWUSER`.
+pub const CLONE_NEWUSER: u64 = 0x1000_0000;
 
 const RUNC: &[&str] = &["oci:runc", "docker"];
 const DOCKER: &[&str] = &["docker"];
@@ -144,18 +153,20 @@ pub const TABLE: &[Rule] = &[
     row(VMMS, Starts(""), Ioctl(KVM_CREATE_VCPU), "KVM_CREATE_VCPU"),
     row(VMMS, Starts(""), Ioctl(KVM_RUN), "first KVM_RUN"),
     row(VMMS, Starts(""), KvmEntry, "first guest entry (kvm_entry)"),
-    // isolab's own container: a launcher thread prepares the root, clones the child, which
-    // unshares its namespaces (the launcher's own unshare, of its mount namespace, is the
-    // first), then the user namespace, then execs the workload. Its self-reported phases are
-    // checked against these ([`CROSS_CHECKS`]).
+    // isolab's own container: a launcher thread (made once, for the lab's first container)
+    // prepares the root, clones the child, which unshares its namespaces, then the user
+    // namespace, then execs the workload. The unshares are told apart by their flags, not their
+    // order: the launcher's own (a mount namespace) happens only once. Its self-reported
+    // phases are checked against these ([`CROSS_CHECKS`]).
     row(&["container"], Starts(""), Rename("isolab-launcher"), "container: launcher thread starts"),
     row(&["container"], Is("isolab-launcher"), Syscall("pivot_root"), "container: launcher pivot_root"),
     row(&["container"], Is("isolab-launcher"), Clone, "container: clone the child"),
-    nth(row(&["container"], Is("isolab-launcher"), Syscall("unshare"), "container: unshare namespaces"), 2),
-    nth(row(&["container"], Is("isolab-launcher"), Syscall("unshare"), "container: unshare the user namespace"), 3),
+    row(&["container"], Is("isolab-launcher"), Unshare(NEW_CONTAINER_NAMESPACES), "container: unshare namespaces"),
+    row(&["container"], Is("isolab-launcher"), Unshare(CLONE_NEWUSER), "container: unshare the user namespace"),
     row(&["container"], Is("isolab-launcher"), Syscall("execve"), "container: execve the workload"),
-    // The workload's own exec, wherever the host kernel sees it.
-    row(&["container", "oci:runc", "oci:crun", "docker", "process", "ns-floor"], Starts(""), Exec("/workload"), "workload: execve"),
+    // The workload's own exec, wherever the host kernel sees it (`/workload` in a container's
+    // root, the lab's copy `isolab-workload` for a process).
+    row(&["container", "oci:runc", "oci:crun", "docker", "process", "ns-floor"], Starts(""), Exec("workload"), "workload: execve"),
 ];
 
 /// A program's name through a sample, task by task: from the `trace` file's comm at first sight,
@@ -227,6 +238,10 @@ fn event_matches(on: On, e: &Event) -> bool {
         Clone => e.name == "sys_enter_clone" || e.name == "sys_enter_clone3",
         Syscall(name) => e.name.strip_prefix("sys_enter_") == Some(name),
         Ioctl(cmd) => e.name == "sys_enter_ioctl" && e.number("cmd") == Some(cmd),
+        Unshare(mask) => {
+            e.name == "sys_enter_unshare"
+                && e.number("unshare_flags").is_some_and(|f| f & mask != 0)
+        }
         CgroupAttach => e.name == "cgroup_attach_task",
         Rename(prefix) => {
             e.name == "task_rename" && e.field("newcomm").is_some_and(|n| n.starts_with(prefix))
