@@ -924,6 +924,19 @@ mod tests {
             path: PathBuf::from(format!("/tmp/isolab-{id}")),
         };
         assert!(ok.named_for(id));
+        // The lab's trace instance, and only its own: another lab's is not this ledger's to
+        // remove, and a name with a path in it would reach outside `instances/`.
+        assert!(Resource::TraceInstance {
+            name: format!("isolab-{id}")
+        }
+        .named_for(id));
+        for name in [
+            "isolab-ba9876543210".to_string(),
+            format!("../instances/isolab-{id}"),
+            String::new(),
+        ] {
+            assert!(!Resource::TraceInstance { name }.named_for(id));
+        }
         // A container's cgroup the lab made where runc puts it, in a real cgroup tree.
         let unified = crate::cgroup::unified_beside_v1().or_else(|| {
             Path::new("/sys/fs/cgroup/cgroup.controllers")
