@@ -90,6 +90,8 @@ fn run(backend: &str, family: Family, round: u32, i: usize, workload: WorkloadRe
         probe: vec![],
         facts: Facts::default(),
         neighbours: None,
+        traced: None,
+        children_cpu_ns: None,
     }
 }
 

@@ -108,7 +108,14 @@ pub enum KernelCommand {
 #[derive(Debug, Subcommand)]
 pub enum Experiment {
     /// Start-up time: launch requested → first instruction of the workload, with its phases.
-    Startup(RunArgs),
+    Startup {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Also record each runtime's and VMM's own phases from the kernel's events (tracefs):
+        /// every other round is traced, so the same run shows what tracing costs.
+        #[arg(long)]
+        trace: bool,
+    },
     /// What one instance costs in memory: its fixed cost, and what its workload touched.
     Memory {
         #[command(flatten)]
@@ -436,7 +443,7 @@ impl Experiment {
     /// What the library is asked to run, and the options of the lab that runs it.
     pub fn request(self) -> Result<(plan::Request, CommonArgs), ExperimentError> {
         let (which, run) = match self {
-            Experiment::Startup(run) => (Which::Startup, run),
+            Experiment::Startup { run, trace } => (Which::Startup { trace }, run),
             Experiment::Memory { run, sizes } => (Which::Memory { sizes }, run),
             Experiment::Throughput {
                 run,

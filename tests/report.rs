@@ -54,6 +54,8 @@ fn run(backend: &str, round: u32, startup_ns: u64) -> RunRecord {
         probe: vec![],
         facts: Facts::default(),
         neighbours: None,
+        traced: None,
+        children_cpu_ns: None,
     }
 }
 

@@ -103,7 +103,7 @@ fn every_runtime_runs_every_experiment_with_the_same_checksums() {
     let before = runtime_leftovers(lab.id(), &temp);
 
     // Start-up: every runtime reaches `ready`, with its own phases and its version.
-    let startup = experiment::startup::run(&lab, Some(&names), &settings(&out, 2)).unwrap();
+    let startup = experiment::startup::run(&lab, Some(&names), &settings(&out, 2), false).unwrap();
     assert!(startup.failures.is_empty(), "{:?}", startup.failures);
     let results = Results::read(&startup.results).unwrap();
     for name in RUNTIMES {

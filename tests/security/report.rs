@@ -89,6 +89,8 @@ fn run(backend: &str, family: Family, round: u32) -> RunRecord {
         probe: vec![],
         facts: Facts::default(),
         neighbours: None,
+        traced: None,
+        children_cpu_ns: None,
     }
 }
 

@@ -110,6 +110,8 @@ impl Run {
             probe: self.probe.clone(),
             facts,
             neighbours: None,
+            traced: None,
+            children_cpu_ns: None,
         }
     }
 

@@ -846,6 +846,8 @@ fn sample(
         };
     }
     Sample {
+        traced: None,
+        children_cpu_ns: None,
         spec: c.victim,
         result,
         neighbours: Some(neighbours),

@@ -386,6 +386,32 @@ pub fn campaign(
     settings: &Settings,
     extra_settings: serde_json::Value,
 ) -> Result<Campaign, ExperimentError> {
+    campaign_traced(
+        lab,
+        experiment,
+        selection,
+        cases,
+        settings,
+        extra_settings,
+        None,
+    )
+}
+
+/// [`campaign`], with every other round (the first, the third, ...) traced by `tracer`: the
+/// traced samples carry the phases the kernel's events show, and the untraced ones beside them
+/// in the same run show what tracing costs. Docker's start-up happens in its daemons, which the
+/// lab did not start: their tasks are followed too.
+pub fn campaign_traced(
+    lab: &Lab,
+    experiment: &str,
+    selection: &Selection,
+    cases: &[Case],
+    settings: &Settings,
+    extra_settings: serde_json::Value,
+    tracer: Option<&isolab_trace::Tracer>,
+) -> Result<Campaign, ExperimentError> {
+    let mut calls = 0usize;
+    let per_round = cases.len().max(1);
     campaign_by(
         lab,
         experiment,
@@ -396,10 +422,41 @@ pub fn campaign(
         |case| (case.backend, case.spec.kernel.to_string()),
         |case| {
             let backend = &selection.backends[case.backend];
+            let round = calls / per_round;
+            calls += 1;
+            let tracer = tracer.filter(|_| round % 2 == 0);
+            let daemons = if backend.name() == "docker" {
+                isolab_trace::tasks_of(&["dockerd", "containerd"])
+            } else {
+                Vec::new()
+            };
+            let tracing = tracer.map(|t| t.begin(&daemons));
+            let cpu_before = children_cpu_ns();
+            let result = backend.run(lab, &case.spec, &settings.limits);
+            let children_cpu = children_cpu_ns().saturating_sub(cpu_before);
+            let traced = match (tracer, tracing) {
+                (Some(t), Some(Ok(()))) => {
+                    let spawn = result.as_ref().ok().and_then(|r| r.timeline.at("spawn"));
+                    let traced = t.end(backend.name(), spawn.unwrap_or(0)).ok();
+                    if let (Ok(run), Some(traced)) = (&result, &traced) {
+                        let reported: Vec<(String, u64)> = run
+                            .timeline
+                            .phases
+                            .iter()
+                            .map(|p| (p.name.clone(), p.t_ns))
+                            .collect();
+                        t.check(backend.name(), &reported, traced);
+                    }
+                    traced
+                }
+                _ => None,
+            };
             Sample {
                 spec: case.spec,
-                result: backend.run(lab, &case.spec, &settings.limits),
+                result,
                 neighbours: None,
+                traced,
+                children_cpu_ns: Some(children_cpu),
             }
         },
     )
@@ -414,6 +471,27 @@ pub struct Sample {
     pub result: Result<isolab_backends::Run, BackendError>,
     /// The instances beside it.
     pub neighbours: Option<isolab_results::Neighbours>,
+    /// The phases the kernel's events show, when the sample was traced.
+    pub traced: Option<Vec<isolab_results::TracedPhase>>,
+    /// CPU time of the lab's children that ended during the sample ([`children_cpu_ns`]).
+    pub children_cpu_ns: Option<u64>,
+}
+
+/// CPU time, user and system, of every child process of the lab that has been waited for, and
+/// of the descendants each of them waited for: the kernel adds a process's CPU time to its
+/// parent's `RUSAGE_CHILDREN` when the parent reaps it. Taken before and after a sample, the
+/// difference is what the runtime or VMM and its workload spent.
+pub fn children_cpu_ns() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one rusage into the valid buffer it is given.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) };
+    if r != 0 {
+        return 0;
+    }
+    // SAFETY: initialised by the successful call above (and zeroed before it).
+    let u = unsafe { usage.assume_init() };
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(u.ru_utime) + ns(u.ru_stime)
 }
 
 /// [`campaign`] for cases of any kind: `describe` says which backend a case runs on (an index
@@ -487,6 +565,8 @@ pub fn campaign_by<C>(
                 spec,
                 result,
                 neighbours,
+                traced,
+                children_cpu_ns,
             } = sample(case);
             // A sample cut short by Ctrl-C is not a sample.
             if interrupted() {
@@ -526,6 +606,8 @@ pub fn campaign_by<C>(
                 }
             };
             record.neighbours = neighbours;
+            record.traced = traced;
+            record.children_cpu_ns = children_cpu_ns;
             writer.append(&Record::Run(Box::new(record)))?;
             outcome.samples += 1;
             progress.sample(&message, completed);
@@ -565,6 +647,30 @@ pub fn every_backend(
     extra_settings: serde_json::Value,
     skipped: Vec<Skipped>,
 ) -> Result<Campaign, ExperimentError> {
+    every_backend_traced(
+        lab,
+        backends,
+        experiment,
+        specs,
+        settings,
+        extra_settings,
+        skipped,
+        None,
+    )
+}
+
+/// [`every_backend`], traced every other round by `tracer` ([`campaign_traced`]).
+#[allow(clippy::too_many_arguments)]
+pub fn every_backend_traced(
+    lab: &Lab,
+    backends: Option<&[String]>,
+    experiment: &str,
+    specs: &[Spec],
+    settings: &Settings,
+    extra_settings: serde_json::Value,
+    skipped: Vec<Skipped>,
+    tracer: Option<&isolab_trace::Tracer>,
+) -> Result<Campaign, ExperimentError> {
     check_provisions(lab, specs)?;
     let mut selection = select(lab, backends, &settings.limits)?;
     selection.skipped.extend(skipped);
@@ -579,13 +685,14 @@ pub fn every_backend(
                 .is_ok()
         })
         .collect();
-    campaign(
+    campaign_traced(
         lab,
         experiment,
         &selection,
         &cases,
         settings,
         extra_settings,
+        tracer,
     )
 }
 
@@ -645,6 +752,8 @@ fn failed_record(
         probe: Vec::new(),
         facts: Default::default(),
         neighbours: None,
+        traced: None,
+        children_cpu_ns: None,
     }
 }
 

@@ -52,8 +52,12 @@ impl DensityOptions {
 /// Which experiment(s) to run.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Which {
-    /// Start-up time.
-    Startup,
+    /// Start-up time; `trace`: with the phases the kernel's events show
+    /// ([`crate::startup::run`]).
+    Startup {
+        /// Trace every other round.
+        trace: bool,
+    },
     /// Memory per instance, for these working-set sizes (MiB).
     Memory {
         /// Sizes in MiB.
@@ -268,10 +272,11 @@ pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
     let backends = request.backends.as_deref();
     let one = |which: &Which, out: &Path| -> Result<Finished, ExperimentError> {
         Ok(match which {
-            Which::Startup => crate::startup::run(
+            Which::Startup { trace } => crate::startup::run(
                 lab,
                 backends,
                 &request.settings(crate::startup::SAMPLING, out),
+                *trace,
             )?
             .into(),
             Which::Memory { sizes } => crate::memory::run(
@@ -337,7 +342,7 @@ pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
     })?;
     let mut finished = Vec::new();
     for which in [
-        Which::Startup,
+        Which::Startup { trace: false },
         Which::Memory {
             sizes: crate::memory::DEFAULT_SIZES_MIB.to_vec(),
         },

@@ -335,6 +335,8 @@ mod tests {
                 probe: vec![],
                 facts: Default::default(),
                 neighbours: None,
+                traced: None,
+                children_cpu_ns: None,
             }],
             vec![],
             vec![],

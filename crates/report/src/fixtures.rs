@@ -108,6 +108,8 @@ pub fn startup_run(backend: &str, round: u32, ns: u64) -> RunRecord {
         probe: vec![],
         facts: Facts::default(),
         neighbours: None,
+        traced: None,
+        children_cpu_ns: None,
     }
 }
 

@@ -310,7 +310,9 @@ impl Builder {
             b.tables.push(table::startup(&rows));
             return Ok(Some(b));
         }
-        if let Some(svg) = plot::startup_waterfall(&rows, false)? {
+        // A traced backend gets a second bar: its phases from the kernel's own events.
+        let waterfall = summary::with_traced_rows(&rows);
+        if let Some(svg) = plot::startup_waterfall(&waterfall, false)? {
             b.figures.push(self.figure(
                 "startup-waterfall",
                 d,
@@ -318,7 +320,10 @@ impl Builder {
                 "Each bar is one backend's start-up, split into its phases: the median duration of \
                  each phase, laid end to end (so a bar's length is the sum of the phase medians, \
                  close to but not exactly the median start-up). Phase names are the edges the \
-                 lab stamps; each segment is the time from the previous edge to this one."
+                 lab stamps; each segment is the time from the previous edge to this one. A bar \
+                 labelled \"kernel events\" (`lab run startup --trace`) splits the same start-up \
+                 by the runtime's or VMM's own steps, as the kernel saw them: each segment runs \
+                 from one event (an exec, an unshare, a pivot_root, a KVM ioctl) to the next."
                     .into(),
             )?);
         }

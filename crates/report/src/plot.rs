@@ -1333,6 +1333,9 @@ mod tests {
             vs_process: None,
             phases: phases.iter().map(|p| (p.to_string(), 1.0)).collect(),
             failed: 0,
+            traced: Vec::new(),
+            trace_cost: None,
+            cpu: None,
         };
         let process = row(&["cgroup", "fork", "exec", "ready"]);
         let container = row(&["cgroup", "fork", "namespaces", "rootfs", "exec", "ready"]);

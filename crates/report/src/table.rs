@@ -207,13 +207,14 @@ pub fn startup(rows: &[StartupRow]) -> Table {
             "backend",
             "n",
             "p50 ms",
+            "CPU ms (p50)",
             "p5 ms",
             "p95 ms",
             "95% CI of p50",
             "× process",
             "phases to ready (median ms)",
         ],
-        &[1, 2, 3, 4, 5, 6],
+        &[1, 2, 3, 4, 5, 6, 7],
     );
     for row in rows {
         let s = row.startup.as_ref();
@@ -227,6 +228,7 @@ pub fn startup(rows: &[StartupRow]) -> Table {
             row.label.as_str().into(),
             count(s.map_or(0, |s| s.n), row.failed),
             or_none(s, |s| format::ms(s.median)),
+            or_none(row.cpu.as_ref(), |c| format::ms(c.median)),
             or_none(s, |s| format::ms(s.p5)),
             or_none(s, |s| format::ms(s.p95)),
             or_none(s, |s| ci(s, format::ms)),
@@ -248,6 +250,46 @@ pub fn startup(rows: &[StartupRow]) -> Table {
         t.notes.push(format!(
             "Outliers (beyond 1.5 IQR, kept in every figure): {}.",
             o.join(", ")
+        ));
+    }
+    if rows.iter().any(|r| r.cpu.is_some()) {
+        t.notes.push(
+            "CPU ms: user + system time of the lab's children during a sample (the runtime's or \
+             VMM's processes and the workload; not Docker's daemons, which the lab did not start): \
+             on a busy machine wall time grows, CPU time much less."
+                .into(),
+        );
+    }
+    for r in rows.iter().filter(|r| !r.traced.is_empty()) {
+        let top: Vec<String> = crate::summary::largest(&r.traced, 3)
+            .iter()
+            .map(|s| format!("{} {}", s.name, format::ms(s.median_ns)))
+            .collect();
+        t.notes.push(format!(
+            "{} from the kernel's events, largest phases (median ms, each to the next event): {}.",
+            r.label,
+            top.join(" · ")
+        ));
+    }
+    let costs: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let c = r.trace_cost?;
+            Some(format!(
+                "{} {:+.1}% ({} traced {} vs {} untraced {})",
+                r.label,
+                c.fraction() * 100.0,
+                c.n_traced,
+                format::ms(c.traced_ns),
+                c.n_untraced,
+                format::ms(c.untraced_ns)
+            ))
+        })
+        .collect();
+    if !costs.is_empty() {
+        t.notes.push(format!(
+            "Tracing cost (median start-up, traced rounds vs untraced rounds of the same run): {}.",
+            costs.join(" · ")
         ));
     }
     explain_too_small(&mut t);

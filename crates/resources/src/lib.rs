@@ -10,6 +10,7 @@
 //! * [`image`] — the lab's layered image (overlayfs), as an ext4 disk for VMs, and as Docker's;
 //! * [`ksm`] — kernel same-page merging, shared between labs;
 //! * [`containers`] — what OCI runtimes and Docker keep for a container, and its removal;
+//! * [`tracefs`] — the lab's own trace instance: the kernel's events of the lab's processes;
 //! * [`tools`] — the field's tools (fio, netperf, iperf3) with their libraries, for instances;
 //! * [`ownership`] — the ledger of all of the above, the guardian that undoes it when the lab
 //!   dies, and the next lab's reaping of what a dead one left.
@@ -22,3 +23,4 @@ pub mod ksm;
 pub mod network;
 pub mod ownership;
 pub mod tools;
+pub mod tracefs;

@@ -140,6 +140,13 @@ pub enum Resource {
         /// The image's tag, `isolab-image:<lab id>-...`.
         tag: String,
     },
+    /// The lab's trace instance in tracefs, `instances/isolab-<lab id>`: its own ring buffer and
+    /// event switches ([`crate::tracefs`]). Removed with `rmdir`, through whatever tracefs is
+    /// mounted (or one mounted for the moment).
+    TraceInstance {
+        /// The instance's name.
+        name: String,
+    },
     /// The host's KSM settings, changed for a run: restored to these values.
     KsmSettings {
         /// `/sys/kernel/mm/ksm/run` before.
@@ -176,6 +183,7 @@ impl Resource {
                 crate::containers::remove_docker(cli, env, name)
             }
             Resource::DockerImage { cli, env, tag } => crate::image::docker::remove(cli, env, tag),
+            Resource::TraceInstance { name } => crate::tracefs::remove_instance(name),
             Resource::KsmSettings {
                 run,
                 pages_to_scan,
@@ -237,6 +245,7 @@ impl Resource {
                     && env.iter().all(|(k, _)| k.starts_with("DOCKER_"))
                     && tag.starts_with(&format!("isolab-image:{id}-"))
             }
+            Resource::TraceInstance { name } => *name == crate::tracefs::instance_name(id),
             // A setting of the host's, not a named thing: the claim names its lab instead. The
             // values are checked where they are written back ([`crate::ksm::restore`]).
             Resource::KsmSettings { lab, registry, .. } => lab == id && registry.is_absolute(),
@@ -915,6 +924,19 @@ mod tests {
             path: PathBuf::from(format!("/tmp/isolab-{id}")),
         };
         assert!(ok.named_for(id));
+        // The lab's trace instance, and only its own: another lab's is not this ledger's to
+        // remove, and a name with a path in it would reach outside `instances/`.
+        assert!(Resource::TraceInstance {
+            name: format!("isolab-{id}")
+        }
+        .named_for(id));
+        for name in [
+            "isolab-ba9876543210".to_string(),
+            format!("../instances/isolab-{id}"),
+            String::new(),
+        ] {
+            assert!(!Resource::TraceInstance { name }.named_for(id));
+        }
         // A container's cgroup the lab made where runc puts it, in a real cgroup tree.
         let unified = crate::cgroup::unified_beside_v1().or_else(|| {
             Path::new("/sys/fs/cgroup/cgroup.controllers")

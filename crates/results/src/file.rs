@@ -508,6 +508,8 @@ mod tests {
             probe: vec![],
             facts: Facts::default(),
             neighbours: None,
+            traced: None,
+            children_cpu_ns: None,
         }
     }
 
@@ -771,6 +773,8 @@ mod properties {
                 probe,
                 facts: typed,
                 neighbours: None,
+                traced: None,
+                children_cpu_ns: None,
             }
         }
     }

@@ -203,6 +203,12 @@ pub struct RunRecord {
     pub cgroup_peak_bytes: Option<u64>,
     /// CPU time used, where the cgroup reports it.
     pub cpu_ns: Option<u64>,
+    /// CPU time (user + system) of the lab's child processes that ended during the sample, and
+    /// of every descendant they waited for (`getrusage(RUSAGE_CHILDREN)`, before and after): the
+    /// runtime's or VMM's own CPU and the workload's, but not a daemon's (dockerd, containerd)
+    /// that the lab did not start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children_cpu_ns: Option<u64>,
     /// Probe facts (isolation experiment), in the order reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<(String, String)>,
@@ -213,6 +219,26 @@ pub struct RunRecord {
     /// they ended. Absent elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neighbours: Option<Neighbours>,
+    /// The phases the kernel's own events show (`lab run startup --trace`), in time order;
+    /// `None` when the sample was not traced (older files, or tracing off for this sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traced: Option<Vec<TracedPhase>>,
+}
+
+/// One phase edge of a run taken from a kernel event rather than reported by the lab: the named
+/// phase, the program whose event marks it, and when (see `crates/trace`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracedPhase {
+    /// The phase's name (`runc: pivot_root`), from the phase table.
+    pub name: String,
+    /// The program that emitted the event (its `comm` or executable name).
+    pub program: String,
+    /// Its task id, as the host sees it.
+    pub pid: u32,
+    /// The event, as tracefs names it (`sys_enter_pivot_root`).
+    pub event: String,
+    /// When, on the host's `CLOCK_MONOTONIC`, in nanoseconds (tracefs gives microseconds).
+    pub t_ns: u64,
 }
 
 /// The two configurations of `lab run interference`.

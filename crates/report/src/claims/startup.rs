@@ -31,6 +31,25 @@ impl Judge for Startup {
                         start_kind(r, &row.backend).name(),
                         format::with_ci(st, format::duration)
                     ));
+                    // Where that time goes, by the runtime's own steps (`--trace`).
+                    let top = summary::largest(&row.traced, 3);
+                    if !top.is_empty() {
+                        figures.push(format!(
+                            "{}{}: its largest phases, from the kernel's events: {}",
+                            files.prefix(i),
+                            row.label,
+                            top.iter()
+                                .map(|s| format!(
+                                    "{} of its {} in \"{}\" ({})",
+                                    format::duration(s.median_ns),
+                                    format::duration(st.median),
+                                    s.name,
+                                    s.program
+                                ))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ));
+                    }
                 }
             }
         }
