@@ -137,6 +137,7 @@ pub fn run(
         },
         |case| {
             let backend = selection.backends[case.backend].as_ref();
+            let cpu_before = crate::children_cpu_ns();
             let result = match (case.start, &ready[case.backend], backend.restorer()) {
                 (Start::Restored { prefault }, Some(r), Some(restorer)) => {
                     restored(lab, backend, restorer, r, &limits, prefault)
@@ -147,6 +148,8 @@ pub fn run(
                 spec,
                 result,
                 neighbours: None,
+                traced: None,
+                children_cpu_ns: Some(crate::children_cpu_ns().saturating_sub(cpu_before)),
             }
         },
     )?;
