@@ -34,6 +34,7 @@ pub mod oci;
 pub mod process;
 pub mod provide;
 pub mod qemu;
+pub mod restore;
 pub mod student;
 pub mod vm;
 pub mod vm_linux;
@@ -43,6 +44,7 @@ pub use instance::{Instance, Outcome, Phase, Run, Timeline};
 pub use isolab_payload::Spec;
 pub use isolab_resources::cgroup::Limits;
 pub use isolab_results::Family;
+pub use restore::{Restore, RestoreOptions, Snapshot};
 
 use crate::lab::Lab;
 use std::time::Duration;
@@ -275,6 +277,12 @@ pub trait Backend: Send + Sync {
     /// have no `/tools` and refuse them, saying so.
     fn carries_tools(&self) -> bool {
         false
+    }
+
+    /// This backend as one whose instances can be snapshotted and restored ([`restore`]), or
+    /// `None` when it has no way to (`lab run restore` then skips it, saying so).
+    fn restorer(&self) -> Option<&dyn Restore> {
+        None
     }
 
     /// Start one instance running `spec` under `limits`. Returns once the instance's processes

@@ -69,6 +69,20 @@ impl Fact for GuestOs {
     }
 }
 
+/// A run says how it started by [`crate::StartKind::name`].
+impl Fact for crate::StartKind {
+    fn parse(text: &str) -> Option<crate::StartKind> {
+        match text.trim() {
+            "cold" => Some(crate::StartKind::Cold),
+            "restored" => Some(crate::StartKind::Restored),
+            _ => None,
+        }
+    }
+    fn text(&self) -> String {
+        self.name().into()
+    }
+}
+
 /// Backends report KVM's kind by its label ([`KvmKind::label`]).
 impl Fact for KvmKind {
     fn parse(text: &str) -> Option<KvmKind> {
@@ -153,6 +167,12 @@ macro_rules! facts {
 }
 
 facts! {
+    /// How the instance started (absent: cold; see [`crate::StartKind`]).
+    start: crate::StartKind = info::START,
+    /// A restored instance: whether its memory was touched in full before it ran (`yes`, `no`).
+    prefault: String = info::PREFAULT,
+    /// A restored instance: bytes of the snapshot it came from.
+    snapshot_bytes: u64 = info::SNAPSHOT_BYTES,
     /// The operating system inside a VM (`none` for the bare guest, `linux`).
     guest_os: GuestOs = info::GUEST_OS,
     /// Set when the run's numbers come from emulation (e.g. QEMU TCG), not virtualization: how.
@@ -262,6 +282,12 @@ impl Facts {
     /// True when nothing was reported.
     pub fn is_empty(&self) -> bool {
         *self == Facts::default()
+    }
+
+    /// How the run started: the `start` fact, and cold without it (files written before
+    /// restores existed, and every backend's ordinary start).
+    pub fn start_kind(&self) -> crate::StartKind {
+        self.start.unwrap_or_default()
     }
 }
 

@@ -178,6 +178,10 @@ pub struct Results {
     pub image: Option<ImageRecord>,
     /// The figures of `lab validate`, when the file is a validation.
     pub validations: Vec<ValidationRecord>,
+    /// The snapshots `lab run restore` took.
+    pub snapshots: Vec<SnapshotRecord>,
+    /// The steps of `lab run restore`'s memory ladder.
+    pub restore_steps: Vec<RestoreStep>,
     /// Where each backend's records are, built on first use.
     index: index::Lazy,
 }
@@ -200,6 +204,8 @@ impl Results {
             density_ends,
             image,
             validations: Vec::new(),
+            snapshots: Vec::new(),
+            restore_steps: Vec::new(),
             index: index::Lazy::default(),
         }
     }
@@ -230,6 +236,7 @@ impl Results {
         let mut density_ends = Vec::new();
         let mut image = None;
         let mut validations = Vec::new();
+        let (mut snapshots, mut restore_steps) = (Vec::new(), Vec::new());
         let mut line = Vec::new();
         // The environment record is the same in every version; the others follow its schema.
         let mut version_1 = false;
@@ -297,6 +304,8 @@ impl Results {
                 Record::DensityEnd(d) => density_ends.push(*d),
                 Record::Image(i) => image = Some(*i),
                 Record::Validation(v) => validations.push(*v),
+                Record::Snapshot(s) => snapshots.push(*s),
+                Record::RestoreStep(s) => restore_steps.push(*s),
             }
             if header.is_none() {
                 return Err(ResultsError::NotResults {
@@ -319,6 +328,8 @@ impl Results {
             image,
         );
         results.validations = validations;
+        results.snapshots = snapshots;
+        results.restore_steps = restore_steps;
         Ok(results)
     }
 

@@ -27,6 +27,13 @@ pub const CHILD_EXIT: &str = "child_exit";
 pub const GUEST_OOM_KILLS: &str = "guest_oom_kills";
 /// What the image consists of, in words.
 pub const IMAGE: &str = "image";
+/// How the instance started: `cold` or `restored` ([`crate::StartKind`]). Absent: cold.
+pub const START: &str = "start";
+/// A restored instance: whether its memory was touched in full before its first entry
+/// (`--prefault`): `yes` or `no`.
+pub const PREFAULT: &str = "prefault";
+/// A restored instance: bytes of the snapshot it was restored from.
+pub const SNAPSHOT_BYTES: &str = "snapshot_bytes";
 /// Guest RAM the VMM mapped (configured size).
 pub const GUEST_RAM_BYTES: &str = "guest_ram_bytes";
 /// Guest RAM actually backed by host pages (touched by the guest or the VMM).

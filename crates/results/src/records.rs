@@ -596,6 +596,82 @@ pub enum Record {
     Image(Box<ImageRecord>),
     /// One figure of a lab kernel held against the field's tool (`lab validate`).
     Validation(Box<ValidationRecord>),
+    /// A snapshot (or checkpoint) one backend took of a started instance (`lab run restore`).
+    Snapshot(Box<SnapshotRecord>),
+    /// `n` instances restored from one snapshot alive at once, and what they cost the host
+    /// (`lab run restore`).
+    RestoreStep(Box<RestoreStep>),
+}
+
+/// How a run's instance came to be: started from nothing (booted, exec'd) or restored from a
+/// snapshot of one that had already started. Recorded as the run's fact `start`; a run without
+/// it (every file written before `lab run restore`) was a cold start.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StartKind {
+    /// Started from nothing: a VM booted, a container's process exec'd.
+    #[default]
+    Cold,
+    /// Restored from a snapshot taken after an earlier instance reached `ready`: the restored
+    /// workload's first marker ends its start-up.
+    Restored,
+}
+
+impl StartKind {
+    /// Its name in results and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            StartKind::Cold => "cold",
+            StartKind::Restored => "restored",
+        }
+    }
+}
+
+/// A snapshot (a VM's) or checkpoint (a container's, by CRIU) of one instance held at `ready`:
+/// what it cost to take and how large it is. Its bytes are the lab's own (an unnamed file or a
+/// directory in the lab's 0700 work directory) and are gone with the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// Backend name.
+    pub backend: String,
+    /// The backend's isolation family.
+    pub family: Family,
+    /// What the snapshotted instance runs.
+    pub workload: WorkloadRecord,
+    /// Bytes the snapshot holds on the host's file system (allocated blocks, not the apparent
+    /// size: a sparse guest RAM file costs only what was written).
+    pub bytes: u64,
+    /// From the instance held at `ready` to the snapshot complete on the file system.
+    pub take_ns: u64,
+    /// The steps of taking it and how long each took (e.g. `registers`, `memory`; CRIU's
+    /// `dump` stages), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<(String, u64)>,
+}
+
+/// `lab run restore`: `n` instances restored from one snapshot, all held at `done` together, and
+/// what they cost the host. Pages the instances share — the snapshot's, in the page cache,
+/// mapped copy-on-write by every restored VM — are counted once, as `lab run images` counts an
+/// image's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestoreStep {
+    /// Backend name.
+    pub backend: String,
+    /// The backend's isolation family.
+    pub family: Family,
+    /// Instances alive together.
+    pub n: u32,
+    /// Whether the restores touched every page at once (`--prefault`).
+    pub prefault: bool,
+    /// What the instances cost together: each one's unshared memory (its cgroup's anonymous
+    /// and kernel memory) summed, plus [`RestoreStep::shared_bytes`] once.
+    pub host_bytes: u64,
+    /// The snapshot's pages in the host's page cache, shared by all `n` (`mincore`).
+    pub shared_bytes: u64,
+    /// Sum of the instances' unshared memory alone.
+    pub private_bytes: u64,
 }
 
 /// What a [`ValidationRecord`]'s values count.
