@@ -20,16 +20,17 @@
 //! restore that cannot work is skipped with CRIU's own words.
 //!
 //! ```text
-//!  <work dir>/checkpoints/<name>/     0700, the lab's own; goes with the work directory
+//!  <images>/                          a directory of the lab's own, 0700 (a backend's snapshot)
 //!    core-*.img mm-*.img pages-*.img  the tree (CRIU's protobuf images)
-//!    stats-dump stats-restore         CRIU's own timings ([`DumpStats`], [`RestoreStats`])
-//!    dump.log restore.log             its -v4 logs (the reason when it fails)
+//!    stats-dump dump.log              CRIU's own timings ([`DumpStats`]) and its -v4 log
+//!  <work>/                            one per restore (several may run at once)
+//!    stats-restore restore.log        ([`RestoreStats`]); the log holds the reason of a failure
+//!    restored.pid                     the restored tree's root
 //! ```
 
 use std::fs;
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -177,54 +178,20 @@ pub fn first_error(text: &str) -> Option<String> {
     })
 }
 
-/// A checkpoint's directory, `<parent>/<name>`, made 0700: the images hold the whole memory of
-/// the tree, which is no one else's to read. It lives in the lab's work directory, so it goes
-/// with the run however the lab ends; [`Images::remove`] frees the space sooner.
-#[derive(Debug)]
-pub struct Images {
-    dir: PathBuf,
-}
-
-impl Images {
-    /// Make the directory (its parent too); an existing one is an error, not reused: its
-    /// images would be another checkpoint's.
-    pub fn create(parent: &Path, name: &str) -> Result<Images, CriuError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(io_err("create", parent))?;
-        let dir = parent.join(name);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io_err("create", &dir))?;
-        Ok(Images { dir })
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Bytes of the images on disk: the checkpoint's size.
-    pub fn bytes(&self) -> u64 {
-        fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-
-    /// Remove the images.
-    pub fn remove(self) -> Result<(), CriuError> {
-        fs::remove_dir_all(&self.dir).map_err(io_err("remove", &self.dir))
-    }
+/// Bytes of the images in `dir` on disk: the checkpoint's size (allocated blocks, so a sparse
+/// file counts only what it holds).
+pub fn images_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.blocks() * 512)
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// What to checkpoint, and how: `criu dump` of the tree rooted at `pid`.
@@ -278,43 +245,50 @@ pub struct Dumped {
 }
 
 impl Dump {
-    /// The command line, for `criu` at `program`, writing to `images`.
-    pub fn command(&self, program: &Path, images: &Images) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.arg("dump")
-            .arg("--tree")
-            .arg(self.pid.to_string())
-            .arg("--images-dir")
-            .arg(images.path())
-            .args(["-v4", "--log-file", "dump.log"]);
+    /// `criu`'s arguments, writing the images to `images`.
+    pub fn args(&self, images: &Path) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "dump".into(),
+            "--tree".into(),
+            self.pid.to_string(),
+            "--images-dir".into(),
+            images.to_string_lossy().into_owned(),
+            "-v4".into(),
+            "--log-file".into(),
+            "dump.log".into(),
+        ];
         if self.leave_running {
-            cmd.arg("--leave-running");
+            args.push("--leave-running".into());
         }
         for e in &self.external {
-            cmd.arg("--external").arg(e);
+            args.extend(["--external".into(), e.clone()]);
         }
         if self.manage_cgroups {
-            cmd.arg("--manage-cgroups");
+            args.push("--manage-cgroups".into());
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        cmd
+        args
     }
 
-    /// Run `criu dump` (CRIU must work here: [`verdict`]).
-    pub fn run(&self, images: &Images) -> Result<Dumped, CriuError> {
+    /// Run `criu dump` (CRIU must work here: [`verdict`]), writing to `images`.
+    pub fn run(&self, images: &Path) -> Result<Dumped, CriuError> {
         let program = usable()?;
         let start = Instant::now();
-        let status = self
-            .command(&program, images)
+        let status = Command::new(&program)
+            .args(self.args(images))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .status()
             .map_err(io_err("run", &program))?;
         let wall = start.elapsed();
         if !status.success() {
-            return Err(failed("dump", images, "dump.log", status));
+            return Err(failed(
+                "dump",
+                &images.join("dump.log"),
+                &status.to_string(),
+            ));
         }
-        let stats = read_stats(&images.path().join("stats-dump"))?.dump;
+        let stats = read_stats(&images.join("stats-dump"))?.dump;
         Ok(Dumped { wall, stats })
     }
 }
@@ -322,6 +296,9 @@ impl Dump {
 /// How to restore a checkpoint: `criu restore`.
 #[derive(Clone, Debug, Default)]
 pub struct Restore {
+    /// Where CRIU writes this restore's log, stats and pidfile (`--work-dir`): one per
+    /// restore, as several restores of one checkpoint may run at once. None: the images'.
+    pub work: Option<PathBuf>,
     /// The root directory the restored mount namespace is built on (`--root`): the container's
     /// root file system, on the host.
     pub root: Option<PathBuf>,
@@ -348,31 +325,78 @@ pub struct Restored {
 }
 
 impl Restore {
-    /// The command line, for `criu` at `program`, reading `images`.
-    pub fn command(&self, program: &Path, images: &Images) -> Command {
-        let mut cmd = Command::new(program);
+    /// The directory CRIU writes this restore's own files to.
+    pub fn work_dir<'a>(&'a self, images: &'a Path) -> &'a Path {
+        self.work.as_deref().unwrap_or(images)
+    }
+
+    /// `criu`'s arguments, reading the images in `images`. The descriptors of
+    /// [`Restore::inherit`] must be open in CRIU, not close-on-exec.
+    pub fn args(&self, images: &Path) -> Vec<String> {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
         // `--restore-sibling`: the tree's root is forked with CLONE_PARENT, so its parent is
-        // the lab, which can wait for it, rather than CRIU, which exits. `--restore-detached`
-        // lets CRIU exit as soon as the tree runs.
-        cmd.arg("restore")
-            .arg("--images-dir")
-            .arg(images.path())
-            .args(["-v4", "--log-file", "restore.log"])
-            .args(["--restore-detached", "--restore-sibling"])
-            .arg("--pidfile")
-            .arg(images.path().join("restored.pid"));
+        // the one who ran CRIU — the lab, which can wait for it — not CRIU, which exits as soon
+        // as the tree runs (`--restore-detached`).
+        let mut args: Vec<String> = vec![
+            "restore".into(),
+            "--images-dir".into(),
+            path(images),
+            "--work-dir".into(),
+            path(self.work_dir(images)),
+            "-v4".into(),
+            "--log-file".into(),
+            "restore.log".into(),
+            "--restore-detached".into(),
+            "--restore-sibling".into(),
+            "--pidfile".into(),
+            path(&self.work_dir(images).join("restored.pid")),
+        ];
         if let Some(root) = &self.root {
-            cmd.arg("--root").arg(root);
+            args.extend(["--root".into(), path(root)]);
         }
         for e in &self.external {
-            cmd.arg("--external").arg(e);
+            args.extend(["--external".into(), e.clone()]);
         }
         for (fd, what) in &self.inherit {
-            cmd.arg("--inherit-fd").arg(format!("fd[{fd}]:{what}"));
+            args.extend(["--inherit-fd".into(), format!("fd[{fd}]:{what}")]);
         }
         if let Some(cg) = &self.cgroup_root {
-            cmd.arg("--manage-cgroups").arg("--cgroup-root").arg(cg);
+            args.extend(["--manage-cgroups".into(), "--cgroup-root".into(), path(cg)]);
         }
+        args
+    }
+
+    /// After `criu restore` with these [`Restore::args`] ended — `exit` is its failure, in
+    /// words, if it failed: the restored tree's root and CRIU's own timings, or CRIU's first
+    /// error from its log.
+    pub fn outcome(
+        &self,
+        images: &Path,
+        exit: Result<(), String>,
+        wall: Duration,
+    ) -> Result<Restored, CriuError> {
+        let work = self.work_dir(images);
+        if let Err(status) = exit {
+            return Err(failed("restore", &work.join("restore.log"), &status));
+        }
+        let pidfile = work.join("restored.pid");
+        let text = fs::read_to_string(&pidfile).map_err(io_err("read", &pidfile))?;
+        let pid = text.trim().parse().map_err(|_| CriuError::Failed {
+            stage: "restore",
+            why: format!("{} holds no PID: {text:?}", pidfile.display()),
+        })?;
+        let stats = read_stats(&work.join("stats-restore"))?.restore;
+        Ok(Restored { pid, wall, stats })
+    }
+
+    /// Run `criu restore` as a child of the lab (CRIU must work here: [`verdict`]).
+    pub fn run(&self, images: &Path) -> Result<Restored, CriuError> {
+        let program = usable()?;
+        let mut cmd = Command::new(&program);
+        cmd.args(self.args(images))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let fds: Vec<RawFd> = self.inherit.iter().map(|(fd, _)| *fd).collect();
         // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe and touches
         // only the child's copy of its descriptor table. The lab opens every descriptor
@@ -388,51 +412,27 @@ impl Restore {
                 Ok(())
             });
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        cmd
-    }
-
-    /// Run `criu restore` (CRIU must work here: [`verdict`]).
-    pub fn run(&self, images: &Images) -> Result<Restored, CriuError> {
-        let program = usable()?;
         let start = Instant::now();
-        let status = self
-            .command(&program, images)
-            .status()
-            .map_err(io_err("run", &program))?;
-        let wall = start.elapsed();
-        if !status.success() {
-            return Err(failed("restore", images, "restore.log", status));
-        }
-        let pidfile = images.path().join("restored.pid");
-        let text = fs::read_to_string(&pidfile).map_err(io_err("read", &pidfile))?;
-        let pid = text.trim().parse().map_err(|_| CriuError::Failed {
-            stage: "restore",
-            why: format!("{} holds no PID: {text:?}", pidfile.display()),
-        })?;
-        let stats = read_stats(&images.path().join("stats-restore"))?.restore;
-        Ok(Restored { pid, wall, stats })
+        let status = cmd.status().map_err(io_err("run", &program))?;
+        let exit = match status.success() {
+            true => Ok(()),
+            false => Err(status.to_string()),
+        };
+        self.outcome(images, exit, start.elapsed())
     }
 }
 
 /// The `criu` program, if CRIU works here; otherwise why not.
-fn usable() -> Result<PathBuf, CriuError> {
+pub fn usable() -> Result<PathBuf, CriuError> {
     match verdict() {
         Verdict::Works { program, .. } => Ok(program.clone()),
         Verdict::Fails(why) => Err(CriuError::Unusable(why.clone())),
     }
 }
 
-fn failed(
-    stage: &'static str,
-    images: &Images,
-    log: &str,
-    status: std::process::ExitStatus,
-) -> CriuError {
-    let text = fs::read_to_string(images.path().join(log)).unwrap_or_default();
-    let why = first_error(&text).unwrap_or_else(|| format!("exit status {status}"));
+fn failed(stage: &'static str, log: &Path, status: &str) -> CriuError {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let why = first_error(&text).unwrap_or_else(|| status.to_string());
     CriuError::Failed { stage, why }
 }
 
