@@ -256,6 +256,11 @@ impl Dump {
             "-v4".into(),
             "--log-file".into(),
             "dump.log".into(),
+            // The tree's network namespace is kept off the network while it is dumped, with
+            // iptables by default; Debian's CRIU links libnftables but does not depend on
+            // iptables.
+            "--network-lock".into(),
+            "nftables".into(),
         ];
         if self.leave_running {
             args.push("--leave-running".into());
@@ -348,6 +353,8 @@ impl Restore {
             "restore.log".into(),
             "--restore-detached".into(),
             "--restore-sibling".into(),
+            "--network-lock".into(),
+            "nftables".into(),
             "--pidfile".into(),
             path(&self.work_dir(images).join("restored.pid")),
         ];
