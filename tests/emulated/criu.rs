@@ -11,12 +11,15 @@ use std::process::Command;
 /// Where the example is inside.
 const CRIU_RESTORE: &str = "/usr/local/bin/criu-restore";
 
-/// The modules `criu check` needs, which a laptop loads on demand: the socket-diagnostics
-/// modules CRIU asks the kernel about every socket with, tun and veth (it probes both), and
-/// nf_tables (it tests that nftables sets take concatenated keys, to lock a restored tree's
-/// network while it is rebuilt) — after crc32c, which its libcrc32c asks the crypto API for
-/// (a soft dependency, `modules.softdep`, that `modules.dep` does not list).
-const CRIU_MODULES: [&str; 11] = [
+/// The modules CRIU needs, which a laptop loads on demand: the socket-diagnostics modules it
+/// asks the kernel about every socket with, tun and veth (its check probes both), nf_tables
+/// (it tests that nftables sets take concatenated keys) — after crc32c, which its libcrc32c asks
+/// the crypto API for (a soft dependency, `modules.softdep`, that `modules.dep` does not list)
+/// — and what iptables' `-m mark` needs on nftables: CRIU keeps a tree off the network while it
+/// dumps and restores it with rules that let only its own marked packets through; and
+/// conntrack's netlink interface, which it asks for the namespace's tracked connections
+/// (nfnetlink answers EINVAL for a subsystem that is not loaded).
+const CRIU_MODULES: [&str; 15] = [
     "crypto/crc32c_generic",
     "drivers/net/tun",
     "drivers/net/veth",
@@ -28,6 +31,10 @@ const CRIU_MODULES: [&str; 11] = [
     "net/unix/unix_diag",
     "net/netlink/netlink_diag",
     "net/packet/af_packet_diag",
+    "net/netfilter/x_tables",
+    "net/netfilter/xt_mark",
+    "net/netfilter/nft_compat",
+    "net/netfilter/nf_conntrack_netlink",
 ];
 
 /// `examples/criu_restore`, built in the same profile as the lab under test.
@@ -51,10 +58,18 @@ fn example() -> PathBuf {
     path
 }
 
+/// Where Debian's iptables keeps its plug-ins.
+const XTABLES: &str = "/usr/lib/x86_64-linux-gnu/xtables";
+
+/// The program behind Debian's `iptables-restore`.
+fn xtables() -> PathBuf {
+    std::fs::canonicalize(program("iptables-restore")).expect("resolve iptables-restore")
+}
+
 /// A host program, as the lab finds it.
 fn program(name: &str) -> PathBuf {
     isolab_resources::tools::find(name)
-        .unwrap_or_else(|| panic!("this test needs {name} (apt-get install {name})"))
+        .unwrap_or_else(|| panic!("this test needs {name} (apt-get install criu runc iptables)"))
 }
 
 #[test]
@@ -68,11 +83,22 @@ fn container_and_runc_restored_by_criu_give_the_cold_checksums() {
         .with_setup("ip link set lo up")
         .with_binary(&program("criu"))
         .with_binary(&program("runc"))
+        // CRIU saves a tmpfs (the container's root) with GNU tar, compressed by gzip.
+        .with_binary(&program("tar"))
+        .with_binary(&program("gzip"))
+        // CRIU keeps the container off the network while it works, with its default,
+        // iptables (Debian's: the nftables back end, one program named for each tool).
+        .with_program(&xtables(), "/usr/sbin/iptables-restore")
+        .with_program(&xtables(), "/usr/sbin/ip6tables-restore")
         .with_program(&example(), CRIU_RESTORE);
     let checks = [
         Check::new("criu-check", 120, "criu check; lab doctor | grep criu"),
         Check::new("container", 600, &format!("{CRIU_RESTORE} container")),
-        Check::new("oci-runc", 600, &format!("{CRIU_RESTORE} oci:runc")),
+        Check::new(
+            "oci-runc",
+            600,
+            &format!("{CRIU_RESTORE} oci:runc; s=$?; dmesg | grep -iE 'criu|runc|segfault' | tail -5; exit $s"),
+        ),
         // Restored processes, runc's state, cgroups, mounts, checkpoints: nothing stays.
         Check::new(
             "left-behind",
@@ -85,6 +111,13 @@ ls -d /tmp/isolab* 2>/dev/null
 true"#,
         ),
     ];
+    // iptables loads each match and target from a plug-in of its own (`-m mark`: libxt_mark).
+    let plugins =
+        std::fs::read_dir(XTABLES).expect("iptables' plug-ins (apt-get install iptables)");
+    let host = plugins.flatten().fold(host, |host, p| {
+        let to = p.path().display().to_string();
+        host.with_file(&p.path(), &to)
+    });
     let report = host
         .run(&checks)
         .unwrap_or_else(|e| panic!("the emulated host did not run: {e}"));

@@ -39,10 +39,11 @@ use crate::lab::Lab;
 use crate::oci::{Launch, Oci};
 use crate::restore::{Restore, RestoreOptions, Snapshot, Stored};
 use crate::{Availability, Backend, BackendError, Limits, Spec};
+use isolab_container::rootfs;
 use isolab_host::clock::now_ns;
 use isolab_resources::criu::{self, CriuError, DumpStats, RestoreStats};
 use isolab_results::info;
-use isolab_spawn::child::{self, Exec, CONTROL_FD, REPORT_FD};
+use isolab_spawn::child::{self, Exec, CONTROL_FD};
 use isolab_spawn::{spawn_exec_with, Placement, Streams};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
@@ -135,11 +136,22 @@ fn empty_snapshot(backend: &str, spec: Spec, dir: PathBuf) -> Snapshot {
     }
 }
 
-/// The spec a checkpointed instance runs: held at `ready`, where it is saved.
-fn held(spec: &Spec) -> Spec {
+/// The spec a checkpointed instance runs: held at `ready`, where it is saved. A network
+/// kernel's container is refused: its network namespace is the lab's link to its peer, which
+/// a checkpoint saves as empty (see [`criu::Dump::empty_net`]).
+fn held(backend: &str, spec: &Spec) -> Result<Spec, BackendError> {
+    if spec.kernel.needs_network() {
+        return Err(BackendError::Unavailable {
+            backend: backend.into(),
+            reason: format!(
+                "{} is not checkpointed: a restored container's network namespace is empty",
+                spec.kernel
+            ),
+        });
+    }
     let mut spec = *spec;
     spec.hold = true;
-    spec
+    Ok(spec)
 }
 
 impl Restore for Oci {
@@ -153,7 +165,7 @@ impl Restore for Oci {
         spec: &Spec,
         limits: &Limits,
     ) -> Result<Snapshot, BackendError> {
-        let spec = held(spec);
+        let spec = held(self.name(), spec)?;
         let (mut instance, id) = self.launch(lab, &spec, limits, Launch::Checkpointable)?;
         instance.wait_phase("ready")?;
         let mut snapshot = empty_snapshot(self.name(), spec, Snapshot::new_dir(lab, &id)?);
@@ -170,9 +182,11 @@ impl Restore for Oci {
         let begin = now_ns();
         // runc asks CRIU to dump the container's tree, then ends the container (without
         // `--leave-running`); `runc run`, its parent and the instance's main process, exits.
+        // The network namespace is saved empty, as the container has none (see `held`).
         let out = Command::new(&runtime)
             .args(self.global_args(lab, &spec))
             .arg("checkpoint")
+            .args(["--empty-ns", "network"])
             .arg("--image-path")
             .arg(&images)
             .arg("--work-path")
@@ -184,9 +198,20 @@ impl Restore for Oci {
         snapshot.take_ns = now_ns() - begin;
         let _ = instance.stop_within(AFTER_CHECKPOINT);
         if !out.status.success() {
-            let log = fs::read_to_string(work.join("dump.log")).unwrap_or_default();
+            let log = [&work, &images]
+                .into_iter()
+                .flat_map(fs::read_dir)
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+                .collect::<String>();
             let why = criu::first_error(&log).unwrap_or_else(|| {
-                isolab_host::format::last_lines(&String::from_utf8_lossy(&out.stderr))
+                format!(
+                    "{} (CRIU's log ends: {})",
+                    isolab_host::format::last_lines(&String::from_utf8_lossy(&out.stderr)),
+                    isolab_host::format::last_lines(&log)
+                )
             });
             return Err(BackendError::External {
                 program: "runc checkpoint".into(),
@@ -236,8 +261,50 @@ impl Restore for Oci {
     }
 }
 
-/// The file in a container's checkpoint that names the pipes its workload had to the lab.
-const PIPES: &str = "pipes";
+/// The file in a container's checkpoint that lists the descriptors its workload had from the
+/// lab (`FD RESOURCE` a line), which a restore hands in anew.
+const INHERITED: &str = "inherited";
+
+/// The workload's descriptors 0 to 4 that lead out of the container, as CRIU names them: its
+/// pipes to the lab (stderr, report, control) as `pipe:[INODE]`, and the host's `/dev/null`
+/// (its standard input and output, opened by the lab before the container had a `/dev`) as
+/// `file[MNT_ID:INODE]`, in hex — a file on a mount the container does not have, which CRIU
+/// can only name. A restore puts, at each of those numbers, the lab's new one: `criu restore`
+/// runs with the new instance's pipes and `/dev/null` at the same numbers.
+fn outside_files(pid: i32) -> Result<Vec<(i32, String)>, BackendError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for fd in 0..=CONTROL_FD {
+        let link = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+        let target =
+            fs::read_link(&link).map_err(BackendError::io(format!("read {}", link.display())))?;
+        let target = target.to_string_lossy().into_owned();
+        if target.starts_with("pipe:[") {
+            out.push((fd, target));
+            continue;
+        }
+        let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+            .map_err(BackendError::io(format!("read /proc/{pid}/fdinfo/{fd}")))?;
+        let mnt_id: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("mnt_id:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| BackendError::External {
+                program: "criu dump".into(),
+                detail: format!("no mnt_id for descriptor {fd} of {pid}"),
+            })?;
+        let inode = fs::metadata(&link)
+            .map_err(BackendError::io(format!("stat {}", link.display())))?
+            .ino();
+        out.push((fd, format!("file[{mnt_id:x}:{inode:x}]")));
+    }
+    Ok(out)
+}
+
+/// The key CRIU writes for the container's `/workload`, a bind mount of the lab's copy of the
+/// workload: CRIU does not save what another file system holds, so the dump names the mount
+/// by this key and the restore says where that is now (`--external mnt[…]`).
+const WORKLOAD_KEY: &str = "isolab-workload";
 
 impl Restore for Container {
     fn restore_availability(&self, _lab: &Lab) -> Availability {
@@ -255,25 +322,43 @@ impl Restore for Container {
         spec: &Spec,
         limits: &Limits,
     ) -> Result<Snapshot, BackendError> {
-        let spec = held(spec);
-        let mut instance = self.start(lab, &spec, limits)?;
+        let spec = held(self.name(), spec)?;
+        // Without a user namespace, as Docker's containers by default. isolab's container
+        // enters its user namespace last, so its other namespaces belong to the host's user
+        // namespace; CRIU dumps a tree's namespaces from inside its user namespace, where it no
+        // longer holds the capabilities over them (`Can't setns …/net: Operation not
+        // permitted`).
+        let plain = Container {
+            host_root: true,
+            ..self.clone()
+        };
+        let mut instance = plain.start(lab, &spec, limits)?;
         instance.wait_phase("ready")?;
         let name = format!("container-{}", lab.next_instance_name());
         let mut snapshot = empty_snapshot(self.name(), spec, Snapshot::new_dir(lab, &name)?);
         let dir = snapshot.dir().map(Path::to_path_buf).unwrap_or_default();
-        let (report, control) = instance
-            .pipe_inodes()
-            .ok_or_else(|| BackendError::External {
-                program: "criu dump".into(),
-                detail: "the instance's pipes are closed".into(),
-            })?;
-        fs::write(dir.join(PIPES), format!("{report} {control}\n"))
-            .map_err(BackendError::io("write the checkpoint's pipes"))?;
+        let pid = instance.main_pid().as_raw();
+        let inherited = outside_files(pid)?;
+        let listed: String = inherited
+            .iter()
+            .map(|(fd, what)| format!("{fd} {what}\n"))
+            .collect();
+        fs::write(dir.join(INHERITED), listed)
+            .map_err(BackendError::io("write the checkpoint's descriptors"))?;
+        let mut external = vec![format!("mnt[{}]:{WORKLOAD_KEY}", rootfs::WORKLOAD_PATH)];
+        // A file outside the tree's mounts is dumped as a name only; a pipe needs nothing.
+        external.extend(
+            inherited
+                .iter()
+                .filter(|(_, what)| what.starts_with("file["))
+                .map(|(_, what)| what.clone()),
+        );
         let dump = criu::Dump {
-            pid: instance.main_pid().as_raw(),
+            pid,
             leave_running: false,
-            external: Vec::new(),
+            external,
             manage_cgroups: false,
+            empty_net: true,
         };
         let begin = now_ns();
         let dumped = dump.run(&dir);
@@ -299,15 +384,22 @@ impl Restore for Container {
             program: "criu restore".into(),
             detail: "the snapshot is not a directory of CRIU images".into(),
         })?;
-        let pipes = fs::read_to_string(dir.join(PIPES))
-            .map_err(BackendError::io("read the checkpoint's pipes"))?;
-        let inodes: Vec<&str> = pipes.split_whitespace().collect();
-        let [report, control] = inodes[..] else {
-            return Err(BackendError::External {
-                program: "criu restore".into(),
-                detail: format!("{PIPES} in the checkpoint holds {pipes:?}"),
-            });
-        };
+        let listed = fs::read_to_string(dir.join(INHERITED))
+            .map_err(BackendError::io("read the checkpoint's descriptors"))?;
+        let mut inherit = Vec::new();
+        for line in listed.lines() {
+            match line.split_once(' ').map(|(fd, what)| (fd.parse(), what)) {
+                Some((Ok(fd), what)) if (0..=CONTROL_FD).contains(&fd) => {
+                    inherit.push((fd, what.to_string()))
+                }
+                _ => {
+                    return Err(BackendError::External {
+                        program: "criu restore".into(),
+                        detail: format!("{INHERITED} in the checkpoint holds {line:?}"),
+                    })
+                }
+            }
+        }
         let name = lab.next_instance_name();
         let cgroup = lab.instance_cgroup(&name, limits)?;
         let placement = Placement::of(cgroup.as_ref())?;
@@ -318,10 +410,11 @@ impl Restore for Container {
         private_dir(&work)?;
         let restore = criu::Restore {
             work: Some(work),
-            inherit: vec![
-                (REPORT_FD, format!("pipe:[{report}]")),
-                (CONTROL_FD, format!("pipe:[{control}]")),
-            ],
+            external: vec![format!(
+                "mnt[{WORKLOAD_KEY}]:{}",
+                lab.workload_path().display()
+            )],
+            inherit,
             ..criu::Restore::default()
         };
         let program = criu::usable().map_err(criu_error)?;
@@ -371,6 +464,10 @@ impl Restore for Container {
         });
         instance.restored()?;
         note_restored(&mut instance, snapshot);
+        instance.note(
+            info::CONTAINER_ROOT,
+            isolab_container::start::container_root(false, None),
+        );
         for (key, value) in restore_notes(&restored.stats) {
             instance.note(&key, value);
         }

@@ -313,16 +313,6 @@ impl Instance {
         self.release()
     }
 
-    /// The inodes of the report and control pipes, as `/proc/PID/fd` names them
-    /// (`pipe:[INODE]`): a checkpoint of the workload records its ends by these, and a restore
-    /// is told which new pipe takes each one's place.
-    pub fn pipe_inodes(&self) -> Option<(u64, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        let report = self.lines.file.metadata().ok()?.ino();
-        let control = self.control.as_ref()?.metadata().ok()?.ino();
-        Some((report, control))
-    }
-
     /// Record a phase edge the lab learned afterwards (e.g. from a daemon's event log), at
     /// `t_ns` on the host's monotonic clock.
     pub fn push_phase(&mut self, name: &str, t_ns: u64) {

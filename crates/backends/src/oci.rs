@@ -494,7 +494,6 @@ impl Oci {
             container_cgroup,
             streams,
             &shared,
-            !matches!(how, Launch::Run),
         );
         if let Err(e) = written {
             cleanup();
@@ -664,7 +663,6 @@ fn write_bundle(
     cgroup_path: Option<String>,
     streams: Streams,
     shared: &Shared,
-    checkpointable: bool,
 ) -> Result<(), BackendError> {
     let rootfs = bundle.join("rootfs");
     fs::create_dir_all(&rootfs).map_err(BackendError::io("create OCI bundle"))?;
@@ -679,23 +677,7 @@ fn write_bundle(
         program: "oci-spec".into(),
         detail: e.to_string(),
     };
-    let mut config = config(shared, id, spec, security, cgroup_path, streams).map_err(oci)?;
-    if checkpointable {
-        // runc runs CRIU with its own options, and a bundle may add CRIU's configuration file
-        // (the `org.criu.config` annotation). CRIU locks a tree's network namespace while it
-        // dumps or restores it, with iptables by default; Debian's CRIU links libnftables but
-        // does not depend on iptables, so the lab asks for nftables, as it does itself
-        // (`isolab_resources::criu`).
-        let conf = bundle.join("criu.conf");
-        fs::write(&conf, "network-lock nftables\n")
-            .map_err(BackendError::io("write the bundle's criu.conf"))?;
-        let mut annotations = config.annotations().clone().unwrap_or_default();
-        annotations.insert(
-            "org.criu.config".into(),
-            conf.to_string_lossy().into_owned(),
-        );
-        config.set_annotations(Some(annotations));
-    }
+    let config = config(shared, id, spec, security, cgroup_path, streams).map_err(oci)?;
     config.save(bundle.join("config.json")).map_err(oci)
 }
 

@@ -161,21 +161,41 @@ fn version(program: &Path) -> String {
 /// `Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds` it keeps
 /// `vdso: Unexpected rt vDSO area bounds`. The first one is the cause; the lines after it are
 /// the callers giving up in turn. Log files prefix each line with a timestamp, `(00.012345)`,
-/// which is skipped too.
+/// which is skipped too, and so is `exited, status=N`: CRIU's report that a helper program it
+/// ran failed, which it says even when that was only a probe and nothing failed.
 pub fn first_error(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let line = line.trim();
-        let line = match line.strip_prefix('(') {
-            Some(rest) if rest.split_once(')').is_some() => rest.split_once(')')?.1.trim_start(),
-            _ => line,
-        };
-        let rest = line.strip_prefix("Error")?.trim_start();
-        let rest = match rest.strip_prefix('(') {
-            Some(r) => r.split_once("):")?.1,
-            None => rest.strip_prefix(':')?,
-        };
-        Some(rest.trim().to_string())
-    })
+    text.lines()
+        .filter(|l| !l.contains("exited, status="))
+        .find_map(|line| {
+            let line = line.trim();
+            let line = match line.strip_prefix('(') {
+                Some(rest) if rest.split_once(')').is_some() => {
+                    rest.split_once(')')?.1.trim_start()
+                }
+                _ => line,
+            };
+            let rest = line.strip_prefix("Error")?.trim_start();
+            let rest = match rest.strip_prefix('(') {
+                Some(r) => r.split_once("):")?.1,
+                None => rest.strip_prefix(':')?,
+            };
+            Some(rest.trim().to_string())
+        })
+}
+
+/// The log line just before CRIU's first error: the step it was on when it failed (its -v4
+/// log says what it is about to do before it does it).
+fn step_before_error(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("Error") && !l.contains("exited, status="))?;
+    let before = lines[..at].iter().rev().find(|l| !l.trim().is_empty())?;
+    let before = match before.trim().split_once(')') {
+        Some((stamp, rest)) if stamp.starts_with('(') => rest.trim(),
+        _ => before.trim(),
+    };
+    Some(before.to_string())
 }
 
 /// Bytes of the images in `dir` on disk: the checkpoint's size (allocated blocks, so a sparse
@@ -207,6 +227,10 @@ pub struct Dump {
     pub external: Vec<String>,
     /// Let CRIU dump and restore the tree's cgroups (`--manage-cgroups`).
     pub manage_cgroups: bool,
+    /// Save the tree's network namespace as an empty one (`--empty-ns net`): a container
+    /// without a network has nothing in it but a loopback, and saving more would run
+    /// iproute2's `ip … save` and `iptables-save` in it.
+    pub empty_net: bool,
 }
 
 /// What CRIU measured while dumping, in microseconds (its `stats-dump`).
@@ -256,11 +280,6 @@ impl Dump {
             "-v4".into(),
             "--log-file".into(),
             "dump.log".into(),
-            // The tree's network namespace is kept off the network while it is dumped, with
-            // iptables by default; Debian's CRIU links libnftables but does not depend on
-            // iptables.
-            "--network-lock".into(),
-            "nftables".into(),
         ];
         if self.leave_running {
             args.push("--leave-running".into());
@@ -270,6 +289,9 @@ impl Dump {
         }
         if self.manage_cgroups {
             args.push("--manage-cgroups".into());
+        }
+        if self.empty_net {
+            args.extend(["--empty-ns".into(), "net".into()]);
         }
         args
     }
@@ -353,8 +375,6 @@ impl Restore {
             "restore.log".into(),
             "--restore-detached".into(),
             "--restore-sibling".into(),
-            "--network-lock".into(),
-            "nftables".into(),
             "--pidfile".into(),
             path(&self.work_dir(images).join("restored.pid")),
         ];
@@ -439,7 +459,11 @@ pub fn usable() -> Result<PathBuf, CriuError> {
 
 fn failed(stage: &'static str, log: &Path, status: &str) -> CriuError {
     let text = fs::read_to_string(log).unwrap_or_default();
-    let why = first_error(&text).unwrap_or_else(|| status.to_string());
+    let why = match (first_error(&text), step_before_error(&text)) {
+        (Some(error), Some(step)) => format!("{error} (after: {step})"),
+        (Some(error), None) => error,
+        (None, _) => status.to_string(),
+    };
     CriuError::Failed { stage, why }
 }
 
