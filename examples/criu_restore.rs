@@ -2,7 +2,7 @@
 //! cold one computes.
 //!
 //! ```text
-//! cargo run --example criu_restore -- [container|oci:runc]…   (default: both)
+//! cargo run --example criu_restore -- [--profile minimal] [container|oci:runc]…   (default: both)
 //! ```
 //!
 //! For each backend: one cold run of the `cpu` kernel (its checksum and start-up); one
@@ -26,10 +26,19 @@ fn ms(ns: Option<u64>) -> String {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut names: Vec<String> = std::env::args().skip(1).collect();
+    let minimal = names.first().is_some_and(|a| a == "--profile")
+        && names.get(1).is_some_and(|p| p == "minimal");
+    if minimal {
+        names.drain(..2);
+    }
     if names.is_empty() {
         names = vec!["container".into(), "oci:runc".into()];
     }
-    let lab = Lab::new()?;
+    let mut lab = Lab::new()?;
+    if minimal {
+        // Without Docker's masks and seccomp filter.
+        lab.settings.profile = isolab_container::profile::Profile::Minimal;
+    }
     let spec = Spec::default_for(Kernel::Cpu);
     let limits = Limits::default();
     let mut same = true;

@@ -71,6 +71,14 @@ pub fn checks(lab: &Lab) -> Vec<Check> {
     out.push(network());
     out.extend(docker_and_podman());
     out.push(criu());
+    out.push(match backend::docker::checkpoint_problem() {
+        None => Check::new(
+            "docker ckpt",
+            Status::Ok,
+            "the daemon runs with experimental features: `docker checkpoint` can work",
+        ),
+        Some(why) => Check::new("docker ckpt", Status::Warn, why),
+    });
     for b in backend::registry() {
         let check = match b.availability(lab) {
             Availability::Available => {
@@ -403,8 +411,8 @@ fn criu() -> Check {
         )
         .fix(
             "a CRIU release newer than this kernel (criu.org), or a kernel this CRIU knows; the \
-             emulated AMD-V host (Debian's 6.1 kernel) restores them: cargo test --test emulated \
-             -- --ignored restore",
+             emulated AMD-V host boots Debian's 6.1 kernel: cargo test --test emulated -- \
+             --ignored criu::",
         ),
     }
 }
