@@ -20,6 +20,20 @@ use isolab_payload::{Kernel, Spec};
 use isolab_results::Outcome;
 use std::error::Error;
 
+/// CRIU's restore logs under a checkpoint's directory.
+fn logs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(logs(&path));
+        } else if path.file_name().is_some_and(|n| n == "restore.log") {
+            out.push(path);
+        }
+    }
+    out
+}
+
 fn ms(ns: Option<u64>) -> String {
     ns.map_or("-".into(), |ns| format!("{:.1}", ns as f64 / 1e6))
 }
@@ -72,7 +86,22 @@ fn main() -> Result<(), Box<dyn Error>> {
             ms(Some(snapshot.take_ns)),
             phases.join(" ")
         );
-        let instance = restorer.restore(&lab, &snapshot, &limits, &RestoreOptions::default())?;
+        let instance = match restorer.restore(&lab, &snapshot, &limits, &RestoreOptions::default())
+        {
+            Ok(instance) => instance,
+            Err(e) => {
+                // The end of CRIU's own log says what it was doing.
+                for log in logs(snapshot.dir().unwrap_or(std::path::Path::new("/"))) {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    eprintln!("{}:", log.display());
+                    for l in &lines[lines.len().saturating_sub(25)..] {
+                        eprintln!("  {l}");
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         let restored = instance.finish()?;
         let sum = restored.output.map(|o| o.checksum);
         let criu: Vec<String> = restored

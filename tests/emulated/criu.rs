@@ -93,7 +93,7 @@ fn container_and_runc_restored_by_criu_give_the_cold_checksums() {
         .with_program(&example(), CRIU_RESTORE);
     let checks = [
         Check::new("criu-check", 120, "criu check; lab doctor | grep criu"),
-        Check::new("container", 600, &format!("{CRIU_RESTORE} container")),
+        Check::new("container", 600, &format!("{CRIU_RESTORE} container 2>&1")),
         Check::new(
             "oci-runc",
             600,

@@ -408,8 +408,14 @@ impl Restore for Container {
         }
         let work = dir.join(format!("restore-{name}"));
         private_dir(&work)?;
+        // Where CRIU builds the restored mount namespace: without it, it would build it on the
+        // lab's own root, its work files and cgroup yard included.
+        let root = work.join("root");
+        private_dir(&root)?;
         let restore = criu::Restore {
             work: Some(work),
+            root: Some(root),
+            compat_mounts: true,
             external: vec![format!(
                 "mnt[{WORKLOAD_KEY}]:{}",
                 lab.workload_path().display()

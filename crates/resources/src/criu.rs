@@ -174,6 +174,11 @@ pub fn first_error(text: &str) -> Option<String> {
                 }
                 _ => line,
             };
+            // A restored task's own lines name it first: `1: Error (…)`.
+            let line = match line.split_once(": ") {
+                Some((pid, rest)) if pid.chars().all(|c| c.is_ascii_digit()) => rest,
+                _ => line,
+            };
             let rest = line.strip_prefix("Error")?.trim_start();
             let rest = match rest.strip_prefix('(') {
                 Some(r) => r.split_once("):")?.1,
@@ -338,6 +343,11 @@ pub struct Restore {
     /// Restore the cgroups (`--manage-cgroups`) below this cgroup (`--cgroup-root`) rather than
     /// where they were: a new instance's.
     pub cgroup_root: Option<PathBuf>,
+    /// Rebuild the mount namespace with CRIU's first engine (`--mntns-compat-mode`), which
+    /// fills a tmpfs before it mounts anything on a file in it. Its second (3.17's default)
+    /// mounts first, and a file bind-mounted into a tmpfs root (a container's `/workload`)
+    /// has no mount point yet.
+    pub compat_mounts: bool,
 }
 
 /// A restore done.
@@ -389,6 +399,9 @@ impl Restore {
         }
         if let Some(cg) = &self.cgroup_root {
             args.extend(["--manage-cgroups".into(), "--cgroup-root".into(), path(cg)]);
+        }
+        if self.compat_mounts {
+            args.push("--mntns-compat-mode".into());
         }
         args
     }
@@ -600,6 +613,13 @@ mod tests {
         assert_eq!(
             first_error(log).as_deref(),
             Some("mnt: 112:./tools doesn't have a proper root mount")
+        );
+        let restored = "(00.108240)      1: mnt-v2: can_mount_now_v2: true as 32 is external\n\
+                        (00.111006)      1: Error (criu/mount-v2.c:628): mnt-v2: Can't stat it\n\
+                        (00.115307) Error (criu/cr-restore.c:2537): Restoring FAILED.\n";
+        assert_eq!(
+            first_error(restored).as_deref(),
+            Some("mnt-v2: Can't stat it")
         );
         assert_eq!(first_error("Looks good.\n"), None);
     }
