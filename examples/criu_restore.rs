@@ -90,7 +90,16 @@ fn main() -> Result<(), Box<dyn Error>> {
         {
             Ok(instance) => instance,
             Err(e) => {
-                // The end of CRIU's own log says what it was doing.
+                // What the checkpoint holds, and the end of CRIU's own log.
+                let dir = snapshot.dir().unwrap_or(std::path::Path::new("/"));
+                let mut files: Vec<String> = std::fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                files.sort();
+                eprintln!("checkpoint holds: {}", files.join(" "));
                 for log in logs(snapshot.dir().unwrap_or(std::path::Path::new("/"))) {
                     let text = std::fs::read_to_string(&log).unwrap_or_default();
                     let lines: Vec<&str> = text.lines().collect();
