@@ -146,6 +146,17 @@ pub enum Experiment {
     /// Whether one instance's load or failure reaches its neighbours: a victim beside 0, 1, …
     /// k aggressors of the same backend, unlimited and under limits.
     Interference(InterferenceArgs),
+    /// Cold starts against starts restored from a snapshot taken at `ready` (a VM's RAM and
+    /// registers; a container's processes by CRIU): start-up, the first run after a restore,
+    /// the snapshot's size and cost, and host memory for 1, 2, 4 restored instances.
+    Restore {
+        #[command(flatten)]
+        run: RunArgs,
+        /// How many restored instances to keep alive together for the memory figures,
+        /// comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4", value_parser = clap::value_parser!(u32).range(1..=64))]
+        counts: Vec<u32>,
+    },
     /// Every experiment, into one results directory.
     All {
         #[command(flatten)]
@@ -445,6 +456,7 @@ impl Experiment {
                 (Which::Throughput { kernels, sizes }, run)
             }
             Experiment::Isolation(run) => (Which::Isolation, run),
+            Experiment::Restore { run, counts } => (Which::Restore { counts }, run),
             Experiment::Interference(i) => {
                 let defaults = interference::Options::default();
                 let options = interference::Options {

@@ -965,3 +965,90 @@ fn a_lab_killed_among_vm_neighbours_leaves_nothing() {
     common::needs_kvm();
     killed_among_neighbours("killed-vm-neighbours", "vm", "cpu,mem", 3);
 }
+
+/// Descriptors any process holds on the lab's unnamed snapshot files under `temp`: an
+/// `O_TMPFILE` file shows in `/proc/PID/fd` as `<dir>/#<inode> (deleted)`.
+fn snapshot_fds(temp: &Path) -> Vec<String> {
+    let temp = temp.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for pid in std::fs::read_dir("/proc").unwrap().flatten() {
+        for fd in std::fs::read_dir(pid.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with(&temp) && target.contains("/#") {
+                    found.push(format!("{}: {target}", fd.path().display()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `lab run restore` killed with SIGKILL while it restores VMs from a snapshot: the restored
+/// VMMs die with it, the guardian removes their cgroups and the work directory, and the
+/// snapshot — an unnamed file whose only references were the lab's and its VMMs' descriptors —
+/// is freed by the kernel with the last of them: nothing of it is left anywhere.
+#[test]
+fn a_lab_killed_mid_restore_leaves_no_snapshot_vmm_or_cgroup() {
+    common::needs_kvm();
+    let _serial = serial();
+    let temp = temp_dir("killed-restore");
+    let state = |temp: &Path| HostState {
+        fds: 0,
+        children: Default::default(),
+        ..HostState::now(temp)
+    };
+    let before = state(&temp);
+    let out = temp.join("out");
+    let mut lab = Reap(vec![quiet_lab(&temp)
+        .args([
+            "run",
+            "restore",
+            "--backends",
+            "vm",
+            "--runs",
+            "100000",
+            "--warmup",
+            "0",
+        ])
+        .args(["--no-progress", "--out", out.to_str().unwrap()])
+        .spawn()
+        .unwrap()]);
+    let child = &mut lab.0[0];
+    // Restores are under way once a restored sample is in the results.
+    let restoring = eventually(Duration::from_secs(120), || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "lab run restore ended early"
+        );
+        Results::read_all(&out).ok().is_some_and(|r| {
+            r.iter()
+                .any(|r| r.runs.iter().any(|x| x.backend.contains("/restored")))
+        })
+    });
+    assert!(restoring, "no restored sample within two minutes");
+    let held = snapshot_fds(&temp);
+    assert!(
+        !held.is_empty(),
+        "the lab holds no snapshot file: this test would prove nothing"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    let gone = eventually(Duration::from_secs(20), || {
+        let mut now = state(&temp);
+        now.temp_entries.remove("out");
+        now == before && leftovers(&temp).is_empty() && snapshot_fds(&temp).is_empty()
+    });
+    assert!(
+        gone,
+        "left behind {:?} (before: {before:?}), processes {:?}, snapshot files {:?}",
+        state(&temp),
+        leftovers(&temp),
+        snapshot_fds(&temp)
+    );
+    std::fs::remove_dir_all(temp).unwrap();
+}

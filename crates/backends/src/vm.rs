@@ -3,12 +3,15 @@
 
 use crate::instance::{Instance, Timeline};
 use crate::lab::Lab;
+use crate::restore::{allocated_bytes, Restore, RestoreOptions, Snapshot, Stored};
 use crate::{Availability, Backend, BackendError, Limits, Spec};
 use isolab_payload::Kernel;
 use isolab_payload::GUEST_ELF;
 use isolab_results::info;
-use isolab_vmm::{kvm, memory, run_machine};
+use isolab_vmm::{kvm, memory, restore_machine, run_machine, snapshot_machine};
 use isolab_vmm::{Guest, MachineConfig};
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// The `vm` backend.
@@ -110,6 +113,10 @@ impl Backend for Vm {
         Ok(())
     }
 
+    fn restorer(&self) -> Option<&dyn Restore> {
+        Some(self)
+    }
+
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let timeline = Timeline::start();
         crate::vmm_launch::prepare(self.name())?;
@@ -141,6 +148,133 @@ impl Backend for Vm {
         if matches!(spec.kernel, Kernel::Io | Kernel::Probe) {
             instance.note(info::SERVED_BY, "vmm");
         }
+        Ok(instance)
+    }
+}
+
+/// The snapshot file as the VMM child received it, at number `fd`.
+///
+/// The child owns it: [`crate::vmm_launch::launch_keeping`] installed it there for this VMM
+/// alone, and it is closed when the VMM exits.
+fn kept_file(fd: RawFd) -> File {
+    // SAFETY: `fd` is one of the descriptors launch_keeping installed in this child for the VMM,
+    // open and owned by nothing else in this process.
+    File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn snapshot_error(step: &str) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
+    move |e| BackendError::Instance {
+        step: step.into(),
+        detail: e.to_string(),
+    }
+}
+
+/// `vm` snapshots: the VMM saves the guest at its `ready` into an unnamed file of the lab's
+/// ([`isolab_vmm::snapshot`]); each restore is a new VMM process that maps that file as guest
+/// RAM, so restored guests share its pages until they write them.
+impl Restore for Vm {
+    fn restore_availability(&self, lab: &Lab) -> Availability {
+        self.availability(lab)
+    }
+
+    fn checkpoint(
+        &self,
+        lab: &Lab,
+        spec: &Spec,
+        limits: &Limits,
+    ) -> Result<Snapshot, BackendError> {
+        let timeline = Timeline::start();
+        crate::vmm_launch::prepare(self.name())?;
+        let config = self.config(lab, spec);
+        memory::check_size(config.ram_bytes).map_err(|e| BackendError::Instance {
+            step: "guest memory".into(),
+            detail: e.to_string(),
+        })?;
+        let file = Snapshot::unnamed_file(lab)?;
+        let theirs = file
+            .try_clone()
+            .map_err(snapshot_error("duplicate the snapshot file's descriptor"))?;
+        let guest = self.guest;
+        let mut instance = crate::vmm_launch::launch_keeping(
+            lab,
+            self.name(),
+            &lab.next_instance_name(),
+            spec,
+            limits,
+            timeline,
+            vec![OwnedFd::from(theirs)],
+            |host, kept| snapshot_machine(&config, &guest, spec, host, &kept_file(kept[0])),
+        )?;
+        let waited = instance.wait_ready();
+        let run = instance.finish()?;
+        waited?;
+        let t = &run.timeline;
+        let (Some(ready), Some(state), Some(saved)) = (
+            t.at("ready"),
+            t.at("snapshot_state"),
+            t.at("snapshot_memory"),
+        ) else {
+            return Err(BackendError::Instance {
+                step: "snapshot".into(),
+                detail: match run.outcome {
+                    isolab_results::Outcome::Failed { reason } => reason,
+                    other => format!("the VMM ended without saving the guest ({other:?})"),
+                },
+            });
+        };
+        Ok(Snapshot {
+            backend: self.name().into(),
+            spec: *spec,
+            bytes: allocated_bytes(&file)?,
+            stored: Stored::Unnamed(file),
+            take_ns: saved.saturating_sub(ready),
+            phases: vec![
+                ("vcpu state".into(), state.saturating_sub(ready)),
+                ("guest RAM".into(), saved.saturating_sub(state)),
+            ],
+        })
+    }
+
+    fn restore(
+        &self,
+        lab: &Lab,
+        snapshot: &Snapshot,
+        limits: &Limits,
+        options: &RestoreOptions,
+    ) -> Result<Instance, BackendError> {
+        let timeline = Timeline::start();
+        let Some(file) = snapshot.file() else {
+            return Err(BackendError::Instance {
+                step: "snapshot".into(),
+                detail: format!("a snapshot of {} is not a vm's", snapshot.backend),
+            });
+        };
+        crate::vmm_launch::prepare(self.name())?;
+        let spec = snapshot.spec;
+        let config = self.config(lab, &spec);
+        let theirs = file
+            .try_clone_to_owned()
+            .map_err(snapshot_error("duplicate the snapshot file's descriptor"))?;
+        let prefault = options.prefault;
+        let mut instance = crate::vmm_launch::launch_keeping(
+            lab,
+            self.name(),
+            &lab.next_instance_name(),
+            &spec,
+            limits,
+            timeline,
+            vec![theirs],
+            |host, kept| restore_machine(&config, &kept_file(kept[0]), &spec, prefault, host),
+        )?;
+        instance.note(info::GUEST_OS, "none");
+        instance.note(info::START, isolab_results::StartKind::Restored.name());
+        instance.note(info::PREFAULT, if prefault { "yes" } else { "no" });
+        instance.note(info::SNAPSHOT_BYTES, snapshot.bytes);
+        instance.note(info::IMAGE_BYTES, snapshot.bytes);
+        instance.note(
+            info::IMAGE,
+            "a snapshot of the bare guest at ready, its RAM mapped MAP_PRIVATE",
+        );
         Ok(instance)
     }
 }

@@ -205,7 +205,7 @@ const fn build(
 }
 
 /// Every exercise, in the order to do them within each track.
-pub const EXERCISES: [Exercise; 22] = [
+pub const EXERCISES: [Exercise; 23] = [
     measure(
         "startup",
         "Where start-up time goes",
@@ -278,6 +278,16 @@ pub const EXERCISES: [Exercise; 22] = [
         "tell which load and which failure reach a neighbour, with and without limits",
         30,
         "boundary",
+    ),
+    measure(
+        "restore",
+        "Restored starts: a VM as fast as a container?",
+        "09-restore.md",
+        "answers/restore.toml",
+        "measure a VM restored from a snapshot against cold starts, and what its first run and \
+         each more restored VM cost",
+        30,
+        "startup",
     ),
     build(
         Track::Container,
@@ -1243,7 +1253,10 @@ mod tests {
             line.contains("done (11/11, d2)") && line.contains("6/11 (d3)"),
             "{line}"
         );
-        assert!(text.contains("1/22 exercises done"), "{text}");
+        assert!(
+            text.contains(&format!("1/{} exercises done", EXERCISES.len())),
+            "{text}"
+        );
         let json = p.exercism();
         let entry = json["tests"]
             .as_array()

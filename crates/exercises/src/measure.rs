@@ -47,7 +47,7 @@ const fn n(
 }
 
 /// What each measuring exercise reads.
-const NEEDS: [(&str, &[Needs]); 10] = [
+const NEEDS: [(&str, &[Needs]); 11] = [
     (
         "startup",
         &[n(
@@ -103,6 +103,16 @@ const NEEDS: [(&str, &[Needs]); 10] = [
         )],
     ),
     ("images", &[n("results", "images", &["container"], &[], 2)]),
+    (
+        "restore",
+        &[n(
+            "results",
+            "restore",
+            &["container", "vm", "vm/restored", "vm/restored+prefault"],
+            &[],
+            6,
+        )],
+    ),
     (
         "neighbours",
         &[n("results", "interference", &["container", "vm"], &[], 3)],
@@ -553,6 +563,7 @@ pub fn questions(id: &str, files: &[Results]) -> Vec<Question> {
         "throughput" => crate::models::throughput_questions(&mut a, first),
         "images" => crate::models::images_questions(&mut a, first),
         "neighbours" => crate::models::neighbours_questions(&mut a, first),
+        "restore" => crate::models::restore_questions(&mut a, first),
         "container-compare" => container_compare_questions(&mut a, first),
         "vmm-compare" => {
             vmm_compare_questions(&mut a, first);

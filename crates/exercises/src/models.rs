@@ -333,3 +333,67 @@ pub(crate) fn neighbours_questions(a: &mut Asker, r: &Results) {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// restore
+
+const RESTORE_TABLE: &str = "the restore table: `÷ its cold start`, `÷ cold container start`, \
+                             `÷ its cold run`";
+
+/// `restore`: a VM restored from a snapshot against its cold start and a cold container's, its
+/// first run after the restore, and what each more restored VM costs the host.
+pub(crate) fn restore_questions(a: &mut Asker, r: &Results) {
+    use isolab_report::restore;
+    let rows = restore::starts(r);
+    let row = |b: &str| rows.iter().find(|x| x.backend == b);
+    let ratio = |v: Option<f64>, what: &str| {
+        v.map(|value| Expected::Figure {
+            value,
+            precision: Precision::Decimals(2),
+        })
+        .ok_or_else(|| format!("your results hold no {what}: run the exercise's command"))
+    };
+    let restored = row("vm/restored");
+    let prefaulted = row("vm/restored+prefault");
+    a.push(
+        "vm.restored_over_cold",
+        "a restored vm's start-up over a cold vm's (median over median)",
+        RESTORE_TABLE,
+        ratio(restored.and_then(|x| x.over_cold), "restored vm"),
+    );
+    a.push(
+        "vm.restored_over_container",
+        "a restored vm's start-up over a cold container's",
+        RESTORE_TABLE,
+        ratio(
+            restored.and_then(|x| x.over_container),
+            "restored vm and cold container",
+        ),
+    );
+    a.push(
+        "vm.first_run_over_cold",
+        "the first run after a restore over a cold vm's run",
+        RESTORE_TABLE,
+        ratio(restored.and_then(|x| x.run_over_cold), "restored vm"),
+    );
+    a.push(
+        "vm.prefaulted_first_run_over_cold",
+        "the same after a prefaulted restore",
+        RESTORE_TABLE,
+        ratio(
+            prefaulted.and_then(|x| x.run_over_cold),
+            "prefaulted restore",
+        ),
+    );
+    a.push(
+        "vm.mib_per_more_instance",
+        "what one more restored vm adds to the host at the top of the ladder (MiB)",
+        "the memory table: `MiB per more instance`, its last row",
+        restore::per_more_instance(r, "vm")
+            .map(|b| Expected::Figure {
+                value: b / MIB,
+                precision: Precision::Decimals(2),
+            })
+            .ok_or_else(|| "your results hold no ladder of restored vms".to_string()),
+    );
+}

@@ -17,6 +17,7 @@ pub mod isolation;
 pub mod memory;
 pub mod plan;
 pub mod progress;
+pub mod restore;
 pub mod startup;
 pub mod throughput;
 pub mod validate;

@@ -72,6 +72,12 @@ pub enum Which {
     Interference(crate::interference::Options),
     /// How many idle instances fit.
     Density(DensityOptions),
+    /// Cold starts against restored ones, with N restored instances alive together for each
+    /// of these counts.
+    Restore {
+        /// The counts.
+        counts: Vec<u32>,
+    },
     /// Every experiment, into one directory; the density ladder up to `max`.
     All {
         /// The top of the density ladder.
@@ -255,6 +261,7 @@ pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
     match &request.which {
         Which::Memory { .. } => crate::require_cgroups(lab, "lab run memory")?,
         Which::Density(_) => crate::require_cgroups(lab, "lab run density")?,
+        Which::Restore { .. } => crate::require_cgroups(lab, "lab run restore")?,
         Which::All { .. } => crate::require_cgroups(lab, "lab run all (memory, density)")?,
         _ => {}
     }
@@ -305,6 +312,13 @@ pub fn run(lab: &Lab, request: &Request) -> Result<Ran, ExperimentError> {
             Which::Density(options) => {
                 density::run(lab, backends, &request.density(options, out))?.into()
             }
+            Which::Restore { counts } => crate::restore::run(
+                lab,
+                backends,
+                counts,
+                &request.settings(crate::restore::SAMPLING, out),
+            )?
+            .into(),
             Which::All { .. } => unreachable!("`all` is a list of the others"),
         })
     };

@@ -8,6 +8,7 @@
 //! [`Event`] parses the marker lines every backend ends up producing (see
 //! `isolab_kernels::wire`).
 
+pub use isolab_kernels::net::warm_up_round_trips;
 use isolab_kernels::wire;
 pub use isolab_kernels::{Kernel, Output, Resource, Spec};
 use std::net::Ipv4Addr;

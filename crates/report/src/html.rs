@@ -110,6 +110,8 @@ struct Page {
     isolation: Vec<Block>,
     images: Vec<Block>,
     interference: Vec<Block>,
+    /// Cold against restored starts (`lab run restore`), file by file.
+    restore: Vec<Block>,
     /// The latest validation of each machine against the field's tools (`lab validate`).
     validation: Vec<Block>,
     machines: Vec<Machine>,
@@ -991,6 +993,21 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
         }
     }
 
+    // Cold against restored starts, file by file.
+    let restore: Vec<Block> = sets
+        .iter()
+        .filter(|d| d.results.header.experiment == crate::restore::EXPERIMENT)
+        .map(|d| Block {
+            heading: Some(format!(
+                "{} ({})",
+                relative(out_dir.path(), &d.results.path),
+                d.host
+            )),
+            tables: crate::restore::tables(d.results),
+            ..Block::default()
+        })
+        .collect();
+
     // The latest validation of each host's kernels against fio, netperf and iperf3.
     let mut validation = Vec::new();
     for host in &hosts {
@@ -1063,6 +1080,7 @@ pub(super) fn render(files: &[Results], out_path: &Path) -> Result<PathBuf, Repo
         isolation,
         images,
         interference,
+        restore,
         validation,
         machines: machines(&sets, &hosts),
         files: files_table(&sets),

@@ -32,6 +32,7 @@ pub mod export;
 pub use isolab_host::format;
 pub mod html;
 pub mod plot;
+pub mod restore;
 pub mod summary;
 pub mod table;
 pub mod validation;
@@ -179,6 +180,7 @@ pub fn terminal(results: &Results) -> String {
     if !results.validations.is_empty() {
         tables.push(validation::table(&results.validations));
     }
+    tables.extend(restore::tables(results));
     if let Some(image) = &results.image {
         tables.push(table::image_layers(image));
     }

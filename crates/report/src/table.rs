@@ -57,7 +57,7 @@ pub struct Table {
 }
 
 impl Table {
-    fn new(columns: &[&str], numeric: &[usize]) -> Table {
+    pub(crate) fn new(columns: &[&str], numeric: &[usize]) -> Table {
         Table {
             columns: columns.iter().map(|c| c.to_string()).collect(),
             numeric: (0..columns.len()).map(|i| numeric.contains(&i)).collect(),
@@ -66,7 +66,7 @@ impl Table {
         }
     }
 
-    fn push(&mut self, row: Vec<Cell>) {
+    pub(crate) fn push(&mut self, row: Vec<Cell>) {
         self.rows.push(row);
     }
 

@@ -419,7 +419,7 @@ fn version_1_files_keep_their_right_verdicts_and_say_which_vm() {
     assert!(s
         .figures
         .iter()
-        .any(|f| f.starts_with("vm (VM, no OS): median 1.36 ms")));
+        .any(|f| f.starts_with("vm (VM, no OS), cold start: median 1.36 ms")));
     // qemu ran under TCG: emulated in every file, density's included.
     for f in &files {
         if f.backends().iter().any(|b| b == "qemu") {

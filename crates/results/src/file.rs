@@ -133,6 +133,21 @@ impl Writer {
         Ok(writer)
     }
 
+    /// Go on appending to the results file at `path` that a [`Writer`] of this lab started
+    /// (an experiment that writes more records after its samples). The file must exist and be
+    /// a regular file, not a link (O_NOFOLLOW; see [`Writer::create`]).
+    pub fn reopen(path: &Path) -> Result<Writer, ResultsError> {
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_err(path))?;
+        Ok(Writer {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
     /// Append one record and flush it to the kernel, so it survives the lab being killed.
     pub fn append(&mut self, record: &Record) -> Result<(), ResultsError> {
         let mut line = serde_json::to_vec(record).expect("records always serialise");

@@ -21,7 +21,8 @@
 //! * [`vcpu`] — `KVM_RUN` under the guest's time limit: a timer, a signal and `immediate_exit`;
 //! * [`vmm`] — what this VMM and the Linux one share: launch, errors, where a guest stopped,
 //!   the cost report;
-//! * [`machine`] — all of it put together.
+//! * [`machine`] — all of it put together;
+//! * [`snapshot`] — a ready machine saved to a file, and restored from it by mapping.
 //!
 //! The guest is `guest/`: the same `isolab-kernels` crate as the Linux workload, compiled with
 //! the same flags, over a shim of hypercalls (`isolab_kernels::hypercall` is the ABI).
@@ -54,6 +55,7 @@ pub mod linux;
 pub mod loader;
 pub mod machine;
 pub mod memory;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vmm;
 
@@ -75,6 +77,39 @@ pub fn run_machine(
     let mut machine = Machine::boot(config, guest, spec, host)?;
     let result = machine.run(host);
     // Whether the guest finished or not, its cost and its exits are worth knowing.
+    machine.report(host);
+    result
+}
+
+/// Build a machine, run it to its `ready`, and save it into `file` instead of going on: the
+/// body of the VMM process that takes a snapshot. It stamps `snapshot_state` and
+/// `snapshot_memory` when each is saved and reports the bytes of RAM it wrote.
+pub fn snapshot_machine(
+    config: &MachineConfig,
+    guest: &Guest,
+    spec: &Spec,
+    host: &mut Host,
+    file: &std::fs::File,
+) -> Result<(), VmmError> {
+    let mut machine = Machine::boot(config, guest, spec, host)?;
+    machine.run_until_ready(host)?;
+    machine.snapshot(host, file)?;
+    machine.report(host);
+    Ok(())
+}
+
+/// Restore a machine from the snapshot in `file` and run it to the end: the body of a restored
+/// VMM process. `spec` is what the lab expects the snapshot's guest to run; a snapshot of
+/// anything else is refused.
+pub fn restore_machine(
+    config: &MachineConfig,
+    file: &std::fs::File,
+    spec: &Spec,
+    prefault: bool,
+    host: &mut Host,
+) -> Result<(), VmmError> {
+    let mut machine = Machine::restore(config, file, spec, prefault, host)?;
+    let result = machine.run(host);
     machine.report(host);
     result
 }

@@ -13,14 +13,29 @@
 //!                                                           ready / start / done markers
 //! ```
 //!
+//! A machine can also be saved at its `ready` ([`Machine::run_until_ready`], then
+//! [`Machine::snapshot`]) and built from such a snapshot instead of booted ([`Machine::restore`]):
+//!
+//! ```text
+//!  Machine::restore
+//!    open /dev/kvm; KVM_CREATE_VM                           kvm_open, vm_created
+//!    read and check the snapshot's header and vCPU state    snapshot_read
+//!    mmap its RAM MAP_PRIVATE (and prefault it),
+//!    KVM_SET_USER_MEMORY_REGION                             memory_mapped
+//!    KVM_CREATE_VCPU                                        vcpu_created
+//!    KVM_SET_CPUID2, SREGS, MSRS, FPU, REGS                 state_loaded
+//!  Machine::run, as above: the guest's first act is its `ready` again
+//! ```
+//!
 //! This type has no idea it runs in a child process of the lab: give it a [`Host`] (pipes and a
 //! scratch directory) and it runs in any thread — which is how the unit tests drive it.
 
 use crate::exits::{handle_exit, ExitCounts, Fault, Outcome};
 use crate::hypercalls::{Flow, Host};
 use crate::idt::Exception;
-use crate::layout::ARENA_BASE;
+use crate::layout::{ARENA_BASE, BOOT_ADDR};
 use crate::loader::Guest;
+use crate::snapshot::{self, CpuState, SnapshotError};
 use crate::vcpu::TimedVcpu;
 use crate::vmm::{Place, Registers, VmmError};
 use crate::{cpu, hypercalls, kvm, loader, memory, vmm};
@@ -107,8 +122,85 @@ impl Machine {
         })
     }
 
+    /// Build a machine from the snapshot in `file` (see [`snapshot`]) to run `spec`, instead of
+    /// booting one; with `prefault`, its RAM is populated before the first entry. The snapshot
+    /// decides the RAM size; `config` the time limit.
+    pub fn restore(
+        config: &MachineConfig,
+        file: &std::fs::File,
+        spec: &Spec,
+        prefault: bool,
+        host: &Host,
+    ) -> Result<Machine, VmmError> {
+        let kvm = kvm::open()?;
+        host.phase("kvm_open");
+
+        let vm = kvm.create_vm().map_err(|source| kvm::KvmError::Ioctl {
+            op: "KVM_CREATE_VM",
+            source,
+        })?;
+        host.phase("vm_created");
+
+        let (header, state) = snapshot::read(file)?;
+        host.phase("snapshot_read");
+
+        let mem = snapshot::map(file, &header, prefault)?;
+        memory::register(&vm, &mem)?;
+        host.phase("memory_mapped");
+        // The guest reads what to run from its boot page: it must be what the lab asked for.
+        let words: Option<Vec<u64>> = (0..BootInfo::WORDS as u64)
+            .map(|i| mem.read_obj::<u64>(GuestAddress(BOOT_ADDR + i * 8)).ok())
+            .collect();
+        let theirs = words
+            .and_then(|w| w.try_into().ok())
+            .and_then(|w| BootInfo::from_words(w).ok())
+            .map(|b| b.spec);
+        if theirs != Some(*spec) {
+            return Err(SnapshotError::OtherWorkload {
+                theirs: theirs.map_or_else(|| "no valid boot page".into(), |s| s.to_string()),
+                ours: spec.to_string(),
+            }
+            .into());
+        }
+
+        let vcpu = vm.create_vcpu(0).map_err(|source| kvm::KvmError::Ioctl {
+            op: "KVM_CREATE_VCPU",
+            source,
+        })?;
+        host.phase("vcpu_created");
+
+        let cpuid = cpu::guest_cpuid(kvm::supported_cpuid(&kvm)?);
+        vcpu.set_cpuid2(&cpuid)
+            .map_err(cpu::ioctl("KVM_SET_CPUID2"))?;
+        state.apply(&vcpu)?;
+        host.phase("state_loaded");
+
+        Ok(Machine {
+            vcpu,
+            _vm: vm,
+            _kvm: kvm,
+            mem,
+            config: MachineConfig {
+                ram_bytes: header.ram_bytes,
+                time_limit: config.time_limit,
+            },
+            spec: *spec,
+            exits: ExitCounts::default(),
+        })
+    }
+
     /// Run the guest until it exits ([`Call::Exit`]), fails, faults or runs out of time.
     pub fn run(&mut self, host: &mut Host) -> Result<(), VmmError> {
+        self.run_until(host, Until::Exit)
+    }
+
+    /// Run the guest until it has said `ready` (the marker is sent), and stop there without
+    /// entering it again: the vCPU rests on its `ready` hypercall, to be saved.
+    pub fn run_until_ready(&mut self, host: &mut Host) -> Result<(), VmmError> {
+        self.run_until(host, Until::Ready)
+    }
+
+    fn run_until(&mut self, host: &mut Host, until: Until) -> Result<(), VmmError> {
         let mut vcpu = TimedVcpu::new(&mut self.vcpu, self.config.time_limit)?;
         host.phase("first_entry");
         vcpu.start()?;
@@ -119,7 +211,51 @@ impl Machine {
             &self.spec,
             self.config.ram_bytes,
             &mut self.exits,
+            until,
         )
+    }
+
+    /// Save this machine, stopped by [`Machine::run_until_ready`], into `file`: its vCPU state
+    /// (stamped `snapshot_state`), then its RAM (`snapshot_memory`, and the fact
+    /// `snapshot_ram_written_bytes`).
+    ///
+    /// The vCPU rests on an I/O exit, which KVM finishes only on the next `KVM_RUN`: some
+    /// implementations have moved RIP past the `out` already (an emulated `out` is written back
+    /// before the exit: PVM), others move it then (`complete_userspace_io`: VT-x, AMD-V). KVM's
+    /// API asks a VMM to finish the exit before saving state, with a `KVM_RUN` that
+    /// `immediate_exit` stops before any guest code runs; after it RIP is past the `out` on
+    /// every kind. The snapshot then moves RIP back onto the `out` — one byte, `0xef`, checked
+    /// in guest RAM — so that a restored guest's first act is to say `ready` again.
+    pub fn snapshot(&mut self, host: &Host, file: &std::fs::File) -> Result<(), VmmError> {
+        self.vcpu.set_kvm_immediate_exit(1);
+        let finished = self.vcpu.run().map(|_| ());
+        self.vcpu.set_kvm_immediate_exit(0);
+        match finished {
+            Err(e) if e.errno() == libc::EINTR => {}
+            Err(e) => return Err(VmmError::Run(e)),
+            Ok(()) => {
+                return Err(VmmError::Stopped {
+                    what: "KVM entered the guest despite immediate_exit".into(),
+                    context: String::new(),
+                })
+            }
+        }
+        let mut state = CpuState::of(&self.vcpu)?;
+        let out = state.regs.rip.wrapping_sub(1);
+        let opcode = memory::translate(&self.mem, state.sregs.cr3, out)
+            .and_then(|t| self.mem.read_obj::<u8>(GuestAddress(t.paddr)).ok());
+        if opcode != Some(OUT_DX_EAX) {
+            return Err(SnapshotError::Malformed(format!(
+                "the guest's ready at {out:#x} is not the one-byte `out dx, eax` a snapshot rewinds to"
+            ))
+            .into());
+        }
+        state.regs.rip = out;
+        host.phase("snapshot_state");
+        let written = snapshot::write(file, &state, &self.mem, self.config.ram_bytes)?;
+        host.phase("snapshot_memory");
+        host.info("snapshot_ram_written_bytes", written.ram_written);
+        Ok(())
     }
 
     /// Exits so far, by cause.
@@ -133,7 +269,20 @@ impl Machine {
     }
 }
 
-/// The run loop: enter the guest, decide what its exit means, do it; until it exits or fails.
+/// `out dx, eax`: the instruction of every hypercall (see `isolab_kernels::hypercall`).
+const OUT_DX_EAX: u8 = 0xef;
+
+/// Where the run loop stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Until {
+    /// When the guest exits.
+    Exit,
+    /// Once the guest's `ready` has been served, before it is entered again.
+    Ready,
+}
+
+/// The run loop: enter the guest, decide what its exit means, do it; until it exits or fails
+/// (or, with [`Until::Ready`], says `ready`).
 fn serve(
     vcpu: &mut TimedVcpu<'_>,
     mem: &GuestMemoryMmap,
@@ -141,6 +290,7 @@ fn serve(
     spec: &Spec,
     ram_bytes: u64,
     exits: &mut ExitCounts,
+    until: Until,
 ) -> Result<(), VmmError> {
     loop {
         let outcome = handle_exit(&vcpu.run().map_err(VmmError::Run)?);
@@ -157,6 +307,15 @@ fn serve(
                     vcpu.resume()?;
                 }
                 if flow == Flow::Exit {
+                    return match until {
+                        Until::Exit => Ok(()),
+                        Until::Ready => Err(VmmError::Stopped {
+                            what: "the guest exited before it was ready to be saved".into(),
+                            context: String::new(),
+                        }),
+                    };
+                }
+                if call == Call::Ready && until == Until::Ready {
                     return Ok(());
                 }
             }

@@ -134,6 +134,9 @@ pub enum VmmError {
     /// The Linux kernel could not be loaded.
     #[error(transparent)]
     Boot(#[from] linux::boot::BootError),
+    /// A snapshot could not be taken, or is refused.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     /// The time limit could not be set up.
     #[error(transparent)]
     Watchdog(#[from] vcpu::WatchdogError),
@@ -260,6 +263,7 @@ impl VmmError {
             VmmError::Load(_) => "load guest",
             VmmError::Boot(_) => "load kernel",
             VmmError::Watchdog(_) => "time limit",
+            VmmError::Snapshot(_) => "snapshot",
             VmmError::Io { .. } => "vmm",
             VmmError::Run(_) => "KVM_RUN",
             VmmError::GuestFault(_) => "guest fault",

@@ -138,13 +138,26 @@ pub(crate) trait Judge: std::fmt::Debug + Sync {
     fn seen_in(&self, _results: &Results) -> bool {
         false
     }
+
+    /// Experiments besides the claim's own whose samples it judges as its own (the start-up
+    /// claim reads `lab run restore`'s cold and restored starts).
+    fn also_reads(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 impl Claim {
     /// True when a reader of `results` should hear this claim's verdict: the file is of the
     /// claim's experiment, or records figures the claim reads but does not judge from it.
     pub fn bears_on(&self, results: &Results) -> bool {
-        results.header.experiment == self.experiment || self.judge.seen_in(results)
+        self.reads(results) || self.judge.seen_in(results)
+    }
+
+    /// True when the claim is judged from `results`: a file of its experiment, or of one its
+    /// judge also reads.
+    pub fn reads(&self, results: &Results) -> bool {
+        let e = results.header.experiment.as_str();
+        e == self.experiment || self.judge.also_reads().contains(&e)
     }
 }
 
@@ -160,7 +173,9 @@ pub const CLAIMS: [Claim; 11] = [
                paired by round. The claim's reason is that a VM boots an OS, so only VMs with a \
                guest OS decide (others are shown for comparison); without one, no data. \
                Supported if every pair's ratio is below 1; not supported if no pair's is; \
-               depends otherwise.",
+               depends otherwise. `lab run restore` files count too: there a VM restored from a \
+               snapshot taken at ready (`vm/restored`) is paired with the containers' cold \
+               starts, and each figure says which kind of start it is.",
         gives: "`lab run startup --backends process,container,vm-linux,qemu` gives them, on a \
                 machine with VT-x or AMD-V (there QEMU runs on KVM, not emulated).",
     },
@@ -369,11 +384,7 @@ pub fn ledger(files: &[&Results]) -> Vec<Assessment> {
 pub const MAX_BACKENDS: usize = 32;
 
 fn judge(claim: Claim, files: &[&Results]) -> Assessment {
-    let mine: Vec<&Results> = files
-        .iter()
-        .copied()
-        .filter(|r| r.header.experiment == claim.experiment)
-        .collect();
+    let mine: Vec<&Results> = files.iter().copied().filter(|r| claim.reads(r)).collect();
     if mine.is_empty() {
         // Figures the claim reads, recorded by other experiments, are named and set aside.
         let elsewhere: Vec<&str> = files

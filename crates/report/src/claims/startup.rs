@@ -8,6 +8,10 @@ use super::*;
 pub(super) struct Startup;
 
 impl Judge for Startup {
+    fn also_reads(&self) -> &'static [&'static str] {
+        &["restore"]
+    }
+
     fn judge(&self, claim: Claim, files: &Files) -> Assessment {
         let metric = |r: &RunRecord| r.startup_ns.map(|n| n as f64);
         let s = sides(files, |_, r, b| has_runs(r, b, |x| x.startup_ns.is_some()));
@@ -21,9 +25,10 @@ impl Judge for Startup {
                 let shown = s.shows(i, &row.backend);
                 if let (true, Some(st)) = (shown, row.startup.as_ref()) {
                     figures.push(format!(
-                        "{}{}: median {}",
+                        "{}{}, {} start: median {}",
                         files.prefix(i),
                         row.label,
+                        start_kind(r, &row.backend).name(),
                         format::with_ci(st, format::duration)
                     ));
                 }
@@ -85,4 +90,14 @@ impl Judge for Startup {
             vm_caveats(files, &s, true),
         )
     }
+}
+
+/// How `backend`'s runs in `results` started: restored when any of them says so (a backend's
+/// restored runs are recorded under a name of their own, `vm/restored`, so they never mix).
+fn start_kind(results: &Results, backend: &str) -> isolab_results::StartKind {
+    results
+        .runs_of(backend)
+        .map(|r| r.facts.start_kind())
+        .max()
+        .unwrap_or_default()
 }

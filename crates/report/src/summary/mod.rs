@@ -180,6 +180,23 @@ mod tests {
     }
 
     #[test]
+    fn a_net_rr_run_is_held_against_the_bytes_its_peer_received_warm_up_included() {
+        let run = |peer_bytes: u64| {
+            let mut f = Fixture::new("throughput");
+            f.work("process", 0, "net-rr", 1000, 1_000_000, "0xab");
+            let mut r = f.results().runs.remove(0);
+            r.facts.peer_bytes = Some(peer_bytes);
+            r
+        };
+        // 1,000 timed round trips and 100 of warm-up: 1,100 bytes reach the echo.
+        assert_eq!(throughput::checked_sum(&run(1100)).as_deref(), Some("0xab"));
+        assert_eq!(
+            throughput::checked_sum(&run(1000)).as_deref(),
+            Some("0xab (yet the peer received 1000 of 1100 bytes)")
+        );
+    }
+
+    #[test]
     fn startup_rows_leave_out_warmup_and_failures() {
         let mut f = Fixture::new("startup");
         f.startup("process", 0, 1_000_000);

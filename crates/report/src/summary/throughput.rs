@@ -259,8 +259,8 @@ pub(super) fn checked_sum(r: &RunRecord) -> Option<String> {
     let out = r.output.as_ref()?;
     let sent = match kernel_of(&r.workload) {
         Some(Kernel::NetStream) => Some(out.bytes),
-        // One byte per round trip reaches the echo.
-        Some(Kernel::NetRr) => Some(out.ops),
+        // One byte per round trip reaches the echo, the warm-up's too.
+        Some(Kernel::NetRr) => Some(out.ops + isolab_payload::warm_up_round_trips(out.ops)),
         _ => None,
     };
     match (sent, r.facts.peer_bytes) {
