@@ -5,9 +5,10 @@
 //! Both take the checkpoint the same way: a container of the workload is started with `hold`,
 //! so that after its `ready` it waits for the host's go-ahead, blocked in `read(2)` on its
 //! control pipe; that is the moment saved. A restored tree wakes up in the same `read`, the lab
-//! lets it go ([`Instance::restored`]), and the first marker it then sends, stamped by the
-//! restored workload on the host's clock (there is no time namespace), is the restored
-//! instance's `ready`.
+//! lets it go ([`Instance::restored`]), and the first marker it then sends — its `released`
+//! phase, the first thing a held workload does after the go-ahead — stamped by the restored
+//! workload on the host's clock (there is no time namespace), is the restored instance's
+//! `ready`.
 //!
 //! The workload's two pipes to the lab are the delicate part. A pipe has two ends; CRIU saves the
 //! workload's, and the lab's end is not in the tree. A restore builds a new pipe, whose other
