@@ -70,6 +70,15 @@ pub fn checks(lab: &Lab) -> Vec<Check> {
     out.push(disks(lab));
     out.push(network());
     out.extend(docker_and_podman());
+    out.push(criu());
+    out.push(match backend::docker::checkpoint_problem() {
+        None => Check::new(
+            "docker ckpt",
+            Status::Ok,
+            "the daemon runs with experimental features: `docker checkpoint` can work",
+        ),
+        Some(why) => Check::new("docker ckpt", Status::Warn, why),
+    });
     for b in backend::registry() {
         let check = match b.availability(lab) {
             Availability::Available => {
@@ -377,6 +386,37 @@ fn seccomp(lab: &Lab) -> Check {
 }
 
 /// Which container engine answers, and what works with it.
+/// Whether CRIU can checkpoint and restore here: `criu check`'s verdict, which decides whether
+/// `container` and `oci:runc` (and Docker's `checkpoint`) are restored or skipped.
+fn criu() -> Check {
+    use isolab_resources::criu::Verdict;
+    match isolab_resources::criu::verdict() {
+        Verdict::Works { version, .. } => Check::new(
+            "criu",
+            Status::Ok,
+            format!(
+                "CRIU {version} passes `criu check`: containers can be checkpointed and restored"
+            ),
+        ),
+        Verdict::Fails(why) if why.contains("not installed") => Check::new(
+            "criu",
+            Status::Warn,
+            format!("{why}: containers are not restored"),
+        )
+        .fix("sudo apt install criu"),
+        Verdict::Fails(why) => Check::new(
+            "criu",
+            Status::Warn,
+            format!("{why}: containers are not restored"),
+        )
+        .fix(
+            "a CRIU release newer than this kernel (criu.org), or a kernel this CRIU knows; the \
+             emulated AMD-V host boots Debian's 6.1 kernel: cargo test --test emulated -- \
+             --ignored criu::",
+        ),
+    }
+}
+
 fn docker_and_podman() -> Vec<Check> {
     let run = |prog: &str, args: &[&str]| -> Option<String> {
         let o = std::process::Command::new(prog)

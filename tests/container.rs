@@ -271,3 +271,61 @@ fn a_rootless_labs_own_cgroup_leaf_is_removed_after_it() {
     std::fs::remove_dir(&own).unwrap();
     std::fs::remove_dir_all(temp).unwrap();
 }
+
+/// Here Debian's CRIU fails its own `criu check` (3.17.1 on a 6.18 kernel: "vdso: Unexpected rt
+/// vDSO area bounds"): restoring `container` and `oci:runc` is then refused, and the reason is
+/// that check's first error, in one line. Run beside it on the real CRIU, wherever it runs: where
+/// the check passes (as root), both are restorable.
+#[test]
+fn a_containers_restore_is_skipped_with_criu_checks_own_reason() {
+    let temp = temp_dir("criu-verdict");
+    let lab = Lab::in_dir(&temp).unwrap();
+    let container = Container::default();
+    let runc = backend::oci::Oci::runc();
+    let check = isolab_resources::tools::find("criu").map(|criu| {
+        std::process::Command::new(criu)
+            .arg("check")
+            .output()
+            .expect("run criu check")
+    });
+    for backend in [&container as &dyn Backend, &runc] {
+        let restorer = backend.restorer().expect("containers restore through CRIU");
+        let said = match restorer.restore_availability(&lab) {
+            backend::Availability::Available => None,
+            backend::Availability::Unavailable(why) => Some(why),
+        };
+        match &check {
+            None => assert_eq!(
+                said.as_deref(),
+                Some("criu is not installed (apt-get install criu)"),
+                "{}",
+                backend.name()
+            ),
+            Some(out) if out.status.success() => assert_eq!(
+                said,
+                (!nix::unistd::geteuid().is_root())
+                    .then(|| "CRIU checkpoints and restores containers as root only".to_string()),
+                "{}",
+                backend.name()
+            ),
+            Some(out) => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let cause = stderr
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Error (")?.split_once("): "))
+                    .map(|(_, cause)| cause.trim())
+                    .expect("criu check names its error");
+                let why = said.unwrap_or_else(|| panic!("{} restorable", backend.name()));
+                if nix::unistd::geteuid().is_root() {
+                    assert!(
+                        why.ends_with(cause),
+                        "{why:?} is not criu check's {cause:?}"
+                    );
+                    assert_eq!(why.lines().count(), 1, "{why:?}");
+                }
+            }
+        }
+    }
+    drop(lab);
+    std::fs::remove_dir_all(temp).unwrap();
+}

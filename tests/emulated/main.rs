@@ -6,7 +6,8 @@
 //! * [`host`]: the lab, the exercises, cgroup v2 as root and as a student, and bad neighbours;
 //! * [`devices`]: a disk and a network card for Linux guests, and the device kernels on every
 //!   backend side by side;
-//! * [`images`]: N instances of one image on containers and VMs, with and without KSM.
+//! * [`images`]: N instances of one image on containers and VMs, with and without KSM;
+//! * [`criu`]: `container` and `oci:runc` checkpointed and restored by CRIU.
 //!
 //! Every test is ignored by a plain `cargo test` (each boots an emulated machine for minutes);
 //! `.ci/run` runs them all:
@@ -20,6 +21,7 @@ mod common;
 #[path = "../hosts/mod.rs"]
 mod hosts;
 
+mod criu;
 mod devices;
 mod host;
 mod images;

@@ -440,6 +440,14 @@ impl EmulatedHost {
         Ok(self)
     }
 
+    /// Also load these kernel modules (paths under the release's `kernel/`, without `.ko`) and
+    /// what they depend on, as a laptop's `modprobe` would on demand.
+    pub fn with_modules(mut self, modules: &[&str]) -> Result<EmulatedHost, HostError> {
+        let lines = self.load_modules(modules)?;
+        self.setup.extend(lines);
+        Ok(self)
+    }
+
     /// Put a host file at the same path inside (once).
     fn carry(&mut self, file: &Path) -> Result<(), HostError> {
         if !file.is_file() {

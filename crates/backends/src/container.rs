@@ -70,6 +70,11 @@ impl Backend for Container {
         true
     }
 
+    /// Restored by CRIU ([`crate::criu_restore`]).
+    fn restorer(&self) -> Option<&dyn crate::Restore> {
+        Some(self)
+    }
+
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
         let fresh = !lab.security_ready();

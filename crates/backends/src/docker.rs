@@ -131,6 +131,28 @@ pub fn daemon_problem() -> Option<String> {
         })
 }
 
+/// Why `docker checkpoint` cannot be used here, or `None` when it can. Docker keeps
+/// checkpoints behind its daemon's *experimental* switch (`dockerd --experimental`, or
+/// `"experimental": true` in daemon.json); underneath it asks containerd, which asks runc, which
+/// runs CRIU — so CRIU must also pass its own check.
+pub fn checkpoint_problem() -> Option<String> {
+    if let Some(why) = daemon_problem() {
+        return Some(why);
+    }
+    let cli = cli()?;
+    match docker(&cli, &["version", "--format", "{{.Server.Experimental}}"]) {
+        Ok(on) if on.trim() == "true" => isolab_resources::criu::verdict()
+            .problem()
+            .map(str::to_string),
+        Ok(_) => Some(
+            "the Docker daemon runs without experimental features, which `docker checkpoint` \
+             needs (dockerd --experimental)"
+                .into(),
+        ),
+        Err(why) => Some(format!("docker version: {why}")),
+    }
+}
+
 impl Docker {
     /// Learn about the daemon and import the image if it is not there yet.
     fn prepare(&self) -> Result<Prepared, String> {

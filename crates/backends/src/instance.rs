@@ -174,6 +174,10 @@ pub struct Instance {
     status: Option<WaitStatus>,
     stopped: bool,
     own_clock: bool,
+    /// Restored from a checkpoint: the workload said `ready` before it was saved, so its first
+    /// marker after the restore is the restored instance's `ready` ([`Instance::restored`]):
+    /// the moment it was let go.
+    restored: Option<u64>,
     /// A pidfd of `main`, while it runs.
     pidfd: Option<OwnedFd>,
     /// When `main` ended and the pipe was still open: the moment to kill what is left.
@@ -247,6 +251,7 @@ impl Instance {
             status: None,
             stopped: false,
             own_clock: false,
+            restored: None,
             pidfd: pidfd_open(main),
             orphans_deadline: None,
         }
@@ -294,6 +299,20 @@ impl Instance {
     /// `CLOCK_MONOTONIC` starts near zero), so a workload there cannot read the host's clock.
     pub fn stamp_on_arrival(&mut self) {
         self.own_clock = true;
+    }
+
+    /// This instance is a checkpointed one restored (by CRIU): its workload had reported
+    /// `ready` and was waiting for the host's go-ahead when it was saved, and it wakes up still
+    /// waiting. It is let go now, and the first marker it sends after that — stamped by the
+    /// restored workload itself — is taken as its `ready`: the moment restored code did
+    /// useful work, not the moment the restoring tool said it was done.
+    ///
+    /// Lines stamped before that moment are the restoring program's own (its `fork` and `exec`
+    /// as the instance's first process): they stay phases of the restore.
+    pub fn restored(&mut self) -> Result<(), BackendError> {
+        self.restored = Some(now_ns());
+        self.note(isolab_results::info::START, "restored");
+        self.release()
     }
 
     /// Record a phase edge the lab learned afterwards (e.g. from a daemon's event log), at
@@ -411,7 +430,8 @@ impl Instance {
     pub fn wait_ready(&mut self) -> Result<(), BackendError> {
         self.wait_for("ready", |i| i.ready)?;
         self.verify_limits()?;
-        if self.spec.hold {
+        // A restored instance was let go already (its `ready` is a marker sent after that).
+        if self.spec.hold && self.restored.is_none() {
             self.memory_at_ready = Some(self.sample_memory());
             self.release()?;
         }
@@ -738,6 +758,18 @@ impl Instance {
             Event::Done { output, .. } => Event::Done { t_ns: None, output },
             other => other,
         };
+        if let (Some(let_go), false) = (self.restored, self.ready) {
+            let t = match &event {
+                Event::Phase { t_ns, .. } | Event::Start { t_ns } | Event::Done { t_ns, .. } => {
+                    Some(t_ns.unwrap_or(arrived))
+                }
+                _ => None,
+            };
+            if let Some(t) = t.filter(|&t| t >= let_go) {
+                timeline.push("ready", t);
+                self.ready = true;
+            }
+        }
         // A line without `t=` (a console a host thread reads) is stamped on arrival.
         match event {
             Event::Phase { name, t_ns } => timeline.push(&name, t_ns.unwrap_or(arrived)),
@@ -847,7 +879,7 @@ impl Drop for Instance {
 /// waitpid with a deadline. A pidfd (Linux 5.3) becomes readable the moment the process
 /// exits, so the lab wakes up exactly then instead of polling; without one, poll with
 /// `WNOHANG` and growing pauses.
-fn wait_until(pid: Pid, deadline: Instant) -> Option<WaitStatus> {
+pub(crate) fn wait_until(pid: Pid, deadline: Instant) -> Option<WaitStatus> {
     let pidfd = pidfd_open(pid);
     let mut pause = Duration::from_micros(20);
     loop {

@@ -25,6 +25,7 @@
 //! in [`registry`]: reports place it by the family its records carry.
 
 pub mod container;
+pub mod criu_restore;
 pub mod docker;
 pub mod floor;
 pub mod instance;

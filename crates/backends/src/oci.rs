@@ -134,7 +134,7 @@ impl Oci {
         }
     }
 
-    fn runtime_path(&self) -> Option<PathBuf> {
+    pub(crate) fn runtime_path(&self) -> Option<PathBuf> {
         isolab_host::facts::find_program(&self.runtime)
     }
 
@@ -155,7 +155,7 @@ impl Oci {
 
     /// The flags before the command: runsc's state directory, network and platform, and
     /// whether its Sentry applies the bundle's seccomp profile (it ignores it by default).
-    fn global_args(&self, lab: &Lab, spec: &Spec) -> Vec<String> {
+    pub(crate) fn global_args(&self, lab: &Lab, spec: &Spec) -> Vec<String> {
         match self.kind() {
             Kind::Runsc => {
                 // gVisor's own network stack (netstack, in the Sentry) takes over the link the
@@ -338,6 +338,44 @@ impl Backend for Oci {
     }
 
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
+        Ok(self.launch(lab, spec, limits, Launch::Run)?.0)
+    }
+
+    fn restorer(&self) -> Option<&dyn crate::Restore> {
+        (self.kind() == Kind::Runc).then_some(self as &dyn crate::Restore)
+    }
+}
+
+/// How [`Oci::launch`] starts the container.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Launch<'a> {
+    /// `run`, as any start.
+    Run,
+    /// `run` of a container that will be checkpointed: the workload reports on its standard
+    /// streams (as under runsc), the only descriptors `runc restore` hands a restored container
+    /// (see [`crate::criu_restore`]).
+    Checkpointable,
+    /// `restore` from CRIU's images in `images`, with runc's own files (CRIU's log and stats)
+    /// in `work`.
+    Restore {
+        /// The checkpoint.
+        images: &'a Path,
+        /// runc's `--work-path`.
+        work: &'a Path,
+    },
+}
+
+impl Oci {
+    /// Start a container: make its cgroup, bundle and ledger entry, and run the runtime in the
+    /// foreground as the instance's main process — `run`, or `restore` from a checkpoint.
+    /// Returns the instance and its container's id.
+    pub(crate) fn launch(
+        &self,
+        lab: &Lab,
+        spec: &Spec,
+        limits: &Limits,
+        how: Launch<'_>,
+    ) -> Result<(Instance, String), BackendError> {
         let mut timeline = Timeline::start();
         let security = lab.security().map_err(|reason| BackendError::Unavailable {
             backend: self.name.clone(),
@@ -441,8 +479,10 @@ impl Backend for Oci {
                 let _ = fs::remove_dir_all(&bundle);
             }
         };
-        let streams = match kind {
-            Kind::Runsc => Streams::Standard,
+        let streams = match (kind, how) {
+            (Kind::Runsc, _) | (_, Launch::Checkpointable | Launch::Restore { .. }) => {
+                Streams::Standard
+            }
             _ => Streams::Fixed,
         };
         let written = write_bundle(
@@ -462,12 +502,28 @@ impl Backend for Oci {
         timeline.mark("bundle");
 
         let mut args = global;
-        args.push("run".into());
+        match how {
+            Launch::Run | Launch::Checkpointable => args.push("run".into()),
+            // In the foreground, as `run`: runc stays the restored container's parent, and
+            // hands it its own standard streams (the lab's new pipes) in place of the
+            // checkpointed ones (CRIU's --inherit-fd).
+            Launch::Restore { images, work } => args.extend([
+                "restore".into(),
+                "--image-path".into(),
+                images.to_string_lossy().into_owned(),
+                "--work-path".into(),
+                work.to_string_lossy().into_owned(),
+            ]),
+        }
         if streams == Streams::Fixed {
             // Hand fds 3 and 4 (report, control) through to the workload.
             args.extend(["--preserve-fds".into(), "2".into()]);
         }
-        args.extend(["--bundle".into(), bundle.to_string_lossy().into_owned(), id]);
+        args.extend([
+            "--bundle".into(),
+            bundle.to_string_lossy().into_owned(),
+            id.clone(),
+        ]);
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
         let exec = Exec::new(&runtime, &self.runtime, &args, &[("PATH", &path)]);
         let view = (kind == Kind::Crun && v1).then(CgroupView::of_instance);
@@ -535,7 +591,7 @@ impl Backend for Oci {
             // The workload's clock is the Sentry's, not the host's.
             instance.stamp_on_arrival();
         }
-        Ok(instance)
+        Ok((instance, id))
     }
 }
 

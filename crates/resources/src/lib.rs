@@ -12,11 +12,13 @@
 //! * [`containers`] — what OCI runtimes and Docker keep for a container, and its removal;
 //! * [`tracefs`] — the lab's own trace instance: the kernel's events of the lab's processes;
 //! * [`tools`] — the field's tools (fio, netperf, iperf3) with their libraries, for instances;
+//! * [`criu`] — CRIU's checkpoints of a process tree, its verdict on this machine, its timings;
 //! * [`ownership`] — the ledger of all of the above, the guardian that undoes it when the lab
 //!   dies, and the next lab's reaping of what a dead one left.
 
 pub mod cgroup;
 pub mod containers;
+pub mod criu;
 pub mod disks;
 pub mod image;
 pub mod ksm;

@@ -139,6 +139,9 @@ fn main() {
     }
     if spec.hold {
         shim.hold();
+        // The host's go-ahead came: the first thing a workload restored from a checkpoint taken
+        // here does, stamped by the workload itself (a restored container's `ready`).
+        shim.phase("released");
     }
     if spec.kernel.is_tool() {
         // A field tool beside the lab's kernels (`tools`): its failure is its own words.
