@@ -472,7 +472,11 @@ impl Restore for Container {
         };
         let program = criu::usable().map_err(criu_error)?;
         let args = restore.args(dir);
-        let exec = Exec::new(&program, "criu", &args, &[]);
+        // CRIU runs helper programs by name — GNU tar, to refill each tmpfs of the container —
+        // so it needs the lab's PATH: without one, the C library looks in `/bin:/usr/bin`
+        // only, which may hold another `tar` first (busybox's, whose options CRIU's are not).
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let exec = Exec::new(&program, "criu", &args, &[("PATH", &path)]);
         // CRIU runs as the instance's first process would: in its cgroup (the tree it forks
         // stays there), with the new pipes at 3 and 4, where it finds the descriptors it hands
         // to the restored workload in place of the old ones.
