@@ -445,14 +445,13 @@ impl Restore for Container {
         let work = dir.join(format!("restore-{name}"));
         private_dir(&work)?;
         // The restored container's root. CRIU restores every mount of the container but its
-        // root mount: there it bind-mounts the directory given as `--root`, as a runtime's
-        // root is a directory of its bundle (without one, it would rebuild the namespace on
-        // the lab's own root, its work files and cgroup yard included). isolab's container root
-        // was a tmpfs of its own, holding nothing but the mount points of the container's other
-        // mounts (`isolab_container::rootfs`): those are made here, in a directory of the
-        // checkpoint's, for CRIU to mount the rest on. Being a bind of the lab's disk, this
-        // root is not the read-only, `nosuid`, `nodev` tmpfs of a cold start; the workload
-        // writes only to `/tmp`, a tmpfs of its own again.
+        // root mount: there it bind-mounts the directory given as `--root` (it restores no
+        // mount namespace without one), as a runtime's root is a directory of its bundle.
+        // isolab's container root was a tmpfs of its own holding nothing but the mount points
+        // of the container's other mounts (`isolab_container::rootfs`): they are made here, in
+        // a directory of the checkpoint's, for CRIU to mount the rest on. A bind of the lab's
+        // disk, this root is not the read-only, `nosuid`, `nodev` tmpfs of a cold start; the
+        // workload writes only to `/tmp`, a tmpfs of its own again.
         let root = work.join("root");
         private_dir(&root)?;
         criu::make_root(&root, &read_mount_points(dir)?).map_err(criu_error)?;
@@ -462,7 +461,6 @@ impl Restore for Container {
         let restore = criu::Restore {
             work: Some(work),
             root: Some(root),
-            compat_mounts: true,
             external: vec![format!(
                 "mnt[{WORKLOAD_KEY}]:{}",
                 lab.workload_path().display()

@@ -429,7 +429,9 @@ pub struct Restore {
     /// restore, as several restores of one checkpoint may run at once. None: the images'.
     pub work: Option<PathBuf>,
     /// The root directory the restored mount namespace is built on (`--root`): the container's
-    /// root file system, on the host.
+    /// root file system, on the host. CRIU bind-mounts it as the namespace's root mount and
+    /// restores nothing in it, then mounts the tree's other mounts on it: it must hold their
+    /// mount points ([`make_root`]).
     pub root: Option<PathBuf>,
     /// Where each external mount's key is now, as `mnt[KEY]:PATH`.
     pub external: Vec<String>,
@@ -440,11 +442,6 @@ pub struct Restore {
     /// Restore the cgroups (`--manage-cgroups`) below this cgroup (`--cgroup-root`) rather than
     /// where they were: a new instance's.
     pub cgroup_root: Option<PathBuf>,
-    /// Rebuild the mount namespace with CRIU's first engine (`--mntns-compat-mode`), which
-    /// fills a tmpfs before it mounts anything on a file in it. Its second (3.17's default)
-    /// mounts first, and a file bind-mounted into a tmpfs root (a container's `/workload`)
-    /// has no mount point yet.
-    pub compat_mounts: bool,
 }
 
 /// A restore done.
@@ -496,9 +493,6 @@ impl Restore {
         }
         if let Some(cg) = &self.cgroup_root {
             args.extend(["--manage-cgroups".into(), "--cgroup-root".into(), path(cg)]);
-        }
-        if self.compat_mounts {
-            args.push("--mntns-compat-mode".into());
         }
         args
     }
