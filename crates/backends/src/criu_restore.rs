@@ -302,6 +302,30 @@ fn outside_files(pid: i32) -> Result<Vec<(i32, String)>, BackendError> {
     Ok(out)
 }
 
+/// The file in a container's checkpoint that lists the mount points on its root (`dir PATH`
+/// or `file PATH` a line), which a restore makes in the root it gives CRIU.
+const MOUNT_POINTS: &str = "mountpoints";
+
+/// The mount points of [`MOUNT_POINTS`], read back.
+fn read_mount_points(dir: &Path) -> Result<Vec<criu::MountPoint>, BackendError> {
+    let text = fs::read_to_string(dir.join(MOUNT_POINTS))
+        .map_err(BackendError::io("read the checkpoint's mount points"))?;
+    text.lines()
+        .map(|line| match line.split_once(' ') {
+            Some((kind @ ("dir" | "file"), path)) if path.starts_with('/') => {
+                Ok(criu::MountPoint {
+                    path: PathBuf::from(path),
+                    dir: kind == "dir",
+                })
+            }
+            _ => Err(BackendError::External {
+                program: "criu restore".into(),
+                detail: format!("{MOUNT_POINTS} in the checkpoint holds {line:?}"),
+            }),
+        })
+        .collect()
+}
+
 /// The key CRIU writes for the container's `/workload`, a bind mount of the lab's copy of the
 /// workload: CRIU does not save what another file system holds, so the dump names the mount
 /// by this key and the restore says where that is now (`--external mnt[…]`).
@@ -346,6 +370,17 @@ impl Restore for Container {
             .collect();
         fs::write(dir.join(INHERITED), listed)
             .map_err(BackendError::io("write the checkpoint's descriptors"))?;
+        // What the container's root holds that CRIU will not restore (see `restore`).
+        let points = criu::root_mount_points(pid).map_err(criu_error)?;
+        let listed: String = points
+            .iter()
+            .map(|p| {
+                let kind = if p.dir { "dir" } else { "file" };
+                format!("{kind} {}\n", p.path.display())
+            })
+            .collect();
+        fs::write(dir.join(MOUNT_POINTS), listed)
+            .map_err(BackendError::io("write the checkpoint's mount points"))?;
         let mut external = vec![format!("mnt[{}]:{WORKLOAD_KEY}", rootfs::WORKLOAD_PATH)];
         // A file outside the tree's mounts is dumped as a name only; a pipe needs nothing.
         external.extend(
@@ -409,14 +444,23 @@ impl Restore for Container {
         }
         let work = dir.join(format!("restore-{name}"));
         private_dir(&work)?;
-        // Where CRIU builds the restored mount namespace: without it, it would build it on the
-        // lab's own root, its work files and cgroup yard included.
+        // The restored container's root. CRIU restores every mount of the container but its
+        // root mount: there it bind-mounts the directory given as `--root` (it restores no
+        // mount namespace without one), as a runtime's root is a directory of its bundle.
+        // isolab's container root was a tmpfs of its own holding nothing but the mount points
+        // of the container's other mounts (`isolab_container::rootfs`): they are made here, in
+        // a directory of the checkpoint's, for CRIU to mount the rest on. A bind of the lab's
+        // disk, this root is not the read-only, `nosuid`, `nodev` tmpfs of a cold start; the
+        // workload writes only to `/tmp`, a tmpfs of its own again.
         let root = work.join("root");
         private_dir(&root)?;
+        criu::make_root(&root, &read_mount_points(dir)?).map_err(criu_error)?;
+        // As the tmpfs was (`mode=0755`); the work directory around it stays the lab's alone.
+        fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(BackendError::io("open the restored root"))?;
         let restore = criu::Restore {
             work: Some(work),
             root: Some(root),
-            compat_mounts: true,
             external: vec![format!(
                 "mnt[{WORKLOAD_KEY}]:{}",
                 lab.workload_path().display()
@@ -426,7 +470,11 @@ impl Restore for Container {
         };
         let program = criu::usable().map_err(criu_error)?;
         let args = restore.args(dir);
-        let exec = Exec::new(&program, "criu", &args, &[]);
+        // CRIU runs helper programs by name — GNU tar, to refill each tmpfs of the container —
+        // so it needs the lab's PATH: without one, the C library looks in `/bin:/usr/bin`
+        // only, which may hold another `tar` first (busybox's, whose options CRIU's are not).
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let exec = Exec::new(&program, "criu", &args, &[("PATH", &path)]);
         // CRIU runs as the instance's first process would: in its cgroup (the tree it forks
         // stays there), with the new pipes at 3 and 4, where it finds the descriptors it hands
         // to the restored workload in place of the old ones.

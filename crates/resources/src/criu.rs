@@ -203,6 +203,103 @@ fn step_before_error(text: &str) -> Option<String> {
     Some(before.to_string())
 }
 
+/// A mount on the root of a process tree's mount namespace, as [`root_mount_points`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountPoint {
+    /// Where it is mounted, from the tree's root (`/workload`, `/dev`).
+    pub path: PathBuf,
+    /// Whether it is mounted on a directory (or on a file: a file bind mount).
+    pub dir: bool,
+}
+
+/// The mount points on the root mount of `pid`'s mount namespace (its `/`, not the mounts
+/// inside those: they are in the file systems CRIU restores).
+///
+/// CRIU does not restore a mount namespace's root mount: it bind-mounts the directory given
+/// as `--root` there instead, as a container runtime's root is a directory of its bundle
+/// (runc's is). A container whose root is a tmpfs of its own — isolab's — comes back on that
+/// directory, and CRIU then mounts the tree's other mounts on it: each needs its mount point,
+/// a directory or, for a file bind mount such as `/workload`, a file. The checkpoint keeps this
+/// list, and a restore makes them ([`make_root`]).
+pub fn root_mount_points(pid: i32) -> Result<Vec<MountPoint>, CriuError> {
+    let path = PathBuf::from(format!("/proc/{pid}/mountinfo"));
+    let text = fs::read_to_string(&path).map_err(io_err("read", &path))?;
+    // Each line: mount ID, parent ID, device, root, mount point, …; paths escape a space,
+    // tab, newline and backslash in octal (`\040`).
+    let mounts: Vec<(&str, &str, String)> = text
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            Some((*f.first()?, *f.get(1)?, unescape(f.get(4)?)))
+        })
+        .collect();
+    let root = mounts
+        .iter()
+        .rev()
+        .find(|(_, _, at)| at == "/")
+        .map(|(id, _, _)| *id)
+        .ok_or_else(|| CriuError::Failed {
+            stage: "dump",
+            why: format!("{} has no mount at /", path.display()),
+        })?;
+    let mut out = Vec::new();
+    for (_, parent, at) in mounts.iter().filter(|(id, _, _)| *id != root) {
+        if *parent != root || out.iter().any(|m: &MountPoint| m.path == Path::new(at)) {
+            continue;
+        }
+        let seen = PathBuf::from(format!("/proc/{pid}/root{at}"));
+        let meta = fs::metadata(&seen).map_err(io_err("stat", &seen))?;
+        out.push(MountPoint {
+            path: PathBuf::from(at),
+            dir: meta.is_dir(),
+        });
+    }
+    Ok(out)
+}
+
+/// A path from `/proc/*/mountinfo`, its octal escapes (`\040`) undone.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let d = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(d, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Make in `root` (an empty directory) the mount points of `points`, for `criu restore
+/// --root`: directories, and empty files for file bind mounts, with the directories they are
+/// in.
+pub fn make_root(root: &Path, points: &[MountPoint]) -> Result<(), CriuError> {
+    for point in points {
+        let inside = point.path.strip_prefix("/").unwrap_or(&point.path);
+        let at = root.join(inside);
+        if point.dir {
+            fs::create_dir_all(&at).map_err(io_err("make", &at))?;
+            continue;
+        }
+        if let Some(parent) = at.parent() {
+            fs::create_dir_all(parent).map_err(io_err("make", parent))?;
+        }
+        fs::File::create(&at).map_err(io_err("make", &at))?;
+    }
+    Ok(())
+}
+
 /// Bytes of the images in `dir` on disk: the checkpoint's size (allocated blocks, so a sparse
 /// file counts only what it holds).
 pub fn images_bytes(dir: &Path) -> u64 {
@@ -332,7 +429,9 @@ pub struct Restore {
     /// restore, as several restores of one checkpoint may run at once. None: the images'.
     pub work: Option<PathBuf>,
     /// The root directory the restored mount namespace is built on (`--root`): the container's
-    /// root file system, on the host.
+    /// root file system, on the host. CRIU bind-mounts it as the namespace's root mount and
+    /// restores nothing in it, then mounts the tree's other mounts on it: it must hold their
+    /// mount points ([`make_root`]).
     pub root: Option<PathBuf>,
     /// Where each external mount's key is now, as `mnt[KEY]:PATH`.
     pub external: Vec<String>,
@@ -343,11 +442,6 @@ pub struct Restore {
     /// Restore the cgroups (`--manage-cgroups`) below this cgroup (`--cgroup-root`) rather than
     /// where they were: a new instance's.
     pub cgroup_root: Option<PathBuf>,
-    /// Rebuild the mount namespace with CRIU's first engine (`--mntns-compat-mode`), which
-    /// fills a tmpfs before it mounts anything on a file in it. Its second (3.17's default)
-    /// mounts first, and a file bind-mounted into a tmpfs root (a container's `/workload`)
-    /// has no mount point yet.
-    pub compat_mounts: bool,
 }
 
 /// A restore done.
@@ -399,9 +493,6 @@ impl Restore {
         }
         if let Some(cg) = &self.cgroup_root {
             args.extend(["--manage-cgroups".into(), "--cgroup-root".into(), path(cg)]);
-        }
-        if self.compat_mounts {
-            args.push("--mntns-compat-mode".into());
         }
         args
     }
@@ -664,6 +755,59 @@ mod tests {
         );
         assert!(why.starts_with("criu check fails (CRIU 3."), "{why:?}");
         assert_eq!(why.lines().count(), 1, "one line: {why:?}");
+    }
+
+    /// The lab's own mount namespace, read as a checkpoint reads a container's: `/proc` is
+    /// mounted on its root, on a directory; nothing listed is the root itself.
+    #[test]
+    fn the_mount_points_on_a_root_are_read_from_mountinfo() {
+        let points = root_mount_points(std::process::id() as i32).expect("read mountinfo");
+        assert!(
+            points.contains(&MountPoint {
+                path: "/proc".into(),
+                dir: true
+            }),
+            "{points:?}"
+        );
+        assert!(
+            points.iter().all(|p| p.path != Path::new("/")),
+            "{points:?}"
+        );
+        assert_eq!(unescape(r"/a\040b\134c"), r"/a b\c");
+        assert_eq!(unescape(r"/plain\9"), r"/plain\9");
+    }
+
+    /// A restore's root holds each mount point as what it was: a directory, or an empty file
+    /// (with the directories it is in) for a file bind mount.
+    #[test]
+    fn a_root_is_made_with_its_mount_points() {
+        let root = std::env::temp_dir().join(format!("isolab-criu-root-{}", std::process::id()));
+        fs::create_dir(&root).expect("make a directory");
+        let points = [
+            MountPoint {
+                path: "/workload".into(),
+                dir: false,
+            },
+            MountPoint {
+                path: "/bin/busybox".into(),
+                dir: false,
+            },
+            MountPoint {
+                path: "/dev".into(),
+                dir: true,
+            },
+        ];
+        let made = make_root(&root, &points);
+        let kinds = ["workload", "bin/busybox", "bin", "dev"].map(|p| {
+            fs::metadata(root.join(p)).map_or("missing", |m| match (m.is_dir(), m.len()) {
+                (true, _) => "dir",
+                (false, 0) => "empty file",
+                (false, _) => "file",
+            })
+        });
+        fs::remove_dir_all(&root).expect("remove the directory");
+        made.expect("make the root");
+        assert_eq!(kinds, ["empty file", "empty file", "dir", "dir"]);
     }
 
     /// A stats image as the wire format lays it out: the magics, the length, and
