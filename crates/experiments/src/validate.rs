@@ -43,7 +43,25 @@
 //!   busy machine a task that has just used the CPU is woken later when its request completes
 //!   (fio given 150 µs of CPU between requests, `--thinktime_spin`, read at 0.63× its own
 //!   speed here). It now glances at its reads and checks them in a second, untimed pass;
-//! * netperf prints its latency percentiles in whole microseconds: at 16 µs, one step is 6%.
+//! * netperf prints its latency percentiles in whole microseconds: at 16 µs, one step is 6%;
+//! * disk-seq made and summed a MiB of random numbers between two timed writes (0.70–0.81× fio's
+//!   in a container on a busy machine): each request's data is now one XOR pass away from the
+//!   last, and their sum is taken first, untimed;
+//! * net-rr's echo is a thread new to the scheduler for each connection, netperf's `netserver`
+//!   a process that has just served its control connection: net-rr makes a tenth as many
+//!   round trips untimed first.
+//!
+//! **net-rr on one CPU**, as `netperf -T` binds its ends: while net-rr and netperf run, the lab,
+//! the tools' servers and the instance are bound to one CPU ([`Placement`]). Where two tasks that
+//! answer each other run decides a round trip more than any code does: on this 2-CPU VM, idle,
+//! a one-byte round trip between two CPUs cost 50–60 µs (each wakes the other's CPU from its idle
+//! halt, which a VM pays a hypervisor exit for) and on one CPU 18 µs. The scheduler placed
+//! netperf and `netserver` on one CPU more often than net-rr and its echo (a thread of the lab):
+//! net-rr came out at 0.73–0.89× netperf's transactions/s on the idle machine while its median
+//! round trip agreed, and at 0.99–1.05× with both on one CPU. Bound alike, the kernel and the
+//! tool are compared, not two placements. The other groups run on every CPU: a stream's sender
+//! and receiver work at once, and the lab's sink sums every byte it receives where iperf3's
+//! server throws them away — on one shared CPU that sum is the sender's loss (0.82–0.84×).
 //!
 //! Not validated in a `qemu` guest: the tools would have to be carried into its initramfs with
 //! their libraries, and a Linux guest boots here only under QEMU's emulator (TCG), where a disk
@@ -59,6 +77,8 @@ use isolab_payload::{Kernel, Spec};
 use isolab_results::{
     Header, Record, Skipped, ValidationRecord, ValidationUnit, Writer, RESULTS_FILE, SCHEMA,
 };
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -78,6 +98,58 @@ pub const DEFAULT_ROUNDS: u32 = 9;
 
 /// Where the tools' outputs go, in the results directory.
 pub const OUTPUTS_DIR: &str = "tools";
+
+/// Where the validation's tasks may run: every CPU the lab was given, or one of them while
+/// net-rr and netperf run (see the module docs). Affinity is a thread's own and a new thread or
+/// process inherits its creator's, so binding every thread of the lab — the peer's, the
+/// launcher's, the one that starts instances — and the tools' servers binds whatever starts next.
+struct Placement {
+    all: CpuSet,
+    one: CpuSet,
+    cpu: usize,
+}
+
+impl Placement {
+    fn new() -> Result<Placement, ExperimentError> {
+        let all = sched_getaffinity(Pid::from_raw(0))
+            .map_err(|e| ExperimentError::Validate(format!("sched_getaffinity: {e}")))?;
+        let cpu = (0..CpuSet::count())
+            .find(|&c| all.is_set(c).unwrap_or(false))
+            .ok_or_else(|| ExperimentError::Validate("the lab may run on no CPU".into()))?;
+        let mut one = CpuSet::new();
+        one.set(cpu)
+            .map_err(|e| ExperimentError::Validate(format!("CPU {cpu}: {e}")))?;
+        Ok(Placement { all, one, cpu })
+    }
+
+    /// Bind the lab's threads and `servers` to one CPU, or let them run on all again.
+    fn bind(&self, one: bool, servers: &Servers) -> Result<(), ExperimentError> {
+        let set = if one { &self.one } else { &self.all };
+        let threads = std::fs::read_dir("/proc/self/task")
+            .map_err(|e| ExperimentError::Validate(format!("/proc/self/task: {e}")))?
+            .flatten()
+            .filter_map(|t| t.file_name().to_str()?.parse::<i32>().ok());
+        let servers = servers.0.iter().map(|(_, c)| c.id() as i32);
+        for tid in threads.chain(servers) {
+            match sched_setaffinity(Pid::from_raw(tid), set) {
+                // A thread that has ended since the directory was read.
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => {
+                    return Err(ExperimentError::Validate(format!(
+                        "sched_setaffinity of task {tid}: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// MiB of each disk by default: four times `lab run throughput`'s. disk-seq's 64 MiB are
+/// written in some 50 ms here, and one hiccup of the storage under a cloud VM moved a round's
+/// ratio by up to ±50% (the rounds' middle half 0.67–1.80 in three runs of nine rounds); with
+/// 256 MiB, 0.91–1.40 over two.
+pub const DISK_MIB: u64 = 256;
 
 /// The backends validated when none are named.
 pub const DEFAULT_BACKENDS: [&str; 2] = ["process", "container"];
@@ -108,15 +180,15 @@ pub struct Options {
 }
 
 impl Default for Options {
-    /// A short run (about a minute here): the disk and stream sizes of `lab run throughput`, a
-    /// quarter of its random reads and half its round trips, nine rounds. Longer runs average
-    /// more of a shared machine's noise: `--rounds`, `--reads`, `--round-trips`.
+    /// A short run (about two minutes here): [`DISK_MIB`] disks, the stream size of `lab run
+    /// throughput`, a quarter of its random reads and half its round trips, nine rounds. Longer
+    /// runs average more of a shared machine's noise: `--rounds`, `--reads`, `--round-trips`.
     fn default() -> Options {
         let rand = Spec::default_for(Kernel::DiskRand);
         Options {
             backends: None,
             rounds: DEFAULT_ROUNDS,
-            disk_mib: rand.mib,
+            disk_mib: DISK_MIB,
             reads: rand.iters / 4,
             round_trips: Spec::default_for(Kernel::NetRr).iters / 2,
             stream_mib: Spec::default_for(Kernel::NetStream).mib,
@@ -514,6 +586,7 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
     lab.tools()
         .map_err(|e| ExperimentError::Validate(e.to_string()))?;
     let servers = start_servers(lab)?;
+    let placement = Placement::new()?;
 
     let versions: BTreeMap<&str, String> = isolab_resources::tools::TOOLS
         .iter()
@@ -523,6 +596,7 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
         "rounds": opts.rounds,
         "seed": opts.seed,
         "tolerance": opts.tolerance,
+        "net_rr_cpu": placement.cpu,
         "workloads": specs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "tools": versions,
         "backends": backends.iter().map(|b| b.name()).collect::<Vec<_>>(),
@@ -586,6 +660,8 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
         for &g in &order {
             let mut group = groups[g].clone();
             rng.shuffle(&mut group.specs);
+            let request_response = group.specs.iter().any(|s| s.kernel == Kernel::NetRr);
+            placement.bind(request_response, &servers)?;
             for spec in group.specs {
                 if crate::interrupted() {
                     interrupted = true;
@@ -634,6 +710,7 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
         progress.step_done(&format!("round {}/{}", round + 1, opts.rounds));
     }
     progress.finish();
+    placement.bind(false, &servers)?;
     drop(servers);
 
     let mut records = Vec::new();
