@@ -51,17 +51,20 @@
 //!   a process that has just served its control connection: net-rr makes a tenth as many
 //!   round trips untimed first.
 //!
-//! **net-rr on one CPU**, as `netperf -T` binds its ends: while net-rr and netperf run, the lab,
-//! the tools' servers and the instance are bound to one CPU ([`Placement`]). Where two tasks that
-//! answer each other run decides a round trip more than any code does: on this 2-CPU VM, idle,
-//! a one-byte round trip between two CPUs cost 50–60 µs (each wakes the other's CPU from its idle
-//! halt, which a VM pays a hypervisor exit for) and on one CPU 18 µs. The scheduler placed
-//! netperf and `netserver` on one CPU more often than net-rr and its echo (a thread of the lab):
-//! net-rr came out at 0.73–0.89× netperf's transactions/s on the idle machine while its median
-//! round trip agreed, and at 0.99–1.05× with both on one CPU. Bound alike, the kernel and the
-//! tool are compared, not two placements. The other groups run on every CPU: a stream's sender
-//! and receiver work at once, and the lab's sink sums every byte it receives where iperf3's
-//! server throws them away — on one shared CPU that sum is the sender's loss (0.82–0.84×).
+//! **Placed alike.** Where two tasks that answer each other run decides a round trip more than
+//! any code does: on this 2-CPU VM, idle, a one-byte round trip between two CPUs cost 50–60 µs
+//! (each wakes the other's CPU from its idle halt, which a VM pays a hypervisor exit for) and on
+//! one CPU 18 µs. Left to the scheduler, netperf and `netserver` shared a CPU more often than
+//! net-rr and its echo (a thread of the lab): net-rr came out at 0.73–0.89× netperf's
+//! transactions/s on the idle machine while its median round trip agreed; and iperf3's two ends
+//! shared one more often than net-stream's, which came out at 1.15–1.48× iperf3's. So the lab
+//! places both pairs alike, as the tools' own options do (`netperf -T`, `iperf3 -A`) — the lab,
+//! the tools' servers and the instance bound for the group's runs ([`Placement`]): net-rr and
+//! netperf with both ends on one CPU (0.96–1.02×, bound), net-stream and iperf3 with the sender
+//! on one CPU and the receiver on another (1.03–1.13×; a stream's ends work at once, and the
+//! lab's sink sums every byte where iperf3's server throws them away: on one shared CPU that sum
+//! was the sender's loss, 0.82–0.84×). The disks run wherever the scheduler puts them. Idle, three
+//! validations in a row then agreed on all 14 figures.
 //!
 //! Not validated in a `qemu` guest: the tools would have to be carried into its initramfs with
 //! their libraries, and a Linux guest boots here only under QEMU's emulator (TCG), where a disk
@@ -99,47 +102,85 @@ pub const DEFAULT_ROUNDS: u32 = 9;
 /// Where the tools' outputs go, in the results directory.
 pub const OUTPUTS_DIR: &str = "tools";
 
-/// Where the validation's tasks may run: every CPU the lab was given, or one of them while
-/// net-rr and netperf run (see the module docs). Affinity is a thread's own and a new thread or
-/// process inherits its creator's, so binding every thread of the lab — the peer's, the
-/// launcher's, the one that starts instances — and the tools' servers binds whatever starts next.
+/// How a group of runs is placed on the CPUs (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// Wherever the scheduler puts them: the disk kernels and fio.
+    Anywhere,
+    /// The instance and whatever answers it on one CPU: net-rr and netperf (`netperf -T 0,0`).
+    Together,
+    /// The instance on one CPU, whatever receives from it on another: net-stream and iperf3
+    /// (`iperf3 -A 1,0`).
+    Apart,
+}
+
+/// Where the validation's tasks may run. Affinity is a thread's own and a new thread or process
+/// inherits its creator's, so binding every thread of the lab — the peer's (named
+/// `isolab-peer-*`, which start a thread per connection), the launcher's, the one that starts
+/// instances — and the tools' servers binds whatever they start next.
 struct Placement {
     all: CpuSet,
-    one: CpuSet,
-    cpu: usize,
+    /// The peer's and the servers' CPU, and the instance's when together.
+    near: usize,
+    /// The instance's CPU when apart (`near` on a machine of one CPU).
+    far: usize,
 }
 
 impl Placement {
     fn new() -> Result<Placement, ExperimentError> {
         let all = sched_getaffinity(Pid::from_raw(0))
             .map_err(|e| ExperimentError::Validate(format!("sched_getaffinity: {e}")))?;
-        let cpu = (0..CpuSet::count())
-            .find(|&c| all.is_set(c).unwrap_or(false))
+        let mut cpus = (0..CpuSet::count()).filter(|&c| all.is_set(c).unwrap_or(false));
+        let near = cpus
+            .next()
             .ok_or_else(|| ExperimentError::Validate("the lab may run on no CPU".into()))?;
-        let mut one = CpuSet::new();
-        one.set(cpu)
-            .map_err(|e| ExperimentError::Validate(format!("CPU {cpu}: {e}")))?;
-        Ok(Placement { all, one, cpu })
+        let far = cpus.next().unwrap_or(near);
+        Ok(Placement { all, near, far })
     }
 
-    /// Bind the lab's threads and `servers` to one CPU, or let them run on all again.
-    fn bind(&self, one: bool, servers: &Servers) -> Result<(), ExperimentError> {
-        let set = if one { &self.one } else { &self.all };
-        let threads = std::fs::read_dir("/proc/self/task")
-            .map_err(|e| ExperimentError::Validate(format!("/proc/self/task: {e}")))?
-            .flatten()
-            .filter_map(|t| t.file_name().to_str()?.parse::<i32>().ok());
-        let servers = servers.0.iter().map(|(_, c)| c.id() as i32);
-        for tid in threads.chain(servers) {
-            match sched_setaffinity(Pid::from_raw(tid), set) {
-                // A thread that has ended since the directory was read.
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => {
-                    return Err(ExperimentError::Validate(format!(
-                        "sched_setaffinity of task {tid}: {e}"
-                    )))
-                }
-            }
+    fn only(cpu: usize) -> CpuSet {
+        let mut set = CpuSet::new();
+        // A CPU read from the lab's own affinity mask is within a CpuSet.
+        let _ = set.set(cpu);
+        set
+    }
+
+    /// Bind the lab's threads and `servers` for `place`.
+    fn bind(&self, place: Place, servers: &Servers) -> Result<(), ExperimentError> {
+        let (near, far) = match place {
+            Place::Anywhere => (self.all, self.all),
+            Place::Together => (Self::only(self.near), Self::only(self.near)),
+            Place::Apart => (Self::only(self.near), Self::only(self.far)),
+        };
+        let set = |tid: i32, cpus: &CpuSet| match sched_setaffinity(Pid::from_raw(tid), cpus) {
+            // A thread that has ended since the directory was read.
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(ExperimentError::Validate(format!(
+                "sched_setaffinity of task {tid}: {e}"
+            ))),
+        };
+        let tasks = std::fs::read_dir("/proc/self/task")
+            .map_err(|e| ExperimentError::Validate(format!("/proc/self/task: {e}")))?;
+        for task in tasks.flatten() {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            set(
+                tid,
+                if comm.starts_with("isolab-peer") {
+                    &near
+                } else {
+                    &far
+                },
+            )?;
+        }
+        for (_, child) in &servers.0 {
+            set(child.id() as i32, &near)?;
         }
         Ok(())
     }
@@ -596,7 +637,7 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
         "rounds": opts.rounds,
         "seed": opts.seed,
         "tolerance": opts.tolerance,
-        "net_rr_cpu": placement.cpu,
+        "cpus": {"net-rr": [placement.near], "net-stream": {"instance": placement.far, "receiver": placement.near}},
         "workloads": specs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "tools": versions,
         "backends": backends.iter().map(|b| b.name()).collect::<Vec<_>>(),
@@ -660,8 +701,15 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
         for &g in &order {
             let mut group = groups[g].clone();
             rng.shuffle(&mut group.specs);
-            let request_response = group.specs.iter().any(|s| s.kernel == Kernel::NetRr);
-            placement.bind(request_response, &servers)?;
+            let has = |kernel: Kernel| group.specs.iter().any(|s| s.kernel == kernel);
+            let place = if has(Kernel::NetRr) {
+                Place::Together
+            } else if has(Kernel::NetStream) {
+                Place::Apart
+            } else {
+                Place::Anywhere
+            };
+            placement.bind(place, &servers)?;
             for spec in group.specs {
                 if crate::interrupted() {
                     interrupted = true;
@@ -710,7 +758,7 @@ pub fn run(lab: &Lab, opts: &Options) -> Result<Validation, ExperimentError> {
         progress.step_done(&format!("round {}/{}", round + 1, opts.rounds));
     }
     progress.finish();
-    placement.bind(false, &servers)?;
+    placement.bind(Place::Anywhere, &servers)?;
     drop(servers);
 
     let mut records = Vec::new();
