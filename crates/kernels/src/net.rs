@@ -127,10 +127,11 @@ pub fn request_response(
     // Warm-up, untimed and outside the checksum: a tenth as many round trips again. The echo
     // that answers is a thread the peer starts for each connection, new to the scheduler, and
     // until the scheduler has learnt where to wake it and its client the first round trips are
-    // slow: in 5 of 9 runs here the first tenth took 1.2–3× as long as the rest. netperf, the
-    // field's tool, talks to a `netserver` that has already served its control connection;
-    // without the warm-up `net-rr` came out at 0.77–0.88× its transactions/s while its median
-    // round trip agreed (`lab validate`).
+    // slow: in 4 of 9 runs here the first tenth took 1.2–3× as long as the rest. netperf, the
+    // field's tool, talks to a `netserver` that has already served its control connection, so
+    // this is the like-for-like start. (What had held net-rr to 0.73–0.89× netperf's
+    // transactions/s on an idle machine was where the scheduler put the two ends, not this:
+    // see `lab validate`'s placement.)
     let mut warm = Rng::new(seed ^ WARM_UP);
     for _ in 0..warm_up_round_trips(round_trips) {
         let request = [warm.next_u64() as u8];
