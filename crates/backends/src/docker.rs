@@ -566,14 +566,7 @@ fn note_daemons(instance: &mut Instance) {
         });
     let mut shims = Vec::new();
     let mut daemons = Vec::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in isolab_host::procfs::numbered("/proc") {
         let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         match comm.trim() {
             "dockerd" | "containerd" => daemons.push(pid),

@@ -159,17 +159,9 @@ impl Placement {
                 "sched_setaffinity of task {tid}: {e}"
             ))),
         };
-        let tasks = std::fs::read_dir("/proc/self/task")
-            .map_err(|e| ExperimentError::Validate(format!("/proc/self/task: {e}")))?;
-        for task in tasks.flatten() {
-            let Some(tid) = task
-                .file_name()
-                .to_str()
-                .and_then(|t| t.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        for tid in isolab_host::procfs::numbered("/proc/self/task") {
+            let comm =
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
             set(
                 tid,
                 if comm.starts_with("isolab-peer") {

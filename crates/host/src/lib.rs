@@ -23,4 +23,5 @@ pub mod files;
 pub mod format;
 pub mod interrupt;
 pub mod memory;
+pub mod procfs;
 pub mod stats;

@@ -231,10 +231,8 @@ impl Drop for Instance {
 
 /// The tasks (threads) of this process, for [`Instance::start`].
 pub fn own_tasks() -> Vec<u32> {
-    fs::read_dir("/proc/self/task")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    isolab_host::procfs::numbered("/proc/self/task")
+        .into_iter()
+        .map(|tid| tid as u32)
+        .collect()
 }

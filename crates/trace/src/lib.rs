@@ -181,28 +181,14 @@ impl Tracer {
 /// The task ids of every process named one of `names` (`/proc/*/comm`), all their threads.
 /// Docker's start-up happens mostly in daemons the lab did not start: they are followed too.
 pub fn tasks_of(names: &[&str]) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if names.contains(&comm.trim_end()) {
-            if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-                out.extend(
-                    tasks
-                        .flatten()
-                        .filter_map(|t| t.file_name().to_str()?.parse::<u32>().ok()),
-                );
-            }
-        }
-    }
-    out
+    use isolab_host::procfs::numbered;
+    numbered("/proc")
+        .into_iter()
+        .filter(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            names.contains(&comm.trim_end())
+        })
+        .flat_map(|pid| numbered(format!("/proc/{pid}/task")))
+        .map(|tid| tid as u32)
+        .collect()
 }

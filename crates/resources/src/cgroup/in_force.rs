@@ -361,14 +361,7 @@ pub fn verify(
 /// kernel has). A runtime's container is its child (runc, crun) or grandchild (runsc's sandbox).
 pub fn process_tree(root: Pid) -> Vec<Pid> {
     let mut children: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in isolab_host::procfs::numbered("/proc") {
         let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
