@@ -68,6 +68,28 @@ pub struct Machine {
     exits: ExitCounts,
 }
 
+/// Open KVM and make a VM: the first two steps of every machine, booted or restored.
+fn open_vm(host: &Host) -> Result<(Kvm, VmFd), VmmError> {
+    let kvm = kvm::open()?;
+    host.phase("kvm_open");
+    let vm = kvm.create_vm().map_err(|source| kvm::KvmError::Ioctl {
+        op: "KVM_CREATE_VM",
+        source,
+    })?;
+    host.phase("vm_created");
+    Ok((kvm, vm))
+}
+
+/// The machine's one vCPU (id 0).
+fn create_vcpu(vm: &VmFd, host: &Host) -> Result<VcpuFd, VmmError> {
+    let vcpu = vm.create_vcpu(0).map_err(|source| kvm::KvmError::Ioctl {
+        op: "KVM_CREATE_VCPU",
+        source,
+    })?;
+    host.phase("vcpu_created");
+    Ok(vcpu)
+}
+
 impl Machine {
     /// Build the machine and load `guest` to run `spec`, stamping each phase on `host`.
     pub fn boot(
@@ -76,24 +98,13 @@ impl Machine {
         spec: &Spec,
         host: &Host,
     ) -> Result<Machine, VmmError> {
-        let kvm = kvm::open()?;
-        host.phase("kvm_open");
-
-        let vm = kvm.create_vm().map_err(|source| kvm::KvmError::Ioctl {
-            op: "KVM_CREATE_VM",
-            source,
-        })?;
-        host.phase("vm_created");
+        let (kvm, vm) = open_vm(host)?;
 
         let mem = memory::create(config.ram_bytes)?;
         memory::register(&vm, &mem)?;
         host.phase("memory_mapped");
 
-        let vcpu = vm.create_vcpu(0).map_err(|source| kvm::KvmError::Ioctl {
-            op: "KVM_CREATE_VCPU",
-            source,
-        })?;
-        host.phase("vcpu_created");
+        let vcpu = create_vcpu(&vm, host)?;
 
         let loaded = loader::load(&mem, guest)?;
         let cr3 = memory::write_page_tables(&mem, config.ram_bytes)?;
@@ -132,14 +143,7 @@ impl Machine {
         prefault: bool,
         host: &Host,
     ) -> Result<Machine, VmmError> {
-        let kvm = kvm::open()?;
-        host.phase("kvm_open");
-
-        let vm = kvm.create_vm().map_err(|source| kvm::KvmError::Ioctl {
-            op: "KVM_CREATE_VM",
-            source,
-        })?;
-        host.phase("vm_created");
+        let (kvm, vm) = open_vm(host)?;
 
         let (header, state) = snapshot::read(file)?;
         host.phase("snapshot_read");
@@ -163,11 +167,7 @@ impl Machine {
             .into());
         }
 
-        let vcpu = vm.create_vcpu(0).map_err(|source| kvm::KvmError::Ioctl {
-            op: "KVM_CREATE_VCPU",
-            source,
-        })?;
-        host.phase("vcpu_created");
+        let vcpu = create_vcpu(&vm, host)?;
 
         let cpuid = cpu::guest_cpuid(kvm::supported_cpuid(&kvm)?);
         vcpu.set_cpuid2(&cpuid)
