@@ -8,28 +8,16 @@
 use isolab_backends::lab::Lab;
 use isolab_backends::restore::{Snapshot, Stored};
 use isolab_backends::vm::Vm;
-use isolab_backends::{Availability, Backend, Limits, Outcome, Restore, RestoreOptions, Run};
+use isolab_backends::{Backend, Limits, Outcome, Restore, RestoreOptions, Run};
 use isolab_payload::{Kernel, Spec};
 use isolab_results::StartKind;
 use isolab_vmm::snapshot::{self, SnapshotError, MAGIC, MEMORY_OFFSET};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
-/// Instance names are counted per Lab: the tests of this file take turns.
-static TURN: Mutex<()> = Mutex::new(());
-
-fn lab() -> (MutexGuard<'static, ()>, Lab) {
-    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let mut lab = Lab::new().expect("a work directory");
-    lab.settings.timeout = Duration::from_secs(60);
-    if let Availability::Unavailable(why) = Vm::default().availability(&lab) {
-        panic!("the vm backend cannot run here, so this test cannot: {why}");
-    }
-    (turn, lab)
-}
+mod common;
+use common::vm_lab as lab;
 
 fn checksum(run: &Run) -> u64 {
     assert_eq!(run.outcome, Outcome::Completed, "{run:?}");

@@ -4,30 +4,17 @@
 //! Every test needs a usable /dev/kvm and cgroups (CI has both); on a machine without them each
 //! test fails with the reason, never passes without having run.
 
-use isolab_backends::lab::Lab;
 use isolab_backends::vm::Vm;
-use isolab_backends::{Availability, Backend, BackendError, Limits, Outcome, Run};
+use isolab_backends::{Backend, BackendError, Limits, Outcome, Run};
 use isolab_kernels::hypercall::status;
 use isolab_kernels::{Error, Shim};
 use isolab_payload::{Kernel, Output, Spec};
 use isolab_vmm::fixtures;
 use isolab_vmm::loader::Guest;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-/// Lab instance names are `<pid>-<n>` with `n` counted per Lab, so two Labs alive at once in one
-/// process would collide. The tests of this file take turns.
-static TURN: Mutex<()> = Mutex::new(());
-
-fn lab() -> (MutexGuard<'static, ()>, Lab) {
-    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let mut lab = Lab::new().expect("a work directory");
-    lab.settings.timeout = Duration::from_secs(60);
-    if let Availability::Unavailable(why) = Vm::default().availability(&lab) {
-        panic!("the vm backend cannot run here, so this test cannot: {why}");
-    }
-    (turn, lab)
-}
+mod common;
+use common::vm_lab as lab;
 
 /// The kernels run natively, in this process, with an in-memory shim: what every backend must
 /// reproduce bit for bit.

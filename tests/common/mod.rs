@@ -487,3 +487,20 @@ pub fn made_up_header(experiment: &str, settings: serde_json::Value) -> isolab_r
         skipped: vec![],
     }
 }
+
+/// Lab instance names are `<pid>-<n>` with `n` counted per Lab, so two Labs alive at once in one
+/// process would collide: the tests of a binary that run VMs take turns through this.
+static VM_TURN: Mutex<()> = Mutex::new(());
+
+/// A Lab for a test that runs the `vm` backend, and this test's turn; the test fails, saying why,
+/// where the backend cannot run.
+pub fn vm_lab() -> (MutexGuard<'static, ()>, isolab_backends::lab::Lab) {
+    use isolab_backends::{Availability, Backend};
+    let turn = VM_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = isolab_backends::lab::Lab::new().expect("a work directory");
+    lab.settings.timeout = Duration::from_secs(60);
+    if let Availability::Unavailable(why) = isolab_backends::vm::Vm::default().availability(&lab) {
+        panic!("the vm backend cannot run here, so this test cannot: {why}");
+    }
+    (turn, lab)
+}
