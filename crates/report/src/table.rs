@@ -254,9 +254,11 @@ pub fn startup(rows: &[StartupRow]) -> Table {
     }
     if rows.iter().any(|r| r.cpu.is_some()) {
         t.notes.push(
-            "CPU ms: user + system time of the lab's children during a sample (the runtime's or \
-             VMM's processes and the workload; not Docker's daemons, which the lab did not start): \
-             on a busy machine wall time grows, CPU time much less."
+            "CPU ms: user + system time of the lab's children over a whole sample, from launch \
+             to exit (the runtime's or VMM's processes and the workload, threads that run at once \
+             included; not Docker's daemons, which the lab did not start): it also holds what \
+             follows `ready` — the workload's end, the teardown — so it can exceed the start-up's \
+             wall time. On a busy machine wall time grows, CPU time much less."
                 .into(),
         );
     }
