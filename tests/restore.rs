@@ -11,7 +11,7 @@ use isolab_backends::vm::Vm;
 use isolab_backends::{Backend, Limits, Outcome, Restore, RestoreOptions, Run};
 use isolab_payload::{Kernel, Spec};
 use isolab_results::StartKind;
-use isolab_vmm::snapshot::{self, SnapshotError, MAGIC, MEMORY_OFFSET};
+use isolab_vmm::snapshot::{self, GuestKind, SnapshotError, MAGIC, MEMORY_OFFSET};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
@@ -110,7 +110,7 @@ fn a_corrupt_or_foreign_snapshot_is_refused_in_one_line() {
     let snap = vm.checkpoint(&lab, &spec, &Limits::default()).unwrap();
     let read = |s: &Snapshot| {
         let file = File::from(s.file().unwrap().try_clone_to_owned().unwrap());
-        snapshot::read(&file).map(|_| ())
+        snapshot::read(&file, GuestKind::Bare).map(|_| ())
     };
     read(&snap).unwrap();
     type Case = (&'static str, Snapshot, fn(&SnapshotError) -> bool);
@@ -174,6 +174,13 @@ fn a_corrupt_or_foreign_snapshot_is_refused_in_one_line() {
                 f.write_all_at(&(1u64 << 40).to_le_bytes(), 102).unwrap()
             }),
             |e| matches!(e, SnapshotError::Malformed(_)),
+        ),
+        (
+            "a Linux guest's",
+            edited(&lab, &snap, |f| {
+                f.write_all_at(&2u32.to_le_bytes(), 118).unwrap()
+            }),
+            |e| matches!(e, SnapshotError::OtherGuest { .. }),
         ),
         (
             "no data",

@@ -35,7 +35,7 @@ use crate::hypercalls::{Flow, Host};
 use crate::idt::Exception;
 use crate::layout::{ARENA_BASE, BOOT_ADDR};
 use crate::loader::Guest;
-use crate::snapshot::{self, CpuState, SnapshotError};
+use crate::snapshot::{self, CpuState, GuestKind, SnapshotError};
 use crate::vcpu::TimedVcpu;
 use crate::vmm::{Place, Registers, VmmError};
 use crate::{cpu, hypercalls, kvm, loader, memory, vmm};
@@ -145,7 +145,8 @@ impl Machine {
     ) -> Result<Machine, VmmError> {
         let (kvm, vm) = open_vm(host)?;
 
-        let (header, state) = snapshot::read(file)?;
+        let (header, state) = snapshot::read(file, GuestKind::Bare)?;
+        let state = CpuState::decode(&state)?;
         host.phase("snapshot_read");
 
         let mem = snapshot::map(file, &header, prefault)?;
@@ -252,7 +253,13 @@ impl Machine {
         }
         state.regs.rip = out;
         host.phase("snapshot_state");
-        let written = snapshot::write(file, &state, &self.mem, self.config.ram_bytes)?;
+        let written = snapshot::write(
+            file,
+            GuestKind::Bare,
+            &state.encode(),
+            &self.mem,
+            self.config.ram_bytes,
+        )?;
         host.phase("snapshot_memory");
         host.info("snapshot_ram_written_bytes", written.ram_written);
         Ok(())

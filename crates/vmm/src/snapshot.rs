@@ -1,17 +1,22 @@
-//! Snapshots of the bare guest: a VM saved once it is ready, and restored any number of times.
+//! Snapshots of a guest: a VM saved once it is ready, and restored any number of times. This
+//! module is the file — its header, its RAM, and the checks a restore makes; the state it holds
+//! is the bare guest's [`CpuState`], or a Linux guest's (`crate::linux::snapshot`).
 //!
-//! A VM is only two things to save: the vCPU's state and guest RAM. Everything else a cold start
+//! A bare VM is only two things to save: the vCPU's state and guest RAM. Everything else a cold start
 //! does — create the VM, load the program, write page tables and descriptor tables — produced
 //! bytes in RAM and values in registers, and a snapshot keeps exactly those. A restore then
 //! skips the build: a new VM, the snapshot file *mapped* as its RAM, the registers put back.
 //!
 //! ```text
 //!  offset 0     header: magic, format, lab version, host CPU vendor and signature,
-//!               RAM size, where the rest is                                (HEADER_BYTES)
-//!  offset 256   vCPU state: kvm_regs, kvm_sregs, kvm_fpu, the MSRs below
+//!               RAM size, where the rest is, which kind of guest
+//!  offset 256   the machine's state: for the bare guest kvm_regs, kvm_sregs, kvm_fpu and the
+//!               MSRs below; for a Linux guest much more (see `crate::linux::snapshot`)
 //!  offset 4096  guest RAM that holds data, byte for byte, up to the 2 MiB boundary after its
-//!               last non-zero page — sparse: pages never touched, or holding only zeros, are
-//!               holes that cost no disk and read back as zeros
+//!  (or the      last non-zero page — sparse: pages never touched, or holding only zeros, are
+//!  first page   holes that cost no disk and read back as zeros
+//!  after a
+//!  longer state)
 //! ```
 //!
 //! RAM above the last data is not in the file at all: a restored VM gets it as fresh anonymous
@@ -58,14 +63,51 @@ use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, G
 
 /// The first bytes of every snapshot.
 pub const MAGIC: [u8; 8] = *b"ISOLABVM";
-/// The layout this VMM writes and reads.
-pub const FORMAT: u32 = 1;
-/// Where the vCPU state starts.
+/// The layout this VMM writes and reads (2: the guest's kind in the header, and a state of
+/// any length up to [`MAX_STATE_BYTES`]).
+pub const FORMAT: u32 = 2;
+/// Where the machine's state starts.
 const STATE_OFFSET: u64 = 256;
+/// The most state a snapshot may say it holds: a Linux guest's is about 10 KiB.
+pub const MAX_STATE_BYTES: u64 = 1 << 20;
 /// The granule of the file's part of RAM: the bare guest's large page.
 const DATA_GRANULE: u64 = crate::layout::LARGE_PAGE;
-/// Where guest RAM starts: page-aligned, as `mmap` requires of a file offset.
+/// Where guest RAM starts after a state that fits the first page (the bare guest's): it must
+/// be page-aligned, as `mmap` requires of a file offset.
 pub const MEMORY_OFFSET: u64 = 4096;
+
+/// Where guest RAM starts after `state_bytes` of state: the first page boundary after it.
+fn memory_offset(state_bytes: u64) -> u64 {
+    (STATE_OFFSET + state_bytes)
+        .next_multiple_of(PAGE as u64)
+        .max(MEMORY_OFFSET)
+}
+
+/// Which guest a snapshot holds: each kind's state means something only to its own machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestKind {
+    /// The bare guest of [`crate::machine`].
+    Bare,
+    /// A Linux guest of [`crate::linux::machine`].
+    Linux,
+}
+
+impl GuestKind {
+    fn code(self) -> u32 {
+        match self {
+            GuestKind::Bare => 1,
+            GuestKind::Linux => 2,
+        }
+    }
+
+    fn name(code: u32) -> &'static str {
+        match code {
+            1 => "the bare guest",
+            2 => "a Linux guest",
+            _ => "an unknown kind of guest",
+        }
+    }
+}
 /// Room for the lab's version in the header.
 const LAB_BYTES: usize = 64;
 const PAGE: usize = 4096;
@@ -117,6 +159,14 @@ pub enum SnapshotError {
     /// A size or offset that this VMM never writes.
     #[error("malformed snapshot: {0}")]
     Malformed(String),
+    /// A snapshot of another kind of guest.
+    #[error("the snapshot holds {theirs}, not {ours}")]
+    OtherGuest {
+        /// The file's.
+        theirs: &'static str,
+        /// The one restoring.
+        ours: &'static str,
+    },
     /// The restored guest would run something else than asked.
     #[error("the snapshot's guest runs {theirs}, not the {ours} asked for")]
     OtherWorkload {
@@ -226,8 +276,10 @@ pub struct Header {
     pub cpu: HostCpu,
     /// Guest RAM in bytes.
     pub ram_bytes: u64,
-    /// The first `data_bytes` of it, stored from [`MEMORY_OFFSET`]; the rest is zeros.
+    /// The first `data_bytes` of it, stored from `memory_offset`; the rest is zeros.
     pub data_bytes: u64,
+    /// Where in the file guest RAM starts.
+    pub memory_offset: u64,
 }
 
 /// The vCPU's state as saved.
@@ -245,18 +297,18 @@ pub struct CpuState {
 
 /// The KVM structures saved as their bytes: `#[repr(C)]` structures of integers only, so any
 /// bytes of their size are a value of them (a nonsense one, at worst, that KVM then refuses).
-trait Plain: Default + Copy {}
+pub(crate) trait Plain: Default + Copy {}
 impl Plain for kvm_regs {}
 impl Plain for kvm_sregs {}
 impl Plain for kvm_fpu {}
 
-fn bytes_of<T: Plain>(value: &T) -> &[u8] {
+pub(crate) fn bytes_of<T: Plain>(value: &T) -> &[u8] {
     // SAFETY: `T` is a repr(C) structure of integers (see `Plain`); reading its bytes, padding
     // included, reads memory that `value` owns for as long as the borrow.
     unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
 }
 
-fn from_bytes<T: Plain>(bytes: &[u8]) -> Option<T> {
+pub(crate) fn from_bytes<T: Plain>(bytes: &[u8]) -> Option<T> {
     let mut value = T::default();
     if bytes.len() != size_of::<T>() {
         return None;
@@ -332,7 +384,8 @@ impl CpuState {
         vcpu.set_regs(&self.regs).map_err(ioctl("KVM_SET_REGS"))
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The state as the snapshot file holds it.
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(state_len(self.msrs.len()));
         out.extend_from_slice(bytes_of(&self.regs));
         out.extend_from_slice(bytes_of(&self.sregs));
@@ -345,7 +398,8 @@ impl CpuState {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<CpuState, SnapshotError> {
+    /// The state from a snapshot file's bytes, checked.
+    pub fn decode(bytes: &[u8]) -> Result<CpuState, SnapshotError> {
         let bad = |what: &str| SnapshotError::Malformed(format!("the vCPU state's {what}"));
         let (regs, rest) = bytes
             .split_at_checked(size_of::<kvm_regs>())
@@ -390,19 +444,26 @@ pub struct Written {
     pub ram_written: u64,
 }
 
-/// Write the snapshot of a stopped vCPU and its RAM into `file` (empty, opened for writing).
-/// Only resident pages are looked at (`mincore`: a page the guest never touched is a hole) and
-/// only those holding a non-zero byte are written.
+/// Write the snapshot of a stopped machine — `kind`'s encoded `state_bytes` and its RAM — into
+/// `file` (empty, opened for writing). Only resident pages are looked at (`mincore`: a page the
+/// guest never touched is a hole) and only those holding a non-zero byte are written.
 pub fn write(
     file: &File,
-    state: &CpuState,
+    kind: GuestKind,
+    state_bytes: &[u8],
     mem: &GuestMemoryMmap,
     ram_bytes: u64,
 ) -> Result<Written, SnapshotError> {
+    if state_bytes.len() as u64 > MAX_STATE_BYTES {
+        return Err(SnapshotError::Malformed(format!(
+            "a state of {} bytes (at most {MAX_STATE_BYTES})",
+            state_bytes.len()
+        )));
+    }
     let mut head = vec![0u8; STATE_OFFSET as usize];
     let lab = lab_version();
     let cpu = HostCpu::here();
-    let state_bytes = state.encode();
+    let memory_at = memory_offset(state_bytes.len() as u64);
     let mut at = 0;
     let mut put = |bytes: &[u8]| {
         head[at..at + bytes.len()].copy_from_slice(bytes);
@@ -451,23 +512,25 @@ pub fn write(
     put(&ram_bytes.to_le_bytes());
     put(&data_bytes.to_le_bytes());
     put(&(state_bytes.len() as u64).to_le_bytes());
-    file.set_len(MEMORY_OFFSET + data_bytes)
+    put(&kind.code().to_le_bytes());
+    file.set_len(memory_at + data_bytes)
         .map_err(io("size the snapshot file"))?;
     file.write_all_at(&head, 0)
         .map_err(io("write the snapshot's header"))?;
-    file.write_all_at(&state_bytes, STATE_OFFSET)
-        .map_err(io("write the vCPU state"))?;
+    file.write_all_at(state_bytes, STATE_OFFSET)
+        .map_err(io("write the machine's state"))?;
     let mut written = Written::default();
     for (at, bytes) in pages {
-        file.write_all_at(bytes, MEMORY_OFFSET + at)
+        file.write_all_at(bytes, memory_at + at)
             .map_err(io("write guest RAM into the snapshot"))?;
         written.ram_written += PAGE as u64;
     }
     Ok(written)
 }
 
-/// Read and check a snapshot's header and vCPU state: everything but its RAM.
-pub fn read(file: &File) -> Result<(Header, CpuState), SnapshotError> {
+/// Read and check a snapshot of a `kind` guest: its header and its state's bytes (which the
+/// kind's machine decodes and checks), everything but its RAM.
+pub fn read(file: &File, kind: GuestKind) -> Result<(Header, Vec<u8>), SnapshotError> {
     let size = file.metadata().map_err(io("stat the snapshot file"))?.len();
     let mut head = vec![0u8; MEMORY_OFFSET as usize];
     if size < MEMORY_OFFSET {
@@ -512,6 +575,7 @@ pub fn read(file: &File) -> Result<(Header, CpuState), SnapshotError> {
     let ram_bytes = u64_at(after_lab);
     let data_bytes = u64_at(after_lab + 8);
     let state_bytes = u64_at(after_lab + 16);
+    let their_kind = u32_at(after_lab + 24);
     // The lab first: a snapshot of another version may have another layout altogether.
     if lab != lab_version() {
         return Err(SnapshotError::Version {
@@ -526,36 +590,41 @@ pub fn read(file: &File) -> Result<(Header, CpuState), SnapshotError> {
             ours: here.to_string(),
         });
     }
+    if their_kind != kind.code() {
+        return Err(SnapshotError::OtherGuest {
+            theirs: GuestKind::name(their_kind),
+            ours: GuestKind::name(kind.code()),
+        });
+    }
     memory::check_size(ram_bytes)?;
-    let room = (MEMORY_OFFSET - STATE_OFFSET) as usize;
-    let state_len = usize::try_from(state_bytes)
-        .ok()
-        .filter(|&n| n <= room)
-        .ok_or_else(|| {
-            SnapshotError::Malformed(format!(
-                "a vCPU state of {state_bytes} bytes (at most {room})"
-            ))
-        })?;
+    if state_bytes > MAX_STATE_BYTES {
+        return Err(SnapshotError::Malformed(format!(
+            "a state of {state_bytes} bytes (at most {MAX_STATE_BYTES})"
+        )));
+    }
+    let memory_at = memory_offset(state_bytes);
     if data_bytes == 0 || data_bytes > ram_bytes || data_bytes % DATA_GRANULE != 0 {
         return Err(SnapshotError::Malformed(format!(
             "{data_bytes} bytes of RAM data in {ram_bytes} of RAM (a multiple of {DATA_GRANULE}, \
              at least one, is written)"
         )));
     }
-    let need = MEMORY_OFFSET + data_bytes;
+    let need = memory_at + data_bytes;
     if size < need {
         return Err(SnapshotError::Malformed(format!(
             "{size} bytes, but its header promises {need} ({data_bytes} bytes of RAM)"
         )));
     }
-    let start = STATE_OFFSET as usize;
-    let state = CpuState::decode(&head[start..start + state_len])?;
+    let mut state = vec![0u8; state_bytes as usize];
+    file.read_exact_at(&mut state, STATE_OFFSET)
+        .map_err(io("read the machine's state"))?;
     Ok((
         Header {
             lab,
             cpu,
             ram_bytes,
             data_bytes,
+            memory_offset: memory_at,
         },
         state,
     ))
@@ -594,7 +663,11 @@ pub fn map(file: &File, header: &Header, prefault: bool) -> Result<GuestMemoryMm
         vm_memory::GuestRegionMmap::new(region, GuestAddress(at))
             .ok_or_else(|| SnapshotError::Malformed("guest RAM overflows the address space".into()))
     };
-    let mut regions = vec![mapped(Some(FileOffset::new(copy, MEMORY_OFFSET)), data, 0)?];
+    let mut regions = vec![mapped(
+        Some(FileOffset::new(copy, header.memory_offset)),
+        data,
+        0,
+    )?];
     if prefault {
         populate(&regions[0])?;
     }
