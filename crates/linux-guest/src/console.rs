@@ -43,6 +43,8 @@ pub struct Console {
     saw_error: bool,
     /// When the first byte of the line being received arrived, while no line has yet.
     first_byte_ns: Option<u64>,
+    /// The console of a guest restored from a snapshot: its kernel spoke long ago.
+    resumed: bool,
 }
 
 impl Console {
@@ -58,7 +60,24 @@ impl Console {
             saw_done: false,
             saw_error: false,
             first_byte_ns: None,
+            resumed: false,
         }
+    }
+
+    /// The console of a guest restored from a snapshot, whose console had received `partial`
+    /// of a line when it was saved: the rest of that line arrives from the restored guest.
+    /// There is no `console` phase: the kernel's first output was before the snapshot.
+    pub fn resumed(log: Option<File>, partial: Vec<u8>) -> Console {
+        Console {
+            partial,
+            resumed: true,
+            ..Console::new(log)
+        }
+    }
+
+    /// The line received so far and not finished (what a snapshot keeps).
+    pub fn partial(&self) -> &[u8] {
+        &self.partial
     }
 
     /// The VMM saw `marker` written to the marker port at host time `t_ns`: the next console
@@ -74,7 +93,7 @@ impl Console {
             // The log is for people; losing it must not stop the guest.
             let _ = log.write_all(bytes);
         }
-        if self.lines == 0 && self.first_byte_ns.is_none() && !bytes.is_empty() {
+        if self.lines == 0 && !self.resumed && self.first_byte_ns.is_none() && !bytes.is_empty() {
             self.first_byte_ns = Some(now_ns);
         }
         self.bytes += bytes.len() as u64;

@@ -209,6 +209,41 @@ impl Devices {
         }
     }
 
+    /// The devices as a snapshot saved them ([`Devices::state`]), the UART's interrupt on
+    /// `irq` (raised again at once if one was pending).
+    pub fn restored(
+        irq: EventFd,
+        state: &crate::linux::snapshot::DeviceState,
+    ) -> Result<Devices, crate::snapshot::SnapshotError> {
+        let uart = Serial::from_state(
+            &state.serial,
+            IrqLine(irq),
+            vm_superio::serial::NoEvents,
+            Transmitted::default(),
+        )
+        .map_err(|e| {
+            crate::snapshot::SnapshotError::Malformed(format!("the UART's state: {e:?}"))
+        })?;
+        Ok(Devices {
+            uart: std::sync::Arc::new(std::sync::Mutex::new(uart)),
+            i8042: I8042Device::new(ResetLine::default()),
+            rtc: Rtc {
+                index: state.rtc_index & 0x7f,
+            },
+        })
+    }
+
+    /// What a snapshot keeps of these devices (the i8042 has no state: only its reset line is
+    /// served). The console's line and the virtio devices are the caller's to add.
+    pub fn state(&self) -> crate::linux::snapshot::DeviceState {
+        let uart = self.uart.lock().unwrap_or_else(|e| e.into_inner());
+        crate::linux::snapshot::DeviceState {
+            serial: uart.state(),
+            rtc_index: self.rtc.index,
+            ..Default::default()
+        }
+    }
+
     /// The guest wrote `data` to `port`.
     pub fn write(&mut self, port: u16, data: &[u8]) -> PortWrite {
         match port {

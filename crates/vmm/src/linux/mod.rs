@@ -12,7 +12,8 @@
 //! * [`mptable`] — the MP table that tells the kernel about the I/O APIC;
 //! * [`virtio`] — a disk and a network card: virtio-blk and virtio-net over MMIO;
 //! * [`acpi`] — the ACPI tables that describe them to a kernel that reads ACPI (Debian's);
-//! * [`machine`] — all of it put together, and the run loop.
+//! * [`machine`] — all of it put together, and the run loop;
+//! * [`snapshot`] — the machine saved at `ready`, and restored without a boot.
 //!
 //! It reuses the bare VMM's skeleton ([`isolab_vmm::vmm`]): `/dev/kvm` and its capability checks, guest
 //! memory, the segment descriptors and the guest state as data, the run loop under the time limit,
@@ -41,6 +42,7 @@ pub mod cpu;
 pub mod devices;
 pub mod machine;
 pub mod mptable;
+pub mod snapshot;
 pub mod virtio;
 
 use isolab_host::facts::KvmKind;
