@@ -1,24 +1,28 @@
-//! Checkpoint a container with CRIU, restore it, and show that the restored one computes what a
-//! cold one computes.
+//! Checkpoint or snapshot an instance, restore it, and show that the restored one computes what
+//! a cold one computes.
 //!
 //! ```text
-//! cargo run --example criu_restore -- [--profile minimal] [container|oci:runc]…   (default: both)
+//! cargo run --example restore -- [--profile minimal] [--kernel K] [--console DIR] BACKEND…
+//!                                                           (default: container oci:runc)
 //! ```
 //!
-//! For each backend: one cold run of the `cpu` kernel (its checksum and start-up); one
-//! checkpoint of a container held at `ready` (its size and CRIU's stages); one restore from it,
-//! run to the end (its start-up — the restored workload's first marker after the lab let it go —
-//! its checksum, and CRIU's own timings). It prints one line each and exits with 0 only when
-//! every restored checksum equals its cold one. Where CRIU cannot work (it fails its own
-//! `criu check`), it says why in one line and exits with 2.
+//! For each restorable backend (`vm`, `vm-linux`, `container`, `oci:runc`, ...): one cold run
+//! of the kernel (`cpu` by default; its checksum and start-up); one checkpoint of an instance at
+//! `ready` (its size and its steps); one restore from it, run to the end (its start-up — the
+//! restored workload's first marker — its checksum, its phases). It prints one line each and
+//! exits with 0 only when every restored checksum equals its cold one. Where a backend cannot
+//! restore here (CRIU failing its own `criu check`), it says why in one line and exits with 2.
+//! `--console DIR` keeps a Linux guest's consoles there (`BACKEND-cold.log`, `-checkpoint`,
+//! `-restored`), with every kernel message, and prints the end of the restored one's when it
+//! fails.
 
-use isolab_backends::container::Container;
 use isolab_backends::lab::Lab;
-use isolab_backends::oci::Oci;
+use isolab_backends::vm_linux::VmLinux;
 use isolab_backends::{Availability, Backend, Limits, RestoreOptions};
 use isolab_payload::{Kernel, Spec};
 use isolab_results::Outcome;
 use std::error::Error;
+use std::path::{Path, PathBuf};
 
 /// CRIU's restore logs under a checkpoint's directory.
 fn logs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -38,13 +42,42 @@ fn ms(ns: Option<u64>) -> String {
     ns.map_or("-".into(), |ns| format!("{:.1}", ns as f64 / 1e6))
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
-    let mut names: Vec<String> = std::env::args().skip(1).collect();
-    let minimal = names.first().is_some_and(|a| a == "--profile")
-        && names.get(1).is_some_and(|p| p == "minimal");
-    if minimal {
-        names.drain(..2);
+/// The backend called `name`; a Linux guest of the lab's VMM keeps its console in `console`
+/// (`{name}-{stage}.log`) when asked.
+fn backend(name: &str, console: Option<&Path>, stage: &str) -> Result<Box<dyn Backend>, String> {
+    match (name, console) {
+        ("vm-linux", Some(dir)) => Ok(Box::new(
+            VmLinux::default()
+                .verbose(true)
+                .with_console_log(dir.join(format!("{name}-{stage}.log"))),
+        )),
+        _ => isolab_backends::by_name(name).ok_or_else(|| format!("no backend {name}")),
     }
+}
+
+/// The last lines of a console log.
+fn tail(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n  ")
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut option = |flag: &str| {
+        let at = args.iter().position(|a| a == flag)?;
+        let value = args.get(at + 1).cloned();
+        args.drain(at..(at + 2).min(args.len()));
+        value
+    };
+    let minimal = option("--profile").is_some_and(|p| p == "minimal");
+    let kernel = match option("--kernel") {
+        Some(k) => Kernel::from_name(k.as_bytes()).ok_or(format!("no kernel {k}"))?,
+        None => Kernel::Cpu,
+    };
+    let console = option("--console").map(PathBuf::from);
+    let mut names = args;
     if names.is_empty() {
         names = vec!["container".into(), "oci:runc".into()];
     }
@@ -53,15 +86,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         // Without Docker's masks and seccomp filter.
         lab.settings.profile = isolab_container::profile::Profile::Minimal;
     }
-    let spec = Spec::default_for(Kernel::Cpu);
+    let spec = Spec::default_for(kernel);
     let limits = Limits::default();
     let mut same = true;
     for name in &names {
-        let backend: Box<dyn Backend> = match name.as_str() {
-            "container" => Box::new(Container::default()),
-            "oci:runc" => Box::new(Oci::runc()),
-            other => return Err(format!("no restorable backend {other}").into()),
-        };
+        let at = |stage| backend(name, console.as_deref(), stage);
+        let backend = at("cold")?;
         let restorer = backend.restorer().ok_or("not restorable")?;
         if let Availability::Unavailable(why) = restorer.restore_availability(&lab) {
             eprintln!("skipped {name}: {why}");
@@ -74,7 +104,11 @@ fn main() -> Result<(), Box<dyn Error>> {
             ms(cold.startup_ns()),
             cold.outcome
         );
-        let snapshot = restorer.checkpoint(&lab, &spec, &limits)?;
+        let checkpointing = at("checkpoint")?;
+        let snapshot = checkpointing
+            .restorer()
+            .ok_or("not restorable")?
+            .checkpoint(&lab, &spec, &limits)?;
         let phases: Vec<String> = snapshot
             .phases
             .iter()
@@ -86,6 +120,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             ms(Some(snapshot.take_ns)),
             phases.join(" ")
         );
+        let restoring = at("restored")?;
+        let restorer = restoring.restorer().ok_or("not restorable")?;
         let instance = match restorer.restore(&lab, &snapshot, &limits, &RestoreOptions::default())
         {
             Ok(instance) => instance,
@@ -133,7 +169,12 @@ fn main() -> Result<(), Box<dyn Error>> {
             criu.join(" "),
             edges.join(",")
         );
-        same &= restored.outcome == Outcome::Completed && sum.is_some() && sum == cold_sum;
+        let ok = restored.outcome == Outcome::Completed && sum.is_some() && sum == cold_sum;
+        if let (false, Some(dir)) = (ok, &console) {
+            let log = dir.join(format!("{name}-restored.log"));
+            eprintln!("{}:\n  {}", log.display(), tail(&log));
+        }
+        same &= ok;
     }
     if !same {
         eprintln!("a restored checksum differs from its cold run's");

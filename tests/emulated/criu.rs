@@ -1,7 +1,7 @@
 //! Containers checkpointed and restored by CRIU, on the emulated student machine: Debian's CRIU
 //! 3.17.1 fails its own `criu check` on this CI's 6.18 kernel (its vDSO), and passes on
 //! Debian 12's 6.1, which the emulated machine boots. The machine carries `criu` and `runc` with
-//! their libraries, and `examples/criu_restore`, which runs each backend cold, checkpoints it,
+//! their libraries, and `examples/restore`, which runs each backend cold, checkpoints it,
 //! restores it and prints both checksums.
 
 use crate::hosts::{Check, EmulatedHost};
@@ -37,23 +37,23 @@ const CRIU_MODULES: [&str; 15] = [
     "net/netfilter/nf_conntrack_netlink",
 ];
 
-/// `examples/criu_restore`, built in the same profile as the lab under test.
-fn example() -> PathBuf {
+/// `examples/restore`, built in the same profile as the lab under test.
+pub fn restore_example() -> PathBuf {
     let lab = Path::new(env!("CARGO_BIN_EXE_lab"));
     let dir = lab.parent().expect("the lab's directory");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--example", "criu_restore"]);
+        .args(["build", "--example", "restore"]);
     if dir.ends_with("release") {
         build.arg("--release");
     }
     assert!(
         build.status().expect("run cargo").success(),
-        "cargo build --example criu_restore failed"
+        "cargo build --example restore failed"
     );
-    let path = dir.join("examples/criu_restore");
+    let path = dir.join("examples/restore");
     assert!(path.is_file(), "no {}", path.display());
     path
 }
@@ -90,7 +90,7 @@ fn container_and_runc_restored_by_criu_give_the_cold_checksums() {
         // iptables (Debian's: the nftables back end, one program named for each tool).
         .with_program(&xtables(), "/usr/sbin/iptables-restore")
         .with_program(&xtables(), "/usr/sbin/ip6tables-restore")
-        .with_program(&example(), CRIU_RESTORE);
+        .with_program(&restore_example(), CRIU_RESTORE);
     let checks = [
         Check::new("criu-check", 120, "criu check; lab doctor | grep criu"),
         Check::new("container", 600, &format!("{CRIU_RESTORE} container 2>&1")),

@@ -7,7 +7,8 @@
 //! * [`devices`]: a disk and a network card for Linux guests, and the device kernels on every
 //!   backend side by side;
 //! * [`images`]: N instances of one image on containers and VMs, with and without KSM;
-//! * [`criu`]: `container` and `oci:runc` checkpointed and restored by CRIU.
+//! * [`criu`]: `container` and `oci:runc` checkpointed and restored by CRIU;
+//! * [`restore`]: Linux guests restored from snapshots, against their cold boots.
 //!
 //! Every test is ignored by a plain `cargo test` (each boots an emulated machine for minutes);
 //! `.ci/run` runs them all:
@@ -25,3 +26,4 @@ mod criu;
 mod devices;
 mod host;
 mod images;
+mod restore;

@@ -156,13 +156,13 @@ impl Backend for Vm {
 ///
 /// The child owns it: [`crate::vmm_launch::launch_keeping`] installed it there for this VMM
 /// alone, and it is closed when the VMM exits.
-fn kept_file(fd: RawFd) -> File {
+pub(crate) fn kept_file(fd: RawFd) -> File {
     // SAFETY: `fd` is one of the descriptors launch_keeping installed in this child for the VMM,
     // open and owned by nothing else in this process.
     File::from(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn snapshot_error(step: &str) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
+pub(crate) fn snapshot_error(step: &str) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
     move |e| BackendError::Instance {
         step: step.into(),
         detail: e.to_string(),

@@ -4,6 +4,8 @@
 use crate::instance::{Instance, Timeline};
 use crate::lab::Lab;
 use crate::linux_vm;
+use crate::restore::{allocated_bytes, Restore, RestoreOptions, Snapshot, Stored};
+use crate::vm::{kept_file, snapshot_error};
 use crate::{Availability, Backend, BackendError, Limits, Spec};
 use isolab_host::facts::KvmKind;
 use isolab_kernels::marker;
@@ -15,6 +17,7 @@ use isolab_linux_guest::symbols::Symbols;
 use isolab_linux_guest::Boot;
 use isolab_linux_guest::{cmdline, extract, ram_bytes};
 use isolab_resources::network::tap::Tap;
+use isolab_results::info;
 use isolab_vmm::kvm;
 use isolab_vmm::linux::{kvm_problem, machine, virtio, Protocol, NOTIFY_ENV};
 use machine::LinuxConfig;
@@ -160,6 +163,119 @@ impl Backend for VmLinux {
             self.start_with(lab, spec, limits, devices)
         })
     }
+
+    fn restorer(&self) -> Option<&dyn Restore> {
+        Some(self)
+    }
+}
+
+/// How the VMM child makes its machine ([`machine::Start`]); the snapshot file, where there
+/// is one, is handed to it as a descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Making {
+    Cold,
+    Snapshot,
+    Restore { prefault: bool },
+}
+
+/// `vm-linux` snapshots: the VMM saves the whole machine at `/init`'s `ready` — vCPU, local
+/// APIC, interrupt controllers, PIT, clock, UART, RAM — into an unnamed file of the lab's
+/// ([`isolab_vmm::linux::snapshot`]); each restore is a new VMM process that maps that file as
+/// guest RAM (shared copy-on-write, as `vm`'s) and puts the state back: no kernel boots.
+impl Restore for VmLinux {
+    fn restore_availability(&self, lab: &Lab) -> Availability {
+        self.availability(lab)
+    }
+
+    fn checkpoint(
+        &self,
+        lab: &Lab,
+        spec: &Spec,
+        limits: &Limits,
+    ) -> Result<Snapshot, BackendError> {
+        let file = Snapshot::unnamed_file(lab)?;
+        let theirs = file
+            .try_clone()
+            .map_err(snapshot_error("duplicate the snapshot file's descriptor"))?;
+        let instance = linux_vm::start(lab, spec, |devices| {
+            self.launch(
+                lab,
+                spec,
+                limits,
+                devices,
+                Making::Snapshot,
+                Some(OwnedFd::from(theirs)),
+            )
+        })?;
+        // The guest is saved at `ready` and never says it: the VMM ends after the snapshot.
+        let run = instance.finish()?;
+        let t = &run.timeline;
+        let (Some(held), Some(state), Some(saved)) = (
+            t.at("ready_held"),
+            t.at("snapshot_state"),
+            t.at("snapshot_memory"),
+        ) else {
+            return Err(BackendError::Instance {
+                step: "snapshot".into(),
+                detail: match run.outcome {
+                    isolab_results::Outcome::Failed { reason } => reason,
+                    other => format!("the VMM ended without saving the guest ({other:?})"),
+                },
+            });
+        };
+        Ok(Snapshot {
+            backend: self.name().into(),
+            spec: *spec,
+            bytes: allocated_bytes(&file)?,
+            stored: Stored::Unnamed(file),
+            take_ns: saved.saturating_sub(held),
+            phases: vec![
+                (
+                    "vcpu, interrupt controllers, devices".into(),
+                    state.saturating_sub(held),
+                ),
+                ("guest RAM".into(), saved.saturating_sub(state)),
+            ],
+        })
+    }
+
+    fn restore(
+        &self,
+        lab: &Lab,
+        snapshot: &Snapshot,
+        limits: &Limits,
+        options: &RestoreOptions,
+    ) -> Result<Instance, BackendError> {
+        let Some(file) = snapshot.file() else {
+            return Err(BackendError::Instance {
+                step: "snapshot".into(),
+                detail: format!("a snapshot of {} is not a vm-linux's", snapshot.backend),
+            });
+        };
+        let theirs = file
+            .try_clone_to_owned()
+            .map_err(snapshot_error("duplicate the snapshot file's descriptor"))?;
+        let spec = snapshot.spec;
+        let prefault = options.prefault;
+        let mut instance = linux_vm::start(lab, &spec, |devices| {
+            self.launch(
+                lab,
+                &spec,
+                limits,
+                devices,
+                Making::Restore { prefault },
+                Some(theirs),
+            )
+        })?;
+        instance.note(info::START, isolab_results::StartKind::Restored.name());
+        instance.note(info::PREFAULT, if prefault { "yes" } else { "no" });
+        instance.note(info::SNAPSHOT_BYTES, snapshot.bytes);
+        instance.note(
+            info::IMAGE,
+            "a snapshot of the Linux guest at ready, its RAM mapped MAP_PRIVATE",
+        );
+        Ok(instance)
+    }
 }
 
 impl VmLinux {
@@ -172,6 +288,20 @@ impl VmLinux {
         spec: &Spec,
         limits: &Limits,
         devices: GuestDevices,
+    ) -> Result<Instance, BackendError> {
+        self.launch(lab, spec, limits, devices, Making::Cold, None)
+    }
+
+    /// Start the VMM child that makes its machine as `making` says, with the snapshot file
+    /// `snapshot` where there is one.
+    fn launch(
+        &self,
+        lab: &Lab,
+        spec: &Spec,
+        limits: &Limits,
+        devices: GuestDevices,
+        making: Making,
+        snapshot: Option<OwnedFd>,
     ) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
         crate::vmm_launch::prepare(self.name())?;
@@ -215,8 +345,9 @@ impl VmLinux {
                 .extend(config.slots().iter().map(|(_, slot)| slot.cmdline()));
         }
         config.cmdline = cmdline::render(spec, &options);
-        // The VMM is a fork that keeps only the descriptors it is given: the tap is one.
-        let keep = config
+        // The VMM is a fork that keeps only the descriptors it is given: the tap is one, the
+        // snapshot file another.
+        let mut keep: Vec<OwnedFd> = config
             .net
             .as_ref()
             .map(|n| n.tap.try_clone_fd())
@@ -224,6 +355,8 @@ impl VmLinux {
             .map_err(BackendError::io("dup the tap"))?
             .into_iter()
             .collect();
+        let snapshot_at = keep.len();
+        keep.extend(snapshot);
         let mut instance = crate::vmm_launch::launch_keeping(
             lab,
             self.name(),
@@ -233,7 +366,7 @@ impl VmLinux {
             timeline,
             keep,
             |host, kept| {
-                let net = match (&config.net, kept.first()) {
+                let net = match (&config.net, kept.first().filter(|_| snapshot_at > 0)) {
                     (Some(n), Some(&fd)) => Some(NetBacking {
                         // SAFETY: the launch installed the tap's copy at this number in this
                         // process, and nothing else owns it.
@@ -242,7 +375,15 @@ impl VmLinux {
                     }),
                     _ => None,
                 };
-                machine::run(&config, net.as_ref(), host).map(drop)
+                let file = kept.get(snapshot_at).map(|&fd| kept_file(fd));
+                let start = match (making, &file) {
+                    (Making::Snapshot, Some(f)) => machine::Start::Snapshot(f),
+                    (Making::Restore { prefault }, Some(f)) => {
+                        machine::Start::Restore { file: f, prefault }
+                    }
+                    _ => machine::Start::Cold,
+                };
+                machine::run_as(&config, net.as_ref(), host, start).map(drop)
             },
         )?;
         let facts =

@@ -1,0 +1,117 @@
+//! Linux guests restored from snapshots, on the student's machine (AMD-V and cgroup v2,
+//! emulated here: see `tests/hosts/`), where they boot — on this CI's nested PVM they cannot.
+//!
+//! One `lab run restore` with `vm-linux` (the lab's VMM saves the whole machine at `/init`'s
+//! `ready` and maps the snapshot as guest RAM) and `container` (the cold reference), then
+//! that nothing is left. It prints what the issue asks for: restored `vm-linux` ÷ its cold
+//! boot, and host memory per more restored `vm-linux`; every restored run must end with its
+//! backend's cold checksum.
+//!
+//! ```text
+//! cargo test --test emulated -- --include-ignored --nocapture restore::
+//! ```
+
+use crate::hosts::{Check, EmulatedHost};
+use isolab_report::restore::{per_more_instance, starts};
+use std::path::Path;
+
+/// The backends: the Linux guest of the lab's VMM, and the container every start is held
+/// against.
+const BACKENDS: &str = "vm-linux,container";
+/// Where `examples/restore` is inside.
+const EXAMPLE: &str = "/usr/local/bin/restore";
+
+#[test]
+#[ignore = "needs the emulated host: boots an emulated AMD-V machine (QEMU TCG) where Linux guests boot on KVM, for several minutes; .ci/run runs it"]
+fn restored_linux_guests_start_from_their_snapshot_with_the_cold_checksums() {
+    let work = std::env::temp_dir().join(format!("isolab-emulated-restore-{}", std::process::id()));
+    let host = EmulatedHost::new(Path::new(env!("CARGO_BIN_EXE_lab")), &work)
+        .unwrap_or_else(|e| panic!("this test needs an emulated host: {e}"))
+        .with_program(&crate::criu::restore_example(), EXAMPLE);
+    let out = "/tmp/restore";
+    let checks = [
+        // One cold run, one snapshot, one restore, with the consoles kept: the restored
+        // guest's console is printed if its checksum is not the cold one's.
+        Check::new(
+            "example",
+            600,
+            &format!("mkdir -p /tmp/consoles; {EXAMPLE} --console /tmp/consoles vm-linux 2>&1; s=$?; ls -la /tmp/consoles; od -c /tmp/consoles/vm-linux-restored.log | head -60; exit $s"),
+        ),
+        Check::printing_results(
+            "restore",
+            1800,
+            &format!(
+                "lab run restore --backends {BACKENDS} --runs 2 --warmup 0 --counts 1,2 \
+                 --no-progress --out {out}"
+            ),
+            out,
+        ),
+        Check::new(
+            "left-behind",
+            60,
+            r#"ps -o pid,comm | grep -E 'lab|qemu|isolab' | grep -v grep
+find /sys/fs/cgroup -mindepth 2 -type d -path '*isolab*'
+grep -E 'isolab|overlay' /proc/mounts
+ls -d /tmp/isolab* 2>/dev/null
+true"#,
+        ),
+    ];
+    let report = host
+        .run(&checks)
+        .unwrap_or_else(|e| panic!("the emulated host did not run: {e}"));
+    let example = report.check("example");
+    eprintln!("{}", example.text());
+    assert!(example.passed(), "{}", example.explain());
+    let run = report.check("restore");
+    eprintln!("{}", run.text());
+    assert!(run.passed(), "{}", run.explain());
+    let results = run.results(&work);
+    let rows = starts(&results);
+    let row = |backend: &str| {
+        rows.iter()
+            .find(|r| r.backend == backend)
+            .unwrap_or_else(|| panic!("no {backend} row: {rows:?}\n{}", run.text()))
+    };
+    let restored = row("vm-linux/restored");
+    assert!(restored.n >= 2, "{restored:?}");
+    // Each restored run's checksum is its cold run's, or the run is not measured: n counts
+    // only measured ones.
+    for r in &results.runs {
+        if r.backend.starts_with("vm-linux/") {
+            assert_eq!(r.outcome, isolab_results::Outcome::Completed, "{r:?}");
+        }
+    }
+    let per_more = per_more_instance(&results, "vm-linux/restored")
+        .or_else(|| per_more_instance(&results, "vm-linux"))
+        .expect("host memory per more restored vm-linux");
+    let mib = |b: f64| b / f64::from(1 << 20);
+    let summary = format!(
+        "emulated host (restore): vm-linux cold {:.1} ms, restored {:.1} ms ({:.3}× its cold \
+         boot), prefaulted {:.1} ms; container cold {:.1} ms; {:.2} MiB per more restored \
+         vm-linux; snapshot {}",
+        row("vm-linux").start_ns.unwrap_or(f64::NAN) / 1e6,
+        restored.start_ns.unwrap_or(f64::NAN) / 1e6,
+        restored.over_cold.unwrap_or(f64::NAN),
+        row("vm-linux/restored+prefault")
+            .start_ns
+            .unwrap_or(f64::NAN)
+            / 1e6,
+        row("container").start_ns.unwrap_or(f64::NAN) / 1e6,
+        mib(per_more),
+        results
+            .snapshots
+            .iter()
+            .map(|s| format!(
+                "{} {:.1} MiB in {:.1} ms",
+                s.backend,
+                mib(s.bytes as f64),
+                s.take_ns as f64 / 1e6
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    eprintln!("{summary}");
+    std::fs::write(work.join("summary.txt"), &summary).unwrap();
+    assert!(restored.over_cold.is_some(), "{summary}");
+    report.assert_nothing_left_behind();
+}
