@@ -231,6 +231,7 @@ impl VirtioDevice for Block {
             mut notify,
             interrupt,
             counters,
+            resume,
             ..
         } = a;
         let mut queue = queues
@@ -240,13 +241,15 @@ impl VirtioDevice for Block {
         let notify = notify.pop().ok_or(VirtioError::QueueNotReady(0))?;
         let irq = interrupt.clone();
         Worker::spawn("virtio-blk".into(), &irq, move |stop| {
-            // Chains left when the last wake-up's budget ran out: look, do not sleep.
-            let mut more = false;
+            // Chains left when the last wake-up's budget ran out: look, do not sleep. A device
+            // restored from a snapshot looks once before it sleeps at all.
+            let mut more = resume;
             loop {
                 let ready =
                     wait_readable(&[stop.as_ref(), &notify], !more).map_err(|e| e.to_string())?;
                 if ready[0] || stop.requested() {
                     counters.queues_at_stop(vec![crate::linux::virtio::describe(&queue, &mem)]);
+                    stop.park(&[&queue]);
                     return Ok(());
                 }
                 if ready[1] {
@@ -259,7 +262,7 @@ impl VirtioDevice for Block {
                     Ok(served) => {
                         more = served.more;
                         if served.used > 0
-                            && !stop.requested()
+                            && !stop.disowned()
                             && queue.needs_notification(&mem).unwrap_or(true)
                         {
                             interrupt.used_buffers();

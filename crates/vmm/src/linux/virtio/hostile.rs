@@ -709,7 +709,7 @@ fn one_pass_over_a_queue_serves_at_most_a_budget_of_chains() {
 /// request for as long as it likes, the way a hung disk or NFS server would. Dropping it
 /// closes the descriptor, which lets every stopped toucher go on (the page is then filled with
 /// zeros, as any first touch of anonymous memory).
-struct StuckPage(OwnedFd);
+pub(crate) struct StuckPage(OwnedFd);
 
 impl StuckPage {
     /// `struct uffdio_api`, `struct uffdio_register` of `<linux/userfaultfd.h>`.
@@ -718,7 +718,7 @@ impl StuckPage {
     const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
     const MODE_MISSING: u64 = 1;
 
-    fn new(mem: &GuestMemoryMmap, at: GuestAddress) -> StuckPage {
+    pub(crate) fn new(mem: &GuestMemoryMmap, at: GuestAddress) -> StuckPage {
         // SAFETY: a plain system call; the result is checked.
         let fd =
             unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
@@ -751,7 +751,7 @@ impl StuckPage {
     }
 
     /// Wait until some thread has touched the page and is stopped there.
-    fn wait_for_toucher(&self, limit: Duration) -> bool {
+    pub(crate) fn wait_for_toucher(&self, limit: Duration) -> bool {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::os::fd::AsFd;
         let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
@@ -931,7 +931,7 @@ pub(crate) fn frame(fill: u8, len: usize) -> Vec<u8> {
 }
 
 /// Frames waiting on the packet socket (it does not block).
-fn frames_seen(sock: &OwnedFd) -> Vec<Vec<u8>> {
+pub(crate) fn frames_seen(sock: &OwnedFd) -> Vec<Vec<u8>> {
     let mut seen = Vec::new();
     loop {
         let mut buf = vec![0u8; 1 << 17];

@@ -66,23 +66,26 @@ pub const VERSION: u32 = 2;
 pub const VENDOR: u32 = u32::from_le_bytes(*b"isol");
 
 /// One virtio-mmio device: the registers, the queues being set up, and the device behind them.
+///
+/// (Its fields are the parent module's to see: [`super::state`] saves and restores them.)
 pub struct MmioTransport {
-    device: Box<dyn VirtioDevice>,
-    mem: GuestMemoryMmap,
-    interrupt: Interrupt,
-    counters: Arc<Counters>,
-    queues: Vec<Queue>,
-    notify: Vec<EventFd>,
-    notify_mode: Notify,
-    device_features_sel: u32,
-    driver_features_sel: u32,
-    driver_features: u64,
-    queue_sel: u32,
-    status: u32,
-    config_generation: u32,
-    worker: Option<Worker>,
-    /// The thread of before the last reset, if it did not end within [`STOP_WAIT`].
-    lingering: Option<Worker>,
+    pub(super) device: Box<dyn VirtioDevice>,
+    pub(super) mem: GuestMemoryMmap,
+    pub(super) interrupt: Interrupt,
+    pub(super) counters: Arc<Counters>,
+    pub(super) queues: Vec<Queue>,
+    pub(super) notify: Vec<EventFd>,
+    pub(super) notify_mode: Notify,
+    pub(super) device_features_sel: u32,
+    pub(super) driver_features_sel: u32,
+    pub(super) driver_features: u64,
+    pub(super) queue_sel: u32,
+    pub(super) status: u32,
+    pub(super) config_generation: u32,
+    pub(super) worker: Option<Worker>,
+    /// The thread of before the last reset (or a failed save), if it did not end within
+    /// [`STOP_WAIT`].
+    pub(super) lingering: Option<Worker>,
 }
 
 impl MmioTransport {
@@ -179,7 +182,7 @@ impl MmioTransport {
     }
 
     /// True while the thread of before the last reset is still running.
-    fn still_stopping(&mut self) -> bool {
+    pub(super) fn still_stopping(&mut self) -> bool {
         match &self.lingering {
             Some(worker) if worker.has_ended() => {
                 // Ended: dropping it joins it at once.
@@ -333,7 +336,7 @@ impl MmioTransport {
             | VIRTIO_CONFIG_S_FEATURES_OK
             | VIRTIO_CONFIG_S_DRIVER_OK;
         if new & ready == ready && old & VIRTIO_CONFIG_S_DRIVER_OK == 0 {
-            if let Err(e) = self.activate() {
+            if let Err(e) = self.activate(false) {
                 // The device cannot run as set up: it asks the driver for a reset, and the run
                 // says why.
                 self.counters.end(format!("not started: {e}"));
@@ -345,8 +348,9 @@ impl MmioTransport {
         self.status = new;
     }
 
-    /// `DRIVER_OK`: hand the queues to the device's thread.
-    fn activate(&mut self) -> Result<(), VirtioError> {
+    /// `DRIVER_OK`: hand the queues to the device's thread (`resume`: restored from a
+    /// snapshot, see [`Activation::resume`]).
+    pub(super) fn activate(&mut self, resume: bool) -> Result<(), VirtioError> {
         // A driver that clears DRIVER_OK and sets it again gets a new thread, never two.
         self.stop_worker();
         if self.still_stopping() {
@@ -377,6 +381,7 @@ impl MmioTransport {
             interrupt: self.interrupt.clone(),
             features: self.driver_features,
             counters: Arc::clone(&self.counters),
+            resume,
         })?;
         self.worker = Some(worker);
         Ok(())

@@ -107,11 +107,13 @@
 //!
 //! * [`mmio`] — the virtio-mmio transport (version 2): the register file a driver programs;
 //! * [`block`] — virtio-blk on a raw file opened with `O_DIRECT`;
-//! * [`net`] — virtio-net on a tap device.
+//! * [`net`] — virtio-net on a tap device;
+//! * [`state`] — a device's state saved for a snapshot, and a device restored from it.
 
 pub mod block;
 pub mod mmio;
 pub mod net;
+pub mod state;
 
 #[cfg(test)]
 pub(crate) mod hostile;
@@ -119,12 +121,12 @@ pub(crate) mod hostile;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueState, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -355,6 +357,12 @@ pub enum VirtioError {
     /// The device's thread of before the last reset has not ended yet.
     #[error("the device's previous thread has not stopped yet")]
     StillStopping,
+    /// The device's thread did not come to a request boundary in time to be saved.
+    #[error("the device thread did not stop within {0:?} to be saved (stuck in a request)")]
+    SaveTimeout(Duration),
+    /// A saved device state that cannot be restored: damaged, foreign, or not this device's.
+    #[error("virtio device state: {0}")]
+    State(String),
 }
 
 impl VirtioError {
@@ -404,6 +412,10 @@ pub struct Activation {
     pub features: u64,
     /// The device's counters.
     pub counters: Arc<Counters>,
+    /// True when the queues come from a snapshot ([`state`]): the thread looks at the rings
+    /// once before its first sleep, since the driver may have made buffers available (and
+    /// notified, or been told not to) while no thread served them.
+    pub resume: bool,
 }
 
 /// One device behind the transport.
@@ -422,10 +434,17 @@ pub trait VirtioDevice: Send {
 
 /// How the transport tells a device thread to stop: a flag the thread checks between chains
 /// (an atomic load, no system call), and an eventfd that wakes it from `poll`.
+///
+/// Two kinds of stop. A **reset** takes the queues away: whatever the thread was doing is no
+/// longer returned to them. A **pause** (a snapshot being taken, [`state`]) keeps them the
+/// device's: the request in hand is finished and returned, nothing more is taken, and the
+/// thread hands its queues' positions back ([`Stop::park`]) before it ends.
 #[derive(Debug)]
 pub struct Stop {
     event: EventFd,
     requested: AtomicBool,
+    pause: AtomicBool,
+    parked: Mutex<Option<Vec<QueueState>>>,
 }
 
 impl Stop {
@@ -434,19 +453,40 @@ impl Stop {
         Ok(Stop {
             event: EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::io("eventfd"))?,
             requested: AtomicBool::new(false),
+            pause: AtomicBool::new(false),
+            parked: Mutex::new(None),
         })
     }
 
-    /// True once the transport has asked the thread to stop: the queues are no longer the
-    /// thread's to write.
+    /// True once the transport has asked the thread to stop (either kind): it takes no new
+    /// chain.
     pub fn requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)
+    }
+
+    /// True once a reset has asked the thread to stop: the queues are no longer the thread's
+    /// to write, and the request in hand is not returned.
+    pub fn disowned(&self) -> bool {
+        self.requested() && !self.pause.load(Ordering::SeqCst)
+    }
+
+    /// The thread, stopping, hands back where its queues stand: its copies are the true ones
+    /// (see [`state`]). Only a pause asks for them; after a reset nobody reads them.
+    pub fn park(&self, queues: &[&Queue]) {
+        *self.parked.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(queues.iter().map(|q| q.state()).collect());
     }
 
     fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
         // A full eventfd counter still wakes the poller: the write's failure does not matter.
         let _ = self.event.write(1);
+    }
+
+    fn request_pause(&self) {
+        // Before `requested`: a thread that sees the stop must already see its kind.
+        self.pause.store(true, Ordering::SeqCst);
+        self.request();
     }
 }
 
@@ -536,6 +576,27 @@ impl Worker {
                     let _ = handle.join();
                 }
                 true
+            }
+        }
+    }
+
+    /// Pause the thread at a request boundary and wait for it at most `wait`: the queues'
+    /// state it handed back, `None` if it ended without handing any (it had already given up
+    /// on a corrupt ring), or an error when it is still inside a request.
+    pub fn pause(&mut self, wait: Duration) -> Result<Option<Vec<QueueState>>, VirtioError> {
+        self.stop.request_pause();
+        match self.ended.recv_timeout(wait) {
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(VirtioError::SaveTimeout(wait)),
+            _ => {
+                if let Some(handle) = self.handle.take() {
+                    let _ = handle.join();
+                }
+                Ok(self
+                    .stop
+                    .parked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take())
             }
         }
     }
@@ -701,7 +762,9 @@ pub struct Served {
 /// needs it: drain, then re-enable notifications and look once more, so a chain added between
 /// the last look and the re-enabling is never left waiting for a notification that will not
 /// come. A chain served after `stop` was requested is not returned: the queue is no longer the
-/// device's. The caller then asks [`QueueT::needs_notification`] whether to interrupt.
+/// device's; after a pause was requested, the chain in hand is returned and no other is taken
+/// (a request boundary, for a snapshot). The caller then asks [`QueueT::needs_notification`]
+/// whether to interrupt.
 pub fn serve_queue(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
@@ -717,11 +780,14 @@ pub fn serve_queue(
         while let Some(chain) = pop(queue, mem)? {
             let head = chain.head_index();
             let len = handle(chain);
-            if stop.requested() {
+            if stop.disowned() {
                 return Ok(served);
             }
             queue.add_used(mem, head, len)?;
             served.used += 1;
+            if stop.requested() {
+                return Ok(served);
+            }
             budget -= 1;
             if budget == 0 {
                 served.more = true;

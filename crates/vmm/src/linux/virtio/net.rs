@@ -159,6 +159,7 @@ impl VirtioDevice for Net {
             notify,
             interrupt,
             counters,
+            resume,
             ..
         } = a;
         let mut queues = queues.into_iter();
@@ -178,8 +179,9 @@ impl VirtioDevice for Net {
         };
         let irq = interrupt.clone();
         Worker::spawn("virtio-net".into(), &irq, move |stop| {
-            // Chains left on either queue when the last wake-up's budget ran out.
-            let (mut tx_more, mut rx_more) = (false, false);
+            // Chains left on either queue when the last wake-up's budget ran out. A card
+            // restored from a snapshot looks at both once before it sleeps at all.
+            let (mut tx_more, mut rx_more) = (resume, resume);
             loop {
                 let block = !(tx_more || rx_more);
                 let ready = if net.rx_blocked {
@@ -193,6 +195,7 @@ impl VirtioDevice for Net {
                         crate::linux::virtio::describe(&net.rx, &net.mem),
                         crate::linux::virtio::describe(&net.tx, &net.mem),
                     ]);
+                    stop.park(&[&net.rx, &net.tx]);
                     return Ok(());
                 }
                 if ready[1] {
@@ -288,7 +291,7 @@ impl NetQueues {
             // Transmit buffers are only read: nothing written into the chain.
             0
         })?;
-        if served.used > 0 && !stop.requested() && self.tx.needs_notification(mem)? {
+        if served.used > 0 && !stop.disowned() && self.tx.needs_notification(mem)? {
             irq.used_buffers();
         }
         Ok(served)
@@ -305,6 +308,10 @@ impl NetQueues {
         let mut used = false;
         let mut budget = BUDGET;
         let more = loop {
+            // A pause (a snapshot) takes no new buffer; a request boundary is here.
+            if stop.requested() {
+                break false;
+            }
             if budget == 0 {
                 break true;
             }
@@ -328,7 +335,7 @@ impl NetQueues {
             });
             let Some((descs, iov)) = iov else {
                 Counters::add(&counters.malformed, 1);
-                if stop.requested() {
+                if stop.disowned() {
                     break false;
                 }
                 self.rx.add_used(&self.mem, head, 0)?;
@@ -336,7 +343,9 @@ impl NetQueues {
                 continue;
             };
             if stop.requested() {
-                // The queue is no longer the device's: leave the frame in the tap.
+                // Stopping before the frame is read: leave it in the tap, and the buffer on the
+                // ring (a pause hands the queue back with nothing taken and left unanswered).
+                self.rx.go_to_previous_position();
                 break false;
             }
             // SAFETY: as in `transmit`; readv writes only within the guest's buffers.
@@ -353,7 +362,7 @@ impl NetQueues {
             // The tap writes the 10-byte legacy header and skips the last two bytes: the
             // device fills in `num_buffers` (one buffer per frame without MRG_RXBUF).
             write_at(&self.mem, &descs, 10, &1u16.to_le_bytes());
-            if stop.requested() {
+            if stop.disowned() {
                 break false;
             }
             // readv wrote at most the chain's length, which virtio-queue keeps within a u32.
@@ -364,7 +373,7 @@ impl NetQueues {
             Counters::add(&counters.requests, 1);
             used = true;
         };
-        if used && !stop.requested() && self.rx.needs_notification(&self.mem)? {
+        if used && !stop.disowned() && self.rx.needs_notification(&self.mem)? {
             irq.used_buffers();
         }
         Ok(more)
