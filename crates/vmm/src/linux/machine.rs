@@ -31,6 +31,7 @@ use crate::linux::snapshot::{DeviceState, LinuxState, VcpuState, VmState};
 use crate::linux::virtio::block::Block;
 use crate::linux::virtio::mmio::MmioTransport;
 use crate::linux::virtio::net::Net;
+use crate::linux::virtio::state::TransportState;
 use crate::linux::virtio::{Counters, Kind, Notify, Slot, VirtioDevice, MMIO_BASE, QUEUE_NOTIFY};
 use crate::linux::{boot, cpu};
 use crate::snapshot::{GuestKind, SnapshotError};
@@ -210,15 +211,9 @@ fn make_devices(
             ))
             .into());
         }
-        if !saved.is_empty() {
-            return Err(SnapshotError::Malformed(
-                "this VMM does not restore virtio devices yet".into(),
-            )
-            .into());
-        }
     }
     let mut devices = Vec::new();
-    for (kind, slot) in slots {
+    for (i, (kind, slot)) in slots.into_iter().enumerate() {
         let device: Box<dyn VirtioDevice> = match (kind, &config.block, net) {
             (Kind::Block, Some(b), _) => {
                 // By path, in the VMM child: safe because no user but root (and the lab's) may
@@ -243,8 +238,17 @@ fn make_devices(
         // KVM pulses the I/O APIC pin `slot.irq` whenever the device thread writes the eventfd.
         vm.register_irqfd(&irqfd, slot.irq)
             .map_err(ioctl("KVM_IRQFD"))?;
-        let transport = MmioTransport::new(device, mem.clone(), irqfd, config.notify)
-            .map_err(device_error("make a virtio device"))?;
+        let transport = match saved.and_then(|s| s.get(i)) {
+            // A snapshot's device: its registers and its queues where the driver left them.
+            Some((_, bytes)) => {
+                let state =
+                    TransportState::decode(bytes).map_err(device_error("read a saved device"))?;
+                MmioTransport::restore(device, mem.clone(), irqfd, config.notify, &state)
+                    .map_err(device_error("restore a virtio device"))?
+            }
+            None => MmioTransport::new(device, mem.clone(), irqfd, config.notify)
+                .map_err(device_error("make a virtio device"))?,
+        };
         if config.notify == Notify::Ioeventfd {
             for (queue, event) in transport.notify_events().iter().enumerate() {
                 // A 4-byte write of `queue` to QueueNotify signals this eventfd inside KVM.
@@ -662,12 +666,14 @@ fn save(
         .into());
     }
     cpu.set_rip(out);
-    if !parts.bus.devices.is_empty() {
-        return Err(
-            SnapshotError::Malformed("this VMM does not save virtio devices yet".into()).into(),
-        );
+    // Each device's thread stops between two requests and hands back its queues' positions.
+    let mut virtio = Vec::new();
+    for (_, transport) in parts.bus.devices.iter_mut() {
+        let saved = transport
+            .save()
+            .map_err(device_error("save a virtio device"))?;
+        virtio.push((transport.kind().id(), saved.encode()));
     }
-    let virtio = Vec::new();
     let state = LinuxState {
         cmdline: config.cmdline.clone(),
         vcpu: cpu,
