@@ -1,7 +1,9 @@
 //! Linux guests restored from snapshots, on the student's machine (AMD-V and cgroup v2,
 //! emulated here: see `tests/hosts/`), where they boot — on this CI's nested PVM they cannot.
 //!
-//! One `lab run restore` with `vm-linux` (the lab's VMM saves the whole machine at `/init`'s
+//! `examples/restore` with `vm-linux` running `cpu`, and `disk-rand` (its virtio disk saved and
+//! restored with its queues), each restored to its cold checksum; one with `net-rr`, refused
+//! in one line; then one `lab run restore` with `vm-linux` (the lab's VMM saves the whole machine at `/init`'s
 //! `ready` and maps the snapshot as guest RAM) and `container` (the cold reference), then
 //! that nothing is left. It prints what the issue asks for: restored `vm-linux` ÷ its cold
 //! boot, and host memory per more restored `vm-linux`; every restored run must end with its
@@ -46,6 +48,13 @@ fn restored_linux_guests_start_from_their_snapshot_with_the_cold_checksums() {
             600,
             &format!("mkdir -p /tmp/consoles-disk; {EXAMPLE} --kernel disk-rand --console /tmp/consoles-disk vm-linux 2>&1"),
         ),
+        // A guest with a network card is refused in one line: its command line holds its own
+        // instance's address, and a restored instance has another.
+        Check::new(
+            "example-net",
+            600,
+            &format!("{EXAMPLE} --kernel net-rr vm-linux 2>&1"),
+        ),
         Check::printing_results(
             "restore",
             1800,
@@ -73,6 +82,14 @@ true"#,
         eprintln!("{}", example.text());
         assert!(example.passed(), "{}", example.explain());
     }
+    let net = report.check("example-net");
+    eprintln!("{}", net.text());
+    assert!(!net.passed(), "{}", net.explain());
+    assert!(
+        net.text().contains("this one would be with `net="),
+        "{}",
+        net.explain()
+    );
     let run = report.check("restore");
     eprintln!("{}", run.text());
     assert!(run.passed(), "{}", run.explain());

@@ -175,6 +175,15 @@ pub enum SnapshotError {
         /// What the lab asked for.
         ours: String,
     },
+    /// A Linux guest booted with another command line (another workload, or an address of
+    /// another instance's).
+    #[error("the snapshot's guest was booted with `{theirs}`, this one would be with `{ours}`: a restored guest keeps everything its kernel was told")]
+    OtherCommandLine {
+        /// The first word of the snapshot's command line that differs.
+        theirs: String,
+        /// This guest's word there.
+        ours: String,
+    },
     /// Reading or writing the file failed.
     #[error("{what}: {source}")]
     Io {

@@ -575,10 +575,10 @@ fn restore_from(
 ) -> Result<Parts, VmmError> {
     let (header, state) = crate::snapshot::read(file, GuestKind::Linux)?;
     let state = LinuxState::decode(&state)?;
-    if state.cmdline != config.cmdline {
-        return Err(SnapshotError::OtherWorkload {
-            theirs: format!("a guest booted with {:?}", state.cmdline),
-            ours: format!("guest booted with {:?}", config.cmdline),
+    if let Some((theirs, ours)) = first_difference(&state.cmdline, &config.cmdline) {
+        return Err(SnapshotError::OtherCommandLine {
+            theirs: theirs.into(),
+            ours: ours.into(),
         }
         .into());
     }
@@ -613,6 +613,19 @@ fn restore_from(
         console,
         entry: None,
     })
+}
+
+/// The first word in which two command lines differ (`-` where one has none left), if any:
+/// what a refusal names, instead of two whole command lines.
+fn first_difference<'a>(theirs: &'a str, ours: &'a str) -> Option<(&'a str, &'a str)> {
+    let (mut a, mut b) = (theirs.split_whitespace(), ours.split_whitespace());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return None,
+            (x, y) if x == y => continue,
+            (x, y) => return Some((x.unwrap_or("-"), y.unwrap_or("-"))),
+        }
+    }
 }
 
 /// `out dx, al`: how `/init` writes the marker port (see `isolab_workload::init::MarkerPort`).
@@ -916,4 +929,23 @@ fn start_input(host: &Host, devices: &Devices) -> Result<(), VmmError> {
         })
         .map(drop)
         .map_err(io("start the console input thread"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_difference;
+
+    #[test]
+    fn a_refused_snapshot_names_the_first_word_its_guest_differs_in() {
+        let a = "console=ttyS0 isolab.kernel=net-rr net=10.0.0.2/30 quiet";
+        assert_eq!(first_difference(a, a), None);
+        assert_eq!(
+            first_difference(
+                a,
+                "console=ttyS0 isolab.kernel=net-rr net=10.0.0.6/30 quiet"
+            ),
+            Some(("net=10.0.0.2/30", "net=10.0.0.6/30"))
+        );
+        assert_eq!(first_difference("a b", "a b c"), Some(("-", "c")));
+    }
 }
