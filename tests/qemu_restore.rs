@@ -82,10 +82,10 @@ fn a_restored_qemu_runs_to_the_cold_checksum_and_leaves_nothing() {
         assert!(t.at("init").is_none(), "{t:?}");
     }
     // Every QEMU removed its QMP socket's name when it was collected.
-    let sockets: Vec<_> = std::fs::read_dir(lab.workdir())
+    let sockets: Vec<_> = std::fs::read_dir(lab.workdir().join("qmp"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("qmp-"))
+        .map(|e| e.file_name())
         .collect();
     assert!(sockets.is_empty(), "{sockets:?}");
 
@@ -162,6 +162,7 @@ fn a_corrupt_or_foreign_stream_is_refused_in_one_line_and_leaves_nothing() {
             Err(e) => e.to_string(),
         };
         assert!(!e.contains('\n') && e.contains(expected), "{what}: {e}");
+        eprintln!("{what}: {e}");
     }
     drop(snap);
     drop(lab);

@@ -72,6 +72,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -435,11 +436,19 @@ impl Qemu {
             timeline.mark("cgroup");
         }
         let mut args = guest_args.clone();
-        // The QMP socket, for a snapshot: a Unix socket in the lab's 0700 work directory, so no
-        // one else can connect; no network listener.
-        let qmp = extra
-            .qmp
-            .then(|| lab.workdir().join(format!("qmp-{name}.sock")));
+        // The QMP socket, for a snapshot: a Unix socket (no network listener) in a 0700
+        // directory of the lab's work directory, so no one but the lab can reach it.
+        let qmp = if extra.qmp {
+            let dir = lab.workdir().join("qmp");
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(&dir)
+                .map_err(BackendError::io(format!("make {}", dir.display())))?;
+            Some(dir.join(format!("{name}.sock")))
+        } else {
+            None
+        };
         if let Some(path) = &qmp {
             args.push("-qmp".into());
             args.push(format!(

@@ -40,9 +40,10 @@
 //! name, and `migrate fd:NAME` writes to it; a restore's QEMU inherits the file, read-only, as
 //! descriptor 5 ([`crate::qemu::STREAM_FD`]) and is told `migrate-incoming fd:5`. No shell
 //! runs (`exec:cat > FILE` would start `/bin/sh`, and a path in a shell command must be quoted),
-//! and the lab alone names the file: a directory of the lab's 0700 work directory
+//! and the lab alone names the file: a 0700 directory in the lab's work directory
 //! ([`Snapshot::new_dir`]), removed with the snapshot, or with the work directory by the next
-//! lab if this one is killed. The QMP socket is in the work directory too.
+//! lab if this one is killed. The QMP socket is in a 0700 directory of the work directory too
+//! (`qmp/`), and its name is removed when its QEMU is collected.
 //!
 //! Why `-incoming defer` and not `-incoming fd:5` on the command line: the lab must not send
 //! the go-ahead before the guest's UART has its state back (a byte arriving before would be
