@@ -96,17 +96,17 @@ const AFTER_QUIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(2);
 
 /// The spec a checkpointed guest runs: held at `ready`. A guest with a disk or a network card
-/// is refused: its disk copy and its tap are the instance's own, made anew for each instance,
+/// (a disk or network kernel's, or any on the lab's image, which a VM gets as a disk) is
+/// refused: its disk copy and its tap are the instance's own, made anew for each instance,
 /// while the stream would hold the device state (queues, offsets) of the saved one.
 fn held(lab: &Lab, spec: &Spec) -> Result<Spec, BackendError> {
-    let (devices, _provisions) = lab.guest_devices(spec, &lab.next_instance_name())?;
-    if !devices.is_empty() {
+    let kernel = spec.kernel;
+    if kernel.needs_disk() || kernel.needs_network() || lab.settings.image_spec.is_some() {
         return Err(BackendError::Unavailable {
             backend: "qemu".into(),
             reason: format!(
-                "{} is not snapshotted: its guest has a disk or a network card of its own, which \
-                 a restored guest would not",
-                spec.kernel
+                "{kernel} on this lab is not snapshotted: its guest has a disk or a network card \
+                 of its own, which a restored guest would not"
             ),
         });
     }
