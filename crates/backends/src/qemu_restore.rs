@@ -63,10 +63,12 @@
 //!
 //! QEMU can come closer to that: with the guest's RAM in a file-backed memory backend
 //! (`-object memory-backend-file,share=on,...`) and the migration capability
-//! `x-ignore-shared`, the stream leaves out the RAM, which stays in the file, and a restore
-//! maps that file again. That is not done here (a restored guest would then write into the one
-//! shared file, so each restore would need its own copy of it, or a private mapping QEMU does not
-//! offer for this); it is mentioned so that the comparison with `vm` is read for what it is.
+//! `x-ignore-shared`, the stream leaves that RAM out — it is already in the file — and a
+//! restored QEMU maps the file again. Mapped shared, every restored guest would write into the
+//! one file; mapped privately (`share=off`), they would share its pages copy-on-write as `vm`'s
+//! do (the "VM templating" of some container runtimes built on QEMU). That is not done here,
+//! and would have to be measured before anything is said of it: it is mentioned so that the
+//! comparison with `vm` is read for what it is.
 
 use crate::instance::Instance;
 use crate::lab::Lab;
