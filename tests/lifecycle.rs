@@ -1052,3 +1052,60 @@ fn a_lab_killed_mid_restore_leaves_no_snapshot_vmm_or_cgroup() {
     );
     std::fs::remove_dir_all(temp).unwrap();
 }
+
+/// `lab run restore` killed with SIGKILL while a QEMU loads or runs a guest from its migration
+/// stream: QEMU dies with its instance's cgroup, and the guardian removes the cgroups and the
+/// work directory — the stream's snapshot directory and the QMP sockets are in it.
+#[test]
+fn a_lab_killed_while_qemu_restores_leaves_no_stream_qemu_or_cgroup() {
+    common::needs_qemu();
+    let _serial = serial();
+    let temp = temp_dir("killed-qemu-restore");
+    let state = |temp: &Path| HostState {
+        fds: 0,
+        children: Default::default(),
+        ..HostState::now(temp)
+    };
+    let before = state(&temp);
+    let out = temp.join("out");
+    let mut lab = Reap(vec![quiet_lab(&temp)
+        .args(["run", "restore", "--backends", "qemu", "--runs", "100"])
+        .args([
+            "--warmup",
+            "0",
+            "--no-progress",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap()]);
+    let child = &mut lab.0[0];
+    // A restored QEMU is one started with `-incoming`; its arguments name the lab's directory.
+    let restoring = || {
+        processes_mentioning(&temp.to_string_lossy(), false)
+            .iter()
+            .any(|(_, cmd)| cmd.starts_with("qemu-system") && cmd.contains("-incoming"))
+    };
+    let found = eventually(Duration::from_secs(180), || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "lab run restore ended early"
+        );
+        restoring()
+    });
+    assert!(found, "no restored QEMU within three minutes");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    let gone = eventually(Duration::from_secs(30), || {
+        let mut now = state(&temp);
+        now.temp_entries.remove("out");
+        now == before && leftovers(&temp).is_empty()
+    });
+    assert!(
+        gone,
+        "left behind {:?} (before: {before:?}), processes {:?}",
+        state(&temp),
+        leftovers(&temp)
+    );
+    std::fs::remove_dir_all(temp).unwrap();
+}

@@ -35,6 +35,8 @@ pub mod oci;
 pub mod process;
 pub mod provide;
 pub mod qemu;
+pub mod qemu_restore;
+pub mod qmp;
 pub mod restore;
 pub mod student;
 pub mod vm;

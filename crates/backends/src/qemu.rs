@@ -72,6 +72,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -271,6 +272,9 @@ pub fn microvm_cmdline_device(n: usize) -> String {
 /// The descriptor number QEMU finds the guest's tap at.
 pub const TAP_FD: RawFd = 4;
 
+/// The descriptor number a restored QEMU finds its migration stream at (`fd:5`).
+pub const STREAM_FD: RawFd = 5;
+
 /// The QEMU program on PATH.
 pub fn qemu_path() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
@@ -344,6 +348,10 @@ impl Backend for Qemu {
         linux_vm::supports(lab, kernel)
     }
 
+    fn restorer(&self) -> Option<&dyn crate::Restore> {
+        Some(self)
+    }
+
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError> {
         linux_vm::start(lab, spec, |devices| {
             self.start_with(lab, spec, limits, devices)
@@ -362,6 +370,20 @@ impl Qemu {
         limits: &Limits,
         devices: GuestDevices,
     ) -> Result<Instance, BackendError> {
+        Ok(self
+            .launch(lab, spec, limits, devices, Extra::default())?
+            .instance)
+    }
+
+    /// Start QEMU for `spec` with `devices`, and what `extra` adds for a snapshot.
+    pub(crate) fn launch(
+        &self,
+        lab: &Lab,
+        spec: &Spec,
+        limits: &Limits,
+        devices: GuestDevices,
+        extra: Extra,
+    ) -> Result<Launched, BackendError> {
         // Under TCG the command line carries the host's TSC frequency, measured once per lab
         // over 20 ms: measure it before the clock of the first start begins.
         if self.accel() == Accel::Tcg {
@@ -383,12 +405,6 @@ impl Qemu {
         let cmdline_devices = discovery == linux_guest::devices::Discovery::CommandLine;
         // The initramfs is written once per lab: this edge is long only for a lab's first guest.
         timeline.mark("image");
-        let name = lab.next_instance_name();
-        let cgroup = lab.instance_cgroup(&name, limits)?;
-        let placement = isolab_resources::cgroup::Placement::of(cgroup.as_ref())?;
-        if cgroup.is_some() {
-            timeline.mark("cgroup");
-        }
 
         let mut options = self.cmdline_options();
         options.modules = !modules.is_empty();
@@ -397,7 +413,7 @@ impl Qemu {
             options.extra.extend((0..count).map(microvm_cmdline_device));
         }
         options.init = devices.init_words.clone();
-        let args = self.args_with(
+        let guest_args = self.args_with(
             &image.path,
             &initrd,
             spec,
@@ -405,6 +421,51 @@ impl Qemu {
             Some(&devices),
             cmdline_devices,
         );
+        if let Some(expected) = &extra.expect_args {
+            if *expected != guest_args {
+                return Err(BackendError::Instance {
+                    step: "snapshot".into(),
+                    detail: args_differ(expected, &guest_args),
+                });
+            }
+        }
+        let name = lab.next_instance_name();
+        let cgroup = lab.instance_cgroup(&name, limits)?;
+        let placement = isolab_resources::cgroup::Placement::of(cgroup.as_ref())?;
+        if cgroup.is_some() {
+            timeline.mark("cgroup");
+        }
+        let mut args = guest_args.clone();
+        // The QMP socket, for a snapshot: a Unix socket (no network listener) in a 0700
+        // directory of the lab's work directory, so no one but the lab can reach it.
+        let qmp = if extra.qmp {
+            let dir = lab.workdir().join("qmp");
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(&dir)
+                .map_err(BackendError::io(format!("make {}", dir.display())))?;
+            Some(dir.join(format!("{name}.sock")))
+        } else {
+            None
+        };
+        if let Some(path) = &qmp {
+            args.push("-qmp".into());
+            args.push(format!(
+                "unix:{},server=on,wait=off",
+                path.to_string_lossy().replace(',', ",,")
+            ));
+            // A migration stream records whether the guest ran (its "global state"): a guest
+            // stopped to be saved would be restored stopped. Left out, the restoring QEMU
+            // starts the guest itself once the state is loaded, as a QEMU without `-S` does.
+            args.extend(["-global", "migration.store-global-state=off"].map(String::from));
+        }
+        let incoming = extra.incoming.map(high).transpose()?;
+        if incoming.is_some() {
+            // Wait for the lab to say where the state comes from (`migrate-incoming`), so that
+            // the lab is listening for QMP's events before the state loads.
+            args.extend(["-incoming", "defer"].map(String::from));
+        }
         let exec = Exec::new(&qemu, QEMU, &args, &[]);
         let tap = devices
             .net
@@ -414,7 +475,7 @@ impl Qemu {
             .map_err(BackendError::io("dup the tap"))?
             .map(high)
             .transpose()?;
-        let pipes = QemuPipes::new(tap)?;
+        let pipes = QemuPipes::new(tap, incoming)?;
         let log_path = self
             .console_log
             .clone()
@@ -435,6 +496,7 @@ impl Qemu {
             .name("qemu-console".into())
             .spawn(move || relay.run(Console::new(Some(log))))
             .map_err(BackendError::io("start the console relay"))?;
+        let socket = qmp.clone();
 
         let mut instance = Instance::new(Parts {
             backend: self.name().into(),
@@ -446,9 +508,13 @@ impl Qemu {
             timeline,
             timeout: lab.settings.timeout,
             // QEMU is gone by the time clean-up runs, so the relay has seen the end of its
-            // output and is finishing: wait for it, so no thread outlives the instance.
+            // output and is finishing: wait for it, so no thread outlives the instance. QEMU
+            // leaves its QMP socket's name behind: removed here (or with the work directory).
             cleanup: vec![Box::new(move || {
                 let _ = relay.join();
+                if let Some(path) = socket {
+                    let _ = std::fs::remove_file(path);
+                }
             })],
         });
         note_guest(&mut instance, &image, &initrd, devices.image, spec, self);
@@ -458,8 +524,50 @@ impl Qemu {
         }
         // QEMU holds its own descriptor of the tap (fd 4); the lab's copy goes with `devices`.
         drop(devices);
-        Ok(instance)
+        Ok(Launched {
+            instance,
+            guest_args,
+            qmp,
+        })
     }
+}
+
+/// What a start for a snapshot adds to a cold start's QEMU ([`Qemu::launch`]).
+#[derive(Default)]
+pub(crate) struct Extra {
+    /// Give QEMU a QMP socket in the lab's work directory.
+    pub qmp: bool,
+    /// A migration stream to load, QEMU's descriptor [`STREAM_FD`]: QEMU starts with
+    /// `-incoming defer` and loads it when told to over QMP.
+    pub incoming: Option<OwnedFd>,
+    /// The guest's arguments a snapshot was taken with: a guest whose arguments now differ is
+    /// refused before QEMU starts.
+    pub expect_args: Option<Vec<String>>,
+}
+
+/// A QEMU started by [`Qemu::launch`].
+pub(crate) struct Launched {
+    pub instance: Instance,
+    /// QEMU's arguments for the guest (without `-qmp` and `-incoming`).
+    pub guest_args: Vec<String>,
+    /// Its QMP socket, if asked for.
+    pub qmp: Option<PathBuf>,
+}
+
+/// Why a snapshot's QEMU arguments are not the ones this guest would have, in one line.
+fn args_differ(expected: &[String], now: &[String]) -> String {
+    let first = expected
+        .iter()
+        .zip(now)
+        .position(|(a, b)| a != b)
+        .unwrap_or(expected.len().min(now.len()));
+    format!(
+        "the snapshot was taken of another guest: QEMU's argument {} was {:?}, is now {:?} \
+         (another workload, guest kernel, initramfs or host TSC frequency)",
+        first + 1,
+        expected.get(first).map_or("", String::as_str),
+        now.get(first).map_or("", String::as_str),
+    )
 }
 
 /// The facts every `qemu` run records.
@@ -492,8 +600,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), BackendError> {
 
 /// QEMU's fds: stdin = the guest's input, stdout = the serial output, stderr, and fd 3 = the
 /// report pipe, for the child's own `fork`/`exec` stamps (close-on-exec: QEMU never sees it);
-/// fd 4 = the guest's tap, if it has a network card.
-struct ChildEnds([OwnedFd; 4], Option<OwnedFd>);
+/// fd 4 = the guest's tap, if it has a network card; fd 5 ([`STREAM_FD`]) = the migration
+/// stream a restore loads.
+struct ChildEnds([OwnedFd; 4], Option<OwnedFd>, Option<OwnedFd>);
 
 impl ChildSide for ChildEnds {
     fn install(&self) -> Result<(), Errno> {
@@ -521,7 +630,7 @@ struct QemuPipes {
 }
 
 impl QemuPipes {
-    fn new(tap: Option<OwnedFd>) -> Result<QemuPipes, BackendError> {
+    fn new(tap: Option<OwnedFd>, stream: Option<OwnedFd>) -> Result<QemuPipes, BackendError> {
         let (serial_r, serial_w) = pipe()?;
         let (input_r, input_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
@@ -531,7 +640,11 @@ impl QemuPipes {
             Ok(high(fd.try_clone().map_err(BackendError::io("dup"))?)?)
         };
         Ok(QemuPipes {
-            child: ChildEnds([input_r, serial_w, dup(&stderr_w)?, dup(&report_w)?], tap),
+            child: ChildEnds(
+                [input_r, serial_w, dup(&stderr_w)?, dup(&report_w)?],
+                tap,
+                stream,
+            ),
             parent: ParentEnds {
                 report: File::from(report_r),
                 control: File::from(control_w),
@@ -548,7 +661,8 @@ impl QemuPipes {
     }
 }
 
-/// **Child side.** Put the ends at 0..=3, keep 3 close-on-exec, close everything else.
+/// **Child side.** Put the ends at 0..=3, keep 3 close-on-exec, the tap at 4 and a migration
+/// stream at 5 if there are, close everything else.
 fn install(child: &ChildEnds) -> Result<(), Errno> {
     for (target, fd) in child.0.iter().enumerate() {
         // SAFETY: dup2 of an fd we own onto a small fixed number.
@@ -556,13 +670,23 @@ fn install(child: &ChildEnds) -> Result<(), Errno> {
     }
     // SAFETY: fcntl on fd 3, just installed.
     Errno::result(unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) })?;
-    if let Some(tap) = &child.1 {
-        // dup2 clears close-on-exec on the copy: QEMU inherits the tap as fd 4.
-        // SAFETY: dup2 of an fd we own onto a small fixed number.
-        Errno::result(unsafe { libc::dup2(tap.as_raw_fd(), TAP_FD) })?;
-        close_from(TAP_FD + 1);
-    } else {
-        close_from(TAP_FD);
+    // dup2 clears close-on-exec on the copy: QEMU inherits the tap as fd 4 and the stream as
+    // fd 5. Every end sits at 10 or above (`high`), so no dup2 here overwrites another.
+    for (fd, target) in [(&child.1, TAP_FD), (&child.2, STREAM_FD)] {
+        if let Some(fd) = fd {
+            // SAFETY: dup2 of an fd we own onto a small fixed number.
+            Errno::result(unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
+        }
+    }
+    // Whatever is not used of 4 and 5 is closed with the rest.
+    if child.1.is_none() {
+        // SAFETY: closing a descriptor number this child does not use.
+        unsafe { libc::close(TAP_FD) };
+    }
+    close_from(STREAM_FD + 1);
+    if child.2.is_none() {
+        // SAFETY: as above.
+        unsafe { libc::close(STREAM_FD) };
     }
     Ok(())
 }

@@ -23,9 +23,9 @@
 //! A snapshot is the lab's, and so is what it holds: [`Stored::Unnamed`] is a file opened with
 //! `O_TMPFILE` in the lab's 0700 work directory — it never has a name, and the kernel frees it
 //! when the last descriptor on it closes, so even a lab killed by SIGKILL leaves nothing.
-//! [`Stored::Dir`] (CRIU writes many files) is a directory under the work directory: removed
-//! when the [`Snapshot`] is dropped, and, if the lab is killed, with the rest of its work
-//! directory by the next lab (see [`crate::lab`]).
+//! [`Stored::Dir`] (CRIU writes many files; QEMU a stream and its arguments) is a directory
+//! under the work directory: removed when the [`Snapshot`] is dropped, and, if the lab is
+//! killed, with the rest of its work directory by the next lab (see [`crate::lab`]).
 
 use crate::instance::Instance;
 use crate::lab::Lab;

@@ -263,8 +263,9 @@ pub fn tables(results: &Results) -> Vec<Table> {
         }
         t.notes.push(
             "N instances restored from one snapshot, all held at done: their cgroups' anonymous \
-             and kernel memory, plus the snapshot's pages in the page cache counted once (they \
-             map it MAP_PRIVATE and share every page none of them wrote)."
+             and kernel memory, plus the snapshot's pages in the page cache counted once (`vm`'s \
+             instances map it MAP_PRIVATE and share every page none of them wrote; QEMU and \
+             CRIU copy it into each instance's own memory)."
                 .into(),
         );
         out.push(t);
