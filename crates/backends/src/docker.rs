@@ -268,6 +268,17 @@ impl Backend for Docker {
         "docker"
     }
 
+    /// Docker's own checkpoints (`docker checkpoint create`, `docker start --checkpoint`) go
+    /// through containerd and runc to CRIU: `oci:runc` measures that path without the daemon.
+    fn not_restorable(&self) -> String {
+        let lab = "the lab does not drive `docker checkpoint`; `oci:runc` restores through \
+                   the same runc and CRIU";
+        match checkpoint_problem() {
+            Some(why) => format!("{why}; and {lab}"),
+            None => lab.to_string(),
+        }
+    }
+
     fn describe(&self) -> &str {
         "docker run --rm --network none on an image of the lab's root: the CLI, dockerd, containerd, its shim and runc"
     }

@@ -288,6 +288,11 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Why a backend without a [`Backend::restorer`] cannot be restored, in one line.
+    fn not_restorable(&self) -> String {
+        "cannot snapshot or restore its instances (no restore for this backend)".into()
+    }
+
     /// Start one instance running `spec` under `limits`. Returns once the instance's processes
     /// exist; use the [`Instance`] to wait for its markers.
     fn start(&self, lab: &Lab, spec: &Spec, limits: &Limits) -> Result<Instance, BackendError>;

@@ -195,9 +195,7 @@ fn prepare(
     limits: &Limits,
 ) -> Result<Ready, String> {
     let Some(restorer) = backend.restorer() else {
-        return Err(
-            "cannot snapshot or restore its instances (no restore for this backend)".into(),
-        );
+        return Err(backend.not_restorable());
     };
     if let Availability::Unavailable(why) = restorer.restore_availability(lab) {
         return Err(why);
