@@ -3,11 +3,11 @@
 //!
 //! `examples/restore` with `vm-linux` running `cpu`, and `disk-rand` (its virtio disk saved and
 //! restored with its queues), each restored to its cold checksum; one with `net-rr`, refused
-//! in one line; then one `lab run restore` with `vm-linux` (the lab's VMM saves the whole machine at `/init`'s
+//! in one line; then one `lab run restore` with `vm-linux`, `qemu` on KVM (the lab's VMM saves the whole machine at `/init`'s
 //! `ready` and maps the snapshot as guest RAM) and `container` (the cold reference), then
 //! that nothing is left. It prints what the issue asks for: restored `vm-linux` ÷ its cold
-//! boot, and host memory per more restored `vm-linux`; every restored run must end with its
-//! backend's cold checksum.
+//! boot and ÷ restored `qemu`, and host memory per more restored `vm-linux`; every restored
+//! run must end with its backend's cold checksum.
 //!
 //! ```text
 //! cargo test --test emulated -- --include-ignored --nocapture restore::
@@ -17,9 +17,9 @@ use crate::hosts::{Check, EmulatedHost};
 use isolab_report::restore::{per_more_instance, starts};
 use std::path::Path;
 
-/// The backends: the Linux guest of the lab's VMM, and the container every start is held
-/// against.
-const BACKENDS: &str = "vm-linux,container";
+/// The backends: the Linux guest of the lab's VMM, QEMU (on KVM here) restored from its
+/// migration stream, and the container every start is held against.
+const BACKENDS: &str = "vm-linux,qemu,container";
 /// Where `examples/restore` is inside.
 const EXAMPLE: &str = "/usr/local/bin/restore";
 
@@ -105,27 +105,35 @@ true"#,
     // Each restored run's checksum is its cold run's, or the run is not measured: n counts
     // only measured ones.
     for r in &results.runs {
-        if r.backend.starts_with("vm-linux/") {
+        if r.backend.contains("/restored") {
             assert_eq!(r.outcome, isolab_results::Outcome::Completed, "{r:?}");
         }
     }
-    let per_more = per_more_instance(&results, "vm-linux/restored")
-        .or_else(|| per_more_instance(&results, "vm-linux"))
-        .expect("host memory per more restored vm-linux");
+    let qemu = row("qemu/restored");
+    assert!(qemu.n >= 2, "{qemu:?}");
+    let per_more = |backend: &str| {
+        per_more_instance(&results, &format!("{backend}/restored"))
+            .or_else(|| per_more_instance(&results, backend))
+            .unwrap_or_else(|| panic!("host memory per more restored {backend}"))
+    };
     let mib = |b: f64| b / f64::from(1 << 20);
+    let ms = |ns: Option<f64>| ns.unwrap_or(f64::NAN) / 1e6;
     let summary = format!(
         "emulated host (restore): vm-linux cold {:.1} ms, restored {:.1} ms ({:.3}× its cold \
-         boot), prefaulted {:.1} ms; container cold {:.1} ms; {:.2} MiB per more restored \
-         vm-linux; snapshot {}",
-        row("vm-linux").start_ns.unwrap_or(f64::NAN) / 1e6,
-        restored.start_ns.unwrap_or(f64::NAN) / 1e6,
+         boot, {:.3}× restored qemu), prefaulted {:.1} ms; qemu cold {:.1} ms, restored {:.1} \
+         ms ({:.3}× its cold boot); container cold {:.1} ms; {:.2} MiB per more restored \
+         vm-linux, {:.2} per more restored qemu; snapshot {}",
+        ms(row("vm-linux").start_ns),
+        ms(restored.start_ns),
         restored.over_cold.unwrap_or(f64::NAN),
-        row("vm-linux/restored+prefault")
-            .start_ns
-            .unwrap_or(f64::NAN)
-            / 1e6,
-        row("container").start_ns.unwrap_or(f64::NAN) / 1e6,
-        mib(per_more),
+        restored.start_ns.unwrap_or(f64::NAN) / qemu.start_ns.unwrap_or(f64::NAN),
+        ms(row("vm-linux/restored+prefault").start_ns),
+        ms(row("qemu").start_ns),
+        ms(qemu.start_ns),
+        qemu.over_cold.unwrap_or(f64::NAN),
+        ms(row("container").start_ns),
+        mib(per_more("vm-linux")),
+        mib(per_more("qemu")),
         results
             .snapshots
             .iter()
@@ -141,5 +149,6 @@ true"#,
     eprintln!("{summary}");
     std::fs::write(work.join("summary.txt"), &summary).unwrap();
     assert!(restored.over_cold.is_some(), "{summary}");
+    assert!(qemu.over_cold.is_some(), "{summary}");
     report.assert_nothing_left_behind();
 }
