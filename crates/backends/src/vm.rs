@@ -162,6 +162,43 @@ pub(crate) fn kept_file(fd: RawFd) -> File {
     File::from(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The snapshot a VMM child wrote into `file` during `run`, its steps read off the run's
+/// timeline: from the edge `held` (the guest stopped at `ready`) to `snapshot_state` (the
+/// state, `state_step`), then to `snapshot_memory` (guest RAM). A VMM that stopped without
+/// saving is the run's failure, in its own words.
+pub(crate) fn snapshot_taken(
+    backend: &str,
+    spec: &Spec,
+    file: File,
+    run: &crate::Run,
+    held: &str,
+    state_step: &str,
+) -> Result<Snapshot, BackendError> {
+    let t = &run.timeline;
+    let (Some(held), Some(state), Some(saved)) =
+        (t.at(held), t.at("snapshot_state"), t.at("snapshot_memory"))
+    else {
+        return Err(BackendError::Instance {
+            step: "snapshot".into(),
+            detail: match &run.outcome {
+                isolab_results::Outcome::Failed { reason } => reason.clone(),
+                other => format!("the VMM ended without saving the guest ({other:?})"),
+            },
+        });
+    };
+    Ok(Snapshot {
+        backend: backend.into(),
+        spec: *spec,
+        bytes: allocated_bytes(&file)?,
+        stored: Stored::Unnamed(file),
+        take_ns: saved.saturating_sub(held),
+        phases: vec![
+            (state_step.into(), state.saturating_sub(held)),
+            ("guest RAM".into(), saved.saturating_sub(state)),
+        ],
+    })
+}
+
 pub(crate) fn snapshot_error(step: &str) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
     move |e| BackendError::Instance {
         step: step.into(),
@@ -208,31 +245,7 @@ impl Restore for Vm {
         let waited = instance.wait_ready();
         let run = instance.finish()?;
         waited?;
-        let t = &run.timeline;
-        let (Some(ready), Some(state), Some(saved)) = (
-            t.at("ready"),
-            t.at("snapshot_state"),
-            t.at("snapshot_memory"),
-        ) else {
-            return Err(BackendError::Instance {
-                step: "snapshot".into(),
-                detail: match run.outcome {
-                    isolab_results::Outcome::Failed { reason } => reason,
-                    other => format!("the VMM ended without saving the guest ({other:?})"),
-                },
-            });
-        };
-        Ok(Snapshot {
-            backend: self.name().into(),
-            spec: *spec,
-            bytes: allocated_bytes(&file)?,
-            stored: Stored::Unnamed(file),
-            take_ns: saved.saturating_sub(ready),
-            phases: vec![
-                ("vcpu state".into(), state.saturating_sub(ready)),
-                ("guest RAM".into(), saved.saturating_sub(state)),
-            ],
-        })
+        snapshot_taken(self.name(), spec, file, &run, "ready", "vcpu state")
     }
 
     fn restore(

@@ -4,8 +4,8 @@
 use crate::instance::{Instance, Timeline};
 use crate::lab::Lab;
 use crate::linux_vm;
-use crate::restore::{allocated_bytes, Restore, RestoreOptions, Snapshot, Stored};
-use crate::vm::{kept_file, snapshot_error};
+use crate::restore::{Restore, RestoreOptions, Snapshot};
+use crate::vm::{kept_file, snapshot_error, snapshot_taken};
 use crate::{Availability, Backend, BackendError, Limits, Spec};
 use isolab_host::facts::KvmKind;
 use isolab_kernels::marker;
@@ -209,34 +209,14 @@ impl Restore for VmLinux {
         })?;
         // The guest is saved at `ready` and never says it: the VMM ends after the snapshot.
         let run = instance.finish()?;
-        let t = &run.timeline;
-        let (Some(held), Some(state), Some(saved)) = (
-            t.at("ready_held"),
-            t.at("snapshot_state"),
-            t.at("snapshot_memory"),
-        ) else {
-            return Err(BackendError::Instance {
-                step: "snapshot".into(),
-                detail: match run.outcome {
-                    isolab_results::Outcome::Failed { reason } => reason,
-                    other => format!("the VMM ended without saving the guest ({other:?})"),
-                },
-            });
-        };
-        Ok(Snapshot {
-            backend: self.name().into(),
-            spec: *spec,
-            bytes: allocated_bytes(&file)?,
-            stored: Stored::Unnamed(file),
-            take_ns: saved.saturating_sub(held),
-            phases: vec![
-                (
-                    "vcpu, interrupt controllers, devices".into(),
-                    state.saturating_sub(held),
-                ),
-                ("guest RAM".into(), saved.saturating_sub(state)),
-            ],
-        })
+        snapshot_taken(
+            self.name(),
+            spec,
+            file,
+            &run,
+            "ready_held",
+            "vcpu, interrupt controllers, devices",
+        )
     }
 
     fn restore(

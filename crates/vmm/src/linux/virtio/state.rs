@@ -688,25 +688,36 @@ mod tests {
         assert_eq!(Counters::get(&t.counters().notifications), 0);
     }
 
-    /// A request the thread is inside when the save comes: the save waits for it, and it is
-    /// answered before the state is taken — nothing is popped and left unanswered.
-    #[test]
-    fn a_save_lets_the_request_in_hand_finish_and_answers_it() {
-        let disk = Disk::new("inhand");
-        let mem = memory();
-        let ring = Ring::new(&mem, 0x1000, 16);
-        let mut t = blk(&disk, &mem, &ring);
-        // The data buffer is a page whose first touch stops the toucher (a slow disk's
-        // stand-in), misaligned so the thread's own copy touches it.
-        const STUCK: u64 = 0x30_0000;
-        let page = StuckPage::new(&mem, GuestAddress(STUCK));
-        request(&mem, &ring, 0, VIRTIO_BLK_T_IN, 3);
+    /// Where the held request's data buffer is.
+    const STUCK: u64 = 0x30_0000;
+
+    /// A disk whose thread is inside a read request: its data buffer is a page whose first
+    /// touch stops the toucher (a slow disk's stand-in), misaligned so the thread's own copy
+    /// touches it. Dropping the page lets the thread go on.
+    fn inside_a_request(
+        disk: &Disk,
+        mem: &GuestMemoryMmap,
+        ring: &Ring,
+    ) -> (MmioTransport, StuckPage) {
+        let mut t = blk(disk, mem, ring);
+        let page = StuckPage::new(mem, GuestAddress(STUCK));
+        request(mem, ring, 0, VIRTIO_BLK_T_IN, 3);
         ring.desc(1, STUCK + 8, SECTOR as u32, N | W, 2);
         wr(&mut t, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
         assert!(
             page.wait_for_toucher(DEADLINE),
             "the device never touched the page"
         );
+        (t, page)
+    }
+
+    /// A request the thread is inside when the save comes: the save waits for it, and it is
+    /// answered before the state is taken — nothing is popped and left unanswered.
+    #[test]
+    fn a_save_lets_the_request_in_hand_finish_and_answers_it() {
+        let (disk, mem) = (Disk::new("inhand"), memory());
+        let ring = Ring::new(&mem, 0x1000, 16);
+        let (mut t, page) = inside_a_request(&disk, &mem, &ring);
         let release = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
             drop(page);
@@ -724,16 +735,9 @@ mod tests {
     /// rather than save positions that would lose the request.
     #[test]
     fn a_save_fails_when_the_thread_stays_stuck_in_a_request() {
-        let disk = Disk::new("stuck");
-        let mem = memory();
+        let (disk, mem) = (Disk::new("stuck"), memory());
         let ring = Ring::new(&mem, 0x1000, 16);
-        let mut t = blk(&disk, &mem, &ring);
-        const STUCK: u64 = 0x30_0000;
-        let page = StuckPage::new(&mem, GuestAddress(STUCK));
-        request(&mem, &ring, 0, VIRTIO_BLK_T_IN, 3);
-        ring.desc(1, STUCK + 8, SECTOR as u32, N | W, 2);
-        wr(&mut t, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
-        assert!(page.wait_for_toucher(DEADLINE));
+        let (mut t, page) = inside_a_request(&disk, &mem, &ring);
         let started = Instant::now();
         let e = t.save().unwrap_err();
         let took = started.elapsed();
