@@ -2,7 +2,7 @@
 //! a cold one computes.
 //!
 //! ```text
-//! cargo run --example restore -- [--profile minimal] [--kernel K] [--console DIR] BACKEND…
+//! cargo run --example restore -- [--profile minimal] [--kernel K] [--iters N] [--console DIR] BACKEND…
 //!                                                           (default: container oci:runc)
 //! ```
 //!
@@ -77,6 +77,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         None => Kernel::Cpu,
     };
     let console = option("--console").map(PathBuf::from);
+    let iters = match option("--iters") {
+        Some(n) => Some(
+            n.parse::<u64>()
+                .map_err(|_| format!("--iters {n}: not a count"))?,
+        ),
+        None => None,
+    };
     let mut names = args;
     if names.is_empty() {
         names = vec!["container".into(), "oci:runc".into()];
@@ -86,7 +93,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         // Without Docker's masks and seccomp filter.
         lab.settings.profile = isolab_container::profile::Profile::Minimal;
     }
-    let spec = Spec::default_for(kernel);
+    let default = Spec::default_for(kernel);
+    let spec = match iters {
+        Some(n) => Spec::new(kernel, default.mib, n),
+        None => default,
+    };
     let limits = Limits::default();
     let mut same = true;
     for name in &names {
