@@ -220,27 +220,12 @@ impl Machine {
     /// (stamped `snapshot_state`), then its RAM (`snapshot_memory`, and the fact
     /// `snapshot_ram_written_bytes`).
     ///
-    /// The vCPU rests on an I/O exit, which KVM finishes only on the next `KVM_RUN`: some
-    /// implementations have moved RIP past the `out` already (an emulated `out` is written back
-    /// before the exit: PVM), others move it then (`complete_userspace_io`: VT-x, AMD-V). KVM's
-    /// API asks a VMM to finish the exit before saving state, with a `KVM_RUN` that
-    /// `immediate_exit` stops before any guest code runs; after it RIP is past the `out` on
-    /// every kind. The snapshot then moves RIP back onto the `out` — one byte, `0xef`, checked
-    /// in guest RAM — so that a restored guest's first act is to say `ready` again.
+    /// The vCPU rests on an I/O exit, which [`vmm::finish_pending_exit`] finishes first; RIP
+    /// is then past the `out` on every kind of KVM. The snapshot moves it back onto the `out` —
+    /// one byte, `0xef`, checked in guest RAM — so that a restored guest's first act is to say
+    /// `ready` again.
     pub fn snapshot(&mut self, host: &Host, file: &std::fs::File) -> Result<(), VmmError> {
-        self.vcpu.set_kvm_immediate_exit(1);
-        let finished = self.vcpu.run().map(|_| ());
-        self.vcpu.set_kvm_immediate_exit(0);
-        match finished {
-            Err(e) if e.errno() == libc::EINTR => {}
-            Err(e) => return Err(VmmError::Run(e)),
-            Ok(()) => {
-                return Err(VmmError::Stopped {
-                    what: "KVM entered the guest despite immediate_exit".into(),
-                    context: String::new(),
-                })
-            }
-        }
+        vmm::finish_pending_exit(&mut self.vcpu)?;
         let mut state = CpuState::of(&self.vcpu)?;
         let out = state.regs.rip.wrapping_sub(1);
         let opcode = memory::translate(&self.mem, state.sregs.cr3, out)

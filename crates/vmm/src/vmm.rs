@@ -279,6 +279,26 @@ impl VmmError {
     }
 }
 
+/// Finish the I/O exit a vCPU rests on, without running the guest: KVM completes an exit only
+/// on the next `KVM_RUN` — some implementations have moved RIP past an `out` already (an
+/// emulated `out` is written back before the exit: PVM), others move it then
+/// (`complete_userspace_io`: VT-x, AMD-V) — and its API asks a VMM to finish the exit before
+/// it saves state, with a `KVM_RUN` that `immediate_exit` stops before any guest code runs.
+/// After it, RIP is past the `out` on every kind.
+pub fn finish_pending_exit(vcpu: &mut VcpuFd) -> Result<(), VmmError> {
+    vcpu.set_kvm_immediate_exit(1);
+    let finished = vcpu.run().map(|_| ());
+    vcpu.set_kvm_immediate_exit(0);
+    match finished {
+        Err(e) if e.errno() == libc::EINTR => Ok(()),
+        Err(e) => Err(VmmError::Run(e)),
+        Ok(()) => Err(VmmError::Stopped {
+            what: "KVM entered the guest despite immediate_exit".into(),
+            context: String::new(),
+        }),
+    }
+}
+
 /// Report what this instance cost as `info` lines: guest RAM configured and touched, the VMM's
 /// memory and its overhead over the guest's, KVM's kind, exits by cause.
 ///

@@ -643,21 +643,7 @@ fn save(
 ) -> Result<(), VmmError> {
     host.phase("ready_held");
     let vcpu = &mut parts.vcpu;
-    // Finish the I/O exit of the `out` (see `crate::machine::Machine::snapshot`): KVM moves
-    // RIP past it on the next KVM_RUN, which immediate_exit ends before the guest runs.
-    vcpu.set_kvm_immediate_exit(1);
-    let finished = vcpu.run().map(|_| ());
-    vcpu.set_kvm_immediate_exit(0);
-    match finished {
-        Err(e) if e.errno() == libc::EINTR => {}
-        Err(e) => return Err(VmmError::Run(e)),
-        Ok(()) => {
-            return Err(VmmError::Stopped {
-                what: "KVM entered the guest despite immediate_exit".into(),
-                context: String::new(),
-            })
-        }
-    }
+    vmm::finish_pending_exit(vcpu)?;
     let mut cpu = VcpuState::of(kvm, vcpu)?;
     // The `out` is in `/init`'s code, at a virtual address of its process: KVM_TRANSLATE
     // walks the guest's page tables to the physical byte.

@@ -24,7 +24,7 @@
 //!
 //! At `/init`'s `ready`: the workload writes the marker port from user mode (`out dx, al`,
 //! one byte, `0xee`), the vCPU exits to the VMM, and instead of entering it again the VMM
-//! finishes the exit (`KVM_RUN` with `immediate_exit`, as [`crate::machine::Machine::snapshot`]
+//! finishes the exit (`KVM_RUN` with `immediate_exit`, as [`crate::vmm::finish_pending_exit`]
 //! explains), moves RIP back onto that `out` — checked through the guest's own page tables
 //! (`KVM_TRANSLATE`) — and saves everything above. A restored guest's first instruction is that
 //! `out` again: its first act is to say `ready` itself, on the restored machine.
