@@ -118,12 +118,6 @@ fn restore_notes(stats: &RestoreStats) -> Vec<(String, String)> {
     ]
 }
 
-/// The facts every restored container states.
-fn note_restored(instance: &mut Instance, snapshot: &Snapshot) {
-    instance.note(info::PREFAULT, "yes");
-    instance.note(info::SNAPSHOT_BYTES, snapshot.bytes);
-}
-
 /// A snapshot taken into `dir`, not filled in yet: made first, so that an error on the way
 /// drops it and removes the directory.
 fn empty_snapshot(backend: &str, spec: Spec, dir: PathBuf) -> Snapshot {
@@ -251,7 +245,8 @@ impl Restore for Oci {
         };
         let (mut instance, _) = self.launch(lab, &snapshot.spec, limits, how)?;
         instance.restored()?;
-        note_restored(&mut instance, snapshot);
+        // CRIU copies every page in before the tree runs (see the module documentation).
+        snapshot.note_restored(&mut instance, true);
         instance.at_end(Box::new(move || {
             match criu::read_stats(&work.join("stats-restore")) {
                 Ok(stats) => restore_notes(&stats.restore),
@@ -518,7 +513,8 @@ impl Restore for Container {
             cleanup: Vec::new(),
         });
         instance.restored()?;
-        note_restored(&mut instance, snapshot);
+        // CRIU copies every page in before the tree runs (see the module documentation).
+        snapshot.note_restored(&mut instance, true);
         instance.note(
             info::CONTAINER_ROOT,
             isolab_container::start::container_root(false, None),

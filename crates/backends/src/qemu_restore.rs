@@ -327,8 +327,7 @@ impl Restore for Qemu {
         instance.restored()?;
         // QEMU copied every page of the stream into the guest's RAM before it resumed: there is
         // nothing left to prefault (see the module documentation).
-        instance.note(info::PREFAULT, "no");
-        instance.note(info::SNAPSHOT_BYTES, snapshot.bytes);
+        snapshot.note_restored(&mut instance, false);
         instance.note(
             info::IMAGE,
             "a QEMU migration stream of the guest at ready, its RAM copied in",

@@ -121,6 +121,16 @@ impl Snapshot {
         }
     }
 
+    /// Say on `instance`, restored from this snapshot, what kind of start it had: `start` =
+    /// restored, whether its memory was in place before it ran (`prefaulted`: a restore that
+    /// copies every page in first, as CRIU's and QEMU's do, is), and the snapshot's bytes.
+    pub fn note_restored(&self, instance: &mut Instance, prefaulted: bool) {
+        use isolab_results::info;
+        instance.note(info::START, isolab_results::StartKind::Restored.name());
+        instance.note(info::PREFAULT, if prefaulted { "yes" } else { "no" });
+        instance.note(info::SNAPSHOT_BYTES, self.bytes);
+    }
+
     /// The record a results file keeps of it.
     pub fn record(&self, family: isolab_results::Family) -> isolab_results::SnapshotRecord {
         isolab_results::SnapshotRecord {

@@ -280,9 +280,7 @@ impl Restore for Vm {
             |host, kept| restore_machine(&config, &kept_file(kept[0]), &spec, prefault, host),
         )?;
         instance.note(info::GUEST_OS, "none");
-        instance.note(info::START, isolab_results::StartKind::Restored.name());
-        instance.note(info::PREFAULT, if prefault { "yes" } else { "no" });
-        instance.note(info::SNAPSHOT_BYTES, snapshot.bytes);
+        snapshot.note_restored(&mut instance, prefault);
         instance.note(info::IMAGE_BYTES, snapshot.bytes);
         instance.note(
             info::IMAGE,

@@ -169,13 +169,13 @@ impl Backend for VmLinux {
     }
 }
 
-/// How the VMM child makes its machine ([`machine::Start`]); the snapshot file, where there
-/// is one, is handed to it as a descriptor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the VMM child makes its machine ([`machine::Start`]), with the snapshot file it is
+/// handed as a descriptor where there is one.
+#[derive(Debug)]
 enum Making {
     Cold,
-    Snapshot,
-    Restore { prefault: bool },
+    Snapshot(OwnedFd),
+    Restore { file: OwnedFd, prefault: bool },
 }
 
 /// `vm-linux` snapshots: the VMM saves the whole machine at `/init`'s `ready` — vCPU, local
@@ -203,8 +203,7 @@ impl Restore for VmLinux {
                 spec,
                 limits,
                 devices,
-                Making::Snapshot,
-                Some(OwnedFd::from(theirs)),
+                Making::Snapshot(OwnedFd::from(theirs)),
             )
         })?;
         // The guest is saved at `ready` and never says it: the VMM ends after the snapshot.
@@ -243,13 +242,13 @@ impl Restore for VmLinux {
                 &spec,
                 limits,
                 devices,
-                Making::Restore { prefault },
-                Some(theirs),
+                Making::Restore {
+                    file: theirs,
+                    prefault,
+                },
             )
         })?;
-        instance.note(info::START, isolab_results::StartKind::Restored.name());
-        instance.note(info::PREFAULT, if prefault { "yes" } else { "no" });
-        instance.note(info::SNAPSHOT_BYTES, snapshot.bytes);
+        snapshot.note_restored(&mut instance, prefault);
         instance.note(
             info::IMAGE,
             "a snapshot of the Linux guest at ready, its RAM mapped MAP_PRIVATE",
@@ -269,11 +268,10 @@ impl VmLinux {
         limits: &Limits,
         devices: GuestDevices,
     ) -> Result<Instance, BackendError> {
-        self.launch(lab, spec, limits, devices, Making::Cold, None)
+        self.launch(lab, spec, limits, devices, Making::Cold)
     }
 
-    /// Start the VMM child that makes its machine as `making` says, with the snapshot file
-    /// `snapshot` where there is one.
+    /// Start the VMM child that makes its machine as `making` says.
     fn launch(
         &self,
         lab: &Lab,
@@ -281,7 +279,6 @@ impl VmLinux {
         limits: &Limits,
         devices: GuestDevices,
         making: Making,
-        snapshot: Option<OwnedFd>,
     ) -> Result<Instance, BackendError> {
         let mut timeline = Timeline::start();
         crate::vmm_launch::prepare(self.name())?;
@@ -335,8 +332,19 @@ impl VmLinux {
             .map_err(BackendError::io("dup the tap"))?
             .into_iter()
             .collect();
+        // The snapshot file, after the tap; `restore`: the prefault asked for (None: taking one).
         let snapshot_at = keep.len();
-        keep.extend(snapshot);
+        let restore = match making {
+            Making::Cold => None,
+            Making::Snapshot(file) => {
+                keep.push(file);
+                None
+            }
+            Making::Restore { file, prefault } => {
+                keep.push(file);
+                Some(prefault)
+            }
+        };
         let mut instance = crate::vmm_launch::launch_keeping(
             lab,
             self.name(),
@@ -346,7 +354,7 @@ impl VmLinux {
             timeline,
             keep,
             |host, kept| {
-                let net = match (&config.net, kept.first().filter(|_| snapshot_at > 0)) {
+                let net = match (&config.net, kept.first()) {
                     (Some(n), Some(&fd)) => Some(NetBacking {
                         // SAFETY: the launch installed the tap's copy at this number in this
                         // process, and nothing else owns it.
@@ -356,12 +364,10 @@ impl VmLinux {
                     _ => None,
                 };
                 let file = kept.get(snapshot_at).map(|&fd| kept_file(fd));
-                let start = match (making, &file) {
-                    (Making::Snapshot, Some(f)) => machine::Start::Snapshot(f),
-                    (Making::Restore { prefault }, Some(f)) => {
-                        machine::Start::Restore { file: f, prefault }
-                    }
-                    _ => machine::Start::Cold,
+                let start = match (&file, restore) {
+                    (None, _) => machine::Start::Cold,
+                    (Some(f), None) => machine::Start::Snapshot(f),
+                    (Some(f), Some(prefault)) => machine::Start::Restore { file: f, prefault },
                 };
                 machine::run_as(&config, net.as_ref(), host, start).map(drop)
             },
