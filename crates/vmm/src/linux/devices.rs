@@ -224,12 +224,12 @@ impl Devices {
         .map_err(|e| {
             crate::snapshot::SnapshotError::Malformed(format!("the UART's state: {e:?}"))
         })?;
+        let mut rtc = Rtc::default();
+        rtc.select(state.rtc_index);
         Ok(Devices {
             uart: std::sync::Arc::new(std::sync::Mutex::new(uart)),
             i8042: I8042Device::new(ResetLine::default()),
-            rtc: Rtc {
-                index: state.rtc_index & 0x7f,
-            },
+            rtc,
         })
     }
 

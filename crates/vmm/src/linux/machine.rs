@@ -603,7 +603,7 @@ fn restore_from(
     state.vcpu.apply(&vcpu)?;
     state.vm.apply_clock(vm)?;
     let devices = Devices::restored(irq, &state.devices)?;
-    let console = Console::resumed(Some(log), state.devices.console_partial.clone());
+    let console = Console::resumed(Some(log), state.devices.console_partial);
     host.phase("state_loaded");
     Ok(Parts {
         vcpu,
